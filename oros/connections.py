@@ -1,0 +1,97 @@
+"""Connections to Postgres, Redis and ClickHouse, built from ``Settings``.
+
+Each factory is the one place a connection is configured; processes wrap
+them in aiohttp cleanup contexts or ``with`` blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager, contextmanager
+from typing import AsyncIterator, Iterator
+from urllib.parse import urlparse
+
+import clickhouse_connect
+import psycopg
+import redis.asyncio as aioredis
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+APP_ROLE = "oros_app"
+
+
+def pg_connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
+    """A synchronous connection as the owner role (jobs, migrations, CLI)."""
+    return psycopg.connect(settings.database_url, autocommit=autocommit, row_factory=dict_row)
+
+
+def pg_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
+    """An async pool as the owner role; open it with ``await pool.open()``."""
+    return AsyncConnectionPool(
+        settings.database_url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row},
+        open=False,
+        name="oros",
+    )
+
+
+@asynccontextmanager
+async def as_user(pool: AsyncConnectionPool, user_id: str | None) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A transaction run as the non-owner app role with ``auth.uid()`` = ``user_id``.
+
+    Row-level security then decides what the caller sees; both settings are
+    transaction-local, so nothing leaks to the pooled connection's next user.
+    """
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT set_config('role', %(role)s, true), set_config('request.jwt.claim.sub', %(sub)s, true)",
+                {"role": APP_ROLE, "sub": user_id or ""},
+            )
+            yield conn
+
+
+def redis_client(settings: Settings, **kwargs) -> aioredis.Redis:
+    return aioredis.Redis.from_url(settings.redis_url, **kwargs)
+
+
+_ch_lock = threading.Lock()
+_ch_clients: dict[tuple[str, str], object] = {}
+
+
+def clickhouse_client(settings: Settings, *, database: str | None = None):
+    """The ClickHouse client: an HTTP server in production, chDB (in-process) embedded.
+
+    chDB lets only one engine per process open a data directory, so clients
+    are shared per (url, database) within the process.
+    """
+    url = settings.clickhouse_url
+    database = database if database is not None else settings.clickhouse_database
+    key = (url, database)
+    with _ch_lock:
+        client = _ch_clients.get(key)
+        if client is None:
+            client = _new_clickhouse_client(url, database)
+            _ch_clients[key] = client
+        return client
+
+
+def _new_clickhouse_client(url: str, database: str):
+    parsed = urlparse(url)
+    if parsed.scheme == "chdb":
+        return clickhouse_connect.get_client(dsn=url, database=database or None)
+    return clickhouse_connect.get_client(dsn=url, database=database or None, compress=True)
+
+
+@contextmanager
+def pg_transaction(settings: Settings) -> Iterator[psycopg.Connection]:
+    with pg_connect(settings) as conn:
+        with conn.transaction():
+            yield conn

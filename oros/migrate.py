@@ -1,0 +1,81 @@
+"""``oros migrate``: apply the Postgres and ClickHouse migrations that are not applied yet.
+
+Postgres: each file runs in its own transaction and is recorded in
+``schema_migrations`` in that same transaction, under an advisory lock so
+concurrent migrators queue rather than collide. ClickHouse has no
+transactional DDL, so its files are written to be re-runnable
+(``IF NOT EXISTS``) and recorded after they succeed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+import sql
+
+from .connections import clickhouse_client, pg_connect
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+MIGRATION_LOCK = 0x0905_0001
+
+
+def migrate_postgres(settings: Settings) -> list[str]:
+    applied_now: list[str] = []
+    with pg_connect(settings, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            done = {row["name"] for row in conn.execute("SELECT name FROM schema_migrations")}
+            for name, text in sql.migrations("postgres"):
+                if name in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(text)
+                    conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+                log.info("postgres migration applied name=%s", name)
+                applied_now.append(name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    return applied_now
+
+
+def migrate_clickhouse(settings: Settings) -> list[str]:
+    server = clickhouse_client(settings, database="")
+    server.command(f"CREATE DATABASE IF NOT EXISTS `{settings.clickhouse_database}`")
+    client = clickhouse_client(settings)
+    client.command(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name String, applied_at DateTime DEFAULT now())"
+        " ENGINE = ReplacingMergeTree ORDER BY name"
+    )
+    done = {row[0] for row in client.query("SELECT name FROM schema_migrations").result_rows}
+    applied_now: list[str] = []
+    for name, text in sql.migrations("clickhouse"):
+        if name in done:
+            continue
+        for statement in _statements(text):
+            client.command(statement)
+        client.insert("schema_migrations", [[name]], column_names=["name"])
+        log.info("clickhouse migration applied name=%s", name)
+        applied_now.append(name)
+    return applied_now
+
+
+def _statements(text: str) -> list[str]:
+    """Split a ClickHouse migration on ``;`` at line ends (its files hold no such literal)."""
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return [part.strip() for part in body.split(";\n") if part.strip().rstrip(";")]
+
+
+def run_migrate(settings: Settings) -> dict[str, list[str]]:
+    try:
+        postgres = migrate_postgres(settings)
+    except psycopg.Error as exc:
+        raise SystemExit(f"postgres migration failed: {exc}") from exc
+    return {"postgres": postgres, "clickhouse": migrate_clickhouse(settings)}

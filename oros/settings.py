@@ -1,0 +1,124 @@
+"""One explicit, frozen settings object, validated when it loads.
+
+Every process builds it once with ``Settings.from_env()`` and passes it into
+its factories; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; names the variable."""
+
+
+def _decimal(env: dict[str, str], name: str, default: str, *, minimum: Decimal, maximum: Decimal | None = None) -> Decimal:
+    raw = env.get(name, default)
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise SettingsError(f"{name}={raw!r} is not a decimal number") from None
+    if not value.is_finite() or value < minimum or (maximum is not None and value > maximum):
+        raise SettingsError(f"{name}={raw!r} is out of range")
+    return value
+
+
+def _int(env: dict[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    raw = env.get(name) or None
+    if raw is not None and urlparse(raw).scheme not in schemes:
+        raise SettingsError(f"{name} must use one of the schemes {', '.join(schemes)}")
+    return raw
+
+
+def _networks(env: dict[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    raw = env.get(name, "")
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Connections. None means "use the embedded default" (see oros.embedded).
+    database_url: str | None = None
+    redis_url: str | None = None
+    clickhouse_url: str | None = None
+    data_dir: Path = Path(".oros")
+
+    stripe_api_key: str = "sk_test_oros"
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: str = "whsec_oros_dev"
+    jwt_secret: str = "oros-dev-secret-change-me"
+    jwt_ttl_s: int = 24 * 3600
+
+    platform_fee_pct: Decimal = Decimal("10")
+    hold_days: int = 14
+    attribution_days: int = 30
+    click_dedupe_s: int = 3600
+    min_withdrawal: Decimal = Decimal("10.00")
+    trusted_proxies: tuple = field(default_factory=tuple)
+
+    # Tracker tuning.
+    flush_interval_ms: int = 2
+    max_batch: int = 2000
+    link_cache_ttl_s: int = 30
+    negative_cache_ttl_s: int = 60
+
+    # Settler scheduling.
+    settle_interval_s: int = 60
+    release_interval_s: int = 300
+    reconcile_interval_s: int = 900
+
+    # ClickHouse database that holds the raw events.
+    clickhouse_database: str = "oros"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        return cls(
+            database_url=_url(env, "DATABASE_URL", ("postgres", "postgresql")),
+            redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
+            clickhouse_url=_url(env, "CLICKHOUSE_URL", ("http", "https", "chdb")),
+            data_dir=Path(env.get("OROS_DATA_DIR", ".oros")),
+            stripe_api_key=env.get("STRIPE_API_KEY", cls.stripe_api_key),
+            stripe_api_base=_url(env, "STRIPE_API_BASE", ("http", "https")),
+            stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", cls.stripe_webhook_secret),
+            jwt_secret=env.get("OROS_JWT_SECRET", cls.jwt_secret),
+            jwt_ttl_s=_int(env, "OROS_JWT_TTL_S", cls.jwt_ttl_s, minimum=60),
+            platform_fee_pct=_decimal(env, "OROS_PLATFORM_FEE_PCT", "10", minimum=Decimal(0), maximum=Decimal(100)),
+            hold_days=_int(env, "OROS_HOLD_DAYS", 14),
+            attribution_days=_int(env, "OROS_ATTRIBUTION_DAYS", 30, minimum=1),
+            click_dedupe_s=_int(env, "OROS_CLICK_DEDUPE_SECONDS", 3600),
+            min_withdrawal=_decimal(env, "OROS_MIN_WITHDRAWAL", "10.00", minimum=Decimal("0.01")),
+            trusted_proxies=_networks(env, "OROS_TRUSTED_PROXIES"),
+            flush_interval_ms=_int(env, "OROS_FLUSH_INTERVAL_MS", 2),
+            max_batch=_int(env, "OROS_MAX_BATCH", 2000, minimum=1),
+            link_cache_ttl_s=_int(env, "OROS_LINK_CACHE_TTL_S", 30),
+            negative_cache_ttl_s=_int(env, "OROS_NEGATIVE_CACHE_TTL_S", 60),
+            settle_interval_s=_int(env, "OROS_SETTLE_INTERVAL_S", 60, minimum=1),
+            release_interval_s=_int(env, "OROS_RELEASE_INTERVAL_S", 300, minimum=1),
+            reconcile_interval_s=_int(env, "OROS_RECONCILE_INTERVAL_S", 900, minimum=1),
+            clickhouse_database=env.get("OROS_CLICKHOUSE_DATABASE", "oros"),
+        )
+
+    def with_urls(self, *, database_url: str, redis_url: str, clickhouse_url: str) -> "Settings":
+        """The same settings pointed at concrete servers (after embedded start-up)."""
+        return replace(self, database_url=database_url, redis_url=redis_url, clickhouse_url=clickhouse_url)
