@@ -92,3 +92,31 @@ def resolve(settings: Settings, *, prefer_local: bool) -> tuple[Settings, Embedd
     clickhouse_url = settings.clickhouse_url or f"chdb://{data_dir / 'chdb'}"
     os.makedirs(data_dir, exist_ok=True)
     return settings.with_urls(database_url=database_url, redis_url=redis_url, clickhouse_url=clickhouse_url), servers
+
+
+def services_file(settings: Settings) -> Path:
+    return settings.data_dir / "services.json"
+
+
+def write_services_file(settings: Settings) -> None:
+    """Let other ``oros`` commands on this machine find the dev process's servers."""
+    import orjson
+
+    services_file(settings).write_bytes(
+        orjson.dumps({"database_url": settings.database_url, "redis_url": settings.redis_url})
+    )
+
+
+def resolve_for_command(settings: Settings) -> tuple[Settings, EmbeddedServers]:
+    """For single-purpose commands: reuse a running ``oros dev``'s servers when URLs are unset."""
+    import orjson
+
+    path = services_file(settings)
+    if (settings.database_url is None or settings.redis_url is None) and path.exists():
+        known = orjson.loads(path.read_bytes())
+        settings = settings.with_urls(
+            database_url=settings.database_url or known["database_url"],
+            redis_url=settings.redis_url or known["redis_url"],
+            clickhouse_url=settings.clickhouse_url,
+        )
+    return resolve(settings, prefer_local=False)

@@ -13,6 +13,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .keys import Keys
+
 
 class SettingsError(ValueError):
     """A configuration value is missing or malformed; names the variable."""
@@ -89,6 +91,8 @@ class Settings:
 
     # ClickHouse database that holds the raw events.
     clickhouse_database: str = "oros"
+    # Prefix of every Redis key (isolates test runs sharing one Redis).
+    redis_prefix: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -117,7 +121,12 @@ class Settings:
             release_interval_s=_int(env, "OROS_RELEASE_INTERVAL_S", 300, minimum=1),
             reconcile_interval_s=_int(env, "OROS_RECONCILE_INTERVAL_S", 900, minimum=1),
             clickhouse_database=env.get("OROS_CLICKHOUSE_DATABASE", "oros"),
+            redis_prefix=env.get("OROS_REDIS_PREFIX", ""),
         )
+
+    @property
+    def keys(self) -> "Keys":
+        return Keys(self.redis_prefix)
 
     def with_urls(self, *, database_url: str, redis_url: str, clickhouse_url: str) -> "Settings":
         """The same settings pointed at concrete servers (after embedded start-up)."""

@@ -1,0 +1,214 @@
+"""The ``oros`` command line. Each subcommand parses its options and delegates to one ``run_*``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .logs import setup_logging
+from .settings import Settings, SettingsError
+
+log = logging.getLogger("oros")
+
+
+def _settings(*, dev: bool = False):
+    """Settings with concrete server URLs, and the embedded servers this process started."""
+    from . import embedded
+
+    settings = Settings.from_env()
+    if dev:
+        return embedded.resolve(settings, prefer_local=False)
+    return embedded.resolve_for_command(settings)
+
+
+def cmd_dev(args) -> int:
+    from .dev import run_dev
+
+    settings, servers = _settings(dev=True)
+    try:
+        run_dev(settings, demo=args.demo, tracker_port=args.tracker_port, admin_port=args.admin_port)
+    finally:
+        servers.stop()
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    from .migrate import run_migrate
+
+    settings, servers = _settings()
+    try:
+        applied = run_migrate(settings)
+    finally:
+        servers.stop()
+    print(f"postgres: {len(applied['postgres'])} applied, clickhouse: {len(applied['clickhouse'])} applied")
+    return 0
+
+
+def cmd_create_admin(args) -> int:
+    from .accounts import create_admin
+    from .migrate import migrate_postgres
+
+    settings, servers = _settings()
+    try:
+        migrate_postgres(settings)
+        user_id = create_admin(settings, args.email, args.password)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        servers.stop()
+    print(f"admin {args.email} id={user_id}")
+    return 0
+
+
+def cmd_tracker(args) -> int:
+    from tracker.server import run_tracker
+
+    settings, servers = _settings()
+    try:
+        run_tracker(settings, workers=args.workers, port=args.port)
+    finally:
+        servers.stop()
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from tracker.ingest import run_ingest
+
+    settings, servers = _settings()
+    try:
+        run_ingest(settings, once=args.once)
+    finally:
+        servers.stop()
+    return 0
+
+
+def cmd_settler(args) -> int:
+    from settler.scheduler import run_settler
+
+    settings, servers = _settings()
+    try:
+        run_settler(settings)
+    finally:
+        servers.stop()
+    return 0
+
+
+def cmd_settle(args) -> int:
+    from settler.run import run_settle_command
+
+    settings, servers = _settings()
+    try:
+        return run_settle_command(settings, dry_run=args.dry_run)
+    finally:
+        servers.stop()
+
+
+def cmd_release_holds(args) -> int:
+    from settler.holds import run_release_command
+
+    settings, servers = _settings()
+    try:
+        return run_release_command(settings)
+    finally:
+        servers.stop()
+
+
+def cmd_payouts(args) -> int:
+    from settler.payouts import run_payouts_command
+
+    settings, servers = _settings()
+    try:
+        return run_payouts_command(settings)
+    finally:
+        servers.stop()
+
+
+def cmd_reconcile(args) -> int:
+    from settler.reconcile import run_reconcile_command
+
+    settings, servers = _settings()
+    try:
+        return run_reconcile_command(settings)
+    finally:
+        servers.stop()
+
+
+def cmd_admin(args) -> int:
+    from admin_api.server import run_admin
+
+    settings, servers = _settings()
+    try:
+        run_admin(settings, port=args.port)
+    finally:
+        servers.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oros", description="OROS click tracking and creator payouts")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("dev", help="everything in one process on the embedded stack")
+    p.add_argument("--demo", action="store_true", help="create demo accounts, a funded campaign and a link")
+    p.add_argument("--tracker-port", type=int, default=8080)
+    p.add_argument("--admin-port", type=int, default=8081)
+    p.set_defaults(func=cmd_dev)
+
+    sub.add_parser("migrate", help="apply Postgres and ClickHouse migrations").set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("create-admin", help="create or promote an admin")
+    p.add_argument("--email", required=True)
+    p.add_argument("--password", required=True)
+    p.set_defaults(func=cmd_create_admin)
+
+    p = sub.add_parser("tracker", help="the redirect and conversion edge service")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_tracker)
+
+    p = sub.add_parser("ingest", help="drain the event stream into ClickHouse")
+    p.add_argument("--once", action="store_true", help="drain what is there now, then exit")
+    p.set_defaults(func=cmd_ingest)
+
+    sub.add_parser("settler", help="scheduled settle, release-holds and reconcile jobs").set_defaults(
+        func=cmd_settler
+    )
+
+    p = sub.add_parser("settle", help="verify and pay the events since the watermark")
+    p.add_argument("--once", action="store_true", required=True)
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_settle)
+
+    p = sub.add_parser("release-holds", help="settle creator credits whose hold has passed")
+    p.add_argument("--once", action="store_true", required=True)
+    p.set_defaults(func=cmd_release_holds)
+
+    p = sub.add_parser("payouts", help="pay requested withdrawals through Stripe")
+    p.add_argument("--once", action="store_true", required=True)
+    p.set_defaults(func=cmd_payouts)
+
+    sub.add_parser("reconcile", help="prove the books balance (non-zero exit if not)").set_defaults(
+        func=cmd_reconcile
+    )
+
+    p = sub.add_parser("admin", help="the admin REST API")
+    p.add_argument("--port", type=int, default=8081)
+    p.set_defaults(func=cmd_admin)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

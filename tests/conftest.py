@@ -1,0 +1,103 @@
+"""Real services, isolated per test.
+
+* Postgres: ``DATABASE_URL``'s server, else the one on 127.0.0.1:5432, else an
+  embedded one. Migrations run once into a template; each test gets a clone.
+* Redis: ``REDIS_URL``, else 127.0.0.1:6379, else embedded Valkey; each test
+  gets its own key prefix (the stream and every key live under it).
+* ClickHouse: one chDB directory per test run (chDB allows one per process),
+  one ClickHouse database per test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from dataclasses import replace
+from urllib.parse import urlparse
+
+import psycopg
+import pytest
+import redis as sync_redis
+
+from oros import embedded
+from oros.connections import clickhouse_client, pg_connect, redis_client
+from oros.migrate import migrate_clickhouse, migrate_postgres
+from oros.settings import Settings
+
+RUN_ID = f"{os.getpid()}_{secrets.token_hex(2)}"
+_counter = itertools.count(1)
+
+
+def with_database(url: str, name: str) -> str:
+    return urlparse(url)._replace(path=f"/{name}").geturl()
+
+
+@pytest.fixture(scope="session")
+def base_settings(tmp_path_factory) -> Settings:
+    data_dir = tmp_path_factory.mktemp("oros")
+    env_settings = Settings.from_env()
+    settings, servers = embedded.resolve(
+        replace(env_settings, data_dir=data_dir, clickhouse_url=f"chdb://{data_dir / 'chdb'}"),
+        prefer_local=True,
+    )
+    settings = replace(settings, platform_fee_pct=Settings().platform_fee_pct)
+    yield settings
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(base_settings) -> str:
+    name = f"oros_tpl_{RUN_ID}"
+    with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    migrate_postgres(replace(base_settings, database_url=with_database(base_settings.database_url, name)))
+    yield name
+    with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(base_settings, template_db) -> Settings:
+    """Settings for one test: its own Postgres database, Redis prefix and ClickHouse database."""
+    n = next(_counter)
+    db_name = f"oros_t_{RUN_ID}_{n}"
+    with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db_name}" TEMPLATE "{template_db}"')
+    test_settings = replace(
+        base_settings,
+        database_url=with_database(base_settings.database_url, db_name),
+        clickhouse_database=f"t_{RUN_ID}_{n}",
+        redis_prefix=f"t:{RUN_ID}:{n}:",
+    )
+    migrate_clickhouse(test_settings)
+    yield test_settings
+    clickhouse_client(test_settings, database="").command(
+        f"DROP DATABASE IF EXISTS `{test_settings.clickhouse_database}`"
+    )
+    client = sync_redis.Redis.from_url(base_settings.redis_url)
+    keys = list(client.scan_iter(match=f"{test_settings.redis_prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+    with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg(settings):
+    """A synchronous owner connection to the test's database (autocommit)."""
+    with pg_connect(settings, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def redis(settings):
+    client = redis_client(settings)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def ch(settings):
+    return clickhouse_client(settings)
