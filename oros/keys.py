@@ -33,6 +33,10 @@ class Keys:
     def link(self, code: str) -> str:
         return f"{self.prefix}link:{code}"
 
+    def click(self, click_id: str) -> str:
+        """The click index: click id -> the link it came through, kept for the attribution window."""
+        return f"{self.prefix}clk:{click_id}"
+
     def api_key(self, key_hash: str) -> str:
         return f"{self.prefix}apikey:{key_hash}"
 
