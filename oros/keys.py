@@ -43,6 +43,10 @@ class Keys:
     def order(self, campaign_id: str, order_id: str) -> str:
         return f"{self.prefix}order:{campaign_id}:{order_id}"
 
+    def stripe_sale(self, order_id: str) -> str:
+        """A Stripe checkout sale's attribution, kept so its later refund finds the same click."""
+        return f"{self.prefix}stripe_sale:{order_id}"
+
     def idempotency(self, business_id: str, key: str) -> str:
         return f"{self.prefix}idem:{business_id}:{key}"
 

@@ -83,6 +83,9 @@ class Settings:
     max_batch: int = 2000
     link_cache_ttl_s: int = 30
     negative_cache_ttl_s: int = 60
+    # Public base URL of the tracker; a link's url is this + "/" + code.
+    tracker_url: str = "http://127.0.0.1:8080"
+    conversion_rate_per_min: int = 6000  # per client IP, conversions and pixels
 
     # Settler scheduling.
     settle_interval_s: int = 60
@@ -117,6 +120,8 @@ class Settings:
             max_batch=_int(env, "OROS_MAX_BATCH", 2000, minimum=1),
             link_cache_ttl_s=_int(env, "OROS_LINK_CACHE_TTL_S", 30),
             negative_cache_ttl_s=_int(env, "OROS_NEGATIVE_CACHE_TTL_S", 60),
+            tracker_url=(_url(env, "OROS_TRACKER_URL", ("http", "https")) or cls.tracker_url).rstrip("/"),
+            conversion_rate_per_min=_int(env, "OROS_CONVERSION_RATE_PER_MIN", 6000, minimum=1),
             settle_interval_s=_int(env, "OROS_SETTLE_INTERVAL_S", 60, minimum=1),
             release_interval_s=_int(env, "OROS_RELEASE_INTERVAL_S", 300, minimum=1),
             reconcile_interval_s=_int(env, "OROS_RECONCILE_INTERVAL_S", 900, minimum=1),

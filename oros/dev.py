@@ -1,0 +1,76 @@
+"""``oros dev``: the whole platform in one process on one event loop.
+
+Tracker and admin API on their ports, ingest draining the stream, and the
+settler's scheduler, all sharing this process's chDB engine (chDB opens a
+data directory from one process only, which is why the admin API exposes
+settlement triggers for embedded mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import uvloop
+from aiohttp import web
+
+from .embedded import write_services_file
+from .migrate import run_migrate
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_dev(settings: Settings, *, demo: bool, tracker_port: int, admin_port: int) -> None:
+    run_migrate(settings)
+    write_services_file(settings)
+    uvloop.run(_serve(settings, demo=demo, tracker_port=tracker_port, admin_port=admin_port))
+
+
+async def _start_site(app: web.Application, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def _serve(settings: Settings, *, demo: bool, tracker_port: int, admin_port: int) -> None:
+    from admin_api.app import create_app as create_admin_app
+    from settler.scheduler import build_scheduler
+    from tracker.app import create_app as create_tracker_app
+    from tracker.ingest import Ingester
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    runners = [
+        await _start_site(create_tracker_app(settings), tracker_port),
+        await _start_site(create_admin_app(settings), admin_port),
+    ]
+    ingester = Ingester(settings, consumer="dev")
+    ingest_task = asyncio.create_task(ingester.run(stop))
+    scheduler = build_scheduler(settings)
+    scheduler.start()
+    tracker_url, admin_url = f"http://127.0.0.1:{tracker_port}", f"http://127.0.0.1:{admin_port}"
+    log.info("oros dev ready", extra={"tracker": tracker_url, "admin": admin_url})
+    try:
+        if demo:
+            from .demo import print_demo, set_up_demo
+
+            print_demo(await set_up_demo(settings, admin_url=admin_url, tracker_url=tracker_url))
+        else:
+            print(f"tracker {tracker_url}  admin API {admin_url}  (Ctrl-C stops)", flush=True)
+        await stop.wait()
+    finally:
+        log.info("oros dev stopping")
+        scheduler.shutdown(wait=False)
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ingest_task
+        await ingester.close()
+        for runner in reversed(runners):
+            await runner.cleanup()
