@@ -22,6 +22,8 @@ def parse_amount(raw: object, *, allow_zero: bool = False) -> Decimal:
         value = None
     if value is None or not value.is_finite():
         raise AmountError("amount must be a decimal string such as \"12.50\"")
+    if abs(value) > MAX_AMOUNT:  # before quantize, which raises on huge exponents ("1e400")
+        raise AmountError("amount is too large")
     if value != value.quantize(CENT):
         raise AmountError("amount has more than two decimal places")
     if value < 0 or (value == 0 and not allow_zero):

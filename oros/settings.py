@@ -68,7 +68,7 @@ class Settings:
     stripe_api_key: str = "sk_test_oros"
     stripe_api_base: str | None = None
     stripe_webhook_secret: str = "whsec_oros_dev"
-    jwt_secret: str = "oros-dev-secret-change-me"
+    jwt_secret: str = "oros-dev-secret-change-me-in-production"  # >= 32 bytes for HS256
     jwt_ttl_s: int = 24 * 3600
 
     platform_fee_pct: Decimal = Decimal("10")

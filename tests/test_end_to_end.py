@@ -22,6 +22,8 @@ from tracker.app import create_app as create_tracker_app
 from tracker.ingest import Ingester
 
 PASSWORD = "correct horse battery"
+BROWSER = {"User-Agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+                         "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"}
 
 
 @pytest.fixture
@@ -94,7 +96,7 @@ async def test_one_click_paid_end_to_end(admin, tracker, settings, pg, redis, cl
     link = await call(admin, "POST", f"/v1/campaigns/{cid}/links", creator, expect=201)
     assert link["url"].endswith("/" + link["code"])
 
-    response = await tracker.get(f"/{link['code']}?utm_source=ig", allow_redirects=False)
+    response = await tracker.get(f"/{link['code']}?utm_source=ig", headers=BROWSER, allow_redirects=False)
     assert response.status == 302
     assert response.headers["Cache-Control"] == "no-store"
     location = urlparse(response.headers["Location"])
@@ -157,6 +159,6 @@ async def test_demo_sets_up_a_paying_link(admin, tracker, settings):
     again = await set_up_demo(settings, admin_url=admin_url, tracker_url=tracker_url)
     assert again.campaign_id == demo.campaign_id
     code = urlparse(demo.link_url).path.lstrip("/")
-    response = await tracker.get(f"/{code}", allow_redirects=False)
+    response = await tracker.get(f"/{code}", headers=BROWSER, allow_redirects=False)
     assert response.status == 302
     assert response.headers["Location"].startswith("https://example.com/sneakers?oros_cid=")

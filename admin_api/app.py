@@ -1,0 +1,100 @@
+"""The admin API application factory: pools as cleanup contexts, one error middleware, all routes."""
+
+from __future__ import annotations
+
+import logging
+from typing import AsyncIterator
+
+import psycopg
+from aiohttp import web
+
+from oros.connections import pg_pool, redis_client
+from oros.settings import Settings
+
+from . import admin, campaigns, funding, openapi, reports, users, wallets, webhooks
+from .errors import ApiError
+from .payload import respond
+from .typedefs import PG_POOL, REDIS, SETTINGS
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+ROUTE_MODULES = (users, campaigns, wallets, admin, funding, webhooks, reports)
+
+# Safety net for what input validation missed: a database refusal caused by the
+# request is the caller's problem (4xx), never a 500.
+_DB_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
+    (psycopg.errors.UniqueViolation, 409, "conflict"),
+    (psycopg.errors.ForeignKeyViolation, 422, "invalid_reference"),
+    (psycopg.errors.CheckViolation, 422, "invalid"),
+    (psycopg.errors.NotNullViolation, 422, "invalid"),
+    (psycopg.errors.DataError, 422, "invalid"),
+    (psycopg.errors.InsufficientPrivilege, 403, "forbidden"),
+    # Deadlock or serialization failure: nothing was written; the client may simply retry.
+    (psycopg.errors.TransactionRollback, 503, "try_again"),
+)
+
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Render every failure as ``{"error": {"code", "message", "field"?}}``."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return respond(exc.body(), exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        response = respond({"error": {"code": code, "message": exc.reason}}, exc.status)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except psycopg.Error as exc:
+        for kind, status, code in _DB_ERRORS:
+            if isinstance(exc, kind):
+                log.info("request refused by the database", extra={"path": request.path, "sqlstate": exc.sqlstate})
+                message = exc.diag.message_primary or "refused by the database"
+                return respond({"error": {"code": code, "message": message}}, status)
+        log.exception("request failed", extra={"path": request.path})
+        return _internal()
+    except Exception:
+        log.exception("request failed", extra={"path": request.path})
+        return _internal()
+
+
+def _internal() -> web.Response:
+    """A bug on our side: logged with its traceback, answered in the contract's shape without details."""
+    return respond({"error": {"code": "internal", "message": "internal error"}}, 500)
+
+
+async def _pg_context(app: web.Application) -> AsyncIterator[None]:
+    pool = pg_pool(app[SETTINGS])
+    await pool.open(wait=True)
+    app[PG_POOL] = pool
+    yield
+    await pool.close()
+
+
+async def _redis_context(app: web.Application) -> AsyncIterator[None]:
+    client = redis_client(app[SETTINGS])
+    app[REDIS] = client
+    yield
+    await client.aclose()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_pg_context)
+    app.cleanup_ctx.append(_redis_context)
+    for module in ROUTE_MODULES:
+        app.router.add_routes(module.routes)
+    document = openapi.build([module.OPENAPI for module in ROUTE_MODULES])
+    app.router.add_get("/openapi.json", openapi.handler(document))
+    return app

@@ -1,0 +1,487 @@
+"""Campaigns, the creators who join them, and their tracking links.
+
+Lifecycle: ``draft`` -> ``active`` (only when funded for at least one action
+and before ``end_date``) <-> ``paused``; ``completed`` is final and set by
+the settler. Once a campaign has been active, the terms creators joined on
+(``payout_per_action``, ``start_date``) are fixed; see docs/api.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import psycopg
+import redis.exceptions
+from aiohttp import web
+
+from oros.connections import as_user
+from oros.links import LINK_SQL, LinkInfo, publish
+
+from . import openapi as oa
+from .auth import Caller, caller
+from .errors import ApiError, conflict, forbidden, invalid, not_found
+from .payload import (amount, choice, cursor, hashtags, http_url, limit, page, path_id, read_json, respond, text,
+                      timestamp)
+from .typedefs import PG_POOL, REDIS, SETTINGS
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+OBJECTIVES = ("click", "conversion", "sale")
+STATUSES = ("draft", "active", "paused", "completed")
+MAX_PAYOUT = Decimal("99999999.99")  # DECIMAL(10,2)
+CODE_BYTES = 6  # 8 URL-safe characters, 48 random bits: unguessable, and retried on the rare collision
+CODE_ATTEMPTS = 5
+
+CAMPAIGN_COLUMNS = """id, business_id, title, description, hashtags, objective, payout_per_action, destination_url,
+    total_budget, remaining_budget, funded_budget, status, start_date, end_date, created_at, updated_at"""
+MEMBER_COLUMNS = "id, campaign_id, creator_id, status, total_earned, accepted_at, created_at"
+LINK_COLUMNS = "id, campaign_id, creator_id, code, url, destination_url, click_count, conversion_count, created_at"
+
+# What may change in each status. Creators joined an active campaign on its
+# payout and start, so those are fixed once it has gone live.
+EDITABLE = {
+    "draft": {"title", "description", "hashtags", "payout_per_action", "destination_url", "total_budget",
+              "start_date", "end_date"},
+    "active": {"title", "description", "hashtags", "destination_url", "total_budget", "end_date"},
+    "paused": {"title", "description", "hashtags", "destination_url", "total_budget", "end_date"},
+    "completed": set(),
+}
+
+# LinkInfo for every link of a campaign, reusing the tracker's own query per code.
+CAMPAIGN_LINK_INFOS_SQL = (
+    "SELECT info.* FROM tracking_links t CROSS JOIN LATERAL ("
+    + LINK_SQL.replace("%(code)s", "t.code")
+    + ") info WHERE t.campaign_id = %(campaign_id)s"
+)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def optional_caller(request: web.Request) -> Caller | None:
+    """The campaign listing is public: anonymous callers see active campaigns only."""
+    if "Authorization" not in request.headers:
+        return None
+    return await caller(request)
+
+
+def _fields(body: dict) -> dict:
+    """The campaign columns present in ``body``, validated (absent keys are left out)."""
+    parsers = {
+        "title": lambda: text(body, "title", max_len=200),
+        "description": lambda: text(body, "description", max_len=10000, min_len=0),
+        "hashtags": lambda: hashtags(body) or [],
+        "objective": lambda: choice(body, "objective", OBJECTIVES),
+        "payout_per_action": lambda: amount(body, "payout_per_action"),
+        "total_budget": lambda: amount(body, "total_budget"),
+        "destination_url": lambda: http_url(body, "destination_url"),
+        "start_date": lambda: timestamp(body, "start_date"),
+        "end_date": lambda: timestamp(body, "end_date"),
+    }
+    fields = {name: parse() for name, parse in parsers.items() if name in body}
+    for name in ("title", "objective", "payout_per_action", "total_budget", "destination_url"):
+        if name in fields and fields[name] is None:
+            raise invalid(name, f"{name} may not be null")
+    if fields.get("payout_per_action") is not None and fields["payout_per_action"] > MAX_PAYOUT:
+        raise invalid("payout_per_action", "payout_per_action is too large")
+    return fields
+
+
+def _check_terms(campaign: dict) -> None:
+    """Rules across fields, checked on the campaign as it would be after the change."""
+    if campaign["payout_per_action"] > campaign["total_budget"]:
+        raise invalid("payout_per_action", "payout_per_action may not exceed total_budget")
+    if campaign["total_budget"] < campaign["funded_budget"]:
+        raise invalid("total_budget", "total_budget may not drop below what was already funded")
+    start, end = campaign["start_date"], campaign["end_date"]
+    if start is not None and end is not None and end <= start:
+        raise invalid("end_date", "end_date must be after start_date")
+
+
+@routes.post("/v1/campaigns")
+async def create_campaign(request: web.Request) -> web.Response:
+    who = (await caller(request)).require("business")
+    fields = _fields(await read_json(request))
+    for name in ("title", "objective", "payout_per_action", "total_budget", "destination_url"):
+        if name not in fields:
+            raise invalid(name, f"{name} is required")
+    _check_terms({"start_date": None, "end_date": None, "funded_budget": Decimal(0), **fields})
+    columns = ["business_id", *fields]
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        row = await (await conn.execute(
+            f"INSERT INTO campaigns ({', '.join(columns)}) VALUES ({', '.join(f'%({c})s' for c in columns)})"
+            f" RETURNING {CAMPAIGN_COLUMNS}",
+            {**fields, "business_id": who.id},
+        )).fetchone()
+    return respond(row, 201)
+
+
+@routes.get("/v1/campaigns")
+async def list_campaigns(request: web.Request) -> web.Response:
+    """Active campaigns (the public listing), or with ``mine=true`` the caller's own in any status."""
+    who = await optional_caller(request)
+    size, after = limit(request), cursor(request)
+    mine = request.query.get("mine", "false")
+    if mine not in ("true", "false"):
+        raise invalid("mine", "mine must be true or false")
+    if mine == "true" and who is None:
+        raise ApiError(401, "unauthorized", "mine=true needs a login")
+    status = request.query.get("status")
+    if status is not None and status not in STATUSES:
+        raise invalid("status", f"status must be one of {', '.join(STATUSES)}")
+    tags = hashtags({"hashtag": request.query.getall("hashtag", [])}, "hashtag")
+    where, params = ["true"], {"limit": size + 1}
+    if mine == "true":
+        where.append("business_id = %(me)s")
+        params["me"] = who.id
+    if status is not None or mine == "false":
+        where.append("status = %(status)s")
+        params["status"] = status or "active"
+    if tags:
+        where.append("hashtags @> %(tags)s::text[]")  # served by the GIN index on hashtags
+        params["tags"] = tags
+    if after is not None:
+        where.append("(created_at, id) < (%(after_at)s, %(after_id)s)")
+        params.update(after_at=after[0], after_id=after[1])
+    async with as_user(request.app[PG_POOL], who.id if who else None) as conn:
+        rows = await (await conn.execute(
+            f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE {' AND '.join(where)}"
+            f" ORDER BY created_at DESC, id DESC LIMIT %(limit)s",
+            params,
+        )).fetchall()
+    return respond(page(rows, size))
+
+
+async def _visible(conn, campaign_id: str, *, lock: bool = False) -> dict:
+    """The campaign if RLS lets the caller see it; otherwise 404 (existence is not revealed)."""
+    row = await (await conn.execute(
+        f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = %(id)s" + (" FOR UPDATE" if lock else ""),
+        {"id": campaign_id},
+    )).fetchone()
+    if row is None:
+        raise not_found("campaign")
+    return row
+
+
+async def _owned(conn, who: Caller, campaign_id: str, *, lock: bool = False) -> dict:
+    """The caller's own campaign: 404 when invisible, 403 when visible (active) but someone else's.
+
+    With ``lock`` RLS applies the UPDATE policy too, so someone else's campaign is simply not found.
+    """
+    row = await _visible(conn, campaign_id, lock=lock)
+    if str(row["business_id"]) != who.id:
+        raise forbidden("only the campaign's business may do this")
+    return row
+
+
+@routes.get("/v1/campaigns/{id}")
+async def get_campaign(request: web.Request) -> web.Response:
+    who = await optional_caller(request)
+    async with as_user(request.app[PG_POOL], who.id if who else None) as conn:
+        row = await _visible(conn, path_id(request))
+    return respond(row)
+
+
+@routes.patch("/v1/campaigns/{id}")
+async def patch_campaign(request: web.Request) -> web.Response:
+    who = (await caller(request)).require("business")
+    campaign_id = path_id(request)
+    fields = _fields(await read_json(request))
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        current = await _owned(conn, who, campaign_id, lock=True)
+        locked = sorted(set(fields) - EDITABLE[current["status"]])
+        if locked:
+            raise conflict("not_editable", f"{locked[0]} cannot change while the campaign is {current['status']}",
+                           locked[0])
+        _check_terms({**current, **fields})
+        if fields.get("end_date") is not None and current["status"] != "draft" and fields["end_date"] <= now():
+            raise invalid("end_date", "end_date must be in the future")
+        row = current
+        if fields:
+            assignments = ", ".join(f"{c} = %({c})s" for c in fields)
+            row = await (await conn.execute(
+                f"UPDATE campaigns SET {assignments} WHERE id = %(id)s RETURNING {CAMPAIGN_COLUMNS}",
+                {**fields, "id": campaign_id},
+            )).fetchone()
+        infos = await _link_infos(conn, campaign_id) if "destination_url" in fields else []
+    await _publish(request, infos)
+    return respond(row)
+
+
+async def _link_infos(conn, campaign_id: str) -> list[LinkInfo]:
+    rows = await (await conn.execute(CAMPAIGN_LINK_INFOS_SQL, {"campaign_id": campaign_id})).fetchall()
+    return [LinkInfo(**r) for r in rows]
+
+
+async def _publish(request: web.Request, infos: list[LinkInfo]) -> None:
+    """Refresh the trackers' view of these links after our transaction committed.
+
+    Postgres is already right; if Redis is down, trackers fall back to Postgres
+    when their entry expires, and the settler bills by Postgres status history,
+    so a failed publish is logged rather than failing the request.
+    """
+    try:
+        await publish(request.app[REDIS], request.app[SETTINGS].keys, [i.code for i in infos],
+                      {i.code: i for i in infos})
+    except redis.exceptions.RedisError:
+        log.warning("link publish failed", exc_info=True, extra={"codes": len(infos)})
+
+
+async def _set_status(request: web.Request, allowed_from: tuple[str, ...], to: str) -> web.Response:
+    who = (await caller(request)).require("business")
+    campaign_id = path_id(request)
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        current = await _owned(conn, who, campaign_id, lock=True)
+        if current["status"] == to:
+            return respond(current)
+        if current["status"] not in allowed_from:
+            raise conflict("invalid_transition", f"a {current['status']} campaign cannot become {to}", "status")
+        if to == "active":
+            _check_activatable(current)
+        row = await (await conn.execute(
+            f"UPDATE campaigns SET status = %(status)s WHERE id = %(id)s RETURNING {CAMPAIGN_COLUMNS}",
+            {"status": to, "id": campaign_id},
+        )).fetchone()
+        infos = await _link_infos(conn, campaign_id)
+    await _publish(request, infos)
+    return respond(row)
+
+
+def _check_activatable(campaign: dict) -> None:
+    if campaign["remaining_budget"] < campaign["payout_per_action"]:
+        raise conflict("insufficient_budget", "fund the campaign with at least one payout before activating it",
+                       "remaining_budget")
+    if campaign["end_date"] is not None and campaign["end_date"] <= now():
+        raise conflict("campaign_ended", "end_date has passed; extend it before activating", "end_date")
+
+
+@routes.post("/v1/campaigns/{id}/activate")
+async def activate(request: web.Request) -> web.Response:
+    return await _set_status(request, ("draft", "paused"), "active")
+
+
+@routes.post("/v1/campaigns/{id}/pause")
+async def pause(request: web.Request) -> web.Response:
+    return await _set_status(request, ("active",), "paused")
+
+
+@routes.post("/v1/campaigns/{id}/creators")
+async def join(request: web.Request) -> web.Response:
+    """A creator applies to an active campaign; the business then accepts or rejects."""
+    who = (await caller(request)).require("creator")
+    campaign_id = path_id(request)
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        campaign = await _visible(conn, campaign_id)
+        if campaign["status"] != "active":
+            raise conflict("campaign_not_active", "only an active campaign takes applications", "status")
+        try:
+            async with conn.transaction():
+                row = await (await conn.execute(
+                    f"INSERT INTO campaign_creators (campaign_id, creator_id) VALUES (%(c)s, %(u)s)"
+                    f" RETURNING {MEMBER_COLUMNS}",
+                    {"c": campaign_id, "u": who.id},
+                )).fetchone()
+        except psycopg.errors.UniqueViolation:
+            raise conflict("already_applied", "you already applied to this campaign") from None
+    return respond(row, 201)
+
+
+@routes.get("/v1/campaigns/{id}/creators")
+async def list_creators(request: web.Request) -> web.Response:
+    """The business sees every applicant; a creator sees only their own application (RLS)."""
+    who = await caller(request)
+    campaign_id = path_id(request)
+    size, after = limit(request), cursor(request)
+    where, params = ["campaign_id = %(c)s"], {"c": campaign_id, "limit": size + 1}
+    if after is not None:
+        where.append("(created_at, id) < (%(after_at)s, %(after_id)s)")
+        params.update(after_at=after[0], after_id=after[1])
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        await _visible(conn, campaign_id)
+        rows = await (await conn.execute(
+            f"SELECT {MEMBER_COLUMNS} FROM campaign_creators WHERE {' AND '.join(where)}"
+            f" ORDER BY created_at DESC, id DESC LIMIT %(limit)s",
+            params,
+        )).fetchall()
+    return respond(page(rows, size))
+
+
+async def _decide(request: web.Request, status: str) -> web.Response:
+    who = (await caller(request)).require("business")
+    campaign_id, creator_id = path_id(request), path_id(request, "creator_id")
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        await _owned(conn, who, campaign_id)
+        row = await (await conn.execute(
+            f"UPDATE campaign_creators SET status = %(status)s::text,"
+            f" accepted_at = CASE WHEN %(status)s::text = 'accepted' THEN now() ELSE accepted_at END"
+            f" WHERE campaign_id = %(c)s AND creator_id = %(u)s AND status IN ('pending', 'accepted', 'rejected')"
+            f" RETURNING {MEMBER_COLUMNS}",
+            {"status": status, "c": campaign_id, "u": creator_id},
+        )).fetchone()
+    if row is None:
+        raise not_found("application")
+    return respond(row)
+
+
+@routes.post("/v1/campaigns/{id}/creators/{creator_id}/accept")
+async def accept(request: web.Request) -> web.Response:
+    return await _decide(request, "accepted")
+
+
+@routes.post("/v1/campaigns/{id}/creators/{creator_id}/reject")
+async def reject(request: web.Request) -> web.Response:
+    return await _decide(request, "rejected")
+
+
+@routes.post("/v1/campaigns/{id}/links")
+async def create_link(request: web.Request) -> web.Response:
+    who = (await caller(request)).require("creator")
+    campaign_id = path_id(request)
+    destination = http_url(await read_json(request), "destination_url")
+    settings = request.app[SETTINGS]
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        campaign = await _visible(conn, campaign_id)
+        member = await (await conn.execute(
+            "SELECT status FROM campaign_creators WHERE campaign_id = %(c)s AND creator_id = %(u)s",
+            {"c": campaign_id, "u": who.id},
+        )).fetchone()
+        if member is None or member["status"] != "accepted":
+            raise forbidden("only a creator accepted on this campaign may create links")
+        if campaign["status"] == "completed":
+            raise conflict("campaign_completed", "the campaign has ended", "status")
+        destination = destination or campaign["destination_url"]
+        if destination is None:
+            raise invalid("destination_url", "the campaign has no destination_url; give one")
+        row = await _insert_link(conn, campaign_id, who.id, destination, settings.tracker_url)
+        info = await (await conn.execute(LINK_SQL, {"code": row["code"]})).fetchone()
+    await _publish(request, [LinkInfo(**info)])
+    return respond(row, 201)
+
+
+async def _insert_link(conn, campaign_id: str, creator_id: str, destination: str, tracker_url: str) -> dict:
+    """Insert with a fresh random code, retrying (in a savepoint) if the code is already taken."""
+    for _ in range(CODE_ATTEMPTS):
+        code = secrets.token_urlsafe(CODE_BYTES)
+        try:
+            async with conn.transaction():
+                return await (await conn.execute(
+                    f"INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
+                    f" VALUES (%(c)s, %(u)s, %(code)s, %(url)s, %(dest)s) RETURNING {LINK_COLUMNS}",
+                    {"c": campaign_id, "u": creator_id, "code": code, "url": f"{tracker_url}/{code}",
+                     "dest": destination},
+                )).fetchone()
+        except psycopg.errors.UniqueViolation:
+            log.warning("link code collision, retrying")
+    raise ApiError(503, "code_space_exhausted", "could not allocate a unique link code; retry")
+
+
+@routes.get("/v1/campaigns/{id}/links")
+async def list_links(request: web.Request) -> web.Response:
+    """A creator sees their own links; the business sees every link of its campaign (RLS)."""
+    who = await caller(request)
+    campaign_id = path_id(request)
+    size, after = limit(request), cursor(request)
+    where, params = ["campaign_id = %(c)s"], {"c": campaign_id, "limit": size + 1}
+    if after is not None:
+        where.append("(created_at, id) < (%(after_at)s, %(after_id)s)")
+        params.update(after_at=after[0], after_id=after[1])
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        await _visible(conn, campaign_id)
+        rows = await (await conn.execute(
+            f"SELECT {LINK_COLUMNS} FROM tracking_links WHERE {' AND '.join(where)}"
+            f" ORDER BY created_at DESC, id DESC LIMIT %(limit)s",
+            params,
+        )).fetchall()
+    return respond(page(rows, size))
+
+
+STRINGS = {"type": "array", "items": {"type": "string"}}
+CAMPAIGN = oa.obj({
+    "id": oa.UUID, "business_id": oa.UUID, "title": {"type": "string"}, "description": oa.nullable({"type": "string"}),
+    "hashtags": STRINGS, "objective": {"enum": list(OBJECTIVES)}, "payout_per_action": oa.MONEY,
+    "destination_url": oa.nullable({"type": "string"}), "total_budget": oa.MONEY, "remaining_budget": oa.MONEY,
+    "funded_budget": oa.MONEY, "status": {"enum": list(STATUSES)}, "start_date": oa.nullable(oa.TIMESTAMP),
+    "end_date": oa.nullable(oa.TIMESTAMP), "created_at": oa.TIMESTAMP, "updated_at": oa.TIMESTAMP,
+}, ["id", "business_id", "title", "objective", "payout_per_action", "total_budget", "remaining_budget", "status"])
+CAMPAIGN_INPUT = {
+    "title": {"type": "string", "minLength": 1, "maxLength": 200}, "description": {"type": "string"},
+    "hashtags": STRINGS, "objective": {"enum": list(OBJECTIVES)}, "payout_per_action": oa.AMOUNT,
+    "total_budget": oa.AMOUNT, "destination_url": {"type": "string", "format": "uri"},
+    "start_date": oa.TIMESTAMP, "end_date": oa.TIMESTAMP,
+}
+MEMBER = oa.obj({
+    "id": oa.UUID, "campaign_id": oa.UUID, "creator_id": oa.UUID,
+    "status": {"enum": ["pending", "accepted", "rejected", "completed"]}, "total_earned": oa.MONEY,
+    "accepted_at": oa.nullable(oa.TIMESTAMP), "created_at": oa.TIMESTAMP,
+}, ["id", "campaign_id", "creator_id", "status"])
+LINK = oa.obj({
+    "id": oa.UUID, "campaign_id": oa.UUID, "creator_id": oa.UUID,
+    "code": {"type": "string", "pattern": "^[A-Za-z0-9_-]{4,20}$"}, "url": {"type": "string"},
+    "destination_url": {"type": "string"}, "click_count": {"type": "integer"},
+    "conversion_count": {"type": "integer"}, "created_at": oa.TIMESTAMP,
+}, ["id", "code", "url", "destination_url"])
+ID = [oa.path_param()]
+ID_AND_CREATOR = [oa.path_param(), oa.path_param("creator_id")]
+LIST_PARAMS = [
+    *oa.PAGE_PARAMS,
+    {"name": "hashtag", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "repeat to require several hashtags"},
+    {"name": "status", "in": "query", "required": False, "schema": {"enum": list(STATUSES)}},
+    {"name": "mine", "in": "query", "required": False, "schema": {"enum": ["true", "false"]}},
+]
+ANON = [{}, {"bearer": []}]
+
+
+def _anon(op: dict) -> dict:
+    return {**op, "security": ANON}
+
+
+OPENAPI = {
+    "/v1/campaigns": {
+        "post": oa.operation("Create a draft campaign (business)", {"201": oa.json_response("the campaign", CAMPAIGN)},
+                             body=oa.json_body(oa.obj(CAMPAIGN_INPUT, ["title", "objective", "payout_per_action",
+                                                                       "total_budget", "destination_url"]))),
+        "get": _anon(oa.operation("Active campaigns (public), or the caller's own with mine=true",
+                                  {"200": oa.json_response("campaigns", oa.page_of(CAMPAIGN))},
+                                  parameters=LIST_PARAMS)),
+    },
+    "/v1/campaigns/{id}": {
+        "get": _anon(oa.operation("One campaign", {"200": oa.json_response("the campaign", CAMPAIGN)},
+                                  parameters=ID)),
+        "patch": oa.operation("Change a campaign (what may change depends on its status)",
+                              {"200": oa.json_response("the campaign", CAMPAIGN)},
+                              body=oa.json_body(oa.obj({k: v for k, v in CAMPAIGN_INPUT.items() if k != "objective"})),
+                              parameters=ID),
+    },
+    "/v1/campaigns/{id}/activate": {"post": oa.operation(
+        "Activate a funded campaign", {"200": oa.json_response("the campaign", CAMPAIGN)}, parameters=ID)},
+    "/v1/campaigns/{id}/pause": {"post": oa.operation(
+        "Pause an active campaign", {"200": oa.json_response("the campaign", CAMPAIGN)}, parameters=ID)},
+    "/v1/campaigns/{id}/creators": {
+        "post": oa.operation("Apply to an active campaign (creator)",
+                             {"201": oa.json_response("the application", MEMBER)}, parameters=ID),
+        "get": oa.operation("Applications to a campaign", {"200": oa.json_response("applications",
+                                                                                   oa.page_of(MEMBER))},
+                            parameters=[*ID, *oa.PAGE_PARAMS]),
+    },
+    "/v1/campaigns/{id}/creators/{creator_id}/accept": {"post": oa.operation(
+        "Accept a creator (the campaign's business)", {"200": oa.json_response("the application", MEMBER)},
+        parameters=ID_AND_CREATOR)},
+    "/v1/campaigns/{id}/creators/{creator_id}/reject": {"post": oa.operation(
+        "Reject a creator (the campaign's business)", {"200": oa.json_response("the application", MEMBER)},
+        parameters=ID_AND_CREATOR)},
+    "/v1/campaigns/{id}/links": {
+        "post": oa.operation("Create a tracking link (accepted creator)",
+                             {"201": oa.json_response("the link", LINK)},
+                             body=oa.json_body(oa.obj({"destination_url": {"type": "string", "format": "uri"}}),
+                                               required=False),
+                             parameters=ID),
+        "get": oa.operation("Links of a campaign", {"200": oa.json_response("links", oa.page_of(LINK))},
+                            parameters=[*ID, *oa.PAGE_PARAMS]),
+    },
+}

@@ -1,0 +1,133 @@
+"""``POST /v1/campaigns/{id}/fund``: a business pays a campaign's budget through a Stripe PaymentIntent.
+
+Nothing is credited here. The intent is created and a ``pending`` funding
+row records it; the ``payment_intent.succeeded`` webhook (admin_api.webhooks)
+credits escrow and the budget once Stripe says the money arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from decimal import Decimal
+
+import stripe
+from aiohttp import web
+
+from oros.connections import as_user
+from oros.money import fmt
+from oros.stripe_gateway import CURRENCY, async_stripe_client, to_cents
+
+from . import openapi
+from .auth import caller
+from .errors import ApiError, conflict, invalid, not_found
+from .payload import amount, path_id, read_json, respond
+from .typedefs import PG_POOL, SETTINGS
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+# Stripe refuses a single charge above $999,999.99.
+MAX_STRIPE_AMOUNT = Decimal("999999.99")
+
+# Read as the caller, so RLS hides campaigns the caller may not see.
+_CAMPAIGN_SQL = "SELECT id, business_id::text AS business_id, status FROM campaigns WHERE id = %(id)s"
+
+# As the owner: the app role may only read campaign_fundings (money rows are
+# written by trusted code), and the ownership check above already passed.
+_PENDING_SQL = """
+INSERT INTO campaign_fundings (id, campaign_id, amount, method, reference, stripe_payment_intent_id,
+                               status, created_by)
+VALUES (%(id)s, %(campaign)s, %(amount)s, 'stripe', %(pi)s, %(pi)s, 'pending', %(by)s)
+RETURNING id::text, campaign_id::text, amount, status, created_at
+"""
+
+
+@routes.post("/v1/campaigns/{id}/fund")
+async def fund_campaign(request: web.Request) -> web.Response:
+    who = (await caller(request)).require("business")
+    campaign_id = path_id(request)
+    value = amount(await read_json(request), "amount")
+    if value > MAX_STRIPE_AMOUNT:
+        raise invalid("amount", f"amount must be at most {MAX_STRIPE_AMOUNT} per payment")
+    pool = request.app[PG_POOL]
+    async with as_user(pool, who.id) as conn:
+        campaign = await (await conn.execute(_CAMPAIGN_SQL, {"id": campaign_id})).fetchone()
+    # Another business's campaign is not found, whether or not it is publicly listed.
+    if campaign is None or campaign["business_id"] != who.id:
+        raise not_found("campaign")
+    if campaign["status"] == "completed":
+        raise conflict("campaign_completed", "a completed campaign cannot be funded")
+
+    funding_id = str(uuid.uuid4())
+    intent = await _create_intent(request, funding_id, campaign_id, value)
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                _PENDING_SQL,
+                {"id": funding_id, "campaign": campaign_id, "amount": value, "pi": intent.id, "by": who.id},
+            )
+        ).fetchone()
+    return respond(
+        {
+            "id": row["id"],
+            "campaign_id": row["campaign_id"],
+            "amount": fmt(row["amount"]),
+            "currency": CURRENCY.upper(),
+            "status": row["status"],
+            "payment_intent_id": intent.id,
+            "client_secret": intent.client_secret,
+            "created_at": row["created_at"].isoformat(),
+        },
+        201,
+    )
+
+
+async def _create_intent(request: web.Request, funding_id: str, campaign_id: str, value: Decimal):
+    """The PaymentIntent, tagged with our ids so the webhook can credit it even without our row."""
+    # A client per request: funding is rare and human-paced, and this keeps the
+    # aiohttp session inside the request's own lifetime.
+    client, http = async_stripe_client(request.app[SETTINGS])
+    try:
+        return await client.v1.payment_intents.create_async(
+            {
+                "amount": to_cents(value),
+                "currency": CURRENCY,
+                "payment_method_types": ["card"],
+                "metadata": {"oros_campaign_id": campaign_id, "oros_funding_id": funding_id},
+            },
+            {"idempotency_key": f"fund:{funding_id}"},
+        )
+    except stripe.StripeError as exc:
+        log.warning("stripe refused a payment intent", extra={"campaign_id": campaign_id, "error": str(exc)})
+        raise ApiError(502, "stripe_error", "the payment provider did not accept the request; try again") from None
+    finally:
+        await http.close_async()
+
+
+_FUNDING = openapi.obj(
+    {
+        "id": openapi.UUID,
+        "campaign_id": openapi.UUID,
+        "amount": openapi.MONEY,
+        "currency": {"type": "string"},
+        "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+        "payment_intent_id": {"type": "string"},
+        "client_secret": {"type": "string"},
+        "created_at": openapi.TIMESTAMP,
+    },
+    ["id", "campaign_id", "amount", "currency", "status", "payment_intent_id", "client_secret", "created_at"],
+)
+
+OPENAPI: dict = {
+    "/v1/campaigns/{id}/fund": {
+        "post": openapi.operation(
+            "Fund a campaign through Stripe: returns the PaymentIntent's client secret; the budget is "
+            "credited when Stripe confirms the payment (webhook)",
+            {"201": openapi.json_response("The pending funding and its PaymentIntent", _FUNDING)},
+            body=openapi.json_body(openapi.obj({"amount": openapi.MONEY}, ["amount"])),
+            parameters=[openapi.path_param()],
+        )
+    }
+}

@@ -1,0 +1,205 @@
+"""Request input and response output: JSON bodies, path ids, cursors, JSON responses.
+
+Every check raises an ``ApiError`` naming the offending field, so bad input
+is answered 4xx before any database work starts (and never half-writes).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import binascii
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlparse
+
+import orjson
+from aiohttp import web
+
+from oros.money import AmountError, parse_amount
+
+from .errors import ApiError, invalid
+
+MAX_URL_LEN = 2048
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body; 400 when it is not JSON, 422 when not an object."""
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "bad_json", "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise invalid("body", "request body must be a JSON object")
+    return body
+
+
+def path_id(request: web.Request, name: str = "id") -> str:
+    """A UUID path segment; a malformed one is simply not found (never a 500)."""
+    raw = request.match_info[name]
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise ApiError(404, "not_found", f"{name} {raw!r} not found") from None
+
+
+def uuid_field(body: dict, name: str, *, required: bool = True) -> str | None:
+    raw = body.get(name)
+    if raw is None and not required:
+        return None
+    if not isinstance(raw, str):
+        raise invalid(name, f"{name} must be a UUID string")
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise invalid(name, f"{name} must be a UUID string") from None
+
+
+def text(body: dict, name: str, *, required: bool = False, max_len: int, min_len: int = 1) -> str | None:
+    raw = body.get(name)
+    if raw is None:
+        if required:
+            raise invalid(name, f"{name} is required")
+        return None
+    if not isinstance(raw, str):
+        raise invalid(name, f"{name} must be a string")
+    value = raw.strip()
+    if len(value) < min_len or len(value) > max_len:
+        raise invalid(name, f"{name} must be {min_len} to {max_len} characters")
+    if "\x00" in value:
+        raise invalid(name, f"{name} must not contain NUL characters")
+    return value
+
+
+def choice(body: dict, name: str, options: tuple[str, ...], *, required: bool = True) -> str | None:
+    raw = body.get(name)
+    if raw is None and not required:
+        return None
+    if raw not in options:
+        raise invalid(name, f"{name} must be one of {', '.join(options)}")
+    return raw
+
+
+def amount(body: dict, name: str, *, required: bool = True) -> Decimal | None:
+    raw = body.get(name)
+    if raw is None:
+        if required:
+            raise invalid(name, f"{name} is required")
+        return None
+    try:
+        return parse_amount(raw)
+    except AmountError as exc:
+        raise invalid(name, f"{name}: {exc}") from None
+
+
+def timestamp(body: dict, name: str) -> datetime | None:
+    """An ISO 8601 timestamp; one without a zone is taken as UTC."""
+    raw = body.get(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise invalid(name, f"{name} must be an ISO 8601 timestamp")
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(name, f"{name} must be an ISO 8601 timestamp") from None
+    if not 1970 <= value.year <= 9999:
+        raise invalid(name, f"{name} is out of range")
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def hashtags(body: dict, name: str = "hashtags") -> list[str] | None:
+    raw = body.get(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) > 30:
+        raise invalid(name, f"{name} must be a list of at most 30 strings")
+    tags = []
+    for tag in raw:
+        if not isinstance(tag, str) or not 1 <= len(tag.strip().lstrip("#")) <= 50 or "\x00" in tag:
+            raise invalid(name, f"each of {name} must be a string of 1 to 50 characters")
+        tags.append(normalize_tag(tag))
+    return sorted(set(tags))
+
+
+def normalize_tag(tag: str) -> str:
+    """Hashtags are stored lower-case without '#', so search is exact on the GIN index."""
+    return tag.strip().lstrip("#").lower()
+
+
+def http_url(body: dict, name: str, *, required: bool = False) -> str | None:
+    raw = body.get(name)
+    if raw is None:
+        if required:
+            raise invalid(name, f"{name} is required")
+        return None
+    if not isinstance(raw, str) or len(raw) > MAX_URL_LEN:
+        raise invalid(name, f"{name} must be an http(s) URL of at most {MAX_URL_LEN} characters")
+    try:
+        parsed = urlparse(raw)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc or any(
+        c.isspace() or ord(c) < 32 for c in raw
+    ):
+        raise invalid(name, f"{name} must be an absolute http or https URL")
+    return raw
+
+
+def limit(request: web.Request) -> int:
+    raw = request.query.get("limit", str(DEFAULT_LIMIT))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid("limit", "limit must be an integer") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise invalid("limit", f"limit must be between 1 and {MAX_LIMIT}")
+    return value
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    """An opaque keyset cursor: the (created_at, id) of the last row of a page."""
+    raw = f"{created_at.isoformat()}|{row_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def cursor(request: web.Request) -> tuple[datetime, str] | None:
+    raw = request.query.get("cursor")
+    if not raw:
+        return None
+    try:
+        decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        stamp, _, row_id = decoded.partition("|")
+        return datetime.fromisoformat(stamp), str(uuid.UUID(row_id))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise invalid("cursor", "cursor is malformed; pass next_cursor from the previous page") from None
+
+
+def page(rows: list[dict], size: int, *, key: str = "created_at") -> dict:
+    """``{"items", "next_cursor"}`` from ``size + 1`` fetched rows (the extra one says "more")."""
+    more = len(rows) > size
+    rows = rows[:size]
+    next_cursor = encode_cursor(rows[-1][key], str(rows[-1]["id"])) if more else None
+    return {"items": rows, "next_cursor": next_cursor}
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def dumps(data: Any) -> bytes:
+    """JSON as the API writes it: Decimals as strings (money keeps its two places), UUIDs and times as strings."""
+    return orjson.dumps(data, default=_default, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+
+
+def respond(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=dumps(data), status=status, content_type="application/json")

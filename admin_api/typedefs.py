@@ -1,0 +1,20 @@
+"""Typed application and request keys of the admin API."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from psycopg_pool import AsyncConnectionPool
+
+from oros.settings import Settings
+
+if TYPE_CHECKING:
+    from .auth import Caller
+
+SETTINGS = web.AppKey("settings", Settings)
+PG_POOL = web.AppKey("pg_pool", AsyncConnectionPool)
+REDIS = web.AppKey("redis", aioredis.Redis)
+# The authenticated caller, resolved once per request by auth.caller().
+CALLER: web.RequestKey["Caller"] = web.RequestKey("caller", object)

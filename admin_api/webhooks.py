@@ -1,0 +1,303 @@
+"""``POST /v1/webhooks/stripe``: Stripe tells us money moved.
+
+Each Stripe event is applied once: its id is inserted into ``stripe_events``
+in the same Postgres transaction as its effect, so a redelivery finds the row
+and changes nothing, and a failed effect rolls the row back for Stripe's retry.
+
+* ``payment_intent.succeeded`` credits the campaign (``oros_fund_campaign``,
+  itself idempotent per PaymentIntent); ``payment_intent.payment_failed``
+  marks the pending funding failed.
+* ``checkout.session.completed`` carrying an ``oros_cid`` becomes a ``sale``
+  event and ``charge.refunded`` a ``refund`` event, appended to the Redis
+  stream like the tracker's events; the settler pays or reverses them. Their
+  event ids derive from the Stripe event id, so even an append whose Postgres
+  commit then failed collapses with its redelivery downstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import orjson
+import psycopg
+import redis.asyncio as aioredis
+import stripe
+from aiohttp import web
+
+from oros.events import STREAM_FIELD, Event, is_uuid
+from oros.money import fmt
+from oros.settings import Settings
+from oros.stripe_gateway import CURRENCY, from_cents
+
+from . import openapi
+from .errors import ApiError
+from .payload import respond
+from .typedefs import PG_POOL, REDIS, SETTINGS
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+# Where an event goes when its click is unknown: visible in the raw log, never billable.
+UNKNOWN_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
+SALE_FIELDS = ("link_id", "campaign_id", "creator_id", "supporter_id", "business_id")
+
+_CLAIM_SQL = "INSERT INTO stripe_events (id, type) VALUES (%(id)s, %(type)s) ON CONFLICT DO NOTHING RETURNING id"
+
+_FUNDING_CAMPAIGN_SQL = """
+SELECT campaign_id::text AS campaign_id FROM campaign_fundings WHERE stripe_payment_intent_id = %(pi)s
+UNION ALL
+SELECT id::text FROM campaigns WHERE id = %(meta)s
+LIMIT 1
+"""
+
+_FUND_SQL = "SELECT oros_fund_campaign(%(campaign)s, %(amount)s, 'stripe', %(pi)s, NULL, %(pi)s)::text AS id"
+
+_FAIL_SQL = """
+UPDATE campaign_fundings SET status = 'failed' WHERE stripe_payment_intent_id = %(pi)s AND status = 'pending'
+"""
+
+# The sale as the settler recorded it, when the Redis record has gone.
+_SETTLED_SALE_SQL = """
+SELECT e.campaign_id::text AS campaign_id, e.tracking_link_id::text AS link_id, e.creator_id::text AS creator_id,
+       e.supporter_id::text AS supporter_id, c.business_id::text AS business_id, e.click_id::text AS click_id
+  FROM events e JOIN campaigns c ON c.id = e.campaign_id
+ WHERE e.event_type = 'sale' AND e.order_id = %(order)s
+ ORDER BY e.status = 'paid' DESC
+ LIMIT 1
+"""
+
+
+class Ignored(Exception):
+    """The event is valid but carries nothing for us; it is acknowledged and recorded."""
+
+
+@routes.post("/v1/webhooks/stripe")
+async def stripe_webhook(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    payload = await request.read()
+    event = _verified_event(payload, request.headers.get("Stripe-Signature"), settings.stripe_webhook_secret)
+    apply = APPLIERS.get(event["type"])
+    if apply is None:
+        return respond({"received": True, "status": "ignored", "reason": f"unhandled type {event['type']}"})
+    async with request.app[PG_POOL].connection() as conn:
+        async with conn.transaction():
+            claimed = await (await conn.execute(_CLAIM_SQL, {"id": event["id"], "type": event["type"]})).fetchone()
+            if claimed is None:
+                return respond({"received": True, "status": "duplicate"})
+            try:
+                result = await apply(conn, request.app[REDIS], settings, event)
+            except Ignored as exc:
+                log.info("stripe event ignored", extra={"stripe_event": event["id"], "reason": str(exc)})
+                return respond({"received": True, "status": "ignored", "reason": str(exc)})
+            except aioredis.RedisError:
+                log.exception("event stream unavailable", extra={"stripe_event": event["id"]})
+                # 503 rolls the claim back, so Stripe's retry applies the event later.
+                raise ApiError(503, "unavailable", "the event stream is unavailable; retry later") from None
+    return respond({"received": True, "status": "applied", **result})
+
+
+def _verified_event(payload: bytes, signature: str | None, secret: str) -> dict:
+    """The event as a plain dict; 400 when the signature or the body is bad."""
+    try:
+        event = stripe.Webhook.construct_event(payload, signature, secret).to_dict()
+    except stripe.SignatureVerificationError:
+        raise ApiError(
+            400, "bad_signature", "Stripe-Signature does not match the payload", "Stripe-Signature"
+        ) from None
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+        raise ApiError(400, "bad_payload", "the webhook body is not a Stripe event") from None
+    data = event.get("data")
+    if (
+        not isinstance(event.get("id"), str)
+        or not isinstance(event.get("type"), str)
+        or not isinstance(data, dict)
+        or not isinstance(data.get("object"), dict)
+    ):
+        raise ApiError(400, "bad_payload", "the webhook body is not a Stripe event")
+    return event
+
+
+async def _payment_succeeded(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
+    intent = event["data"]["object"]
+    pi_id = _text(intent, "id")
+    if str(intent.get("currency") or CURRENCY).lower() != CURRENCY:
+        raise Ignored(f"currency {intent.get('currency')} is not {CURRENCY}")
+    value = _cents(intent, "amount_received") or _cents(intent, "amount")
+    if value is None or value <= 0:
+        raise Ignored("payment intent has no positive amount")
+    meta = _metadata(intent).get("oros_campaign_id")
+    row = await (
+        await conn.execute(_FUNDING_CAMPAIGN_SQL, {"pi": pi_id, "meta": meta if is_uuid(meta) else None})
+    ).fetchone()
+    if row is None:
+        raise Ignored("payment intent is not for an OROS campaign")
+    funding = await (
+        await conn.execute(_FUND_SQL, {"campaign": row["campaign_id"], "amount": value, "pi": pi_id})
+    ).fetchone()
+    return {"funding_id": funding["id"], "campaign_id": row["campaign_id"], "amount": fmt(value)}
+
+
+async def _payment_failed(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
+    cursor = await conn.execute(_FAIL_SQL, {"pi": _text(event["data"]["object"], "id")})
+    return {"fundings_failed": cursor.rowcount}
+
+
+async def _checkout_completed(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
+    session = event["data"]["object"]
+    cid = session.get("client_reference_id") or _metadata(session).get("oros_cid")
+    if not is_uuid(cid):
+        raise Ignored("checkout session carries no oros_cid")
+    value = _cents(session, "amount_total")
+    if value is None:
+        raise Ignored("checkout session has no amount_total")
+    order_id = session.get("payment_intent") or _text(session, "id")
+    click = await _click(redis, settings, cid)
+    sale = {field: click.get(field) for field in SALE_FIELDS}
+    sale["campaign_id"] = sale["campaign_id"] or UNKNOWN_CAMPAIGN
+    sale["click_id"] = cid
+    appended = Event(
+        event_id=_event_id(event),
+        event_type="sale",
+        ts_ms=_created_ms(event),
+        order_id=str(order_id),
+        value=fmt(value),
+        currency=str(session.get("currency") or CURRENCY).upper(),
+        source="stripe",
+        metadata={"stripe_event": event["id"], "checkout_session": session.get("id")},
+        **sale,
+    )
+    await _append(redis, settings, appended)
+    # Refunds name only the charge's PaymentIntent: remember which click it paid for.
+    ttl = timedelta(days=settings.attribution_days + settings.hold_days)
+    await redis.set(settings.keys.stripe_sale(str(order_id)), orjson.dumps(sale), ex=ttl)
+    return {"event_id": appended.event_id, "campaign_id": sale["campaign_id"]}
+
+
+async def _charge_refunded(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
+    charge = event["data"]["object"]
+    order_id = str(charge.get("payment_intent") or _text(charge, "id"))
+    value = _cents(charge, "amount_refunded")
+    if value is None or value <= 0:
+        raise Ignored("charge has no refunded amount")
+    sale = await _original_sale(conn, redis, settings, order_id, _metadata(charge).get("oros_cid"))
+    appended = Event(
+        event_id=_event_id(event),
+        event_type="refund",
+        ts_ms=_created_ms(event),
+        campaign_id=sale.get("campaign_id") or UNKNOWN_CAMPAIGN,
+        link_id=sale.get("link_id"),
+        creator_id=sale.get("creator_id"),
+        supporter_id=sale.get("supporter_id"),
+        business_id=sale.get("business_id"),
+        click_id=sale.get("click_id"),
+        order_id=order_id,
+        value=fmt(value),
+        currency=str(charge.get("currency") or CURRENCY).upper(),
+        source="stripe",
+        metadata={
+            "stripe_event": event["id"], "charge": charge.get("id"), "fully_refunded": bool(charge.get("refunded"))
+        },
+    )
+    await _append(redis, settings, appended)
+    return {"event_id": appended.event_id, "campaign_id": appended.campaign_id}
+
+
+async def _original_sale(conn, redis, settings: Settings, order_id: str, cid: object) -> dict:
+    """The refunded sale's attribution: our Redis record, else the settler's, else the charge's oros_cid."""
+    raw = await redis.get(settings.keys.stripe_sale(order_id))
+    if raw:
+        return orjson.loads(raw)
+    row = await (await conn.execute(_SETTLED_SALE_SQL, {"order": order_id})).fetchone()
+    if row is not None:
+        return dict(row)
+    if is_uuid(cid):
+        return {**await _click(redis, settings, cid), "click_id": cid}
+    return {}
+
+
+async def _click(redis, settings: Settings, cid: str) -> dict:
+    raw = await redis.get(settings.keys.click(cid))
+    try:
+        click = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        click = {}
+    return click if isinstance(click, dict) else {}
+
+
+async def _append(redis, settings: Settings, event: Event) -> None:
+    await redis.xadd(settings.keys.stream, {STREAM_FIELD: event.encode()})
+
+
+def _event_id(event: dict) -> str:
+    """A UUIDv7 fixed by the Stripe event: its time, then bits of a hash of its id."""
+    digest = int.from_bytes(hashlib.sha256(event["id"].encode()).digest()[:10], "big")
+    value = (_created_ms(event) & 0xFFFF_FFFF_FFFF) << 80 | digest
+    value = value & ~(0xF << 76) | 0x7 << 76
+    value = value & ~(0x3 << 62) | 0x2 << 62
+    return str(uuid.UUID(int=value))
+
+
+def _created_ms(event: dict) -> int:
+    created = event.get("created")
+    if isinstance(created, bool) or not isinstance(created, int) or created <= 0:
+        raise ApiError(400, "bad_payload", "the Stripe event has no creation time", "created")
+    return created * 1000
+
+
+def _cents(obj: dict, name: str) -> Decimal | None:
+    raw = obj.get(name)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        return None
+    return from_cents(raw)
+
+
+def _text(obj: dict, name: str) -> str:
+    raw = obj.get(name)
+    if not isinstance(raw, str) or not raw:
+        raise ApiError(400, "bad_payload", f"the event's object has no {name}", name)
+    return raw
+
+
+def _metadata(obj: dict) -> dict:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+APPLIERS = {
+    "payment_intent.succeeded": _payment_succeeded,
+    "payment_intent.payment_failed": _payment_failed,
+    "checkout.session.completed": _checkout_completed,
+    "charge.refunded": _charge_refunded,
+}
+
+_RECEIVED = openapi.obj(
+    {
+        "received": {"type": "boolean"},
+        "status": {"type": "string", "enum": ["applied", "duplicate", "ignored"]},
+        "reason": {"type": "string"},
+        "funding_id": openapi.UUID,
+        "campaign_id": openapi.UUID,
+        "amount": openapi.MONEY,
+        "event_id": openapi.UUID,
+        "fundings_failed": {"type": "integer"},
+    },
+    ["received", "status"],
+)
+
+OPENAPI: dict = {
+    "/v1/webhooks/stripe": {
+        "post": openapi.operation(
+            "Stripe webhook (signed with the configured secret): funding, checkout sales and refunds; "
+            "each Stripe event is applied once",
+            {"200": openapi.json_response("Acknowledged: applied, a duplicate, or ignored", _RECEIVED)},
+            body=openapi.json_body({"type": "object"}),
+            parameters=[{"name": "Stripe-Signature", "in": "header", "required": True, "schema": {"type": "string"}}],
+            public=True,
+        )
+    }
+}

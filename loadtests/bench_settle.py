@@ -1,0 +1,192 @@
+"""Settlement throughput: N events straight into ClickHouse, one settle run, and a naive baseline.
+
+    .venv/bin/python loadtests/bench_settle.py --events 1000000
+
+Builds a throwaway Postgres database and a chDB directory, a realistic mix
+of campaigns (60% pay per click, 25% per conversion, 15% per sale) and
+creators, and events: human clicks with some bots and repeat clicks, and
+conversions/sales naming earlier clicks. Prints the settle rate, then times
+the naive way on a sample (one transaction per event: lock the campaign,
+insert the event, insert its ledger legs, update the budget and earnings)
+and prints the speed-up ratio as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from oros import embedded
+from oros.connections import pg_connect
+from oros.events import Event, uuid7
+from oros.migrate import migrate_clickhouse, migrate_postgres
+from oros.money import split_fee
+from oros.settings import Settings
+from settler.run import settle_once
+from tracker.ingest import Batch, write_batch
+
+CHUNK = 200_000
+
+
+def setup(pg, n_campaigns: int, creators_per: int, rng: random.Random) -> list[dict]:
+    """Campaigns with accepted creators and links; budgets sized so a few run out mid-run."""
+    business = pg.execute("INSERT INTO users (email) VALUES (%s) RETURNING id::text AS id",
+                          (f"biz-{uuid.uuid4().hex}@bench",)).fetchone()["id"]
+    since = datetime.now(UTC) - timedelta(days=60)
+    campaigns = []
+    for i in range(n_campaigns):
+        objective = rng.choices(["click", "conversion", "sale"], [60, 25, 15])[0]
+        payout = {"click": Decimal("0.05"), "conversion": Decimal("2.50"), "sale": Decimal("7.25")}[objective]
+        fund = Decimal("900000.00") if i % 10 else Decimal("100.00")
+        cid = pg.execute(
+            "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget)"
+            " VALUES (%s, 'bench', %s, %s, %s) RETURNING id::text AS id", (business, objective, payout, fund)
+        ).fetchone()["id"]
+        pg.execute("SELECT oros_fund_campaign(%s, %s, 'manual', 'bench', NULL)", (cid, fund))
+        pg.execute("UPDATE campaigns SET status = 'active' WHERE id = %s", (cid,))
+        pg.execute("UPDATE campaign_status_history SET changed_at = %s WHERE campaign_id = %s", (since, cid))
+        links = []
+        for _ in range(creators_per):
+            creator = pg.execute("INSERT INTO users (email) VALUES (%s) RETURNING id::text AS id",
+                                 (f"c-{uuid.uuid4().hex}@bench",)).fetchone()["id"]
+            pg.execute("INSERT INTO campaign_creators (campaign_id, creator_id, status) VALUES (%s, %s, 'accepted')",
+                       (cid, creator))
+            link = pg.execute(
+                "INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
+                " VALUES (%s, %s, %s, 'http://t', 'https://example.com') RETURNING id::text AS id",
+                (cid, creator, uuid.uuid4().hex[:16])).fetchone()["id"]
+            links.append((creator, link))
+        campaigns.append({"id": cid, "objective": objective, "payout": payout, "links": links, "rich": i % 10 > 0})
+    return campaigns, business
+
+
+def generate(campaigns: list[dict], business: str, n: int, rng: random.Random):
+    """Yield events: per campaign, clicks first, then conversions naming those clicks."""
+    base = int(time.time() * 1000) - 3 * 86_400_000
+    per = n // len(campaigns)
+    for c in campaigns:
+        conversions = per // 3 if c["objective"] != "click" else 0
+        clicks = []
+        for i in range(per - conversions):
+            creator, link = c["links"][i % len(c["links"])]
+            ts = base + rng.randrange(2 * 86_400_000)
+            # 3% bots, and 5% repeat an earlier visitor's IP (duplicate clicks).
+            ip = f"10.{i % 200}.{i // 200 % 250}.{rng.randrange(250)}" if rng.random() > 0.05 else "10.0.0.1"
+            e = Event(event_id=str(uuid7(ts)), event_type="click", ts_ms=ts, campaign_id=c["id"], link_id=link,
+                      creator_id=creator, ip=ip, is_bot=rng.random() < 0.03)
+            clicks.append(e)
+            yield e
+        kind = c["objective"]
+        for i in range(conversions):
+            click = clicks[rng.randrange(len(clicks))]
+            ts = click.ts_ms + rng.randrange(3_600_000)
+            yield Event(event_id=str(uuid7(ts)), event_type=kind, ts_ms=ts, campaign_id=c["id"],
+                        link_id=click.link_id, creator_id=click.creator_id, click_id=click.event_id,
+                        order_id=f"o-{i}", business_id=business, value="25.00", source="api")
+
+
+def load(settings: Settings, events) -> int:
+    batch, n = Batch(), 0
+    for e in events:
+        batch.submit(b"1-0", e)
+        n += 1
+        if len(batch) == CHUNK:
+            write_batch(settings, batch)
+            batch = Batch()
+    if batch:
+        write_batch(settings, batch)
+    return n
+
+
+def naive(settings: Settings, campaigns: list[dict], sample: int) -> float:
+    """One transaction per event, the way a first version would settle: events per second."""
+    fee_pct = settings.platform_fee_pct
+    with pg_connect(settings) as conn:
+        escrow, fees = (conn.execute("SELECT oros_platform_wallet(%s) AS id", (p,)).fetchone()["id"]
+                        for p in ("escrow", "fees"))
+        wallets = {r["user_id"]: r["id"] for r in conn.execute(
+            "SELECT user_id::text AS user_id, id FROM wallets WHERE purpose = 'main'")}
+        conn.commit()
+        started = time.perf_counter()
+        for i in range(sample):
+            c = campaigns[i % len(campaigns)]
+            creator, link = c["links"][i % len(c["links"])]
+            net, fee = split_fee(c["payout"], fee_pct)
+            transfer = uuid.uuid4()
+            with conn.transaction():
+                conn.execute("SELECT remaining_budget FROM campaigns WHERE id = %s FOR UPDATE", (c["id"],))
+                conn.execute("INSERT INTO events (id, campaign_id, creator_id, tracking_link_id, event_type, status,"
+                             " transfer_id, payout_amount, platform_fee, paid) VALUES (%s, %s, %s, %s, %s, 'paid', %s,"
+                             " %s, %s, TRUE)", (uuid7(), c["id"], creator, link, c["objective"], transfer,
+                                                c["payout"], fee))
+                conn.execute(
+                    "INSERT INTO ledger_entries (wallet_id, transfer_id, source_type, source_id, amount, direction,"
+                    " status, hold_until) VALUES (%s, %s, 'campaign', %s, %s, 'debit', 'settled', NULL),"
+                    " (%s, %s, 'campaign', %s, %s, 'credit', 'pending', now()), (%s, %s, 'campaign', %s, %s,"
+                    " 'credit', 'pending', now())",
+                    (escrow, transfer, c["id"], c["payout"], wallets[creator], transfer, c["id"], net,
+                     fees, transfer, c["id"], fee))
+                conn.execute("UPDATE campaigns SET remaining_budget = remaining_budget - %s WHERE id = %s",
+                             (c["payout"], c["id"]))
+                conn.execute("UPDATE campaign_creators SET total_earned = total_earned + %s"
+                             " WHERE campaign_id = %s AND creator_id = %s", (net, c["id"], creator))
+        return sample / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--campaigns", type=int, default=200)
+    parser.add_argument("--creators", type=int, default=10, help="per campaign")
+    parser.add_argument("--sample", type=int, default=2000, help="events for the naive baseline")
+    args = parser.parse_args()
+    rng = random.Random(7)
+    tmp = Path(tempfile.mkdtemp(prefix="oros-bench-"))
+    base, servers = embedded.resolve(
+        replace(Settings.from_env(), data_dir=tmp, clickhouse_url=os.environ.get("CLICKHOUSE_URL", f"chdb://{tmp}/ch")),
+        prefer_local=True)
+    db = f"oros_bench_{os.getpid()}"
+    with psycopg.connect(base.database_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{db}"')
+    settings = replace(base, database_url=base.database_url.rsplit("/", 1)[0] + f"/{db}",
+                       clickhouse_database=db, redis_prefix=f"bench:{os.getpid()}:")
+    try:
+        migrate_postgres(settings)
+        migrate_clickhouse(settings)
+        with pg_connect(settings, autocommit=True) as pg:
+            campaigns, business = setup(pg, args.campaigns, args.creators, rng)
+        t = time.perf_counter()
+        n = load(settings, generate(campaigns, business, args.events, rng))
+        print(f"generated and loaded {n} events into ClickHouse in {time.perf_counter() - t:.1f}s")
+        t = time.perf_counter()
+        report = settle_once(settings, progress=sys.stderr.isatty())
+        elapsed = time.perf_counter() - t
+        rate = report["events_seen"] / elapsed
+        print(f"settled {report['events_seen']} events in {elapsed:.1f}s: {rate:,.0f} events/s"
+              f" (paid {report['events_paid']}, rejected {report['rejected_by_reason']},"
+              f" amount {report['amount_paid']}, fees {report['fees']})")
+        print(f"phases (s): {report['timings_s']}")
+        base_rate = naive(settings, [c for c in campaigns if c["rich"]], args.sample)
+        print(f"naive baseline (one transaction per event, {args.sample} events): {base_rate:,.0f} events/s")
+        print(f"ratio: {rate / base_rate:.1f}x")
+    finally:
+        with psycopg.connect(base.database_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        servers.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Release held creator earnings: pending credits whose ``hold_until`` has passed become settled.
+
+The rule lives in SQL (``oros_release_holds``); settling a pending credit
+moves it from ``pending_balance`` to ``available_balance`` by the ledger's
+balance trigger. The fee leg of the same transfer carries the same hold.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from oros.connections import pg_connect
+from oros.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def release_due(settings: Settings, now: datetime | None = None) -> int:
+    """Settle every pending credit due at ``now``; return how many ledger entries moved."""
+    now = now or datetime.now(UTC)
+    with pg_connect(settings) as conn, conn.transaction():
+        count = conn.execute("SELECT oros_release_holds(%s) AS n", (now,)).fetchone()["n"]
+        conn.execute(
+            "INSERT INTO settlement_runs (kind, status, events_seen, finished_at, report)"
+            " VALUES ('release_holds', 'succeeded', %s, now(), jsonb_build_object('released', %s::bigint))",
+            (count, count),
+        )
+    log.info("holds released", extra={"entries": count})
+    return count
+
+
+def run_release_command(settings: Settings) -> int:
+    """``oros release-holds --once``."""
+    print(f"released {release_due(settings)} ledger entries")
+    return 0

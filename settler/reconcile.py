@@ -1,0 +1,224 @@
+"""``oros reconcile``: prove the books balance, naming each broken invariant.
+
+Each check is one read-only query (or a comparison of two) and returns a
+``Check``; nothing is repaired here -- a failure is for a human to read.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import psycopg
+
+from oros.connections import clickhouse_client, pg_connect
+from oros.settings import Settings
+
+from .run import OVERLAP, WATERMARK
+
+SAMPLE = 5  # offenders named per failed check
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _check(name: str, offenders: list, ok_detail: str) -> Check:
+    if not offenders:
+        return Check(name, True, ok_detail)
+    shown = "; ".join(str(o) for o in offenders[:SAMPLE])
+    more = f" (+{len(offenders) - SAMPLE} more)" if len(offenders) > SAMPLE else ""
+    return Check(name, False, f"{len(offenders)} broken: {shown}{more}")
+
+
+WALLETS_SQL = """
+SELECT w.id, w.purpose, w.available_balance, w.pending_balance, s.available, s.pending
+  FROM wallets w
+  LEFT JOIN LATERAL (
+    SELECT coalesce(sum(ledger_available_effect(l.direction, w.normal_balance, l.status, l.amount)), 0) AS available,
+           coalesce(sum(ledger_pending_effect(l.direction, w.normal_balance, l.status, l.amount)), 0) AS pending
+      FROM ledger_entries l WHERE l.wallet_id = w.id) s ON TRUE
+ WHERE w.available_balance <> s.available OR w.pending_balance <> s.pending
+"""
+
+TRANSFERS_SQL = """
+SELECT transfer_id, sum(CASE WHEN direction = 'credit' THEN amount ELSE -amount END) AS imbalance
+  FROM ledger_entries WHERE status NOT IN ('failed', 'reversed')
+ GROUP BY transfer_id
+HAVING sum(CASE WHEN direction = 'credit' THEN amount ELSE -amount END) <> 0
+"""
+
+ESCROW_SQL = """
+SELECT (SELECT available_balance FROM wallets WHERE id = oros_platform_wallet('escrow')) AS escrow,
+       (SELECT coalesce(sum(remaining_budget), 0) FROM campaigns) AS remaining
+"""
+
+# What each campaign paid, three ways: its budget, the escrow legs, and its paid events.
+CAMPAIGN_PAID_SQL = """
+SELECT c.id, c.funded_budget - c.remaining_budget AS by_budget,
+       coalesce(l.paid, 0) AS by_ledger, coalesce(e.paid, 0) AS by_events
+  FROM campaigns c
+  LEFT JOIN (SELECT source_id, sum(amount) AS paid FROM ledger_entries
+              WHERE source_type = 'campaign' AND direction = 'debit'
+                AND wallet_id = oros_platform_wallet('escrow') AND status NOT IN ('failed', 'reversed')
+              GROUP BY source_id) l ON l.source_id = c.id
+  LEFT JOIN (SELECT campaign_id, sum(payout_amount) AS paid FROM events
+              WHERE status = 'paid' GROUP BY campaign_id) e ON e.campaign_id = c.id
+ WHERE c.funded_budget - c.remaining_budget <> coalesce(l.paid, 0)
+    OR coalesce(l.paid, 0) <> coalesce(e.paid, 0)
+"""
+
+# A transfer's escrow leg says how many events it paid; the events table must agree.
+TRANSFER_EVENTS_SQL = """
+SELECT l.transfer_id, (l.metadata->>'events')::int AS legs_say, count(e.id) AS events_say
+  FROM ledger_entries l
+  LEFT JOIN events e ON e.transfer_id = l.transfer_id AND e.status = 'paid'
+ WHERE l.source_type = 'campaign' AND l.direction = 'debit' AND l.status NOT IN ('failed', 'reversed')
+ GROUP BY l.transfer_id, l.metadata
+HAVING (l.metadata->>'events')::int IS DISTINCT FROM count(e.id)
+"""
+
+DOUBLE_ORDER_SQL = """
+SELECT campaign_id, order_id, count(*) AS n FROM events
+ WHERE status = 'paid' AND order_id IS NOT NULL AND event_type IN ('conversion', 'sale')
+ GROUP BY campaign_id, order_id HAVING count(*) > 1
+"""
+
+NEGATIVE_SQL = """
+SELECT 'wallet ' || id AS what, available_balance AS available, pending_balance AS pending FROM wallets
+ WHERE available_balance < 0 OR pending_balance < 0
+UNION ALL
+SELECT 'campaign ' || id, remaining_budget, NULL FROM campaigns WHERE remaining_budget < 0
+UNION ALL
+SELECT 'creator ' || creator_id || ' on campaign ' || campaign_id, total_earned, NULL FROM campaign_creators
+ WHERE total_earned < 0
+"""
+
+EARNED_SQL = """
+SELECT cc.campaign_id, cc.creator_id, cc.total_earned, coalesce(e.net, 0) AS by_events
+  FROM campaign_creators cc
+  LEFT JOIN (SELECT campaign_id, creator_id, sum(payout_amount - platform_fee) AS net FROM events
+              WHERE status = 'paid' GROUP BY campaign_id, creator_id) e
+    ON e.campaign_id = cc.campaign_id AND e.creator_id = cc.creator_id
+ WHERE cc.total_earned <> coalesce(e.net, 0)
+"""
+
+PG_PAID_SQL = """
+SELECT id::text AS id, campaign_id::text AS campaign_id, event_type, (occurred_at AT TIME ZONE 'UTC')::date AS day
+  FROM events WHERE status IN ('paid', 'reversed') AND event_type <> 'refund'
+"""
+
+CH_EVENTS_SQL = """
+SELECT toString(event_id), toString(campaign_id), event_type, toDate(ts, 'UTC'), is_bot OR source = 'head',
+       ingested_at < {settled_before:DateTime64(3, 'UTC')}
+  FROM events
+ LIMIT 1 BY event_id
+"""
+
+
+def _wallets(conn) -> Check:
+    rows = conn.execute(WALLETS_SQL).fetchall()
+    return _check("wallet_balances_match_ledger", [
+        f"wallet {r['id']} ({r['purpose']}) available {r['available_balance']} vs ledger {r['available']},"
+        f" pending {r['pending_balance']} vs ledger {r['pending']}" for r in rows
+    ], "every wallet's balances equal the sum of its ledger entries")
+
+
+def _transfers(conn) -> Check:
+    rows = conn.execute(TRANSFERS_SQL).fetchall()
+    return _check("transfers_balance", [f"transfer {r['transfer_id']} off by {r['imbalance']}" for r in rows],
+                  "every transfer's live credits equal its debits")
+
+
+def _escrow(conn) -> Check:
+    row = conn.execute(ESCROW_SQL).fetchone()
+    offenders = [] if row["escrow"] == row["remaining"] else [
+        f"escrow wallet {row['escrow']} vs campaigns' remaining_budget {row['remaining']}"]
+    return _check("escrow_equals_remaining_budgets", offenders, f"escrow = sum(remaining_budget) = {row['escrow']}")
+
+
+def _campaign_paid(conn) -> Check:
+    rows = conn.execute(CAMPAIGN_PAID_SQL).fetchall()
+    return _check("campaign_paid_matches_budget", [
+        f"campaign {r['id']}: funded-remaining {r['by_budget']}, escrow legs {r['by_ledger']},"
+        f" paid events {r['by_events']}" for r in rows
+    ], "per campaign, funded - remaining = escrow paid out = paid events")
+
+
+def _paid_once(conn) -> Check:
+    offenders = [f"transfer {r['transfer_id']} legs pay {r['legs_say']} events, {r['events_say']} recorded"
+                 for r in conn.execute(TRANSFER_EVENTS_SQL)]
+    offenders += [f"order {r['order_id']} paid {r['n']} times on campaign {r['campaign_id']}"
+                  for r in conn.execute(DOUBLE_ORDER_SQL)]
+    return _check("no_event_paid_twice", offenders, "each paid event is in exactly one transfer; orders pay once")
+
+
+def _earned(conn) -> Check:
+    rows = conn.execute(EARNED_SQL).fetchall()
+    return _check("total_earned_matches_events", [
+        f"creator {r['creator_id']} on campaign {r['campaign_id']}: total_earned {r['total_earned']}"
+        f" vs paid events {r['by_events']}" for r in rows
+    ], "campaign_creators.total_earned = the net of their paid events")
+
+
+def _negative(conn) -> Check:
+    rows = conn.execute(NEGATIVE_SQL).fetchall()
+    return _check("no_negative_balances", [f"{r['what']}: {r['available']} / {r['pending']}" for r in rows],
+                  "no wallet, budget or earning is negative")
+
+
+def _clickhouse(settings: Settings, conn) -> Check:
+    """Per campaign and day: paid events are real billable ClickHouse events, and none was left unsettled."""
+    state = conn.execute("SELECT watermark FROM settler_state WHERE name = %s", (WATERMARK,)).fetchone()
+    decided = {r["id"] for r in conn.execute("SELECT id::text AS id FROM events")}
+    paid = conn.execute(PG_PAID_SQL).fetchall()
+    settled_before = (state["watermark"] - OVERLAP) if state else None
+    ch = {}
+    unsettled: Counter = Counter()
+    params = {"settled_before": settled_before or "1970-01-01 00:00:00"}
+    for event_id, campaign_id, event_type, day, bot, before in clickhouse_client(settings).query(
+            CH_EVENTS_SQL, parameters=params).result_rows:
+        ch[event_id] = (campaign_id, event_type, day, bot)
+        if before and event_id not in decided:
+            unsettled[(campaign_id, day)] += 1
+    bad: Counter = Counter()
+    for row in paid:
+        raw = ch.get(row["id"])
+        if raw is None or raw[0] != row["campaign_id"] or raw[1] != row["event_type"] or raw[2] != row["day"] or raw[3]:
+            bad[(row["campaign_id"], row["day"])] += 1
+    offenders = [f"campaign {c} on {d}: {n} paid events are not billable ClickHouse events"
+                 for (c, d), n in sorted(bad.items())]
+    offenders += [f"campaign {c} on {d}: {n} ClickHouse events behind the watermark never settled"
+                  for (c, d), n in sorted(unsettled.items())]
+    return _check("paid_events_match_clickhouse", offenders,
+                  f"{len(paid)} paid events all found in ClickHouse; nothing behind the watermark unsettled")
+
+
+def reconcile(settings: Settings) -> list[Check]:
+    """Every invariant of DESIGN.md, plus Postgres vs ClickHouse per campaign and day."""
+    with pg_connect(settings) as conn:
+        # One snapshot for every check, so a settlement committing meanwhile cannot fake a mismatch.
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            checks = [_wallets(conn), _transfers(conn), _escrow(conn), _campaign_paid(conn),
+                      _paid_once(conn), _earned(conn), _negative(conn)]
+            try:
+                checks.append(_clickhouse(settings, conn))
+            except psycopg.Error:
+                raise
+            except Exception as exc:  # noqa: BLE001 - ClickHouse down is itself a failed check
+                checks.append(Check("paid_events_match_clickhouse", False, f"ClickHouse unavailable: {exc}"))
+        finally:
+            conn.rollback()
+    return checks
+
+
+def run_reconcile_command(settings: Settings) -> int:
+    """``oros reconcile``: print each check; exit 1 if any fails."""
+    checks = reconcile(settings)
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+    return 0 if all(c.ok for c in checks) else 1

@@ -1,0 +1,423 @@
+"""One settlement run: load what arrived since the watermark, verify, pay.
+
+Read (ClickHouse events since ``watermark - overlap``, Postgres campaigns),
+decide (``verify``, ``budget.allocate``), act (``ledger.post_campaign``, one
+Postgres transaction per campaign). A session advisory lock makes runs
+serial: a second settler waits, then finds everything decided. The Postgres
+``events`` primary key is the record of what was decided, so a run killed at
+any point is simply run again: committed campaigns are skipped, the rest
+are paid once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import orjson
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from oros.connections import clickhouse_client, pg_connect, redis_client
+from oros.links import CAMPAIGN_CODES_SQL, publish
+from oros.money import fmt, split_fee
+from oros.settings import Settings
+
+from . import ledger
+from .budget import allocate
+from .refunds import apply_refund
+from .verify import Campaign, Candidate, Rules, verify
+
+log = logging.getLogger(__name__)
+
+SETTLE_LOCK = 0x0905_0004
+WATERMARK = "settle"
+# An insert that began before the watermark may become visible after it; re-read this far back.
+OVERLAP = timedelta(minutes=5)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ZERO_UUID = "00000000-0000-0000-0000-000000000000"
+LOOKUP_CHUNK = 50_000
+# Connections posting campaigns at once (each campaign is still one transaction).
+POST_WORKERS = 2
+
+FRESH_SQL = """
+SELECT toString(event_id), event_type, toUnixTimestamp64Milli(ts), toString(campaign_id),
+       toString(link_id), toString(creator_id), toString(supporter_id), toString(business_id),
+       toString(click_id), order_id, value, currency, ip, user_agent, is_bot, source
+  FROM events
+ WHERE ingested_at >= {since:DateTime64(3, 'UTC')}
+ LIMIT 1 BY event_id
+"""
+
+# For each fresh human click: the previous human click from the same IP on the same link.
+PREV_CLICK_SQL = """
+SELECT toString(event_id), prev FROM (
+  SELECT event_id, ts,
+         lagInFrame(toNullable(toUnixTimestamp64Milli(ts))) OVER (
+           PARTITION BY link_id, ip ORDER BY ts, event_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev
+    FROM (SELECT event_id, link_id, ip, ts FROM events
+           WHERE event_type = 'click' AND NOT is_bot AND source != 'head'
+             AND ts >= {lo:DateTime64(3, 'UTC')}
+             AND campaign_id IN (SELECT campaign_id FROM events
+                                  WHERE ingested_at >= {since:DateTime64(3, 'UTC')} AND event_type = 'click')
+           LIMIT 1 BY event_id)
+)
+WHERE prev IS NOT NULL
+  AND event_id IN (SELECT event_id FROM events WHERE ingested_at >= {since:DateTime64(3, 'UTC')} AND event_type = 'click')
+"""
+
+# For each fresh conversion or sale: the click it names.
+CLICKS_SQL = """
+SELECT toString(event_id), toString(campaign_id), toUnixTimestamp64Milli(ts), toString(link_id), toString(creator_id)
+  FROM events
+ WHERE event_type = 'click'
+   AND event_id IN (SELECT click_id FROM events
+                     WHERE ingested_at >= {since:DateTime64(3, 'UTC')} AND click_id IS NOT NULL
+                       AND event_type IN ('conversion', 'sale'))
+ LIMIT 1 BY event_id
+"""
+
+CAMPAIGNS_SQL = """
+SELECT c.id::text AS id, c.business_id::text AS business_id, c.objective, c.payout_per_action,
+       c.remaining_budget, c.status, c.start_date, c.end_date,
+       coalesce((SELECT array_agg(cc.creator_id::text) FROM campaign_creators cc
+                  WHERE cc.campaign_id = c.id AND cc.status = 'accepted'), '{}') AS accepted,
+       coalesce((SELECT jsonb_agg(jsonb_build_array(floor(extract(epoch FROM h.changed_at) * 1000)::bigint, h.status)
+                                  ORDER BY h.changed_at, h.id)
+                   FROM campaign_status_history h WHERE h.campaign_id = c.id), '[]') AS history
+  FROM campaigns c WHERE c.id = ANY(%s::uuid[])
+"""
+
+
+def current_time() -> datetime:
+    """The settler's clock; tests pass ``now`` instead."""
+    return datetime.now(UTC)
+
+
+def _ms(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp() * 1000)
+
+
+def load_fresh(settings: Settings, since: datetime) -> list[Candidate]:
+    """Events that arrived since ``since``, each with the ClickHouse-only facts its rules need."""
+    client = clickhouse_client(settings)
+    params = {"since": since}
+    rows = client.query(FRESH_SQL, parameters=params).result_rows
+    if not rows:
+        return []
+    click_ts = [r[2] for r in rows if r[1] == "click"]
+    prev: dict[str, int] = {}
+    if click_ts:
+        lo = datetime.fromtimestamp((min(click_ts) / 1000) - settings.click_dedupe_s, tz=UTC)
+        prev = dict(client.query(PREV_CLICK_SQL, parameters={**params, "lo": lo}).result_rows)
+    clicks = {r[0]: r[1:] for r in client.query(CLICKS_SQL, parameters=params).result_rows}
+    return [_candidate(r, prev, clicks) for r in rows]
+
+
+def _candidate(r: tuple, prev: dict[str, int], clicks: dict[str, tuple]) -> Candidate:
+    (event_id, event_type, ts_ms, campaign_id, link_id, creator_id, supporter_id, business_id,
+     click_id, order_id, value, currency, ip, user_agent, is_bot, source) = r
+    click = clicks.get(click_id) if click_id else None
+    if click is not None and event_type != "click":
+        # The click, not the reporter, says which link and creator earned the conversion.
+        link_id, creator_id = click[2] or link_id, click[3] or creator_id
+    return Candidate(
+        event_id=event_id, event_type=event_type, ts_ms=ts_ms,
+        campaign_id=None if campaign_id == ZERO_UUID else campaign_id,
+        link_id=link_id, creator_id=creator_id, supporter_id=supporter_id, business_id=business_id,
+        click_id=click_id, order_id=order_id, value=value, currency=currency, ip=ip, user_agent=user_agent,
+        is_bot=bool(is_bot), source=source, prev_click_ms=prev.get(event_id),
+        click_ts_ms=click[1] if click else None, click_campaign_id=click[0] if click else None,
+    )
+
+
+def load_campaigns(conn: psycopg.Connection, ids: list[str]) -> dict[str, Campaign]:
+    campaigns = {}
+    for row in conn.execute(CAMPAIGNS_SQL, (ids,)).fetchall():
+        campaigns[row["id"]] = Campaign(
+            id=row["id"], business_id=row["business_id"], objective=row["objective"],
+            payout=row["payout_per_action"], remaining=row["remaining_budget"], status=row["status"],
+            start_ms=_ms(row["start_date"]), end_ms=_ms(row["end_date"]),
+            history=tuple((int(ms), status) for ms, status in row["history"]),
+            accepted=frozenset(row["accepted"]),
+        )
+    return campaigns
+
+
+def decided_ids(conn: psycopg.Connection, ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(ids), LOOKUP_CHUNK):
+        chunk = ids[i:i + LOOKUP_CHUNK]
+        found.update(r["id"] for r in conn.execute(
+            "SELECT id::text AS id FROM events WHERE id = ANY(%s::uuid[])", (chunk,)))
+    return found
+
+
+def paid_orders(conn: psycopg.Connection, events: list[Candidate]) -> set[tuple[str, str]]:
+    orders = sorted({e.order_id for e in events if e.order_id and e.event_type != "click"})
+    if not orders:
+        return set()
+    rows = conn.execute(
+        "SELECT campaign_id::text AS c, order_id FROM events WHERE order_id = ANY(%s)"
+        " AND event_type IN ('conversion', 'sale') AND status IN ('paid', 'reversed')",
+        (orders,),
+    )
+    return {(r["c"], r["order_id"]) for r in rows}
+
+
+def _known_users(conn: psycopg.Connection, events: list[Candidate]) -> set[str]:
+    ids = sorted({e.creator_id for e in events if e.creator_id})
+    return {r["id"] for r in conn.execute("SELECT id::text AS id FROM users WHERE id = ANY(%s::uuid[])", (ids,))}
+
+
+def _known_links(conn: psycopg.Connection, campaign_ids: list[str]) -> set[str]:
+    return {r["id"] for r in conn.execute(
+        "SELECT id::text AS id FROM tracking_links WHERE campaign_id = ANY(%s::uuid[])", (campaign_ids,))}
+
+
+class Report:
+    """The run report: JSON-able, money as two-place decimal strings."""
+
+    def __init__(self, run_id: str, dry_run: bool) -> None:
+        self.run_id, self.dry_run = run_id, dry_run
+        self.seen = self.paid = self.rejected = 0
+        self.amount = self.fees = Decimal("0.00")
+        self.by_reason: dict[str, int] = defaultdict(int)
+        self.campaigns: dict[str, dict] = {}
+        self.refunds = {"reversed": 0, "rejected": 0, "amount": Decimal("0.00")}
+        self.timings_s: dict[str, float] = {}
+        self._lap = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        """Time spent in ``phase`` since the previous lap (reported, for tuning big backlogs)."""
+        now = time.perf_counter()
+        self.timings_s[phase] = round(now - self._lap, 3)
+        self._lap = now
+
+    def add(self, posted: ledger.Posted) -> None:
+        self.paid += posted.paid
+        self.rejected += posted.rejected
+        self.amount += posted.amount
+        self.fees += posted.fees
+        for reason, n in posted.rejected_by_reason.items():
+            self.by_reason[reason] += n
+        if posted.campaign_id:
+            self.campaigns[posted.campaign_id] = {
+                "paid": posted.paid, "rejected": posted.rejected, "amount_paid": fmt(posted.amount),
+                "fees": fmt(posted.fees), "completed": posted.completed,
+            }
+
+    def as_dict(self) -> dict:
+        return {
+            "run_id": self.run_id, "dry_run": self.dry_run, "events_seen": self.seen,
+            "events_paid": self.paid, "events_rejected": self.rejected,
+            "rejected_by_reason": dict(sorted(self.by_reason.items())),
+            "amount_paid": fmt(self.amount), "fees": fmt(self.fees),
+            "refunds": {**self.refunds, "amount": fmt(self.refunds["amount"])},
+            "campaigns": self.campaigns, "timings_s": self.timings_s,
+        }
+
+
+def settle_once(settings: Settings, *, dry_run: bool = False, now: datetime | None = None,
+                progress: bool = False) -> dict:
+    """Settle everything that arrived since the watermark; return the run report.
+
+    :param dry_run: verify and allocate, write nothing but the run record.
+    :param now: the clock (hold start, future-event guard); defaults to the wall clock.
+    """
+    now = now or current_time()
+    with pg_connect(settings, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SETTLE_LOCK,))
+        try:
+            # Holding the lock, any run still marked running died mid-way.
+            conn.execute("UPDATE settlement_runs SET status = 'failed', error = 'interrupted', finished_at = now()"
+                         " WHERE kind = 'settle' AND status = 'running'")
+            return _settle_locked(settings, conn, dry_run=dry_run, now=now, progress=progress)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SETTLE_LOCK,))
+
+
+def _settle_locked(settings, conn, *, dry_run, now, progress) -> dict:
+    row = conn.execute("SELECT watermark FROM settler_state WHERE name = %s", (WATERMARK,)).fetchone()
+    watermark = row["watermark"] if row else EPOCH
+    run_id = str(uuid.uuid4())
+    conn.execute("INSERT INTO settlement_runs (id, kind, dry_run, watermark_from) VALUES (%s, 'settle', %s, %s)",
+                 (run_id, dry_run, watermark))
+    report = Report(run_id, dry_run)
+    try:
+        newest = clickhouse_client(settings).query("SELECT max(ingested_at) FROM events").result_rows[0][0]
+        new_watermark = newest.replace(tzinfo=UTC) if newest is not None else None
+        fresh = load_fresh(settings, max(EPOCH, watermark - OVERLAP))
+        report.lap("load_clickhouse")
+        done = decided_ids(conn, [e.event_id for e in fresh])
+        report.lap("skip_decided")
+        fresh = [e for e in fresh if e.event_id not in done]
+        report.seen = len(fresh)
+        _settle_events(settings, conn, fresh, report, dry_run=dry_run, now=now, progress=progress)
+        if not dry_run and new_watermark is not None:
+            conn.execute(
+                "INSERT INTO settler_state (name, watermark) VALUES (%s, %s) ON CONFLICT (name)"
+                " DO UPDATE SET watermark = greatest(settler_state.watermark, EXCLUDED.watermark), updated_at = now()",
+                (WATERMARK, new_watermark),
+            )
+    except Exception as exc:
+        conn.execute("UPDATE settlement_runs SET status = 'failed', error = %s, finished_at = now() WHERE id = %s",
+                     (str(exc)[:2000], run_id))
+        raise
+    result = report.as_dict()
+    conn.execute(
+        """UPDATE settlement_runs SET status = 'succeeded', watermark_to = %s, events_seen = %s, events_paid = %s,
+                  events_rejected = %s, amount_paid = %s, fees = %s, rejected_by_reason = %s, report = %s,
+                  finished_at = now() WHERE id = %s""",
+        (new_watermark, report.seen, report.paid, report.rejected, report.amount, report.fees,
+         Jsonb(dict(report.by_reason)), Jsonb(orjson.loads(orjson.dumps(result))), run_id),
+    )
+    return result
+
+
+def _settle_events(settings, conn, fresh, report, *, dry_run, now, progress) -> None:
+    refunds = [e for e in fresh if e.event_type == "refund"]
+    billable = [e for e in fresh if e.event_type != "refund"]
+    campaigns = load_campaigns(conn, sorted({e.campaign_id for e in billable if e.campaign_id}))
+    users = _known_users(conn, billable)
+    links = _known_links(conn, list(campaigns))
+    # A link id Postgres does not know (deleted since) is kept in ClickHouse, not as a foreign key.
+    billable = [e if e.link_id is None or e.link_id in links else replace(e, link_id=None) for e in billable]
+    # An event whose campaign (or creator) Postgres does not know can only be rejected, without its FKs.
+    report.lap("load_postgres")
+    verdict = verify(billable, campaigns, Rules.from_settings(settings), _ms(now), paid_orders(conn, billable))
+    report.lap("verify")
+    accepted: dict[str, list[Candidate]] = defaultdict(list)
+    rejected: dict[str | None, list] = defaultdict(list)
+    for event in verdict.accepted:
+        accepted[event.campaign_id].append(event)
+    for event, reason in verdict.rejected:
+        known = event.campaign_id in campaigns and (event.creator_id is None or event.creator_id in users)
+        rejected[event.campaign_id if known else None].append((event, reason))
+
+    platform = ledger.platform_wallets(conn)
+    hold_until = now + timedelta(days=settings.hold_days)
+    completed: list[str] = []
+    ids = sorted(set(accepted) | {c for c in rejected if c is not None})
+    bar = _progress(len(ids), progress)
+
+    def post(campaign_id: str) -> ledger.Posted:
+        with pool.connection() as worker:
+            return _settle_campaign(settings, worker, campaigns[campaign_id], accepted.get(campaign_id, []),
+                                    rejected.get(campaign_id, []), run_id=report.run_id, now=now,
+                                    hold_until=hold_until, platform=platform, dry_run=dry_run)
+
+    # Campaigns touch disjoint rows except the platform wallets, which the ledger trigger locks in id
+    # order near each transaction's end: two connections overlap one's event COPY with the other's.
+    with _worker_pool(settings) as pool, ThreadPoolExecutor(POST_WORKERS) as threads:
+        for posted in threads.map(post, ids):
+            report.add(posted)
+            if posted.completed and campaigns[posted.campaign_id].status == "active":
+                completed.append(posted.campaign_id)
+            bar.update(1)
+    bar.close()
+    _settle_orphans(conn, rejected.get(None, []), report, run_id=report.run_id, now=now, dry_run=dry_run)
+    report.lap("post_ledger")
+    if not dry_run:
+        _apply_refunds(conn, refunds, report, now=now)
+        _invalidate_links(settings, conn, completed)
+        report.lap("refunds")
+
+
+def _worker_pool(settings: Settings) -> ConnectionPool:
+    return ConnectionPool(settings.database_url, min_size=POST_WORKERS, max_size=POST_WORKERS,
+                          kwargs={"row_factory": dict_row, "autocommit": True}, name="settler")
+
+
+def _settle_campaign(settings, conn, campaign: Campaign, accepted, rejected, *, run_id, now, hold_until,
+                     platform, dry_run) -> ledger.Posted:
+    if dry_run:
+        allocation = allocate(accepted, campaign.remaining, campaign.payout)
+        _, fee = split_fee(campaign.payout, settings.platform_fee_pct)
+        posted = ledger.Posted(campaign_id=campaign.id, paid=len(allocation.paid), amount=allocation.spent,
+                               fees=fee * len(allocation.paid),
+                               rejected=len(rejected) + len(allocation.exhausted),
+                               completed=allocation.exhausts(campaign.payout) and campaign.status == "active")
+        for _, reason in rejected:
+            posted.rejected_by_reason[reason] = posted.rejected_by_reason.get(reason, 0) + 1
+        if allocation.exhausted:
+            posted.rejected_by_reason["budget_exhausted"] = len(allocation.exhausted)
+        return posted
+    with conn.transaction():
+        locked = ledger.lock_campaign(conn, campaign.id)
+        allocation = allocate(accepted, locked["remaining_budget"], locked["payout_per_action"])
+        return ledger.post_campaign(
+            conn, campaign_id=campaign.id, objective=campaign.objective, allocation=allocation, rejected=rejected,
+            fee_pct=settings.platform_fee_pct, payout=locked["payout_per_action"], run_id=run_id, now=now,
+            hold_until=hold_until, platform=platform,
+        )
+
+
+def _settle_orphans(conn, rejected, report, *, run_id, now, dry_run) -> None:
+    """Events no known campaign owns: recorded as rejected, with no campaign link."""
+    if not rejected:
+        return
+    posted = ledger.Posted(campaign_id="", rejected=len(rejected))
+    for _, reason in rejected:
+        posted.rejected_by_reason[reason] = posted.rejected_by_reason.get(reason, 0) + 1
+    if not dry_run:
+        with conn.transaction():
+            ledger.copy_events(conn, [ledger.event_row(e, campaign_id=None, status="rejected", reason=r,
+                                                       run_id=run_id, now=now) for e, r in rejected])
+    report.add(posted)
+
+
+def _apply_refunds(conn, refunds: list[Candidate], report: Report, *, now) -> None:
+    # After this run's sales are paid, so a sale and its refund in one batch net out.
+    for refund in sorted(refunds, key=lambda e: (e.ts_ms, e.event_id)):
+        with conn.transaction():
+            outcome = apply_refund(conn, refund, run_id=report.run_id, now=now)
+        if outcome.reason is None:
+            report.refunds["reversed"] += 1
+            report.refunds["amount"] += Decimal(outcome.amount)
+        else:
+            report.refunds["rejected"] += 1
+            report.by_reason[outcome.reason] += 1
+
+
+def _invalidate_links(settings: Settings, conn, campaign_ids: list[str]) -> None:
+    """Completed campaigns: trackers must stop seeing them as active (their links' cache entries go)."""
+    codes = [r["code"] for c in campaign_ids for r in conn.execute(CAMPAIGN_CODES_SQL, {"campaign_id": c})]
+    if not codes:
+        return
+
+    async def _publish() -> None:
+        redis = redis_client(settings)
+        try:
+            await publish(redis, settings.keys, codes)
+        finally:
+            await redis.aclose()
+
+    try:
+        asyncio.run(_publish())
+    except OSError:
+        # The budget is already closed in Postgres; the link cache expires on its own TTL.
+        log.warning("could not publish link invalidation", extra={"campaigns": campaign_ids})
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="campaign", disable=not enabled, file=sys.stderr)
+
+
+def run_settle_command(settings: Settings, dry_run: bool) -> int:
+    """``oros settle --once [--dry-run]``: settle, print the report as JSON."""
+    report = settle_once(settings, dry_run=dry_run, progress=sys.stderr.isatty())
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    return 0

@@ -1,0 +1,78 @@
+"""``oros settler``: the settle, release-holds and reconcile jobs on APScheduler.
+
+Jobs are synchronous (Postgres and the chDB client are), so each runs in a
+worker thread, off the event loop that ``oros dev`` shares with the tracker
+and admin API. ``coalesce`` folds a backlog of missed runs into one and
+``max_instances=1`` never overlaps a job with itself; the settle run's
+advisory lock also keeps settlers in other processes apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from oros.settings import Settings
+
+from .holds import release_due
+from .reconcile import reconcile
+from .run import settle_once
+
+log = logging.getLogger(__name__)
+
+
+def _job(name: str, fn, settings: Settings):
+    async def run() -> None:
+        try:
+            result = await asyncio.to_thread(fn, settings)
+        except Exception:
+            log.exception("settler job failed", extra={"job": name})
+            return
+        log.info("settler job done", extra={"job": name, "result": _summary(name, result)})
+
+    run.__name__ = name
+    return run
+
+
+def _summary(name: str, result) -> object:
+    if name == "reconcile":
+        return [c.name for c in result if not c.ok] or "ok"
+    if name == "settle":
+        return {k: result[k] for k in ("events_seen", "events_paid", "events_rejected", "amount_paid")}
+    return result
+
+
+def build_scheduler(settings: Settings) -> AsyncIOScheduler:
+    """The three jobs, not started; the caller starts it inside its event loop."""
+    scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+    for name, fn, every_s in (
+        ("settle", settle_once, settings.settle_interval_s),
+        ("release_holds", release_due, settings.release_interval_s),
+        ("reconcile", reconcile, settings.reconcile_interval_s),
+    ):
+        scheduler.add_job(_job(name, fn, settings), "interval", seconds=every_s, id=name, name=name)
+    return scheduler
+
+
+async def _serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    scheduler = build_scheduler(settings)
+    scheduler.start()
+    try:
+        await stop.wait()
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def run_settler(settings: Settings) -> None:
+    """``oros settler``."""
+    from oros.migrate import migrate_clickhouse
+
+    migrate_clickhouse(settings)
+    asyncio.run(_serve(settings))

@@ -1,0 +1,276 @@
+"""Campaign funding through Stripe: the real ``stripe`` client against ``localstripe``.
+
+localstripe runs as a subprocess; it also delivers real signed webhooks to
+the test's admin API server, so the whole PaymentIntent path is exercised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+import requests
+
+from admin_api.app import create_app
+from admin_api.auth import issue_token
+from oros.stripe_gateway import stripe_client
+
+WEBHOOK_SECRET = "whsec_test_" + secrets.token_hex(8)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def localstripe_url(tmp_path_factory):
+    port = free_port()
+    binary = Path(sys.executable).with_name("localstripe")
+    log = open(tmp_path_factory.mktemp("localstripe") / "localstripe.log", "wb")
+    proc = subprocess.Popen([str(binary), "--port", str(port), "--from-scratch"], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"{url}/v1/balance", auth=("sk_test_x", ""), timeout=1)
+            break
+        except requests.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("localstripe did not start")
+            time.sleep(0.2)
+    yield url
+    os.kill(proc.pid, 15)
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture
+def stripe_settings(settings, localstripe_url):
+    return replace(settings, stripe_api_base=localstripe_url, stripe_webhook_secret=WEBHOOK_SECRET,
+                   stripe_api_key="sk_test_oros")
+
+
+@pytest.fixture
+async def api(aiohttp_client, stripe_settings):
+    return await aiohttp_client(create_app(stripe_settings))
+
+
+def make_user(pg, settings, *roles: str) -> tuple[str, dict]:
+    row = pg.execute(
+        "INSERT INTO users (email, kyc_status) VALUES (%s, 'approved') RETURNING id::text AS id",
+        (f"{secrets.token_hex(6)}@example.com",),
+    ).fetchone()
+    for role in roles:
+        pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, %s)", (row["id"], role))
+    return row["id"], {"Authorization": f"Bearer {issue_token(settings, row['id'])}"}
+
+
+def make_campaign(pg, business_id: str) -> str:
+    return pg.execute(
+        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, destination_url)"
+        " VALUES (%s, 'Spring sale', 'click', 0.50, 1000, 'https://shop.example.com') RETURNING id::text AS id",
+        (business_id,),
+    ).fetchone()["id"]
+
+
+def signed(payload: bytes, secret: str = WEBHOOK_SECRET) -> dict:
+    stamp = int(time.time())
+    signature = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    return {"Stripe-Signature": f"t={stamp},v1={signature}", "Content-Type": "application/json"}
+
+
+def succeeded_event(event_id: str, pi_id: str, cents: int, metadata: dict | None = None) -> bytes:
+    return orjson.dumps({
+        "id": event_id, "object": "event", "type": "payment_intent.succeeded", "created": int(time.time()),
+        "data": {"object": {"id": pi_id, "object": "payment_intent", "amount": cents, "amount_received": cents,
+                            "currency": "usd", "status": "succeeded", "metadata": metadata or {}}},
+    })
+
+
+def money_state(pg, campaign_id: str) -> dict:
+    campaign = pg.execute(
+        "SELECT funded_budget, remaining_budget FROM campaigns WHERE id = %s", (campaign_id,)
+    ).fetchone()
+    wallets = {
+        r["purpose"]: r["available_balance"]
+        for r in pg.execute(
+            "SELECT purpose, available_balance FROM wallets WHERE user_id = '00000000-0000-0000-0000-000000000001'"
+            " AND purpose <> 'main'"
+        ).fetchall()
+    }
+    entries = pg.execute("SELECT count(*) AS n FROM ledger_entries WHERE source_id = %s", (campaign_id,)).fetchone()
+    return {**campaign, **wallets, "entries": entries["n"]}
+
+
+async def test_fund_creates_intent_and_pending_row(api, pg, stripe_settings):
+    business, auth = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+
+    resp = await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "250.00"}, headers=auth)
+
+    assert resp.status == 201, await resp.text()
+    body = await resp.json()
+    assert body["amount"] == "250.00" and body["status"] == "pending" and body["campaign_id"] == campaign
+    assert body["payment_intent_id"].startswith("pi_") and body["client_secret"].startswith(body["payment_intent_id"])
+    intent = stripe_client(stripe_settings).v1.payment_intents.retrieve(body["payment_intent_id"])
+    assert intent.amount == 25000 and intent.currency == "usd"
+    assert intent.metadata["oros_campaign_id"] == campaign and intent.metadata["oros_funding_id"] == body["id"]
+    row = pg.execute("SELECT status, amount, stripe_payment_intent_id FROM campaign_fundings WHERE id = %s",
+                     (body["id"],)).fetchone()
+    assert row == {"status": "pending", "amount": Decimal("250.00"), "stripe_payment_intent_id": intent.id}
+    # Nothing is credited before Stripe says the money arrived.
+    assert money_state(pg, campaign)["remaining_budget"] == 0
+
+
+async def test_localstripe_webhook_credits_escrow_and_budget_once(api, pg, stripe_settings, localstripe_url):
+    business, auth = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+    requests.post(
+        f"{localstripe_url}/_config/webhooks/oros-test",
+        data={"url": str(api.server.make_url("/v1/webhooks/stripe")), "secret": WEBHOOK_SECRET,
+              "events[]": ["payment_intent.succeeded"]},
+        timeout=5,
+    ).raise_for_status()
+    body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "250.00"}, headers=auth)).json()
+
+    # The business's browser pays the intent (here: the stripe client against localstripe).
+    client = stripe_client(stripe_settings)
+    method = await asyncio.to_thread(client.v1.payment_methods.create, {
+        "type": "card", "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}})
+    await asyncio.to_thread(client.v1.payment_intents.update, body["payment_intent_id"], {"payment_method": method.id})
+    await asyncio.to_thread(client.v1.payment_intents.confirm, body["payment_intent_id"])
+
+    deadline = time.monotonic() + 20
+    while money_state(pg, campaign)["funded_budget"] == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    state = money_state(pg, campaign)
+    assert state == {"funded_budget": Decimal("250.00"), "remaining_budget": Decimal("250.00"),
+                     "escrow": Decimal("250.00"), "fees": Decimal("0.00"), "clearing": Decimal("250.00"),
+                     "entries": 2}
+    funding = pg.execute("SELECT status, transfer_id FROM campaign_fundings WHERE id = %s", (body["id"],)).fetchone()
+    assert funding["status"] == "succeeded" and funding["transfer_id"] is not None
+    assert pg.execute("SELECT count(*) AS n FROM stripe_events").fetchone()["n"] == 1
+
+
+async def test_replayed_webhook_changes_nothing(api, pg, stripe_settings):
+    business, auth = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+    body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "40.00"}, headers=auth)).json()
+    payload = succeeded_event("evt_replay_1", body["payment_intent_id"], 4000)
+
+    first = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+    again = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+    # A different event for the same intent (e.g. resent from the dashboard) credits nothing either.
+    other = succeeded_event("evt_replay_2", body["payment_intent_id"], 4000)
+    third = await api.post("/v1/webhooks/stripe", data=other, headers=signed(other))
+
+    assert (await first.json())["status"] == "applied"
+    assert (await again.json())["status"] == "duplicate"
+    assert third.status == 200
+    assert money_state(pg, campaign) == {"funded_budget": Decimal("40.00"), "remaining_budget": Decimal("40.00"),
+                                         "escrow": Decimal("40.00"), "fees": Decimal("0.00"),
+                                         "clearing": Decimal("40.00"), "entries": 2}
+
+
+async def test_intent_without_our_row_is_credited_by_metadata(api, pg, stripe_settings):
+    business, _ = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+    payload = succeeded_event("evt_meta", "pi_elsewhere", 1234, {"oros_campaign_id": campaign})
+
+    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+
+    assert (await resp.json())["amount"] == "12.34"
+    assert money_state(pg, campaign)["remaining_budget"] == Decimal("12.34")
+
+
+async def test_payment_failed_marks_funding_failed(api, pg, stripe_settings):
+    business, auth = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+    body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "10.00"}, headers=auth)).json()
+    payload = orjson.dumps({"id": "evt_fail", "type": "payment_intent.payment_failed", "created": int(time.time()),
+                            "data": {"object": {"id": body["payment_intent_id"], "amount": 1000}}})
+
+    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+
+    assert (await resp.json())["fundings_failed"] == 1
+    funding = pg.execute("SELECT status FROM campaign_fundings WHERE id = %s", (body["id"],)).fetchone()
+    assert funding["status"] == "failed"
+    assert money_state(pg, campaign)["remaining_budget"] == 0
+
+
+async def test_bad_signature_is_refused(api, pg, stripe_settings):
+    business, _ = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+    payload = succeeded_event("evt_forged", "pi_forged", 100000, {"oros_campaign_id": campaign})
+    stale = int(time.time()) - 3600
+    stale_signature = hmac.new(WEBHOOK_SECRET.encode(), f"{stale}.".encode() + payload, hashlib.sha256).hexdigest()
+
+    for headers in (
+        {"Stripe-Signature": "t=1,v1=deadbeef"},
+        {},
+        signed(payload, "whsec_attacker"),
+        {"Stripe-Signature": f"t={stale},v1={stale_signature}"},
+    ):
+        resp = await api.post("/v1/webhooks/stripe", data=payload, headers=headers)
+        assert resp.status == 400, headers
+        assert (await resp.json())["error"]["code"] == "bad_signature"
+    assert money_state(pg, campaign)["remaining_budget"] == 0
+    assert pg.execute("SELECT count(*) AS n FROM stripe_events").fetchone()["n"] == 0
+
+
+async def test_malformed_signed_body_is_400(api):
+    for payload in (b"not json", b"[1, 2]", orjson.dumps({"id": "evt_x", "type": "charge.refunded"})):
+        resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+        assert resp.status == 400, payload
+        assert (await resp.json())["error"]["code"] == "bad_payload"
+
+
+async def test_unknown_event_type_is_acknowledged_and_ignored(api, pg):
+    payload = orjson.dumps({"id": "evt_other", "type": "customer.created", "created": int(time.time()),
+                            "data": {"object": {"id": "cus_1"}}})
+
+    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+
+    assert resp.status == 200 and (await resp.json())["status"] == "ignored"
+
+
+async def test_fund_refuses_bad_input_and_strangers(api, pg, stripe_settings):
+    business, auth = make_user(pg, stripe_settings, "business")
+    _, stranger = make_user(pg, stripe_settings, "business")
+    _, creator = make_user(pg, stripe_settings, "creator")
+    campaign = make_campaign(pg, business)
+    url = f"/v1/campaigns/{campaign}/fund"
+
+    cases = [
+        (auth, {"amount": "abc"}, 422, "amount"),
+        (auth, {"amount": 12.5}, 422, "amount"),
+        (auth, {"amount": "-5.00"}, 422, "amount"),
+        (auth, {"amount": "1.001"}, 422, "amount"),
+        (auth, {"amount": "1000000.00"}, 422, "amount"),
+        (auth, {}, 422, "amount"),
+        (stranger, {"amount": "10.00"}, 404, None),
+        (creator, {"amount": "10.00"}, 403, None),
+        ({}, {"amount": "10.00"}, 401, None),
+    ]
+    for headers, body, status, field in cases:
+        resp = await api.post(url, json=body, headers=headers)
+        assert resp.status == status, (body, await resp.text())
+        assert (await resp.json())["error"].get("field") == field
+    missing = await api.post("/v1/campaigns/00000000-0000-0000-0000-00000000abcd/fund", json={"amount": "1.00"},
+                             headers=auth)
+    assert missing.status == 404
+    assert pg.execute("SELECT count(*) AS n FROM campaign_fundings").fetchone()["n"] == 0

@@ -1,0 +1,160 @@
+"""Stripe checkout sales and refunds become ``sale``/``refund`` events in the Redis stream."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+from dataclasses import replace
+
+import orjson
+import pytest
+
+from admin_api.app import create_app
+from oros.events import STREAM_FIELD, Event
+
+SECRET = "whsec_test_sales"
+NIL = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.fixture
+def hook_settings(settings):
+    return replace(settings, stripe_webhook_secret=SECRET)
+
+
+@pytest.fixture
+async def api(aiohttp_client, hook_settings):
+    return await aiohttp_client(create_app(hook_settings))
+
+
+@pytest.fixture
+async def click(redis, hook_settings):
+    """A recorded click in the tracker's click index."""
+    cid = str(uuid.uuid4())
+    index = {"link_id": str(uuid.uuid4()), "campaign_id": str(uuid.uuid4()), "creator_id": str(uuid.uuid4()),
+             "supporter_id": None, "business_id": str(uuid.uuid4())}
+    await redis.set(hook_settings.keys.click(cid), orjson.dumps(index))
+    return cid, index
+
+
+async def post(api, event: dict):
+    payload = orjson.dumps(event)
+    stamp = int(time.time())
+    signature = hmac.new(SECRET.encode(), f"{stamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    return await api.post("/v1/webhooks/stripe", data=payload,
+                          headers={"Stripe-Signature": f"t={stamp},v1={signature}"})
+
+
+def checkout(event_id: str, session: dict) -> dict:
+    obj = {"id": "cs_test_1", "object": "checkout.session", "amount_total": 4999, "currency": "eur",
+           "payment_intent": "pi_sale_1", "metadata": {}, **session}
+    return {"id": event_id, "type": "checkout.session.completed", "created": 1_764_000_000, "data": {"object": obj}}
+
+
+def refunded(event_id: str, charge: dict) -> dict:
+    obj = {"id": "ch_1", "object": "charge", "payment_intent": "pi_sale_1", "amount": 4999,
+           "amount_refunded": 4999, "refunded": True, "currency": "eur", "metadata": {}, **charge}
+    return {"id": event_id, "type": "charge.refunded", "created": 1_764_000_600, "data": {"object": obj}}
+
+
+async def stream(redis, settings) -> list[Event]:
+    return [Event.decode(fields[STREAM_FIELD]) for _, fields in await redis.xrange(settings.keys.stream)]
+
+
+async def test_checkout_session_becomes_one_sale_event(api, redis, hook_settings, click):
+    cid, index = click
+
+    first = await post(api, checkout("evt_cs_1", {"client_reference_id": cid}))
+    again = await post(api, checkout("evt_cs_1", {"client_reference_id": cid}))
+
+    assert (await first.json())["status"] == "applied"
+    assert (await again.json())["status"] == "duplicate"
+    [sale] = await stream(redis, hook_settings)
+    assert (sale.event_type, sale.source, sale.click_id, sale.value, sale.currency, sale.order_id) == (
+        "sale", "stripe", cid, "49.99", "EUR", "pi_sale_1")
+    assert (sale.campaign_id, sale.link_id, sale.creator_id, sale.business_id) == (
+        index["campaign_id"], index["link_id"], index["creator_id"], index["business_id"])
+    assert sale.ts_ms == 1_764_000_000_000
+    assert uuid.UUID(sale.event_id).version == 7
+
+
+async def test_sale_event_id_is_fixed_by_the_stripe_event(api, redis, hook_settings, click, pg):
+    cid, _ = click
+    await post(api, checkout("evt_cs_2", {"client_reference_id": cid}))
+    # As if the first delivery's commit had failed after the append: Stripe redelivers.
+    pg.execute("DELETE FROM stripe_events")
+    await post(api, checkout("evt_cs_2", {"client_reference_id": cid}))
+
+    first, second = await stream(redis, hook_settings)
+    assert first.event_id == second.event_id  # so ingest and the settler collapse the replay
+
+
+async def test_oros_cid_in_metadata_and_unknown_click(api, redis, hook_settings):
+    cid = str(uuid.uuid4())  # not in the click index
+
+    resp = await post(api, checkout("evt_cs_3", {"client_reference_id": None, "metadata": {"oros_cid": cid},
+                                                 "payment_intent": None}))
+
+    assert resp.status == 200
+    [sale] = await stream(redis, hook_settings)
+    assert (sale.click_id, sale.campaign_id, sale.order_id, sale.business_id) == (cid, NIL, "cs_test_1", None)
+
+
+async def test_checkout_without_click_id_is_ignored(api, redis, hook_settings):
+    for n, session in enumerate([{}, {"client_reference_id": "order-42"}, {"metadata": {"oros_cid": 7}}]):
+        resp = await post(api, checkout(f"evt_cs_4_{n}", session))
+        assert (await resp.json())["status"] == "ignored"
+    assert await stream(redis, hook_settings) == []
+
+
+async def test_refund_after_checkout_names_the_sale(api, redis, hook_settings, click):
+    cid, index = click
+    await post(api, checkout("evt_cs_5", {"client_reference_id": cid}))
+
+    resp = await post(api, refunded("evt_rf_1", {"amount_refunded": 2000, "refunded": False}))
+
+    assert (await resp.json())["status"] == "applied"
+    _, refund = await stream(redis, hook_settings)
+    assert (refund.event_type, refund.source, refund.order_id, refund.value, refund.currency) == (
+        "refund", "stripe", "pi_sale_1", "20.00", "EUR")
+    assert (refund.business_id, refund.campaign_id, refund.click_id, refund.creator_id) == (
+        index["business_id"], index["campaign_id"], cid, index["creator_id"])
+    assert refund.metadata["fully_refunded"] is False
+
+
+async def test_refund_found_through_charge_metadata(api, redis, hook_settings, click):
+    cid, index = click
+
+    await post(api, refunded("evt_rf_2", {"payment_intent": "pi_other", "metadata": {"oros_cid": cid}}))
+
+    [refund] = await stream(redis, hook_settings)
+    assert (refund.order_id, refund.business_id, refund.click_id) == ("pi_other", index["business_id"], cid)
+
+
+async def test_refund_of_unknown_sale_is_still_recorded(api, redis, hook_settings):
+    await post(api, refunded("evt_rf_3", {"payment_intent": "pi_unknown"}))
+
+    [refund] = await stream(redis, hook_settings)
+    assert (refund.order_id, refund.campaign_id, refund.business_id) == ("pi_unknown", NIL, None)
+
+
+async def test_refund_found_through_the_settled_sale(api, redis, hook_settings, pg):
+    """The Redis record has expired: the settler's recorded sale names the click and the business."""
+    business, creator = (
+        pg.execute("INSERT INTO users (email) VALUES (%s) RETURNING id::text AS id", (email,)).fetchone()["id"]
+        for email in ("shop@example.com", "cr@example.com")
+    )
+    campaign = pg.execute(
+        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget)"
+        " VALUES (%s, 'Sale', 'sale', 5, 100) RETURNING id::text AS id", (business,)).fetchone()["id"]
+    cid = str(uuid.uuid4())
+    pg.execute("INSERT INTO events (campaign_id, creator_id, event_type, order_id, click_id, status, payout_amount,"
+               " platform_fee, paid) VALUES (%s, %s, 'sale', 'pi_settled', %s, 'paid', 5, 0.5, true)",
+               (campaign, creator, cid))
+
+    await post(api, refunded("evt_rf_4", {"payment_intent": "pi_settled"}))
+
+    [refund] = await stream(redis, hook_settings)
+    assert (refund.business_id, refund.campaign_id, refund.creator_id, refund.click_id) == (
+        business, campaign, creator, cid)

@@ -1,0 +1,454 @@
+"""The tracker against real Redis and Postgres: redirects, resolution, recorded fields, conversions."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from dataclasses import replace
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+import pytest
+
+from oros import apikeys
+from oros.events import Event, uuid7_ms
+from oros.links import NEGATIVE, LinkInfo, publish
+from tracker.app import create_app
+from tracker.typedefs import METRICS
+
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+UNKNOWN_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
+
+
+# -- test data, written straight into the test's own database ---------------------------------
+
+
+def make_user(pg, prefix: str) -> str:
+    email = f"{prefix}-{secrets.token_hex(4)}@example.com"
+    return pg.execute("INSERT INTO users (email) VALUES (%s) RETURNING id::text AS id", (email,)).fetchone()["id"]
+
+
+def make_link(pg, *, status: str = "active", destination: str = "https://shop.example.com/p/1?ref=oros", supporter: bool = False) -> dict:
+    """A business, its campaign, an accepted creator and one tracking link; returns all their ids."""
+    business = make_user(pg, "biz")
+    creator = make_user(pg, "creator")
+    supporter_id = make_user(pg, "supporter") if supporter else None
+    campaign = pg.execute(
+        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, status)"
+        " VALUES (%s, 'Spring', 'click', 0.50, 100.00, %s) RETURNING id::text AS id",
+        (business, status),
+    ).fetchone()["id"]
+    pg.execute(
+        "INSERT INTO campaign_creators (campaign_id, creator_id, status, accepted_at) VALUES (%s, %s, 'accepted', now())",
+        (campaign, creator),
+    )
+    code = secrets.token_urlsafe(6).replace("-", "x").replace("_", "y")
+    link = pg.execute(
+        "INSERT INTO tracking_links (campaign_id, creator_id, supporter_id, code, url, destination_url)"
+        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id::text AS id",
+        (campaign, creator, supporter_id, code, f"http://t.example/{code}", destination),
+    ).fetchone()["id"]
+    return {
+        "business": business, "creator": creator, "supporter": supporter_id, "campaign": campaign,
+        "link": link, "code": code, "destination": destination,
+    }
+
+
+def make_api_key(pg, business: str) -> str:
+    secret, prefix, key_hash = apikeys.generate()
+    pg.execute(
+        "INSERT INTO api_keys (user_id, name, key_prefix, key_hash) VALUES (%s, 'test', %s, %s)",
+        (business, prefix, key_hash),
+    )
+    return secret
+
+
+async def stream_events(redis, settings) -> list[Event]:
+    entries = await redis.xrange(settings.keys.stream)
+    return [Event.decode(fields[b"e"]) for _, fields in entries]
+
+
+@pytest.fixture
+async def tracker(settings, aiohttp_client):
+    """An in-process tracker on the test's databases; ``tracker.app`` is its application."""
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+def data(pg) -> dict:
+    return make_link(pg, supporter=True)
+
+
+def cid_of(response) -> str:
+    return dict(parse_qsl(urlsplit(response.headers["Location"]).query))["oros_cid"]
+
+
+# -- redirects and the recorded click -------------------------------------------------------
+
+
+async def test_redirect_records_every_field(tracker, data, redis, settings):
+    response = await tracker.get(
+        f"/{data['code']}?utm_source=tw&utm_campaign=spring&x=1",
+        headers={"User-Agent": BROWSER, "Referer": "https://social.example/post/9"},
+        allow_redirects=False,
+    )
+    assert response.status == 302
+    assert response.headers["Cache-Control"] == "no-store"
+    location = urlsplit(response.headers["Location"])
+    assert (location.scheme, location.netloc, location.path) == ("https", "shop.example.com", "/p/1")
+    params = parse_qsl(location.query)
+    click_id = dict(params)["oros_cid"]
+    assert params == [("ref", "oros"), ("utm_source", "tw"), ("utm_campaign", "spring"), ("x", "1"), ("oros_cid", click_id)]
+
+    [event] = await stream_events(redis, settings)
+    assert event == Event(
+        event_id=click_id,
+        event_type="click",
+        ts_ms=uuid7_ms(click_id),
+        campaign_id=data["campaign"],
+        link_id=data["link"],
+        creator_id=data["creator"],
+        supporter_id=data["supporter"],
+        business_id=data["business"],
+        ip="127.0.0.1",
+        user_agent=BROWSER,
+        referrer="https://social.example/post/9",
+        is_bot=False,
+        bot_reason=None,
+        source="redirect",
+        metadata={"utm_source": "tw", "utm_campaign": "spring"},
+    )
+    assert uuid.UUID(click_id).version == 7
+    index = await redis.get(settings.keys.click(click_id))
+    assert orjson.loads(index) == {
+        "link_id": data["link"], "campaign_id": data["campaign"], "creator_id": data["creator"],
+        "supporter_id": data["supporter"], "business_id": data["business"],
+    }
+    ttl = await redis.ttl(settings.keys.click(click_id))
+    assert settings.attribution_days * 86400 - 60 < ttl <= settings.attribution_days * 86400
+
+
+async def test_destination_fragment_and_no_open_redirect(tracker, pg, redis, settings):
+    link = make_link(pg, destination="https://shop.example.com/a#reviews")
+    response = await tracker.get(
+        f"/{link['code']}?url=https://evil.example/&oros_cid=forged&next=%2F%2Fevil.example",
+        allow_redirects=False,
+    )
+    assert response.status == 302
+    location = urlsplit(response.headers["Location"])
+    assert location.netloc == "shop.example.com" and location.fragment == "reviews"
+    params = parse_qsl(location.query)
+    assert [value for name, value in params if name == "oros_cid"] == [cid_of(response)]
+    assert ("url", "https://evil.example/") in params and ("next", "//evil.example") in params
+
+
+@pytest.mark.parametrize("path", ["/abc", "/" + "a" * 21, "/bad%20code", "/bad.code", "/%00%00%00%00", "/unknown1"])
+async def test_unknown_or_malformed_code_is_404(tracker, path, redis, settings):
+    response = await tracker.get(path, allow_redirects=False)
+    assert response.status == 404
+    assert await redis.xlen(settings.keys.stream) == 0
+
+
+async def test_paused_and_completed_campaigns_still_redirect(tracker, pg, redis, settings):
+    campaigns = []
+    for status in ("paused", "completed"):
+        link = make_link(pg, status=status)
+        campaigns.append(link["campaign"])
+        assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302
+    assert [e.campaign_id for e in await stream_events(redis, settings)] == campaigns
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "reason"),
+    [
+        ("GET", {"User-Agent": BROWSER}, None),
+        ("HEAD", {"User-Agent": BROWSER}, "head"),
+        ("GET", {"User-Agent": "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"}, "preview_bot"),
+        ("GET", {"User-Agent": "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"}, "preview_bot"),
+        ("GET", {"User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}, "crawler"),
+        ("GET", {"User-Agent": "curl/8.5.0"}, "tool"),
+        ("GET", {"User-Agent": ""}, "no_user_agent"),
+        ("GET", {"User-Agent": BROWSER, "Sec-Purpose": "prefetch"}, "prefetch"),
+    ],
+)
+async def test_bots_are_flagged_and_stored(tracker, data, redis, settings, method, headers, reason):
+    response = await tracker.request(method, f"/{data['code']}", headers=headers, allow_redirects=False)
+    assert response.status == 302
+    [event] = await stream_events(redis, settings)
+    assert (event.is_bot, event.bot_reason) == (reason is not None, reason)
+    assert event.source == ("head" if method == "HEAD" else "redirect")
+
+
+async def test_forwarded_for_believed_only_from_trusted_proxies(settings, aiohttp_client, data, redis):
+    plain = await aiohttp_client(create_app(settings))
+    await plain.get(f"/{data['code']}", headers={"X-Forwarded-For": "203.0.113.7"}, allow_redirects=False)
+    import ipaddress
+
+    trusting = await aiohttp_client(
+        create_app(replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))))
+    )
+    # The client wrote the leftmost entry itself; the rightmost untrusted hop is the client.
+    await trusting.get(
+        f"/{data['code']}", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.7, 10.1.2.3"}, allow_redirects=False
+    )
+    await trusting.get(f"/{data['code']}", headers={"X-Forwarded-For": "not-an-ip"}, allow_redirects=False)
+    assert [e.ip for e in await stream_events(redis, settings)] == ["127.0.0.1", "203.0.113.7", "127.0.0.1"]
+
+
+# -- resolution layers and invalidation -------------------------------------------------------
+
+
+def layer_counts(app) -> dict[str, int]:
+    return {layer: count for (layer,), count in app[METRICS].link_cache.items()}
+
+
+async def test_resolution_layers_and_single_flight(settings, aiohttp_client, data, redis):
+    first = await aiohttp_client(create_app(settings))
+    # 30 concurrent misses for one code share one Postgres query.
+    responses = await asyncio.gather(*(first.get(f"/{data['code']}", allow_redirects=False) for _ in range(30)))
+    assert {r.status for r in responses} == {302}
+    assert layer_counts(first.app)["postgres"] == 1
+    assert LinkInfo.decode(await redis.get(settings.keys.link(data["code"]))).link_id == data["link"]
+    await first.get(f"/{data['code']}", allow_redirects=False)
+    assert layer_counts(first.app)["postgres"] == 1 and layer_counts(first.app)["local"] >= 1
+
+    # A second tracker finds the link in Redis and never asks Postgres.
+    second = await aiohttp_client(create_app(settings))
+    assert (await second.get(f"/{data['code']}", allow_redirects=False)).status == 302
+    assert layer_counts(second.app).get("postgres", 0) == 0 and layer_counts(second.app)["redis"] == 1
+
+
+async def test_unknown_codes_are_negatively_cached(tracker, redis, settings):
+    for _ in range(5):
+        assert (await tracker.get("/nosuchcode", allow_redirects=False)).status == 404
+    assert await redis.get(settings.keys.link("nosuchcode")) == NEGATIVE
+    assert layer_counts(tracker.app)["postgres"] == 1
+
+
+async def test_invalidation_reaches_the_process_cache(tracker, pg, data, redis, settings):
+    assert urlsplit((await tracker.get(f"/{data['code']}", allow_redirects=False)).headers["Location"]).path == "/p/1"
+    pg.execute("UPDATE tracking_links SET destination_url = 'https://shop.example.com/p/2' WHERE id = %s", (data["link"],))
+    info = LinkInfo.decode(await redis.get(settings.keys.link(data["code"])))
+    await publish(redis, settings.keys, [data["code"]], {data["code"]: replace(info, destination_url="https://shop.example.com/p/2")})
+    for _ in range(50):
+        location = (await tracker.get(f"/{data['code']}", allow_redirects=False)).headers["Location"]
+        if urlsplit(location).path == "/p/2":
+            break
+        await asyncio.sleep(0.02)
+    assert urlsplit(location).path == "/p/2"
+
+    # A code first unknown, then created: the negative entry is dropped on publish.
+    assert (await tracker.get("/latecomer", allow_redirects=False)).status == 404
+    pg.execute("UPDATE tracking_links SET code = 'latecomer' WHERE id = %s", (data["link"],))
+    await publish(redis, settings.keys, ["latecomer"])
+    for _ in range(50):
+        status = (await tracker.get("/latecomer", allow_redirects=False)).status
+        if status == 302:
+            break
+        await asyncio.sleep(0.02)
+    assert status == 302
+
+
+# -- conversions ---------------------------------------------------------------------------
+
+
+async def click(tracker, code: str) -> str:
+    response = await tracker.get(f"/{code}", headers={"User-Agent": BROWSER}, allow_redirects=False)
+    assert response.status == 302
+    return cid_of(response)
+
+
+async def test_conversion_is_attributed_to_its_click(tracker, pg, data, redis, settings):
+    key = make_api_key(pg, data["business"])
+    click_id = await click(tracker, data["code"])
+    response = await tracker.post(
+        "/v1/conversions",
+        data=b'{"click_id": "%s", "type": "sale", "value": 12.5, "currency": "eur", "order_id": "A-1"}' % click_id.encode(),
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status == 202
+    event_id = (await response.json())["event_id"]
+    _, sale = await stream_events(redis, settings)
+    assert sale == Event(
+        event_id=event_id, event_type="sale", ts_ms=uuid7_ms(event_id), campaign_id=data["campaign"],
+        link_id=data["link"], creator_id=data["creator"], supporter_id=data["supporter"],
+        business_id=data["business"], click_id=click_id, order_id="A-1", value="12.50", currency="EUR",
+        ip="127.0.0.1", user_agent=sale.user_agent, referrer=None, source="api",
+    )
+
+
+async def test_unknown_click_is_recorded_against_no_campaign(tracker, pg, data, redis, settings):
+    key = make_api_key(pg, data["business"])
+    unknown = str(uuid.uuid4())
+    response = await tracker.post(
+        "/v1/conversions", json={"click_id": unknown, "type": "conversion"}, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status == 202
+    [event] = await stream_events(redis, settings)
+    assert (event.campaign_id, event.business_id, event.click_id, event.link_id) == (UNKNOWN_CAMPAIGN, data["business"], unknown, None)
+
+
+async def test_order_id_is_recorded_once_under_concurrency(tracker, pg, data, redis, settings):
+    key = make_api_key(pg, data["business"])
+    click_id = await click(tracker, data["code"])
+    body = {"click_id": click_id, "type": "sale", "value": "30.00", "order_id": "ORDER-7"}
+    responses = await asyncio.gather(
+        *(tracker.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {key}"}) for _ in range(25))
+    )
+    statuses = sorted(r.status for r in responses)
+    assert statuses == [200] * 24 + [202]
+    bodies = [await r.json() for r in responses]
+    [first] = [b["event_id"] for r, b in zip(responses, bodies, strict=True) if r.status == 202]
+    assert all(b == {"event_id": first, "duplicate": True} for r, b in zip(responses, bodies, strict=True) if r.status == 200)
+    sales = [e for e in await stream_events(redis, settings) if e.event_type == "sale"]
+    assert [e.event_id for e in sales] == [first]
+
+
+async def test_another_business_cannot_burn_the_owners_order_id(tracker, pg, data, redis, settings):
+    owner_key = make_api_key(pg, data["business"])
+    rival_key = make_api_key(pg, make_user(pg, "rival"))
+    click_id = await click(tracker, data["code"])
+    body = {"click_id": click_id, "type": "sale", "order_id": "O-1"}
+    assert (await tracker.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {rival_key}"})).status == 202
+    assert (await tracker.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {owner_key}"})).status == 202
+    assert (await tracker.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {owner_key}"})).status == 200
+
+
+async def test_idempotency_key_replays_the_first_response(tracker, pg, data, redis, settings):
+    key = make_api_key(pg, data["business"])
+    click_id = await click(tracker, data["code"])
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "retry-1"}
+    body = {"click_id": click_id, "type": "conversion"}
+    first = await tracker.post("/v1/conversions", json=body, headers=headers)
+    again = await tracker.post("/v1/conversions", json=body, headers=headers)
+    assert (first.status, again.status) == (202, 202)
+    assert await first.json() == await again.json()
+    assert len([e for e in await stream_events(redis, settings) if e.event_type == "conversion"]) == 1
+    other = await tracker.post("/v1/conversions", json={**body, "type": "sale"}, headers=headers)
+    assert other.status == 422 and (await other.json())["error"]["field"] == "Idempotency-Key"
+
+
+async def test_refund_needs_an_order_id_but_no_click(tracker, pg, data, redis, settings):
+    key = make_api_key(pg, data["business"])
+    auth = {"Authorization": f"Bearer {key}"}
+    missing = await tracker.post("/v1/conversions", json={"type": "refund"}, headers=auth)
+    assert missing.status == 422 and (await missing.json())["error"]["field"] == "order_id"
+    response = await tracker.post("/v1/conversions", json={"type": "refund", "order_id": "A-1", "value": "5.00"}, headers=auth)
+    assert response.status == 202
+    [event] = await stream_events(redis, settings)
+    assert (event.event_type, event.order_id, event.business_id, event.click_id) == ("refund", "A-1", data["business"], None)
+
+
+async def test_bad_and_revoked_keys_are_401(tracker, pg, data):
+    key = make_api_key(pg, data["business"])
+    body = {"click_id": str(uuid.uuid4()), "type": "conversion"}
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {key}"}, {"Authorization": "Bearer " + "x" * 500}):
+        response = await tracker.post("/v1/conversions", json=body, headers=headers)
+        assert response.status == 401, headers
+    assert (await tracker.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {key}"})).status == 202
+
+
+async def test_rate_limit_per_ip(settings, aiohttp_client, pg, data):
+    client = await aiohttp_client(create_app(replace(settings, conversion_rate_per_min=3)))
+    key = make_api_key(pg, data["business"])
+    body = {"click_id": str(uuid.uuid4()), "type": "conversion"}
+    statuses = [
+        (await client.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {key}"})).status for _ in range(5)
+    ]
+    assert statuses[:3] == [202] * 3 and statuses[3:] == [429, 429]
+
+
+async def test_pixel_records_for_the_campaign_owner(tracker, data, redis, settings):
+    click_id = await click(tracker, data["code"])
+    response = await tracker.get(f"/px.gif?cid={click_id}&type=sale&value=9.99&order_id=P-1", headers={"User-Agent": BROWSER})
+    assert response.status == 200 and response.content_type == "image/gif"
+    assert (await response.read()).startswith(b"GIF89a")
+    assert (await tracker.get(f"/px.gif?cid={click_id}&type=sale&order_id=P-1")).status == 200  # duplicate
+    events = await stream_events(redis, settings)
+    [sale] = [e for e in events if e.event_type == "sale"]
+    assert (sale.business_id, sale.campaign_id, sale.value, sale.order_id, sale.source) == (
+        data["business"], data["campaign"], "9.99", "P-1", "pixel"
+    )
+
+
+# -- bad input never yields a 500 ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"", "body"),
+        (b"not json", "body"),
+        (b"[1, 2]", "body"),
+        (b"[" * 5000 + b"]" * 5000, "body"),
+        (b'{"type": "conversion", "click_id": "x"}', "click_id"),
+        (b'{"type": "purchase", "click_id": "%s"}', "type"),
+        (b'{"click_id": "%s"}', "type"),
+        (b'{"type": "sale", "click_id": "%s", "value": 1.005}', "value"),
+        (b'{"type": "sale", "click_id": "%s", "value": -1}', "value"),
+        (b'{"type": "sale", "click_id": "%s", "value": NaN}', "body"),
+        (b'{"type": "sale", "click_id": "%s", "value": "1e400"}', "value"),
+        (b'{"type": "sale", "click_id": "%s", "value": true}', "value"),
+        (b'{"type": "sale", "click_id": "%s", "currency": "euro"}', "currency"),
+        (b'{"type": "sale", "click_id": "%s", "order_id": ""}', "order_id"),
+        (b'{"type": "sale", "click_id": "%s", "order_id": 17}', "order_id"),
+        (b'{"type": "sale", "click_id": "%s", "orderId": "x"}', "orderId"),
+        (b'{"type": "sale", "click_id": "%s", "order_id": "\\u0000"}', "order_id"),
+        (b'\xff\xfe{}', "body"),
+    ],
+)
+async def test_malformed_conversion_is_422_naming_the_field(tracker, pg, data, body, field):
+    key = make_api_key(pg, data["business"])
+    if b"%s" in body:
+        body = body % str(uuid.uuid4()).encode()
+    response = await tracker.post("/v1/conversions", data=body, headers={"Authorization": f"Bearer {key}"})
+    assert response.status == 422
+    assert (await response.json())["error"]["field"] == field
+
+
+async def test_exact_decimal_values(tracker, pg, data, redis, settings):
+    key = make_api_key(pg, data["business"])
+    cases = {b"0.1": "0.10", b"19.99": "19.99", b'"7"': "7.00", b"1e2": "100.00", b"2.50": "2.50"}
+    for raw in cases:
+        body = b'{"type": "conversion", "click_id": "%s", "value": %s}' % (str(uuid.uuid4()).encode(), raw)
+        assert (await tracker.post("/v1/conversions", data=body, headers={"Authorization": f"Bearer {key}"})).status == 202
+    assert [e.value for e in await stream_events(redis, settings)] == list(cases.values())
+
+
+async def test_oversized_requests_are_refused(tracker, pg, data):
+    key = make_api_key(pg, data["business"])
+    big = b'{"type": "conversion", "order_id": "' + b"x" * 20000 + b'"}'
+    response = await tracker.post("/v1/conversions", data=big, headers={"Authorization": f"Bearer {key}"})
+    assert response.status == 413
+    assert (await tracker.get(f"/{data['code']}?q=" + "x" * 3000, allow_redirects=False)).status == 414
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "cid=nope", "cid=%s&type=refund", "cid=%s&value=abc", "cid=%s&value=1.001", "cid=%s&currency=12", "cid=%s&order_id=%%00"],
+)
+async def test_malformed_pixel_is_400(tracker, query):
+    if "%s" in query:
+        query = query % uuid.uuid4()
+    response = await tracker.get(f"/px.gif?{query}")
+    assert response.status == 400
+
+
+async def test_fuzzed_paths_and_headers_never_500(tracker, data):
+    paths = [f"/{data['code']}?%ff%fe=%00", "/%ff", f"/{data['code']}?a=%zz", f"/{data['code']}?" + "&" * 500, "/v1/conversions"]
+    for path in paths:
+        response = await tracker.get(path, headers={"User-Agent": "\u00e9" * 600, "X-Forwarded-For": "::1, zz"}, allow_redirects=False)
+        assert response.status < 500, path
+
+
+async def test_healthz_and_metrics(tracker, data):
+    await tracker.get(f"/{data['code']}", allow_redirects=False)
+    health = await tracker.get("/healthz")
+    assert health.status == 200 and (await health.json()) == {"status": "ok", "redis": True, "spool_depth": 0}
+    text = await (await tracker.get("/metrics")).text()
+    for name in (
+        "oros_tracker_requests_total", "oros_tracker_events_appended_total", "oros_tracker_batch_size_bucket",
+        "oros_tracker_flush_seconds_bucket", "oros_tracker_link_cache_hit_ratio", "oros_tracker_spool_depth",
+    ):
+        assert name in text

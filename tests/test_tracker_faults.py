@@ -1,0 +1,227 @@
+"""Fault injection: no click a client was answered for is ever lost.
+
+A tracker process is SIGKILLed under load; a tracker is SIGTERMed (drain);
+Redis is stopped under load and restarted. Each time, every ``oros_cid`` a
+client received in a 302 must be an event in the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+
+from oros.events import Event
+from test_tracker import make_link
+from tracker.app import create_app
+from tracker.typedefs import APPENDER, SPOOL
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_until(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Load:
+    """Concurrent clients clicking one link; keeps the click id of every 302 received."""
+
+    def __init__(self, base_url: str, code: str, concurrency: int = 16) -> None:
+        self.url = f"{base_url}/{code}"
+        self.concurrency = concurrency
+        self.received: list[str] = []
+        self.failures = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> "Load":
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        self._tasks = [asyncio.create_task(self._client()) for _ in range(self.concurrency)]
+        return self
+
+    async def _client(self) -> None:
+        while not self._stop.is_set():
+            try:
+                async with self._session.get(self.url, allow_redirects=False) as response:
+                    if response.status == 302:
+                        query = dict(parse_qsl(urlsplit(response.headers["Location"]).query))
+                        self.received.append(query["oros_cid"])
+                    else:
+                        self.failures += 1
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                self.failures += 1
+                await asyncio.sleep(0.01)
+
+    async def __aexit__(self, *exc) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        await self._session.close()
+
+
+async def stream_ids(redis_url: str, stream: str) -> set[str]:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        return {Event.decode(fields[b"e"]).event_id for _, fields in await client.xrange(stream)}
+    finally:
+        await client.aclose()
+
+
+def tracker_env(settings, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}",  # never opened by a tracker, but never shared either
+        "OROS_CLICKHOUSE_DATABASE": settings.clickhouse_database,
+        "OROS_DATA_DIR": str(tmp_path / "data"),
+        "OROS_REDIS_PREFIX": settings.redis_prefix,
+    }
+
+
+@contextlib.asynccontextmanager
+async def tracker_process(settings, tmp_path: Path, *, workers: int = 1):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oros.cli", "--log-level", "WARNING", "tracker", "--workers", str(workers), "--port", str(port)],
+        env=tracker_env(settings, tmp_path),
+    )
+    base_url = f"http://127.0.0.1:{port}"
+
+    async def healthy() -> bool:
+        try:
+            async with aiohttp.ClientSession() as session, session.get(f"{base_url}/healthz") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    try:
+        await wait_until(healthy, 60, "the tracker to start")
+        yield proc, base_url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
+async def test_sigkill_under_load_loses_no_answered_click(settings, pg, tmp_path):
+    link = make_link(pg)
+    async with tracker_process(settings, tmp_path) as (proc, base_url):
+        async with Load(base_url, link["code"]) as load:
+            await wait_until(lambda: _at_least(load, 300), 30, "300 clicks")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    assert load.received, "no click was answered"
+    missing = set(load.received) - await stream_ids(settings.redis_url, settings.keys.stream)
+    assert not missing, f"{len(missing)} of {len(load.received)} answered clicks are not in the stream"
+
+
+async def test_sigterm_drains_every_worker(settings, pg, tmp_path):
+    link = make_link(pg)
+    async with tracker_process(settings, tmp_path, workers=2) as (proc, base_url):
+        async with Load(base_url, link["code"]) as load:
+            await wait_until(lambda: _at_least(load, 300), 30, "300 clicks")
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.get_running_loop().run_in_executor(None, proc.wait, 30)
+        assert proc.returncode == 0
+    missing = set(load.received) - await stream_ids(settings.redis_url, settings.keys.stream)
+    assert load.received and not missing
+
+
+async def _at_least(load: Load, count: int) -> bool:
+    return len(load.received) >= count
+
+
+class RedisServer:
+    """A redis-server of our own, so stopping it disturbs no other test."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+        )
+
+        async def up() -> bool:
+            client = aioredis.Redis.from_url(self.url)
+            try:
+                return await client.ping()
+            except aioredis.ConnectionError:
+                return False
+            finally:
+                await client.aclose()
+
+        await wait_until(up, 20, "redis-server to start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+async def test_redis_down_mid_load_spools_and_replays_every_click(settings, pg, tmp_path):
+    server = RedisServer(tmp_path)
+    await server.start()
+    settings = replace(settings, redis_url=server.url, data_dir=tmp_path / "data")
+    link = make_link(pg)
+    client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    app = client.app
+    try:
+        base_url = str(client.make_url("")).rstrip("/")
+        async with Load(base_url, link["code"]) as load:
+            await wait_until(lambda: _at_least(load, 200), 30, "clicks with redis up")
+            server.stop()
+            before = len(load.received)
+            await wait_until(lambda: _at_least(load, before + 300), 30, "clicks with redis down")
+            assert app[SPOOL].depth > 0 and not app[APPENDER].redis_ok
+            await server.start()
+
+            async def replayed() -> bool:
+                return app[APPENDER].redis_ok and app[SPOOL].depth == 0 and not app[SPOOL].has_files()
+
+            await wait_until(replayed, 30, "the spool to be replayed")
+            after = len(load.received)
+            await wait_until(lambda: _at_least(load, after + 100), 30, "clicks after redis came back")
+    finally:
+        await client.close()
+    try:
+        ids = await stream_ids(server.url, settings.keys.stream)
+        missing = set(load.received) - ids
+        assert not missing, f"{len(missing)} of {len(load.received)} answered clicks are not in the stream"
+        # The click index was rebuilt for clicks that went through the spool.
+        redis = aioredis.Redis.from_url(server.url)
+        assert all(await redis.mget([settings.keys.click(cid) for cid in load.received]))
+        await redis.aclose()
+    finally:
+        server.stop()

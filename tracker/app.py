@@ -1,0 +1,163 @@
+"""The tracker's aiohttp application: one cleanup context per resource.
+
+Contexts start in order and stop in reverse, so on shutdown (after the
+server stopped accepting and in-flight requests finished) the replayer and
+invalidation listener stop first, then the appender flushes what is left,
+then Postgres and Redis close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from typing import AsyncIterator
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from oros.connections import pg_pool, redis_client
+from oros.settings import Settings
+
+from .appender import REDIS_ERRORS, Appender
+from .clientip import ClientIp
+from .conversions import MAX_BODY, pixel, post_conversion
+from .metrics import Metrics
+from .redirect import redirect
+from .resolve import Resolver, listen_invalidations
+from .spool import Spool
+from .typedefs import APPENDER, CLIENT_IP, KEYS, METRICS, PG_POOL, REDIS, RESOLVER, SETTINGS, SPOOL
+
+log = logging.getLogger(__name__)
+
+REPLAY_INTERVAL_S = 0.5
+SUBSCRIBE_WAIT_S = 2.0
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Fail fast instead of redis-py's default ten retries with backoff: a
+    # failed flush goes to the spool, and a request must not wait seconds.
+    app[REDIS] = redis_client(
+        app[SETTINGS], socket_timeout=2.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1)
+    )
+    yield
+    await app[REDIS].aclose()
+
+
+async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Only cache misses reach Postgres; a tracker starts (and redirects cached
+    # links) while Postgres is down, hence wait=False.
+    pool = pg_pool(app[SETTINGS], min_size=1, max_size=4)
+    await pool.open(wait=False)
+    app[PG_POOL] = pool
+    yield
+    await pool.close()
+
+
+async def appender_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[SPOOL] = Spool(spool_dir(settings), app[METRICS])
+    appender = Appender(
+        app[REDIS],
+        app[KEYS],
+        app[SPOOL],
+        app[METRICS],
+        index_ttl_s=settings.attribution_days * 86400,
+        max_batch=settings.max_batch,
+        linger_ms=settings.flush_interval_ms,
+    )
+    appender.start()
+    app[APPENDER] = appender
+    yield
+    await appender.close()
+    app[SPOOL].close()
+
+
+async def resolver_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    resolver = Resolver(
+        app[REDIS],
+        app[PG_POOL],
+        app[KEYS],
+        app[METRICS],
+        ttl_s=settings.link_cache_ttl_s,
+        negative_ttl_s=settings.negative_cache_ttl_s,
+    )
+    app[RESOLVER] = resolver
+    # Its own connection without a read timeout: the channel is quiet for long stretches.
+    subscriber = redis_client(settings, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1))
+    subscribed = asyncio.Event()
+    task = asyncio.create_task(listen_invalidations(resolver, subscriber, app[KEYS].invalidations, subscribed))
+    # Serve once subscribed (no change can slip by unseen), or anyway when Redis is down.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(subscribed.wait(), SUBSCRIBE_WAIT_S)
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await subscriber.aclose()
+
+
+async def replayer_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(replay_forever(app[APPENDER], app[SPOOL]))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def replay_forever(appender: Appender, spool: Spool) -> None:
+    """Every tick: fsync the spool, and if Redis answers, replay what was spooled."""
+    while True:
+        await asyncio.sleep(REPLAY_INTERVAL_S)
+        spool.sync()
+        try:
+            await appender.replay_spool()
+        except REDIS_ERRORS as exc:
+            log.debug("redis still unavailable", extra={"error": repr(exc)})
+        except OSError:
+            log.exception("spool replay failed")
+
+
+def spool_dir(settings: Settings):
+    """One directory per stream: trackers of one deployment (and only they) share it."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.redis_prefix) or "default"
+    return settings.data_dir / "spool" / name
+
+
+async def healthz(request: web.Request) -> web.Response:
+    body = {"status": "ok", "redis": request.app[APPENDER].redis_ok, "spool_depth": request.app[SPOOL].depth}
+    return web.Response(body=orjson.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+
+
+def setup_routes(app: web.Application) -> None:
+    # Fixed paths first: "healthz" and "metrics" also fit the code grammar.
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/px.gif", pixel)
+    app.router.add_post("/v1/conversions", post_conversion)
+    app.router.add_get("/{code}", redirect)  # HEAD too (allow_head)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[SETTINGS] = settings
+    app[KEYS] = settings.keys
+    app[METRICS] = Metrics()
+    app[CLIENT_IP] = ClientIp(settings.trusted_proxies)
+    app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(pg_ctx)
+    app.cleanup_ctx.append(appender_ctx)
+    app.cleanup_ctx.append(resolver_ctx)
+    app.cleanup_ctx.append(replayer_ctx)
+    setup_routes(app)
+    return app

@@ -1,0 +1,373 @@
+"""Group commit of events to the Redis stream.
+
+A request submits its event to the open batch and awaits that batch's
+flush, so it answers only once its event is durable. The flusher takes the
+open batch whenever the event loop has run everything ready; up to
+``MAX_FLUSHES_IN_FLIGHT`` flushes overlap, and while that many are in flight
+everything submitted joins the next batch, so batches grow with load and
+durability costs one Redis round trip per batch, not per request.
+
+A flush is one ``EVALSHA`` of a script that XADDs every event and SETs every
+click-index entry: one command to pack and one reply to parse, measured 4x
+cheaper for the client than a pipeline of 2N commands. Flushes are
+pipelined on one connection of our own (``StreamConnection``).
+
+When Redis fails the batch goes to the local spool instead (see spool.py)
+and the appender keeps spooling, without retrying Redis per batch, until the
+replayer finds Redis back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import deque
+from typing import Mapping
+
+import hiredis
+import orjson
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.connection import SSLConnection
+
+from oros.keys import Keys
+
+from .metrics import Metrics
+from .spool import Spool
+
+log = logging.getLogger(__name__)
+
+# What "Redis is unavailable" looks like to redis-py; anything else is a bug.
+REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ResponseError, OSError)
+
+APPEND_LUA = """
+-- KEYS[1] stream, KEYS[2..] click-index keys
+-- ARGV[1] index ttl (s), ARGV[2] event count n, ARGV[3..n+2] events, ARGV[n+3..] index values (KEYS order)
+local n = tonumber(ARGV[2])
+for i = 3, n + 2 do
+  redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+end
+for k = 2, #KEYS do
+  redis.call('SET', KEYS[k], ARGV[n + k + 1], 'EX', ARGV[1])
+end
+return n
+"""
+
+APPEND_SHA = hashlib.sha1(APPEND_LUA.encode()).hexdigest()
+
+# Flushes overlap, up to this many: a request then waits for one Redis round
+# trip, not for the flush ahead of it as well; measured (docs/tracker.md) to
+# matter when Redis shares a busy core. Past a few, batches only get smaller.
+MAX_FLUSHES_IN_FLIGHT = 4
+
+INDEX_FIELDS = ("link_id", "campaign_id", "creator_id", "supporter_id", "business_id")
+
+
+def click_index(source: Mapping) -> bytes:
+    """The click-index value: what a conversion needs to know about the click it cites."""
+    return orjson.dumps({name: source[name] for name in INDEX_FIELDS})
+
+
+class AppendError(Exception):
+    """Neither Redis nor the spool took the event; the request must fail (503)."""
+
+
+class Batch:
+    """Events collected for one flush. Closed before it is written; never reused."""
+
+    __slots__ = ("events", "index_keys", "index_values", "waiters", "closed")
+
+    def __init__(self) -> None:
+        self.events: list[bytes] = []
+        self.index_keys: list[str] = []
+        self.index_values: list[bytes] = []
+        self.waiters: list[asyncio.Future] = []
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def submit(self, event: bytes, index_key: str | None, index_value: bytes | None, waiter: asyncio.Future) -> None:
+        assert not self.closed, "batch already flushed"
+        self.events.append(event)
+        if index_key is not None:
+            self.index_keys.append(index_key)
+            self.index_values.append(index_value)
+        self.waiters.append(waiter)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def succeed(self) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():  # a cancelled request no longer waits
+                waiter.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+
+class StreamConnection(asyncio.Protocol):
+    """One Redis connection the appender pipelines its flushes on.
+
+    A flush writes its packed command straight to the socket and gets a
+    future that ``data_received`` resolves, replies matching requests in
+    order. redis-py's connection pool, per-command task (``wait_for``) and
+    read loop cost a flush several extra event-loop turns, which under load
+    is most of a click's latency (docs/tracker.md).
+    """
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader()
+        self._waiting: deque[asyncio.Future] = deque()
+        self._transport: asyncio.Transport | None = None
+
+    @classmethod
+    async def open(cls, pool: aioredis.ConnectionPool, timeout_s: float) -> "StreamConnection":
+        """Connect where ``pool`` connects, authenticate, select the db, load the script."""
+        params = pool.connection_kwargs
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout_s):
+                if params.get("path"):
+                    _, conn = await loop.create_unix_connection(cls, params["path"])
+                else:
+                    ssl = True if issubclass(pool.connection_class, SSLConnection) else None
+                    host, port = params.get("host", "localhost"), params.get("port", 6379)
+                    _, conn = await loop.create_connection(cls, host, port, ssl=ssl)
+                if params.get("password"):
+                    auth = [params["username"]] if params.get("username") else []
+                    await conn.call(hiredis.pack_command(("AUTH", *auth, params["password"])))
+                if params.get("db"):
+                    await conn.call(hiredis.pack_command(("SELECT", params["db"])))
+                await conn.call(hiredis.pack_command(("SCRIPT", "LOAD", APPEND_LUA)))
+        except (TimeoutError, OSError) as exc:
+            raise redis_errors.ConnectionError(f"cannot open the stream connection: {exc!r}") from None
+        return conn
+
+    @property
+    def closed(self) -> bool:
+        return self._transport is None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while (reply := self._reader.gets()) is not False:
+            waiter = self._waiting.popleft()
+            if waiter.done():
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                waiter.set_exception(redis_errors.ResponseError(str(reply)))
+            else:
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        error = redis_errors.ConnectionError(f"stream connection lost: {exc!r}")
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    async def call(self, command: bytes):
+        if self._transport is None:
+            raise redis_errors.ConnectionError("stream connection closed")
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        self._transport.write(command)
+        return await waiter
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class Appender:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        spool: Spool,
+        metrics: Metrics,
+        *,
+        index_ttl_s: int,
+        max_batch: int,
+        linger_ms: int = 0,
+        timeout_s: float = 2.0,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._spool = spool
+        self._metrics = metrics
+        self._index_ttl_s = index_ttl_s
+        self._max_batch = max_batch
+        self._linger_s = linger_ms / 1000
+        self._timeout_s = timeout_s
+        self._batch = Batch()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._task: asyncio.Task | None = None
+        self._conn: StreamConnection | None = None
+        self._connecting = asyncio.Lock()
+        self.redis_ok = True
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="oros-appender")
+
+    async def append(self, event: bytes, index_key: str | None = None, index_value: bytes | None = None) -> None:
+        """Return once ``event`` (and its click-index entry) is in the stream or the spool."""
+        if self._closed:
+            raise AppendError("the tracker is shutting down")
+        waiter = asyncio.get_running_loop().create_future()
+        self._batch.submit(event, index_key, index_value, waiter)
+        self._wakeup.set()
+        await waiter
+
+    async def close(self) -> None:
+        """Refuse new events, flush the ones already submitted, stop."""
+        self._closed = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        if self._conn is not None:
+            self._conn.close()
+
+    async def _run(self) -> None:
+        flushing: set[asyncio.Task] = set()
+        while True:
+            await self._wakeup.wait()
+            if self._linger_s and not self._closed:
+                await asyncio.sleep(self._linger_s)
+            self._wakeup.clear()
+            if self._batch:
+                batch, self._batch = self._batch, Batch()
+                task = asyncio.create_task(self._flush(batch))
+                flushing.add(task)
+                task.add_done_callback(flushing.discard)
+            if len(flushing) >= MAX_FLUSHES_IN_FLIGHT:
+                # Full: what arrives meanwhile waits, and joins one bigger batch.
+                await asyncio.wait(flushing, return_when=asyncio.FIRST_COMPLETED)
+            if self._closed and not self._batch:
+                await asyncio.gather(*flushing)
+                return
+
+    async def _flush(self, batch: Batch) -> None:
+        batch.close()
+        started = time.perf_counter()
+        try:
+            if self.redis_ok:
+                await self._persist_redis_first(batch)
+            else:
+                self._spool.write(batch.events)
+        except Exception as exc:  # noqa: BLE001 - every waiter must learn the outcome, whatever it is
+            log.exception("events could not be made durable", extra={"events": len(batch)})
+            batch.fail(AppendError(str(exc)))
+            return
+        self._metrics.flush_seconds.observe(time.perf_counter() - started)
+        self._metrics.batch_size.observe(len(batch))
+        batch.succeed()
+
+    async def _persist_redis_first(self, batch: Batch) -> None:
+        try:
+            await self.write(batch.events, batch.index_keys, batch.index_values)
+        except REDIS_ERRORS as exc:
+            log.warning("redis unavailable, spooling events", extra={"error": repr(exc), "events": len(batch)})
+            self.redis_ok = False
+            self._metrics.redis_up.set(0)
+            self._metrics.flush_failures.inc()
+            self._spool.write(batch.events)
+            return
+        self._metrics.streamed.inc(len(batch))
+
+    def resume(self) -> None:
+        """Redis answers again: write to it from the next flush on."""
+        if not self.redis_ok:
+            log.info("redis is back, appending to the stream again")
+        self.redis_ok = True
+        self._metrics.redis_up.set(1)
+
+    async def write(self, events: list[bytes], index_keys: list[str], index_values: list[bytes]) -> None:
+        """Append ``events`` and set the index entries, one script call per ``max_batch`` events."""
+        if len(events) <= self._max_batch:
+            await self._call(events, index_keys, index_values)
+            return
+        # An oversized batch (a burst during a slow flush) is split so no one
+        # script blocks Redis for long. There are never more index entries than
+        # events, so slicing both by the same ranges covers every entry.
+        step = self._max_batch
+        for start in range(0, len(events), step):
+            chunk = slice(start, start + step)
+            await self._call(events[chunk], index_keys[chunk], index_values[chunk])
+
+    async def _call(self, events: list[bytes], index_keys: list[str], index_values: list[bytes]) -> None:
+        keys = (self._keys.stream, *index_keys)
+        # hiredis packs the command in C; redis-py's Python packer re-joins a
+        # growing buffer per argument and cost more than the rest of a flush.
+        command = hiredis.pack_command(
+            ("EVALSHA", APPEND_SHA, len(keys), *keys, self._index_ttl_s, len(events), *events, *index_values)
+        )
+        conn = await self._connection()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await conn.call(command)
+        except TimeoutError:
+            # Replies come in order: one overdue reply means the connection is stuck.
+            conn.close()
+            raise redis_errors.TimeoutError("no reply to a flush") from None
+        except redis_errors.ResponseError as exc:
+            if str(exc).startswith("NOSCRIPT"):
+                conn.close()  # reconnecting loads the script again
+            raise
+
+    async def _connection(self) -> StreamConnection:
+        if self._conn is None or self._conn.closed:
+            async with self._connecting:
+                if self._conn is None or self._conn.closed:
+                    self._conn = await StreamConnection.open(self._redis.connection_pool, self._timeout_s)
+        return self._conn
+
+    async def replay_spool(self) -> int:
+        """If Redis answers, append to it again and replay every spool file no one holds.
+
+        Returns the number of events replayed. Raises a Redis error if Redis is
+        still (or again) unavailable; the files left are retried next time.
+        """
+        if self.redis_ok and not self._spool.has_files():
+            return 0
+        await self._redis.ping()
+        self.resume()
+        self._spool.seal()
+        replayed = 0
+        for claimed in self._spool.claim():
+            try:
+                events = claimed.read_events()
+                for start in range(0, len(events), self._max_batch):
+                    await self._replay_chunk(events[start : start + self._max_batch])
+                claimed.remove()
+            finally:
+                claimed.release()
+            self._spool.replayed(len(events))
+            replayed += len(events)
+            log.info("replayed a spool file", extra={"path": str(claimed.path), "events": len(events)})
+        return replayed
+
+    async def _replay_chunk(self, events: list[bytes]) -> None:
+        index_keys, index_values, valid = [], [], []
+        for raw in events:
+            try:
+                event = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                log.error("skipping a corrupt spool line", extra={"line": raw[:200]})
+                continue
+            valid.append(raw)
+            # The click index was never written for a spooled click; rebuild it.
+            if event["event_type"] == "click" and event.get("link_id"):
+                index_keys.append(self._keys.click(event["event_id"]))
+                index_values.append(click_index(event))
+        await self._call(valid, index_keys, index_values)

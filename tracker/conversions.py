@@ -1,0 +1,350 @@
+"""POST /v1/conversions (server to server) and GET /px.gif (browser pixel).
+
+Both record a conversion, sale or (API only) refund against the click whose
+id the business got in ``oros_cid``. The click index in Redis says which
+link, campaign and creator that click came through; an unknown click is
+still recorded, against the all-zero campaign, and the settler rejects it
+with a reason. Verification (ownership, attribution window, campaign
+objective) is the settler's; the edge refuses only what is malformed.
+
+* An order id is recorded once per campaign: ``SET order:… NX GET`` claims it
+  atomically, so of two concurrent posts exactly one gets 202 and the other
+  200 ``duplicate: true`` with the first one's event id. The claim is scoped
+  to the campaign only when the poster owns the campaign; anyone else's
+  claims live in their own scope, so a business holding a leaked click id
+  cannot burn the owner's order ids.
+* ``Idempotency-Key`` (API): the first response is stored for a day and
+  replayed for the same key and body; a different body is a 422, a
+  concurrent retry a 409.
+* ``value`` accepts a decimal string (``"12.50"``) or a JSON number, which is
+  read from its text (``parse_float=Decimal``): no float ever holds money.
+* Redis is needed here (click index, order claims), so while it is down
+  these endpoints answer 503 and the caller retries; redirects keep working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from decimal import Decimal
+
+import orjson
+import psycopg
+from aiohttp import web
+
+from oros.apikeys import NEGATIVE, OWNER_SQL, hash_key
+from oros.events import Event, is_uuid, uuid7
+from oros.money import AmountError, fmt, parse_amount
+
+from .appender import REDIS_ERRORS, AppendError
+from .bots import MAX_UA, bot_reason
+from .typedefs import APPENDER, CLIENT_IP, KEYS, METRICS, PG_POOL, REDIS, SETTINGS
+
+UNKNOWN_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
+MAX_BODY = 16 * 1024
+API_TYPES = ("conversion", "sale", "refund")
+PIXEL_TYPES = ("conversion", "sale")
+BODY_FIELDS = {"click_id", "type", "value", "currency", "order_id"}
+ORDER_ID_RE = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")  # printable ASCII, <= 200 (events.order_id)
+CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+API_KEY_TTL_S = 24 * 3600  # revocation deletes the entry; the TTL only bounds memory
+IDEMPOTENCY_TTL_S = 24 * 3600
+RATE_WINDOW_S = 60
+GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+
+class Refused(Exception):
+    """A request the edge answers with a 4xx/503, naming the field at fault."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+    def response(self) -> web.Response:
+        error = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        headers = {"Cache-Control": "no-store"}
+        if self.status == 429:
+            headers["Retry-After"] = str(RATE_WINDOW_S - int(time.time()) % RATE_WINDOW_S)
+        return web.json_response({"error": error}, status=self.status, headers=headers, dumps=_dumps)
+
+
+def _dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _invalid(field: str, message: str) -> Refused:
+    return Refused(422, "invalid", message, field)
+
+
+# -- the request's parts --------------------------------------------------------------
+
+
+async def _check_rate(request: web.Request, ip: str | None) -> None:
+    app = request.app
+    window = int(time.time()) // RATE_WINDOW_S
+    key = app[KEYS].rate("conv", ip or "unknown", window)
+    async with app[REDIS].pipeline(transaction=False) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, RATE_WINDOW_S * 2)
+        count, _ = await pipe.execute()
+    if count > app[SETTINGS].conversion_rate_per_min:
+        app[METRICS].rate_limited.inc()
+        raise Refused(429, "rate_limited", f"more than {app[SETTINGS].conversion_rate_per_min} requests a minute from this address")
+
+
+async def _business_for_key(request: web.Request) -> str:
+    """The id of the business owning the request's Bearer API key."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret or len(secret) > 200:
+        raise Refused(401, "unauthorized", "send the business API key as 'Authorization: Bearer <key>'")
+    app = request.app
+    key_hash = hash_key(secret)
+    redis_key = app[KEYS].api_key(key_hash)
+    cached = await app[REDIS].get(redis_key)
+    if cached is None:
+        try:
+            async with app[PG_POOL].connection(timeout=2.0) as conn:
+                row = await (await conn.execute(OWNER_SQL, {"hash": key_hash})).fetchone()
+        except (psycopg.Error, OSError, TimeoutError):
+            raise Refused(503, "unavailable", "cannot verify the API key right now, retry shortly") from None
+        cached = row["user_id"].encode() if row else NEGATIVE
+        ttl = API_KEY_TTL_S if row else app[SETTINGS].negative_cache_ttl_s
+        await app[REDIS].set(redis_key, cached, ex=ttl)
+    if cached == NEGATIVE:
+        raise Refused(401, "unauthorized", "unknown or revoked API key")
+    return cached.decode()
+
+
+async def _read_body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise Refused(413, "too_large", f"body larger than {MAX_BODY} bytes")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise Refused(413, "too_large", f"body larger than {MAX_BODY} bytes") from None
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
+def parse_body(raw: bytes) -> dict:
+    """The validated conversion: type, click_id, value (Decimal), currency, order_id."""
+    try:
+        body = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise _invalid("body", "body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise _invalid("body", "body must be a JSON object")
+    for name in body:
+        if name not in BODY_FIELDS:
+            raise _invalid(name, f"unknown field {name!r}")
+    event_type = body.get("type")
+    if event_type not in API_TYPES:
+        raise _invalid("type", f"type must be one of {', '.join(API_TYPES)}")
+    order_id = _order_id(body.get("order_id"))
+    if event_type == "refund" and order_id is None:
+        raise _invalid("order_id", "a refund needs the order_id of the sale it refunds")
+    click_id = body.get("click_id")
+    if click_id is not None or event_type != "refund":
+        if not is_uuid(click_id):
+            raise _invalid("click_id", "click_id must be the oros_cid value (a UUID)")
+        click_id = click_id.lower()
+    return {
+        "type": event_type,
+        "click_id": click_id,
+        "value": _value(body.get("value")),
+        "currency": _currency(body.get("currency")),
+        "order_id": order_id,
+    }
+
+
+def _value(raw: object) -> Decimal | None:
+    if raw is None:
+        return None
+    try:
+        return parse_amount(raw, allow_zero=True)
+    except AmountError as exc:
+        raise _invalid("value", str(exc)) from None
+
+
+def _currency(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not CURRENCY_RE.match(raw):
+        raise _invalid("currency", "currency must be a three-letter ISO 4217 code")
+    return raw.upper()
+
+
+def _order_id(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not ORDER_ID_RE.match(raw):
+        raise _invalid("order_id", "order_id must be 1-200 printable ASCII characters")
+    return raw
+
+
+# -- recording ----------------------------------------------------------------------
+
+
+async def _click(request: web.Request, click_id: str | None) -> dict | None:
+    if click_id is None:
+        return None
+    raw = await request.app[REDIS].get(request.app[KEYS].click(click_id))
+    return orjson.loads(raw) if raw else None
+
+
+def _order_key(request: web.Request, event_type: str, campaign_id: str, owner: str | None, business_id: str | None, order_id: str) -> str:
+    keys = request.app[KEYS]
+    if event_type == "refund":
+        return keys.order(f"refund:{business_id}", order_id)
+    if owner is not None and owner == business_id:
+        return keys.order(campaign_id, order_id)
+    return keys.order(f"{campaign_id}:{business_id}", order_id)
+
+
+async def record(request: web.Request, fields: dict, *, business_id: str | None, source: str) -> tuple[int, dict]:
+    """Append the event, or find the order already recorded. Returns (status, body)."""
+    app = request.app
+    settings = app[SETTINGS]
+    click = await _click(request, fields["click_id"])
+    campaign_id = click["campaign_id"] if click else UNKNOWN_CAMPAIGN
+    owner = click["business_id"] if click else None
+    if business_id is None:  # the pixel: the campaign's owner vouches for it
+        business_id = owner
+    ts_ms = time.time_ns() // 1_000_000
+    event_id = str(uuid7(ts_ms))
+    order_key = None
+    if fields["order_id"] is not None:
+        order_key = _order_key(request, fields["type"], campaign_id, owner, business_id, fields["order_id"])
+        ttl_s = (settings.attribution_days + settings.hold_days) * 86400
+        first = await app[REDIS].set(order_key, event_id, nx=True, get=True, ex=ttl_s)
+        if first is not None:
+            return 200, {"event_id": first.decode(), "duplicate": True}
+    headers = request.headers
+    reason = bot_reason(request.method, headers) if source == "pixel" else None
+    event = Event(
+        event_id=event_id,
+        event_type=fields["type"],
+        ts_ms=ts_ms,
+        campaign_id=campaign_id,
+        link_id=click["link_id"] if click else None,
+        creator_id=click["creator_id"] if click else None,
+        supporter_id=click["supporter_id"] if click else None,
+        business_id=business_id,
+        click_id=fields["click_id"],
+        order_id=fields["order_id"],
+        value=fmt(fields["value"]),
+        currency=fields["currency"],
+        ip=app[CLIENT_IP](request),
+        user_agent=(headers.get("User-Agent") or "")[:MAX_UA] or None,
+        referrer=(headers.get("Referer") or "")[:2048] or None,
+        is_bot=reason is not None,
+        bot_reason=reason,
+        source=source,
+    )
+    try:
+        await app[APPENDER].append(event.encode())
+    except AppendError:
+        if order_key is not None:
+            await app[REDIS].delete(order_key)  # not recorded: let the retry claim it
+        raise Refused(503, "unavailable", "could not record the event, retry shortly") from None
+    return 202, {"event_id": event_id}
+
+
+async def _idempotent(request: web.Request, business_id: str, raw: bytes, fields: dict) -> tuple[int, dict]:
+    """``record``, or the stored outcome of an earlier request with the same Idempotency-Key."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return await record(request, fields, business_id=business_id, source="api")
+    if not IDEMPOTENCY_RE.match(key):
+        raise _invalid("Idempotency-Key", "Idempotency-Key must be 1-255 printable ASCII characters")
+    redis = request.app[REDIS]
+    redis_key = request.app[KEYS].idempotency(business_id, key)
+    fingerprint = hashlib.sha256(raw).hexdigest()
+    claim = orjson.dumps({"state": "pending", "fingerprint": fingerprint})
+    if not await redis.set(redis_key, claim, nx=True, ex=IDEMPOTENCY_TTL_S):
+        stored = orjson.loads(await redis.get(redis_key) or b"{}")
+        if stored.get("fingerprint") != fingerprint:
+            raise _invalid("Idempotency-Key", "this Idempotency-Key was used with a different body")
+        if stored.get("state") != "done":
+            raise Refused(409, "in_progress", "a request with this Idempotency-Key is still being processed")
+        return stored["status"], stored["body"]
+    try:
+        status, body = await record(request, fields, business_id=business_id, source="api")
+    except BaseException:
+        await redis.delete(redis_key)  # nothing was recorded: the retry must run
+        raise
+    done = {"state": "done", "fingerprint": fingerprint, "status": status, "body": body}
+    await redis.set(redis_key, orjson.dumps(done), ex=IDEMPOTENCY_TTL_S)
+    return status, body
+
+
+# -- handlers -----------------------------------------------------------------------
+
+
+async def post_conversion(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    try:
+        await _check_rate(request, request.app[CLIENT_IP](request))
+        business_id = await _business_for_key(request)
+        raw = await _read_body(request)
+        fields = parse_body(raw)
+        status, body = await _idempotent(request, business_id, raw, fields)
+    except Refused as refused:
+        metrics.requests[("conversions", str(refused.status))] += 1
+        return refused.response()
+    except REDIS_ERRORS:
+        metrics.requests[("conversions", "503")] += 1
+        return Refused(503, "unavailable", "event store unavailable, retry shortly").response()
+    metrics.requests[("conversions", str(status))] += 1
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"}, dumps=_dumps)
+
+
+def parse_pixel(query) -> dict:
+    """The pixel's query: ``cid`` (required), ``type``, ``value``, ``currency``, ``order_id``."""
+    cid = query.get("cid")
+    if not is_uuid(cid):
+        raise Refused(400, "invalid", "cid must be the oros_cid value (a UUID)", "cid")
+    event_type = query.get("type", "conversion")
+    if event_type not in PIXEL_TYPES:
+        raise Refused(400, "invalid", f"type must be one of {', '.join(PIXEL_TYPES)}", "type")
+    try:
+        return {
+            "type": event_type,
+            "click_id": cid.lower(),
+            "value": _value(query.get("value")),
+            "currency": _currency(query.get("currency")),
+            "order_id": _order_id(query.get("order_id")),
+        }
+    except Refused as refused:
+        raise Refused(400, refused.code, refused.message, refused.field) from None
+
+
+async def pixel(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    try:
+        if len(request.rel_url.raw_query_string) > 2048:
+            raise Refused(400, "invalid", "query string longer than 2048 bytes", "query")
+        fields = parse_pixel(request.query)
+        await _check_rate(request, request.app[CLIENT_IP](request))
+        status, _ = await record(request, fields, business_id=None, source="pixel")
+    except Refused as refused:
+        metrics.requests[("pixel", str(refused.status))] += 1
+        return refused.response()
+    except REDIS_ERRORS:
+        metrics.requests[("pixel", "503")] += 1
+        return Refused(503, "unavailable", "event store unavailable, retry shortly").response()
+    metrics.requests[("pixel", "200")] += 1
+    # A duplicate order is still a 200: the browser has nothing to do about it.
+    return web.Response(body=GIF, content_type="image/gif", headers={"Cache-Control": "no-store"})

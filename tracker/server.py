@@ -1,0 +1,89 @@
+"""``oros tracker``: N uvloop processes sharing one port with SO_REUSEPORT.
+
+The kernel spreads connections across the workers, so no process proxies
+another. With one worker the server runs in this process. SIGTERM (or
+SIGINT) drains: the listening socket closes, in-flight requests finish, the
+appender flushes its last batch, then the process exits; the parent of N
+workers forwards the signal and waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+
+import uvloop
+from aiohttp import web
+
+from oros.logs import setup_logging
+from oros.settings import Settings
+
+from .app import create_app
+
+log = logging.getLogger(__name__)
+
+HOST = "0.0.0.0"
+DRAIN_TIMEOUT_S = 10.0
+# Hard limits the HTTP parser enforces before a handler runs (400 beyond them).
+MAX_LINE_BYTES = 4096  # request line: method, code, query
+MAX_FIELD_BYTES = 8190
+MAX_HEADERS = 64
+
+
+async def serve(settings: Settings, port: int, *, reuse_port: bool) -> None:
+    """Serve until SIGTERM/SIGINT, then drain."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(
+        create_app(settings),
+        access_log=None,  # one log line per click would cost more than the click
+        shutdown_timeout=DRAIN_TIMEOUT_S,
+        max_line_size=MAX_LINE_BYTES,
+        max_field_size=MAX_FIELD_BYTES,
+        max_headers=MAX_HEADERS,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, port, reuse_port=reuse_port, backlog=2048, shutdown_timeout=DRAIN_TIMEOUT_S)
+    await site.start()
+    log.info("tracker listening", extra={"port": port, "pid": os.getpid()})
+    await stop.wait()
+    log.info("draining", extra={"pid": os.getpid()})
+    await runner.cleanup()
+    log.info("stopped", extra={"pid": os.getpid()})
+
+
+def _worker(settings: Settings, port: int, log_level: str) -> None:
+    setup_logging(log_level)
+    uvloop.run(serve(settings, port, reuse_port=True))
+
+
+def run_tracker(settings: Settings, workers: int, port: int) -> None:
+    if workers <= 1:
+        uvloop.run(serve(settings, port, reuse_port=True))
+        return
+    # spawn, not fork: the parent may already run threads (embedded servers).
+    context = multiprocessing.get_context("spawn")
+    log_level = logging.getLevelName(logging.getLogger().level)
+    children = [
+        context.Process(target=_worker, args=(settings, port, log_level), name=f"tracker-{n}") for n in range(workers)
+    ]
+    for child in children:
+        child.start()
+
+    def forward(signum, _frame) -> None:
+        for child in children:
+            if child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+    failed = [child.name for child in children if child.exitcode not in (0, -signal.SIGTERM)]
+    if failed:
+        log.error("workers exited abnormally", extra={"workers": failed})

@@ -1,0 +1,132 @@
+"""The local spool: where events go while Redis is unreachable, so no click is lost.
+
+Each tracker process appends encoded events, one per line, to its own active
+file and holds an exclusive ``flock`` on it. A file nobody holds (sealed by
+its writer once Redis is back, or left by a process that died) is claimed by
+whichever replayer locks it first, written to the stream and unlinked. One
+``write(2)`` per batch: after it returns the events survive a SIGKILL of the
+tracker (they are in the kernel's page cache); the replayer ``fsync``s every
+tick, so a power loss costs at most one tick, like Redis' ``appendfsync
+everysec``. A replay interrupted half-way is replayed again; event ids are
+generated at the edge, so the duplicates collapse downstream.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from oros.events import uuid7
+
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClaimedFile:
+    """A spool file this process holds the lock of, until ``release``."""
+
+    path: Path
+    fd: int
+
+    def read_events(self) -> list[bytes]:
+        with open(self.fd, "rb", closefd=False) as f:
+            f.seek(0)
+            data = f.read()
+        # A process killed inside write(2) can leave a torn last line; the
+        # request that wrote it was never answered, so nothing promised is lost.
+        lines = data.split(b"\n")
+        if lines and not data.endswith(b"\n"):
+            torn = lines.pop()
+            if torn:
+                log.warning("spool file ends in a torn line", extra={"path": str(self.path), "bytes": len(torn)})
+        return [line for line in lines if line]
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+class Spool:
+    def __init__(self, directory: Path, metrics: Metrics) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._metrics = metrics
+        self._fd: int | None = None
+        self._active: Path | None = None
+        self.depth = 0  # events this process spooled and has not yet replayed
+
+    def write(self, events: list[bytes]) -> None:
+        """Append ``events`` durably enough to answer the requests that made them."""
+        if self._fd is None:
+            self._open()
+        data = b"\n".join(events) + b"\n"
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.depth += len(events)
+        self._metrics.spooled.inc(len(events))
+        self._metrics.spool_depth.set(self.depth)
+
+    def _open(self) -> None:
+        path = self.directory / f"active-{os.getpid()}-{uuid7().hex}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._fd, self._active = fd, path
+
+    def sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def seal(self) -> None:
+        """Close the active file so it becomes replayable (by any process)."""
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = self._active = None
+
+    def has_files(self) -> bool:
+        return any(path != self._active for path in self.directory.glob("*.log"))
+
+    def claim(self) -> Iterator[ClaimedFile]:
+        """Lock, one at a time and oldest first, every spool file no live writer holds."""
+        for path in sorted(self.directory.glob("*.log"), key=_age):
+            if path == self._active:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            # Another replayer may have finished and unlinked it after we listed it.
+            if os.fstat(fd).st_nlink == 0:
+                os.close(fd)
+                continue
+            yield ClaimedFile(path, fd)
+
+    def replayed(self, count: int) -> None:
+        self.depth = max(0, self.depth - count)
+        self._metrics.replayed.inc(count)
+        self._metrics.spool_depth.set(self.depth)
+
+    def close(self) -> None:
+        self.seal()
+
+
+def _age(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

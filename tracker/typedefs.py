@@ -1,0 +1,26 @@
+"""Typed application keys of the tracker."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from psycopg_pool import AsyncConnectionPool
+
+from oros.keys import Keys
+from oros.settings import Settings
+
+from .appender import Appender
+from .clientip import ClientIp
+from .metrics import Metrics
+from .resolve import Resolver
+from .spool import Spool
+
+SETTINGS = web.AppKey("settings", Settings)
+KEYS = web.AppKey("keys", Keys)
+METRICS = web.AppKey("metrics", Metrics)
+CLIENT_IP = web.AppKey("client_ip", ClientIp)
+REDIS = web.AppKey("redis", aioredis.Redis)
+PG_POOL = web.AppKey("pg_pool", AsyncConnectionPool)
+SPOOL = web.AppKey("spool", Spool)
+APPENDER = web.AppKey("appender", Appender)
+RESOLVER = web.AppKey("resolver", Resolver)
