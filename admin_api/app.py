@@ -11,15 +11,15 @@ from aiohttp import web
 from oros.connections import pg_pool, redis_client
 from oros.settings import Settings
 
-from . import admin, campaigns, funding, openapi, reports, users, wallets, webhooks
+from . import admin, campaigns, funding, health, openapi, reports, users, wallets, webhooks
 from .errors import ApiError
 from .payload import respond
-from .typedefs import PG_POOL, REDIS, SETTINGS
+from .typedefs import METRICS, PG_POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-ROUTE_MODULES = (users, campaigns, wallets, admin, funding, webhooks, reports)
+ROUTE_MODULES = (users, campaigns, wallets, admin, funding, webhooks, reports, health)
 
 # Safety net for what input validation missed: a database refusal caused by the
 # request is the caller's problem (4xx), never a 500.
@@ -89,8 +89,9 @@ async def _redis_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[health.metrics_middleware, error_middleware], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
+    app[METRICS] = health.Metrics()
     app.cleanup_ctx.append(_pg_context)
     app.cleanup_ctx.append(_redis_context)
     for module in ROUTE_MODULES:

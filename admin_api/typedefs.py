@@ -12,9 +12,11 @@ from oros.settings import Settings
 
 if TYPE_CHECKING:
     from .auth import Caller
+    from .health import Metrics
 
 SETTINGS = web.AppKey("settings", Settings)
 PG_POOL = web.AppKey("pg_pool", AsyncConnectionPool)
 REDIS = web.AppKey("redis", aioredis.Redis)
+METRICS: web.AppKey["Metrics"] = web.AppKey("metrics", object)
 # The authenticated caller, resolved once per request by auth.caller().
 CALLER: web.RequestKey["Caller"] = web.RequestKey("caller", object)
