@@ -142,7 +142,7 @@ def run_tracker(args, redis_port: int, workdir: Path) -> dict:
         "CLICKHOUSE_URL": f"chdb://{workdir / 'chdb'}",
         "OROS_DATA_DIR": str(workdir / "oros"),
         "OROS_REDIS_PREFIX": PREFIX,
-        "OROS_FLUSH_INTERVAL_MS": str(args.flush_interval_ms),
+        **({"OROS_FLUSH_INTERVAL_MS": str(args.flush_interval_ms)} if args.flush_interval_ms is not None else {}),
     }
     proc = subprocess.Popen(
         ["taskset", "-c", SERVER_CORE, PYTHON, "-m", "oros.cli", "--log-level", "WARNING", "tracker", "--port", str(port)],
@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--flush-interval-ms", type=int, default=0, help="appender linger (OROS_FLUSH_INTERVAL_MS)")
+    parser.add_argument("--flush-interval-ms", type=int, help="appender linger (OROS_FLUSH_INTERVAL_MS); default: the setting's")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")

@@ -20,15 +20,24 @@ EVENT_TYPES = ("click", "conversion", "sale", "refund")
 STREAM_FIELD = b"e"
 
 
-def uuid7(ms: int | None = None) -> uuid.UUID:
-    """RFC 9562 version 7: 48-bit unix milliseconds, then 74 random bits."""
+def _uuid7_int(ms: int | None) -> int:
     if ms is None:
         ms = time.time_ns() // 1_000_000
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand & ((1 << 80) - 1)
     value = value & ~(0xF << 76) | 0x7 << 76  # version
-    value = value & ~(0x3 << 62) | 0x2 << 62  # variant
-    return uuid.UUID(int=value)
+    return value & ~(0x3 << 62) | 0x2 << 62  # variant
+
+
+def uuid7(ms: int | None = None) -> uuid.UUID:
+    """RFC 9562 version 7: 48-bit unix milliseconds, then 74 random bits."""
+    return uuid.UUID(int=_uuid7_int(ms))
+
+
+def uuid7_str(ms: int | None = None) -> str:
+    """``str(uuid7(ms))`` without building a UUID object: the tracker makes one per click."""
+    h = "%032x" % _uuid7_int(ms)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def uuid7_ms(value: uuid.UUID | str) -> int:

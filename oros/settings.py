@@ -79,7 +79,7 @@ class Settings:
     trusted_proxies: tuple = field(default_factory=tuple)
 
     # Tracker tuning.
-    flush_interval_ms: int = 2
+    flush_interval_ms: int = 0  # appender linger; 0 = flush whenever the event loop is idle
     max_batch: int = 2000
     link_cache_ttl_s: int = 30
     negative_cache_ttl_s: int = 60
@@ -116,7 +116,7 @@ class Settings:
             click_dedupe_s=_int(env, "OROS_CLICK_DEDUPE_SECONDS", 3600),
             min_withdrawal=_decimal(env, "OROS_MIN_WITHDRAWAL", "10.00", minimum=Decimal("0.01")),
             trusted_proxies=_networks(env, "OROS_TRUSTED_PROXIES"),
-            flush_interval_ms=_int(env, "OROS_FLUSH_INTERVAL_MS", 2),
+            flush_interval_ms=_int(env, "OROS_FLUSH_INTERVAL_MS", 0),
             max_batch=_int(env, "OROS_MAX_BATCH", 2000, minimum=1),
             link_cache_ttl_s=_int(env, "OROS_LINK_CACHE_TTL_S", 30),
             negative_cache_ttl_s=_int(env, "OROS_NEGATIVE_CACHE_TTL_S", 60),

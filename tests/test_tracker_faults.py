@@ -1,7 +1,7 @@
 """Fault injection: no click a client was answered for is ever lost.
 
 A tracker process is SIGKILLed under load; a tracker is SIGTERMed (drain);
-Redis is stopped under load and restarted. Each time, every ``oros_cid`` a
+Redis is stopped under load and restarted; a dead tracker's spool is found. Each time, every ``oros_cid`` a
 client received in a 302 must be an event in the stream.
 """
 
@@ -23,10 +23,10 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
-
-from oros.events import Event
 from test_tracker import make_link
-from tracker.app import create_app
+
+from oros.events import Event, uuid7_str
+from tracker.app import create_app, spool_dir
 from tracker.typedefs import APPENDER, SPOOL
 
 pytestmark = pytest.mark.slow
@@ -129,15 +129,29 @@ async def tracker_process(settings, tmp_path: Path, *, workers: int = 1):
 
 
 async def test_sigkill_under_load_loses_no_answered_click(settings, pg, tmp_path):
+    server = RedisServer(tmp_path, "--enable-debug-command", "yes")
+    await server.start()
+    settings = replace(settings, redis_url=server.url)
     link = make_link(pg)
-    async with tracker_process(settings, tmp_path) as (proc, base_url):
-        async with Load(base_url, link["code"]) as load:
-            await wait_until(lambda: _at_least(load, 300), 30, "300 clicks")
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    assert load.received, "no click was answered"
-    missing = set(load.received) - await stream_ids(settings.redis_url, settings.keys.stream)
-    assert not missing, f"{len(missing)} of {len(load.received)} answered clicks are not in the stream"
+    redis = aioredis.Redis.from_url(server.url)
+    try:
+        async with tracker_process(settings, tmp_path) as (proc, base_url):
+            async with Load(base_url, link["code"], concurrency=64) as load:
+                await wait_until(lambda: _at_least(load, 300), 30, "300 clicks")
+                # Stall Redis, so the kill lands with flushes in flight and clicks
+                # waiting for them: a tracker answering before its flush would
+                # have answered many clicks that never reach the stream.
+                stall = asyncio.create_task(redis.execute_command("DEBUG", "SLEEP", "0.6"))
+                await asyncio.sleep(0.3)
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+                await stall
+        assert len(load.received) >= 300
+        missing = set(load.received) - await stream_ids(server.url, settings.keys.stream)
+        assert not missing, f"{len(missing)} of {len(load.received)} answered clicks are not in the stream"
+    finally:
+        await redis.aclose()
+        server.stop()
 
 
 async def test_sigterm_drains_every_worker(settings, pg, tmp_path):
@@ -159,8 +173,9 @@ async def _at_least(load: Load, count: int) -> bool:
 class RedisServer:
     """A redis-server of our own, so stopping it disturbs no other test."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *options: str) -> None:
         self.directory = directory
+        self.options = options
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
@@ -168,7 +183,7 @@ class RedisServer:
     async def start(self) -> None:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning"],
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning", *self.options],
             stdout=subprocess.DEVNULL,
         )
 
@@ -225,3 +240,25 @@ async def test_redis_down_mid_load_spools_and_replays_every_click(settings, pg, 
         await redis.aclose()
     finally:
         server.stop()
+
+
+async def test_spool_left_by_a_dead_process_is_replayed_at_start(settings, aiohttp_client, tmp_path, redis):
+    settings = replace(settings, data_dir=tmp_path / "data")
+    directory = spool_dir(settings)
+    directory.mkdir(parents=True)
+    clicks = [
+        Event(event_id=uuid7_str(), event_type="click", ts_ms=1, campaign_id="c", link_id="l", creator_id="cr", business_id="b")
+        for _ in range(3)
+    ]
+    # What a killed tracker leaves: complete lines, then a torn one it never answered for.
+    (directory / "active-99999-x.log").write_bytes(b"".join(c.encode() + b"\n" for c in clicks) + b'{"event_id": "to')
+    client = await aiohttp_client(create_app(settings))
+
+    async def replayed() -> bool:
+        return not client.app[SPOOL].has_files()
+
+    await wait_until(replayed, 10, "the old spool file to be replayed")
+    assert [e.event_id for e in map(Event.decode, (f[b"e"] for _, f in await redis.xrange(settings.keys.stream)))] == [
+        c.event_id for c in clicks
+    ]
+    assert all(await redis.mget([settings.keys.click(c.event_id) for c in clicks]))

@@ -30,7 +30,17 @@ from .metrics import Metrics
 from .redirect import redirect
 from .resolve import Resolver, listen_invalidations
 from .spool import Spool
-from .typedefs import APPENDER, CLIENT_IP, KEYS, METRICS, PG_POOL, REDIS, RESOLVER, SETTINGS, SPOOL
+from .typedefs import (
+    APPENDER,
+    CLIENT_IP,
+    KEYS,
+    METRICS,
+    PG_POOL,
+    REDIS,
+    RESOLVER,
+    SETTINGS,
+    SPOOL,
+)
 
 log = logging.getLogger(__name__)
 

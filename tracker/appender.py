@@ -24,7 +24,7 @@ import hashlib
 import logging
 import time
 from collections import deque
-from typing import Mapping
+from typing import Callable, Mapping
 
 import hiredis
 import orjson
@@ -114,16 +114,16 @@ class Batch:
 class StreamConnection(asyncio.Protocol):
     """One Redis connection the appender pipelines its flushes on.
 
-    A flush writes its packed command straight to the socket and gets a
-    future that ``data_received`` resolves, replies matching requests in
-    order. redis-py's connection pool, per-command task (``wait_for``) and
-    read loop cost a flush several extra event-loop turns, which under load
-    is most of a click's latency (docs/tracker.md).
+    A flush writes its packed command straight to the socket; ``data_received``
+    hands each reply, in order, to the callback its command was sent with.
+    Compared with redis-py (a pool, a ``wait_for`` task per send, a read
+    loop, then a task to wake) this saves the CPU and, more, the event-loop
+    turns that under load are most of a click's latency (docs/tracker.md).
     """
 
     def __init__(self) -> None:
         self._reader = hiredis.Reader()
-        self._waiting: deque[asyncio.Future] = deque()
+        self._callbacks: deque[Callable[[object], None]] = deque()
         self._transport: asyncio.Transport | None = None
 
     @classmethod
@@ -159,28 +159,35 @@ class StreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
         while (reply := self._reader.gets()) is not False:
-            waiter = self._waiting.popleft()
-            if waiter.done():
-                continue
             if isinstance(reply, hiredis.ReplyError):
-                waiter.set_exception(redis_errors.ResponseError(str(reply)))
-            else:
-                waiter.set_result(reply)
+                reply = redis_errors.ResponseError(str(reply))
+            self._callbacks.popleft()(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         error = redis_errors.ConnectionError(f"stream connection lost: {exc!r}")
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_exception(error)
+        while self._callbacks:
+            self._callbacks.popleft()(error)
 
-    async def call(self, command: bytes):
+    def send(self, command: bytes, on_reply: Callable[[object], None]) -> None:
+        """Write ``command``; ``on_reply`` gets its reply, or the exception that replaces it."""
         if self._transport is None:
             raise redis_errors.ConnectionError("stream connection closed")
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
+        self._callbacks.append(on_reply)
         self._transport.write(command)
+
+    async def call(self, command: bytes):
+        waiter = asyncio.get_running_loop().create_future()
+
+        def settle(reply: object) -> None:
+            if waiter.done():
+                return
+            if isinstance(reply, Exception):
+                waiter.set_exception(reply)
+            else:
+                waiter.set_result(reply)
+
+        self.send(command, settle)
         return await waiter
 
     def close(self) -> None:
@@ -215,6 +222,8 @@ class Appender:
         self._task: asyncio.Task | None = None
         self._conn: StreamConnection | None = None
         self._connecting = asyncio.Lock()
+        self._in_flight = 0  # flushes sent and not yet answered (fast path)
+        self._slow: set[asyncio.Task] = set()  # flushes that must connect or split first
         self.redis_ok = True
 
     def start(self) -> None:
@@ -239,51 +248,90 @@ class Appender:
             self._conn.close()
 
     async def _run(self) -> None:
-        flushing: set[asyncio.Task] = set()
         while True:
             await self._wakeup.wait()
             if self._linger_s and not self._closed:
                 await asyncio.sleep(self._linger_s)
             self._wakeup.clear()
-            if self._batch:
+            # When full, what arrives meanwhile joins one bigger batch; every
+            # finished flush sets the wakeup, so the loop looks again.
+            if self._batch and self._in_flight + len(self._slow) < MAX_FLUSHES_IN_FLIGHT:
                 batch, self._batch = self._batch, Batch()
-                task = asyncio.create_task(self._flush(batch))
-                flushing.add(task)
-                task.add_done_callback(flushing.discard)
-            if len(flushing) >= MAX_FLUSHES_IN_FLIGHT:
-                # Full: what arrives meanwhile waits, and joins one bigger batch.
-                await asyncio.wait(flushing, return_when=asyncio.FIRST_COMPLETED)
-            if self._closed and not self._batch:
-                await asyncio.gather(*flushing)
+                self._dispatch(batch)
+            if self._closed and not self._batch and not self._in_flight and not self._slow:
                 return
 
-    async def _flush(self, batch: Batch) -> None:
+    def _dispatch(self, batch: Batch) -> None:
+        """Start flushing ``batch``: straight onto the socket when connected, else in a task."""
         batch.close()
         started = time.perf_counter()
-        try:
-            if self.redis_ok:
-                await self._persist_redis_first(batch)
+        if not self.redis_ok:
+            self._spooled(batch, started)
+            return
+        conn = self._conn
+        if conn is None or conn.closed or len(batch) > self._max_batch:
+            task = asyncio.create_task(self._flush_slowly(batch, started))
+            self._slow.add(task)
+            task.add_done_callback(self._slow_done)
+            return
+        self._in_flight += 1
+        # Replies come in order: one overdue reply means the connection is stuck,
+        # and closing it fails (so spools) every flush still waiting on it.
+        overdue = asyncio.get_running_loop().call_later(self._timeout_s, conn.close)
+
+        def answered(reply: object) -> None:
+            overdue.cancel()
+            self._in_flight -= 1
+            self._wakeup.set()
+            if isinstance(reply, Exception):
+                self._redis_failed(batch, started, reply)
             else:
-                self._spool.write(batch.events)
-        except Exception as exc:  # noqa: BLE001 - every waiter must learn the outcome, whatever it is
+                self._streamed(batch, started)
+
+        conn.send(self._command(batch.events, batch.index_keys, batch.index_values), answered)
+
+    def _slow_done(self, task: asyncio.Task) -> None:
+        self._slow.discard(task)
+        self._wakeup.set()
+
+    async def _flush_slowly(self, batch: Batch, started: float) -> None:
+        try:
+            await self.write(batch.events, batch.index_keys, batch.index_values)
+        except REDIS_ERRORS as exc:
+            self._redis_failed(batch, started, exc)
+            return
+        except Exception as exc:  # a bug: fail these requests rather than leave them waiting
+            log.exception("flush failed", extra={"events": len(batch)})
+            batch.fail(AppendError(str(exc)))
+            return
+        self._streamed(batch, started)
+
+    def _streamed(self, batch: Batch, started: float) -> None:
+        self._metrics.flush_seconds.observe(time.perf_counter() - started)
+        self._metrics.batch_size.observe(len(batch))
+        self._metrics.streamed.inc(len(batch))
+        batch.succeed()
+
+    def _redis_failed(self, batch: Batch, started: float, exc: BaseException) -> None:
+        if self.redis_ok:
+            log.warning("redis unavailable, spooling events", extra={"error": repr(exc), "events": len(batch)})
+            self.redis_ok = False
+            self._metrics.redis_up.set(0)
+        self._metrics.flush_failures.inc()
+        if self._conn is not None:
+            self._conn.close()  # start afresh (and reload the script) once Redis is back
+        self._spooled(batch, started)
+
+    def _spooled(self, batch: Batch, started: float) -> None:
+        try:
+            self._spool.write(batch.events)
+        except OSError as exc:
             log.exception("events could not be made durable", extra={"events": len(batch)})
             batch.fail(AppendError(str(exc)))
             return
         self._metrics.flush_seconds.observe(time.perf_counter() - started)
         self._metrics.batch_size.observe(len(batch))
         batch.succeed()
-
-    async def _persist_redis_first(self, batch: Batch) -> None:
-        try:
-            await self.write(batch.events, batch.index_keys, batch.index_values)
-        except REDIS_ERRORS as exc:
-            log.warning("redis unavailable, spooling events", extra={"error": repr(exc), "events": len(batch)})
-            self.redis_ok = False
-            self._metrics.redis_up.set(0)
-            self._metrics.flush_failures.inc()
-            self._spool.write(batch.events)
-            return
-        self._metrics.streamed.inc(len(batch))
 
     def resume(self) -> None:
         """Redis answers again: write to it from the next flush on."""
@@ -294,9 +342,6 @@ class Appender:
 
     async def write(self, events: list[bytes], index_keys: list[str], index_values: list[bytes]) -> None:
         """Append ``events`` and set the index entries, one script call per ``max_batch`` events."""
-        if len(events) <= self._max_batch:
-            await self._call(events, index_keys, index_values)
-            return
         # An oversized batch (a burst during a slow flush) is split so no one
         # script blocks Redis for long. There are never more index entries than
         # events, so slicing both by the same ranges covers every entry.
@@ -305,19 +350,20 @@ class Appender:
             chunk = slice(start, start + step)
             await self._call(events[chunk], index_keys[chunk], index_values[chunk])
 
-    async def _call(self, events: list[bytes], index_keys: list[str], index_values: list[bytes]) -> None:
+    def _command(self, events: list[bytes], index_keys: list[str], index_values: list[bytes]) -> bytes:
         keys = (self._keys.stream, *index_keys)
         # hiredis packs the command in C; redis-py's Python packer re-joins a
         # growing buffer per argument and cost more than the rest of a flush.
-        command = hiredis.pack_command(
+        return hiredis.pack_command(
             ("EVALSHA", APPEND_SHA, len(keys), *keys, self._index_ttl_s, len(events), *events, *index_values)
         )
+
+    async def _call(self, events: list[bytes], index_keys: list[str], index_values: list[bytes]) -> None:
         conn = await self._connection()
         try:
             async with asyncio.timeout(self._timeout_s):
-                await conn.call(command)
+                await conn.call(self._command(events, index_keys, index_values))
         except TimeoutError:
-            # Replies come in order: one overdue reply means the connection is stuck.
             conn.close()
             raise redis_errors.TimeoutError("no reply to a flush") from None
         except redis_errors.ResponseError as exc:

@@ -35,7 +35,7 @@ import psycopg
 from aiohttp import web
 
 from oros.apikeys import NEGATIVE, OWNER_SQL, hash_key
-from oros.events import Event, is_uuid, uuid7
+from oros.events import Event, is_uuid, uuid7_str
 from oros.money import AmountError, fmt, parse_amount
 
 from .appender import REDIS_ERRORS, AppendError
@@ -223,7 +223,7 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
     if business_id is None:  # the pixel: the campaign's owner vouches for it
         business_id = owner
     ts_ms = time.time_ns() // 1_000_000
-    event_id = str(uuid7(ts_ms))
+    event_id = uuid7_str(ts_ms)
     order_key = None
     if fields["order_id"] is not None:
         order_key = _order_key(request, fields["type"], campaign_id, owner, business_id, fields["order_id"])

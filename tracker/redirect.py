@@ -14,7 +14,7 @@ import time
 
 from aiohttp import web
 
-from oros.events import Event, uuid7
+from oros.events import Event, uuid7_str
 from oros.links import CODE_RE
 
 from .appender import AppendError
@@ -66,7 +66,7 @@ async def redirect(request: web.Request) -> web.Response:
         return _refuse(414, f"query string longer than {MAX_QUERY} bytes")
 
     ts_ms = time.time_ns() // 1_000_000
-    click_id = str(uuid7(ts_ms))
+    click_id = uuid7_str(ts_ms)
     headers = request.headers
     reason = bot_reason(request.method, headers)
     info = link.info
