@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -154,7 +155,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=2000, help="events for the naive baseline")
     args = parser.parse_args()
     rng = random.Random(7)
-    tmp = Path(tempfile.mkdtemp(prefix="oros-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix="oros-bench-settle-"))
     base, servers = embedded.resolve(
         replace(Settings.from_env(), data_dir=tmp, clickhouse_url=os.environ.get("CLICKHOUSE_URL", f"chdb://{tmp}/ch")),
         prefer_local=True)
@@ -186,6 +187,7 @@ def main() -> None:
         with psycopg.connect(base.database_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         servers.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Sale refunds: reverse a paid sale's commission while it is still on hold.
 
-A ``refund`` event names an order (and the business that reported it; the
-campaign may be unknown at the edge). It is matched against paid sale events
-of that business's campaigns. Policy:
+A ``refund`` event names an order and the business that reported it or the
+campaign (the edge may know only one). It is matched against paid sale
+events of that business's campaigns, or of that campaign. Policy:
 
 * creator's credit still ``pending`` (inside the hold): every leg of the
   sale's transfer is reversed in one statement, which returns the payout to
@@ -37,7 +37,8 @@ FIND_SALE = """
 SELECT e.id::text AS id, e.campaign_id::text AS campaign_id, e.creator_id::text AS creator_id,
        e.status, e.transfer_id::text AS transfer_id, e.payout_amount, e.payout_amount - e.platform_fee AS net
   FROM events e JOIN campaigns c ON c.id = e.campaign_id
- WHERE e.event_type = 'sale' AND e.order_id = %(order_id)s AND c.business_id = %(business_id)s
+ WHERE e.event_type = 'sale' AND e.order_id = %(order_id)s
+   AND (%(business_id)s::uuid IS NULL OR c.business_id = %(business_id)s::uuid)
    AND e.status IN ('paid', 'reversed')
    AND (%(campaign_id)s::uuid IS NULL OR e.campaign_id = %(campaign_id)s::uuid)
  ORDER BY e.status = 'paid' DESC, e.occurred_at
@@ -56,7 +57,8 @@ class RefundOutcome:
 def apply_refund(conn: psycopg.Connection, refund: Candidate, *, run_id: str, now: datetime) -> RefundOutcome:
     """Decide and apply one refund inside the caller's transaction; records the refund event."""
     sale = None
-    if refund.business_id and refund.order_id:
+    # The order is matched within its business or its campaign, whichever the edge knew (at least one).
+    if refund.order_id and (refund.business_id or refund.campaign_id):
         sale = conn.execute(FIND_SALE, {
             "order_id": refund.order_id, "business_id": refund.business_id, "campaign_id": refund.campaign_id,
         }).fetchone()
@@ -83,10 +85,11 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, sale: dict | None) -> 
     conn.execute("SELECT 1 FROM campaigns WHERE id = %s FOR UPDATE", (sale["campaign_id"],))
     # Locking the legs makes a concurrent hold release wait, so "still held" stays true until we reverse.
     legs = conn.execute(
-        "SELECT status, direction FROM ledger_entries WHERE transfer_id = %s ORDER BY id FOR UPDATE",
+        "SELECT status, hold_until FROM ledger_entries WHERE transfer_id = %s ORDER BY id FOR UPDATE",
         (sale["transfer_id"],),
     ).fetchall()
-    held = bool(legs) and all(leg["status"] == "pending" for leg in legs if leg["direction"] == "credit")
+    # The creator's credit is the held leg; once released it is settled and the hold is over.
+    held = any(leg["hold_until"] is not None and leg["status"] == "pending" for leg in legs)
     if not held:
         return RefundOutcome(refund.event_id, REFUND_AFTER_HOLD, sale["id"])
     conn.execute(

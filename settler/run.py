@@ -27,6 +27,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
+from redis.exceptions import RedisError
 
 from oros.connections import clickhouse_client, pg_connect, redis_client
 from oros.links import CAMPAIGN_CODES_SQL, publish
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 SETTLE_LOCK = 0x0905_0004
 WATERMARK = "settle"
 # An insert that began before the watermark may become visible after it; re-read this far back.
-OVERLAP = timedelta(minutes=5)
+OVERLAP = timedelta(minutes=2)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 LOOKUP_CHUNK = 50_000
@@ -405,7 +406,7 @@ def _invalidate_links(settings: Settings, conn, campaign_ids: list[str]) -> None
 
     try:
         asyncio.run(_publish())
-    except OSError:
+    except (OSError, RedisError):
         # The budget is already closed in Postgres; the link cache expires on its own TTL.
         log.warning("could not publish link invalidation", extra={"campaigns": campaign_ids})
 

@@ -151,3 +151,22 @@ async def test_clickhouse_outage_only_grows_the_stream(settings, redis, ch):
         assert ch_count(late) == 75
     finally:
         clickhouse_client(down, database="").command(f"DROP DATABASE IF EXISTS `{down.clickhouse_database}`")
+
+
+async def test_trim_keeps_entries_pending_elsewhere(settings, redis, ch):
+    """Only acknowledged entries are trimmed: a slow consumer's pending ones stay in the stream."""
+    await append(redis, settings, events(40))
+    slow = Ingester(settings, "slow", batch_size=25)
+    await slow._ensure_group()
+    held = await slow._read(block_ms=None)
+    other = Ingester(settings, "other")  # will not claim: the entries are not idle for a minute
+    try:
+        assert await other.drain_once() == 15
+        # Trimming stops below the oldest pending entry: acked entries after it wait with it.
+        assert await redis.xlen(settings.keys.stream) == 40
+        assert await slow._insert(held) == 25
+        assert await redis.xlen(settings.keys.stream) == 0
+    finally:
+        await slow.close()
+        await other.close()
+    assert ch_count(ch) == 40
