@@ -90,6 +90,7 @@ class Settings:
     # Settler scheduling.
     settle_interval_s: int = 60
     release_interval_s: int = 300
+    payout_interval_s: int = 300
     reconcile_interval_s: int = 900
 
     # ClickHouse database that holds the raw events.
@@ -124,6 +125,7 @@ class Settings:
             conversion_rate_per_min=_int(env, "OROS_CONVERSION_RATE_PER_MIN", 6000, minimum=1),
             settle_interval_s=_int(env, "OROS_SETTLE_INTERVAL_S", 60, minimum=1),
             release_interval_s=_int(env, "OROS_RELEASE_INTERVAL_S", 300, minimum=1),
+            payout_interval_s=_int(env, "OROS_PAYOUT_INTERVAL_S", 300, minimum=1),
             reconcile_interval_s=_int(env, "OROS_RECONCILE_INTERVAL_S", 900, minimum=1),
             clickhouse_database=env.get("OROS_CLICKHOUSE_DATABASE", "oros"),
             redis_prefix=env.get("OROS_REDIS_PREFIX", ""),

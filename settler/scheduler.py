@@ -1,4 +1,4 @@
-"""``oros settler``: the settle, release-holds and reconcile jobs on APScheduler.
+"""``oros settler``: the settle, release-holds, payouts and reconcile jobs on APScheduler.
 
 Jobs are synchronous (Postgres and the chDB client are), so each runs in a
 worker thread, off the event loop that ``oros dev`` shares with the tracker
@@ -18,6 +18,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from oros.settings import Settings
 
 from .holds import release_due
+from .payouts import pay_withdrawals
 from .reconcile import reconcile
 from .run import settle_once
 
@@ -46,11 +47,12 @@ def _summary(name: str, result) -> object:
 
 
 def build_scheduler(settings: Settings) -> AsyncIOScheduler:
-    """The three jobs, not started; the caller starts it inside its event loop."""
+    """The four jobs, not started; the caller starts it inside its event loop."""
     scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
     for name, fn, every_s in (
         ("settle", settle_once, settings.settle_interval_s),
         ("release_holds", release_due, settings.release_interval_s),
+        ("payouts", pay_withdrawals, settings.payout_interval_s),
         ("reconcile", reconcile, settings.reconcile_interval_s),
     ):
         scheduler.add_job(_job(name, fn, settings), "interval", seconds=every_s, id=name, name=name)
