@@ -94,12 +94,16 @@ OROS demo is running.
   demo link  {demo.link_url}
   campaign   {demo.campaign_id} (click, 0.50 per click, 100.00 funded, active)
   accounts   {ADMIN_EMAIL} / {BUSINESS_EMAIL} / {CREATOR_EMAIL}, password {PASSWORD}
-  tokens
-    admin     {demo.tokens['admin']}
-    business  {demo.tokens['business']}
-    creator   {demo.tokens['creator']}
-Try:  curl -i {demo.link_url}
-      curl -X POST -H 'Authorization: Bearer {demo.tokens['admin'][:12]}…' {demo.admin_url}/v1/admin/settlements
-      curl -H 'Authorization: Bearer <creator token>' {demo.admin_url}/v1/wallet
-Settlement also runs on its own every OROS_SETTLE_INTERVAL_S seconds. Ctrl-C stops.
+
+Tokens, ready to paste into another shell:
+export OROS_ADMIN_TOKEN={demo.tokens['admin']}
+export OROS_BUSINESS_TOKEN={demo.tokens['business']}
+export OROS_CREATOR_TOKEN={demo.tokens['creator']}
+
+Then: click the link as a browser would, settle now (settlement also runs every
+OROS_SETTLE_INTERVAL_S seconds), and look at the creator's wallet:
+curl -si -A 'Mozilla/5.0 (X11; Linux x86_64) Firefox/130.0' {demo.link_url} | head -3
+curl -s -X POST -H "Authorization: Bearer $OROS_ADMIN_TOKEN" {demo.admin_url}/v1/admin/settlements
+curl -s -H "Authorization: Bearer $OROS_CREATOR_TOKEN" {demo.admin_url}/v1/wallet
+Ctrl-C stops.
 """, flush=True)
