@@ -294,21 +294,7 @@ async def join(request: web.Request) -> web.Response:
 @routes.get("/v1/campaigns/{id}/creators")
 async def list_creators(request: web.Request) -> web.Response:
     """The business sees every applicant; a creator sees only their own application (RLS)."""
-    who = await caller(request)
-    campaign_id = path_id(request)
-    size, after = limit(request), cursor(request)
-    where, params = ["campaign_id = %(c)s"], {"c": campaign_id, "limit": size + 1}
-    if after is not None:
-        where.append("(created_at, id) < (%(after_at)s, %(after_id)s)")
-        params.update(after_at=after[0], after_id=after[1])
-    async with as_user(request.app[PG_POOL], who.id) as conn:
-        await _visible(conn, campaign_id)
-        rows = await (await conn.execute(
-            f"SELECT {MEMBER_COLUMNS} FROM campaign_creators WHERE {' AND '.join(where)}"
-            f" ORDER BY created_at DESC, id DESC LIMIT %(limit)s",
-            params,
-        )).fetchall()
-    return respond(page(rows, size))
+    return await _list_of_campaign(request, "campaign_creators", MEMBER_COLUMNS)
 
 
 async def _decide(request: web.Request, status: str) -> web.Response:
@@ -383,6 +369,11 @@ async def _insert_link(conn, campaign_id: str, creator_id: str, destination: str
 @routes.get("/v1/campaigns/{id}/links")
 async def list_links(request: web.Request) -> web.Response:
     """A creator sees their own links; the business sees every link of its campaign (RLS)."""
+    return await _list_of_campaign(request, "tracking_links", LINK_COLUMNS)
+
+
+async def _list_of_campaign(request: web.Request, table: str, columns: str) -> web.Response:
+    """One cursor page of a campaign's rows in ``table``, newest first, as RLS lets the caller see them."""
     who = await caller(request)
     campaign_id = path_id(request)
     size, after = limit(request), cursor(request)
@@ -393,7 +384,7 @@ async def list_links(request: web.Request) -> web.Response:
     async with as_user(request.app[PG_POOL], who.id) as conn:
         await _visible(conn, campaign_id)
         rows = await (await conn.execute(
-            f"SELECT {LINK_COLUMNS} FROM tracking_links WHERE {' AND '.join(where)}"
+            f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)}"
             f" ORDER BY created_at DESC, id DESC LIMIT %(limit)s",
             params,
         )).fetchall()

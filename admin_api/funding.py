@@ -126,7 +126,7 @@ OPENAPI: dict = {
             "Fund a campaign through Stripe: returns the PaymentIntent's client secret; the budget is "
             "credited when Stripe confirms the payment (webhook)",
             {"201": openapi.json_response("The pending funding and its PaymentIntent", _FUNDING)},
-            body=openapi.json_body(openapi.obj({"amount": openapi.MONEY}, ["amount"])),
+            body=openapi.json_body(openapi.obj({"amount": openapi.AMOUNT}, ["amount"])),
             parameters=[openapi.path_param()],
         )
     }

@@ -23,7 +23,10 @@
 --
 -- Balances are applied by statement-level triggers over transition tables, so
 -- a bulk settlement that inserts a million legs updates each wallet once, with
--- wallet rows locked in id order to prevent deadlocks.
+-- wallet rows locked in id order to prevent deadlocks. The lock is FOR NO KEY
+-- UPDATE: each inserted leg's foreign-key check already holds KEY SHARE on its
+-- wallet, which FOR UPDATE would conflict with, deadlocking two concurrent
+-- movements on one wallet (a settlement and a funding, both on escrow).
 CREATE TABLE wallets (
   id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
   user_id UUID REFERENCES users(id) ON DELETE CASCADE,
@@ -165,7 +168,7 @@ BEGIN
     RAISE EXCEPTION 'transfer % does not balance: credits must equal debits', bad
       USING ERRCODE = 'check_violation';
   END IF;
-  PERFORM 1 FROM wallets WHERE id IN (SELECT wallet_id FROM new_rows) ORDER BY id FOR UPDATE;
+  PERFORM 1 FROM wallets WHERE id IN (SELECT wallet_id FROM new_rows) ORDER BY id FOR NO KEY UPDATE;
   UPDATE wallets w
      SET available_balance = w.available_balance + d.available,
          pending_balance = w.pending_balance + d.pending
@@ -197,7 +200,7 @@ BEGIN
     RAISE EXCEPTION 'transfer % would no longer balance: fail or reverse all of its legs together', bad
       USING ERRCODE = 'check_violation';
   END IF;
-  PERFORM 1 FROM wallets WHERE id IN (SELECT wallet_id FROM new_rows) ORDER BY id FOR UPDATE;
+  PERFORM 1 FROM wallets WHERE id IN (SELECT wallet_id FROM new_rows) ORDER BY id FOR NO KEY UPDATE;
   UPDATE wallets w
      SET available_balance = w.available_balance + d.available,
          pending_balance = w.pending_balance + d.pending
