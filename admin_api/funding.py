@@ -3,6 +3,10 @@
 Nothing is credited here. The intent is created and a ``pending`` funding
 row records it; the ``payment_intent.succeeded`` webhook (admin_api.webhooks)
 credits escrow and the budget once Stripe says the money arrived.
+
+With an ``Idempotency-Key`` the funding id is derived from (caller, key), so a
+retry asks Stripe for the same intent (Stripe's own idempotency key is
+``fund:<funding id>``) and gets back the first answer, never a second intent.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 import uuid
 from decimal import Decimal
 
+import psycopg
 import stripe
 from aiohttp import web
 
@@ -18,7 +23,7 @@ from oros.connections import as_user
 from oros.money import fmt
 from oros.stripe_gateway import CURRENCY, async_stripe_client, to_cents
 
-from . import openapi
+from . import idempotency, openapi
 from .auth import caller
 from .errors import ApiError, conflict, invalid, not_found
 from .payload import amount, path_id, read_json, respond
@@ -36,6 +41,9 @@ _CAMPAIGN_SQL = "SELECT id, business_id::text AS business_id, status FROM campai
 
 # As the owner: the app role may only read campaign_fundings (money rows are
 # written by trusted code), and the ownership check above already passed.
+# Derives a retried request's funding id from its Idempotency-Key.
+_IDEMPOTENT_FUNDING = uuid.UUID("6f1c0a52-3b57-4c55-9a8e-3f4c3d1f5e01")
+
 _PENDING_SQL = """
 INSERT INTO campaign_fundings (id, campaign_id, amount, method, reference, stripe_payment_intent_id,
                                status, created_by)
@@ -60,17 +68,22 @@ async def fund_campaign(request: web.Request) -> web.Response:
     if campaign["status"] == "completed":
         raise conflict("campaign_completed", "a completed campaign cannot be funded")
 
-    funding_id = str(uuid.uuid4())
-    intent = await _create_intent(request, funding_id, campaign_id, value)
+    idem = await idempotency.request_key(request)
     async with pool.connection() as conn:
-        row = await (
-            await conn.execute(
+        if (prior := await idempotency.replay(conn, who.id, idem)) is not None:
+            return prior
+    funding_id = str(uuid.uuid5(_IDEMPOTENT_FUNDING, f"{who.id}:{idem[0]}") if idem else uuid.uuid4())
+    intent = await _create_intent(request, funding_id, campaign_id, value)
+    async with pool.connection() as conn, conn.transaction():
+        try:
+            row = await (await conn.execute(
                 _PENDING_SQL,
                 {"id": funding_id, "campaign": campaign_id, "amount": value, "pi": intent.id, "by": who.id},
-            )
-        ).fetchone()
-    return respond(
-        {
+            )).fetchone()
+        except psycopg.errors.UniqueViolation:
+            raise conflict("request_in_progress", "this funding request was processed concurrently; retry it",
+                           idempotency.HEADER) from None
+        body = {
             "id": row["id"],
             "campaign_id": row["campaign_id"],
             "amount": fmt(row["amount"]),
@@ -79,9 +92,9 @@ async def fund_campaign(request: web.Request) -> web.Response:
             "payment_intent_id": intent.id,
             "client_secret": intent.client_secret,
             "created_at": row["created_at"].isoformat(),
-        },
-        201,
-    )
+        }
+        await idempotency.remember(conn, who.id, idem, 201, body)
+    return respond(body, 201)
 
 
 async def _create_intent(request: web.Request, funding_id: str, campaign_id: str, value: Decimal):
@@ -127,7 +140,7 @@ OPENAPI: dict = {
             "credited when Stripe confirms the payment (webhook)",
             {"201": openapi.json_response("The pending funding and its PaymentIntent", _FUNDING)},
             body=openapi.json_body(openapi.obj({"amount": openapi.AMOUNT}, ["amount"])),
-            parameters=[openapi.path_param()],
+            parameters=[openapi.path_param(), idempotency.OPENAPI_PARAMETER],
         )
     }
 }

@@ -136,6 +136,22 @@ async def test_fund_creates_intent_and_pending_row(api, pg, stripe_settings):
     assert money_state(pg, campaign)["remaining_budget"] == 0
 
 
+async def test_fund_retried_with_an_idempotency_key_creates_one_intent(api, pg, stripe_settings):
+    business, auth = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+    headers = {**auth, "Idempotency-Key": "fund-spring-1"}
+
+    first = await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "40.00"}, headers=headers)
+    again = await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "40.00"}, headers=headers)
+    other = await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "41.00"}, headers=headers)
+
+    assert (first.status, again.status) == (201, 201)
+    assert await again.json() == await first.json()
+    assert other.status == 422 and (await other.json())["error"]["field"] == "Idempotency-Key"
+    count = pg.execute("SELECT count(*) AS n FROM campaign_fundings WHERE campaign_id = %s", (campaign,)).fetchone()
+    assert count["n"] == 1
+
+
 async def test_localstripe_webhook_credits_escrow_and_budget_once(api, pg, stripe_settings, localstripe_url):
     business, auth = make_user(pg, stripe_settings, "business")
     campaign = make_campaign(pg, business)
