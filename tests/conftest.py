@@ -6,6 +6,8 @@
   gets its own key prefix (the stream and every key live under it).
 * ClickHouse: one chDB directory per test run (chDB allows one per process),
   one ClickHouse database per test.
+* Stripe: one ``localstripe`` process per test run, started on first use and
+  stopped by its PID.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 from urllib.parse import urlparse
 
 import psycopg
 import pytest
 import redis as sync_redis
+import requests
 
 from oros import embedded
 from oros.connections import clickhouse_client, pg_connect, redis_client
@@ -101,3 +109,32 @@ async def redis(settings):
 @pytest.fixture
 def ch(settings):
     return clickhouse_client(settings)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def localstripe_url(tmp_path_factory):
+    """A fake but stateful Stripe (PaymentIntents, signed webhooks) on a free port."""
+    port = free_port()
+    binary = Path(sys.executable).with_name("localstripe")
+    log = open(tmp_path_factory.mktemp("localstripe") / "localstripe.log", "wb")
+    proc = subprocess.Popen([str(binary), "--port", str(port), "--from-scratch"], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"{url}/v1/balance", auth=("sk_test_x", ""), timeout=1)
+            break
+        except requests.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("localstripe did not start")
+            time.sleep(0.2)
+    yield url
+    os.kill(proc.pid, 15)
+    proc.wait(timeout=10)
+    log.close()

@@ -9,15 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import os
 import secrets
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
 
 import orjson
 import pytest
@@ -28,34 +23,6 @@ from admin_api.auth import issue_token
 from oros.stripe_gateway import stripe_client
 
 WEBHOOK_SECRET = "whsec_test_" + secrets.token_hex(8)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def localstripe_url(tmp_path_factory):
-    port = free_port()
-    binary = Path(sys.executable).with_name("localstripe")
-    log = open(tmp_path_factory.mktemp("localstripe") / "localstripe.log", "wb")
-    proc = subprocess.Popen([str(binary), "--port", str(port), "--from-scratch"], stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(f"{url}/v1/balance", auth=("sk_test_x", ""), timeout=1)
-            break
-        except requests.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("localstripe did not start")
-            time.sleep(0.2)
-    yield url
-    os.kill(proc.pid, 15)
-    proc.wait(timeout=10)
-    log.close()
 
 
 @pytest.fixture
