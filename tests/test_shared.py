@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from decimal import Decimal
 
 import pytest
 
-from oros.events import Event, uuid7, uuid7_ms
+from oros.events import Event, uuid7, uuid7_ms, uuid7_str
 from oros.money import AmountError, fmt, parse_amount, split_fee
 from oros.settings import Settings, SettingsError
 
@@ -64,6 +65,17 @@ def test_uuid7_is_a_time_ordered_version_7_uuid():
     assert uuid7_ms(first) == 1_700_000_000_000
     assert str(first) < str(second)
     assert len({uuid7() for _ in range(10_000)}) == 10_000
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids():
+    uuid7_str()  # the parent holds a pool of random bytes at the fork
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, uuid7_str(1).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read_end, 36).decode() != uuid7_str(1)
 
 
 def test_event_round_trips_through_the_stream_encoding():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from dataclasses import replace
+from dataclasses import fields, replace
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -101,6 +101,9 @@ async def test_redirect_records_every_field(tracker, data, redis, settings):
     click_id = dict(params)["oros_cid"]
     assert params == [("ref", "oros"), ("utm_source", "tw"), ("utm_campaign", "spring"), ("x", "1"), ("oros_cid", click_id)]
 
+    [(_, entry)] = await redis.xrange(settings.keys.stream)
+    # Link.click_event writes the dict itself: it must carry exactly the Event's fields.
+    assert list(orjson.loads(entry[b"e"])) == [field.name for field in fields(Event)]
     [event] = await stream_events(redis, settings)
     assert event == Event(
         event_id=click_id,

@@ -27,7 +27,7 @@ from .appender import REDIS_ERRORS, Appender
 from .clientip import ClientIp
 from .conversions import MAX_BODY, pixel, post_conversion
 from .metrics import Metrics
-from .redirect import redirect
+from .redirect import Redirector
 from .resolve import Resolver, listen_invalidations
 from .spool import Spool
 from .typedefs import (
@@ -155,7 +155,9 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/px.gif", pixel)
     app.router.add_post("/v1/conversions", post_conversion)
-    app.router.add_get("/{code}", redirect)  # HEAD too (allow_head)
+    redirector = Redirector()
+    app.on_startup.append(redirector.bind)  # runs after every cleanup context has started
+    app.router.add_get("/{code}", redirector.redirect)  # HEAD too (allow_head)
 
 
 def create_app(settings: Settings) -> web.Application:

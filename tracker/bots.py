@@ -49,12 +49,12 @@ def classify_user_agent(user_agent: str) -> str | None:
     return match.lastgroup if match else None
 
 
-def bot_reason(method: str, headers: CIMultiDictProxy[str]) -> str | None:
-    """Why this request is not a billable human click, or None."""
+def bot_reason(method: str, headers: CIMultiDictProxy[str], user_agent: str | None) -> str | None:
+    """Why this request (``user_agent`` is its User-Agent header) is not a billable human click, or None."""
     if method == "HEAD":
         return "head"
     # Browsers prefetching a link the user has not clicked yet.
     purpose = headers.get("Sec-Purpose") or headers.get("Purpose") or headers.get("X-Moz")
     if purpose and "prefetch" in purpose.lower():
         return "prefetch"
-    return classify_user_agent(headers.get("User-Agent", ""))
+    return classify_user_agent(user_agent or "")

@@ -232,7 +232,8 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
         if first is not None:
             return 200, {"event_id": first.decode(), "duplicate": True}
     headers = request.headers
-    reason = bot_reason(request.method, headers) if source == "pixel" else None
+    user_agent = headers.get("User-Agent")
+    reason = bot_reason(request.method, headers, user_agent) if source == "pixel" else None
     event = Event(
         event_id=event_id,
         event_type=fields["type"],
@@ -247,7 +248,7 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
         value=fmt(fields["value"]),
         currency=fields["currency"],
         ip=app[CLIENT_IP](request),
-        user_agent=(headers.get("User-Agent") or "")[:MAX_UA] or None,
+        user_agent=(user_agent or "")[:MAX_UA] or None,
         referrer=(headers.get("Referer") or "")[:2048] or None,
         is_bot=reason is not None,
         bot_reason=reason,

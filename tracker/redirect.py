@@ -6,6 +6,11 @@ destination is ever used as the target (no open redirect); the request's
 query passes through (UTM tags) and ``oros_cid`` carries the click id.
 Whether a click is billable (campaign status, dedupe, bots) is the
 settler's call; the tracker records what it saw.
+
+This is the path every click takes, so its cost is watched
+(``loadtests/bench_tracker.py``, docs/tracker.md): the app's resources are
+bound once, a process-cache hit is answered without awaiting, and the event
+is encoded straight from the link (``Link.click_event``).
 """
 
 from __future__ import annotations
@@ -14,12 +19,12 @@ import time
 
 from aiohttp import web
 
-from oros.events import Event, uuid7_str
+from oros.events import uuid7_str
 from oros.links import CODE_RE
 
 from .appender import AppendError
 from .bots import MAX_UA, bot_reason
-from .resolve import LinkUnavailable
+from .resolve import MISS, LinkUnavailable
 from .typedefs import APPENDER, CLIENT_IP, KEYS, METRICS, RESOLVER
 
 MAX_QUERY = 2048
@@ -45,52 +50,57 @@ def _refuse(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text, headers={"Cache-Control": NO_STORE})
 
 
-async def redirect(request: web.Request) -> web.Response:
-    app = request.app
-    metrics = app[METRICS]
-    code = request.match_info["code"]
-    if CODE_RE.match(code) is None:
-        metrics.requests[("redirect", "404")] += 1
-        return _refuse(404, "no such link")
-    try:
-        link = await app[RESOLVER].resolve(code)
-    except LinkUnavailable:
-        metrics.requests[("redirect", "503")] += 1
-        return _refuse(503, "link lookup unavailable, retry shortly")
-    if link is None:
-        metrics.requests[("redirect", "404")] += 1
-        return _refuse(404, "no such link")
-    raw_query = request.rel_url.raw_query_string
-    if len(raw_query) > MAX_QUERY:
-        metrics.requests[("redirect", "414")] += 1
-        return _refuse(414, f"query string longer than {MAX_QUERY} bytes")
+class Redirector:
+    """The ``/{code}`` handler; ``bind`` hands it the app's resources once they exist."""
 
-    ts_ms = time.time_ns() // 1_000_000
-    click_id = uuid7_str(ts_ms)
-    headers = request.headers
-    reason = bot_reason(request.method, headers)
-    info = link.info
-    event = Event(
-        event_id=click_id,
-        event_type="click",
-        ts_ms=ts_ms,
-        campaign_id=info.campaign_id,
-        link_id=info.link_id,
-        creator_id=info.creator_id,
-        supporter_id=info.supporter_id,
-        business_id=info.business_id,
-        ip=app[CLIENT_IP](request),
-        user_agent=_clip(headers.get("User-Agent"), MAX_UA),
-        referrer=_clip(headers.get("Referer"), MAX_REFERRER),
-        is_bot=reason is not None,
-        bot_reason=reason,
-        source="head" if request.method == "HEAD" else "redirect",
-        metadata=_utm(request) if raw_query else {},
-    )
-    try:
-        await app[APPENDER].append(event.encode(), app[KEYS].click(click_id), link.index_value)
-    except AppendError:
-        metrics.requests[("redirect", "503")] += 1
-        return _refuse(503, "could not record the click, retry shortly")
-    metrics.requests[("redirect", "302")] += 1
-    return web.Response(status=302, headers={"Location": link.location(raw_query, click_id), "Cache-Control": NO_STORE})
+    __slots__ = ("_resolver", "_appender", "_client_ip", "_keys", "_requests")
+
+    async def bind(self, app: web.Application) -> None:
+        self._resolver = app[RESOLVER]
+        self._appender = app[APPENDER]
+        self._client_ip = app[CLIENT_IP]
+        self._keys = app[KEYS]
+        self._requests = app[METRICS].requests
+
+    async def redirect(self, request: web.Request) -> web.Response:
+        code = request.match_info["code"]
+        link = self._resolver.cached(code)
+        if link is MISS:
+            if CODE_RE.match(code) is None:
+                return self._refused(404, "no such link")
+            try:
+                link = await self._resolver.load(code)
+            except LinkUnavailable:
+                return self._refused(503, "link lookup unavailable, retry shortly")
+        if link is None:
+            return self._refused(404, "no such link")
+        raw_query = request.rel_url.raw_query_string
+        if len(raw_query) > MAX_QUERY:
+            return self._refused(414, f"query string longer than {MAX_QUERY} bytes")
+
+        ts_ms = time.time_ns() // 1_000_000
+        click_id = uuid7_str(ts_ms)
+        headers = request.headers
+        user_agent = headers.get("User-Agent")
+        method = request.method
+        reason = bot_reason(method, headers, user_agent)
+        event = link.click_event(
+            click_id,
+            ts_ms,
+            self._client_ip(request),
+            _clip(user_agent, MAX_UA),
+            _clip(headers.get("Referer"), MAX_REFERRER),
+            reason,
+            "head" if method == "HEAD" else "redirect",
+            _utm(request) if raw_query else {},
+        )
+        try:
+            await self._appender.append(event, self._keys.click(click_id), link.index_value)
+        except AppendError:
+            return self._refused(503, "could not record the click, retry shortly")
+        self._requests[("redirect", "302")] += 1
+        return web.Response(status=302, headers={"Location": link.location(raw_query, click_id), "Cache-Control": NO_STORE})
+
+    def _refused(self, status: int, text: str) -> web.Response:
+        self._requests[("redirect", str(status))] += 1
+        return _refuse(status, text)

@@ -17,11 +17,13 @@ drops it here, so a change shows within a round trip, not a TTL.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from dataclasses import asdict, dataclass
 from urllib.parse import quote, unquote_plus, urlsplit
 
+import orjson
 import psycopg
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
@@ -45,6 +47,13 @@ class LinkUnavailable(Exception):
     """The code is in no cache and Postgres cannot be asked (503)."""
 
 
+class Miss(enum.Enum):
+    MISS = "miss"
+
+
+MISS = Miss.MISS  # not in the process cache (None means: known not to exist)
+
+
 @dataclass(slots=True)
 class Link:
     """A resolved link and the parts every redirect through it reuses."""
@@ -62,6 +71,24 @@ class Link:
             prefix += parts.query + "&"
         fragment = f"#{parts.fragment}" if parts.fragment else ""
         return cls(info, click_index(asdict(info)), prefix, fragment)
+
+    def click_event(
+        self, click_id: str, ts_ms: int, ip: str | None, user_agent: str | None, referrer: str | None,
+        reason: str | None, source: str, metadata: dict,
+    ) -> bytes:
+        """The stream encoding of a click through this link: ``Event.encode()``'s bytes.
+
+        A dict literal instead of an ``Event``: a third of the cost, on the
+        path every redirect takes (tests hold the two to the same fields).
+        """
+        info = self.info
+        return orjson.dumps({
+            "event_id": click_id, "event_type": "click", "ts_ms": ts_ms, "campaign_id": info.campaign_id,
+            "link_id": info.link_id, "creator_id": info.creator_id, "supporter_id": info.supporter_id,
+            "business_id": info.business_id, "click_id": None, "order_id": None, "value": None, "currency": None,
+            "ip": ip, "user_agent": user_agent, "referrer": referrer, "is_bot": reason is not None,
+            "bot_reason": reason, "source": source, "metadata": metadata,
+        })
 
     def location(self, raw_query: str, click_id: str) -> str:
         """The destination with the request's query passed through and the click id added."""
@@ -105,15 +132,22 @@ class Resolver:
         # cache what it read, which may be the very value being invalidated.
         self._generation = 0
 
-    async def resolve(self, code: str) -> Link | None:
-        """The link for ``code``, None if there is none. Raises ``LinkUnavailable``."""
+    def cached(self, code: str) -> Link | None | Miss:
+        """The in-process answer for ``code`` without awaiting, or ``MISS``."""
         entry = self._local.get(code)
-        if entry is not None:
-            self._metrics.link_cache[("local",)] += 1
-            expires_at, link = entry
-            if expires_at < time.monotonic():
-                self._refresh(code, link)
-            return link
+        if entry is None:
+            return MISS
+        self._metrics.link_cache[("local",)] += 1
+        expires_at, link = entry
+        if expires_at < time.monotonic():
+            self._refresh(code, link)
+        return link
+
+    async def load(self, code: str) -> Link | None:
+        """The link for a code ``cached`` missed, None if there is none. Raises ``LinkUnavailable``.
+
+        Asks Redis, then Postgres; concurrent loads of one code share one query.
+        """
         self._metrics.link_cache[("miss",)] += 1
         future = self._inflight.get(code)
         if future is None:
