@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-import orjson
 import psycopg
 from aiohttp import web
 
