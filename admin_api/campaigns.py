@@ -1,8 +1,8 @@
 """Campaigns, the creators who join them, and their tracking links.
 
 Lifecycle: ``draft`` -> ``active`` (only when funded for at least one action
-and before ``end_date``) <-> ``paused``; ``completed`` is final and set by
-the settler. Once a campaign has been active, the terms creators joined on
+and before ``end_date``) <-> ``paused``; ``completed`` is final, set by the
+settler when the budget is spent or by the business ending the campaign. Once a campaign has been active, the terms creators joined on
 (``payout_per_action``, ``start_date``) are fixed; see docs/api.md.
 """
 
@@ -270,6 +270,12 @@ async def pause(request: web.Request) -> web.Response:
     return await _set_status(request, ("active",), "paused")
 
 
+@routes.post("/v1/campaigns/{id}/complete")
+async def complete(request: web.Request) -> web.Response:
+    """The business ends its campaign for good; events after this are not billable."""
+    return await _set_status(request, ("draft", "active", "paused"), "completed")
+
+
 @routes.post("/v1/campaigns/{id}/creators")
 async def join(request: web.Request) -> web.Response:
     """A creator applies to an active campaign; the business then accepts or rejects."""
@@ -453,6 +459,9 @@ OPENAPI = {
         "Activate a funded campaign", {"200": oa.json_response("the campaign", CAMPAIGN)}, parameters=ID)},
     "/v1/campaigns/{id}/pause": {"post": oa.operation(
         "Pause an active campaign", {"200": oa.json_response("the campaign", CAMPAIGN)}, parameters=ID)},
+    "/v1/campaigns/{id}/complete": {"post": oa.operation(
+        "End a campaign for good (its unspent budget stays in escrow)",
+        {"200": oa.json_response("the campaign", CAMPAIGN)}, parameters=ID)},
     "/v1/campaigns/{id}/creators": {
         "post": oa.operation("Apply to an active campaign (creator)",
                              {"201": oa.json_response("the application", MEMBER)}, parameters=ID),

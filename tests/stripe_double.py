@@ -61,9 +61,9 @@ class StripeDouble:
         app = web.Application()
         app.router.add_post("/v1/transfers", self._create)
         app.router.add_get("/v1/transfers", self._list)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, shutdown_timeout=0.5)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"

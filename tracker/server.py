@@ -48,7 +48,7 @@ async def serve(settings: Settings, port: int, *, reuse_port: bool) -> None:
         max_headers=MAX_HEADERS,
     )
     await runner.setup()
-    site = web.TCPSite(runner, HOST, port, reuse_port=reuse_port, backlog=2048, shutdown_timeout=DRAIN_TIMEOUT_S)
+    site = web.TCPSite(runner, HOST, port, reuse_port=reuse_port, backlog=2048)
     await site.start()
     log.info("tracker listening", extra={"port": port, "pid": os.getpid()})
     await stop.wait()

@@ -62,9 +62,22 @@ async def test_activation_needs_funding_and_future_end(api, make_user, admin, pg
         "SELECT status FROM campaign_status_history WHERE campaign_id = %s ORDER BY id", (campaign["id"],))]
     assert history == ["draft", "active", "paused"]
 
-    pg.execute("UPDATE campaigns SET status = 'completed' WHERE id = %s", (campaign["id"],))
-    resp = await api.post(f"/v1/campaigns/{campaign['id']}/activate", headers=business.headers)
-    assert_error(await resp.json(), "invalid_transition", "status")
+    resp = await api.post(f"/v1/campaigns/{campaign['id']}/complete", headers=business.headers)
+    ended = await resp.json()
+    assert ended["status"] == "completed" and ended["remaining_budget"] == "40.00"  # unspent, still in escrow
+    for action in ("activate", "pause"):
+        resp = await api.post(f"/v1/campaigns/{campaign['id']}/{action}", headers=business.headers)
+        assert_error(await resp.json(), "invalid_transition", "status")
+    assert (await api.post(f"/v1/campaigns/{campaign['id']}/complete", headers=business.headers)).status == 200
+
+
+async def test_only_the_owner_ends_a_campaign(api, make_user, admin):
+    business, other = make_user("business"), make_user("business")
+    campaign = await active_campaign(api, business, admin)
+    resp = await api.post(f"/v1/campaigns/{campaign['id']}/complete", headers=other.headers)
+    assert resp.status == 404
+    resp = await api.get(f"/v1/campaigns/{campaign['id']}", headers=business.headers)
+    assert (await resp.json())["status"] == "active"
 
 
 async def test_what_may_change_once_active(api, make_user, admin):
