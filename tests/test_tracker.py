@@ -15,7 +15,7 @@ from oros import apikeys
 from oros.events import Event, uuid7_ms
 from oros.links import NEGATIVE, LinkInfo, publish
 from tracker.app import create_app
-from tracker.typedefs import METRICS
+from tracker.typedefs import KEY_USAGE, METRICS
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 UNKNOWN_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
@@ -281,6 +281,25 @@ async def test_conversion_is_attributed_to_its_click(tracker, pg, data, redis, s
         business_id=data["business"], click_id=click_id, order_id="A-1", value="12.50", currency="EUR",
         ip="127.0.0.1", user_agent=sale.user_agent, referrer=None, source="api",
     )
+
+
+async def test_key_use_is_written_to_postgres_at_most_once_per_interval(tracker, pg, data):
+    key = make_api_key(pg, data["business"])
+
+    def last_used():
+        return pg.execute("SELECT last_used_at FROM api_keys WHERE user_id = %s", (data["business"],)).fetchone()["last_used_at"]
+
+    assert last_used() is None
+    usage = tracker.app[KEY_USAGE]
+    for order in ("K-1", "K-2"):
+        response = await tracker.post("/v1/conversions", json={"click_id": str(uuid.uuid4()), "type": "conversion", "order_id": order},
+                                      headers={"Authorization": f"Bearer {key}"})
+        assert response.status == 202
+        await usage.close()  # waits for the background write
+        if order == "K-1":
+            first = last_used()
+            assert first is not None
+    assert last_used() == first  # the second use, within the interval, wrote nothing
 
 
 async def test_unknown_click_is_recorded_against_no_campaign(tracker, pg, data, redis, settings):

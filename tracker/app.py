@@ -26,6 +26,7 @@ from oros.settings import Settings
 from .appender import REDIS_ERRORS, Appender
 from .clientip import ClientIp
 from .conversions import MAX_BODY, pixel, post_conversion
+from .key_usage import KeyUsage
 from .metrics import Metrics
 from .redirect import Redirector
 from .resolve import Resolver, listen_invalidations
@@ -33,6 +34,7 @@ from .spool import Spool
 from .typedefs import (
     APPENDER,
     CLIENT_IP,
+    KEY_USAGE,
     KEYS,
     METRICS,
     PG_POOL,
@@ -64,7 +66,9 @@ async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = pg_pool(app[SETTINGS], min_size=1, max_size=4)
     await pool.open(wait=False)
     app[PG_POOL] = pool
+    app[KEY_USAGE] = KeyUsage(pool)
     yield
+    await app[KEY_USAGE].close()
     await pool.close()
 
 

@@ -40,7 +40,7 @@ from oros.money import AmountError, fmt, parse_amount
 
 from .appender import REDIS_ERRORS, AppendError
 from .bots import MAX_UA, bot_reason
-from .typedefs import APPENDER, CLIENT_IP, KEYS, METRICS, PG_POOL, REDIS, SETTINGS
+from .typedefs import APPENDER, CLIENT_IP, KEY_USAGE, KEYS, METRICS, PG_POOL, REDIS, SETTINGS
 
 UNKNOWN_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
 MAX_BODY = 16 * 1024
@@ -122,6 +122,7 @@ async def _business_for_key(request: web.Request) -> str:
         await app[REDIS].set(redis_key, cached, ex=ttl)
     if cached == NEGATIVE:
         raise Refused(401, "unauthorized", "unknown or revoked API key")
+    app[KEY_USAGE].touch(key_hash)
     return cached.decode()
 
 

@@ -11,6 +11,7 @@ from oros.settings import Settings
 
 from .appender import Appender
 from .clientip import ClientIp
+from .key_usage import KeyUsage
 from .metrics import Metrics
 from .resolve import Resolver
 from .spool import Spool
@@ -21,6 +22,7 @@ METRICS = web.AppKey("metrics", Metrics)
 CLIENT_IP = web.AppKey("client_ip", ClientIp)
 REDIS = web.AppKey("redis", aioredis.Redis)
 PG_POOL = web.AppKey("pg_pool", AsyncConnectionPool)
+KEY_USAGE = web.AppKey("key_usage", KeyUsage)
 SPOOL = web.AppKey("spool", Spool)
 APPENDER = web.AppKey("appender", Appender)
 RESOLVER = web.AppKey("resolver", Resolver)
