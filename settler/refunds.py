@@ -12,8 +12,10 @@ events of that business's campaigns, or of that campaign. Policy:
   creator may have withdrawn it, and the hold exists to bound the
   business's refund risk. The refund is recorded, rejected as
   ``refund_after_hold``.
-* no paid sale for that order: rejected as ``no_such_order``; a second
-  refund of an order already reversed: ``already_refunded``.
+* no paid sale for that order: rejected as ``no_such_order``, keeping the
+  campaign or business it named; a sale for that order settled later (it
+  reached the settler after its refund) is rejected as ``order_refunded``.
+  A second refund of an order already reversed: ``already_refunded``.
 
 Stripe's ``charge.refunded`` takes the same path: the webhook appends a
 ``refund`` event (source ``stripe``) to the stream.
@@ -71,9 +73,16 @@ def apply_refund(conn: psycopg.Connection, refund: Candidate, *, run_id: str, no
     conn.execute(
         f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}, metadata) VALUES ({', '.join(['%s'] * len(EVENT_COLUMNS))}, %s)"
         " ON CONFLICT (id) DO NOTHING",
-        (*row, psycopg.types.json.Jsonb({"refunds": outcome.sale_id} if outcome.sale_id else {})),
+        (*row, psycopg.types.json.Jsonb(_metadata(refund, outcome))),
     )
     return outcome
+
+
+def _metadata(refund: Candidate, outcome: RefundOutcome) -> dict:
+    if outcome.sale_id:
+        return {"refunds": outcome.sale_id}
+    # Whom the refund named, so a sale arriving after it is matched and not paid (verify.ORDER_REFUNDED).
+    return {"campaign_id": refund.campaign_id, "business_id": refund.business_id}
 
 
 def _reverse(conn: psycopg.Connection, refund: Candidate, sale: dict | None) -> RefundOutcome:

@@ -36,7 +36,7 @@ from oros.settings import Settings
 
 from . import ledger
 from .budget import allocate
-from .refunds import apply_refund
+from .refunds import NO_SUCH_ORDER, apply_refund
 from .verify import Campaign, Candidate, Rules, verify
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,19 @@ def paid_orders(conn: psycopg.Connection, events: list[Candidate]) -> set[tuple[
     return {(r["c"], r["order_id"]) for r in rows}
 
 
+def refunded_orders(conn: psycopg.Connection, events: list[Candidate]) -> set[tuple[str, str]]:
+    """(campaign or business id, order id) of earlier refunds that found no sale to reverse."""
+    orders = sorted({e.order_id for e in events if e.order_id and e.event_type == "sale"})
+    if not orders:
+        return set()
+    rows = conn.execute(
+        "SELECT metadata->>'campaign_id' AS c, metadata->>'business_id' AS b, order_id FROM events"
+        " WHERE order_id = ANY(%s) AND event_type = 'refund' AND rejection_reason = %s",
+        (orders, NO_SUCH_ORDER),
+    )
+    return {(owner, r["order_id"]) for r in rows for owner in (r["c"], r["b"]) if owner}
+
+
 def _known_users(conn: psycopg.Connection, events: list[Candidate]) -> set[str]:
     ids = sorted({e.creator_id for e in events if e.creator_id})
     return {r["id"] for r in conn.execute("SELECT id::text AS id FROM users WHERE id = ANY(%s::uuid[])", (ids,))}
@@ -296,7 +309,8 @@ def _settle_events(settings, conn, fresh, report, *, dry_run, now, progress) -> 
     billable = [e if e.link_id is None or e.link_id in links else replace(e, link_id=None) for e in billable]
     # An event whose campaign (or creator) Postgres does not know can only be rejected, without its FKs.
     report.lap("load_postgres")
-    verdict = verify(billable, campaigns, Rules.from_settings(settings), _ms(now), paid_orders(conn, billable))
+    verdict = verify(billable, campaigns, Rules.from_settings(settings), _ms(now), paid_orders(conn, billable),
+                     refunded_orders(conn, billable))
     report.lap("verify")
     accepted: dict[str, list[Candidate]] = defaultdict(list)
     rejected: dict[str | None, list] = defaultdict(list)

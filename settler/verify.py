@@ -21,6 +21,7 @@ NO_SUCH_CLICK = "no_such_click"
 OUTSIDE_ATTRIBUTION_WINDOW = "outside_attribution_window"
 WRONG_BUSINESS = "wrong_business"
 DUPLICATE_ORDER = "duplicate_order"
+ORDER_REFUNDED = "order_refunded"  # a sale whose refund was recorded before it
 BUDGET_EXHAUSTED = "budget_exhausted"
 CAMPAIGN_NOT_ACTIVE = "campaign_not_active"
 WRONG_TYPE = "wrong_type"
@@ -142,12 +143,15 @@ def verify(
     rules: Rules,
     now_ms: int,
     paid_orders: set[tuple[str, str]] = frozenset(),
+    refunded_orders: set[tuple[str, str]] = frozenset(),
 ) -> Verdict:
     """Split ``events`` into billable and rejected-with-reason.
 
     Events are judged in time order so the first of two with the same order
     id is the one that counts; ``paid_orders`` holds (campaign, order id)
-    pairs already paid in earlier runs.
+    pairs already paid in earlier runs. ``refunded_orders`` holds (campaign
+    or business id, order id) of refunds an earlier run found no sale for:
+    the sale arrived after its own refund and is not paid.
     """
     verdict = Verdict()
     seen_orders: set[tuple[str, str]] = set(paid_orders)
@@ -158,6 +162,10 @@ def verify(
             key = (campaign.id, event.order_id)
             if key in seen_orders:
                 reason = DUPLICATE_ORDER
+            elif event.event_type == "sale" and (
+                key in refunded_orders or (campaign.business_id, event.order_id) in refunded_orders
+            ):
+                reason = ORDER_REFUNDED
             else:
                 seen_orders.add(key)
         if reason is None:
