@@ -7,6 +7,7 @@ Each check is one read-only query (or a comparison of two) and returns a
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -17,6 +18,7 @@ from oros.settings import Settings
 from .run import OVERLAP, WATERMARK
 
 SAMPLE = 5  # offenders named per failed check
+STREAM_ROWS = 10_000  # Postgres rows fetched per round trip of the server-side cursor
 
 
 @dataclass(frozen=True)
@@ -106,17 +108,21 @@ SELECT cc.campaign_id, cc.creator_id, cc.total_earned, coalesce(e.net, 0) AS by_
  WHERE cc.total_earned <> coalesce(e.net, 0)
 """
 
-PG_PAID_SQL = """
-SELECT id::text AS id, campaign_id::text AS campaign_id, event_type, (occurred_at AT TIME ZONE 'UTC')::date AS day
-  FROM events WHERE status IN ('paid', 'reversed') AND event_type <> 'refund'
+# Both sides in event id order (a uuid's order is its text's order), merged in one
+# pass: memory stays flat however many events there are.
+PG_DECIDED_SQL = """
+SELECT id::text AS id, campaign_id::text AS campaign_id, event_type, (occurred_at AT TIME ZONE 'UTC')::date AS day,
+       status IN ('paid', 'reversed') AND event_type <> 'refund' AS paid
+  FROM events ORDER BY id
 """
-
 CH_EVENTS_SQL = """
-SELECT toString(event_id), toString(campaign_id), event_type, toDate(ts, 'UTC'), is_bot OR source = 'head',
+SELECT toString(event_id) AS id, toString(campaign_id), event_type, toDate(ts, 'UTC'), is_bot OR source = 'head',
        ingested_at < {settled_before:DateTime64(3, 'UTC')}
   FROM events
- LIMIT 1 BY event_id
+ ORDER BY id
+ LIMIT 1 BY id
 """
+
 
 
 def _wallets(conn) -> Check:
@@ -173,28 +179,45 @@ def _negative(conn) -> Check:
 def _clickhouse(settings: Settings, conn) -> Check:
     """Per campaign and day: paid events are real billable ClickHouse events, and none was left unsettled."""
     state = conn.execute("SELECT watermark FROM settler_state WHERE name = %s", (WATERMARK,)).fetchone()
-    decided = {r["id"] for r in conn.execute("SELECT id::text AS id FROM events")}
-    paid = conn.execute(PG_PAID_SQL).fetchall()
     settled_before = (state["watermark"] - OVERLAP) if state else None
-    ch = {}
-    unsettled: Counter = Counter()
     params = {"settled_before": settled_before or "1970-01-01 00:00:00"}
-    for event_id, campaign_id, event_type, day, bot, before in clickhouse_client(settings).query(
-            CH_EVENTS_SQL, parameters=params).result_rows:
-        ch[event_id] = (campaign_id, event_type, day, bot)
-        if before and event_id not in decided:
-            unsettled[(campaign_id, day)] += 1
     bad: Counter = Counter()
-    for row in paid:
-        raw = ch.get(row["id"])
-        if raw is None or raw[0] != row["campaign_id"] or raw[1] != row["event_type"] or raw[2] != row["day"] or raw[3]:
-            bad[(row["campaign_id"], row["day"])] += 1
+    unsettled: Counter = Counter()
+    paid = 0
+    with conn.cursor(name="reconcile_decided") as decided, clickhouse_client(settings).query_rows_stream(
+            CH_EVENTS_SQL, parameters=params) as raw:
+        decided.itersize = STREAM_ROWS
+        decided.execute(PG_DECIDED_SQL)
+        for pg_row, ch_row in _merge_by_id(iter(decided), iter(raw)):
+            if ch_row is not None and ch_row[5] and pg_row is None:
+                unsettled[(ch_row[1], ch_row[3])] += 1
+            if pg_row is None or not pg_row["paid"]:
+                continue
+            paid += 1
+            if ch_row is None or (ch_row[1], ch_row[2], ch_row[3]) != (
+                    pg_row["campaign_id"], pg_row["event_type"], pg_row["day"]) or ch_row[4]:
+                bad[(pg_row["campaign_id"], pg_row["day"])] += 1
     offenders = [f"campaign {c} on {d}: {n} paid events are not billable ClickHouse events"
                  for (c, d), n in sorted(bad.items())]
     offenders += [f"campaign {c} on {d}: {n} ClickHouse events behind the watermark never settled"
                   for (c, d), n in sorted(unsettled.items())]
     return _check("paid_events_match_clickhouse", offenders,
-                  f"{len(paid)} paid events all found in ClickHouse; nothing behind the watermark unsettled")
+                  f"{paid} paid events all found in ClickHouse; nothing behind the watermark unsettled")
+
+
+def _merge_by_id(pg_rows: Iterator[dict], ch_rows: Iterator[tuple]) -> Iterator[tuple[dict | None, tuple | None]]:
+    """Pair rows of two id-ordered streams by id; a side without the id gives None."""
+    pg_row, ch_row = next(pg_rows, None), next(ch_rows, None)
+    while pg_row is not None or ch_row is not None:
+        if ch_row is None or (pg_row is not None and pg_row["id"] < ch_row[0]):
+            yield pg_row, None
+            pg_row = next(pg_rows, None)
+        elif pg_row is None or ch_row[0] < pg_row["id"]:
+            yield None, ch_row
+            ch_row = next(ch_rows, None)
+        else:
+            yield pg_row, ch_row
+            pg_row, ch_row = next(pg_rows, None), next(ch_rows, None)
 
 
 def reconcile(settings: Settings) -> list[Check]:

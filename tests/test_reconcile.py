@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from test_settle import SYSTEM, now_ms, world  # noqa: F401 - the shared world fixture
 
-from settler.reconcile import reconcile, run_reconcile_command
+from settler.reconcile import _merge_by_id, reconcile, run_reconcile_command
 from settler.run import settle_once
 
 
@@ -109,3 +109,13 @@ def test_command_exit_status(settled, capsys):
     assert run_reconcile_command(settled.settings) == 1
     out = capsys.readouterr().out
     assert "FAIL escrow_equals_remaining_budgets" in out
+
+
+def test_merge_by_id_pairs_every_id_once():
+    ids = sorted(str(uuid.uuid4()) for _ in range(300))
+    pg = [{"id": i} for n, i in enumerate(ids) if n % 3 != 0]
+    ch = [(i,) for n, i in enumerate(ids) if n % 2 != 0]
+    pairs = list(_merge_by_id(iter(pg), iter(ch)))
+    assert [(p or {"id": c[0]})["id"] for p, c in pairs] == [i for n, i in enumerate(ids) if n % 6 != 0]
+    assert all(p is None or c is None or p["id"] == c[0] for p, c in pairs)
+    assert sum(p is not None for p, _ in pairs) == len(pg) and sum(c is not None for _, c in pairs) == len(ch)
