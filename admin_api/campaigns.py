@@ -23,8 +23,8 @@ from oros.links import LINK_SQL, LinkInfo, publish
 from . import openapi as oa
 from .auth import Caller, caller
 from .errors import ApiError, conflict, forbidden, invalid, not_found
-from .payload import (amount, choice, cursor, hashtags, http_url, limit, page, path_id, read_json, respond, text,
-                      timestamp)
+from .payload import (amount, choice, cursor, fetch_page, hashtags, http_url, limit, path_id, read_json, respond,
+                      text, timestamp)
 from .typedefs import PG_POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ async def list_campaigns(request: web.Request) -> web.Response:
     if status is not None and status not in STATUSES:
         raise invalid("status", f"status must be one of {', '.join(STATUSES)}")
     tags = hashtags({"hashtag": request.query.getall("hashtag", [])}, "hashtag")
-    where, params = ["true"], {"limit": size + 1}
+    where, params = ["true"], {}
     if mine == "true":
         where.append("business_id = %(me)s")
         params["me"] = who.id
@@ -145,16 +145,8 @@ async def list_campaigns(request: web.Request) -> web.Response:
     if tags:
         where.append("hashtags @> %(tags)s::text[]")  # served by the GIN index on hashtags
         params["tags"] = tags
-    if after is not None:
-        where.append("(created_at, id) < (%(after_at)s, %(after_id)s)")
-        params.update(after_at=after[0], after_id=after[1])
     async with as_user(request.app[PG_POOL], who.id if who else None) as conn:
-        rows = await (await conn.execute(
-            f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE {' AND '.join(where)}"
-            f" ORDER BY created_at DESC, id DESC LIMIT %(limit)s",
-            params,
-        )).fetchall()
-    return respond(page(rows, size))
+        return respond(await fetch_page(conn, f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns", where, params, size, after))
 
 
 async def _visible(conn, campaign_id: str, *, lock: bool = False) -> dict:
@@ -383,18 +375,10 @@ async def _list_of_campaign(request: web.Request, table: str, columns: str) -> w
     who = await caller(request)
     campaign_id = path_id(request)
     size, after = limit(request), cursor(request)
-    where, params = ["campaign_id = %(c)s"], {"c": campaign_id, "limit": size + 1}
-    if after is not None:
-        where.append("(created_at, id) < (%(after_at)s, %(after_id)s)")
-        params.update(after_at=after[0], after_id=after[1])
     async with as_user(request.app[PG_POOL], who.id) as conn:
         await _visible(conn, campaign_id)
-        rows = await (await conn.execute(
-            f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)}"
-            f" ORDER BY created_at DESC, id DESC LIMIT %(limit)s",
-            params,
-        )).fetchall()
-    return respond(page(rows, size))
+        return respond(await fetch_page(conn, f"SELECT {columns} FROM {table}", ["campaign_id = %(c)s"],
+                                        {"c": campaign_id}, size, after))
 
 
 STRINGS = {"type": "array", "items": {"type": "string"}}

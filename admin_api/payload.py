@@ -180,6 +180,19 @@ def cursor(request: web.Request) -> tuple[datetime, str] | None:
         raise invalid("cursor", "cursor is malformed; pass next_cursor from the previous page") from None
 
 
+async def fetch_page(conn, select: str, where: list[str], params: dict, size: int,
+                     after: tuple[datetime, str] | None) -> dict:
+    """One keyset page of ``select`` (``SELECT … FROM …``) filtered by ``where``, newest first."""
+    where, params = list(where), {**params, "limit": size + 1}
+    if after is not None:
+        where.append("(created_at, id) < (%(after_at)s, %(after_id)s)")
+        params.update(after_at=after[0], after_id=after[1])
+    rows = await (await conn.execute(
+        f"{select} WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT %(limit)s", params,
+    )).fetchall()
+    return page(rows, size)
+
+
 def page(rows: list[dict], size: int, *, key: str = "created_at") -> dict:
     """``{"items", "next_cursor"}`` from ``size + 1`` fetched rows (the extra one says "more")."""
     more = len(rows) > size

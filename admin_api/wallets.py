@@ -18,7 +18,7 @@ from . import idempotency
 from . import openapi as oa
 from .auth import caller
 from .errors import ApiError, invalid, not_found
-from .payload import amount, choice, cursor, limit, page, path_id, read_json, respond
+from .payload import amount, choice, cursor, fetch_page, limit, path_id, read_json, respond
 from .typedefs import PG_POOL, SETTINGS
 
 routes = web.RouteTableDef()
@@ -35,17 +35,9 @@ MAIN_WALLET = "(SELECT id FROM wallets WHERE user_id = %(me)s AND purpose = 'mai
 async def _paged(request: web.Request, table: str, columns: str, who_id: str) -> dict:
     """A keyset page of the caller's rows of ``table`` (ledger or withdrawals), newest first."""
     size, after = limit(request), cursor(request)
-    where, params = [f"wallet_id = {MAIN_WALLET}"], {"me": who_id, "limit": size + 1}
-    if after is not None:
-        where.append("(created_at, id) < (%(after_at)s, %(after_id)s)")
-        params.update(after_at=after[0], after_id=after[1])
     async with as_user(request.app[PG_POOL], who_id) as conn:
-        rows = await (await conn.execute(
-            f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)}"
-            f" ORDER BY created_at DESC, id DESC LIMIT %(limit)s",
-            params,
-        )).fetchall()
-    return page(rows, size)
+        return await fetch_page(conn, f"SELECT {columns} FROM {table}", [f"wallet_id = {MAIN_WALLET}"],
+                                {"me": who_id}, size, after)
 
 
 @routes.get("/v1/wallet")

@@ -107,6 +107,20 @@ async def redis(settings):
 
 
 @pytest.fixture
+def cli_env(monkeypatch, settings, tmp_path):
+    """Environment under which ``oros …`` commands see this test's servers."""
+    for name, value in {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "CLICKHOUSE_URL": settings.clickhouse_url,
+        "OROS_CLICKHOUSE_DATABASE": settings.clickhouse_database,
+        "OROS_REDIS_PREFIX": settings.redis_prefix,
+        "OROS_DATA_DIR": str(tmp_path),
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
 def ch(settings):
     return clickhouse_client(settings)
 

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
 
 from oros import cli
 from oros.accounts import verify_password
 
 
-@pytest.fixture
-def env(monkeypatch, settings, tmp_path):
-    for name, value in {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "CLICKHOUSE_URL": settings.clickhouse_url,
-        "OROS_CLICKHOUSE_DATABASE": settings.clickhouse_database,
-        "OROS_REDIS_PREFIX": settings.redis_prefix,
-        "OROS_DATA_DIR": str(tmp_path),
-    }.items():
-        monkeypatch.setenv(name, value)
-
-
-def test_migrate_is_idempotent(env, capsys):
+def test_migrate_is_idempotent(cli_env, capsys):
     assert cli.main(["migrate"]) == 0
     assert "postgres: 0 applied, clickhouse: 0 applied" in capsys.readouterr().out
 
 
-def test_create_admin_creates_then_promotes(env, pg):
+def test_create_admin_creates_then_promotes(cli_env, pg):
     pg.execute("INSERT INTO users (email) VALUES ('ops@example.com')")
     assert cli.main(["create-admin", "--email", "Ops@Example.com", "--password", "long-enough-1"]) == 0
     assert cli.main(["create-admin", "--email", "new@example.com", "--password", "long-enough-2"]) == 0
@@ -38,7 +24,7 @@ def test_create_admin_creates_then_promotes(env, pg):
     assert verify_password(rows[1]["password_hash"], "long-enough-1")
 
 
-def test_create_admin_refuses_a_short_password(env, pg, capsys):
+def test_create_admin_refuses_a_short_password(cli_env, pg, capsys):
     assert cli.main(["create-admin", "--email", "ops@example.com", "--password", "short"]) == 2
     assert "at least 8 characters" in capsys.readouterr().err
     assert pg.execute("SELECT count(*) AS n FROM users WHERE email = 'ops@example.com'").fetchone()["n"] == 0

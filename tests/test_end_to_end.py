@@ -36,20 +36,6 @@ async def tracker(aiohttp_client, settings):
     return await aiohttp_client(create_tracker_app(settings))
 
 
-@pytest.fixture
-def cli_env(monkeypatch, settings, tmp_path):
-    """Environment under which ``oros …`` commands see this test's servers."""
-    for name, value in {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "CLICKHOUSE_URL": settings.clickhouse_url,
-        "OROS_CLICKHOUSE_DATABASE": settings.clickhouse_database,
-        "OROS_REDIS_PREFIX": settings.redis_prefix,
-        "OROS_DATA_DIR": str(tmp_path),
-    }.items():
-        monkeypatch.setenv(name, value)
-
-
 async def call(client, method: str, path: str, token: str | None = None, expect: int = 200, **body):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     response = await client.request(method, path, json=body if body else None, headers=headers)
