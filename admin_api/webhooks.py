@@ -221,7 +221,7 @@ async def _original_sale(conn, redis, settings: Settings, order_id: str, cid: ob
 
 
 async def _click(redis, settings: Settings, cid: str) -> dict:
-    raw = await redis.get(settings.keys.click(cid))
+    raw = await redis.hget(settings.keys.clicks_of(cid), cid)
     try:
         click = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError:

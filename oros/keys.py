@@ -7,6 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .events import uuid7_ms
+
+# The click index is one hash per 10 minutes of clicks, not a key per click:
+# one HSET per flush instead of a SET per click, and no per-key overhead.
+CLICK_BUCKET_MS = 600_000
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -33,9 +39,17 @@ class Keys:
     def link(self, code: str) -> str:
         return f"{self.prefix}link:{code}"
 
-    def click(self, click_id: str) -> str:
-        """The click index: click id -> the link it came through, kept for the attribution window."""
-        return f"{self.prefix}clk:{click_id}"
+    def clicks(self, bucket: int) -> str:
+        """A click-index hash: click id -> the link it came through, for the clicks of one bucket.
+
+        ``bucket`` is the click's unix milliseconds // ``CLICK_BUCKET_MS``; the
+        hash expires the attribution window after its last write.
+        """
+        return f"{self.prefix}clk:{bucket}"
+
+    def clicks_of(self, click_id: str) -> str:
+        """The click-index hash that holds ``click_id`` (a UUIDv7: its time names the bucket)."""
+        return self.clicks(uuid7_ms(click_id) // CLICK_BUCKET_MS)
 
     def api_key(self, key_hash: str) -> str:
         return f"{self.prefix}apikey:{key_hash}"

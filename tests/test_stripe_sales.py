@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from admin_api.app import create_app
-from oros.events import STREAM_FIELD, Event
+from oros.events import STREAM_FIELD, Event, uuid7_str
 
 SECRET = "whsec_test_sales"
 NIL = "00000000-0000-0000-0000-000000000000"
@@ -31,10 +31,10 @@ async def api(aiohttp_client, hook_settings):
 @pytest.fixture
 async def click(redis, hook_settings):
     """A recorded click in the tracker's click index."""
-    cid = str(uuid.uuid4())
+    cid = uuid7_str()
     index = {"link_id": str(uuid.uuid4()), "campaign_id": str(uuid.uuid4()), "creator_id": str(uuid.uuid4()),
              "supporter_id": None, "business_id": str(uuid.uuid4())}
-    await redis.set(hook_settings.keys.click(cid), orjson.dumps(index))
+    await redis.hset(hook_settings.keys.clicks_of(cid), cid, orjson.dumps(index))
     return cid, index
 
 

@@ -123,12 +123,12 @@ async def test_redirect_records_every_field(tracker, data, redis, settings):
         metadata={"utm_source": "tw", "utm_campaign": "spring"},
     )
     assert uuid.UUID(click_id).version == 7
-    index = await redis.get(settings.keys.click(click_id))
+    index = await redis.hget(settings.keys.clicks_of(click_id), click_id)
     assert orjson.loads(index) == {
         "link_id": data["link"], "campaign_id": data["campaign"], "creator_id": data["creator"],
         "supporter_id": data["supporter"], "business_id": data["business"],
     }
-    ttl = await redis.ttl(settings.keys.click(click_id))
+    ttl = await redis.ttl(settings.keys.clicks_of(click_id))
     assert settings.attribution_days * 86400 - 60 < ttl <= settings.attribution_days * 86400
 
 

@@ -7,10 +7,11 @@ open batch whenever the event loop has run everything ready; up to
 everything submitted joins the next batch, so batches grow with load and
 durability costs one Redis round trip per batch, not per request.
 
-A flush is one ``EVALSHA`` of a script that XADDs every event and SETs every
-click-index entry: one command to pack and one reply to parse, measured 4x
-cheaper for the client than a pipeline of 2N commands. Flushes are
-pipelined on one connection of our own (``StreamConnection``).
+A flush is one ``EVALSHA`` of a script that XADDs every event and HSETs the
+batch's click-index entries into their bucket hash: one command to pack and
+one reply to parse, measured 4x cheaper for the client than a pipeline of
+2N commands. Flushes are pipelined on one connection of our own
+(``StreamConnection``).
 
 When Redis fails the batch goes to the local spool instead (see spool.py)
 and the appender keeps spooling, without retrying Redis per batch, until the
@@ -32,7 +33,8 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import SSLConnection
 
-from oros.keys import Keys
+from oros.events import uuid7_ms
+from oros.keys import CLICK_BUCKET_MS, Keys
 
 from .metrics import Metrics
 from .spool import Spool
@@ -43,14 +45,24 @@ log = logging.getLogger(__name__)
 REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ResponseError, OSError)
 
 APPEND_LUA = """
--- KEYS[1] stream, KEYS[2..] click-index keys
--- ARGV[1] index ttl (s), ARGV[2] event count n, ARGV[3..n+2] events, ARGV[n+3..] index values (KEYS order)
+-- KEYS[1] stream, KEYS[2..] click-index bucket hashes
+-- ARGV[1] index ttl (s), ARGV[2] event count n, ARGV[3..n+2] events, then per bucket
+-- (KEYS order) its entry count m and m click id / index value pairs
 local n = tonumber(ARGV[2])
 for i = 3, n + 2 do
   redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
 end
+local at = n + 3
 for k = 2, #KEYS do
-  redis.call('SET', KEYS[k], ARGV[n + k + 1], 'EX', ARGV[1])
+  local last = at + 2 * tonumber(ARGV[at])
+  local from = at + 1
+  while from <= last do  -- unpack() is limited to a few thousand values
+    local to = math.min(from + 1999, last)
+    redis.call('HSET', KEYS[k], unpack(ARGV, from, to))
+    from = to + 1
+  end
+  redis.call('EXPIRE', KEYS[k], ARGV[1])
+  at = last + 1
 end
 return n
 """
@@ -64,10 +76,17 @@ MAX_FLUSHES_IN_FLIGHT = 4
 
 INDEX_FIELDS = ("link_id", "campaign_id", "creator_id", "supporter_id", "business_id")
 
+# A click-index entry: (bucket, click id, value); see ``Keys.clicks``.
+IndexEntry = tuple[int, str, bytes]
+
 
 def click_index(source: Mapping) -> bytes:
     """The click-index value: what a conversion needs to know about the click it cites."""
     return orjson.dumps({name: source[name] for name in INDEX_FIELDS})
+
+
+def index_entry(click_id: str, value: bytes) -> IndexEntry:
+    return uuid7_ms(click_id) // CLICK_BUCKET_MS, click_id, value
 
 
 class AppendError(Exception):
@@ -77,24 +96,22 @@ class AppendError(Exception):
 class Batch:
     """Events collected for one flush. Closed before it is written; never reused."""
 
-    __slots__ = ("events", "index_keys", "index_values", "waiters", "closed")
+    __slots__ = ("events", "index", "waiters", "closed")
 
     def __init__(self) -> None:
         self.events: list[bytes] = []
-        self.index_keys: list[str] = []
-        self.index_values: list[bytes] = []
+        self.index: list[IndexEntry] = []
         self.waiters: list[asyncio.Future] = []
         self.closed = False
 
     def __len__(self) -> int:
         return len(self.events)
 
-    def submit(self, event: bytes, index_key: str | None, index_value: bytes | None, waiter: asyncio.Future) -> None:
+    def submit(self, event: bytes, index: IndexEntry | None, waiter: asyncio.Future) -> None:
         assert not self.closed, "batch already flushed"
         self.events.append(event)
-        if index_key is not None:
-            self.index_keys.append(index_key)
-            self.index_values.append(index_value)
+        if index is not None:
+            self.index.append(index)
         self.waiters.append(waiter)
 
     def close(self) -> None:
@@ -217,6 +234,7 @@ class Appender:
         self._linger_s = linger_ms / 1000
         self._timeout_s = timeout_s
         self._batch = Batch()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self._wakeup = asyncio.Event()
         self._closed = False
         self._task: asyncio.Task | None = None
@@ -227,16 +245,23 @@ class Appender:
         self.redis_ok = True
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="oros-appender")
 
-    async def append(self, event: bytes, index_key: str | None = None, index_value: bytes | None = None) -> None:
-        """Return once ``event`` (and its click-index entry) is in the stream or the spool."""
+    def append(self, event: bytes, index: IndexEntry | None = None) -> asyncio.Future:
+        """Submit ``event`` (and its click-index entry); await the result to know both are durable.
+
+        The future is done once the batch is in the stream or the spool. A plain
+        function, not a coroutine: every click saves a frame.
+        """
         if self._closed:
             raise AppendError("the tracker is shutting down")
-        waiter = asyncio.get_running_loop().create_future()
-        self._batch.submit(event, index_key, index_value, waiter)
-        self._wakeup.set()
-        await waiter
+        waiter = self._loop.create_future()
+        batch = self._batch
+        if not batch.events:  # else the flusher is already woken, or will be by the next reply
+            self._wakeup.set()
+        batch.submit(event, index, waiter)
+        return waiter
 
     async def close(self) -> None:
         """Refuse new events, flush the ones already submitted, stop."""
@@ -277,7 +302,7 @@ class Appender:
         self._in_flight += 1
         # Replies come in order: one overdue reply means the connection is stuck,
         # and closing it fails (so spools) every flush still waiting on it.
-        overdue = asyncio.get_running_loop().call_later(self._timeout_s, conn.close)
+        overdue = self._loop.call_later(self._timeout_s, conn.close)
 
         def answered(reply: object) -> None:
             overdue.cancel()
@@ -288,7 +313,7 @@ class Appender:
             else:
                 self._streamed(batch, started)
 
-        conn.send(self._command(batch.events, batch.index_keys, batch.index_values), answered)
+        conn.send(self._command(batch.events, batch.index), answered)
 
     def _slow_done(self, task: asyncio.Task) -> None:
         self._slow.discard(task)
@@ -296,7 +321,7 @@ class Appender:
 
     async def _flush_slowly(self, batch: Batch, started: float) -> None:
         try:
-            await self.write(batch.events, batch.index_keys, batch.index_values)
+            await self.write(batch.events, batch.index)
         except REDIS_ERRORS as exc:
             self._redis_failed(batch, started, exc)
             return
@@ -340,29 +365,34 @@ class Appender:
         self.redis_ok = True
         self._metrics.redis_up.set(1)
 
-    async def write(self, events: list[bytes], index_keys: list[str], index_values: list[bytes]) -> None:
-        """Append ``events`` and set the index entries, one script call per ``max_batch`` events."""
+    async def write(self, events: list[bytes], index: list[IndexEntry]) -> None:
+        """Append ``events`` and set the index entries, one script call per ``max_batch`` of each."""
         # An oversized batch (a burst during a slow flush) is split so no one
         # script blocks Redis for long. There are never more index entries than
-        # events, so slicing both by the same ranges covers every entry.
+        # events, so the events' ranges cover every entry.
         step = self._max_batch
         for start in range(0, len(events), step):
             chunk = slice(start, start + step)
-            await self._call(events[chunk], index_keys[chunk], index_values[chunk])
+            await self._call(events[chunk], index[chunk])
 
-    def _command(self, events: list[bytes], index_keys: list[str], index_values: list[bytes]) -> bytes:
-        keys = (self._keys.stream, *index_keys)
+    def _command(self, events: list[bytes], index: list[IndexEntry]) -> bytes:
+        keys = [self._keys.stream]
+        args: list = [self._index_ttl_s, len(events), *events]
+        for bucket, ids, values in _by_bucket(index):
+            pairs = [None] * (2 * len(ids))
+            pairs[::2], pairs[1::2] = ids, values
+            keys.append(self._keys.clicks(bucket))
+            args.append(len(ids))
+            args += pairs
         # hiredis packs the command in C; redis-py's Python packer re-joins a
         # growing buffer per argument and cost more than the rest of a flush.
-        return hiredis.pack_command(
-            ("EVALSHA", APPEND_SHA, len(keys), *keys, self._index_ttl_s, len(events), *events, *index_values)
-        )
+        return hiredis.pack_command(("EVALSHA", APPEND_SHA, len(keys), *keys, *args))
 
-    async def _call(self, events: list[bytes], index_keys: list[str], index_values: list[bytes]) -> None:
+    async def _call(self, events: list[bytes], index: list[IndexEntry]) -> None:
         conn = await self._connection()
         try:
             async with asyncio.timeout(self._timeout_s):
-                await conn.call(self._command(events, index_keys, index_values))
+                await conn.call(self._command(events, index))
         except TimeoutError:
             conn.close()
             raise redis_errors.TimeoutError("no reply to a flush") from None
@@ -404,7 +434,7 @@ class Appender:
         return replayed
 
     async def _replay_chunk(self, events: list[bytes]) -> None:
-        index_keys, index_values, valid = [], [], []
+        index, valid = [], []
         for raw in events:
             try:
                 event = orjson.loads(raw)
@@ -414,6 +444,20 @@ class Appender:
             valid.append(raw)
             # The click index was never written for a spooled click; rebuild it.
             if event["event_type"] == "click" and event.get("link_id"):
-                index_keys.append(self._keys.click(event["event_id"]))
-                index_values.append(click_index(event))
-        await self._call(valid, index_keys, index_values)
+                index.append(index_entry(event["event_id"], click_index(event)))
+        await self._call(valid, index)
+
+
+def _by_bucket(index: list[IndexEntry]) -> list[tuple[int, tuple[str, ...], tuple[bytes, ...]]]:
+    """The entries grouped by bucket: (bucket, click ids, values); a batch rarely spans two."""
+    if not index:
+        return []
+    buckets, ids, values = zip(*index)
+    if min(buckets) == max(buckets):
+        return [(buckets[0], ids, values)]
+    groups: dict[int, tuple[list[str], list[bytes]]] = {}
+    for bucket, click_id, value in index:
+        group = groups.setdefault(bucket, ([], []))
+        group[0].append(click_id)
+        group[1].append(value)
+    return [(bucket, tuple(group_ids), tuple(group_values)) for bucket, (group_ids, group_values) in groups.items()]

@@ -201,7 +201,7 @@ def _order_id(raw: object) -> str | None:
 async def _click(request: web.Request, click_id: str | None) -> dict | None:
     if click_id is None:
         return None
-    raw = await request.app[REDIS].get(request.app[KEYS].click(click_id))
+    raw = await request.app[REDIS].hget(request.app[KEYS].clicks_of(click_id), click_id)
     return orjson.loads(raw) if raw else None
 
 

@@ -20,22 +20,19 @@ import time
 from aiohttp import web
 
 from oros.events import uuid7_str
+from oros.keys import CLICK_BUCKET_MS
 from oros.links import CODE_RE
 
 from .appender import AppendError
 from .bots import MAX_UA, bot_reason
 from .resolve import MISS, LinkUnavailable
-from .typedefs import APPENDER, CLIENT_IP, KEYS, METRICS, RESOLVER
+from .typedefs import APPENDER, CLIENT_IP, METRICS, RESOLVER
 
 MAX_QUERY = 2048
 MAX_REFERRER = 2048
 MAX_UTM_PARAMS = 10
 MAX_UTM_VALUE = 200
 NO_STORE = "no-store"
-
-
-def _clip(value: str | None, limit: int) -> str | None:
-    return value[:limit] if value else None
 
 
 def _utm(request: web.Request) -> dict[str, str]:
@@ -53,13 +50,12 @@ def _refuse(status: int, text: str) -> web.Response:
 class Redirector:
     """The ``/{code}`` handler; ``bind`` hands it the app's resources once they exist."""
 
-    __slots__ = ("_resolver", "_appender", "_client_ip", "_keys", "_requests")
+    __slots__ = ("_resolver", "_appender", "_client_ip", "_requests")
 
     async def bind(self, app: web.Application) -> None:
         self._resolver = app[RESOLVER]
         self._appender = app[APPENDER]
         self._client_ip = app[CLIENT_IP]
-        self._keys = app[KEYS]
         self._requests = app[METRICS].requests
 
     async def redirect(self, request: web.Request) -> web.Response:
@@ -82,20 +78,21 @@ class Redirector:
         click_id = uuid7_str(ts_ms)
         headers = request.headers
         user_agent = headers.get("User-Agent")
+        referrer = headers.get("Referer")
         method = request.method
         reason = bot_reason(method, headers, user_agent)
         event = link.click_event(
             click_id,
             ts_ms,
             self._client_ip(request),
-            _clip(user_agent, MAX_UA),
-            _clip(headers.get("Referer"), MAX_REFERRER),
+            user_agent[:MAX_UA] if user_agent else None,
+            referrer[:MAX_REFERRER] if referrer else None,
             reason,
             "head" if method == "HEAD" else "redirect",
             _utm(request) if raw_query else {},
         )
         try:
-            await self._appender.append(event, self._keys.click(click_id), link.index_value)
+            await self._appender.append(event, (ts_ms // CLICK_BUCKET_MS, click_id, link.index_value))
         except AppendError:
             return self._refused(503, "could not record the click, retry shortly")
         self._requests[("redirect", "302")] += 1

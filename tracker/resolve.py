@@ -62,6 +62,7 @@ class Link:
     index_value: bytes  # the click-index entry of every click on this link
     _prefix: str  # scheme://host/path?query& (or ?) - the query is appended to it
     _fragment: str
+    _event_fields: bytes  # the click event's fields that come from the link, encoded once
 
     @classmethod
     def of(cls, info: LinkInfo) -> "Link":
@@ -70,7 +71,12 @@ class Link:
         if parts.query:
             prefix += parts.query + "&"
         fragment = f"#{parts.fragment}" if parts.fragment else ""
-        return cls(info, click_index(asdict(info)), prefix, fragment)
+        link_fields = orjson.dumps({
+            "campaign_id": info.campaign_id, "link_id": info.link_id, "creator_id": info.creator_id,
+            "supporter_id": info.supporter_id, "business_id": info.business_id,
+            "click_id": None, "order_id": None, "value": None, "currency": None,
+        })[1:-1]
+        return cls(info, click_index(asdict(info)), prefix, fragment, link_fields)
 
     def click_event(
         self, click_id: str, ts_ms: int, ip: str | None, user_agent: str | None, referrer: str | None,
@@ -78,17 +84,15 @@ class Link:
     ) -> bytes:
         """The stream encoding of a click through this link: ``Event.encode()``'s bytes.
 
-        A dict literal instead of an ``Event``: a third of the cost, on the
-        path every redirect takes (tests hold the two to the same fields).
+        Filled into a template (the link's fields encoded once, only the
+        request's strings encoded here): half the cost of encoding a dict, on
+        the path every redirect takes. Tests hold the two encodings equal.
         """
-        info = self.info
-        return orjson.dumps({
-            "event_id": click_id, "event_type": "click", "ts_ms": ts_ms, "campaign_id": info.campaign_id,
-            "link_id": info.link_id, "creator_id": info.creator_id, "supporter_id": info.supporter_id,
-            "business_id": info.business_id, "click_id": None, "order_id": None, "value": None, "currency": None,
-            "ip": ip, "user_agent": user_agent, "referrer": referrer, "is_bot": reason is not None,
-            "bot_reason": reason, "source": source, "metadata": metadata,
-        })
+        return _CLICK_EVENT % (
+            click_id.encode(), ts_ms, self._event_fields, _dumps(ip), _dumps(user_agent), _dumps(referrer),
+            _CLICK_FLAGS.get((reason, source)) or _click_flags(reason, source),
+            _dumps(metadata) if metadata else b"{}",
+        )
 
     def location(self, raw_query: str, click_id: str) -> str:
         """The destination with the request's query passed through and the click id added."""
@@ -104,6 +108,21 @@ def _passthrough(raw_query: str) -> str:
             part for part in raw_query.split("&") if part and unquote_plus(part.split("=", 1)[0]) != CID_PARAM
         )
     return quote(raw_query, safe=_QUERY_SAFE)
+
+
+_dumps = orjson.dumps
+# Event's field order; click_id is a UUID string and ts_ms an int, the rest arrive JSON-encoded.
+_CLICK_EVENT = (
+    b'{"event_id":"%s","event_type":"click","ts_ms":%d,%s,"ip":%s,"user_agent":%s,"referrer":%s,%s,"metadata":%s}'
+)
+_CLICK_FLAGS: dict[tuple[str | None, str], bytes] = {}
+
+
+def _click_flags(reason: str | None, source: str) -> bytes:
+    """The encoded is_bot, bot_reason and source fields; a handful of combinations, each encoded once."""
+    flags = _dumps({"is_bot": reason is not None, "bot_reason": reason, "source": source})[1:-1]
+    _CLICK_FLAGS[(reason, source)] = flags
+    return flags
 
 
 class Resolver:
