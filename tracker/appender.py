@@ -25,6 +25,7 @@ import hashlib
 import logging
 import time
 from collections import deque
+from functools import partial
 from typing import Callable, Mapping
 
 import hiredis
@@ -136,11 +137,19 @@ class StreamConnection(asyncio.Protocol):
     Compared with redis-py (a pool, a ``wait_for`` task per send, a read
     loop, then a task to wake) this saves the CPU and, more, the event-loop
     turns that under load are most of a click's latency (docs/tracker.md).
+
+    Replies come in order, so one overdue reply means the connection is stuck:
+    a single watchdog timer checks the oldest command and closes the
+    connection, which fails (so spools) every flush still waiting on it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float) -> None:
+        self._loop = asyncio.get_running_loop()  # protocols are made inside the loop
+        self._timeout_s = timeout_s
         self._reader = hiredis.Reader()
         self._callbacks: deque[Callable[[object], None]] = deque()
+        self._sent_at: deque[float] = deque()  # loop time each awaited command was written
+        self._watchdog: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
 
     @classmethod
@@ -148,14 +157,15 @@ class StreamConnection(asyncio.Protocol):
         """Connect where ``pool`` connects, authenticate, select the db, load the script."""
         params = pool.connection_kwargs
         loop = asyncio.get_running_loop()
+        factory = partial(cls, timeout_s)
         try:
             async with asyncio.timeout(timeout_s):
                 if params.get("path"):
-                    _, conn = await loop.create_unix_connection(cls, params["path"])
+                    _, conn = await loop.create_unix_connection(factory, params["path"])
                 else:
                     ssl = True if issubclass(pool.connection_class, SSLConnection) else None
                     host, port = params.get("host", "localhost"), params.get("port", 6379)
-                    _, conn = await loop.create_connection(cls, host, port, ssl=ssl)
+                    _, conn = await loop.create_connection(factory, host, port, ssl=ssl)
                 if params.get("password"):
                     auth = [params["username"]] if params.get("username") else []
                     await conn.call(hiredis.pack_command(("AUTH", *auth, params["password"])))
@@ -178,10 +188,14 @@ class StreamConnection(asyncio.Protocol):
         while (reply := self._reader.gets()) is not False:
             if isinstance(reply, hiredis.ReplyError):
                 reply = redis_errors.ResponseError(str(reply))
+            self._sent_at.popleft()
             self._callbacks.popleft()(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._sent_at.clear()
         error = redis_errors.ConnectionError(f"stream connection lost: {exc!r}")
         while self._callbacks:
             self._callbacks.popleft()(error)
@@ -191,7 +205,21 @@ class StreamConnection(asyncio.Protocol):
         if self._transport is None:
             raise redis_errors.ConnectionError("stream connection closed")
         self._callbacks.append(on_reply)
+        self._sent_at.append(self._loop.time())
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self._timeout_s, self._check_overdue)
         self._transport.write(command)
+
+    def _check_overdue(self) -> None:
+        self._watchdog = None
+        if not self._sent_at:
+            return
+        left = self._sent_at[0] + self._timeout_s - self._loop.time()
+        if left <= 0:
+            log.warning("no reply from redis in time, dropping the stream connection", extra={"waiting": len(self._sent_at)})
+            self.close()
+        else:
+            self._watchdog = self._loop.call_later(left, self._check_overdue)
 
     async def call(self, command: bytes):
         waiter = asyncio.get_running_loop().create_future()
@@ -235,9 +263,9 @@ class Appender:
         self._timeout_s = timeout_s
         self._batch = Batch()
         self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
-        self._wakeup = asyncio.Event()
+        self._flush_due = False  # a _flush call is scheduled
         self._closed = False
-        self._task: asyncio.Task | None = None
+        self._drained = asyncio.Event()  # set once closed and nothing is left to flush
         self._conn: StreamConnection | None = None
         self._connecting = asyncio.Lock()
         self._in_flight = 0  # flushes sent and not yet answered (fast path)
@@ -246,7 +274,6 @@ class Appender:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._run(), name="oros-appender")
 
     def append(self, event: bytes, index: IndexEntry | None = None) -> asyncio.Future:
         """Submit ``event`` (and its click-index entry); await the result to know both are durable.
@@ -258,33 +285,43 @@ class Appender:
             raise AppendError("the tracker is shutting down")
         waiter = self._loop.create_future()
         batch = self._batch
-        if not batch.events:  # else the flusher is already woken, or will be by the next reply
-            self._wakeup.set()
+        if not batch.events:  # else a flush is already due, or the next reply will take it
+            self._schedule_flush()
         batch.submit(event, index, waiter)
         return waiter
 
     async def close(self) -> None:
         """Refuse new events, flush the ones already submitted, stop."""
         self._closed = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
+        self._schedule_flush()
+        await self._drained.wait()
         if self._conn is not None:
             self._conn.close()
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
+    def _schedule_flush(self) -> None:
+        # call_soon runs after every callback already ready, so the batch takes
+        # all the requests this loop turn has parsed; a linger waits longer.
+        if not self._flush_due:
+            self._flush_due = True
             if self._linger_s and not self._closed:
-                await asyncio.sleep(self._linger_s)
-            self._wakeup.clear()
-            # When full, what arrives meanwhile joins one bigger batch; every
-            # finished flush sets the wakeup, so the loop looks again.
-            if self._batch and self._in_flight + len(self._slow) < MAX_FLUSHES_IN_FLIGHT:
-                batch, self._batch = self._batch, Batch()
-                self._dispatch(batch)
-            if self._closed and not self._batch and not self._in_flight and not self._slow:
-                return
+                self._loop.call_later(self._linger_s, self._flush)
+            else:
+                self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        # When full, what arrives meanwhile joins one bigger batch, which the
+        # next finished flush dispatches (_flushed).
+        if self._batch and self._in_flight + len(self._slow) < MAX_FLUSHES_IN_FLIGHT:
+            batch, self._batch = self._batch, Batch()
+            self._dispatch(batch)
+        if self._closed and not self._batch and not self._in_flight and not self._slow:
+            self._drained.set()
+
+    def _flushed(self) -> None:
+        """A flush finished: its slot is free for the open batch, if any."""
+        if self._batch or self._closed:
+            self._schedule_flush()
 
     def _dispatch(self, batch: Batch) -> None:
         """Start flushing ``batch``: straight onto the socket when connected, else in a task."""
@@ -300,24 +337,20 @@ class Appender:
             task.add_done_callback(self._slow_done)
             return
         self._in_flight += 1
-        # Replies come in order: one overdue reply means the connection is stuck,
-        # and closing it fails (so spools) every flush still waiting on it.
-        overdue = self._loop.call_later(self._timeout_s, conn.close)
 
         def answered(reply: object) -> None:
-            overdue.cancel()
             self._in_flight -= 1
-            self._wakeup.set()
             if isinstance(reply, Exception):
                 self._redis_failed(batch, started, reply)
             else:
                 self._streamed(batch, started)
+            self._flushed()
 
         conn.send(self._command(batch.events, batch.index), answered)
 
     def _slow_done(self, task: asyncio.Task) -> None:
         self._slow.discard(task)
-        self._wakeup.set()
+        self._flushed()
 
     async def _flush_slowly(self, batch: Batch, started: float) -> None:
         try:
@@ -334,7 +367,7 @@ class Appender:
     def _streamed(self, batch: Batch, started: float) -> None:
         self._metrics.flush_seconds.observe(time.perf_counter() - started)
         self._metrics.batch_size.observe(len(batch))
-        self._metrics.streamed.inc(len(batch))
+        self._metrics.events[("stream",)] += len(batch)
         batch.succeed()
 
     def _redis_failed(self, batch: Batch, started: float, exc: BaseException) -> None:

@@ -73,7 +73,7 @@ class Spool:
             written = os.write(self._fd, view)
             view = view[written:]
         self.depth += len(events)
-        self._metrics.spooled.inc(len(events))
+        self._metrics.events[("spool",)] += len(events)
         self._metrics.spool_depth.set(self.depth)
 
     def _open(self) -> None:
