@@ -92,6 +92,7 @@ class Redirector:
             _utm(request) if raw_query else {},
         )
         try:
+            # The index entry's bucket from ts_ms: the same milliseconds the click id carries.
             await self._appender.append(event, (ts_ms // CLICK_BUCKET_MS, click_id, link.index_value))
         except AppendError:
             return self._refused(503, "could not record the click, retry shortly")
