@@ -12,10 +12,11 @@ import orjson
 import pytest
 
 from oros import apikeys
-from oros.events import Event, uuid7_ms
+from oros.events import Event, uuid7_ms, uuid7_str
 from oros.links import NEGATIVE, LinkInfo, publish
 from tracker.app import create_app
 from tracker.metrics import Distribution
+from tracker.resolve import Link
 from tracker.typedefs import KEY_USAGE, METRICS
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
@@ -491,3 +492,26 @@ def test_distribution_counts_like_a_prometheus_histogram():
     samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
     assert [samples[("h_bucket", le)] for le in ("1.0", "2.0", "4.0", "+Inf")] == [2, 3, 4, 5]
     assert samples[("h_count", None)] == 5 and samples[("h_sum", None)] == 15.5
+
+
+@pytest.mark.parametrize(
+    ("ip", "user_agent", "referrer", "reason", "source", "metadata"),
+    [
+        ("203.0.113.9", 'Mozilla "quoted" \\ back\u00e9\n\t\x01', 'https://r.example/?q="x"', None, "redirect",
+         {"utm_source": 'a"b', "utm_term": "\u2603"}),
+        (None, None, None, "head", "head", {}),
+        ("2001:db8::1", "Slackbot 1.0", None, "preview_bot", "redirect", {}),
+    ],
+)
+def test_click_event_template_writes_what_event_encode_writes(ip, user_agent, referrer, reason, source, metadata):
+    """Link.click_event fills a byte template; its output must stay byte-for-byte Event.encode()'s."""
+    info = LinkInfo(link_id=str(uuid.uuid4()), code="tmpl", campaign_id=str(uuid.uuid4()), creator_id=str(uuid.uuid4()),
+                    supporter_id=None, business_id=str(uuid.uuid4()), destination_url="https://x.example/a?b=1#f",
+                    campaign_status="active")
+    click_id, ts_ms = uuid7_str(1_700_000_000_000), 1_700_000_000_000
+    expected = Event(
+        event_id=click_id, event_type="click", ts_ms=ts_ms, campaign_id=info.campaign_id, link_id=info.link_id,
+        creator_id=info.creator_id, supporter_id=None, business_id=info.business_id, ip=ip, user_agent=user_agent,
+        referrer=referrer, is_bot=reason is not None, bot_reason=reason, source=source, metadata=metadata,
+    ).encode()
+    assert Link.of(info).click_event(click_id, ts_ms, ip, user_agent, referrer, reason, source, metadata) == expected
