@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 import uuid
 from dataclasses import fields, replace
@@ -13,10 +14,13 @@ import pytest
 
 from oros import apikeys
 from oros.events import Event, uuid7_ms, uuid7_str
+from oros.keys import CLICK_BUCKET_MS
 from oros.links import NEGATIVE, LinkInfo, publish
 from tracker.app import create_app
-from tracker.metrics import Distribution
+from tracker.appender import Appender, index_entry
+from tracker.metrics import Distribution, Metrics
 from tracker.resolve import Link
+from tracker.spool import Spool
 from tracker.typedefs import KEY_USAGE, METRICS
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
@@ -515,3 +519,30 @@ def test_click_event_template_writes_what_event_encode_writes(ip, user_agent, re
         referrer=referrer, is_bot=reason is not None, bot_reason=reason, source=source, metadata=metadata,
     ).encode()
     assert Link.of(info).click_event(click_id, ts_ms, ip, user_agent, referrer, reason, source, metadata) == expected
+
+
+async def test_click_index_entries_land_in_their_bucket_hashes(settings, redis, tmp_path):
+    """One write whose entries span three buckets, one of them past what a single Lua unpack() takes."""
+    metrics = Metrics()
+    spool = Spool(tmp_path / "spool", metrics)
+    appender = Appender(redis, settings.keys, spool, metrics, index_ttl_s=3600, max_batch=5000)
+    appender.start()
+    base = 1_700_000_000_000
+    stamps = [base] * 4500 + [base + CLICK_BUCKET_MS] * 3 + [base + 5 * CLICK_BUCKET_MS]
+    random.Random(7).shuffle(stamps)  # interleaved, as a replay of old spool files could be
+    ids = [uuid7_str(ms) for ms in stamps]
+    events = [Event(event_id=cid, event_type="click", ts_ms=ms, campaign_id="c").encode() for cid, ms in zip(ids, stamps)]
+    try:
+        await appender.write(events, [index_entry(cid, f"v{n}".encode()) for n, cid in enumerate(ids)])
+    finally:
+        await appender.close()
+        spool.close()
+    assert await redis.xlen(settings.keys.stream) == len(events)
+    async with redis.pipeline(transaction=False) as pipe:
+        for cid in ids:
+            pipe.hget(settings.keys.clicks_of(cid), cid)
+        assert await pipe.execute() == [f"v{n}".encode() for n in range(len(ids))]
+    buckets = {settings.keys.clicks_of(cid) for cid in ids}
+    assert len(buckets) == 3
+    for key in buckets:
+        assert 3500 < await redis.ttl(key) <= 3600
