@@ -199,6 +199,8 @@ def main() -> None:
     finally:
         stop(redis_proc)
         shutil.rmtree(workdir, ignore_errors=True)
+    if len(bares) > 1:  # the machine is shared: show how far rounds agree before the best-of line
+        print("in-round ratios: " + " ".join(f"{t['rps'] / b['rps']:.2f}" for b, t in zip(bares, trackers)))
     bare = max(bares, key=lambda r: r["rps"])
     tracker = max(trackers, key=lambda r: r["rps"])
     print(f"tracker/bare = {tracker['rps'] / bare['rps']:.2f} ({tracker['rps']:.0f}/{bare['rps']:.0f} req/s), tracker p99 {tracker['p99_ms']:.1f} ms")
