@@ -98,17 +98,22 @@ def amount(body: dict, name: str, *, required: bool = True) -> Decimal | None:
 
 
 def timestamp(body: dict, name: str) -> datetime | None:
-    """An ISO 8601 timestamp; one without a zone is taken as UTC."""
+    """An ISO 8601 timestamp in the body; one without a zone is taken as UTC."""
     raw = body.get(name)
     if raw is None:
         return None
     if not isinstance(raw, str):
         raise invalid(name, f"{name} must be an ISO 8601 timestamp")
+    return parse_timestamp(raw, name, years=range(1970, 10000))
+
+
+def parse_timestamp(raw: str, name: str, *, years: range) -> datetime:
+    """``raw`` as an aware datetime (UTC when it names no zone), its year in ``years``; else 422 naming ``name``."""
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise invalid(name, f"{name} must be an ISO 8601 timestamp") from None
-    if not 1970 <= value.year <= 9999:
+    if value.year not in years:
         raise invalid(name, f"{name} is out of range")
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 

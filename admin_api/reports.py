@@ -25,7 +25,7 @@ from oros.settings import Settings
 from . import openapi
 from .auth import caller
 from .errors import invalid, not_found
-from .payload import path_id, respond
+from .payload import parse_timestamp, path_id, respond
 from .typedefs import PG_POOL, SETTINGS
 
 routes = web.RouteTableDef()
@@ -160,15 +160,7 @@ def _range(request: web.Request, default_span: timedelta, max_span: timedelta) -
 
 def _query_time(request: web.Request, name: str) -> datetime | None:
     raw = request.query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise invalid(name, f"{name} must be an ISO 8601 timestamp") from None
-    if not 2000 <= value.year <= 2999:
-        raise invalid(name, f"{name} is out of range")
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return None if raw is None else parse_timestamp(raw, name, years=range(2000, 3000))
 
 
 async def _decisions(conn, campaign_id: str, granularity: str, start: datetime, end: datetime) -> list[dict]:

@@ -72,7 +72,11 @@ def uuid7_str(ms: int | None = None) -> str:
     if ms is None:
         ms = time.time_ns() // 1_000_000
     prefix = _prefix.text if ms == _prefix.ms else _prefix.at(ms)
-    return prefix + (_tails.pool or _tails.refill()).pop()
+    try:
+        tail = _tails.pool.pop()  # atomic: two threads never get one tail
+    except IndexError:
+        tail = _tails.refill().pop()
+    return prefix + tail
 
 
 def uuid7(ms: int | None = None) -> uuid.UUID:

@@ -14,6 +14,11 @@ from .events import uuid7_ms
 CLICK_BUCKET_MS = 600_000
 
 
+def click_bucket(click_id: str) -> int:
+    """The click-index bucket of a click: its UUIDv7's milliseconds // ``CLICK_BUCKET_MS``."""
+    return uuid7_ms(click_id) // CLICK_BUCKET_MS
+
+
 @dataclass(frozen=True)
 class Keys:
     prefix: str = ""
@@ -49,7 +54,7 @@ class Keys:
 
     def clicks_of(self, click_id: str) -> str:
         """The click-index hash that holds ``click_id`` (a UUIDv7: its time names the bucket)."""
-        return self.clicks(uuid7_ms(click_id) // CLICK_BUCKET_MS)
+        return self.clicks(click_bucket(click_id))
 
     def api_key(self, key_hash: str) -> str:
         return f"{self.prefix}apikey:{key_hash}"

@@ -26,7 +26,7 @@ import logging
 import time
 from collections import deque
 from functools import partial
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import hiredis
 import orjson
@@ -34,8 +34,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import SSLConnection
 
-from oros.events import uuid7_ms
-from oros.keys import CLICK_BUCKET_MS, Keys
+from oros.keys import Keys, click_bucket
 
 from .metrics import Metrics
 from .spool import Spool
@@ -87,7 +86,7 @@ def click_index(source: Mapping) -> bytes:
 
 
 def index_entry(click_id: str, value: bytes) -> IndexEntry:
-    return uuid7_ms(click_id) // CLICK_BUCKET_MS, click_id, value
+    return click_bucket(click_id), click_id, value
 
 
 class AppendError(Exception):
@@ -481,7 +480,7 @@ class Appender:
         await self._call(valid, index)
 
 
-def _by_bucket(index: list[IndexEntry]) -> list[tuple[int, tuple[str, ...], tuple[bytes, ...]]]:
+def _by_bucket(index: list[IndexEntry]) -> list[tuple[int, Sequence[str], Sequence[bytes]]]:
     """The entries grouped by bucket: (bucket, click ids, values); a batch rarely spans two."""
     if not index:
         return []
@@ -493,4 +492,4 @@ def _by_bucket(index: list[IndexEntry]) -> list[tuple[int, tuple[str, ...], tupl
         group = groups.setdefault(bucket, ([], []))
         group[0].append(click_id)
         group[1].append(value)
-    return [(bucket, tuple(group_ids), tuple(group_values)) for bucket, (group_ids, group_values) in groups.items()]
+    return [(bucket, group_ids, group_values) for bucket, (group_ids, group_values) in groups.items()]

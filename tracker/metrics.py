@@ -47,8 +47,6 @@ class Tally(Counts):
 class Distribution:
     """A Prometheus histogram kept as per-bucket counts; ``observe`` is one bisect and two adds."""
 
-    __hash__ = object.__hash__
-
     def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
         self.name, self.documentation, self.bounds = name, documentation, buckets
         self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
