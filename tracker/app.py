@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from pathlib import Path
 from typing import AsyncIterator
 
 import orjson
@@ -27,7 +28,7 @@ from .appender import REDIS_ERRORS, Appender
 from .clientip import ClientIp
 from .conversions import MAX_BODY, pixel, post_conversion
 from .key_usage import KeyUsage
-from .metrics import Metrics
+from .metrics import Metrics, SharedMetrics
 from .redirect import Redirector
 from .resolve import Resolver, listen_invalidations
 from .spool import Spool
@@ -41,6 +42,7 @@ from .typedefs import (
     REDIS,
     RESOLVER,
     SETTINGS,
+    SHARED_METRICS,
     SPOOL,
 )
 
@@ -48,6 +50,16 @@ log = logging.getLogger(__name__)
 
 REPLAY_INTERVAL_S = 0.5
 SUBSCRIBE_WAIT_S = 2.0
+
+
+async def shared_metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    shared = app[SHARED_METRICS]
+    task = asyncio.create_task(shared.publish_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    shared.publish()  # the last word: every context before it has stopped, the last batch is flushed
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -149,7 +161,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
+    shared = request.app.get(SHARED_METRICS)
+    body = shared.render() if shared is not None else request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
 
 
@@ -164,12 +177,16 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/{code}", redirector.redirect)  # HEAD too (allow_head)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, metrics_dir: Path | None = None) -> web.Application:
+    """The tracker; ``metrics_dir`` is shared by the workers of one ``--workers N`` (see ``SharedMetrics``)."""
     app = web.Application(client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[KEYS] = settings.keys
     app[METRICS] = Metrics()
     app[CLIENT_IP] = ClientIp(settings.trusted_proxies)
+    if metrics_dir is not None:
+        app[SHARED_METRICS] = SharedMetrics(app[METRICS], metrics_dir)
+        app.cleanup_ctx.append(shared_metrics_ctx)  # first, so it stops last
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(pg_ctx)
     app.cleanup_ctx.append(appender_ctx)

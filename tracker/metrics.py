@@ -1,25 +1,36 @@
-"""Prometheus metrics of one tracker process, served at ``GET /metrics``.
+"""Prometheus metrics of the tracker, served at ``GET /metrics``.
 
 Each app owns its registry (tests build many apps in one process, and the
-default global registry refuses duplicate names). With ``--workers N`` every
-worker answers for itself; scrape each, or run one worker per container.
-What every redirect or flush touches is plain Python (``Tally``,
-``Distribution``): a dict or list update instead of prometheus_client's
-lock and checks, measured at a few microseconds a flush.
+default global registry refuses duplicate names). What every redirect or
+flush touches is plain Python (``Tally``, ``Distribution``): a dict or list
+update instead of prometheus_client's lock and checks, measured at a few
+microseconds a flush.
+
+With ``--workers N`` the kernel hands each scrape to any worker, so every
+worker must answer for all of them: a counter read from one worker, then
+another, would go backwards. ``SharedMetrics`` has each worker publish a
+snapshot of its samples to a directory the workers share, once a second and
+when it stops, and a scrape sums its own live samples with the others'
+latest snapshots.
 """
 
 from __future__ import annotations
 
+import asyncio
+import operator
+import os
 from bisect import bisect_left
 from collections import Counter as Counts
+from pathlib import Path
 
+import orjson
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -88,8 +99,89 @@ class Metrics:
         self.redis_up.set(1)
 
     def _hit_ratio(self) -> float:
-        hits, misses = self.link_cache[("local",)], self.link_cache[("miss",)]
-        return hits / (hits + misses) if hits + misses else 0.0
+        return _ratio(self.link_cache[("local",)], self.link_cache[("miss",)])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def snapshot(self) -> list:
+        """Every family as ``[name, type, help, [[sample name, labels, value], ...]]``."""
+        return [
+            [family.name, family.type, family.documentation, [[s.name, s.labels, s.value] for s in family.samples]]
+            for family in self.registry.collect()
+        ]
+
+
+def _ratio(hits: float, misses: float) -> float:
+    return hits / (hits + misses) if hits + misses else 0.0
+
+
+PUBLISH_INTERVAL_S = 1.0
+HIT_RATIO = "oros_tracker_link_cache_hit_ratio"
+LINK_CACHE = "oros_tracker_link_cache_total"
+
+
+class SharedMetrics:
+    """The metrics of every worker of one ``oros tracker --workers N``, exchanged through ``directory``.
+
+    Counters and histograms are summed, and so is the spool depth (each
+    worker counts what it spooled); ``redis_up`` is the lowest (0 while any
+    worker spools); the hit ratio is recomputed from the summed lookups. The
+    other workers' numbers are at most ``PUBLISH_INTERVAL_S`` old; a worker
+    that stopped keeps its final snapshot, so no total goes down.
+    """
+
+    def __init__(self, metrics: Metrics, directory: Path) -> None:
+        self._metrics = metrics
+        self._directory = directory
+        self._path = directory / f"{os.getpid()}.json"
+
+    def publish(self) -> None:
+        partial = self._path.with_suffix(".tmp")
+        partial.write_bytes(orjson.dumps(self._metrics.snapshot()))
+        os.replace(partial, self._path)  # readers see the old snapshot or the new one, never half
+
+    async def publish_forever(self) -> None:
+        while True:
+            self.publish()
+            await asyncio.sleep(PUBLISH_INTERVAL_S)
+
+    def render(self) -> bytes:
+        snapshots = [self._metrics.snapshot()]
+        for path in self._directory.glob("*.json"):
+            if path != self._path:
+                snapshots.append(orjson.loads(path.read_bytes()))
+        return generate_latest(_Families(merge(snapshots)))
+
+
+def _combine(sample: str):
+    return min if sample.endswith("_created") or sample == "oros_tracker_redis_up" else operator.add
+
+
+def merge(snapshots: list[list]) -> list[Metric]:
+    """One family per name, each sample combined over the snapshots (see ``SharedMetrics``)."""
+    families: dict[str, Metric] = {}
+    values: dict[tuple[str, str, tuple], float] = {}  # (family, sample, labels) -> value, in first-seen order
+    for snapshot in snapshots:
+        for name, kind, documentation, samples in snapshot:
+            families.setdefault(name, Metric(name, documentation, kind))
+            for sample, labels, value in samples:
+                key = (name, sample, tuple(labels.items()))
+                values[key] = _combine(sample)(values[key], value) if key in values else value
+    lookups = {labels: value for (_, sample, labels), value in values.items() if sample == LINK_CACHE}
+    for key in values:
+        if key[1] == HIT_RATIO:
+            values[key] = _ratio(lookups.get((("layer", "local"),), 0), lookups.get((("layer", "miss"),), 0))
+    for (name, sample, labels), value in values.items():
+        families[name].add_sample(sample, dict(labels), value)
+    return list(families.values())
+
+
+class _Families:
+    """What ``generate_latest`` reads: anything with ``collect()``."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families

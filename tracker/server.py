@@ -1,10 +1,12 @@
 """``oros tracker``: N uvloop processes sharing one port with SO_REUSEPORT.
 
 The kernel spreads connections across the workers, so no process proxies
-another. With one worker the server runs in this process. SIGTERM (or
-SIGINT) drains: the listening socket closes, in-flight requests finish, the
-appender flushes its last batch, then the process exits; the parent of N
-workers forwards the signal and waits for them.
+another; their metrics meet in a directory the parent makes, so any
+worker's ``/metrics`` reports all of them (``SharedMetrics``). With one
+worker the server runs in this process. SIGTERM (or SIGINT) drains: the
+listening socket closes, in-flight requests finish, the appender flushes its
+last batch, then the process exits; the parent of N workers forwards the
+signal and waits for them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import tempfile
+from pathlib import Path
 
 import uvloop
 from aiohttp import web
@@ -33,14 +37,14 @@ MAX_FIELD_BYTES = 8190
 MAX_HEADERS = 64
 
 
-async def serve(settings: Settings, port: int, *, reuse_port: bool) -> None:
+async def serve(settings: Settings, port: int, *, reuse_port: bool, metrics_dir: Path | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then drain."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner = web.AppRunner(
-        create_app(settings),
+        create_app(settings, metrics_dir=metrics_dir),
         access_log=None,  # one log line per click would cost more than the click
         shutdown_timeout=DRAIN_TIMEOUT_S,
         max_line_size=MAX_LINE_BYTES,
@@ -57,20 +61,26 @@ async def serve(settings: Settings, port: int, *, reuse_port: bool) -> None:
     log.info("stopped", extra={"pid": os.getpid()})
 
 
-def _worker(settings: Settings, port: int, log_level: str) -> None:
+def _worker(settings: Settings, port: int, log_level: str, metrics_dir: Path) -> None:
     setup_logging(log_level)
-    uvloop.run(serve(settings, port, reuse_port=True))
+    uvloop.run(serve(settings, port, reuse_port=True, metrics_dir=metrics_dir))
 
 
 def run_tracker(settings: Settings, workers: int, port: int) -> None:
     if workers <= 1:
         uvloop.run(serve(settings, port, reuse_port=True))
         return
+    with tempfile.TemporaryDirectory(prefix="oros-tracker-metrics-") as metrics_dir:
+        _run_workers(settings, workers, port, Path(metrics_dir))
+
+
+def _run_workers(settings: Settings, workers: int, port: int, metrics_dir: Path) -> None:
     # spawn, not fork: the parent may already run threads (embedded servers).
     context = multiprocessing.get_context("spawn")
     log_level = logging.getLevelName(logging.getLogger().level)
     children = [
-        context.Process(target=_worker, args=(settings, port, log_level), name=f"tracker-{n}") for n in range(workers)
+        context.Process(target=_worker, args=(settings, port, log_level, metrics_dir), name=f"tracker-{n}")
+        for n in range(workers)
     ]
     for child in children:
         child.start()

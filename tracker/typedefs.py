@@ -12,13 +12,14 @@ from oros.settings import Settings
 from .appender import Appender
 from .clientip import ClientIp
 from .key_usage import KeyUsage
-from .metrics import Metrics
+from .metrics import Metrics, SharedMetrics
 from .resolve import Resolver
 from .spool import Spool
 
 SETTINGS = web.AppKey("settings", Settings)
 KEYS = web.AppKey("keys", Keys)
 METRICS = web.AppKey("metrics", Metrics)
+SHARED_METRICS = web.AppKey("shared_metrics", SharedMetrics)  # only with --workers N
 CLIENT_IP = web.AppKey("client_ip", ClientIp)
 REDIS = web.AppKey("redis", aioredis.Redis)
 PG_POOL = web.AppKey("pg_pool", AsyncConnectionPool)
