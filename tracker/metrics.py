@@ -17,6 +17,7 @@ latest snapshots.
 from __future__ import annotations
 
 import asyncio
+import logging
 import operator
 import os
 from bisect import bisect_left
@@ -32,6 +33,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
+
+log = logging.getLogger(__name__)
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 FLUSH_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -143,7 +146,10 @@ class SharedMetrics:
 
     async def publish_forever(self) -> None:
         while True:
-            self.publish()
+            try:
+                self.publish()
+            except OSError:  # a full disk must not stop the publishing for good
+                log.exception("could not publish this worker's metrics", extra={"path": str(self._path)})
             await asyncio.sleep(PUBLISH_INTERVAL_S)
 
     def render(self) -> bytes:
