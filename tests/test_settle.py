@@ -8,10 +8,11 @@ import it.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -36,6 +37,9 @@ def now_ms() -> int:
 class World:
     pg: object
     settings: object
+    # A fresh client address per click unless a test names one: the settler rejects a repeat
+    # (campaign, ip, user agent) as a duplicate click, and random addresses did collide now and then.
+    _addresses: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def user(self, role: str = "creator") -> str:
         name = uuid.uuid4().hex[:12]
@@ -89,7 +93,11 @@ class World:
         ts_ms = ts_ms or now_ms()
         return Event(event_id=str(uuid7(ts_ms)), event_type="click", ts_ms=ts_ms, campaign_id=campaign_id,
                      link_id=creator[1], creator_id=creator[0],
-                     ip=ip or f"10.0.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}", **{"user_agent": "pytest", **kw})
+                     ip=ip or self._address(), **{"user_agent": "pytest", **kw})
+
+    def _address(self) -> str:
+        n = next(self._addresses)  # 172.16.0.0/12: apart from the 10.x addresses tests name
+        return f"172.{16 + (n >> 16) % 16}.{(n >> 8) & 255}.{n & 255}"
 
     def conversion(self, click: Event, *, kind: str = "conversion", ts_ms: int | None = None,
                    order_id: str | None = None, business_id: str | None = None, value: str | None = None,
