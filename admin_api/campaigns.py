@@ -2,7 +2,8 @@
 
 Lifecycle: ``draft`` -> ``active`` (only when funded for at least one action
 and before ``end_date``) <-> ``paused``; ``completed`` is final, set by the
-settler when the budget is spent or by the business ending the campaign. Once a campaign has been active, the terms creators joined on
+settler when the budget is spent or by the business ending the campaign.
+Once a campaign has been active, the terms creators joined on
 (``payout_per_action``, ``start_date``) are fixed; see docs/api.md.
 """
 

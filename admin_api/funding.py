@@ -39,11 +39,11 @@ MAX_STRIPE_AMOUNT = Decimal("999999.99")
 # Read as the caller, so RLS hides campaigns the caller may not see.
 _CAMPAIGN_SQL = "SELECT id, business_id::text AS business_id, status FROM campaigns WHERE id = %(id)s"
 
-# As the owner: the app role may only read campaign_fundings (money rows are
-# written by trusted code), and the ownership check above already passed.
 # Derives a retried request's funding id from its Idempotency-Key.
 _IDEMPOTENT_FUNDING = uuid.UUID("6f1c0a52-3b57-4c55-9a8e-3f4c3d1f5e01")
 
+# As the owner: the app role may only read campaign_fundings (money rows are
+# written by trusted code), and the ownership check above already passed.
 _PENDING_SQL = """
 INSERT INTO campaign_fundings (id, campaign_id, amount, method, reference, stripe_payment_intent_id,
                                status, created_by)

@@ -124,7 +124,6 @@ SELECT toString(event_id) AS id, toString(campaign_id), event_type, toDate(ts, '
 """
 
 
-
 def _wallets(conn) -> Check:
     rows = conn.execute(WALLETS_SQL).fetchall()
     return _check("wallet_balances_match_ledger", [

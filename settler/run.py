@@ -181,10 +181,12 @@ def refunded_orders(conn: psycopg.Connection, events: list[Candidate]) -> set[tu
     orders = sorted({e.order_id for e in events if e.order_id and e.event_type == "sale"})
     if not orders:
         return set()
+    # The reason is written into the SQL, not bound, so the planner can match the partial index
+    # idx_events_orphan_refund_order (0022) whatever plan it caches.
     rows = conn.execute(
         "SELECT metadata->>'campaign_id' AS c, metadata->>'business_id' AS b, order_id FROM events"
-        " WHERE order_id = ANY(%s) AND event_type = 'refund' AND rejection_reason = %s",
-        (orders, NO_SUCH_ORDER),
+        f" WHERE order_id = ANY(%s) AND event_type = 'refund' AND rejection_reason = '{NO_SUCH_ORDER}'",
+        (orders,),
     )
     return {(owner, r["order_id"]) for r in rows for owner in (r["c"], r["b"]) if owner}
 

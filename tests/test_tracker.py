@@ -507,7 +507,7 @@ def test_workers_metrics_add_up(tmp_path):
     second.requests[("redirect", "302")] += 4
     second.requests[("pixel", "200")] += 1
     first.link_cache.update({("local",): 9, ("miss",): 1})
-    second.link_cache.update({("local",): 0, ("miss",): 10})
+    second.link_cache.update({("local",): 0, ("miss",): 30})
     first.batch_size.observe(1)
     second.batch_size.observe(100)
     second.redis_up.set(0)
@@ -522,7 +522,7 @@ def test_workers_metrics_add_up(tmp_path):
     }
     assert samples[("oros_tracker_requests_total", (("route", "redirect"), ("status", "302")))] == 7
     assert samples[("oros_tracker_requests_total", (("route", "pixel"), ("status", "200")))] == 1
-    assert samples[("oros_tracker_link_cache_hit_ratio", ())] == 9 / 20
+    assert samples[("oros_tracker_link_cache_hit_ratio", ())] == 9 / 40  # pooled: not (0.9 + 0) / 2
     assert samples[("oros_tracker_batch_size_count", ())] == 2 and samples[("oros_tracker_batch_size_sum", ())] == 101
     assert samples[("oros_tracker_batch_size_bucket", (("le", "1.0"),))] == 1
     assert samples[("oros_tracker_batch_size_bucket", (("le", "+Inf"),))] == 2
