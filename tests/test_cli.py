@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from oros import cli
 from oros.accounts import verify_password
 
