@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ingest.consumer import Ingester
 from oros import embedded
 from oros.connections import clickhouse_client, redis_client
 from oros.events import STREAM_FIELD, Event, uuid7
 from oros.migrate import migrate_clickhouse
 from oros.settings import Settings
-from tracker.ingest import Ingester
 
 
 async def fill(settings: Settings, n: int) -> None:

@@ -30,6 +30,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ingest.writer import insert_events
 from oros import embedded
 from oros.connections import pg_connect
 from oros.events import Event, uuid7
@@ -37,7 +38,6 @@ from oros.migrate import migrate_clickhouse, migrate_postgres
 from oros.money import split_fee
 from oros.settings import Settings
 from settler.run import settle_once
-from tracker.ingest import Batch, write_batch
 
 CHUNK = 200_000
 
@@ -100,16 +100,13 @@ def generate(campaigns: list[dict], business: str, n: int, rng: random.Random):
 
 
 def load(settings: Settings, events) -> int:
-    batch, n = Batch(), 0
+    n, chunk = 0, []
     for e in events:
-        batch.submit(b"1-0", e)
-        n += 1
-        if len(batch) == CHUNK:
-            write_batch(settings, batch)
-            batch = Batch()
-    if batch:
-        write_batch(settings, batch)
-    return n
+        chunk.append(e)
+        if len(chunk) == CHUNK:
+            n += insert_events(settings, chunk)
+            chunk = []
+    return n + insert_events(settings, chunk)
 
 
 def naive(settings: Settings, campaigns: list[dict], sample: int) -> float:

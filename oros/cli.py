@@ -74,11 +74,17 @@ def cmd_tracker(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from tracker.ingest import run_ingest
+    from ingest import cli
 
     settings, servers = _settings()
     try:
-        run_ingest(settings, once=args.once)
+        if args.dead_letters:
+            return cli.run_list_dead_letters(settings, limit=args.limit)
+        if args.replay_dead_letters is not None:
+            return cli.run_replay_dead_letters(settings, args.replay_dead_letters)
+        if args.drop_dead_letters:
+            return cli.run_drop_dead_letters(settings, args.drop_dead_letters)
+        cli.run_ingest(settings, once=args.once, metrics_port=args.metrics_port)
     finally:
         servers.stop()
     return 0
@@ -169,8 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_tracker)
 
-    p = sub.add_parser("ingest", help="drain the event stream into ClickHouse")
+    p = sub.add_parser("ingest", help="drain the event stream into ClickHouse; list, replay or drop dead letters")
     p.add_argument("--once", action="store_true", help="drain what is there now, then exit")
+    p.add_argument("--metrics-port", type=int, default=9101, help="serve /metrics and /healthz here (0: not at all)")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--dead-letters", action="store_true", help="list the dead letters and exit")
+    action.add_argument("--replay-dead-letters", nargs="*", metavar="ID",
+                        help="re-queue these dead letters (all without ids) if they would insert now")
+    action.add_argument("--drop-dead-letters", nargs="+", metavar="ID", help="delete these dead letters")
+    p.add_argument("--limit", type=int, default=100, help="with --dead-letters: how many to list")
     p.set_defaults(func=cmd_ingest)
 
     sub.add_parser("settler", help="scheduled settle, release-holds and reconcile jobs").set_defaults(

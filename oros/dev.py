@@ -38,20 +38,23 @@ async def _start_site(app: web.Application, port: int) -> web.AppRunner:
 
 async def _serve(settings: Settings, *, demo: bool, tracker_port: int, admin_port: int) -> None:
     from admin_api.app import create_app as create_admin_app
+    from admin_api.typedefs import METRICS
+    from ingest.consumer import Ingester
     from settler.scheduler import build_scheduler
     from tracker.app import create_app as create_tracker_app
-    from tracker.ingest import Ingester
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    ingester = Ingester(settings, consumer="dev")
+    admin_app = create_admin_app(settings)
+    admin_app[METRICS].registry.register(ingester.metrics)  # ingest's counters on the admin API's /metrics
     runners = [
         await _start_site(create_tracker_app(settings), tracker_port),
-        await _start_site(create_admin_app(settings), admin_port),
+        await _start_site(admin_app, admin_port),
     ]
-    ingester = Ingester(settings, consumer="dev")
     ingest_task = asyncio.create_task(ingester.run(stop))
     scheduler = build_scheduler(settings)
     scheduler.start()

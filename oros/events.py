@@ -19,6 +19,19 @@ import orjson
 EVENT_TYPES = ("click", "conversion", "sale", "refund")
 STREAM_FIELD = b"e"
 
+# What the ClickHouse events table holds. sql/clickhouse/0001 and 0002 enforce the same limits,
+# ingest/rows.py checks them in Python, and tests/test_ingest_rows.py inserts every boundary
+# into the real engine both ways. Times are exclusive bounds in unix milliseconds.
+TS_MIN_MS = 946_684_800_000  # 2000-01-01: a tracker with a bad clock (1970) is refused
+TS_MAX_MS = 4_102_444_800_000  # 2100-01-01
+CURRENCY_PATTERN = "[A-Z]{3}"  # fits Postgres events.currency VARCHAR(3)
+# The most characters each text field may hold (order_id: Postgres events.order_id VARCHAR(200));
+# text is valid UTF-8 without NUL, which Postgres refuses when the settler copies an event.
+TEXT_LIMITS = {
+    "order_id": 200, "ip": 64, "user_agent": 4096, "referrer": 4096,
+    "bot_reason": 64, "source": 64, "metadata": 16384,
+}
+
 
 class _RandomTails:
     """The random last 21 characters of ids, made 256 at a time from one os.urandom call.

@@ -33,6 +33,11 @@ class Keys:
         return f"{self.prefix}events:dead"
 
     @property
+    def ingest_suspects(self) -> str:
+        """Hash: stream id -> consumer, while ingest inserts alone an entry delivered too often."""
+        return f"{self.prefix}events:suspects"
+
+    @property
     def consumer_group(self) -> str:
         return "ingest"
 

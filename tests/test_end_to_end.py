@@ -15,11 +15,11 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from admin_api.app import create_app as create_admin_app
+from ingest.consumer import Ingester
 from oros import cli
 from oros.accounts import create_admin
 from oros.demo import set_up_demo
 from tracker.app import create_app as create_tracker_app
-from tracker.ingest import Ingester
 
 PASSWORD = "correct horse battery"
 BROWSER = {"User-Agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "

@@ -1,35 +1,99 @@
-"""Ingest: stream -> ClickHouse, acknowledged only after the insert, nothing lost or doubled."""
+"""Ingest: stream -> ClickHouse, acknowledged only after the insert, nothing lost or doubled.
+
+A poison entry never stops ingest: the entries ClickHouse refuses are
+dead-lettered with its reason and everything else goes in, while an outage
+only makes the stream wait. "ClickHouse fails" is the real engine failing an
+insert: a missing database, a closed port, or a materialized view that
+throws for one marked event (``trap``), which ingest must take for an outage
+(it is no data error) wherever it falls in a split.
+"""
 
 # ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
 
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import replace
 
+import aiohttp
+import pytest
+from conftest import free_port
 from test_settle import now_ms, world  # noqa: F401 - the shared world fixture
 
-from oros.events import STREAM_FIELD, Event, uuid7
+from ingest.consumer import Ingester
+from ingest.metrics import serving
+from ingest.writer import ClickHouseUnavailable
+from oros.connections import clickhouse_client
+from oros.events import STREAM_FIELD, TEXT_LIMITS, Event, uuid7
 from oros.migrate import migrate_clickhouse
 from settler.run import settle_once
-from tracker.ingest import Ingester
+
+TRAP_UA = "trap"
 
 
-def events(n: int, campaign_id: str = "00000000-0000-0000-0000-0000000000aa") -> list[Event]:
+def events(n: int, campaign_id: str = "00000000-0000-0000-0000-0000000000aa", **fields) -> list[Event]:
     t = now_ms()
     return [Event(event_id=str(uuid7(t + i)), event_type="click", ts_ms=t + i, campaign_id=campaign_id,
-                  ip="1.1.1.1", value="1.50") for i in range(n)]
+                  ip="1.1.1.1", value="1.50", **fields) for i in range(n)]
 
 
-async def append(redis, settings, evs: list[Event]) -> None:
+def refused_by_clickhouse_only(event: Event) -> bytes:
+    """An entry outside the wire format that ClickHouse refuses: Python cannot tell, a split must."""
+    return event.encode().replace(b'"ts_ms":%d' % event.ts_ms, b'"ts_ms":%d.5' % event.ts_ms)
+
+
+async def append(redis, settings, evs: list[Event | bytes | dict]) -> list[bytes]:
     async with redis.pipeline(transaction=False) as pipe:
         for e in evs:
-            pipe.xadd(settings.keys.stream, {STREAM_FIELD: e.encode()})
-        await pipe.execute()
+            fields = e if isinstance(e, dict) else {STREAM_FIELD: e if isinstance(e, bytes) else e.encode()}
+            pipe.xadd(settings.keys.stream, fields)
+        return await pipe.execute()
 
 
 def ch_count(ch, distinct: bool = False) -> int:
     return ch.query(f"SELECT {'uniqExact(event_id)' if distinct else 'count()'} FROM events").result_rows[0][0]
+
+
+def read_once(ch) -> list[str]:
+    """Event ids as the settler reads them (LIMIT 1 BY event_id)."""
+    return [r[0] for r in ch.query("SELECT toString(event_id) FROM events LIMIT 1 BY event_id").result_rows]
+
+
+async def dead_letters(redis, settings) -> dict[bytes, dict]:
+    """Dead letters by original stream id."""
+    return {fields[b"id"]: fields for _, fields in await redis.xrange(settings.keys.dead_letter)}
+
+
+async def pending(redis, settings) -> int:
+    return (await redis.xpending(settings.keys.stream, settings.keys.consumer_group))["pending"]
+
+
+def inserts(ingester: Ingester) -> int:
+    return sum(ingester.metrics.value("oros_ingest_inserts_total", outcome=o) for o in ("ok", "refused", "unavailable"))
+
+
+def set_trap(ch) -> None:
+    ch.command("CREATE MATERIALIZED VIEW IF NOT EXISTS ingest_trap ENGINE = Null AS"
+               f" SELECT throwIf(user_agent = '{TRAP_UA}', 'ClickHouse fails this insert') AS failed FROM events")
+
+
+def clear_trap(ch) -> None:
+    ch.command("DROP VIEW IF EXISTS ingest_trap")
+
+
+async def run_until(ingester: Ingester, done, *, timeout_s: float = 60.0) -> None:
+    """Run the ingest loop until ``done()`` (awaited) holds; the timeout only keeps a broken test from hanging."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingester.run(stop))
+    try:
+        for _ in range(int(timeout_s / 0.05)):
+            if await done() or task.done():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)
 
 
 async def test_drain_once_inserts_acks_and_trims(settings, redis, ch):
@@ -42,28 +106,95 @@ async def test_drain_once_inserts_acks_and_trims(settings, redis, ch):
         await ingester.close()
     assert ch_count(ch) == 250
     assert await redis.xlen(settings.keys.stream) == 0
-    pending = await redis.xpending(settings.keys.stream, settings.keys.consumer_group)
-    assert pending["pending"] == 0
+    assert await pending(redis, settings) == 0
     row = ch.query("SELECT toString(any(value)) FROM events").result_rows[0][0]
     assert row == "1.5"
 
 
+async def test_bad_clock_event_is_dead_lettered_and_the_rest_go_in(settings, redis, ch):
+    """The issue's poison: a 1970 timestamp passed Python, failed ClickHouse, and stopped ingest forever."""
+    good = events(20)
+    bad_clock = replace(events(1)[0], ts_ms=1_000)
+    far_future = replace(events(1)[0], ts_ms=7_258_118_400_000)  # 2200
+    ids = await append(redis, settings, [*good[:10], bad_clock, *good[10:], far_future])
+    ingester = Ingester(settings, "a", block_ms=50, retry_s=0.05)
+    await run_until(ingester, lambda: _drained(redis, settings))
+    await ingester.close()
+    assert sorted(read_once(ch)) == sorted(e.event_id for e in good)
+    dead = await dead_letters(redis, settings)
+    assert set(dead) == {ids[10], ids[-1]}
+    assert dead[ids[10]][b"class"] == b"invalid" and dead[ids[10]][b"reason"].startswith(b"ts_ms: 1000 is outside")
+    assert dead[ids[10]][STREAM_FIELD] == bad_clock.encode()
+    assert ingester.metrics.value("oros_ingest_dead_letters_total", reason="invalid") == 2
+    assert await redis.xlen(settings.keys.stream) == 0
+
+
+async def _drained(redis, settings) -> bool:
+    return await redis.xlen(settings.keys.stream) == 0
+
+
 async def test_poison_entries_go_to_dead_letter(settings, redis, ch):
-    await append(redis, settings, events(3))
-    await redis.xadd(settings.keys.stream, {STREAM_FIELD: b"{not json"})
-    bad = events(1)[0]
-    bad.event_type = "teleport"
-    await append(redis, settings, [bad])
+    """Attacks on the entry itself: each bad one is dead-lettered, every good one inserted."""
+    good = events(3)
+    base = events(1)[0]
+    teleport = replace(base, event_type="teleport")
+    poisons = [
+        {b"x": b"no e field"}, {STREAM_FIELD: b""}, b"{not json", b"[1,2]", b'"abc"', b"null",
+        teleport, replace(base, user_agent="x" * 5_000_000), replace(base, user_agent="a\0b"),
+        base.encode().replace(b'"ip":"1.1.1.1"', b'"ip":"a\x00b"'),  # a raw NUL byte inside the JSON
+        base.encode().replace(b'"ip":"1.1.1.1"', b'"ip":"\\ud800"'),  # a lone surrogate
+        base.encode().replace(b'"ip":"1.1.1.1"', b'"ip":"\xe9\xff"'),  # bytes that are not UTF-8
+        base.encode().replace(b'"value":"1.50"', b'"value":"1e400"'),
+        replace(base, value="10000000000.00"), replace(base, value="-1.00"), replace(base, currency="dollars"),
+        replace(base, order_id="o" * (TEXT_LIMITS["order_id"] + 1)), replace(base, event_id="not-a-uuid"),
+    ]
+    ids = await append(redis, settings, [good[0], *poisons[:8], good[1], *poisons[8:], good[2]])
     ingester = Ingester(settings, "a")
     try:
         assert await ingester.drain_once() == 3
     finally:
         await ingester.close()
-    dead = await redis.xrange(settings.keys.dead_letter)
-    assert len(dead) == 2
-    assert {b"reason", b"id", b"e"} <= set(dead[0][1])
-    assert b"teleport" in dead[1][1][b"reason"]
-    assert await redis.xlen(settings.keys.stream) == 0
+    assert sorted(read_once(ch)) == sorted(e.event_id for e in good)
+    dead = await dead_letters(redis, settings)
+    assert set(dead) == set(ids) - {ids[0], ids[9], ids[-1]}
+    assert all({b"reason", b"id", b"class", b"consumer"} <= set(fields) for fields in dead.values())
+    assert b"teleport" in dead[ids[7]][b"reason"] and dead[ids[7]][b"class"] == b"invalid"
+    assert dead[ids[3]][b"class"] == b"refused" and b"Cannot parse" in dead[ids[3]][b"reason"]
+    assert STREAM_FIELD not in dead[ids[1]]
+    assert await redis.xlen(settings.keys.stream) == 0 and await pending(redis, settings) == 0
+
+
+async def test_one_bad_entry_in_50000_costs_log_n_inserts(settings, redis, ch):
+    """A bad entry Python cannot see is found by bisection: O(log n) inserts, not one per entry."""
+    n = 50_000
+    evs = events(n)
+    bad = n // 2 + 123
+    entries: list = [*evs[:bad], refused_by_clickhouse_only(evs[bad]), *evs[bad + 1:]]
+    ids = await append(redis, settings, entries)
+    ingester = Ingester(settings, "a", batch_size=n)
+    try:
+        assert await ingester.drain_once() == n - 1
+    finally:
+        await ingester.close()
+    assert inserts(ingester) <= 2 * math.ceil(math.log2(n)) + 1
+    assert len(read_once(ch)) == n - 1
+    dead = await dead_letters(redis, settings)
+    assert list(dead) == [ids[bad]] and dead[ids[bad]][b"class"] == b"refused"
+    assert b"Cannot parse input" in dead[ids[bad]][b"reason"]
+
+
+async def test_bad_entries_python_sees_cost_two_inserts(settings, redis, ch):
+    """A whole flood from one bad clock is found in Python: the refused insert, then one for the rest."""
+    evs = events(5_000)
+    entries = [replace(e, ts_ms=1_000 + i) if i % 2 else e for i, e in enumerate(evs)]
+    await append(redis, settings, entries)
+    ingester = Ingester(settings, "a")
+    try:
+        assert await ingester.drain_once() == 2_500
+    finally:
+        await ingester.close()
+    assert inserts(ingester) == 2
+    assert len(await dead_letters(redis, settings)) == 2_500
 
 
 async def test_killed_before_insert_is_reclaimed(settings, redis, ch):
@@ -79,7 +210,7 @@ async def test_killed_before_insert_is_reclaimed(settings, redis, ch):
     finally:
         await survivor.close()
     assert ch_count(ch) == 40
-    assert (await redis.xpending(settings.keys.stream, settings.keys.consumer_group))["pending"] == 0
+    assert await pending(redis, settings) == 0
 
 
 async def test_killed_after_insert_before_ack_collapses_replay(settings, redis, ch, world):
@@ -104,53 +235,150 @@ async def test_killed_after_insert_before_ack_collapses_replay(settings, redis, 
     world.assert_books()
 
 
-async def test_overdelivered_entries_are_dead_lettered(settings, redis, ch):
-    await append(redis, settings, events(5))
+async def _deliver(settings, times: int, *, max_deliveries: int = 10) -> None:
+    """Consumers that read or claim the stream's entries and die, ``times`` deliveries in all."""
     first = Ingester(settings, "a")
     await first._ensure_group()
     await first._read(block_ms=None)
     await first.close()
-    # Two more consumers claim and die; the third sees the entries delivered too often.
-    for name in ("b", "c"):
-        claimer = Ingester(settings, name, claim_idle_ms=0, max_deliveries=10)
+    for n in range(times - 1):
+        claimer = Ingester(settings, f"c{n}", claim_idle_ms=0, max_deliveries=max_deliveries)
         await claimer._claim()
         await claimer.close()
+
+
+async def test_overdelivered_entries_are_inserted_alone_not_dead_lettered(settings, redis, ch):
+    """Entries several consumers died holding (restarts during an outage) are good events: they go in."""
+    evs = events(5)
+    await append(redis, settings, evs)
+    await _deliver(settings, 3)
     last = Ingester(settings, "d", claim_idle_ms=0, max_deliveries=2)
     try:
-        assert await last.drain_once() == 0
+        assert await last.drain_once() == 0  # inserted alone while claimed, one insert each
     finally:
         await last.close()
-    dead = await redis.xrange(settings.keys.dead_letter)
-    assert len(dead) == 5 and dead[0][1][b"reason"].startswith(b"delivered 4 times")
+    assert sorted(read_once(ch)) == sorted(e.event_id for e in evs)
+    assert inserts(last) == 5
+    assert await dead_letters(redis, settings) == {}
+    assert await redis.hlen(settings.keys.ingest_suspects) == 0
+
+
+async def test_entry_an_ingester_died_inserting_alone_is_dead_lettered(settings, redis, ch):
+    """A poison that kills the process: the consumer that inserted it alone left its mark and died."""
+    evs = events(3)
+    ids = await append(redis, settings, evs)
+    await _deliver(settings, 4)
+    await redis.hset(settings.keys.ingest_suspects, ids[1], "c2")  # c2 was inserting it alone when it died
+    last = Ingester(settings, "d", claim_idle_ms=0, max_deliveries=2)
+    try:
+        await last.drain_once()
+    finally:
+        await last.close()
+    assert sorted(read_once(ch)) == sorted([evs[0].event_id, evs[2].event_id])
+    dead = await dead_letters(redis, settings)
+    assert list(dead) == [ids[1]] and dead[ids[1]][b"class"] == b"crashed"
+    assert b"ingester c2 died while inserting it alone" in dead[ids[1]][b"reason"]
 
 
 async def test_clickhouse_outage_only_grows_the_stream(settings, redis, ch):
-    """Inserts fail while the database is missing; nothing is acknowledged; when it returns the backlog drains."""
+    """Inserts fail while the database is missing: nothing is acknowledged, nothing dead-lettered (not even
+    the poison, which ClickHouse cannot judge while it is away), no redelivery; then the backlog drains."""
     down = replace(settings, clickhouse_database=settings.clickhouse_database + "_late")
-    await append(redis, down, events(60))
-    ingester = Ingester(down, "a", block_ms=50, retry_s=0.1)
-    stop = asyncio.Event()
-    task = asyncio.create_task(ingester.run(stop))
-    try:
-        await asyncio.sleep(1.0)
-        assert await redis.xlen(down.keys.stream) == 60  # nothing dropped
-        await append(redis, down, events(15))
-        await asyncio.to_thread(migrate_clickhouse, down)  # ClickHouse is back
-        for _ in range(200):
-            if await redis.xlen(down.keys.stream) == 0:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
-        await ingester.close()
-    from oros.connections import clickhouse_client
+    bad_clock = replace(events(1)[0], ts_ms=1_000)
+    await append(redis, down, [*events(30), bad_clock, *events(29)])
+    ingester = Ingester(down, "a", batch_size=10, block_ms=50, retry_s=0.01, max_retry_s=0.05)
 
+    async def retried_a_lot() -> bool:
+        return ingester.metrics.value("oros_ingest_retries_total") >= 20
+
+    await run_until(ingester, retried_a_lot)
+    assert await redis.xlen(down.keys.stream) == 60  # nothing dropped
+    assert await dead_letters(redis, down) == {}
+    assert await pending(redis, down) <= 20  # the batch and the one read with it; the backlog stays in Redis
+    deliveries = await redis.xpending_range(down.keys.stream, down.keys.consumer_group, "-", "+", 100)
+    assert {p["times_delivered"] for p in deliveries} == {1}  # retried from memory, never re-read
+    assert ingester.metrics.health()["status"] == "degraded"
+    await append(redis, down, events(15))
+    await asyncio.to_thread(migrate_clickhouse, down)  # ClickHouse is back
+    await run_until(ingester, lambda: _drained(redis, down))
+    await ingester.close()
     late = clickhouse_client(down)
     try:
-        assert ch_count(late) == 75
+        assert ch_count(late) == 74  # 59 good and 15 more; the bad clock is dead-lettered
     finally:
         clickhouse_client(down, database="").command(f"DROP DATABASE IF EXISTS `{down.clickhouse_database}`")
+    assert len(await dead_letters(redis, down)) == 1
+    assert ingester.metrics.health()["status"] == "ok"
+
+
+async def test_connection_refused_is_an_outage(settings, redis):
+    unreachable = replace(settings, clickhouse_url=f"http://127.0.0.1:{free_port()}")
+    await append(redis, unreachable, [*events(3), replace(events(1)[0], ts_ms=1_000)])
+    ingester = Ingester(unreachable, "a")
+    try:
+        with pytest.raises(ClickHouseUnavailable):
+            await ingester.drain_once()
+    finally:
+        await ingester.close()
+    assert await dead_letters(redis, settings) == {}
+    assert await pending(redis, settings) == 4
+    assert ingester.metrics.value("oros_ingest_inserts_total", outcome="unavailable") == 1
+
+
+async def test_clickhouse_failing_mid_split_keeps_the_rest_pending(settings, redis, ch):
+    """ClickHouse fails part way through a split: what was done stays done, the rest waits, then goes in."""
+    evs = events(400)
+    bad = set(range(7, 400, 20))
+    entries = [refused_by_clickhouse_only(e) if i in bad else e for i, e in enumerate(evs)]
+    trap = events(1, user_agent=TRAP_UA)[0]
+    entries.insert(300, trap)
+    set_trap(ch)
+    ingester = Ingester(settings, "a", block_ms=50, retry_s=0.01, max_retry_s=0.05)
+
+    async def stuck() -> bool:
+        return ingester.metrics.value("oros_ingest_retries_total") >= 3
+
+    try:
+        await append(redis, settings, entries)
+        await run_until(ingester, stuck)
+        part_way = len(await dead_letters(redis, settings))
+        assert 0 < part_way < len(bad)  # the split began, and stopped where ClickHouse failed
+        assert ingester.metrics.health()["status"] == "degraded"
+        clear_trap(ch)
+        await run_until(ingester, lambda: _drained(redis, settings))
+    finally:
+        clear_trap(ch)
+        await ingester.close()
+    good = [e.event_id for i, e in enumerate(evs) if i not in bad] + [trap.event_id]
+    assert sorted(read_once(ch)) == sorted(good)  # the trap's row was written at each failure: it collapses
+    dead = await redis.xrange(settings.keys.dead_letter)
+    assert len(dead) == len(bad) == len({fields[b"id"] for _, fields in dead})
+    assert await pending(redis, settings) == 0
+
+
+async def test_two_ingesters_in_one_group_insert_each_entry_once(settings, redis, ch):
+    evs = events(3_000)
+    bad = set(range(5, 3_000, 97))
+    entries = [refused_by_clickhouse_only(e) if i in bad else e for i, e in enumerate(evs)]
+    first, second = (Ingester(settings, name, batch_size=200, block_ms=50) for name in ("one", "two"))
+
+    async def both():
+        await asyncio.gather(run_until(first, lambda: _drained(redis, settings)),
+                             run_until(second, lambda: _drained(redis, settings)))
+
+    try:
+        runs = asyncio.create_task(both())
+        for start in range(0, len(entries), 500):
+            await append(redis, settings, entries[start:start + 500])
+        await runs
+    finally:
+        await first.close()
+        await second.close()
+    assert sorted(read_once(ch)) == sorted(e.event_id for i, e in enumerate(evs) if i not in bad)
+    assert ch_count(ch) == ch_count(ch, distinct=True)  # no insert was repeated
+    dead = await redis.xrange(settings.keys.dead_letter)
+    assert len(dead) == len(bad) == len({fields[b"id"] for _, fields in dead})
+    assert first.metrics.value("oros_ingest_events_total") > 0 and second.metrics.value("oros_ingest_events_total") > 0
 
 
 async def test_trim_keeps_entries_pending_elsewhere(settings, redis, ch):
@@ -164,9 +392,29 @@ async def test_trim_keeps_entries_pending_elsewhere(settings, redis, ch):
         assert await other.drain_once() == 15
         # Trimming stops below the oldest pending entry: acked entries after it wait with it.
         assert await redis.xlen(settings.keys.stream) == 40
-        assert await slow._insert(held) == 25
+        assert await slow._insert(held, set()) == 25
         assert await redis.xlen(settings.keys.stream) == 0
     finally:
         await slow.close()
         await other.close()
     assert ch_count(ch) == 40
+
+
+async def test_metrics_and_healthz_are_served(settings, redis, ch):
+    ingester = Ingester(settings, "a", block_ms=50)
+    await append(redis, settings, [*events(5), replace(events(1)[0], ts_ms=1_000)])
+    port = free_port()
+    try:
+        async with serving(ingester.metrics, port), aiohttp.ClientSession() as http:
+            await run_until(ingester, lambda: _drained(redis, settings))
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                text = await response.text()
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                health = response.status, await response.json()
+    finally:
+        await ingester.close()
+    for line in ("oros_ingest_events_total 5.0", 'oros_ingest_dead_letters_total{reason="invalid"} 1.0',
+                 'oros_ingest_inserts_total{outcome="refused"} 1.0', "oros_ingest_retries_total 0.0",
+                 "oros_ingest_batch_seconds_count 1.0", "oros_ingest_lag_entries 0.0"):
+        assert line in text.splitlines()
+    assert health == (200, {"status": "ok", "clickhouse": "ok", "unavailable_for_s": 0, "lag_entries": 0})

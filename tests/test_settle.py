@@ -2,7 +2,7 @@
 
 The ``World`` factory below builds users, funded campaigns, accepted
 creators and links with the ``pg`` fixture, and writes events straight into
-ClickHouse through ingest's columnar writer; other settlement test modules
+ClickHouse through ingest's writer; other settlement test modules
 import it.
 """
 
@@ -18,11 +18,11 @@ from decimal import Decimal
 
 import pytest
 
+from ingest.writer import insert_events
 from oros.events import Event, uuid7
 from settler.holds import release_due
 from settler.reconcile import reconcile
 from settler.run import settle_once
-from tracker.ingest import Batch, write_batch
 
 D = Decimal
 DAY_MS = 86_400_000
@@ -109,10 +109,7 @@ class World:
                      business_id=business_id or self.business_of(click.campaign_id), value=value, source="api")
 
     def put(self, events: list[Event]) -> None:
-        batch = Batch()
-        for i, event in enumerate(events):
-            batch.submit(f"{event.ts_ms}-{i}".encode(), event)
-        write_batch(self.settings, batch)
+        insert_events(self.settings, events)
 
     def decision(self, event: Event) -> dict | None:
         return self.pg.execute("SELECT status, rejection_reason, payout_amount, platform_fee, transfer_id::text"

@@ -24,20 +24,17 @@ HERE = Path(__file__).resolve()
 
 
 def _worker(command: str, path: str | None) -> int:
+    from ingest.writer import insert_events
     from oros.events import Event
     from oros.migrate import migrate_clickhouse
     from oros.settings import Settings
     from settler.reconcile import run_reconcile_command
     from settler.run import settle_once
-    from tracker.ingest import Batch, write_batch
 
     settings = Settings.from_env()
     if command == "load":
         migrate_clickhouse(settings)
-        batch = Batch()
-        for i, line in enumerate(Path(path).read_bytes().splitlines()):
-            batch.submit(f"1-{i}".encode(), Event.decode(line))
-        write_batch(settings, batch)
+        insert_events(settings, map(Event.decode, Path(path).read_bytes().splitlines()))
         return 0
     if command == "settle":
         print(settle_once(settings)["events_paid"])

@@ -1,0 +1,369 @@
+"""The consumer-group loop: stream entries into ClickHouse, acknowledged only after the insert.
+
+A consumer group shares the stream between ingesters. Each pass takes this
+consumer's own unacknowledged entries, then entries a dead consumer left
+idle, then new ones, and inserts them in one insert while it reads the next
+batch. An entry is acknowledged (then trimmed) only after the insert that
+holds it succeeded, so a crash or an outage leaves it pending and it is
+inserted later. Replays cannot reach money twice: the table is a
+ReplacingMergeTree on the edge event id, each insert carries a
+deduplication token, and the settler keys its decisions on the event id.
+
+When ClickHouse refuses a batch's data, the entries its own limits refuse
+are found in Python (``rows.check``) and dead-lettered, the rest go in one
+insert, and if that fails too the batch is bisected with ClickHouse as the
+judge: O(log n) inserts per bad entry, each bad one dead-lettered with the
+reason ClickHouse gave, every good one inserted. When ClickHouse is
+unavailable the batch stays pending and is retried from memory with
+backoff (a re-read would count as a redelivery), however long it takes:
+an outage never dead-letters anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from datetime import timedelta
+
+from redis.exceptions import ResponseError
+
+from oros.connections import redis_client
+from oros.events import STREAM_FIELD
+from oros.settings import Settings
+
+from . import deadletter
+from .metrics import IngestMetrics
+from .rows import InvalidEvent, NotWireFormat, check
+from .writer import BatchRefused, BatchWriter, ClickHouseUnavailable
+
+log = logging.getLogger(__name__)
+
+# A suspect's marker outlives any insert; it only stays behind when an ingester died inserting it.
+SUSPECT_MARK_TTL = timedelta(days=7)
+
+
+class Interrupted(Exception):
+    """A pass failed part way; ``pending`` is every entry read and not yet inserted or dead-lettered."""
+
+    def __init__(self, pending: list) -> None:
+        super().__init__(f"{len(pending)} entries pending")
+        self.pending = pending
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Ingester:
+    """One consumer of the stream's consumer group.
+
+    :param consumer: the consumer name; defaults to host and pid, so a
+        restarted process is a new consumer and its predecessor's pending
+        entries are re-claimed once idle for ``claim_idle_ms``.
+    :param max_deliveries: a claimed entry delivered more often than this is
+        inserted alone; if an ingester dies while inserting it alone, the
+        next one dead-letters it (a poison that kills consumers).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: str | None = None,
+        *,
+        batch_size: int = 50_000,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 60_000,
+        max_deliveries: int = 5,
+        retry_s: float = 1.0,
+        max_retry_s: float = 30.0,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.keys = settings.keys
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.claim_idle_ms = claim_idle_ms
+        self.max_deliveries = max_deliveries
+        self.retry_s = retry_s
+        self.max_retry_s = max_retry_s
+        self.metrics = metrics or IngestMetrics()
+        self.redis = redis_client(settings)
+        self._group_ready = False
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            await self.redis.xgroup_create(self.keys.stream, self.keys.consumer_group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def drain_once(self) -> int:
+        """Insert everything in the stream now (and whatever idle consumers left pending); return rows.
+
+        Raises ``ClickHouseUnavailable`` (or a Redis error) instead of waiting.
+        """
+        await self._ensure_group()
+        total = 0
+        entries = await self._next(block_ms=None)
+        while entries:
+            try:
+                inserted, entries = await self._insert_and_read(entries)
+            except Interrupted as exc:
+                raise exc.__cause__ from None
+            total += inserted
+            entries = entries or await self._next(block_ms=None)
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drain until ``stop`` is set; a failed batch is retried from memory, with backoff."""
+        await self._ensure_group()
+        entries: list = []
+        failures = 0
+        while not stop.is_set():
+            try:
+                entries = entries or await self._next(block_ms=self.block_ms)
+                if entries:
+                    # No reading ahead while retrying: an outage must not pull the backlog into memory.
+                    _, entries = await self._insert_and_read(entries, read_ahead=not failures)
+                failures = 0
+                self.metrics.unavailable_since.set(0)
+                continue
+            except Interrupted as exc:
+                entries = exc.pending
+                cause = exc.__cause__
+            except Exception as exc:  # noqa: BLE001 - Redis down or a bug: the loop must outlive it
+                cause = exc
+            failures += 1
+            delay = min(self.retry_s * 2 ** min(failures - 1, 16), self.max_retry_s)
+            if isinstance(cause, ClickHouseUnavailable):
+                self.metrics.retries.inc()
+                if not self.metrics.value("oros_ingest_clickhouse_unavailable_since_seconds"):
+                    self.metrics.unavailable_since.set(time.time())
+                log.warning("ClickHouse unavailable; %d entries wait, retry %d in %.1fs: %s",
+                            len(entries), failures, delay, str(cause)[:300])
+            else:
+                log.error("ingest pass failed; retry %d in %.1fs", failures, delay, exc_info=cause)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+    async def _next(self, *, block_ms: int | None) -> list:
+        """Our own unacknowledged entries first, then a dead consumer's, then new ones.
+
+        Claimed entries become ours, so they are inserted in the same pass as claimed and never twice.
+        """
+        return await self._own_pending() or await self._claim() or await self._read(block_ms=block_ms)
+
+    async def _insert_and_read(self, entries: list, *, read_ahead: bool = True) -> tuple[int, list]:
+        """Insert ``entries`` while reading the next new ones: ClickHouse and Redis work overlap.
+
+        If either fails, ``Interrupted`` carries what is still to do (the next entries were read,
+        so they are ours and pending; keeping them in memory spares a redelivery).
+        """
+        settled: set[bytes] = set()
+        insert = asyncio.create_task(self._insert(entries, settled))
+        following: list = []
+        failure: Exception | None = None
+        try:
+            if read_ahead:
+                following = await self._read(block_ms=None)
+        except Exception as exc:  # noqa: BLE001 - reported below, once the insert is done
+            failure = exc
+        try:
+            inserted = await insert
+        except Exception as exc:  # noqa: BLE001 - the insert's failure is the one that matters
+            failure = exc
+        if failure is not None:
+            raise Interrupted([e for e in entries if e[0] not in settled] + following) from failure
+        return inserted, following
+
+    async def _read(self, *, block_ms: int | None) -> list:
+        reply = await self.redis.xreadgroup(
+            self.keys.consumer_group, self.consumer, {self.keys.stream: ">"},
+            count=self.batch_size, block=block_ms,
+        )
+        return reply[0][1] if reply else []
+
+    async def _own_pending(self) -> list:
+        """Entries this consumer read but never acknowledged (a failed insert): retried first."""
+        reply = await self.redis.xreadgroup(
+            self.keys.consumer_group, self.consumer, {self.keys.stream: "0"}, count=self.batch_size
+        )
+        entries = reply[0][1] if reply else []
+        # A deleted-but-pending entry comes back with no fields; nothing to insert, just ack it.
+        gone = [entry_id for entry_id, fields in entries if not fields]
+        if gone:
+            await self.redis.xack(self.keys.stream, self.keys.consumer_group, *gone)
+        return [(entry_id, fields) for entry_id, fields in entries if fields]
+
+    async def _claim(self) -> list:
+        """Take over entries a dead consumer left pending; those delivered too often go in alone."""
+        claimed: list = []
+        start = "0-0"
+        while len(claimed) < self.batch_size:
+            start, entries, _deleted = await self.redis.xautoclaim(
+                self.keys.stream, self.keys.consumer_group, self.consumer,
+                min_idle_time=self.claim_idle_ms, start_id=start, count=self.batch_size,
+            )
+            claimed.extend(entries)
+            if start in (b"0-0", "0-0"):
+                break
+        if not claimed:
+            return []
+        return await self._isolate_overdelivered(claimed)
+
+    async def _isolate_overdelivered(self, entries: list) -> list:
+        """Insert alone each entry delivered more than ``max_deliveries`` times; return the others.
+
+        Several consumers died holding it: an outage with restarts, or an entry that kills
+        the process. Alone, it inserts, is refused, or waits out the outage like any entry;
+        if this process dies meanwhile, its marker tells the next consumer to dead-letter it.
+        """
+        first, last = entries[0][0], entries[-1][0]
+        pending = await self.redis.xpending_range(
+            self.keys.stream, self.keys.consumer_group, min=first, max=last, count=len(entries) * 2,
+            consumername=self.consumer,
+        )
+        counts = {p["message_id"]: p["times_delivered"] for p in pending}
+        suspects = [e for e in entries if counts.get(e[0], 0) > self.max_deliveries]
+        if not suspects:
+            return entries
+        marks = await self.redis.hmget(self.keys.ingest_suspects, [entry_id for entry_id, _ in suspects])
+        crashed = [(entry_id, fields, "crashed", f"delivered {counts[entry_id]} times; ingester {_text(mark)} "
+                    "died while inserting it alone") for (entry_id, fields), mark in zip(suspects, marks) if mark]
+        settled: set[bytes] = set()
+        await self._dead_letter(crashed, settled)
+        for entry in suspects:
+            if entry[0] not in settled:
+                await self._insert_alone(entry)
+        return [e for e in entries if counts.get(e[0], 0) <= self.max_deliveries]
+
+    async def _insert_alone(self, entry: tuple) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.ingest_suspects, entry[0], self.consumer)
+            pipe.expire(self.keys.ingest_suspects, SUSPECT_MARK_TTL)
+            await pipe.execute()
+        try:
+            await self._insert([entry], set())
+        finally:
+            await self.redis.hdel(self.keys.ingest_suspects, entry[0])
+
+    async def _insert(self, entries: list, settled: set[bytes]) -> int:
+        """Insert ``entries`` and acknowledge them; dead-letter what can never insert; return rows.
+
+        ``settled`` collects the ids inserted or dead-lettered so far, so a failure part way
+        leaves the caller knowing what is still to do. ``ClickHouseUnavailable`` propagates.
+        """
+        ids = [entry_id for entry_id, _ in entries]
+        raws = [fields.get(STREAM_FIELD) for _, fields in entries]
+        if not all(raws):
+            await self._dead_letter([(entry_id, fields, "invalid", "the stream entry holds no event")
+                                     for (entry_id, fields), raw in zip(entries, raws) if not raw], settled)
+            ids, raws = [i for i, raw in zip(ids, raws) if raw], [raw for raw in raws if raw]
+            if not ids:
+                return 0
+        try:
+            return await self._write(ids, raws, settled)
+        except BatchRefused as exc:
+            log.warning("ClickHouse refused a batch of %d; isolating the bad entries: %s", len(ids), exc.reason[:300])
+            return await self._isolate(ids, raws, settled)
+
+    async def _write(self, ids: list[bytes], raws: list[bytes], settled: set[bytes]) -> int:
+        writer = BatchWriter(self.settings, self.metrics)
+        writer.extend(ids, raws)
+        await asyncio.to_thread(writer.close)
+        return await self._acked(ids, settled)
+
+    async def _isolate(self, ids: list[bytes], raws: list[bytes], settled: set[bytes]) -> int:
+        """Insert the good entries of a refused batch, dead-letter the bad ones; return rows inserted."""
+        invalid, rest = [], ([], [])
+        for entry_id, raw in zip(ids, raws):
+            try:
+                check(raw)
+            except InvalidEvent as exc:
+                invalid.append((entry_id, {STREAM_FIELD: raw}, "invalid", str(exc)))
+                continue
+            except NotWireFormat:
+                pass  # ClickHouse decides, below
+            rest[0].append(entry_id)
+            rest[1].append(raw)
+        await self._dead_letter(invalid, settled)
+        # Python found the culprits: the rest goes in at once. Otherwise ClickHouse finds them.
+        parts = [rest] if invalid else _halves(rest)
+        inserted = 0
+        while parts:
+            part_ids, part_raws = parts.pop()
+            if not part_ids:
+                continue
+            try:
+                inserted += await self._write(part_ids, part_raws, settled)
+            except BatchRefused as exc:
+                if len(part_ids) > 1:
+                    parts += _halves((part_ids, part_raws))
+                elif exc.row_level:
+                    dead = (part_ids[0], {STREAM_FIELD: part_raws[0]}, "refused", exc.reason)
+                    await self._dead_letter([dead], settled)
+                else:
+                    raise ClickHouseUnavailable(exc.reason) from exc
+        return inserted
+
+    async def _dead_letter(self, dead: list, settled: set[bytes]) -> None:
+        if not dead:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            deadletter.queue(pipe, self.keys, self.consumer, dead)
+            await pipe.execute()
+        settled.update(entry_id for entry_id, *_ in dead)
+        for _, _, reason_class, _ in dead:
+            self.metrics.dead.labels(reason_class).inc()
+        log.warning("dead-lettered %d stream entries", len(dead),
+                    extra={"first_id": _text(dead[0][0]), "first_reason": dead[0][3][:300]})
+
+    async def _acked(self, ids: list[bytes], settled: set[bytes]) -> int:
+        """Acknowledge (and trim) only what ClickHouse now holds."""
+        await self.redis.xack(self.keys.stream, self.keys.consumer_group, *ids)
+        settled.update(ids)
+        self.metrics.inserted.inc(len(ids))
+        self.metrics.lag_seconds.set(max(0.0, time.time() - int(ids[-1].split(b"-")[0]) / 1000))
+        await self._trim()
+        return len(ids)
+
+    async def _trim(self) -> None:
+        """Drop what every consumer has acknowledged: entries below both the oldest pending
+        entry and the group's last delivered id (one XTRIM, not an XDEL per id)."""
+        pending = await self.redis.xpending(self.keys.stream, self.keys.consumer_group)
+        group = await self._group_info()
+        if group is None:
+            return
+        if group.get("lag") is not None:
+            self.metrics.lag_entries.set(group["lag"])
+        ms, seq = (int(part) for part in _text(group["last-delivered-id"]).split("-"))
+        threshold = (ms, seq + 1)
+        if pending["pending"]:
+            low_ms, low_seq = (int(part) for part in _text(pending["min"]).split("-"))
+            threshold = min(threshold, (low_ms, low_seq))
+        await self.redis.xtrim(self.keys.stream, minid=f"{threshold[0]}-{threshold[1]}", approximate=False)
+
+    async def _group_info(self) -> dict | None:
+        for group in await self.redis.xinfo_groups(self.keys.stream):
+            if _text(group.get("name")) == self.keys.consumer_group:
+                return group
+        return None
+
+
+def _halves(part: tuple[list, list]) -> list[tuple[list, list]]:
+    """The two halves of a part (ids, raws), in the order ``pop()`` takes them: first half first."""
+    ids, raws = part
+    mid = len(ids) // 2
+    return [(ids[mid:], raws[mid:]), (ids[:mid], raws[:mid])]

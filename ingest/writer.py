@@ -1,0 +1,138 @@
+"""The one ClickHouse writer: ``submit()`` collects stream entries, ``close()`` inserts them once.
+
+Entries go in as the JSON the edge wrote (``FORMAT JSONEachRow``): ClickHouse
+parses and types it far faster than Python could build columns, and the
+table derives ``ts`` and checks every constraint. A failed insert is told
+apart by ClickHouse's error code: ``BatchRefused`` (the data: some entry
+cannot insert, or the batch as a whole cannot) or ``ClickHouseUnavailable``
+(anything else: down, overloaded, missing table); the consumer splits the
+first and retries the second as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Iterable
+
+from clickhouse_connect.driver.exceptions import ClickHouseError, scrub_error_details
+
+from oros.connections import clickhouse_client
+from oros.events import Event
+from oros.settings import Settings
+
+from .metrics import IngestMetrics
+
+# The JSON keys ClickHouse reads: every field of the event model (ts_ms is the table's EPHEMERAL column).
+JSON_COLUMNS = tuple(f.name for f in dataclasses.fields(Event))
+JSON_SETTINGS = {
+    "input_format_json_read_objects_as_strings": 1,  # metadata: a JSON object stored as its text
+    "input_format_skip_unknown_fields": 1,  # a newer edge may add fields
+    "input_format_null_as_default": 1,
+}
+# Errors one entry's data can cause (parse, type, range, constraint): the batch has bad data.
+ROW_ERRORS = frozenset({
+    6, 25, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349, 376, 407, 467, 469, 691,
+})
+# TOO_MANY_PARTS: more partitions (months of ts) in one insert than ClickHouse allows; smaller parts
+# insert, so the batch is split, but no single entry is to blame (nor is it when the server is
+# behind on merges, which shares the code).
+BATCH_ERRORS = frozenset({252})
+_CODE = re.compile(r"Code: (\d+)")
+_NOISE = re.compile(r":? \(in file/uri [^)]*\)|\(version [^)]*\)")
+REASON_CHARS = 600
+
+
+class ClickHouseUnavailable(Exception):
+    """ClickHouse did not take a batch for a reason of its own: retry the same batch later."""
+
+
+class BatchRefused(Exception):
+    """ClickHouse refused a batch's data. ``row_level``: some single entry is to blame."""
+
+    def __init__(self, reason: str, *, row_level: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.row_level = row_level
+
+
+def classify(exc: Exception) -> Exception:
+    """The error an insert failure means for ingest: ``BatchRefused`` or ``ClickHouseUnavailable``."""
+    message, code = str(exc), getattr(exc, "code", None)
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        # chDB could not decode the engine's message, which quoted the entry's non-UTF-8 bytes.
+        message = exc.__cause__.object.decode("utf-8", "replace")
+        match = _CODE.search(message)
+        code = int(match.group(1)) if match else None
+    # Our temporary file's name and the server's version say nothing about the entry.
+    reason = " ".join(_NOISE.sub("", scrub_error_details(message)).split())[:REASON_CHARS]
+    if code in ROW_ERRORS:
+        return BatchRefused(reason, row_level=True)
+    if code in BATCH_ERRORS:
+        return BatchRefused(reason, row_level=False)
+    return ClickHouseUnavailable(reason)
+
+
+class BatchWriter:
+    """One insert of stream entries (or of events, to seed ClickHouse without the stream).
+
+    ``key`` is the entry's stream id (for events, their id): the insert's
+    deduplication token names the first, the last and the count, so the same
+    entries inserted again after a crash are dropped by ClickHouse.
+    """
+
+    def __init__(self, settings: Settings, metrics: IngestMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.keys: list[bytes] = []
+        self.raws: list[bytes] = []
+        self.closed = False
+
+    def submit(self, key: bytes, raw: bytes) -> None:
+        assert not self.closed, "a batch writer inserts once"
+        self.keys.append(key)
+        self.raws.append(raw)
+
+    def extend(self, keys: list[bytes], raws: list[bytes]) -> None:
+        """``submit`` each pair: a batch's worth at C speed, off the path every entry takes."""
+        assert not self.closed, "a batch writer inserts once"
+        self.keys.extend(keys)
+        self.raws.extend(raws)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def close(self) -> None:
+        """Insert everything submitted in one statement; raise ``BatchRefused`` or ``ClickHouseUnavailable``."""
+        assert not self.closed, "a batch writer inserts once"
+        self.closed = True
+        if not self.keys:
+            return
+        started = time.perf_counter()
+        token = f"{self.keys[0].decode()}:{self.keys[-1].decode()}:{len(self.keys)}"
+        try:
+            clickhouse_client(self.settings).raw_insert(
+                "events", list(JSON_COLUMNS), insert_block=b"\n".join(self.raws), fmt="JSONEachRow",
+                settings={**JSON_SETTINGS, "insert_deduplication_token": token},
+            )
+        except (ClickHouseError, OSError) as exc:
+            failure = classify(exc)
+            self._count("refused" if isinstance(failure, BatchRefused) else "unavailable")
+            raise failure from exc
+        self._count("ok")
+        if self.metrics:
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics:
+            self.metrics.inserts.labels(outcome).inc()
+
+
+def insert_events(settings: Settings, events: Iterable[Event]) -> int:
+    """Seed ClickHouse with events directly, without the stream (tests, benchmarks); return how many."""
+    writer = BatchWriter(settings)
+    for event in events:
+        writer.submit(event.event_id.encode(), event.encode())
+    writer.close()
+    return len(writer)

@@ -1,0 +1,83 @@
+"""``oros ingest`` and its dead letters, as an operator runs them, against this test's servers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import redis as sync_redis
+from test_ingest import events
+
+from ingest.metrics import IngestMetrics
+from oros import cli
+from oros.events import STREAM_FIELD
+
+
+def _letters(settings) -> dict[bytes, dict]:
+    client = sync_redis.Redis.from_url(settings.redis_url)
+    try:
+        return {fields[b"id"]: (letter_id.decode(), fields) for letter_id, fields in client.xrange(settings.keys.dead_letter)}
+    finally:
+        client.close()
+
+
+def _append(settings, evs) -> list[bytes]:
+    client = sync_redis.Redis.from_url(settings.redis_url)
+    try:
+        return [client.xadd(settings.keys.stream, {STREAM_FIELD: e.encode()}) for e in evs]
+    finally:
+        client.close()
+
+
+def test_oros_ingest_keeps_its_contract():
+    args = cli.build_parser().parse_args(["ingest"])
+    assert (args.func, args.once, args.metrics_port, args.dead_letters) == (cli.cmd_ingest, False, 9101, False)
+    assert args.replay_dead_letters is None and args.drop_dead_letters is None
+
+
+def test_dead_letters_are_listed_fixed_replayed_and_dropped(cli_env, settings, ch, capsys):
+    good, blocked, bad_clock = events(3)
+    blocked, bad_clock = replace(blocked, user_agent="blocked"), replace(bad_clock, ts_ms=1_000)
+    # A rule ClickHouse held for a while and Python never did (a schema change gone wrong).
+    ch.command("ALTER TABLE events ADD CONSTRAINT temporary_rule CHECK user_agent != 'blocked'")
+    ids = _append(settings, [good, blocked, bad_clock])
+    assert cli.main(["ingest", "--once"]) == 0
+    letters = _letters(settings)
+    assert set(letters) == {ids[1], ids[2]}
+    capsys.readouterr()
+
+    assert cli.main(["ingest", "--dead-letters"]) == 0
+    listing = capsys.readouterr().out
+    blocked_letter, clock_letter = letters[ids[1]][0], letters[ids[2]][0]
+    assert f"{blocked_letter}  " in listing and f"entry {ids[1].decode()}  refused: " in listing
+    assert "temporary_rule" in listing and f"entry {ids[2].decode()}  invalid: ts_ms: 1000 is outside" in listing
+    assert bad_clock.event_id in listing and listing.rstrip().endswith("2 dead letters")
+
+    ch.command("ALTER TABLE events DROP CONSTRAINT temporary_rule")  # the fix
+    assert cli.main(["ingest", "--replay-dead-letters"]) == 1  # the bad clock stays
+    out = capsys.readouterr()
+    assert "replayed 1 of 2 dead letters" in out.out and f"{clock_letter} stays: ts_ms: 1000" in out.err
+    assert set(_letters(settings)) == {ids[2]}
+    assert cli.main(["ingest", "--once"]) == 0
+    stored = {r[0] for r in ch.query("SELECT toString(event_id) FROM events").result_rows}
+    assert stored == {good.event_id, blocked.event_id}
+
+    assert cli.main(["ingest", "--replay-dead-letters", clock_letter, "1-1"]) == 1
+    assert "1-1: no such dead letter" in capsys.readouterr().err
+    assert cli.main(["ingest", "--drop-dead-letters", clock_letter]) == 0
+    assert _letters(settings) == {}
+    assert cli.main(["ingest", "--drop-dead-letters", clock_letter]) == 1
+
+
+def test_dev_admin_metrics_include_ingest(settings):
+    """``oros dev`` registers the ingester's metrics with the admin API's registry."""
+    from prometheus_client import generate_latest
+
+    from admin_api.app import create_app
+    from admin_api.typedefs import METRICS
+
+    app = create_app(settings)
+    ingest_metrics = IngestMetrics()
+    app[METRICS].registry.register(ingest_metrics)
+    ingest_metrics.inserted.inc(3)
+    text = generate_latest(app[METRICS].registry).decode()
+    assert "oros_ingest_events_total 3.0" in text and "oros_admin_requests" in text
