@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 from dataclasses import replace
 
 import aiohttp
 import pytest
-from conftest import free_port
 from test_settle import now_ms, world  # noqa: F401 - the shared world fixture
 
 from ingest.consumer import Ingester
@@ -30,6 +30,12 @@ from oros.migrate import migrate_clickhouse
 from settler.run import settle_once
 
 TRAP_UA = "trap"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def events(n: int, campaign_id: str = "00000000-0000-0000-0000-0000000000aa", **fields) -> list[Event]:

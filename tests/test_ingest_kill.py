@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port
-from test_ingest import TRAP_UA, append, dead_letters, events, pending, refused_by_clickhouse_only
+from test_ingest import TRAP_UA, append, dead_letters, events, free_port, pending, refused_by_clickhouse_only
 
 HERE = Path(__file__).resolve()
 
