@@ -244,6 +244,8 @@ class Ingester:
                     "died while inserting it alone") for (entry_id, fields), mark in zip(suspects, marks) if mark]
         settled: set[bytes] = set()
         await self._dead_letter(crashed, settled)
+        if crashed:
+            await self.redis.hdel(self.keys.ingest_suspects, *settled)
         for entry in suspects:
             if entry[0] not in settled:
                 await self._insert_alone(entry)

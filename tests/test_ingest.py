@@ -284,6 +284,7 @@ async def test_entry_an_ingester_died_inserting_alone_is_dead_lettered(settings,
     dead = await dead_letters(redis, settings)
     assert list(dead) == [ids[1]] and dead[ids[1]][b"class"] == b"crashed"
     assert b"ingester c2 died while inserting it alone" in dead[ids[1]][b"reason"]
+    assert await redis.hlen(settings.keys.ingest_suspects) == 0
 
 
 async def test_clickhouse_outage_only_grows_the_stream(settings, redis, ch):
