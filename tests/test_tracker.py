@@ -598,3 +598,77 @@ async def test_a_full_batch_is_sent_before_the_loop_turn_ends(settings, redis, t
     assert sum(sizes.counts) == 4 and sizes.sum == 1 + count
     entries = await redis.xrange(settings.keys.stream)
     assert [orjson.loads(fields[b"e"])["n"] for _, fields in entries] == list(range(-1, count))
+
+
+# -- bytes that are not UTF-8, ids in odd spellings ------------------------------------------
+
+
+async def raw_request(client, request: bytes) -> tuple[int, bytes]:
+    """Send ``request`` byte for byte (aiohttp's client would not send these bytes); its status and body."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        response = await reader.read()  # the request says Connection: close
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return int(response.split(b" ", 2)[1]), response.partition(b"\r\n\r\n")[2]
+
+
+def raw_get(path: bytes, *headers: bytes) -> bytes:
+    return b"GET " + path + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
+
+
+async def test_header_bytes_that_are_not_utf8_are_recorded_never_500(tracker, data, redis, settings):
+    code = data["code"].encode()
+    status, _ = await raw_request(tracker, raw_get(b"/" + code, b"User-Agent: Mozilla/5.0 (caf\xe9)", b"Referer: https://r.example/\xff"))
+    assert status == 302
+    # At the parser's field limit (8190 bytes), and past it.
+    assert (await raw_request(tracker, raw_get(b"/" + code, b"User-Agent: " + b"\xe9" * 8000)))[0] == 302
+    assert (await raw_request(tracker, raw_get(b"/" + code, b"User-Agent: " + b"\xe9" * 9000)))[0] == 400
+    # Raw bytes in the path and the query.
+    assert (await raw_request(tracker, raw_get(b"/\xff\xffcode")))[0] == 400  # the HTTP parser refuses raw bytes in a URL
+    assert (await raw_request(tracker, raw_get(b"/%FF%FFcode")))[0] == 404
+    assert (await raw_request(tracker, raw_get(b"/" + code + b"?utm_source=%E9&utm_term=%E9%FF")))[0] == 302
+    first, longest, with_query = await stream_events(redis, settings)
+    assert (first.user_agent, first.referrer) == ("Mozilla/5.0 (caf\ufffd)", "https://r.example/\ufffd")
+    assert longest.user_agent == "\ufffd" * 512
+    assert set(with_query.metadata) == {"utm_source", "utm_term"}
+
+
+async def test_bearer_bytes_that_are_not_utf8_are_401(tracker, pg, data):
+    key = make_api_key(pg, data["business"]).encode()
+    body = b'{"click_id": "%s", "type": "conversion"}' % str(uuid.uuid4()).encode()
+    for auth in (b"Bearer " + key + b"\xe9", b"Bearer \xe9", b"Bearer\xa0" + key, b"\xe9 " + key):
+        request = (b"POST /v1/conversions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                   b"Authorization: " + auth + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        status, response = await raw_request(tracker, request)
+        assert status == 401, auth
+        assert orjson.loads(response)["error"]["code"] == "unauthorized"
+
+
+def odd_spellings(value: str) -> list[str]:
+    """``value`` as uuid.UUID also parses it: 36 characters (the old length check) and other lengths."""
+    h = value.replace("-", "")
+    return [
+        "urn:" + h, "{" + h + "--}", f"{h[:4]}-{h[4:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", "----" + h,
+        "{" + value + "}", h, "urn:uuid:" + value, value + "\n", " " + value,
+    ]
+
+
+async def test_ids_in_odd_spellings_are_refused_and_upper_case_is_lower_cased(tracker, pg, data, redis, settings):
+    key = make_api_key(pg, data["business"])
+    auth = {"Authorization": f"Bearer {key}"}
+    click_id = await click(tracker, data["code"])
+    for odd in odd_spellings(click_id):
+        response = await tracker.post("/v1/conversions", json={"click_id": odd, "type": "conversion"}, headers=auth)
+        assert (response.status, (await response.json())["error"]["field"]) == (422, "click_id"), odd
+        assert (await tracker.get("/px.gif", params={"cid": odd})).status == 400, odd
+    shouted = await tracker.post("/v1/conversions", json={"click_id": click_id.upper(), "type": "conversion", "order_id": "U-1"},
+                                 headers=auth)
+    assert shouted.status == 202
+    assert (await tracker.get("/px.gif", params={"cid": click_id.upper(), "order_id": "U-2"})).status == 200
+    _, api, px = await stream_events(redis, settings)
+    # Attributed through the click index, which is keyed by the canonical id.
+    assert [(e.click_id, e.campaign_id) for e in (api, px)] == [(click_id, data["campaign"])] * 2

@@ -20,6 +20,7 @@ import time
 from aiohttp import web
 
 from oros.events import uuid7_str
+from oros.headers import text
 from oros.keys import CLICK_BUCKET_MS
 from oros.links import CODE_RE
 
@@ -77,8 +78,8 @@ class Redirector:
         ts_ms = time.time_ns() // 1_000_000
         click_id = uuid7_str(ts_ms)
         headers = request.headers
-        user_agent = headers.get("User-Agent")
-        referrer = headers.get("Referer")
+        user_agent = text(headers.get("User-Agent"))
+        referrer = text(headers.get("Referer"))
         method = request.method
         reason = bot_reason(method, headers, user_agent)
         event = link.click_event(
