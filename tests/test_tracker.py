@@ -478,7 +478,9 @@ async def test_fuzzed_paths_and_headers_never_500(tracker, data):
 async def test_healthz_and_metrics(tracker, data):
     await tracker.get(f"/{data['code']}", allow_redirects=False)
     health = await tracker.get("/healthz")
-    assert health.status == 200 and (await health.json()) == {"status": "ok", "redis": True, "spool_depth": 0}
+    assert health.status == 200 and (await health.json()) == {
+        "status": "ok", "redis": True, "spooling": False, "spool_depth": 0, "replayer": "ok", "replayer_restarts": 0, "problems": []
+    }
     text = await (await tracker.get("/metrics")).text()
     for name in (
         "oros_tracker_requests_total", "oros_tracker_events_appended_total", "oros_tracker_batch_size_bucket",

@@ -24,12 +24,13 @@ from redis.backoff import NoBackoff
 from oros.connections import pg_pool, redis_client
 from oros.settings import Settings
 
-from .appender import REDIS_ERRORS, Appender
+from .appender import Appender
 from .clientip import ClientIp
 from .conversions import MAX_BODY, pixel, post_conversion
 from .key_usage import KeyUsage
 from .metrics import Metrics, SharedMetrics
 from .redirect import Redirector
+from .replayer import Replayer
 from .resolve import Resolver, listen_invalidations
 from .spool import Spool
 from .typedefs import (
@@ -40,6 +41,7 @@ from .typedefs import (
     METRICS,
     PG_POOL,
     REDIS,
+    REPLAYER,
     RESOLVER,
     SETTINGS,
     SHARED_METRICS,
@@ -48,7 +50,6 @@ from .typedefs import (
 
 log = logging.getLogger(__name__)
 
-REPLAY_INTERVAL_S = 0.5
 SUBSCRIBE_WAIT_S = 2.0
 
 
@@ -129,24 +130,12 @@ async def resolver_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def replayer_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(replay_forever(app[APPENDER], app[SPOOL]))
+    app[REPLAYER] = Replayer(app[APPENDER])
+    task = asyncio.create_task(app[REPLAYER].supervise())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def replay_forever(appender: Appender, spool: Spool) -> None:
-    """Every tick: fsync the spool, and if Redis answers, replay what was spooled."""
-    while True:
-        await asyncio.sleep(REPLAY_INTERVAL_S)
-        spool.sync()
-        try:
-            await appender.replay_spool()
-        except REDIS_ERRORS as exc:
-            log.debug("redis still unavailable", extra={"error": repr(exc)})
-        except OSError:
-            log.exception("spool replay failed")
 
 
 def spool_dir(settings: Settings):
@@ -156,8 +145,30 @@ def spool_dir(settings: Settings):
 
 
 async def healthz(request: web.Request) -> web.Response:
-    body = {"status": "ok", "redis": request.app[APPENDER].redis_ok, "spool_depth": request.app[SPOOL].depth}
-    return web.Response(body=orjson.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"})
+    """``ok``; ``degraded`` (still 200) while spooling, replaying or failing to replay; ``failing`` (503) when
+    a click can be recorded nowhere: Redis is down and the last spool write failed (docs/tracker.md)."""
+    app = request.app
+    appender, spool, replayer = app[APPENDER], app[SPOOL], app[REPLAYER]
+    problems = []
+    if not appender.redis_ok:
+        problems.append("redis unreachable: events go to the spool")
+    if spool.depth:
+        problems.append(f"{spool.depth} spooled events wait for replay")
+    if replayer.failure is not None:
+        problems.append(f"spool replay failing: {replayer.failure}")
+    cannot_record = not appender.redis_ok and spool.write_error is not None
+    if cannot_record:
+        problems.append(f"spool write failing: {spool.write_error}")
+    status = "failing" if cannot_record else "degraded" if problems else "ok"
+    body = {
+        "status": status, "redis": appender.redis_ok, "spooling": not appender.redis_ok, "spool_depth": spool.depth,
+        "replayer": "failing" if replayer.failure is not None else "ok", "replayer_restarts": replayer.restarts,
+        "problems": problems,
+    }
+    return web.Response(
+        status=503 if cannot_record else 200, body=orjson.dumps(body), content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def metrics_page(request: web.Request) -> web.Response:

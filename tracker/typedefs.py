@@ -13,6 +13,7 @@ from .appender import Appender
 from .clientip import ClientIp
 from .key_usage import KeyUsage
 from .metrics import Metrics, SharedMetrics
+from .replayer import Replayer
 from .resolve import Resolver
 from .spool import Spool
 
@@ -27,3 +28,4 @@ KEY_USAGE = web.AppKey("key_usage", KeyUsage)
 SPOOL = web.AppKey("spool", Spool)
 APPENDER = web.AppKey("appender", Appender)
 RESOLVER = web.AppKey("resolver", Resolver)
+REPLAYER = web.AppKey("replayer", Replayer)
