@@ -29,6 +29,7 @@ from .clientip import ClientIp
 from .conversions import MAX_BODY, pixel, post_conversion
 from .key_usage import KeyUsage
 from .metrics import Metrics, SharedMetrics
+from .misses import KnownCodes, MissBudget
 from .redirect import Redirector
 from .replayer import Replayer
 from .resolve import Resolver, listen_invalidations
@@ -38,7 +39,9 @@ from .typedefs import (
     CLIENT_IP,
     KEY_USAGE,
     KEYS,
+    KNOWN_CODES,
     METRICS,
+    MISS_BUDGET,
     PG_POOL,
     REDIS,
     REPLAYER,
@@ -106,11 +109,15 @@ async def appender_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def resolver_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    app[KNOWN_CODES] = KnownCodes(app[PG_POOL])
+    app[MISS_BUDGET] = MissBudget()
     resolver = Resolver(
         app[REDIS],
         app[PG_POOL],
         app[KEYS],
         app[METRICS],
+        app[KNOWN_CODES],
+        app[MISS_BUDGET],
         ttl_s=settings.link_cache_ttl_s,
         negative_ttl_s=settings.negative_cache_ttl_s,
     )
@@ -122,10 +129,12 @@ async def resolver_ctx(app: web.Application) -> AsyncIterator[None]:
     # Serve once subscribed (no change can slip by unseen), or anyway when Redis is down.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(subscribed.wait(), SUBSCRIBE_WAIT_S)
+    known = asyncio.create_task(app[KNOWN_CODES].refresh_forever())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for background in (task, known):
+        background.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await background
     await subscriber.aclose()
 
 

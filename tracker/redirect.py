@@ -27,7 +27,7 @@ from oros.links import CODE_RE
 from .appender import AppendError
 from .bots import MAX_UA, bot_reason
 from .resolve import MISS, LinkUnavailable
-from .typedefs import APPENDER, CLIENT_IP, METRICS, RESOLVER
+from .typedefs import APPENDER, CLIENT_IP, METRICS, MISS_BUDGET, RESOLVER
 
 MAX_QUERY = 2048
 MAX_REFERRER = 2048
@@ -51,10 +51,11 @@ def _refuse(status: int, text: str) -> web.Response:
 class Redirector:
     """The ``/{code}`` handler; ``bind`` hands it the app's resources once they exist."""
 
-    __slots__ = ("_resolver", "_appender", "_client_ip", "_requests")
+    __slots__ = ("_resolver", "_misses", "_appender", "_client_ip", "_requests")
 
     async def bind(self, app: web.Application) -> None:
         self._resolver = app[RESOLVER]
+        self._misses = app[MISS_BUDGET]
         self._appender = app[APPENDER]
         self._client_ip = app[CLIENT_IP]
         self._requests = app[METRICS].requests
@@ -65,6 +66,11 @@ class Redirector:
         if link is MISS:
             if CODE_RE.match(code) is None:
                 return self._refused(404, "no such link")
+            # A request joining a lookup already under way costs nothing more.
+            if not self._resolver.loading(code) and not self._misses.miss(self._client_ip(request)):
+                self._requests[("redirect", "429")] += 1
+                return web.Response(status=429, text="too many unknown links from this address",
+                                    headers={"Cache-Control": NO_STORE, "Retry-After": "1"})
             try:
                 link = await self._resolver.load(code)
             except LinkUnavailable:
