@@ -16,10 +16,14 @@ starving real misses:
   (Postgres down at start) every code may exist and only ``MissBudget``
   holds Postgres back.
 * ``MissBudget``: per client (an IPv4 address, an IPv6 /64: one subscriber
-  holds a whole /64) at most ``MISSES_PER_CLIENT_S`` cache misses a second,
-  beyond which the redirect answers 429; and per process at most
-  ``LOOKUPS_PER_S`` Postgres lookups a second, beyond which a miss answers
-  503 at once instead of queueing on the pool.
+  holds a whole /64) at most ``MISSES_PER_CLIENT_S`` misses a second that
+  found no link, beyond which its misses are answered 429 before any lookup.
+  Misses that find a link never count, so real users behind one address (a
+  carrier NAT, a load balancer not listed in ``OROS_TRUSTED_PROXIES``) are
+  never refused. And per process at most ``LOOKUPS_IN_FLIGHT`` Postgres
+  lookups at once, beyond which a miss answers 503 at once instead of
+  queueing on the pool (a bound on concurrency, not a rate: it lets
+  through as many as Postgres answers).
 
 Fixed one-second windows: one dict lookup and an add per miss, memory
 bounded by the clients seen in one second (``MAX_CLIENTS``).
@@ -44,7 +48,7 @@ RETRY_S = 5.0
 FALSE_POSITIVE_RATE = 0.01
 MIN_CAPACITY = 100_000
 MISSES_PER_CLIENT_S = 20
-LOOKUPS_PER_S = 200
+LOOKUPS_IN_FLIGHT = 16  # Postgres link lookups waiting or running, per process (the pool has 4 connections)
 PROBES_PER_S = 5
 MAX_CLIENTS = 100_000  # per window; clients beyond it count only against the total
 
@@ -98,15 +102,16 @@ class KnownCodes:
 
 
 class MissBudget:
-    """Per-second allowances of cache misses per client and of Postgres lookups in total."""
+    """Allowances of misses that found nothing per client and second, of probes per second, of lookups at once."""
 
     def __init__(
-        self, *, per_client_s: int = MISSES_PER_CLIENT_S, lookups_s: int = LOOKUPS_PER_S, probes_s: int = PROBES_PER_S,
+        self, *, per_client_s: int = MISSES_PER_CLIENT_S, lookups: int = LOOKUPS_IN_FLIGHT, probes_s: int = PROBES_PER_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
         self._per_client_s = per_client_s
-        self._lookups_s = lookups_s
+        self._max_lookups = lookups
+        self.lookups = 0  # in flight
         self._probes_s = probes_s
         self._probes = 0
         self._window = -1
@@ -116,24 +121,29 @@ class MissBudget:
     def _tick(self) -> None:
         window = int(self._clock())
         if window != self._window:
-            self._window, self._clients, self._lookups, self._probes = window, {}, 0, 0
+            self._window, self._clients, self._probes = window, {}, 0
 
-    def miss(self, ip: str | None) -> bool:
-        """Count a cache miss from ``ip``; False when that client is over its allowance."""
+    def exhausted(self, ip: str | None) -> bool:
+        """Whether ``ip`` has had its allowance of codes that led nowhere this second."""
+        self._tick()
+        return self._clients.get(_client(ip), 0) >= self._per_client_s
+
+    def not_found(self, ip: str | None) -> None:
+        """Count a cache miss from ``ip`` that found no link."""
         self._tick()
         client = _client(ip)
-        count = self._clients.get(client, 0) + 1
-        if count > self._per_client_s:
+        if client in self._clients or len(self._clients) < MAX_CLIENTS:
+            self._clients[client] = self._clients.get(client, 0) + 1
+
+    def lookup_starts(self) -> bool:
+        """A Postgres lookup may start (then call ``lookup_ends``); False when too many are under way."""
+        if self.lookups >= self._max_lookups:
             return False
-        if count > 1 or len(self._clients) < MAX_CLIENTS:
-            self._clients[client] = count
+        self.lookups += 1
         return True
 
-    def lookup(self) -> bool:
-        """Count a Postgres lookup of a code that may exist; False when this second's are spent."""
-        self._tick()
-        self._lookups += 1
-        return self._lookups <= self._lookups_s
+    def lookup_ends(self) -> None:
+        self.lookups -= 1
 
     def probe(self) -> bool:
         """Count a Postgres lookup of a code the filter does not know; False when this second's are spent."""

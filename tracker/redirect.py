@@ -66,8 +66,8 @@ class Redirector:
         if link is MISS:
             if CODE_RE.match(code) is None:
                 return self._refused(404, "no such link")
-            # A request joining a lookup already under way costs nothing more.
-            if not self._resolver.loading(code) and not self._misses.miss(self._client_ip(request)):
+            client = self._client_ip(request)
+            if self._misses.exhausted(client):
                 self._requests[("redirect", "429")] += 1
                 return web.Response(status=429, text="too many unknown links from this address",
                                     headers={"Cache-Control": NO_STORE, "Retry-After": "1"})
@@ -75,6 +75,8 @@ class Redirector:
                 link = await self._resolver.load(code)
             except LinkUnavailable:
                 return self._refused(503, "link lookup unavailable, retry shortly")
+            if link is None:
+                self._misses.not_found(client)
         if link is None:
             return self._refused(404, "no such link")
         raw_query = request.rel_url.raw_query_string

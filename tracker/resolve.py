@@ -183,9 +183,6 @@ class Resolver:
         # shield: one caller going away must not cancel the others' query.
         return await asyncio.shield(future)
 
-    def loading(self, code: str) -> bool:
-        return code in self._inflight
-
     def forget(self, code: str) -> None:
         """``code`` was published: drop it, and from now on it may exist (a new link is published as it is made)."""
         self._generation += 1
@@ -212,7 +209,12 @@ class Resolver:
                 if not stale_ok and not self._may_ask_postgres(code):
                     self._metrics.link_cache[("filtered",)] += 1
                     return None  # and not remembered: made-up codes must not evict real ones from the cache
-                info = await self._from_postgres(code)
+                if not self._budget.lookup_starts():
+                    raise LinkUnavailable(code)
+                try:
+                    info = await self._from_postgres(code)
+                finally:
+                    self._budget.lookup_ends()
                 await self._fill_redis(code, info)
         except LinkUnavailable:
             if stale_ok:
@@ -224,10 +226,8 @@ class Resolver:
         return link
 
     def _may_ask_postgres(self, code: str) -> bool:
-        """False for a code to answer 404 unasked; raises ``LinkUnavailable`` when this second's lookups are spent."""
+        """False for a code to answer 404 without asking."""
         if self._known.might_exist(code):
-            if not self._budget.lookup():
-                raise LinkUnavailable(code)
             return True
         # Unknown to the filter: a few a second are asked anyway, so a link whose publish was
         # lost (Redis down as it was made) resolves before the next load; a flood spends them at once.
