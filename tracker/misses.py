@@ -47,6 +47,7 @@ REFRESH_S = 300.0
 RETRY_S = 5.0
 FALSE_POSITIVE_RATE = 0.01
 MIN_CAPACITY = 100_000
+LOAD_BATCH = 10_000
 MISSES_PER_CLIENT_S = 20
 LOOKUPS_IN_FLIGHT = 64  # Postgres link lookups waiting or running, per process: 4 pooled connections at ~1 ms each drain 64 in ~16 ms
 PROBES_PER_S = 5
@@ -80,9 +81,12 @@ class KnownCodes:
             async with self._pool.connection(timeout=10.0) as conn:
                 count = (await (await conn.execute("SELECT count(*) AS n FROM tracking_links")).fetchone())["n"]
                 fresh = Bloom(max(2 * count, MIN_CAPACITY), FALSE_POSITIVE_RATE)  # room to grow until the next load
-                cursor = conn.cursor()
-                async for row in cursor.stream(CODES_SQL):
-                    fresh.add(row["code"])
+                # A server-side cursor, in batches, yielding between them: a million codes must not stall redirects.
+                async with conn.cursor(name="oros_known_codes") as cursor:
+                    await cursor.execute(CODES_SQL)
+                    while rows := await cursor.fetchmany(LOAD_BATCH):
+                        fresh.update(row["code"] for row in rows)
+                        await asyncio.sleep(0)
             fresh.update(self._added_while_loading)
             self._filter, self.loaded_at = fresh, time.time()
             return count
