@@ -7,7 +7,6 @@ token), so granting or revoking a role takes effect at once.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,6 +14,8 @@ import jwt
 from aiohttp import web
 
 from oros import apikeys
+from oros.events import canonical_uuid
+from oros.headers import bearer
 from oros.settings import Settings
 
 from .errors import forbidden, unauthorized
@@ -71,18 +72,17 @@ def verify_token(settings: Settings, token: str) -> str:
         raise unauthorized("token expired") from None
     except jwt.InvalidTokenError:
         raise unauthorized("invalid token") from None
-    try:
-        return str(uuid.UUID(str(claims["sub"])))
-    except ValueError:
-        raise unauthorized("invalid token") from None
+    user_id = canonical_uuid(claims["sub"])
+    if user_id is None:
+        raise unauthorized("invalid token")
+    return user_id
 
 
 def _bearer(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer(request.headers.get("Authorization"))
+    if token is None:
         raise unauthorized("send Authorization: Bearer <token or API key>")
-    return token.strip()
+    return token
 
 
 async def caller(request: web.Request) -> Caller:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import binascii
-import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -18,6 +17,7 @@ from urllib.parse import urlparse
 import orjson
 from aiohttp import web
 
+from oros.events import canonical_uuid
 from oros.money import AmountError, parse_amount
 
 from .errors import ApiError, invalid
@@ -40,24 +40,22 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 
 
 def path_id(request: web.Request, name: str = "id") -> str:
-    """A UUID path segment; a malformed one is simply not found (never a 500)."""
+    """A UUID path segment, canonical; a malformed one is simply not found (never a 500)."""
     raw = request.match_info[name]
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise ApiError(404, "not_found", f"{name} {raw!r} not found") from None
+    value = canonical_uuid(raw)
+    if value is None:
+        raise ApiError(404, "not_found", f"{name} {raw!r} not found")
+    return value
 
 
 def uuid_field(body: dict, name: str, *, required: bool = True) -> str | None:
     raw = body.get(name)
     if raw is None and not required:
         return None
-    if not isinstance(raw, str):
-        raise invalid(name, f"{name} must be a UUID string")
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise invalid(name, f"{name} must be a UUID string") from None
+    value = canonical_uuid(raw)
+    if value is None:
+        raise invalid(name, f"{name} must be a UUID string (8-4-4-4-12 hex digits)")
+    return value
 
 
 def text(body: dict, name: str, *, required: bool = False, max_len: int, min_len: int = 1) -> str | None:
@@ -178,11 +176,14 @@ def cursor(request: web.Request) -> tuple[datetime, str] | None:
     if not raw:
         return None
     try:
-        decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        stamp, _, row_id = decoded.partition("|")
-        return datetime.fromisoformat(stamp), str(uuid.UUID(row_id))
+        stamp, _, row_id = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode().partition("|")
+        after = datetime.fromisoformat(stamp)
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise invalid("cursor", "cursor is malformed; pass next_cursor from the previous page") from None
+        after = None
+    row_id = canonical_uuid(row_id) if after is not None else None
+    if row_id is None:
+        raise invalid("cursor", "cursor is malformed; pass next_cursor from the previous page")
+    return after, row_id
 
 
 async def fetch_page(conn, select: str, where: list[str], params: dict, size: int,

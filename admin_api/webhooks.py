@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 import stripe
 from aiohttp import web
 
-from oros.events import STREAM_FIELD, Event, is_uuid
+from oros.events import STREAM_FIELD, Event, canonical_uuid
 from oros.money import fmt
 from oros.settings import Settings
 from oros.stripe_gateway import CURRENCY, from_cents
@@ -132,7 +132,7 @@ async def _payment_succeeded(conn: psycopg.AsyncConnection, redis, settings: Set
         raise Ignored("payment intent has no positive amount")
     meta = _metadata(intent).get("oros_campaign_id")
     row = await (
-        await conn.execute(_FUNDING_CAMPAIGN_SQL, {"pi": pi_id, "meta": meta if is_uuid(meta) else None})
+        await conn.execute(_FUNDING_CAMPAIGN_SQL, {"pi": pi_id, "meta": canonical_uuid(meta)})
     ).fetchone()
     if row is None:
         raise Ignored("payment intent is not for an OROS campaign")
@@ -149,8 +149,8 @@ async def _payment_failed(conn: psycopg.AsyncConnection, redis, settings: Settin
 
 async def _checkout_completed(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
     session = event["data"]["object"]
-    cid = session.get("client_reference_id") or _metadata(session).get("oros_cid")
-    if not is_uuid(cid):
+    cid = canonical_uuid(session.get("client_reference_id") or _metadata(session).get("oros_cid"))
+    if cid is None:
         raise Ignored("checkout session carries no oros_cid")
     value = _cents(session, "amount_total")
     if value is None:
@@ -215,7 +215,8 @@ async def _original_sale(conn, redis, settings: Settings, order_id: str, cid: ob
     row = await (await conn.execute(_SETTLED_SALE_SQL, {"order": order_id})).fetchone()
     if row is not None:
         return dict(row)
-    if is_uuid(cid):
+    cid = canonical_uuid(cid)
+    if cid is not None:
         return {**await _click(redis, settings, cid), "click_id": cid}
     return {}
 

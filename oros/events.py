@@ -9,6 +9,7 @@ which is what makes every later stage idempotent.
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -103,14 +104,17 @@ def uuid7_ms(value: uuid.UUID | str) -> int:
     return value.int >> 80
 
 
-def is_uuid(value: object) -> bool:
-    if not isinstance(value, str) or len(value) != 36:
-        return False
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+# The one spelling of an id we accept: 8-4-4-4-12 hex digits. uuid.UUID also parses
+# "{...}", "urn:uuid:...", no hyphens and hyphens anywhere; those are refused, so
+# one id has one spelling in Redis keys, the stream and Postgres.
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def canonical_uuid(value: object) -> str | None:
+    """``value`` as a canonical lower-case UUID string, or None when it is not one (any type)."""
+    if isinstance(value, str) and _UUID_RE.fullmatch(value):
+        return value.lower()
+    return None
 
 
 @dataclass(slots=True)

@@ -32,6 +32,7 @@ from oros import embedded
 from oros.connections import clickhouse_client, pg_connect, redis_client
 from oros.migrate import migrate_clickhouse, migrate_postgres
 from oros.settings import Settings
+from processes import stop_process
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(2)}"
 _counter = itertools.count(1)
@@ -140,15 +141,30 @@ def localstripe_url(tmp_path_factory):
     proc = subprocess.Popen([str(binary), "--port", str(port), "--from-scratch"], stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(f"{url}/v1/balance", auth=("sk_test_x", ""), timeout=1)
-            break
-        except requests.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("localstripe did not start")
-            time.sleep(0.2)
-    yield url
-    os.kill(proc.pid, 15)
-    proc.wait(timeout=10)
-    log.close()
+    try:
+        while True:
+            try:
+                requests.get(f"{url}/v1/balance", auth=("sk_test_x", ""), timeout=1)
+                break
+            except requests.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("localstripe did not start")
+                time.sleep(0.2)
+        yield url
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+@pytest.fixture
+def spawn():
+    """``spawn(args, **popen_kwargs)``: a process that is stopped and reaped after the test, whether it passed or not."""
+    started: list[subprocess.Popen] = []
+
+    def start(args, **kwargs) -> subprocess.Popen:
+        started.append(subprocess.Popen(args, **kwargs))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        stop_process(proc)

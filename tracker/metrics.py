@@ -83,7 +83,7 @@ class Metrics:
         self.registry = r = CollectorRegistry(auto_describe=True)
         # requests[(route, status)] += 1
         self.requests = Tally("oros_tracker_requests", "HTTP requests answered", ("route", "status"))
-        # link_cache[(layer,)] += 1; layer: local (in-process hit), miss, redis, postgres
+        # link_cache[(layer,)] += 1; layer: local (in-process hit), miss, redis, postgres, filtered (no such code)
         self.link_cache = Tally("oros_tracker_link_cache", "Link lookups by the layer that answered", ("layer",))
         # events[(sink,)] += n; sink: stream, spool
         self.events = Tally("oros_tracker_events_appended", "Events made durable, by where", ("sink",))

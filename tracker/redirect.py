@@ -20,13 +20,14 @@ import time
 from aiohttp import web
 
 from oros.events import uuid7_str
+from oros.headers import text
 from oros.keys import CLICK_BUCKET_MS
 from oros.links import CODE_RE
 
 from .appender import AppendError
 from .bots import MAX_UA, bot_reason
 from .resolve import MISS, LinkUnavailable
-from .typedefs import APPENDER, CLIENT_IP, METRICS, RESOLVER
+from .typedefs import APPENDER, CLIENT_IP, METRICS, MISS_BUDGET, RESOLVER
 
 MAX_QUERY = 2048
 MAX_REFERRER = 2048
@@ -50,10 +51,11 @@ def _refuse(status: int, text: str) -> web.Response:
 class Redirector:
     """The ``/{code}`` handler; ``bind`` hands it the app's resources once they exist."""
 
-    __slots__ = ("_resolver", "_appender", "_client_ip", "_requests")
+    __slots__ = ("_resolver", "_misses", "_appender", "_client_ip", "_requests")
 
     async def bind(self, app: web.Application) -> None:
         self._resolver = app[RESOLVER]
+        self._misses = app[MISS_BUDGET]
         self._appender = app[APPENDER]
         self._client_ip = app[CLIENT_IP]
         self._requests = app[METRICS].requests
@@ -64,10 +66,17 @@ class Redirector:
         if link is MISS:
             if CODE_RE.match(code) is None:
                 return self._refused(404, "no such link")
+            client = self._client_ip(request)
+            if self._misses.exhausted(client):
+                self._requests[("redirect", "429")] += 1
+                return web.Response(status=429, text="too many unknown links from this address",
+                                    headers={"Cache-Control": NO_STORE, "Retry-After": "1"})
             try:
                 link = await self._resolver.load(code)
             except LinkUnavailable:
                 return self._refused(503, "link lookup unavailable, retry shortly")
+            if link is None:
+                self._misses.not_found(client)
         if link is None:
             return self._refused(404, "no such link")
         raw_query = request.rel_url.raw_query_string
@@ -77,8 +86,8 @@ class Redirector:
         ts_ms = time.time_ns() // 1_000_000
         click_id = uuid7_str(ts_ms)
         headers = request.headers
-        user_agent = headers.get("User-Agent")
-        referrer = headers.get("Referer")
+        user_agent = text(headers.get("User-Agent"))
+        referrer = text(headers.get("Referer"))
         method = request.method
         reason = bot_reason(method, headers, user_agent)
         event = link.click_event(

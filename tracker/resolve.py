@@ -6,8 +6,10 @@
   runs, so the TTL never shows in a request's latency, and a link keeps
   redirecting while Redis and Postgres are both unreachable.
 * Redis ``link:{code}`` (``LinkInfo`` or ``NEGATIVE``), shared by trackers.
-* Postgres, on a Redis miss; concurrent misses for one code share one query
-  (single flight), and the answer, known or not, is written back to Redis.
+* Postgres, on a Redis miss, only for a code the Bloom filter of known codes
+  may hold and within this second's lookup budget (tracker/misses.py);
+  concurrent misses for one code share one query (single flight), and the
+  answer, known or not, is written back to Redis.
 
 ``oros.links.publish`` (admin API, settler) rewrites the Redis entry and
 names the code on the invalidation channel; ``listen_invalidations`` then
@@ -33,6 +35,7 @@ from oros.links import LINK_SQL, NEGATIVE, REDIS_TTL_S, LinkInfo
 
 from .appender import REDIS_ERRORS, click_index
 from .metrics import Metrics
+from .misses import KnownCodes, MissBudget
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,8 @@ class Resolver:
         pool: AsyncConnectionPool,
         keys: Keys,
         metrics: Metrics,
+        known: KnownCodes,
+        budget: MissBudget,
         *,
         ttl_s: float,
         negative_ttl_s: float,
@@ -139,6 +144,8 @@ class Resolver:
     ) -> None:
         self._redis = redis
         self._pool = pool
+        self._known = known
+        self._budget = budget
         self._keys = keys
         self._metrics = metrics
         self._ttl_s = ttl_s
@@ -177,8 +184,10 @@ class Resolver:
         return await asyncio.shield(future)
 
     def forget(self, code: str) -> None:
+        """``code`` was published: drop it, and from now on it may exist (a new link is published as it is made)."""
         self._generation += 1
         self._local.pop(code, None)
+        self._known.add(code)
 
     def forget_all(self) -> None:
         self._generation += 1
@@ -196,7 +205,16 @@ class Resolver:
         try:
             info, known = await self._from_redis(code)
             if not known:
-                info = await self._from_postgres(code)
+                # A refresh of a cached code is one per code and TTL, never a flood: it skips the checks.
+                if not stale_ok and not self._may_ask_postgres(code):
+                    self._metrics.link_cache[("filtered",)] += 1
+                    return None  # and not remembered: made-up codes must not evict real ones from the cache
+                if not self._budget.lookup_starts():
+                    raise LinkUnavailable(code)
+                try:
+                    info = await self._from_postgres(code)
+                finally:
+                    self._budget.lookup_ends()
                 await self._fill_redis(code, info)
         except LinkUnavailable:
             if stale_ok:
@@ -206,6 +224,14 @@ class Resolver:
         if generation == self._generation:
             self._remember(code, link)
         return link
+
+    def _may_ask_postgres(self, code: str) -> bool:
+        """False for a code to answer 404 without asking."""
+        if self._known.might_exist(code):
+            return True
+        # Unknown to the filter: a few a second are asked anyway, so a link whose publish was
+        # lost (Redis down as it was made) resolves before the next load; a flood spends them at once.
+        return self._budget.probe()
 
     async def _from_redis(self, code: str) -> tuple[LinkInfo | None, bool]:
         try:

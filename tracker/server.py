@@ -6,16 +6,20 @@ worker's ``/metrics`` reports all of them (``SharedMetrics``). With one
 worker the server runs in this process. SIGTERM (or SIGINT) drains: the
 listening socket closes, in-flight requests finish, the appender flushes its
 last batch, then the process exits; the parent of N workers forwards the
-signal and waits for them.
+signal and waits for them. Workers never outlive the parent: the kernel
+sends them SIGTERM when it dies, even by SIGKILL (``PR_SET_PDEATHSIG``), and
+each also watches its parent's pid, where there is no such signal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,14 +39,19 @@ DRAIN_TIMEOUT_S = 10.0
 MAX_LINE_BYTES = 4096  # request line: method, code, query
 MAX_FIELD_BYTES = 8190
 MAX_HEADERS = 64
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_CHECK_S = 1.0
 
 
-async def serve(settings: Settings, port: int, *, reuse_port: bool, metrics_dir: Path | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, then drain."""
+async def serve(
+    settings: Settings, port: int, *, reuse_port: bool, metrics_dir: Path | None = None, parent_pid: int | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT (or, for a worker, until ``parent_pid`` is no longer its parent), then drain."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    watch = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid is not None else None
     runner = web.AppRunner(
         create_app(settings, metrics_dir=metrics_dir),
         access_log=None,  # one log line per click would cost more than the click
@@ -57,13 +66,35 @@ async def serve(settings: Settings, port: int, *, reuse_port: bool, metrics_dir:
     log.info("tracker listening", extra={"port": port, "pid": os.getpid()})
     await stop.wait()
     log.info("draining", extra={"pid": os.getpid()})
+    if watch is not None:
+        watch.cancel()
     await runner.cleanup()
     log.info("stopped", extra={"pid": os.getpid()})
 
 
-def _worker(settings: Settings, port: int, log_level: str, metrics_dir: Path) -> None:
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    """Stop once the supervising process is gone: the fallback where no parent-death signal exists."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(PARENT_CHECK_S)
+    log.warning("the supervising process is gone, stopping", extra={"parent": parent_pid})
+    stop.set()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGTERM this worker (a normal drain) when its parent dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed", extra={"errno": ctypes.get_errno()})
+    # The parent may have died before the signal was asked for: then nobody sends it.
+    if os.getppid() != parent_pid:
+        sys.exit("the supervising process died before this worker started")
+
+
+def _worker(settings: Settings, port: int, log_level: str, metrics_dir: Path, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
     setup_logging(log_level)
-    uvloop.run(serve(settings, port, reuse_port=True, metrics_dir=metrics_dir))
+    uvloop.run(serve(settings, port, reuse_port=True, metrics_dir=metrics_dir, parent_pid=parent_pid))
 
 
 def run_tracker(settings: Settings, workers: int, port: int) -> None:
@@ -79,7 +110,7 @@ def _run_workers(settings: Settings, workers: int, port: int, metrics_dir: Path)
     context = multiprocessing.get_context("spawn")
     log_level = logging.getLevelName(logging.getLogger().level)
     children = [
-        context.Process(target=_worker, args=(settings, port, log_level, metrics_dir), name=f"tracker-{n}")
+        context.Process(target=_worker, args=(settings, port, log_level, metrics_dir, os.getpid()), name=f"tracker-{n}")
         for n in range(workers)
     ]
     for child in children:

@@ -3,12 +3,18 @@
 Each tracker process appends encoded events, one per line, to its own active
 file and holds an exclusive ``flock`` on it. A file nobody holds (sealed by
 its writer once Redis is back, or left by a process that died) is claimed by
-whichever replayer locks it first, written to the stream and unlinked. One
-``write(2)`` per batch: after it returns the events survive a SIGKILL of the
-tracker (they are in the kernel's page cache); the replayer ``fsync``s every
-tick, so a power loss costs at most one tick, like Redis' ``appendfsync
-everysec``. A replay interrupted half-way is replayed again; event ids are
-generated at the edge, so the duplicates collapse downstream.
+whichever replayer locks it first, written to the stream and unlinked. A
+replay interrupted half-way is replayed again; event ids are generated at
+the edge, so the duplicates collapse downstream.
+
+A batch is acknowledged only once it is whole on disk: written, then
+``fdatasync``ed (one sync per batch, measured in docs/tracker.md). A write
+that fails part-way (ENOSPC after some bytes, EIO) or a sync that fails is
+cut off again with ``ftruncate`` back to the end of the last acknowledged
+batch, so the next batch never lands on a torn line. Should that truncation
+fail too, the file stays marked torn and every later write first retries it
+and is refused until it succeeds. Only a process killed inside a write
+leaves a torn last line, and that request was never answered.
 """
 
 from __future__ import annotations
@@ -35,9 +41,11 @@ class ClaimedFile:
     fd: int
 
     def read_events(self) -> list[bytes]:
-        with open(self.fd, "rb", closefd=False) as f:
-            f.seek(0)
-            data = f.read()
+        chunks, offset = [], 0
+        while chunk := os.pread(self.fd, 1 << 20, offset):
+            chunks.append(chunk)
+            offset += len(chunk)
+        data = b"".join(chunks)
         # A process killed inside write(2) can leave a torn last line; the
         # request that wrote it was never answered, so nothing promised is lost.
         lines = data.split(b"\n")
@@ -54,6 +62,10 @@ class ClaimedFile:
         os.close(self.fd)
 
 
+class SpoolError(Exception):
+    """Reading, sealing or removing a spool file failed (an OSError of the disk, not of Redis)."""
+
+
 class Spool:
     def __init__(self, directory: Path, metrics: Metrics) -> None:
         self.directory = directory
@@ -61,35 +73,53 @@ class Spool:
         self._metrics = metrics
         self._fd: int | None = None
         self._active: Path | None = None
+        self._size = 0  # bytes of the active file that are whole, synced batches
+        self._torn = False  # the active file may end past _size: truncate before writing
         self.depth = 0  # events this process spooled and has not yet replayed
+        self.write_error: str | None = None  # why the last write failed; None once one succeeds
 
     def write(self, events: list[bytes]) -> None:
-        """Append ``events`` durably enough to answer the requests that made them."""
+        """Append ``events`` and sync them; raises OSError, leaving the file as it was, if they are not all on disk."""
         if self._fd is None:
             self._open()
-        data = b"\n".join(events) + b"\n"
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        data = b"".join(event + b"\n" for event in events)
+        try:
+            if self._torn:
+                os.ftruncate(self._fd, self._size)
+                self._torn = False
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self.write_error = repr(exc)
+            self._cut_back()
+            raise
+        self._size += len(data)
+        self.write_error = None
         self.depth += len(events)
         self._metrics.events[("spool",)] += len(events)
         self._metrics.spool_depth.set(self.depth)
+
+    def _cut_back(self) -> None:
+        """Drop what a failed write left past the last whole batch."""
+        try:
+            os.ftruncate(self._fd, self._size)
+            self._torn = False
+        except OSError:
+            log.exception("cannot truncate the spool after a failed write", extra={"path": str(self._active)})
+            self._torn = True
 
     def _open(self) -> None:
         path = self.directory / f"active-{os.getpid()}-{uuid7().hex}.log"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        self._fd, self._active = fd, path
-
-    def sync(self) -> None:
-        if self._fd is not None:
-            os.fsync(self._fd)
+        self._fd, self._active, self._size, self._torn = fd, path, 0, False
 
     def seal(self) -> None:
-        """Close the active file so it becomes replayable (by any process)."""
-        if self._fd is not None:
-            os.fsync(self._fd)
+        """Close the active file so it becomes replayable (by any process); every batch in it is already synced."""
+        if self._fd is not None and not self._torn:
             os.close(self._fd)
             self._fd = self._active = None
 
@@ -122,7 +152,9 @@ class Spool:
         self._metrics.spool_depth.set(self.depth)
 
     def close(self) -> None:
-        self.seal()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = self._active = None
 
 
 def _age(path: Path) -> float:

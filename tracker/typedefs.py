@@ -13,6 +13,8 @@ from .appender import Appender
 from .clientip import ClientIp
 from .key_usage import KeyUsage
 from .metrics import Metrics, SharedMetrics
+from .misses import KnownCodes, MissBudget
+from .replayer import Replayer
 from .resolve import Resolver
 from .spool import Spool
 
@@ -27,3 +29,6 @@ KEY_USAGE = web.AppKey("key_usage", KeyUsage)
 SPOOL = web.AppKey("spool", Spool)
 APPENDER = web.AppKey("appender", Appender)
 RESOLVER = web.AppKey("resolver", Resolver)
+REPLAYER = web.AppKey("replayer", Replayer)
+KNOWN_CODES = web.AppKey("known_codes", KnownCodes)
+MISS_BUDGET = web.AppKey("miss_budget", MissBudget)
