@@ -30,6 +30,8 @@ import psycopg
 from oros.connections import clickhouse_client
 from oros.settings import Settings
 
+HOUR_MS = 3_600_000
+
 # Per partition: a fingerprint that changes whenever a row is inserted into it.
 PARTS_SQL = """
 SELECT partition_id, max(max_block_number), sum(rows)
@@ -107,7 +109,8 @@ def partition_of(hour: datetime) -> str:
 
 
 def hour_of(ts_ms: int) -> datetime:
-    return datetime.fromtimestamp(ts_ms // 3_600_000 * 3600, tz=UTC)
+    """The UTC hour of event time an event is counted under (``toStartOfHour(ts)``)."""
+    return datetime.fromtimestamp(ts_ms // HOUR_MS * 3600, tz=UTC)
 
 
 def prove(settings: Settings, conn: psycopg.Connection, *, read_ids: set[str], horizon: datetime,

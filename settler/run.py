@@ -355,7 +355,8 @@ def _settle_read(settings, conn, fresh_sql: str, params: dict, report: Report, *
     fresh = [e for e in fresh if e.event_id not in done]
     report.seen += len(fresh)
     _settle_events(settings, conn, fresh, report, dry_run=dry_run, now=now, progress=progress)
-    return read_ids, Counter(completeness.hour_of(e.ts_ms) for e in fresh)
+    hours = Counter(e.ts_ms // completeness.HOUR_MS for e in fresh)
+    return read_ids, Counter({completeness.hour_of(h * completeness.HOUR_MS): n for h, n in hours.items()})
 
 
 def _settle_events(settings, conn, fresh, report, *, dry_run, now, progress) -> None:
