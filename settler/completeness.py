@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
@@ -31,32 +31,43 @@ from oros.connections import clickhouse_client
 from oros.settings import Settings
 
 HOUR_MS = 3_600_000
+# A partition is counted again at least this often, whatever its fingerprint says.
+PROOF_MAX_AGE = timedelta(days=1)
+# A merge replacing a counted part during the proof makes it inconclusive; it is taken again.
+ATTEMPTS = 3
 
-# Per partition: a fingerprint that changes whenever a row is inserted into it.
+# The active parts: each partition's fingerprint, and the exact set of rows one proof reads.
 PARTS_SQL = """
-SELECT partition_id, max(max_block_number), sum(rows)
+SELECT partition_id, name, max_block_number, rows
   FROM system.parts
  WHERE database = currentDatabase() AND table = 'events' AND active
- GROUP BY partition_id
+"""
+
+STILL_ACTIVE_SQL = """
+SELECT count() FROM system.parts
+ WHERE database = currentDatabase() AND table = 'events' AND active AND name IN {parts:Array(String)}
 """
 
 HELD_SQL = """
 SELECT toStartOfHour(ts) AS hour, uniqExact(event_id)
   FROM events
- WHERE _partition_id IN {partitions:Array(String)}
+ WHERE _part IN {parts:Array(String)}
  GROUP BY hour
 """
 
-# Ids in the short hours that the next window reads (a version ingested at or after its start).
+# Ids in the short hours that the next window reads (a row ingested at or after its start).
 NEXT_WINDOW_SQL = """
 SELECT DISTINCT toString(event_id), toStartOfHour(ts)
   FROM events
- WHERE _partition_id IN {partitions:Array(String)}
+ WHERE _part IN {parts:Array(String)}
    AND toStartOfHour(ts) IN {hours:Array(DateTime('UTC'))}
    AND ingested_at >= {horizon:DateTime64(3, 'UTC')}
 """
 
-PROVEN_SQL = "SELECT partition_id, max_block, part_rows, decided FROM settle_proven_partitions"
+PROVEN_SQL = """
+SELECT partition_id, max_block, part_rows, decided FROM settle_proven_partitions
+ WHERE proven_at > now() - %(max_age)s
+"""
 
 # Per partition, what Postgres has decided: changes when a decision is added or lost (a restore).
 DECIDED_SQL = """
@@ -96,11 +107,22 @@ class Proof:
     undecided: int = 0
     # Decided events ClickHouse does not hold (lost ClickHouse data): reconcile names them.
     not_in_clickhouse: int = 0
+    # Merges kept replacing the counted parts: nothing proven this run, the next one tries again.
+    inconclusive: bool = False
 
     def as_dict(self) -> dict:
         return {"partitions_checked": self.partitions_checked,
                 "late_hours": [h.isoformat() for h in self.late_hours],
-                "undecided_next_run": self.undecided, "decided_not_in_clickhouse": self.not_in_clickhouse}
+                "undecided_next_run": self.undecided, "decided_not_in_clickhouse": self.not_in_clickhouse,
+                "inconclusive": self.inconclusive}
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The active parts of the changed partitions at one moment, and each partition's fingerprint."""
+
+    parts: list[str]
+    fingerprints: dict[str, tuple[int, int, int]]
 
 
 def partition_of(hour: datetime) -> str:
@@ -123,16 +145,39 @@ def prove(settings: Settings, conn: psycopg.Connection, *, read_ids: set[str], h
     :param is_decided: the subset of ids Postgres ``events`` holds.
     """
     client = clickhouse_client(settings)
+    for _ in range(ATTEMPTS):
+        snapshot = _changed_parts(client, conn)
+        proof = Proof(partitions_checked=sorted(snapshot.fingerprints))
+        if not snapshot.parts:
+            return proof
+        _count(client, conn, snapshot, proof, read_ids, horizon, pending, is_decided)
+        # Both counts read exactly the snapshot's rows only if none of its parts was merged away meanwhile.
+        still = client.query(STILL_ACTIVE_SQL, parameters={"parts": snapshot.parts}).result_rows[0][0]
+        if still == len(snapshot.parts):
+            return proof
+    return Proof(partitions_checked=proof.partitions_checked, inconclusive=True)
+
+
+def _changed_parts(client, conn: psycopg.Connection) -> _Snapshot:
     # Fingerprints are taken before counting: a row inserted or decided after them changes them.
     totals = {r["partition_id"]: int(r["decided"]) for r in conn.execute(DECIDED_SQL)}
-    parts = {p: (int(block), int(rows), totals.get(p, 0))
-             for p, block, rows in client.query(PARTS_SQL).result_rows}
-    known = {r["partition_id"]: (r["max_block"], r["part_rows"], r["decided"]) for r in conn.execute(PROVEN_SQL)}
-    proof = Proof(partitions_checked=sorted(p for p, fingerprint in parts.items() if known.get(p) != fingerprint))
-    if not proof.partitions_checked:
-        return proof
-    held = {_utc(h): n for h, n in client.query(
-        HELD_SQL, parameters={"partitions": proof.partitions_checked}).result_rows}
+    parts: dict[str, list[str]] = {}
+    blocks: Counter = Counter()
+    rows: Counter = Counter()
+    for partition, name, block, n in client.query(PARTS_SQL).result_rows:
+        parts.setdefault(partition, []).append(name)
+        blocks[partition] = max(blocks[partition], int(block))
+        rows[partition] += int(n)
+    known = {r["partition_id"]: (r["max_block"], r["part_rows"], r["decided"])
+             for r in conn.execute(PROVEN_SQL, {"max_age": PROOF_MAX_AGE})}
+    fingerprints = {p: (blocks[p], rows[p], totals.get(p, 0)) for p in parts}
+    changed = {p: f for p, f in fingerprints.items() if known.get(p) != f}
+    return _Snapshot(parts=sorted(name for p in changed for name in parts[p]), fingerprints=changed)
+
+
+def _count(client, conn, snapshot: _Snapshot, proof: Proof, read_ids, horizon, pending, is_decided) -> None:
+    """Fill ``proof`` from one snapshot: short hours, the next window's share of them, the late ones."""
+    held = {_utc(h): n for h, n in client.query(HELD_SQL, parameters={"parts": snapshot.parts}).result_rows}
     decided = {r["hour"]: r["decided"] for r in conn.execute(FOLD_SQL, {"partitions": proof.partitions_checked})}
     short = {}
     unprovable = set()
@@ -143,21 +188,20 @@ def prove(settings: Settings, conn: psycopg.Connection, *, read_ids: set[str], h
         elif missing < 0:
             proof.not_in_clickhouse -= missing
             unprovable.add(partition_of(hour))
-    next_window = _next_window(client, proof.partitions_checked, short, read_ids, horizon, is_decided)
+    next_window = _next_window(client, snapshot.parts, short, read_ids, horizon, is_decided)
     proof.undecided = sum(next_window.values())
     proof.late_hours = sorted(h for h, missing in short.items() if missing > next_window[h])
     unprovable.update(partition_of(h) for h in proof.late_hours)
-    proof.proven = {p: parts[p] for p in proof.partitions_checked if p not in unprovable}
-    return proof
+    proof.proven = {p: f for p, f in snapshot.fingerprints.items() if p not in unprovable}
 
 
-def _next_window(client, partitions: list[str], short: dict[datetime, int], read_ids: set[str],
+def _next_window(client, parts: list[str], short: dict[datetime, int], read_ids: set[str],
                  horizon: datetime, is_decided) -> Counter:
     """Per short hour, the undecided ids the next window will read."""
     if not short:
         return Counter()
     rows = client.query(NEXT_WINDOW_SQL, parameters={
-        "partitions": partitions, "hours": sorted(short), "horizon": horizon}).result_rows
+        "parts": parts, "hours": sorted(short), "horizon": horizon}).result_rows
     unread = {event_id: _utc(hour) for event_id, hour in rows if event_id not in read_ids}
     decided = is_decided(list(unread))
     return Counter(hour for event_id, hour in unread.items() if event_id not in decided)

@@ -202,6 +202,34 @@ def test_event_arriving_during_the_run_is_left_to_the_next_window(settled):
     assert behind.late_hours == [completeness.hour_of(arrived.ts_ms)] and behind.proven == {}
 
 
+@pytest.mark.parametrize("merges", [1, completeness.ATTEMPTS])
+def test_a_merge_during_the_proof_is_never_a_false_proof(settled, monkeypatch, merges):
+    """A background merge replacing counted parts mid-proof: taken again, or left to the next run, never trusted."""
+    late = settled.click(settled.ids["campaign"], settled.ids["creator"])
+    put_at(settled.settings, [late], watermark(settled) - timedelta(hours=3))
+    count, calls = completeness._count, []
+
+    def count_then_merge(client, *args):
+        count(client, *args)
+        if len(calls) < merges:
+            calls.append(1)
+            put_at(settled.settings, [late], watermark(settled) - timedelta(hours=3))  # a replay: one more part
+            client.command("OPTIMIZE TABLE events FINAL")
+
+    proven_sql = "SELECT partition_id, max_block, part_rows, decided, proven_at FROM settle_proven_partitions"
+    proven_before = settled.pg.execute(proven_sql).fetchall()
+    monkeypatch.setattr(completeness, "_count", count_then_merge)
+    report = settle_once(settled.settings)
+    if merges < completeness.ATTEMPTS:
+        assert report["events_paid"] == 1 and report["completeness"]["inconclusive"] is False
+    else:
+        assert report["events_paid"] == 0 and report["completeness"]["inconclusive"] is True
+        assert settled.pg.execute(proven_sql).fetchall() == proven_before  # nothing proven by this run
+        assert settle_once(settled.settings)["events_paid"] == 1
+    assert paid_count(settled, late) == 1
+    settled.assert_books()
+
+
 def test_two_settlers_and_a_late_row_pay_once(settled):
     import threading
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_completeness import HERE as LOADER
 from test_settle import world  # noqa: F401 - the shared world fixture
 
-from conftest import free_port
 from settler.metrics import SettlerMetrics, create_app, timed
 from settler.reconcile import Check
 
@@ -90,7 +90,9 @@ def test_oros_settler_serves_metrics_while_it_settles(world, tmp_path):
     loaded = subprocess.run([sys.executable, str(LOADER), "load", str(tmp_path / "events.jsonl")], env=env,
                             capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr
-    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "oros.cli", "settler", "--metrics-port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
