@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("settler", help="scheduled settle, release-holds and reconcile jobs")
-    p.add_argument("--metrics-port", type=int, default=SETTLER_METRICS_PORT, help="serve /metrics and /healthz (0: off)")
+    p.add_argument("--metrics-port", type=int, default=SETTLER_METRICS_PORT,
+                   help="serve /metrics and /healthz (0: off)")
     p.set_defaults(func=cmd_settler)
 
     p = sub.add_parser("settle", help="verify and pay the events since the watermark, and any still undecided")

@@ -64,18 +64,26 @@ def build_scheduler(settings: Settings, metrics: settler_metrics.SettlerMetrics 
     return scheduler
 
 
+async def _metrics_server(metrics: settler_metrics.SettlerMetrics, port: int) -> web.AppRunner:
+    runner = web.AppRunner(settler_metrics.create_app(metrics), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "0.0.0.0", port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SystemExit(f"settler: cannot serve metrics on port {port} ({exc.strerror});"
+                         " choose another --metrics-port, or 0 for none") from None
+    log.info("settler metrics listening", extra={"port": port})
+    return runner
+
+
 async def _serve(settings: Settings, metrics_port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     metrics = settler_metrics.SettlerMetrics()
-    runner = None
-    if metrics_port:
-        runner = web.AppRunner(settler_metrics.create_app(metrics), access_log=None, handle_signals=False)
-        await runner.setup()
-        await web.TCPSite(runner, "0.0.0.0", metrics_port).start()
-        log.info("settler metrics listening", extra={"port": metrics_port})
+    runner = await _metrics_server(metrics, metrics_port) if metrics_port else None
     scheduler = build_scheduler(settings, metrics)
     scheduler.start()
     try:

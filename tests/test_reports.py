@@ -309,23 +309,22 @@ async def test_pool_exhaustion_is_503_with_retry_after(aiohttp_client, settings,
     assert (await api.get("/v1/me", headers=auth)).status == 200
 
 
-def test_chdb_calls_hold_one_process_wide_lock(settings, ch):
-    """Every chDB client of the process (any database) queries under the one lock; HTTP clients take none."""
+def test_chdb_calls_hold_one_process_wide_lock(settings, ch, monkeypatch):
+    """Every chDB client of the process (any database) queries under the one lock, and an open stream holds it."""
+    busy = WatchedLock()
+    monkeypatch.setattr(connections, "CHDB_LOCK", busy)
     other = connections.clickhouse_client(settings, database="")
-    assert ch is not other and isinstance(ch, connections._SerialClient) and isinstance(other, connections._SerialClient)
-    held = threading.Event()
-    done = threading.Event()
-
-    def query():
-        held.wait()
-        other.query("SELECT 1")
-        done.set()
-
-    worker = threading.Thread(target=query)
-    worker.start()
-    with connections.CHDB_LOCK, ch.query_rows_stream("SELECT number FROM numbers(3)") as rows:
-        held.set()
+    assert ch is not other
+    assert isinstance(ch, connections._SerialClient) and isinstance(other, connections._SerialClient)
+    answered: list = []
+    worker = threading.Thread(target=lambda: answered.append(other.query("SELECT 1").result_rows))
+    with ch.query_rows_stream("SELECT number FROM numbers(3)") as rows:
+        worker.start()
+        for _ in range(3000):  # bounded wait until the other client's query queues on the lock
+            if busy.waiting:
+                break
+            threading.Event().wait(0.01)
+        assert busy.waiting == 1 and answered == []
         assert [r[0] for r in rows] == [0, 1, 2]
-        assert not done.wait(0.2)  # the other client waits while the stream is open
-    worker.join(timeout=30)
-    assert done.is_set()
+    worker.join(timeout=60)
+    assert answered == [[(1,)]]

@@ -36,7 +36,8 @@ REPORT = {"events_paid": 3, "rejected_by_reason": {"bot": 2, "duplicate_click": 
 async def test_runs_events_money_and_reconcile_are_exported(aiohttp_client):
     metrics = SettlerMetrics()
     timed(metrics, "settle", lambda: REPORT)
-    timed(metrics, "reconcile", lambda: [Check("transfers_balance", False, "x"), Check("no_negative_balances", True, "")])
+    timed(metrics, "reconcile",
+          lambda: [Check("transfers_balance", False, "x"), Check("no_negative_balances", True, "")])
     client = await aiohttp_client(create_app(metrics))
 
     got = samples(await (await client.get("/metrics")).text())
