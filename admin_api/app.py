@@ -7,6 +7,7 @@ from typing import AsyncIterator
 
 import psycopg
 from aiohttp import web
+from psycopg_pool import PoolTimeout
 
 from oros.connections import pg_pool, redis_client
 from oros.settings import Settings
@@ -33,6 +34,8 @@ _DB_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     # Deadlock or serialization failure: nothing was written; the client may simply retry.
     (psycopg.errors.TransactionRollback, 503, "try_again"),
 )
+# Every pooled connection stayed busy for the pool's timeout: overload, not a bug; the client retries.
+POOL_RETRY_AFTER_S = 1
 
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -46,7 +49,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return respond(exc.body(), exc.status)
+        return _api_error(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -55,6 +58,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
+    except PoolTimeout:
+        log.warning("no database connection free", extra={"path": request.path})
+        return _api_error(ApiError(503, "unavailable", "the service is busy; retry shortly",
+                                   retry_after_s=POOL_RETRY_AFTER_S))
     except psycopg.Error as exc:
         for kind, status, code in _DB_ERRORS:
             if isinstance(exc, kind):
@@ -66,6 +73,13 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     except Exception:
         log.exception("request failed", extra={"path": request.path})
         return _internal()
+
+
+def _api_error(exc: ApiError) -> web.Response:
+    response = respond(exc.body(), exc.status)
+    if exc.retry_after_s is not None:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 def _internal() -> web.Response:

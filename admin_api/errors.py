@@ -5,12 +5,14 @@ from __future__ import annotations
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, *,
+                 retry_after_s: int | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.retry_after_s = retry_after_s  # sent as Retry-After (429, 503)
 
     def body(self) -> dict:
         error = {"code": self.code, "message": self.message}

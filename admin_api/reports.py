@@ -11,8 +11,10 @@ dense from ``from`` to ``to`` so a chart needs no gap filling.
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections import defaultdict
+import functools
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -24,7 +26,7 @@ from oros.settings import Settings
 
 from . import openapi
 from .auth import caller
-from .errors import invalid, not_found
+from .errors import ApiError, invalid, not_found
 from .payload import parse_timestamp, path_id, respond
 from .typedefs import PG_POOL, SETTINGS
 
@@ -82,8 +84,42 @@ SELECT e.campaign_id::text AS campaign_id, c.title AS campaign_title,
 # FINAL need not merge across partitions: about a quarter faster.
 _FINAL_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
 
-# chDB runs queries in-process on one shared client; one at a time keeps it safe.
-_clickhouse_lock = threading.Lock()
+# Stats queries in flight, per caller and per process: a ClickHouse scan is the API's most
+# expensive call, and each one waiting occupies a thread.
+STATS_PER_CALLER = 2
+STATS_PER_PROCESS = 8
+STATS_RETRY_AFTER_S = 1
+# Their own threads: stats waiting on ClickHouse never take the default executor's, which
+# login (password hashing) and, in ``oros dev``, the settler's jobs run on.
+_STATS_THREADS = ThreadPoolExecutor(STATS_PER_PROCESS, thread_name_prefix="oros-stats")
+
+
+class StatsGate:
+    """Admits a stats call while its caller and the process have room, else 429 / 503 with Retry-After."""
+
+    def __init__(self, per_caller: int = STATS_PER_CALLER, per_process: int = STATS_PER_PROCESS) -> None:
+        self.per_caller, self.per_process = per_caller, per_process
+        self.in_flight: Counter[str] = Counter()
+
+    @contextmanager
+    def admit(self, caller_id: str):
+        if self.in_flight[caller_id] >= self.per_caller:
+            raise ApiError(429, "too_many_requests", f"at most {self.per_caller} stats requests at a time",
+                           retry_after_s=STATS_RETRY_AFTER_S)
+        if self.in_flight.total() >= self.per_process:
+            raise ApiError(503, "unavailable", "too many stats requests; retry shortly",
+                           retry_after_s=STATS_RETRY_AFTER_S)
+        self.in_flight[caller_id] += 1
+        try:
+            yield
+        finally:
+            self.in_flight[caller_id] -= 1
+            if not self.in_flight[caller_id]:
+                del self.in_flight[caller_id]
+
+
+# One event loop per process serves every request, so a plain counter needs no lock.
+stats_gate = StatsGate()
 
 
 @routes.get("/v1/campaigns/{id}/stats")
@@ -94,17 +130,17 @@ async def campaign_stats(request: web.Request) -> web.Response:
     if granularity not in STEPS:
         raise invalid("granularity", "granularity must be hour or day")
     start, end = _range(request, DEFAULT_SPAN[granularity], MAX_SPAN[granularity])
-    pool = request.app[PG_POOL]
-    async with as_user(pool, who.id) as conn:
-        campaign = await (await conn.execute(_CAMPAIGN_SQL, {"id": campaign_id})).fetchone()
-        # Active campaigns are public, their numbers are not: only the owner (or an admin) sees them.
-        if campaign is None or (campaign["business_id"] != who.id and not who.is_admin):
-            raise not_found("campaign")
-        # The two stores answer at the same time: the slower one sets the latency.
-        decided, raw = await asyncio.gather(
-            _decisions(conn, campaign_id, granularity, start, end),
-            asyncio.to_thread(_raw_counts, request.app[SETTINGS], campaign_id, granularity, start, end),
-        )
+    with stats_gate.admit(who.id):
+        async with as_user(request.app[PG_POOL], who.id) as conn:
+            campaign = await (await conn.execute(_CAMPAIGN_SQL, {"id": campaign_id})).fetchone()
+            # Active campaigns are public, their numbers are not: only the owner (or an admin) sees them.
+            if campaign is None or (campaign["business_id"] != who.id and not who.is_admin):
+                raise not_found("campaign")
+            decided = await _decisions(conn, campaign_id, granularity, start, end)
+        # The Postgres connection is back in the pool before ClickHouse is asked: a slow or busy
+        # ClickHouse (chDB answers one query at a time) must not starve every other endpoint.
+        raw = await asyncio.get_running_loop().run_in_executor(_STATS_THREADS, functools.partial(
+            _raw_counts, request.app[SETTINGS], campaign_id, granularity, start, end))
     buckets = _buckets(start, end, granularity, raw, decided)
     return respond({
         "campaign_id": campaign_id,
@@ -171,8 +207,7 @@ async def _decisions(conn, campaign_id: str, granularity: str, start: datetime, 
 def _raw_counts(settings: Settings, campaign_id: str, granularity: str, start: datetime, end: datetime) -> list:
     sql = _CH_STATS_SQL.format(unit=granularity.upper())
     params = {"campaign": campaign_id, "from_ms": _ms(start), "to_ms": _ms(end)}
-    with _clickhouse_lock:
-        return clickhouse_client(settings).query(sql, parameters=params, settings=_FINAL_SETTINGS).result_rows
+    return clickhouse_client(settings).query(sql, parameters=params, settings=_FINAL_SETTINGS).result_rows
 
 
 def _ms(value: datetime) -> int:

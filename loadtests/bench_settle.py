@@ -109,6 +109,21 @@ def load(settings: Settings, events) -> int:
     return n + insert_events(settings, chunk)
 
 
+def steady(settings: Settings, campaigns: list[dict], business: str, rng: random.Random) -> None:
+    """The runs a scheduler makes after the backlog: one with nothing new, one with a minute's 2,000 events."""
+    t = time.perf_counter()
+    settle_once(settings)
+    print(f"steady state, nothing new: {time.perf_counter() - t:.2f}s")
+    now = int(time.time() * 1000)
+    fresh = [replace(e, event_id=str(uuid7(now - i)), ts_ms=now - i)
+             for i, e in enumerate(generate([c for c in campaigns if c["objective"] == "click"], business, 2000, rng))]
+    load(settings, fresh)
+    t = time.perf_counter()
+    report = settle_once(settings)
+    print(f"steady state, {report['events_seen']} new events: {time.perf_counter() - t:.2f}s"
+          f" (phases {report['timings_s']})")
+
+
 def naive(settings: Settings, campaigns: list[dict], sample: int) -> float:
     """One transaction per event, the way a first version would settle: events per second."""
     fee_pct = settings.platform_fee_pct
@@ -177,6 +192,7 @@ def main() -> None:
               f" (paid {report['events_paid']}, rejected {report['rejected_by_reason']},"
               f" amount {report['amount_paid']}, fees {report['fees']})")
         print(f"phases (s): {report['timings_s']}")
+        steady(settings, campaigns, business, rng)
         base_rate = naive(settings, [c for c in campaigns if c["rich"]], args.sample)
         print(f"naive baseline (one transaction per event, {args.sample} events): {base_rate:,.0f} events/s")
         print(f"ratio: {rate / base_rate:.1f}x")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from datetime import UTC, datetime
 
 from .logs import setup_logging
 from .settings import Settings, SettingsError
@@ -95,18 +96,30 @@ def cmd_settler(args) -> int:
 
     settings, servers = _settings()
     try:
-        run_settler(settings)
+        run_settler(settings, metrics_port=args.metrics_port)
     finally:
         servers.stop()
     return 0
 
 
+def _utc_time(raw: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {raw!r}") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def cmd_settle(args) -> int:
     from settler.run import run_settle_command
 
+    if args.rescan != (args.since is not None):
+        print("error: --rescan and --since go together", file=sys.stderr)
+        return 2
+
     settings, servers = _settings()
     try:
-        return run_settle_command(settings, dry_run=args.dry_run)
+        return run_settle_command(settings, dry_run=args.dry_run, rescan_from=args.since)
     finally:
         servers.stop()
 
@@ -153,6 +166,8 @@ def cmd_admin(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from settler.metrics import DEFAULT_PORT as SETTLER_METRICS_PORT
+
     parser = argparse.ArgumentParser(prog="oros", description="OROS click tracking and creator payouts")
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -186,13 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100, help="with --dead-letters: how many to list")
     p.set_defaults(func=cmd_ingest)
 
-    sub.add_parser("settler", help="scheduled settle, release-holds and reconcile jobs").set_defaults(
-        func=cmd_settler
-    )
+    p = sub.add_parser("settler", help="scheduled settle, release-holds and reconcile jobs")
+    p.add_argument("--metrics-port", type=int, default=SETTLER_METRICS_PORT,
+                   help="serve /metrics and /healthz (0: off)")
+    p.set_defaults(func=cmd_settler)
 
-    p = sub.add_parser("settle", help="verify and pay the events since the watermark")
+    p = sub.add_parser("settle", help="verify and pay the events since the watermark, and any still undecided")
     p.add_argument("--once", action="store_true", required=True)
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--rescan", action="store_true",
+                   help="also re-read every event since --since (event or ingest time); decided ones are skipped")
+    p.add_argument("--since", type=_utc_time, metavar="T", help="ISO 8601 time, e.g. 2026-11-30T00:00:00Z")
     p.set_defaults(func=cmd_settle)
 
     p = sub.add_parser("release-holds", help="settle creator credits whose hold has passed")

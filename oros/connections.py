@@ -6,6 +6,7 @@ them in aiohttp cleanup contexts or ``with`` blocks.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from contextlib import asynccontextmanager, contextmanager
@@ -65,12 +66,21 @@ def redis_client(settings: Settings, **kwargs) -> aioredis.Redis:
 _ch_lock = threading.Lock()
 _ch_clients: dict[tuple[str, str], object] = {}
 
+# chDB is one ClickHouse engine inside this process, shared by every client made here (ingest, settle,
+# reconcile and reports all run in one ``oros dev`` process): its queries run one at a time.
+CHDB_LOCK = threading.RLock()
+# Client methods that return a stream: the engine stays busy until the stream is closed.
+_STREAMS = frozenset({"query_rows_stream", "query_column_block_stream", "query_row_block_stream",
+                      "query_df_stream", "query_np_stream", "query_arrow_stream", "query_df_arrow_stream",
+                      "raw_stream"})
+
 
 def clickhouse_client(settings: Settings, *, database: str | None = None):
     """The ClickHouse client: an HTTP server in production, chDB (in-process) embedded.
 
     chDB lets only one engine per process open a data directory, so clients
-    are shared per (url, database) within the process.
+    are shared per (url, database) within the process, and a chDB client
+    serialises its calls on ``CHDB_LOCK``; an HTTP client takes no lock.
     """
     url = settings.clickhouse_url
     database = database if database is not None else settings.clickhouse_database
@@ -86,8 +96,35 @@ def clickhouse_client(settings: Settings, *, database: str | None = None):
 def _new_clickhouse_client(url: str, database: str):
     parsed = urlparse(url)
     if parsed.scheme == "chdb":
-        return clickhouse_connect.get_client(dsn=url, database=database or None)
+        return _SerialClient(clickhouse_connect.get_client(dsn=url, database=database or None))
     return clickhouse_connect.get_client(dsn=url, database=database or None, compress=True)
+
+
+class _SerialClient:
+    """A chDB client whose every call (and every open stream) holds ``CHDB_LOCK``."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        if name in _STREAMS:
+            return functools.partial(_locked_stream, attr)
+
+        @functools.wraps(attr)
+        def locked(*args, **kwargs):
+            with CHDB_LOCK:
+                return attr(*args, **kwargs)
+
+        return locked
+
+
+@contextmanager
+def _locked_stream(open_stream, *args, **kwargs) -> Iterator:
+    with CHDB_LOCK, open_stream(*args, **kwargs) as stream:
+        yield stream
 
 
 @contextmanager

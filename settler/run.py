@@ -1,12 +1,14 @@
-"""One settlement run: load what arrived since the watermark, verify, pay.
+"""One settlement run: load what arrived since the watermark, verify, pay; then prove nothing was missed.
 
 Read (ClickHouse events since ``watermark - overlap``, Postgres campaigns),
 decide (``verify``, ``budget.allocate``), act (``ledger.post_campaign``, one
-Postgres transaction per campaign). A session advisory lock makes runs
-serial: a second settler waits, then finds everything decided. The Postgres
-``events`` primary key is the record of what was decided, so a run killed at
-any point is simply run again: committed campaigns are skipped, the rest
-are paid once.
+Postgres transaction per campaign). Then ``completeness.prove`` finds the
+hours still holding an event no window will read (its ``ingested_at`` fell
+behind the watermark), and those hours are settled the same way. A session
+advisory lock makes runs serial: a second settler waits, then finds
+everything decided. The Postgres ``events`` primary key is the record of
+what was decided, so a run killed at any point is simply run again:
+committed campaigns are skipped, the rest are paid once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -34,7 +36,7 @@ from oros.links import CAMPAIGN_CODES_SQL, publish
 from oros.money import fmt, split_fee
 from oros.settings import Settings
 
-from . import ledger
+from . import completeness, ledger
 from .budget import allocate
 from .refunds import NO_SUCH_ORDER, apply_refund
 from .verify import Campaign, Candidate, Rules, verify
@@ -51,12 +53,18 @@ LOOKUP_CHUNK = 50_000
 # Connections posting campaigns at once (each campaign is still one transaction).
 POST_WORKERS = 2
 
+# Which events a read settles ({fresh} in the queries below): the window since the watermark,
+# the hours the completeness proof named, or an operator's rescan since a time.
+WINDOW = "ingested_at >= {since:DateTime64(3, 'UTC')}"
+HOURS = "toStartOfHour(ts) IN {hours:Array(DateTime('UTC'))}"
+RESCAN = "ingested_at >= {since:DateTime64(3, 'UTC')} OR ts >= {rescan_from:DateTime64(3, 'UTC')}"
+
 FRESH_SQL = """
 SELECT toString(event_id), event_type, toUnixTimestamp64Milli(ts), toString(campaign_id),
        toString(link_id), toString(creator_id), toString(supporter_id), toString(business_id),
        toString(click_id), order_id, value, currency, ip, user_agent, is_bot, source
   FROM events
- WHERE ingested_at >= {since:DateTime64(3, 'UTC')}
+ WHERE {fresh}
  LIMIT 1 BY event_id
 """
 
@@ -70,11 +78,11 @@ SELECT toString(event_id), prev FROM (
            WHERE event_type = 'click' AND NOT is_bot AND source != 'head'
              AND ts >= {lo:DateTime64(3, 'UTC')}
              AND campaign_id IN (SELECT campaign_id FROM events
-                                  WHERE ingested_at >= {since:DateTime64(3, 'UTC')} AND event_type = 'click')
+                                  WHERE {fresh} AND event_type = 'click')
            LIMIT 1 BY event_id)
 )
 WHERE prev IS NOT NULL
-  AND event_id IN (SELECT event_id FROM events WHERE ingested_at >= {since:DateTime64(3, 'UTC')} AND event_type = 'click')
+  AND event_id IN (SELECT event_id FROM events WHERE {fresh} AND event_type = 'click')
 """
 
 # For each fresh conversion or sale: the click it names.
@@ -83,7 +91,7 @@ SELECT toString(event_id), toString(campaign_id), toUnixTimestamp64Milli(ts), to
   FROM events
  WHERE event_type = 'click'
    AND event_id IN (SELECT click_id FROM events
-                     WHERE ingested_at >= {since:DateTime64(3, 'UTC')} AND click_id IS NOT NULL
+                     WHERE {fresh} AND click_id IS NOT NULL
                        AND event_type IN ('conversion', 'sale'))
  LIMIT 1 BY event_id
 """
@@ -109,19 +117,23 @@ def _ms(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
 
-def load_fresh(settings: Settings, since: datetime) -> list[Candidate]:
-    """Events that arrived since ``since``, each with the ClickHouse-only facts its rules need."""
+def load_fresh(settings: Settings, params: dict, fresh: str = WINDOW) -> list[Candidate]:
+    """The events ``fresh`` selects (default: arrived since ``params["since"]``), each with the
+    ClickHouse-only facts its rules need."""
     client = clickhouse_client(settings)
-    params = {"since": since}
-    rows = client.query(FRESH_SQL, parameters=params).result_rows
+
+    def query(sql: str, parameters: dict) -> list:
+        return client.query(sql.replace("{fresh}", f"({fresh})"), parameters=parameters).result_rows
+
+    rows = query(FRESH_SQL, params)
     if not rows:
         return []
     click_ts = [r[2] for r in rows if r[1] == "click"]
     prev: dict[str, int] = {}
     if click_ts:
         lo = datetime.fromtimestamp((min(click_ts) / 1000) - settings.click_dedupe_s, tz=UTC)
-        prev = dict(client.query(PREV_CLICK_SQL, parameters={**params, "lo": lo}).result_rows)
-    clicks = {r[0]: r[1:] for r in client.query(CLICKS_SQL, parameters=params).result_rows}
+        prev = dict(query(PREV_CLICK_SQL, {**params, "lo": lo}))
+    clicks = {r[0]: r[1:] for r in query(CLICKS_SQL, params)}
     return [_candidate(r, prev, clicks) for r in rows]
 
 
@@ -212,12 +224,13 @@ class Report:
         self.campaigns: dict[str, dict] = {}
         self.refunds = {"reversed": 0, "rejected": 0, "amount": Decimal("0.00")}
         self.timings_s: dict[str, float] = {}
+        self.completeness: dict = {}
         self._lap = time.perf_counter()
 
     def lap(self, phase: str) -> None:
-        """Time spent in ``phase`` since the previous lap (reported, for tuning big backlogs)."""
+        """Time spent in ``phase`` since the previous lap, summed over the run's reads (reported, for tuning)."""
         now = time.perf_counter()
-        self.timings_s[phase] = round(now - self._lap, 3)
+        self.timings_s[phase] = round(self.timings_s.get(phase, 0.0) + now - self._lap, 3)
         self._lap = now
 
     def add(self, posted: ledger.Posted) -> None:
@@ -228,9 +241,13 @@ class Report:
         for reason, n in posted.rejected_by_reason.items():
             self.by_reason[reason] += n
         if posted.campaign_id:
+            # A campaign can be posted twice in a run: by the window, then by an hour the proof re-read.
+            before = self.campaigns.get(posted.campaign_id, {})
             self.campaigns[posted.campaign_id] = {
-                "paid": posted.paid, "rejected": posted.rejected, "amount_paid": fmt(posted.amount),
-                "fees": fmt(posted.fees), "completed": posted.completed,
+                "paid": before.get("paid", 0) + posted.paid, "rejected": before.get("rejected", 0) + posted.rejected,
+                "amount_paid": fmt(Decimal(before.get("amount_paid", "0")) + posted.amount),
+                "fees": fmt(Decimal(before.get("fees", "0")) + posted.fees),
+                "completed": before.get("completed", False) or posted.completed,
             }
 
     def as_dict(self) -> dict:
@@ -240,16 +257,18 @@ class Report:
             "rejected_by_reason": dict(sorted(self.by_reason.items())),
             "amount_paid": fmt(self.amount), "fees": fmt(self.fees),
             "refunds": {**self.refunds, "amount": fmt(self.refunds["amount"])},
-            "campaigns": self.campaigns, "timings_s": self.timings_s,
+            "campaigns": self.campaigns, "completeness": self.completeness, "timings_s": self.timings_s,
         }
 
 
 def settle_once(settings: Settings, *, dry_run: bool = False, now: datetime | None = None,
-                progress: bool = False) -> dict:
-    """Settle everything that arrived since the watermark; return the run report.
+                progress: bool = False, rescan_from: datetime | None = None) -> dict:
+    """Settle everything that arrived since the watermark, and every event still undecided; return the run report.
 
     :param dry_run: verify and allocate, write nothing but the run record.
     :param now: the clock (hold start, future-event guard); defaults to the wall clock.
+    :param rescan_from: also re-read every event with ``ts`` or ``ingested_at`` since then
+        (``oros settle --rescan --since``); what is already decided is skipped.
     """
     now = now or current_time()
     with pg_connect(settings, autocommit=True) as conn:
@@ -258,12 +277,13 @@ def settle_once(settings: Settings, *, dry_run: bool = False, now: datetime | No
             # Holding the lock, any run still marked running died mid-way.
             conn.execute("UPDATE settlement_runs SET status = 'failed', error = 'interrupted', finished_at = now()"
                          " WHERE kind = 'settle' AND status = 'running'")
-            return _settle_locked(settings, conn, dry_run=dry_run, now=now, progress=progress)
+            return _settle_locked(settings, conn, dry_run=dry_run, now=now, progress=progress,
+                                  rescan_from=rescan_from)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SETTLE_LOCK,))
 
 
-def _settle_locked(settings, conn, *, dry_run, now, progress) -> dict:
+def _settle_locked(settings, conn, *, dry_run, now, progress, rescan_from) -> dict:
     row = conn.execute("SELECT watermark FROM settler_state WHERE name = %s", (WATERMARK,)).fetchone()
     watermark = row["watermark"] if row else EPOCH
     run_id = str(uuid.uuid4())
@@ -273,13 +293,8 @@ def _settle_locked(settings, conn, *, dry_run, now, progress) -> dict:
     try:
         newest = clickhouse_client(settings).query("SELECT max(ingested_at) FROM events").result_rows[0][0]
         new_watermark = newest.replace(tzinfo=UTC) if newest is not None else None
-        fresh = load_fresh(settings, max(EPOCH, watermark - OVERLAP))
-        report.lap("load_clickhouse")
-        done = decided_ids(conn, [e.event_id for e in fresh])
-        report.lap("skip_decided")
-        fresh = [e for e in fresh if e.event_id not in done]
-        report.seen = len(fresh)
-        _settle_events(settings, conn, fresh, report, dry_run=dry_run, now=now, progress=progress)
+        _settle_undecided(settings, conn, report, watermark=watermark, new_watermark=new_watermark,
+                          rescan_from=rescan_from, dry_run=dry_run, now=now, progress=progress)
         if not dry_run and new_watermark is not None:
             conn.execute(
                 "INSERT INTO settler_state (name, watermark) VALUES (%s, %s) ON CONFLICT (name)"
@@ -299,6 +314,49 @@ def _settle_locked(settings, conn, *, dry_run, now, progress) -> dict:
          Jsonb(dict(report.by_reason)), Jsonb(orjson.loads(orjson.dumps(result))), run_id),
     )
     return result
+
+
+def _settle_undecided(settings, conn, report: Report, *, watermark: datetime, new_watermark: datetime | None,
+                      rescan_from: datetime | None, dry_run: bool, now: datetime, progress: bool) -> None:
+    """The window since the watermark (or an operator's rescan), then every hour the proof finds incomplete."""
+    since = max(EPOCH, watermark - OVERLAP)
+    if rescan_from is None:
+        read = (WINDOW, {"since": since})
+    else:
+        read = (RESCAN, {"since": min(since, rescan_from), "rescan_from": rescan_from})
+    read_ids, settled = _settle_read(settings, conn, *read, report, dry_run=dry_run, now=now, progress=progress)
+    # Where the next run's window starts: an undecided event ingested before it is this run's to find.
+    horizon = (watermark if dry_run or new_watermark is None else max(watermark, new_watermark)) - OVERLAP
+    proof = completeness.prove(settings, conn, read_ids=read_ids, horizon=horizon,
+                               pending=settled if dry_run else Counter(),  # a dry run wrote no decisions
+                               is_decided=lambda ids: decided_ids(conn, ids))
+    report.lap("prove_complete")
+    if proof.late_hours:
+        log.warning("events behind the watermark found", extra={"hours": [h.isoformat() for h in proof.late_hours]})
+        _, late = _settle_read(settings, conn, HOURS, {"hours": proof.late_hours}, report, dry_run=dry_run, now=now,
+                               progress=progress)
+        report.completeness["late_events"] = late.total()
+    report.completeness.update(proof.as_dict())
+    if not dry_run:
+        completeness.record(conn, proof.proven)
+
+
+def _settle_read(settings, conn, fresh_sql: str, params: dict, report: Report, *, dry_run, now,
+                 progress) -> tuple[set[str], Counter]:
+    """Load what ``fresh_sql`` selects, drop what is decided, settle the rest.
+
+    Returns every id read, and per hour of event time how many this read settled.
+    """
+    fresh = load_fresh(settings, params, fresh_sql)
+    report.lap("load_clickhouse")
+    read_ids = {e.event_id for e in fresh}
+    done = decided_ids(conn, list(read_ids))
+    report.lap("skip_decided")
+    fresh = [e for e in fresh if e.event_id not in done]
+    report.seen += len(fresh)
+    _settle_events(settings, conn, fresh, report, dry_run=dry_run, now=now, progress=progress)
+    hours = Counter(e.ts_ms // completeness.HOUR_MS for e in fresh)
+    return read_ids, Counter({completeness.hour_of(h * completeness.HOUR_MS): n for h, n in hours.items()})
 
 
 def _settle_events(settings, conn, fresh, report, *, dry_run, now, progress) -> None:
@@ -433,8 +491,8 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="campaign", disable=not enabled, file=sys.stderr)
 
 
-def run_settle_command(settings: Settings, dry_run: bool) -> int:
-    """``oros settle --once [--dry-run]``: settle, print the report as JSON."""
-    report = settle_once(settings, dry_run=dry_run, progress=sys.stderr.isatty())
+def run_settle_command(settings: Settings, dry_run: bool, rescan_from: datetime | None = None) -> int:
+    """``oros settle --once [--dry-run] [--rescan --since T]``: settle, print the report as JSON."""
+    report = settle_once(settings, dry_run=dry_run, progress=sys.stderr.isatty(), rescan_from=rescan_from)
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     return 0

@@ -4,7 +4,9 @@ Jobs are synchronous (Postgres and the chDB client are), so each runs in a
 worker thread, off the event loop that ``oros dev`` shares with the tracker
 and admin API. ``coalesce`` folds a backlog of missed runs into one and
 ``max_instances=1`` never overlaps a job with itself; the settle run's
-advisory lock also keeps settlers in other processes apart.
+advisory lock also keeps settlers in other processes apart. Every run is
+recorded in a ``SettlerMetrics``, which ``oros settler`` serves on
+``--metrics-port`` (``/metrics``, ``/healthz``).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import asyncio
 import logging
 import signal
 
+from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from oros.settings import Settings
 
+from . import metrics as settler_metrics
 from .holds import release_due
 from .payouts import pay_withdrawals
 from .reconcile import reconcile
@@ -25,10 +29,10 @@ from .run import settle_once
 log = logging.getLogger(__name__)
 
 
-def _job(name: str, fn, settings: Settings):
+def _job(name: str, fn, settings: Settings, metrics: settler_metrics.SettlerMetrics):
     async def run() -> None:
         try:
-            result = await asyncio.to_thread(fn, settings)
+            result = await asyncio.to_thread(settler_metrics.timed, metrics, name, fn, settings)
         except Exception:
             log.exception("settler job failed", extra={"job": name})
             return
@@ -46,8 +50,9 @@ def _summary(name: str, result) -> object:
     return result
 
 
-def build_scheduler(settings: Settings) -> AsyncIOScheduler:
+def build_scheduler(settings: Settings, metrics: settler_metrics.SettlerMetrics | None = None) -> AsyncIOScheduler:
     """The four jobs, not started; the caller starts it inside its event loop."""
+    metrics = metrics or settler_metrics.SettlerMetrics()
     scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
     for name, fn, every_s in (
         ("settle", settle_once, settings.settle_interval_s),
@@ -55,26 +60,43 @@ def build_scheduler(settings: Settings) -> AsyncIOScheduler:
         ("payouts", pay_withdrawals, settings.payout_interval_s),
         ("reconcile", reconcile, settings.reconcile_interval_s),
     ):
-        scheduler.add_job(_job(name, fn, settings), "interval", seconds=every_s, id=name, name=name)
+        scheduler.add_job(_job(name, fn, settings, metrics), "interval", seconds=every_s, id=name, name=name)
     return scheduler
 
 
-async def _serve(settings: Settings) -> None:
+async def _metrics_server(metrics: settler_metrics.SettlerMetrics, port: int) -> web.AppRunner:
+    runner = web.AppRunner(settler_metrics.create_app(metrics), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "0.0.0.0", port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SystemExit(f"settler: cannot serve metrics on port {port} ({exc.strerror});"
+                         " choose another --metrics-port, or 0 for none") from None
+    log.info("settler metrics listening", extra={"port": port})
+    return runner
+
+
+async def _serve(settings: Settings, metrics_port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    scheduler = build_scheduler(settings)
+    metrics = settler_metrics.SettlerMetrics()
+    runner = await _metrics_server(metrics, metrics_port) if metrics_port else None
+    scheduler = build_scheduler(settings, metrics)
     scheduler.start()
     try:
         await stop.wait()
     finally:
         scheduler.shutdown(wait=False)
+        if runner is not None:
+            await runner.cleanup()
 
 
-def run_settler(settings: Settings) -> None:
-    """``oros settler``."""
+def run_settler(settings: Settings, metrics_port: int = settler_metrics.DEFAULT_PORT) -> None:
+    """``oros settler [--metrics-port 9102]`` (0: no metrics server)."""
     from oros.migrate import migrate_clickhouse
 
     migrate_clickhouse(settings)
-    asyncio.run(_serve(settings))
+    asyncio.run(_serve(settings, metrics_port))

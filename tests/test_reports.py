@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
+from admin_api import app as app_module
 from admin_api.app import create_app
 from admin_api.auth import issue_token
+from admin_api.reports import STATS_PER_CALLER, STATS_PER_PROCESS
+from admin_api.typedefs import PG_POOL
+from oros import connections
 
 DAY1 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 DAY2 = DAY1 + timedelta(days=1)
@@ -211,3 +219,112 @@ async def test_earnings_are_the_callers_own(api, pg, settings, dataset):
 
     assert body["items"] == [] and body["total_earned"] == "0.00"
     assert (await api.get("/v1/me/earnings", headers=dataset["business"])).status == 403
+
+
+# --- Stats must not starve the API ---------------------------------------------------------------
+
+class WatchedLock:
+    """Stands in for the chDB lock: the test holds it (a ClickHouse busy for as long as we like) and
+    sees how many calls wait on it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.waiting = 0
+        self._guard = threading.Lock()
+
+    def __enter__(self):
+        with self._guard:
+            self.waiting += 1
+        self.lock.acquire()
+        with self._guard:
+            self.waiting -= 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
+@pytest.fixture
+def small_pool(monkeypatch):
+    """The admin API's pool with 2 connections and a short wait, so exhaustion shows within the test."""
+    def pool(settings):
+        return AsyncConnectionPool(settings.database_url, min_size=1, max_size=2, timeout=2,
+                                   kwargs={"row_factory": dict_row}, open=False, name="small")
+
+    monkeypatch.setattr(app_module, "pg_pool", pool)
+
+
+async def _until(condition, what: str) -> None:
+    """Wait (bounded) until ``condition()``; a bound, not a measurement."""
+    for _ in range(3000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(what)
+
+
+async def test_concurrent_stats_never_starve_the_api(aiohttp_client, settings, pg, small_pool, monkeypatch):
+    busy = WatchedLock()
+    monkeypatch.setattr(connections, "CHDB_LOCK", busy)
+    api = await aiohttp_client(create_app(settings))
+    callers = []
+    for _ in range(STATS_PER_PROCESS // STATS_PER_CALLER):
+        business, auth = make_user(pg, settings, "business")
+        callers.append((make_campaign(pg, business), auth))
+    day = query(DAY1, DAY3)
+
+    with busy.lock:  # ClickHouse answers nothing until the block ends
+        stats = [asyncio.create_task(api.get(f"/v1/campaigns/{c}/stats", params=day, headers=auth))
+                 for c, auth in callers for _ in range(STATS_PER_CALLER)]
+        await _until(lambda: busy.waiting == len(stats),
+                     "stats requests never reached ClickHouse (they wait for a Postgres connection)")
+        # Every stats request is waiting on ClickHouse, and the 2-connection pool still serves the API.
+        for _ in range(5):
+            me = await api.get("/v1/me", headers=callers[0][1])
+            assert me.status == 200, await me.text()
+        # One caller may not hold more, nor may the process.
+        campaign, auth = callers[0]
+        more = await api.get(f"/v1/campaigns/{campaign}/stats", params=day, headers=auth)
+        assert more.status == 429 and more.headers["Retry-After"] == "1"
+        assert (await more.json())["error"]["code"] == "too_many_requests"
+        business, auth = make_user(pg, settings, "business")
+        newcomer = await api.get(f"/v1/campaigns/{make_campaign(pg, business)}/stats", params=day, headers=auth)
+        assert newcomer.status == 503 and newcomer.headers["Retry-After"] == "1"
+    answers = await asyncio.gather(*stats)
+    assert [r.status for r in answers] == [200] * len(stats)
+    # Slots are given back: the caller may ask again.
+    again = await api.get(f"/v1/campaigns/{campaign}/stats", params=day, headers=callers[0][1])
+    assert again.status == 200
+
+
+async def test_pool_exhaustion_is_503_with_retry_after(aiohttp_client, settings, pg, small_pool):
+    api = await aiohttp_client(create_app(settings))
+    _, auth = make_user(pg, settings, "business")
+    assert (await api.get("/v1/me", headers=auth)).status == 200
+    pool = api.server.app[PG_POOL]
+    async with pool.connection(), pool.connection():  # every connection busy elsewhere
+        resp = await api.get("/v1/me", headers=auth)
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    assert (await resp.json())["error"]["code"] == "unavailable"
+    assert (await api.get("/v1/me", headers=auth)).status == 200
+
+
+def test_chdb_calls_hold_one_process_wide_lock(settings, ch, monkeypatch):
+    """Every chDB client of the process (any database) queries under the one lock, and an open stream holds it."""
+    busy = WatchedLock()
+    monkeypatch.setattr(connections, "CHDB_LOCK", busy)
+    other = connections.clickhouse_client(settings, database="")
+    assert ch is not other
+    assert isinstance(ch, connections._SerialClient) and isinstance(other, connections._SerialClient)
+    answered: list = []
+    worker = threading.Thread(target=lambda: answered.append(other.query("SELECT 1").result_rows))
+    with ch.query_rows_stream("SELECT number FROM numbers(3)") as rows:
+        worker.start()
+        for _ in range(3000):  # bounded wait until the other client's query queues on the lock
+            if busy.waiting:
+                break
+            threading.Event().wait(0.01)
+        assert busy.waiting == 1 and answered == []
+        assert [r[0] for r in rows] == [0, 1, 2]
+    worker.join(timeout=60)
+    assert answered == [[(1,)]]
