@@ -7,27 +7,55 @@ import logging
 import sys
 
 from .logs import setup_logging
-from .settings import Settings, SettingsError
+from .settings import JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Settings, SettingsError
 
 log = logging.getLogger("oros")
 
+# The secrets each process uses (docs/security.md, "Secrets"). The admin API
+# issues and verifies tokens and verifies Stripe's webhooks; without a Stripe
+# key it still runs, and card funding answers 503. Payouts move money through
+# Stripe. The tracker, ingest, settle, release-holds, reconcile, migrate and
+# create-admin hold no secret.
+ADMIN_SECRETS = (JWT_SECRET, STRIPE_WEBHOOK_SECRET)
+PAYOUT_SECRETS = (STRIPE_API_KEY,)
 
-def _settings(*, dev: bool = False):
-    """Settings with concrete server URLs, and the embedded servers this process started."""
+
+def _settings(*secrets: str, optional: tuple[str, ...] = ()):
+    """Settings with concrete server URLs, and the embedded servers this process started.
+
+    The secrets are checked before any server starts, so a refused process
+    leaves nothing running.
+    """
     from . import embedded
 
-    settings = Settings.from_env()
-    if dev:
-        return embedded.resolve(settings, prefer_local=False)
-    return embedded.resolve_for_command(settings)
+    settings = embedded.attach_to_dev(Settings.from_env())
+    settings.check_secrets(*secrets, optional=optional)
+    return embedded.resolve(settings, prefer_local=False)
 
 
 def cmd_dev(args) -> int:
+    from . import embedded
     from .dev import run_dev
 
-    settings, servers = _settings(dev=True)
+    settings = Settings.from_env()
+    # The embedded Stripe serves unless the environment names a Stripe (a key or an API base).
+    embedded_stripe = settings.stripe_api_key is None and settings.stripe_api_base is None
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = embedded.DevLock(settings.data_dir)
     try:
-        run_dev(settings, demo=args.demo, tracker_port=args.tracker_port, admin_port=args.admin_port)
+        settings = embedded.with_dev_secrets(settings)
+        settings.check_secrets(*ADMIN_SECRETS, *PAYOUT_SECRETS)
+        settings, servers = embedded.resolve(settings, prefer_local=False)
+    except BaseException:
+        lock.stop()
+        raise
+    servers.handles.insert(0, lock)  # released last, after every server stopped
+    try:
+        if embedded_stripe:
+            settings = embedded.start_localstripe(
+                settings, servers, webhook_url=f"http://127.0.0.1:{args.admin_port}/v1/webhooks/stripe")
+        run_dev(settings, demo=args.demo, fund_by_card=embedded_stripe, tracker_port=args.tracker_port,
+                admin_port=args.admin_port)
     finally:
         servers.stop()
     return 0
@@ -87,7 +115,7 @@ def cmd_ingest(args) -> int:
 def cmd_settler(args) -> int:
     from settler.scheduler import run_settler
 
-    settings, servers = _settings()
+    settings, servers = _settings(*PAYOUT_SECRETS)
     try:
         run_settler(settings)
     finally:
@@ -118,7 +146,7 @@ def cmd_release_holds(args) -> int:
 def cmd_payouts(args) -> int:
     from settler.payouts import run_payouts_command
 
-    settings, servers = _settings()
+    settings, servers = _settings(*PAYOUT_SECRETS)
     try:
         return run_payouts_command(settings)
     finally:
@@ -138,7 +166,7 @@ def cmd_reconcile(args) -> int:
 def cmd_admin(args) -> int:
     from admin_api.server import run_admin
 
-    settings, servers = _settings()
+    settings, servers = _settings(*ADMIN_SECRETS, optional=PAYOUT_SECRETS)
     try:
         run_admin(settings, port=args.port)
     finally:
