@@ -37,24 +37,12 @@ def cmd_dev(args) -> int:
     from . import embedded
     from .dev import run_dev
 
-    settings = Settings.from_env()
-    # The embedded Stripe serves unless the environment names a Stripe (a key or an API base).
-    embedded_stripe = settings.stripe_api_key is None and settings.stripe_api_base is None
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lock = embedded.DevLock(settings.data_dir)
+    settings, servers, fund_by_card = embedded.resolve_for_dev(
+        Settings.from_env(), needs=(*ADMIN_SECRETS, *PAYOUT_SECRETS),
+        webhook_url=f"http://127.0.0.1:{args.admin_port}/v1/webhooks/stripe",
+    )
     try:
-        settings = embedded.with_dev_secrets(settings)
-        settings.check_secrets(*ADMIN_SECRETS, *PAYOUT_SECRETS)
-        settings, servers = embedded.resolve(settings, prefer_local=False)
-    except BaseException:
-        lock.stop()
-        raise
-    servers.handles.insert(0, lock)  # released last, after every server stopped
-    try:
-        if embedded_stripe:
-            settings = embedded.start_localstripe(
-                settings, servers, webhook_url=f"http://127.0.0.1:{args.admin_port}/v1/webhooks/stripe")
-        run_dev(settings, demo=args.demo, fund_by_card=embedded_stripe, tracker_port=args.tracker_port,
+        run_dev(settings, demo=args.demo, fund_by_card=fund_by_card, tracker_port=args.tracker_port,
                 admin_port=args.admin_port)
     finally:
         servers.stop()

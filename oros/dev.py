@@ -68,7 +68,7 @@ async def _serve(settings: Settings, *, demo: bool, fund_by_card: bool, tracker_
             print_demo(await set_up_demo(settings, admin_url=admin_url, tracker_url=tracker_url,
                                          fund_by_card=fund_by_card))
         else:
-            stripe = f"embedded Stripe (localstripe) {settings.stripe_api_base}" if fund_by_card else "Stripe as configured"
+            stripe = f"embedded Stripe {settings.stripe_api_base}" if fund_by_card else "Stripe as configured"
             print(f"tracker {tracker_url}  admin API {admin_url}  {stripe}  (Ctrl-C stops)", flush=True)
         await stop.wait()
     finally:

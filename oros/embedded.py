@@ -76,7 +76,7 @@ class DevLock:
     def __init__(self, data_dir: Path) -> None:
         path = data_dir / LOCK_FILE
         # Not inherited by children (Python fds are close-on-exec): a surviving child never holds it.
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -145,7 +145,7 @@ def _read_private(path: Path) -> dict[str, str]:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise SettingsError(f"{path} is a symlink; refusing secrets that may be someone else's ({remedy})") from None
+            raise SettingsError(f"{path} is a symlink; refusing secrets that may be another's ({remedy})") from None
         raise
     with os.fdopen(fd, "rb") as source:
         st = os.fstat(source.fileno())
@@ -266,6 +266,30 @@ def start_localstripe(settings: Settings, servers: EmbeddedServers, *, webhook_u
         pass
     log.info("embedded stripe (localstripe) ready", extra={"api_base": api_base, "webhook_url": webhook_url})
     return replace(settings, stripe_api_base=api_base)
+
+
+def resolve_for_dev(
+    settings: Settings, *, needs: tuple[str, ...], webhook_url: str
+) -> tuple[Settings, EmbeddedServers, bool]:
+    """``oros dev``'s stack: its data directory locked, its secrets checked, its servers started.
+
+    The embedded Stripe starts too unless the environment names a Stripe (a
+    key or an API base); the returned flag says whether it did.
+    """
+    embedded_stripe = settings.stripe_api_key is None and settings.stripe_api_base is None
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    servers = EmbeddedServers([DevLock(settings.data_dir)])  # released last, after every server stopped
+    try:
+        settings = with_dev_secrets(settings)
+        settings.check_secrets(*needs)
+        settings, started = resolve(settings, prefer_local=False)
+        servers.handles += started.handles
+        if embedded_stripe:
+            settings = start_localstripe(settings, servers, webhook_url=webhook_url)
+    except BaseException:
+        servers.stop()
+        raise
+    return settings, servers, embedded_stripe
 
 
 def services_file(settings: Settings) -> Path:

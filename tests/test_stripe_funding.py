@@ -318,6 +318,20 @@ async def test_replayed_webhook_changes_nothing(api, pg, stripe_settings):
                                          "clearing": Decimal("40.00"), "entries": 2}
 
 
+async def test_two_events_for_one_intent_at_once_credit_it_once(api, pg, stripe_settings):
+    business, auth = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+    body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "40.00"}, headers=auth)).json()
+    events = [succeeded_event(f"evt_race_{n}", body["payment_intent_id"], 4000) for n in range(4)]
+
+    answers = await asyncio.gather(*(api.post("/v1/webhooks/stripe", data=e, headers=signed(e)) for e in events))
+
+    statuses = sorted([(await a.json())["status"] for a in answers])
+    assert statuses == ["applied", "ignored", "ignored", "ignored"]
+    assert money_state(pg, campaign)["remaining_budget"] == Decimal("40.00")
+    assert_books_balance(stripe_settings)
+
+
 async def test_payment_failed_marks_funding_failed(api, pg, stripe_settings):
     business, auth = make_user(pg, stripe_settings, "business")
     campaign = make_campaign(pg, business)
