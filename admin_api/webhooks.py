@@ -133,9 +133,9 @@ async def _payment_succeeded(conn: psycopg.AsyncConnection, redis, settings: Set
                "claimed_campaign": _metadata(intent).get("oros_campaign_id")}
     if row["outcome"] == "refused":
         # Money reached Stripe but not the books: a person must refund it or book it off-Stripe.
-        log.error(f"payment intent {pi_id} refused, nothing credited: {row['reason']}", extra=context)
+        log.error("payment intent refused: paid at Stripe, nothing credited", extra=context)
     elif context["claimed_campaign"] is not None and row["funding_id"] is None:
-        log.warning(f"payment intent {pi_id} names a campaign but no funding row; nothing credited", extra=context)
+        log.warning("payment intent names a campaign but no funding row: nothing credited", extra=context)
     raise Ignored(row["reason"])
 
 

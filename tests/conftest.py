@@ -142,6 +142,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture
+def port():
+    """``port()`` is a free loopback port, for a process the test starts."""
+    return free_port
+
+
 @pytest.fixture(scope="session")
 def localstripe_url(tmp_path_factory):
     """A fake but stateful Stripe (PaymentIntents, signed webhooks) on a free port."""

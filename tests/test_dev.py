@@ -27,7 +27,6 @@ from oros.settings import STRIPE_API_KEY
 from oros.stripe_gateway import stripe_client
 from settler.reconcile import reconcile
 
-from conftest import free_port
 from test_stripe_funding import FIVE_MILLION_CENTS, signed, succeeded_event
 
 START_S = 120
@@ -91,8 +90,8 @@ def alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def oros_dev(env: dict[str, str], root: Path, *args: str):
-    tracker_port, admin_port = free_port(), free_port()
+def oros_dev(env: dict[str, str], root: Path, port, *args: str):
+    tracker_port, admin_port = port(), port()
     output = root / "dev.out"
     with open(output, "wb") as out:
         proc = subprocess.Popen(
@@ -137,9 +136,9 @@ def business_with_campaign(dev: Dev) -> tuple[str, str]:
     return token, campaign["id"]
 
 
-def test_dev_funds_a_campaign_by_card_and_takes_localstripe_down_with_it(settings, tmp_path):
+def test_dev_funds_a_campaign_by_card_and_takes_localstripe_down_with_it(settings, tmp_path, port):
     env = dev_env(settings, tmp_path)
-    with oros_dev(env, tmp_path) as dev:
+    with oros_dev(env, tmp_path, port) as dev:
         stripe_pid = localstripe_pid(dev)
         stripe_base = dev.services()["stripe_api_base"]
         secrets_file = dev.data_dir / embedded.SECRETS_FILE
@@ -168,7 +167,7 @@ def test_dev_funds_a_campaign_by_card_and_takes_localstripe_down_with_it(setting
         assert api(dev, "GET", f"/v1/campaigns/{campaign}", token)["remaining_budget"] == "75.00"
 
         # A command attached to the running dev (no server URL, no secret given) shares its stack and secrets.
-        attached_port = free_port()
+        attached_port = port()
         attached_env = {k: v for k, v in env.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         attached_env["CLICKHOUSE_URL"] = f"chdb://{tmp_path / 'attached-chdb'}"
         attached = subprocess.Popen([sys.executable, "-m", "oros.cli", "admin", "--port", str(attached_port)],
@@ -189,8 +188,8 @@ def test_dev_funds_a_campaign_by_card_and_takes_localstripe_down_with_it(setting
 
         # One dev stack per data directory.
         second = subprocess.run(
-            [sys.executable, "-m", "oros.cli", "dev", "--tracker-port", str(free_port()),
-             "--admin-port", str(free_port())], env=env, capture_output=True, text=True, timeout=60)
+            [sys.executable, "-m", "oros.cli", "dev", "--tracker-port", str(port()),
+             "--admin-port", str(port())], env=env, capture_output=True, text=True, timeout=60)
         assert second.returncode == 2 and f"pid {dev.proc.pid}" in second.stderr, second.stderr
 
         os.kill(dev.proc.pid, signal.SIGTERM)
@@ -200,8 +199,8 @@ def test_dev_funds_a_campaign_by_card_and_takes_localstripe_down_with_it(setting
             requests.get(f"{stripe_base}/v1/balance", auth=("sk_test_x", ""), timeout=5)
 
 
-def test_demo_is_funded_by_card_and_localstripe_dies_when_dev_is_killed(settings, pg, tmp_path):
-    with oros_dev(dev_env(settings, tmp_path), tmp_path, "--demo") as dev:
+def test_demo_is_funded_by_card_and_localstripe_dies_when_dev_is_killed(settings, pg, tmp_path, port):
+    with oros_dev(dev_env(settings, tmp_path), tmp_path, port, "--demo") as dev:
         stripe_pid = localstripe_pid(dev)
         assert "funded by card through it" in dev.printed()
         funding = pg.execute("SELECT f.method, f.status, f.amount, c.remaining_budget, c.status AS campaign_status"

@@ -19,8 +19,6 @@ import pytest
 from oros import embedded
 from oros.settings import JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Settings, SettingsError
 
-from conftest import free_port
-
 STRONG = "s" * 32
 # Every value this project or its compose file ever shipped as a default.
 OLD_DEFAULTS = {
@@ -72,7 +70,7 @@ def without(env: dict[str, str], *names: str) -> dict[str, str]:
     ],
 )
 @pytest.mark.parametrize("problem", ["missing", "empty", "short", "old default"])
-def test_a_process_refuses_a_missing_or_weak_secret(env, command, variable, problem):
+def test_a_process_refuses_a_missing_or_weak_secret(env, port, command, variable, problem):
     bad = {
         "missing": without(env, variable),
         "empty": {**env, variable: ""},
@@ -80,7 +78,7 @@ def test_a_process_refuses_a_missing_or_weak_secret(env, command, variable, prob
         "old default": {**env, variable: OLD_DEFAULTS[variable]},
     }[problem]
     if command[0] == "admin":
-        command = (*command, "--port", str(free_port()))
+        command = (*command, "--port", str(port()))
 
     result = oros(bad, *command)
 
@@ -91,10 +89,9 @@ def test_a_process_refuses_a_missing_or_weak_secret(env, command, variable, prob
         assert bad[variable] not in result.stderr
 
 
-def test_admin_starts_without_a_stripe_key(env):
+def test_admin_starts_without_a_stripe_key(env, port):
     """Card funding then answers 503 (tests/test_stripe_funding.py); the process itself is not refused."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "oros.cli", "admin", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "oros.cli", "admin", "--port", str(port())],
                             env=without(env, STRIPE_API_KEY), stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stderr:
@@ -108,8 +105,8 @@ def test_admin_starts_without_a_stripe_key(env):
 
 
 @pytest.mark.parametrize("weak", ["sk_test_oros", "sk_test_replace_me", "", "sk_test_short"])
-def test_admin_refuses_a_weak_stripe_key_it_may_go_without(env, weak):
-    result = oros({**env, STRIPE_API_KEY: weak}, "admin", "--port", str(free_port()))
+def test_admin_refuses_a_weak_stripe_key_it_may_go_without(env, port, weak):
+    result = oros({**env, STRIPE_API_KEY: weak}, "admin", "--port", str(port()))
     assert result.returncode == 2 and STRIPE_API_KEY in result.stderr, result.stderr
 
 
@@ -119,10 +116,10 @@ def test_commands_without_secrets_need_none(env):
     assert result.returncode == 0, result.stderr
 
 
-def test_refusal_comes_before_any_embedded_server_starts(env, tmp_path):
+def test_refusal_comes_before_any_embedded_server_starts(env, port, tmp_path):
     bare = without(env, "DATABASE_URL", "REDIS_URL", JWT_SECRET)
 
-    result = oros(bare, "admin", "--port", str(free_port()))
+    result = oros(bare, "admin", "--port", str(port()))
 
     assert result.returncode == 2 and JWT_SECRET in result.stderr
     assert not (tmp_path / "data" / "postgres").exists()
