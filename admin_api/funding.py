@@ -2,7 +2,11 @@
 
 Nothing is credited here. The intent is created and a ``pending`` funding
 row records it; the ``payment_intent.succeeded`` webhook (admin_api.webhooks)
-credits escrow and the budget once Stripe says the money arrived.
+credits escrow and the budget once Stripe says the money arrived, and only for
+an intent this row records, for its amount and currency.
+
+Without ``STRIPE_API_KEY`` the server has no Stripe: ``503`` naming it (admins
+still record money received off-Stripe).
 
 With an ``Idempotency-Key`` the funding id is derived from (caller, key), so a
 retry asks Stripe for the same intent (Stripe's own idempotency key is
@@ -21,6 +25,7 @@ from aiohttp import web
 
 from oros.connections import as_user
 from oros.money import fmt
+from oros.settings import STRIPE_API_KEY
 from oros.stripe_gateway import CURRENCY, async_stripe_client, to_cents
 
 from . import idempotency, openapi
@@ -45,9 +50,9 @@ _IDEMPOTENT_FUNDING = uuid.UUID("6f1c0a52-3b57-4c55-9a8e-3f4c3d1f5e01")
 # As the owner: the app role may only read campaign_fundings (money rows are
 # written by trusted code), and the ownership check above already passed.
 _PENDING_SQL = """
-INSERT INTO campaign_fundings (id, campaign_id, amount, method, reference, stripe_payment_intent_id,
+INSERT INTO campaign_fundings (id, campaign_id, amount, currency, method, reference, stripe_payment_intent_id,
                                status, created_by)
-VALUES (%(id)s, %(campaign)s, %(amount)s, 'stripe', %(pi)s, %(pi)s, 'pending', %(by)s)
+VALUES (%(id)s, %(campaign)s, %(amount)s, %(currency)s, 'stripe', %(pi)s, %(pi)s, 'pending', %(by)s)
 RETURNING id::text, campaign_id::text, amount, status, created_at
 """
 
@@ -55,6 +60,9 @@ RETURNING id::text, campaign_id::text, amount, status, created_at
 @routes.post("/v1/campaigns/{id}/fund")
 async def fund_campaign(request: web.Request) -> web.Response:
     who = (await caller(request)).require("business")
+    if request.app[SETTINGS].stripe_api_key is None:
+        raise ApiError(503, "stripe_not_configured", f"card funding is unavailable: {STRIPE_API_KEY} is not set "
+                       "on this server (an admin can record funds received off-Stripe)")
     campaign_id = path_id(request)
     value = amount(await read_json(request), "amount")
     if value > MAX_STRIPE_AMOUNT:
@@ -78,7 +86,8 @@ async def fund_campaign(request: web.Request) -> web.Response:
         try:
             row = await (await conn.execute(
                 _PENDING_SQL,
-                {"id": funding_id, "campaign": campaign_id, "amount": value, "pi": intent.id, "by": who.id},
+                {"id": funding_id, "campaign": campaign_id, "amount": value, "currency": CURRENCY, "pi": intent.id,
+                 "by": who.id},
             )).fetchone()
         except psycopg.errors.UniqueViolation:
             raise conflict("request_in_progress", "this funding request was processed concurrently; retry it",
@@ -98,7 +107,7 @@ async def fund_campaign(request: web.Request) -> web.Response:
 
 
 async def _create_intent(request: web.Request, funding_id: str, campaign_id: str, value: Decimal):
-    """The PaymentIntent, tagged with our ids so the webhook can credit it even without our row."""
+    """The PaymentIntent. The metadata is for people reading Stripe's dashboard; the webhook trusts only our row."""
     # A client per request: funding is rare and human-paced, and this keeps the
     # aiohttp session inside the request's own lifetime.
     client, http = async_stripe_client(request.app[SETTINGS])
@@ -125,7 +134,7 @@ _FUNDING = openapi.obj(
         "campaign_id": openapi.UUID,
         "amount": openapi.MONEY,
         "currency": {"type": "string"},
-        "status": {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+        "status": {"type": "string", "enum": ["pending", "succeeded", "failed", "refused"]},
         "payment_intent_id": {"type": "string"},
         "client_secret": {"type": "string"},
         "created_at": openapi.TIMESTAMP,

@@ -4,9 +4,10 @@ Each Stripe event is applied once: its id is inserted into ``stripe_events``
 in the same Postgres transaction as its effect, so a redelivery finds the row
 and changes nothing, and a failed effect rolls the row back for Stripe's retry.
 
-* ``payment_intent.succeeded`` credits the campaign (``oros_fund_campaign``,
-  itself idempotent per PaymentIntent); ``payment_intent.payment_failed``
-  marks the pending funding failed.
+* ``payment_intent.succeeded`` credits only a PaymentIntent that
+  ``POST /v1/campaigns/{id}/fund`` recorded, for that row's campaign, amount
+  and currency (``oros_credit_payment_intent``); the intent's metadata is never
+  trusted. ``payment_intent.payment_failed`` marks the pending funding failed.
 * ``checkout.session.completed`` carrying an ``oros_cid`` becomes a ``sale``
   event and ``charge.refunded`` a ``refund`` event, appended to the Redis
   stream like the tracker's events; the settler pays or reverses them. Their
@@ -48,14 +49,7 @@ SALE_FIELDS = ("link_id", "campaign_id", "creator_id", "supporter_id", "business
 
 _CLAIM_SQL = "INSERT INTO stripe_events (id, type) VALUES (%(id)s, %(type)s) ON CONFLICT DO NOTHING RETURNING id"
 
-_FUNDING_CAMPAIGN_SQL = """
-SELECT campaign_id::text AS campaign_id FROM campaign_fundings WHERE stripe_payment_intent_id = %(pi)s
-UNION ALL
-SELECT id::text FROM campaigns WHERE id = %(meta)s
-LIMIT 1
-"""
-
-_FUND_SQL = "SELECT oros_fund_campaign(%(campaign)s, %(amount)s, 'stripe', %(pi)s, NULL, %(pi)s)::text AS id"
+_CREDIT_SQL = "SELECT * FROM oros_credit_payment_intent(%(event)s, %(pi)s, %(amount)s, %(currency)s)"
 
 _FAIL_SQL = """
 UPDATE campaign_fundings SET status = 'failed' WHERE stripe_payment_intent_id = %(pi)s AND status = 'pending'
@@ -125,21 +119,24 @@ def _verified_event(payload: bytes, signature: str | None, secret: str) -> dict:
 async def _payment_succeeded(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
     intent = event["data"]["object"]
     pi_id = _text(intent, "id")
-    if str(intent.get("currency") or CURRENCY).lower() != CURRENCY:
-        raise Ignored(f"currency {intent.get('currency')} is not {CURRENCY}")
-    value = _cents(intent, "amount_received") or _cents(intent, "amount")
-    if value is None or value <= 0:
-        raise Ignored("payment intent has no positive amount")
-    meta = _metadata(intent).get("oros_campaign_id")
-    row = await (
-        await conn.execute(_FUNDING_CAMPAIGN_SQL, {"pi": pi_id, "meta": canonical_uuid(meta)})
-    ).fetchone()
-    if row is None:
-        raise Ignored("payment intent is not for an OROS campaign")
-    funding = await (
-        await conn.execute(_FUND_SQL, {"campaign": row["campaign_id"], "amount": value, "pi": pi_id})
-    ).fetchone()
-    return {"funding_id": funding["id"], "campaign_id": row["campaign_id"], "amount": fmt(value)}
+    # Stripe always sends amount_received; localstripe (the embedded Stripe) sends only amount.
+    received = _cents(intent, "amount_received" if "amount_received" in intent else "amount")
+    currency = intent.get("currency")
+    row = await (await conn.execute(_CREDIT_SQL, {
+        "event": event["id"], "pi": pi_id, "amount": received,
+        "currency": currency.lower() if isinstance(currency, str) else None,
+    })).fetchone()
+    if row["outcome"] == "credited":
+        return {"funding_id": str(row["funding_id"]), "campaign_id": str(row["campaign_id"]),
+                "amount": fmt(row["amount"])}
+    context = {"stripe_event": event["id"], "payment_intent": pi_id, "reason": row["reason"],
+               "claimed_campaign": _metadata(intent).get("oros_campaign_id")}
+    if row["outcome"] == "refused":
+        # Money reached Stripe but not the books: a person must refund it or book it off-Stripe.
+        log.error("payment intent refused: paid at Stripe, nothing credited", extra=context)
+    elif context["claimed_campaign"] is not None and row["funding_id"] is None:
+        log.warning("payment intent names a campaign but no funding row: nothing credited", extra=context)
+    raise Ignored(row["reason"])
 
 
 async def _payment_failed(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:

@@ -8,27 +8,43 @@ import sys
 from datetime import UTC, datetime
 
 from .logs import setup_logging
-from .settings import Settings, SettingsError
+from .settings import JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Settings, SettingsError
 
 log = logging.getLogger("oros")
 
+# The secrets each process uses (docs/security.md, "Secrets"). The admin API
+# issues and verifies tokens and verifies Stripe's webhooks; without a Stripe
+# key it still runs, and card funding answers 503. Payouts move money through
+# Stripe. The tracker, ingest, settle, release-holds, reconcile, migrate and
+# create-admin hold no secret.
+ADMIN_SECRETS = (JWT_SECRET, STRIPE_WEBHOOK_SECRET)
+PAYOUT_SECRETS = (STRIPE_API_KEY,)
 
-def _settings(*, dev: bool = False):
-    """Settings with concrete server URLs, and the embedded servers this process started."""
+
+def _settings(*secrets: str, optional: tuple[str, ...] = ()):
+    """Settings with concrete server URLs, and the embedded servers this process started.
+
+    The secrets are checked before any server starts, so a refused process
+    leaves nothing running.
+    """
     from . import embedded
 
-    settings = Settings.from_env()
-    if dev:
-        return embedded.resolve(settings, prefer_local=False)
-    return embedded.resolve_for_command(settings)
+    settings = embedded.attach_to_dev(Settings.from_env())
+    settings.check_secrets(*secrets, optional=optional)
+    return embedded.resolve(settings, prefer_local=False)
 
 
 def cmd_dev(args) -> int:
+    from . import embedded
     from .dev import run_dev
 
-    settings, servers = _settings(dev=True)
+    settings, servers, fund_by_card = embedded.resolve_for_dev(
+        Settings.from_env(), needs=(*ADMIN_SECRETS, *PAYOUT_SECRETS),
+        webhook_url=f"http://127.0.0.1:{args.admin_port}/v1/webhooks/stripe",
+    )
     try:
-        run_dev(settings, demo=args.demo, tracker_port=args.tracker_port, admin_port=args.admin_port)
+        run_dev(settings, demo=args.demo, fund_by_card=fund_by_card, tracker_port=args.tracker_port,
+                admin_port=args.admin_port)
     finally:
         servers.stop()
     return 0
@@ -94,7 +110,7 @@ def cmd_ingest(args) -> int:
 def cmd_settler(args) -> int:
     from settler.scheduler import run_settler
 
-    settings, servers = _settings()
+    settings, servers = _settings(*PAYOUT_SECRETS)
     try:
         run_settler(settings, metrics_port=args.metrics_port)
     finally:
@@ -137,7 +153,7 @@ def cmd_release_holds(args) -> int:
 def cmd_payouts(args) -> int:
     from settler.payouts import run_payouts_command
 
-    settings, servers = _settings()
+    settings, servers = _settings(*PAYOUT_SECRETS)
     try:
         return run_payouts_command(settings)
     finally:
@@ -157,7 +173,7 @@ def cmd_reconcile(args) -> int:
 def cmd_admin(args) -> int:
     from admin_api.server import run_admin
 
-    settings, servers = _settings()
+    settings, servers = _settings(*ADMIN_SECRETS, optional=PAYOUT_SECRETS)
     try:
         run_admin(settings, port=args.port)
     finally:

@@ -3,7 +3,9 @@
 Tracker and admin API on their ports, ingest draining the stream, and the
 settler's scheduler, all sharing this process's chDB engine (chDB opens a
 data directory from one process only, which is why the admin API exposes
-settlement triggers for embedded mode).
+settlement triggers for embedded mode). Unless the environment names a
+Stripe, localstripe runs beside it as a child process (oros.embedded), so
+card funding works end to end on one machine.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-def run_dev(settings: Settings, *, demo: bool, tracker_port: int, admin_port: int) -> None:
+def run_dev(settings: Settings, *, demo: bool, fund_by_card: bool, tracker_port: int, admin_port: int) -> None:
+    """``fund_by_card``: the embedded Stripe is running, so the demo campaign is funded through it."""
     run_migrate(settings)
     write_services_file(settings)
-    uvloop.run(_serve(settings, demo=demo, tracker_port=tracker_port, admin_port=admin_port))
+    uvloop.run(_serve(settings, demo=demo, fund_by_card=fund_by_card, tracker_port=tracker_port,
+                      admin_port=admin_port))
 
 
 async def _start_site(app: web.Application, port: int) -> web.AppRunner:
@@ -36,7 +40,7 @@ async def _start_site(app: web.Application, port: int) -> web.AppRunner:
     return runner
 
 
-async def _serve(settings: Settings, *, demo: bool, tracker_port: int, admin_port: int) -> None:
+async def _serve(settings: Settings, *, demo: bool, fund_by_card: bool, tracker_port: int, admin_port: int) -> None:
     from admin_api.app import create_app as create_admin_app
     from admin_api.typedefs import METRICS
     from ingest.consumer import Ingester
@@ -64,9 +68,11 @@ async def _serve(settings: Settings, *, demo: bool, tracker_port: int, admin_por
         if demo:
             from .demo import print_demo, set_up_demo
 
-            print_demo(await set_up_demo(settings, admin_url=admin_url, tracker_url=tracker_url))
+            print_demo(await set_up_demo(settings, admin_url=admin_url, tracker_url=tracker_url,
+                                         fund_by_card=fund_by_card))
         else:
-            print(f"tracker {tracker_url}  admin API {admin_url}  (Ctrl-C stops)", flush=True)
+            stripe = f"embedded Stripe {settings.stripe_api_base}" if fund_by_card else "Stripe as configured"
+            print(f"tracker {tracker_url}  admin API {admin_url}  {stripe}  (Ctrl-C stops)", flush=True)
         await stop.wait()
     finally:
         log.info("oros dev stopping")

@@ -20,6 +20,20 @@ class SettingsError(ValueError):
     """A configuration value is missing or malformed; names the variable."""
 
 
+# The secrets, by the environment variable that carries each (docs/security.md, "Secrets").
+JWT_SECRET = "OROS_JWT_SECRET"
+STRIPE_WEBHOOK_SECRET = "STRIPE_WEBHOOK_SECRET"
+STRIPE_API_KEY = "STRIPE_API_KEY"
+SECRET_FIELDS = {JWT_SECRET: "jwt_secret", STRIPE_WEBHOOK_SECRET: "stripe_webhook_secret",
+                 STRIPE_API_KEY: "stripe_api_key"}
+MIN_SECRET_BYTES = 32  # HS256 wants a key as long as its output; Stripe's own keys are longer
+# Values this project or its compose file once shipped as defaults: published, so never secret.
+PUBLISHED_DEFAULTS = frozenset({
+    "oros-dev-secret-change-me-in-production", "whsec_oros_dev", "whsec_replace_me",
+    "sk_test_oros", "sk_test_replace_me",
+})
+
+
 def _decimal(env: dict[str, str], name: str, default: str, *, minimum: Decimal, maximum: Decimal | None = None) -> Decimal:
     raw = env.get(name, default)
     try:
@@ -65,10 +79,12 @@ class Settings:
     clickhouse_url: str | None = None
     data_dir: Path = Path(".oros")
 
-    stripe_api_key: str = "sk_test_oros"
+    # Secrets have no defaults: each process checks the ones it uses (check_secrets);
+    # ``oros dev`` fills them from .oros/secrets.json (oros.embedded.dev_secrets).
+    stripe_api_key: str | None = None  # None: Stripe is not configured (card funding answers 503)
     stripe_api_base: str | None = None
-    stripe_webhook_secret: str = "whsec_oros_dev"
-    jwt_secret: str = "oros-dev-secret-change-me-in-production"  # >= 32 bytes for HS256
+    stripe_webhook_secret: str | None = None
+    jwt_secret: str | None = None
     jwt_ttl_s: int = 24 * 3600
 
     platform_fee_pct: Decimal = Decimal("10")
@@ -106,10 +122,10 @@ class Settings:
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
             clickhouse_url=_url(env, "CLICKHOUSE_URL", ("http", "https", "chdb")),
             data_dir=Path(env.get("OROS_DATA_DIR", ".oros")),
-            stripe_api_key=env.get("STRIPE_API_KEY", cls.stripe_api_key),
+            stripe_api_key=env.get(STRIPE_API_KEY),
             stripe_api_base=_url(env, "STRIPE_API_BASE", ("http", "https")),
-            stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", cls.stripe_webhook_secret),
-            jwt_secret=env.get("OROS_JWT_SECRET", cls.jwt_secret),
+            stripe_webhook_secret=env.get(STRIPE_WEBHOOK_SECRET),
+            jwt_secret=env.get(JWT_SECRET),
             jwt_ttl_s=_int(env, "OROS_JWT_TTL_S", cls.jwt_ttl_s, minimum=60),
             platform_fee_pct=_decimal(env, "OROS_PLATFORM_FEE_PCT", "10", minimum=Decimal(0), maximum=Decimal(100)),
             hold_days=_int(env, "OROS_HOLD_DAYS", 14),
@@ -130,6 +146,29 @@ class Settings:
             clickhouse_database=env.get("OROS_CLICKHOUSE_DATABASE", "oros"),
             redis_prefix=env.get("OROS_REDIS_PREFIX", ""),
         )
+
+    def check_secrets(self, *names: str, optional: tuple[str, ...] = ()) -> None:
+        """Refuse to run with any of these secrets unset, empty, short or a published default.
+
+        The one place secrets are judged; every entrypoint calls it with the
+        secrets its process uses (``optional`` ones may be unset, but not weak).
+        The message names the variable, never the value.
+        """
+        for name in (*names, *optional):
+            value = getattr(self, SECRET_FIELDS[name])
+            if value is None and name not in names:
+                continue
+            if value is None:
+                problem = "is not set"
+            elif not value:
+                problem = "is empty"
+            elif value in PUBLISHED_DEFAULTS:
+                problem = "is a published default value"
+            elif len(value.encode()) < MIN_SECRET_BYTES:
+                problem = f"is {len(value.encode())} bytes; at least {MIN_SECRET_BYTES} are required"
+            else:
+                continue
+            raise SettingsError(f"{name} {problem} (see docs/security.md, Secrets; `oros dev` needs none)")
 
     @property
     def keys(self) -> "Keys":

@@ -8,6 +8,8 @@
   one ClickHouse database per test.
 * Stripe: one ``localstripe`` process per test run, started on first use and
   stopped by its PID.
+* Secrets: random for every run (Settings has no default secrets); ``cli_env``
+  hands the same ones to ``oros`` commands.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import requests
 from oros import embedded
 from oros.connections import clickhouse_client, pg_connect, redis_client
 from oros.migrate import migrate_clickhouse, migrate_postgres
-from oros.settings import Settings
+from oros.settings import JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Settings
 from processes import stop_process
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(2)}"
@@ -50,7 +52,13 @@ def base_settings(tmp_path_factory) -> Settings:
         replace(env_settings, data_dir=data_dir, clickhouse_url=f"chdb://{data_dir / 'chdb'}"),
         prefer_local=True,
     )
-    settings = replace(settings, platform_fee_pct=Settings().platform_fee_pct)
+    settings = replace(
+        settings,
+        platform_fee_pct=Settings().platform_fee_pct,
+        jwt_secret=secrets.token_urlsafe(48),
+        stripe_webhook_secret="whsec_" + secrets.token_urlsafe(32),
+        stripe_api_key="sk_test_" + secrets.token_urlsafe(32),
+    )
     yield settings
     servers.stop()
 
@@ -117,6 +125,9 @@ def cli_env(monkeypatch, settings, tmp_path):
         "OROS_CLICKHOUSE_DATABASE": settings.clickhouse_database,
         "OROS_REDIS_PREFIX": settings.redis_prefix,
         "OROS_DATA_DIR": str(tmp_path),
+        JWT_SECRET: settings.jwt_secret,
+        STRIPE_WEBHOOK_SECRET: settings.stripe_webhook_secret,
+        STRIPE_API_KEY: settings.stripe_api_key,
     }.items():
         monkeypatch.setenv(name, value)
 
@@ -130,6 +141,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def port():
+    """``port()`` is a free loopback port, for a process the test starts."""
+    return free_port
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ def double():
 
 @pytest.fixture
 def pay_settings(settings, double):
-    return replace(settings, stripe_api_base=double.url, stripe_api_key="sk_test_payouts")
+    return replace(settings, stripe_api_base=double.url)
 
 
 def creator_with_balance(pg, account: str | None, balance: str = "100.00") -> str:

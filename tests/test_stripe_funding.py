@@ -17,18 +17,21 @@ from decimal import Decimal
 import orjson
 import pytest
 import requests
+import stripe
 
 from admin_api.app import create_app
 from admin_api.auth import issue_token
 from oros.stripe_gateway import stripe_client
+from settler.reconcile import reconcile
 
-WEBHOOK_SECRET = "whsec_test_" + secrets.token_hex(8)
+WEBHOOK_SECRET = "whsec_test_" + secrets.token_hex(16)
+FIVE_MILLION_CENTS = 500_000_000
+VISA, DECLINED = "4242424242424242", "4000000000000341"  # localstripe declines the charge of 0341
 
 
 @pytest.fixture
 def stripe_settings(settings, localstripe_url):
-    return replace(settings, stripe_api_base=localstripe_url, stripe_webhook_secret=WEBHOOK_SECRET,
-                   stripe_api_key="sk_test_oros")
+    return replace(settings, stripe_api_base=localstripe_url, stripe_webhook_secret=WEBHOOK_SECRET)
 
 
 @pytest.fixture
@@ -83,6 +86,43 @@ def money_state(pg, campaign_id: str) -> dict:
     return {**campaign, **wallets, "entries": entries["n"]}
 
 
+def assert_books_balance(settings) -> None:
+    failed = [check for check in reconcile(settings) if not check.ok]
+    assert not failed, failed
+
+
+def funding(pg, funding_id: str) -> dict:
+    return pg.execute("SELECT status, amount, refusal_reason FROM campaign_fundings WHERE id = %s",
+                      (funding_id,)).fetchone()
+
+
+def deliver_to(api, localstripe_url: str) -> None:
+    """localstripe signs its events with our secret and posts them to this test's server (one endpoint per run)."""
+    requests.post(
+        f"{localstripe_url}/_config/webhooks/oros-test",
+        data={"url": str(api.server.make_url("/v1/webhooks/stripe")), "secret": WEBHOOK_SECRET,
+              "events[]": ["payment_intent.succeeded", "payment_intent.payment_failed"]},
+        timeout=5,
+    ).raise_for_status()
+
+
+async def pay(settings, intent_id: str, card: str = VISA) -> None:
+    """What Stripe.js does in the business's browser: attach a card, confirm the intent."""
+    client = stripe_client(settings)
+    method = await asyncio.to_thread(client.v1.payment_methods.create, {
+        "type": "card", "card": {"number": card, "exp_month": 12, "exp_year": 2034, "cvc": "123"}})
+    await asyncio.to_thread(client.v1.payment_intents.update, intent_id, {"payment_method": method.id})
+    await asyncio.to_thread(client.v1.payment_intents.confirm, intent_id)
+
+
+async def wait_for_events(pg, event_type: str, count: int = 1) -> None:
+    deadline = time.monotonic() + 20
+    query = "SELECT count(*) AS n FROM stripe_events WHERE type = %s"
+    while pg.execute(query, (event_type,)).fetchone()["n"] < count:
+        assert time.monotonic() < deadline, f"localstripe never delivered {event_type}"
+        await asyncio.sleep(0.2)
+
+
 async def test_fund_creates_intent_and_pending_row(api, pg, stripe_settings):
     business, auth = make_user(pg, stripe_settings, "business")
     campaign = make_campaign(pg, business)
@@ -122,31 +162,140 @@ async def test_fund_retried_with_an_idempotency_key_creates_one_intent(api, pg, 
 async def test_localstripe_webhook_credits_escrow_and_budget_once(api, pg, stripe_settings, localstripe_url):
     business, auth = make_user(pg, stripe_settings, "business")
     campaign = make_campaign(pg, business)
-    requests.post(
-        f"{localstripe_url}/_config/webhooks/oros-test",
-        data={"url": str(api.server.make_url("/v1/webhooks/stripe")), "secret": WEBHOOK_SECRET,
-              "events[]": ["payment_intent.succeeded"]},
-        timeout=5,
-    ).raise_for_status()
+    deliver_to(api, localstripe_url)
     body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "250.00"}, headers=auth)).json()
 
-    # The business's browser pays the intent (here: the stripe client against localstripe).
-    client = stripe_client(stripe_settings)
-    method = await asyncio.to_thread(client.v1.payment_methods.create, {
-        "type": "card", "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}})
-    await asyncio.to_thread(client.v1.payment_intents.update, body["payment_intent_id"], {"payment_method": method.id})
-    await asyncio.to_thread(client.v1.payment_intents.confirm, body["payment_intent_id"])
+    await pay(stripe_settings, body["payment_intent_id"])
 
-    deadline = time.monotonic() + 20
-    while money_state(pg, campaign)["funded_budget"] == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
+    await wait_for_events(pg, "payment_intent.succeeded")
     state = money_state(pg, campaign)
     assert state == {"funded_budget": Decimal("250.00"), "remaining_budget": Decimal("250.00"),
                      "escrow": Decimal("250.00"), "fees": Decimal("0.00"), "clearing": Decimal("250.00"),
                      "entries": 2}
-    funding = pg.execute("SELECT status, transfer_id FROM campaign_fundings WHERE id = %s", (body["id"],)).fetchone()
-    assert funding["status"] == "succeeded" and funding["transfer_id"] is not None
+    row = pg.execute("SELECT status, transfer_id FROM campaign_fundings WHERE id = %s", (body["id"],)).fetchone()
+    assert row["status"] == "succeeded" and row["transfer_id"] is not None
     assert pg.execute("SELECT count(*) AS n FROM stripe_events").fetchone()["n"] == 1
+    assert_books_balance(stripe_settings)
+
+
+async def test_intent_named_only_in_metadata_credits_nothing(api, pg, stripe_settings, localstripe_url):
+    """The 5,000,000.00 attack: a real, paid intent that POST /fund never created names an unfunded campaign."""
+    business, _ = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+    deliver_to(api, localstripe_url)
+    intent = await asyncio.to_thread(stripe_client(stripe_settings).v1.payment_intents.create, {
+        "amount": FIVE_MILLION_CENTS, "currency": "usd", "payment_method_types": ["card"],
+        "metadata": {"oros_campaign_id": campaign, "oros_funding_id": secrets.token_hex(4)}})
+
+    await pay(stripe_settings, intent.id)
+
+    await wait_for_events(pg, "payment_intent.succeeded")
+    assert money_state(pg, campaign) == {"funded_budget": Decimal("0.00"), "remaining_budget": Decimal("0.00"),
+                                         "escrow": Decimal("0.00"), "fees": Decimal("0.00"),
+                                         "clearing": Decimal("0.00"), "entries": 0}
+    assert pg.execute("SELECT count(*) AS n FROM campaign_fundings").fetchone()["n"] == 0
+    event = pg.execute("SELECT ignored_reason FROM stripe_events").fetchone()
+    assert intent.id in event["ignored_reason"] and "no funding" in event["ignored_reason"]
+    assert_books_balance(stripe_settings)
+
+
+async def test_event_signed_with_an_old_default_secret_is_refused(api, pg, stripe_settings):
+    business, _ = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+    payload = succeeded_event("evt_default", "pi_default", FIVE_MILLION_CENTS, {"oros_campaign_id": campaign})
+
+    for secret in ("whsec_oros_dev", "whsec_replace_me", ""):
+        resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload, secret))
+        assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_signature", secret
+    assert money_state(pg, campaign)["remaining_budget"] == 0
+
+
+async def test_amount_received_unlike_the_row_is_refused_and_recorded(api, pg, stripe_settings, caplog):
+    business, auth = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+    body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "40.00"}, headers=auth)).json()
+    larger = succeeded_event("evt_larger", body["payment_intent_id"], FIVE_MILLION_CENTS)
+
+    resp = await api.post("/v1/webhooks/stripe", data=larger, headers=signed(larger))
+
+    assert resp.status == 200 and (await resp.json())["status"] == "ignored"
+    row = funding(pg, body["id"])
+    assert row["status"] == "refused" and row["amount"] == Decimal("40.00")
+    assert "5000000.00" in row["refusal_reason"] and "40.00" in row["refusal_reason"]
+    assert any(r.levelname == "ERROR" and body["payment_intent_id"] in r.getMessage() + str(vars(r))
+               for r in caplog.records)
+    # A refused row stays refused: not even an event with the right amount credits it afterwards.
+    right = succeeded_event("evt_right_after", body["payment_intent_id"], 4000)
+    await api.post("/v1/webhooks/stripe", data=right, headers=signed(right))
+    assert money_state(pg, campaign)["remaining_budget"] == 0 and funding(pg, body["id"])["status"] == "refused"
+    assert_books_balance(stripe_settings)
+
+
+async def test_smaller_or_missing_amount_is_refused(api, pg, stripe_settings):
+    business, auth = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+    for n, cents in enumerate((3999, None)):
+        body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "40.00"}, headers=auth)).json()
+        event = orjson.loads(succeeded_event(f"evt_small_{n}", body["payment_intent_id"], 4000))
+        event["data"]["object"]["amount_received"] = cents
+        event["data"]["object"]["amount"] = cents
+        payload = orjson.dumps(event)
+        resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+        assert resp.status == 200, await resp.text()
+        assert funding(pg, body["id"])["status"] == "refused"
+    assert money_state(pg, campaign)["remaining_budget"] == 0
+
+
+async def test_other_currency_is_refused_and_recorded(api, pg, stripe_settings):
+    business, auth = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+    body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "40.00"}, headers=auth)).json()
+    event = orjson.loads(succeeded_event("evt_eur", body["payment_intent_id"], 4000))
+    event["data"]["object"]["currency"] = "eur"
+    payload = orjson.dumps(event)
+
+    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+
+    assert resp.status == 200
+    row = funding(pg, body["id"])
+    assert row["status"] == "refused" and "eur" in row["refusal_reason"]
+    assert money_state(pg, campaign)["remaining_budget"] == 0
+
+
+async def test_metadata_cannot_move_a_pending_row_to_another_campaign(api, pg, stripe_settings):
+    business, auth = make_user(pg, stripe_settings, "business")
+    campaign, other = make_campaign(pg, business), make_campaign(pg, business)
+    body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "40.00"}, headers=auth)).json()
+    payload = succeeded_event("evt_moved", body["payment_intent_id"], 4000, {"oros_campaign_id": other})
+
+    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+
+    assert (await resp.json())["campaign_id"] == campaign
+    assert money_state(pg, campaign)["remaining_budget"] == Decimal("40.00")
+    assert money_state(pg, other)["remaining_budget"] == 0
+
+
+async def test_declined_card_then_a_good_one_credits_once(api, pg, stripe_settings, localstripe_url):
+    """payment_failed is one attempt, not the intent's end: Stripe.js may retry it with another card."""
+    business, auth = make_user(pg, stripe_settings, "business")
+    campaign = make_campaign(pg, business)
+    deliver_to(api, localstripe_url)
+    body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "25.00"}, headers=auth)).json()
+
+    with pytest.raises(stripe.CardError):
+        await pay(stripe_settings, body["payment_intent_id"], DECLINED)
+    await wait_for_events(pg, "payment_intent.payment_failed")
+    assert funding(pg, body["id"])["status"] == "failed"
+    # localstripe cannot retry a declined intent, so the success Stripe then sends is signed here.
+    succeeded = succeeded_event("evt_retry_ok", body["payment_intent_id"], 2500)
+    again = succeeded_event("evt_retry_again", body["payment_intent_id"], 2500)
+    assert (await (await api.post("/v1/webhooks/stripe", data=succeeded, headers=signed(succeeded))).json())[
+        "status"] == "applied"
+    await api.post("/v1/webhooks/stripe", data=again, headers=signed(again))
+
+    assert funding(pg, body["id"])["status"] == "succeeded"
+    assert money_state(pg, campaign)["remaining_budget"] == Decimal("25.00")
+    assert_books_balance(stripe_settings)
 
 
 async def test_replayed_webhook_changes_nothing(api, pg, stripe_settings):
@@ -163,21 +312,24 @@ async def test_replayed_webhook_changes_nothing(api, pg, stripe_settings):
 
     assert (await first.json())["status"] == "applied"
     assert (await again.json())["status"] == "duplicate"
-    assert third.status == 200
+    assert third.status == 200 and "already credited" in (await third.json())["reason"]
     assert money_state(pg, campaign) == {"funded_budget": Decimal("40.00"), "remaining_budget": Decimal("40.00"),
                                          "escrow": Decimal("40.00"), "fees": Decimal("0.00"),
                                          "clearing": Decimal("40.00"), "entries": 2}
 
 
-async def test_intent_without_our_row_is_credited_by_metadata(api, pg, stripe_settings):
-    business, _ = make_user(pg, stripe_settings, "business")
+async def test_two_events_for_one_intent_at_once_credit_it_once(api, pg, stripe_settings):
+    business, auth = make_user(pg, stripe_settings, "business")
     campaign = make_campaign(pg, business)
-    payload = succeeded_event("evt_meta", "pi_elsewhere", 1234, {"oros_campaign_id": campaign})
+    body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "40.00"}, headers=auth)).json()
+    events = [succeeded_event(f"evt_race_{n}", body["payment_intent_id"], 4000) for n in range(4)]
 
-    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+    answers = await asyncio.gather(*(api.post("/v1/webhooks/stripe", data=e, headers=signed(e)) for e in events))
 
-    assert (await resp.json())["amount"] == "12.34"
-    assert money_state(pg, campaign)["remaining_budget"] == Decimal("12.34")
+    statuses = sorted([(await a.json())["status"] for a in answers])
+    assert statuses == ["applied", "ignored", "ignored", "ignored"]
+    assert money_state(pg, campaign)["remaining_budget"] == Decimal("40.00")
+    assert_books_balance(stripe_settings)
 
 
 async def test_payment_failed_marks_funding_failed(api, pg, stripe_settings):
@@ -256,4 +408,17 @@ async def test_fund_refuses_bad_input_and_strangers(api, pg, stripe_settings):
     missing = await api.post("/v1/campaigns/00000000-0000-0000-0000-00000000abcd/fund", json={"amount": "1.00"},
                              headers=auth)
     assert missing.status == 404
+    assert pg.execute("SELECT count(*) AS n FROM campaign_fundings").fetchone()["n"] == 0
+
+
+async def test_fund_without_stripe_configured_is_503_naming_the_setting(aiohttp_client, pg, settings):
+    api = await aiohttp_client(create_app(replace(settings, stripe_api_key=None)))
+    business, auth = make_user(pg, settings, "business")
+    campaign = make_campaign(pg, business)
+
+    resp = await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "10.00"}, headers=auth)
+
+    assert resp.status == 503, await resp.text()
+    error = (await resp.json())["error"]
+    assert error["code"] == "stripe_not_configured" and "STRIPE_API_KEY" in error["message"]
     assert pg.execute("SELECT count(*) AS n FROM campaign_fundings").fetchone()["n"] == 0
