@@ -4,9 +4,11 @@ Each Stripe event is applied once: its id is inserted into ``stripe_events``
 in the same Postgres transaction as its effect, so a redelivery finds the row
 and changes nothing, and a failed effect rolls the row back for Stripe's retry.
 
-* ``payment_intent.succeeded`` credits the campaign (``oros_fund_campaign``,
-  itself idempotent per PaymentIntent); ``payment_intent.payment_failed``
-  marks the pending funding failed.
+* ``payment_intent.succeeded`` credits the funding that ``POST /fund`` opened
+  for that PaymentIntent, for its amount and campaign, once
+  (``oros_credit_stripe_funding``); ``payment_intent.payment_failed`` marks it
+  failed (``oros_fail_stripe_funding``). The API's database role may call
+  these, never the general ``oros_fund_campaign``.
 * ``checkout.session.completed`` carrying an ``oros_cid`` becomes a ``sale``
   event and ``charge.refunded`` a ``refund`` event, appended to the Redis
   stream like the tracker's events; the settler pays or reverses them. Their
@@ -48,18 +50,11 @@ SALE_FIELDS = ("link_id", "campaign_id", "creator_id", "supporter_id", "business
 
 _CLAIM_SQL = "INSERT INTO stripe_events (id, type) VALUES (%(id)s, %(type)s) ON CONFLICT DO NOTHING RETURNING id"
 
-_FUNDING_CAMPAIGN_SQL = """
-SELECT campaign_id::text AS campaign_id FROM campaign_fundings WHERE stripe_payment_intent_id = %(pi)s
-UNION ALL
-SELECT id::text FROM campaigns WHERE id = %(meta)s
-LIMIT 1
+_CREDIT_SQL = """
+SELECT id::text AS id, campaign_id::text AS campaign_id FROM oros_credit_stripe_funding(%(pi)s, %(amount)s)
 """
 
-_FUND_SQL = "SELECT oros_fund_campaign(%(campaign)s, %(amount)s, 'stripe', %(pi)s, NULL, %(pi)s)::text AS id"
-
-_FAIL_SQL = """
-UPDATE campaign_fundings SET status = 'failed' WHERE stripe_payment_intent_id = %(pi)s AND status = 'pending'
-"""
+_FAIL_SQL = "SELECT oros_fail_stripe_funding(%(pi)s) AS n"
 
 # The sale as the settler recorded it, when the Redis record has gone.
 _SETTLED_SALE_SQL = """
@@ -130,21 +125,15 @@ async def _payment_succeeded(conn: psycopg.AsyncConnection, redis, settings: Set
     value = _cents(intent, "amount_received") or _cents(intent, "amount")
     if value is None or value <= 0:
         raise Ignored("payment intent has no positive amount")
-    meta = _metadata(intent).get("oros_campaign_id")
-    row = await (
-        await conn.execute(_FUNDING_CAMPAIGN_SQL, {"pi": pi_id, "meta": meta if is_uuid(meta) else None})
-    ).fetchone()
-    if row is None:
-        raise Ignored("payment intent is not for an OROS campaign")
-    funding = await (
-        await conn.execute(_FUND_SQL, {"campaign": row["campaign_id"], "amount": value, "pi": pi_id})
-    ).fetchone()
-    return {"funding_id": funding["id"], "campaign_id": row["campaign_id"], "amount": fmt(value)}
+    funding = await (await conn.execute(_CREDIT_SQL, {"pi": pi_id, "amount": value})).fetchone()
+    if funding is None:
+        raise Ignored(f"no pending funding of {fmt(value)} for payment intent {pi_id}")
+    return {"funding_id": funding["id"], "campaign_id": funding["campaign_id"], "amount": fmt(value)}
 
 
 async def _payment_failed(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
-    cursor = await conn.execute(_FAIL_SQL, {"pi": _text(event["data"]["object"], "id")})
-    return {"fundings_failed": cursor.rowcount}
+    row = await (await conn.execute(_FAIL_SQL, {"pi": _text(event["data"]["object"], "id")})).fetchone()
+    return {"fundings_failed": row["n"]}
 
 
 async def _checkout_completed(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:

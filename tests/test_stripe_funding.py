@@ -169,15 +169,20 @@ async def test_replayed_webhook_changes_nothing(api, pg, stripe_settings):
                                          "clearing": Decimal("40.00"), "entries": 2}
 
 
-async def test_intent_without_our_row_is_credited_by_metadata(api, pg, stripe_settings):
-    business, _ = make_user(pg, stripe_settings, "business")
+async def test_intent_without_our_row_or_amount_credits_nothing(api, pg, stripe_settings):
+    """Only a funding POST /fund opened is credited, for its own amount (oros_credit_stripe_funding)."""
+    business, auth = make_user(pg, stripe_settings, "business")
     campaign = make_campaign(pg, business)
-    payload = succeeded_event("evt_meta", "pi_elsewhere", 1234, {"oros_campaign_id": campaign})
-
+    payload = succeeded_event("evt_meta", "pi_elsewhere", 500_000_000, {"oros_campaign_id": campaign})
     resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+    assert (await resp.json())["status"] == "ignored"
 
-    assert (await resp.json())["amount"] == "12.34"
-    assert money_state(pg, campaign)["remaining_budget"] == Decimal("12.34")
+    body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "10.00"}, headers=auth)).json()
+    more = succeeded_event("evt_more", body["payment_intent_id"], 1_000_000)
+    resp = await api.post("/v1/webhooks/stripe", data=more, headers=signed(more))
+    assert (await resp.json())["status"] == "ignored"
+    assert money_state(pg, campaign)["remaining_budget"] == 0
+    assert pg.execute("SELECT status FROM campaign_fundings").fetchone()["status"] == "pending"
 
 
 async def test_payment_failed_marks_funding_failed(api, pg, stripe_settings):
