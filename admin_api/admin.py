@@ -35,7 +35,8 @@ KYC_STATUSES = ("pending", "approved", "rejected")
 ADJUSTABLE_PLATFORM = ("fees", "clearing")
 MAX_LEGS = 20
 # Whether this process's database role owns the schema (the settler's jobs write as the owner).
-_OWNS_SCHEMA_SQL = "SELECT pg_has_role(relowner, 'USAGE') AS owner FROM pg_class WHERE oid = 'public.ledger_entries'::regclass"
+_OWNS_SCHEMA_SQL = ("SELECT pg_has_role(relowner, 'USAGE') AS owner FROM pg_class"
+                    " WHERE oid = 'public.ledger_entries'::regclass")
 FUNDING_COLUMNS = """id, campaign_id, amount, method, reference, stripe_payment_intent_id, status, transfer_id,
     created_by, created_at, succeeded_at"""
 RUN_COLUMNS = """id, kind, status, dry_run, watermark_from, watermark_to, events_seen, events_paid, events_rejected,

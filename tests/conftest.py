@@ -176,7 +176,8 @@ def service_logins(base_settings, template_db) -> dict[str, tuple[str, str]]:
 def as_login(settings: Settings, login: str, password: str) -> Settings:
     """The same test database, connected as ``login``."""
     url = urlparse(settings.database_url)
-    return replace(settings, database_url=url._replace(netloc=f"{login}:{password}@{url.hostname}:{url.port or 5432}").geturl())
+    netloc = f"{login}:{password}@{url.hostname}:{url.port or 5432}"
+    return replace(settings, database_url=url._replace(netloc=netloc).geturl())
 
 
 @pytest.fixture

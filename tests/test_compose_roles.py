@@ -21,11 +21,11 @@ import yaml
 from psycopg import sql
 
 from admin_api.app import create_app
-from conftest import RUN_ID, as_login, with_database
 from oros.migrate import migrate_postgres
 from settler.holds import release_due
 from settler.reconcile import reconcile
 
+RUN = f"{os.getpid()}_{secrets.token_hex(3)}"
 INIT_SCRIPT = Path(__file__).parents[1] / "deploy" / "postgres" / "initdb" / "10-oros-roles.sh"
 
 pytestmark = pytest.mark.skipif(shutil.which("psql") is None, reason="the init script needs psql")
@@ -34,8 +34,8 @@ pytestmark = pytest.mark.skipif(shutil.which("psql") is None, reason="the init s
 @pytest.fixture
 def compose_db(base_settings, settings):
     """A database set up as compose does: ``{role: (login, password)}`` and the settings per login."""
-    database = f"oros_compose_{RUN_ID}"
-    logins = {role: (f"oros_{role}_c_{RUN_ID}", secrets.token_hex(16)) for role in ("settler", "admin", "tracker")}
+    database = f"oros_compose_{RUN}"
+    logins = {role: (f"oros_{role}_c_{RUN}", secrets.token_hex(16)) for role in ("settler", "admin", "tracker")}
     with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     server = urlparse(base_settings.database_url)
@@ -45,8 +45,9 @@ def compose_db(base_settings, settings):
         env[f"OROS_{role.upper()}_DB_USER"], env[f"OROS_{role.upper()}_DB_PASSWORD"] = login, password
     try:
         subprocess.run(["bash", str(INIT_SCRIPT)], env=env, check=True, capture_output=True, timeout=60)
-        on_db = replace(settings, database_url=with_database(base_settings.database_url, database))
-        yield {role: as_login(on_db, *logins[role]) for role in logins}, logins
+        yield {role: replace(settings, database_url=server._replace(
+            netloc=f"{login}:{password}@{server.hostname}:{server.port or 5432}", path=f"/{database}").geturl())
+            for role, (login, password) in logins.items()}, logins
     finally:
         with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))

@@ -85,9 +85,14 @@ def credit(pg, user: str, amount: str) -> None:
 def money(pg) -> dict:
     return pg.execute(
         "SELECT (SELECT count(*) FROM ledger_entries) AS entries, (SELECT count(*) FROM withdrawals) AS withdrawals,"
-        " (SELECT sum(available_balance) FROM wallets) AS available, (SELECT sum(pending_balance) FROM wallets) AS pending,"
+        " (SELECT sum(available_balance) FROM wallets) AS available,"
+        " (SELECT sum(pending_balance) FROM wallets) AS pending,"
         " (SELECT sum(remaining_budget) FROM campaigns) AS budgets"
     ).fetchone()
+
+
+def leg(direction: str, amount: object = "5.00", **wallet) -> dict:
+    return {**wallet, "direction": direction, "amount": amount}
 
 
 def assert_books_balance(settings) -> None:
@@ -242,17 +247,18 @@ async def test_functions_granted_to_the_request_role_refuse_other_users_nulls_an
     for params in [(campaign, None, "wire"), (campaign, -1, "wire"), (campaign, 1, None), (campaign, 1, " ")]:
         await refused(pool, admin, "SELECT oros_admin_fund_campaign(%s, %s, %s)", params)
     await refused(pool, admin, "SELECT oros_set_kyc(%s, 'approved')", (SYSTEM,), psycopg.errors.NoDataFound)
+    escrow = pg.execute("SELECT oros_platform_wallet('escrow')::text AS w").fetchone()["w"]
+    clearing, to_creator = {"platform": "clearing"}, {"user_id": creator}
     for bad in [
-        [{"platform": "escrow", "direction": "debit", "amount": "5.00"}, {"user_id": creator, "direction": "credit", "amount": "5.00"}],
-        [{"platform": "clearing", "direction": "debit", "amount": "5.00"}, {"user_id": SYSTEM, "direction": "credit", "amount": "5.00"}],
-        [{"wallet_id": pg.execute("SELECT oros_platform_wallet('escrow')::text AS w").fetchone()["w"],
-          "direction": "credit", "amount": "5.00"}, {"platform": "clearing", "direction": "debit", "amount": "5.00"}],
-        [{"platform": "clearing", "direction": "debit", "amount": "-5.00"}, {"user_id": creator, "direction": "credit", "amount": "-5.00"}],
-        [{"platform": "clearing", "direction": "debit", "amount": None}, {"user_id": creator, "direction": "credit", "amount": None}],
-        [{"platform": "clearing", "direction": "debit", "amount": "5.00"}, {"user_id": creator, "direction": "credit", "amount": "4.00"}],
-        [{"platform": "clearing", "user_id": creator, "direction": "debit", "amount": "5.00"},
-         {"user_id": creator, "direction": "credit", "amount": "5.00"}],
-        [{"platform": "clearing", "direction": "sideways", "amount": "5.00"}, {"user_id": creator, "direction": "credit", "amount": "5.00"}],
+        [leg("debit", platform="escrow"), leg("credit", **to_creator)],
+        [leg("debit", **clearing), leg("credit", user_id=SYSTEM)],
+        [leg("credit", wallet_id=escrow), leg("debit", **clearing)],
+        [leg("debit", "-5.00", **clearing), leg("credit", "-5.00", **to_creator)],
+        [leg("debit", None, **clearing), leg("credit", None, **to_creator)],
+        [leg("debit", 5, **clearing), leg("credit", 5, **to_creator)],
+        [leg("debit", **clearing), leg("credit", "4.00", **to_creator)],
+        [leg("debit", **clearing, **to_creator), leg("credit", **to_creator)],
+        [leg("sideways", **clearing), leg("credit", **to_creator)],
     ]:
         await refused(pool, admin, "SELECT oros_post_adjustment('fix', %s::jsonb)", (orjson.dumps(bad).decode(),))
     await refused(pool, admin, "SELECT oros_post_adjustment(NULL, %s::jsonb)", (legs,))
@@ -350,3 +356,27 @@ async def test_a_spoofed_subject_does_not_outlive_its_transaction(pg, api_settin
             assert (await (await conn.execute("SELECT auth.uid()::text AS u")).fetchone())["u"] == me
     finally:
         await pool.close()
+
+
+def test_the_api_roles_functions_refuse_nulls_strangers_and_wrong_amounts(pg, api_settings, settings):
+    business = make_user(pg)
+    campaign = make_campaign(pg, business)
+    pg.execute("INSERT INTO campaign_fundings (campaign_id, amount, method, stripe_payment_intent_id, status)"
+               " VALUES (%s, 40.00, 'stripe', 'pi_open', 'pending')", (campaign,))
+    before = money(pg)
+    with psycopg.connect(api_settings.database_url, autocommit=True) as conn:
+        for params in [(None, "h"), ("x@example.com", None)]:
+            with pytest.raises(psycopg.errors.InvalidParameterValue):
+                conn.execute("SELECT oros_sign_up(%s, %s, NULL, NULL)", params)
+        # Nothing is credited but the pending row's own amount, and only for its own intent.
+        for pi, value in [("pi_open", None), ("pi_open", Decimal("-40.00")), ("pi_open", Decimal("4000000.00")),
+                          ("pi_open", Decimal("39.99")), ("pi_stranger", Decimal("40.00")), (None, Decimal("40.00"))]:
+            assert conn.execute("SELECT * FROM oros_credit_stripe_funding(%s, %s)", (pi, value)).fetchall() == []
+        assert conn.execute("SELECT oros_fail_stripe_funding(NULL)").fetchone()[0] == 0
+        assert conn.execute("SELECT oros_fail_stripe_funding('pi_stranger')").fetchone()[0] == 0
+        credited = conn.execute("SELECT amount FROM oros_credit_stripe_funding('pi_open', 40.00)").fetchall()
+        again = conn.execute("SELECT amount FROM oros_credit_stripe_funding('pi_open', 40.00)").fetchall()
+    assert credited == again == [(Decimal("40.00"),)]
+    after = money(pg)
+    assert after["budgets"] == before["budgets"] + Decimal("40.00") and after["entries"] == before["entries"] + 2
+    assert_books_balance(settings)

@@ -41,7 +41,8 @@ async def webhook(api, event: dict):
     payload = orjson.dumps({"created": int(time.time()), **event})
     stamp = int(time.time())
     signature = hmac.new(WEBHOOK_SECRET.encode(), f"{stamp}.".encode() + payload, hashlib.sha256).hexdigest()
-    resp = await api.post("/v1/webhooks/stripe", data=payload, headers={"Stripe-Signature": f"t={stamp},v1={signature}"})
+    resp = await api.post("/v1/webhooks/stripe", data=payload,
+                          headers={"Stripe-Signature": f"t={stamp},v1={signature}"})
     assert resp.status == 200, await resp.text()
     return await resp.json()
 
@@ -81,7 +82,8 @@ async def test_main_flows_work_as_the_api_role(restricted, admin, pg, settings):
     key = {"Authorization": f"Bearer {(await resp.json())['key']}"}
     assert (await (await restricted.get("/v1/me", headers=key)).json())["id"] == business.id
 
-    resp = await restricted.post(f"/v1/admin/users/{creator.id}/kyc", json={"status": "approved"}, headers=admin.headers)
+    resp = await restricted.post(f"/v1/admin/users/{creator.id}/kyc", json={"status": "approved"},
+                                 headers=admin.headers)
     assert (await resp.json())["kyc_status"] == "approved"
     resp = await restricted.put("/v1/me/creator-profile", json={"stripe_account_id": "acct_maker"},
                                 headers=creator.headers)
