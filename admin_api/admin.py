@@ -1,14 +1,15 @@
 """Admin endpoints: KYC, off-Stripe funding, ledger adjustments, and the settler's jobs on demand.
 
-Money operations run as the database owner once the caller is known to be an
-admin (they touch platform wallets no user role may write); every movement
-still goes through the ledger's balanced-transfer trigger.
+Writes run as the admin (``as_user``) through SQL functions that check
+``auth.is_admin()`` themselves (``oros_set_kyc``, ``oros_admin_fund_campaign``,
+``oros_post_adjustment``); every movement still goes through the ledger's
+balanced-transfer trigger. The settler's jobs need the schema owner: an API
+connected as its own role (compose) answers 503 naming the settler command.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from decimal import Decimal
 
 import orjson
@@ -16,6 +17,7 @@ import psycopg
 from aiohttp import web
 
 from oros.connections import as_user
+from oros.money import fmt
 
 from . import idempotency
 from . import openapi as oa
@@ -32,6 +34,9 @@ KYC_STATUSES = ("pending", "approved", "rejected")
 # so a free-standing adjustment may not touch it.
 ADJUSTABLE_PLATFORM = ("fees", "clearing")
 MAX_LEGS = 20
+# Whether this process's database role owns the schema (the settler's jobs write as the owner).
+_OWNS_SCHEMA_SQL = ("SELECT pg_has_role(relowner, 'USAGE') AS owner FROM pg_class"
+                    " WHERE oid = 'public.ledger_entries'::regclass")
 FUNDING_COLUMNS = """id, campaign_id, amount, method, reference, stripe_payment_intent_id, status, transfer_id,
     created_by, created_at, succeeded_at"""
 RUN_COLUMNS = """id, kind, status, dry_run, watermark_from, watermark_to, events_seen, events_paid, events_rejected,
@@ -45,16 +50,15 @@ async def _admin(request: web.Request):
 
 @routes.post("/v1/admin/users/{id}/kyc")
 async def set_kyc(request: web.Request) -> web.Response:
-    await _admin(request)
+    who = await _admin(request)
     user_id = path_id(request)
     status = choice(await read_json(request), "status", KYC_STATUSES)
-    async with request.app[PG_POOL].connection() as conn, conn.transaction():
-        updated = await conn.execute(
-            "UPDATE users SET kyc_status = %(status)s WHERE id = %(id)s AND NOT is_system",
-            {"status": status, "id": user_id},
-        )
-        if updated.rowcount == 0:
-            raise not_found("user")
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT oros_set_kyc(%(id)s, %(status)s)", {"id": user_id, "status": status})
+        except psycopg.errors.NoDataFound:
+            raise not_found("user") from None
         user = await load_user(conn, user_id)
     return respond(user)
 
@@ -68,51 +72,27 @@ async def fund(request: web.Request) -> web.Response:
     value = amount(body, "amount")
     reference = text(body, "reference", required=True, max_len=200)
     idem = await idempotency.request_key(request)
-    async with request.app[PG_POOL].connection() as conn, conn.transaction():
+    async with as_user(request.app[PG_POOL], who.id) as conn:
         if (prior := await idempotency.replay(conn, who.id, idem)) is not None:
             return prior
-        campaign = await (await conn.execute(
-            "SELECT status, funded_budget FROM campaigns WHERE id = %(id)s FOR UPDATE", {"id": campaign_id}
-        )).fetchone()
-        if campaign is None:
-            raise not_found("campaign")
-        if campaign["status"] == "completed":
-            raise conflict("campaign_completed", "a completed campaign cannot be funded", "status")
-        if campaign["funded_budget"] + value > Decimal("9999999999.99"):
-            raise invalid("amount", "amount would overflow the campaign budget")
-        funding_id = (await (await conn.execute(
-            "SELECT oros_fund_campaign(%(c)s, %(amount)s, 'manual', %(ref)s, %(by)s) AS id",
-            {"c": campaign_id, "amount": value, "ref": reference, "by": who.id},
-        )).fetchone())["id"]
-        row = await (await conn.execute(
-            f"SELECT {FUNDING_COLUMNS} FROM campaign_fundings WHERE id = %(id)s", {"id": funding_id}
-        )).fetchone()
+        try:
+            async with conn.transaction():
+                row = await (await conn.execute(
+                    f"SELECT {FUNDING_COLUMNS} FROM oros_admin_fund_campaign(%(c)s, %(amount)s, %(ref)s)",
+                    {"c": campaign_id, "amount": value, "ref": reference},
+                )).fetchone()
+        except psycopg.errors.NoDataFound:
+            raise not_found("campaign") from None
+        except psycopg.errors.ObjectNotInPrerequisiteState:
+            raise conflict("campaign_completed", "a completed campaign cannot be funded", "status") from None
+        except psycopg.errors.NumericValueOutOfRange:
+            raise invalid("amount", "amount would overflow the campaign budget") from None
         await idempotency.remember(conn, who.id, idem, 201, row)
     return respond(row, 201)
 
 
-async def _leg_wallet(conn, leg: dict, i: int) -> str:
-    """A leg names its wallet by wallet_id, by user_id (their main wallet) or by platform purpose."""
-    field = f"legs[{i}]"
-    if "platform" in leg:
-        purpose = leg["platform"]
-        if purpose not in ADJUSTABLE_PLATFORM:
-            raise invalid(f"{field}.platform", f"platform must be one of {', '.join(ADJUSTABLE_PLATFORM)}")
-        sql, params = "SELECT oros_platform_wallet(%(p)s) AS id", {"p": purpose}
-    elif "user_id" in leg:
-        user_id = uuid_field(leg, "user_id")
-        sql, params = ("SELECT w.id FROM wallets w JOIN users u ON u.id = w.user_id"
-                       " WHERE w.user_id = %(u)s AND w.purpose = 'main' AND NOT u.is_system"), {"u": user_id}
-    else:
-        wallet_id = uuid_field(leg, "wallet_id")
-        sql, params = "SELECT id FROM wallets WHERE id = %(w)s AND purpose <> 'escrow'", {"w": wallet_id}
-    row = await (await conn.execute(sql, params)).fetchone()
-    if row is None or row["id"] is None:
-        raise invalid(field, f"{field} names no adjustable wallet")
-    return row["id"]
-
-
 def _legs(body: dict) -> list[dict]:
+    """The legs as ``oros_post_adjustment`` takes them; each refusal here names its field (SQL checks again)."""
     legs = body.get("legs")
     if not isinstance(legs, list) or not 2 <= len(legs) <= MAX_LEGS or not all(isinstance(x, dict) for x in legs):
         raise invalid("legs", f"legs must be a list of 2 to {MAX_LEGS} objects")
@@ -126,10 +106,21 @@ def _legs(body: dict) -> list[dict]:
         except ApiError as exc:
             raise invalid(f"legs[{i}].amount", exc.message) from None
         balance += value if direction == "credit" else -value
-        parsed.append({**leg, "direction": direction, "amount": value})
+        parsed.append({**_leg_wallet(leg, i), "direction": direction, "amount": fmt(value)})
     if balance != 0:
         raise invalid("legs", "credits must equal debits")
     return parsed
+
+
+def _leg_wallet(leg: dict, i: int) -> dict:
+    """A leg names its wallet by platform purpose, else by user_id (their main wallet), else by wallet_id."""
+    if "platform" in leg:
+        if leg["platform"] not in ADJUSTABLE_PLATFORM:
+            raise invalid(f"legs[{i}].platform", f"platform must be one of {', '.join(ADJUSTABLE_PLATFORM)}")
+        return {"platform": leg["platform"]}
+    if "user_id" in leg:
+        return {"user_id": uuid_field(leg, "user_id")}
+    return {"wallet_id": uuid_field(leg, "wallet_id")}
 
 
 @routes.post("/v1/admin/adjustments")
@@ -139,35 +130,41 @@ async def adjust(request: web.Request) -> web.Response:
     body = await read_json(request)
     reason = text(body, "reason", required=True, max_len=500)
     legs = _legs(body)
-    transfer_id = str(uuid.uuid4())
-    metadata = orjson.dumps({"reason": reason, "admin_id": who.id}).decode()
-    async with request.app[PG_POOL].connection() as conn:
+    idem = await idempotency.request_key(request)
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        if (prior := await idempotency.replay(conn, who.id, idem)) is not None:
+            return prior
         try:
             async with conn.transaction():
-                wallets = [await _leg_wallet(conn, leg, i) for i, leg in enumerate(legs)]
-                # One statement: the ledger trigger checks the whole transfer balances.
-                values = ", ".join(
-                    f"(%(w{i})s, %(t)s, 'adjustment', %(a{i})s, %(d{i})s, 'settled', %(reason)s, %(meta)s::jsonb)"
-                    for i in range(len(legs))
-                )
-                params = {"t": transfer_id, "reason": reason, "meta": metadata}
-                for i, (leg, wallet) in enumerate(zip(legs, wallets)):
-                    params.update({f"w{i}": wallet, f"a{i}": leg["amount"], f"d{i}": leg["direction"]})
                 rows = await (await conn.execute(
-                    "INSERT INTO ledger_entries (wallet_id, transfer_id, source_type, amount, direction, status,"
-                    f" description, metadata) VALUES {values} RETURNING {LEDGER_COLUMNS}",
-                    params,
+                    f"SELECT {LEDGER_COLUMNS} FROM oros_post_adjustment(%(reason)s, %(legs)s::jsonb)",
+                    {"reason": reason, "legs": orjson.dumps(legs).decode()},
                 )).fetchall()
+        except psycopg.errors.InvalidParameterValue as exc:
+            raise invalid(exc.diag.column_name or "legs", exc.diag.message_primary or "invalid leg") from None
         except psycopg.errors.CheckViolation as exc:
             if exc.diag.constraint_name not in ("positive_available", "positive_pending"):
                 raise
             raise ApiError(422, "insufficient_funds", "the adjustment would make a balance negative", "legs") from None
-    return respond({"transfer_id": transfer_id, "reason": reason, "entries": rows}, 201)
+        result = {"transfer_id": rows[0]["transfer_id"], "reason": reason, "entries": rows}
+        await idempotency.remember(conn, who.id, idem, 201, result)
+    return respond(result, 201)
+
+
+async def _owner_job(request: web.Request, command: str) -> None:
+    """The settler's jobs run here only when this API connects as the schema owner (embedded ``oros dev``)."""
+    await _admin(request)
+    async with request.app[PG_POOL].connection() as conn:
+        owner = (await (await conn.execute(_OWNS_SCHEMA_SQL)).fetchone())["owner"]
+    if not owner:
+        raise ApiError(503, "runs_in_settler",
+                       f"this API's database role does not own the schema; the settler process runs this job"
+                       f" on its schedule, or run `{command}` where it runs")
 
 
 @routes.get("/v1/admin/reconcile")
 async def reconcile(request: web.Request) -> web.Response:
-    await _admin(request)
+    await _owner_job(request, "oros reconcile")
     # Imported on use: the settler loads ClickHouse machinery the API otherwise never needs.
     from settler.reconcile import reconcile as run_reconcile
 
@@ -177,7 +174,7 @@ async def reconcile(request: web.Request) -> web.Response:
 
 @routes.post("/v1/admin/settlements")
 async def settle(request: web.Request) -> web.Response:
-    await _admin(request)
+    await _owner_job(request, "oros settle --once")
     from settler.run import settle_once
 
     return respond(await asyncio.to_thread(settle_once, request.app[SETTINGS]))
@@ -202,7 +199,7 @@ async def list_settlements(request: web.Request) -> web.Response:
 
 @routes.post("/v1/admin/holds/release")
 async def release_holds(request: web.Request) -> web.Response:
-    await _admin(request)
+    await _owner_job(request, "oros release-holds --once")
     from settler.holds import release_due
 
     return respond({"released": await asyncio.to_thread(release_due, request.app[SETTINGS])})
@@ -250,7 +247,8 @@ OPENAPI = {
             {"transfer_id": oa.UUID, "reason": {"type": "string"}, "entries": {"type": "array", "items": ENTRY}},
             ["transfer_id", "reason", "entries"]))},
         body=oa.json_body(oa.obj({"reason": {"type": "string", "minLength": 1},
-                                  "legs": {"type": "array", "minItems": 2, "items": LEG}}, ["reason", "legs"])))},
+                                  "legs": {"type": "array", "minItems": 2, "items": LEG}}, ["reason", "legs"])),
+        parameters=[idempotency.OPENAPI_PARAMETER])},
     "/v1/admin/reconcile": {"get": oa.operation(
         "Check the money invariants", {"200": oa.json_response("the checks", RECONCILE)})},
     "/v1/admin/settlements": {

@@ -47,13 +47,12 @@ _CAMPAIGN_SQL = "SELECT id, business_id::text AS business_id, status FROM campai
 # Derives a retried request's funding id from its Idempotency-Key.
 _IDEMPOTENT_FUNDING = uuid.UUID("6f1c0a52-3b57-4c55-9a8e-3f4c3d1f5e01")
 
-# As the owner: the app role may only read campaign_fundings (money rows are
-# written by trusted code), and the ownership check above already passed.
+# As the caller: oros_open_stripe_funding checks the campaign is the caller's
+# own (the app role may only read campaign_fundings; money rows are written by
+# SQL functions).
 _PENDING_SQL = """
-INSERT INTO campaign_fundings (id, campaign_id, amount, currency, method, reference, stripe_payment_intent_id,
-                               status, created_by)
-VALUES (%(id)s, %(campaign)s, %(amount)s, %(currency)s, 'stripe', %(pi)s, %(pi)s, 'pending', %(by)s)
-RETURNING id::text, campaign_id::text, amount, status, created_at
+SELECT id::text AS id, campaign_id::text AS campaign_id, amount, status, created_at
+  FROM oros_open_stripe_funding(%(id)s, %(campaign)s, %(amount)s, %(pi)s)
 """
 
 
@@ -77,17 +76,16 @@ async def fund_campaign(request: web.Request) -> web.Response:
         raise conflict("campaign_completed", "a completed campaign cannot be funded")
 
     idem = await idempotency.request_key(request)
-    async with pool.connection() as conn:
+    async with as_user(pool, who.id) as conn:
         if (prior := await idempotency.replay(conn, who.id, idem)) is not None:
             return prior
     funding_id = str(uuid.uuid5(_IDEMPOTENT_FUNDING, f"{who.id}:{idem[0]}") if idem else uuid.uuid4())
     intent = await _create_intent(request, funding_id, campaign_id, value)
-    async with pool.connection() as conn, conn.transaction():
+    async with as_user(pool, who.id) as conn:
         try:
             row = await (await conn.execute(
                 _PENDING_SQL,
-                {"id": funding_id, "campaign": campaign_id, "amount": value, "currency": CURRENCY, "pi": intent.id,
-                 "by": who.id},
+                {"id": funding_id, "campaign": campaign_id, "amount": value, "pi": intent.id},
             )).fetchone()
         except psycopg.errors.UniqueViolation:
             raise conflict("request_in_progress", "this funding request was processed concurrently; retry it",
@@ -107,7 +105,7 @@ async def fund_campaign(request: web.Request) -> web.Response:
 
 
 async def _create_intent(request: web.Request, funding_id: str, campaign_id: str, value: Decimal):
-    """The PaymentIntent. The metadata is for people reading Stripe's dashboard; the webhook trusts only our row."""
+    """The PaymentIntent, tagged with our ids (the webhook credits only the pending row, never by metadata)."""
     # A client per request: funding is rare and human-paced, and this keeps the
     # aiohttp session inside the request's own lifetime.
     client, http = async_stripe_client(request.app[SETTINGS])

@@ -1,9 +1,13 @@
 """``Idempotency-Key`` for requests that move money: a retry returns the first answer.
 
 The first response is stored in ``idempotency_keys`` inside the same
-transaction as the money movement, so a crash leaves both or neither. Two
-concurrent requests with one key: the second blocks on the primary key until
-the first commits, then fails and is rolled back whole (409, retry it to get
+transaction as the money movement, so a crash leaves both or neither.
+``replay`` first takes a transaction lock on (caller, key), so where the
+lookup, the movement and ``remember`` share one transaction, a concurrent
+request with the same key waits for the first to commit and then gets its
+stored answer: the money moves once. Where they cannot share one (Stripe
+funding calls Stripe in between) the second request blocks on the primary key
+in ``remember`` instead, fails and is rolled back whole (409, retry it to get
 the stored answer).
 """
 
@@ -19,6 +23,8 @@ from .errors import ApiError, conflict, invalid
 from .payload import dumps, respond
 
 HEADER = "Idempotency-Key"
+# The first key of ``pg_advisory_xact_lock(int, int)`` for these locks; the second is a hash of (caller, key).
+LOCK_CLASS = 0x1DE0
 KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 OPENAPI_PARAMETER = {
@@ -43,6 +49,10 @@ async def replay(conn: psycopg.AsyncConnection, user_id: str, idem: tuple[str, s
     """The stored response for this key, if any; 422 if the key was used for a different request."""
     if idem is None:
         return None
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(%(class)s, hashtext(%(lock)s))",
+        {"class": LOCK_CLASS, "lock": f"{user_id}:{idem[0]}"},
+    )
     row = await (await conn.execute(
         "SELECT request_hash, status_code, response FROM idempotency_keys WHERE user_id = %(u)s AND key = %(k)s",
         {"u": user_id, "k": idem[0]},

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from oros import apikeys
 from oros.accounts import hash_password, verify_password
-from oros.connections import as_user
+from oros.connections import act_as, as_user
 
 from . import openapi as oa
 from .auth import caller, issue_token
@@ -106,16 +106,16 @@ async def signup(request: web.Request) -> web.Response:
     display_name = text(body, "display_name", max_len=100)
     roles = _roles(body)
     password_hash = await asyncio.to_thread(hash_password, password)
-    # Runs as the owner: there is no uid yet for RLS to check against.
+    # There is no uid yet: the API role creates the bare user (oros_sign_up), then
+    # the new user adds their own roles and profiles, where RLS refuses 'admin'.
     async with request.app[PG_POOL].connection() as conn:
         try:
             async with conn.transaction():
-                row = await (await conn.execute(
-                    "INSERT INTO users (email, password_hash, username, display_name)"
-                    " VALUES (%(email)s, %(hash)s, %(username)s, %(display_name)s) RETURNING id",
+                user_id = str((await (await conn.execute(
+                    "SELECT oros_sign_up(%(email)s, %(hash)s, %(username)s, %(display_name)s) AS id",
                     {"email": email, "hash": password_hash, "username": username, "display_name": display_name},
-                )).fetchone()
-                user_id = row["id"]
+                )).fetchone())["id"])
+                await act_as(conn, user_id)
                 for role in roles:
                     await conn.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, %s)", (user_id, role))
                 await _ensure_profiles(conn, user_id, roles)
@@ -142,13 +142,14 @@ async def login(request: web.Request) -> web.Response:
     if not isinstance(password, str) or len(password) > 256:
         raise invalid("password", "password must be a string")
     await _count_attempt(request, email)
-    async with request.app[PG_POOL].connection() as conn:
+    async with request.app[PG_POOL].connection() as conn, conn.transaction():
         row = await (await conn.execute(
             "SELECT id, password_hash FROM users WHERE email = %(email)s AND NOT is_system", {"email": email}
         )).fetchone()
         ok = await asyncio.to_thread(verify_password, row["password_hash"] if row else _DUMMY_HASH, password)
         if row is None or not ok:
             raise ApiError(401, "invalid_credentials", "email or password is wrong")
+        await act_as(conn, str(row["id"]))
         user = await load_user(conn, row["id"])
     return respond({"user": user, "token": issue_token(request.app[SETTINGS], str(row["id"]))})
 

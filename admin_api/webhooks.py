@@ -51,9 +51,7 @@ _CLAIM_SQL = "INSERT INTO stripe_events (id, type) VALUES (%(id)s, %(type)s) ON 
 
 _CREDIT_SQL = "SELECT * FROM oros_credit_payment_intent(%(event)s, %(pi)s, %(amount)s, %(currency)s)"
 
-_FAIL_SQL = """
-UPDATE campaign_fundings SET status = 'failed' WHERE stripe_payment_intent_id = %(pi)s AND status = 'pending'
-"""
+_FAIL_SQL = "SELECT oros_fail_stripe_funding(%(pi)s) AS n"
 
 # The sale as the settler recorded it, when the Redis record has gone.
 _SETTLED_SALE_SQL = """
@@ -140,8 +138,8 @@ async def _payment_succeeded(conn: psycopg.AsyncConnection, redis, settings: Set
 
 
 async def _payment_failed(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
-    cursor = await conn.execute(_FAIL_SQL, {"pi": _text(event["data"]["object"], "id")})
-    return {"fundings_failed": cursor.rowcount}
+    row = await (await conn.execute(_FAIL_SQL, {"pi": _text(event["data"]["object"], "id")})).fetchone()
+    return {"fundings_failed": row["n"]}
 
 
 async def _checkout_completed(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:

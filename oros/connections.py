@@ -52,11 +52,22 @@ async def as_user(pool: AsyncConnectionPool, user_id: str | None) -> AsyncIterat
     """
     async with pool.connection() as conn:
         async with conn.transaction():
-            await conn.execute(
-                "SELECT set_config('role', %(role)s, true), set_config('request.jwt.claim.sub', %(sub)s, true)",
-                {"role": APP_ROLE, "sub": user_id or ""},
-            )
+            await act_as(conn, user_id)
             yield conn
+
+
+async def act_as(conn: psycopg.AsyncConnection, user_id: str | None) -> None:
+    """From here to the end of the current transaction, run as ``APP_ROLE`` for ``user_id``.
+
+    Postgres lets any session change these settings, so they are only as
+    trustworthy as the SQL this process sends: ``user_id`` comes from a
+    verified token, and request input only ever travels as bind parameters
+    (see docs/security.md, "Database roles and functions").
+    """
+    await conn.execute(
+        "SELECT set_config('role', %(role)s, true), set_config('request.jwt.claim.sub', %(sub)s, true)",
+        {"role": APP_ROLE, "sub": user_id or ""},
+    )
 
 
 def redis_client(settings: Settings, **kwargs) -> aioredis.Redis:

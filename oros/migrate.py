@@ -22,6 +22,20 @@ log = logging.getLogger(__name__)
 
 MIGRATION_LOCK = 0x0905_0001
 
+# Database-level privileges live in pg_database, outside the schema, and
+# CREATE DATABASE ... TEMPLATE does not copy them: so they are applied to the
+# migrated database on every run rather than by a migration file. No role but
+# the owner may create temp objects (a temp table shadows a table of the same
+# name for its session); only the service roles may connect.
+DATABASE_ACL_SQL = """
+DO $$
+BEGIN
+  EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
+  EXECUTE format('GRANT CONNECT ON DATABASE %I TO oros_api, oros_tracker', current_database());
+END
+$$
+"""
+
 
 def migrate_postgres(settings: Settings) -> list[str]:
     applied_now: list[str] = []
@@ -41,6 +55,7 @@ def migrate_postgres(settings: Settings) -> list[str]:
                     conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
                 log.info("postgres migration applied name=%s", name)
                 applied_now.append(name)
+            conn.execute(DATABASE_ACL_SQL)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
     return applied_now

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 import psycopg
 import pytest
+from psycopg import sql
 import redis as sync_redis
 import requests
 
@@ -87,6 +88,7 @@ def settings(base_settings, template_db) -> Settings:
         clickhouse_database=f"t_{RUN_ID}_{n}",
         redis_prefix=f"t:{RUN_ID}:{n}:",
     )
+    migrate_postgres(test_settings)  # applies nothing new, but the database's own ACL (not cloned)
     migrate_clickhouse(test_settings)
     yield test_settings
     clickhouse_client(test_settings, database="").command(
@@ -185,3 +187,39 @@ def spawn():
     yield start
     for proc in started:
         stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def service_logins(base_settings, template_db) -> dict[str, tuple[str, str]]:
+    """``group -> (login, password)``: login roles holding only ``oros_api`` or ``oros_tracker``.
+
+    Roles are cluster-wide, so their names are unique to this run and they are dropped after it.
+    """
+    logins = {group: (f"{group}_t_{RUN_ID}", secrets.token_hex(16)) for group in ("oros_api", "oros_tracker")}
+    with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
+        for group, (login, password) in logins.items():
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+                sql.Identifier(login), sql.Literal(password), sql.Identifier(group)))
+    yield logins
+    with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
+        for login, _ in logins.values():
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(login)))
+
+
+def as_login(settings: Settings, login: str, password: str) -> Settings:
+    """The same test database, connected as ``login``."""
+    url = urlparse(settings.database_url)
+    netloc = f"{login}:{password}@{url.hostname}:{url.port or 5432}"
+    return replace(settings, database_url=url._replace(netloc=netloc).geturl())
+
+
+@pytest.fixture
+def api_settings(settings, service_logins) -> Settings:
+    """The test's settings with Postgres reached as a login that has only the admin API's group role."""
+    return as_login(settings, *service_logins["oros_api"])
+
+
+@pytest.fixture
+def tracker_settings(settings, service_logins) -> Settings:
+    """The test's settings with Postgres reached as a login that has only the tracker's group role."""
+    return as_login(settings, *service_logins["oros_tracker"])

@@ -138,6 +138,7 @@ def _as(conn, user_id: str):
 
 def test_withdrawal_reserves_at_request_so_money_cannot_be_requested_twice(settings, pg):
     creator = make_user(pg, "c@example.com")
+    pg.execute("UPDATE users SET kyc_status = 'approved' WHERE id = %s", (creator,))  # oros_request_withdrawal checks
     wallet = wallet_of(pg, creator)
     post_one_statement(pg, [(wallet, "15.00", "credit", "settled"), (platform(pg, "clearing"), "15.00", "debit", "settled")])
     with psycopg.connect(settings.database_url) as conn:

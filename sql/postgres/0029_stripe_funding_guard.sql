@@ -59,3 +59,5 @@ BEGIN
 END;
 $$;
 REVOKE ALL ON FUNCTION oros_credit_payment_intent(text, text, numeric, text) FROM PUBLIC;
+-- The admin API's database role applies the webhook (0025); no request role may.
+GRANT EXECUTE ON FUNCTION oros_credit_payment_intent(text, text, numeric, text) TO oros_api;
