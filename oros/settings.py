@@ -68,6 +68,8 @@ class Settings:
     stripe_api_key: str = "sk_test_oros"
     stripe_api_base: str | None = None
     stripe_webhook_secret: str = "whsec_oros_dev"
+    # Public by design: the web app hands it to Stripe.js (localstripe accepts any pk_ key).
+    stripe_publishable_key: str = "pk_test_oros"
     jwt_secret: str = "oros-dev-secret-change-me-in-production"  # >= 32 bytes for HS256
     jwt_ttl_s: int = 24 * 3600
 
@@ -109,6 +111,7 @@ class Settings:
             stripe_api_key=env.get("STRIPE_API_KEY", cls.stripe_api_key),
             stripe_api_base=_url(env, "STRIPE_API_BASE", ("http", "https")),
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET", cls.stripe_webhook_secret),
+            stripe_publishable_key=env.get("STRIPE_PUBLISHABLE_KEY", cls.stripe_publishable_key),
             jwt_secret=env.get("OROS_JWT_SECRET", cls.jwt_secret),
             jwt_ttl_s=_int(env, "OROS_JWT_TTL_S", cls.jwt_ttl_s, minimum=60),
             platform_fee_pct=_decimal(env, "OROS_PLATFORM_FEE_PCT", "10", minimum=Decimal(0), maximum=Decimal(100)),
