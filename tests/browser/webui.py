@@ -35,7 +35,9 @@ class UI:
 
     def route(self, route: str) -> None:
         """Navigate inside the loaded app (a link click)."""
-        self._navigating(lambda: self.driver.execute_script("location.hash = arguments[0]", route))
+        self._navigating(lambda: self.driver.execute_script(
+            "if (location.hash === '#' + arguments[0]) window.dispatchEvent(new HashChangeEvent('hashchange'));"
+            " else location.hash = arguments[0];", route))
 
     def _navigating(self, action) -> None:
         """Do ``action`` and wait until the app has rendered the page it leads to."""

@@ -1,5 +1,5 @@
 // Building the page from API data. Every string becomes a text node or an attribute value, never
-// markup: nothing here (or anywhere in the app) assigns innerHTML, so a campaign title such as
+// markup: nothing in the app parses a string as HTML, so a campaign title such as
 // "<img src=x onerror=alert(1)>" is shown as those characters. URLs from the API reach href/src
 // only when they are http(s) or our own relative paths (a "javascript:" URL is dropped).
 
