@@ -17,6 +17,7 @@ import pytest
 from admin_api import webapp
 from admin_api.app import create_app
 from admin_api.auth import CSRF_HEADER, SESSION_COOKIE, issue_token
+from oros import demo
 from oros.accounts import create_admin
 
 PASSWORD = "web-password-123"
@@ -285,3 +286,12 @@ async def test_admin_lists_withdrawals_to_pay(api, settings, pg):
     assert (await (await api.get("/v1/admin/withdrawals?status=failed", headers=admin)).json())["items"] == []
     assert (await api.get("/v1/admin/withdrawals?status=lost", headers=admin)).status == 422
     assert (await api.get("/v1/admin/withdrawals")).status == 403  # the creator's own cookie
+
+
+def test_the_demo_prints_the_web_app_and_its_logins(capsys):
+    demo.print_demo(demo.Demo("http://127.0.0.1:8081", "http://127.0.0.1:8080", "http://127.0.0.1:8080/abc",
+                              "c-1", {"admin": "a", "business": "b", "creator": "c"}))
+    out = capsys.readouterr().out
+    assert "web app    http://127.0.0.1:8081/" in out
+    for email in (demo.ADMIN_EMAIL, demo.BUSINESS_EMAIL, demo.CREATOR_EMAIL, demo.PASSWORD):
+        assert email in out

@@ -156,6 +156,14 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path, l
     ui.wait_text("pending-balance", "$0.45")
     assert ui.text_of("available-balance") == "$0.00"
     ui.shot("creator-wallet")
+    # Down to a phone's width, nothing runs off the side of the page.
+    size = browser.get_window_size()
+    browser.set_window_size(390, 844)
+    try:
+        assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        ui.shot("creator-wallet-phone")
+    finally:
+        browser.set_window_size(size["width"], size["height"])
     ui.route("/earnings")
     ui.wait_text("total-earned", "$0.45")
     ui.shot("creator-earnings")

@@ -23,6 +23,7 @@ class UI:
     def __init__(self, driver, base_url: str, shots: Path):
         self.driver, self.base_url, self.shots = driver, base_url, shots
         shots.mkdir(parents=True, exist_ok=True)
+        driver.get_log("browser")  # the browser is shared: drop what earlier tests logged
 
     def wait(self, condition, timeout: float = WAIT_S):
         return WebDriverWait(self.driver, timeout).until(condition)

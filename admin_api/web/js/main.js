@@ -37,6 +37,7 @@ async function logOut() {
     await del('/v1/auth/session');
   } finally {
     session.set(null);
+    document.getElementById('toast').classList.remove('shown');
     router.go('/login');
   }
 }
