@@ -180,10 +180,14 @@ def attacker_app(target: str) -> web.Application:
                "destination_url: 'https://evil.example'})}).then(r => document.title = 'sent ' + r.status, "
                "e => document.title = 'blocked')</script>")
     frame = f'<iframe id="victim" src="{target}/" width="800" height="600"></iframe>'
+    pages = {"/form": form, "/fetch": fetcher, "/frame": frame}
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(text=f"<!doctype html>{pages[request.path]}", content_type="text/html")
+
     app = web.Application()
-    for path, body in (("/form", form), ("/fetch", fetcher), ("/frame", frame)):
-        app.router.add_get(path, lambda request, body=body: web.Response(text=f"<!doctype html>{body}",
-                                                                         content_type="text/html"))
+    for path in pages:
+        app.router.add_get(path, serve)
     return app
 
 

@@ -27,7 +27,7 @@ function profileForm(me, refresh) {
   }).el;
 }
 
-function rolesCard(me, refresh) {
+function rolesCard(me) {
   const missing = SELF_ROLES.filter((role) => !me.roles.includes(role));
   return section('Roles',
     h('p', {}, 'You are: ', h('strong', { id: 'my-roles' }, me.roles.join(', ') || 'no role yet')),
@@ -81,7 +81,7 @@ page({
       h('h1', {}, 'Your account'),
       section('Profile', dl([['Email', me.email], ['KYC', me.kyc_status], ['Member since', when(me.created_at)]]),
         profileForm(me, refresh)),
-      rolesCard(me, refresh),
+      rolesCard(me),
       me.creator_profile ? creatorProfile(me.creator_profile, refresh) : null,
       me.business_profile ? businessProfile(me.business_profile, refresh) : null);
   },

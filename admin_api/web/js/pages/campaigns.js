@@ -4,7 +4,7 @@ import { get, id, patch, post, query } from '../api.js';
 import { button, copyButton, dl, h, secretBox, section, table, toast } from '../dom.js';
 import * as features from '../features.js';
 import { form, localInput, parse } from '../forms.js';
-import { count, money, when } from '../format.js';
+import { money, when } from '../format.js';
 import { go, link, page } from '../router.js';
 import * as session from '../session.js';
 import { loadStripe } from '../stripe.js';

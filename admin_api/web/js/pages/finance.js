@@ -5,7 +5,7 @@ import { ApiError, get, id, post, query } from '../api.js';
 import { button, dl, h, section, table, toast } from '../dom.js';
 import { form } from '../forms.js';
 import { count, money, when } from '../format.js';
-import { go, link, page } from '../router.js';
+import { link, page } from '../router.js';
 import { statusBadge } from './campaigns.js';
 
 const TABS = [['/finance', 'Settlements'], ['/finance/reconcile', 'Reconcile'], ['/finance/kyc', 'KYC queue'],
@@ -39,7 +39,7 @@ function reportView(r) {
 
 page({
   path: '/finance', title: 'Settlements', roles: ['admin'], nav: { label: 'Finance' },
-  render: async ({ refresh }) => {
+  render: async () => {
     const runs = await get('/v1/admin/settlements?limit=50');
     const latest = h('div', { id: 'settlement-report', 'aria-live': 'polite' });
     return frame('/finance', 'Settlements',
