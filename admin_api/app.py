@@ -12,7 +12,8 @@ from psycopg_pool import PoolTimeout
 from oros.connections import pg_pool, redis_client
 from oros.settings import Settings
 
-from . import admin, campaigns, funding, health, openapi, reports, users, wallets, webhooks
+from . import (admin, campaigns, funding, health, openapi, queues, reports, sessions, users, wallets, webapp,
+               webhooks)
 from .errors import ApiError
 from .payload import respond
 from .typedefs import METRICS, PG_POOL, REDIS, SETTINGS
@@ -20,7 +21,7 @@ from .typedefs import METRICS, PG_POOL, REDIS, SETTINGS
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-ROUTE_MODULES = (users, campaigns, wallets, admin, funding, webhooks, reports, health)
+ROUTE_MODULES = (users, sessions, campaigns, wallets, admin, queues, funding, webhooks, reports, health, webapp)
 
 # Safety net for what input validation missed: a database refusal caused by the
 # request is the caller's problem (4xx), never a 500.

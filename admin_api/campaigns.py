@@ -22,7 +22,7 @@ from oros.connections import as_user
 from oros.links import LINK_SQL, LinkInfo, publish
 
 from . import openapi as oa
-from .auth import Caller, caller
+from .auth import Caller, caller, has_credentials
 from .errors import ApiError, conflict, forbidden, invalid, not_found
 from .payload import (amount, choice, cursor, fetch_page, hashtags, http_url, limit, path_id, read_json, respond,
                       text, timestamp)
@@ -66,7 +66,7 @@ def now() -> datetime:
 
 async def optional_caller(request: web.Request) -> Caller | None:
     """The campaign listing is public: anonymous callers see active campaigns only."""
-    if "Authorization" not in request.headers:
+    if not has_credentials(request):
         return None
     return await caller(request)
 

@@ -24,7 +24,14 @@ COMPONENTS = {
             "type": "http",
             "scheme": "bearer",
             "description": "A JWT from /v1/auth/login or /v1/auth/signup, or a business API key (oros_live_…).",
-        }
+        },
+        "session": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": "oros_session",
+            "description": "The web app's session (POST /v1/auth/session); requests other than GET, HEAD and "
+                           "OPTIONS must also send its csrf_token as X-OROS-CSRF.",
+        },
     },
     "schemas": {
         "Money": {"type": "string", "pattern": r"^-?\d{1,10}\.\d{2}$", "example": "12.50"},
@@ -90,7 +97,7 @@ def operation(summary: str, responses: dict, *, body: dict | None = None, parame
         op["requestBody"] = body
     if parameters:
         op["parameters"] = parameters
-    op["security"] = [] if public else [{"bearer": []}]
+    op["security"] = [] if public else [{"bearer": []}, {"session": []}]
     return op
 
 

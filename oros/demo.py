@@ -139,10 +139,14 @@ sleep 2; curl -s -H "Authorization: Bearer $OROS_BUSINESS_TOKEN" {demo.admin_url
 def print_demo(demo: Demo) -> None:
     print(f"""
 OROS demo is running.
+  web app    {demo.admin_url}/   log in as any account below
   tracker    {demo.tracker_url}     admin API {demo.admin_url}  (OpenAPI at /openapi.json)
   demo link  {demo.link_url}
   campaign   {demo.campaign_id} (click, 0.50 per click, {BUDGET} funded, active)
-  accounts   {ADMIN_EMAIL} / {BUSINESS_EMAIL} / {CREATOR_EMAIL}, password {PASSWORD}
+  accounts   finance/admin {ADMIN_EMAIL}
+             business      {BUSINESS_EMAIL}
+             creator       {CREATOR_EMAIL}
+             password      {PASSWORD} (all three)
 
 Tokens, ready to paste into another shell:
 export OROS_ADMIN_TOKEN={demo.tokens['admin']}

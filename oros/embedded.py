@@ -43,6 +43,7 @@ SERVICES_FILE = "services.json"
 LOCK_FILE = "dev.lock"
 LOCALSTRIPE_LOG = "localstripe.log"
 LOCALSTRIPE_WEBHOOK = "oros-dev"  # the name of our endpoint in localstripe's /_config/webhooks
+LOCALSTRIPE_PUBLISHABLE_KEY = "pk_test_localstripe"  # localstripe's Stripe.js takes any publishable key
 CHILD_START_S = 30
 CHILD_STOP_S = 10
 
@@ -265,7 +266,9 @@ def start_localstripe(settings: Settings, servers: EmbeddedServers, *, webhook_u
     with urllib.request.urlopen(f"{api_base}/_config/webhooks/{LOCALSTRIPE_WEBHOOK}", form, timeout=CHILD_START_S):
         pass
     log.info("embedded stripe (localstripe) ready", extra={"api_base": api_base, "webhook_url": webhook_url})
-    return replace(settings, stripe_api_base=api_base)
+    # localstripe's Stripe.js takes any publishable key.
+    return replace(settings, stripe_api_base=api_base,
+                   stripe_publishable_key=settings.stripe_publishable_key or LOCALSTRIPE_PUBLISHABLE_KEY)
 
 
 def resolve_for_dev(
@@ -326,4 +329,6 @@ def attach_to_dev(settings: Settings) -> Settings:
         settings, database_url=known["database_url"], redis_url=known["redis_url"],
         stripe_api_base=settings.stripe_api_base or known["stripe_api_base"],
     )
+    if known["stripe_api_base"] is not None:
+        settings = replace(settings, stripe_publishable_key=settings.stripe_publishable_key or LOCALSTRIPE_PUBLISHABLE_KEY)
     return with_dev_secrets(settings)

@@ -74,5 +74,9 @@ class Keys:
     def idempotency(self, business_id: str, key: str) -> str:
         return f"{self.prefix}idem:{business_id}:{key}"
 
+    def revoked_session(self, sid: str) -> str:
+        """A logged-out web session id; expires when its token would have."""
+        return f"{self.prefix}session:revoked:{sid}"
+
     def rate(self, scope: str, ident: str, window: int) -> str:
         return f"{self.prefix}rate:{scope}:{ident}:{window}"

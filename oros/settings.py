@@ -85,6 +85,8 @@ class Settings:
     stripe_api_base: str | None = None
     stripe_webhook_secret: str | None = None
     jwt_secret: str | None = None
+    # Public by design: the web app hands it to Stripe.js. None: the app offers no card form.
+    stripe_publishable_key: str | None = None
     jwt_ttl_s: int = 24 * 3600
 
     platform_fee_pct: Decimal = Decimal("10")
@@ -126,6 +128,7 @@ class Settings:
             stripe_api_base=_url(env, "STRIPE_API_BASE", ("http", "https")),
             stripe_webhook_secret=env.get(STRIPE_WEBHOOK_SECRET),
             jwt_secret=env.get(JWT_SECRET),
+            stripe_publishable_key=env.get("STRIPE_PUBLISHABLE_KEY") or None,
             jwt_ttl_s=_int(env, "OROS_JWT_TTL_S", cls.jwt_ttl_s, minimum=60),
             platform_fee_pct=_decimal(env, "OROS_PLATFORM_FEE_PCT", "10", minimum=Decimal(0), maximum=Decimal(100)),
             hold_days=_int(env, "OROS_HOLD_DAYS", 14),

@@ -25,7 +25,7 @@ def test_canonical_uuid():
     assert canonical_uuid(value) == value and canonical_uuid(value.upper()) == value
     for odd in odd_spellings(value):
         assert canonical_uuid(odd) is None, odd
-    for other in (None, 7, uuid.UUID(value), value.encode(), "", value.replace("a", "g"), "\uff10" * 36):
+    for other in (None, 7, uuid.UUID(value), value.encode(), "", "g" + value[1:], "\uff10" * 36):
         assert canonical_uuid(other) is None, other
 
 

@@ -1,0 +1,179 @@
+"""What each role cannot see or do, in the UI and through the API calls the UI makes, and the
+attacks on the web app itself: XSS through API strings, inline script under the CSP, a
+cross-site form or fetch riding the session cookie, framing."""
+
+from __future__ import annotations
+
+import secrets
+
+import psycopg
+import requests
+from selenium.webdriver.common.by import By
+
+from admin_api.auth import issue_token
+from oros.accounts import create_admin
+
+from test_journeys import log_in
+from webui import PASSWORD, UI
+
+XSS_TITLE = '<img src=x onerror="window.__xss=1">Title'
+XSS_TEXT = '<script>window.__xss=2</script><a href="javascript:window.__xss=3">x</a>'
+
+
+class Api:
+    """Set-up over HTTP with Bearer tokens (what the test arranges; the browser is what is tested)."""
+
+    def __init__(self, stack):
+        self.url, self.settings = stack.admin_url, stack.settings
+
+    def user(self, role: str) -> tuple[str, str, dict]:
+        email = f"{role}-{secrets.token_hex(4)}@web.example"
+        body = requests.post(f"{self.url}/v1/auth/signup", timeout=30,
+                             json={"email": email, "password": PASSWORD, "roles": [role]}).json()
+        return email, body["user"]["id"], {"Authorization": f"Bearer {body['token']}"}
+
+    def call(self, method: str, path: str, auth: dict, **body):
+        response = requests.request(method, f"{self.url}{path}", json=body or None, headers=auth, timeout=30)
+        assert response.status_code < 300, response.text
+        return response.json()
+
+    def campaign(self, auth: dict, **fields) -> dict:
+        return self.call("POST", "/v1/campaigns", auth, **{
+            "title": "Private draft", "objective": "click", "payout_per_action": "1.00", "total_budget": "10.00",
+            "destination_url": "https://shop.example/", **fields})
+
+    def admin(self) -> dict:
+        user_id = create_admin(self.settings, f"root-{secrets.token_hex(3)}@web.example", PASSWORD)
+        return {"Authorization": f"Bearer {issue_token(self.settings, user_id)}"}
+
+    def active_campaign(self, business: dict, **fields) -> dict:
+        campaign = self.campaign(business, **fields)
+        self.call("POST", f"/v1/admin/campaigns/{campaign['id']}/funding", self.admin(), amount="10.00", reference="w")
+        return self.call("POST", f"/v1/campaigns/{campaign['id']}/activate", business)
+
+
+def test_a_business_cannot_see_another_business_campaigns(browser, stack, tmp_path):
+    api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
+    _, _, owner = api.user("business")
+    secret = api.campaign(owner, title="Owner's secret launch")
+    live = api.active_campaign(owner, title="Owner's live campaign")
+    other_email, _, _ = api.user("business")
+
+    log_in(ui, other_email)
+    ui.wait_heading("Your campaigns")
+    assert "Owner's" not in ui.main_text()
+    ui.route(f"/campaigns/{secret['id']}")
+    assert ui.heading() == "Not found"
+    ui.route(f"/campaigns/{live['id']}/stats")
+    assert ui.heading() == "Not found"
+    # The same calls the pages make, from the page, with its cookie:
+    assert ui.fetch("GET", f"/v1/campaigns/{secret['id']}")["status"] == 404
+    assert ui.fetch("GET", f"/v1/campaigns/{live['id']}/stats")["status"] == 404
+    assert ui.fetch("GET", "/v1/campaigns?mine=true")["data"]["items"] == []
+    assert ui.fetch("POST", f"/v1/campaigns/{live['id']}/pause")["status"] in (403, 404)
+    assert ui.fetch("GET", "/v1/admin/settlements")["status"] == 403
+
+
+def test_a_creator_cannot_see_another_creator_money_or_links(browser, stack, tmp_path):
+    api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
+    _, _, business = api.user("business")
+    campaign = api.active_campaign(business, title="Shared campaign")
+    _, first_id, first = api.user("creator")
+    api.call("POST", f"/v1/campaigns/{campaign['id']}/creators", first)
+    api.call("POST", f"/v1/campaigns/{campaign['id']}/creators/{first_id}/accept", business)
+    link = api.call("POST", f"/v1/campaigns/{campaign['id']}/links", first)
+    api.call("POST", "/v1/admin/adjustments", api.admin(), reason="goodwill", legs=[
+        {"user_id": first_id, "direction": "credit", "amount": "25.00"},
+        {"platform": "clearing", "direction": "debit", "amount": "25.00"}])
+    other_email, _, _ = api.user("creator")
+
+    log_in(ui, other_email)
+    ui.route(f"/browse/{campaign['id']}")
+    assert link["url"] not in browser.page_source
+    assert browser.find_elements(By.ID, "apply")  # a stranger to the campaign, not its member
+    ui.route("/wallet")
+    assert ui.text_of("available-balance") == "$0.00"
+    assert "goodwill" not in ui.main_text()
+    assert ui.fetch("GET", f"/v1/campaigns/{campaign['id']}/links")["data"]["items"] == []
+    assert ui.fetch("GET", f"/v1/campaigns/{campaign['id']}/creators")["data"]["items"] == []
+    assert ui.fetch("GET", "/v1/wallet/ledger")["data"]["items"] == []
+    assert ui.fetch("GET", f"/v1/campaigns/{campaign['id']}/stats")["status"] == 403
+    assert ui.fetch("POST", f"/v1/campaigns/{campaign['id']}/links")["status"] == 403
+
+
+def test_only_finance_sees_the_finance_pages(browser, stack, tmp_path):
+    api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
+    email, _, _ = api.user("creator")
+    _, _, business = api.user("business")
+    api.campaign(business, title="Someone's draft")
+
+    log_in(ui, email)
+    assert "Finance" not in browser.find_element(By.ID, "nav").text
+    for route in ("/finance", "/finance/kyc", "/finance/withdrawals", "/finance/funding"):
+        ui.route(route)
+        assert ui.heading() == "Not available", route
+    for path in ("/v1/admin/settlements", "/v1/admin/reconcile", "/v1/admin/users?kyc_status=pending",
+                 "/v1/admin/withdrawals"):
+        assert ui.fetch("GET", path)["status"] == 403, path
+    assert ui.fetch("POST", "/v1/admin/settlements")["status"] == 403
+    # Drafts are not public: a creator listing them sees none.
+    assert ui.fetch("GET", "/v1/campaigns?status=draft")["data"]["items"] == []
+
+
+def test_api_strings_are_shown_as_text_never_run(browser, stack, tmp_path):
+    api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
+    email, _, business = api.user("business")
+    campaign = api.active_campaign(business, title=XSS_TITLE, description=XSS_TEXT, hashtags=["<b>bold</b>", "xss"])
+    api.call("PATCH", "/v1/me", business, display_name='<svg onload="window.__xss=4">')
+    creator_email, _, _ = api.user("creator")
+
+    log_in(ui, email)
+    for route in ("/campaigns", f"/campaigns/{campaign['id']}", f"/campaigns/{campaign['id']}/stats", "/account"):
+        ui.route(route)
+        assert browser.execute_script("return window.__xss") is None, route
+    ui.route(f"/campaigns/{campaign['id']}")
+    assert ui.heading() == XSS_TITLE
+    assert XSS_TEXT in ui.main_text()
+    assert not browser.find_elements(By.CSS_SELECTOR, "main img[src=x], main script, main a[href^=javascript]")
+    log_in(ui, creator_email)
+    ui.route(f"/browse/{campaign['id']}")
+    assert ui.heading() == XSS_TITLE and "#<b>bold</b>" in ui.main_text()
+    assert browser.execute_script("return window.__xss") is None
+    assert ui.console_errors() == []
+
+
+def test_the_csp_blocks_inline_script_and_framing(browser, stack, tmp_path):
+    ui = UI(browser, stack.admin_url, tmp_path / "shots")
+    ui.open("/login")
+    # Markup that slipped into the page could not run: inline handlers are refused by the CSP.
+    browser.execute_script("document.body.insertAdjacentHTML('beforeend', '<img src=/nothing onerror=\"window.__inline=1\">')")
+    ui.wait(lambda d: any("Content Security Policy" in e["message"] for e in d.get_log("browser")))
+    assert browser.execute_script("return window.__inline") is None
+    # Another site framing the app (clickjacking) gets nothing: frame-ancestors 'none'.
+    browser.get(f"{stack.url('attacker')}/frame")
+    frame = browser.find_element(By.ID, "victim")
+    browser.switch_to.frame(frame)
+    try:
+        assert not browser.find_elements(By.ID, "main")
+    finally:
+        browser.switch_to.default_content()
+
+
+def test_another_site_cannot_act_with_the_session(browser, stack, tmp_path):
+    api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
+    email, business_id, _ = api.user("business")
+    log_in(ui, email)
+    ui.wait_heading("Your campaigns")
+    # Logged in, the victim visits another site, which posts a form and a fetch at the API.
+    browser.get(f"{stack.url('attacker')}/form")
+    ui.wait(lambda d: d.current_url.startswith(stack.admin_url))
+    assert "error" in browser.page_source  # refused: no cookie crosses sites, and no CSRF header came
+    browser.get(f"{stack.url('attacker')}/fetch")
+    ui.wait(lambda d: d.title.startswith(("sent", "blocked")))
+    with psycopg.connect(stack.settings.database_url) as conn:
+        made = conn.execute("SELECT count(*) FROM campaigns WHERE business_id = %s", (business_id,)).fetchone()[0]
+    assert made == 0
+    # The session itself is intact, and the page's own requests still work.
+    ui.open("/campaigns")
+    assert ui.heading() == "Your campaigns"
+    assert ui.raw_fetch("POST", "/v1/campaigns") == 403  # the cookie alone, without X-OROS-CSRF

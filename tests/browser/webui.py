@@ -1,0 +1,154 @@
+"""Driving the web app as a person does: by labels, button names and visible text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+PASSWORD = "browser-password-1"  # every account the browser tests make
+
+WAIT_S = 20
+
+
+def _xpath_text(text: str) -> str:
+    """An XPath string literal for any text (quotes included)."""
+    if "'" not in text:
+        return f"'{text}'"
+    return "concat('" + "', \"'\", '".join(text.split("'")) + "')"
+
+
+class UI:
+    def __init__(self, driver, base_url: str, shots: Path):
+        self.driver, self.base_url, self.shots = driver, base_url, shots
+        shots.mkdir(parents=True, exist_ok=True)
+        driver.get_log("browser")  # the browser is shared: drop what earlier tests logged
+
+    def wait(self, condition, timeout: float = WAIT_S):
+        return WebDriverWait(self.driver, timeout).until(condition)
+
+    def open(self, route: str = "/") -> None:
+        """Load the app fresh at a hash route (a full page load, as typing the URL does)."""
+        self.driver.get(f"{self.base_url}/#{route}")
+        self.wait(lambda d: d.find_element(By.ID, "main").get_attribute("aria-busy") is None
+                  and d.find_elements(By.CSS_SELECTOR, "main h1"))
+
+    def route(self, route: str) -> None:
+        """Navigate inside the loaded app (a link click)."""
+        self._navigating(lambda: self.driver.execute_script(
+            "if (location.hash === '#' + arguments[0]) window.dispatchEvent(new HashChangeEvent('hashchange'));"
+            " else location.hash = arguments[0];", route))
+
+    def _navigating(self, action) -> None:
+        """Do ``action`` and wait until the app has rendered the page it leads to."""
+        page = self.driver.find_element(By.CSS_SELECTOR, "#main > *")
+        action()
+        self.wait(EC.staleness_of(page))
+        self.settle()
+
+    def settle(self) -> None:
+        self.wait(lambda d: d.find_element(By.ID, "main").get_attribute("aria-busy") is None
+                  and d.find_elements(By.CSS_SELECTOR, "main h1"))
+
+    def heading(self) -> str:
+        return self.driver.find_element(By.CSS_SELECTOR, "main h1").text
+
+    def wait_heading(self, text: str) -> None:
+        self.wait(lambda d: text in d.find_element(By.CSS_SELECTOR, "main h1").text)
+
+    def fill(self, field_id: str, value: str) -> None:
+        field = self.wait(EC.element_to_be_clickable((By.ID, field_id)))
+        field.clear()
+        field.send_keys(value)
+
+    def set_value(self, field_id: str, value: str) -> None:
+        """For inputs whose typing is locale-dependent (datetime-local): set the value as a script would."""
+        self.driver.execute_script("document.getElementById(arguments[0]).value = arguments[1]", field_id, value)
+
+    def choose(self, field_id: str, value: str) -> None:
+        Select(self.driver.find_element(By.ID, field_id)).select_by_value(value)
+
+    def button(self, name: str):
+        """A button by its accessible name (aria-label) or visible text."""
+        literal = _xpath_text(name)
+        return self.wait(EC.element_to_be_clickable(
+            (By.XPATH, f"//button[@aria-label={literal} or normalize-space(.)={literal}]")))
+
+    def click(self, name: str, *, navigates: bool = False) -> None:
+        """Click a button; with ``navigates``, wait for the page it leads to."""
+        if navigates:
+            self._navigating(lambda: self._click(lambda: self.button(name)))
+        else:
+            self._click(lambda: self.button(name))
+
+    def _click(self, find) -> None:
+        # A page re-renders after most actions; an element found just before that is found again.
+        for _ in range(5):
+            try:
+                find().click()
+                return
+            except StaleElementReferenceException:
+                continue
+        raise AssertionError("the element kept being replaced")
+
+    def click_link(self, text: str) -> None:
+        self._navigating(lambda: self._click(lambda: self.wait(EC.element_to_be_clickable((By.LINK_TEXT, text)))))
+
+    def text_of(self, element_id: str) -> str:
+        return self.wait(EC.presence_of_element_located((By.ID, element_id))).text
+
+    def wait_text(self, element_id: str, text: str, timeout: float = WAIT_S) -> None:
+        try:
+            self.wait(EC.text_to_be_present_in_element((By.ID, element_id), text), timeout)
+        except TimeoutException:
+            found = self.driver.find_elements(By.ID, element_id)
+            raise AssertionError(f"#{element_id} never showed {text!r}: {found[0].text if found else 'absent'!r}")
+
+    def field_error(self, form_id: str, field: str) -> str:
+        return self.text_of(f"{form_id}-{field}-error")
+
+    def wait_field_error(self, form_id: str, field: str) -> str:
+        self.wait(lambda d: d.find_element(By.ID, f"{form_id}-{field}-error").text.strip())
+        return self.field_error(form_id, field)
+
+    def main_text(self) -> str:
+        return self.driver.find_element(By.ID, "main").text
+
+    def fetch(self, method: str, path: str, body: dict | None = None) -> dict:
+        """Call the API from the page the way the app does (same cookie, same CSRF header)."""
+        return self.driver.execute_async_script("""
+            const [method, path, body, done] = arguments;
+            import('/app/js/api.js').then(({ api }) => api(method, path, body ?? undefined, { quiet401: true }))
+              .then((data) => done({ status: 200, data }), (err) => done({ status: err.status, code: err.code }));
+        """, method, path, body)
+
+    def raw_fetch(self, method: str, path: str) -> int:
+        """The HTTP status of a credentialed fetch from the page, without the app's CSRF header."""
+        return self.driver.execute_async_script("""
+            const [method, path, done] = arguments;
+            fetch(path, { method, credentials: 'same-origin' }).then((r) => done(r.status), () => done(0));
+        """, method, path)
+
+    def shot(self, name: str) -> Path:
+        """The whole page (the window grows to its height for the picture)."""
+        path = self.shots / f"{name}.png"
+        size = self.driver.get_window_size()
+        height = self.driver.execute_script("return document.documentElement.scrollHeight")
+        self.driver.set_window_size(size["width"], min(max(height, 600), 4000))
+        self.driver.save_screenshot(str(path))
+        self.driver.set_window_size(size["width"], size["height"])
+        return path
+
+    def console_errors(self) -> list[str]:
+        """Script errors and CSP violations; an API answering 4xx (which the page shows) is not one."""
+        return [entry["message"] for entry in self.driver.get_log("browser")
+                if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]]
+
+    def log_out(self) -> None:
+        if self.driver.find_elements(By.ID, "logout"):
+            self.click("Log out")
+            self.wait(lambda d: "#/login" in d.current_url)
+        self.driver.delete_all_cookies()
