@@ -68,8 +68,10 @@ def base_settings(tmp_path_factory) -> Settings:
 def template_db(base_settings) -> str:
     name = f"oros_tpl_{RUN_ID}"
     with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
+        # Roles are cluster-wide: parallel workers migrating their templates would race creating and granting them.
+        conn.execute("SELECT pg_advisory_lock(hashtext('oros-test-template'))")
         conn.execute(f'CREATE DATABASE "{name}"')
-    migrate_postgres(replace(base_settings, database_url=with_database(base_settings.database_url, name)))
+        migrate_postgres(replace(base_settings, database_url=with_database(base_settings.database_url, name)))
     yield name
     with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_completeness import HERE as LOADER
 from test_settle import world  # noqa: F401 - the shared world fixture
 
+from oros.settings import STRIPE_API_KEY
 from settler.metrics import SettlerMetrics, create_app, timed
 from settler.reconcile import Check
 
@@ -85,7 +86,8 @@ def test_oros_settler_serves_metrics_while_it_settles(world, tmp_path):
     env = {**os.environ, "DATABASE_URL": world.settings.database_url, "REDIS_URL": world.settings.redis_url,
            "CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", "OROS_REDIS_PREFIX": world.settings.redis_prefix,
            "OROS_CLICKHOUSE_DATABASE": "metrics", "OROS_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT),
-           "OROS_SETTLE_INTERVAL_S": "1", "OROS_RECONCILE_INTERVAL_S": "1"}
+           "OROS_SETTLE_INTERVAL_S": "1", "OROS_RECONCILE_INTERVAL_S": "1",
+           STRIPE_API_KEY: world.settings.stripe_api_key}
     line = {"event": json.loads(click.encode()), "ingested_at": "2026-01-01T00:00:00+00:00"}
     (tmp_path / "events.jsonl").write_text(json.dumps(line))
     loaded = subprocess.run([sys.executable, str(LOADER), "load", str(tmp_path / "events.jsonl")], env=env,

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import secrets
 import shutil
@@ -62,6 +63,13 @@ def ensure_chromium() -> None:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.fail("browser tests need /usr/bin/chromium and /usr/bin/chromedriver: "
                     "apt-get install chromium chromium-driver")
+    with open("/tmp/oros-tests-apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test workers install once, one after the other
+        if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+            _apt_install()
+
+
+def _apt_install() -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-q"],
                     ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"]):
