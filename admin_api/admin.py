@@ -3,8 +3,9 @@
 Writes run as the admin (``as_user``) through SQL functions that check
 ``auth.is_admin()`` themselves (``oros_set_kyc``, ``oros_admin_fund_campaign``,
 ``oros_post_adjustment``); every movement still goes through the ledger's
-balanced-transfer trigger. The settler's jobs need the schema owner: an API
-connected as its own role (compose) answers 503 naming the settler command.
+balanced-transfer trigger. The settler's jobs run only when the entrypoint
+handed the app the settler's ``OwnerJobs`` and the API connects as the schema
+owner; otherwise (compose) they answer 503 naming the settler command.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import psycopg
 from aiohttp import web
 
 from oros.connections import as_user
+from oros.jobs import OwnerJobs
 from oros.money import fmt
 
 from . import idempotency
@@ -24,7 +26,7 @@ from . import openapi as oa
 from .auth import caller
 from .errors import ApiError, conflict, invalid, not_found
 from .payload import amount, choice, cursor, limit, page, path_id, read_json, respond, text, uuid_field
-from .typedefs import PG_POOL, SETTINGS
+from .typedefs import JOBS, PG_POOL, SETTINGS
 from .users import USER, load_user
 
 routes = web.RouteTableDef()
@@ -151,33 +153,30 @@ async def adjust(request: web.Request) -> web.Response:
     return respond(result, 201)
 
 
-async def _owner_job(request: web.Request, command: str) -> None:
-    """The settler's jobs run here only when this API connects as the schema owner (embedded ``oros dev``)."""
+async def _owner_job(request: web.Request, command: str) -> OwnerJobs:
+    """The settler's jobs, when this API has them and connects as the schema owner (embedded ``oros dev``)."""
     await _admin(request)
-    async with request.app[PG_POOL].connection() as conn:
-        owner = (await (await conn.execute(_OWNS_SCHEMA_SQL)).fetchone())["owner"]
-    if not owner:
-        raise ApiError(503, "runs_in_settler",
-                       f"this API's database role does not own the schema; the settler process runs this job"
-                       f" on its schedule, or run `{command}` where it runs")
+    jobs = request.app[JOBS]
+    if jobs is not None:
+        async with request.app[PG_POOL].connection() as conn:
+            if (await (await conn.execute(_OWNS_SCHEMA_SQL)).fetchone())["owner"]:
+                return jobs
+    raise ApiError(503, "runs_in_settler",
+                   f"this API does not run the settler's jobs (its database role does not own the schema);"
+                   f" the settler process runs this job on its schedule, or run `{command}` where it runs")
 
 
 @routes.get("/v1/admin/reconcile")
 async def reconcile(request: web.Request) -> web.Response:
-    await _owner_job(request, "oros reconcile")
-    # Imported on use: the settler loads ClickHouse machinery the API otherwise never needs.
-    from settler.reconcile import reconcile as run_reconcile
-
-    checks = await asyncio.to_thread(run_reconcile, request.app[SETTINGS])
+    jobs = await _owner_job(request, "oros reconcile")
+    checks = await asyncio.to_thread(jobs.reconcile, request.app[SETTINGS])
     return respond({"ok": all(c.ok for c in checks), "checks": checks})
 
 
 @routes.post("/v1/admin/settlements")
 async def settle(request: web.Request) -> web.Response:
-    await _owner_job(request, "oros settle --once")
-    from settler.run import settle_once
-
-    return respond(await asyncio.to_thread(settle_once, request.app[SETTINGS]))
+    jobs = await _owner_job(request, "oros settle --once")
+    return respond(await asyncio.to_thread(jobs.settle, request.app[SETTINGS]))
 
 
 @routes.get("/v1/admin/settlements")
@@ -199,10 +198,8 @@ async def list_settlements(request: web.Request) -> web.Response:
 
 @routes.post("/v1/admin/holds/release")
 async def release_holds(request: web.Request) -> web.Response:
-    await _owner_job(request, "oros release-holds --once")
-    from settler.holds import release_due
-
-    return respond({"released": await asyncio.to_thread(release_due, request.app[SETTINGS])})
+    jobs = await _owner_job(request, "oros release-holds --once")
+    return respond({"released": await asyncio.to_thread(jobs.release_holds, request.app[SETTINGS])})
 
 
 FUNDING = oa.obj({

@@ -10,13 +10,14 @@ from aiohttp import web
 from psycopg_pool import PoolTimeout
 
 from oros.connections import pg_pool, redis_client
+from oros.jobs import OwnerJobs
 from oros.settings import Settings
 
 from . import (admin, campaigns, funding, health, openapi, queues, reports, sessions, users, wallets, webapp,
                webhooks)
 from .errors import ApiError
 from .payload import respond
-from .typedefs import METRICS, PG_POOL, REDIS, SETTINGS
+from .typedefs import JOBS, METRICS, PG_POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,11 @@ async def _redis_context(app: web.Application) -> AsyncIterator[None]:
     await client.aclose()
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, jobs: OwnerJobs | None = None) -> web.Application:
+    """The admin API; ``jobs`` (the settler's, from an entrypoint) enables the on-demand admin triggers."""
     app = web.Application(middlewares=[health.metrics_middleware, error_middleware], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
+    app[JOBS] = jobs
     app[METRICS] = health.Metrics()
     app.cleanup_ctx.append(_pg_context)
     app.cleanup_ctx.append(_redis_context)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 SETTINGS = web.AppKey("settings", Settings)
 PG_POOL = web.AppKey("pg_pool", AsyncConnectionPool)
+JOBS = web.AppKey("owner_jobs", object)  # oros.jobs.OwnerJobs, or None: the settler runs them
 REDIS = web.AppKey("redis", aioredis.Redis)
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics", object)
 # The authenticated caller, resolved once per request by auth.caller().

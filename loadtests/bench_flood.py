@@ -146,7 +146,7 @@ def main() -> None:
         env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
                "OROS_REDIS_PREFIX": settings.redis_prefix, "OROS_DATA_DIR": str(tmp),
                "OROS_TRUSTED_PROXIES": "127.0.0.1/32", "CLICKHOUSE_URL": f"chdb://{tmp}/ch"}
-        proc = subprocess.Popen([sys.executable, "-m", "oros.cli", "--log-level", "ERROR", "tracker", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "oros_cli", "--log-level", "ERROR", "tracker", "--port", str(port)],
                                 cwd=args.tree, env=env)
         base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

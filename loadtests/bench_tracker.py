@@ -151,7 +151,7 @@ def run_tracker(args, redis_port: int, workdir: Path) -> dict:
         **({"OROS_FLUSH_INTERVAL_MS": str(args.flush_interval_ms)} if args.flush_interval_ms is not None else {}),
     }
     proc = subprocess.Popen(
-        ["taskset", "-c", SERVER_CORE, PYTHON, "-m", "oros.cli", "--log-level", "WARNING", "tracker", "--port", str(port)],
+        ["taskset", "-c", SERVER_CORE, PYTHON, "-m", "oros_cli", "--log-level", "WARNING", "tracker", "--port", str(port)],
         env=env, cwd=ROOT,
     )
     try:

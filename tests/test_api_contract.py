@@ -21,12 +21,13 @@ from openapi_spec_validator import validate
 from admin_api.app import create_app
 from admin_api.auth import issue_token
 from oros.accounts import create_admin
+from settler.jobs import OWNER_JOBS
 
 MAX_EXAMPLES = 8  # per operation; keeps the whole fuzzing run well under a minute on 2 cores
 
 
 async def openapi_document(aiohttp_client, settings) -> tuple[web.Application, dict]:
-    app = create_app(settings)
+    app = create_app(settings, OWNER_JOBS)
     client = await aiohttp_client(app)
     resp = await client.get("/openapi.json")
     assert resp.status == 200
@@ -96,7 +97,7 @@ def test_schemathesis_finds_no_500_and_no_undocumented_response(settings, pg, tm
     for role in ("creator", "business", "supporter"):
         pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, %s)", (user_id, role))
     token = issue_token(settings, user_id)
-    with LiveServer(create_app(settings)) as url:
+    with LiveServer(create_app(settings, OWNER_JOBS)) as url:
         result = subprocess.run(
             [str(Path(sys.executable).with_name("schemathesis")), "run", f"{url}/openapi.json",
              "--checks", "not_a_server_error,response_schema_conformance,status_code_conformance",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oros import cli
+from oros_cli import main as cli
 from oros.accounts import verify_password
 
 

@@ -273,7 +273,7 @@ def test_rescan_command_decides_what_is_undecided_once(world, tmp_path):
            "CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", "OROS_REDIS_PREFIX": world.settings.redis_prefix,
            "OROS_CLICKHOUSE_DATABASE": "rescan", "OROS_DATA_DIR": str(tmp_path),
            "PYTHONPATH": str(HERE.parent.parent)}
-    oros = [sys.executable, "-m", "oros.cli"]
+    oros = [sys.executable, "-m", "oros_cli"]
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([*args], env=env, capture_output=True, timeout=300, text=True)

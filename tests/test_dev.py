@@ -95,7 +95,7 @@ def oros_dev(env: dict[str, str], root: Path, port, *args: str):
     output = root / "dev.out"
     with open(output, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "oros.cli", "--log-level", "WARNING", "dev", "--tracker-port", str(tracker_port),
+            [sys.executable, "-m", "oros_cli", "--log-level", "WARNING", "dev", "--tracker-port", str(tracker_port),
              "--admin-port", str(admin_port), *args],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )
@@ -170,7 +170,7 @@ def test_dev_funds_a_campaign_by_card_and_takes_localstripe_down_with_it(setting
         attached_port = port()
         attached_env = {k: v for k, v in env.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         attached_env["CLICKHOUSE_URL"] = f"chdb://{tmp_path / 'attached-chdb'}"
-        attached = subprocess.Popen([sys.executable, "-m", "oros.cli", "admin", "--port", str(attached_port)],
+        attached = subprocess.Popen([sys.executable, "-m", "oros_cli", "admin", "--port", str(attached_port)],
                                     env=attached_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             attached_url = f"http://127.0.0.1:{attached_port}"
@@ -188,7 +188,7 @@ def test_dev_funds_a_campaign_by_card_and_takes_localstripe_down_with_it(setting
 
         # One dev stack per data directory.
         second = subprocess.run(
-            [sys.executable, "-m", "oros.cli", "dev", "--tracker-port", str(port()),
+            [sys.executable, "-m", "oros_cli", "dev", "--tracker-port", str(port()),
              "--admin-port", str(port())], env=env, capture_output=True, text=True, timeout=60)
         assert second.returncode == 2 and f"pid {dev.proc.pid}" in second.stderr, second.stderr
 

@@ -16,9 +16,10 @@ import pytest
 
 from admin_api.app import create_app as create_admin_app
 from ingest.consumer import Ingester
-from oros import cli
 from oros.accounts import create_admin
-from oros.demo import set_up_demo
+from oros_cli import main as cli
+from oros_cli.demo import set_up_demo
+from settler.jobs import OWNER_JOBS
 from tracker.app import create_app as create_tracker_app
 
 PASSWORD = "correct horse battery"
@@ -28,7 +29,7 @@ BROWSER = {"User-Agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X)
 
 @pytest.fixture
 async def admin(aiohttp_client, settings):
-    return await aiohttp_client(create_admin_app(settings))
+    return await aiohttp_client(create_admin_app(settings, OWNER_JOBS))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import redis as sync_redis
 from test_ingest import events
 
 from ingest.metrics import IngestMetrics
-from oros import cli
+from oros_cli import main as cli
 from oros.events import STREAM_FIELD
 
 

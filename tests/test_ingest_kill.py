@@ -75,7 +75,7 @@ async def test_sigkill_during_a_split_loses_and_doubles_nothing(settings, redis,
     await append(redis, settings, entries)
 
     port = free_port()
-    ingest = run("-m", "oros.cli", "ingest", "--metrics-port", str(port))
+    ingest = run("-m", "oros_cli", "ingest", "--metrics-port", str(port))
     try:
         deadline = time.monotonic() + 120
         while _health(port).get("status") != "degraded":

@@ -191,7 +191,7 @@ def test_crash_after_stripe_accepted_does_not_pay_twice(pg, pay_settings, double
         "STRIPE_API_BASE": double.url,
         "STRIPE_API_KEY": pay_settings.stripe_api_key,
     }
-    proc = subprocess.Popen([sys.executable, "-m", "oros.cli", "payouts", "--once"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "oros_cli", "payouts", "--once"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert double.accepted.wait(timeout=60), "the payout job never reached Stripe"

@@ -34,7 +34,7 @@ SECRET_VARS = (JWT_SECRET, STRIPE_WEBHOOK_SECRET, STRIPE_API_KEY)
 def oros(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """Run ``oros ARGS``; a process that starts serving instead of refusing is killed and fails the test."""
     try:
-        return subprocess.run([sys.executable, "-m", "oros.cli", *args], env=env, capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "oros_cli", *args], env=env, capture_output=True, text=True,
                               timeout=30)
     except subprocess.TimeoutExpired:
         pytest.fail(f"oros {' '.join(args)} started instead of refusing its configuration")
@@ -95,7 +95,7 @@ def test_admin_starts_without_a_stripe_key(env, port, spawn, tmp_path):
     """Card funding then answers 503 (tests/test_stripe_funding.py); the process itself is not refused."""
     admin_port = port()
     with open(tmp_path / "admin.log", "wb") as log:
-        proc = spawn([sys.executable, "-m", "oros.cli", "admin", "--port", str(admin_port)],
+        proc = spawn([sys.executable, "-m", "oros_cli", "admin", "--port", str(admin_port)],
                      env=without(env, STRIPE_API_KEY), stdout=log, stderr=log)
     deadline = time.monotonic() + 120  # a bound on a slow machine, not a measurement
     while time.monotonic() < deadline:

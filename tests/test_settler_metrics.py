@@ -96,7 +96,7 @@ def test_oros_settler_serves_metrics_while_it_settles(world, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "oros.cli", "settler", "--metrics-port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "oros_cli", "settler", "--metrics-port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         got = _wait_for_metrics(proc, port, lambda s: s.get(

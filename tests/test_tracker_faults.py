@@ -115,7 +115,7 @@ def tracker_env(settings, tmp_path: Path) -> dict[str, str]:
 async def tracker_process(settings, tmp_path: Path, *, workers: int = 1):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "oros.cli", "--log-level", "WARNING", "tracker", "--workers", str(workers), "--port", str(port)],
+        [sys.executable, "-m", "oros_cli", "--log-level", "WARNING", "tracker", "--workers", str(workers), "--port", str(port)],
         env=tracker_env(settings, tmp_path),
     )
     base_url = f"http://127.0.0.1:{port}"

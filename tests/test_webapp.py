@@ -17,8 +17,9 @@ import pytest
 from admin_api import webapp
 from admin_api.app import create_app
 from admin_api.auth import CSRF_HEADER, SESSION_COOKIE, issue_token
-from oros import demo
 from oros.accounts import create_admin
+from oros_cli import demo
+from settler.jobs import OWNER_JOBS
 
 PASSWORD = "web-password-123"
 PAGE = {CSRF_HEADER: "page"}
@@ -27,7 +28,7 @@ WEB_DIR = Path(webapp.__file__).with_name("web")
 
 @pytest.fixture
 async def api(aiohttp_client, settings):
-    return await aiohttp_client(create_app(settings))
+    return await aiohttp_client(create_app(settings, OWNER_JOBS))
 
 
 async def open_session(api, role: str = "business", email: str | None = None) -> tuple[dict, str]:

@@ -33,6 +33,7 @@ from aiohttp import web
 from admin_api.app import create_app as create_admin_app
 from oros.connections import clickhouse_client
 from oros.migrate import migrate_clickhouse
+from settler.jobs import OWNER_JOBS
 from tracker.app import create_app as create_tracker_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -108,7 +109,7 @@ class Stack:
     def __init__(self, settings, admin_port: int, tracker_port: int, extra: dict[str, web.Application]):
         self.settings = settings
         self.ports = {"admin": admin_port, "tracker": tracker_port, **{name: free_port() for name in extra}}
-        self.apps = {"admin": create_admin_app(settings), "tracker": create_tracker_app(settings), **extra}
+        self.apps = {"admin": create_admin_app(settings, OWNER_JOBS), "tracker": create_tracker_app(settings), **extra}
         self.ready = threading.Event()
         self.thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
         self.admin_url = f"http://127.0.0.1:{admin_port}"

@@ -13,13 +13,14 @@ import pytest
 from admin_api.app import create_app
 from admin_api.auth import issue_token
 from oros.accounts import create_admin
+from settler.jobs import OWNER_JOBS
 
 from admin_flows import User
 
 
 @pytest.fixture
 async def api(aiohttp_client, settings):
-    return await aiohttp_client(create_app(settings))
+    return await aiohttp_client(create_app(settings, OWNER_JOBS))
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from admin_api.app import create_app
+
 from admin_flows import assert_error, create_campaign, fund
 
 
@@ -117,3 +119,13 @@ async def test_settlement_reconcile_and_holds_on_demand(api, make_user, admin):
     rest = await (await api.get("/v1/admin/settlements", params={"cursor": runs["next_cursor"]},
                                 headers=admin.headers)).json()
     assert {r["kind"] for r in runs["items"] + rest["items"]} == {"settle", "release_holds"}
+
+
+async def test_an_api_given_no_jobs_leaves_them_to_the_settler(aiohttp_client, settings, admin):
+    """Only an entrypoint hands the API the settler's jobs; without them, even as the owner, they are refused."""
+    bare = await aiohttp_client(create_app(settings))
+    for method, path in [("GET", "/v1/admin/reconcile"), ("POST", "/v1/admin/settlements"),
+                         ("POST", "/v1/admin/holds/release")]:
+        resp = await bare.request(method, path, headers=admin.headers)
+        assert resp.status == 503, path
+        assert_error(await resp.json(), "runs_in_settler")

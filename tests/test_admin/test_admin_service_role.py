@@ -17,6 +17,7 @@ import pytest
 from admin_api.app import create_app
 from admin_flows import User, accepted_creator, assert_error, create_campaign
 from settler.reconcile import reconcile
+from settler.jobs import OWNER_JOBS
 
 WEBHOOK_SECRET = "whsec_test_" + secrets.token_hex(16)
 
@@ -29,7 +30,7 @@ def restricted_settings(api_settings, localstripe_url):
 
 @pytest.fixture
 async def restricted(aiohttp_client, restricted_settings):
-    return await aiohttp_client(create_app(restricted_settings))
+    return await aiohttp_client(create_app(restricted_settings, OWNER_JOBS))
 
 
 def assert_books_balance(settings) -> None:

@@ -7,8 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from .logs import setup_logging
-from .settings import JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Settings, SettingsError
+from oros.logs import setup_logging
+from oros.settings import JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Settings, SettingsError
 
 log = logging.getLogger("oros")
 
@@ -27,7 +27,7 @@ def _settings(*secrets: str, optional: tuple[str, ...] = ()):
     The secrets are checked before any server starts, so a refused process
     leaves nothing running.
     """
-    from . import embedded
+    from oros import embedded
 
     settings = embedded.attach_to_dev(Settings.from_env())
     settings.check_secrets(*secrets, optional=optional)
@@ -35,8 +35,8 @@ def _settings(*secrets: str, optional: tuple[str, ...] = ()):
 
 
 def cmd_dev(args) -> int:
-    from . import embedded
-    from .dev import run_dev
+    from oros import embedded
+    from oros_cli.dev import run_dev
 
     settings, servers, fund_by_card = embedded.resolve_for_dev(
         Settings.from_env(), needs=(*ADMIN_SECRETS, *PAYOUT_SECRETS),
@@ -51,7 +51,7 @@ def cmd_dev(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    from .migrate import run_migrate
+    from oros.migrate import run_migrate
 
     settings, servers = _settings()
     try:
@@ -63,8 +63,8 @@ def cmd_migrate(args) -> int:
 
 
 def cmd_create_admin(args) -> int:
-    from .accounts import create_admin
-    from .migrate import migrate_postgres
+    from oros.accounts import create_admin
+    from oros.migrate import migrate_postgres
 
     settings, servers = _settings()
     try:
@@ -172,10 +172,11 @@ def cmd_reconcile(args) -> int:
 
 def cmd_admin(args) -> int:
     from admin_api.server import run_admin
+    from settler.jobs import OWNER_JOBS
 
     settings, servers = _settings(*ADMIN_SECRETS, optional=PAYOUT_SECRETS)
     try:
-        run_admin(settings, port=args.port)
+        run_admin(settings, port=args.port, jobs=OWNER_JOBS)
     finally:
         servers.stop()
     return 0
@@ -257,6 +258,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,9 +18,9 @@ import signal
 import uvloop
 from aiohttp import web
 
-from .embedded import write_services_file
-from .migrate import run_migrate
-from .settings import Settings
+from oros.embedded import write_services_file
+from oros.migrate import run_migrate
+from oros.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ async def _serve(settings: Settings, *, demo: bool, fund_by_card: bool, tracker_
     from admin_api.app import create_app as create_admin_app
     from admin_api.typedefs import METRICS
     from ingest.consumer import Ingester
+    from settler.jobs import OWNER_JOBS
     from settler.scheduler import build_scheduler
     from tracker.app import create_app as create_tracker_app
 
@@ -53,7 +54,7 @@ async def _serve(settings: Settings, *, demo: bool, fund_by_card: bool, tracker_
         loop.add_signal_handler(sig, stop.set)
 
     ingester = Ingester(settings, consumer="dev")
-    admin_app = create_admin_app(settings)
+    admin_app = create_admin_app(settings, OWNER_JOBS)
     admin_app[METRICS].registry.register(ingester.metrics)  # ingest's counters on the admin API's /metrics
     runners = [
         await _start_site(create_tracker_app(settings), tracker_port),

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from .accounts import create_admin
-from .settings import Settings
-from .stripe_gateway import async_stripe_client
+from oros.accounts import create_admin
+from oros.settings import Settings
+from oros.stripe_gateway import async_stripe_client
 
 PASSWORD = "demo-password-123"
 ADMIN_EMAIL = "admin@demo.oros.dev"
