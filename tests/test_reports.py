@@ -188,9 +188,17 @@ async def test_bad_stats_queries_name_the_field(api, dataset):
 
 
 async def test_default_range_is_the_last_week(api, dataset):
+    before = datetime.now(timezone.utc)
     body = await (await api.get(f"/v1/campaigns/{dataset['campaign']}/stats", headers=dataset["business"])).json()
+    after = datetime.now(timezone.utc)
 
-    assert len(body["buckets"]) in (7, 8)  # the first bucket starts at the floor of now - 7 days
+    end = datetime.fromisoformat(body["to"])
+    assert before <= end <= after and datetime.fromisoformat(body["from"]) == end - timedelta(days=7)
+    starts = [datetime.fromisoformat(b["start"]) for b in body["buckets"]]
+    midnight = (end - timedelta(days=7)).replace(hour=0, minute=0, second=0, microsecond=0)
+    # One bucket per UTC day from the floor of `from` to the day holding `to` (8, or 7 at exactly midnight).
+    assert starts == [midnight + timedelta(days=n) for n in range(len(starts))]
+    assert starts[-1] < end <= starts[-1] + timedelta(days=1)
     assert body["totals"]["clicks"]["all"] == 0
 
 

@@ -9,6 +9,7 @@ import it.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 import uuid
@@ -335,8 +336,16 @@ def test_many_campaigns_and_creators_aggregate_legs(world):
 def test_run_command_prints_report(world, capsys):
     from settler.run import run_settle_command
 
+    campaign = world.campaign(payout="1.25")
+    click = world.click(campaign, world.creator(campaign))
+    world.put([click])
+
     assert run_settle_command(world.settings, dry_run=True) == 0
-    assert '"dry_run": true' in capsys.readouterr().out
+    report = json.loads(capsys.readouterr().out)
+    assert (report["dry_run"], report["events_seen"], report["events_paid"], report["events_rejected"]) == (
+        True, 1, 1, 0)
+    assert (report["amount_paid"], report["fees"]) == ("1.25", "0.13")
+    assert world.decision(click) is None  # a dry run writes nothing
 
 
 async def test_scheduler_has_coalesced_jobs(settings):
