@@ -39,6 +39,16 @@ from processes import stop_process
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(2)}"
 _counter = itertools.count(1)
+# A test opts in to a store by asking for its fixture; it is then marked, so `-m "not stores"` runs the pure tests
+# without starting or cloning anything, and `-m stripe` only what talks to localstripe.
+STORE_MARKERS = {"stores": "template_db", "stripe": "localstripe_url", "processes": "spawn", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for marker, fixture in STORE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
 
 
 def with_database(url: str, name: str) -> str:
