@@ -9,6 +9,7 @@ import psycopg
 from aiohttp import web
 from psycopg_pool import PoolTimeout
 
+from oros.clientip import ClientIp
 from oros.connections import pg_pool, redis_client
 from oros.settings import Settings
 
@@ -16,7 +17,7 @@ from . import (admin, campaigns, funding, health, openapi, queues, reports, sess
                webhooks)
 from .errors import ApiError
 from .payload import respond
-from .typedefs import METRICS, PG_POOL, REDIS, SETTINGS
+from .typedefs import CLIENT_IP, METRICS, PG_POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[health.metrics_middleware, error_middleware], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[METRICS] = health.Metrics()
+    app[CLIENT_IP] = ClientIp(settings.trusted_proxies)
     app.cleanup_ctx.append(_pg_context)
     app.cleanup_ctx.append(_redis_context)
     for module in ROUTE_MODULES:

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
+from oros.clientip import ClientIp
 from oros.settings import Settings
 
 if TYPE_CHECKING:
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 PG_POOL = web.AppKey("pg_pool", AsyncConnectionPool)
 REDIS = web.AppKey("redis", aioredis.Redis)
+# The one rule for who the client is behind OROS_TRUSTED_PROXIES (shared with the tracker).
+CLIENT_IP = web.AppKey("client_ip", ClientIp)
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics", object)
 # The authenticated caller, resolved once per request by auth.caller().
 CALLER: web.RequestKey["Caller"] = web.RequestKey("caller", object)

@@ -210,6 +210,17 @@ async def test_forwarded_for_believed_only_from_trusted_proxies(settings, aiohtt
     assert [e.ip for e in await stream_events(redis, settings)] == ["127.0.0.1", "203.0.113.7", "127.0.0.1"]
 
 
+async def test_a_forged_first_forwarded_for_line_never_becomes_the_client(settings, aiohttp_client, data, redis):
+    trusting = await aiohttp_client(create_app(replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))))
+    # The client sends its own X-Forwarded-For; the trusted proxy adds a second line with the real peer
+    # (as nginx's add_header or some load balancers do). Reading only the first line believed the forgery.
+    for lines in ([("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.9")],
+                  [("X-Forwarded-For", "6.6.6.6, 127.0.0.9"), ("X-Forwarded-For", "203.0.113.9, 127.0.0.2")]):
+        response = await trusting.get(f"/{data['code']}", headers=lines, allow_redirects=False)
+        assert response.status == 302
+    assert [e.ip for e in await stream_events(redis, settings)] == ["203.0.113.9", "203.0.113.9"]
+
+
 # -- resolution layers and invalidation -------------------------------------------------------
 
 
