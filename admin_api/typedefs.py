@@ -12,6 +12,7 @@ from oros.clientip import ClientIp
 from oros.settings import Settings
 
 if TYPE_CHECKING:
+    from .attempts import HashGate
     from .auth import Caller
     from .health import Metrics
 
@@ -21,5 +22,6 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 # The one rule for who the client is behind OROS_TRUSTED_PROXIES (shared with the tracker).
 CLIENT_IP = web.AppKey("client_ip", ClientIp)
 METRICS: web.AppKey["Metrics"] = web.AppKey("metrics", object)
+HASH_GATE: web.AppKey["HashGate"] = web.AppKey("hash_gate", object)
 # The authenticated caller, resolved once per request by auth.caller().
 CALLER: web.RequestKey["Caller"] = web.RequestKey("caller", object)
