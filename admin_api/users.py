@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import psycopg
+import redis.exceptions
 from aiohttp import web
 
 from oros import apikeys
@@ -19,6 +21,7 @@ from .payload import amount, choice, http_url, path_id, read_json, respond, text
 from .payload import hashtags as hashtags_field
 from .typedefs import PG_POOL, REDIS, SETTINGS
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 SELF_ROLES = ("creator", "business", "supporter")
@@ -314,8 +317,12 @@ async def revoke_api_key(request: web.Request) -> web.Response:
         )).fetchone()
     if row is None:
         raise not_found("api key")
-    # The tracker trusts its Redis entry; dropping it makes the next lookup see the revocation.
-    await request.app[REDIS].delete(request.app[SETTINGS].keys.api_key(row.pop("key_hash").strip()))
+    try:
+        await apikeys.revoke(request.app[REDIS], request.app[SETTINGS].keys, row.pop("key_hash").strip())
+    except redis.exceptions.RedisError:
+        # Revoked in Postgres, which the admin API checks; trackers see it when their entry expires.
+        log.warning("api key revoked but trackers not told", exc_info=True,
+                    extra={"api_key": str(row["id"]), "within_s": apikeys.CACHE_TTL_S})
     return respond(row)
 
 

@@ -34,6 +34,7 @@ import orjson
 import psycopg
 from aiohttp import web
 
+from oros import apikeys
 from oros.apikeys import NEGATIVE, OWNER_SQL, hash_key
 from oros.events import Event, canonical_uuid, uuid7_str
 from oros.headers import bearer, text
@@ -51,7 +52,6 @@ BODY_FIELDS = {"click_id", "type", "value", "currency", "order_id"}
 ORDER_ID_RE = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")  # printable ASCII, <= 200 (events.order_id)
 CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
 IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-API_KEY_TTL_S = 24 * 3600  # revocation deletes the entry; the TTL only bounds memory
 IDEMPOTENCY_TTL_S = 24 * 3600
 RATE_WINDOW_S = 60
 GIF = (
@@ -117,8 +117,8 @@ async def _business_for_key(request: web.Request) -> str:
         except (psycopg.Error, OSError, TimeoutError):
             raise Refused(503, "unavailable", "cannot verify the API key right now, retry shortly") from None
         cached = row["user_id"].encode() if row else NEGATIVE
-        ttl = API_KEY_TTL_S if row else app[SETTINGS].negative_cache_ttl_s
-        await app[REDIS].set(redis_key, cached, ex=ttl)
+        ttl = apikeys.CACHE_TTL_S if row else app[SETTINGS].negative_cache_ttl_s
+        await apikeys.remember(app[REDIS], app[KEYS], key_hash, cached, ttl)
     if cached == NEGATIVE:
         raise Refused(401, "unauthorized", "unknown or revoked API key")
     app[KEY_USAGE].touch(key_hash)
