@@ -8,6 +8,7 @@ import hmac
 import time
 import uuid
 from dataclasses import replace
+from decimal import Decimal as D
 
 import orjson
 import pytest
@@ -223,3 +224,31 @@ async def test_no_payment_required_is_not_a_sale(api, redis, world):
     resp = await post(api, now_event(checkout("evt_cs_free", session)))
     assert (await resp.json())["status"] == "ignored"
     assert await stream(redis, world.settings) == []
+
+
+async def test_stripe_partial_refunds_reverse_pro_rata_once_each(api, redis, world, pg):
+    click = await sale_click(world, redis)  # payout 5.00 (fee 0.50) on a 49.99 checkout
+    campaign = click.campaign_id
+    await post(api, now_event(checkout("evt_cs_part", {"client_reference_id": click.event_id,
+                                                       "payment_intent": "pi_part"})))
+    assert (await settle_stream(redis, world.settings))["amount_paid"] == "5.00"
+
+    partial = now_event(refunded("evt_rf_part", {"payment_intent": "pi_part", "amount_refunded": 2000,
+                                                 "refunded": False}))
+    await post(api, partial)
+    pg.execute("DELETE FROM stripe_events WHERE id = 'evt_rf_part'")  # its commit failed after the append...
+    await post(api, partial)  # ...so Stripe redelivers, and the same refund event is appended twice
+    report = await settle_stream(redis, world.settings)
+
+    # 5.00 x 20.00 / 49.99 = 2.0004 -> 2.00 back, once (before: all 5.00, for a 40% refund).
+    assert report["refunds"]["amount"] == "2.00"
+    assert world.campaign_row(campaign)["remaining_budget"] == D("97.00")
+    assert world.wallet(click.creator_id)["pending_balance"] == D("2.70")
+    world.assert_books()
+
+    await post(api, now_event(refunded("evt_rf_full", {"payment_intent": "pi_part"})))  # refunded in full
+    report = await settle_stream(redis, world.settings)
+    assert report["refunds"]["amount"] == "3.00"
+    assert world.campaign_row(campaign)["remaining_budget"] == D("100.00")
+    assert world.wallet(click.creator_id)["pending_balance"] == 0
+    world.assert_books()

@@ -384,6 +384,16 @@ async def test_refund_needs_an_order_id_but_no_click(tracker, pg, data, redis, s
     assert (event.event_type, event.order_id, event.business_id, event.click_id) == ("refund", "A-1", data["business"], None)
 
 
+async def test_each_new_refunded_total_of_an_order_is_a_new_refund(tracker, pg, data, redis, settings):
+    auth = {"Authorization": f"Bearer {make_api_key(pg, data['business'])}"}
+    statuses = []
+    for total in ("20.00", "20.00", "50.00", None):  # a refund's value is the order's refunded total so far
+        body = {"type": "refund", "order_id": "A-2", **({"value": total} if total else {})}
+        statuses.append((await tracker.post("/v1/conversions", json=body, headers=auth)).status)
+    assert statuses == [202, 200, 202, 202]
+    assert [e.value for e in await stream_events(redis, settings)] == ["20.00", "50.00", None]
+
+
 async def test_bad_and_revoked_keys_are_401(tracker, pg, data):
     key = make_api_key(pg, data["business"])
     body = {"click_id": str(uuid.uuid4()), "type": "conversion"}

@@ -204,10 +204,11 @@ async def _click(request: web.Request, click_id: str | None) -> dict | None:
     return orjson.loads(raw) if raw else None
 
 
-def _order_key(request: web.Request, event_type: str, campaign_id: str, owner: str | None, business_id: str | None, order_id: str) -> str:
-    keys = request.app[KEYS]
-    if event_type == "refund":
-        return keys.order(f"refund:{business_id}", order_id)
+def _order_key(request: web.Request, fields: dict, campaign_id: str, owner: str | None, business_id: str | None) -> str:
+    keys, order_id = request.app[KEYS], fields["order_id"]
+    if fields["type"] == "refund":
+        # A refund's value is the order's refunded total so far: each new total is a new refund, a repeat is not.
+        return keys.order(f"refund:{business_id}:{fmt(fields['value']) or 'full'}", order_id)
     if owner is not None and owner == business_id:
         return keys.order(campaign_id, order_id)
     return keys.order(f"{campaign_id}:{business_id}", order_id)
@@ -226,7 +227,7 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
     event_id = uuid7_str(ts_ms)
     order_key = None
     if fields["order_id"] is not None:
-        order_key = _order_key(request, fields["type"], campaign_id, owner, business_id, fields["order_id"])
+        order_key = _order_key(request, fields, campaign_id, owner, business_id)
         ttl_s = (settings.attribution_days + settings.hold_days) * 86400
         first = await app[REDIS].set(order_key, event_id, nx=True, get=True, ex=ttl_s)
         if first is not None:
