@@ -75,8 +75,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         for kind, status, code in _DB_ERRORS:
             if isinstance(exc, kind):
                 log.info("request refused by the database", extra={"path": request.path, "sqlstate": exc.sqlstate})
-                message = exc.diag.message_primary or "refused by the database"
-                return respond({"error": {"code": code, "message": message}}, status)
+                error = {"code": code, "message": exc.diag.message_primary or "refused by the database"}
+                if exc.diag.column_name:  # our triggers name the column they refuse (RAISE ... COLUMN)
+                    error["field"] = exc.diag.column_name
+                return respond({"error": error}, status)
         log.exception("request failed", extra={"path": request.path})
         return _internal()
     except Exception:

@@ -46,9 +46,9 @@ def make_link(pg, *, status: str = "active", destination: str = "https://shop.ex
     creator = make_user(pg, "creator")
     supporter_id = make_user(pg, "supporter") if supporter else None
     campaign = pg.execute(
-        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, status)"
-        " VALUES (%s, 'Spring', 'click', 0.50, 100.00, %s) RETURNING id::text AS id",
-        (business, status),
+        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, status, destination_url)"
+        " VALUES (%s, 'Spring', 'click', 0.50, 100.00, %s, %s) RETURNING id::text AS id",
+        (business, status, destination),
     ).fetchone()["id"]
     pg.execute(
         "INSERT INTO campaign_creators (campaign_id, creator_id, status, accepted_at) VALUES (%s, %s, 'accepted', now())",

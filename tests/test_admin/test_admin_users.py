@@ -126,7 +126,7 @@ async def test_api_keys_are_shown_once_hashed_and_revocable(api, pg, redis, sett
     resp = await api.delete(f"/v1/api-keys/{created['id']}", headers=business.headers)
     assert resp.status == 200
     assert (await resp.json())["revoked_at"] is not None
-    assert await redis.get(settings.keys.api_key(apikeys.hash_key(secret))) is None
+    assert await redis.get(settings.keys.api_key(apikeys.hash_key(secret))) == apikeys.NEGATIVE
     assert (await api.get("/v1/me", headers=key_headers)).status == 401
 
 
