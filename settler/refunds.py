@@ -187,8 +187,10 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
 def _rebook(conn: psycopg.Connection, sale: dict, back: Reversal, *, hold_until: datetime, run_id: str,
             refund_id: str) -> str:
     """Reverse the sale's live transfer; book what it still pays as a new one. Returns the live transfer id."""
-    conn.execute("UPDATE ledger_entries SET status = 'reversed' WHERE transfer_id = %s AND status IN ('pending', 'settled')",
-                 (sale["transfer_id"],))
+    conn.execute(
+        "UPDATE ledger_entries SET status = 'reversed' WHERE transfer_id = %s AND status IN ('pending', 'settled')",
+        (sale["transfer_id"],),
+    )
     if back.payout_left == 0:
         return sale["transfer_id"]
     platform = platform_wallets(conn)

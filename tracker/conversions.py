@@ -204,7 +204,8 @@ async def _click(request: web.Request, click_id: str | None) -> dict | None:
     return orjson.loads(raw) if raw else None
 
 
-def _order_key(request: web.Request, fields: dict, campaign_id: str, owner: str | None, business_id: str | None) -> str:
+def _order_key(request: web.Request, fields: dict, campaign_id: str, owner: str | None,
+               business_id: str | None) -> str:
     keys, order_id = request.app[KEYS], fields["order_id"]
     if fields["type"] == "refund":
         # A refund's value is the order's refunded total so far: each new total is a new refund, a repeat is not.

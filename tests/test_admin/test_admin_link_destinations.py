@@ -124,7 +124,8 @@ async def test_narrowing_the_hosts_disables_links_outside_at_once(api, world, ai
 
     assert await settled_status(tracker, dropped["code"]) == 404
     assert (await tracker.get(f"/{kept['code']}", allow_redirects=False)).status == 302
-    listed = {i["code"]: i["disabled_at"] for i in (await (await api.get(world["links"], headers=headers)).json())["items"]}
+    page = await (await api.get(world["links"], headers=headers)).json()
+    listed = {item["code"]: item["disabled_at"] for item in page["items"]}
     assert listed[kept["code"]] is None and listed[dropped["code"]] is not None
     # Disabling is final: widening again does not revive the link.
     await api.patch(world["patch"], json={"allowed_destination_hosts": ["cdn.shop.example", "shop.example"]},
