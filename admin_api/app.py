@@ -6,18 +6,20 @@ import logging
 from typing import AsyncIterator
 
 import psycopg
+import redis.exceptions
 from aiohttp import web
 from psycopg_pool import PoolTimeout
 
+from oros.clientip import ClientIp
 from oros.connections import pg_pool, redis_client
 from oros.jobs import OwnerJobs
 from oros.settings import Settings
 
-from . import (admin, campaigns, funding, health, openapi, queues, reports, sessions, users, wallets, webapp,
+from . import (admin, attempts, campaigns, funding, health, openapi, queues, reports, sessions, users, wallets, webapp,
                webhooks)
 from .errors import ApiError
 from .payload import respond
-from .typedefs import JOBS, METRICS, PG_POOL, REDIS, SETTINGS
+from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ _DB_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
 )
 # Every pooled connection stayed busy for the pool's timeout: overload, not a bug; the client retries.
 POOL_RETRY_AFTER_S = 1
+# Redis unreachable (login limits, sessions, link publishing need it): an outage, not a bug.
+REDIS_RETRY_AFTER_S = 1
 
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -64,12 +68,18 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         log.warning("no database connection free", extra={"path": request.path})
         return _api_error(ApiError(503, "unavailable", "the service is busy; retry shortly",
                                    retry_after_s=POOL_RETRY_AFTER_S))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        log.warning("redis unavailable", extra={"path": request.path})
+        return _api_error(ApiError(503, "unavailable", "a backing service is unavailable; retry shortly",
+                                   retry_after_s=REDIS_RETRY_AFTER_S))
     except psycopg.Error as exc:
         for kind, status, code in _DB_ERRORS:
             if isinstance(exc, kind):
                 log.info("request refused by the database", extra={"path": request.path, "sqlstate": exc.sqlstate})
-                message = exc.diag.message_primary or "refused by the database"
-                return respond({"error": {"code": code, "message": message}}, status)
+                error = {"code": code, "message": exc.diag.message_primary or "refused by the database"}
+                if exc.diag.column_name:  # our triggers name the column they refuse (RAISE ... COLUMN)
+                    error["field"] = exc.diag.column_name
+                return respond({"error": error}, status)
         log.exception("request failed", extra={"path": request.path})
         return _internal()
     except Exception:
@@ -110,6 +120,8 @@ def create_app(settings: Settings, jobs: OwnerJobs | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[JOBS] = jobs
     app[METRICS] = health.Metrics()
+    app[CLIENT_IP] = ClientIp(settings.trusted_proxies)
+    app[HASH_GATE] = attempts.HashGate()
     app.cleanup_ctx.append(_pg_context)
     app.cleanup_ctx.append(_redis_context)
     for module in ROUTE_MODULES:

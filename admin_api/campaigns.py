@@ -19,7 +19,7 @@ import redis.exceptions
 from aiohttp import web
 
 from oros.connections import as_user
-from oros.links import LINK_SQL, LinkInfo, publish
+from oros.links import CAMPAIGN_CODES_SQL, LINK_SQL, LinkInfo, publish
 
 from . import openapi as oa
 from .auth import Caller, caller, has_credentials
@@ -38,21 +38,26 @@ CODE_BYTES = 6  # 8 URL-safe characters, 48 random bits: unguessable, and retrie
 CODE_ATTEMPTS = 5
 
 CAMPAIGN_COLUMNS = """id, business_id, title, description, hashtags, objective, payout_per_action, destination_url,
-    total_budget, remaining_budget, funded_budget, status, start_date, end_date, created_at, updated_at"""
+    allowed_destination_hosts, total_budget, remaining_budget, funded_budget, status, start_date, end_date,
+    created_at, updated_at"""
 MEMBER_COLUMNS = "id, campaign_id, creator_id, status, total_earned, accepted_at, created_at"
-LINK_COLUMNS = "id, campaign_id, creator_id, code, url, destination_url, click_count, conversion_count, created_at"
+LINK_COLUMNS = ("id, campaign_id, creator_id, code, url, destination_url, disabled_at, click_count, conversion_count,"
+                " created_at")
+MAX_HOSTS = 20  # allowed_destination_hosts; each is checked as a host name by the database (0032)
 
 # What may change in each status. Creators joined an active campaign on its
 # payout and start, so those are fixed once it has gone live.
 EDITABLE = {
-    "draft": {"title", "description", "hashtags", "payout_per_action", "destination_url", "total_budget",
-              "start_date", "end_date"},
-    "active": {"title", "description", "hashtags", "destination_url", "total_budget", "end_date"},
-    "paused": {"title", "description", "hashtags", "destination_url", "total_budget", "end_date"},
+    "draft": {"title", "description", "hashtags", "payout_per_action", "destination_url", "allowed_destination_hosts",
+              "total_budget", "start_date", "end_date"},
+    "active": {"title", "description", "hashtags", "destination_url", "allowed_destination_hosts", "total_budget",
+               "end_date"},
+    "paused": {"title", "description", "hashtags", "destination_url", "allowed_destination_hosts", "total_budget",
+               "end_date"},
     "completed": set(),
 }
 
-# LinkInfo for every link of a campaign, reusing the tracker's own query per code.
+# LinkInfo for every link of a campaign the tracker may resolve, reusing its own query per code.
 CAMPAIGN_LINK_INFOS_SQL = (
     "SELECT info.* FROM tracking_links t CROSS JOIN LATERAL ("
     + LINK_SQL.replace("%(code)s", "t.code")
@@ -81,6 +86,7 @@ def _fields(body: dict) -> dict:
         "payout_per_action": lambda: amount(body, "payout_per_action"),
         "total_budget": lambda: amount(body, "total_budget"),
         "destination_url": lambda: http_url(body, "destination_url"),
+        "allowed_destination_hosts": lambda: _hosts(body),
         "start_date": lambda: timestamp(body, "start_date"),
         "end_date": lambda: timestamp(body, "end_date"),
     }
@@ -91,6 +97,18 @@ def _fields(body: dict) -> dict:
     if fields.get("payout_per_action") is not None and fields["payout_per_action"] > MAX_PAYOUT:
         raise invalid("payout_per_action", "payout_per_action is too large")
     return fields
+
+
+def _hosts(body: dict) -> list[str] | None:
+    """The list's shape; whether each is a host name, and the destination among them, is the database's rule."""
+    raw = body.get("allowed_destination_hosts")
+    if raw is None:
+        return None
+    if (not isinstance(raw, list) or not 1 <= len(raw) <= MAX_HOSTS
+            or not all(isinstance(h, str) and 1 <= len(h) <= 253 for h in raw)):
+        raise invalid("allowed_destination_hosts",
+                      f"allowed_destination_hosts must be null or a list of 1 to {MAX_HOSTS} host names")
+    return [h.strip() for h in raw]
 
 
 def _check_terms(campaign: dict) -> None:
@@ -201,28 +219,31 @@ async def patch_campaign(request: web.Request) -> web.Response:
                 f"UPDATE campaigns SET {assignments} WHERE id = %(id)s RETURNING {CAMPAIGN_COLUMNS}",
                 {**fields, "id": campaign_id},
             )).fetchone()
-        infos = await _link_infos(conn, campaign_id) if "destination_url" in fields else []
-    await _publish(request, infos)
+        moved = {"destination_url", "allowed_destination_hosts"} & set(fields)
+        links = await _campaign_links(conn, campaign_id) if moved else ([], {})
+    await _publish(request, *links)
     return respond(row)
 
 
-async def _link_infos(conn, campaign_id: str) -> list[LinkInfo]:
+async def _campaign_links(conn, campaign_id: str) -> tuple[list[str], dict[str, LinkInfo]]:
+    """Every code of the campaign, and the LinkInfo of those still enabled (the others are dropped)."""
+    codes = [r["code"] for r in await (await conn.execute(CAMPAIGN_CODES_SQL, {"campaign_id": campaign_id}))
+             .fetchall()]
     rows = await (await conn.execute(CAMPAIGN_LINK_INFOS_SQL, {"campaign_id": campaign_id})).fetchall()
-    return [LinkInfo(**r) for r in rows]
+    return codes, {r["code"]: LinkInfo(**r) for r in rows}
 
 
-async def _publish(request: web.Request, infos: list[LinkInfo]) -> None:
-    """Refresh the trackers' view of these links after our transaction committed.
+async def _publish(request: web.Request, codes: list[str], infos: dict[str, LinkInfo]) -> None:
+    """Refresh the trackers' view of these links after our transaction committed (a code without info is dropped).
 
     Postgres is already right; if Redis is down, trackers fall back to Postgres
     when their entry expires, and the settler bills by Postgres status history,
     so a failed publish is logged rather than failing the request.
     """
     try:
-        await publish(request.app[REDIS], request.app[SETTINGS].keys, [i.code for i in infos],
-                      {i.code: i for i in infos})
+        await publish(request.app[REDIS], request.app[SETTINGS].keys, codes, infos)
     except redis.exceptions.RedisError:
-        log.warning("link publish failed", exc_info=True, extra={"codes": len(infos)})
+        log.warning("link publish failed", exc_info=True, extra={"codes": len(codes)})
 
 
 async def _set_status(request: web.Request, allowed_from: tuple[str, ...], to: str) -> web.Response:
@@ -240,8 +261,8 @@ async def _set_status(request: web.Request, allowed_from: tuple[str, ...], to: s
             f"UPDATE campaigns SET status = %(status)s WHERE id = %(id)s RETURNING {CAMPAIGN_COLUMNS}",
             {"status": to, "id": campaign_id},
         )).fetchone()
-        infos = await _link_infos(conn, campaign_id)
-    await _publish(request, infos)
+        links = await _campaign_links(conn, campaign_id)
+    await _publish(request, *links)
     return respond(row)
 
 
@@ -344,7 +365,7 @@ async def create_link(request: web.Request) -> web.Response:
             raise invalid("destination_url", "the campaign has no destination_url; give one")
         row = await _insert_link(conn, campaign_id, who.id, destination, settings.tracker_url)
         info = await (await conn.execute(LINK_SQL, {"code": row["code"]})).fetchone()
-    await _publish(request, [LinkInfo(**info)])
+    await _publish(request, [row["code"]], {row["code"]: LinkInfo(**info)})
     return respond(row, 201)
 
 
@@ -383,10 +404,13 @@ async def _list_of_campaign(request: web.Request, table: str, columns: str) -> w
 
 
 STRINGS = {"type": "array", "items": {"type": "string"}}
+HOSTS = {"type": "array", "minItems": 1, "maxItems": MAX_HOSTS, "items": {"type": "string", "maxLength": 253},
+         "description": "hosts a link may go to (exact match); null: the destination_url's host"}
 CAMPAIGN = oa.obj({
     "id": oa.UUID, "business_id": oa.UUID, "title": {"type": "string"}, "description": oa.nullable({"type": "string"}),
     "hashtags": STRINGS, "objective": {"enum": list(OBJECTIVES)}, "payout_per_action": oa.MONEY,
-    "destination_url": oa.nullable({"type": "string"}), "total_budget": oa.MONEY, "remaining_budget": oa.MONEY,
+    "destination_url": oa.nullable({"type": "string"}), "allowed_destination_hosts": oa.nullable(HOSTS),
+    "total_budget": oa.MONEY, "remaining_budget": oa.MONEY,
     "funded_budget": oa.MONEY, "status": {"enum": list(STATUSES)}, "start_date": oa.nullable(oa.TIMESTAMP),
     "end_date": oa.nullable(oa.TIMESTAMP), "created_at": oa.TIMESTAMP, "updated_at": oa.TIMESTAMP,
 }, ["id", "business_id", "title", "objective", "payout_per_action", "total_budget", "remaining_budget", "status"])
@@ -394,7 +418,7 @@ CAMPAIGN_INPUT = {
     "title": {"type": "string", "minLength": 1, "maxLength": 200}, "description": {"type": "string"},
     "hashtags": STRINGS, "objective": {"enum": list(OBJECTIVES)}, "payout_per_action": oa.AMOUNT,
     "total_budget": oa.AMOUNT, "destination_url": {"type": "string", "format": "uri"},
-    "start_date": oa.TIMESTAMP, "end_date": oa.TIMESTAMP,
+    "allowed_destination_hosts": oa.nullable(HOSTS), "start_date": oa.TIMESTAMP, "end_date": oa.TIMESTAMP,
 }
 MEMBER = oa.obj({
     "id": oa.UUID, "campaign_id": oa.UUID, "creator_id": oa.UUID,
@@ -404,7 +428,7 @@ MEMBER = oa.obj({
 LINK = oa.obj({
     "id": oa.UUID, "campaign_id": oa.UUID, "creator_id": oa.UUID,
     "code": {"type": "string", "pattern": "^[A-Za-z0-9_-]{4,20}$"}, "url": {"type": "string"},
-    "destination_url": {"type": "string"}, "click_count": {"type": "integer"},
+    "destination_url": {"type": "string"}, "disabled_at": oa.nullable(oa.TIMESTAMP), "click_count": {"type": "integer"},
     "conversion_count": {"type": "integer"}, "created_at": oa.TIMESTAMP,
 }, ["id", "code", "url", "destination_url"])
 ID = [oa.path_param()]

@@ -57,7 +57,7 @@ SELECT toStartOfInterval(ts, INTERVAL 1 {unit}, 'UTC') AS bucket,
 # Run as the caller: RLS shows a business its own campaigns' decisions (and admins all).
 _PG_STATS_SQL = """
 SELECT date_trunc(%(unit)s, occurred_at, 'UTC') AS bucket, event_type, status, rejection_reason AS reason,
-       count(*) AS n, coalesce(sum(payout_amount) FILTER (WHERE status = 'paid'), 0) AS spend
+       count(*) AS n, coalesce(sum(payout_amount - reversed_payout) FILTER (WHERE status = 'paid'), 0) AS spend
   FROM events
  WHERE campaign_id = %(campaign)s AND occurred_at >= %(from)s AND occurred_at < %(to)s
    AND event_type <> 'refund'
@@ -71,8 +71,9 @@ _EARNINGS_SQL = """
 SELECT e.campaign_id::text AS campaign_id, c.title AS campaign_title,
        date_trunc('day', e.occurred_at, 'UTC') AS day,
        count(*) FILTER (WHERE e.status = 'paid') AS events,
-       coalesce(sum(e.payout_amount - e.platform_fee) FILTER (WHERE e.status = 'paid'), 0) AS earned,
-       coalesce(sum(e.payout_amount - e.platform_fee) FILTER (WHERE e.status = 'reversed'), 0) AS reversed
+       coalesce(sum(e.payout_amount - e.platform_fee - (e.reversed_payout - e.reversed_fee))
+                FILTER (WHERE e.status = 'paid'), 0) AS earned,
+       coalesce(sum(e.reversed_payout - e.reversed_fee), 0) AS reversed
   FROM events e LEFT JOIN campaigns c ON c.id = e.campaign_id
  WHERE e.creator_id = %(creator)s AND e.status IN ('paid', 'reversed') AND e.event_type <> 'refund'
    AND e.occurred_at >= %(from)s AND e.occurred_at < %(to)s

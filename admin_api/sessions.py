@@ -10,8 +10,6 @@ cannot log a victim's browser into the attacker's account.
 
 from __future__ import annotations
 
-import ipaddress
-
 import orjson
 from aiohttp import web
 
@@ -22,7 +20,7 @@ from . import users
 from .auth import CSRF_HEADER, SESSION_COOKIE, csrf_token, issue_session, revoke_session, session_claims
 from .errors import ApiError, unauthorized
 from .payload import respond
-from .typedefs import PG_POOL, SETTINGS
+from .typedefs import CLIENT_IP, PG_POOL, SETTINGS
 
 routes = web.RouteTableDef()
 
@@ -36,13 +34,9 @@ def _over_tls(request: web.Request) -> bool:
     """TLS to us, or to a proxy we trust that says so (``OROS_TRUSTED_PROXIES``)."""
     if request.secure:
         return True
-    if request.headers.get("X-Forwarded-Proto", "").lower() != "https" or request.remote is None:
+    if request.headers.get("X-Forwarded-Proto", "").lower() != "https":
         return False
-    try:
-        peer = ipaddress.ip_address(request.remote)
-    except ValueError:
-        return False
-    return any(peer in network for network in request.app[SETTINGS].trusted_proxies)
+    return request.app[CLIENT_IP].peer_is_trusted(request)
 
 
 def _with_cookie(request: web.Request, body: dict, status: int, token: str) -> web.Response:

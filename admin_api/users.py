@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import re
-import time
 
 import psycopg
+import redis.exceptions
 from aiohttp import web
 
 from oros import apikeys
 from oros.accounts import hash_password, verify_password
 from oros.connections import act_as, as_user
 
+from . import attempts
 from . import openapi as oa
 from .auth import caller, issue_token
 from .errors import ApiError, conflict, forbidden, invalid, not_found
@@ -20,6 +21,7 @@ from .payload import amount, choice, http_url, path_id, read_json, respond, text
 from .payload import hashtags as hashtags_field
 from .typedefs import PG_POOL, REDIS, SETTINGS
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 SELF_ROLES = ("creator", "business", "supporter")
@@ -27,13 +29,11 @@ EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,50}$")
 STRIPE_ACCOUNT_RE = re.compile(r"^acct_[A-Za-z0-9]{1,90}$")
 
-# Password guessing is capped per email: a fixed window in Redis.
-LOGIN_ATTEMPTS = 10
-LOGIN_WINDOW_S = 300
-
 # A valid hash of a random password: login runs one verification even for an
 # unknown email, so response time does not reveal which emails exist.
 _DUMMY_HASH = hash_password("unknown-user-dummy-password")
+
+_EMAIL_TAKEN_SQL = "SELECT 1 FROM users WHERE email = %(email)s"
 
 USER_SQL = """
 SELECT u.id, u.email, u.username, u.display_name, u.profile_image_url, u.bio, u.kyc_status,
@@ -105,7 +105,12 @@ async def signup(request: web.Request) -> web.Response:
     username = _username(body)
     display_name = text(body, "display_name", max_len=100)
     roles = _roles(body)
-    password_hash = await asyncio.to_thread(hash_password, password)
+    # A taken email is answered before any hash is spent (the 409 says so anyway), and is not counted.
+    async with request.app[PG_POOL].connection() as conn:
+        if await (await conn.execute(_EMAIL_TAKEN_SQL, {"email": email})).fetchone():
+            raise conflict("email_taken", "this email is already registered", "email")
+    await attempts.begin_signup(request)
+    password_hash = await attempts.hashed(request, hash_password, password)
     # There is no uid yet: the API role creates the bare user (oros_sign_up), then
     # the new user adds their own roles and profiles, where RLS refuses 'admin'.
     async with request.app[PG_POOL].connection() as conn:
@@ -141,28 +146,25 @@ async def login(request: web.Request) -> web.Response:
     email, password = _email(body), body.get("password")
     if not isinstance(password, str) or len(password) > 256:
         raise invalid("password", "password must be a string")
-    await _count_attempt(request, email)
-    async with request.app[PG_POOL].connection() as conn, conn.transaction():
-        row = await (await conn.execute(
-            "SELECT id, password_hash FROM users WHERE email = %(email)s AND NOT is_system", {"email": email}
-        )).fetchone()
-        ok = await asyncio.to_thread(verify_password, row["password_hash"] if row else _DUMMY_HASH, password)
-        if row is None or not ok:
-            raise ApiError(401, "invalid_credentials", "email or password is wrong")
-        await act_as(conn, str(row["id"]))
-        user = await load_user(conn, row["id"])
+    attempt = await attempts.begin_login(request, email)
+    failed = False
+    try:
+        async with request.app[PG_POOL].connection() as conn, conn.transaction():
+            row = await (await conn.execute(
+                "SELECT id, password_hash FROM users WHERE email = %(email)s AND NOT is_system", {"email": email}
+            )).fetchone()
+            ok = await attempts.hashed(request, verify_password, row["password_hash"] if row else _DUMMY_HASH,
+                                       password)
+            if row is None or not ok:
+                failed = True  # the one outcome that stays counted
+                raise ApiError(401, "invalid_credentials", "email or password is wrong")
+            await act_as(conn, str(row["id"]))
+            user = await load_user(conn, row["id"])
+    finally:
+        if not failed:  # a success, or refused before the password was judged (503)
+            await attempt.release(request.app[REDIS])
+    await attempts.remember_address(request, email)
     return respond({"user": user, "token": issue_token(request.app[SETTINGS], str(row["id"]))})
-
-
-async def _count_attempt(request: web.Request, email: str) -> None:
-    """429 once an email has had ``LOGIN_ATTEMPTS`` logins in the current window (right or wrong)."""
-    window = int(time.time()) // LOGIN_WINDOW_S
-    key = request.app[SETTINGS].keys.rate("login", email, window)
-    async with request.app[REDIS].pipeline(transaction=True) as pipe:
-        attempts, _ = await pipe.incr(key).expire(key, LOGIN_WINDOW_S).execute()
-    if attempts > LOGIN_ATTEMPTS:
-        retry_after = LOGIN_WINDOW_S - int(time.time()) % LOGIN_WINDOW_S
-        raise ApiError(429, "too_many_attempts", f"too many logins for this email; retry in {retry_after} s")
 
 
 @routes.get("/v1/me")
@@ -315,8 +317,12 @@ async def revoke_api_key(request: web.Request) -> web.Response:
         )).fetchone()
     if row is None:
         raise not_found("api key")
-    # The tracker trusts its Redis entry; dropping it makes the next lookup see the revocation.
-    await request.app[REDIS].delete(request.app[SETTINGS].keys.api_key(row.pop("key_hash").strip()))
+    try:
+        await apikeys.revoke(request.app[REDIS], request.app[SETTINGS].keys, row.pop("key_hash").strip())
+    except redis.exceptions.RedisError:
+        # Revoked in Postgres, which the admin API checks; trackers see it when their entry expires.
+        log.warning("api key revoked but trackers not told", exc_info=True,
+                    extra={"api_key": str(row["id"]), "within_s": apikeys.CACHE_TTL_S})
     return respond(row)
 
 

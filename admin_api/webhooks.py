@@ -8,8 +8,11 @@ and changes nothing, and a failed effect rolls the row back for Stripe's retry.
   ``POST /v1/campaigns/{id}/fund`` recorded, for that row's campaign, amount
   and currency (``oros_credit_payment_intent``); the intent's metadata is never
   trusted. ``payment_intent.payment_failed`` marks the pending funding failed.
-* ``checkout.session.completed`` carrying an ``oros_cid`` becomes a ``sale``
-  event and ``charge.refunded`` a ``refund`` event, appended to the Redis
+* A paid checkout session carrying an ``oros_cid`` becomes a ``sale`` event:
+  ``checkout.session.completed`` with ``payment_status`` ``paid`` (cards), or
+  ``checkout.session.async_payment_succeeded`` (bank debits and other delayed
+  methods, whose ``completed`` said ``unpaid``). Anything unpaid books nothing.
+  ``charge.refunded`` becomes a ``refund`` event. Both are appended to the Redis
   stream like the tracker's events; the settler pays or reverses them. Their
   event ids derive from the Stripe event id, so even an append whose Postgres
   commit then failed collapses with its redelivery downstream.
@@ -142,8 +145,11 @@ async def _payment_failed(conn: psycopg.AsyncConnection, redis, settings: Settin
     return {"fundings_failed": row["n"]}
 
 
-async def _checkout_completed(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
+async def _checkout_paid(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
     session = event["data"]["object"]
+    # A session completes before a delayed payment clears (or fails): only money received is a sale.
+    if session.get("payment_status") != "paid":
+        raise Ignored(f"checkout session payment_status is {session.get('payment_status')!r}, not paid")
     cid = canonical_uuid(session.get("client_reference_id") or _metadata(session).get("oros_cid"))
     if cid is None:
         raise Ignored("checkout session carries no oros_cid")
@@ -171,6 +177,11 @@ async def _checkout_completed(conn: psycopg.AsyncConnection, redis, settings: Se
     ttl = timedelta(days=settings.attribution_days + settings.hold_days)
     await redis.set(settings.keys.stripe_sale(str(order_id)), orjson.dumps(sale), ex=ttl)
     return {"event_id": appended.event_id, "campaign_id": sale["campaign_id"]}
+
+
+async def _checkout_payment_failed(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
+    # Its checkout.session.completed said unpaid and booked nothing, so there is nothing to undo.
+    raise Ignored("checkout session payment failed: no sale")
 
 
 async def _charge_refunded(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
@@ -267,7 +278,9 @@ def _metadata(obj: dict) -> dict:
 APPLIERS = {
     "payment_intent.succeeded": _payment_succeeded,
     "payment_intent.payment_failed": _payment_failed,
-    "checkout.session.completed": _checkout_completed,
+    "checkout.session.completed": _checkout_paid,
+    "checkout.session.async_payment_succeeded": _checkout_paid,
+    "checkout.session.async_payment_failed": _checkout_payment_failed,
     "charge.refunded": _charge_refunded,
 }
 

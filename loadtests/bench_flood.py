@@ -44,8 +44,9 @@ from oros.settings import Settings  # noqa: E402
 LINKS_SQL = """
 WITH b AS (INSERT INTO users (email) VALUES ('flood-biz@example.com') RETURNING id),
      c AS (INSERT INTO users (email) VALUES ('flood-creator@example.com') RETURNING id),
-     k AS (INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, status)
-           SELECT id, 'Flood', 'click', 0.50, 100.00, 'active' FROM b RETURNING id)
+     k AS (INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, status,
+                                  destination_url)
+           SELECT id, 'Flood', 'click', 0.50, 100.00, 'active', 'https://shop.example.com/' FROM b RETURNING id)
 INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)
 SELECT k.id, c.id, 'real' || n, 'http://t/real' || n, 'https://shop.example.com/p?n=' || n
   FROM k, c, generate_series(1, %(links)s) n

@@ -53,8 +53,9 @@ def setup(pg, n_campaigns: int, creators_per: int, rng: random.Random) -> list[d
         payout = {"click": Decimal("0.05"), "conversion": Decimal("2.50"), "sale": Decimal("7.25")}[objective]
         fund = Decimal("900000.00") if i % 10 else Decimal("100.00")
         cid = pg.execute(
-            "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget)"
-            " VALUES (%s, 'bench', %s, %s, %s) RETURNING id::text AS id", (business, objective, payout, fund)
+            "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, destination_url)"
+            " VALUES (%s, 'bench', %s, %s, %s, 'https://example.com/') RETURNING id::text AS id",
+            (business, objective, payout, fund)
         ).fetchone()["id"]
         pg.execute("SELECT oros_fund_campaign(%s, %s, 'manual', 'bench', NULL)", (cid, fund))
         pg.execute("UPDATE campaigns SET status = 'active' WHERE id = %s", (cid,))

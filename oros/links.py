@@ -4,7 +4,9 @@ Postgres is the source of truth; Redis holds ``link:{code}`` (the encoded
 ``LinkInfo``, or ``NEGATIVE`` for an unknown code) so trackers rarely query
 Postgres; each tracker keeps a short-TTL in-process cache on top, dropped
 when a code is published on the invalidation channel. Whoever changes a link
-or its campaign calls ``publish`` (admin API, settler on completion).
+or its campaign calls ``publish`` (admin API, settler on completion). A
+disabled link (outside its campaign's allowed hosts, migration 0032) is not
+found: its code answers 404 like an unknown one.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ SELECT l.id::text AS link_id, l.code, l.campaign_id::text AS campaign_id,
        c.business_id::text AS business_id, l.destination_url, c.status AS campaign_status
   FROM tracking_links l
   JOIN campaigns c ON c.id = l.campaign_id
- WHERE l.code = %(code)s
+ WHERE l.code = %(code)s AND l.disabled_at IS NULL
 """
 
 CAMPAIGN_CODES_SQL = "SELECT code FROM tracking_links WHERE campaign_id = %(campaign_id)s"

@@ -58,7 +58,7 @@ SELECT (SELECT available_balance FROM wallets WHERE id = oros_platform_wallet('e
        (SELECT coalesce(sum(remaining_budget), 0) FROM campaigns) AS remaining
 """
 
-# What each campaign paid, three ways: its budget, the escrow legs, and its paid events.
+# What each campaign paid, three ways: its budget, the escrow legs, and its paid events (net of partial refunds).
 CAMPAIGN_PAID_SQL = """
 SELECT c.id, c.funded_budget - c.remaining_budget AS by_budget,
        coalesce(l.paid, 0) AS by_ledger, coalesce(e.paid, 0) AS by_events
@@ -67,7 +67,7 @@ SELECT c.id, c.funded_budget - c.remaining_budget AS by_budget,
               WHERE source_type = 'campaign' AND direction = 'debit'
                 AND wallet_id = oros_platform_wallet('escrow') AND status NOT IN ('failed', 'reversed')
               GROUP BY source_id) l ON l.source_id = c.id
-  LEFT JOIN (SELECT campaign_id, sum(payout_amount) AS paid FROM events
+  LEFT JOIN (SELECT campaign_id, sum(payout_amount - reversed_payout) AS paid FROM events
               WHERE status = 'paid' GROUP BY campaign_id) e ON e.campaign_id = c.id
  WHERE c.funded_budget - c.remaining_budget <> coalesce(l.paid, 0)
     OR coalesce(l.paid, 0) <> coalesce(e.paid, 0)
@@ -102,7 +102,8 @@ SELECT 'creator ' || creator_id || ' on campaign ' || campaign_id, total_earned,
 EARNED_SQL = """
 SELECT cc.campaign_id, cc.creator_id, cc.total_earned, coalesce(e.net, 0) AS by_events
   FROM campaign_creators cc
-  LEFT JOIN (SELECT campaign_id, creator_id, sum(payout_amount - platform_fee) AS net FROM events
+  LEFT JOIN (SELECT campaign_id, creator_id,
+                    sum(payout_amount - platform_fee - (reversed_payout - reversed_fee)) AS net FROM events
               WHERE status = 'paid' GROUP BY campaign_id, creator_id) e
     ON e.campaign_id = cc.campaign_id AND e.creator_id = cc.creator_id
  WHERE cc.total_earned <> coalesce(e.net, 0)

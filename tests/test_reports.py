@@ -56,9 +56,10 @@ def decided(pg, campaign: str, creator: str, kind: str, at: datetime, status: st
     paid = status in ("paid", "reversed")
     pg.execute(
         """INSERT INTO events (campaign_id, creator_id, event_type, occurred_at, status, rejection_reason,
-                               payout_amount, platform_fee, paid)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-        (campaign, creator, kind, at, status, reason, payout, fee, paid),
+                               payout_amount, platform_fee, paid, reversed_payout, reversed_fee)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (campaign, creator, kind, at, status, reason, payout, fee, paid,
+         *((payout, fee) if status == "reversed" else (0, 0))),
     )
 
 

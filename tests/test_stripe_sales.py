@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
 import uuid
 from dataclasses import replace
+from decimal import Decimal as D
 
 import orjson
 import pytest
+from test_settle import World
 
 from admin_api.app import create_app
+from ingest.writer import insert_events
 from oros.events import STREAM_FIELD, Event, uuid7_str
+from settler.run import settle_once
 
 SECRET = "whsec_test_sales"
 NIL = "00000000-0000-0000-0000-000000000000"
@@ -48,7 +53,7 @@ async def post(api, event: dict):
 
 def checkout(event_id: str, session: dict) -> dict:
     obj = {"id": "cs_test_1", "object": "checkout.session", "amount_total": 4999, "currency": "eur",
-           "payment_intent": "pi_sale_1", "metadata": {}, **session}
+           "payment_status": "paid", "payment_intent": "pi_sale_1", "metadata": {}, **session}
     return {"id": event_id, "type": "checkout.session.completed", "created": 1_764_000_000, "data": {"object": obj}}
 
 
@@ -158,3 +163,92 @@ async def test_refund_found_through_the_settled_sale(api, redis, hook_settings, 
     [refund] = await stream(redis, hook_settings)
     assert (refund.business_id, refund.campaign_id, refund.creator_id, refund.click_id) == (
         business, campaign, creator, cid)
+
+
+# -- through the settler: what a webhook makes the business pay ----------------------------------
+
+
+@pytest.fixture
+def world(pg, hook_settings) -> World:
+    return World(pg, hook_settings)
+
+
+async def sale_click(world: World, redis, *, payout: str = "5.00") -> Event:
+    """A sale campaign's creator, a click on their link in ClickHouse, and the tracker's click index entry."""
+    campaign = world.campaign(objective="sale", payout=payout)
+    click = world.click(campaign, world.creator(campaign), ts_ms=int(time.time() * 1000) - 60_000)
+    world.put([click])
+    index = {"link_id": click.link_id, "campaign_id": campaign, "creator_id": click.creator_id,
+             "supporter_id": None, "business_id": world.business_of(campaign)}
+    await redis.hset(world.settings.keys.clicks_of(click.event_id), click.event_id, orjson.dumps(index))
+    return click
+
+
+def now_event(event: dict, event_type: str | None = None) -> dict:
+    """The Stripe event stamped now (the settler refuses sales before their click or in the future)."""
+    return {**event, "type": event_type or event["type"], "created": int(time.time())}
+
+
+async def settle_stream(redis, settings) -> dict:
+    """Ingest what the webhook appended, then settle: the run report."""
+    insert_events(settings, await stream(redis, settings))
+    await redis.delete(settings.keys.stream)
+    return await asyncio.to_thread(settle_once, settings)
+
+
+async def test_unpaid_checkout_books_no_sale_until_its_payment_succeeds(api, redis, world):
+    click = await sale_click(world, redis)
+    session = {"client_reference_id": click.event_id, "payment_status": "unpaid", "payment_intent": "pi_sepa_1"}
+
+    unpaid = await post(api, now_event(checkout("evt_cs_unpaid", session)))
+    # Before, this was a sale: the business paid the commission on money that never arrived.
+    assert (await unpaid.json())["status"] == "ignored"
+    assert (await settle_stream(redis, world.settings))["events_paid"] == 0
+
+    failed = await post(api, now_event(checkout("evt_cs_failed", session), "checkout.session.async_payment_failed"))
+    assert (await failed.json())["status"] == "ignored"
+    assert await stream(redis, world.settings) == []
+
+    paid = {**session, "payment_status": "paid"}
+    succeeded = now_event(checkout("evt_cs_cleared", paid), "checkout.session.async_payment_succeeded")
+    assert (await (await post(api, succeeded)).json())["status"] == "applied"
+    assert (await (await post(api, succeeded)).json())["status"] == "duplicate"
+    report = await settle_stream(redis, world.settings)
+    assert (report["events_paid"], report["amount_paid"]) == (1, "5.00")
+    world.assert_books()
+
+
+async def test_no_payment_required_is_not_a_sale(api, redis, world):
+    click = await sale_click(world, redis)
+    session = {"client_reference_id": click.event_id, "payment_status": "no_payment_required", "amount_total": 0}
+    resp = await post(api, now_event(checkout("evt_cs_free", session)))
+    assert (await resp.json())["status"] == "ignored"
+    assert await stream(redis, world.settings) == []
+
+
+async def test_stripe_partial_refunds_reverse_pro_rata_once_each(api, redis, world, pg):
+    click = await sale_click(world, redis)  # payout 5.00 (fee 0.50) on a 49.99 checkout
+    campaign = click.campaign_id
+    await post(api, now_event(checkout("evt_cs_part", {"client_reference_id": click.event_id,
+                                                       "payment_intent": "pi_part"})))
+    assert (await settle_stream(redis, world.settings))["amount_paid"] == "5.00"
+
+    partial = now_event(refunded("evt_rf_part", {"payment_intent": "pi_part", "amount_refunded": 2000,
+                                                 "refunded": False}))
+    await post(api, partial)
+    pg.execute("DELETE FROM stripe_events WHERE id = 'evt_rf_part'")  # its commit failed after the append...
+    await post(api, partial)  # ...so Stripe redelivers, and the same refund event is appended twice
+    report = await settle_stream(redis, world.settings)
+
+    # 5.00 x 20.00 / 49.99 = 2.0004 -> 2.00 back, once (before: all 5.00, for a 40% refund).
+    assert report["refunds"]["amount"] == "2.00"
+    assert world.campaign_row(campaign)["remaining_budget"] == D("97.00")
+    assert world.wallet(click.creator_id)["pending_balance"] == D("2.70")
+    world.assert_books()
+
+    await post(api, now_event(refunded("evt_rf_full", {"payment_intent": "pi_part"})))  # refunded in full
+    report = await settle_stream(redis, world.settings)
+    assert report["refunds"]["amount"] == "3.00"
+    assert world.campaign_row(campaign)["remaining_budget"] == D("100.00")
+    assert world.wallet(click.creator_id)["pending_balance"] == 0
+    world.assert_books()

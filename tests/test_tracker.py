@@ -46,9 +46,9 @@ def make_link(pg, *, status: str = "active", destination: str = "https://shop.ex
     creator = make_user(pg, "creator")
     supporter_id = make_user(pg, "supporter") if supporter else None
     campaign = pg.execute(
-        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, status)"
-        " VALUES (%s, 'Spring', 'click', 0.50, 100.00, %s) RETURNING id::text AS id",
-        (business, status),
+        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, status, destination_url)"
+        " VALUES (%s, 'Spring', 'click', 0.50, 100.00, %s, %s) RETURNING id::text AS id",
+        (business, status, destination),
     ).fetchone()["id"]
     pg.execute(
         "INSERT INTO campaign_creators (campaign_id, creator_id, status, accepted_at) VALUES (%s, %s, 'accepted', now())",
@@ -208,6 +208,17 @@ async def test_forwarded_for_believed_only_from_trusted_proxies(settings, aiohtt
     )
     await trusting.get(f"/{data['code']}", headers={"X-Forwarded-For": "not-an-ip"}, allow_redirects=False)
     assert [e.ip for e in await stream_events(redis, settings)] == ["127.0.0.1", "203.0.113.7", "127.0.0.1"]
+
+
+async def test_a_forged_first_forwarded_for_line_never_becomes_the_client(settings, aiohttp_client, data, redis):
+    trusting = await aiohttp_client(create_app(replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))))
+    # The client sends its own X-Forwarded-For; the trusted proxy adds a second line with the real peer
+    # (as nginx's add_header or some load balancers do). Reading only the first line believed the forgery.
+    for lines in ([("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.9")],
+                  [("X-Forwarded-For", "6.6.6.6, 127.0.0.9"), ("X-Forwarded-For", "203.0.113.9, 127.0.0.2")]):
+        response = await trusting.get(f"/{data['code']}", headers=lines, allow_redirects=False)
+        assert response.status == 302
+    assert [e.ip for e in await stream_events(redis, settings)] == ["203.0.113.9", "203.0.113.9"]
 
 
 # -- resolution layers and invalidation -------------------------------------------------------
@@ -371,6 +382,16 @@ async def test_refund_needs_an_order_id_but_no_click(tracker, pg, data, redis, s
     assert response.status == 202
     [event] = await stream_events(redis, settings)
     assert (event.event_type, event.order_id, event.business_id, event.click_id) == ("refund", "A-1", data["business"], None)
+
+
+async def test_each_new_refunded_total_of_an_order_is_a_new_refund(tracker, pg, data, redis, settings):
+    auth = {"Authorization": f"Bearer {make_api_key(pg, data['business'])}"}
+    statuses = []
+    for total in ("20.00", "20.00", "50.00", None):  # a refund's value is the order's refunded total so far
+        body = {"type": "refund", "order_id": "A-2", **({"value": total} if total else {})}
+        statuses.append((await tracker.post("/v1/conversions", json=body, headers=auth)).status)
+    assert statuses == [202, 200, 202, 202]
+    assert [e.value for e in await stream_events(redis, settings)] == ["20.00", "50.00", None]
 
 
 async def test_bad_and_revoked_keys_are_401(tracker, pg, data):

@@ -20,11 +20,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from oros.clientip import ClientIp
 from oros.connections import pg_pool, redis_client
 from oros.settings import Settings
 
 from .appender import Appender
-from .clientip import ClientIp
 from .conversions import MAX_BODY, pixel, post_conversion
 from .key_usage import KeyUsage
 from .metrics import Metrics, SharedMetrics

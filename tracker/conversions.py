@@ -34,6 +34,7 @@ import orjson
 import psycopg
 from aiohttp import web
 
+from oros import apikeys
 from oros.apikeys import NEGATIVE, OWNER_SQL, hash_key
 from oros.events import Event, canonical_uuid, uuid7_str
 from oros.headers import bearer, text
@@ -51,7 +52,6 @@ BODY_FIELDS = {"click_id", "type", "value", "currency", "order_id"}
 ORDER_ID_RE = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")  # printable ASCII, <= 200 (events.order_id)
 CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
 IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-API_KEY_TTL_S = 24 * 3600  # revocation deletes the entry; the TTL only bounds memory
 IDEMPOTENCY_TTL_S = 24 * 3600
 RATE_WINDOW_S = 60
 GIF = (
@@ -117,8 +117,8 @@ async def _business_for_key(request: web.Request) -> str:
         except (psycopg.Error, OSError, TimeoutError):
             raise Refused(503, "unavailable", "cannot verify the API key right now, retry shortly") from None
         cached = row["user_id"].encode() if row else NEGATIVE
-        ttl = API_KEY_TTL_S if row else app[SETTINGS].negative_cache_ttl_s
-        await app[REDIS].set(redis_key, cached, ex=ttl)
+        ttl = apikeys.CACHE_TTL_S if row else app[SETTINGS].negative_cache_ttl_s
+        await apikeys.remember(app[REDIS], app[KEYS], key_hash, cached, ttl)
     if cached == NEGATIVE:
         raise Refused(401, "unauthorized", "unknown or revoked API key")
     app[KEY_USAGE].touch(key_hash)
@@ -204,10 +204,12 @@ async def _click(request: web.Request, click_id: str | None) -> dict | None:
     return orjson.loads(raw) if raw else None
 
 
-def _order_key(request: web.Request, event_type: str, campaign_id: str, owner: str | None, business_id: str | None, order_id: str) -> str:
-    keys = request.app[KEYS]
-    if event_type == "refund":
-        return keys.order(f"refund:{business_id}", order_id)
+def _order_key(request: web.Request, fields: dict, campaign_id: str, owner: str | None,
+               business_id: str | None) -> str:
+    keys, order_id = request.app[KEYS], fields["order_id"]
+    if fields["type"] == "refund":
+        # A refund's value is the order's refunded total so far: each new total is a new refund, a repeat is not.
+        return keys.order(f"refund:{business_id}:{fmt(fields['value']) or 'full'}", order_id)
     if owner is not None and owner == business_id:
         return keys.order(campaign_id, order_id)
     return keys.order(f"{campaign_id}:{business_id}", order_id)
@@ -226,7 +228,7 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
     event_id = uuid7_str(ts_ms)
     order_key = None
     if fields["order_id"] is not None:
-        order_key = _order_key(request, fields["type"], campaign_id, owner, business_id, fields["order_id"])
+        order_key = _order_key(request, fields, campaign_id, owner, business_id)
         ttl_s = (settings.attribution_days + settings.hold_days) * 86400
         first = await app[REDIS].set(order_key, event_id, nx=True, get=True, ex=ttl_s)
         if first is not None:

@@ -6,11 +6,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
+from oros.clientip import ClientIp
 from oros.keys import Keys
 from oros.settings import Settings
 
 from .appender import Appender
-from .clientip import ClientIp
 from .key_usage import KeyUsage
 from .metrics import Metrics, SharedMetrics
 from .misses import KnownCodes, MissBudget

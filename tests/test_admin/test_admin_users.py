@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from admin_api.auth import issue_token
-from admin_api.users import LOGIN_ATTEMPTS
 from admin_flows import assert_error
 from oros import apikeys
 
@@ -51,18 +50,6 @@ async def test_login_failures_are_indistinguishable(api):
     unknown = await api.post("/v1/auth/login", json={"email": "nobody@example.com", "password": "whatever1"})
     assert wrong.status == unknown.status == 401
     assert (await wrong.json()) == (await unknown.json())
-
-
-async def test_login_attempts_are_capped_per_email(api):
-    await api.post("/v1/auth/signup", json=SIGNUP)
-    wrong = {"email": "ana@example.com", "password": "wrong password"}
-    for _ in range(LOGIN_ATTEMPTS):
-        assert (await api.post("/v1/auth/login", json=wrong)).status == 401
-    resp = await api.post("/v1/auth/login", json={**wrong, "password": SIGNUP["password"]})
-    assert resp.status == 429
-    assert_error(await resp.json(), "too_many_attempts")
-    other = await api.post("/v1/auth/login", json={"email": "someone@example.com", "password": "whatever1"})
-    assert other.status == 401
 
 
 async def test_bad_expired_and_missing_tokens_are_401(api, settings, make_user):
@@ -139,7 +126,7 @@ async def test_api_keys_are_shown_once_hashed_and_revocable(api, pg, redis, sett
     resp = await api.delete(f"/v1/api-keys/{created['id']}", headers=business.headers)
     assert resp.status == 200
     assert (await resp.json())["revoked_at"] is not None
-    assert await redis.get(settings.keys.api_key(apikeys.hash_key(secret))) is None
+    assert await redis.get(settings.keys.api_key(apikeys.hash_key(secret))) == apikeys.NEGATIVE
     assert (await api.get("/v1/me", headers=key_headers)).status == 401
 
 

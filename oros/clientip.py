@@ -1,9 +1,12 @@
 """The client's IP: the socket peer, or X-Forwarded-For when the peer is a trusted proxy.
 
-An untrusted peer could write anything into X-Forwarded-For, so the header
-is read only when the peer is inside ``OROS_TRUSTED_PROXIES``, and then from
-the right: the first address that is not itself a trusted proxy is the
-client (everything left of it was supplied by the client).
+The one owner of this rule, for the tracker (click records, rate limits) and
+the admin API (login limits, TLS behind a proxy). An untrusted peer could
+write anything into X-Forwarded-For, so the header is read only when the
+peer is inside ``OROS_TRUSTED_PROXIES``, and then from the right: the first
+address that is not itself a trusted proxy is the client (everything left of
+it was supplied by the client). A proxy may append its own header line
+rather than extend the client's, so every line is read, in order, as one list.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import ipaddress
 from functools import lru_cache
 
 from aiohttp import web
+
+MAX_HOPS = 16  # hops walked from the right; a longer chain is the client's own padding
 
 
 class ClientIp:
@@ -27,15 +32,20 @@ class ClientIp:
             return False
         return any(ip in network for network in self._trusted)
 
+    def peer_is_trusted(self, request: web.BaseRequest) -> bool:
+        """Whether the socket peer is a proxy whose forwarded headers we believe."""
+        peer = request.remote
+        return bool(self._trusted) and peer is not None and self.is_trusted(peer)
+
     def __call__(self, request: web.BaseRequest) -> str | None:
         peer = request.remote
-        if not self._trusted or peer is None or not self.is_trusted(peer):
+        if not self.peer_is_trusted(request):
             return peer
-        header = request.headers.get("X-Forwarded-For")
-        if not header:
+        lines = request.headers.getall("X-Forwarded-For", ())
+        if not lines:
             return peer
         client = peer
-        for part in reversed(header.split(",")[-16:]):
+        for part in reversed(",".join(lines).split(",")[-MAX_HOPS:]):
             hop = part.strip()
             try:
                 ipaddress.ip_address(hop)
