@@ -352,7 +352,7 @@ def _sig(query, fields: dict) -> str | None:
     sig = sig.lower()
     if not SIG_RE.fullmatch(sig):
         raise Refused(400, "invalid", "sig must be the 64 hex digits of an HMAC-SHA256 (README: the pixel recipe)", "sig")
-    # The settler signs over the recorded values; refuse a spelling it would not rebuild.
+    # The settler checks the signature over the recorded values: refuse a spelling it would not rebuild.
     if query.get("cid") != fields["click_id"]:
         raise Refused(400, "invalid", "a signed pixel's cid must be the oros_cid value as given (lower case)", "cid")
     if query.get("value") is not None and query.get("value") != fmt(fields["value"]):
