@@ -24,8 +24,8 @@ from oros.links import CAMPAIGN_CODES_SQL, LINK_SQL, LinkInfo, publish
 from . import openapi as oa
 from .auth import Caller, caller, has_credentials
 from .errors import ApiError, conflict, forbidden, invalid, not_found
-from .payload import (amount, choice, cursor, fetch_page, hashtags, http_url, limit, path_id, read_json, respond,
-                      text, timestamp)
+from .payload import (amount, choice, cursor, fetch_page, flag, hashtags, http_url, limit, path_id, read_json,
+                      respond, text, timestamp)
 from .typedefs import PG_POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -39,21 +39,23 @@ CODE_ATTEMPTS = 5
 
 CAMPAIGN_COLUMNS = """id, business_id, title, description, hashtags, objective, payout_per_action, destination_url,
     allowed_destination_hosts, total_budget, remaining_budget, funded_budget, status, start_date, end_date,
-    created_at, updated_at"""
+    pixel_billable, created_at, updated_at"""
 MEMBER_COLUMNS = "id, campaign_id, creator_id, status, total_earned, accepted_at, created_at"
 LINK_COLUMNS = ("id, campaign_id, creator_id, code, url, destination_url, disabled_at, click_count, conversion_count,"
                 " created_at")
 MAX_HOSTS = 20  # allowed_destination_hosts; each is checked as a host name by the database (0032)
 
 # What may change in each status. Creators joined an active campaign on its
-# payout and start, so those are fixed once it has gone live.
+# payout and start, so those are fixed once it has gone live. pixel_billable
+# is the business's risk to take or drop at any time (the settler reads it
+# when it settles).
 EDITABLE = {
     "draft": {"title", "description", "hashtags", "payout_per_action", "destination_url", "allowed_destination_hosts",
-              "total_budget", "start_date", "end_date"},
+              "total_budget", "start_date", "end_date", "pixel_billable"},
     "active": {"title", "description", "hashtags", "destination_url", "allowed_destination_hosts", "total_budget",
-               "end_date"},
+               "end_date", "pixel_billable"},
     "paused": {"title", "description", "hashtags", "destination_url", "allowed_destination_hosts", "total_budget",
-               "end_date"},
+               "end_date", "pixel_billable"},
     "completed": set(),
 }
 
@@ -89,6 +91,7 @@ def _fields(body: dict) -> dict:
         "allowed_destination_hosts": lambda: _hosts(body),
         "start_date": lambda: timestamp(body, "start_date"),
         "end_date": lambda: timestamp(body, "end_date"),
+        "pixel_billable": lambda: flag(body, "pixel_billable"),
     }
     fields = {name: parse() for name, parse in parsers.items() if name in body}
     for name in ("title", "objective", "payout_per_action", "total_budget", "destination_url"):
@@ -412,13 +415,15 @@ CAMPAIGN = oa.obj({
     "destination_url": oa.nullable({"type": "string"}), "allowed_destination_hosts": oa.nullable(HOSTS),
     "total_budget": oa.MONEY, "remaining_budget": oa.MONEY,
     "funded_budget": oa.MONEY, "status": {"enum": list(STATUSES)}, "start_date": oa.nullable(oa.TIMESTAMP),
-    "end_date": oa.nullable(oa.TIMESTAMP), "created_at": oa.TIMESTAMP, "updated_at": oa.TIMESTAMP,
+    "end_date": oa.nullable(oa.TIMESTAMP), "pixel_billable": {"type": "boolean"},
+    "created_at": oa.TIMESTAMP, "updated_at": oa.TIMESTAMP,
 }, ["id", "business_id", "title", "objective", "payout_per_action", "total_budget", "remaining_budget", "status"])
 CAMPAIGN_INPUT = {
     "title": {"type": "string", "minLength": 1, "maxLength": 200}, "description": {"type": "string"},
     "hashtags": STRINGS, "objective": {"enum": list(OBJECTIVES)}, "payout_per_action": oa.AMOUNT,
     "total_budget": oa.AMOUNT, "destination_url": {"type": "string", "format": "uri"},
     "allowed_destination_hosts": oa.nullable(HOSTS), "start_date": oa.TIMESTAMP, "end_date": oa.TIMESTAMP,
+    "pixel_billable": {"type": "boolean", "description": "pay pixels without a sig (default false)"},
 }
 MEMBER = oa.obj({
     "id": oa.UUID, "campaign_id": oa.UUID, "creator_id": oa.UUID,

@@ -83,6 +83,22 @@ def choice(body: dict, name: str, options: tuple[str, ...], *, required: bool = 
     return raw
 
 
+def flag(body: dict, name: str) -> bool:
+    """A JSON boolean (``true``/``false``), nothing else: not 0, 1 or "true"."""
+    raw = body.get(name)
+    if not isinstance(raw, bool):
+        raise invalid(name, f"{name} must be true or false")
+    return raw
+
+
+def whole(body: dict, name: str, *, default: int, low: int, high: int) -> int:
+    """A JSON integer in ``low``..``high``, ``default`` when absent."""
+    raw = body.get(name, default)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
+        raise invalid(name, f"{name} must be a whole number from {low} to {high}")
+    return raw
+
+
 def amount(body: dict, name: str, *, required: bool = True) -> Decimal | None:
     raw = body.get(name)
     if raw is None:

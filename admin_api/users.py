@@ -1,4 +1,4 @@
-"""Identity: signup, login, the caller's own user, roles, profiles and business API keys."""
+"""Identity: signup, login, the caller's own user, roles, profiles, business API keys and the pixel secret."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import psycopg
 import redis.exceptions
 from aiohttp import web
 
-from oros import apikeys
+from oros import apikeys, pixel
 from oros.accounts import hash_password, verify_password
 from oros.connections import act_as, as_user
 
@@ -17,7 +17,7 @@ from . import attempts
 from . import openapi as oa
 from .auth import caller, issue_token
 from .errors import ApiError, conflict, forbidden, invalid, not_found
-from .payload import amount, choice, http_url, path_id, read_json, respond, text
+from .payload import amount, choice, http_url, path_id, read_json, respond, text, whole
 from .payload import hashtags as hashtags_field
 from .typedefs import PG_POOL, REDIS, SETTINGS
 
@@ -28,6 +28,10 @@ SELF_ROLES = ("creator", "business", "supporter")
 EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$")
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,50}$")
 STRIPE_ACCOUNT_RE = re.compile(r"^acct_[A-Za-z0-9]{1,90}$")
+
+# How long the pixel secret a rotation replaces still signs, unless the request says (0: revoke at once).
+PIXEL_GRACE_S = 3600
+MAX_PIXEL_GRACE_S = 86400
 
 # A valid hash of a random password: login runs one verification even for an
 # unknown email, so response time does not reveal which emails exist.
@@ -326,6 +330,19 @@ async def revoke_api_key(request: web.Request) -> web.Response:
     return respond(row)
 
 
+@routes.post("/v1/pixel-secret")
+async def rotate_pixel_secret(request: web.Request) -> web.Response:
+    """A new pixel secret for the calling business, shown this once; the previous one expires after ``grace_s``."""
+    who = await _key_manager(request)
+    grace_s = whole(await read_json(request), "grace_s", default=PIXEL_GRACE_S, low=0, high=MAX_PIXEL_GRACE_S)
+    secret = pixel.new_secret()
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        row = await (await conn.execute("SELECT * FROM oros_rotate_pixel_secret(%(secret)s, %(grace_s)s)",
+                                        {"secret": secret, "grace_s": grace_s})).fetchone()
+    # Only the settler reads it back (to check signatures); no endpoint shows it again.
+    return respond({"secret": secret, **row}, 201)
+
+
 USER = oa.obj({
     "id": oa.UUID, "email": {"type": "string"}, "username": oa.nullable({"type": "string"}),
     "display_name": oa.nullable({"type": "string"}), "profile_image_url": oa.nullable({"type": "string"}),
@@ -390,6 +407,13 @@ OPENAPI = {
             body=oa.json_body(oa.obj({"name": {"type": "string", "minLength": 1, "maxLength": 100}}, ["name"]))),
         "get": oa.operation("The caller's API keys", {"200": oa.json_response("keys", oa.page_of(API_KEY))}),
     },
+    "/v1/pixel-secret": {"post": oa.operation(
+        "Make the business's pixel secret, returned once as secret; the previous one signs for grace_s more",
+        {"201": oa.json_response("the new secret", oa.obj({
+            "secret": {"type": "string"}, "created_at": oa.TIMESTAMP,
+            "previous_valid_until": oa.nullable(oa.TIMESTAMP)}, ["secret", "created_at", "previous_valid_until"]))},
+        body=oa.json_body(oa.obj({"grace_s": {"type": "integer", "minimum": 0, "maximum": MAX_PIXEL_GRACE_S,
+                                              "default": PIXEL_GRACE_S}}), required=False))},
     "/v1/api-keys/{id}": {"delete": oa.operation(
         "Revoke an API key", {"200": oa.json_response("the revoked key", API_KEY)},
         parameters=[oa.path_param()])},

@@ -139,7 +139,7 @@ class Event:
     is_bot: bool = False
     bot_reason: str | None = None
     source: str = "redirect"  # redirect | head | pixel | api | stripe
-    metadata: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)  # pixels: {"sig": …} when signed
 
     def encode(self) -> bytes:
         # orjson serialises the dataclass natively: same bytes as asdict(), 20x faster.

@@ -89,6 +89,17 @@ SELECT campaign_id, order_id, count(*) AS n FROM events
  GROUP BY campaign_id, order_id HAVING count(*) > 1
 """
 
+# A click pays once (a sale: once per order id); what 0030 found paid twice before it is flagged.
+DOUBLE_CLICK_SQL = """
+SELECT click_id, event_type, CASE WHEN event_type = 'sale' THEN coalesce(order_id, '') END AS order_key,
+       count(*) AS n
+  FROM events
+ WHERE status IN ('paid', 'reversed') AND click_id IS NOT NULL AND event_type IN ('conversion', 'sale')
+   AND duplicate_of IS NULL
+ GROUP BY 1, 2, 3
+HAVING count(*) > 1
+"""
+
 NEGATIVE_SQL = """
 SELECT 'wallet ' || id AS what, available_balance AS available, pending_balance AS pending FROM wallets
  WHERE available_balance < 0 OR pending_balance < 0
@@ -170,7 +181,9 @@ def _paid_once(conn) -> Check:
                  for r in conn.execute(TRANSFER_EVENTS_SQL)]
     offenders += [f"order {r['order_id']} paid {r['n']} times on campaign {r['campaign_id']}"
                   for r in conn.execute(DOUBLE_ORDER_SQL)]
-    return _check("no_event_paid_twice", offenders, "each paid event is in exactly one transfer; orders pay once")
+    offenders += [f"click {r['click_id']} paid {r['n']} {r['event_type']}s" for r in conn.execute(DOUBLE_CLICK_SQL)]
+    return _check("no_event_paid_twice", offenders,
+                  "each paid event is in exactly one transfer; orders and clicks pay once")
 
 
 def _earned(conn) -> Check:

@@ -62,7 +62,8 @@ RESCAN = "ingested_at >= {since:DateTime64(3, 'UTC')} OR ts >= {rescan_from:Date
 FRESH_SQL = """
 SELECT toString(event_id), event_type, toUnixTimestamp64Milli(ts), toString(campaign_id),
        toString(link_id), toString(creator_id), toString(supporter_id), toString(business_id),
-       toString(click_id), order_id, value, currency, ip, user_agent, is_bot, source
+       toString(click_id), order_id, value, currency, ip, user_agent, is_bot, source,
+       JSONExtractString(metadata, 'sig')
   FROM events
  WHERE {fresh}
  LIMIT 1 BY event_id
@@ -98,13 +99,32 @@ SELECT toString(event_id), toString(campaign_id), toUnixTimestamp64Milli(ts), to
 
 CAMPAIGNS_SQL = """
 SELECT c.id::text AS id, c.business_id::text AS business_id, c.objective, c.payout_per_action,
-       c.remaining_budget, c.status, c.start_date, c.end_date,
+       c.remaining_budget, c.status, c.start_date, c.end_date, c.pixel_billable,
        coalesce((SELECT array_agg(cc.creator_id::text) FROM campaign_creators cc
                   WHERE cc.campaign_id = c.id AND cc.status = 'accepted'), '{}') AS accepted,
        coalesce((SELECT jsonb_agg(jsonb_build_array(floor(extract(epoch FROM h.changed_at) * 1000)::bigint, h.status)
                                   ORDER BY h.changed_at, h.id)
                    FROM campaign_status_history h WHERE h.campaign_id = c.id), '[]') AS history
   FROM campaigns c WHERE c.id = ANY(%s::uuid[])
+"""
+
+# Every pixel secret of these businesses that was still valid at ``since`` (NULL expires_at: current).
+PIXEL_SECRETS_SQL = """
+SELECT business_id::text AS business_id, secret, floor(extract(epoch FROM expires_at) * 1000)::bigint AS until_ms
+  FROM pixel_secrets
+ WHERE business_id = ANY(%(businesses)s::uuid[]) AND (expires_at IS NULL OR expires_at > %(since)s)
+"""
+
+# What the named clicks were already paid for: their conversion, or their sales by order id ('' for
+# none). The predicates are those of the unique indexes of 0030, which serve these lookups.
+PAID_CLICKS_SQL = """
+SELECT click_id::text AS click_id, '' AS order_key FROM events
+ WHERE click_id = ANY(%(clicks)s::uuid[]) AND event_type = 'conversion' AND status IN ('paid', 'reversed')
+   AND duplicate_of IS NULL
+UNION ALL
+SELECT click_id::text, coalesce(order_id, '') FROM events
+ WHERE click_id = ANY(%(clicks)s::uuid[]) AND event_type = 'sale' AND status IN ('paid', 'reversed')
+   AND duplicate_of IS NULL
 """
 
 
@@ -139,7 +159,7 @@ def load_fresh(settings: Settings, params: dict, fresh: str = WINDOW) -> list[Ca
 
 def _candidate(r: tuple, prev: dict[str, int], clicks: dict[str, tuple]) -> Candidate:
     (event_id, event_type, ts_ms, campaign_id, link_id, creator_id, supporter_id, business_id,
-     click_id, order_id, value, currency, ip, user_agent, is_bot, source) = r
+     click_id, order_id, value, currency, ip, user_agent, is_bot, source, pixel_sig) = r
     click = clicks.get(click_id) if click_id else None
     if click is not None and event_type != "click":
         # The click, not the reporter, says which link and creator earned the conversion.
@@ -149,22 +169,39 @@ def _candidate(r: tuple, prev: dict[str, int], clicks: dict[str, tuple]) -> Cand
         campaign_id=None if campaign_id == ZERO_UUID else campaign_id,
         link_id=link_id, creator_id=creator_id, supporter_id=supporter_id, business_id=business_id,
         click_id=click_id, order_id=order_id, value=value, currency=currency, ip=ip, user_agent=user_agent,
-        is_bot=bool(is_bot), source=source, prev_click_ms=prev.get(event_id),
+        is_bot=bool(is_bot), source=source, pixel_sig=pixel_sig or None, prev_click_ms=prev.get(event_id),
         click_ts_ms=click[1] if click else None, click_campaign_id=click[0] if click else None,
     )
 
 
-def load_campaigns(conn: psycopg.Connection, ids: list[str]) -> dict[str, Campaign]:
+def load_campaigns(conn: psycopg.Connection, ids: list[str], events: list[Candidate] = ()) -> dict[str, Campaign]:
+    """The campaigns, with the pixel secrets their signed pixels among ``events`` may need."""
+    rows = conn.execute(CAMPAIGNS_SQL, (ids,)).fetchall()
+    secrets = _pixel_secrets(conn, rows, [e for e in events if e.pixel_sig is not None])
     campaigns = {}
-    for row in conn.execute(CAMPAIGNS_SQL, (ids,)).fetchall():
+    for row in rows:
         campaigns[row["id"]] = Campaign(
             id=row["id"], business_id=row["business_id"], objective=row["objective"],
             payout=row["payout_per_action"], remaining=row["remaining_budget"], status=row["status"],
             start_ms=_ms(row["start_date"]), end_ms=_ms(row["end_date"]),
             history=tuple((int(ms), status) for ms, status in row["history"]),
-            accepted=frozenset(row["accepted"]),
+            accepted=frozenset(row["accepted"]), pixel_billable=row["pixel_billable"],
+            pixel_secrets=tuple(secrets.get(row["business_id"], ())),
         )
     return campaigns
+
+
+def _pixel_secrets(conn: psycopg.Connection, rows: list[dict], signed: list[Candidate]) -> dict[str, list]:
+    """business id -> [(secret, valid until ms or None)], for the businesses whose campaigns got signed pixels."""
+    wanted = {e.campaign_id for e in signed}
+    businesses = sorted({r["business_id"] for r in rows if r["id"] in wanted})
+    if not businesses:
+        return {}
+    since = datetime.fromtimestamp(min(e.ts_ms for e in signed) / 1000, tz=UTC)
+    found: dict[str, list] = defaultdict(list)
+    for r in conn.execute(PIXEL_SECRETS_SQL, {"businesses": businesses, "since": since}):
+        found[r["business_id"]].append((r["secret"], r["until_ms"]))
+    return found
 
 
 def decided_ids(conn: psycopg.Connection, ids: list[str]) -> set[str]:
@@ -186,6 +223,16 @@ def paid_orders(conn: psycopg.Connection, events: list[Candidate]) -> set[tuple[
         (orders,),
     )
     return {(r["c"], r["order_id"]) for r in rows}
+
+
+def paid_clicks(conn: psycopg.Connection, events: list[Candidate]) -> set[tuple[str, str]]:
+    """(click id, order id or '') already paid for the clicks these conversions and sales name."""
+    clicks = sorted({e.click_id for e in events if e.click_id and e.event_type in ("conversion", "sale")})
+    found: set[tuple[str, str]] = set()
+    for i in range(0, len(clicks), LOOKUP_CHUNK):
+        rows = conn.execute(PAID_CLICKS_SQL, {"clicks": clicks[i:i + LOOKUP_CHUNK]})
+        found.update((r["click_id"], r["order_key"]) for r in rows)
+    return found
 
 
 def refunded_orders(conn: psycopg.Connection, events: list[Candidate]) -> set[tuple[str, str]]:
@@ -362,7 +409,7 @@ def _settle_read(settings, conn, fresh_sql: str, params: dict, report: Report, *
 def _settle_events(settings, conn, fresh, report, *, dry_run, now, progress) -> None:
     refunds = [e for e in fresh if e.event_type == "refund"]
     billable = [e for e in fresh if e.event_type != "refund"]
-    campaigns = load_campaigns(conn, sorted({e.campaign_id for e in billable if e.campaign_id}))
+    campaigns = load_campaigns(conn, sorted({e.campaign_id for e in billable if e.campaign_id}), billable)
     users = _known_users(conn, billable)
     links = _known_links(conn, list(campaigns))
     # A link id Postgres does not know (deleted since) is kept in ClickHouse, not as a foreign key.
@@ -370,7 +417,7 @@ def _settle_events(settings, conn, fresh, report, *, dry_run, now, progress) -> 
     # An event whose campaign (or creator) Postgres does not know can only be rejected, without its FKs.
     report.lap("load_postgres")
     verdict = verify(billable, campaigns, Rules.from_settings(settings), _ms(now), paid_orders(conn, billable),
-                     refunded_orders(conn, billable))
+                     refunded_orders(conn, billable), paid_clicks(conn, billable))
     report.lap("verify")
     accepted: dict[str, list[Candidate]] = defaultdict(list)
     rejected: dict[str | None, list] = defaultdict(list)

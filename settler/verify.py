@@ -12,6 +12,9 @@ import bisect
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from oros import pixel
+from oros.money import fmt
+
 # Reason codes, stored in Postgres events.rejection_reason and shown in reports.
 BOT = "bot"
 DUPLICATE_CLICK = "duplicate_click"
@@ -25,6 +28,11 @@ ORDER_REFUNDED = "order_refunded"  # a sale whose refund was recorded before it
 BUDGET_EXHAUSTED = "budget_exhausted"
 CAMPAIGN_NOT_ACTIVE = "campaign_not_active"
 WRONG_TYPE = "wrong_type"
+DUPLICATE_CONVERSION = "duplicate_conversion"  # the click already has its paid conversion (or that sale)
+UNSIGNED_PIXEL = "unsigned_pixel"  # a pixel without sig, on a campaign that does not bill those
+BAD_PIXEL_SIGNATURE = "bad_pixel_signature"  # no secret of the campaign's business signed it
+
+PIXEL = "pixel"  # the source of browser pixel events (tracker/conversions.py)
 
 # Clocks of edge hosts drift a little; an event stamped further ahead than this is not believed.
 FUTURE_SKEW_MS = 5 * 60 * 1000
@@ -50,6 +58,7 @@ class Candidate:
     user_agent: str = ""
     is_bot: bool = False
     source: str = "redirect"
+    pixel_sig: str | None = None  # pixels: the sig the browser sent
     prev_click_ms: int | None = None  # clicks: the previous human click, same IP, same link
     click_ts_ms: int | None = None  # conversions: when the named click happened
     click_campaign_id: str | None = None  # conversions: the named click's campaign
@@ -67,6 +76,9 @@ class Campaign:
     end_ms: int | None
     history: tuple[tuple[int, str], ...]  # (changed_at ms, status), ascending
     accepted: frozenset[str]
+    pixel_billable: bool = False  # unsigned pixels may be paid (the business opted in)
+    # The business's pixel secrets: (secret, valid until ms, None while current).
+    pixel_secrets: tuple[tuple[str, int | None], ...] = field(default=(), repr=False)
     _changes: list[int] = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +88,12 @@ class Campaign:
         """The status the campaign held at ``ms`` (None before it existed)."""
         i = bisect.bisect_right(self._changes, ms)
         return self.history[i - 1][1] if i else None
+
+    def signed(self, event: Candidate) -> bool:
+        """Whether a secret the business held when the pixel arrived signed it."""
+        valid = [secret for secret, until_ms in self.pixel_secrets if until_ms is None or event.ts_ms < until_ms]
+        msg = pixel.message(event.click_id, event.event_type, event.order_id, fmt(event.value))
+        return pixel.signed_by(valid, event.pixel_sig, msg)
 
 
 @dataclass(frozen=True)
@@ -129,12 +147,59 @@ def _click_reason(event: Candidate, rules: Rules) -> str | None:
 
 
 def _conversion_reason(event: Candidate, campaign: Campaign, rules: Rules) -> str | None:
-    if event.business_id != campaign.business_id:
+    if event.source == PIXEL:
+        # Nobody posted a pixel: the business's signature, or its opt-in, vouches for it.
+        if event.pixel_sig is not None:
+            if not campaign.signed(event):
+                return BAD_PIXEL_SIGNATURE
+        elif not campaign.pixel_billable:
+            return UNSIGNED_PIXEL
+    elif event.business_id != campaign.business_id:
         return WRONG_BUSINESS
     age_ms = event.ts_ms - event.click_ts_ms
     if age_ms < 0 or age_ms > rules.attribution_days * 86_400_000:
         return OUTSIDE_ATTRIBUTION_WINDOW
     return None
+
+
+def _order_reason(event: Candidate, campaign: Campaign, seen: set[tuple[str, str]],
+                  refunded: set[tuple[str, str]]) -> str | None:
+    if event.order_id is None:
+        return None
+    if (campaign.id, event.order_id) in seen:
+        return DUPLICATE_ORDER
+    if event.event_type == "sale" and ((campaign.id, event.order_id) in refunded
+                                       or (campaign.business_id, event.order_id) in refunded):
+        return ORDER_REFUNDED
+    return None
+
+
+def _trust(event: Candidate) -> int:
+    """Who vouches for an event, best first: a poster that authenticated, a signed pixel, an unsigned one."""
+    if event.source != PIXEL:
+        return 0
+    return 1 if event.pixel_sig is not None else 2
+
+
+class _PaidPerClick:
+    """What each click was paid for: a conversion campaign pays a click once, a sale campaign once per
+    order id ('' for none). An unsigned pixel's order id is anyone's guess: it is paid only for a click
+    with nothing paid yet."""
+
+    def __init__(self, paid: set[tuple[str, str]]) -> None:
+        self.orders = set(paid)
+        self.clicks = {click for click, _ in paid}
+
+    def reason(self, event: Candidate) -> str | None:
+        if event.event_type == "conversion" or (event.source == PIXEL and event.pixel_sig is None):
+            seen = event.click_id in self.clicks
+        else:
+            seen = (event.click_id, event.order_id or "") in self.orders
+        return DUPLICATE_CONVERSION if seen else None
+
+    def add(self, event: Candidate) -> None:
+        self.orders.add((event.click_id, event.order_id or ""))
+        self.clicks.add(event.click_id)
 
 
 def verify(
@@ -144,30 +209,32 @@ def verify(
     now_ms: int,
     paid_orders: set[tuple[str, str]] = frozenset(),
     refunded_orders: set[tuple[str, str]] = frozenset(),
+    paid_clicks: set[tuple[str, str]] = frozenset(),
 ) -> Verdict:
     """Split ``events`` into billable and rejected-with-reason.
 
     Events are judged in time order so the first of two with the same order
-    id is the one that counts; ``paid_orders`` holds (campaign, order id)
-    pairs already paid in earlier runs. ``refunded_orders`` holds (campaign
-    or business id, order id) of refunds an earlier run found no sale for:
-    the sale arrived after its own refund and is not paid.
+    id (or click) is the one that counts -- except that what an authenticated
+    poster sent is judged before any pixel, and a signed pixel before an
+    unsigned one, so a pixel never takes the place of the business's own
+    report. ``paid_orders`` holds (campaign, order id) pairs already paid in
+    earlier runs, ``paid_clicks`` (click id, order id or '') the conversions
+    and sales already paid per click. ``refunded_orders`` holds (campaign or
+    business id, order id) of refunds an earlier run found no sale for: the
+    sale arrived after its own refund and is not paid.
     """
     verdict = Verdict()
     seen_orders: set[tuple[str, str]] = set(paid_orders)
-    for event in sorted(events, key=lambda e: (e.ts_ms, e.event_id)):
+    seen_clicks = _PaidPerClick(paid_clicks)
+    for event in sorted(events, key=lambda e: (_trust(e), e.ts_ms, e.event_id)):
         campaign = campaigns.get(event.campaign_id) if event.campaign_id else None
         reason = reject_reason(event, campaign, rules, now_ms)
-        if reason is None and event.order_id is not None and event.event_type != "click":
-            key = (campaign.id, event.order_id)
-            if key in seen_orders:
-                reason = DUPLICATE_ORDER
-            elif event.event_type == "sale" and (
-                key in refunded_orders or (campaign.business_id, event.order_id) in refunded_orders
-            ):
-                reason = ORDER_REFUNDED
-            else:
-                seen_orders.add(key)
+        if reason is None and event.event_type != "click":
+            reason = _order_reason(event, campaign, seen_orders, refunded_orders) or seen_clicks.reason(event)
+            if reason is None:
+                seen_clicks.add(event)
+                if event.order_id is not None:
+                    seen_orders.add((campaign.id, event.order_id))
         if reason is None:
             verdict.accepted.append(event)
         else:

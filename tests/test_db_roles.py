@@ -35,6 +35,8 @@ EXECUTABLE = {
     "oros_set_kyc(uuid,text)": {"oros_app"},
     "oros_admin_fund_campaign(uuid,numeric,text)": {"oros_app"},
     "oros_post_adjustment(text,jsonb)": {"oros_app"},
+    # A business's new pixel secret: acts only for auth.uid(), who must hold the business role (0031).
+    "oros_rotate_pixel_secret(text,integer)": {"oros_app"},
     # No user yet: the admin API's role only, never the request role.
     "oros_sign_up(text,text,text,text)": {"oros_api"},  # a bare user; roles are added as that user
     # Only a row POST /fund opened, for its amount and currency (0029).

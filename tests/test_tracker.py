@@ -413,7 +413,7 @@ async def test_rate_limit_per_ip(settings, aiohttp_client, pg, data):
     assert statuses[:3] == [202] * 3 and statuses[3:] == [429, 429]
 
 
-async def test_pixel_records_for_the_campaign_owner(tracker, data, redis, settings):
+async def test_pixel_records_with_no_poster(tracker, data, redis, settings):
     click_id = await click(tracker, data["code"])
     response = await tracker.get(f"/px.gif?cid={click_id}&type=sale&value=9.99&order_id=P-1", headers={"User-Agent": BROWSER})
     assert response.status == 200 and response.content_type == "image/gif"
@@ -421,8 +421,9 @@ async def test_pixel_records_for_the_campaign_owner(tracker, data, redis, settin
     assert (await tracker.get(f"/px.gif?cid={click_id}&type=sale&order_id=P-1")).status == 200  # duplicate
     events = await stream_events(redis, settings)
     [sale] = [e for e in events if e.event_type == "sale"]
-    assert (sale.business_id, sale.campaign_id, sale.value, sale.order_id, sale.source) == (
-        data["business"], data["campaign"], "9.99", "P-1", "pixel"
+    # Nobody authenticated: the pixel no longer counts as the campaign owner's post.
+    assert (sale.business_id, sale.campaign_id, sale.value, sale.order_id, sale.source, sale.metadata) == (
+        None, data["campaign"], "9.99", "P-1", "pixel", {}
     )
 
 

@@ -13,6 +13,11 @@ objective) is the settler's; the edge refuses only what is malformed.
   to the campaign only when the poster owns the campaign; anyone else's
   claims live in their own scope, so a business holding a leaked click id
   cannot burn the owner's order ids.
+* The pixel carries no credential: nobody is recorded as its poster, and its
+  ``sig`` (oros/pixel.py) is recorded for the settler to check. Its order
+  claims live in a scope per signature (or ``unsigned``), so a pixel never
+  shadows the owner's authenticated post of the same order, and a forged
+  pixel never shadows the genuine signed one.
 * ``Idempotency-Key`` (API): the first response is stored for a day and
   replayed for the same key and body; a different body is a 422, a
   concurrent retry a 409.
@@ -39,6 +44,7 @@ from oros.apikeys import NEGATIVE, OWNER_SQL, hash_key
 from oros.events import Event, canonical_uuid, uuid7_str
 from oros.headers import bearer, text
 from oros.money import AmountError, fmt, parse_amount
+from oros.pixel import SIG_RE
 
 from .appender import REDIS_ERRORS, AppendError
 from .bots import MAX_UA, bot_reason
@@ -210,20 +216,23 @@ def _order_key(request: web.Request, fields: dict, campaign_id: str, owner: str 
     if fields["type"] == "refund":
         # A refund's value is the order's refunded total so far: each new total is a new refund, a repeat is not.
         return keys.order(f"refund:{business_id}:{fmt(fields['value']) or 'full'}", order_id)
+    if business_id is None:  # the pixel
+        return keys.order(f"{campaign_id}:pixel:{fields['sig'] or 'unsigned'}", order_id)
     if owner is not None and owner == business_id:
         return keys.order(campaign_id, order_id)
     return keys.order(f"{campaign_id}:{business_id}", order_id)
 
 
 async def record(request: web.Request, fields: dict, *, business_id: str | None, source: str) -> tuple[int, dict]:
-    """Append the event, or find the order already recorded. Returns (status, body)."""
+    """Append the event, or find the order already recorded. Returns (status, body).
+
+    ``business_id`` is the authenticated poster: None for the pixel.
+    """
     app = request.app
     settings = app[SETTINGS]
     click = await _click(request, fields["click_id"])
     campaign_id = click["campaign_id"] if click else UNKNOWN_CAMPAIGN
     owner = click["business_id"] if click else None
-    if business_id is None:  # the pixel: the campaign's owner vouches for it
-        business_id = owner
     ts_ms = time.time_ns() // 1_000_000
     event_id = uuid7_str(ts_ms)
     order_key = None
@@ -255,6 +264,7 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
         is_bot=reason is not None,
         bot_reason=reason,
         source=source,
+        metadata={"sig": fields["sig"]} if fields.get("sig") else {},
     )
     try:
         await app[APPENDER].append(event.encode())
@@ -315,7 +325,7 @@ async def post_conversion(request: web.Request) -> web.Response:
 
 
 def parse_pixel(query) -> dict:
-    """The pixel's query: ``cid`` (required), ``type``, ``value``, ``currency``, ``order_id``."""
+    """The pixel's query: ``cid`` (required), ``type``, ``value``, ``currency``, ``order_id``, ``sig``."""
     cid = canonical_uuid(query.get("cid"))
     if cid is None:
         raise Refused(400, "invalid", "cid must be the oros_cid value (a UUID)", "cid")
@@ -323,7 +333,7 @@ def parse_pixel(query) -> dict:
     if event_type not in PIXEL_TYPES:
         raise Refused(400, "invalid", f"type must be one of {', '.join(PIXEL_TYPES)}", "type")
     try:
-        return {
+        fields = {
             "type": event_type,
             "click_id": cid,
             "value": _value(query.get("value")),
@@ -332,6 +342,24 @@ def parse_pixel(query) -> dict:
         }
     except Refused as refused:
         raise Refused(400, refused.code, refused.message, refused.field) from None
+    fields["sig"] = _sig(query, fields)
+    return fields
+
+
+def _sig(query, fields: dict) -> str | None:
+    """The pixel's signature, lower case; its message must be what the settler will rebuild."""
+    sig = query.get("sig")
+    if sig is None:
+        return None
+    sig = sig.lower()
+    if not SIG_RE.fullmatch(sig):
+        raise Refused(400, "invalid", "sig must be the 64 hex digits of an HMAC-SHA256 (README: the pixel recipe)", "sig")
+    # The settler checks the signature over the recorded values: refuse a spelling it would not rebuild.
+    if query.get("cid") != fields["click_id"]:
+        raise Refused(400, "invalid", "a signed pixel's cid must be the oros_cid value as given (lower case)", "cid")
+    if query.get("value") is not None and query.get("value") != fmt(fields["value"]):
+        raise Refused(400, "invalid", "a signed pixel's value must have two decimals (12.50), as signed", "value")
+    return sig
 
 
 async def pixel(request: web.Request) -> web.Response:

@@ -229,12 +229,13 @@ async function setup(c) {
     h('div', { class: 'copyrow' }, h('pre', { class: 'mono' }, conversion), copyButton(conversion)),
     h('h3', {}, 'From the browser: the pixel'),
     h('div', { class: 'copyrow' }, h('pre', { class: 'mono' }, pixel), copyButton(pixel)),
-    h('p', {}, h('code', {}, 'signature'), ' = HMAC-SHA256 of ', h('code', {}, 'cid|type|order_id|value'),
-      ' under your pixel secret. Unsigned pixels are recorded but paid only where the campaign allows it.'),
+    h('p', {}, h('code', {}, 'signature'), ' = hex HMAC-SHA256 of ', h('code', {}, 'cid|type|order_id|value'),
+      ' under your pixel secret, computed on your server (a field left out is empty; value with two decimals).',
+      ' Unsigned pixels are recorded but paid only where the campaign allows it.'),
     canMakeSecret ? button('Create a pixel secret', async () => {
       const answer = await post('/v1/pixel-secret');
-      secretSlot.replaceChildren(...Object.entries(answer).filter(([, v]) => typeof v === 'string')
-        .map(([key, value]) => secretBox(key.replace(/_/g, ' '), value, 'Shown once: keep it on your server.')));
+      const previous = answer.previous_valid_until ? ` The previous secret still signs until ${when(answer.previous_valid_until)}.` : '';
+      secretSlot.replaceChildren(secretBox('Pixel secret', answer.secret, `Shown once: keep it on your server.${previous}`));
     }, { id: 'make-pixel-secret' }) : null,
     secretSlot);
 }
