@@ -27,14 +27,16 @@ from urllib.parse import urlparse
 
 import psycopg
 import pytest
-from psycopg import sql
 import redis as sync_redis
 import requests
+from psycopg import sql
 
 from oros import embedded
 from oros.connections import clickhouse_client, pg_connect, redis_client
 from oros.migrate import migrate_clickhouse, migrate_postgres
 from oros.settings import JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Settings
+
+from factories import World
 from processes import stop_process
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(2)}"
@@ -144,6 +146,12 @@ def cli_env(monkeypatch, settings, tmp_path):
         STRIPE_API_KEY: settings.stripe_api_key,
     }.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def world(pg, settings) -> World:
+    """Users, campaigns, links and events written straight into this test's stores (tests/factories.py)."""
+    return World(pg, settings)
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from oros_cli import main as cli
 from oros.accounts import verify_password
+from oros_cli import main as cli
 
 
 def test_migrate_is_idempotent(cli_env, capsys):

@@ -22,14 +22,15 @@ from pathlib import Path
 
 import orjson
 import pytest
-from test_settle import DAY_MS, now_ms, world  # noqa: F401 - the shared world fixture
 
+from ingest.writer import JSON_COLUMNS, JSON_SETTINGS
 from oros.connections import clickhouse_client
 from oros.events import Event
 from settler import completeness
 from settler.reconcile import reconcile
 from settler.run import decided_ids, settle_once
-from ingest.writer import JSON_COLUMNS, JSON_SETTINGS
+
+from factories import DAY_MS, now_ms
 
 HERE = Path(__file__).resolve()
 D = Decimal

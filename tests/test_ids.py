@@ -8,9 +8,9 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from yarl import URL
 from test_stripe_sales import NIL, SECRET, checkout, post
 from test_tracker import odd_spellings
+from yarl import URL
 
 from admin_api.app import create_app
 from admin_api.auth import issue_token

@@ -19,7 +19,6 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
-from test_settle import now_ms, world  # noqa: F401 - the shared world fixture
 
 from ingest.consumer import Ingester
 from ingest.metrics import serving
@@ -28,6 +27,8 @@ from oros.connections import clickhouse_client
 from oros.events import STREAM_FIELD, TEXT_LIMITS, Event, uuid7
 from oros.migrate import migrate_clickhouse
 from settler.run import settle_once
+
+from factories import now_ms
 
 TRAP_UA = "trap"
 

@@ -8,8 +8,8 @@ import redis as sync_redis
 from test_ingest import events
 
 from ingest.metrics import IngestMetrics
-from oros_cli import main as cli
 from oros.events import STREAM_FIELD
+from oros_cli import main as cli
 
 
 def _letters(settings) -> dict[bytes, dict]:

@@ -29,11 +29,12 @@ HERE = Path(__file__).resolve()
 def _worker(command: str) -> int:
     import asyncio
 
+    from test_ingest import clear_trap, set_trap
+
     from ingest.consumer import Ingester
     from oros.connections import clickhouse_client
     from oros.migrate import migrate_clickhouse
     from oros.settings import Settings
-    from test_ingest import clear_trap, set_trap
 
     settings = Settings.from_env()
     migrate_clickhouse(settings)

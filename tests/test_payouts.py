@@ -15,6 +15,7 @@ import pytest
 
 from oros.connections import pg_connect
 from settler.payouts import NO_ACCOUNT, PAYOUTS_LOCK, pay_withdrawals, run_payouts_command
+
 from stripe_double import StripeDouble
 
 SYSTEM = "00000000-0000-0000-0000-000000000001"

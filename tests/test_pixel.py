@@ -19,7 +19,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 import pytest
-from test_settle import world  # noqa: F401 - the shared world fixture
 from test_tracker import make_api_key
 
 from admin_api.app import create_app as create_admin_app

@@ -8,10 +8,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from test_settle import SYSTEM, now_ms, world  # noqa: F401 - the shared world fixture
 
 from settler.reconcile import _merge_by_id, reconcile, run_reconcile_command
 from settler.run import settle_once
+
+from factories import now_ms
 
 
 @pytest.fixture

@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from test_settle import SYSTEM, World, now_ms
 
 from oros.connections import pg_connect
 from oros.events import Event, uuid7
 from settler.refunds import apply_refund, reversal
 from settler.run import settle_once
 from settler.verify import Candidate
+
+from factories import SYSTEM, World, now_ms
 
 D = Decimal
 NIL = "00000000-0000-0000-0000-000000000000"

@@ -18,7 +18,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from test_settle import now_ms, world  # noqa: F401 - the shared world fixture
+
+from factories import now_ms
 
 HERE = Path(__file__).resolve()
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from test_completeness import HERE as LOADER
-from test_settle import world  # noqa: F401 - the shared world fixture
 
 from oros.settings import STRIPE_API_KEY
 from settler.metrics import SettlerMetrics, create_app, timed

@@ -12,12 +12,13 @@ from decimal import Decimal as D
 
 import orjson
 import pytest
-from test_settle import World
 
 from admin_api.app import create_app
 from ingest.writer import insert_events
 from oros.events import STREAM_FIELD, Event, uuid7_str
 from settler.run import settle_once
+
+from factories import World
 
 SECRET = "whsec_test_sales"
 NIL = "00000000-0000-0000-0000-000000000000"

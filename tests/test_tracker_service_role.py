@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
 from test_tracker import BROWSER, make_api_key, make_link
+
 from tracker.app import create_app
 from tracker.typedefs import KEY_USAGE
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from test_settle import DAY_MS, now_ms, world  # noqa: F401 - the shared world fixture
 
 from oros.events import uuid7
 from settler import verify as v
 from settler.budget import allocate
 from settler.run import settle_once
+
+from factories import DAY_MS, now_ms
 
 NOW = 1_800_000_000_000
 RULES = v.Rules(click_dedupe_s=3600, attribution_days=30)

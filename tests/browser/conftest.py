@@ -17,8 +17,8 @@ import fcntl
 import os
 import secrets
 import shutil
-import subprocess
 import socket
+import subprocess
 import threading
 from dataclasses import replace
 from pathlib import Path

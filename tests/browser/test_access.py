@@ -9,11 +9,11 @@ import secrets
 import psycopg
 import requests
 from selenium.webdriver.common.by import By
+from test_journeys import log_in
 
 from admin_api.auth import issue_token
 from oros.accounts import create_admin
 
-from test_journeys import log_in
 from webui import PASSWORD, UI
 
 XSS_TITLE = '<img src=x onerror="window.__xss=1">Title'

@@ -6,13 +6,11 @@ the test's tmp dir (``shots/``)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import requests
 from selenium.webdriver.common.by import By
 
-from oros.accounts import create_admin
 from ingest.consumer import Ingester
+from oros.accounts import create_admin
 
 from webui import PASSWORD, UI
 

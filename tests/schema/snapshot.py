@@ -83,6 +83,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     sys.path.insert(0, str(HERE.parent.parent))
+    import tempfile
     from dataclasses import replace
 
     import psycopg
@@ -91,8 +92,6 @@ def main(argv: list[str]) -> int:
     from oros.connections import clickhouse_client
     from oros.migrate import migrate_clickhouse, migrate_postgres
     from oros.settings import Settings
-
-    import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         settings, servers = embedded.resolve(replace(Settings.from_env(), data_dir=Path(tmp),
                                                      clickhouse_url=f"chdb://{tmp}/chdb"), prefer_local=True)

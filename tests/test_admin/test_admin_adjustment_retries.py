@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from admin_flows import assert_error
 from settler.reconcile import reconcile
+
+from admin_flows import assert_error
 
 URL = "/v1/admin/adjustments"
 

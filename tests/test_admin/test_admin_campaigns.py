@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from admin_flows import CAMPAIGN, accepted_creator, active_campaign, assert_error, create_campaign, fund
 from oros.links import CODE_RE, LinkInfo
+
+from admin_flows import CAMPAIGN, accepted_creator, active_campaign, assert_error, create_campaign, fund
 
 
 async def test_create_starts_as_unfunded_draft(api, make_user):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from admin_api.app import MAX_BODY_BYTES
+
 from admin_flows import assert_error
 
 

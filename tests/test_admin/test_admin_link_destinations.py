@@ -11,10 +11,11 @@ import asyncio
 import psycopg
 import pytest
 
-from admin_flows import accepted_creator, active_campaign, assert_error
 from oros.connections import as_user, pg_pool
 from settler.reconcile import reconcile
 from tracker.app import create_app as create_tracker_app
+
+from admin_flows import accepted_creator, active_campaign, assert_error
 
 # Each reaches (or, to some parser, seems to reach) a host other than shop.example.
 STRAY = [

@@ -15,6 +15,7 @@ from admin_api import attempts
 from admin_api.app import create_app
 from admin_api.attempts import LOGIN_FAILURES_PER_ADDRESS, LOGIN_FAILURES_PER_EMAIL, SIGNUPS_PER_ADDRESS, WINDOW_S
 from admin_api.typedefs import HASH_GATE
+
 from admin_flows import assert_error
 
 PASSWORD = "correct horse"

@@ -7,10 +7,11 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
-from admin_flows import User, active_campaign, assert_error, create_campaign
 from oros import apikeys
 from oros.connections import as_user, pg_pool
 from oros.pixel import SECRET_PREFIX
+
+from admin_flows import User, active_campaign, assert_error, create_campaign
 
 
 def secrets_of(pg, business: str) -> list[dict]:

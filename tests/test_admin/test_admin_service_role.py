@@ -15,9 +15,10 @@ import orjson
 import pytest
 
 from admin_api.app import create_app
-from admin_flows import User, accepted_creator, assert_error, create_campaign
-from settler.reconcile import reconcile
 from settler.jobs import OWNER_JOBS
+from settler.reconcile import reconcile
+
+from admin_flows import User, accepted_creator, assert_error, create_campaign
 
 WEBHOOK_SECRET = "whsec_test_" + secrets.token_hex(16)
 

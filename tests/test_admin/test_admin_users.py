@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 from admin_api.auth import issue_token
-from admin_flows import assert_error
 from oros import apikeys
+
+from admin_flows import assert_error
 
 SIGNUP = {"email": "Ana@Example.com", "password": "correct horse", "username": "ana", "roles": ["creator"]}
 
