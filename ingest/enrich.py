@@ -200,6 +200,12 @@ class Enricher:
         return [self.line(raw) for raw in raws]
 
     def line(self, raw: bytes) -> bytes:
+        try:
+            return self._line(raw)
+        except (ValueError, TypeError, AttributeError):  # a value of no JSON type the edge writes
+            return raw
+
+    def _line(self, raw: bytes) -> bytes:
         ip_at = raw.find(b',"ip":') + 6
         agent_at = raw.find(b',"user_agent":', ip_at)
         referrer_at = raw.find(b',"referrer":', agent_at)

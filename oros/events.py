@@ -146,7 +146,7 @@ class Event:
     referrer: str | None = None
     is_bot: bool = False
     bot_reason: str | None = None
-    source: str = "redirect"  # redirect | head | pixel | api | stripe
+    source: str = "redirect"  # redirect | qr (a scanned QR code) | head | pixel | api | stripe
     metadata: dict = field(default_factory=dict)
 
     def encode(self) -> bytes:

@@ -50,9 +50,16 @@ class Candidate:
     user_agent: str = ""
     is_bot: bool = False
     source: str = "redirect"
-    prev_click_ms: int | None = None  # clicks: the previous human click, same IP, same link
+    prev_click_ms: int | None = None  # clicks: the previous human click, same visitor, same link
     click_ts_ms: int | None = None  # conversions: when the named click happened
     click_campaign_id: str | None = None  # conversions: the named click's campaign
+    # Reports only (copied to Postgres with the decision; sql/postgres/0036), no rule reads them.
+    first_visit: bool = False
+    country: str = ""
+    device_type: str = ""
+    browser: str = ""
+    os: str = ""
+    referrer_host: str = ""
 
 
 @dataclass(frozen=True)
