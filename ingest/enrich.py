@@ -212,7 +212,7 @@ class Enricher:
         flag_at = raw.find(b',"is_bot":', referrer_at)
         source_at = raw.find(b',"source":', flag_at)
         metadata_at = raw.find(b',"metadata":', source_at)
-        if ip_at == 5 or min(agent_at, referrer_at, flag_at, source_at, metadata_at) < 0 or raw[-1:] != b"}":
+        if ip_at == 5 or min(agent_at, referrer_at, flag_at, source_at, metadata_at) < 0 or raw[-2:] != b"}}":
             return raw  # not the edge's format: ClickHouse decides (ingest.rows.NotWireFormat)
         ip = raw[ip_at:agent_at]
         agent = raw[agent_at + 14:referrer_at]
@@ -221,6 +221,8 @@ class Enricher:
         referrer_fragment = self._referrers.get(referrer) or self._referrer(referrer)
         if ip == b"null":
             country, stored_ip, digest = b',"country":""', ip, b""
+        elif ip[:1] != b'"':
+            return raw
         else:
             address = orjson.loads(ip).encode() if b"\\" in ip else ip[1:-1]
             country, truncated = self._networks.get(_network_key(address)) or self._network(address)
