@@ -48,6 +48,7 @@ _IPV6_MASK = ((1 << IPV6_PREFIX_BITS) - 1) << (128 - IPV6_PREFIX_BITS)
 _COUNTRY = re.compile(r"[A-Z]{2}").fullmatch
 _OCTETS = frozenset(str(n).encode() for n in range(256))
 _BROWSER_SOURCES_JSON = frozenset(orjson.dumps(source) for source in BROWSER_SOURCES)
+_NO_VISITOR = orjson.dumps(dict.fromkeys(ENRICHED_LIMITS, ""))[1:-1].join((b",", b""))
 _NOT_FLAGGED = b',"is_bot":false,"bot_reason":null'
 _FLAGGED = b',"is_bot":true,"bot_reason":' + orjson.dumps(CRAWLER)
 _MOBILE_OS = ("iOS", "Windows Phone", "BlackBerry", "KaiOS", "Firefox OS", "Symbian", "Tizen", "HarmonyOS")
@@ -215,10 +216,6 @@ class Enricher:
         if ip_at == 5 or min(agent_at, referrer_at, flag_at, source_at, metadata_at) < 0 or raw[-2:] != b"}}":
             return raw  # not the edge's format: ClickHouse decides (ingest.rows.NotWireFormat)
         ip = raw[ip_at:agent_at]
-        agent = raw[agent_at + 14:referrer_at]
-        referrer = raw[referrer_at + 12:flag_at]
-        agent_fragment, reason = self._agents.get(agent) or self._agent(agent)
-        referrer_fragment = self._referrers.get(referrer) or self._referrer(referrer)
         if ip == b"null":
             country, stored_ip, digest = b',"country":""', ip, b""
         elif ip[:1] != b'"':
@@ -228,8 +225,15 @@ class Enricher:
             country, truncated = self._networks.get(_network_key(address)) or self._network(address)
             stored_ip = truncated if self.anonymize else ip
             digest = hashlib.blake2b(address, key=self._key, digest_size=16).hexdigest().encode()
+        if raw[source_at + 10:metadata_at] not in _BROWSER_SOURCES_JSON:
+            # A business's server sent it (the API, Stripe): its address and agent say nothing of a visitor.
+            return b"".join((raw[:ip_at], stored_ip, raw[agent_at:-1], _NO_VISITOR, b"}"))
+        agent = raw[agent_at + 14:referrer_at]
+        referrer = raw[referrer_at + 12:flag_at]
+        agent_fragment, reason = self._agents.get(agent) or self._agent(agent)
+        referrer_fragment = self._referrers.get(referrer) or self._referrer(referrer)
         flag = raw[flag_at:source_at]
-        if reason is not None and flag == _NOT_FLAGGED and raw[source_at + 10:metadata_at] in _BROWSER_SOURCES_JSON:
+        if reason is not None and flag == _NOT_FLAGGED:
             flag = _FLAGGED
         return b"".join((raw[:ip_at], stored_ip, raw[agent_at:flag_at], flag, raw[source_at:-1], country,
                          agent_fragment, referrer_fragment, b',"ip_hash":"', digest, b'"}'))

@@ -92,8 +92,10 @@ def test_crawlers_are_flagged_in_app_browsers_and_our_reasons_kept():
         for source in ("redirect", "qr", "pixel"):
             e = enriched(replace(BASE, user_agent=agent, source=source))
             assert (e["is_bot"], e["bot_reason"], e["device_type"]) == (True, "crawler", "bot"), (agent, source)
-        # A conversion the business's server posts carries its HTTP client's agent: never a bot for that.
-        assert enriched(replace(BASE, user_agent=agent, source="api"))["is_bot"] is False
+        # A conversion the business's server posts carries its HTTP client's agent and address: never a
+        # bot for that, and no visitor's device or country.
+        api = enriched(replace(BASE, user_agent=agent, source="api"))
+        assert api["is_bot"] is False and {api[k] for k in ("country", "device_type", "browser", "ip_hash")} == {""}
     for agent in (INSTAGRAM, FACEBOOK_APP):
         assert enriched(replace(BASE, user_agent=agent))["is_bot"] is False
     # What the tracker flagged keeps its reason (the reason names are the settler's and the reports').
@@ -115,6 +117,7 @@ def test_anonymized_ips_are_truncated_and_hashed_whole():
     assert rekeyed["ip_hash"] != one["ip_hash"]  # keyed: nobody without the key can recompute it
     assert one["ip_hash"] != hashlib.blake2b(b"203.0.113.1", digest_size=16).hexdigest()
     assert enriched(replace(BASE, ip="203.0.113.77"))["ip"] == "203.0.113.77"  # not anonymizing: kept
+    assert enriched(replace(BASE, ip="203.0.113.77", source="api"), anonymizing)["ip"] == "203.0.113.0"
 
 
 def test_what_is_not_the_edges_format_passes_through():
