@@ -163,7 +163,7 @@ class StatsQuery:
         granularity = request.query.get("granularity", "day")
         if granularity not in STEPS:
             raise invalid("granularity", "granularity must be hour or day")
-        start, end = _range(request, DEFAULT_SPAN[granularity], MAX_SPAN[granularity])
+        start, end = query_range(request, DEFAULT_SPAN[granularity], MAX_SPAN[granularity])
         group_by = request.query.get("group_by")
         if group_by is not None and group_by not in dimensions:
             raise invalid("group_by", f"group_by must be one of {', '.join(dimensions)}")
@@ -260,7 +260,7 @@ async def _report(request: web.Request, stats: StatsQuery, decided: list[dict]) 
 @routes.get("/v1/me/earnings")
 async def my_earnings(request: web.Request) -> web.Response:
     who = (await caller(request)).require("creator")
-    start, end = _range(request, EARNINGS_DEFAULT_SPAN, MAX_SPAN["day"])
+    start, end = query_range(request, EARNINGS_DEFAULT_SPAN, MAX_SPAN["day"])
     async with as_user(request.app[PG_POOL], who.id) as conn:
         rows = await (
             await conn.execute(_EARNINGS_SQL, {"creator": who.id, "from": start, "to": end})
@@ -289,7 +289,7 @@ async def my_earnings(request: web.Request) -> web.Response:
     })
 
 
-def _range(request: web.Request, default_span: timedelta, max_span: timedelta) -> tuple[datetime, datetime]:
+def query_range(request: web.Request, default_span: timedelta, max_span: timedelta) -> tuple[datetime, datetime]:
     end = _query_time(request, "to") or datetime.now(timezone.utc)
     start = _query_time(request, "from") or end - default_span
     if start >= end:
