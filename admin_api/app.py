@@ -12,8 +12,8 @@ from psycopg_pool import PoolTimeout
 from oros.connections import pg_pool, redis_client
 from oros.settings import Settings
 
-from . import (admin, campaigns, exports, funding, health, openapi, queues, reports, sessions, users, wallets, webapp,
-               webhooks)
+from . import (admin, campaigns, exports, funding, health, openapi, qr, queues, reports, sessions, users, wallets,
+               webapp, webhooks)
 from .errors import ApiError, StreamBroken
 from .payload import respond
 from .typedefs import METRICS, PG_POOL, REDIS, SETTINGS
@@ -21,8 +21,8 @@ from .typedefs import METRICS, PG_POOL, REDIS, SETTINGS
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-ROUTE_MODULES = (users, sessions, campaigns, wallets, admin, queues, funding, webhooks, reports, exports, health,
-                 webapp)
+ROUTE_MODULES = (users, sessions, campaigns, wallets, admin, queues, funding, webhooks, reports, exports, qr,
+                 health, webapp)
 
 # Safety net for what input validation missed: a database refusal caused by the
 # request is the caller's problem (4xx), never a 500.
