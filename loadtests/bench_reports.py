@@ -62,7 +62,7 @@ SELECT generateUUIDv4(number),
 FILL_DECISIONS = """
 INSERT INTO events (campaign_id, creator_id, tracking_link_id, event_type, occurred_at, status, rejection_reason,
                     payout_amount, platform_fee, paid, country, device_type, first_visit)
-SELECT %(campaign)s, (%(creators)s::uuid[])[g %% 20 + 1], (%(links)s::uuid[])[g %% 200 + 1],
+SELECT %(campaign)s, (%(creators)s::uuid[])[g / 4 %% 20 + 1], (%(links)s::uuid[])[g %% 200 + 1],
        (ARRAY['click', 'click', 'click', 'conversion', 'sale'])[g %% 5 + 1],
        %(start)s + ((g::bigint * 7919) %% 2678400) * interval '1 second',
        CASE WHEN g %% 4 = 0 THEN 'rejected' ELSE 'paid' END,
