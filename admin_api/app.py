@@ -15,16 +15,17 @@ from oros.connections import pg_pool, redis_client
 from oros.jobs import OwnerJobs
 from oros.settings import Settings
 
-from . import (admin, attempts, campaigns, funding, health, openapi, queues, reports, sessions, users, wallets, webapp,
-               webhooks)
-from .errors import ApiError
+from . import (admin, attempts, campaigns, exports, funding, health, openapi, qr, queues, reports, sessions, users,
+               wallets, webapp, webhooks)
+from .errors import ApiError, StreamBroken
 from .payload import respond
 from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-ROUTE_MODULES = (users, sessions, campaigns, wallets, admin, queues, funding, webhooks, reports, health, webapp)
+ROUTE_MODULES = (users, sessions, campaigns, wallets, admin, queues, funding, webhooks, reports, exports, qr,
+                 health, webapp)
 
 # Safety net for what input validation missed: a database refusal caused by the
 # request is the caller's problem (4xx), never a 500.
@@ -54,6 +55,8 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Render every failure as ``{"error": {"code", "message", "field"?}}``."""
     try:
         return await handler(request)
+    except StreamBroken:
+        raise  # the status and part of the body are sent; aiohttp closes the connection
     except ApiError as exc:
         return _api_error(exc)
     except web.HTTPException as exc:

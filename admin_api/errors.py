@@ -21,6 +21,10 @@ class ApiError(Exception):
         return {"error": error}
 
 
+class StreamBroken(Exception):
+    """A streamed response failed after its first bytes: nothing can be rendered, the connection is cut."""
+
+
 def invalid(field: str, message: str) -> ApiError:
     return ApiError(422, "invalid", message, field)
 

@@ -15,12 +15,14 @@ import functools
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from aiohttp import web
 
 from oros.connections import as_user, clickhouse_client
+from oros.events import canonical_uuid
 from oros.money import fmt
 from oros.settings import Settings
 
@@ -39,29 +41,51 @@ DEFAULT_SPAN = {"hour": timedelta(hours=24), "day": timedelta(days=7)}
 EARNINGS_DEFAULT_SPAN = timedelta(days=30)
 DUPLICATE_CLICK = "duplicate_click"  # settler.verify's reason code
 
-# FINAL collapses replays not merged yet, so a redelivered event never counts twice.
+# What stats group by and filter on (``group_by=``, and a query parameter of the same name):
+# the ClickHouse expression, the Postgres column, and whether the value is an id.
+DIMENSIONS = {
+    "country": ("country", "country", False),
+    "device": ("device_type", "device_type", False),
+    "browser": ("browser", "browser", False),
+    "os": ("os", "os", False),
+    "referrer": ("referrer_host", "referrer_host", False),
+    "link": ("ifNull(toString(link_id), '')", "coalesce(tracking_link_id::text, '')", True),
+    "creator": ("ifNull(toString(creator_id), '')", "coalesce(creator_id::text, '')", True),
+    "campaign": ("toString(campaign_id)", "campaign_id::text", True),
+}
+CAMPAIGN_DIMENSIONS = ("country", "device", "browser", "os", "referrer", "link", "creator")
+CREATOR_DIMENSIONS = ("country", "device", "browser", "os", "referrer", "link", "campaign")
+MAX_FILTER_CHARS = 255
+MAX_GROUPS = 200  # the most groups an answer lists, by clicks; ``groups_truncated`` says when there were more
+
+# FINAL collapses replays not merged yet, so a redelivered event never counts twice. With a
+# group_by, GROUPING SETS answer the time buckets and the groups in one scan.
 _CH_STATS_SQL = """
-SELECT toStartOfInterval(ts, INTERVAL 1 {unit}, 'UTC') AS bucket,
+SELECT toStartOfInterval(ts, INTERVAL 1 {unit}, 'UTC') AS bucket, {dimension} AS dim,
        countIf(event_type = 'click') AS clicks,
        countIf(event_type = 'click' AND is_bot) AS bot_clicks,
        countIf(event_type = 'conversion') AS conversions,
        countIf(event_type = 'sale') AS sales,
        ifNull(sumIf(value, event_type = 'sale'), 0) AS sales_value
   FROM events FINAL
- WHERE campaign_id = {{campaign:UUID}}
+ WHERE {scope}
    AND ts >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')
-   AND ts < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
- GROUP BY bucket
+   AND ts < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC'){filters}
+ GROUP BY {grouping}
 """
 
-# Run as the caller: RLS shows a business its own campaigns' decisions (and admins all).
+# Run as the caller: RLS shows a business its own campaigns' decisions, a creator its own events
+# (and admins all). first_visit marks a unique visitor (settler.run.first_visit).
 _PG_STATS_SQL = """
-SELECT date_trunc(%(unit)s, occurred_at, 'UTC') AS bucket, event_type, status, rejection_reason AS reason,
-       count(*) AS n, coalesce(sum(payout_amount - reversed_payout) FILTER (WHERE status = 'paid'), 0) AS spend
-  FROM events
- WHERE campaign_id = %(campaign)s AND occurred_at >= %(from)s AND occurred_at < %(to)s
-   AND event_type <> 'refund'
- GROUP BY 1, 2, 3, 4
+SELECT bucket, dim, event_type, status, reason, GROUPING(bucket) = 1 AS is_group,
+       count(*) AS n, count(*) FILTER (WHERE first_visit) AS visitors,
+       coalesce(sum(payout_amount - reversed_payout) FILTER (WHERE status = 'paid'), 0) AS spend
+  FROM (SELECT date_trunc(%(unit)s, occurred_at, 'UTC') AS bucket, {dimension} AS dim, event_type, status,
+               rejection_reason AS reason, first_visit, payout_amount, reversed_payout
+          FROM events
+         WHERE {scope} AND occurred_at >= %(from)s AND occurred_at < %(to)s
+           AND event_type <> 'refund'{filters}) AS decided
+ GROUP BY {grouping}
 """
 
 _CAMPAIGN_SQL = "SELECT business_id::text AS business_id FROM campaigns WHERE id = %(id)s"
@@ -123,40 +147,121 @@ class StatsGate:
 stats_gate = StatsGate()
 
 
+@dataclass(frozen=True)
+class StatsQuery:
+    """One stats request, validated: whose events (scope), when, how bucketed, grouped and filtered."""
+
+    scope: str  # "campaign" or "creator": the dimension the caller's events are selected by
+    scope_id: str
+    start: datetime
+    end: datetime
+    granularity: str
+    group_by: str | None
+    filters: dict[str, str]
+
+    @classmethod
+    def parse(cls, request: web.Request, scope: str, scope_id: str, dimensions: tuple[str, ...]) -> "StatsQuery":
+        granularity = request.query.get("granularity", "day")
+        if granularity not in STEPS:
+            raise invalid("granularity", "granularity must be hour or day")
+        start, end = query_range(request, DEFAULT_SPAN[granularity], MAX_SPAN[granularity])
+        group_by = request.query.get("group_by")
+        if group_by is not None and group_by not in dimensions:
+            raise invalid("group_by", f"group_by must be one of {', '.join(dimensions)}")
+        filters = {}
+        for name in dimensions:
+            value = request.query.get(name)
+            if value is None:
+                continue
+            if DIMENSIONS[name][2] and canonical_uuid(value) is None:
+                raise invalid(name, f"{name} must be an id")
+            if len(value) > MAX_FILTER_CHARS:
+                raise invalid(name, f"{name} may be at most {MAX_FILTER_CHARS} characters")
+            filters[name] = canonical_uuid(value) or value
+        return cls(scope, scope_id, start, end, granularity, group_by, filters)
+
+    def clickhouse(self) -> tuple[str, dict]:
+        dimension = DIMENSIONS[self.group_by][0] if self.group_by else "''"
+        filters = "".join(f"\n   AND {DIMENSIONS[name][0]} = {{f_{name}:String}}" for name in self.filters)
+        sql = _CH_STATS_SQL.format(
+            unit=self.granularity.upper(), dimension=dimension, filters=filters,
+            scope=f"{self.scope}_id = {{scope_id:UUID}}",
+            grouping="GROUPING SETS ((bucket), (dim))" if self.group_by else "bucket, dim")
+        params = {"scope_id": self.scope_id, "from_ms": _ms(self.start), "to_ms": _ms(self.end),
+                  **{f"f_{name}": value for name, value in self.filters.items()}}
+        return sql, params
+
+    def postgres(self) -> tuple[str, dict]:
+        dimension = DIMENSIONS[self.group_by][1] if self.group_by else "''"
+        filters = "".join(f"\n           AND {DIMENSIONS[name][1]} = %(f_{name})s" for name in self.filters)
+        keys = "event_type, status, reason"
+        sql = _PG_STATS_SQL.format(
+            dimension=dimension, filters=filters, scope=f"{self.scope}_id = %(scope_id)s",
+            grouping=f"GROUPING SETS ((bucket, {keys}), (dim, {keys}))" if self.group_by else f"bucket, dim, {keys}")
+        params = {"unit": self.granularity, "scope_id": self.scope_id, "from": self.start, "to": self.end,
+                  **{f"f_{name}": value for name, value in self.filters.items()}}
+        return sql, params
+
+
 @routes.get("/v1/campaigns/{id}/stats")
 async def campaign_stats(request: web.Request) -> web.Response:
     who = (await caller(request)).require("business")
     campaign_id = path_id(request)
-    granularity = request.query.get("granularity", "day")
-    if granularity not in STEPS:
-        raise invalid("granularity", "granularity must be hour or day")
-    start, end = _range(request, DEFAULT_SPAN[granularity], MAX_SPAN[granularity])
+    stats = StatsQuery.parse(request, "campaign", campaign_id, CAMPAIGN_DIMENSIONS)
     with stats_gate.admit(who.id):
         async with as_user(request.app[PG_POOL], who.id) as conn:
-            campaign = await (await conn.execute(_CAMPAIGN_SQL, {"id": campaign_id})).fetchone()
-            # Active campaigns are public, their numbers are not: only the owner (or an admin) sees them.
-            if campaign is None or (campaign["business_id"] != who.id and not who.is_admin):
-                raise not_found("campaign")
-            decided = await _decisions(conn, campaign_id, granularity, start, end)
-        # The Postgres connection is back in the pool before ClickHouse is asked: a slow or busy
-        # ClickHouse (chDB answers one query at a time) must not starve every other endpoint.
-        raw = await asyncio.get_running_loop().run_in_executor(_STATS_THREADS, functools.partial(
-            _raw_counts, request.app[SETTINGS], campaign_id, granularity, start, end))
-    buckets = _buckets(start, end, granularity, raw, decided)
-    return respond({
-        "campaign_id": campaign_id,
-        "from": start.isoformat(),
-        "to": end.isoformat(),
-        "granularity": granularity,
+            await owned_campaign(conn, who, campaign_id)
+            decided = await _decisions(conn, stats)
+        report = await _report(request, stats, decided)
+    return respond({"campaign_id": campaign_id, **report})
+
+
+@routes.get("/v1/me/stats")
+async def my_stats(request: web.Request) -> web.Response:
+    who = (await caller(request)).require("creator")
+    stats = StatsQuery.parse(request, "creator", who.id, CREATOR_DIMENSIONS)
+    with stats_gate.admit(who.id):
+        async with as_user(request.app[PG_POOL], who.id) as conn:
+            decided = await _decisions(conn, stats)
+        report = await _report(request, stats, decided)
+    return respond({"creator_id": who.id, **report})
+
+
+async def owned_campaign(conn, who, campaign_id: str) -> None:
+    """The campaign exists and the caller owns it (or is an admin), else 404."""
+    campaign = await (await conn.execute(_CAMPAIGN_SQL, {"id": campaign_id})).fetchone()
+    # Active campaigns are public, their numbers are not: only the owner (or an admin) sees them.
+    if campaign is None or (campaign["business_id"] != who.id and not who.is_admin):
+        raise not_found("campaign")
+
+
+async def _report(request: web.Request, stats: StatsQuery, decided: list[dict]) -> dict:
+    # The Postgres connection is back in the pool before ClickHouse is asked: a slow or busy
+    # ClickHouse (chDB answers one query at a time) must not starve every other endpoint.
+    raw = await asyncio.get_running_loop().run_in_executor(
+        _STATS_THREADS, functools.partial(_raw_counts, request.app[SETTINGS], stats))
+    # A group's row has the epoch for its bucket (GROUPING SETS fill the missing key with its default).
+    buckets = _buckets(stats, [r for r in raw if r[0].year > 1970], [r for r in decided if not r["is_group"]])
+    report = {
+        "from": stats.start.isoformat(),
+        "to": stats.end.isoformat(),
+        "granularity": stats.granularity,
+        "filters": stats.filters,
         "totals": _render(_sum(buckets.values())),
         "buckets": [{"start": b.isoformat(), **_render(s)} for b, s in buckets.items()],
-    })
+    }
+    if stats.group_by:
+        groups = _groups([r for r in raw if r[0].year == 1970], [r for r in decided if r["is_group"]])
+        ranked = sorted(groups.items(), key=lambda kv: (-kv[1]["clicks"], kv[0]))
+        report.update(group_by=stats.group_by, groups_truncated=len(ranked) > MAX_GROUPS,
+                      groups=[{"key": key, **_render(s)} for key, s in ranked[:MAX_GROUPS]])
+    return report
 
 
 @routes.get("/v1/me/earnings")
 async def my_earnings(request: web.Request) -> web.Response:
     who = (await caller(request)).require("creator")
-    start, end = _range(request, EARNINGS_DEFAULT_SPAN, MAX_SPAN["day"])
+    start, end = query_range(request, EARNINGS_DEFAULT_SPAN, MAX_SPAN["day"])
     async with as_user(request.app[PG_POOL], who.id) as conn:
         rows = await (
             await conn.execute(_EARNINGS_SQL, {"creator": who.id, "from": start, "to": end})
@@ -185,7 +290,7 @@ async def my_earnings(request: web.Request) -> web.Response:
     })
 
 
-def _range(request: web.Request, default_span: timedelta, max_span: timedelta) -> tuple[datetime, datetime]:
+def query_range(request: web.Request, default_span: timedelta, max_span: timedelta) -> tuple[datetime, datetime]:
     end = _query_time(request, "to") or datetime.now(timezone.utc)
     start = _query_time(request, "from") or end - default_span
     if start >= end:
@@ -200,14 +305,13 @@ def _query_time(request: web.Request, name: str) -> datetime | None:
     return None if raw is None else parse_timestamp(raw, name, years=range(2000, 3000))
 
 
-async def _decisions(conn, campaign_id: str, granularity: str, start: datetime, end: datetime) -> list[dict]:
-    params = {"unit": granularity, "campaign": campaign_id, "from": start, "to": end}
-    return await (await conn.execute(_PG_STATS_SQL, params)).fetchall()
+async def _decisions(conn, stats: StatsQuery) -> list[dict]:
+    sql, params = stats.postgres()
+    return await (await conn.execute(sql, params)).fetchall()
 
 
-def _raw_counts(settings: Settings, campaign_id: str, granularity: str, start: datetime, end: datetime) -> list:
-    sql = _CH_STATS_SQL.format(unit=granularity.upper())
-    params = {"campaign": campaign_id, "from_ms": _ms(start), "to_ms": _ms(end)}
+def _raw_counts(settings: Settings, stats: StatsQuery) -> list:
+    sql, params = stats.clickhouse()
     return clickhouse_client(settings).query(sql, parameters=params, settings=_FINAL_SETTINGS).result_rows
 
 
@@ -216,7 +320,8 @@ def _ms(value: datetime) -> int:
 
 
 def _empty() -> dict:
-    return {"clicks": 0, "billable_clicks": 0, "bot_clicks": 0, "duplicate_clicks": 0, "conversions": 0,
+    return {"clicks": 0, "billable_clicks": 0, "bot_clicks": 0, "duplicate_clicks": 0, "unique_clicks": 0,
+            "conversions": 0,
             "billable_conversions": 0, "sales": 0, "billable_sales": 0, "refunded_sales": 0,
             "sales_value": Decimal("0"), "spend": Decimal("0"), "rejections": defaultdict(int)}
 
@@ -227,24 +332,37 @@ def _floor(value: datetime, granularity: str) -> datetime:
     return value.replace(hour=0) if granularity == "day" else value
 
 
-def _buckets(start: datetime, end: datetime, granularity: str, raw: list, decided: list) -> dict[datetime, dict]:
+def _buckets(query: StatsQuery, raw: list, decided: list) -> dict[datetime, dict]:
     buckets: dict[datetime, dict] = {}
-    at = _floor(start, granularity)
-    while at < end:
+    at = _floor(query.start, query.granularity)
+    while at < query.end:
         buckets[at] = _empty()
-        at += STEPS[granularity]
-    for bucket, clicks, bots, conversions, sales, value in raw:
-        stats = buckets[_floor(bucket.replace(tzinfo=timezone.utc), granularity)]
-        stats.update(clicks=clicks, bot_clicks=bots, conversions=conversions, sales=sales, sales_value=value)
+        at += STEPS[query.granularity]
+    for bucket, _, *counts in raw:
+        _add_raw(buckets[_floor(bucket.replace(tzinfo=timezone.utc), query.granularity)], counts)
     for row in decided:
-        stats = buckets[_floor(row["bucket"], granularity)]
-        _add_decision(stats, row)
+        _add_decision(buckets[_floor(row["bucket"], query.granularity)], row)
     return buckets
+
+
+def _groups(raw: list, decided: list) -> dict[str, dict]:
+    groups: dict[str, dict] = defaultdict(_empty)
+    for _, key, *counts in raw:
+        _add_raw(groups[key], counts)
+    for row in decided:
+        _add_decision(groups[row["dim"]], row)
+    return groups
+
+
+def _add_raw(stats: dict, counts: list) -> None:
+    clicks, bots, conversions, sales, value = counts
+    stats.update(clicks=clicks, bot_clicks=bots, conversions=conversions, sales=sales, sales_value=value)
 
 
 def _add_decision(stats: dict, row: dict) -> None:
     kind, status, n = row["event_type"], row["status"], row["n"]
     stats["spend"] += row["spend"]
+    stats["unique_clicks"] += row["visitors"]
     if status == "rejected":
         stats["rejections"][row["reason"]] += n
         if row["reason"] == DUPLICATE_CLICK:
@@ -272,7 +390,7 @@ def _sum(all_stats) -> dict:
 def _render(stats: dict) -> dict:
     return {
         "clicks": {"all": stats["clicks"], "billable": stats["billable_clicks"], "bot": stats["bot_clicks"],
-                   "duplicate": stats["duplicate_clicks"]},
+                   "duplicate": stats["duplicate_clicks"], "unique": stats["unique_clicks"]},
         "conversions": {"all": stats["conversions"], "billable": stats["billable_conversions"]},
         "sales": {"all": stats["sales"], "billable": stats["billable_sales"], "refunded": stats["refunded_sales"],
                   "value": fmt(stats["sales_value"])},
@@ -284,8 +402,8 @@ def _render(stats: dict) -> dict:
 _COUNT = {"type": "integer", "minimum": 0}
 _STATS = openapi.obj(
     {
-        "clicks": openapi.obj({"all": _COUNT, "billable": _COUNT, "bot": _COUNT, "duplicate": _COUNT},
-                              ["all", "billable", "bot", "duplicate"]),
+        "clicks": openapi.obj({"all": _COUNT, "billable": _COUNT, "bot": _COUNT, "duplicate": _COUNT,
+                               "unique": _COUNT}, ["all", "billable", "bot", "duplicate", "unique"]),
         "conversions": openapi.obj({"all": _COUNT, "billable": _COUNT}, ["all", "billable"]),
         "sales": openapi.obj({"all": _COUNT, "billable": _COUNT, "refunded": _COUNT, "value": openapi.MONEY},
                              ["all", "billable", "refunded", "value"]),
@@ -299,29 +417,54 @@ _TIME_PARAMS = [
     {"name": "to", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}},
 ]
 
+
+
+def _stats_response(owner: str, dimensions: tuple[str, ...]) -> dict:
+    return openapi.json_response("Totals, dense buckets and (with group_by) the groups by clicks", openapi.obj(
+        {
+            owner: openapi.UUID,
+            "from": openapi.TIMESTAMP,
+            "to": openapi.TIMESTAMP,
+            "granularity": {"type": "string", "enum": list(STEPS)},
+            "filters": {"type": "object", "additionalProperties": {"type": "string"}},
+            "totals": _STATS,
+            "buckets": {"type": "array", "items": {**_STATS, "properties": {
+                **_STATS["properties"], "start": openapi.TIMESTAMP}}},
+            "group_by": {"type": "string", "enum": list(dimensions)},
+            "groups_truncated": {"type": "boolean"},
+            "groups": {"type": "array", "maxItems": MAX_GROUPS, "items": {**_STATS, "properties": {
+                **_STATS["properties"], "key": {"type": "string"}}}},
+        },
+        [owner, "from", "to", "granularity", "filters", "totals", "buckets"],
+    ))
+
+
+def _stats_params(dimensions: tuple[str, ...]) -> list[dict]:
+    return [
+        *_TIME_PARAMS,
+        {"name": "granularity", "in": "query", "required": False, "schema": {"type": "string", "enum": list(STEPS)}},
+        {"name": "group_by", "in": "query", "required": False, "schema": {"type": "string", "enum": list(dimensions)}},
+        *({"name": name, "in": "query", "required": False, "description": f"only events whose {name} is this",
+           "schema": {"type": "string", "format": "uuid"} if DIMENSIONS[name][2]
+           else {"type": "string", "maxLength": MAX_FILTER_CHARS}} for name in dimensions),
+    ]
+
+
 OPENAPI: dict = {
     "/v1/campaigns/{id}/stats": {
         "get": openapi.operation(
-            "A campaign's clicks, conversions, sales, spend and rejections per UTC hour or day "
-            "(owner or admin; default the last 24 hours by hour, 7 days by day)",
-            {"200": openapi.json_response("Totals and dense buckets", openapi.obj(
-                {
-                    "campaign_id": openapi.UUID,
-                    "from": openapi.TIMESTAMP,
-                    "to": openapi.TIMESTAMP,
-                    "granularity": {"type": "string", "enum": list(STEPS)},
-                    "totals": _STATS,
-                    "buckets": {"type": "array", "items": {**_STATS, "properties": {
-                        **_STATS["properties"], "start": openapi.TIMESTAMP}}},
-                },
-                ["campaign_id", "from", "to", "granularity", "totals", "buckets"],
-            ))},
-            parameters=[
-                openapi.path_param(),
-                *_TIME_PARAMS,
-                {"name": "granularity", "in": "query", "required": False,
-                 "schema": {"type": "string", "enum": list(STEPS)}},
-            ],
+            "A campaign's clicks (with unique visitors), conversions, sales, spend and rejections per UTC hour "
+            "or day, optionally grouped by one dimension and filtered by any (owner or admin; default the last "
+            "24 hours by hour, 7 days by day)",
+            {"200": _stats_response("campaign_id", CAMPAIGN_DIMENSIONS)},
+            parameters=[openapi.path_param(), *_stats_params(CAMPAIGN_DIMENSIONS)],
+        )
+    },
+    "/v1/me/stats": {
+        "get": openapi.operation(
+            "The same report over the calling creator's own links, across its campaigns",
+            {"200": _stats_response("creator_id", CREATOR_DIMENSIONS)},
+            parameters=_stats_params(CREATOR_DIMENSIONS),
         )
     },
     "/v1/me/earnings": {

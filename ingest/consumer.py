@@ -35,6 +35,7 @@ from oros.events import STREAM_FIELD
 from oros.settings import Settings
 
 from . import deadletter
+from .enrich import Enricher
 from .metrics import IngestMetrics
 from .rows import InvalidEvent, NotWireFormat, check
 from .writer import BatchRefused, BatchWriter, ClickHouseUnavailable
@@ -66,6 +67,8 @@ class Ingester:
     :param max_deliveries: a claimed entry delivered more often than this is
         inserted alone; if an ingester dies while inserting it alone, the
         next one dead-letters it (a poison that kills consumers).
+    :param enrich: add country, device, browser, OS, referrer host and the IP hash
+        (``ingest.enrich``); off only for the benchmark's baseline.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class Ingester:
         retry_s: float = 1.0,
         max_retry_s: float = 30.0,
         metrics: IngestMetrics | None = None,
+        enrich: bool = True,
     ) -> None:
         self.settings = settings
         self.keys = settings.keys
@@ -91,6 +95,8 @@ class Ingester:
         self.retry_s = retry_s
         self.max_retry_s = max_retry_s
         self.metrics = metrics or IngestMetrics()
+        self.enricher = Enricher(settings) if enrich else None
+        self._enriched: dict[bytes, bytes] = {}  # entry id -> line, made while the previous batch inserts
         self.redis = redis_client(settings)
         self._group_ready = False
 
@@ -178,6 +184,9 @@ class Ingester:
         try:
             if read_ahead:
                 following = await self._read(block_ms=None)
+                # ClickHouse parses the batch in its own thread meanwhile (chDB and the HTTP client
+                # release the GIL), so enriching the next one here costs little of the wall time.
+                self._enrich_ahead(following)
         except Exception as exc:  # noqa: BLE001 - reported below, once the insert is done
             failure = exc
         try:
@@ -187,6 +196,21 @@ class Ingester:
         if failure is not None:
             raise Interrupted([e for e in entries if e[0] not in settled] + following) from failure
         return inserted, following
+
+    def _enrich_ahead(self, entries: list) -> None:
+        if self.enricher is None:
+            return
+        ids = [entry_id for entry_id, fields in entries if fields.get(STREAM_FIELD)]
+        raws = [fields[STREAM_FIELD] for _, fields in entries if fields.get(STREAM_FIELD)]
+        self._enriched.update(zip(ids, self.enricher.lines(raws)))
+
+    def _lines(self, ids: list[bytes], raws: list[bytes]) -> list[bytes]:
+        """What ClickHouse gets: each entry enriched (ahead, or now); a dead letter keeps the raw
+        entry as the edge wrote it, so a replay is enriched anew."""
+        if self.enricher is None:
+            return raws
+        ahead = [self._enriched.pop(entry_id, None) for entry_id in ids]
+        return [line or self.enricher.line(raw) for line, raw in zip(ahead, raws)]
 
     async def _read(self, *, block_ms: int | None) -> list:
         reply = await self.redis.xreadgroup(
@@ -275,11 +299,12 @@ class Ingester:
             ids, raws = [i for i, raw in zip(ids, raws) if raw], [raw for raw in raws if raw]
             if not ids:
                 return 0
+        lines = self._lines(ids, raws)
         try:
-            return await self._write(ids, raws, settled)
+            return await self._write(ids, lines, settled)
         except BatchRefused as exc:
             log.warning("ClickHouse refused a batch of %d; isolating the bad entries: %s", len(ids), exc.reason[:300])
-            return await self._isolate(ids, raws, settled)
+            return await self._isolate(ids, raws, lines, settled)
 
     async def _write(self, ids: list[bytes], raws: list[bytes], settled: set[bytes]) -> int:
         writer = BatchWriter(self.settings, self.metrics)
@@ -287,34 +312,38 @@ class Ingester:
         await asyncio.to_thread(writer.close)
         return await self._acked(ids, settled)
 
-    async def _isolate(self, ids: list[bytes], raws: list[bytes], settled: set[bytes]) -> int:
-        """Insert the good entries of a refused batch, dead-letter the bad ones; return rows inserted."""
-        invalid, rest = [], ([], [])
-        for entry_id, raw in zip(ids, raws):
+    async def _isolate(self, ids: list[bytes], raws: list[bytes], lines: list[bytes], settled: set[bytes]) -> int:
+        """Insert the good entries of a refused batch, dead-letter the bad ones; return rows inserted.
+
+        ``lines`` are the entries as inserted (enriched), ``raws`` as the stream holds them.
+        """
+        invalid, rest, originals = [], ([], []), {}
+        for entry_id, raw, line in zip(ids, raws, lines):
             try:
-                check(raw)
+                check(line)
             except InvalidEvent as exc:
                 invalid.append((entry_id, {STREAM_FIELD: raw}, "invalid", str(exc)))
                 continue
             except NotWireFormat:
                 pass  # ClickHouse decides, below
             rest[0].append(entry_id)
-            rest[1].append(raw)
+            rest[1].append(line)
+            originals[entry_id] = raw
         await self._dead_letter(invalid, settled)
         # Python found the culprits: the rest goes in at once. Otherwise ClickHouse finds them.
         parts = [rest] if invalid else _halves(rest)
         inserted = 0
         while parts:
-            part_ids, part_raws = parts.pop()
+            part_ids, part_lines = parts.pop()
             if not part_ids:
                 continue
             try:
-                inserted += await self._write(part_ids, part_raws, settled)
+                inserted += await self._write(part_ids, part_lines, settled)
             except BatchRefused as exc:
                 if len(part_ids) > 1:
-                    parts += _halves((part_ids, part_raws))
+                    parts += _halves((part_ids, part_lines))
                 elif exc.row_level:
-                    dead = (part_ids[0], {STREAM_FIELD: part_raws[0]}, "refused", exc.reason)
+                    dead = (part_ids[0], {STREAM_FIELD: originals[part_ids[0]]}, "refused", exc.reason)
                     await self._dead_letter([dead], settled)
                 else:
                     raise ClickHouseUnavailable(exc.reason) from exc

@@ -1,8 +1,10 @@
 """One stream entry checked against what the ClickHouse events table accepts.
 
-The table's constraints (sql/clickhouse/0001, 0002) and these checks hold the
-same limits (``oros.events``), so for an entry in the wire format the edge
-writes (``Event.encode()``'s bytes) the verdict here is ClickHouse's verdict:
+The table's constraints (sql/clickhouse/0001, 0002, 0003) and these checks hold
+the same limits (``oros.events``), so for an entry in the wire format the edge
+writes (``Event.encode()``'s bytes), alone or as ingest enriched it
+(``ingest.enrich``: the same plus ``ENRICHED_LIMITS``' fields), the verdict
+here is ClickHouse's verdict:
 ``InvalidEvent`` means ClickHouse refuses it too. ClickHouse's JSON reader
 also takes looser input (quoted numbers, exponents, duplicate or differently
 cased keys, invalid UTF-8 in unknown fields), which Python cannot predict
@@ -19,7 +21,10 @@ from types import UnionType
 
 import orjson
 
-from oros.events import CURRENCY_PATTERN, EVENT_TYPES, STREAM_FIELD, TEXT_LIMITS, TS_MAX_MS, TS_MIN_MS, Event
+from oros.events import (
+    CURRENCY_PATTERN, DEVICE_TYPES, ENRICHED_LIMITS, EVENT_TYPES, STREAM_FIELD, TEXT_LIMITS, TS_MAX_MS, TS_MIN_MS,
+    Event,
+)
 from oros.money import CENT, MAX_AMOUNT
 
 
@@ -42,12 +47,19 @@ def _json_types(annotation) -> tuple[type, ...]:
 
 # The JSON type of every wire field, read from the Event model (one owner for the field list).
 WIRE_TYPES = {name: _json_types(hint) for name, hint in typing.get_type_hints(Event).items()}
+ENRICHED_TYPES = {**WIRE_TYPES, **{name: (str,) for name in ENRICHED_LIMITS}}
 UUID_FIELDS = ("event_id", "campaign_id", "link_id", "creator_id", "supporter_id", "business_id", "click_id")
 # The two spellings ClickHouse parses as a UUID (any case); it refuses every other string.
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}").fullmatch
 # Plain decimal notation; ClickHouse reads more digits than the scale and drops them (toward zero).
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?").fullmatch
 _CURRENCY = re.compile(CURRENCY_PATTERN).fullmatch
+# The enriched fields with a shape of their own (the rest are text within ENRICHED_LIMITS).
+_ENRICHED_SHAPES = {
+    "country": (re.compile("(?:[A-Z]{2})?").fullmatch, "an ISO 3166-1 alpha-2 code or empty"),
+    "device_type": (frozenset(("", *DEVICE_TYPES)).__contains__, f"one of {', '.join(DEVICE_TYPES)} or empty"),
+    "ip_hash": (re.compile("(?:[0-9a-f]{32})?").fullmatch, "32 lower-case hex digits or empty"),
+}
 _TOO_BIG = MAX_AMOUNT + CENT
 
 
@@ -61,16 +73,19 @@ def check(raw: bytes | None) -> None:
         raise NotWireFormat(f"not UTF-8 JSON: {exc}") from None
     if not isinstance(event, dict):
         raise NotWireFormat(f"a JSON {type(event).__name__}, not an object")
-    if set(event) != WIRE_TYPES.keys():
-        odd = sorted(set(event) ^ WIRE_TYPES.keys())
+    types = ENRICHED_TYPES if len(event) == len(ENRICHED_TYPES) else WIRE_TYPES
+    if set(event) != types.keys():
+        odd = sorted(set(event) ^ types.keys())
         raise NotWireFormat(f"fields differ from the event model: {', '.join(odd)[:200]}")
     for name, value in event.items():
-        if not isinstance(value, WIRE_TYPES[name]) or (isinstance(value, bool) and bool not in WIRE_TYPES[name]):
+        if not isinstance(value, types[name]) or (isinstance(value, bool) and bool not in types[name]):
             raise NotWireFormat(f"{name}: a JSON {type(value).__name__}")
     if orjson.dumps(event) != raw:
         # Only then is metadata's stored text (ClickHouse keeps the object as written) what we measure.
         raise NotWireFormat("not compact JSON as the edge writes it")
     _check_fields(event)
+    if types is ENRICHED_TYPES:
+        _check_enriched(event)
 
 
 def _check_fields(event: dict) -> None:
@@ -96,6 +111,19 @@ def _check_fields(event: dict) -> None:
             raise InvalidEvent(name, "holds a NUL character")
         if len(text) > limit:
             raise InvalidEvent(name, f"{len(text)} characters, more than {limit}")
+
+
+def _check_enriched(event: dict) -> None:
+    for name, limit in ENRICHED_LIMITS.items():
+        value = event[name]
+        if name in _ENRICHED_SHAPES:
+            fits, shape = _ENRICHED_SHAPES[name]
+            if not fits(value):
+                raise InvalidEvent(name, f"not {shape}: {value[:60]!r}")
+        elif "\0" in value:
+            raise InvalidEvent(name, "holds a NUL character")
+        elif len(value) > limit:
+            raise InvalidEvent(name, f"{len(value)} characters, more than {limit}")
 
 
 def _check_value(raw: str) -> None:

@@ -19,13 +19,14 @@ from collections.abc import Iterable
 from clickhouse_connect.driver.exceptions import ClickHouseError, scrub_error_details
 
 from oros.connections import clickhouse_client
-from oros.events import Event
+from oros.events import ENRICHED_LIMITS, Event
 from oros.settings import Settings
 
 from .metrics import IngestMetrics
 
-# The JSON keys ClickHouse reads: every field of the event model (ts_ms is the table's EPHEMERAL column).
-JSON_COLUMNS = tuple(f.name for f in dataclasses.fields(Event))
+# The JSON keys ClickHouse reads: every field of the event model (ts_ms is the table's EPHEMERAL column)
+# and what ingest adds (an entry without them, inserted as the edge wrote it, stores their defaults).
+JSON_COLUMNS = (*(f.name for f in dataclasses.fields(Event)), *ENRICHED_LIMITS)
 JSON_SETTINGS = {
     "input_format_json_read_objects_as_strings": 1,  # metadata: a JSON object stored as its text
     "input_format_skip_unknown_fields": 1,  # a newer edge may add fields

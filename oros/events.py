@@ -32,6 +32,14 @@ TEXT_LIMITS = {
     "order_id": 200, "ip": 64, "user_agent": 4096, "referrer": 4096,
     "bot_reason": 64, "source": 64, "metadata": 16384,
 }
+DEVICE_TYPES = ("desktop", "mobile", "tablet", "bot", "other")  # or empty: no user agent
+# What ingest adds to each event before ClickHouse (ingest/enrich.py, sql/clickhouse/0003), by field:
+# the most characters each may hold. Country is ISO 3166-1 alpha-2 or empty (unknown), the IP hash
+# 32 hex digits (a keyed 128-bit BLAKE2b of the full address) or empty (no address).
+ENRICHED_LIMITS = {
+    "country": 2, "device_type": 16, "browser": 64, "browser_version": 32, "os": 64, "os_version": 32,
+    "referrer_host": 255, "ip_hash": 32,
+}
 
 
 class _RandomTails:
@@ -138,7 +146,7 @@ class Event:
     referrer: str | None = None
     is_bot: bool = False
     bot_reason: str | None = None
-    source: str = "redirect"  # redirect | head | pixel | api | stripe
+    source: str = "redirect"  # redirect | qr (a scanned QR code) | head | pixel | api | stripe
     metadata: dict = field(default_factory=dict)  # pixels: {"sig": …} when signed
 
     def encode(self) -> bytes:

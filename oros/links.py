@@ -19,6 +19,21 @@ import orjson
 from .keys import Keys
 
 CODE_RE = re.compile(r"^[A-Za-z0-9_-]{4,20}$")
+# The query part a link's QR code carries, so the tracker records the click as a scan (source "qr").
+QR_MARK = "qr=1"
+
+
+def qr_url(url: str) -> str:
+    """What a link's QR code encodes: its url, marked as a scan."""
+    return f"{url}?{QR_MARK}"
+
+
+def unmark_scan(raw_query: str) -> str | None:
+    """The query without the scan mark, or None when it carries none (the mark is not passed on)."""
+    parts = raw_query.split("&")
+    if QR_MARK not in parts:
+        return None
+    return "&".join(part for part in parts if part != QR_MARK)
 NEGATIVE = b"-"
 REDIS_TTL_S = 24 * 3600
 

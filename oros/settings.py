@@ -24,8 +24,12 @@ class SettingsError(ValueError):
 JWT_SECRET = "OROS_JWT_SECRET"
 STRIPE_WEBHOOK_SECRET = "STRIPE_WEBHOOK_SECRET"
 STRIPE_API_KEY = "STRIPE_API_KEY"
+IP_HASH_KEY = "OROS_IP_HASH_KEY"
 SECRET_FIELDS = {JWT_SECRET: "jwt_secret", STRIPE_WEBHOOK_SECRET: "stripe_webhook_secret",
-                 STRIPE_API_KEY: "stripe_api_key"}
+                 STRIPE_API_KEY: "stripe_api_key", IP_HASH_KEY: "ip_hash_key"}
+# While the stored IP is truncated, the settler deduplicates by the IP hash, which ClickHouse keeps
+# two days from its UTC day's start (sql/clickhouse/0003): a longer window would outlive it.
+ANONYMIZED_MAX_DEDUPE_S = 86_400
 MIN_SECRET_BYTES = 32  # HS256 wants a key as long as its output; Stripe's own keys are longer
 # Values this project or its compose file once shipped as defaults: published, so never secret.
 PUBLISHED_DEFAULTS = frozenset({
@@ -54,6 +58,15 @@ def _int(env: dict[str, str], name: str, default: int, *, minimum: int = 0) -> i
     if value < minimum:
         raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
     return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() not in ("true", "false", "1", "0"):
+        raise SettingsError(f"{name}={raw!r} must be true or false")
+    return raw.lower() in ("true", "1")
 
 
 def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
@@ -95,6 +108,10 @@ class Settings:
     click_dedupe_s: int = 3600
     min_withdrawal: Decimal = Decimal("10.00")
     trusted_proxies: tuple = field(default_factory=tuple)
+    # Ingest truncates the stored IP (IPv4 /24, IPv6 /48) and keys its hash with ip_hash_key
+    # (required then; docs/security.md, "IP addresses").
+    anonymize_ip: bool = False
+    ip_hash_key: str | None = None
 
     # Tracker tuning.
     flush_interval_ms: int = 0  # appender linger; 0 = flush whenever the event loop is idle
@@ -136,6 +153,8 @@ class Settings:
             click_dedupe_s=_int(env, "OROS_CLICK_DEDUPE_SECONDS", 3600),
             min_withdrawal=_decimal(env, "OROS_MIN_WITHDRAWAL", "10.00", minimum=Decimal("0.01")),
             trusted_proxies=_networks(env, "OROS_TRUSTED_PROXIES"),
+            anonymize_ip=_bool(env, "OROS_ANONYMIZE_IP", False),
+            ip_hash_key=env.get(IP_HASH_KEY),
             flush_interval_ms=_int(env, "OROS_FLUSH_INTERVAL_MS", 0),
             max_batch=_int(env, "OROS_MAX_BATCH", 2000, minimum=1),
             link_cache_ttl_s=_int(env, "OROS_LINK_CACHE_TTL_S", 30),
@@ -149,6 +168,16 @@ class Settings:
             clickhouse_database=env.get("OROS_CLICKHOUSE_DATABASE", "oros"),
             redis_prefix=env.get("OROS_REDIS_PREFIX", ""),
         )
+
+    def __post_init__(self) -> None:
+        if self.anonymize_ip and self.click_dedupe_s > ANONYMIZED_MAX_DEDUPE_S:
+            raise SettingsError(f"OROS_CLICK_DEDUPE_SECONDS may be at most {ANONYMIZED_MAX_DEDUPE_S} with "
+                                "OROS_ANONYMIZE_IP=true: the IP hash it deduplicates by is kept two days")
+
+    @property
+    def ip_secrets(self) -> tuple[str, ...]:
+        """The secrets a process that hashes IPs (ingest) needs: the key, while anonymizing."""
+        return (IP_HASH_KEY,) if self.anonymize_ip else ()
 
     def check_secrets(self, *names: str, optional: tuple[str, ...] = ()) -> None:
         """Refuse to run with any of these secrets unset, empty, short or a published default.

@@ -8,28 +8,31 @@ import sys
 from datetime import UTC, datetime
 
 from oros.logs import setup_logging
-from oros.settings import JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Settings, SettingsError
+from oros.settings import IP_HASH_KEY, JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Settings, SettingsError
 
 log = logging.getLogger("oros")
 
 # The secrets each process uses (docs/security.md, "Secrets"). The admin API
 # issues and verifies tokens and verifies Stripe's webhooks; without a Stripe
 # key it still runs, and card funding answers 503. Payouts move money through
-# Stripe. The tracker, ingest, settle, release-holds, reconcile, migrate and
-# create-admin hold no secret.
+# Stripe. Ingest keys its IP hash with OROS_IP_HASH_KEY, required while it
+# truncates IPs (``Settings.ip_secrets``). The tracker, settle, release-holds,
+# reconcile, migrate and create-admin hold no secret.
 ADMIN_SECRETS = (JWT_SECRET, STRIPE_WEBHOOK_SECRET)
 PAYOUT_SECRETS = (STRIPE_API_KEY,)
 
 
-def _settings(*secrets: str, optional: tuple[str, ...] = ()):
+def _settings(*secrets: str, optional: tuple[str, ...] = (), hashes_ips: bool = False):
     """Settings with concrete server URLs, and the embedded servers this process started.
 
     The secrets are checked before any server starts, so a refused process
-    leaves nothing running.
+    leaves nothing running. ``hashes_ips``: the process enriches events (ingest).
     """
     from oros import embedded
 
     settings = embedded.attach_to_dev(Settings.from_env())
+    if hashes_ips:
+        secrets, optional = (*secrets, *settings.ip_secrets), (*optional, IP_HASH_KEY)
     settings.check_secrets(*secrets, optional=optional)
     return embedded.resolve(settings, prefer_local=False)
 
@@ -38,8 +41,10 @@ def cmd_dev(args) -> int:
     from oros import embedded
     from oros_cli.dev import run_dev
 
+    env_settings = Settings.from_env()
+    env_settings.check_secrets(optional=(IP_HASH_KEY,))
     settings, servers, fund_by_card = embedded.resolve_for_dev(
-        Settings.from_env(), needs=(*ADMIN_SECRETS, *PAYOUT_SECRETS),
+        env_settings, needs=(*ADMIN_SECRETS, *PAYOUT_SECRETS, *env_settings.ip_secrets),
         webhook_url=f"http://127.0.0.1:{args.admin_port}/v1/webhooks/stripe",
     )
     try:
@@ -93,7 +98,8 @@ def cmd_tracker(args) -> int:
 def cmd_ingest(args) -> int:
     from ingest import cli
 
-    settings, servers = _settings()
+    settings, servers = _settings(hashes_ips=not (args.dead_letters or args.replay_dead_letters is not None
+                                                 or args.drop_dead_letters))
     try:
         if args.dead_letters:
             return cli.run_list_dead_letters(settings, limit=args.limit)

@@ -35,6 +35,7 @@ EVENT_COLUMNS = (
     "currency", "click_id", "order_id", "occurred_at", "status", "rejection_reason",
     "settlement_run_id", "transfer_id", "verified", "verified_at", "payout_amount", "platform_fee",
     "paid", "paid_at", "ip_address", "user_agent",
+    "country", "device_type", "browser", "os", "referrer_host", "first_visit",
 )
 COPY_EVENTS = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 
@@ -115,12 +116,14 @@ def event_row(
         event.click_id, event.order_id, datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC),
         status, reason, run_id, transfer_id, paid, now, payout, fee, paid, now if paid else None,
         event.ip or None, event.user_agent or None,
+        event.country, event.device_type, event.browser, event.os, event.referrer_host, event.first_visit,
     )
 
 
 # COPY's text format: backslash escapes, \N for NULL. Only these columns can hold arbitrary text.
 _ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_FREE_TEXT = tuple(EVENT_COLUMNS.index(c) for c in ("currency", "order_id", "ip_address", "user_agent"))
+_FREE_TEXT = tuple(EVENT_COLUMNS.index(c) for c in ("currency", "order_id", "ip_address", "user_agent", "country",
+                                                    "device_type", "browser", "os", "referrer_host"))
 
 
 def _copy_line(row: tuple) -> str:

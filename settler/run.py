@@ -50,6 +50,7 @@ OVERLAP = timedelta(minutes=2)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 LOOKUP_CHUNK = 50_000
+DAY_MS = 86_400_000
 # Connections posting campaigns at once (each campaign is still one transaction).
 POST_WORKERS = 2
 
@@ -63,19 +64,24 @@ FRESH_SQL = """
 SELECT toString(event_id), event_type, toUnixTimestamp64Milli(ts), toString(campaign_id),
        toString(link_id), toString(creator_id), toString(supporter_id), toString(business_id),
        toString(click_id), order_id, value, currency, ip, user_agent, is_bot, source,
-       JSONExtractString(metadata, 'sig')
+       JSONExtractString(metadata, 'sig'), country, device_type, browser, os, referrer_host
   FROM events
  WHERE {fresh}
  LIMIT 1 BY event_id
 """
 
-# For each fresh human click: the previous human click from the same IP on the same link.
+# Who a click came from, for deduplication and unique visitors: the IP as stored, or while it is
+# truncated (OROS_ANONYMIZE_IP) the keyed hash of the full IP (sql/clickhouse/0003). An event
+# stored before the hash existed, or whose hash expired, falls back to the stored IP.
+VISITOR = {False: "ip", True: "if(ip_hash = '', ip, ip_hash)"}
+
+# For each fresh human click: the previous human click from the same visitor on the same link.
 PREV_CLICK_SQL = """
 SELECT toString(event_id), prev FROM (
   SELECT event_id, ts,
          lagInFrame(toNullable(toUnixTimestamp64Milli(ts))) OVER (
-           PARTITION BY link_id, ip ORDER BY ts, event_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev
-    FROM (SELECT event_id, link_id, ip, ts FROM events
+           PARTITION BY link_id, visitor ORDER BY ts, event_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev
+    FROM (SELECT event_id, link_id, {visitor} AS visitor, ts FROM events
            WHERE event_type = 'click' AND NOT is_bot AND source != 'head'
              AND ts >= {lo:DateTime64(3, 'UTC')}
              AND campaign_id IN (SELECT campaign_id FROM events
@@ -143,7 +149,8 @@ def load_fresh(settings: Settings, params: dict, fresh: str = WINDOW) -> list[Ca
     client = clickhouse_client(settings)
 
     def query(sql: str, parameters: dict) -> list:
-        return client.query(sql.replace("{fresh}", f"({fresh})"), parameters=parameters).result_rows
+        sql = sql.replace("{fresh}", f"({fresh})").replace("{visitor}", VISITOR[settings.anonymize_ip])
+        return client.query(sql, parameters=parameters).result_rows
 
     rows = query(FRESH_SQL, params)
     if not rows:
@@ -151,15 +158,23 @@ def load_fresh(settings: Settings, params: dict, fresh: str = WINDOW) -> list[Ca
     click_ts = [r[2] for r in rows if r[1] == "click"]
     prev: dict[str, int] = {}
     if click_ts:
-        lo = datetime.fromtimestamp((min(click_ts) / 1000) - settings.click_dedupe_s, tz=UTC)
+        # Back to the dedupe window before the first click, and to its UTC day's start (first visits).
+        first = min(click_ts)
+        lo = datetime.fromtimestamp(min(first - settings.click_dedupe_s * 1000, first - first % DAY_MS) / 1000, tz=UTC)
         prev = dict(query(PREV_CLICK_SQL, {**params, "lo": lo}))
     clicks = {r[0]: r[1:] for r in query(CLICKS_SQL, params)}
     return [_candidate(r, prev, clicks) for r in rows]
 
 
+def first_visit(event_type: str, ts_ms: int, human: bool, prev_ms: int | None) -> bool:
+    """A human click with no earlier human click from its visitor on its link that UTC day."""
+    return event_type == "click" and human and (prev_ms is None or prev_ms // DAY_MS != ts_ms // DAY_MS)
+
+
 def _candidate(r: tuple, prev: dict[str, int], clicks: dict[str, tuple]) -> Candidate:
     (event_id, event_type, ts_ms, campaign_id, link_id, creator_id, supporter_id, business_id,
-     click_id, order_id, value, currency, ip, user_agent, is_bot, source, pixel_sig) = r
+     click_id, order_id, value, currency, ip, user_agent, is_bot, source, pixel_sig,
+     country, device_type, browser, os, referrer_host) = r
     click = clicks.get(click_id) if click_id else None
     if click is not None and event_type != "click":
         # The click, not the reporter, says which link and creator earned the conversion.
@@ -170,6 +185,8 @@ def _candidate(r: tuple, prev: dict[str, int], clicks: dict[str, tuple]) -> Cand
         link_id=link_id, creator_id=creator_id, supporter_id=supporter_id, business_id=business_id,
         click_id=click_id, order_id=order_id, value=value, currency=currency, ip=ip, user_agent=user_agent,
         is_bot=bool(is_bot), source=source, pixel_sig=pixel_sig or None, prev_click_ms=prev.get(event_id),
+        first_visit=first_visit(event_type, ts_ms, not is_bot and source != "head", prev.get(event_id)),
+        country=country, device_type=device_type, browser=browser, os=os, referrer_host=referrer_host,
         click_ts_ms=click[1] if click else None, click_campaign_id=click[0] if click else None,
     )
 

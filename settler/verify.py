@@ -59,9 +59,16 @@ class Candidate:
     is_bot: bool = False
     source: str = "redirect"
     pixel_sig: str | None = None  # pixels: the sig the browser sent
-    prev_click_ms: int | None = None  # clicks: the previous human click, same IP, same link
+    prev_click_ms: int | None = None  # clicks: the previous human click, same visitor, same link
     click_ts_ms: int | None = None  # conversions: when the named click happened
     click_campaign_id: str | None = None  # conversions: the named click's campaign
+    # Reports only (copied to Postgres with the decision; sql/postgres/0036), no rule reads them.
+    first_visit: bool = False
+    country: str = ""
+    device_type: str = ""
+    browser: str = ""
+    os: str = ""
+    referrer_host: str = ""
 
 
 @dataclass(frozen=True)

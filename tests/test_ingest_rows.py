@@ -16,7 +16,7 @@ import pytest
 
 from ingest.rows import InvalidEvent, NotWireFormat, check
 from ingest.writer import BatchRefused, BatchWriter
-from oros.events import EVENT_TYPES, TEXT_LIMITS, TS_MAX_MS, TS_MIN_MS, Event
+from oros.events import DEVICE_TYPES, ENRICHED_LIMITS, EVENT_TYPES, TEXT_LIMITS, TS_MAX_MS, TS_MIN_MS, Event
 
 EID = "0190a000-0000-7000-8000-000000000001"
 BASE = Event(event_id=EID, event_type="click", ts_ms=1_700_000_000_000, campaign_id="0190a000-0000-7000-8000-0000000000aa")
@@ -184,3 +184,44 @@ def test_random_events_agree(settings, ch):
         if (python is None) != (clickhouse_verdict(settings, raw) is None):
             disagreements.append(raw[:300])
     assert disagreements == []
+
+
+ENRICHED_BASE = {"country": "US", "device_type": "mobile", "browser": "Mobile Safari", "browser_version": "17.4",
+                 "os": "iOS", "os_version": "17.4", "referrer_host": "news.example.com", "ip_hash": "0" * 32}
+ENRICHED_TEXT = [name for name in ENRICHED_LIMITS if name not in ("country", "device_type", "ip_hash")]
+ENRICHED_CASES = [
+    ({}, None),
+    *[({"country": c}, None) for c in ("", "DE", "ZZ")],
+    *[({"country": c}, "country") for c in ("us", "U", "USA", "U\0", "ÉU")],
+    *[({"device_type": d}, None) for d in ("", *DEVICE_TYPES)],
+    *[({"device_type": d}, "device_type") for d in ("phone", "Mobile", "mobile ", "bot\0")],
+    *[({"ip_hash": h}, None) for h in ("", "0123456789abcdef" * 2)],
+    *[({"ip_hash": h}, "ip_hash") for h in ("0" * 31, "0" * 33, "A" * 32, "g" * 32, "0" * 31 + "\0")],
+    *[({name: v}, None) for name in ENRICHED_TEXT for v in
+      ("", "x" * ENRICHED_LIMITS[name], "é" * ENRICHED_LIMITS[name], "\U0001F600" * ENRICHED_LIMITS[name])],
+    *[({name: v}, name) for name in ENRICHED_TEXT for v in
+      ("x" * (ENRICHED_LIMITS[name] + 1), "é" * (ENRICHED_LIMITS[name] + 1), "a\0b")],
+]
+
+
+def enriched_line(fields: dict) -> bytes:
+    return orjson.dumps({**orjson.loads(BASE.encode()), **ENRICHED_BASE, **fields})
+
+
+def test_python_and_clickhouse_agree_on_enriched_fields(settings, ch):
+    """What ingest adds is checked like what the edge wrote: at every limit both refuse the same."""
+    disagreements = []
+    for fields, refused_field in ENRICHED_CASES:
+        line = enriched_line(fields)
+        ch.command("TRUNCATE TABLE events")
+        python, clickhouse = python_verdict(line), clickhouse_verdict(settings, line)
+        if python != refused_field or (python is None) != (clickhouse is None):
+            disagreements.append((fields, python, clickhouse))
+    assert disagreements == []
+
+
+def test_enriched_fields_are_stored(settings, ch):
+    """The insert names the enriched columns: none is dropped as an unknown field."""
+    assert clickhouse_verdict(settings, enriched_line({})) is None
+    columns = ", ".join(ENRICHED_BASE)
+    assert ch.query(f"SELECT {columns} FROM events").result_rows == [tuple(ENRICHED_BASE.values())]

@@ -37,8 +37,8 @@ def make_user(pg, settings, *roles: str) -> tuple[str, dict]:
 
 def make_campaign(pg, business: str) -> str:
     return pg.execute(
-        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget)"
-        " VALUES (%s, 'Launch', 'click', 0.50, 100) RETURNING id::text AS id", (business,)
+        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, destination_url)"
+        " VALUES (%s, 'Launch', 'click', 0.50, 100, 'https://example.com/') RETURNING id::text AS id", (business,)
     ).fetchone()["id"]
 
 
@@ -52,14 +52,14 @@ def raw(ch, campaign: str, kind: str, at: datetime, *, bot: bool = False, value:
 
 
 def decided(pg, campaign: str, creator: str, kind: str, at: datetime, status: str, *, reason: str | None = None,
-            payout: str | None = None, fee: str | None = None) -> None:
+            payout: str | None = None, fee: str | None = None, first_visit: bool = False, country: str = "") -> None:
     paid = status in ("paid", "reversed")
     pg.execute(
         """INSERT INTO events (campaign_id, creator_id, event_type, occurred_at, status, rejection_reason,
-                               payout_amount, platform_fee, paid, reversed_payout, reversed_fee)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                               payout_amount, platform_fee, paid, reversed_payout, reversed_fee, first_visit, country)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
         (campaign, creator, kind, at, status, reason, payout, fee, paid,
-         *((payout, fee) if status == "reversed" else (0, 0))),
+         *((payout, fee) if status == "reversed" else (0, 0)), first_visit, country),
     )
 
 
@@ -96,11 +96,11 @@ def dataset(pg, ch, settings):
 
     for minutes in (5, 20):
         decided(pg, campaign, creator, "click", DAY1 + 10 * h + timedelta(minutes=minutes), "paid",
-                payout="0.50", fee="0.05")
+                payout="0.50", fee="0.05", first_visit=True)
     decided(pg, campaign, creator, "click", DAY1 + 10 * h + timedelta(minutes=40), "rejected", reason="duplicate_click")
     decided(pg, campaign, creator, "click", DAY1 + 11 * h, "rejected", reason="bot")
     decided(pg, campaign, creator, "conversion", DAY1 + 12 * h, "rejected", reason="wrong_type")
-    decided(pg, campaign, creator, "click", DAY2 + 1 * h, "paid", payout="0.50", fee="0.05")
+    decided(pg, campaign, creator, "click", DAY2 + 1 * h, "paid", payout="0.50", fee="0.05", first_visit=True)
     decided(pg, campaign, creator, "click", DAY2 + 2 * h, "rejected", reason="duplicate_click")
     decided(pg, campaign, creator, "sale", DAY2 + 5 * h, "reversed", payout="5.00", fee="0.50")
     decided(pg, campaign, creator, "sale", DAY2 + 6 * h, "paid", payout="5.00", fee="0.50")
@@ -122,7 +122,7 @@ async def test_daily_stats_are_exact(api, dataset):
     day1, day2 = body["buckets"]
     assert day1 == {
         "start": DAY1.isoformat(),
-        "clicks": {"all": 5, "billable": 2, "bot": 1, "duplicate": 1},
+        "clicks": {"all": 5, "billable": 2, "bot": 1, "duplicate": 1, "unique": 2},
         "conversions": {"all": 2, "billable": 0},
         "sales": {"all": 0, "billable": 0, "refunded": 0, "value": "0.00"},
         "spend": "1.00",
@@ -130,14 +130,14 @@ async def test_daily_stats_are_exact(api, dataset):
     }
     assert day2 == {
         "start": DAY2.isoformat(),
-        "clicks": {"all": 3, "billable": 1, "bot": 0, "duplicate": 1},
+        "clicks": {"all": 3, "billable": 1, "bot": 0, "duplicate": 1, "unique": 1},
         "conversions": {"all": 0, "billable": 0},
         "sales": {"all": 2, "billable": 2, "refunded": 1, "value": "60.00"},
         "spend": "5.50",
         "rejections": {"duplicate_click": 1},
     }
     assert body["totals"] == {
-        "clicks": {"all": 8, "billable": 3, "bot": 1, "duplicate": 2},
+        "clicks": {"all": 8, "billable": 3, "bot": 1, "duplicate": 2, "unique": 3},
         "conversions": {"all": 2, "billable": 0},
         "sales": {"all": 2, "billable": 2, "refunded": 1, "value": "60.00"},
         "spend": "6.50",
@@ -153,7 +153,7 @@ async def test_hourly_buckets_are_dense(api, dataset):
     assert len(buckets) == 24
     ten = buckets[10]
     assert ten["start"] == (DAY1 + timedelta(hours=10)).isoformat()
-    assert ten["clicks"] == {"all": 3, "billable": 2, "bot": 0, "duplicate": 1}
+    assert ten["clicks"] == {"all": 3, "billable": 2, "bot": 0, "duplicate": 1, "unique": 2}
     assert buckets[9]["clicks"]["all"] == 1  # the replayed click counts once
     assert sum(b["clicks"]["all"] for b in buckets) == 5
 
@@ -337,3 +337,112 @@ def test_chdb_calls_hold_one_process_wide_lock(settings, ch, monkeypatch):
         assert [r[0] for r in rows] == [0, 1, 2]
     worker.join(timeout=60)
     assert answered == [[(1,)]]
+
+
+# -- dimensions, filters, unique visitors, a creator's own stats ---------------------------------
+
+VISIT_COLUMNS = ["event_id", "event_type", "ts", "campaign_id", "link_id", "creator_id", "is_bot", "source",
+                 "country", "device_type", "referrer_host"]
+
+
+@pytest.fixture
+def visits(pg, ch, settings):
+    """Two creators' links on one campaign, and one creator's link on a second business's campaign."""
+    business, business_auth = make_user(pg, settings, "business")
+    (alice, alice_auth), (bob, _) = make_user(pg, settings, "creator"), make_user(pg, settings, "creator")
+    campaign, elsewhere = make_campaign(pg, business), make_campaign(pg, make_user(pg, settings, "business")[0])
+    links = {}
+    for name, (creator, camp) in {"alice": (alice, campaign), "bob": (bob, campaign), "alice2": (alice, elsewhere)}.items():
+        links[name] = pg.execute(
+            "INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
+            " VALUES (%s, %s, %s, 'http://t/x', 'https://example.com') RETURNING id::text AS id",
+            (camp, creator, secrets.token_hex(6))).fetchone()["id"]
+    owner = {"alice": (alice, campaign), "bob": (bob, campaign), "alice2": (alice, elsewhere)}
+    h = timedelta(hours=1)
+    # (link, hour, country, device, bot, decision, first visit)
+    rows = [("alice", 1, "US", "mobile", False, "paid", True), ("alice", 2, "US", "mobile", False, "paid", False),
+            ("alice", 3, "DE", "desktop", False, "duplicate", False), ("alice", 4, "US", "bot", True, "bot", False),
+            ("bob", 5, "DE", "mobile", False, "paid", True), ("bob", 6, "FR", "tablet", False, "paid", True),
+            ("alice2", 7, "US", "mobile", False, "paid", True)]
+    for link, hour, country, device, bot, decision, first in rows:
+        creator, camp = owner[link]
+        ch.insert("events", [[uuid.uuid4(), "click", DAY1 + hour * h, uuid.UUID(camp), uuid.UUID(links[link]),
+                              uuid.UUID(creator), bot, "redirect", country, device, "news.example"]],
+                  column_names=VISIT_COLUMNS)
+        status, reason = ("paid", None) if decision == "paid" else ("rejected", f"{decision}_click" if decision ==
+                                                                     "duplicate" else "bot")
+        pg.execute("""INSERT INTO events (campaign_id, creator_id, tracking_link_id, event_type, occurred_at, status,
+                                          rejection_reason, payout_amount, platform_fee, paid, first_visit, country,
+                                          device_type, referrer_host)
+                      VALUES (%s, %s, %s, 'click', %s, %s, %s, %s, %s, %s, %s, %s, %s, 'news.example')""",
+                   (camp, creator, links[link], DAY1 + hour * h, status, reason, "0.50" if status == "paid" else None,
+                    "0.05" if status == "paid" else None, status == "paid", first, country, device))
+    return {"business": business_auth, "alice": alice_auth, "alice_id": alice, "bob_id": bob,
+            "campaign": campaign, "elsewhere": elsewhere, "links": links}
+
+
+def clicks_by_key(body: dict) -> dict:
+    return {g["key"]: g["clicks"] for g in body["groups"]}
+
+
+async def test_stats_group_by_country_with_unique_visitors(api, visits):
+    resp = await api.get(f"/v1/campaigns/{visits['campaign']}/stats",
+                         params={**query(DAY1, DAY2), "group_by": "country"}, headers=visits["business"])
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["group_by"] == "country" and body["groups_truncated"] is False
+    assert clicks_by_key(body) == {
+        "US": {"all": 3, "billable": 2, "bot": 1, "duplicate": 0, "unique": 1},
+        "DE": {"all": 2, "billable": 1, "bot": 0, "duplicate": 1, "unique": 1},
+        "FR": {"all": 1, "billable": 1, "bot": 0, "duplicate": 0, "unique": 1},
+    }
+    assert [g["key"] for g in body["groups"]] == ["US", "DE", "FR"]  # by clicks
+    assert body["totals"]["clicks"] == {"all": 6, "billable": 4, "bot": 1, "duplicate": 1, "unique": 3}
+    assert sum(b["clicks"]["all"] for b in body["buckets"]) == 6  # the time series stays whole
+
+
+async def test_stats_filter_and_group_by_link_creator_device(api, visits):
+    url = f"/v1/campaigns/{visits['campaign']}/stats"
+    mobile = await (await api.get(url, params={**query(DAY1, DAY2), "device": "mobile", "group_by": "link"},
+                                  headers=visits["business"])).json()
+    assert mobile["filters"] == {"device": "mobile"}
+    assert clicks_by_key(mobile) == {
+        visits["links"]["alice"]: {"all": 2, "billable": 2, "bot": 0, "duplicate": 0, "unique": 1},
+        visits["links"]["bob"]: {"all": 1, "billable": 1, "bot": 0, "duplicate": 0, "unique": 1},
+    }
+    by_creator = await (await api.get(url, params={**query(DAY1, DAY2), "group_by": "creator", "country": "DE"},
+                                      headers=visits["business"])).json()
+    assert {k: v["all"] for k, v in clicks_by_key(by_creator).items()} == {visits["alice_id"]: 1, visits["bob_id"]: 1}
+    devices = await (await api.get(url, params={**query(DAY1, DAY2), "group_by": "device",
+                                                "creator": visits["alice_id"].upper()},
+                                   headers=visits["business"])).json()
+    assert {k: v["all"] for k, v in clicks_by_key(devices).items()} == {"mobile": 2, "desktop": 1, "bot": 1}
+
+
+async def test_a_creator_sees_stats_of_its_own_links_only(api, visits):
+    resp = await api.get("/v1/me/stats", params={**query(DAY1, DAY2), "group_by": "campaign"},
+                         headers=visits["alice"])
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["creator_id"] == visits["alice_id"]
+    assert clicks_by_key(body) == {
+        visits["campaign"]: {"all": 4, "billable": 2, "bot": 1, "duplicate": 1, "unique": 1},
+        visits["elsewhere"]: {"all": 1, "billable": 1, "bot": 0, "duplicate": 0, "unique": 1},
+    }
+    assert body["totals"]["spend"] == "1.50"  # bob's clicks are not hers
+    only = await (await api.get("/v1/me/stats", params={**query(DAY1, DAY2), "link": visits["links"]["alice2"]},
+                                headers=visits["alice"])).json()
+    assert only["totals"]["clicks"]["all"] == 1
+    assert (await api.get("/v1/me/stats", headers=visits["business"])).status == 403
+
+
+async def test_bad_group_by_or_filter_names_the_field(api, visits):
+    url = f"/v1/campaigns/{visits['campaign']}/stats"
+    for params, field in [({"group_by": "planet"}, "group_by"), ({"group_by": "campaign"}, "group_by"),
+                          ({"link": "not-an-id"}, "link"), ({"creator": "1"}, "creator"),
+                          ({"referrer": "x" * 256}, "referrer")]:
+        resp = await api.get(url, params=params, headers=visits["business"])
+        assert resp.status == 422, params
+        assert (await resp.json())["error"]["field"] == field
+    resp = await api.get("/v1/me/stats", params={"group_by": "creator"}, headers=visits["alice"])
+    assert resp.status == 422 and (await resp.json())["error"]["field"] == "group_by"

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from oros import embedded
-from oros.settings import JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Settings, SettingsError
+from oros.settings import IP_HASH_KEY, JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Settings, SettingsError
 
 STRONG = "s" * 32
 # Every value this project or its compose file ever shipped as a default.
@@ -89,6 +89,21 @@ def test_a_process_refuses_a_missing_or_weak_secret(env, port, command, variable
     # The message names the variable, never the value it was given.
     if bad.get(variable):
         assert bad[variable] not in result.stderr
+
+
+@pytest.mark.parametrize("problem", ["missing", "short"])
+def test_ingest_refuses_to_anonymize_without_a_strong_ip_hash_key(env, problem):
+    """Truncated IPs leave the keyed hash to tell visitors apart: a guessable key would unmask them."""
+    bad = {"missing": {**env, "OROS_ANONYMIZE_IP": "true"},
+           "short": {**env, "OROS_ANONYMIZE_IP": "true", IP_HASH_KEY: "x" * 31}}[problem]
+    result = oros(bad, "ingest", "--once")
+    assert result.returncode == 2 and IP_HASH_KEY in result.stderr, result.stderr
+    assert "x" * 31 not in result.stderr
+
+
+def test_ingest_needs_no_ip_hash_key_while_it_keeps_ips(env):
+    result = oros(env, "ingest", "--once")
+    assert result.returncode == 0, result.stderr
 
 
 def test_admin_starts_without_a_stripe_key(env, port, spawn, tmp_path):

@@ -196,6 +196,19 @@ async def test_bots_are_flagged_and_stored(tracker, data, redis, settings):
     assert [e.source for e in events] == ["head" if method == "HEAD" else "redirect" for method, _, _ in BOT_CASES]
 
 
+async def test_a_scanned_qr_code_is_recorded_as_source_qr_and_the_mark_not_passed_on(tracker, data, redis, settings):
+    cases = [("?qr=1", "qr", ""), ("?utm_source=poster&qr=1", "qr", "utm_source=poster&"),
+             ("?qr=10", "redirect", "qr=10&"), ("?xqr=1", "redirect", "xqr=1&"), ("", "redirect", "")]
+    for query, _, passed_on in cases:
+        response = await tracker.get(f"/{data['code']}{query}", allow_redirects=False)
+        assert response.status == 302
+        assert urlsplit(response.headers["Location"]).query == f"ref=oros&{passed_on}oros_cid={cid_of(response)}"
+    events = await stream_events(redis, settings)
+    assert [e.source for e in events] == [source for _, source, _ in cases]
+    head = await tracker.head(f"/{data['code']}?qr=1", allow_redirects=False)
+    assert head.status == 302 and (await stream_events(redis, settings))[-1].source == "head"
+
+
 async def test_forwarded_for_believed_only_from_trusted_proxies(settings, aiohttp_client, data, redis):
     plain = await aiohttp_client(create_app(settings))
     await plain.get(f"/{data['code']}", headers={"X-Forwarded-For": "203.0.113.7"}, allow_redirects=False)

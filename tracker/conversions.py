@@ -47,7 +47,7 @@ from oros.money import AmountError, fmt, parse_amount
 from oros.pixel import SIG_RE
 
 from .appender import REDIS_ERRORS, AppendError
-from .bots import MAX_UA, bot_reason
+from oros.bots import MAX_UA, bot_reason
 from .typedefs import APPENDER, CLIENT_IP, KEY_USAGE, KEYS, METRICS, PG_POOL, REDIS, SETTINGS
 
 UNKNOWN_CAMPAIGN = "00000000-0000-0000-0000-000000000000"

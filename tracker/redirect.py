@@ -22,10 +22,10 @@ from aiohttp import web
 from oros.events import uuid7_str
 from oros.headers import text
 from oros.keys import CLICK_BUCKET_MS
-from oros.links import CODE_RE
+from oros.links import CODE_RE, QR_MARK, unmark_scan
 
 from .appender import AppendError
-from .bots import MAX_UA, bot_reason
+from oros.bots import MAX_UA, bot_reason
 from .resolve import MISS, LinkUnavailable
 from .typedefs import APPENDER, CLIENT_IP, METRICS, MISS_BUDGET, RESOLVER
 
@@ -82,13 +82,19 @@ class Redirector:
         raw_query = request.rel_url.raw_query_string
         if len(raw_query) > MAX_QUERY:
             return self._refused(414, f"query string longer than {MAX_QUERY} bytes")
+        source = "redirect"
+        # A scanned QR code (one substring test on the common path; docs/analytics.md).
+        if QR_MARK in raw_query and (unmarked := unmark_scan(raw_query)) is not None:
+            raw_query, source = unmarked, "qr"
+        method = request.method
+        if method == "HEAD":
+            source = "head"
 
         ts_ms = time.time_ns() // 1_000_000
         click_id = uuid7_str(ts_ms)
         headers = request.headers
         user_agent = text(headers.get("User-Agent"))
         referrer = text(headers.get("Referer"))
-        method = request.method
         reason = bot_reason(method, headers, user_agent)
         event = link.click_event(
             click_id,
@@ -97,7 +103,7 @@ class Redirector:
             user_agent[:MAX_UA] if user_agent else None,
             referrer[:MAX_REFERRER] if referrer else None,
             reason,
-            "head" if method == "HEAD" else "redirect",
+            source,
             _utm(request) if raw_query else {},
         )
         try:

@@ -38,6 +38,10 @@ _PATTERNS = (
 )
 _BOT_RE = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in _PATTERNS), re.IGNORECASE)
 MAX_UA = 512
+# In-app browsers of the apps above carry people: no pattern list (ours or ingest's crawlerdetect)
+# may flag them.
+IN_APP_RE = re.compile(r"FBAN/|FBAV/|FB_IAB|Instagram \d|Snapchat/|\bLine/|musical_ly|BytedanceWebview|Twitter for"
+                       r"|\[Pinterest|LinkedInApp", re.IGNORECASE)
 
 
 @lru_cache(maxsize=8192)
