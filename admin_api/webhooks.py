@@ -34,6 +34,7 @@ from aiohttp import web
 
 from oros.events import STREAM_FIELD, Event, canonical_uuid
 from oros.money import fmt
+from oros.reasons import UNKNOWN_CAMPAIGN
 from oros.settings import Settings
 from oros.stripe_gateway import CURRENCY, from_cents
 
@@ -46,8 +47,6 @@ log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
-# Where an event goes when its click is unknown: visible in the raw log, never billable.
-UNKNOWN_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
 SALE_FIELDS = ("link_id", "campaign_id", "creator_id", "supporter_id", "business_id")
 
 _CLAIM_SQL = "INSERT INTO stripe_events (id, type) VALUES (%(id)s, %(type)s) ON CONFLICT DO NOTHING RETURNING id"

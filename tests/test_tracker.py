@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from oros import apikeys
 from oros.events import Event, uuid7_ms, uuid7_str
+from oros.reasons import UNKNOWN_CAMPAIGN
 from oros.keys import CLICK_BUCKET_MS
 from oros.links import NEGATIVE, LinkInfo, publish
 from tracker.app import create_app
@@ -29,7 +30,6 @@ from tracker.spool import Spool
 from tracker.typedefs import KEY_USAGE, KNOWN_CODES, METRICS, RESOLVER
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
-UNKNOWN_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
 
 
 # -- test data, written straight into the test's own database ---------------------------------

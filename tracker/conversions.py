@@ -45,12 +45,12 @@ from oros.events import Event, canonical_uuid, uuid7_str
 from oros.headers import bearer, text
 from oros.money import AmountError, fmt, parse_amount
 from oros.pixel import SIG_RE
+from oros.reasons import UNKNOWN_CAMPAIGN
 
 from .appender import REDIS_ERRORS, AppendError
 from .bots import MAX_UA, bot_reason
 from .typedefs import APPENDER, CLIENT_IP, KEY_USAGE, KEYS, METRICS, PG_POOL, REDIS, SETTINGS
 
-UNKNOWN_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
 MAX_BODY = 16 * 1024
 API_TYPES = ("conversion", "sale", "refund")
 PIXEL_TYPES = ("conversion", "sale")
