@@ -19,12 +19,12 @@ import re
 import psycopg
 from aiohttp import web
 
+from oros.locks import IDEMPOTENCY_CLASS
+
 from .errors import ApiError, conflict, invalid
 from .payload import dumps, respond
 
 HEADER = "Idempotency-Key"
-# The first key of ``pg_advisory_xact_lock(int, int)`` for these locks; the second is a hash of (caller, key).
-LOCK_CLASS = 0x1DE0
 KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 OPENAPI_PARAMETER = {
@@ -51,7 +51,7 @@ async def replay(conn: psycopg.AsyncConnection, user_id: str, idem: tuple[str, s
         return None
     await conn.execute(
         "SELECT pg_advisory_xact_lock(%(class)s, hashtext(%(lock)s))",
-        {"class": LOCK_CLASS, "lock": f"{user_id}:{idem[0]}"},
+        {"class": IDEMPOTENCY_CLASS, "lock": f"{user_id}:{idem[0]}"},
     )
     row = await (await conn.execute(
         "SELECT request_hash, status_code, response FROM idempotency_keys WHERE user_id = %(u)s AND key = %(k)s",

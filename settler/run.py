@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from oros.connections import clickhouse_client, pg_connect, redis_client
 from oros.links import CAMPAIGN_CODES_SQL, publish
+from oros.locks import SETTLE_LOCK
 from oros.money import fmt, split_fee
 from oros.reasons import BUDGET_EXHAUSTED, NO_SUCH_ORDER, UNKNOWN_CAMPAIGN
 from oros.settings import Settings
@@ -44,7 +45,6 @@ from .verify import Campaign, Candidate, Rules, verify
 
 log = logging.getLogger(__name__)
 
-SETTLE_LOCK = 0x0905_0004
 WATERMARK = "settle"
 # An insert that began before the watermark may become visible after it; re-read this far back.
 OVERLAP = timedelta(minutes=2)

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from oros import locks, reasons
 from oros.events import Event, uuid7, uuid7_ms, uuid7_str
 from oros.money import AmountError, fmt, parse_amount, split_fee
 from oros.settings import Settings, SettingsError
@@ -82,3 +83,15 @@ def test_event_round_trips_through_the_stream_encoding():
     event = Event(event_id=str(uuid7()), event_type="sale", ts_ms=1, campaign_id=str(uuid.uuid4()),
                   value="12.50", order_id="o-1", metadata={"utm_source": "ig"})
     assert Event.decode(event.encode()) == event
+
+
+def test_reason_codes_are_distinct():
+    codes = {name: value for name, value in vars(reasons).items() if name.isupper() and name != "UNKNOWN_CAMPAIGN"}
+    assert len(set(codes.values())) == len(codes)
+
+
+def test_advisory_lock_ids_are_distinct_and_fit_their_key_types():
+    bigint_keys = [locks.MIGRATION_LOCK, locks.SETTLE_LOCK, locks.PAYOUTS_LOCK]
+    assert len(set(bigint_keys)) == len(bigint_keys)
+    assert all(-2**63 <= key < 2**63 for key in bigint_keys)
+    assert -2**31 <= locks.IDEMPOTENCY_CLASS < 2**31
