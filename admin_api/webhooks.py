@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 import stripe
 from aiohttp import web
 
+from oros import clickindex
 from oros.events import STREAM_FIELD, Event, canonical_uuid
 from oros.money import fmt
 from oros.reasons import UNKNOWN_CAMPAIGN
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
-SALE_FIELDS = ("link_id", "campaign_id", "creator_id", "supporter_id", "business_id")
 
 _CLAIM_SQL = "INSERT INTO stripe_events (id, type) VALUES (%(id)s, %(type)s) ON CONFLICT DO NOTHING RETURNING id"
 
@@ -157,7 +157,7 @@ async def _checkout_paid(conn: psycopg.AsyncConnection, redis, settings: Setting
         raise Ignored("checkout session has no amount_total")
     order_id = session.get("payment_intent") or _text(session, "id")
     click = await _click(redis, settings, cid)
-    sale = {field: click.get(field) for field in SALE_FIELDS}
+    sale = {field: click.get(field) for field in clickindex.FIELDS}
     sale["campaign_id"] = sale["campaign_id"] or UNKNOWN_CAMPAIGN
     sale["click_id"] = cid
     appended = Event(
@@ -227,12 +227,7 @@ async def _original_sale(conn, redis, settings: Settings, order_id: str, cid: ob
 
 
 async def _click(redis, settings: Settings, cid: str) -> dict:
-    raw = await redis.hget(settings.keys.clicks_of(cid), cid)
-    try:
-        click = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError:
-        click = {}
-    return click if isinstance(click, dict) else {}
+    return await clickindex.lookup(redis, settings.keys, cid) or {}
 
 
 async def _append(redis, settings: Settings, event: Event) -> None:

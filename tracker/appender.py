@@ -27,7 +27,7 @@ import logging
 import time
 from collections import deque
 from functools import partial
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import hiredis
 import orjson
@@ -36,7 +36,9 @@ from redis import exceptions as redis_errors
 from redis.asyncio.connection import SSLConnection
 
 from oros.events import canonical_uuid
-from oros.keys import Keys, click_bucket
+from oros import clickindex
+from oros.clickindex import Entry as IndexEntry
+from oros.keys import Keys
 
 from .metrics import Metrics
 from .spool import ClaimedFile, Spool, SpoolError
@@ -84,21 +86,6 @@ MAX_FLUSHES_IN_FLIGHT = 4
 # req/s at 64 connections; 24 to 40 did equally well, 8 and 16 worse (more
 # flushes), 48 and more as before. Batches stay large enough to amortize a flush.
 SEND_AT = 32
-
-INDEX_FIELDS = ("link_id", "campaign_id", "creator_id", "supporter_id", "business_id")
-
-# A click-index entry: (bucket, click id, value); see ``Keys.clicks``.
-IndexEntry = tuple[int, str, bytes]
-
-
-def click_index(source: Mapping) -> bytes:
-    """The click-index value: what a conversion needs to know about the click it cites."""
-    return orjson.dumps({name: source[name] for name in INDEX_FIELDS})
-
-
-def index_entry(click_id: str, value: bytes) -> IndexEntry:
-    return click_bucket(click_id), click_id, value
-
 
 class AppendError(Exception):
     """Neither Redis nor the spool took the event; the request must fail (503)."""
@@ -508,7 +495,7 @@ class Appender:
             # The click index was never written for a spooled click; rebuild it.
             click_id = canonical_uuid(event.get("event_id"))
             if event.get("event_type") == "click" and click_id is not None and event.get("link_id"):
-                index.append(index_entry(click_id, click_index({name: event.get(name) for name in INDEX_FIELDS})))
+                index.append(clickindex.entry(click_id, clickindex.encode(event)))
         await self._call(valid, index)
 
 

@@ -39,7 +39,7 @@ import orjson
 import psycopg
 from aiohttp import web
 
-from oros import apikeys
+from oros import apikeys, clickindex
 from oros.apikeys import NEGATIVE, OWNER_SQL, hash_key
 from oros.events import Event, canonical_uuid, uuid7_str
 from oros.headers import bearer, text
@@ -206,8 +206,7 @@ def _order_id(raw: object) -> str | None:
 async def _click(request: web.Request, click_id: str | None) -> dict | None:
     if click_id is None:
         return None
-    raw = await request.app[REDIS].hget(request.app[KEYS].clicks_of(click_id), click_id)
-    return orjson.loads(raw) if raw else None
+    return await clickindex.lookup(request.app[REDIS], request.app[KEYS], click_id)
 
 
 def _order_key(request: web.Request, fields: dict, campaign_id: str, owner: str | None,
