@@ -13,9 +13,10 @@ and changes nothing, and a failed effect rolls the row back for Stripe's retry.
   ``checkout.session.async_payment_succeeded`` (bank debits and other delayed
   methods, whose ``completed`` said ``unpaid``). Anything unpaid books nothing.
   ``charge.refunded`` becomes a ``refund`` event. Both are appended to the Redis
-  stream like the tracker's events; the settler pays or reverses them. Their
-  event ids derive from the Stripe event id, so even an append whose Postgres
-  commit then failed collapses with its redelivery downstream.
+  stream through ``oros.stream``, as the tracker's are; the settler pays or
+  reverses them. Their event ids derive from the Stripe event id, so even an
+  append whose Postgres commit then failed collapses with its redelivery
+  downstream.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ import redis.asyncio as aioredis
 import stripe
 from aiohttp import web
 
-from oros import clickindex
-from oros.events import STREAM_FIELD, Event, canonical_uuid
+from oros import clickindex, stream
+from oros.events import Event, canonical_uuid
 from oros.money import fmt
 from oros.reasons import UNKNOWN_CAMPAIGN
 from oros.settings import Settings
@@ -231,7 +232,7 @@ async def _click(redis, settings: Settings, cid: str) -> dict:
 
 
 async def _append(redis, settings: Settings, event: Event) -> None:
-    await redis.xadd(settings.keys.stream, {STREAM_FIELD: event.encode()})
+    await stream.append(redis, settings.keys, [event.encode()])
 
 
 def _event_id(event: dict) -> str:

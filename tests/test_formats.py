@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from oros import clickindex
-from oros.events import uuid7_str
+import hiredis
+
+from oros import clickindex, stream
+from oros.events import Event, uuid7_ms, uuid7_str
+from oros.keys import CLICK_BUCKET_MS, Keys
 
 CLICK = {"link_id": "l", "campaign_id": "c", "creator_id": "cr", "supporter_id": None, "business_id": "b"}
 
@@ -25,3 +28,25 @@ async def test_a_click_index_entry_is_found_in_its_bucket(redis, settings):
     await redis.hset(settings.keys.clicks(bucket), entry_id, value)
     assert await clickindex.lookup(redis, settings.keys, click_id) == CLICK
     assert await clickindex.lookup(redis, settings.keys, uuid7_str()) is None
+
+
+async def test_append_writes_events_and_their_index_entries_together(redis, settings):
+    """The one append (webhooks use it as is; the tracker sends its ``packed`` form): events in order, entries set."""
+    clicks = [uuid7_str(ms) for ms in (1_700_000_000_000, 1_700_000_000_000 + CLICK_BUCKET_MS)]
+    events = [Event(event_id=cid, event_type="click", ts_ms=uuid7_ms(cid), campaign_id="c").encode() for cid in clicks]
+    index = [clickindex.entry(cid, clickindex.encode(CLICK)) for cid in clicks]
+    await stream.append(redis, settings.keys, events, index, index_ttl_s=60)
+    assert [entry[b"e"] for _, entry in await redis.xrange(settings.keys.stream)] == events
+    for cid in clicks:
+        assert await clickindex.lookup(redis, settings.keys, cid) == CLICK
+        assert 0 < await redis.ttl(settings.keys.clicks_of(cid)) <= 60
+    await stream.append(redis, settings.keys, events[:1])  # no index entries: the stream only
+    assert await redis.xlen(settings.keys.stream) == 3
+
+
+def test_the_packed_append_is_the_scripts_call():
+    keys = Keys("t:")
+    cid = uuid7_str()
+    command = stream.packed(keys, 60, [b"{}"], [clickindex.entry(cid, b"v")])
+    assert command == hiredis.pack_command(
+        ("EVALSHA", stream.APPEND_SHA, 2, "t:events", keys.clicks_of(cid), 60, 1, b"{}", 1, cid, b"v"))
