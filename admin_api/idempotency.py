@@ -14,22 +14,21 @@ the stored answer).
 from __future__ import annotations
 
 import hashlib
-import re
 
 import psycopg
 from aiohttp import web
 
+from oros import idempotency
+from oros.idempotency import HEADER
 from oros.locks import IDEMPOTENCY_CLASS
 
 from .errors import ApiError, conflict, invalid
 from .payload import dumps, respond
 
-HEADER = "Idempotency-Key"
-KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 OPENAPI_PARAMETER = {
     "name": HEADER, "in": "header", "required": False,
-    "schema": {"type": "string", "pattern": KEY_RE.pattern},
+    "schema": {"type": "string", "pattern": idempotency.PATTERN},
     "description": "Retrying with the same key returns the first response instead of repeating the request.",
 }
 
@@ -39,8 +38,8 @@ async def request_key(request: web.Request) -> tuple[str, str] | None:
     key = request.headers.get(HEADER)
     if key is None:
         return None
-    if not KEY_RE.match(key):
-        raise invalid(HEADER, f"{HEADER} must be 1 to 100 letters, digits or _ . : -")
+    if not idempotency.valid(key):
+        raise invalid(HEADER, idempotency.PROBLEM)
     digest = hashlib.sha256(f"{request.method} {request.path}\n".encode() + await request.read()).hexdigest()
     return key, digest
 

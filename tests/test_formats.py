@@ -1,10 +1,14 @@
-"""The formats shared between apps, each owned by one module of oros/: the click index, the stream append."""
+"""The formats shared between apps, each owned by one module of oros/: the click index, the stream append,
+the Idempotency-Key grammar."""
 
 from __future__ import annotations
 
-import hiredis
+import uuid
 
-from oros import clickindex, stream
+import hiredis
+import pytest
+
+from oros import clickindex, idempotency, stream
 from oros.events import Event, uuid7_ms, uuid7_str
 from oros.keys import CLICK_BUCKET_MS, Keys
 
@@ -50,3 +54,11 @@ def test_the_packed_append_is_the_scripts_call():
     command = stream.packed(keys, 60, [b"{}"], [clickindex.entry(cid, b"v")])
     assert command == hiredis.pack_command(
         ("EVALSHA", stream.APPEND_SHA, 2, "t:events", keys.clicks_of(cid), 60, 1, b"{}", 1, cid, b"v"))
+
+
+@pytest.mark.parametrize("key, ok", [
+    ("a", True), ("retry-1", True), ("order_42:try.2", True), (str(uuid.uuid4()), True), ("x" * 100, True),
+    ("", False), ("x" * 101, False), ("bad key!", False), ("a/b", False), ("abc\n", False), ("caf\u00e9", False),
+])
+def test_one_idempotency_key_grammar(key, ok):
+    assert idempotency.valid(key) is ok

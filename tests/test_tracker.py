@@ -373,6 +373,17 @@ async def test_idempotency_key_replays_the_first_response(tracker, pg, data, red
     assert other.status == 422 and (await other.json())["error"]["field"] == "Idempotency-Key"
 
 
+async def test_idempotency_key_follows_the_admin_apis_grammar(tracker, pg, data, redis, settings):
+    """One grammar (oros/idempotency.py): a key of 101 characters or with a space, once taken here, is a 400."""
+    key = make_api_key(pg, data["business"])
+    click_id = await click(tracker, data["code"])
+    for bad in ("x" * 101, "bad key!"):
+        resp = await tracker.post("/v1/conversions", json={"click_id": click_id, "type": "conversion"},
+                                  headers={"Authorization": f"Bearer {key}", "Idempotency-Key": bad})
+        assert resp.status == 400 and (await resp.json())["error"]["field"] == "Idempotency-Key"
+    assert [e.event_type for e in await stream_events(redis, settings)] == ["click"]
+
+
 async def test_refund_needs_an_order_id_but_no_click(tracker, pg, data, redis, settings):
     key = make_api_key(pg, data["business"])
     auth = {"Authorization": f"Bearer {key}"}

@@ -39,7 +39,7 @@ import orjson
 import psycopg
 from aiohttp import web
 
-from oros import apikeys, clickindex
+from oros import apikeys, clickindex, idempotency
 from oros.apikeys import NEGATIVE, OWNER_SQL, hash_key
 from oros.events import Event, canonical_uuid, uuid7_str
 from oros.headers import bearer, text
@@ -57,7 +57,6 @@ PIXEL_TYPES = ("conversion", "sale")
 BODY_FIELDS = {"click_id", "type", "value", "currency", "order_id"}
 ORDER_ID_RE = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")  # printable ASCII, <= 200 (events.order_id)
 CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
-IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 IDEMPOTENCY_TTL_S = 24 * 3600
 RATE_WINDOW_S = 60
 GIF = (
@@ -276,11 +275,11 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
 
 async def _idempotent(request: web.Request, business_id: str, raw: bytes, fields: dict) -> tuple[int, dict]:
     """``record``, or the stored outcome of an earlier request with the same Idempotency-Key."""
-    key = request.headers.get("Idempotency-Key")
+    key = request.headers.get(idempotency.HEADER)
     if key is None:
         return await record(request, fields, business_id=business_id, source="api")
-    if not IDEMPOTENCY_RE.match(key):
-        raise _invalid("Idempotency-Key", "Idempotency-Key must be 1-255 printable ASCII characters")
+    if not idempotency.valid(key):
+        raise _invalid(idempotency.HEADER, idempotency.PROBLEM)
     redis = request.app[REDIS]
     redis_key = request.app[KEYS].idempotency(business_id, key)
     fingerprint = hashlib.sha256(raw).hexdigest()
