@@ -3,7 +3,6 @@ the Idempotency-Key grammar."""
 
 from __future__ import annotations
 
-
 import hiredis
 import pytest
 

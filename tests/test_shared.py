@@ -101,7 +101,7 @@ def test_advisory_lock_ids_are_distinct_and_fit_their_key_types():
     ("ip", "user_agent", "referrer", "reason", "source", "metadata", "supporter_id"),
     [
         ("203.0.113.9", 'Mozilla "quoted" \\ back\u00e9\n\t\x01', 'https://r.example/?q="x"', None, "redirect",
-         {"utm_source": 'a"b', "utm_term": "\u2603"}, str(uuid.uuid4())),
+         {"utm_source": 'a"b', "utm_term": "\u2603"}, "5e000000-0000-4000-8000-000000000000"),
         (None, None, None, "head", "head", {}, None),
         ("2001:db8::1", "Slackbot 1.0", None, "preview_bot", "redirect", {}, None),
     ],
