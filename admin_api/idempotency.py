@@ -14,22 +14,21 @@ the stored answer).
 from __future__ import annotations
 
 import hashlib
-import re
 
 import psycopg
 from aiohttp import web
 
+from oros import idempotency
+from oros.idempotency import HEADER
+from oros.locks import IDEMPOTENCY_CLASS
+
 from .errors import ApiError, conflict, invalid
 from .payload import dumps, respond
 
-HEADER = "Idempotency-Key"
-# The first key of ``pg_advisory_xact_lock(int, int)`` for these locks; the second is a hash of (caller, key).
-LOCK_CLASS = 0x1DE0
-KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 OPENAPI_PARAMETER = {
     "name": HEADER, "in": "header", "required": False,
-    "schema": {"type": "string", "pattern": KEY_RE.pattern},
+    "schema": {"type": "string", "pattern": idempotency.PATTERN},
     "description": "Retrying with the same key returns the first response instead of repeating the request.",
 }
 
@@ -39,8 +38,8 @@ async def request_key(request: web.Request) -> tuple[str, str] | None:
     key = request.headers.get(HEADER)
     if key is None:
         return None
-    if not KEY_RE.match(key):
-        raise invalid(HEADER, f"{HEADER} must be 1 to 100 letters, digits or _ . : -")
+    if not idempotency.valid(key):
+        raise invalid(HEADER, idempotency.PROBLEM)
     digest = hashlib.sha256(f"{request.method} {request.path}\n".encode() + await request.read()).hexdigest()
     return key, digest
 
@@ -51,7 +50,7 @@ async def replay(conn: psycopg.AsyncConnection, user_id: str, idem: tuple[str, s
         return None
     await conn.execute(
         "SELECT pg_advisory_xact_lock(%(class)s, hashtext(%(lock)s))",
-        {"class": LOCK_CLASS, "lock": f"{user_id}:{idem[0]}"},
+        {"class": IDEMPOTENCY_CLASS, "lock": f"{user_id}:{idem[0]}"},
     )
     row = await (await conn.execute(
         "SELECT request_hash, status_code, response FROM idempotency_keys WHERE user_id = %(u)s AND key = %(k)s",

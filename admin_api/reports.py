@@ -24,6 +24,7 @@ from aiohttp import web
 from oros.connections import as_user, clickhouse_client
 from oros.events import canonical_uuid
 from oros.money import fmt
+from oros.reasons import DUPLICATE_CLICK
 from oros.settings import Settings
 
 from . import openapi
@@ -39,7 +40,6 @@ STEPS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 MAX_SPAN = {"hour": timedelta(days=31), "day": timedelta(days=366)}
 DEFAULT_SPAN = {"hour": timedelta(hours=24), "day": timedelta(days=7)}
 EARNINGS_DEFAULT_SPAN = timedelta(days=30)
-DUPLICATE_CLICK = "duplicate_click"  # settler.verify's reason code
 
 # What stats group by and filter on (``group_by=``, and a query parameter of the same name):
 # the ClickHouse expression, the Postgres column, and whether the value is an id.

@@ -13,9 +13,10 @@ and changes nothing, and a failed effect rolls the row back for Stripe's retry.
   ``checkout.session.async_payment_succeeded`` (bank debits and other delayed
   methods, whose ``completed`` said ``unpaid``). Anything unpaid books nothing.
   ``charge.refunded`` becomes a ``refund`` event. Both are appended to the Redis
-  stream like the tracker's events; the settler pays or reverses them. Their
-  event ids derive from the Stripe event id, so even an append whose Postgres
-  commit then failed collapses with its redelivery downstream.
+  stream through ``oros.stream``, as the tracker's are; the settler pays or
+  reverses them. Their event ids derive from the Stripe event id, so even an
+  append whose Postgres commit then failed collapses with its redelivery
+  downstream.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ import redis.asyncio as aioredis
 import stripe
 from aiohttp import web
 
-from oros.events import STREAM_FIELD, Event, canonical_uuid
+from oros import clickindex, stream
+from oros.events import Event, canonical_uuid
 from oros.money import fmt
+from oros.reasons import UNKNOWN_CAMPAIGN
 from oros.settings import Settings
 from oros.stripe_gateway import CURRENCY, from_cents
 
@@ -46,9 +49,6 @@ log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
-# Where an event goes when its click is unknown: visible in the raw log, never billable.
-UNKNOWN_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
-SALE_FIELDS = ("link_id", "campaign_id", "creator_id", "supporter_id", "business_id")
 
 _CLAIM_SQL = "INSERT INTO stripe_events (id, type) VALUES (%(id)s, %(type)s) ON CONFLICT DO NOTHING RETURNING id"
 
@@ -158,7 +158,7 @@ async def _checkout_paid(conn: psycopg.AsyncConnection, redis, settings: Setting
         raise Ignored("checkout session has no amount_total")
     order_id = session.get("payment_intent") or _text(session, "id")
     click = await _click(redis, settings, cid)
-    sale = {field: click.get(field) for field in SALE_FIELDS}
+    sale = {field: click.get(field) for field in clickindex.FIELDS}
     sale["campaign_id"] = sale["campaign_id"] or UNKNOWN_CAMPAIGN
     sale["click_id"] = cid
     appended = Event(
@@ -228,16 +228,11 @@ async def _original_sale(conn, redis, settings: Settings, order_id: str, cid: ob
 
 
 async def _click(redis, settings: Settings, cid: str) -> dict:
-    raw = await redis.hget(settings.keys.clicks_of(cid), cid)
-    try:
-        click = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError:
-        click = {}
-    return click if isinstance(click, dict) else {}
+    return await clickindex.lookup(redis, settings.keys, cid) or {}
 
 
 async def _append(redis, settings: Settings, event: Event) -> None:
-    await redis.xadd(settings.keys.stream, {STREAM_FIELD: event.encode()})
+    await stream.append(redis, settings.keys, [event.encode()])
 
 
 def _event_id(event: dict) -> str:

@@ -160,3 +160,47 @@ class Event:
     @property
     def occurred_at(self) -> datetime:
         return datetime.fromtimestamp(self.ts_ms / 1000, tz=timezone.utc)
+
+
+# -- a click's encoding without an Event: the tracker's redirect path ---------------------
+# ``encode_click`` writes ``Event.encode()``'s bytes for a click from a template: the link's
+# fields encoded once per link (``click_link_fields``), only the request's strings encoded per
+# click; half the cost of encoding a dataclass, on the path every redirect takes.
+# tests/test_shared.py holds the two encodings byte-for-byte equal.
+
+# Event's field order; event_id is a UUID string and ts_ms an int, the rest arrive JSON-encoded.
+_CLICK_EVENT = (
+    b'{"event_id":"%s","event_type":"click","ts_ms":%d,%s,"ip":%s,"user_agent":%s,"referrer":%s,%s,"metadata":%s}'
+)
+_CLICK_FLAGS: dict[tuple[str | None, str], bytes] = {}
+_dumps = orjson.dumps
+
+
+def click_link_fields(
+    campaign_id: str, link_id: str, creator_id: str | None, supporter_id: str | None, business_id: str | None
+) -> bytes:
+    """The fields of a click event that come from its link (and the ones a click leaves empty), encoded."""
+    return _dumps({
+        "campaign_id": campaign_id, "link_id": link_id, "creator_id": creator_id,
+        "supporter_id": supporter_id, "business_id": business_id,
+        "click_id": None, "order_id": None, "value": None, "currency": None,
+    })[1:-1]
+
+
+def encode_click(
+    link_fields: bytes, click_id: str, ts_ms: int, ip: str | None, user_agent: str | None, referrer: str | None,
+    reason: str | None, source: str, metadata: dict,
+) -> bytes:
+    """``Event(event_id=click_id, event_type="click", …).encode()``; ``reason`` is the bot reason, if any."""
+    return _CLICK_EVENT % (
+        click_id.encode(), ts_ms, link_fields, _dumps(ip), _dumps(user_agent), _dumps(referrer),
+        _CLICK_FLAGS.get((reason, source)) or _click_flags(reason, source),
+        _dumps(metadata) if metadata else b"{}",
+    )
+
+
+def _click_flags(reason: str | None, source: str) -> bytes:
+    """The encoded is_bot, bot_reason and source fields; a handful of combinations, each encoded once."""
+    flags = _dumps({"is_bot": reason is not None, "bot_reason": reason, "source": source})[1:-1]
+    _CLICK_FLAGS[(reason, source)] = flags
+    return flags

@@ -16,11 +16,10 @@ import psycopg
 import sql
 
 from .connections import clickhouse_client, pg_connect
+from .locks import MIGRATION_LOCK
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-MIGRATION_LOCK = 0x0905_0001
 
 # Database-level privileges live in pg_database, outside the schema, and
 # CREATE DATABASE ... TEMPLATE does not copy them: so they are applied to the

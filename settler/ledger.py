@@ -24,6 +24,7 @@ from decimal import Decimal
 import psycopg
 
 from oros.money import split_fee
+from oros.reasons import BUDGET_EXHAUSTED
 
 from .budget import Allocation
 from .verify import Candidate
@@ -178,12 +179,12 @@ def post_campaign(
     posted = Posted(campaign_id=campaign_id)
     rows = [event_row(e, campaign_id=campaign_id, status="rejected", reason=r, run_id=run_id, now=now)
             for e, r in rejected]
-    rows += [event_row(e, campaign_id=campaign_id, status="rejected", reason="budget_exhausted",
+    rows += [event_row(e, campaign_id=campaign_id, status="rejected", reason=BUDGET_EXHAUSTED,
                        run_id=run_id, now=now) for e in allocation.exhausted]
     for _, reason in rejected:
         posted.rejected_by_reason[reason] = posted.rejected_by_reason.get(reason, 0) + 1
     if allocation.exhausted:
-        posted.rejected_by_reason["budget_exhausted"] = len(allocation.exhausted)
+        posted.rejected_by_reason[BUDGET_EXHAUSTED] = len(allocation.exhausted)
     posted.rejected = len(rows)
 
     transfers = _transfers(allocation.paid, per_event=objective == "sale")

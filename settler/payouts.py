@@ -25,14 +25,13 @@ import psycopg
 import stripe
 
 from oros.connections import pg_connect
+from oros.locks import PAYOUTS_LOCK
 from oros.money import fmt
 from oros.settings import Settings
 from oros.stripe_gateway import CURRENCY, stripe_client, to_cents
 
 log = logging.getLogger(__name__)
 
-# pg advisory lock key: one payout run at a time ("oros:payouts" as a bigint).
-PAYOUTS_LOCK = 0x6F726F73_7061790A
 BATCH_LIMIT = 500
 NO_ACCOUNT = "creator has no connected Stripe account"
 

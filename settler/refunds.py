@@ -37,13 +37,11 @@ from decimal import Decimal
 import psycopg
 
 from oros.money import fmt, round_money
+from oros.reasons import ALREADY_REFUNDED, NO_SUCH_ORDER, REFUND_AFTER_HOLD
 
 from .ledger import EVENT_COLUMNS, IP_COLUMN, clean_ip, creator_wallets, event_row, platform_wallets
 from .verify import Candidate
 
-NO_SUCH_ORDER = "no_such_order"
-ALREADY_REFUNDED = "already_refunded"
-REFUND_AFTER_HOLD = "refund_after_hold"
 ZERO = Decimal("0.00")
 
 FIND_SALE = """
@@ -140,7 +138,7 @@ def apply_refund(conn: psycopg.Connection, refund: Candidate, *, run_id: str, no
 def _metadata(refund: Candidate, outcome: RefundOutcome) -> dict:
     if outcome.sale_id:
         return {"refunds": outcome.sale_id, "reversed_payout": outcome.amount}
-    # Whom the refund named, so a sale arriving after it is matched and not paid (verify.ORDER_REFUNDED).
+    # Whom the refund named, so a sale arriving after it is matched and not paid (reasons.ORDER_REFUNDED).
     return {"campaign_id": refund.campaign_id, "business_id": refund.business_id}
 
 

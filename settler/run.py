@@ -33,22 +33,22 @@ from redis.exceptions import RedisError
 
 from oros.connections import clickhouse_client, pg_connect, redis_client
 from oros.links import CAMPAIGN_CODES_SQL, publish
+from oros.locks import SETTLE_LOCK
 from oros.money import fmt, split_fee
+from oros.reasons import BUDGET_EXHAUSTED, NO_SUCH_ORDER, UNKNOWN_CAMPAIGN
 from oros.settings import Settings
 
 from . import completeness, ledger
 from .budget import allocate
-from .refunds import NO_SUCH_ORDER, apply_refund
+from .refunds import apply_refund
 from .verify import Campaign, Candidate, Rules, verify
 
 log = logging.getLogger(__name__)
 
-SETTLE_LOCK = 0x0905_0004
 WATERMARK = "settle"
 # An insert that began before the watermark may become visible after it; re-read this far back.
 OVERLAP = timedelta(minutes=2)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 LOOKUP_CHUNK = 50_000
 DAY_MS = 86_400_000
 # Connections posting campaigns at once (each campaign is still one transaction).
@@ -181,7 +181,7 @@ def _candidate(r: tuple, prev: dict[str, int], clicks: dict[str, tuple]) -> Cand
         link_id, creator_id = click[2] or link_id, click[3] or creator_id
     return Candidate(
         event_id=event_id, event_type=event_type, ts_ms=ts_ms,
-        campaign_id=None if campaign_id == ZERO_UUID else campaign_id,
+        campaign_id=None if campaign_id == UNKNOWN_CAMPAIGN else campaign_id,
         link_id=link_id, creator_id=creator_id, supporter_id=supporter_id, business_id=business_id,
         click_id=click_id, order_id=order_id, value=value, currency=currency, ip=ip, user_agent=user_agent,
         is_bot=bool(is_bot), source=source, pixel_sig=pixel_sig or None, prev_click_ms=prev.get(event_id),
@@ -490,7 +490,7 @@ def _settle_campaign(settings, conn, campaign: Campaign, accepted, rejected, *, 
         for _, reason in rejected:
             posted.rejected_by_reason[reason] = posted.rejected_by_reason.get(reason, 0) + 1
         if allocation.exhausted:
-            posted.rejected_by_reason["budget_exhausted"] = len(allocation.exhausted)
+            posted.rejected_by_reason[BUDGET_EXHAUSTED] = len(allocation.exhausted)
         return posted
     with conn.transaction():
         locked = ledger.lock_campaign(conn, campaign.id)

@@ -13,24 +13,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from oros import pixel
+from oros.reasons import (
+    BAD_PIXEL_SIGNATURE, BOT, CAMPAIGN_NOT_ACTIVE, DUPLICATE_CLICK, DUPLICATE_CONVERSION, DUPLICATE_ORDER,
+    NO_SUCH_CLICK, NOT_ACCEPTED, ORDER_REFUNDED, OUTSIDE_ATTRIBUTION_WINDOW, OUTSIDE_DATES, UNSIGNED_PIXEL,
+    WRONG_BUSINESS, WRONG_TYPE,
+)
 from oros.money import fmt
-
-# Reason codes, stored in Postgres events.rejection_reason and shown in reports.
-BOT = "bot"
-DUPLICATE_CLICK = "duplicate_click"
-OUTSIDE_DATES = "outside_dates"
-NOT_ACCEPTED = "not_accepted"
-NO_SUCH_CLICK = "no_such_click"
-OUTSIDE_ATTRIBUTION_WINDOW = "outside_attribution_window"
-WRONG_BUSINESS = "wrong_business"
-DUPLICATE_ORDER = "duplicate_order"
-ORDER_REFUNDED = "order_refunded"  # a sale whose refund was recorded before it
-BUDGET_EXHAUSTED = "budget_exhausted"
-CAMPAIGN_NOT_ACTIVE = "campaign_not_active"
-WRONG_TYPE = "wrong_type"
-DUPLICATE_CONVERSION = "duplicate_conversion"  # the click already has its paid conversion (or that sale)
-UNSIGNED_PIXEL = "unsigned_pixel"  # a pixel without sig, on a campaign that does not bill those
-BAD_PIXEL_SIGNATURE = "bad_pixel_signature"  # no secret of the campaign's business signed it
 
 PIXEL = "pixel"  # the source of browser pixel events (tracker/conversions.py)
 

@@ -14,7 +14,8 @@ import psycopg
 import pytest
 
 from oros.connections import pg_connect
-from settler.payouts import NO_ACCOUNT, PAYOUTS_LOCK, pay_withdrawals, run_payouts_command
+from oros.locks import PAYOUTS_LOCK
+from settler.payouts import NO_ACCOUNT, pay_withdrawals, run_payouts_command
 
 from stripe_double import StripeDouble
 

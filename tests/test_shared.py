@@ -8,7 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from oros.events import Event, uuid7, uuid7_ms, uuid7_str
+from oros import locks, reasons
+from oros.events import Event, click_link_fields, encode_click, uuid7, uuid7_ms, uuid7_str
 from oros.money import AmountError, fmt, parse_amount, split_fee
 from oros.settings import Settings, SettingsError
 
@@ -82,3 +83,39 @@ def test_event_round_trips_through_the_stream_encoding():
     event = Event(event_id=str(uuid7()), event_type="sale", ts_ms=1, campaign_id=str(uuid.uuid4()),
                   value="12.50", order_id="o-1", metadata={"utm_source": "ig"})
     assert Event.decode(event.encode()) == event
+
+
+def test_reason_codes_are_distinct():
+    codes = {name: value for name, value in vars(reasons).items() if name.isupper() and name != "UNKNOWN_CAMPAIGN"}
+    assert len(set(codes.values())) == len(codes)
+
+
+def test_advisory_lock_ids_are_distinct_and_fit_their_key_types():
+    bigint_keys = [locks.MIGRATION_LOCK, locks.SETTLE_LOCK, locks.PAYOUTS_LOCK]
+    assert len(set(bigint_keys)) == len(bigint_keys)
+    assert all(-2**63 <= key < 2**63 for key in bigint_keys)
+    assert -2**31 <= locks.IDEMPOTENCY_CLASS < 2**31
+
+
+@pytest.mark.parametrize(
+    ("ip", "user_agent", "referrer", "reason", "source", "metadata", "supporter_id"),
+    [
+        ("203.0.113.9", 'Mozilla "quoted" \\ back\u00e9\n\t\x01', 'https://r.example/?q="x"', None, "redirect",
+         {"utm_source": 'a"b', "utm_term": "\u2603"}, "5e000000-0000-4000-8000-000000000000"),
+        (None, None, None, "head", "head", {}, None),
+        ("2001:db8::1", "Slackbot 1.0", None, "preview_bot", "redirect", {}, None),
+    ],
+)
+def test_the_click_template_writes_what_event_encode_writes(ip, user_agent, referrer, reason, source, metadata,
+                                                            supporter_id):
+    campaign_id, link_id, creator_id, business_id = (str(uuid.uuid4()) for _ in range(4))
+    click_id, ts_ms = uuid7_str(1_700_000_000_000), 1_700_000_000_000
+    expected = Event(
+        event_id=click_id, event_type="click", ts_ms=ts_ms, campaign_id=campaign_id, link_id=link_id,
+        creator_id=creator_id, supporter_id=supporter_id, business_id=business_id, ip=ip, user_agent=user_agent,
+        referrer=referrer, is_bot=reason is not None, bot_reason=reason, source=source, metadata=metadata,
+    ).encode()
+    link_fields = click_link_fields(campaign_id, link_id, creator_id, supporter_id, business_id)
+    encoded = encode_click(link_fields, click_id, ts_ms, ip, user_agent, referrer, reason, source, metadata)
+    assert encoded == expected
+    assert Event.decode(encoded).encode() == expected

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from oros import reasons
 from oros.events import uuid7
 from settler import verify as v
 from settler.budget import allocate
@@ -48,24 +49,24 @@ def reason(e: v.Candidate, c: v.Campaign | None = None) -> str | None:
 
 @pytest.mark.parametrize("e, c, expected", [
     (event(), None, None),
-    (event(is_bot=True), None, v.BOT),
-    (event(source="head"), None, v.BOT),
-    (event(prev_click_ms=NOW - 1000 - 3_599_000), None, v.DUPLICATE_CLICK),
+    (event(is_bot=True), None, reasons.BOT),
+    (event(source="head"), None, reasons.BOT),
+    (event(prev_click_ms=NOW - 1000 - 3_599_000), None, reasons.DUPLICATE_CLICK),
     (event(prev_click_ms=NOW - 1000 - 3_600_000), None, None),  # exactly the window later: counts again
-    (event(), campaign(start_ms=NOW), v.OUTSIDE_DATES),
-    (event(), campaign(end_ms=NOW - 2000), v.OUTSIDE_DATES),
-    (event(ts_ms=NOW + 10 * 60_000), None, v.OUTSIDE_DATES),  # from the future
-    (event(creator_id="someone-else"), None, v.NOT_ACCEPTED),
-    (event(), campaign(history=((NOW - 5000, "paused"),)), v.CAMPAIGN_NOT_ACTIVE),
+    (event(), campaign(start_ms=NOW), reasons.OUTSIDE_DATES),
+    (event(), campaign(end_ms=NOW - 2000), reasons.OUTSIDE_DATES),
+    (event(ts_ms=NOW + 10 * 60_000), None, reasons.OUTSIDE_DATES),  # from the future
+    (event(creator_id="someone-else"), None, reasons.NOT_ACCEPTED),
+    (event(), campaign(history=((NOW - 5000, "paused"),)), reasons.CAMPAIGN_NOT_ACTIVE),
     # Active when it happened, paused since: still billable.
     (event(), campaign(history=((NOW - 5000, "active"), (NOW - 500, "paused"))), None),
-    (event(campaign_id=None), None, v.NO_SUCH_CLICK),
+    (event(campaign_id=None), None, reasons.NO_SUCH_CLICK),
     (event("conversion"), None, None),
-    (event("conversion", click_ts_ms=None, click_campaign_id=None), None, v.NO_SUCH_CLICK),
-    (event("conversion", click_campaign_id="other"), None, v.NO_SUCH_CLICK),
-    (event("sale", business_id="intruder"), None, v.WRONG_BUSINESS),
-    (event("sale", click_ts_ms=NOW - 1000 - 31 * DAY_MS), None, v.OUTSIDE_ATTRIBUTION_WINDOW),
-    (event("conversion"), campaign(objective="sale"), v.WRONG_TYPE),
+    (event("conversion", click_ts_ms=None, click_campaign_id=None), None, reasons.NO_SUCH_CLICK),
+    (event("conversion", click_campaign_id="other"), None, reasons.NO_SUCH_CLICK),
+    (event("sale", business_id="intruder"), None, reasons.WRONG_BUSINESS),
+    (event("sale", click_ts_ms=NOW - 1000 - 31 * DAY_MS), None, reasons.OUTSIDE_ATTRIBUTION_WINDOW),
+    (event("conversion"), campaign(objective="sale"), reasons.WRONG_TYPE),
 ])
 def test_rule(e, c, expected):
     assert reason(e, c) == expected
@@ -76,9 +77,9 @@ def test_duplicate_order_first_wins_and_past_orders_count():
     first = event("sale", ts_ms=NOW - 2000, order_id="o1")
     second = event("sale", ts_ms=NOW - 1000, order_id="o1")
     verdict = v.verify([second, first], {c.id: c}, RULES, NOW)
-    assert verdict.accepted == [first] and verdict.rejected == [(second, v.DUPLICATE_ORDER)]
+    assert verdict.accepted == [first] and verdict.rejected == [(second, reasons.DUPLICATE_ORDER)]
     verdict = v.verify([first], {c.id: c}, RULES, NOW, paid_orders={(c.id, "o1")})
-    assert verdict.rejected == [(first, v.DUPLICATE_ORDER)]
+    assert verdict.rejected == [(first, reasons.DUPLICATE_ORDER)]
 
 
 def test_a_sale_whose_refund_came_first_is_not_paid():
@@ -86,7 +87,7 @@ def test_a_sale_whose_refund_came_first_is_not_paid():
     sale = event("sale", order_id="o1")
     for named in (c.id, BIZ):  # the refund named the campaign, or only the business
         verdict = v.verify([sale], {c.id: c}, RULES, NOW, refunded_orders={(named, "o1")})
-        assert verdict.rejected == [(sale, v.ORDER_REFUNDED)]
+        assert verdict.rejected == [(sale, reasons.ORDER_REFUNDED)]
     assert v.verify([sale], {c.id: c}, RULES, NOW, refunded_orders={(c.id, "o2")}).accepted == [sale]
 
 

@@ -8,8 +8,9 @@ overlap, and while that many are in flight everything submitted joins the
 next batch, so batches grow with load and durability costs one Redis round
 trip per batch, not per request.
 
-A flush is one ``EVALSHA`` of a script that XADDs every event and HSETs the
-batch's click-index entries into their bucket hash: one command to pack and
+A flush is one ``EVALSHA`` of the stream's append script (``oros.stream``, which
+every producer uses), which XADDs every event and HSETs the batch's
+click-index entries into their bucket hash: one command to pack and
 one reply to parse, measured 4x cheaper for the client than a pipeline of
 2N commands. Flushes are pipelined on one connection of our own
 (``StreamConnection``).
@@ -22,12 +23,11 @@ replayer finds Redis back.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import deque
 from functools import partial
-from typing import Callable, Mapping, Sequence
+from typing import Callable
 
 import hiredis
 import orjson
@@ -36,7 +36,9 @@ from redis import exceptions as redis_errors
 from redis.asyncio.connection import SSLConnection
 
 from oros.events import canonical_uuid
-from oros.keys import Keys, click_bucket
+from oros import clickindex, stream
+from oros.clickindex import Entry as IndexEntry
+from oros.keys import Keys
 
 from .metrics import Metrics
 from .spool import ClaimedFile, Spool, SpoolError
@@ -45,31 +47,6 @@ log = logging.getLogger(__name__)
 
 # What "Redis is unavailable" looks like to redis-py; anything else is a bug.
 REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ResponseError, OSError)
-
-APPEND_LUA = """
--- KEYS[1] stream, KEYS[2..] click-index bucket hashes
--- ARGV[1] index ttl (s), ARGV[2] event count n, ARGV[3..n+2] events, then per bucket
--- (KEYS order) its entry count m and m click id / index value pairs
-local n = tonumber(ARGV[2])
-for i = 3, n + 2 do
-  redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
-end
-local at = n + 3
-for k = 2, #KEYS do
-  local last = at + 2 * tonumber(ARGV[at])
-  local from = at + 1
-  while from <= last do  -- unpack() is limited to a few thousand values
-    local to = math.min(from + 1999, last)
-    redis.call('HSET', KEYS[k], unpack(ARGV, from, to))
-    from = to + 1
-  end
-  redis.call('EXPIRE', KEYS[k], ARGV[1])
-  at = last + 1
-end
-return n
-"""
-
-APPEND_SHA = hashlib.sha1(APPEND_LUA.encode()).hexdigest()
 
 # Flushes overlap, up to this many: a request then waits for one Redis round
 # trip, not for the flush ahead of it as well; measured (docs/tracker.md) to
@@ -84,21 +61,6 @@ MAX_FLUSHES_IN_FLIGHT = 4
 # req/s at 64 connections; 24 to 40 did equally well, 8 and 16 worse (more
 # flushes), 48 and more as before. Batches stay large enough to amortize a flush.
 SEND_AT = 32
-
-INDEX_FIELDS = ("link_id", "campaign_id", "creator_id", "supporter_id", "business_id")
-
-# A click-index entry: (bucket, click id, value); see ``Keys.clicks``.
-IndexEntry = tuple[int, str, bytes]
-
-
-def click_index(source: Mapping) -> bytes:
-    """The click-index value: what a conversion needs to know about the click it cites."""
-    return orjson.dumps({name: source[name] for name in INDEX_FIELDS})
-
-
-def index_entry(click_id: str, value: bytes) -> IndexEntry:
-    return click_bucket(click_id), click_id, value
-
 
 class AppendError(Exception):
     """Neither Redis nor the spool took the event; the request must fail (503)."""
@@ -181,7 +143,7 @@ class StreamConnection(asyncio.Protocol):
                     await conn.call(hiredis.pack_command(("AUTH", *auth, params["password"])))
                 if params.get("db"):
                     await conn.call(hiredis.pack_command(("SELECT", params["db"])))
-                await conn.call(hiredis.pack_command(("SCRIPT", "LOAD", APPEND_LUA)))
+                await conn.call(hiredis.pack_command(("SCRIPT", "LOAD", stream.APPEND_LUA)))
         except (TimeoutError, OSError) as exc:
             raise redis_errors.ConnectionError(f"cannot open the stream connection: {exc!r}") from None
         return conn
@@ -426,17 +388,7 @@ class Appender:
             await self._call(events[chunk], index[chunk])
 
     def _command(self, events: list[bytes], index: list[IndexEntry]) -> bytes:
-        keys = [self._keys.stream]
-        args: list = [self._index_ttl_s, len(events), *events]
-        for bucket, ids, values in _by_bucket(index):
-            pairs = [None] * (2 * len(ids))
-            pairs[::2], pairs[1::2] = ids, values
-            keys.append(self._keys.clicks(bucket))
-            args.append(len(ids))
-            args += pairs
-        # hiredis packs the command in C; redis-py's Python packer re-joins a
-        # growing buffer per argument and cost more than the rest of a flush.
-        return hiredis.pack_command(("EVALSHA", APPEND_SHA, len(keys), *keys, *args))
+        return stream.packed(self._keys, self._index_ttl_s, events, index)
 
     async def _call(self, events: list[bytes], index: list[IndexEntry]) -> None:
         conn = await self._connection()
@@ -508,20 +460,6 @@ class Appender:
             # The click index was never written for a spooled click; rebuild it.
             click_id = canonical_uuid(event.get("event_id"))
             if event.get("event_type") == "click" and click_id is not None and event.get("link_id"):
-                index.append(index_entry(click_id, click_index({name: event.get(name) for name in INDEX_FIELDS})))
+                index.append(clickindex.entry(click_id, clickindex.encode(event)))
         await self._call(valid, index)
 
-
-def _by_bucket(index: list[IndexEntry]) -> list[tuple[int, Sequence[str], Sequence[bytes]]]:
-    """The entries grouped by bucket: (bucket, click ids, values); a batch rarely spans two."""
-    if not index:
-        return []
-    buckets, ids, values = zip(*index)
-    if min(buckets) == max(buckets):
-        return [(buckets[0], ids, values)]
-    groups: dict[int, tuple[list[str], list[bytes]]] = {}
-    for bucket, click_id, value in index:
-        group = groups.setdefault(bucket, ([], []))
-        group[0].append(click_id)
-        group[1].append(value)
-    return [(bucket, group_ids, group_values) for bucket, (group_ids, group_values) in groups.items()]

@@ -39,25 +39,24 @@ import orjson
 import psycopg
 from aiohttp import web
 
-from oros import apikeys
+from oros import apikeys, clickindex, idempotency
 from oros.apikeys import NEGATIVE, OWNER_SQL, hash_key
 from oros.events import Event, canonical_uuid, uuid7_str
 from oros.headers import bearer, text
 from oros.money import AmountError, fmt, parse_amount
 from oros.pixel import SIG_RE
+from oros.reasons import UNKNOWN_CAMPAIGN
 
 from .appender import REDIS_ERRORS, AppendError
 from oros.bots import MAX_UA, bot_reason
 from .typedefs import APPENDER, CLIENT_IP, KEY_USAGE, KEYS, METRICS, PG_POOL, REDIS, SETTINGS
 
-UNKNOWN_CAMPAIGN = "00000000-0000-0000-0000-000000000000"
 MAX_BODY = 16 * 1024
 API_TYPES = ("conversion", "sale", "refund")
 PIXEL_TYPES = ("conversion", "sale")
 BODY_FIELDS = {"click_id", "type", "value", "currency", "order_id"}
 ORDER_ID_RE = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")  # printable ASCII, <= 200 (events.order_id)
 CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
-IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 IDEMPOTENCY_TTL_S = 24 * 3600
 RATE_WINDOW_S = 60
 GIF = (
@@ -206,8 +205,7 @@ def _order_id(raw: object) -> str | None:
 async def _click(request: web.Request, click_id: str | None) -> dict | None:
     if click_id is None:
         return None
-    raw = await request.app[REDIS].hget(request.app[KEYS].clicks_of(click_id), click_id)
-    return orjson.loads(raw) if raw else None
+    return await clickindex.lookup(request.app[REDIS], request.app[KEYS], click_id)
 
 
 def _order_key(request: web.Request, fields: dict, campaign_id: str, owner: str | None,
@@ -277,11 +275,11 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
 
 async def _idempotent(request: web.Request, business_id: str, raw: bytes, fields: dict) -> tuple[int, dict]:
     """``record``, or the stored outcome of an earlier request with the same Idempotency-Key."""
-    key = request.headers.get("Idempotency-Key")
+    key = request.headers.get(idempotency.HEADER)
     if key is None:
         return await record(request, fields, business_id=business_id, source="api")
-    if not IDEMPOTENCY_RE.match(key):
-        raise _invalid("Idempotency-Key", "Idempotency-Key must be 1-255 printable ASCII characters")
+    if not idempotency.valid(key):
+        raise _invalid(idempotency.HEADER, idempotency.PROBLEM)
     redis = request.app[REDIS]
     redis_key = request.app[KEYS].idempotency(business_id, key)
     fingerprint = hashlib.sha256(raw).hexdigest()
