@@ -7,6 +7,7 @@ from typing import AsyncIterator
 
 import psycopg
 from aiohttp import web
+from clickhouse_connect.driver.exceptions import OperationalError as ClickHouseOperationalError
 from psycopg_pool import PoolTimeout
 
 from oros.connections import pg_pool, redis_client
@@ -37,6 +38,7 @@ _DB_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
 )
 # Every pooled connection stayed busy for the pool's timeout: overload, not a bug; the client retries.
 POOL_RETRY_AFTER_S = 1
+CLICKHOUSE_RETRY_AFTER_S = 1
 
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -63,6 +65,11 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         log.warning("no database connection free", extra={"path": request.path})
         return _api_error(ApiError(503, "unavailable", "the service is busy; retry shortly",
                                    retry_after_s=POOL_RETRY_AFTER_S))
+    except ClickHouseOperationalError:
+        # Connection refused or lost (ClickHouse down or restarting): an outage the client waits out.
+        log.warning("ClickHouse unreachable", extra={"path": request.path})
+        return _api_error(ApiError(503, "unavailable", "ClickHouse is unreachable; retry shortly",
+                                   retry_after_s=CLICKHOUSE_RETRY_AFTER_S))
     except psycopg.Error as exc:
         for kind, status, code in _DB_ERRORS:
             if isinstance(exc, kind):
