@@ -322,6 +322,25 @@ async def test_unknown_click_is_recorded_against_no_campaign(tracker, pg, data, 
     assert (event.campaign_id, event.business_id, event.click_id, event.link_id) == (UNKNOWN_CAMPAIGN, data["business"], unknown, None)
 
 
+async def test_a_recent_click_missing_from_the_index_is_503_until_it_arrives(tracker, pg, data, redis, settings):
+    """A click answered from the spool (Redis was down) is indexed only when replayed: the conversion waits for it."""
+    key = make_api_key(pg, data["business"])
+    click_id = await click(tracker, data["code"])
+    bucket = settings.keys.clicks_of(click_id)
+    entry = await redis.hget(bucket, click_id)
+    await redis.hdel(bucket, click_id)  # as if still in a spool, not replayed yet
+    body = {"click_id": click_id, "type": "conversion", "order_id": "SPOOLED-1"}
+    auth = {"Authorization": f"Bearer {key}"}
+    refused = await tracker.post("/v1/conversions", json=body, headers=auth)
+    assert refused.status == 503 and (await refused.json())["error"]["code"] == "unavailable"
+    assert [e.event_type for e in await stream_events(redis, settings)] == ["click"]  # nothing recorded, order free
+    await redis.hset(bucket, click_id, entry)  # the replay indexed it
+    accepted = await tracker.post("/v1/conversions", json=body, headers=auth)
+    assert accepted.status == 202
+    conversion = (await stream_events(redis, settings))[-1]
+    assert (conversion.campaign_id, conversion.click_id, conversion.order_id) == (data["campaign"], click_id, "SPOOLED-1")
+
+
 async def test_order_id_is_recorded_once_under_concurrency(tracker, pg, data, redis, settings):
     key = make_api_key(pg, data["business"])
     click_id = await click(tracker, data["code"])

@@ -35,7 +35,7 @@ import psycopg
 from aiohttp import web
 
 from oros.apikeys import NEGATIVE, OWNER_SQL, hash_key
-from oros.events import Event, canonical_uuid, uuid7_str
+from oros.events import Event, canonical_uuid, uuid7_ms, uuid7_str
 from oros.headers import bearer, text
 from oros.money import AmountError, fmt, parse_amount
 
@@ -54,6 +54,10 @@ IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 API_KEY_TTL_S = 24 * 3600  # revocation deletes the entry; the TTL only bounds memory
 IDEMPOTENCY_TTL_S = 24 * 3600
 RATE_WINDOW_S = 60
+# A click this recent that the click index lacks may still be in a tracker's spool (Redis was down
+# when it was answered; the replay indexes it moments after Redis is back): the API answers 503 so
+# the business retries, rather than recording a conversion nothing can be attributed to.
+CLICK_IN_FLIGHT_MS = 10 * 60 * 1000
 GIF = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
@@ -204,6 +208,13 @@ async def _click(request: web.Request, click_id: str | None) -> dict | None:
     return orjson.loads(raw) if raw else None
 
 
+def _maybe_spooled(click_id: str | None) -> bool:
+    """A UUIDv7 click id (ours) stamped within ``CLICK_IN_FLIGHT_MS`` of now."""
+    if click_id is None or click_id[14] != "7":
+        return False
+    return abs(time.time_ns() // 1_000_000 - uuid7_ms(click_id)) < CLICK_IN_FLIGHT_MS
+
+
 def _order_key(request: web.Request, event_type: str, campaign_id: str, owner: str | None, business_id: str | None, order_id: str) -> str:
     keys = request.app[KEYS]
     if event_type == "refund":
@@ -218,6 +229,8 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
     app = request.app
     settings = app[SETTINGS]
     click = await _click(request, fields["click_id"])
+    if click is None and source == "api" and _maybe_spooled(fields["click_id"]):
+        raise Refused(503, "unavailable", "the click is not recorded yet, retry shortly")
     campaign_id = click["campaign_id"] if click else UNKNOWN_CAMPAIGN
     owner = click["business_id"] if click else None
     if business_id is None:  # the pixel: the campaign's owner vouches for it
