@@ -63,6 +63,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -237,6 +238,11 @@ class Stack:
         return subprocess.run([PYTHON, "-m", "oros.cli", "--log-level", "WARNING", *args], env=self.env, cwd=ROOT,
                               capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
 
+    async def run_oros(self, *args: str) -> None:
+        done = await asyncio.to_thread(self.oros, *args)
+        if done.returncode != 0:
+            raise RuntimeError(f"oros {args[0]} failed: {done.stderr[-2000:]}")
+
     async def start(self) -> None:
         with psycopg.connect(self.server_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.db_name}"')
@@ -245,12 +251,10 @@ class Stack:
             self.services[name].start()
         await wait_for(lambda: _redis_up(self.redis_url), 30, "redis")
         await wait_for(lambda: _http_ok(f"{self.clickhouse_url}ping"), 60, "clickhouse")
-        for step in (("migrate",), ("create-admin", "--email", "root@chaos.example", "--password", PASSWORD)):
-            done = self.oros(*step)
-            if done.returncode != 0:
-                raise RuntimeError(f"oros {step[0]} failed: {done.stderr[-2000:]}")
+        await self.run_oros("migrate")
         for name in ("admin", "tracker", "ingest", "settler"):
             self.services[name].start()
+        await self.run_oros("create-admin", "--email", "root@chaos.example", "--password", PASSWORD)
         await wait_for(lambda: _http_ok(f"http://127.0.0.1:{self.ports['admin']}/openapi.json"), 60, "the admin API")
         await wait_for(lambda: _http_ok(f"http://127.0.0.1:{self.ports['tracker']}/healthz"), 60, "the tracker")
 
@@ -260,7 +264,9 @@ class Stack:
             service.supervise(now, self.rng)
 
     def close(self) -> None:
-        for name in ("tracker", "admin", "ingest", "settler", "clickhouse", "redis"):
+        with ThreadPoolExecutor(4) as stopping:  # the oros processes at once, then what they use
+            list(stopping.map(Service.stop, [self.services[n] for n in ("tracker", "admin", "ingest", "settler")]))
+        for name in ("clickhouse", "redis"):
             self.services[name].stop()
         if self.keep:
             say(f"chaos: kept database {self.db_name}")
@@ -313,7 +319,8 @@ class Faults:
 
     async def run(self, until: float) -> None:
         while True:
-            await asyncio.sleep(self.rng.uniform(0.25, 1.75) * self.mean_gap_s)
+            gap_s = self.rng.uniform(0.25, 1.75) * self.mean_gap_s
+            await asyncio.sleep(min(gap_s, max(0.0, until - time.monotonic())))
             if time.monotonic() >= until:
                 return
             kind = self.rng.choice(FAULTS)
@@ -446,12 +453,15 @@ async def set_up(admin_url: str, businesses: int, creators: int) -> Setup:
                 await call(session, "POST", f"{admin_url}/v1/campaigns/{cid}/activate", business)
                 setup.api_keys[cid], setup.payouts[cid], setup.objectives[cid] = key, payout, objective
                 setup.owners[cid] = business
-                for creator_id, creator in people:
+
+                async def join(creator_id: str, creator: str, cid: str = cid, objective: str = objective) -> None:
                     await call(session, "POST", f"{admin_url}/v1/campaigns/{cid}/creators", creator)
                     await call(session, "POST", f"{admin_url}/v1/campaigns/{cid}/creators/{creator_id}/accept",
                                business)
                     link = await call(session, "POST", f"{admin_url}/v1/campaigns/{cid}/links", creator)
                     setup.codes[link["code"]] = (cid, objective)
+
+                await asyncio.gather(*(join(creator_id, creator) for creator_id, creator in people))
     return setup
 
 
@@ -623,20 +633,21 @@ async def drain(stack: Stack) -> None:
     steps = (("the tracker spools to be replayed", lambda: _spooled(stack) == 0),
              ("the stream to be ingested", lambda: _stream_done(stack)))
     for what, check in steps:
+        say(f"  drain: waiting for {what}")
         while not await asyncio.to_thread(check):
             stack.supervise()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"drain: timed out waiting for {what}")
             await asyncio.sleep(0.5)
     # Two settle runs in a row that find nothing new: everything ClickHouse holds is decided.
-    settled = 0
-    while settled < 2:
+    # Nothing new can arrive now (spools empty, stream acknowledged): once Postgres has decided as
+    # many events as ClickHouse holds, every one is decided (a decision is always of a ClickHouse id).
+    say("  drain: waiting for the settler to decide every event")
+    while not ((counts := await asyncio.to_thread(_decided, stack)) and counts[0] == counts[1]):
         stack.supervise()
-        counts = await asyncio.to_thread(_decided, stack)
-        settled = settled + 1 if counts and counts[0] == counts[1] else 0
         if time.monotonic() > deadline:
             raise RuntimeError(f"drain: the settler did not decide every event (ClickHouse, Postgres: {counts})")
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(0.5)
 
 
 @dataclass
