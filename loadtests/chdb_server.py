@@ -64,9 +64,11 @@ class Engine:
             settings: dict[str, str], params: dict[str, str]) -> bytes:
         with self.lock:
             self.conn.query(f"USE {_identifier(database)}")
-            for name, value in settings.items():
-                self.conn.query(f"SET {_setting(name)} = {_literal(value)}")
+            applied = []
             try:
+                for name, value in settings.items():
+                    self.conn.query(f"SET {_setting(name)} = {_literal(value)}")
+                    applied.append(name)
                 if data is None:
                     return self.conn.query(statement.decode(), "TabSeparated", params=params).bytes()
                 # chDB reads insert data from a file (as clickhouse-connect's own chDB backend does).
@@ -76,8 +78,8 @@ class Engine:
                 return self.conn.query(f"{target} FROM INFILE {_literal(str(self.spill))} FORMAT {fmt}", "TabSeparated",
                                        params=params).bytes()
             finally:
-                for name in settings:
-                    self.conn.query(f"SET {_setting(name)} = DEFAULT")
+                for name in applied:  # the engine is shared: the next statement gets the defaults
+                    self.conn.query(f"SET {name} = DEFAULT")
 
 
 def _identifier(name: str) -> str:
