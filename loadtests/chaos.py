@@ -155,7 +155,7 @@ class Service:
         if self.held or self.running():
             return
         if self.restart_at == 0.0:
-            if self.proc is not None and self.proc.returncode not in (-signal.SIGKILL,):
+            if self.proc is not None and self.proc.returncode != -signal.SIGKILL:
                 self.unexpected_exits += 1
                 say(f"  {self.name} exited by itself (status {self.proc.returncode}); restarting")
             self.restart_at = now + rng.uniform(*RESTART_DELAY_S)
@@ -603,14 +603,18 @@ def _spooled(stack: Stack) -> int:
 
 
 def _stream_done(stack: Stack) -> bool:
+    # Every entry delivered and acknowledged. Not the group's ``lag``: Redis does not keep its
+    # entries-read counter across a restart, and the lag then stays wrong.
     client = redis.Redis.from_url(stack.redis_url, socket_timeout=2)
     try:
         groups = client.xinfo_groups(f"{PREFIX}events")
+        undelivered = [client.xrange(f"{PREFIX}events", f"({g['last-delivered-id'].decode()}", "+", count=1)
+                       for g in groups]
     except redis.RedisError:
         return False
     finally:
         client.close()
-    return bool(groups) and all(g["pending"] == 0 and (g.get("lag") or 0) == 0 for g in groups)
+    return bool(groups) and all(g["pending"] == 0 for g in groups) and not any(undelivered)
 
 
 def _ch(stack: Stack):
@@ -662,24 +666,23 @@ class Verdict:
 
 
 def verdict(stack: Stack, setup: Setup, tally: Tally) -> Verdict:
+    """Compare what the driver was answered with ClickHouse, and what should be paid with Postgres."""
     in_ch = {str(row[0]) for row in _ch(stack).query("SELECT DISTINCT event_id FROM events").result_rows}
-    acked = set(tally.acked_clicks) | tally.acked_events
-    lost = sorted(acked - in_ch)
+    lost = sorted((set(tally.acked_clicks) | tally.acked_events) - in_ch)
     with psycopg.connect(stack.database_url) as conn:
         links = dict(conn.execute("SELECT id::text, code FROM tracking_links").fetchall())
         rows = conn.execute(
             "SELECT id::text, campaign_id::text, tracking_link_id::text, event_type, status, host(ip_address),"
             " order_id FROM events").fetchall()
-        budgets = {cid: funded - remaining for cid, funded, remaining in conn.execute(
+        spent = {cid: funded - remaining for cid, funded, remaining in conn.execute(
             "SELECT id::text, funded_budget, remaining_budget FROM campaigns").fetchall()}
     problems: list[str] = []
-    money: Counter[str] = Counter()  # campaign -> payouts that stand
-    click_pairs: Counter = Counter()
-    orders: dict[str, list[str]] = {}
-    refunds: dict[str, str] = {}
+    standing: Counter[str] = Counter()  # campaign -> its payouts that stand
+    click_pairs: Counter = Counter()  # (code, address) -> paid clicks
+    orders: dict[str, list[str]] = {}  # order id -> statuses of its paid or reversed conversions and sales
+    refunds: dict[str, str] = {}  # order id -> the refund's status
     for event_id, campaign, link, event_type, status, ip, order_id in rows:
-        if status == "paid":
-            money[campaign] += 1
+        standing[campaign] += status == "paid"
         if event_type == "click" and status == "paid":
             click_pairs[(links.get(link), ip)] += 1
             known = tally.acked_clicks.get(event_id)
@@ -689,18 +692,39 @@ def verdict(stack: Stack, setup: Setup, tally: Tally) -> Verdict:
             orders.setdefault(order_id, []).append(status)
         elif event_type == "refund":
             refunds[order_id] = status
-    # Clicks: every pair with an acked human click paid once; no pair twice; none nobody clicked.
     expected_pairs = {(code, ip) for code, ip, human in tally.acked_clicks.values()
                       if human and setup.codes[code][1] == "click"}
-    problems += [f"click pair {pair} paid {n} times" for pair, n in click_pairs.items() if n > 1]
-    problems += [f"click pair {pair} never paid" for pair in sorted(expected_pairs - set(click_pairs))]
-    problems += [f"click pair {pair} paid but never clicked" for pair in set(click_pairs) - tally.attempted_pairs]
-    # Orders: an acked order paid (or, when refunded, reversed) exactly once; any order at most once.
-    for order_id, statuses in orders.items():
-        if len(statuses) > 1:
-            problems.append(f"order {order_id} paid {len(statuses)} times")
-        if order_id not in tally.orders:
-            problems.append(f"order {order_id} paid but never sent")
+    problems += _click_problems(click_pairs, expected_pairs, tally)
+    problems += _order_problems(orders, refunds, tally)
+    for campaign, payout in setup.payouts.items():  # each campaign spent exactly its payouts that stand
+        if spent[campaign] != payout * standing[campaign]:
+            problems.append(f"campaign {campaign} spent {spent[campaign]}, its payouts make "
+                            f"{payout * standing[campaign]}")
+    # What stands is exactly the billable set, plus what was recorded without an answer (each at most once).
+    billable = len(expected_pairs) + sum(1 for o in tally.orders.values() if o["acked"] and not o["refund_acked"])
+    unanswered = len(set(click_pairs) - expected_pairs) + sum(
+        1 for order_id, statuses in orders.items()
+        if statuses == ["paid"] and not tally.orders.get(order_id, {}).get("acked"))
+    if sum(standing.values()) != billable + unanswered:
+        problems.append(f"{sum(standing.values())} payouts stand, expected {billable} billable + {unanswered} "
+                        "recorded without an answer")
+    clicks_in_ch = sum(1 for click_id in tally.acked_clicks if click_id in in_ch)
+    return Verdict(len(tally.acked_clicks), clicks_in_ch, lost, billable, unanswered,
+                   sum(1 for o in tally.orders.values() if o["refund_acked"]), problems)
+
+
+def _click_problems(click_pairs: Counter, expected_pairs: set, tally: Tally) -> list[str]:
+    """Every pair with an acked human click paid once; no pair twice; none that no human clicked."""
+    return ([f"click pair {pair} paid {n} times" for pair, n in click_pairs.items() if n > 1]
+            + [f"click pair {pair} never paid" for pair in sorted(expected_pairs - set(click_pairs))]
+            + [f"click pair {pair} paid but never clicked" for pair in set(click_pairs) - tally.attempted_pairs])
+
+
+def _order_problems(orders: dict[str, list[str]], refunds: dict[str, str], tally: Tally) -> list[str]:
+    """An acked order paid exactly once, reversed when its refund was acked; any order at most once."""
+    problems = [f"order {order_id} paid {len(statuses)} times" for order_id, statuses in orders.items()
+                if len(statuses) > 1]
+    problems += [f"order {order_id} paid but never sent" for order_id in orders if order_id not in tally.orders]
     for order_id, order in tally.orders.items():
         statuses = orders.get(order_id, [])
         if order["acked"] and not statuses:
@@ -709,21 +733,7 @@ def verdict(stack: Stack, setup: Setup, tally: Tally) -> Verdict:
             problems.append(f"refunded sale {order_id} is {statuses or 'unpaid'} (refund {refunds.get(order_id)})")
         if not order["refund_sent"] and "reversed" in statuses:
             problems.append(f"sale {order_id} reversed without a refund")
-    # The budget each campaign spent is exactly its payouts that stand.
-    for campaign, payout in setup.payouts.items():
-        if budgets[campaign] != payout * money[campaign]:
-            problems.append(f"campaign {campaign} spent {budgets[campaign]}, its payouts make {payout * money[campaign]}")
-    # What stands is exactly the billable set, plus what was recorded without an answer (each at most once).
-    billable = len(expected_pairs) + sum(1 for o in tally.orders.values() if o["acked"] and not o["refund_acked"])
-    unanswered = len(set(click_pairs) - expected_pairs) + sum(
-        1 for order_id, statuses in orders.items()
-        if statuses == ["paid"] and not (tally.orders.get(order_id, {}).get("acked")))
-    if sum(money.values()) != billable + unanswered:
-        problems.append(f"{sum(money.values())} payouts stand, expected {billable} billable + {unanswered} "
-                        "recorded without an answer")
-    clicks_in_ch = sum(1 for click_id in tally.acked_clicks if click_id in in_ch)
-    return Verdict(len(tally.acked_clicks), clicks_in_ch, lost, billable, unanswered,
-                   sum(1 for o in tally.orders.values() if o["refund_acked"]), problems)
+    return problems
 
 
 async def chaos(args, work: Path) -> int:
