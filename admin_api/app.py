@@ -8,6 +8,7 @@ from typing import AsyncIterator
 import psycopg
 import redis.exceptions
 from aiohttp import web
+from clickhouse_connect.driver.exceptions import OperationalError as ClickHouseOperationalError
 from psycopg_pool import PoolTimeout
 
 from oros.clientip import ClientIp
@@ -43,6 +44,7 @@ _DB_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
 POOL_RETRY_AFTER_S = 1
 # Redis unreachable (login limits, sessions, link publishing need it): an outage, not a bug.
 REDIS_RETRY_AFTER_S = 1
+CLICKHOUSE_RETRY_AFTER_S = 1
 
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -75,6 +77,11 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         log.warning("redis unavailable", extra={"path": request.path})
         return _api_error(ApiError(503, "unavailable", "a backing service is unavailable; retry shortly",
                                    retry_after_s=REDIS_RETRY_AFTER_S))
+    except ClickHouseOperationalError:
+        # Connection refused or lost (ClickHouse down or restarting): an outage the client waits out.
+        log.warning("ClickHouse unreachable", extra={"path": request.path})
+        return _api_error(ApiError(503, "unavailable", "ClickHouse is unreachable; retry shortly",
+                                   retry_after_s=CLICKHOUSE_RETRY_AFTER_S))
     except psycopg.Error as exc:
         for kind, status, code in _DB_ERRORS:
             if isinstance(exc, kind):

@@ -1,6 +1,6 @@
 """``oros ingest``: the ingest process, and the operator's view of its dead letters.
 
-``oros ingest [--once] [--metrics-port 9101]`` migrates ClickHouse, then drains
+``oros ingest [--once] [--metrics-port 9101] [--consumer NAME]`` migrates ClickHouse, then drains
 the stream until SIGINT/SIGTERM (or once), serving ``/metrics`` and
 ``/healthz``. ``--dead-letters`` lists them, ``--replay-dead-letters [ID ...]``
 re-queues those that would insert now (all of them without ids), and
@@ -27,8 +27,8 @@ DEFAULT_METRICS_PORT = 9101
 EVENT_PREFIX_CHARS = 120
 
 
-async def _run(settings: Settings, once: bool, metrics_port: int) -> None:
-    ingester = Ingester(settings)
+async def _run(settings: Settings, once: bool, metrics_port: int, consumer: str | None) -> None:
+    ingester = Ingester(settings, consumer)
     try:
         if once:
             rows = await ingester.drain_once()
@@ -45,12 +45,13 @@ async def _run(settings: Settings, once: bool, metrics_port: int) -> None:
         await ingester.close()
 
 
-def run_ingest(settings: Settings, *, once: bool = False, metrics_port: int = DEFAULT_METRICS_PORT) -> None:
-    """``oros ingest [--once] [--metrics-port N]``."""
+def run_ingest(settings: Settings, *, once: bool = False, metrics_port: int = DEFAULT_METRICS_PORT,
+               consumer: str | None = None) -> None:
+    """``oros ingest [--once] [--metrics-port N] [--consumer NAME]``."""
     from oros.migrate import migrate_clickhouse
 
     migrate_clickhouse(settings)
-    asyncio.run(_run(settings, once, metrics_port))
+    asyncio.run(_run(settings, once, metrics_port, consumer))
 
 
 def _describe(letter: deadletter.DeadLetter) -> str:

@@ -89,9 +89,10 @@ _STREAMS = frozenset({"query_rows_stream", "query_column_block_stream", "query_r
 def clickhouse_client(settings: Settings, *, database: str | None = None):
     """The ClickHouse client: an HTTP server in production, chDB (in-process) embedded.
 
-    chDB lets only one engine per process open a data directory, so clients
-    are shared per (url, database) within the process, and a chDB client
-    serialises its calls on ``CHDB_LOCK``; an HTTP client takes no lock.
+    Clients are shared per (url, database) within the process. chDB lets
+    only one engine per process open a data directory, so a chDB client
+    serialises its calls on ``CHDB_LOCK``; an HTTP client takes no lock and
+    keeps no session, so threads query through it at once.
     """
     url = settings.clickhouse_url
     database = database if database is not None else settings.clickhouse_database
@@ -108,7 +109,10 @@ def _new_clickhouse_client(url: str, database: str):
     parsed = urlparse(url)
     if parsed.scheme == "chdb":
         return _SerialClient(clickhouse_connect.get_client(dsn=url, database=database or None))
-    return clickhouse_connect.get_client(dsn=url, database=database or None, compress=True)
+    # No HTTP session: the client is shared by the process's threads (settle and reconcile jobs,
+    # report queries), and a session takes one query at a time (clickhouse-connect refuses a second).
+    return clickhouse_connect.get_client(dsn=url, database=database or None, compress=True,
+                                         autogenerate_session_id=False)
 
 
 class _SerialClient:

@@ -107,7 +107,7 @@ def cmd_ingest(args) -> int:
             return cli.run_replay_dead_letters(settings, args.replay_dead_letters)
         if args.drop_dead_letters:
             return cli.run_drop_dead_letters(settings, args.drop_dead_letters)
-        cli.run_ingest(settings, once=args.once, metrics_port=args.metrics_port)
+        cli.run_ingest(settings, once=args.once, metrics_port=args.metrics_port, consumer=args.consumer)
     finally:
         servers.stop()
     return 0
@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="drain the event stream into ClickHouse; list, replay or drop dead letters")
     p.add_argument("--once", action="store_true", help="drain what is there now, then exit")
     p.add_argument("--metrics-port", type=int, default=9101, help="serve /metrics and /healthz here (0: not at all)")
+    p.add_argument("--consumer", metavar="NAME",
+                   help="consumer name in the group (default host-pid); a restart under the same name resumes its "
+                        "own pending entries at once instead of claiming them after a minute")
     action = p.add_mutually_exclusive_group()
     action.add_argument("--dead-letters", action="store_true", help="list the dead letters and exit")
     action.add_argument("--replay-dead-letters", nargs="*", metavar="ID",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import redis as sync_redis
@@ -81,3 +82,16 @@ def test_dev_admin_metrics_include_ingest(settings):
     ingest_metrics.inserted.inc(3)
     text = generate_latest(app[METRICS].registry).decode()
     assert "oros_ingest_events_total 3.0" in text and "oros_admin_requests" in text
+
+
+async def test_a_restart_under_the_same_consumer_name_resumes_its_pending_entries(cli_env, settings, ch):
+    """Killed after reading: restarted as the same consumer, ingest inserts its entries now, not a minute later."""
+    from ingest.consumer import Ingester
+
+    _append(settings, events(30))
+    dead = Ingester(settings, "box-1")
+    await dead._ensure_group()
+    assert len(await dead._read(block_ms=None)) == 30  # delivered, never inserted
+    await dead.close()
+    assert await asyncio.to_thread(cli.main, ["ingest", "--once", "--consumer", "box-1"]) == 0
+    assert ch.query("SELECT count() FROM events").result_rows == [(30,)]

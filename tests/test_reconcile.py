@@ -120,3 +120,22 @@ def test_merge_by_id_pairs_every_id_once():
     assert [(p or {"id": c[0]})["id"] for p, c in pairs] == [i for n, i in enumerate(ids) if n % 6 != 0]
     assert all(p is None or c is None or p["id"] == c[0] for p, c in pairs)
     assert sum(p is not None for p, _ in pairs) == len(pg) and sum(c is not None for _, c in pairs) == len(ch)
+
+
+def test_paid_once_check_joins_nothing(settled):
+    """Its cost cannot depend on the planner's estimates: one aggregate over both sides, no join (a nested
+    loop over freshly grown tables ran for minutes in the chaos run)."""
+    from settler.reconcile import TRANSFER_EVENTS_SQL
+
+    plan = "\n".join(row["QUERY PLAN"] for row in settled.pg.execute("EXPLAIN " + TRANSFER_EVENTS_SQL))
+    assert "Join" not in plan and "Nested Loop" not in plan, plan
+    assert not failing(settled)
+
+
+def test_transfer_with_a_second_escrow_leg(settled):
+    row = settled.pg.execute("SELECT * FROM ledger_entries WHERE source_type = 'campaign' AND direction = 'debit'"
+                             " LIMIT 1").fetchone()
+    tamper(settled, "INSERT INTO ledger_entries (wallet_id, transfer_id, amount, direction, status, source_type,"
+                    " source_id, metadata) SELECT wallet_id, transfer_id, amount, direction, status, source_type,"
+                    f" source_id, metadata FROM ledger_entries WHERE id = '{row['id']}'")
+    assert "no_event_paid_twice" in failing(settled)

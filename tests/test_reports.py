@@ -318,6 +318,18 @@ async def test_pool_exhaustion_is_503_with_retry_after(aiohttp_client, settings,
     assert (await api.get("/v1/me", headers=auth)).status == 200
 
 
+async def test_clickhouse_unreachable_is_503_with_retry_after(aiohttp_client, settings, pg, port):
+    """An HTTP ClickHouse that refuses connections (down, restarting) is an outage, not a 500."""
+    from dataclasses import replace
+
+    down = replace(settings, clickhouse_url=f"http://127.0.0.1:{port()}/")  # nothing listens there
+    api = await aiohttp_client(create_app(down))
+    business, auth = make_user(pg, settings, "business")
+    resp = await api.get(f"/v1/campaigns/{make_campaign(pg, business)}/stats", params=query(DAY1, DAY3), headers=auth)
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    assert (await resp.json())["error"] == {"code": "unavailable", "message": "ClickHouse is unreachable; retry shortly"}
+
+
 def test_chdb_calls_hold_one_process_wide_lock(settings, ch, monkeypatch):
     """Every chDB client of the process (any database) queries under the one lock, and an open stream holds it."""
     busy = WatchedLock()

@@ -7,6 +7,7 @@ import functools
 import ipaddress
 import random
 import secrets
+import time
 import uuid
 from bisect import bisect_left
 from dataclasses import fields, replace
@@ -344,6 +345,45 @@ async def test_unknown_click_is_recorded_against_no_campaign(tracker, pg, data, 
     assert response.status == 202
     [event] = await stream_events(redis, settings)
     assert (event.campaign_id, event.business_id, event.click_id, event.link_id) == (UNKNOWN_CAMPAIGN, data["business"], unknown, None)
+
+
+async def test_a_recent_click_missing_from_the_index_is_503_until_it_arrives(tracker, pg, data, redis, settings):
+    """A click answered from the spool (Redis was down) is indexed only when replayed: the conversion waits for it."""
+    key = make_api_key(pg, data["business"])
+    click_id = await click(tracker, data["code"])
+    bucket = settings.keys.clicks_of(click_id)
+    entry = await redis.hget(bucket, click_id)
+    await redis.hdel(bucket, click_id)  # as if still in a spool, not replayed yet
+    body = {"click_id": click_id, "type": "conversion", "order_id": "SPOOLED-1"}
+    auth = {"Authorization": f"Bearer {key}"}
+    refused = await tracker.post("/v1/conversions", json=body, headers=auth)
+    assert refused.status == 503 and (await refused.json())["error"]["code"] == "unavailable"
+    assert [e.event_type for e in await stream_events(redis, settings)] == ["click"]  # nothing recorded, order free
+    await redis.hset(bucket, click_id, entry)  # the replay indexed it
+    accepted = await tracker.post("/v1/conversions", json=body, headers=auth)
+    assert accepted.status == 202
+    conversion = (await stream_events(redis, settings))[-1]
+    assert (conversion.campaign_id, conversion.click_id, conversion.order_id) == (data["campaign"], click_id, "SPOOLED-1")
+
+
+async def test_an_order_claim_left_by_a_failed_request_is_taken_over(tracker, pg, data, redis, settings):
+    """A request that claimed the order, then died or lost Redis before its event was durable (the chaos run:
+    Redis stopped mid-flush, so the claim could not be released): the retry records the order; it used to
+    be answered ``duplicate`` with the id of an event that never existed."""
+    key = make_api_key(pg, data["business"])
+    click_id = await click(tracker, data["code"])
+    order_key = settings.keys.order(data["campaign"], "LEFT-1")
+    phantom = uuid7_str()
+    await redis.set(order_key, f"pending:{phantom}:{int(time.time() * 1000) - 11_000}")
+    body = {"click_id": click_id, "type": "conversion", "order_id": "LEFT-1"}
+    auth = {"Authorization": f"Bearer {key}"}
+    response = await tracker.post("/v1/conversions", json=body, headers=auth)
+    assert response.status == 202
+    event_id = (await response.json())["event_id"]
+    assert event_id != phantom and (await stream_events(redis, settings))[-1].event_id == event_id
+    assert await redis.get(order_key) == event_id.encode()
+    again = await tracker.post("/v1/conversions", json=body, headers=auth)
+    assert (again.status, await again.json()) == (200, {"event_id": event_id, "duplicate": True})
 
 
 async def test_order_id_is_recorded_once_under_concurrency(tracker, pg, data, redis, settings):

@@ -177,6 +177,47 @@ async def test_workers_exit_when_their_supervisor_is_sigkilled(settings, tmp_pat
                     os.kill(pid, signal.SIGKILL)
 
 
+def workers_of(pid: int) -> set[int]:
+    """The tracker workers of supervisor ``pid`` (not multiprocessing's resource tracker)."""
+    return {child for child in children_of(pid)
+            if b"spawn_main" in (Path("/proc") / str(child) / "cmdline").read_bytes()}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_killed_workers_are_replaced(settings, pg, tmp_path):
+    """SIGKILL every worker in turn: the supervisor starts others, and clicks are still answered."""
+    link = make_link(pg)
+    async with tracker_process(settings, tmp_path, workers=2) as (proc, base_url):
+        killed: set[int] = set()
+        for _ in range(2):
+            victim = min(workers_of(proc.pid) - killed)
+            os.kill(victim, signal.SIGKILL)
+            killed.add(victim)
+
+            async def replaced() -> bool:
+                return len(workers_of(proc.pid) - killed) == 2
+
+            await wait_until(replaced, 30, "a new worker")
+        async with aiohttp.ClientSession() as session:
+            async def redirects() -> bool:
+                try:
+                    async with session.get(f"{base_url}/{link['code']}", allow_redirects=False) as response:
+                        return response.status == 302
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(redirects, 30, "a redirect from the new workers")
+        assert proc.poll() is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_a_worker_that_exits_by_itself_stops_the_tracker(settings, tmp_path):
+    """Not replaced: a worker that stopped on its own (here: told to drain) may fail again; whoever runs us must see it."""
+    async with tracker_process(settings, tmp_path, workers=2) as (proc, _):
+        os.kill(min(workers_of(proc.pid)), signal.SIGTERM)
+        await asyncio.get_running_loop().run_in_executor(None, proc.wait, 30)
+
+
 async def test_sigkill_under_load_loses_no_answered_click(settings, pg, tmp_path):
     server = RedisServer(tmp_path, "--enable-debug-command", "yes")
     await server.start()

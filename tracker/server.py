@@ -3,7 +3,8 @@
 The kernel spreads connections across the workers, so no process proxies
 another; their metrics meet in a directory the parent makes, so any
 worker's ``/metrics`` reports all of them (``SharedMetrics``). With one
-worker the server runs in this process. SIGTERM (or SIGINT) drains: the
+worker the server runs in this process; the parent of N replaces a worker
+that is killed, and stops when one exits by itself. SIGTERM (or SIGINT) drains: the
 listening socket closes, in-flight requests finish, the appender flushes its
 last batch, then the process exits; the parent of N workers forwards the
 signal and waits for them. Workers never outlive the parent: the kernel
@@ -17,6 +18,7 @@ import asyncio
 import ctypes
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
@@ -109,20 +111,39 @@ def _run_workers(settings: Settings, workers: int, port: int, metrics_dir: Path)
     # spawn, not fork: the parent may already run threads (embedded servers).
     context = multiprocessing.get_context("spawn")
     log_level = logging.getLevelName(logging.getLogger().level)
-    children = [
-        context.Process(target=_worker, args=(settings, port, log_level, metrics_dir, os.getpid()), name=f"tracker-{n}")
-        for n in range(workers)
-    ]
-    for child in children:
+    stopping = False
+
+    def start(n: int) -> multiprocessing.Process:
+        child = context.Process(target=_worker, args=(settings, port, log_level, metrics_dir, os.getpid()),
+                                name=f"tracker-{n}")
         child.start()
+        return child
+
+    children = [start(n) for n in range(workers)]
 
     def forward(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.is_alive():
                 os.kill(child.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    while not stopping:
+        multiprocessing.connection.wait([child.sentinel for child in children])
+        for n, child in enumerate(children):
+            if child.exitcode is None or stopping:
+                continue
+            if child.exitcode < 0:
+                # Killed (SIGKILL, the OOM killer): replace it. Nobody else would: whoever runs this
+                # process sees it alive, and with every worker gone it would serve nothing.
+                log.error("worker killed, starting another", extra={"worker": child.name, "signal": -child.exitcode})
+                children[n] = start(n)
+            else:
+                # It stopped by itself (it could not start, or a bug): stop, so whoever runs this process sees it.
+                log.error("worker exited, stopping", extra={"worker": child.name, "exitcode": child.exitcode})
+                forward(signal.SIGTERM, None)
     for child in children:
         child.join()
     failed = [child.name for child in children if child.exitcode not in (0, -signal.SIGTERM)]
