@@ -418,12 +418,18 @@ class Tally:
 
 async def call(session: aiohttp.ClientSession, method: str, url: str, token: str | None = None,
                expect: tuple[int, ...] = (200, 201), **body) -> dict:
+    """One set-up request; a 503 with Retry-After (the API's password-hashing gate) is waited out, as a client should."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with session.request(method, url, json=body or None, headers=headers) as response:
-        payload = await response.json(content_type=None)
-        if response.status not in expect:
-            raise RuntimeError(f"{method} {url} -> {response.status} {payload}")
-        return payload
+    for _ in range(30):
+        async with session.request(method, url, json=body or None, headers=headers) as response:
+            payload = await response.json(content_type=None)
+            if response.status == 503 and "Retry-After" in response.headers:
+                await asyncio.sleep(float(response.headers["Retry-After"]))
+                continue
+            if response.status not in expect:
+                raise RuntimeError(f"{method} {url} -> {response.status} {payload}")
+            return payload
+    raise RuntimeError(f"{method} {url} -> still 503 after 30 tries")
 
 
 async def set_up(admin_url: str, businesses: int, creators: int) -> Setup:

@@ -427,13 +427,13 @@ async def test_idempotency_key_replays_the_first_response(tracker, pg, data, red
 
 
 async def test_idempotency_key_follows_the_admin_apis_grammar(tracker, pg, data, redis, settings):
-    """One grammar (oros/idempotency.py): a key of 101 characters or with a space, once taken here, is a 400."""
+    """One grammar (oros/idempotency.py): a key of 101 characters or with a space, once taken here, is a 422, as in the admin API."""
     key = make_api_key(pg, data["business"])
     click_id = await click(tracker, data["code"])
     for bad in ("x" * 101, "bad key!"):
         resp = await tracker.post("/v1/conversions", json={"click_id": click_id, "type": "conversion"},
                                   headers={"Authorization": f"Bearer {key}", "Idempotency-Key": bad})
-        assert resp.status == 400 and (await resp.json())["error"]["field"] == "Idempotency-Key"
+        assert resp.status == 422 and (await resp.json())["error"]["field"] == "Idempotency-Key"
     assert [e.event_type for e in await stream_events(redis, settings)] == ["click"]
 
 

@@ -179,8 +179,15 @@ async def test_workers_exit_when_their_supervisor_is_sigkilled(settings, tmp_pat
 
 def workers_of(pid: int) -> set[int]:
     """The tracker workers of supervisor ``pid`` (not multiprocessing's resource tracker)."""
-    return {child for child in children_of(pid)
-            if b"spawn_main" in (Path("/proc") / str(child) / "cmdline").read_bytes()}
+    return {child for child in children_of(pid) if b"spawn_main" in _cmdline(child)}
+
+
+def _cmdline(pid: int) -> bytes:
+    """``pid``'s command line; empty once it is gone (a killed worker may be reaped between listing and reading)."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
