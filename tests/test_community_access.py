@@ -116,6 +116,7 @@ async def test_the_view_gives_content_only_to_those_who_may_read_it(pool, world)
 
 
 async def test_statistics_do_not_leak_the_content(pool, pg, world):
+    """pg_stats holds sample values; it hides columns a role may not select (and tables under RLS)."""
     pg.execute("ANALYZE community_posts")
     stats = "SELECT attname FROM pg_stats WHERE tablename = 'community_posts' AND attname IN ('content_url', 'body')"
     assert len(pg.execute(stats).fetchall()) == 2  # the owner sees them: the statistics exist
