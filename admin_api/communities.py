@@ -3,7 +3,7 @@
 A creator creates communities and posts in them; any signed-in user joins and
 leaves. Communities and post metadata are public. Who may read a locked
 post's content is Postgres's rule, not this module's: posts are read only
-through ``community_post_view`` (migration 0073), which returns ``content_url``
+through ``community_post_view`` (migration 0074), which returns ``content_url``
 and ``body`` to the callers who may read them and NULL to everyone else, and
 the request role cannot read those columns of the table at all. This module
 only leaves the keys out of the JSON when the view says the post is not
@@ -193,7 +193,7 @@ async def list_members(request: web.Request) -> web.Response:
 
 @routes.post("/v1/communities/{id}/posts")
 async def create_post(request: web.Request) -> web.Response:
-    """The community's creator posts; anyone else is refused (403), here and by the database (0070, 0073)."""
+    """The community's creator posts; anyone else is refused (403), here and by the database (0070, 0074)."""
     who = await caller(request)
     community_id = path_id(request)
     fields = _post_fields(await read_json(request))

@@ -1,9 +1,9 @@
 """Locked posts in SQL: as the request role (``oros_app`` with the caller's claim, as a request
-runs), only those who may read a locked post's content get it, by any query (migration 0073).
+runs), only those who may read a locked post's content get it, by any query (migration 0074).
 
 Each caller attacks the table, the view, the statistics and the functions it may run. Tips,
 unlocks and memberships are inserted as the owner (tests/supporter_facts.py): the money side
-writes them. Also here: the writes the request role may not make (0070, 0072, 0073), and the
+writes them. Also here: the writes the request role may not make (0070, 0072, 0074), and the
 member count under cascades.
 """
 
@@ -122,6 +122,36 @@ async def test_statistics_do_not_leak_the_content(pool, pg, world):
     assert len(pg.execute(stats).fetchall()) == 2  # the owner sees them: the statistics exist
     async with as_user(pool, world["stranger"]) as conn:
         assert await (await conn.execute(stats)).fetchall() == []
+
+
+async def test_an_unlock_opens_the_post_to_the_tip_sender_whoever_wrote_the_row(pool, pg, world):
+    """The unlock's sender is the tip's (0073): a row naming someone else, or changed later, opens nothing for them."""
+    forged = tip(pg, world["member"], world["creator"], "5.00")
+    pg.execute("INSERT INTO tip_unlocks (tip_id, community_post_id, from_user_id) VALUES (%s, %s, %s)",
+               (forged, world["post"], world["stranger"]))
+    pg.execute("UPDATE tip_unlocks SET from_user_id = %s WHERE tip_id = %s", (world["stranger"], forged))
+    for name, reads in (("stranger", False), ("member", True)):
+        async with as_user(pool, world[name]) as conn:
+            row = await (await conn.execute("SELECT unlocked FROM community_post_view WHERE id = %s",
+                                            (world["post"],))).fetchone()
+        assert row["unlocked"] is reads, name
+
+
+async def test_a_feed_page_decides_only_the_posts_it_returns(pool, world):
+    """The feed's ORDER BY ... LIMIT reaches the index through the view (it must stay flattenable, 0074), so
+    access is decided for one page of posts, not for the whole community before sorting (loadtests/bench_feed.py)."""
+    async with as_user(pool, world["stranger"]) as conn:
+        await conn.execute("SET LOCAL enable_seqscan = off")  # the plan a big table gets, on a tiny one
+        plan = await (await conn.execute(
+            "EXPLAIN (FORMAT JSON) SELECT id, content_url FROM community_post_view WHERE community_id = %s"
+            " AND (created_at, id) < (now(), %s) ORDER BY created_at DESC, id DESC LIMIT 50",
+            (world["community"], world["post"]))).fetchone()
+    nodes, todo = [], [plan["QUERY PLAN"][0]["Plan"]]
+    while todo:
+        node = todo.pop()
+        nodes.append((node["Node Type"], node.get("Index Name")))
+        todo.extend(node.get("Plans", []))
+    assert ("Index Scan", "idx_community_posts_feed") in nodes and not any(t == "Sort" for t, _ in nodes), nodes
 
 
 def test_no_function_the_request_role_runs_reads_posts(pg):

@@ -4,9 +4,9 @@
 --  * body: the text of a text post, or the caption of an image, video or link
 --    post. A URL cannot carry text, and storing text behind a URL we host would
 --    put a second copy of locked content outside the database's access rules;
---    body is gated exactly like content_url (0073).
+--    body is gated exactly like content_url (0074).
 --  * unlock_tier: the membership tier that includes a locked post (members of
---    the community holding an active membership of that type read it, 0073).
+--    the community holding an active membership of that type read it, 0074).
 --    Only tiers whose effect is reading posts are allowed (docs/supporters.md).
 --  * the lock terms are consistent: a locked post names a way in (a price, a
 --    tier or both); an open post names neither, since a price nobody pays and a

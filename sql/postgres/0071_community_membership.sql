@@ -5,7 +5,7 @@
 -- members; a counter kept by a trigger costs one row update per join or leave,
 -- serialised on the community's row (a short lock: one statement per request).
 -- The trigger is SECURITY DEFINER because the joining user may not update the
--- community (only its creator may, and only its name and description, 0073).
+-- community (only its creator may, and only its name and description, 0074).
 ALTER TABLE communities
   ALTER COLUMN creator_id SET NOT NULL,
   ALTER COLUMN created_at SET NOT NULL,

@@ -4,9 +4,9 @@
 -- A member is a 'supporter' of a community when they have tipped its creator:
 -- a fact recorded by a `tips` row (created only from a Stripe-confirmed
 -- payment). The role is derived here from those rows and written by nobody
--- else (0073 grants no role column): when a member joins, and when a tip to
+-- else (0074 grants no role column): when a member joins, and when a tip to
 -- the creator is recorded. It is a badge the creator sees; no access depends
--- on it (locked posts open by tip_unlocks and memberships, 0073). A platform
+-- on it (locked posts open by tip_unlocks and memberships, 0074). A platform
 -- membership (supporter_plus) is not a tie to one creator, and it ends with
 -- time, which a stored role cannot follow, so it is not part of the role.
 -- Both functions are SECURITY DEFINER: the joining user cannot read tips sent
