@@ -182,6 +182,11 @@ async def test_post_input_is_checked_field_by_field(api, make_user):
     resp = await api.post(f"/v1/communities/{made['id']}/posts", data=b'{"content_type": "text", "body": "\\ud800"}',
                           headers={**creator.headers, "Content-Type": "application/json"})
     assert resp.status == 400
+    # DEL passes the shared URL check; the database's check (0070) refuses it, still a 422.
+    resp = await api.post(f"/v1/communities/{made['id']}/posts", json={"content_type": "link",
+                          "content_url": "https://x.example/\x7f"}, headers=creator.headers)
+    assert resp.status == 422
+    assert_error(await resp.json(), "invalid")
     feed = await (await api.get(f"/v1/communities/{made['id']}/posts")).json()
     assert feed == {"items": [], "next_cursor": None}  # nothing was half-written
     # Either way in: a price alone, a tier alone; upper-case scheme and the largest price are fine.
