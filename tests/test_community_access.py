@@ -10,13 +10,14 @@ member count under cascades.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
 import pytest
 
 from oros.connections import as_user, pg_pool
+
 from supporter_facts import membership, tip
 
 SECRET_URL = "https://cdn.example/locked.mp4"
@@ -66,7 +67,7 @@ def world(pg) -> dict:
     tip(pg, w["unlocker"], w["creator"], "5.00", unlocks=w["post"])
     for name in ("tier member", "tier outsider"):
         membership(pg, w[name])
-    membership(pg, w["expired tier"], ends_at=datetime.now(timezone.utc) - timedelta(minutes=1))
+    membership(pg, w["expired tier"], ends_at=datetime.now(UTC) - timedelta(minutes=1))
     return w
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from admin_api.app import create_app
 from admin_api.payload import encode_cursor
 from settler.jobs import OWNER_JOBS
-from supporter_facts import membership, tip
 
 from admin_flows import assert_error
+from supporter_facts import membership, tip
 
 SECRET_URL = "https://cdn.example/secret.mp4"
 SECRET_BODY = "only for those who unlocked it"
@@ -216,7 +216,7 @@ async def test_locked_content_reaches_exactly_those_who_may_read_it(api, make_us
     tip(pg, member.id, creator.id, "50.00")  # a big tip that names no post unlocks nothing
     for user in (tier_member, tier_outsider):
         membership(pg, user.id)
-    membership(pg, expired.id, ends_at=datetime.now(timezone.utc) - timedelta(seconds=1))
+    membership(pg, expired.id, ends_at=datetime.now(UTC) - timedelta(seconds=1))
     membership(pg, canceled.id, status="canceled")
     membership(pg, member.id, "creator_pro")
 
@@ -261,12 +261,12 @@ async def test_the_feed_pages_by_cursor_and_a_forged_cursor_reveals_nothing(api,
             break
     assert [p["id"] for p in seen] == [p["id"] for p in reversed(posts)]
     assert not any(reads_content(p) for p in seen)
-    for bad in ("garbage", "%%%", encode_cursor(datetime.now(timezone.utc), "x")[:-3] + "!!!"):
+    for bad in ("garbage", "%%%", encode_cursor(datetime.now(UTC), "x")[:-3] + "!!!"):
         resp = await api.get(f"/v1/communities/{made['id']}/posts", params={"cursor": bad})
         assert resp.status == 422, bad
         assert_error(await resp.json(), "invalid", "cursor")
     # A well-formed cursor from anywhere (the future, another post's id) only moves the start.
-    forged = encode_cursor(datetime.now(timezone.utc) + timedelta(days=1), str(uuid.uuid4()))
+    forged = encode_cursor(datetime.now(UTC) + timedelta(days=1), str(uuid.uuid4()))
     page = await (await api.get(f"/v1/communities/{made['id']}/posts", params={"cursor": forged},
                                 headers=stranger.headers)).json()
     assert len(page["items"]) == 3 and not any(reads_content(p) for p in page["items"])
