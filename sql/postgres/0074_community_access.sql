@@ -13,10 +13,10 @@
 --    a filter, RETURNING, COPY, pg_stats) reaches them.
 --  * Who may read a locked post is defined once, in the view: its creator; an
 --    admin (moderation and support); the sender of a tip that unlocked it (a
---    tip_unlocks row, written with the tip by the money side; its sender
---    copied from the tip, 0073); and a member of
---    the post's community holding an active membership (status 'active',
---    ends_at unset or in the future) of the post's unlock_tier.
+--    tip_unlocks row, written with the tip by the money side, its sender
+--    copied from the tip by 0073); and a member of the post's community
+--    holding an active membership (status 'active', ends_at unset or in the
+--    future) of the post's unlock_tier.
 --  * The view is owned by the schema owner and is not security_invoker, so it
 --    reads the content columns, tips, unlocks and memberships with the owner's
 --    rights and decides itself. It hides no row, it only masks two columns, so
