@@ -6,6 +6,7 @@ the test's tmp dir (``shots/``)."""
 
 from __future__ import annotations
 
+import requests
 from selenium.webdriver.common.by import By
 
 from ingest.consumer import Ingester
@@ -42,6 +43,18 @@ def type_card(ui: UI, card: dict) -> None:
     ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#card-element input[placeholder=number]"))
     for field, value in card.items():
         ui.driver.find_element(By.CSS_SELECTOR, f"#card-element input[placeholder={field}]").send_keys(value)
+
+
+def numbers(ui: UI) -> dict:
+    """The stats page's totals, as shown."""
+    ui.wait(lambda d: d.find_elements(By.ID, "stats-clicks"))
+    return {name: ui.text_of(f"stats-{name}") for name in ("clicks", "unique", "billable", "spend")}
+
+
+def groups(ui: UI) -> list[list[str]]:
+    """The rows of the stats page's breakdown table, as shown."""
+    rows = ui.driver.find_elements(By.CSS_SELECTOR, "#stats-groups tbody tr")
+    return [[cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")] for row in rows]
 
 
 def ingest(stack) -> int:
@@ -120,10 +133,14 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path):
     ui.button(f"Copy link: {link_url}")
     ui.shot("creator-links")
 
-    # Someone clicks it: the tracker records the click and redirects to the shop with its id.
+    # Someone clicks it: the tracker records the click and redirects to the shop with its id. The
+    # same person clicks again (a duplicate: not paid, not a new visitor), and a crawler fetches it.
     browser.get(link_url)
     assert browser.current_url.startswith(f"{stack.url('shop')}/spring?oros_cid=")
-    assert ingest(stack) == 1
+    browser.get(link_url)
+    requests.get(link_url, headers={"User-Agent": "Googlebot/2.1 (+http://www.google.com/bot.html)"},
+                 allow_redirects=False, timeout=10)
+    assert ingest(stack) == 3
 
     # Finance settles from its page and the books reconcile.
     log_in(ui, admin_email)
@@ -154,9 +171,23 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path):
     ui.wait_text("total-earned", "$0.45")
     ui.shot("creator-earnings")
 
-    # The business's stats show the paid click and the spend.
+    # The creator's own stats: the three clicks, one visitor, by campaign.
+    ui.route("/my-stats")
+    assert numbers(ui) == {"clicks": "3", "unique": "1", "billable": "1", "spend": "$0.50"}
+    ui.click_link("Campaign")
+    assert groups(ui) == [["Spring sneakers", "3", "1", "1", "1", "1", "0", "0", "$0.50"]]
+
+    # The business's stats: the same numbers, then broken down and filtered.
     log_in(ui, "shop@web.example")
     ui.route(f"/campaigns/{campaign_id}/stats")
-    ui.wait_text("stats-spend", "$0.50")
+    assert numbers(ui) == {"clicks": "3", "unique": "1", "billable": "1", "spend": "$0.50"}
+    assert groups(ui) == [["(unknown)", "3", "1", "1", "1", "1", "0", "0", "$0.50"]]  # loopback has no country
+    ui.click_link("Device")
+    assert groups(ui) == [["desktop", "2", "1", "1", "0", "1", "0", "0", "$0.50"],
+                          ["bot", "1", "0", "0", "1", "0", "0", "0", "$0.00"]]
+    ui.click_link("desktop")  # only the desktop clicks
+    assert numbers(ui)["clicks"] == "2" and "Device = desktop" in ui.text_of("stats-filters")
+    ui.click_link("Link")
+    assert groups(ui) == [[link_url, "2", "1", "1", "0", "1", "0", "0", "$0.50"]]
     ui.shot("business-stats")
     assert ui.console_errors() == []

@@ -2,7 +2,7 @@
 
 import { get, id, post, query } from '../api.js';
 import { button, copyButton, dl, h, section, table, toast } from '../dom.js';
-import { timeChart } from '../charts.js';
+import { barChart, timeChart } from '../charts.js';
 import * as features from '../features.js';
 import { form, localInput, parse } from '../forms.js';
 import { day, money, when } from '../format.js';
@@ -132,10 +132,12 @@ page({
         h('p', {}, 'Earnings are held for a while before they become available: see ', link('/wallet', 'your wallet'), '.')),
       section('Over time', timeChart({ title: 'Earned per day (USD)', x, valueLabel: 'USD', series: [
         { label: 'earned', values: cents.map((c) => c / 100), display: cents.map((c) => (c / 100).toFixed(2)) }] })),
-      section('By campaign', table([
+      section('By campaign', barChart({ title: 'Earned by campaign (USD)', empty: 'No earnings in this period yet.',
+        bars: earnings.by_campaign.map((r) => ({ label: titles.get(r.campaign_id) || r.campaign_id, value: Number(r.earned), display: money(r.earned) })) }),
+      table([
         { label: 'Campaign', value: (r) => link(`/browse/${r.campaign_id}`, titles.get(r.campaign_id) || r.campaign_id) },
         { label: 'Earned', value: (r) => money(r.earned), class: 'num' },
-      ], earnings.by_campaign, { empty: 'No earnings in this period yet.' })),
+      ], earnings.by_campaign, { empty: 'No earnings in this period yet.', caption: 'Earned by campaign', id: 'earnings-by-campaign' })),
       section('By day', table([
         { label: 'Day', value: (r) => day(r.day) }, { label: 'Campaign', value: (r) => r.campaign_title || r.campaign_id },
         { label: 'Paid events', value: (r) => String(r.events), class: 'num' },
