@@ -12,30 +12,10 @@ from selenium.webdriver.common.by import By
 from ingest.consumer import Ingester
 from oros.accounts import create_admin
 
-from webui import PASSWORD, UI
+from webui import PASSWORD, UI, log_in, sign_up
 
 # A test card that asks for 3-D Secure: Stripe.js (localstripe's stand-in) then shows its authentication prompt.
 CARD_3DS = {"number": "4000002500003155", "exp_month": "12", "exp_year": "30", "cvc": "123", "postal_code": "10001"}
-
-
-def sign_up(ui: UI, email: str, role: str, name: str) -> None:
-    ui.log_out()
-    ui.open("/signup")
-    ui.fill("signup-email", email)
-    ui.fill("signup-password", PASSWORD)
-    ui.fill("signup-display_name", name)
-    ui.driver.find_element(By.ID, f"signup-role-{role}").click()
-    ui.click("Create account")
-
-
-def log_in(ui: UI, email: str, password: str = PASSWORD) -> None:
-    ui.log_out()
-    ui.open("/login")
-    ui.fill("login-email", email)
-    ui.fill("login-password", password)
-    ui.click("Log in")
-    ui.wait(lambda d: "#/login" not in d.current_url)
-    ui.settle()
 
 
 def type_card(ui: UI, card: dict) -> None:

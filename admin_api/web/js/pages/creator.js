@@ -112,7 +112,7 @@ page({
     const titles = new Map(earnings.items.map((i) => [i.campaign_id, i.campaign_title]));
     const { x, cents } = daily(earnings);
     const csv = await features.has('get', '/v1/me/earnings.csv')
-      ? h('a', { class: 'btn secondary', href: `/v1/me/earnings.csv${query({ from: earnings.from, to: earnings.to })}`, download: true }, 'Export CSV')
+      ? h('a', { class: 'btn secondary', id: 'export-earnings-csv', href: `/v1/me/earnings.csv${query({ from: earnings.from, to: earnings.to })}`, download: true }, 'Export CSV')
       : null;
     const period = form({
       id: 'earnings-range', submit: 'Show',

@@ -139,7 +139,7 @@ page({
           { label: 'Campaign', value: (c) => c.title }, { label: 'Status', value: (c) => statusBadge(c.status) },
           { label: 'Funded', value: (c) => money(c.funded_budget), class: 'num' }, { label: 'Remaining', value: (c) => money(c.remaining_budget), class: 'num' },
           { label: 'Id', value: (c) => h('code', {}, c.id) },
-          { label: '', value: (c) => button('Fund this one', () => {
+          { label: 'Action', value: (c) => button('Fund', () => {
             const field = document.getElementById('admin-funding-campaign_id');
             field.value = c.id;
             document.getElementById('admin-funding-amount').focus();
