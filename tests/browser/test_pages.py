@@ -221,3 +221,24 @@ def test_log_in_and_create_a_campaign_with_the_keyboard_only(browser, stack, tmp
     press(ui, Keys.ENTER)
     ui.wait_heading("Keyboard launch")
     assert "conversion" in ui.main_text() and "$0.25" in ui.main_text()
+
+
+def test_a_page_whose_api_the_server_lacks_is_not_offered(browser, stack, tmp_path):
+    """The hook Phase 2's supporter pages use: a page naming an operation /openapi.json does not list
+    (here GET /v1/me/stats, with the document made unreachable) leaves the menu and does not open."""
+    ui = UI(browser, stack.admin_url, tmp_path / "shots")
+    email, _, _ = Api(stack).user("creator")
+    log_in(ui, email)
+    assert "Stats" in browser.find_element(By.ID, "nav").text
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/openapi.json"]})
+    try:
+        browser.get(f"{stack.admin_url}/#/my-stats")
+        browser.refresh()  # a new page load: the app reads the (now missing) document again
+        ui.settle()
+        assert ui.heading() == "Not found"
+        assert "Stats" not in browser.find_element(By.ID, "nav").text
+        assert "Find campaigns" in browser.find_element(By.ID, "nav").text
+    finally:
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        browser.execute_cdp_cmd("Network.disable", {})

@@ -168,7 +168,7 @@ page({
 });
 
 page({
-  path: '/my-stats', title: 'Your stats', roles: ['creator'], nav: { label: 'Stats' },
+  path: '/my-stats', title: 'Your stats', roles: ['creator'], nav: { label: 'Stats' }, feature: ['get', '/v1/me/stats'],
   render: async ({ query: q }) => {
     // Campaign titles for the breakdown by campaign (a creator is on a handful; one read each).
     const names = async (dimension, keys) => {
