@@ -8,6 +8,7 @@ import { form, localInput, parse } from '../forms.js';
 import { day, money, when } from '../format.js';
 import { go, link, page } from '../router.js';
 import { statusBadge } from './campaigns.js';
+import { report } from './stats.js';
 
 page({
   path: '/browse', title: 'Find campaigns', roles: ['creator'], nav: { label: 'Find campaigns' },
@@ -143,5 +144,23 @@ page({
         { label: 'Paid events', value: (r) => String(r.events), class: 'num' },
         { label: 'Earned', value: (r) => money(r.earned), class: 'num' }, { label: 'Reversed', value: (r) => money(r.reversed), class: 'num' },
       ], earnings.items, { empty: 'No earnings in this period yet.' })));
+  },
+});
+
+// The creator's own stats: the campaign report over their links (registered here for the menu order).
+page({
+  path: '/my-stats', title: 'Your stats', roles: ['creator'], nav: { label: 'Stats' }, feature: ['get', '/v1/me/stats'],
+  render: async ({ query: q }) => {
+    // Campaign titles for the breakdown by campaign (a creator is on a handful; one read each).
+    const names = async (dimension, keys) => {
+      if (dimension !== 'campaign') return new Map();
+      const found = await Promise.all(keys.slice(0, 50).map((key) => get(`/v1/campaigns/${id(key)}`).catch(() => null)));
+      return new Map(found.filter(Boolean).map((c) => [c.id, c.title]));
+    };
+    return report({
+      title: 'Your stats', base: '/my-stats', apiPath: '/v1/me/stats', spec: '/v1/me/stats', q, names,
+      spendLabel: 'Paid for your events',
+      back: h('p', {}, 'Clicks and sales on your links, across your campaigns. What you earned: ', link('/earnings', 'earnings'), '.'),
+    });
   },
 });

@@ -126,7 +126,7 @@ function breakdown({ base, stats, dimensions, state, names, spendLabel }) {
 
 // The whole report; `names(dimension, keys)` resolves ids of a breakdown to what a person reads.
 // `spec` is the operation's path in the OpenAPI document, which says which breakdowns the server has.
-async function report({ title, back, base, apiPath, spec, q, spendLabel, names = async () => new Map(), csv = null }) {
+export async function report({ title, back, base, apiPath, spec, q, spendLabel, names = async () => new Map(), csv = null }) {
   const dimensions = await features.parameterOptions('get', spec, 'group_by');
   const state = readState(q, dimensions);
   const stats = await get(`${apiPath}${query({ ...state.range, group_by: state.groupBy, ...state.filters })}`);
@@ -163,23 +163,6 @@ page({
       base: `/campaigns/${campaign.id}/stats`, apiPath: `/v1/campaigns/${id(campaign.id)}/stats`, spec: '/v1/campaigns/{id}/stats', q, spendLabel: 'Spend', names,
       csv: hasCsv ? (stats) => h('a', { class: 'btn secondary', id: 'export-csv', download: true,
         href: `${csvPath.replace('{id}', encodeURIComponent(campaign.id))}${query({ from: stats.from, to: stats.to })}` }, 'Export CSV') : null,
-    });
-  },
-});
-
-page({
-  path: '/my-stats', title: 'Your stats', roles: ['creator'], nav: { label: 'Stats' }, feature: ['get', '/v1/me/stats'],
-  render: async ({ query: q }) => {
-    // Campaign titles for the breakdown by campaign (a creator is on a handful; one read each).
-    const names = async (dimension, keys) => {
-      if (dimension !== 'campaign') return new Map();
-      const found = await Promise.all(keys.slice(0, 50).map((key) => get(`/v1/campaigns/${id(key)}`).catch(() => null)));
-      return new Map(found.filter(Boolean).map((c) => [c.id, c.title]));
-    };
-    return report({
-      title: 'Your stats', base: '/my-stats', apiPath: '/v1/me/stats', spec: '/v1/me/stats', q, names,
-      spendLabel: 'Paid for your events',
-      back: h('p', {}, 'Clicks and sales on your links, across your campaigns. What you earned: ', link('/earnings', 'earnings'), '.'),
     });
   },
 });
