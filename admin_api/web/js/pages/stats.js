@@ -16,8 +16,6 @@ const DIMENSION_LABELS = {
   country: 'Country', device: 'Device', browser: 'Browser', os: 'OS', referrer: 'Referrer', link: 'Link',
   creator: 'Creator', campaign: 'Campaign',
 };
-// Dimensions whose values are ids: a filter on them must be one, so "(none)" is not offered as a filter.
-const ID_DIMENSIONS = new Set(['link', 'creator', 'campaign']);
 const TOP_BARS = 10;
 
 let regionNames = null;
@@ -103,7 +101,8 @@ function breakdown({ base, stats, dimensions, state, names, spendLabel }) {
   const label = DIMENSION_LABELS[groupBy] || groupBy;
   const keyCell = (g) => {
     const text = keyLabel(groupBy, g.key, names);
-    if (filters[groupBy] !== undefined || (g.key === '' && ID_DIMENSIONS.has(groupBy))) return text;
+    // An empty key cannot be a filter: an empty query value means "no filter" to the page.
+    if (filters[groupBy] !== undefined || g.key === '') return text;
     return link(here({ [groupBy]: g.key }), text, { title: `Only ${label.toLowerCase()} ${text}` });
   };
   return section(`By ${label.toLowerCase()}`, tabs, chips,
