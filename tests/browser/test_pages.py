@@ -233,9 +233,7 @@ def test_a_page_whose_api_the_server_lacks_is_not_offered(browser, stack, tmp_pa
     browser.execute_cdp_cmd("Network.enable", {})
     browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/openapi.json"]})
     try:
-        browser.get(f"{stack.admin_url}/#/my-stats")
-        browser.refresh()  # a new page load: the app reads the (now missing) document again
-        ui.settle()
+        ui.open("/my-stats")  # a new page load: the app reads the (now missing) document again
         assert ui.heading() == "Not found"
         assert "Stats" not in browser.find_element(By.ID, "nav").text
         assert "Find campaigns" in browser.find_element(By.ID, "nav").text

@@ -39,6 +39,7 @@ class UI:
 
     def open(self, route: str = "/") -> None:
         """Load the app fresh at a hash route (a full page load, as typing the URL does)."""
+        self.driver.get("about:blank")  # else a URL differing only in its hash would not reload the app
         self.driver.get(f"{self.base_url}/#{route}")
         self.wait(lambda d: d.find_element(By.ID, "main").get_attribute("aria-busy") is None
                   and d.find_elements(By.CSS_SELECTOR, "main h1"))
