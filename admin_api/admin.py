@@ -153,7 +153,7 @@ async def adjust(request: web.Request) -> web.Response:
     return respond(result, 201)
 
 
-async def _owner_job(request: web.Request, command: str) -> OwnerJobs:
+async def owner_job(request: web.Request, command: str) -> OwnerJobs:
     """The settler's jobs, when this API has them and connects as the schema owner (embedded ``oros dev``)."""
     await _admin(request)
     jobs = request.app[JOBS]
@@ -168,14 +168,14 @@ async def _owner_job(request: web.Request, command: str) -> OwnerJobs:
 
 @routes.get("/v1/admin/reconcile")
 async def reconcile(request: web.Request) -> web.Response:
-    jobs = await _owner_job(request, "oros reconcile")
+    jobs = await owner_job(request, "oros reconcile")
     checks = await asyncio.to_thread(jobs.reconcile, request.app[SETTINGS])
     return respond({"ok": all(c.ok for c in checks), "checks": checks})
 
 
 @routes.post("/v1/admin/settlements")
 async def settle(request: web.Request) -> web.Response:
-    jobs = await _owner_job(request, "oros settle --once")
+    jobs = await owner_job(request, "oros settle --once")
     return respond(await asyncio.to_thread(jobs.settle, request.app[SETTINGS]))
 
 
@@ -198,7 +198,7 @@ async def list_settlements(request: web.Request) -> web.Response:
 
 @routes.post("/v1/admin/holds/release")
 async def release_holds(request: web.Request) -> web.Response:
-    jobs = await _owner_job(request, "oros release-holds --once")
+    jobs = await owner_job(request, "oros release-holds --once")
     return respond({"released": await asyncio.to_thread(jobs.release_holds, request.app[SETTINGS])})
 
 

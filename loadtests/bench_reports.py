@@ -100,8 +100,8 @@ def prepare(settings: Settings, events: int, decisions: int, share: float) -> tu
         pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'business'), (%s, 'creator')",
                    (business, creators[0]))
         campaign = pg.execute(
-            "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget)"
-            " VALUES (%s, 'bench', 'click', 0.50, 1000000) RETURNING id::text AS id", (business,)
+            "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, destination_url)"
+            " VALUES (%s, 'bench', 'click', 0.50, 1000000, 'https://example.com') RETURNING id::text AS id", (business,)
         ).fetchone()["id"]
         links = [pg.execute("INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
                             " VALUES (%s, %s, %s, 'http://t/x', 'https://example.com') RETURNING id::text AS id",

@@ -5,7 +5,9 @@ from __future__ import annotations
 from oros.jobs import OwnerJobs
 
 from .holds import release_due
+from .payouts import pay_withdrawals
 from .reconcile import reconcile
 from .run import settle_once
 
-OWNER_JOBS = OwnerJobs(settle=settle_once, reconcile=reconcile, release_holds=release_due)
+OWNER_JOBS = OwnerJobs(settle=settle_once, reconcile=reconcile, release_holds=release_due,
+                       pay_withdrawals=pay_withdrawals)

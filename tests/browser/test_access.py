@@ -4,52 +4,13 @@ cross-site form or fetch riding the session cookie, framing."""
 
 from __future__ import annotations
 
-import secrets
-
 import psycopg
-import requests
 from selenium.webdriver.common.by import By
-from test_journeys import log_in
 
-from admin_api.auth import issue_token
-from oros.accounts import create_admin
-
-from webui import PASSWORD, UI
+from webui import UI, Api, log_in
 
 XSS_TITLE = '<img src=x onerror="window.__xss=1">Title'
 XSS_TEXT = '<script>window.__xss=2</script><a href="javascript:window.__xss=3">x</a>'
-
-
-class Api:
-    """Set-up over HTTP with Bearer tokens (what the test arranges; the browser is what is tested)."""
-
-    def __init__(self, stack):
-        self.url, self.settings = stack.admin_url, stack.settings
-
-    def user(self, role: str) -> tuple[str, str, dict]:
-        email = f"{role}-{secrets.token_hex(4)}@web.example"
-        body = requests.post(f"{self.url}/v1/auth/signup", timeout=30,
-                             json={"email": email, "password": PASSWORD, "roles": [role]}).json()
-        return email, body["user"]["id"], {"Authorization": f"Bearer {body['token']}"}
-
-    def call(self, method: str, path: str, auth: dict, **body):
-        response = requests.request(method, f"{self.url}{path}", json=body or None, headers=auth, timeout=30)
-        assert response.status_code < 300, response.text
-        return response.json()
-
-    def campaign(self, auth: dict, **fields) -> dict:
-        return self.call("POST", "/v1/campaigns", auth, **{
-            "title": "Private draft", "objective": "click", "payout_per_action": "1.00", "total_budget": "10.00",
-            "destination_url": "https://shop.example/", **fields})
-
-    def admin(self) -> dict:
-        user_id = create_admin(self.settings, f"root-{secrets.token_hex(3)}@web.example", PASSWORD)
-        return {"Authorization": f"Bearer {issue_token(self.settings, user_id)}"}
-
-    def active_campaign(self, business: dict, **fields) -> dict:
-        campaign = self.campaign(business, **fields)
-        self.call("POST", f"/v1/admin/campaigns/{campaign['id']}/funding", self.admin(), amount="10.00", reference="w")
-        return self.call("POST", f"/v1/campaigns/{campaign['id']}/activate", business)
 
 
 def test_a_business_cannot_see_another_business_campaigns(browser, stack, tmp_path):

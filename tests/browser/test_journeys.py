@@ -12,44 +12,29 @@ from selenium.webdriver.common.by import By
 from ingest.consumer import Ingester
 from oros.accounts import create_admin
 
-from webui import PASSWORD, UI
+from webui import PASSWORD, UI, log_in, sign_up
 
-STRIPE_SECRET = ("sk_test_oros", "")
-# A test card that asks for 3-D Secure: localstripe's Stripe.js then shows its authentication prompt.
-CARD_3DS = {"type": "card", "card[number]": "4000002500003155", "card[exp_month]": "12",
-            "card[exp_year]": "2030", "card[cvc]": "123"}
+# A test card that asks for 3-D Secure: Stripe.js (localstripe's stand-in) then shows its authentication prompt.
+CARD_3DS = {"number": "4000002500003155", "exp_month": "12", "exp_year": "30", "cvc": "123", "postal_code": "10001"}
 
 
-def sign_up(ui: UI, email: str, role: str, name: str) -> None:
-    ui.log_out()
-    ui.open("/signup")
-    ui.fill("signup-email", email)
-    ui.fill("signup-password", PASSWORD)
-    ui.fill("signup-display_name", name)
-    ui.driver.find_element(By.ID, f"signup-role-{role}").click()
-    ui.click("Create account")
+def type_card(ui: UI, card: dict) -> None:
+    """Type a card into the card element, field by field, as a person does."""
+    ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#card-element input[placeholder=number]"))
+    for field, value in card.items():
+        ui.driver.find_element(By.CSS_SELECTOR, f"#card-element input[placeholder={field}]").send_keys(value)
 
 
-def log_in(ui: UI, email: str, password: str = PASSWORD) -> None:
-    ui.log_out()
-    ui.open("/login")
-    ui.fill("login-email", email)
-    ui.fill("login-password", password)
-    ui.click("Log in")
-    ui.wait(lambda d: "#/login" not in d.current_url)
-    ui.settle()
+def numbers(ui: UI) -> dict:
+    """The stats page's totals, as shown."""
+    ui.wait(lambda d: d.find_elements(By.ID, "stats-clicks"))
+    return {name: ui.text_of(f"stats-{name}") for name in ("clicks", "unique", "billable", "spend")}
 
 
-def attach_card(localstripe_url: str, pg_conn, campaign_id: str) -> None:
-    """What real Stripe.js does inside confirmCardPayment and localstripe's stand-in does not:
-    turn the card into a PaymentMethod on the intent and confirm it (it then needs 3-D Secure)."""
-    intent = pg_conn.execute("SELECT stripe_payment_intent_id AS pi FROM campaign_fundings WHERE campaign_id = %s"
-                             " AND status = 'pending'", (campaign_id,)).fetchone()["pi"]
-    method = requests.post(f"{localstripe_url}/v1/payment_methods", data=CARD_3DS, auth=STRIPE_SECRET, timeout=10).json()
-    requests.post(f"{localstripe_url}/v1/payment_intents/{intent}", data={"payment_method": method["id"]},
-                  auth=STRIPE_SECRET, timeout=10).raise_for_status()
-    confirmed = requests.post(f"{localstripe_url}/v1/payment_intents/{intent}/confirm", auth=STRIPE_SECRET, timeout=10)
-    assert confirmed.json()["status"] == "requires_action", confirmed.text
+def groups(ui: UI) -> list[list[str]]:
+    """The rows of the stats page's breakdown table, as shown."""
+    rows = ui.driver.find_elements(By.CSS_SELECTOR, "#stats-groups tbody tr")
+    return [[cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")] for row in rows]
 
 
 def ingest(stack) -> int:
@@ -63,7 +48,7 @@ def ingest(stack) -> int:
     return stack.run(drain())
 
 
-def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path, localstripe_url):
+def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path):
     ui = UI(browser, stack.admin_url, tmp_path / "shots")
     settings = stack.settings
     admin_email = "finance@web.example"
@@ -90,16 +75,13 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path, l
     # Funding by card: Stripe.js (localstripe's) mounts the card element, the API makes the intent.
     ui.fill("fund-amount", "20.00")
     ui.click("Continue to card")
-    card = ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#card-element input[placeholder=number]"))[0]
-    card.send_keys("4000002500003155")
-    import psycopg
-    with psycopg.connect(settings.database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
-        attach_card(localstripe_url, conn, campaign_id)
+    type_card(ui, CARD_3DS)
     ui.shot("business-fund-card")
     ui.click("Pay $20.00")
     ui.click("Complete authentication")  # localstripe's 3-D Secure prompt
     # The webhook credits the budget; the page shows it without a reload.
     ui.wait_text("remaining-budget", "$20.00", timeout=40)
+    assert ui.text_of("funded-budget") == "$20.00"
     ui.click("Activate")
     ui.wait(lambda d: d.find_elements(By.ID, "campaign-pause"))
     ui.shot("business-campaign")
@@ -131,10 +113,14 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path, l
     ui.button(f"Copy link: {link_url}")
     ui.shot("creator-links")
 
-    # Someone clicks it: the tracker records the click and redirects to the shop with its id.
+    # Someone clicks it: the tracker records the click and redirects to the shop with its id. The
+    # same person clicks again (a duplicate: not paid, not a new visitor), and a crawler fetches it.
     browser.get(link_url)
     assert browser.current_url.startswith(f"{stack.url('shop')}/spring?oros_cid=")
-    assert ingest(stack) == 1
+    browser.get(link_url)
+    requests.get(link_url, headers={"User-Agent": "Googlebot/2.1 (+http://www.google.com/bot.html)"},
+                 allow_redirects=False, timeout=10)
+    assert ingest(stack) == 3
 
     # Finance settles from its page and the books reconcile.
     log_in(ui, admin_email)
@@ -165,9 +151,23 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path, l
     ui.wait_text("total-earned", "$0.45")
     ui.shot("creator-earnings")
 
-    # The business's stats show the paid click and the spend.
+    # The creator's own stats: the three clicks, one visitor, by campaign.
+    ui.route("/my-stats")
+    assert numbers(ui) == {"clicks": "3", "unique": "1", "billable": "1", "spend": "$0.50"}
+    ui.click_link("Campaign")
+    assert groups(ui) == [["Spring sneakers", "3", "1", "1", "1", "1", "0", "0", "$0.50"]]
+
+    # The business's stats: the same numbers, then broken down and filtered.
     log_in(ui, "shop@web.example")
     ui.route(f"/campaigns/{campaign_id}/stats")
-    ui.wait_text("stats-spend", "$0.50")
+    assert numbers(ui) == {"clicks": "3", "unique": "1", "billable": "1", "spend": "$0.50"}
+    assert groups(ui) == [["(unknown)", "3", "1", "1", "1", "1", "0", "0", "$0.50"]]  # loopback has no country
+    ui.click_link("Device")
+    assert groups(ui) == [["desktop", "2", "1", "1", "0", "1", "0", "0", "$0.50"],
+                          ["bot", "1", "0", "0", "1", "0", "0", "0", "$0.00"]]
+    ui.click_link("desktop")  # only the desktop clicks
+    assert numbers(ui)["clicks"] == "2" and "Device = desktop" in ui.text_of("stats-filters")
+    ui.click_link("Link")
+    assert groups(ui) == [[link_url, "2", "1", "1", "0", "1", "0", "0", "$0.50"]]
     ui.shot("business-stats")
     assert ui.console_errors() == []

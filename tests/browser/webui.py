@@ -1,13 +1,20 @@
-"""Driving the web app as a person does: by labels, button names and visible text."""
+"""Driving the web app as a person does: by labels, button names and visible text; and the set-up
+the browser tests arrange over HTTP (``Api``)."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
+
+import requests
 
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from admin_api.auth import issue_token
+from oros.accounts import create_admin
 
 PASSWORD = "browser-password-1"  # every account the browser tests make
 
@@ -32,6 +39,7 @@ class UI:
 
     def open(self, route: str = "/") -> None:
         """Load the app fresh at a hash route (a full page load, as typing the URL does)."""
+        self.driver.get("about:blank")  # else a URL differing only in its hash would not reload the app
         self.driver.get(f"{self.base_url}/#{route}")
         self.wait(lambda d: d.find_element(By.ID, "main").get_attribute("aria-busy") is None
                   and d.find_elements(By.CSS_SELECTOR, "main h1"))
@@ -152,3 +160,57 @@ class UI:
             self.click("Log out")
             self.wait(lambda d: "#/login" in d.current_url)
         self.driver.delete_all_cookies()
+
+
+def sign_up(ui: UI, email: str, role: str, name: str) -> None:
+    ui.log_out()
+    ui.open("/signup")
+    ui.fill("signup-email", email)
+    ui.fill("signup-password", PASSWORD)
+    ui.fill("signup-display_name", name)
+    ui.driver.find_element(By.ID, f"signup-role-{role}").click()
+    ui.click("Create account")
+
+
+def log_in(ui: UI, email: str, password: str = PASSWORD) -> None:
+    ui.log_out()
+    ui.open("/login")
+    ui.fill("login-email", email)
+    ui.fill("login-password", password)
+    ui.click("Log in")
+    ui.wait(lambda d: "#/login" not in d.current_url)
+    ui.settle()
+
+
+class Api:
+    """Set-up over HTTP with Bearer tokens (what the test arranges; the browser is what is tested)."""
+
+    def __init__(self, stack):
+        self.url, self.settings = stack.admin_url, stack.settings
+
+    def user(self, role: str) -> tuple[str, str, dict]:
+        email = f"{role}-{secrets.token_hex(4)}@web.example"
+        body = requests.post(f"{self.url}/v1/auth/signup", timeout=30,
+                             json={"email": email, "password": PASSWORD, "roles": [role]}).json()
+        return email, body["user"]["id"], {"Authorization": f"Bearer {body['token']}"}
+
+    def call(self, verb: str, path: str, auth: dict, **body):
+        response = requests.request(verb, f"{self.url}{path}", json=body or None, headers=auth, timeout=30)
+        assert response.status_code < 300, response.text
+        return response.json()
+
+    def campaign(self, auth: dict, **fields) -> dict:
+        return self.call("POST", "/v1/campaigns", auth, **{
+            "title": "Private draft", "objective": "click", "payout_per_action": "1.00", "total_budget": "10.00",
+            "destination_url": "https://shop.example/", **fields})
+
+    def admin(self) -> dict:
+        """A new admin's auth; ``admin_email`` is then its login."""
+        self.admin_email = f"root-{secrets.token_hex(3)}@web.example"
+        user_id = create_admin(self.settings, self.admin_email, PASSWORD)
+        return {"Authorization": f"Bearer {issue_token(self.settings, user_id)}"}
+
+    def active_campaign(self, business: dict, **fields) -> dict:
+        campaign = self.campaign(business, **fields)
+        self.call("POST", f"/v1/admin/campaigns/{campaign['id']}/funding", self.admin(), amount="10.00", reference="w")
+        return self.call("POST", f"/v1/campaigns/{campaign['id']}/activate", business)

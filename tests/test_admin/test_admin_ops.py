@@ -15,7 +15,7 @@ async def test_admin_endpoints_refuse_non_admins(api, make_user):
     for method, path in [("POST", f"/v1/admin/users/{some_id}/kyc"), ("POST", f"/v1/admin/campaigns/{some_id}/funding"),
                          ("POST", "/v1/admin/adjustments"), ("GET", "/v1/admin/reconcile"),
                          ("POST", "/v1/admin/settlements"), ("GET", "/v1/admin/settlements"),
-                         ("POST", "/v1/admin/holds/release")]:
+                         ("POST", "/v1/admin/holds/release"), ("POST", "/v1/admin/payouts")]:
         resp = await api.request(method, path, json={}, headers=user.headers)
         assert resp.status == 403, path
         assert_error(await resp.json(), "forbidden")

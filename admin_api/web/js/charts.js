@@ -19,7 +19,7 @@ export function timeChart({ title, x, series, valueLabel = '' }) {
   const plotBox = h('div', { class: 'chart-canvas', role: 'img', 'aria-label': `${title} over time (the numbers are in the table below)` });
   const rows = x.map((at, i) => ({ at, values: series.map((s) => s.values[i]) }));
   const details = h('details', {}, h('summary', {}, `${title}: the numbers`), table([
-    { label: 'Period', value: (r) => r.at.toLocaleString() },
+    { label: 'Period', value: (r) => r.at.toLocaleString(), header: true },
     ...series.map((s, i) => ({ label: s.label, value: (r) => String(s.display ? s.display[rows.indexOf(r)] : r.values[i]), class: 'num' })),
   ], rows));
   const box = h('figure', { class: 'chart' }, h('figcaption', {}, title), plotBox, details);
@@ -32,12 +32,13 @@ export function timeChart({ title, x, series, valueLabel = '' }) {
   return box;
 }
 
-// bars: [{label, value}]
+// bars: [{label, value, display?}] (display: the exact text for the table, e.g. a decimal amount)
 export function barChart({ title, bars, empty = 'Nothing to show.' }) {
   if (!bars.length) return h('figure', { class: 'chart' }, h('figcaption', {}, title), h('p', { class: 'empty' }, empty));
   const plotBox = h('div', { class: 'chart-canvas', role: 'img', 'aria-label': `${title} (the numbers are in the table below)` });
   const details = h('details', {}, h('summary', {}, `${title}: the numbers`), table([
-    { label: 'What', value: (b) => b.label }, { label: 'Count', value: (b) => String(b.value), class: 'num' }], bars));
+    { label: 'What', value: (b) => b.label, header: true },
+    { label: 'Value', value: (b) => b.display ?? String(b.value), class: 'num' }], bars));
   const box = h('figure', { class: 'chart' }, h('figcaption', {}, title), plotBox, details);
   requestAnimationFrame(() => sized(plotBox, (width) => new uPlot({
     width, height: 240,

@@ -65,13 +65,16 @@ export function section(title, ...children) {
   return h('section', { class: 'card' }, h('h2', {}, title), ...children);
 }
 
-// A table of rows; each column is {label, value: row => Node|string, class?}.
-export function table(columns, rows, { caption, empty = 'Nothing yet.' } = {}) {
-  if (!rows.length) return h('p', { class: 'empty' }, empty);
-  return h('div', { class: 'table-wrap' }, h('table', {},
+// A table of rows; each column is {label, value: row => Node|string, class?, header?} (a header
+// column's cells name their row for screen readers: <th scope=row>).
+export function table(columns, rows, { caption, empty = 'Nothing yet.', id } = {}) {
+  if (!rows.length) return h('p', { class: 'empty', id }, empty);
+  return h('div', { class: 'table-wrap' }, h('table', { id },
     caption ? h('caption', {}, caption) : null,
     h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col', class: c.class }, c.label)))),
-    h('tbody', {}, rows.map((row) => h('tr', {}, columns.map((c) => h('td', { class: c.class }, c.value(row))))))));
+    h('tbody', {}, rows.map((row) => h('tr', {}, columns.map((c) => (c.header
+      ? h('th', { scope: 'row', class: c.class }, c.value(row))
+      : h('td', { class: c.class }, c.value(row)))))))));
 }
 
 export function dl(pairs) {

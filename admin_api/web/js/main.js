@@ -2,6 +2,7 @@
 
 import { ApiError, del, whenUnauthorized } from './api.js';
 import { append, button, clear, h } from './dom.js';
+import * as features from './features.js';
 import * as router from './router.js';
 import * as session from './session.js';
 import './pages/index.js';
@@ -9,9 +10,18 @@ import './pages/index.js';
 const main = document.getElementById('main');
 let renderSeq = 0;
 
+// Routes whose optional API operation (route.feature) this server does not serve: set once at boot.
+const unavailable = new Set();
+
+async function checkFeatures() {
+  await Promise.all(router.all().filter((route) => route.feature).map(async (route) => {
+    if (!(await features.has(...route.feature))) unavailable.add(route);
+  }));
+}
+
 function navItems() {
   const mine = session.roles();
-  return router.all().filter((route) => route.nav && (route.nav.anonymous
+  return router.all().filter((route) => !unavailable.has(route) && route.nav && (route.nav.anonymous
     ? !session.state.user
     : session.state.user && (!route.roles || route.roles.some((role) => mine.has(role)))));
 }
@@ -58,6 +68,10 @@ async function render({ keepFocus = false } = {}) {
     return;
   }
   const { route } = found;
+  if (unavailable.has(route)) {
+    clear(main).append(errorCard({ status: 404, message: 'This server does not offer this page yet.' }));
+    return;
+  }
   if (route.roles && !session.state.user) {
     router.go(`/login?next=${encodeURIComponent(found.path)}`);
     return;
@@ -95,6 +109,6 @@ whenUnauthorized(() => {
 window.addEventListener('hashchange', () => render());
 window.addEventListener('oros:session', () => render());
 
-session.load().then(() => render(), (err) => {
+Promise.all([session.load(), checkFeatures()]).then(() => render(), (err) => {
   clear(main).append(errorCard(err));
 });

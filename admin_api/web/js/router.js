@@ -5,7 +5,10 @@ import { h } from './dom.js';
 
 const routes = [];
 
-// def: {path: '/campaigns/:id', title, roles?: [...], nav?: {label, group}, render(ctx) -> Node | Promise<Node>}
+// def: {path: '/campaigns/:id', title, roles?: [...], nav?: {label, group}, render(ctx) -> Node | Promise<Node>,
+//       feature?: [method, path]}: a page whose API is optional (e.g. Phase 2's supporter endpoints)
+//       names the operation it needs; it is in the menu, and opens, only when /openapi.json lists it.
+// Routes are matched in registration order: a literal path before a parameter in the same place.
 export function page(def) {
   const names = [];
   const pattern = def.path.replace(/:([a-z_]+)/g, (_, name) => {

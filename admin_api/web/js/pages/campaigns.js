@@ -133,8 +133,9 @@ function editForm(c, refresh) {
   }).el;
 }
 
-// Card funding: the API creates a PaymentIntent (a pending funding), Stripe.js collects the card
-// and confirms it, and the budget rises when Stripe's webhook reaches the API.
+// Card funding: the API creates a PaymentIntent (a pending funding), Stripe.js turns the card into a
+// PaymentMethod, the API confirms the intent with it (Stripe.js runs 3-D Secure when the bank asks),
+// and the budget rises when Stripe's webhook reaches the API.
 function fundCard(c, refresh) {
   const holder = h('div', { id: 'fund-step' });
   const idempotencyKey = crypto.randomUUID();  // one per form: a retried click never creates a second intent
@@ -161,14 +162,28 @@ function payStep(stripe, funding, c, refresh) {
   queueMicrotask(() => card.mount(mount));
   const pay = button(`Pay ${money(funding.amount)}`, async () => {
     error.textContent = '';
-    const result = await stripe.confirmCardPayment(funding.client_secret, { payment_method: { card } });
-    if (result.error) {
-      error.textContent = result.error.message || 'The card was not accepted.';
-      return;
+    const declined = (message) => {
+      error.textContent = message || 'The card was not accepted.';
+    };
+    const made = await stripe.createPaymentMethod({ type: 'card', card });
+    if (made.error) return declined(made.error.message);
+    let step;
+    try {
+      step = await post(`/v1/campaigns/${id(c.id)}/fundings/${id(funding.id)}/confirm`, { payment_method: made.paymentMethod.id });
+    } catch (err) {
+      if (err.field !== 'payment_method') throw err;
+      return declined(err.message);
+    }
+    if (step.status === 'requires_action') {  // 3-D Secure: Stripe.js shows the bank's challenge
+      const done = await stripe.handleNextAction({ clientSecret: funding.client_secret });
+      if (done.error) return declined(done.error.message);
+      if (done.paymentIntent && done.paymentIntent.status === 'requires_payment_method') {
+        return declined('The card was not authenticated. Try again or use another card.');
+      }
     }
     outcome.textContent = 'Payment confirmed; waiting for Stripe to credit the budget…';
     await waitForCredit(c, funding, outcome);
-    refresh();
+    return refresh();
   }, { kind: 'primary', id: 'pay' });
   return h('div', {}, h('label', { for: 'card-element' }, 'Card'), mount, error, h('div', { class: 'actions' }, pay), outcome);
 }

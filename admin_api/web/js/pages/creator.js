@@ -2,12 +2,13 @@
 
 import { get, id, post, query } from '../api.js';
 import { button, copyButton, dl, h, section, table, toast } from '../dom.js';
-import { timeChart } from '../charts.js';
+import { barChart, timeChart } from '../charts.js';
 import * as features from '../features.js';
 import { form, localInput, parse } from '../forms.js';
 import { day, money, when } from '../format.js';
 import { go, link, page } from '../router.js';
 import { statusBadge } from './campaigns.js';
+import { report } from './stats.js';
 
 page({
   path: '/browse', title: 'Find campaigns', roles: ['creator'], nav: { label: 'Find campaigns' },
@@ -112,7 +113,7 @@ page({
     const titles = new Map(earnings.items.map((i) => [i.campaign_id, i.campaign_title]));
     const { x, cents } = daily(earnings);
     const csv = await features.has('get', '/v1/me/earnings.csv')
-      ? h('a', { class: 'btn secondary', href: `/v1/me/earnings.csv${query({ from: earnings.from, to: earnings.to })}`, download: true }, 'Export CSV')
+      ? h('a', { class: 'btn secondary', id: 'export-earnings-csv', href: `/v1/me/earnings.csv${query({ from: earnings.from, to: earnings.to })}`, download: true }, 'Export CSV')
       : null;
     const period = form({
       id: 'earnings-range', submit: 'Show',
@@ -132,14 +133,34 @@ page({
         h('p', {}, 'Earnings are held for a while before they become available: see ', link('/wallet', 'your wallet'), '.')),
       section('Over time', timeChart({ title: 'Earned per day (USD)', x, valueLabel: 'USD', series: [
         { label: 'earned', values: cents.map((c) => c / 100), display: cents.map((c) => (c / 100).toFixed(2)) }] })),
-      section('By campaign', table([
+      section('By campaign', barChart({ title: 'Earned by campaign (USD)', empty: 'No earnings in this period yet.',
+        bars: earnings.by_campaign.map((r) => ({ label: titles.get(r.campaign_id) || r.campaign_id, value: Number(r.earned), display: money(r.earned) })) }),
+      table([
         { label: 'Campaign', value: (r) => link(`/browse/${r.campaign_id}`, titles.get(r.campaign_id) || r.campaign_id) },
         { label: 'Earned', value: (r) => money(r.earned), class: 'num' },
-      ], earnings.by_campaign, { empty: 'No earnings in this period yet.' })),
+      ], earnings.by_campaign, { empty: 'No earnings in this period yet.', caption: 'Earned by campaign', id: 'earnings-by-campaign' })),
       section('By day', table([
         { label: 'Day', value: (r) => day(r.day) }, { label: 'Campaign', value: (r) => r.campaign_title || r.campaign_id },
         { label: 'Paid events', value: (r) => String(r.events), class: 'num' },
         { label: 'Earned', value: (r) => money(r.earned), class: 'num' }, { label: 'Reversed', value: (r) => money(r.reversed), class: 'num' },
       ], earnings.items, { empty: 'No earnings in this period yet.' })));
+  },
+});
+
+// The creator's own stats: the campaign report over their links (registered here for the menu order).
+page({
+  path: '/my-stats', title: 'Your stats', roles: ['creator'], nav: { label: 'Stats' }, feature: ['get', '/v1/me/stats'],
+  render: async ({ query: q }) => {
+    // Campaign titles for the breakdown by campaign (a creator is on a handful; one read each).
+    const names = async (dimension, keys) => {
+      if (dimension !== 'campaign') return new Map();
+      const found = await Promise.all(keys.slice(0, 50).map((key) => get(`/v1/campaigns/${id(key)}`).catch(() => null)));
+      return new Map(found.filter(Boolean).map((c) => [c.id, c.title]));
+    };
+    return report({
+      title: 'Your stats', base: '/my-stats', apiPath: '/v1/me/stats', spec: '/v1/me/stats', q, names,
+      spendLabel: 'Paid for your events',
+      back: h('p', {}, 'Clicks and sales on your links, across your campaigns. What you earned: ', link('/earnings', 'earnings'), '.'),
+    });
   },
 });

@@ -3,6 +3,7 @@
 
 import { ApiError, get, id, post, query } from '../api.js';
 import { button, dl, h, section, table, toast } from '../dom.js';
+import * as features from '../features.js';
 import { form } from '../forms.js';
 import { count, money, when } from '../format.js';
 import { link, page } from '../router.js';
@@ -138,7 +139,7 @@ page({
           { label: 'Campaign', value: (c) => c.title }, { label: 'Status', value: (c) => statusBadge(c.status) },
           { label: 'Funded', value: (c) => money(c.funded_budget), class: 'num' }, { label: 'Remaining', value: (c) => money(c.remaining_budget), class: 'num' },
           { label: 'Id', value: (c) => h('code', {}, c.id) },
-          { label: '', value: (c) => button('Fund this one', () => {
+          { label: 'Action', value: (c) => button('Fund', () => {
             const field = document.getElementById('admin-funding-campaign_id');
             field.value = c.id;
             document.getElementById('admin-funding-amount').focus();
@@ -189,15 +190,29 @@ page({
   },
 });
 
+// The payout job, once, now (POST /v1/admin/payouts); it also runs on its schedule.
+function payNow(refresh) {
+  const outcome = h('p', { id: 'payout-result', role: 'status' });
+  return h('div', {}, h('div', { class: 'actions' }, button('Pay due withdrawals now', async () => {
+    const run = await post('/v1/admin/payouts');
+    const text = `Paid ${count(run.paid)} (${money(run.amount_paid)}), failed ${count(run.failed)}, deferred ${count(run.deferred)}`;
+    toast(text);
+    await refresh();
+    document.getElementById('payout-result').textContent = `Last run: ${text}.`;
+  }, { kind: 'primary', id: 'pay-now' })), outcome);
+}
+
 page({
   path: '/finance/withdrawals', title: 'Withdrawals', roles: ['admin'],
-  render: async ({ query: q }) => {
+  render: async ({ query: q, refresh }) => {
     const status = q.get('status') || 'requested';
-    const list = await get(`/v1/admin/withdrawals${query({ status, cursor: q.get('cursor') })}`);
+    const [list, canPay] = await Promise.all([get(`/v1/admin/withdrawals${query({ status, cursor: q.get('cursor') })}`),
+      features.has('post', '/v1/admin/payouts')]);
     return frame('/finance/withdrawals', 'Withdrawals',
       h('p', {}, 'Show: ', ['requested', 'processing', 'completed', 'failed'].map((s) => [link(`/finance/withdrawals?status=${s}`, s, { 'aria-current': s === status ? 'true' : null }), ' '])),
       section(status === 'requested' ? 'To pay' : `Withdrawals: ${status}`,
-        h('p', { class: 'muted' }, 'The payout job pays requested withdrawals through Stripe (oros payouts).'),
+        h('p', { class: 'muted' }, 'The payout job pays requested withdrawals through Stripe on its schedule; each is paid at most once.'),
+        canPay ? payNow(refresh) : null,
         table([
           { label: 'Requested', value: (w) => when(w.created_at) }, { label: 'Creator', value: (w) => w.email },
           { label: 'Amount', value: (w) => money(w.amount), class: 'num' }, { label: 'Method', value: (w) => w.method },

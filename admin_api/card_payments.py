@@ -1,0 +1,113 @@
+"""``POST /v1/campaigns/{id}/fundings/{funding_id}/confirm``: pay a pending card funding with a card.
+
+Stripe's "finalize payments on the server" flow: the page turns the card into
+a PaymentMethod with Stripe.js (the card number never reaches us), sends its
+id here, and the server confirms the funding's PaymentIntent with it. When
+the bank asks for 3-D Secure the answer is ``requires_action`` and the page
+lets Stripe.js run the challenge (``handleNextAction``). Either way nothing is
+credited here: the ``payment_intent.succeeded`` webhook does that, as for
+every funding.
+
+Why server-side: it works the same against Stripe and against localstripe
+(``oros dev``), whose Stripe.js stand-in cannot confirm an intent from the
+page. The PaymentIntent is only ever the one the funding row recorded, for
+the caller's own campaign. Confirming again is harmless: an intent that is
+already paid (or processing, or waiting for 3-D Secure) is left as it is and
+its status returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import stripe
+from aiohttp import web
+
+from oros.connections import as_user
+from oros.settings import STRIPE_API_KEY
+from oros.stripe_gateway import async_stripe_client
+
+from . import openapi
+from .auth import caller
+from .errors import ApiError, conflict, invalid, not_found
+from .payload import path_id, read_json, respond
+from .typedefs import PG_POOL, SETTINGS
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+# What Stripe.js hands a page for a card: a PaymentMethod (pm_), or a card or source from the
+# older APIs, which Stripe accepts wherever a PaymentMethod goes.
+PAYMENT_METHOD = re.compile(r"(pm|card|src)_[A-Za-z0-9_]{1,200}")
+# The intent is waiting for a payment method or for confirmation: this request may confirm it.
+CONFIRMABLE = ("requires_payment_method", "requires_confirmation")
+# A declined card fails one attempt (the funding is "failed"), not the intent: another card may follow.
+OPEN_FUNDINGS = ("pending", "failed")
+
+# As the caller: RLS shows a business only its own campaigns' fundings.
+_FUNDING_SQL = """
+SELECT f.id::text AS id, f.status, f.method, f.stripe_payment_intent_id AS payment_intent_id,
+       c.business_id::text AS business_id
+  FROM campaign_fundings f JOIN campaigns c ON c.id = f.campaign_id
+ WHERE f.id = %(funding)s AND f.campaign_id = %(campaign)s
+"""
+
+
+@routes.post("/v1/campaigns/{id}/fundings/{funding_id}/confirm")
+async def confirm_card_funding(request: web.Request) -> web.Response:
+    who = (await caller(request)).require("business")
+    settings = request.app[SETTINGS]
+    if settings.stripe_api_key is None:
+        raise ApiError(503, "stripe_not_configured", f"card funding is unavailable: {STRIPE_API_KEY} is not set")
+    campaign_id, funding_id = path_id(request), path_id(request, "funding_id")
+    method = (await read_json(request)).get("payment_method")
+    if not isinstance(method, str) or not PAYMENT_METHOD.fullmatch(method):
+        raise invalid("payment_method", "payment_method must be the id Stripe.js returned for the card (pm_…)")
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        funding = await (await conn.execute(_FUNDING_SQL, {"funding": funding_id, "campaign": campaign_id})).fetchone()
+    if funding is None or funding["business_id"] != who.id or funding["method"] != "stripe":
+        raise not_found("funding")
+    if funding["status"] not in OPEN_FUNDINGS:
+        raise conflict("funding_closed", f"this funding is {funding['status']}: there is nothing left to pay")
+    status = await _confirm(settings, funding["payment_intent_id"], method)
+    return respond({"funding_id": funding_id, "payment_intent_id": funding["payment_intent_id"], "status": status})
+
+
+async def _confirm(settings, intent_id: str, method: str) -> str:
+    """The intent's status after confirming it with ``method`` (or as it was, when it is past that)."""
+    client, http = async_stripe_client(settings)
+    try:
+        intent = await client.v1.payment_intents.retrieve_async(intent_id)
+        if intent.status not in CONFIRMABLE:
+            return intent.status
+        # Two calls, not confirm(payment_method=…): localstripe takes the method only by update.
+        await client.v1.payment_intents.update_async(intent_id, {"payment_method": method})
+        return (await client.v1.payment_intents.confirm_async(intent_id)).status
+    except stripe.CardError as exc:
+        raise ApiError(402, "card_declined", exc.user_message or "the card was declined", "payment_method") from None
+    except stripe.InvalidRequestError as exc:
+        log.info("stripe refused a card confirmation", extra={"payment_intent": intent_id, "error": str(exc)})
+        raise invalid("payment_method", exc.user_message or "the payment provider refused this card") from None
+    except stripe.StripeError as exc:
+        log.warning("stripe failed a card confirmation", extra={"payment_intent": intent_id, "error": str(exc)})
+        raise ApiError(502, "stripe_error", "the payment provider did not answer; try again") from None
+    finally:
+        await http.close_async()
+
+
+OPENAPI: dict = {
+    "/v1/campaigns/{id}/fundings/{funding_id}/confirm": {
+        "post": openapi.operation(
+            "Confirm a pending card funding's PaymentIntent with a card Stripe.js turned into a PaymentMethod; "
+            "requires_action means the page must run Stripe.js's 3-D Secure step. The budget is credited by the "
+            "webhook, never here",
+            {"200": openapi.json_response("The PaymentIntent's status", openapi.obj(
+                {"funding_id": openapi.UUID, "payment_intent_id": {"type": "string"},
+                 "status": {"type": "string"}}, ["funding_id", "payment_intent_id", "status"]))},
+            body=openapi.json_body(openapi.obj({"payment_method": {"type": "string"}}, ["payment_method"])),
+            parameters=[openapi.path_param(), openapi.path_param("funding_id")],
+        )
+    }
+}

@@ -1,0 +1,150 @@
+"""How long each page of the web app waits for the API on a campaign with 1M events.
+
+Seeds a throwaway database the way ``bench_reports.py`` does (``--events``
+raw events in ClickHouse, all for one campaign unless ``--share`` says
+otherwise, and ``--decisions`` settler decisions in Postgres), then replays,
+for each main page, the API calls its module makes (admin_api/web/js/pages/),
+in the same order: calls a page makes together (``Promise.all``) run
+concurrently, a call that needs an earlier answer waits for it. A page's time
+is the wall time until its last answer. Each page is also timed on an empty
+campaign or creator of the same database, in the same run, and the ratio is
+printed: how much the data costs. The machine is shared, so the milliseconds
+are noisy; the ratios less so. ``/openapi.json`` (read once per page load,
+then cached) is timed as its own line.
+
+    .venv/bin/python loadtests/bench_webapp.py --events 1000000 --decisions 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+from aiohttp.test_utils import TestClient, TestServer
+
+from admin_api.app import create_app
+from admin_api.auth import issue_token
+from bench_reports import SPAN, START, prepare
+from oros import embedded
+from oros.accounts import create_admin
+from oros.connections import clickhouse_client, pg_connect
+from oros.migrate import migrate_clickhouse, migrate_postgres
+from oros.settings import Settings
+from settler.jobs import OWNER_JOBS
+
+# The period the stats and earnings pages are opened with: the month the data covers.
+PERIOD = f"from={START.isoformat().replace('+', '%2B')}&to={(START + SPAN).isoformat().replace('+', '%2B')}"
+
+# page -> (whose token, stages); a stage is the calls the page makes at once. {c} is the campaign; a
+# leading "?" marks a call whose 404 the page expects and shows around (a creator reading a draft's title).
+PAGES = {
+    "business /campaigns": ("business", [["/v1/campaigns?mine=true&limit=100"]]),
+    "business /campaigns/{id}": ("business", [["/v1/campaigns/{c}"], [
+        "/v1/campaigns/{c}/creators?limit=100", "/v1/campaigns/{c}/links?limit=100"]]),
+    "business stats (by country)": ("business", [["/v1/campaigns/{c}"], [
+        f"/v1/campaigns/{{c}}/stats?{PERIOD}&group_by=country"]]),
+    "business stats (by link)": ("business", [["/v1/campaigns/{c}"], [
+        f"/v1/campaigns/{{c}}/stats?{PERIOD}&group_by=link"], ["/v1/campaigns/{c}/links?limit=200"]]),
+    "business stats (hour, US only)": ("business", [["/v1/campaigns/{c}"], [
+        f"/v1/campaigns/{{c}}/stats?{PERIOD}&granularity=hour&group_by=device&country=US"]]),
+    "creator /browse": ("creator", [["/v1/campaigns?limit=50"]]),
+    "creator /earnings": ("creator", [[f"/v1/me/earnings?{PERIOD}"]]),
+    "creator /my-stats (by campaign)": ("creator", [[f"/v1/me/stats?{PERIOD}&group_by=campaign"], [
+        "?/v1/campaigns/{c}"]]),
+    "creator /wallet": ("creator", [["/v1/wallet", "/v1/wallet/ledger?limit=50", "/v1/withdrawals?limit=50"]]),
+    "finance /finance": ("admin", [["/v1/admin/settlements?limit=50"]]),
+    "finance /finance/reconcile": ("admin", [["/v1/admin/reconcile"]]),
+    "finance /finance/kyc": ("admin", [["/v1/admin/users?kyc_status=pending&role=creator"]]),
+    "finance /finance/funding": ("admin", [["/v1/campaigns?status=draft&limit=100"]]),
+    "finance /finance/withdrawals": ("admin", [["/v1/admin/withdrawals?status=requested"]]),
+}
+
+
+async def load_page(client: TestClient, token: str, stages: list[list[str]], campaign: str) -> float:
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def call(path: str) -> None:
+        resp = await client.get(path.lstrip("?").format(c=campaign), headers=headers)
+        assert resp.status == 200 or (resp.status == 404 and path.startswith("?")), \
+            f"{path}: {resp.status} {await resp.text()}"
+        await resp.read()
+
+    started = time.perf_counter()
+    for stage in stages:
+        await asyncio.gather(*(call(path) for path in stage))
+    return (time.perf_counter() - started) * 1000
+
+
+async def measure(settings: Settings, full: dict, empty: dict, runs: int, events: int) -> None:
+    async with TestClient(TestServer(create_app(settings, OWNER_JOBS))) as client:
+        started = time.perf_counter()
+        assert (await client.get("/openapi.json")).status == 200
+        print(f"{'/openapi.json (once per page load)':34s} {(time.perf_counter() - started) * 1000:7.0f} ms")
+        print(f"{'page':34s} {f'{events:,} ev':>12s} {'empty':>9s} {'ratio':>7s}   (median of {runs}; max)")
+        for page, (who, stages) in PAGES.items():
+            timings = {}
+            for name, world in (("full", full), ("empty", empty)):
+                token = world["tokens"][who]
+                timings[name] = [await load_page(client, token, stages, world["campaign"]) for _ in range(runs)]
+            med = {name: statistics.median(values) for name, values in timings.items()}
+            print(f"{page:34s} {med['full']:10.0f} ms {med['empty']:7.0f} ms {med['full'] / med['empty']:6.1f}x"
+                  f"   (max {max(timings['full']):.0f} ms)")
+
+
+def empty_world(settings: Settings, business_token: str, admin_token: str) -> dict:
+    """The same business's second campaign, with no events, and a creator who earned nothing."""
+    with pg_connect(settings, autocommit=True) as pg:
+        business = pg.execute("SELECT user_id::text AS id FROM user_roles WHERE role = 'business'").fetchone()["id"]
+        campaign = pg.execute(
+            "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget)"
+            " VALUES (%s, 'empty', 'click', 0.50, 100) RETURNING id::text AS id", (business,)).fetchone()["id"]
+        creator = pg.execute("INSERT INTO users (email) VALUES ('bench-empty@example.com') RETURNING id::text AS id"
+                             ).fetchone()["id"]
+        pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'creator')", (creator,))
+    return {"campaign": campaign,
+            "tokens": {"business": business_token, "creator": issue_token(settings, creator), "admin": admin_token}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--decisions", type=int, default=1_000_000)
+    parser.add_argument("--share", type=float, default=1.0, help="fraction of the events in the measured campaign")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = Settings.from_env()
+        clickhouse_url = env.clickhouse_url or f"chdb://{tmp}/chdb"
+        base, servers = embedded.resolve(replace(env, data_dir=Path(tmp), clickhouse_url=clickhouse_url),
+                                         prefer_local=True)
+        name = f"oros_bench_web_{secrets.token_hex(3)}"
+        with psycopg.connect(base.database_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        settings = replace(base, database_url=base.database_url.rsplit("/", 1)[0] + f"/{name}",
+                           clickhouse_database=name, jwt_secret=secrets.token_urlsafe(48),
+                           stripe_webhook_secret=secrets.token_urlsafe(48))
+        try:
+            migrate_postgres(settings)
+            migrate_clickhouse(settings)
+            campaign, tokens = prepare(settings, args.events, args.decisions, args.share)
+            admin = issue_token(settings, create_admin(settings, "bench-admin@example.com", secrets.token_hex(12)))
+            full = {"campaign": campaign, "tokens": {"business": tokens["stats"], "creator": tokens["me"],
+                                                    "admin": admin}}
+            asyncio.run(measure(settings, full, empty_world(settings, tokens["stats"], admin), args.runs, args.events))
+        finally:
+            clickhouse_client(settings, database="").command(f"DROP DATABASE IF EXISTS `{name}`")
+            with psycopg.connect(base.database_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            servers.stop()
+
+
+if __name__ == "__main__":
+    main()

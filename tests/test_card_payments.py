@@ -1,0 +1,124 @@
+"""Confirming a card funding server-side (``admin_api/card_payments.py``) against localstripe: the card
+becomes a payment method the way the page's Stripe.js does it (a token made with the publishable key),
+the webhook credits the budget, and strangers, bad ids, declined cards and repeats are answered clearly."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+import requests
+
+from admin_api.app import create_app
+from admin_api.auth import issue_token
+
+WEBHOOK_SECRET = "whsec_card_" + secrets.token_hex(8)
+VISA, VISA_3DS, DECLINED = "4242424242424242", "4000002500003155", "4000000000000341"
+
+
+@pytest.fixture
+def stripe_settings(settings, localstripe_url):
+    return replace(settings, stripe_api_base=localstripe_url, stripe_webhook_secret=WEBHOOK_SECRET)
+
+
+@pytest.fixture
+async def api(aiohttp_client, stripe_settings, localstripe_url):
+    client = await aiohttp_client(create_app(stripe_settings))
+    requests.post(f"{localstripe_url}/_config/webhooks/oros-card-test",
+                  data={"url": str(client.server.make_url("/v1/webhooks/stripe")), "secret": WEBHOOK_SECRET},
+                  timeout=5).raise_for_status()
+    return client
+
+
+def bearer(settings, user_id: str) -> dict:
+    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
+
+
+def card_from_the_page(localstripe_url: str, number: str) -> str:
+    """What the page's Stripe.js (localstripe's stand-in) sends: a token made with the publishable key only."""
+    token = requests.post(f"{localstripe_url}/v1/tokens", timeout=5, data={
+        "card[number]": number, "card[exp_month]": "12", "card[exp_year]": "2034", "card[cvc]": "123",
+        "key": "pk_test_oros"})
+    token.raise_for_status()
+    return token.json()["card"]["id"]
+
+
+async def open_funding(api, world, amount: str = "30.00") -> tuple[str, dict, dict]:
+    business = world.user("business")
+    campaign = world.campaign(business, fund=None, status="draft")
+    auth = bearer(world.settings, business)
+    resp = await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": amount}, headers=auth)
+    assert resp.status == 201, await resp.text()
+    return campaign, await resp.json(), auth
+
+
+async def credited(pg, campaign: str) -> Decimal:
+    deadline = time.monotonic() + 20
+    while (funded := pg.execute("SELECT funded_budget FROM campaigns WHERE id = %s",
+                                (campaign,)).fetchone()["funded_budget"]) == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return funded
+
+
+async def test_a_typed_card_pays_and_the_webhook_credits_once(api, world, pg, localstripe_url):
+    campaign, funding, auth = await open_funding(api, world)
+    path = f"/v1/campaigns/{campaign}/fundings/{funding['id']}/confirm"
+    method = card_from_the_page(localstripe_url, VISA)
+
+    resp = await api.post(path, json={"payment_method": method}, headers=auth)
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"funding_id": funding["id"], "payment_intent_id": funding["payment_intent_id"],
+                                 "status": "succeeded"}
+    assert await credited(pg, campaign) == Decimal("30.00")
+    # Pressing Pay again charges nothing more: the funding is closed.
+    again = await api.post(path, json={"payment_method": method}, headers=auth)
+    assert again.status == 409 and (await again.json())["error"]["code"] == "funding_closed"
+    await asyncio.sleep(0.5)
+    assert pg.execute("SELECT funded_budget FROM campaigns WHERE id = %s", (campaign,)).fetchone()[
+        "funded_budget"] == Decimal("30.00")
+
+
+async def test_3ds_card_waits_for_the_challenge(api, world, localstripe_url):
+    campaign, funding, auth = await open_funding(api, world)
+    path = f"/v1/campaigns/{campaign}/fundings/{funding['id']}/confirm"
+    resp = await api.post(path, json={"payment_method": card_from_the_page(localstripe_url, VISA_3DS)}, headers=auth)
+    assert (await resp.json())["status"] == "requires_action"
+    # Retried before the challenge: nothing new is confirmed, the page is told to finish 3-D Secure.
+    resp = await api.post(path, json={"payment_method": card_from_the_page(localstripe_url, VISA)}, headers=auth)
+    assert (await resp.json())["status"] == "requires_action"
+
+
+async def test_declined_card_is_named_on_the_field(api, world, localstripe_url):
+    campaign, funding, auth = await open_funding(api, world)
+    resp = await api.post(f"/v1/campaigns/{campaign}/fundings/{funding['id']}/confirm",
+                          json={"payment_method": card_from_the_page(localstripe_url, DECLINED)}, headers=auth)
+    assert resp.status == 402
+    error = (await resp.json())["error"]
+    assert error["code"] == "card_declined" and error["field"] == "payment_method" and error["message"]
+
+
+async def test_strangers_and_bad_input(api, world, localstripe_url):
+    campaign, funding, auth = await open_funding(api, world)
+    path = f"/v1/campaigns/{campaign}/fundings/{funding['id']}/confirm"
+    method = card_from_the_page(localstripe_url, VISA)
+    other = bearer(world.settings, world.user("business"))
+    creator = bearer(world.settings, world.user("creator"))
+    assert (await api.post(path, json={"payment_method": method}, headers=other)).status == 404
+    assert (await api.post(path, json={"payment_method": method}, headers=creator)).status == 403
+    assert (await api.post(path, json={"payment_method": method})).status == 401
+    elsewhere = world.campaign(world.business_of(campaign), fund=None, status="draft")
+    resp = await api.post(f"/v1/campaigns/{elsewhere}/fundings/{funding['id']}/confirm",
+                          json={"payment_method": method}, headers=auth)
+    assert resp.status == 404
+    for bad in (None, 42, "", "pm_", "tok_abc", "pm_a\x00b", "pm_" + "a" * 300, "pm_ünïcode"):
+        resp = await api.post(path, json={"payment_method": bad}, headers=auth)
+        assert resp.status == 422, bad
+        assert (await resp.json())["error"]["field"] == "payment_method"
+    resp = await api.post(path, json={"payment_method": "pm_doesnotexist"}, headers=auth)
+    assert resp.status == 422 and (await resp.json())["error"]["field"] == "payment_method"
+    resp = await api.post(path, data=b"\xff\xfe", headers={**auth, "Content-Type": "application/json"})
+    assert resp.status == 400
