@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 from pydantic import BaseModel
+from yarl import URL
 
 from admin_api import openapi
 from admin_api.pages import PageQuery
@@ -81,9 +82,13 @@ async def test_a_handler_parsing_what_its_route_does_not_declare_is_a_bug(aiohtt
 async def test_queries_validate_as_declared(aiohttp_client):
     client = await client_of(aiohttp_client)
     assert await (await client.get("/pages", params={"limit": "7"})).json() == {"limit": 7}
-    for limit in ("0", "201", "-1", "1.5", "x", "٣"):
+    for limit in ("0", "201", "-1", "1.5", "x", "٣", " 5", "9" * 5000):
         resp = await client.get("/pages", params={"limit": limit})
         assert (resp.status, (await resp.json())["error"]["field"]) == (422, "limit"), limit
+    for raw in ("limit=%FF", "limit=%00", "cursor=%FF%FE"):  # not UTF-8, NUL: refused, never a 500
+        resp = await client.get(URL(f"/pages?{raw}", encoded=True))
+        assert resp.status == 422, raw
+    assert await (await client.get(URL("/pages?limit=3&limit=9", encoded=True))).json() == {"limit": 3}
 
 
 def test_the_document_takes_the_declared_models():
