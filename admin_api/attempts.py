@@ -101,7 +101,10 @@ async def hashed(request: web.Request, fn, *args):
 
 
 class HashGate:
-    """Admits a password hash while fewer than ``slots`` run in this process; else 503."""
+    """Admits a password hash while fewer than ``slots`` run in this process; else 503.
+
+    A concurrency gate (hashes in flight), not a rate limit over time (oros/ratelimit.py).
+    """
 
     def __init__(self, slots: int = HASH_SLOTS) -> None:
         self.slots, self.busy = slots, 0

@@ -123,7 +123,10 @@ _STATS_THREADS = ThreadPoolExecutor(STATS_PER_PROCESS, thread_name_prefix="oros-
 
 
 class StatsGate:
-    """Admits a stats call while its caller and the process have room, else 429 / 503 with Retry-After."""
+    """Admits a stats call while its caller and the process have room, else 429 / 503 with Retry-After.
+
+    A concurrency gate (calls in flight in this process), not a rate limit over time (oros/ratelimit.py).
+    """
 
     def __init__(self, per_caller: int = STATS_PER_CALLER, per_process: int = STATS_PER_PROCESS) -> None:
         self.per_caller, self.per_process = per_caller, per_process

@@ -78,6 +78,7 @@ for _, key in ipairs(KEYS) do
   if redis.call('HINCRBY', key, ARGV[1], -1) <= 0 then redis.call('HDEL', key, ARGV[1]) end
 end
 """
+_SHA = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_RESERVE_LUA, _RELEASE_LUA)}
 
 
 class Limited(Exception):
@@ -120,6 +121,3 @@ async def _run(redis, script: str, *args):
         return await redis.evalsha(_SHA[script], *args)
     except NoScriptError:
         return await redis.eval(script, *args)
-
-
-_SHA = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_RESERVE_LUA, _RELEASE_LUA)}
