@@ -29,9 +29,9 @@ from aiohttp import web
 from oros import apikeys
 from oros.events import canonical_uuid
 from oros.headers import bearer
+from oros.httperrors import ApiError, forbidden, unauthorized
 from oros.settings import Settings
 
-from .errors import ApiError, forbidden, unauthorized
 from .typedefs import CALLER, PG_POOL, REDIS, SETTINGS
 
 JWT_ALGORITHM = "HS256"

@@ -13,23 +13,26 @@ import logging
 import secrets
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Literal
 
 import psycopg
 import redis.exceptions
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from oros.connections import as_user
+from oros.httperrors import ApiError, conflict, forbidden, invalid, not_found
 from oros.links import CAMPAIGN_CODES_SQL, LINK_SQL, LinkInfo, publish
+from oros.wire import Amount, Code, Flag, Hashtags, HttpUrl, Money, OneOf, Text, Timestamp, Uuid, refuse, rule
 
-from . import openapi as oa
 from .auth import Caller, caller, has_credentials
-from .errors import ApiError, conflict, forbidden, invalid, not_found
-from .payload import (amount, choice, cursor, fetch_page, flag, hashtags, http_url, limit, path_id, read_json,
-                      respond, text, timestamp)
+from .pages import Page, PageQuery, fetch_page
+from .payload import parse, parse_query, path_id, respond
+from .routing import Routes
 from .typedefs import PG_POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
-routes = web.RouteTableDef()
+routes = Routes()
 
 OBJECTIVES = ("click", "conversion", "sale")
 STATUSES = ("draft", "active", "paused", "completed")
@@ -78,40 +81,114 @@ async def optional_caller(request: web.Request) -> Caller | None:
     return await caller(request)
 
 
-def _fields(body: dict) -> dict:
-    """The campaign columns present in ``body``, validated (absent keys are left out)."""
-    parsers = {
-        "title": lambda: text(body, "title", max_len=200),
-        "description": lambda: text(body, "description", max_len=10000, min_len=0),
-        "hashtags": lambda: hashtags(body) or [],
-        "objective": lambda: choice(body, "objective", OBJECTIVES),
-        "payout_per_action": lambda: amount(body, "payout_per_action"),
-        "total_budget": lambda: amount(body, "total_budget"),
-        "destination_url": lambda: http_url(body, "destination_url"),
-        "allowed_destination_hosts": lambda: _hosts(body),
-        "start_date": lambda: timestamp(body, "start_date"),
-        "end_date": lambda: timestamp(body, "end_date"),
-        "pixel_billable": lambda: flag(body, "pixel_billable"),
-    }
-    fields = {name: parse() for name, parse in parsers.items() if name in body}
-    for name in ("title", "objective", "payout_per_action", "total_budget", "destination_url"):
-        if name in fields and fields[name] is None:
-            raise invalid(name, f"{name} may not be null")
-    if fields.get("payout_per_action") is not None and fields["payout_per_action"] > MAX_PAYOUT:
-        raise invalid("payout_per_action", "payout_per_action is too large")
-    return fields
-
-
-def _hosts(body: dict) -> list[str] | None:
+def _hosts(raw: object) -> list[str]:
     """The list's shape; whether each is a host name, and the destination among them, is the database's rule."""
-    raw = body.get("allowed_destination_hosts")
-    if raw is None:
-        return None
     if (not isinstance(raw, list) or not 1 <= len(raw) <= MAX_HOSTS
             or not all(isinstance(h, str) and 1 <= len(h) <= 253 for h in raw)):
-        raise invalid("allowed_destination_hosts",
-                      f"allowed_destination_hosts must be null or a list of 1 to {MAX_HOSTS} host names")
+        refuse(f"must be null or a list of 1 to {MAX_HOSTS} host names")
     return [h.strip() for h in raw]
+
+
+Hosts = rule(list[str], _hosts, {
+    "type": "array", "minItems": 1, "maxItems": MAX_HOSTS,
+    "items": {"type": "string", "minLength": 1, "maxLength": 253},
+    "description": "hosts a link may go to (exact match); null: the destination_url's host"})
+Title = Text(200)
+Objective = OneOf(*OBJECTIVES)
+Payout = Amount(MAX_PAYOUT)
+
+
+class CampaignPatch(BaseModel):
+    """The campaign's fields; one left out keeps its value. What may change depends on the status (docs/api.md);
+    ``objective`` never changes."""
+
+    title: Title = None
+    description: Text(10000, min_len=0) | None = None
+    hashtags: Hashtags | None = None  # null: none
+    objective: Objective = None
+    payout_per_action: Payout = None
+    total_budget: Amount() = None
+    destination_url: HttpUrl() = None
+    allowed_destination_hosts: Hosts | None = None
+    start_date: Timestamp() | None = None
+    end_date: Timestamp() | None = None
+    pixel_billable: Flag = Field(None, description="pay pixels without a sig (default false)")
+
+    def changes(self) -> dict:
+        fields = self.model_dump(exclude_unset=True)
+        if "hashtags" in fields:
+            fields["hashtags"] = fields["hashtags"] or []
+        return fields
+
+
+class CampaignIn(CampaignPatch):
+    """A new campaign: the seed's columns and its landing page."""
+
+    title: Title
+    objective: Objective
+    payout_per_action: Payout
+    total_budget: Amount()
+    destination_url: HttpUrl()
+
+
+class CampaignQuery(PageQuery):
+    mine: OneOf("true", "false") = Field("false", description="true: the caller's own, in every status")
+    status: OneOf(*STATUSES) = None
+    hashtag: Hashtags = Field([], description="repeat to require several hashtags")
+
+
+class LinkIn(BaseModel):
+    destination_url: HttpUrl() | None = Field(None, description="a deep link on one of the campaign's hosts")
+
+
+class Campaign(BaseModel):
+    """The campaign"""
+
+    id: Uuid
+    business_id: Uuid
+    title: str
+    description: str | None
+    hashtags: list[str]
+    objective: Literal[OBJECTIVES]
+    payout_per_action: Money
+    destination_url: str | None
+    allowed_destination_hosts: list[str] | None
+    total_budget: Money
+    remaining_budget: Money
+    funded_budget: Money
+    status: Literal[STATUSES]
+    start_date: datetime | None
+    end_date: datetime | None
+    pixel_billable: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class Member(BaseModel):
+    """The application"""
+
+    id: Uuid
+    campaign_id: Uuid
+    creator_id: Uuid
+    status: Literal["pending", "accepted", "rejected", "completed"]
+    total_earned: Money
+    accepted_at: datetime | None
+    created_at: datetime
+
+
+class Link(BaseModel):
+    """The link"""
+
+    id: Uuid
+    campaign_id: Uuid
+    creator_id: Uuid
+    code: Code
+    url: str
+    destination_url: str
+    disabled_at: datetime | None
+    click_count: int
+    conversion_count: int
+    created_at: datetime
 
 
 def _check_terms(campaign: dict) -> None:
@@ -125,13 +202,10 @@ def _check_terms(campaign: dict) -> None:
         raise invalid("end_date", "end_date must be after start_date")
 
 
-@routes.post("/v1/campaigns")
+@routes.post("/v1/campaigns", "Create a draft campaign (business)", body=CampaignIn, responses={201: Campaign})
 async def create_campaign(request: web.Request) -> web.Response:
     who = (await caller(request)).require("business")
-    fields = _fields(await read_json(request))
-    for name in ("title", "objective", "payout_per_action", "total_budget", "destination_url"):
-        if name not in fields:
-            raise invalid(name, f"{name} is required")
+    fields = (await parse(CampaignIn, request)).changes()
     _check_terms({"start_date": None, "end_date": None, "funded_budget": Decimal(0), **fields})
     columns = ["business_id", *fields]
     async with as_user(request.app[PG_POOL], who.id) as conn:
@@ -143,32 +217,27 @@ async def create_campaign(request: web.Request) -> web.Response:
     return respond(row, 201)
 
 
-@routes.get("/v1/campaigns")
+@routes.get("/v1/campaigns", "Active campaigns (public), or the caller's own with mine=true", query=CampaignQuery,
+            responses={200: Page[Campaign]}, access="optional")
 async def list_campaigns(request: web.Request) -> web.Response:
     """Active campaigns (the public listing), or with ``mine=true`` the caller's own in any status."""
     who = await optional_caller(request)
-    size, after = limit(request), cursor(request)
-    mine = request.query.get("mine", "false")
-    if mine not in ("true", "false"):
-        raise invalid("mine", "mine must be true or false")
-    if mine == "true" and who is None:
+    query = parse_query(CampaignQuery, request)
+    mine = query.mine == "true"
+    if mine and who is None:
         raise ApiError(401, "unauthorized", "mine=true needs a login")
-    status = request.query.get("status")
-    if status is not None and status not in STATUSES:
-        raise invalid("status", f"status must be one of {', '.join(STATUSES)}")
-    tags = hashtags({"hashtag": request.query.getall("hashtag", [])}, "hashtag")
     where, params = ["true"], {}
-    if mine == "true":
+    if mine:
         where.append("business_id = %(me)s")
         params["me"] = who.id
-    if status is not None or mine == "false":
+    if query.status is not None or not mine:
         where.append("status = %(status)s")
-        params["status"] = status or "active"
-    if tags:
+        params["status"] = query.status or "active"
+    if query.hashtag:
         where.append("hashtags @> %(tags)s::text[]")  # served by the GIN index on hashtags
-        params["tags"] = tags
+        params["tags"] = query.hashtag
     async with as_user(request.app[PG_POOL], who.id if who else None) as conn:
-        return respond(await fetch_page(conn, f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns", where, params, size, after))
+        return respond(await fetch_page(conn, f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns", where, params, query))
 
 
 async def _visible(conn, campaign_id: str, *, lock: bool = False) -> dict:
@@ -193,7 +262,7 @@ async def _owned(conn, who: Caller, campaign_id: str, *, lock: bool = False) -> 
     return row
 
 
-@routes.get("/v1/campaigns/{id}")
+@routes.get("/v1/campaigns/{id}", "One campaign", responses={200: Campaign}, access="optional")
 async def get_campaign(request: web.Request) -> web.Response:
     who = await optional_caller(request)
     async with as_user(request.app[PG_POOL], who.id if who else None) as conn:
@@ -201,11 +270,12 @@ async def get_campaign(request: web.Request) -> web.Response:
     return respond(row)
 
 
-@routes.patch("/v1/campaigns/{id}")
+@routes.patch("/v1/campaigns/{id}", "Change a campaign (what may change depends on its status)", body=CampaignPatch,
+              responses={200: Campaign})
 async def patch_campaign(request: web.Request) -> web.Response:
     who = (await caller(request)).require("business")
     campaign_id = path_id(request)
-    fields = _fields(await read_json(request))
+    fields = (await parse(CampaignPatch, request)).changes()
     async with as_user(request.app[PG_POOL], who.id) as conn:
         current = await _owned(conn, who, campaign_id, lock=True)
         locked = sorted(set(fields) - EDITABLE[current["status"]])
@@ -277,23 +347,24 @@ def _check_activatable(campaign: dict) -> None:
         raise conflict("campaign_ended", "end_date has passed; extend it before activating", "end_date")
 
 
-@routes.post("/v1/campaigns/{id}/activate")
+@routes.post("/v1/campaigns/{id}/activate", "Activate a funded campaign", responses={200: Campaign})
 async def activate(request: web.Request) -> web.Response:
     return await _set_status(request, ("draft", "paused"), "active")
 
 
-@routes.post("/v1/campaigns/{id}/pause")
+@routes.post("/v1/campaigns/{id}/pause", "Pause an active campaign", responses={200: Campaign})
 async def pause(request: web.Request) -> web.Response:
     return await _set_status(request, ("active",), "paused")
 
 
-@routes.post("/v1/campaigns/{id}/complete")
+@routes.post("/v1/campaigns/{id}/complete", "End a campaign for good (its unspent budget stays in escrow)",
+             responses={200: Campaign})
 async def complete(request: web.Request) -> web.Response:
     """The business ends its campaign for good; events after this are not billable."""
     return await _set_status(request, ("draft", "active", "paused"), "completed")
 
 
-@routes.post("/v1/campaigns/{id}/creators")
+@routes.post("/v1/campaigns/{id}/creators", "Apply to an active campaign (creator)", responses={201: Member})
 async def join(request: web.Request) -> web.Response:
     """A creator applies to an active campaign; the business then accepts or rejects."""
     who = (await caller(request)).require("creator")
@@ -314,7 +385,8 @@ async def join(request: web.Request) -> web.Response:
     return respond(row, 201)
 
 
-@routes.get("/v1/campaigns/{id}/creators")
+@routes.get("/v1/campaigns/{id}/creators", "Applications to a campaign", query=PageQuery,
+            responses={200: Page[Member]})
 async def list_creators(request: web.Request) -> web.Response:
     """The business sees every applicant; a creator sees only their own application (RLS)."""
     return await _list_of_campaign(request, "campaign_creators", MEMBER_COLUMNS)
@@ -337,21 +409,24 @@ async def _decide(request: web.Request, status: str) -> web.Response:
     return respond(row)
 
 
-@routes.post("/v1/campaigns/{id}/creators/{creator_id}/accept")
+@routes.post("/v1/campaigns/{id}/creators/{creator_id}/accept", "Accept a creator (the campaign's business)",
+             responses={200: Member})
 async def accept(request: web.Request) -> web.Response:
     return await _decide(request, "accepted")
 
 
-@routes.post("/v1/campaigns/{id}/creators/{creator_id}/reject")
+@routes.post("/v1/campaigns/{id}/creators/{creator_id}/reject", "Reject a creator (the campaign's business)",
+             responses={200: Member})
 async def reject(request: web.Request) -> web.Response:
     return await _decide(request, "rejected")
 
 
-@routes.post("/v1/campaigns/{id}/links")
+@routes.post("/v1/campaigns/{id}/links", "Create a tracking link (accepted creator)", body=LinkIn, body_required=False,
+             responses={201: Link})
 async def create_link(request: web.Request) -> web.Response:
     who = (await caller(request)).require("creator")
     campaign_id = path_id(request)
-    destination = http_url(await read_json(request), "destination_url")
+    destination = (await parse(LinkIn, request)).destination_url
     settings = request.app[SETTINGS]
     async with as_user(request.app[PG_POOL], who.id) as conn:
         campaign = await _visible(conn, campaign_id)
@@ -389,7 +464,7 @@ async def _insert_link(conn, campaign_id: str, creator_id: str, destination: str
     raise ApiError(503, "code_space_exhausted", "could not allocate a unique link code; retry")
 
 
-@routes.get("/v1/campaigns/{id}/links")
+@routes.get("/v1/campaigns/{id}/links", "Links of a campaign", query=PageQuery, responses={200: Page[Link]})
 async def list_links(request: web.Request) -> web.Response:
     """A creator sees their own links; the business sees every link of its campaign (RLS)."""
     return await _list_of_campaign(request, "tracking_links", LINK_COLUMNS)
@@ -399,103 +474,8 @@ async def _list_of_campaign(request: web.Request, table: str, columns: str) -> w
     """One cursor page of a campaign's rows in ``table``, newest first, as RLS lets the caller see them."""
     who = await caller(request)
     campaign_id = path_id(request)
-    size, after = limit(request), cursor(request)
+    query = parse_query(PageQuery, request)
     async with as_user(request.app[PG_POOL], who.id) as conn:
         await _visible(conn, campaign_id)
         return respond(await fetch_page(conn, f"SELECT {columns} FROM {table}", ["campaign_id = %(c)s"],
-                                        {"c": campaign_id}, size, after))
-
-
-STRINGS = {"type": "array", "items": {"type": "string"}}
-HOSTS = {"type": "array", "minItems": 1, "maxItems": MAX_HOSTS, "items": {"type": "string", "maxLength": 253},
-         "description": "hosts a link may go to (exact match); null: the destination_url's host"}
-CAMPAIGN = oa.obj({
-    "id": oa.UUID, "business_id": oa.UUID, "title": {"type": "string"}, "description": oa.nullable({"type": "string"}),
-    "hashtags": STRINGS, "objective": {"enum": list(OBJECTIVES)}, "payout_per_action": oa.MONEY,
-    "destination_url": oa.nullable({"type": "string"}), "allowed_destination_hosts": oa.nullable(HOSTS),
-    "total_budget": oa.MONEY, "remaining_budget": oa.MONEY,
-    "funded_budget": oa.MONEY, "status": {"enum": list(STATUSES)}, "start_date": oa.nullable(oa.TIMESTAMP),
-    "end_date": oa.nullable(oa.TIMESTAMP), "pixel_billable": {"type": "boolean"},
-    "created_at": oa.TIMESTAMP, "updated_at": oa.TIMESTAMP,
-}, ["id", "business_id", "title", "objective", "payout_per_action", "total_budget", "remaining_budget", "status"])
-CAMPAIGN_INPUT = {
-    "title": {"type": "string", "minLength": 1, "maxLength": 200}, "description": {"type": "string"},
-    "hashtags": STRINGS, "objective": {"enum": list(OBJECTIVES)}, "payout_per_action": oa.AMOUNT,
-    "total_budget": oa.AMOUNT, "destination_url": {"type": "string", "format": "uri"},
-    "allowed_destination_hosts": oa.nullable(HOSTS), "start_date": oa.TIMESTAMP, "end_date": oa.TIMESTAMP,
-    "pixel_billable": {"type": "boolean", "description": "pay pixels without a sig (default false)"},
-}
-MEMBER = oa.obj({
-    "id": oa.UUID, "campaign_id": oa.UUID, "creator_id": oa.UUID,
-    "status": {"enum": ["pending", "accepted", "rejected", "completed"]}, "total_earned": oa.MONEY,
-    "accepted_at": oa.nullable(oa.TIMESTAMP), "created_at": oa.TIMESTAMP,
-}, ["id", "campaign_id", "creator_id", "status"])
-LINK = oa.obj({
-    "id": oa.UUID, "campaign_id": oa.UUID, "creator_id": oa.UUID,
-    "code": {"type": "string", "pattern": "^[A-Za-z0-9_-]{4,20}$"}, "url": {"type": "string"},
-    "destination_url": {"type": "string"}, "disabled_at": oa.nullable(oa.TIMESTAMP), "click_count": {"type": "integer"},
-    "conversion_count": {"type": "integer"}, "created_at": oa.TIMESTAMP,
-}, ["id", "code", "url", "destination_url"])
-ID = [oa.path_param()]
-ID_AND_CREATOR = [oa.path_param(), oa.path_param("creator_id")]
-LIST_PARAMS = [
-    *oa.PAGE_PARAMS,
-    {"name": "hashtag", "in": "query", "required": False, "schema": {"type": "string"},
-     "description": "repeat to require several hashtags"},
-    {"name": "status", "in": "query", "required": False, "schema": {"enum": list(STATUSES)}},
-    {"name": "mine", "in": "query", "required": False, "schema": {"enum": ["true", "false"]}},
-]
-ANON = [{}, {"bearer": []}]
-
-
-def _anon(op: dict) -> dict:
-    return {**op, "security": ANON}
-
-
-OPENAPI = {
-    "/v1/campaigns": {
-        "post": oa.operation("Create a draft campaign (business)", {"201": oa.json_response("the campaign", CAMPAIGN)},
-                             body=oa.json_body(oa.obj(CAMPAIGN_INPUT, ["title", "objective", "payout_per_action",
-                                                                       "total_budget", "destination_url"]))),
-        "get": _anon(oa.operation("Active campaigns (public), or the caller's own with mine=true",
-                                  {"200": oa.json_response("campaigns", oa.page_of(CAMPAIGN))},
-                                  parameters=LIST_PARAMS)),
-    },
-    "/v1/campaigns/{id}": {
-        "get": _anon(oa.operation("One campaign", {"200": oa.json_response("the campaign", CAMPAIGN)},
-                                  parameters=ID)),
-        "patch": oa.operation("Change a campaign (what may change depends on its status)",
-                              {"200": oa.json_response("the campaign", CAMPAIGN)},
-                              body=oa.json_body(oa.obj({k: v for k, v in CAMPAIGN_INPUT.items() if k != "objective"})),
-                              parameters=ID),
-    },
-    "/v1/campaigns/{id}/activate": {"post": oa.operation(
-        "Activate a funded campaign", {"200": oa.json_response("the campaign", CAMPAIGN)}, parameters=ID)},
-    "/v1/campaigns/{id}/pause": {"post": oa.operation(
-        "Pause an active campaign", {"200": oa.json_response("the campaign", CAMPAIGN)}, parameters=ID)},
-    "/v1/campaigns/{id}/complete": {"post": oa.operation(
-        "End a campaign for good (its unspent budget stays in escrow)",
-        {"200": oa.json_response("the campaign", CAMPAIGN)}, parameters=ID)},
-    "/v1/campaigns/{id}/creators": {
-        "post": oa.operation("Apply to an active campaign (creator)",
-                             {"201": oa.json_response("the application", MEMBER)}, parameters=ID),
-        "get": oa.operation("Applications to a campaign", {"200": oa.json_response("applications",
-                                                                                   oa.page_of(MEMBER))},
-                            parameters=[*ID, *oa.PAGE_PARAMS]),
-    },
-    "/v1/campaigns/{id}/creators/{creator_id}/accept": {"post": oa.operation(
-        "Accept a creator (the campaign's business)", {"200": oa.json_response("the application", MEMBER)},
-        parameters=ID_AND_CREATOR)},
-    "/v1/campaigns/{id}/creators/{creator_id}/reject": {"post": oa.operation(
-        "Reject a creator (the campaign's business)", {"200": oa.json_response("the application", MEMBER)},
-        parameters=ID_AND_CREATOR)},
-    "/v1/campaigns/{id}/links": {
-        "post": oa.operation("Create a tracking link (accepted creator)",
-                             {"201": oa.json_response("the link", LINK)},
-                             body=oa.json_body(oa.obj({"destination_url": {"type": "string", "format": "uri"}}),
-                                               required=False),
-                             parameters=ID),
-        "get": oa.operation("Links of a campaign", {"200": oa.json_response("links", oa.page_of(LINK))},
-                            parameters=[*ID, *oa.PAGE_PARAMS]),
-    },
-}
+                                        {"c": campaign_id}, query))

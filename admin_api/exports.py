@@ -32,16 +32,16 @@ from datetime import timedelta
 from aiohttp import web
 
 from oros.connections import as_user, clickhouse_client
+from oros.httperrors import StreamBroken
 from oros.settings import Settings
 
-from . import openapi
 from .auth import caller
-from .errors import StreamBroken
-from .payload import path_id
-from .reports import MAX_SPAN, StatsGate, owned_campaign, query_range
+from .payload import parse_query, path_id
+from .reports import MAX_SPAN, RangeQuery, StatsGate, owned_campaign
+from .routing import Routes, content
 from .typedefs import PG_POOL, SETTINGS
 
-routes = web.RouteTableDef()
+routes = Routes()
 
 EXPORT_CHUNK_ROWS = 50_000
 EXPORT_DEFAULT_SPAN = timedelta(days=30)
@@ -142,11 +142,16 @@ async def _stream(request: web.Request, filename: str, columns: tuple[str, ...],
     return response
 
 
-@routes.get("/v1/campaigns/{id}/events.csv")
+_CSV = {200: content("CSV with a header row, streamed in chunks", ["text/csv"])}
+
+
+@routes.get("/v1/campaigns/{id}/events.csv", f"Every event of a campaign in the range, one CSV row each: "
+            f"{', '.join(EVENT_COLUMNS)} (owner or admin; default the last 30 days, at most 366)",
+            query=RangeQuery, responses=_CSV)
 async def campaign_events_csv(request: web.Request) -> web.StreamResponse:
     who = (await caller(request)).require("business")
     campaign_id = path_id(request)
-    start, end = query_range(request, EXPORT_DEFAULT_SPAN, MAX_SPAN["day"])
+    start, end = parse_query(RangeQuery, request).span(EXPORT_DEFAULT_SPAN, MAX_SPAN["day"])
     settings = request.app[SETTINGS]
     with export_gate.admit(who.id):
         async with as_user(request.app[PG_POOL], who.id) as conn:
@@ -167,10 +172,12 @@ def _events_page(settings: Settings, params: dict) -> bytes:
                                                  settings=_CSV_SETTINGS)
 
 
-@routes.get("/v1/me/earnings.csv")
+@routes.get("/v1/me/earnings.csv", f"The calling creator's paid events, net of the platform fee: "
+            f"{', '.join(EARNINGS_COLUMNS)} (status reversed: refunded within the hold; default the last 30 days, "
+            "at most 366)", query=RangeQuery, responses=_CSV)
 async def my_earnings_csv(request: web.Request) -> web.StreamResponse:
     who = (await caller(request)).require("creator")
-    start, end = query_range(request, EXPORT_DEFAULT_SPAN, MAX_SPAN["day"])
+    start, end = parse_query(RangeQuery, request).span(EXPORT_DEFAULT_SPAN, MAX_SPAN["day"])
     pool = request.app[PG_POOL]
     params = {"creator": who.id, "from": start, "to": end, "rows": EXPORT_CHUNK_ROWS}
 
@@ -183,28 +190,3 @@ async def my_earnings_csv(request: web.Request) -> web.StreamResponse:
 
     with export_gate.admit(who.id):
         return await _stream(request, "earnings.csv", EARNINGS_COLUMNS, _START["earnings"], fetch)
-
-
-_CSV = {"200": {"description": "CSV with a header row, streamed in chunks",
-                "content": {"text/csv": {"schema": {"type": "string"}}}}}
-_RANGE = [
-    {"name": "from", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}},
-    {"name": "to", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}},
-]
-
-OPENAPI: dict = {
-    "/v1/campaigns/{id}/events.csv": {
-        "get": openapi.operation(
-            f"Every event of a campaign in the range, one CSV row each: {', '.join(EVENT_COLUMNS)} "
-            "(owner or admin; default the last 30 days, at most 366)",
-            _CSV, parameters=[openapi.path_param(), *_RANGE],
-        )
-    },
-    "/v1/me/earnings.csv": {
-        "get": openapi.operation(
-            f"The calling creator's paid events, net of the platform fee: {', '.join(EARNINGS_COLUMNS)} "
-            "(status reversed: refunded within the hold; default the last 30 days, at most 366)",
-            _CSV, parameters=_RANGE,
-        )
-    },
-}

@@ -17,26 +17,31 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from decimal import Decimal
+from typing import Literal
 
 import psycopg
 import stripe
 from aiohttp import web
+from pydantic import BaseModel
 
 from oros.connections import as_user
+from oros.httperrors import ApiError, conflict, not_found
 from oros.money import fmt
 from oros.settings import STRIPE_API_KEY
 from oros.stripe_gateway import CURRENCY, async_stripe_client, to_cents
+from oros.wire import Amount, Money, Uuid
 
-from . import idempotency, openapi
+from . import idempotency
 from .auth import caller
-from .errors import ApiError, conflict, invalid, not_found
-from .payload import amount, path_id, read_json, respond
+from .payload import parse, path_id
+from .routing import Routes
 from .typedefs import PG_POOL, SETTINGS
 
 log = logging.getLogger(__name__)
 
-routes = web.RouteTableDef()
+routes = Routes()
 
 # Stripe refuses a single charge above $999,999.99.
 MAX_STRIPE_AMOUNT = Decimal("999999.99")
@@ -56,18 +61,34 @@ SELECT id::text AS id, campaign_id::text AS campaign_id, amount, status, created
 """
 
 
-@routes.post("/v1/campaigns/{id}/fund")
+class CardFundingIn(BaseModel):
+    amount: Amount(MAX_STRIPE_AMOUNT)
+
+
+class CardFunding(BaseModel):
+    """The pending funding and its PaymentIntent"""
+
+    id: Uuid
+    campaign_id: Uuid
+    amount: Money
+    currency: str
+    status: Literal["pending", "succeeded", "failed", "refused"]
+    payment_intent_id: str
+    client_secret: str
+    created_at: datetime
+
+
+@routes.post("/v1/campaigns/{id}/fund", "Fund a campaign through Stripe: returns the PaymentIntent's client secret; "
+             "the budget is credited when Stripe confirms the payment (webhook)", body=CardFundingIn,
+             headers=(idempotency.IDEMPOTENCY_KEY,), responses={201: CardFunding})
 async def fund_campaign(request: web.Request) -> web.Response:
     who = (await caller(request)).require("business")
     if request.app[SETTINGS].stripe_api_key is None:
         raise ApiError(503, "stripe_not_configured", f"card funding is unavailable: {STRIPE_API_KEY} is not set "
                        "on this server (an admin can record funds received off-Stripe)")
     campaign_id = path_id(request)
-    value = amount(await read_json(request), "amount")
-    if value > MAX_STRIPE_AMOUNT:
-        raise invalid("amount", f"amount must be at most {MAX_STRIPE_AMOUNT} per payment")
-    pool = request.app[PG_POOL]
-    async with as_user(pool, who.id) as conn:
+    value = (await parse(CardFundingIn, request)).amount
+    async with as_user(request.app[PG_POOL], who.id) as conn:
         campaign = await (await conn.execute(_CAMPAIGN_SQL, {"id": campaign_id})).fetchone()
     # Another business's campaign is not found, whether or not it is publicly listed.
     if campaign is None or campaign["business_id"] != who.id:
@@ -75,13 +96,13 @@ async def fund_campaign(request: web.Request) -> web.Response:
     if campaign["status"] == "completed":
         raise conflict("campaign_completed", "a completed campaign cannot be funded")
 
-    idem = await idempotency.request_key(request)
-    async with as_user(pool, who.id) as conn:
-        if (prior := await idempotency.replay(conn, who.id, idem)) is not None:
-            return prior
-    funding_id = str(uuid.uuid5(_IDEMPOTENT_FUNDING, f"{who.id}:{idem[0]}") if idem else uuid.uuid4())
-    intent = await _create_intent(request, funding_id, campaign_id, value)
-    async with as_user(pool, who.id) as conn:
+    async def create_intent(key: str | None) -> tuple[str, stripe.PaymentIntent]:
+        # With a key, a retry derives the same funding id, so Stripe returns the same intent.
+        funding_id = str(uuid.uuid5(_IDEMPOTENT_FUNDING, f"{who.id}:{key}") if key else uuid.uuid4())
+        return funding_id, await _create_intent(request, funding_id, campaign_id, value)
+
+    async def record(conn, created: tuple[str, stripe.PaymentIntent]) -> dict:
+        funding_id, intent = created
         try:
             row = await (await conn.execute(
                 _PENDING_SQL,
@@ -90,7 +111,7 @@ async def fund_campaign(request: web.Request) -> web.Response:
         except psycopg.errors.UniqueViolation:
             raise conflict("request_in_progress", "this funding request was processed concurrently; retry it",
                            idempotency.HEADER) from None
-        body = {
+        return {
             "id": row["id"],
             "campaign_id": row["campaign_id"],
             "amount": fmt(row["amount"]),
@@ -100,8 +121,8 @@ async def fund_campaign(request: web.Request) -> web.Response:
             "client_secret": intent.client_secret,
             "created_at": row["created_at"].isoformat(),
         }
-        await idempotency.remember(conn, who.id, idem, 201, body)
-    return respond(body, 201)
+
+    return await idempotency.once(request, who.id, record, before=create_intent)
 
 
 async def _create_intent(request: web.Request, funding_id: str, campaign_id: str, value: Decimal):
@@ -124,30 +145,3 @@ async def _create_intent(request: web.Request, funding_id: str, campaign_id: str
         raise ApiError(502, "stripe_error", "the payment provider did not accept the request; try again") from None
     finally:
         await http.close_async()
-
-
-_FUNDING = openapi.obj(
-    {
-        "id": openapi.UUID,
-        "campaign_id": openapi.UUID,
-        "amount": openapi.MONEY,
-        "currency": {"type": "string"},
-        "status": {"type": "string", "enum": ["pending", "succeeded", "failed", "refused"]},
-        "payment_intent_id": {"type": "string"},
-        "client_secret": {"type": "string"},
-        "created_at": openapi.TIMESTAMP,
-    },
-    ["id", "campaign_id", "amount", "currency", "status", "payment_intent_id", "client_secret", "created_at"],
-)
-
-OPENAPI: dict = {
-    "/v1/campaigns/{id}/fund": {
-        "post": openapi.operation(
-            "Fund a campaign through Stripe: returns the PaymentIntent's client secret; the budget is "
-            "credited when Stripe confirms the payment (webhook)",
-            {"201": openapi.json_response("The pending funding and its PaymentIntent", _FUNDING)},
-            body=openapi.json_body(openapi.obj({"amount": openapi.AMOUNT}, ["amount"])),
-            parameters=[openapi.path_param(), idempotency.OPENAPI_PARAMETER],
-        )
-    }
-}

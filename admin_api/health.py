@@ -11,11 +11,18 @@ import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel
 
-from . import openapi as oa
+from .routing import Routes, content
 from .typedefs import METRICS, PG_POOL
 
-routes = web.RouteTableDef()
+routes = Routes()
+
+
+class Health(BaseModel):
+    """Healthy"""
+
+    ok: bool
 
 
 class Metrics:
@@ -43,7 +50,7 @@ async def metrics_middleware(request: web.Request, handler) -> web.StreamRespons
         metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
 
 
-@routes.get("/healthz")
+@routes.get("/healthz", "Liveness: the API answers and reaches Postgres", responses={200: Health}, access="public")
 async def healthz(request: web.Request) -> web.Response:
     """Alive and able to reach Postgres."""
     async with request.app[PG_POOL].connection() as conn:
@@ -51,14 +58,8 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-@routes.get("/metrics")
+@routes.get("/metrics", "Prometheus metrics (text exposition format)",
+            responses={200: content("Metrics", ["text/plain"])}, access="public")
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(request.app[METRICS].registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-OPENAPI = {
-    "/healthz": {"get": oa.operation("Liveness: the API answers and reaches Postgres", {
-        "200": oa.json_response("Healthy", oa.obj({"ok": {"type": "boolean"}}, ["ok"]))}, public=True)},
-    "/metrics": {"get": oa.operation("Prometheus metrics (text exposition format)", {
-        "200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}, public=True)},
-}
+    return web.Response(body=generate_latest(request.app[METRICS].registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})

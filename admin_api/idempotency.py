@@ -1,39 +1,69 @@
 """``Idempotency-Key`` for requests that move money: a retry returns the first answer.
 
-The first response is stored in ``idempotency_keys`` inside the same
-transaction as the money movement, so a crash leaves both or neither.
-``replay`` first takes a transaction lock on (caller, key), so where the
-lookup, the movement and ``remember`` share one transaction, a concurrent
-request with the same key waits for the first to commit and then gets its
-stored answer: the money moves once. Where they cannot share one (Stripe
+Every money endpoint answers through ``once``: look the key up, move the
+money, store the first response, answer. The response is stored in
+``idempotency_keys`` inside the same transaction as the money movement, so a
+crash leaves both or neither. The lookup first takes a transaction lock on
+(caller, key), so where the lookup, the movement and the store share one
+transaction, a concurrent request with the same key waits for the first to
+commit and then gets its stored answer: the money moves once. Where they cannot share one (Stripe
 funding calls Stripe in between) the second request blocks on the primary key
-in ``remember`` instead, fails and is rolled back whole (409, retry it to get
+of the store instead, fails and is rolled back whole (409, retry it to get
 the stored answer).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import psycopg
 from aiohttp import web
 
 from oros import idempotency
+from oros.connections import as_user
+from oros.httperrors import ApiError, conflict, invalid
 from oros.idempotency import HEADER
 from oros.locks import IDEMPOTENCY_CLASS
+from oros.wire import IdempotencyKey
 
-from .errors import ApiError, conflict, invalid
 from .payload import dumps, respond
+from .routing import Header
+from .typedefs import PG_POOL
+
+IDEMPOTENCY_KEY = Header(HEADER, IdempotencyKey, description=(
+    "Retrying with the same key returns the first response instead of repeating the request."))
 
 
-OPENAPI_PARAMETER = {
-    "name": HEADER, "in": "header", "required": False,
-    "schema": {"type": "string", "pattern": idempotency.PATTERN},
-    "description": "Retrying with the same key returns the first response instead of repeating the request.",
-}
+async def once(request: web.Request, user_id: str, act: Callable[..., Awaitable[Any]], *, status: int = 201,
+               before: Callable[[str | None], Awaitable[Any]] | None = None) -> web.Response:
+    """Answer ``act(conn)``'s body with ``status``, done once per ``Idempotency-Key`` of ``user_id``.
+
+    ``act`` runs as the caller in the transaction that looked the key up and then stores its answer;
+    an exception rolls all of it back and stores nothing (a refusal is evaluated again on retry).
+    ``before(key)``, when given, runs between the lookup and ``act`` outside any transaction (a call to
+    Stripe), and ``act(conn, before's result)`` then runs in a transaction of its own.
+    """
+    key = await _request_key(request)
+    pool = request.app[PG_POOL]
+    async with as_user(pool, user_id) as conn:
+        if (prior := await _replay(conn, user_id, key)) is not None:
+            return prior
+        if before is None:
+            return await _answer(conn, user_id, key, status, await act(conn))
+    prepared = await before(key[0] if key else None)
+    async with as_user(pool, user_id) as conn:
+        return await _answer(conn, user_id, key, status, await act(conn, prepared))
 
 
-async def request_key(request: web.Request) -> tuple[str, str] | None:
+async def _answer(conn: psycopg.AsyncConnection, user_id: str, key: tuple[str, str] | None, status: int,
+                  body: Any) -> web.Response:
+    await _remember(conn, user_id, key, status, body)
+    return respond(body, status)
+
+
+async def _request_key(request: web.Request) -> tuple[str, str] | None:
     """``(key, request hash)`` when the client sent a key; the hash ties the key to this exact request."""
     key = request.headers.get(HEADER)
     if key is None:
@@ -44,7 +74,7 @@ async def request_key(request: web.Request) -> tuple[str, str] | None:
     return key, digest
 
 
-async def replay(conn: psycopg.AsyncConnection, user_id: str, idem: tuple[str, str] | None) -> web.Response | None:
+async def _replay(conn: psycopg.AsyncConnection, user_id: str, idem: tuple[str, str] | None) -> web.Response | None:
     """The stored response for this key, if any; 422 if the key was used for a different request."""
     if idem is None:
         return None
@@ -63,8 +93,8 @@ async def replay(conn: psycopg.AsyncConnection, user_id: str, idem: tuple[str, s
     return respond(row["response"], row["status_code"])
 
 
-async def remember(conn: psycopg.AsyncConnection, user_id: str, idem: tuple[str, str] | None,
-                   status: int, body: dict) -> None:
+async def _remember(conn: psycopg.AsyncConnection, user_id: str, idem: tuple[str, str] | None,
+                   status: int, body: Any) -> None:
     """Store the response in the caller's transaction (no-op without a key)."""
     if idem is None:
         return

@@ -13,16 +13,19 @@ import io
 
 import segno
 from aiohttp import web
+from pydantic import BaseModel
 
 from oros.connections import as_user
+from oros.httperrors import not_found
 from oros.links import CODE_RE, qr_url
+from oros.wire import Code, QueryWhole
 
-from . import openapi
 from .auth import caller
-from .errors import invalid, not_found
+from .payload import parse_query
+from .routing import Routes, content
 from .typedefs import PG_POOL
 
-routes = web.RouteTableDef()
+routes = Routes()
 
 # Error correction M survives about 15% damage (a creased flyer); PNG modules are `scale` pixels.
 ERROR_CORRECTION = "m"
@@ -32,12 +35,25 @@ KINDS = {"svg": "image/svg+xml", "png": "image/png"}
 _LINK_URL_SQL = "SELECT url FROM tracking_links WHERE code = %(code)s"
 
 
-@routes.get("/v1/links/{code}/qr.svg")
+class QrQuery(BaseModel):
+    scale: QueryWhole(SCALES.start, SCALES.stop - 1) = None  # pixels per module; default by kind
+
+
+def _qr_route(kind: str):
+    return routes.get(
+        f"/v1/links/{{code}}/qr.{kind}",
+        f"The link's QR code as {kind.upper()}: its url with ?qr=1, recorded as source=qr when scanned "
+        "(the link's creator, the campaign's business or an admin)",
+        params={"code": Code}, query=QrQuery,
+        responses={200: content(f"A QR code ({KINDS[kind]})", [KINDS[kind]], {"type": "string", "format": "binary"})})
+
+
+@_qr_route("svg")
 async def link_qr_svg(request: web.Request) -> web.Response:
     return await _qr(request, "svg")
 
 
-@routes.get("/v1/links/{code}/qr.png")
+@_qr_route("png")
 async def link_qr_png(request: web.Request) -> web.Response:
     return await _qr(request, "png")
 
@@ -45,7 +61,7 @@ async def link_qr_png(request: web.Request) -> web.Response:
 async def _qr(request: web.Request, kind: str) -> web.Response:
     who = await caller(request)
     code = request.match_info["code"]
-    scale = _scale(request, kind)
+    scale = parse_query(QrQuery, request).scale or DEFAULT_SCALE[kind]
     if not CODE_RE.match(code):
         raise not_found("link")
     async with as_user(request.app[PG_POOL], who.id) as conn:
@@ -58,29 +74,3 @@ async def _qr(request: web.Request, kind: str) -> web.Response:
     # The url of a code never changes; the image may be cached by the caller only.
     return web.Response(body=image.getvalue(), content_type=KINDS[kind],
                         headers={"Cache-Control": "private, max-age=86400"})
-
-
-def _scale(request: web.Request, kind: str) -> int:
-    raw = request.query.get("scale")
-    if raw is None:
-        return DEFAULT_SCALE[kind]
-    if not raw.isdigit() or int(raw) not in SCALES:
-        raise invalid("scale", f"scale must be a whole number from {SCALES.start} to {SCALES.stop - 1}")
-    return int(raw)
-
-
-def _operation(kind: str) -> dict:
-    return openapi.operation(
-        f"The link's QR code as {kind.upper()}: its url with ?qr=1, recorded as source=qr when scanned "
-        "(the link's creator, the campaign's business or an admin)",
-        {"200": {"description": f"A QR code ({KINDS[kind]})",
-                 "content": {KINDS[kind]: {"schema": {"type": "string", "format": "binary"}}}}},
-        parameters=[
-            {"name": "code", "in": "path", "required": True, "schema": {"type": "string", "pattern": CODE_RE.pattern}},
-            {"name": "scale", "in": "query", "required": False,
-             "schema": {"type": "integer", "minimum": SCALES.start, "maximum": SCALES.stop - 1}},
-        ],
-    )
-
-
-OPENAPI: dict = {f"/v1/links/{{code}}/qr.{kind}": {"get": _operation(kind)} for kind in KINDS}

@@ -16,24 +16,27 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Annotated, Literal
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from oros.connections import as_user, clickhouse_client
 from oros.events import canonical_uuid
+from oros.httperrors import ApiError, invalid, not_found
 from oros.money import fmt
 from oros.reasons import DUPLICATE_CLICK
 from oros.settings import Settings
+from oros.wire import Money, OneOf, Timestamp, Uuid, refuse, rule
 
-from . import openapi
 from .auth import caller
-from .errors import ApiError, invalid, not_found
-from .payload import parse_timestamp, path_id, respond
+from .payload import parse_query, path_id, respond
+from .routing import Routes
 from .typedefs import PG_POOL, SETTINGS
 
-routes = web.RouteTableDef()
+routes = Routes()
 
 STEPS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 # A bound on buckets per answer: 31 days of hours, or a leap year of days.
@@ -120,7 +123,10 @@ _STATS_THREADS = ThreadPoolExecutor(STATS_PER_PROCESS, thread_name_prefix="oros-
 
 
 class StatsGate:
-    """Admits a stats call while its caller and the process have room, else 429 / 503 with Retry-After."""
+    """Admits a stats call while its caller and the process have room, else 429 / 503 with Retry-After.
+
+    A concurrency gate (calls in flight in this process), not a rate limit over time (oros/ratelimit.py).
+    """
 
     def __init__(self, per_caller: int = STATS_PER_CALLER, per_process: int = STATS_PER_PROCESS) -> None:
         self.per_caller, self.per_process = per_caller, per_process
@@ -146,6 +152,153 @@ class StatsGate:
 # One event loop per process serves every request, so a plain counter needs no lock.
 stats_gate = StatsGate()
 
+QueryTime = Timestamp(range(2000, 3000))
+
+
+def _id_filter(raw: object) -> str:
+    return canonical_uuid(raw) or refuse("must be an id")
+
+
+def _text_filter(raw: object) -> str:
+    if not isinstance(raw, str) or len(raw) > MAX_FILTER_CHARS:
+        refuse(f"may be at most {MAX_FILTER_CHARS} characters")
+    return raw
+
+
+IdFilter = rule(str, _id_filter, {"type": "string", "format": "uuid"})
+TextFilter = rule(str, _text_filter, {"type": "string", "maxLength": MAX_FILTER_CHARS})
+
+
+def _only(name: str):
+    return Field(None, description=f"only events whose {name} is this")
+
+
+class RangeQuery(BaseModel):
+    """A time range: ``to`` defaults to now, ``from`` to a span before it."""
+
+    to: QueryTime = None
+    from_: QueryTime = Field(None, alias="from")
+
+    def span(self, default: timedelta, most: timedelta) -> tuple[datetime, datetime]:
+        end = self.to or datetime.now(timezone.utc)
+        start = self.from_ or end - default
+        if start >= end:
+            raise invalid("from", "from must be before to")
+        if end - start > most:
+            raise invalid("from", f"the range may span at most {most.days} days")
+        return start, end
+
+
+class StatsParams(RangeQuery):
+    """A stats report's query: granularity, range, grouping, and a filter per dimension."""
+
+    granularity: OneOf(*STEPS) = "day"
+    group_by: OneOf(*DIMENSIONS) = None
+    country: TextFilter = _only("country")
+    device: TextFilter = _only("device")
+    browser: TextFilter = _only("browser")
+    os: TextFilter = _only("os")
+    referrer: TextFilter = _only("referrer")
+    link: IdFilter = _only("link")
+
+
+class CampaignStatsParams(StatsParams):
+    group_by: OneOf(*CAMPAIGN_DIMENSIONS) = None
+    creator: IdFilter = _only("creator")
+
+
+class CreatorStatsParams(StatsParams):
+    group_by: OneOf(*CREATOR_DIMENSIONS) = None
+    campaign: IdFilter = _only("campaign")
+
+Count = Annotated[int, Field(ge=0)]
+
+
+class Clicks(BaseModel):
+    all: Count
+    billable: Count
+    bot: Count
+    duplicate: Count
+    unique: Count
+
+
+class Conversions(BaseModel):
+    all: Count
+    billable: Count
+
+
+class Sales(BaseModel):
+    all: Count
+    billable: Count
+    refunded: Count
+    value: Money
+
+
+class Stats(BaseModel):
+    clicks: Clicks
+    conversions: Conversions
+    sales: Sales
+    spend: Money
+    rejections: dict[str, Count]
+
+
+class Bucket(Stats):
+    start: datetime
+
+
+class Group(Stats):
+    key: str
+
+
+class Report(BaseModel):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    granularity: Literal["hour", "day"]
+    filters: dict[str, str]
+    totals: Stats
+    buckets: list[Bucket]
+    groups_truncated: bool = None
+    groups: list[Group] = Field(None, max_length=MAX_GROUPS)
+
+
+class CampaignStats(Report):
+    """Totals, dense buckets and (with group_by) the groups by clicks"""
+
+    campaign_id: Uuid
+    group_by: OneOf(*CAMPAIGN_DIMENSIONS) = None
+
+
+class CreatorStats(Report):
+    """Totals, dense buckets and (with group_by) the groups by clicks"""
+
+    creator_id: Uuid
+    group_by: OneOf(*CREATOR_DIMENSIONS) = None
+
+
+class CampaignEarned(BaseModel):
+    campaign_id: Uuid
+    earned: Money
+
+
+class EarnedDay(BaseModel):
+    campaign_id: Uuid
+    campaign_title: str | None
+    day: date
+    events: Count
+    earned: Money
+    reversed: Money
+
+
+class Earnings(BaseModel):
+    """Earnings"""
+
+    from_: datetime = Field(alias="from")
+    to: datetime
+    total_earned: Money
+    total_reversed: Money
+    by_campaign: list[CampaignEarned]
+    items: list[EarnedDay]
+
 
 @dataclass(frozen=True)
 class StatsQuery:
@@ -160,25 +313,10 @@ class StatsQuery:
     filters: dict[str, str]
 
     @classmethod
-    def parse(cls, request: web.Request, scope: str, scope_id: str, dimensions: tuple[str, ...]) -> "StatsQuery":
-        granularity = request.query.get("granularity", "day")
-        if granularity not in STEPS:
-            raise invalid("granularity", "granularity must be hour or day")
-        start, end = query_range(request, DEFAULT_SPAN[granularity], MAX_SPAN[granularity])
-        group_by = request.query.get("group_by")
-        if group_by is not None and group_by not in dimensions:
-            raise invalid("group_by", f"group_by must be one of {', '.join(dimensions)}")
-        filters = {}
-        for name in dimensions:
-            value = request.query.get(name)
-            if value is None:
-                continue
-            if DIMENSIONS[name][2] and canonical_uuid(value) is None:
-                raise invalid(name, f"{name} must be an id")
-            if len(value) > MAX_FILTER_CHARS:
-                raise invalid(name, f"{name} may be at most {MAX_FILTER_CHARS} characters")
-            filters[name] = canonical_uuid(value) or value
-        return cls(scope, scope_id, start, end, granularity, group_by, filters)
+    def of(cls, params: StatsParams, scope: str, scope_id: str, dimensions: tuple[str, ...]) -> "StatsQuery":
+        start, end = params.span(DEFAULT_SPAN[params.granularity], MAX_SPAN[params.granularity])
+        filters = {name: getattr(params, name) for name in dimensions if getattr(params, name) is not None}
+        return cls(scope, scope_id, start, end, params.granularity, params.group_by, filters)
 
     def clickhouse(self) -> tuple[str, dict]:
         dimension = DIMENSIONS[self.group_by][0] if self.group_by else "''"
@@ -203,11 +341,15 @@ class StatsQuery:
         return sql, params
 
 
-@routes.get("/v1/campaigns/{id}/stats")
+@routes.get("/v1/campaigns/{id}/stats", "A campaign's clicks (with unique visitors), conversions, sales, spend and "
+            "rejections per UTC hour or day, optionally grouped by one dimension and filtered by any (owner or admin; "
+            "default the last 24 hours by hour, 7 days by day)", query=CampaignStatsParams,
+            responses={200: CampaignStats})
 async def campaign_stats(request: web.Request) -> web.Response:
     who = (await caller(request)).require("business")
     campaign_id = path_id(request)
-    stats = StatsQuery.parse(request, "campaign", campaign_id, CAMPAIGN_DIMENSIONS)
+    params = parse_query(CampaignStatsParams, request)
+    stats = StatsQuery.of(params, "campaign", campaign_id, CAMPAIGN_DIMENSIONS)
     with stats_gate.admit(who.id):
         async with as_user(request.app[PG_POOL], who.id) as conn:
             await owned_campaign(conn, who, campaign_id)
@@ -216,10 +358,11 @@ async def campaign_stats(request: web.Request) -> web.Response:
     return respond({"campaign_id": campaign_id, **report})
 
 
-@routes.get("/v1/me/stats")
+@routes.get("/v1/me/stats", "The same report over the calling creator's own links, across its campaigns",
+            query=CreatorStatsParams, responses={200: CreatorStats})
 async def my_stats(request: web.Request) -> web.Response:
     who = (await caller(request)).require("creator")
-    stats = StatsQuery.parse(request, "creator", who.id, CREATOR_DIMENSIONS)
+    stats = StatsQuery.of(parse_query(CreatorStatsParams, request), "creator", who.id, CREATOR_DIMENSIONS)
     with stats_gate.admit(who.id):
         async with as_user(request.app[PG_POOL], who.id) as conn:
             decided = await _decisions(conn, stats)
@@ -258,10 +401,11 @@ async def _report(request: web.Request, stats: StatsQuery, decided: list[dict]) 
     return report
 
 
-@routes.get("/v1/me/earnings")
+@routes.get("/v1/me/earnings", "The calling creator's earnings (net of the platform fee) by campaign and UTC day "
+            "(default the last 30 days)", query=RangeQuery, responses={200: Earnings})
 async def my_earnings(request: web.Request) -> web.Response:
     who = (await caller(request)).require("creator")
-    start, end = query_range(request, EARNINGS_DEFAULT_SPAN, MAX_SPAN["day"])
+    start, end = parse_query(RangeQuery, request).span(EARNINGS_DEFAULT_SPAN, MAX_SPAN["day"])
     async with as_user(request.app[PG_POOL], who.id) as conn:
         rows = await (
             await conn.execute(_EARNINGS_SQL, {"creator": who.id, "from": start, "to": end})
@@ -288,21 +432,6 @@ async def my_earnings(request: web.Request) -> web.Response:
         "by_campaign": [{"campaign_id": c, "earned": fmt(v)} for c, v in sorted(by_campaign.items())],
         "items": items,
     })
-
-
-def query_range(request: web.Request, default_span: timedelta, max_span: timedelta) -> tuple[datetime, datetime]:
-    end = _query_time(request, "to") or datetime.now(timezone.utc)
-    start = _query_time(request, "from") or end - default_span
-    if start >= end:
-        raise invalid("from", "from must be before to")
-    if end - start > max_span:
-        raise invalid("from", f"the range may span at most {max_span.days} days")
-    return start, end
-
-
-def _query_time(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
-    return None if raw is None else parse_timestamp(raw, name, years=range(2000, 3000))
 
 
 async def _decisions(conn, stats: StatsQuery) -> list[dict]:
@@ -397,103 +526,3 @@ def _render(stats: dict) -> dict:
         "spend": fmt(stats["spend"]),
         "rejections": dict(sorted(stats["rejections"].items())),
     }
-
-
-_COUNT = {"type": "integer", "minimum": 0}
-_STATS = openapi.obj(
-    {
-        "clicks": openapi.obj({"all": _COUNT, "billable": _COUNT, "bot": _COUNT, "duplicate": _COUNT,
-                               "unique": _COUNT}, ["all", "billable", "bot", "duplicate", "unique"]),
-        "conversions": openapi.obj({"all": _COUNT, "billable": _COUNT}, ["all", "billable"]),
-        "sales": openapi.obj({"all": _COUNT, "billable": _COUNT, "refunded": _COUNT, "value": openapi.MONEY},
-                             ["all", "billable", "refunded", "value"]),
-        "spend": openapi.MONEY,
-        "rejections": {"type": "object", "additionalProperties": _COUNT},
-    },
-    ["clicks", "conversions", "sales", "spend", "rejections"],
-)
-_TIME_PARAMS = [
-    {"name": "from", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}},
-    {"name": "to", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}},
-]
-
-
-
-def _stats_response(owner: str, dimensions: tuple[str, ...]) -> dict:
-    return openapi.json_response("Totals, dense buckets and (with group_by) the groups by clicks", openapi.obj(
-        {
-            owner: openapi.UUID,
-            "from": openapi.TIMESTAMP,
-            "to": openapi.TIMESTAMP,
-            "granularity": {"type": "string", "enum": list(STEPS)},
-            "filters": {"type": "object", "additionalProperties": {"type": "string"}},
-            "totals": _STATS,
-            "buckets": {"type": "array", "items": {**_STATS, "properties": {
-                **_STATS["properties"], "start": openapi.TIMESTAMP}}},
-            "group_by": {"type": "string", "enum": list(dimensions)},
-            "groups_truncated": {"type": "boolean"},
-            "groups": {"type": "array", "maxItems": MAX_GROUPS, "items": {**_STATS, "properties": {
-                **_STATS["properties"], "key": {"type": "string"}}}},
-        },
-        [owner, "from", "to", "granularity", "filters", "totals", "buckets"],
-    ))
-
-
-def _stats_params(dimensions: tuple[str, ...]) -> list[dict]:
-    return [
-        *_TIME_PARAMS,
-        {"name": "granularity", "in": "query", "required": False, "schema": {"type": "string", "enum": list(STEPS)}},
-        {"name": "group_by", "in": "query", "required": False, "schema": {"type": "string", "enum": list(dimensions)}},
-        *({"name": name, "in": "query", "required": False, "description": f"only events whose {name} is this",
-           "schema": {"type": "string", "format": "uuid"} if DIMENSIONS[name][2]
-           else {"type": "string", "maxLength": MAX_FILTER_CHARS}} for name in dimensions),
-    ]
-
-
-OPENAPI: dict = {
-    "/v1/campaigns/{id}/stats": {
-        "get": openapi.operation(
-            "A campaign's clicks (with unique visitors), conversions, sales, spend and rejections per UTC hour "
-            "or day, optionally grouped by one dimension and filtered by any (owner or admin; default the last "
-            "24 hours by hour, 7 days by day)",
-            {"200": _stats_response("campaign_id", CAMPAIGN_DIMENSIONS)},
-            parameters=[openapi.path_param(), *_stats_params(CAMPAIGN_DIMENSIONS)],
-        )
-    },
-    "/v1/me/stats": {
-        "get": openapi.operation(
-            "The same report over the calling creator's own links, across its campaigns",
-            {"200": _stats_response("creator_id", CREATOR_DIMENSIONS)},
-            parameters=_stats_params(CREATOR_DIMENSIONS),
-        )
-    },
-    "/v1/me/earnings": {
-        "get": openapi.operation(
-            "The calling creator's earnings (net of the platform fee) by campaign and UTC day "
-            "(default the last 30 days)",
-            {"200": openapi.json_response("Earnings", openapi.obj(
-                {
-                    "from": openapi.TIMESTAMP,
-                    "to": openapi.TIMESTAMP,
-                    "total_earned": openapi.MONEY,
-                    "total_reversed": openapi.MONEY,
-                    "by_campaign": {"type": "array", "items": openapi.obj(
-                        {"campaign_id": openapi.UUID, "earned": openapi.MONEY}, ["campaign_id", "earned"])},
-                    "items": {"type": "array", "items": openapi.obj(
-                        {
-                            "campaign_id": openapi.UUID,
-                            "campaign_title": openapi.nullable({"type": "string"}),
-                            "day": {"type": "string", "format": "date"},
-                            "events": _COUNT,
-                            "earned": openapi.MONEY,
-                            "reversed": openapi.MONEY,
-                        },
-                        ["campaign_id", "campaign_title", "day", "events", "earned", "reversed"],
-                    )},
-                },
-                ["from", "to", "total_earned", "total_reversed", "by_campaign", "items"],
-            ))},
-            parameters=_TIME_PARAMS,
-        )
-    },
-}

@@ -10,19 +10,40 @@ cannot log a victim's browser into the attacker's account.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import orjson
 from aiohttp import web
+from pydantic import BaseModel, StringConstraints
 
 from oros.connections import as_user
+from oros.httperrors import ApiError, unauthorized
 
-from . import openapi as oa
 from . import users
 from .auth import CSRF_HEADER, SESSION_COOKIE, csrf_token, issue_session, revoke_session, session_claims
-from .errors import ApiError, unauthorized
 from .payload import respond
+from .routing import Header, Routes
 from .typedefs import CLIENT_IP, PG_POOL, SETTINGS
 
-routes = web.RouteTableDef()
+routes = Routes()
+
+CSRF = Header(CSRF_HEADER, Annotated[str, StringConstraints(min_length=1)], required=True, description=(
+    "any value to open or close a session; the session's csrf_token on every other cookie-authenticated "
+    "request that is not GET, HEAD or OPTIONS"))
+_COOKIE_NOTE = f"Sets the httpOnly, SameSite=Strict cookie {SESSION_COOKIE}; the body holds no token."
+
+
+class Session(BaseModel):
+    """The user and the session's CSRF token"""
+
+    user: users.User
+    csrf_token: str
+
+
+class LoggedOut(BaseModel):
+    """Done"""
+
+    ok: bool
 
 
 def _require_page_header(request: web.Request) -> None:
@@ -58,17 +79,20 @@ async def _open(request: web.Request, handler) -> web.Response:
     return _with_cookie(request, {"user": user, "csrf_token": csrf_token(settings, sid)}, answer.status, token)
 
 
-@routes.post("/v1/auth/session")
+@routes.post("/v1/auth/session", f"Log in to the web app. {_COOKIE_NOTE}", body=users.LoginIn,
+             headers=(CSRF,), responses={200: Session}, access="public")
 async def log_in(request: web.Request) -> web.Response:
     return await _open(request, users.login)
 
 
-@routes.post("/v1/auth/session/signup")
+@routes.post("/v1/auth/session/signup", f"Sign up and log in to the web app. {_COOKIE_NOTE}", body=users.SignupIn,
+             headers=(CSRF,), responses={201: Session}, access="public")
 async def sign_up(request: web.Request) -> web.Response:
     return await _open(request, users.signup)
 
 
-@routes.get("/v1/auth/session")
+@routes.get("/v1/auth/session", f"The web session in the {SESSION_COOKIE} cookie: its user and CSRF token",
+            responses={200: Session}, access="public")
 async def current(request: web.Request) -> web.Response:
     """The session's user and CSRF token (a page reload reads them here; another origin cannot)."""
     claims = await session_claims(request)
@@ -81,7 +105,8 @@ async def current(request: web.Request) -> web.Response:
     return response
 
 
-@routes.delete("/v1/auth/session")
+@routes.delete("/v1/auth/session", f"Log out: the session is revoked and the {SESSION_COOKIE} cookie cleared",
+               headers=(CSRF,), responses={200: LoggedOut}, access="public")
 async def log_out(request: web.Request) -> web.Response:
     """End the session for good (its token is refused from now on) and clear the cookie."""
     _require_page_header(request)
@@ -94,29 +119,3 @@ async def log_out(request: web.Request) -> web.Response:
     response = respond({"ok": True})
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
-
-
-SESSION = oa.obj({"user": users.USER, "csrf_token": {"type": "string"}}, ["user", "csrf_token"])
-CSRF_PARAM = {"name": CSRF_HEADER, "in": "header", "required": True, "schema": {"type": "string", "minLength": 1},
-              "description": "any value to open or close a session; the session's csrf_token on every other "
-                             "cookie-authenticated request that is not GET, HEAD or OPTIONS"}
-_COOKIE_NOTE = f"Sets the httpOnly, SameSite=Strict cookie {SESSION_COOKIE}; the body holds no token."
-
-OPENAPI = {
-    "/v1/auth/session": {
-        "post": oa.operation(
-            f"Log in to the web app. {_COOKIE_NOTE}", {"200": oa.json_response("the user and the CSRF token", SESSION)},
-            body=users.OPENAPI["/v1/auth/login"]["post"]["requestBody"], parameters=[CSRF_PARAM], public=True),
-        "get": oa.operation(
-            f"The web session in the {SESSION_COOKIE} cookie: its user and CSRF token",
-            {"200": oa.json_response("the session", SESSION)}, public=True),
-        "delete": oa.operation(
-            f"Log out: the session is revoked and the {SESSION_COOKIE} cookie cleared",
-            {"200": oa.json_response("done", oa.obj({"ok": {"type": "boolean"}}, ["ok"]))},
-            parameters=[CSRF_PARAM], public=True),
-    },
-    "/v1/auth/session/signup": {"post": oa.operation(
-        f"Sign up and log in to the web app. {_COOKIE_NOTE}",
-        {"201": oa.json_response("the new user and the CSRF token", SESSION)},
-        body=users.OPENAPI["/v1/auth/signup"]["post"]["requestBody"], parameters=[CSRF_PARAM], public=True)},
-}

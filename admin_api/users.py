@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
 
 import psycopg
 import redis.exceptions
 from aiohttp import web
+from pydantic import BaseModel
 
 from oros import apikeys, pixel
 from oros.accounts import hash_password, verify_password
 from oros.connections import act_as, as_user
+from oros.httperrors import ApiError, conflict, forbidden, not_found
+from oros.wire import Amount, Hashtags, HttpUrl, Money, OneOf, Text, Uuid, Whole, refuse, rule
 
 from . import attempts
-from . import openapi as oa
 from .auth import caller, issue_token
-from .errors import ApiError, conflict, forbidden, invalid, not_found
-from .payload import amount, choice, http_url, path_id, read_json, respond, text, whole
-from .payload import hashtags as hashtags_field
+from .pages import Page
+from .payload import parse, path_id, respond
+from .routing import Routes
 from .typedefs import PG_POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
-routes = web.RouteTableDef()
+routes = Routes()
 
 SELF_ROLES = ("creator", "business", "supporter")
 EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$")
@@ -32,6 +37,7 @@ STRIPE_ACCOUNT_RE = re.compile(r"^acct_[A-Za-z0-9]{1,90}$")
 # How long the pixel secret a rotation replaces still signs, unless the request says (0: revoke at once).
 PIXEL_GRACE_S = 3600
 MAX_PIXEL_GRACE_S = 86400
+MAX_TIP = Decimal("99999999.99")  # creator_profiles.min_tip_amount DECIMAL(10,2)
 
 # A valid hash of a random password: login runs one verification even for an
 # unknown email, so response time does not reveal which emails exist.
@@ -61,38 +67,177 @@ SELECT user_id, company_name, website, industry, verified, created_at, updated_a
 API_KEY_COLUMNS = "id, user_id, name, key_prefix, created_at, last_used_at, revoked_at"
 
 
-def _email(body: dict) -> str:
-    raw = body.get("email")
+def _unique_field(exc: psycopg.errors.UniqueViolation) -> str:
+    return "username" if "username" in (exc.diag.constraint_name or "") else "email"
+
+
+def _email(raw: object) -> str:
     if not isinstance(raw, str) or len(raw) > 255 or not EMAIL_RE.match(raw.strip()):
-        raise invalid("email", "email must be a valid address")
+        refuse("must be a valid address")
     return raw.strip().lower()
 
 
-def _password(body: dict) -> str:
-    raw = body.get("password")
+def _password(raw: object) -> str:
     if not isinstance(raw, str) or not 8 <= len(raw) <= 256:
-        raise invalid("password", "password must be 8 to 256 characters")
+        refuse("must be 8 to 256 characters")
     return raw
 
 
-def _username(body: dict) -> str | None:
-    raw = body.get("username")
-    if raw is None:
-        return None
-    if not isinstance(raw, str) or not USERNAME_RE.match(raw):
-        raise invalid("username", "username must be 3 to 50 letters, digits, '_', '.' or '-'")
+def _login_password(raw: object) -> str:
+    if not isinstance(raw, str) or len(raw) > 256:
+        refuse("must be a string")
     return raw
 
 
-def _roles(body: dict) -> list[str]:
-    raw = body.get("roles")
+def _matching(pattern: re.Pattern, problem: str):
+    def check(raw: object) -> str:
+        if not isinstance(raw, str) or not pattern.match(raw):
+            refuse(problem)
+        return raw
+
+    return check
+
+
+def _roles(raw: object) -> list[str]:
     if not isinstance(raw, list) or not raw or any(role not in SELF_ROLES for role in raw):
-        raise invalid("roles", f"roles must be a non-empty list of {', '.join(SELF_ROLES)}")
+        refuse(f"must be a non-empty list of {', '.join(SELF_ROLES)}")
     return sorted(set(raw))
 
 
-def _unique_field(exc: psycopg.errors.UniqueViolation) -> str:
-    return "username" if "username" in (exc.diag.constraint_name or "") else "email"
+Email = rule(str, _email, {"type": "string", "format": "email", "maxLength": 255})
+Password = rule(str, _password, {"type": "string", "minLength": 8, "maxLength": 256})
+Username = rule(str, _matching(USERNAME_RE, "must be 3 to 50 letters, digits, '_', '.' or '-'"),
+                {"type": "string", "pattern": USERNAME_RE.pattern})
+StripeAccount = rule(str, _matching(STRIPE_ACCOUNT_RE, "must be a Stripe Connect account id (acct_…)"),
+                     {"type": "string", "pattern": STRIPE_ACCOUNT_RE.pattern})
+Roles = rule(list[str], _roles, {"type": "array", "minItems": 1, "items": {"enum": list(SELF_ROLES)}})
+DisplayName = Text(100)
+
+
+class SignupIn(BaseModel):
+    email: Email
+    password: Password
+    username: Username | None = None
+    display_name: DisplayName | None = None
+    roles: Roles
+
+
+class LoginIn(BaseModel):
+    email: Email
+    password: rule(str, _login_password, {"type": "string", "maxLength": 256})
+
+
+class MeIn(BaseModel):
+    """The caller's public fields; a field left out keeps its value, null clears it."""
+
+    username: Username | None = None
+    display_name: DisplayName | None = None
+    profile_image_url: HttpUrl(500) | None = None
+    bio: Text(5000, min_len=0) | None = None
+
+
+class RoleIn(BaseModel):
+    role: OneOf(*SELF_ROLES)
+
+
+class CreatorProfileIn(BaseModel):
+    hashtags: Hashtags | None = None
+    min_tip_amount: Amount(MAX_TIP) | None = None
+    stripe_account_id: StripeAccount | None = None
+
+
+class BusinessProfileIn(BaseModel):
+    company_name: Text(200) | None = None
+    website: HttpUrl(500) | None = None
+    industry: Text(100) | None = None
+
+
+class ApiKeyIn(BaseModel):
+    name: Text(100)
+
+
+class PixelSecretIn(BaseModel):
+    grace_s: Whole(0, MAX_PIXEL_GRACE_S) = PIXEL_GRACE_S
+
+
+class User(BaseModel):
+    """The user"""
+
+    id: Uuid
+    email: str
+    username: str | None
+    display_name: str | None
+    profile_image_url: str | None
+    bio: str | None
+    kyc_status: Literal["pending", "approved", "rejected"]
+    roles: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class Auth(BaseModel):
+    """The user and a token"""
+
+    user: User
+    token: str
+
+
+class CreatorProfile(BaseModel):
+    """The creator profile"""
+
+    user_id: Uuid
+    hashtags: list[str] | None  # a PUT may clear both
+    min_tip_amount: Money | None
+    ranking_score: str
+    verified: bool
+    stripe_account_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class BusinessProfile(BaseModel):
+    """The business profile"""
+
+    user_id: Uuid
+    company_name: str | None
+    website: str | None
+    industry: str | None
+    verified: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class Me(User):
+    """The caller, with roles and profiles"""
+
+    creator_profile: CreatorProfile | None
+    business_profile: BusinessProfile | None
+
+
+class ApiKey(BaseModel):
+    """The API key"""
+
+    id: Uuid
+    user_id: Uuid
+    name: str
+    key_prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewApiKey(ApiKey):
+    """The key, with its secret (shown this once)"""
+
+    key: str
+
+
+class PixelSecret(BaseModel):
+    """The new secret (shown this once)"""
+
+    secret: str
+    created_at: datetime
+    previous_valid_until: datetime | None
 
 
 async def load_user(conn, user_id: str) -> dict:
@@ -102,19 +247,15 @@ async def load_user(conn, user_id: str) -> dict:
     return row
 
 
-@routes.post("/v1/auth/signup")
+@routes.post("/v1/auth/signup", "Create an account and log in", body=SignupIn, responses={201: Auth},
+             access="public")
 async def signup(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    email, password = _email(body), _password(body)
-    username = _username(body)
-    display_name = text(body, "display_name", max_len=100)
-    roles = _roles(body)
+    body = await parse(SignupIn, request)
     # A taken email is answered before any hash is spent (the 409 says so anyway), and is not counted.
     async with request.app[PG_POOL].connection() as conn:
-        if await (await conn.execute(_EMAIL_TAKEN_SQL, {"email": email})).fetchone():
+        if await (await conn.execute(_EMAIL_TAKEN_SQL, {"email": body.email})).fetchone():
             raise conflict("email_taken", "this email is already registered", "email")
-    await attempts.begin_signup(request)
-    password_hash = await attempts.hashed(request, hash_password, password)
+    password_hash = await attempts.signup_hash(request, hash_password, body.password)
     # There is no uid yet: the API role creates the bare user (oros_sign_up), then
     # the new user adds their own roles and profiles, where RLS refuses 'admin'.
     async with request.app[PG_POOL].connection() as conn:
@@ -122,12 +263,13 @@ async def signup(request: web.Request) -> web.Response:
             async with conn.transaction():
                 user_id = str((await (await conn.execute(
                     "SELECT oros_sign_up(%(email)s, %(hash)s, %(username)s, %(display_name)s) AS id",
-                    {"email": email, "hash": password_hash, "username": username, "display_name": display_name},
+                    {"email": body.email, "hash": password_hash, "username": body.username,
+                     "display_name": body.display_name},
                 )).fetchone())["id"])
                 await act_as(conn, user_id)
-                for role in roles:
+                for role in body.roles:
                     await conn.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, %s)", (user_id, role))
-                await _ensure_profiles(conn, user_id, roles)
+                await _ensure_profiles(conn, user_id, body.roles)
                 user = await load_user(conn, user_id)
         except psycopg.errors.UniqueViolation as exc:
             field = _unique_field(exc)
@@ -144,12 +286,10 @@ async def _ensure_profiles(conn, user_id, roles: list[str]) -> None:
         await conn.execute("INSERT INTO business_profiles (user_id) VALUES (%s) ON CONFLICT DO NOTHING", (user_id,))
 
 
-@routes.post("/v1/auth/login")
+@routes.post("/v1/auth/login", "Log in", body=LoginIn, responses={200: Auth}, access="public")
 async def login(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    email, password = _email(body), body.get("password")
-    if not isinstance(password, str) or len(password) > 256:
-        raise invalid("password", "password must be a string")
+    body = await parse(LoginIn, request)
+    email, password = body.email, body.password
     attempt = await attempts.begin_login(request, email)
     failed = False
     try:
@@ -171,7 +311,7 @@ async def login(request: web.Request) -> web.Response:
     return respond({"user": user, "token": issue_token(request.app[SETTINGS], str(row["id"]))})
 
 
-@routes.get("/v1/me")
+@routes.get("/v1/me", "The caller, with roles and profiles", responses={200: Me})
 async def get_me(request: web.Request) -> web.Response:
     who = await caller(request)
     async with as_user(request.app[PG_POOL], who.id) as conn:
@@ -181,19 +321,10 @@ async def get_me(request: web.Request) -> web.Response:
     return respond(user)
 
 
-@routes.patch("/v1/me")
+@routes.patch("/v1/me", "Change the caller's public fields", body=MeIn, responses={200: User})
 async def patch_me(request: web.Request) -> web.Response:
     who = await caller(request)
-    body = await read_json(request)
-    changes = {
-        "username": _username(body),
-        "display_name": text(body, "display_name", max_len=100),
-        "profile_image_url": http_url(body, "profile_image_url"),
-        "bio": text(body, "bio", max_len=5000, min_len=0),
-    }
-    if changes["profile_image_url"] is not None and len(changes["profile_image_url"]) > 500:
-        raise invalid("profile_image_url", "profile_image_url must be at most 500 characters")
-    changes = {k: v for k, v in changes.items() if k in body}
+    changes = (await parse(MeIn, request)).model_dump(exclude_unset=True)
     async with as_user(request.app[PG_POOL], who.id) as conn:
         if changes:
             assignments = ", ".join(f"{column} = %({column})s" for column in changes)
@@ -205,11 +336,10 @@ async def patch_me(request: web.Request) -> web.Response:
     return respond(user)
 
 
-@routes.post("/v1/me/roles")
+@routes.post("/v1/me/roles", "Add one of the caller's own roles", body=RoleIn, responses={200: User})
 async def add_role(request: web.Request) -> web.Response:
     who = await caller(request)
-    body = await read_json(request)
-    role = choice(body, "role", SELF_ROLES)
+    role = (await parse(RoleIn, request)).role
     async with as_user(request.app[PG_POOL], who.id) as conn:
         await conn.execute(
             "INSERT INTO user_roles (user_id, role) VALUES (%s, %s) ON CONFLICT DO NOTHING", (who.id, role)
@@ -219,43 +349,22 @@ async def add_role(request: web.Request) -> web.Response:
     return respond(user)
 
 
-@routes.put("/v1/me/creator-profile")
+@routes.put("/v1/me/creator-profile", "Set the caller's creator profile (a field left out keeps its value)",
+            body=CreatorProfileIn, responses={200: CreatorProfile})
 async def put_creator_profile(request: web.Request) -> web.Response:
     who = (await caller(request)).require("creator")
-    body = await read_json(request)
-    fields = {
-        "hashtags": hashtags_field(body),
-        "min_tip_amount": amount(body, "min_tip_amount", required=False),
-        "stripe_account_id": _stripe_account(body),
-    }
-    if fields["min_tip_amount"] is not None and fields["min_tip_amount"] > 99999999:
-        raise invalid("min_tip_amount", "min_tip_amount is too large")
-    changes = {k: v for k, v in fields.items() if k in body}
+    changes = (await parse(CreatorProfileIn, request)).model_dump(exclude_unset=True)
     async with as_user(request.app[PG_POOL], who.id) as conn:
         await _upsert(conn, "creator_profiles", who.id, changes)
         row = await (await conn.execute(CREATOR_PROFILE_SQL, {"id": who.id})).fetchone()
     return respond(row)
 
 
-def _stripe_account(body: dict) -> str | None:
-    raw = body.get("stripe_account_id")
-    if raw is not None and (not isinstance(raw, str) or not STRIPE_ACCOUNT_RE.match(raw)):
-        raise invalid("stripe_account_id", "stripe_account_id must be a Stripe Connect account id (acct_…)")
-    return raw
-
-
-@routes.put("/v1/me/business-profile")
+@routes.put("/v1/me/business-profile", "Set the caller's business profile (a field left out keeps its value)",
+            body=BusinessProfileIn, responses={200: BusinessProfile})
 async def put_business_profile(request: web.Request) -> web.Response:
     who = (await caller(request)).require("business")
-    body = await read_json(request)
-    fields = {
-        "company_name": text(body, "company_name", max_len=200),
-        "website": http_url(body, "website"),
-        "industry": text(body, "industry", max_len=100),
-    }
-    if fields["website"] is not None and len(fields["website"]) > 500:
-        raise invalid("website", "website must be at most 500 characters")
-    changes = {k: v for k, v in fields.items() if k in body}
+    changes = (await parse(BusinessProfileIn, request)).model_dump(exclude_unset=True)
     async with as_user(request.app[PG_POOL], who.id) as conn:
         await _upsert(conn, "business_profiles", who.id, changes)
         row = await (await conn.execute(BUSINESS_PROFILE_SQL, {"id": who.id})).fetchone()
@@ -274,11 +383,11 @@ async def _upsert(conn, table: str, user_id: str, changes: dict) -> None:
     )
 
 
-@routes.post("/v1/api-keys")
+@routes.post("/v1/api-keys", "Create a business API key; the secret is returned once as key", body=ApiKeyIn,
+             responses={201: NewApiKey})
 async def create_api_key(request: web.Request) -> web.Response:
     who = await _key_manager(request)
-    body = await read_json(request)
-    name = text(body, "name", required=True, max_len=100)
+    name = (await parse(ApiKeyIn, request)).name
     secret, prefix, key_hash = apikeys.generate()
     async with as_user(request.app[PG_POOL], who.id) as conn:
         row = await (await conn.execute(
@@ -298,7 +407,8 @@ async def _key_manager(request: web.Request):
     return who
 
 
-@routes.get("/v1/api-keys")
+@routes.get("/v1/api-keys", "The caller's API keys (all of them: next_cursor is null)",
+            responses={200: Page[ApiKey]})
 async def list_api_keys(request: web.Request) -> web.Response:
     who = await _key_manager(request)
     async with as_user(request.app[PG_POOL], who.id) as conn:
@@ -309,7 +419,7 @@ async def list_api_keys(request: web.Request) -> web.Response:
     return respond({"items": rows, "next_cursor": None})
 
 
-@routes.delete("/v1/api-keys/{id}")
+@routes.delete("/v1/api-keys/{id}", "Revoke an API key", responses={200: ApiKey})
 async def revoke_api_key(request: web.Request) -> web.Response:
     who = await _key_manager(request)
     key_id = path_id(request)
@@ -330,91 +440,15 @@ async def revoke_api_key(request: web.Request) -> web.Response:
     return respond(row)
 
 
-@routes.post("/v1/pixel-secret")
+@routes.post("/v1/pixel-secret", "Make the business's pixel secret, returned once as secret; the previous one "
+             "signs for grace_s more", body=PixelSecretIn, body_required=False, responses={201: PixelSecret})
 async def rotate_pixel_secret(request: web.Request) -> web.Response:
     """A new pixel secret for the calling business, shown this once; the previous one expires after ``grace_s``."""
     who = await _key_manager(request)
-    grace_s = whole(await read_json(request), "grace_s", default=PIXEL_GRACE_S, low=0, high=MAX_PIXEL_GRACE_S)
+    grace_s = (await parse(PixelSecretIn, request)).grace_s
     secret = pixel.new_secret()
     async with as_user(request.app[PG_POOL], who.id) as conn:
         row = await (await conn.execute("SELECT * FROM oros_rotate_pixel_secret(%(secret)s, %(grace_s)s)",
                                         {"secret": secret, "grace_s": grace_s})).fetchone()
     # Only the settler reads it back (to check signatures); no endpoint shows it again.
     return respond({"secret": secret, **row}, 201)
-
-
-USER = oa.obj({
-    "id": oa.UUID, "email": {"type": "string"}, "username": oa.nullable({"type": "string"}),
-    "display_name": oa.nullable({"type": "string"}), "profile_image_url": oa.nullable({"type": "string"}),
-    "bio": oa.nullable({"type": "string"}), "kyc_status": {"enum": ["pending", "approved", "rejected"]},
-    "roles": {"type": "array", "items": {"type": "string"}},
-    "created_at": oa.TIMESTAMP, "updated_at": oa.TIMESTAMP,
-}, ["id", "email", "kyc_status", "roles"])
-AUTH = oa.obj({"user": USER, "token": {"type": "string"}}, ["user", "token"])
-CREATOR_PROFILE = oa.obj({
-    "user_id": oa.UUID, "hashtags": {"type": "array", "items": {"type": "string"}},
-    "min_tip_amount": oa.MONEY, "ranking_score": {"type": "string"}, "verified": {"type": "boolean"},
-    "stripe_account_id": oa.nullable({"type": "string"}), "created_at": oa.TIMESTAMP, "updated_at": oa.TIMESTAMP,
-}, ["user_id"])
-BUSINESS_PROFILE = oa.obj({
-    "user_id": oa.UUID, "company_name": oa.nullable({"type": "string"}), "website": oa.nullable({"type": "string"}),
-    "industry": oa.nullable({"type": "string"}), "verified": {"type": "boolean"},
-    "created_at": oa.TIMESTAMP, "updated_at": oa.TIMESTAMP,
-}, ["user_id"])
-ME = {**USER, "properties": {**USER["properties"], "creator_profile": oa.nullable(CREATOR_PROFILE),
-                             "business_profile": oa.nullable(BUSINESS_PROFILE)}}
-API_KEY = oa.obj({
-    "id": oa.UUID, "user_id": oa.UUID, "name": {"type": "string"}, "key_prefix": {"type": "string"},
-    "created_at": oa.TIMESTAMP, "last_used_at": oa.nullable(oa.TIMESTAMP), "revoked_at": oa.nullable(oa.TIMESTAMP),
-}, ["id", "name", "key_prefix"])
-ROLE_LIST = {"type": "array", "minItems": 1, "items": {"enum": list(SELF_ROLES)}}
-
-OPENAPI = {
-    "/v1/auth/signup": {"post": oa.operation(
-        "Create an account and log in", {"201": oa.json_response("the new user and a token", AUTH)},
-        body=oa.json_body(oa.obj({
-            "email": {"type": "string", "format": "email"}, "password": {"type": "string", "minLength": 8},
-            "username": {"type": "string"}, "display_name": {"type": "string"}, "roles": ROLE_LIST,
-        }, ["email", "password", "roles"])), public=True)},
-    "/v1/auth/login": {"post": oa.operation(
-        "Log in", {"200": oa.json_response("the user and a token", AUTH)},
-        body=oa.json_body(oa.obj({"email": {"type": "string"}, "password": {"type": "string"}},
-                                 ["email", "password"])), public=True)},
-    "/v1/me": {
-        "get": oa.operation("The caller, with roles and profiles", {"200": oa.json_response("the caller", ME)}),
-        "patch": oa.operation("Change the caller's public fields", {"200": oa.json_response("the caller", USER)},
-                              body=oa.json_body(oa.obj({
-                                  "username": {"type": "string"}, "display_name": {"type": "string"},
-                                  "profile_image_url": {"type": "string"}, "bio": {"type": "string"}}))),
-    },
-    "/v1/me/roles": {"post": oa.operation(
-        "Add one of the caller's own roles", {"200": oa.json_response("the caller", USER)},
-        body=oa.json_body(oa.obj({"role": {"enum": list(SELF_ROLES)}}, ["role"])))},
-    "/v1/me/creator-profile": {"put": oa.operation(
-        "Set the caller's creator profile", {"200": oa.json_response("the profile", CREATOR_PROFILE)},
-        body=oa.json_body(oa.obj({"hashtags": {"type": "array", "items": {"type": "string"}},
-                                  "min_tip_amount": oa.AMOUNT, "stripe_account_id": {"type": "string"}})))},
-    "/v1/me/business-profile": {"put": oa.operation(
-        "Set the caller's business profile", {"200": oa.json_response("the profile", BUSINESS_PROFILE)},
-        body=oa.json_body(oa.obj({"company_name": {"type": "string"}, "website": {"type": "string"},
-                                  "industry": {"type": "string"}})))},
-    "/v1/api-keys": {
-        "post": oa.operation(
-            "Create a business API key; the secret is returned once as key",
-            {"201": oa.json_response("the key, with its secret", {
-                **API_KEY, "properties": {**API_KEY["properties"], "key": {"type": "string"}},
-                "required": [*API_KEY["required"], "key"]})},
-            body=oa.json_body(oa.obj({"name": {"type": "string", "minLength": 1, "maxLength": 100}}, ["name"]))),
-        "get": oa.operation("The caller's API keys", {"200": oa.json_response("keys", oa.page_of(API_KEY))}),
-    },
-    "/v1/pixel-secret": {"post": oa.operation(
-        "Make the business's pixel secret, returned once as secret; the previous one signs for grace_s more",
-        {"201": oa.json_response("the new secret", oa.obj({
-            "secret": {"type": "string"}, "created_at": oa.TIMESTAMP,
-            "previous_valid_until": oa.nullable(oa.TIMESTAMP)}, ["secret", "created_at", "previous_valid_until"]))},
-        body=oa.json_body(oa.obj({"grace_s": {"type": "integer", "minimum": 0, "maximum": MAX_PIXEL_GRACE_S,
-                                              "default": PIXEL_GRACE_S}}), required=False))},
-    "/v1/api-keys/{id}": {"delete": oa.operation(
-        "Revoke an API key", {"200": oa.json_response("the revoked key", API_KEY)},
-        parameters=[oa.path_param()])},
-}

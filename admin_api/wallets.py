@@ -8,22 +8,29 @@ concurrent requests.
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Literal
+
 import psycopg
 from aiohttp import web
+from pydantic import BaseModel
 
 from oros.connections import as_user
+from oros.httperrors import ApiError, invalid, not_found
 from oros.money import fmt
+from oros.wire import Amount, Money, OneOf, Uuid
 
 from . import idempotency
-from . import openapi as oa
 from .auth import caller
-from .errors import ApiError, invalid, not_found
-from .payload import amount, choice, cursor, fetch_page, limit, path_id, read_json, respond
+from .pages import Page, PageQuery, fetch_page
+from .payload import parse, parse_query, path_id, respond
+from .routing import Routes
 from .typedefs import PG_POOL, SETTINGS
 
-routes = web.RouteTableDef()
+routes = Routes()
 
 METHODS = ("ach", "instant", "card")
+WITHDRAWAL_STATUSES = ("requested", "processing", "completed", "failed")
 WALLET_COLUMNS = "id, user_id, purpose, currency, available_balance, pending_balance, created_at, updated_at"
 LEDGER_COLUMNS = """id, wallet_id, transfer_id, source_type, source_id, amount, direction, status, hold_until,
     description, metadata, created_at"""
@@ -32,15 +39,65 @@ WITHDRAWAL_COLUMNS = """id, wallet_id, amount, method, status, stripe_transfer_i
 MAIN_WALLET = "(SELECT id FROM wallets WHERE user_id = %(me)s AND purpose = 'main')"
 
 
+class WithdrawalIn(BaseModel):
+    amount: Amount()
+    method: OneOf(*METHODS)
+
+
+class Wallet(BaseModel):
+    """The wallet"""
+
+    id: Uuid
+    user_id: Uuid
+    purpose: str
+    currency: str
+    available_balance: Money
+    pending_balance: Money
+    created_at: datetime
+    updated_at: datetime
+
+
+class LedgerEntry(BaseModel):
+    """The ledger entry"""
+
+    id: Uuid
+    wallet_id: Uuid
+    transfer_id: Uuid
+    source_type: str
+    source_id: Uuid | None
+    amount: Money
+    direction: Literal["credit", "debit"]
+    status: Literal["pending", "settled", "failed", "reversed"]
+    hold_until: datetime | None
+    description: str | None
+    metadata: dict | None
+    created_at: datetime
+
+
+class Withdrawal(BaseModel):
+    """The withdrawal"""
+
+    id: Uuid
+    wallet_id: Uuid
+    amount: Money
+    method: Literal[METHODS]
+    status: Literal[WITHDRAWAL_STATUSES]
+    stripe_transfer_id: str | None
+    transfer_id: Uuid | None
+    failure_reason: str | None
+    created_at: datetime
+    processed_at: datetime | None
+
+
 async def _paged(request: web.Request, table: str, columns: str, who_id: str) -> dict:
     """A keyset page of the caller's rows of ``table`` (ledger or withdrawals), newest first."""
-    size, after = limit(request), cursor(request)
+    query = parse_query(PageQuery, request)
     async with as_user(request.app[PG_POOL], who_id) as conn:
         return await fetch_page(conn, f"SELECT {columns} FROM {table}", [f"wallet_id = {MAIN_WALLET}"],
-                                {"me": who_id}, size, after)
+                                {"me": who_id}, query)
 
 
-@routes.get("/v1/wallet")
+@routes.get("/v1/wallet", "The caller's wallet", responses={200: Wallet})
 async def get_wallet(request: web.Request) -> web.Response:
     who = await caller(request)
     async with as_user(request.app[PG_POOL], who.id) as conn:
@@ -52,19 +109,21 @@ async def get_wallet(request: web.Request) -> web.Response:
     return respond(row)
 
 
-@routes.get("/v1/wallet/ledger")
+@routes.get("/v1/wallet/ledger", "The caller's ledger entries, newest first", query=PageQuery,
+            responses={200: Page[LedgerEntry]})
 async def get_ledger(request: web.Request) -> web.Response:
     who = await caller(request)
     return respond(await _paged(request, "ledger_entries", LEDGER_COLUMNS, who.id))
 
 
-@routes.get("/v1/withdrawals")
+@routes.get("/v1/withdrawals", "The caller's withdrawals, newest first", query=PageQuery,
+            responses={200: Page[Withdrawal]})
 async def list_withdrawals(request: web.Request) -> web.Response:
     who = await caller(request)
     return respond(await _paged(request, "withdrawals", WITHDRAWAL_COLUMNS, who.id))
 
 
-@routes.get("/v1/withdrawals/{id}")
+@routes.get("/v1/withdrawals/{id}", "One withdrawal", responses={200: Withdrawal})
 async def get_withdrawal(request: web.Request) -> web.Response:
     who = await caller(request)
     withdrawal_id = path_id(request)
@@ -77,19 +136,16 @@ async def get_withdrawal(request: web.Request) -> web.Response:
     return respond(row)
 
 
-@routes.post("/v1/withdrawals")
+@routes.post("/v1/withdrawals", "Request a withdrawal; the amount is reserved at once", body=WithdrawalIn,
+             headers=(idempotency.IDEMPOTENCY_KEY,), responses={201: Withdrawal})
 async def request_withdrawal(request: web.Request) -> web.Response:
     who = (await caller(request)).require("creator")
-    body = await read_json(request)
-    value = amount(body, "amount")
-    method = choice(body, "method", METHODS)
+    body = await parse(WithdrawalIn, request)
     minimum = request.app[SETTINGS].min_withdrawal
-    if value < minimum:
+    if body.amount < minimum:
         raise invalid("amount", f"the minimum withdrawal is {fmt(minimum)}")
-    idem = await idempotency.request_key(request)
-    async with as_user(request.app[PG_POOL], who.id) as conn:
-        if (prior := await idempotency.replay(conn, who.id, idem)) is not None:
-            return prior
+
+    async def withdraw(conn) -> dict:
         payee = await (await conn.execute(
             "SELECT u.kyc_status, p.stripe_account_id FROM users u"
             " LEFT JOIN creator_profiles p ON p.user_id = u.id WHERE u.id = %(me)s",
@@ -102,54 +158,13 @@ async def request_withdrawal(request: web.Request) -> web.Response:
                            "set stripe_account_id on your creator profile first", "stripe_account_id")
         try:
             async with conn.transaction():
-                row = await (await conn.execute(
+                return await (await conn.execute(
                     f"SELECT {WITHDRAWAL_COLUMNS} FROM oros_request_withdrawal(%(amount)s, %(method)s)",
-                    {"amount": value, "method": method},
+                    {"amount": body.amount, "method": body.method},
                 )).fetchone()
         except psycopg.errors.CheckViolation as exc:
             if exc.diag.constraint_name != "positive_available":
                 raise
             raise ApiError(422, "insufficient_funds", "the amount exceeds your available balance", "amount") from None
-        await idempotency.remember(conn, who.id, idem, 201, row)
-    return respond(row, 201)
 
-
-WALLET = oa.obj({
-    "id": oa.UUID, "user_id": oa.UUID, "purpose": {"type": "string"}, "currency": {"type": "string"},
-    "available_balance": oa.MONEY, "pending_balance": oa.MONEY, "created_at": oa.TIMESTAMP,
-    "updated_at": oa.TIMESTAMP,
-}, ["id", "available_balance", "pending_balance"])
-LEDGER_ENTRY = oa.obj({
-    "id": oa.UUID, "wallet_id": oa.UUID, "transfer_id": oa.UUID, "source_type": {"type": "string"},
-    "source_id": oa.nullable(oa.UUID), "amount": oa.MONEY, "direction": {"enum": ["credit", "debit"]},
-    "status": {"enum": ["pending", "settled", "failed", "reversed"]}, "hold_until": oa.nullable(oa.TIMESTAMP),
-    "description": oa.nullable({"type": "string"}), "metadata": oa.nullable({"type": "object"}),
-    "created_at": oa.TIMESTAMP,
-}, ["id", "transfer_id", "amount", "direction", "status"])
-WITHDRAWAL = oa.obj({
-    "id": oa.UUID, "wallet_id": oa.UUID, "amount": oa.MONEY, "method": {"enum": list(METHODS)},
-    "status": {"enum": ["requested", "processing", "completed", "failed"]},
-    "stripe_transfer_id": oa.nullable({"type": "string"}), "transfer_id": oa.nullable(oa.UUID),
-    "failure_reason": oa.nullable({"type": "string"}), "created_at": oa.TIMESTAMP,
-    "processed_at": oa.nullable(oa.TIMESTAMP),
-}, ["id", "amount", "method", "status"])
-
-OPENAPI = {
-    "/v1/wallet": {"get": oa.operation("The caller's wallet", {"200": oa.json_response("the wallet", WALLET)})},
-    "/v1/wallet/ledger": {"get": oa.operation(
-        "The caller's ledger entries, newest first", {"200": oa.json_response("entries", oa.page_of(LEDGER_ENTRY))},
-        parameters=oa.PAGE_PARAMS)},
-    "/v1/withdrawals": {
-        "post": oa.operation(
-            "Request a withdrawal; the amount is reserved at once",
-            {"201": oa.json_response("the withdrawal", WITHDRAWAL)},
-            body=oa.json_body(oa.obj({"amount": oa.AMOUNT, "method": {"enum": list(METHODS)}},
-                                     ["amount", "method"])),
-            parameters=[idempotency.OPENAPI_PARAMETER]),
-        "get": oa.operation("The caller's withdrawals, newest first",
-                            {"200": oa.json_response("withdrawals", oa.page_of(WITHDRAWAL))},
-                            parameters=oa.PAGE_PARAMS),
-    },
-    "/v1/withdrawals/{id}": {"get": oa.operation(
-        "One withdrawal", {"200": oa.json_response("the withdrawal", WITHDRAWAL)}, parameters=[oa.path_param()])},
-}
+    return await idempotency.once(request, who.id, withdraw)

@@ -15,16 +15,18 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from aiohttp import web
+from pydantic import BaseModel
 
+from oros.httperrors import not_found
 from oros.money import fmt
 from oros.settings import Settings
+from oros.wire import Money
 
-from . import openapi as oa
-from .errors import not_found
 from .payload import respond
+from .routing import Routes, content
 from .typedefs import SETTINGS
 
-routes = web.RouteTableDef()
+routes = Routes()
 
 WEB_DIR = Path(__file__).with_name("web")
 CONTENT_TYPES = {
@@ -56,6 +58,22 @@ def _load(root: Path) -> dict[str, Asset]:
 
 
 ASSETS = _load(WEB_DIR)
+NOT_MODIFIED = content("not modified")
+
+
+class StripeConfig(BaseModel):
+    publishable_key: str | None
+    js_url: str
+
+
+class Config(BaseModel):
+    """The configuration"""
+
+    tracker_url: str
+    stripe: StripeConfig
+    min_withdrawal: Money
+    platform_fee_pct: str
+    hold_days: int
 
 
 def stripe_js_url(settings: Settings) -> str:
@@ -101,12 +119,15 @@ def _asset_response(request: web.Request, asset: Asset) -> web.Response:
     return web.Response(body=asset.body, headers={**headers, "Content-Type": asset.content_type})
 
 
-@routes.get("/")
+@routes.get("/", "The web app (an HTML page that loads /app/js/main.js)",
+            responses={200: content("the page", ["text/html"]), 304: NOT_MODIFIED}, access="public")
 async def shell(request: web.Request) -> web.Response:
     return _asset_response(request, ASSETS["index.html"])
 
 
-@routes.get("/app/{path:.+}")
+@routes.get("/app/{path:.+}", "A file of the web app", params={"path": str}, access="public",
+            responses={200: content("the file", sorted({t.split(";")[0] for t in CONTENT_TYPES.values()})),
+                       304: NOT_MODIFIED})
 async def asset(request: web.Request) -> web.Response:
     found = ASSETS.get(request.match_info["path"])
     if found is None:
@@ -114,7 +135,8 @@ async def asset(request: web.Request) -> web.Response:
     return _asset_response(request, found)
 
 
-@routes.get("/v1/config")
+@routes.get("/v1/config", "Public client configuration: tracker URL, Stripe.js and its key, limits",
+            responses={200: Config}, access="public")
 async def config(request: web.Request) -> web.Response:
     """What a client needs before it logs in: where links point, Stripe.js and its publishable key, the rules."""
     settings = request.app[SETTINGS]
@@ -125,23 +147,3 @@ async def config(request: web.Request) -> web.Response:
         "platform_fee_pct": str(settings.platform_fee_pct),
         "hold_days": settings.hold_days,
     })
-
-
-_FILE = {"description": "the file", "content": {t.split(";")[0]: {"schema": {"type": "string"}}
-                                                for t in CONTENT_TYPES.values()}}
-
-OPENAPI = {
-    "/": {"get": oa.operation("The web app (an HTML page that loads /app/js/main.js)", {
-        "200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}},
-        "304": {"description": "not modified"}}, public=True)},
-    "/app/{path}": {"get": oa.operation("A file of the web app", {"200": _FILE, "304": {"description": "not modified"}},
-                                        parameters=[{"name": "path", "in": "path", "required": True,
-                                                     "schema": {"type": "string"}}], public=True)},
-    "/v1/config": {"get": oa.operation("Public client configuration: tracker URL, Stripe.js and its key, limits", {
-        "200": oa.json_response("the configuration", oa.obj({
-            "tracker_url": {"type": "string"},
-            "stripe": oa.obj({"publishable_key": oa.nullable({"type": "string"}), "js_url": {"type": "string"}},
-                             ["publishable_key", "js_url"]),
-            "min_withdrawal": oa.MONEY, "platform_fee_pct": {"type": "string"}, "hold_days": {"type": "integer"},
-        }, ["tracker_url", "stripe", "min_withdrawal", "platform_fee_pct", "hold_days"]))}, public=True)},
-}

@@ -26,28 +26,31 @@ import logging
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any, Literal
 
 import orjson
 import psycopg
 import redis.asyncio as aioredis
 import stripe
 from aiohttp import web
+from pydantic import BaseModel, RootModel
 
 from oros import clickindex, stream
 from oros.events import Event, canonical_uuid
+from oros.httperrors import ApiError
 from oros.money import fmt
 from oros.reasons import UNKNOWN_CAMPAIGN
 from oros.settings import Settings
 from oros.stripe_gateway import CURRENCY, from_cents
+from oros.wire import Money, Uuid
 
-from . import openapi
-from .errors import ApiError
 from .payload import respond
+from .routing import Header, Routes
 from .typedefs import PG_POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
 
-routes = web.RouteTableDef()
+routes = Routes()
 
 
 _CLAIM_SQL = "INSERT INTO stripe_events (id, type) VALUES (%(id)s, %(type)s) ON CONFLICT DO NOTHING RETURNING id"
@@ -71,7 +74,26 @@ class Ignored(Exception):
     """The event is valid but carries nothing for us; it is acknowledged and recorded."""
 
 
-@routes.post("/v1/webhooks/stripe")
+class StripeEvent(RootModel[dict[str, Any]]):
+    """A Stripe event, read raw: its signature covers the exact bytes."""
+
+
+class Received(BaseModel):
+    """Acknowledged: applied, a duplicate, or ignored"""
+
+    received: bool
+    status: Literal["applied", "duplicate", "ignored"]
+    reason: str = None
+    funding_id: Uuid = None
+    campaign_id: Uuid = None
+    amount: Money = None
+    event_id: Uuid = None
+    fundings_failed: int = None
+
+
+@routes.post("/v1/webhooks/stripe", "Stripe webhook (signed with the configured secret): funding, checkout sales and "
+             "refunds; each Stripe event is applied once", body=StripeEvent, responses={200: Received},
+             headers=(Header("Stripe-Signature", str, required=True),), access="public")
 async def stripe_webhook(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     payload = await request.read()
@@ -277,31 +299,4 @@ APPLIERS = {
     "checkout.session.async_payment_succeeded": _checkout_paid,
     "checkout.session.async_payment_failed": _checkout_payment_failed,
     "charge.refunded": _charge_refunded,
-}
-
-_RECEIVED = openapi.obj(
-    {
-        "received": {"type": "boolean"},
-        "status": {"type": "string", "enum": ["applied", "duplicate", "ignored"]},
-        "reason": {"type": "string"},
-        "funding_id": openapi.UUID,
-        "campaign_id": openapi.UUID,
-        "amount": openapi.MONEY,
-        "event_id": openapi.UUID,
-        "fundings_failed": {"type": "integer"},
-    },
-    ["received", "status"],
-)
-
-OPENAPI: dict = {
-    "/v1/webhooks/stripe": {
-        "post": openapi.operation(
-            "Stripe webhook (signed with the configured secret): funding, checkout sales and refunds; "
-            "each Stripe event is applied once",
-            {"200": openapi.json_response("Acknowledged: applied, a duplicate, or ignored", _RECEIVED)},
-            body=openapi.json_body({"type": "object"}),
-            parameters=[{"name": "Stripe-Signature", "in": "header", "required": True, "schema": {"type": "string"}}],
-            public=True,
-        )
-    }
 }

@@ -78,13 +78,11 @@ class Keys:
         """A logged-out web session id; expires when its token would have."""
         return f"{self.prefix}session:revoked:{sid}"
 
-    def attempts(self, scope: str, ident: str) -> str:
-        """A sliding log (sorted set of attempt times) of logins or signups, per address or email digest."""
-        return f"{self.prefix}attempts:{scope}:{ident}"
+    def limit(self, scope: str, ident: str) -> str:
+        """A rate limit's sliding window (oros/ratelimit.py: a hash of counts per second), per scope and who."""
+        return f"{self.prefix}limit:{scope}:{ident}"
 
     def known_login(self, email_id: str, address: str) -> str:
         """Set once ``address`` logged in to the email: the email's failure limit no longer applies to it."""
         return f"{self.prefix}login:known:{email_id}:{address}"
 
-    def rate(self, scope: str, ident: str, window: int) -> str:
-        return f"{self.prefix}rate:{scope}:{ident}:{window}"

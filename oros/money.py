@@ -9,27 +9,28 @@ MAX_AMOUNT = Decimal("9999999999.99")  # NUMERIC(12,2)
 
 
 class AmountError(ValueError):
-    """An amount is not a positive decimal with at most two places."""
+    """An amount is not a positive decimal with at most two places; the message is a predicate
+    ("must be positive") that the caller puts after the field's name."""
 
 
 def parse_amount(raw: object, *, allow_zero: bool = False) -> Decimal:
     """Parse user input into a money amount, refusing floats, NaN, >2 places and overflow."""
     if isinstance(raw, bool) or isinstance(raw, float) or raw is None:
-        raise AmountError("amount must be a decimal string such as \"12.50\"")
+        raise AmountError("must be a decimal string such as \"12.50\"")
     try:
         value = Decimal(str(raw).strip()) if isinstance(raw, (str, int, Decimal)) else None
     except InvalidOperation:
         value = None
     if value is None or not value.is_finite():
-        raise AmountError("amount must be a decimal string such as \"12.50\"")
+        raise AmountError("must be a decimal string such as \"12.50\"")
     if abs(value) > MAX_AMOUNT:  # before quantize, which raises on huge exponents ("1e400")
-        raise AmountError("amount is too large")
+        raise AmountError("is too large")
     if value != value.quantize(CENT):
-        raise AmountError("amount has more than two decimal places")
+        raise AmountError("has more than two decimal places")
     if value < 0 or (value == 0 and not allow_zero):
-        raise AmountError("amount must be positive")
+        raise AmountError("must be positive")
     if value > MAX_AMOUNT:
-        raise AmountError("amount is too large")
+        raise AmountError("is too large")
     return value.quantize(CENT)
 
 

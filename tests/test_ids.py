@@ -56,7 +56,7 @@ async def test_admin_api_path_ids_and_uuid_fields(api, settings):
     for odd in odd_spellings(user):
         legs = [{"user_id": odd, "direction": "credit", "amount": "1.00"}, {"platform": "fees", "direction": "debit", "amount": "1.00"}]
         response = await api.post("/v1/admin/adjustments", headers=admin, json={"reason": "ids", "legs": legs})
-        assert (response.status, (await response.json())["error"]["field"]) == (422, "user_id"), odd
+        assert (response.status, (await response.json())["error"]["field"]) == (422, "legs[0].user_id"), odd
     kyc = await api.post(f"/v1/admin/users/{user.upper()}/kyc", headers=admin, json={"status": "approved"})
     assert kyc.status == 200 and (await kyc.json())["id"] == user
 

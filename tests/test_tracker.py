@@ -471,10 +471,15 @@ async def test_rate_limit_per_ip(settings, aiohttp_client, pg, data):
     client = await aiohttp_client(create_app(replace(settings, conversion_rate_per_min=3)))
     key = make_api_key(pg, data["business"])
     body = {"click_id": str(uuid.uuid4()), "type": "conversion"}
-    statuses = [
-        (await client.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {key}"})).status for _ in range(5)
-    ]
-    assert statuses[:3] == [202] * 3 and statuses[3:] == [429, 429]
+    responses = [await client.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {key}"})
+                 for _ in range(5)]
+    assert [r.status for r in responses] == [202] * 3 + [429, 429]
+    # The first of the three leaves the sliding minute about 60 s after it was counted: the limit says when.
+    assert 55 <= int(responses[3].headers["Retry-After"]) <= 60
+    assert responses[3].headers["Cache-Control"] == "no-store"
+    assert (await responses[3].json())["error"]["code"] == "rate_limited"
+    pixel = await client.get(f"/px.gif?cid={uuid.uuid4()}")  # pixels share the address's limit
+    assert pixel.status == 429 and "Retry-After" in pixel.headers
 
 
 async def test_pixel_records_with_no_poster(tracker, data, redis, settings):

@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 
 from oros.clientip import ClientIp
 from oros.connections import pg_pool, redis_client
+from oros.httperrors import Handler, guarded
 from oros.settings import Settings
 
 from .appender import Appender
@@ -183,12 +184,28 @@ async def metrics_page(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
 
 
+def counted(route: str, handler: Handler) -> Handler:
+    """``handler`` behind the shared error middleware, each answer counted by status.
+
+    Only these routes get the middleware: the redirect renders its own 404 and
+    runs no extra frame on the hot path.
+    """
+    rendered = guarded(handler)
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = await rendered(request)
+        request.app[METRICS].requests[(route, str(response.status))] += 1
+        return response
+
+    return answer
+
+
 def setup_routes(app: web.Application) -> None:
     # Fixed paths first: "healthz" and "metrics" also fit the code grammar.
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
-    app.router.add_get("/px.gif", pixel)
-    app.router.add_post("/v1/conversions", post_conversion)
+    app.router.add_get("/px.gif", counted("pixel", pixel))
+    app.router.add_post("/v1/conversions", counted("conversions", post_conversion))
     redirector = Redirector()
     app.on_startup.append(redirector.bind)  # runs after every cleanup context has started
     app.router.add_get("/{code}", redirector.redirect)  # HEAD too (allow_head)

@@ -25,6 +25,12 @@ objective) is the settler's; the edge refuses only what is malformed.
   read from its text (``parse_float=Decimal``): no float ever holds money.
 * Redis is needed here (click index, order claims), so while it is down
   these endpoints answer 503 and the caller retries; redirects keep working.
+* Each client address may send ``conversion_rate_per_min`` of them in any
+  sliding minute (oros/ratelimit.py); past that, 429 with ``Retry-After``.
+
+Refusals are ``ApiError``s, rendered by the shared error middleware
+(oros/httperrors.py), which the tracker puts in front of these two handlers
+only (tracker/app.py).
 """
 
 from __future__ import annotations
@@ -41,16 +47,17 @@ import orjson
 import psycopg
 from aiohttp import web
 
-from oros import apikeys, clickindex, idempotency
+from oros import apikeys, clickindex, idempotency, ratelimit
 from oros.apikeys import NEGATIVE, OWNER_SQL, hash_key
+from oros.bots import MAX_UA, bot_reason
 from oros.events import Event, canonical_uuid, uuid7_ms, uuid7_str
 from oros.headers import bearer, text
+from oros.httperrors import ApiError, invalid, unavailable
 from oros.money import AmountError, fmt, parse_amount
 from oros.pixel import SIG_RE
 from oros.reasons import UNKNOWN_CAMPAIGN
 
 from .appender import REDIS_ERRORS, AppendError
-from oros.bots import MAX_UA, bot_reason
 from .typedefs import APPENDER, CLIENT_IP, KEY_USAGE, KEYS, METRICS, PG_POOL, REDIS, SETTINGS
 
 MAX_BODY = 16 * 1024
@@ -84,29 +91,8 @@ GIF = (
 )
 
 
-class Refused(Exception):
-    """A request the edge answers with a 4xx/503, naming the field at fault."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-
-    def response(self) -> web.Response:
-        error = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            error["field"] = self.field
-        headers = {"Cache-Control": "no-store"}
-        if self.status == 429:
-            headers["Retry-After"] = str(RATE_WINDOW_S - int(time.time()) % RATE_WINDOW_S)
-        return web.json_response({"error": error}, status=self.status, headers=headers, dumps=_dumps)
-
-
 def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
-
-
-def _invalid(field: str, message: str) -> Refused:
-    return Refused(422, "invalid", message, field)
 
 
 # -- the request's parts --------------------------------------------------------------
@@ -114,22 +100,20 @@ def _invalid(field: str, message: str) -> Refused:
 
 async def _check_rate(request: web.Request, ip: str | None) -> None:
     app = request.app
-    window = int(time.time()) // RATE_WINDOW_S
-    key = app[KEYS].rate("conv", ip or "unknown", window)
-    async with app[REDIS].pipeline(transaction=False) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, RATE_WINDOW_S * 2)
-        count, _ = await pipe.execute()
-    if count > app[SETTINGS].conversion_rate_per_min:
+    per_min = app[SETTINGS].conversion_rate_per_min
+    try:
+        await ratelimit.reserve(app[REDIS], {app[KEYS].limit("conversions", ip or "unknown"): per_min}, RATE_WINDOW_S)
+    except ratelimit.Limited as limited:
         app[METRICS].rate_limited.inc()
-        raise Refused(429, "rate_limited", f"more than {app[SETTINGS].conversion_rate_per_min} requests a minute from this address")
+        raise ApiError(429, "rate_limited", f"more than {per_min} requests a minute from this address",
+                       retry_after_s=limited.retry_after_s) from None
 
 
 async def _business_for_key(request: web.Request) -> str:
     """The id of the business owning the request's Bearer API key."""
     secret = bearer(request.headers.get("Authorization"))
     if secret is None or len(secret) > 200:
-        raise Refused(401, "unauthorized", "send the business API key as 'Authorization: Bearer <key>'")
+        raise ApiError(401, "unauthorized", "send the business API key as 'Authorization: Bearer <key>'")
     app = request.app
     key_hash = hash_key(secret)
     redis_key = app[KEYS].api_key(key_hash)
@@ -139,23 +123,23 @@ async def _business_for_key(request: web.Request) -> str:
             async with app[PG_POOL].connection(timeout=2.0) as conn:
                 row = await (await conn.execute(OWNER_SQL, {"hash": key_hash})).fetchone()
         except (psycopg.Error, OSError, TimeoutError):
-            raise Refused(503, "unavailable", "cannot verify the API key right now, retry shortly") from None
+            raise unavailable("cannot verify the API key right now, retry shortly") from None
         cached = row["user_id"].encode() if row else NEGATIVE
         ttl = apikeys.CACHE_TTL_S if row else app[SETTINGS].negative_cache_ttl_s
         await apikeys.remember(app[REDIS], app[KEYS], key_hash, cached, ttl)
     if cached == NEGATIVE:
-        raise Refused(401, "unauthorized", "unknown or revoked API key")
+        raise ApiError(401, "unauthorized", "unknown or revoked API key")
     app[KEY_USAGE].touch(key_hash)
     return cached.decode()
 
 
 async def _read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise Refused(413, "too_large", f"body larger than {MAX_BODY} bytes")
+        raise ApiError(413, "too_large", f"body larger than {MAX_BODY} bytes")
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise Refused(413, "too_large", f"body larger than {MAX_BODY} bytes") from None
+        raise ApiError(413, "too_large", f"body larger than {MAX_BODY} bytes") from None
 
 
 def _reject_constant(name: str) -> None:
@@ -167,23 +151,23 @@ def parse_body(raw: bytes) -> dict:
     try:
         body = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
-        raise _invalid("body", "body must be a JSON object") from None
+        raise invalid("body", "body must be a JSON object") from None
     if not isinstance(body, dict):
-        raise _invalid("body", "body must be a JSON object")
+        raise invalid("body", "body must be a JSON object")
     for name in body:
         if name not in BODY_FIELDS:
-            raise _invalid(name, f"unknown field {name!r}")
+            raise invalid(name, f"unknown field {name!r}")
     event_type = body.get("type")
     if event_type not in API_TYPES:
-        raise _invalid("type", f"type must be one of {', '.join(API_TYPES)}")
+        raise invalid("type", f"type must be one of {', '.join(API_TYPES)}")
     order_id = _order_id(body.get("order_id"))
     if event_type == "refund" and order_id is None:
-        raise _invalid("order_id", "a refund needs the order_id of the sale it refunds")
+        raise invalid("order_id", "a refund needs the order_id of the sale it refunds")
     click_id = body.get("click_id")
     if click_id is not None or event_type != "refund":
         click_id = canonical_uuid(click_id)
         if click_id is None:
-            raise _invalid("click_id", "click_id must be the oros_cid value (a UUID)")
+            raise invalid("click_id", "click_id must be the oros_cid value (a UUID)")
     return {
         "type": event_type,
         "click_id": click_id,
@@ -199,14 +183,14 @@ def _value(raw: object) -> Decimal | None:
     try:
         return parse_amount(raw, allow_zero=True)
     except AmountError as exc:
-        raise _invalid("value", str(exc)) from None
+        raise invalid("value", f"value {exc}") from None
 
 
 def _currency(raw: object) -> str | None:
     if raw is None:
         return None
     if not isinstance(raw, str) or not CURRENCY_RE.match(raw):
-        raise _invalid("currency", "currency must be a three-letter ISO 4217 code")
+        raise invalid("currency", "currency must be a three-letter ISO 4217 code")
     return raw.upper()
 
 
@@ -214,7 +198,7 @@ def _order_id(raw: object) -> str | None:
     if raw is None:
         return None
     if not isinstance(raw, str) or not ORDER_ID_RE.match(raw):
-        raise _invalid("order_id", "order_id must be 1-200 printable ASCII characters")
+        raise invalid("order_id", "order_id must be 1-200 printable ASCII characters")
     return raw
 
 
@@ -248,7 +232,7 @@ async def _claim_order(redis, order_key: str, event_id: str, ts_ms: int, ttl_s: 
             if await redis.eval(_TAKE_OVER, 1, order_key, first, claim, ttl_s):
                 return None
         elif time.monotonic() > deadline:
-            raise Refused(503, "unavailable", "this order is being recorded, retry shortly")
+            raise unavailable("this order is being recorded, retry shortly")
         await asyncio.sleep(CLAIM_POLL_S)
 
 
@@ -281,7 +265,7 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
     settings = app[SETTINGS]
     click = await _click(request, fields["click_id"])
     if click is None and source == "api" and _maybe_spooled(fields["click_id"]):
-        raise Refused(503, "unavailable", "the click is not recorded yet, retry shortly")
+        raise unavailable("the click is not recorded yet, retry shortly")
     campaign_id = click["campaign_id"] if click else UNKNOWN_CAMPAIGN
     owner = click["business_id"] if click else None
     ts_ms = time.time_ns() // 1_000_000
@@ -323,7 +307,7 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
         if order_key is not None:
             with contextlib.suppress(*REDIS_ERRORS):  # Redis may be the failure: then the claim goes stale
                 await app[REDIS].delete(order_key)  # not recorded: let the retry claim it
-        raise Refused(503, "unavailable", "could not record the event, retry shortly") from None
+        raise unavailable("could not record the event, retry shortly") from None
     if order_key is not None:
         with contextlib.suppress(*REDIS_ERRORS):
             # Recorded: the order is the event's now. Should this write fail, the claim goes stale and a
@@ -338,7 +322,7 @@ async def _idempotent(request: web.Request, business_id: str, raw: bytes, fields
     if key is None:
         return await record(request, fields, business_id=business_id, source="api")
     if not idempotency.valid(key):
-        raise _invalid(idempotency.HEADER, idempotency.PROBLEM)
+        raise invalid(idempotency.HEADER, idempotency.PROBLEM)
     redis = request.app[REDIS]
     redis_key = request.app[KEYS].idempotency(business_id, key)
     fingerprint = hashlib.sha256(raw).hexdigest()
@@ -346,9 +330,9 @@ async def _idempotent(request: web.Request, business_id: str, raw: bytes, fields
     if not await redis.set(redis_key, claim, nx=True, ex=IDEMPOTENCY_TTL_S):
         stored = orjson.loads(await redis.get(redis_key) or b"{}")
         if stored.get("fingerprint") != fingerprint:
-            raise _invalid("Idempotency-Key", "this Idempotency-Key was used with a different body")
+            raise invalid("Idempotency-Key", "this Idempotency-Key was used with a different body")
         if stored.get("state") != "done":
-            raise Refused(409, "in_progress", "a request with this Idempotency-Key is still being processed")
+            raise ApiError(409, "in_progress", "a request with this Idempotency-Key is still being processed")
         return stored["status"], stored["body"]
     try:
         status, body = await record(request, fields, business_id=business_id, source="api")
@@ -364,31 +348,27 @@ async def _idempotent(request: web.Request, business_id: str, raw: bytes, fields
 
 
 async def post_conversion(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
-    try:
-        await _check_rate(request, request.app[CLIENT_IP](request))
-        business_id = await _business_for_key(request)
-        raw = await _read_body(request)
-        fields = parse_body(raw)
-        status, body = await _idempotent(request, business_id, raw, fields)
-    except Refused as refused:
-        metrics.requests[("conversions", str(refused.status))] += 1
-        return refused.response()
-    except REDIS_ERRORS:
-        metrics.requests[("conversions", "503")] += 1
-        return Refused(503, "unavailable", "event store unavailable, retry shortly").response()
-    metrics.requests[("conversions", str(status))] += 1
+    await _check_rate(request, request.app[CLIENT_IP](request))
+    business_id = await _business_for_key(request)
+    raw = await _read_body(request)
+    fields = parse_body(raw)
+    status, body = await _idempotent(request, business_id, raw, fields)
     return web.json_response(body, status=status, headers={"Cache-Control": "no-store"}, dumps=_dumps)
+
+
+def _malformed(field: str, message: str) -> ApiError:
+    """The pixel's refusal: a browser shows no body, so a malformed pixel is simply a 400 naming the field."""
+    return ApiError(400, "invalid", message, field)
 
 
 def parse_pixel(query) -> dict:
     """The pixel's query: ``cid`` (required), ``type``, ``value``, ``currency``, ``order_id``, ``sig``."""
     cid = canonical_uuid(query.get("cid"))
     if cid is None:
-        raise Refused(400, "invalid", "cid must be the oros_cid value (a UUID)", "cid")
+        raise _malformed("cid", "cid must be the oros_cid value (a UUID)")
     event_type = query.get("type", "conversion")
     if event_type not in PIXEL_TYPES:
-        raise Refused(400, "invalid", f"type must be one of {', '.join(PIXEL_TYPES)}", "type")
+        raise _malformed("type", f"type must be one of {', '.join(PIXEL_TYPES)}")
     try:
         fields = {
             "type": event_type,
@@ -397,8 +377,8 @@ def parse_pixel(query) -> dict:
             "currency": _currency(query.get("currency")),
             "order_id": _order_id(query.get("order_id")),
         }
-    except Refused as refused:
-        raise Refused(400, refused.code, refused.message, refused.field) from None
+    except ApiError as refused:
+        raise _malformed(refused.field, refused.message) from None
     fields["sig"] = _sig(query, fields)
     return fields
 
@@ -410,29 +390,20 @@ def _sig(query, fields: dict) -> str | None:
         return None
     sig = sig.lower()
     if not SIG_RE.fullmatch(sig):
-        raise Refused(400, "invalid", "sig must be the 64 hex digits of an HMAC-SHA256 (README: the pixel recipe)", "sig")
+        raise _malformed("sig", "sig must be the 64 hex digits of an HMAC-SHA256 (README: the pixel recipe)")
     # The settler checks the signature over the recorded values: refuse a spelling it would not rebuild.
     if query.get("cid") != fields["click_id"]:
-        raise Refused(400, "invalid", "a signed pixel's cid must be the oros_cid value as given (lower case)", "cid")
+        raise _malformed("cid", "a signed pixel's cid must be the oros_cid value as given (lower case)")
     if query.get("value") is not None and query.get("value") != fmt(fields["value"]):
-        raise Refused(400, "invalid", "a signed pixel's value must have two decimals (12.50), as signed", "value")
+        raise _malformed("value", "a signed pixel's value must have two decimals (12.50), as signed")
     return sig
 
 
 async def pixel(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
-    try:
-        if len(request.rel_url.raw_query_string) > 2048:
-            raise Refused(400, "invalid", "query string longer than 2048 bytes", "query")
-        fields = parse_pixel(request.query)
-        await _check_rate(request, request.app[CLIENT_IP](request))
-        status, _ = await record(request, fields, business_id=None, source="pixel")
-    except Refused as refused:
-        metrics.requests[("pixel", str(refused.status))] += 1
-        return refused.response()
-    except REDIS_ERRORS:
-        metrics.requests[("pixel", "503")] += 1
-        return Refused(503, "unavailable", "event store unavailable, retry shortly").response()
-    metrics.requests[("pixel", "200")] += 1
+    if len(request.rel_url.raw_query_string) > 2048:
+        raise _malformed("query", "query string longer than 2048 bytes")
+    fields = parse_pixel(request.query)
+    await _check_rate(request, request.app[CLIENT_IP](request))
+    await record(request, fields, business_id=None, source="pixel")
     # A duplicate order is still a 200: the browser has nothing to do about it.
     return web.Response(body=GIF, content_type="image/gif", headers={"Cache-Control": "no-store"})

@@ -106,7 +106,11 @@ class KnownCodes:
 
 
 class MissBudget:
-    """Allowances of misses that found nothing per client and second, of probes per second, of lookups at once."""
+    """Allowances of misses that found nothing per client and second, of probes per second, of lookups at once.
+
+    In process, not the Redis rate limiter (oros/ratelimit.py): it bounds the redirect's work in flight on its
+    hot path, where a Redis round trip per miss is the very cost it exists to cap.
+    """
 
     def __init__(
         self, *, per_client_s: int = MISSES_PER_CLIENT_S, lookups: int = LOOKUPS_IN_FLIGHT, probes_s: int = PROBES_PER_S,

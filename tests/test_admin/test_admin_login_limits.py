@@ -11,10 +11,10 @@ from dataclasses import replace
 
 import pytest
 
-from admin_api import attempts
 from admin_api.app import create_app
 from admin_api.attempts import LOGIN_FAILURES_PER_ADDRESS, LOGIN_FAILURES_PER_EMAIL, SIGNUPS_PER_ADDRESS, WINDOW_S
 from admin_api.typedefs import HASH_GATE
+from oros import ratelimit
 
 from admin_flows import assert_error
 
@@ -79,7 +79,7 @@ async def test_failures_are_capped_per_address_across_emails(api):
 
 async def test_failures_leave_the_window_one_by_one(api, monkeypatch):
     clock = {"ms": 1_800_000_000_000}
-    monkeypatch.setattr(attempts, "now_ms", lambda: clock["ms"])
+    monkeypatch.setattr(ratelimit, "now_ms", lambda: clock["ms"])
     for n in range(LOGIN_FAILURES_PER_EMAIL):
         assert (await login(api, "ana@example.com", "guess", stranger(n + 1))).status == 401
         clock["ms"] += 1000
@@ -117,6 +117,21 @@ async def test_password_hashing_is_bounded_per_process(api):
     for n in range(LOGIN_FAILURES_PER_EMAIL):
         assert (await login(api, "ana@example.com", "guess", stranger(n + 2))).status == 401
     await assert_limited(await login(api, "ana@example.com", "guess", stranger(100)))
+
+
+async def test_a_signup_turned_away_by_the_hashing_gate_uses_up_no_signup(api):
+    """A 503 ``busy`` hashed nothing, so it must not count: else a busy minute would use up an address's hour."""
+    gate = api.app[HASH_GATE]
+    with contextlib.ExitStack() as held:
+        for _ in range(gate.slots):
+            held.enter_context(gate.admit())
+        for n in range(SIGNUPS_PER_ADDRESS + 5):
+            resp = await signup(api, f"busy{n}@example.com", stranger(1))
+            assert resp.status == 503, n
+            assert_error(await resp.json(), "busy")
+    for n in range(SIGNUPS_PER_ADDRESS):
+        assert (await signup(api, f"late{n}@example.com", stranger(1))).status == 201, n
+    await assert_limited(await signup(api, "one-more@example.com", stranger(1)))
 
 
 async def test_redis_down_answers_503_not_500(aiohttp_client, settings, port):
