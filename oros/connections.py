@@ -6,6 +6,7 @@ them in aiohttp cleanup contexts or ``with`` blocks.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -18,6 +19,9 @@ import psycopg
 import redis.asyncio as aioredis
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection, SSLConnection
+from redis.exceptions import RedisError
 
 from .settings import Settings
 
@@ -70,8 +74,60 @@ async def act_as(conn: psycopg.AsyncConnection, user_id: str | None) -> None:
     )
 
 
-def redis_client(settings: Settings, **kwargs) -> aioredis.Redis:
+# What ``redis_client`` returns: both speak the same commands, the cluster routes each by its key's slot.
+AnyRedis = aioredis.Redis | RedisCluster
+
+
+def redis_client(settings: Settings, **kwargs) -> AnyRedis:
+    """A client of ``REDIS_URL``; with ``OROS_REDIS_CLUSTER=true`` a cluster client seeded by it."""
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **kwargs)
     return aioredis.Redis.from_url(settings.redis_url, **kwargs)
+
+
+async def node_of(redis: AnyRedis, key: str, *, refresh: bool = False) -> dict:
+    """How to reach the node that holds ``key``: its connection kwargs (host and port, or path; auth;
+    db) plus ``ssl``. ``refresh`` re-reads a cluster's topology first (after a failover).
+    """
+    if isinstance(redis, RedisCluster):
+        if refresh:
+            await redis.nodes_manager.initialize()
+        else:
+            await redis.initialize()
+        node = redis.get_node_from_key(key)
+        return {**node.connection_kwargs, "ssl": issubclass(node.connection_class, SSLConnection)}
+    pool = redis.connection_pool
+    return {**pool.connection_kwargs, "ssl": issubclass(pool.connection_class, SSLConnection)}
+
+
+@asynccontextmanager
+async def connection_to(redis: AnyRedis, key: str) -> AsyncIterator[AbstractConnection]:
+    """One connection to the node that holds ``key``, for commands that must share it (a write, then
+    its WAIT). A connection an error left with unread replies is dropped, not reused.
+    """
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+        node = redis.get_node_from_key(key)
+        conn = node.acquire_connection()
+        try:
+            yield conn
+        except BaseException:
+            await conn.disconnect()
+            # A failover or a moved slot: read where the key lives now, for the caller's retry.
+            with contextlib.suppress(RedisError, OSError):
+                await redis.nodes_manager.initialize()
+            raise
+        finally:
+            node.release(conn)
+        return
+    conn = await redis.connection_pool.get_connection()
+    try:
+        yield conn
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await redis.connection_pool.release(conn)
 
 
 _ch_lock = threading.Lock()
