@@ -26,7 +26,7 @@ from . import openapi as oa
 from .auth import caller
 from .errors import ApiError, conflict, invalid, not_found
 from .payload import amount, choice, cursor, limit, page, path_id, read_json, respond, text, uuid_field
-from .typedefs import JOBS, PG_POOL, SETTINGS
+from .typedefs import JOBS, PG_POOL, READ_POOL, SETTINGS
 from .users import USER, load_user
 
 routes = web.RouteTableDef()
@@ -187,7 +187,8 @@ async def list_settlements(request: web.Request) -> web.Response:
     if after is not None:
         where.append("(started_at, id) < (%(after_at)s, %(after_id)s)")
         params.update(after_at=after[0], after_id=after[1])
-    async with as_user(request.app[PG_POOL], who.id) as conn:
+    # A report of past runs: lag is harmless (POST /v1/admin/settlements answers with its own run).
+    async with as_user(request.app[READ_POOL], who.id) as conn:
         rows = await (await conn.execute(
             f"SELECT {RUN_COLUMNS} FROM settlement_runs WHERE {' AND '.join(where)}"
             f" ORDER BY started_at DESC, id DESC LIMIT %(limit)s",

@@ -12,7 +12,7 @@ from clickhouse_connect.driver.exceptions import OperationalError as ClickHouseO
 from psycopg_pool import PoolTimeout
 
 from oros.clientip import ClientIp
-from oros.connections import pg_pool, redis_client
+from oros.connections import pg_pool, pg_read_pool, redis_client
 from oros.jobs import OwnerJobs
 from oros.settings import Settings
 
@@ -20,7 +20,7 @@ from . import (admin, attempts, campaigns, exports, funding, health, openapi, qr
                wallets, webapp, webhooks)
 from .errors import ApiError, StreamBroken
 from .payload import respond
-from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, REDIS, SETTINGS
+from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, READ_POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,14 @@ def _internal() -> web.Response:
 async def _pg_context(app: web.Application) -> AsyncIterator[None]:
     pool = pg_pool(app[SETTINGS])
     await pool.open(wait=True)
-    app[PG_POOL] = pool
+    app[PG_POOL] = app[READ_POOL] = pool
+    # Which handlers read from the replica, and why only they: docs/scaling.md, "Postgres".
+    if app[SETTINGS].database_read_url:
+        app[READ_POOL] = pg_read_pool(app[SETTINGS])
+        await app[READ_POOL].open(wait=False)  # the API starts while the replica is down; reports then 503
     yield
+    if app[READ_POOL] is not pool:
+        await app[READ_POOL].close()
     await pool.close()
 
 

@@ -31,7 +31,7 @@ from . import openapi
 from .auth import caller
 from .errors import ApiError, invalid, not_found
 from .payload import parse_timestamp, path_id, respond
-from .typedefs import PG_POOL, SETTINGS
+from .typedefs import READ_POOL, SETTINGS
 
 routes = web.RouteTableDef()
 
@@ -209,7 +209,7 @@ async def campaign_stats(request: web.Request) -> web.Response:
     campaign_id = path_id(request)
     stats = StatsQuery.parse(request, "campaign", campaign_id, CAMPAIGN_DIMENSIONS)
     with stats_gate.admit(who.id):
-        async with as_user(request.app[PG_POOL], who.id) as conn:
+        async with as_user(request.app[READ_POOL], who.id) as conn:
             await owned_campaign(conn, who, campaign_id)
             decided = await _decisions(conn, stats)
         report = await _report(request, stats, decided)
@@ -221,7 +221,7 @@ async def my_stats(request: web.Request) -> web.Response:
     who = (await caller(request)).require("creator")
     stats = StatsQuery.parse(request, "creator", who.id, CREATOR_DIMENSIONS)
     with stats_gate.admit(who.id):
-        async with as_user(request.app[PG_POOL], who.id) as conn:
+        async with as_user(request.app[READ_POOL], who.id) as conn:
             decided = await _decisions(conn, stats)
         report = await _report(request, stats, decided)
     return respond({"creator_id": who.id, **report})
@@ -262,7 +262,7 @@ async def _report(request: web.Request, stats: StatsQuery, decided: list[dict]) 
 async def my_earnings(request: web.Request) -> web.Response:
     who = (await caller(request)).require("creator")
     start, end = query_range(request, EARNINGS_DEFAULT_SPAN, MAX_SPAN["day"])
-    async with as_user(request.app[PG_POOL], who.id) as conn:
+    async with as_user(request.app[READ_POOL], who.id) as conn:
         rows = await (
             await conn.execute(_EARNINGS_SQL, {"creator": who.id, "from": start, "to": end})
         ).fetchall()

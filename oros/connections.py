@@ -47,6 +47,22 @@ def pg_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> Asy
     )
 
 
+def pg_read_pool(settings: Settings, *, max_size: int = 10) -> AsyncConnectionPool:
+    """An async pool on the read replica (``DATABASE_READ_URL``), every transaction read-only.
+
+    Read-only even where the URL is not a hot standby (a misconfigured one, a test's stand-in):
+    a handler moved onto it that writes fails loudly instead of writing somewhere else.
+    """
+    return AsyncConnectionPool(
+        settings.database_read_url,
+        min_size=1,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row, "options": "-c default_transaction_read_only=on"},
+        open=False,
+        name="oros-read",
+    )
+
+
 @asynccontextmanager
 async def as_user(pool: AsyncConnectionPool, user_id: str | None) -> AsyncIterator[psycopg.AsyncConnection]:
     """A transaction run as the non-owner app role with ``auth.uid()`` = ``user_id``.
