@@ -168,23 +168,29 @@ def clickhouse_client(settings: Settings, *, database: str | None = None):
     """
     url = settings.clickhouse_url
     database = database if database is not None else settings.clickhouse_database
-    key = (url, database)
+    key = (url, database, settings.clickhouse_cluster)
     with _ch_lock:
         client = _ch_clients.get(key)
         if client is None:
-            client = _new_clickhouse_client(url, database)
+            client = _new_clickhouse_client(url, database, settings.clickhouse_cluster)
             _ch_clients[key] = client
         return client
 
 
-def _new_clickhouse_client(url: str, database: str):
+# On a cluster an insert into the Distributed table returns once every shard's replicas that
+# form a majority hold its rows, so ingest acknowledges a stream entry only when it is durable there.
+CLUSTER_INSERT_SETTINGS = {"distributed_foreground_insert": 1, "insert_quorum": "auto"}
+
+
+def _new_clickhouse_client(url: str, database: str, cluster: str | None):
     parsed = urlparse(url)
     if parsed.scheme == "chdb":
         return _SerialClient(clickhouse_connect.get_client(dsn=url, database=database or None))
     # No HTTP session: the client is shared by the process's threads (settle and reconcile jobs,
     # report queries), and a session takes one query at a time (clickhouse-connect refuses a second).
     return clickhouse_connect.get_client(dsn=url, database=database or None, compress=True,
-                                         autogenerate_session_id=False)
+                                         autogenerate_session_id=False,
+                                         settings=CLUSTER_INSERT_SETTINGS if cluster else None)
 
 
 class _SerialClient:
