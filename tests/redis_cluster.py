@@ -74,6 +74,8 @@ class LocalCluster:
              "--cluster-replica-validity-factor", "0", "--cluster-require-full-coverage", "no",
              # A replica's first sync starts at once, not after the default 5 s wait for more replicas.
              "--repl-diskless-sync-delay", "0",
+             # Stop at once on SIGTERM, without waiting for replicas to catch up: the data is a test's.
+             "--shutdown-on-sigterm", "now",
              "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]
         self._run(port)
 
