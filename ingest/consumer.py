@@ -105,6 +105,7 @@ class Ingester:
         self.redis = redis_client(settings)
         self.shards = [ShardConsumer(self, shard) for shard in settings.keys.shards]
         self._lags: dict[int, tuple[int | None, float | None]] = {}  # shard -> (entries, seconds)
+        self._unavailable_since: dict[int, float] = {}  # shard -> when its inserts began to fail
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -122,6 +123,15 @@ class Ingester:
     async def run(self, stop: asyncio.Event) -> None:
         """Drain every shard until ``stop`` is set, each in a loop of its own."""
         await asyncio.gather(*(shard.run(stop) for shard in self.shards))
+
+    def report_unavailable(self, shard: int, unavailable: bool) -> None:
+        """Whether one shard's inserts fail: the gauge holds the first failure of any shard's outage, so
+        a shard with nothing to insert does not clear the outage another one is waiting out."""
+        if unavailable:
+            self._unavailable_since.setdefault(shard, time.time())
+        else:
+            self._unavailable_since.pop(shard, None)
+        self.metrics.unavailable_since.set(min(self._unavailable_since.values(), default=0))
 
     def report_lag(self, shard: int, *, entries: int | None = None, seconds: float | None = None) -> None:
         """One shard's lag: the gauges show the shards' total entries and their oldest batch's age."""
@@ -181,7 +191,7 @@ class ShardConsumer:
                     # No reading ahead while retrying: an outage must not pull the backlog into memory.
                     _, entries = await self._insert_and_read(entries, read_ahead=not failures)
                 failures = 0
-                self.metrics.unavailable_since.set(0)
+                self.ingester.report_unavailable(self.shard.number, False)
                 continue
             except Interrupted as exc:
                 entries = exc.pending
@@ -192,8 +202,7 @@ class ShardConsumer:
             delay = min(self.retry_s * 2 ** min(failures - 1, 16), self.max_retry_s)
             if isinstance(cause, ClickHouseUnavailable):
                 self.metrics.retries.inc()
-                if not self.metrics.value("oros_ingest_clickhouse_unavailable_since_seconds"):
-                    self.metrics.unavailable_since.set(time.time())
+                self.ingester.report_unavailable(self.shard.number, True)
                 log.warning("ClickHouse unavailable; %d entries of shard %d wait, retry %d in %.1fs: %s",
                             len(entries), self.shard.number, failures, delay, str(cause)[:300])
             else:

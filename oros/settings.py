@@ -168,7 +168,8 @@ class Settings:
             redis_cluster=_bool(env, "OROS_REDIS_CLUSTER", False),
             stream_shards=_int(env, "OROS_STREAM_SHARDS", 1, minimum=1, maximum=MAX_STREAM_SHARDS),
             stream_replicas=_int(env, "OROS_STREAM_REPLICAS", 0) if env.get("OROS_STREAM_REPLICAS") else None,
-            stream_wait_ms=_int(env, "OROS_STREAM_WAIT_MS", 500, minimum=1),
+            # Below the tracker's 2 s flush timeout, which would otherwise cut the connection first.
+            stream_wait_ms=_int(env, "OROS_STREAM_WAIT_MS", 500, minimum=1, maximum=1500),
             clickhouse_cluster=_cluster_name(env, "CLICKHOUSE_CLUSTER"),
             stripe_api_key=env.get(STRIPE_API_KEY),
             stripe_api_base=_url(env, "STRIPE_API_BASE", ("http", "https")),

@@ -48,11 +48,12 @@ def test_one_stream_keeps_its_names_and_shards_carry_one_tag_each():
 @pytest.mark.parametrize(("env", "problem"), [
     ({"OROS_STREAM_SHARDS": "0"}, "at least 1"),
     ({"OROS_STREAM_SHARDS": "257"}, "at most 256"),
+    ({"OROS_STREAM_WAIT_MS": "2000"}, "at most 1500"),
     ({"OROS_REDIS_PREFIX": "t{1}:"}, "hash tag"),
     ({"OROS_REDIS_CLUSTER": "true", "REDIS_URL": "unix:///tmp/r.sock"}, "seed node"),
     ({"CLICKHOUSE_CLUSTER": "oros; DROP"}, "not a cluster name"),
     ({"DATABASE_READ_URL": "mysql://x/y"}, "DATABASE_READ_URL"),
-], ids=["no-shards", "too-many-shards", "braces", "cluster-unix", "cluster-name", "read-url"])
+], ids=["no-shards", "too-many-shards", "wait-past-flush-timeout", "braces", "cluster-unix", "cluster-name", "read-url"])
 def test_settings_refuse_what_cannot_work(env, problem):
     with pytest.raises(SettingsError, match=problem):
         Settings.from_env(env)
@@ -129,3 +130,24 @@ async def test_a_stripe_event_appends_to_one_shard_the_same_for_its_retry(sharde
     await stream.append(redis, keys, [raw])
     lengths = [await redis.xlen(shard.stream) for shard in keys.shards]
     assert sorted(lengths) == [0, 0, 2]
+
+
+async def test_an_outage_seen_by_one_shard_stays_reported_while_the_others_idle(sharded, redis):
+    """Shards 1 and 2 have nothing to insert and succeed every pass; ClickHouse is still down for shard 0."""
+    down = replace(sharded, clickhouse_database=sharded.clickhouse_database + "_late")
+    await redis.xadd(down.keys.shard(0).stream, {b"e": click(1).encode()})
+    ingester = Ingester(down, "a", block_ms=20, retry_s=0.01, max_retry_s=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingester.run(stop))
+    try:
+        for _ in range(400):
+            if ingester.metrics.value("oros_ingest_retries_total") >= 10:
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(10):  # the idle shards' passes in between
+            assert ingester.metrics.health()["status"] == "degraded"
+            await asyncio.sleep(0.03)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+        await ingester.close()
