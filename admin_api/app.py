@@ -73,7 +73,8 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         log.warning("no database connection free", extra={"path": request.path})
         return _api_error(ApiError(503, "unavailable", "the service is busy; retry shortly",
                                    retry_after_s=POOL_RETRY_AFTER_S))
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+    # RedisClusterException: a Redis Cluster with no node for a slot, mid-failover (no RedisError).
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.RedisClusterException):
         log.warning("redis unavailable", extra={"path": request.path})
         return _api_error(ApiError(503, "unavailable", "a backing service is unavailable; retry shortly",
                                    retry_after_s=REDIS_RETRY_AFTER_S))

@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, SSLConnection
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from .settings import Settings
 
@@ -130,7 +130,7 @@ async def connection_to(redis: AnyRedis, key: str) -> AsyncIterator[AbstractConn
         except BaseException:
             await conn.disconnect()
             # A failover or a moved slot: read where the key lives now, for the caller's retry.
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
                 await redis.nodes_manager.initialize()
             raise
         finally:
