@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,8 @@ def batch(size: int) -> tuple[list[bytes], list]:
     for _ in range(size):
         click_id = uuid7_str()
         event = Event(event_id=click_id, event_type="click", ts_ms=int(time.time() * 1000),
-                      campaign_id="0192f0c2-0000-7000-8000-000000000002", link_id="0192f0c2-0000-7000-8000-000000000001",
+                      campaign_id="0192f0c2-0000-7000-8000-000000000002",
+                      link_id="0192f0c2-0000-7000-8000-000000000001",
                       creator_id="0192f0c2-0000-7000-8000-000000000003", ip="203.0.113.7", user_agent=USER_AGENT,
                       referrer="https://www.instagram.com/")
         events.append(event.encode())

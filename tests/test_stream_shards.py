@@ -53,7 +53,8 @@ def test_one_stream_keeps_its_names_and_shards_carry_one_tag_each():
     ({"OROS_REDIS_CLUSTER": "true", "REDIS_URL": "unix:///tmp/r.sock"}, "seed node"),
     ({"CLICKHOUSE_CLUSTER": "oros; DROP"}, "not a cluster name"),
     ({"DATABASE_READ_URL": "mysql://x/y"}, "DATABASE_READ_URL"),
-], ids=["no-shards", "too-many-shards", "wait-past-flush-timeout", "braces", "cluster-unix", "cluster-name", "read-url"])
+], ids=["no-shards", "too-many-shards", "wait-past-flush-timeout", "braces", "cluster-unix", "cluster-name",
+        "read-url"])
 def test_settings_refuse_what_cannot_work(env, problem):
     with pytest.raises(SettingsError, match=problem):
         Settings.from_env(env)
@@ -112,7 +113,8 @@ async def test_dead_letters_stay_in_their_shard_and_replay_there(sharded, redis,
     assert await asyncio.to_thread(cli.run_list_dead_letters, Settings.from_env(), limit=10) == 0
     listing = capsys.readouterr().out
     assert f"2:{letter_id.decode()}" in listing and "1 dead letters" in listing
-    assert await asyncio.to_thread(cli.run_drop_dead_letters, Settings.from_env(), [f"2:{letter_id.decode()}", "9:1-1"]) == 1
+    dropped = [f"2:{letter_id.decode()}", "9:1-1"]  # the second names no shard there is
+    assert await asyncio.to_thread(cli.run_drop_dead_letters, Settings.from_env(), dropped) == 1
     assert await redis.xlen(keys.shard(2).dead_letter) == 0
     # A letter whose event inserts now (its cause was fixed) goes back to its own shard's stream.
     fixed = click(2).encode()

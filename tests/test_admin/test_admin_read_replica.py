@@ -18,7 +18,6 @@ from oros.migrate import migrate_postgres
 from settler.jobs import OWNER_JOBS
 
 
-
 @pytest.fixture
 def replica_url(settings, template_db):
     name = f"{urlparse(settings.database_url).path.lstrip('/')}_replica"
