@@ -30,7 +30,7 @@ from .auth import caller
 from .pages import Page, PageQuery, page
 from .payload import parse, parse_query, path_id, respond
 from .routing import Routes
-from .typedefs import JOBS, PG_POOL, SETTINGS
+from .typedefs import JOBS, PG_POOL, READ_POOL, SETTINGS
 from .users import User, load_user
 
 routes = Routes()
@@ -283,7 +283,8 @@ async def list_settlements(request: web.Request) -> web.Response:
     if query.cursor is not None:
         where.append("(started_at, id) < (%(after_at)s, %(after_id)s)")
         params.update(after_at=query.cursor[0], after_id=query.cursor[1])
-    async with as_user(request.app[PG_POOL], who.id) as conn:
+    # A report of past runs: lag is harmless (POST /v1/admin/settlements answers with its own run).
+    async with as_user(request.app[READ_POOL], who.id) as conn:
         rows = await (await conn.execute(
             f"SELECT {RUN_COLUMNS} FROM settlement_runs WHERE {' AND '.join(where)}"
             f" ORDER BY started_at DESC, id DESC LIMIT %(limit)s",

@@ -7,7 +7,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from oros.clientip import ClientIp
-from oros.connections import pg_pool, redis_client
+from oros.connections import pg_pool, pg_read_pool, redis_client
 from oros.httperrors import error_middleware
 from oros.jobs import OwnerJobs
 from oros.settings import Settings
@@ -32,7 +32,7 @@ from . import (
     webapp,
     webhooks,
 )
-from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, REDIS, SETTINGS
+from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, READ_POOL, REDIS, SETTINGS
 
 MAX_BODY_BYTES = 1024 * 1024
 ROUTE_MODULES = (users, sessions, campaigns, communities, wallets, admin, payouts, queues, funding, card_payments,
@@ -42,8 +42,14 @@ ROUTE_MODULES = (users, sessions, campaigns, communities, wallets, admin, payout
 async def _pg_context(app: web.Application) -> AsyncIterator[None]:
     pool = pg_pool(app[SETTINGS])
     await pool.open(wait=True)
-    app[PG_POOL] = pool
+    app[PG_POOL] = app[READ_POOL] = pool
+    # Which handlers read from the replica, and why only they: docs/scaling.md, "Postgres".
+    if app[SETTINGS].database_read_url:
+        app[READ_POOL] = pg_read_pool(app[SETTINGS])
+        await app[READ_POOL].open(wait=False)  # the API starts while the replica is down; reports then 503
     yield
+    if app[READ_POOL] is not pool:
+        await app[READ_POOL].close()
     await pool.close()
 
 

@@ -315,7 +315,7 @@ async def _publish(request: web.Request, codes: list[str], infos: dict[str, Link
     """
     try:
         await publish(request.app[REDIS], request.app[SETTINGS].keys, codes, infos)
-    except redis.exceptions.RedisError:
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException):
         log.warning("link publish failed", exc_info=True, extra={"codes": len(codes)})
 
 

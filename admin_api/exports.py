@@ -39,7 +39,7 @@ from .auth import caller
 from .payload import parse_query, path_id
 from .reports import MAX_SPAN, RangeQuery, StatsGate, owned_campaign
 from .routing import Routes, content
-from .typedefs import PG_POOL, SETTINGS
+from .typedefs import READ_POOL, SETTINGS
 
 routes = Routes()
 
@@ -154,7 +154,7 @@ async def campaign_events_csv(request: web.Request) -> web.StreamResponse:
     start, end = parse_query(RangeQuery, request).span(EXPORT_DEFAULT_SPAN, MAX_SPAN["day"])
     settings = request.app[SETTINGS]
     with export_gate.admit(who.id):
-        async with as_user(request.app[PG_POOL], who.id) as conn:
+        async with as_user(request.app[READ_POOL], who.id) as conn:
             await owned_campaign(conn, who, campaign_id)
         params = {"campaign": campaign_id, "from_ms": int(start.timestamp() * 1000),
                   "to_ms": int(end.timestamp() * 1000), "rows": EXPORT_CHUNK_ROWS}
@@ -178,7 +178,7 @@ def _events_page(settings: Settings, params: dict) -> bytes:
 async def my_earnings_csv(request: web.Request) -> web.StreamResponse:
     who = (await caller(request)).require("creator")
     start, end = parse_query(RangeQuery, request).span(EXPORT_DEFAULT_SPAN, MAX_SPAN["day"])
-    pool = request.app[PG_POOL]
+    pool = request.app[READ_POOL]
     params = {"creator": who.id, "from": start, "to": end, "rows": EXPORT_CHUNK_ROWS}
 
     async def fetch(after: tuple[str, str]) -> bytes:

@@ -34,7 +34,7 @@ from oros.wire import Money, OneOf, Timestamp, Uuid, refuse, rule
 from .auth import caller
 from .payload import parse_query, path_id, respond
 from .routing import Routes
-from .typedefs import PG_POOL, SETTINGS
+from .typedefs import READ_POOL, SETTINGS
 
 routes = Routes()
 
@@ -351,7 +351,7 @@ async def campaign_stats(request: web.Request) -> web.Response:
     params = parse_query(CampaignStatsParams, request)
     stats = StatsQuery.of(params, "campaign", campaign_id, CAMPAIGN_DIMENSIONS)
     with stats_gate.admit(who.id):
-        async with as_user(request.app[PG_POOL], who.id) as conn:
+        async with as_user(request.app[READ_POOL], who.id) as conn:
             await owned_campaign(conn, who, campaign_id)
             decided = await _decisions(conn, stats)
         report = await _report(request, stats, decided)
@@ -364,7 +364,7 @@ async def my_stats(request: web.Request) -> web.Response:
     who = (await caller(request)).require("creator")
     stats = StatsQuery.of(parse_query(CreatorStatsParams, request), "creator", who.id, CREATOR_DIMENSIONS)
     with stats_gate.admit(who.id):
-        async with as_user(request.app[PG_POOL], who.id) as conn:
+        async with as_user(request.app[READ_POOL], who.id) as conn:
             decided = await _decisions(conn, stats)
         report = await _report(request, stats, decided)
     return respond({"creator_id": who.id, **report})
@@ -406,7 +406,7 @@ async def _report(request: web.Request, stats: StatsQuery, decided: list[dict]) 
 async def my_earnings(request: web.Request) -> web.Response:
     who = (await caller(request)).require("creator")
     start, end = parse_query(RangeQuery, request).span(EARNINGS_DEFAULT_SPAN, MAX_SPAN["day"])
-    async with as_user(request.app[PG_POOL], who.id) as conn:
+    async with as_user(request.app[READ_POOL], who.id) as conn:
         rows = await (
             await conn.execute(_EARNINGS_SQL, {"creator": who.id, "from": start, "to": end})
         ).fetchall()

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 SETTINGS = web.AppKey("settings", Settings)
 PG_POOL = web.AppKey("pg_pool", AsyncConnectionPool)
+# Reports that tolerate replication lag read here: the replica of DATABASE_READ_URL, else PG_POOL itself.
+READ_POOL = web.AppKey("pg_read_pool", AsyncConnectionPool)
 JOBS = web.AppKey("owner_jobs", object)  # oros.jobs.OwnerJobs, or None: the settler runs them
 REDIS = web.AppKey("redis", aioredis.Redis)
 # The one rule for who the client is behind OROS_TRUSTED_PROXIES (shared with the tracker).

@@ -433,7 +433,7 @@ async def revoke_api_key(request: web.Request) -> web.Response:
         raise not_found("api key")
     try:
         await apikeys.revoke(request.app[REDIS], request.app[SETTINGS].keys, row.pop("key_hash").strip())
-    except redis.exceptions.RedisError:
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException):
         # Revoked in Postgres, which the admin API checks; trackers see it when their entry expires.
         log.warning("api key revoked but trackers not told", exc_info=True,
                     extra={"api_key": str(row["id"]), "within_s": apikeys.CACHE_TTL_S})

@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 import stripe
 from aiohttp import web
 from pydantic import BaseModel, RootModel
+from redis.exceptions import RedisClusterException
 
 from oros import clickindex, stream
 from oros.events import Event, canonical_uuid
@@ -111,7 +112,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
             except Ignored as exc:
                 log.info("stripe event ignored", extra={"stripe_event": event["id"], "reason": str(exc)})
                 return respond({"received": True, "status": "ignored", "reason": str(exc)})
-            except aioredis.RedisError:
+            except (aioredis.RedisError, RedisClusterException):  # the latter: a cluster mid-failover
                 log.exception("event stream unavailable", extra={"stripe_event": event["id"]})
                 # 503 rolls the claim back, so Stripe's retry applies the event later.
                 raise ApiError(503, "unavailable", "the event stream is unavailable; retry later") from None
@@ -254,7 +255,8 @@ async def _click(redis, settings: Settings, cid: str) -> dict:
 
 
 async def _append(redis, settings: Settings, event: Event) -> None:
-    await stream.append(redis, settings.keys, [event.encode()])
+    await stream.append(redis, settings.keys, [event.encode()], replicas=settings.stream_replicas,
+                        wait_ms=settings.stream_wait_ms)
 
 
 def _event_id(event: dict) -> str:

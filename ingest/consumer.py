@@ -1,6 +1,12 @@
-"""The consumer-group loop: stream entries into ClickHouse, acknowledged only after the insert.
+"""The consumer-group loops: stream entries into ClickHouse, acknowledged only after the insert.
 
-A consumer group shares the stream between ingesters. Each pass takes this
+A consumer group shares the stream between ingesters. A sharded stream
+(``OROS_STREAM_SHARDS``, docs/scaling.md) has a group per shard, and an
+ingester runs one loop per shard (``ShardConsumer``) under one consumer
+name: each shard is read, retried, re-claimed, dead-lettered and trimmed on
+its own, with the shard's own keys, so on a Redis Cluster every command and
+MULTI stays on the shard's slot, and one shard's outage or backlog does not
+hold up the others. Each pass takes this
 consumer's own unacknowledged entries, then entries a dead consumer left
 idle, then new ones, and inserts them in one insert while it reads the next
 batch. An entry is acknowledged (then trimmed) only after the insert that
@@ -32,6 +38,7 @@ from redis.exceptions import ResponseError
 
 from oros.connections import redis_client
 from oros.events import STREAM_FIELD
+from oros.keys import StreamShard
 from oros.settings import Settings
 
 from . import deadletter
@@ -59,7 +66,7 @@ def _text(value: bytes | str) -> str:
 
 
 class Ingester:
-    """One consumer of the stream's consumer group.
+    """One consumer of every stream shard's consumer group.
 
     :param consumer: the consumer name; defaults to host and pid, so a
         restarted process is a new consumer and its predecessor's pending
@@ -86,7 +93,6 @@ class Ingester:
         enrich: bool = True,
     ) -> None:
         self.settings = settings
-        self.keys = settings.keys
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.batch_size = batch_size
         self.block_ms = block_ms
@@ -96,28 +102,71 @@ class Ingester:
         self.max_retry_s = max_retry_s
         self.metrics = metrics or IngestMetrics()
         self.enricher = Enricher(settings) if enrich else None
-        self._enriched: dict[bytes, bytes] = {}  # entry id -> line, made while the previous batch inserts
         self.redis = redis_client(settings)
-        self._group_ready = False
+        self.shards = [ShardConsumer(self, shard) for shard in settings.keys.shards]
+        self._lags: dict[int, tuple[int | None, float | None]] = {}  # shard -> (entries, seconds)
+        self._unavailable_since: dict[int, float] = {}  # shard -> when its inserts began to fail
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+    async def drain_once(self) -> int:
+        """Insert everything in every shard now (and whatever idle consumers left pending); return rows.
+
+        Raises ``ClickHouseUnavailable`` (or a Redis error) instead of waiting.
+        """
+        total = 0
+        for shard in self.shards:
+            total += await shard.drain_once()
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drain every shard until ``stop`` is set, each in a loop of its own."""
+        await asyncio.gather(*(shard.run(stop) for shard in self.shards))
+
+    def report_unavailable(self, shard: int, unavailable: bool) -> None:
+        """Whether one shard's inserts fail: the gauge holds the first failure of any shard's outage, so
+        a shard with nothing to insert does not clear the outage another one is waiting out."""
+        if unavailable:
+            self._unavailable_since.setdefault(shard, time.time())
+        else:
+            self._unavailable_since.pop(shard, None)
+        self.metrics.unavailable_since.set(min(self._unavailable_since.values(), default=0))
+
+    def report_lag(self, shard: int, *, entries: int | None = None, seconds: float | None = None) -> None:
+        """One shard's lag: the gauges show the shards' total entries and their oldest batch's age."""
+        old_entries, old_seconds = self._lags.get(shard, (None, None))
+        self._lags[shard] = (old_entries if entries is None else entries, old_seconds if seconds is None else seconds)
+        self.metrics.lag_entries.set(sum(e for e, _ in self._lags.values() if e is not None))
+        self.metrics.lag_seconds.set(max((s for _, s in self._lags.values() if s is not None), default=0.0))
+
+
+class ShardConsumer:
+    """The consumer loop of one stream shard, for an ``Ingester`` (its settings, name, clients, metrics)."""
+
+    def __init__(self, ingester: Ingester, shard: StreamShard) -> None:
+        self.ingester = ingester
+        self.shard = shard
+        self.settings, self.consumer, self.redis = ingester.settings, ingester.consumer, ingester.redis
+        self.metrics, self.enricher = ingester.metrics, ingester.enricher
+        self.batch_size, self.block_ms = ingester.batch_size, ingester.block_ms
+        self.claim_idle_ms, self.max_deliveries = ingester.claim_idle_ms, ingester.max_deliveries
+        self.retry_s, self.max_retry_s = ingester.retry_s, ingester.max_retry_s
+        self._enriched: dict[bytes, bytes] = {}  # entry id -> line, made while the previous batch inserts
+        self._group_ready = False
 
     async def _ensure_group(self) -> None:
         if self._group_ready:
             return
         try:
-            await self.redis.xgroup_create(self.keys.stream, self.keys.consumer_group, id="0", mkstream=True)
+            await self.redis.xgroup_create(self.shard.stream, self.shard.consumer_group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
         self._group_ready = True
 
     async def drain_once(self) -> int:
-        """Insert everything in the stream now (and whatever idle consumers left pending); return rows.
-
-        Raises ``ClickHouseUnavailable`` (or a Redis error) instead of waiting.
-        """
+        """Insert everything in this shard now (and whatever idle consumers left pending); return rows."""
         await self._ensure_group()
         total = 0
         entries = await self._next(block_ms=None)
@@ -142,7 +191,7 @@ class Ingester:
                     # No reading ahead while retrying: an outage must not pull the backlog into memory.
                     _, entries = await self._insert_and_read(entries, read_ahead=not failures)
                 failures = 0
-                self.metrics.unavailable_since.set(0)
+                self.ingester.report_unavailable(self.shard.number, False)
                 continue
             except Interrupted as exc:
                 entries = exc.pending
@@ -153,12 +202,12 @@ class Ingester:
             delay = min(self.retry_s * 2 ** min(failures - 1, 16), self.max_retry_s)
             if isinstance(cause, ClickHouseUnavailable):
                 self.metrics.retries.inc()
-                if not self.metrics.value("oros_ingest_clickhouse_unavailable_since_seconds"):
-                    self.metrics.unavailable_since.set(time.time())
-                log.warning("ClickHouse unavailable; %d entries wait, retry %d in %.1fs: %s",
-                            len(entries), failures, delay, str(cause)[:300])
+                self.ingester.report_unavailable(self.shard.number, True)
+                log.warning("ClickHouse unavailable; %d entries of shard %d wait, retry %d in %.1fs: %s",
+                            len(entries), self.shard.number, failures, delay, str(cause)[:300])
             else:
-                log.error("ingest pass failed; retry %d in %.1fs", failures, delay, exc_info=cause)
+                log.error("ingest pass of shard %d failed; retry %d in %.1fs", self.shard.number, failures, delay,
+                          exc_info=cause)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
@@ -214,7 +263,7 @@ class Ingester:
 
     async def _read(self, *, block_ms: int | None) -> list:
         reply = await self.redis.xreadgroup(
-            self.keys.consumer_group, self.consumer, {self.keys.stream: ">"},
+            self.shard.consumer_group, self.consumer, {self.shard.stream: ">"},
             count=self.batch_size, block=block_ms,
         )
         return reply[0][1] if reply else []
@@ -222,13 +271,13 @@ class Ingester:
     async def _own_pending(self) -> list:
         """Entries this consumer read but never acknowledged (a failed insert): retried first."""
         reply = await self.redis.xreadgroup(
-            self.keys.consumer_group, self.consumer, {self.keys.stream: "0"}, count=self.batch_size
+            self.shard.consumer_group, self.consumer, {self.shard.stream: "0"}, count=self.batch_size
         )
         entries = reply[0][1] if reply else []
         # A deleted-but-pending entry comes back with no fields; nothing to insert, just ack it.
         gone = [entry_id for entry_id, fields in entries if not fields]
         if gone:
-            await self.redis.xack(self.keys.stream, self.keys.consumer_group, *gone)
+            await self.redis.xack(self.shard.stream, self.shard.consumer_group, *gone)
         return [(entry_id, fields) for entry_id, fields in entries if fields]
 
     async def _claim(self) -> list:
@@ -237,7 +286,7 @@ class Ingester:
         start = "0-0"
         while len(claimed) < self.batch_size:
             start, entries, _deleted = await self.redis.xautoclaim(
-                self.keys.stream, self.keys.consumer_group, self.consumer,
+                self.shard.stream, self.shard.consumer_group, self.consumer,
                 min_idle_time=self.claim_idle_ms, start_id=start, count=self.batch_size,
             )
             claimed.extend(entries)
@@ -256,20 +305,20 @@ class Ingester:
         """
         first, last = entries[0][0], entries[-1][0]
         pending = await self.redis.xpending_range(
-            self.keys.stream, self.keys.consumer_group, min=first, max=last, count=len(entries) * 2,
+            self.shard.stream, self.shard.consumer_group, min=first, max=last, count=len(entries) * 2,
             consumername=self.consumer,
         )
         counts = {p["message_id"]: p["times_delivered"] for p in pending}
         suspects = [e for e in entries if counts.get(e[0], 0) > self.max_deliveries]
         if not suspects:
             return entries
-        marks = await self.redis.hmget(self.keys.ingest_suspects, [entry_id for entry_id, _ in suspects])
+        marks = await self.redis.hmget(self.shard.ingest_suspects, [entry_id for entry_id, _ in suspects])
         crashed = [(entry_id, fields, "crashed", f"delivered {counts[entry_id]} times; ingester {_text(mark)} "
                     "died while inserting it alone") for (entry_id, fields), mark in zip(suspects, marks) if mark]
         settled: set[bytes] = set()
         await self._dead_letter(crashed, settled)
         if crashed:
-            await self.redis.hdel(self.keys.ingest_suspects, *settled)
+            await self.redis.hdel(self.shard.ingest_suspects, *settled)
         for entry in suspects:
             if entry[0] not in settled:
                 await self._insert_alone(entry)
@@ -277,13 +326,13 @@ class Ingester:
 
     async def _insert_alone(self, entry: tuple) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.ingest_suspects, entry[0], self.consumer)
-            pipe.expire(self.keys.ingest_suspects, SUSPECT_MARK_TTL)
+            pipe.hset(self.shard.ingest_suspects, entry[0], self.consumer)
+            pipe.expire(self.shard.ingest_suspects, SUSPECT_MARK_TTL)
             await pipe.execute()
         try:
             await self._insert([entry], set())
         finally:
-            await self.redis.hdel(self.keys.ingest_suspects, entry[0])
+            await self.redis.hdel(self.shard.ingest_suspects, entry[0])
 
     async def _insert(self, entries: list, settled: set[bytes]) -> int:
         """Insert ``entries`` and acknowledge them; dead-letter what can never insert; return rows.
@@ -353,7 +402,7 @@ class Ingester:
         if not dead:
             return
         async with self.redis.pipeline(transaction=True) as pipe:
-            deadletter.queue(pipe, self.keys, self.consumer, dead)
+            deadletter.queue(pipe, self.shard, self.consumer, dead)
             await pipe.execute()
         settled.update(entry_id for entry_id, *_ in dead)
         for _, _, reason_class, _ in dead:
@@ -363,32 +412,32 @@ class Ingester:
 
     async def _acked(self, ids: list[bytes], settled: set[bytes]) -> int:
         """Acknowledge (and trim) only what ClickHouse now holds."""
-        await self.redis.xack(self.keys.stream, self.keys.consumer_group, *ids)
+        await self.redis.xack(self.shard.stream, self.shard.consumer_group, *ids)
         settled.update(ids)
         self.metrics.inserted.inc(len(ids))
-        self.metrics.lag_seconds.set(max(0.0, time.time() - int(ids[-1].split(b"-")[0]) / 1000))
+        self.ingester.report_lag(self.shard.number, seconds=max(0.0, time.time() - int(ids[-1].split(b"-")[0]) / 1000))
         await self._trim()
         return len(ids)
 
     async def _trim(self) -> None:
         """Drop what every consumer has acknowledged: entries below both the oldest pending
         entry and the group's last delivered id (one XTRIM, not an XDEL per id)."""
-        pending = await self.redis.xpending(self.keys.stream, self.keys.consumer_group)
+        pending = await self.redis.xpending(self.shard.stream, self.shard.consumer_group)
         group = await self._group_info()
         if group is None:
             return
         if group.get("lag") is not None:
-            self.metrics.lag_entries.set(group["lag"])
+            self.ingester.report_lag(self.shard.number, entries=group["lag"])
         ms, seq = (int(part) for part in _text(group["last-delivered-id"]).split("-"))
         threshold = (ms, seq + 1)
         if pending["pending"]:
             low_ms, low_seq = (int(part) for part in _text(pending["min"]).split("-"))
             threshold = min(threshold, (low_ms, low_seq))
-        await self.redis.xtrim(self.keys.stream, minid=f"{threshold[0]}-{threshold[1]}", approximate=False)
+        await self.redis.xtrim(self.shard.stream, minid=f"{threshold[0]}-{threshold[1]}", approximate=False)
 
     async def _group_info(self) -> dict | None:
-        for group in await self.redis.xinfo_groups(self.keys.stream):
-            if _text(group.get("name")) == self.keys.consumer_group:
+        for group in await self.redis.xinfo_groups(self.shard.stream):
+            if _text(group.get("name")) == self.shard.consumer_group:
                 return group
         return None
 

@@ -1,6 +1,6 @@
 """The dead letters: stream entries ingest will not insert, each with why, for an operator.
 
-A dead letter is an entry of ``keys.dead_letter`` holding the original
+A dead letter is an entry of its stream shard's ``dead_letter`` holding the original
 stream id (``id``), the reason class (``class``: invalid, refused, crashed),
 ClickHouse's or the check's words (``reason``), the consumer that gave up
 (``consumer``) and the entry's event as it was (``e``). Its own stream id
@@ -12,6 +12,10 @@ change) and replaying it as it is, or drops it; dead letters are never
 edited. A replay checks the event again (``rows.check``) and re-queues it
 through the normal stream; the event keeps its id, so a replay of something
 already inserted collapses downstream.
+
+A sharded stream keeps its dead letters per shard, beside the shard's
+stream, so moving or replaying one stays on the shard's cluster slot; the
+operator's id of such a letter is ``<shard>:<its stream id>``.
 """
 
 from __future__ import annotations
@@ -22,58 +26,80 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from oros.events import STREAM_FIELD
-from oros.keys import Keys
+from oros.keys import Keys, StreamShard
 
 from .rows import InvalidEvent, NotWireFormat, check
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    id: str  # in the dead-letter stream
+    id: str  # the operator's: the stream id in its shard's dead letters, "<shard>:" before it when sharded
     entry_id: str  # in the event stream, when it was given up
     reason_class: str
     reason: str
     consumer: str
     event: bytes | None
+    shard: int = 0
+
+    @property
+    def letter_id(self) -> str:
+        """Its id in the shard's dead-letter stream."""
+        return self.id.rpartition(":")[2]
 
     @property
     def at(self) -> datetime:
-        return datetime.fromtimestamp(int(self.id.split("-")[0]) / 1000, tz=UTC)
+        return datetime.fromtimestamp(int(self.letter_id.split("-")[0]) / 1000, tz=UTC)
 
 
-def queue(pipe, keys: Keys, consumer: str, dead: list[tuple[bytes, dict, str, str]]) -> None:
+def queue(pipe, shard: StreamShard, consumer: str, dead: list[tuple[bytes, dict, str, str]]) -> None:
     """Queue on a MULTI pipeline: each ``(entry_id, fields, reason_class, reason)`` moved to the dead letters."""
     for entry_id, fields, reason_class, reason in dead:
         letter = {b"id": entry_id, b"class": reason_class, b"reason": reason.encode(), b"consumer": consumer}
         if fields.get(STREAM_FIELD) is not None:
             letter[STREAM_FIELD] = fields[STREAM_FIELD]
-        pipe.xadd(keys.dead_letter, letter)
+        pipe.xadd(shard.dead_letter, letter)
     ids = [entry_id for entry_id, *_ in dead]
-    pipe.xack(keys.stream, keys.consumer_group, *ids)
-    pipe.xdel(keys.stream, *ids)
+    pipe.xack(shard.stream, shard.consumer_group, *ids)
+    pipe.xdel(shard.stream, *ids)
 
 
-def _letter(letter_id: bytes, fields: dict) -> DeadLetter:
+def _letter(keys: Keys, shard: StreamShard, letter_id: bytes, fields: dict) -> DeadLetter:
     text = {k: v.decode("utf-8", "replace") for k, v in fields.items() if k != STREAM_FIELD}
+    own_id = letter_id.decode()
     return DeadLetter(
-        id=letter_id.decode(), entry_id=text.get(b"id", ""), reason_class=text.get(b"class", ""),
-        reason=text.get(b"reason", ""), consumer=text.get(b"consumer", ""), event=fields.get(STREAM_FIELD),
+        id=own_id if keys.stream_shards == 1 else f"{shard.number}:{own_id}", entry_id=text.get(b"id", ""),
+        reason_class=text.get(b"class", ""), reason=text.get(b"reason", ""), consumer=text.get(b"consumer", ""),
+        event=fields.get(STREAM_FIELD), shard=shard.number,
     )
+
+
+def _located(keys: Keys, letter_id: str) -> tuple[StreamShard, str] | None:
+    """The shard and own id an operator's id names; None when it names none."""
+    number, _, own_id = letter_id.rpartition(":")
+    if keys.stream_shards == 1:
+        return (keys.shard(0), own_id) if not number else None
+    if not number.isdigit() or int(number) >= keys.stream_shards:
+        return None
+    return keys.shard(int(number)), own_id
 
 
 async def read(redis: Redis, keys: Keys, *, ids: list[str] | None = None, limit: int | None = None) -> list[DeadLetter]:
     """The dead letters named by ``ids`` (those that exist), or the oldest ``limit`` of them."""
     if ids is None:
-        return [_letter(i, f) for i, f in await redis.xrange(keys.dead_letter, count=limit)]
+        letters = [_letter(keys, shard, i, f) for shard in keys.shards
+                   for i, f in await redis.xrange(shard.dead_letter, count=limit)]
+        letters.sort(key=lambda letter: tuple(int(part) for part in letter.letter_id.split("-")))
+        return letters[:limit]
+    located = [where for where in (_located(keys, letter_id) for letter_id in ids) if where is not None]
     async with redis.pipeline(transaction=False) as pipe:
-        for letter_id in ids:
-            pipe.xrange(keys.dead_letter, letter_id, letter_id)
+        for shard, own_id in located:
+            pipe.xrange(shard.dead_letter, own_id, own_id)
         found = await pipe.execute()
-    return [_letter(i, f) for entries in found for i, f in entries]
+    return [_letter(keys, shard, i, f) for (shard, _), entries in zip(located, found, strict=True) for i, f in entries]
 
 
 async def count(redis: Redis, keys: Keys) -> int:
-    return await redis.xlen(keys.dead_letter)
+    return sum([await redis.xlen(shard.dead_letter) for shard in keys.shards])
 
 
 def why_not_replayable(letter: DeadLetter) -> str | None:
@@ -91,13 +117,17 @@ async def replay(redis: Redis, keys: Keys, letters: list[DeadLetter]) -> list[De
     """Re-queue each letter's event to the stream and remove the letter, atomically; return those re-queued."""
     replayable = [letter for letter in letters if why_not_replayable(letter) is None]
     for letter in replayable:
+        shard = keys.shard(letter.shard)  # back to its own shard: one slot for the MULTI
         async with redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(keys.stream, {STREAM_FIELD: letter.event})
-            pipe.xdel(keys.dead_letter, letter.id)
+            pipe.xadd(shard.stream, {STREAM_FIELD: letter.event})
+            pipe.xdel(shard.dead_letter, letter.letter_id)
             await pipe.execute()
     return replayable
 
 
 async def drop(redis: Redis, keys: Keys, ids: list[str]) -> int:
     """Delete dead letters for good; return how many existed."""
-    return await redis.xdel(keys.dead_letter, *ids) if ids else 0
+    dropped = 0
+    for shard, own_id in (where for where in (_located(keys, letter_id) for letter_id in ids) if where is not None):
+        dropped += await redis.xdel(shard.dead_letter, own_id)
+    return dropped

@@ -8,7 +8,10 @@ the server under test alone on the other, 64 connections over loopback.
 After the tracker's run it checks that the stream holds an event for every
 response wrk counted (group commit: a click is answered only once durable).
 
-    .venv/bin/python loadtests/bench_tracker.py [--duration 10] [--connections 64] [--rounds 1]
+    .venv/bin/python loadtests/bench_tracker.py [--duration 10] [--connections 64] [--rounds 1] [--replica]
+
+``--replica`` adds a replica of that Redis (on the load core too) and has every flush wait for it
+(``OROS_STREAM_REPLICAS=1``, Redis ``WAIT``): the cost of acknowledged = on two machines.
 
 Prints requests/s, p50 and p99 for both; the last line is the ratio, e.g.
 ``tracker/bare = 0.81 (24510/30310 req/s), tracker p99 6.2 ms``.
@@ -90,25 +93,31 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen, int]:
+def start_redis(workdir: Path, *, replica_of: int | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
+    directory = workdir / f"redis-{port}"
+    directory.mkdir()
+    replication = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []
     proc = subprocess.Popen(
-        ["taskset", "-c", LOAD_CORE, "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+        ["taskset", "-c", LOAD_CORE, "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+         *replication,
          "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no", "--loglevel", "warning",
          # Nothing consumes the stream here, so it only grows (to millions of entries), and every
          # automatic AOF rewrite would fork and copy it all on the load core, measuring Redis's
          # rewrite instead of the tracker. In production ingest trims the stream and Redis has
          # cores of its own; the AOF is still written and fsynced every second.
-         "--auto-aof-rewrite-percentage", "0"],
+         "--auto-aof-rewrite-percentage", "0",
+         "--repl-diskless-sync-delay", "0"],  # a replica's first sync starts at once
         stdout=subprocess.DEVNULL,
     )
     client = redis.Redis(port=port)
-    for _ in range(100):
+    for _ in range(200):
         try:
-            client.ping()
-            return proc, port
+            if replica_of is None or client.info("replication")["master_link_status"] == "up":
+                return proc, port
         except redis.ConnectionError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise RuntimeError("redis-server did not start")
 
 
@@ -148,6 +157,7 @@ def run_tracker(args, redis_port: int, workdir: Path) -> dict:
         "CLICKHOUSE_URL": f"chdb://{workdir / 'chdb'}",
         "OROS_DATA_DIR": str(workdir / "oros"),
         "OROS_REDIS_PREFIX": PREFIX,
+        "OROS_STREAM_REPLICAS": "1" if args.replica else "0",
         **({"OROS_FLUSH_INTERVAL_MS": str(args.flush_interval_ms)} if args.flush_interval_ms is not None else {}),
     }
     proc = subprocess.Popen(
@@ -178,11 +188,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--flush-interval-ms", type=int, help="appender linger (OROS_FLUSH_INTERVAL_MS); default: the setting's")
+    parser.add_argument("--replica", action="store_true", help="flushes wait for a replica of Redis (WAIT 1)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
     workdir = Path(tempfile.mkdtemp(prefix="oros-bench-"))
     redis_proc, redis_port = start_redis(workdir)
+    replica_proc = start_redis(workdir, replica_of=redis_port)[0] if args.replica else None
     bares, trackers = [], []
     try:
         for n in range(args.rounds):
@@ -197,6 +209,8 @@ def main() -> None:
             print(f"         stream gained {tracker['stream_events']} events for {tracker['requests']} answered clicks"
                   f" ({'none missing' if lost <= 0 else f'{lost} MISSING'})")
     finally:
+        if replica_proc is not None:
+            stop(replica_proc)
         stop(redis_proc)
         shutil.rmtree(workdir, ignore_errors=True)
     if len(bares) > 1:  # the machine is shared: show how far rounds agree before the best-of line

@@ -6,6 +6,7 @@ them in aiohttp cleanup contexts or ``with`` blocks.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -18,6 +19,9 @@ import psycopg
 import redis.asyncio as aioredis
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection, SSLConnection
+from redis.exceptions import RedisClusterException, RedisError
 
 from .settings import Settings
 
@@ -40,6 +44,22 @@ def pg_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> Asy
         kwargs={"row_factory": dict_row},
         open=False,
         name="oros",
+    )
+
+
+def pg_read_pool(settings: Settings, *, max_size: int = 10) -> AsyncConnectionPool:
+    """An async pool on the read replica (``DATABASE_READ_URL``), every transaction read-only.
+
+    Read-only even where the URL is not a hot standby (a misconfigured one, a test's stand-in):
+    a handler moved onto it that writes fails loudly instead of writing somewhere else.
+    """
+    return AsyncConnectionPool(
+        settings.database_read_url,
+        min_size=1,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row, "options": "-c default_transaction_read_only=on"},
+        open=False,
+        name="oros-read",
     )
 
 
@@ -70,8 +90,60 @@ async def act_as(conn: psycopg.AsyncConnection, user_id: str | None) -> None:
     )
 
 
-def redis_client(settings: Settings, **kwargs) -> aioredis.Redis:
+# What ``redis_client`` returns: both speak the same commands, the cluster routes each by its key's slot.
+AnyRedis = aioredis.Redis | RedisCluster
+
+
+def redis_client(settings: Settings, **kwargs) -> AnyRedis:
+    """A client of ``REDIS_URL``; with ``OROS_REDIS_CLUSTER=true`` a cluster client seeded by it."""
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **kwargs)
     return aioredis.Redis.from_url(settings.redis_url, **kwargs)
+
+
+async def node_of(redis: AnyRedis, key: str, *, refresh: bool = False) -> dict:
+    """How to reach the node that holds ``key``: its connection kwargs (host and port, or path; auth;
+    db) plus ``ssl``. ``refresh`` re-reads a cluster's topology first (after a failover).
+    """
+    if isinstance(redis, RedisCluster):
+        if refresh:
+            await redis.nodes_manager.initialize()
+        else:
+            await redis.initialize()
+        node = redis.get_node_from_key(key)
+        return {**node.connection_kwargs, "ssl": issubclass(node.connection_class, SSLConnection)}
+    pool = redis.connection_pool
+    return {**pool.connection_kwargs, "ssl": issubclass(pool.connection_class, SSLConnection)}
+
+
+@asynccontextmanager
+async def connection_to(redis: AnyRedis, key: str) -> AsyncIterator[AbstractConnection]:
+    """One connection to the node that holds ``key``, for commands that must share it (a write, then
+    its WAIT). A connection an error left with unread replies is dropped, not reused.
+    """
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+        node = redis.get_node_from_key(key)
+        conn = node.acquire_connection()
+        try:
+            yield conn
+        except BaseException:
+            await conn.disconnect()
+            # A failover or a moved slot: read where the key lives now, for the caller's retry.
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                await redis.nodes_manager.initialize()
+            raise
+        finally:
+            node.release(conn)
+        return
+    conn = await redis.connection_pool.get_connection()
+    try:
+        yield conn
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await redis.connection_pool.release(conn)
 
 
 _ch_lock = threading.Lock()
@@ -96,23 +168,29 @@ def clickhouse_client(settings: Settings, *, database: str | None = None):
     """
     url = settings.clickhouse_url
     database = database if database is not None else settings.clickhouse_database
-    key = (url, database)
+    key = (url, database, settings.clickhouse_cluster)
     with _ch_lock:
         client = _ch_clients.get(key)
         if client is None:
-            client = _new_clickhouse_client(url, database)
+            client = _new_clickhouse_client(url, database, settings.clickhouse_cluster)
             _ch_clients[key] = client
         return client
 
 
-def _new_clickhouse_client(url: str, database: str):
+# On a cluster an insert into the Distributed table returns once every shard's replicas that
+# form a majority hold its rows, so ingest acknowledges a stream entry only when it is durable there.
+CLUSTER_INSERT_SETTINGS = {"distributed_foreground_insert": 1, "insert_quorum": "auto"}
+
+
+def _new_clickhouse_client(url: str, database: str, cluster: str | None):
     parsed = urlparse(url)
     if parsed.scheme == "chdb":
         return _SerialClient(clickhouse_connect.get_client(dsn=url, database=database or None))
     # No HTTP session: the client is shared by the process's threads (settle and reconcile jobs,
     # report queries), and a session takes one query at a time (clickhouse-connect refuses a second).
     return clickhouse_connect.get_client(dsn=url, database=database or None, compress=True,
-                                         autogenerate_session_id=False)
+                                         autogenerate_session_id=False,
+                                         settings=CLUSTER_INSERT_SETTINGS if cluster else None)
 
 
 class _SerialClient:

@@ -40,8 +40,10 @@ _DB_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (psycopg.errors.TransactionRollback, 503, "try_again"),
 )
 
-# Redis refusing to serve (unreachable, timing out, loading, out of memory, read-only): an outage, not a bug.
-_REDIS_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError)
+# Redis refusing to serve (unreachable, timing out, loading, out of memory, read-only), or a Redis
+# Cluster with no node for a slot mid-failover (RedisClusterException is no RedisError): an outage, not a bug.
+_REDIS_OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError,
+                  redis.exceptions.RedisClusterException)
 
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

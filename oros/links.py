@@ -80,5 +80,7 @@ async def publish(redis, keys: Keys, codes: list[str], infos: dict[str, LinkInfo
                 pipe.delete(keys.link(code))
             else:
                 pipe.set(keys.link(code), info.encode(), ex=REDIS_TTL_S)
-            pipe.publish(keys.invalidations, code)
+            # Not pipe.publish, which redis-py refuses in a cluster pipeline; PUBLISH itself reaches
+            # every subscriber of the cluster from whichever node it is sent to.
+            pipe.execute_command("PUBLISH", keys.invalidations, code)
         await pipe.execute()

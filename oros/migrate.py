@@ -4,7 +4,9 @@ Postgres: each file runs in its own transaction and is recorded in
 ``schema_migrations`` in that same transaction, under an advisory lock so
 concurrent migrators queue rather than collide. ClickHouse has no
 transactional DDL, so its files are written to be re-runnable
-(``IF NOT EXISTS``) and recorded after they succeed.
+(``IF NOT EXISTS``) and recorded after they succeed. With
+``CLICKHOUSE_CLUSTER`` each statement runs in its cluster form
+(``oros.clickhouse_cluster``), ``ON CLUSTER`` from the server migrate talks to.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import psycopg
 
 import sql
 
+from .clickhouse_cluster import cluster_statements, database_statement, migrations_table_statement
 from .connections import clickhouse_client, pg_connect
 from .locks import MIGRATION_LOCK
 from .settings import Settings
@@ -61,19 +64,17 @@ def migrate_postgres(settings: Settings) -> list[str]:
 
 
 def migrate_clickhouse(settings: Settings) -> list[str]:
+    cluster = settings.clickhouse_cluster
     server = clickhouse_client(settings, database="")
-    server.command(f"CREATE DATABASE IF NOT EXISTS `{settings.clickhouse_database}`")
+    server.command(database_statement(settings.clickhouse_database, cluster))
     client = clickhouse_client(settings)
-    client.command(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (name String, applied_at DateTime DEFAULT now())"
-        " ENGINE = ReplacingMergeTree ORDER BY name"
-    )
+    client.command(migrations_table_statement(cluster))
     done = {row[0] for row in client.query("SELECT name FROM schema_migrations").result_rows}
     applied_now: list[str] = []
     for name, text in sql.migrations("clickhouse"):
         if name in done:
             continue
-        for statement in _statements(text):
+        for statement in clickhouse_statements(text, cluster):
             client.command(statement)
         client.insert("schema_migrations", [[name]], column_names=["name"])
         log.info("clickhouse migration applied name=%s", name)
@@ -81,10 +82,18 @@ def migrate_clickhouse(settings: Settings) -> list[str]:
     return applied_now
 
 
+def clickhouse_statements(text: str, cluster: str | None = None) -> list[str]:
+    """A ClickHouse migration's statements, for one server or in their form for ``cluster``."""
+    statements = _statements(text)
+    if cluster is None:
+        return statements
+    return [rendered for statement in statements for rendered in cluster_statements(statement, cluster)]
+
+
 def _statements(text: str) -> list[str]:
     """Split a ClickHouse migration on ``;`` at line ends (its files hold no such literal)."""
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-    return [part.strip() for part in body.split(";\n") if part.strip().rstrip(";")]
+    return [part.strip().rstrip(";") for part in body.split(";\n") if part.strip().rstrip(";")]
 
 
 def run_migrate(settings: Settings) -> dict[str, list[str]]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .keys import Keys
+from .keys import MAX_STREAM_SHARDS, Keys
 
 
 class SettingsError(ValueError):
@@ -49,7 +50,7 @@ def _decimal(env: dict[str, str], name: str, default: str, *, minimum: Decimal, 
     return value
 
 
-def _int(env: dict[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+def _int(env: dict[str, str], name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
     raw = env.get(name, str(default))
     try:
         value = int(raw)
@@ -57,6 +58,8 @@ def _int(env: dict[str, str], name: str, default: int, *, minimum: int = 0) -> i
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
     if value < minimum:
         raise SettingsError(f"{name}={raw!r} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name}={raw!r} must be at most {maximum}")
     return value
 
 
@@ -76,6 +79,14 @@ def _url(env: dict[str, str], name: str, schemes: tuple[str, ...]) -> str | None
     return raw
 
 
+def _cluster_name(env: dict[str, str], name: str) -> str | None:
+    raw = env.get(name) or None
+    # It is spelled into DDL (ON CLUSTER, Distributed(...)): a plain identifier only.
+    if raw is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", raw):
+        raise SettingsError(f"{name}={raw!r} is not a cluster name (letters, digits, _)")
+    return raw
+
+
 def _networks(env: dict[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     raw = env.get(name, "")
     try:
@@ -88,9 +99,21 @@ def _networks(env: dict[str, str], name: str) -> tuple[ipaddress.IPv4Network | i
 class Settings:
     # Connections. None means "use the embedded default" (see oros.embedded).
     database_url: str | None = None
+    # A streaming replica of database_url: the admin API's lists and reports read there (admin_api/app.py).
+    database_read_url: str | None = None
     redis_url: str | None = None
     clickhouse_url: str | None = None
     data_dir: Path = Path(".oros")
+
+    # Scaling out (docs/scaling.md). redis_url is then one seed node of the Redis Cluster.
+    redis_cluster: bool = False
+    stream_shards: int = 1
+    # Replicas that must hold an append before it counts as done (Redis WAIT); None: 1 on a
+    # cluster (a failover loses nothing acknowledged), 0 on a plain Redis (its AOF is the copy).
+    stream_replicas: int | None = None
+    stream_wait_ms: int = 500
+    # The ClickHouse cluster (remote_servers) the events table is sharded over; None: one server.
+    clickhouse_cluster: str | None = None
 
     # Secrets have no defaults: each process checks the ones it uses (check_secrets);
     # ``oros dev`` fills them from .oros/secrets.json (oros.embedded.dev_secrets).
@@ -138,9 +161,16 @@ class Settings:
         env = dict(os.environ if env is None else env)
         return cls(
             database_url=_url(env, "DATABASE_URL", ("postgres", "postgresql")),
+            database_read_url=_url(env, "DATABASE_READ_URL", ("postgres", "postgresql")),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
             clickhouse_url=_url(env, "CLICKHOUSE_URL", ("http", "https", "chdb")),
             data_dir=Path(env.get("OROS_DATA_DIR", ".oros")),
+            redis_cluster=_bool(env, "OROS_REDIS_CLUSTER", False),
+            stream_shards=_int(env, "OROS_STREAM_SHARDS", 1, minimum=1, maximum=MAX_STREAM_SHARDS),
+            stream_replicas=_int(env, "OROS_STREAM_REPLICAS", 0) if env.get("OROS_STREAM_REPLICAS") else None,
+            # Below the tracker's 2 s flush timeout, which would otherwise cut the connection first.
+            stream_wait_ms=_int(env, "OROS_STREAM_WAIT_MS", 500, minimum=1, maximum=1500),
+            clickhouse_cluster=_cluster_name(env, "CLICKHOUSE_CLUSTER"),
             stripe_api_key=env.get(STRIPE_API_KEY),
             stripe_api_base=_url(env, "STRIPE_API_BASE", ("http", "https")),
             stripe_webhook_secret=env.get(STRIPE_WEBHOOK_SECRET),
@@ -170,6 +200,12 @@ class Settings:
         )
 
     def __post_init__(self) -> None:
+        if self.stream_replicas is None:
+            object.__setattr__(self, "stream_replicas", 1 if self.redis_cluster else 0)
+        if "{" in self.redis_prefix or "}" in self.redis_prefix:
+            raise SettingsError("OROS_REDIS_PREFIX may not hold { or }: Redis Cluster would read them as a hash tag")
+        if self.redis_cluster and self.redis_url is not None and urlparse(self.redis_url).scheme == "unix":
+            raise SettingsError("OROS_REDIS_CLUSTER=true needs a redis:// or rediss:// REDIS_URL (a seed node)")
         if self.anonymize_ip and self.click_dedupe_s > ANONYMIZED_MAX_DEDUPE_S:
             raise SettingsError(f"OROS_CLICK_DEDUPE_SECONDS may be at most {ANONYMIZED_MAX_DEDUPE_S} with "
                                 "OROS_ANONYMIZE_IP=true: the IP hash it deduplicates by is kept two days")
@@ -204,7 +240,7 @@ class Settings:
 
     @property
     def keys(self) -> "Keys":
-        return Keys(self.redis_prefix)
+        return Keys(self.redis_prefix, self.stream_shards, self.redis_cluster)
 
     def with_urls(self, *, database_url: str, redis_url: str, clickhouse_url: str) -> "Settings":
         """The same settings pointed at concrete servers (after embedded start-up)."""

@@ -1,24 +1,35 @@
 """Appending to the event stream: the one way any producer writes it.
 
-One script call XADDs every event (field ``STREAM_FIELD``) and HSETs the
-click-index entries into their bucket hashes (``oros.clickindex``), so an
-event and its index entry land together. The tracker packs the call itself
-(``packed``) and pipelines it on a connection of its own, spooling a batch
-Redis refused (tracker/appender.py); the admin API's Stripe webhooks call
-``append`` and answer 503 on failure, for Stripe to retry.
+One script call XADDs every event (field ``STREAM_FIELD``) to one stream
+shard and HSETs the click-index entries into that shard's bucket hashes
+(``oros.clickindex``), so an event and its index entry land together, on
+one Redis Cluster slot. The tracker packs the call itself (``packed``) and
+pipelines it on a connection of its own, spooling a batch Redis refused
+(tracker/appender.py); the admin API's Stripe webhooks call ``append`` and
+answer 503 on failure, for Stripe to retry.
+
+Durable means on ``replicas`` replicas as well (``OROS_STREAM_REPLICAS``):
+each append is followed, on the same connection, by ``WAIT replicas
+timeout``, and one that fewer replicas confirmed in time fails with
+``NotReplicated``, so its caller spools or retries it. A master that dies
+then loses nothing acknowledged: its replica, which the cluster promotes,
+had it. A retried append that did reach the stream is a duplicate, which
+ingest and the settler collapse by event id. docs/scaling.md, "Redis".
 """
 
 from __future__ import annotations
 
 import hashlib
+import zlib
 from typing import Sequence
 
 import hiredis
-import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from .clickindex import Entry
+from .connections import AnyRedis, connection_to
 from .events import STREAM_FIELD
-from .keys import Keys
+from .keys import Keys, StreamShard
 
 APPEND_LUA = """
 -- KEYS[1] stream, KEYS[2..] click-index bucket hashes
@@ -46,33 +57,64 @@ return n
 APPEND_SHA = hashlib.sha1(APPEND_LUA.encode()).hexdigest()
 
 
-def script_call(keys: Keys, index_ttl_s: int, events: Sequence[bytes], index: Sequence[Entry]) -> tuple[list, list]:
-    """The script's (KEYS, ARGV) that append ``events`` and set the ``index`` entries."""
-    script_keys = [keys.stream]
+class NotReplicated(RedisError):
+    """Fewer replicas than required confirmed an append in time: a failover could lose it."""
+
+
+def script_call(
+    shard: StreamShard, index_ttl_s: int, events: Sequence[bytes], index: Sequence[Entry]
+) -> tuple[list, list]:
+    """The script's (KEYS, ARGV) that append ``events`` to ``shard`` and set the ``index`` entries there."""
+    script_keys = [shard.stream]
     args: list = [index_ttl_s, len(events), *events]
     for bucket, ids, values in _by_bucket(index):
         pairs = [None] * (2 * len(ids))
         pairs[::2], pairs[1::2] = ids, values
-        script_keys.append(keys.clicks(bucket))
+        script_keys.append(shard.clicks(bucket))
         args.append(len(ids))
         args += pairs
     return script_keys, args
 
 
-def packed(keys: Keys, index_ttl_s: int, events: Sequence[bytes], index: Sequence[Entry]) -> bytes:
+def packed(shard: StreamShard, index_ttl_s: int, events: Sequence[bytes], index: Sequence[Entry]) -> bytes:
     """The append as one ``EVALSHA`` command on the wire (the script must be loaded)."""
-    script_keys, args = script_call(keys, index_ttl_s, events, index)
+    script_keys, args = script_call(shard, index_ttl_s, events, index)
     # hiredis packs the command in C; redis-py's Python packer re-joins a
     # growing buffer per argument and cost more than the rest of a flush.
     return hiredis.pack_command(("EVALSHA", APPEND_SHA, len(script_keys), *script_keys, *args))
 
 
+def packed_wait(replicas: int, wait_ms: int) -> bytes:
+    """The ``WAIT`` that follows an append on its connection when replicas must confirm it."""
+    return hiredis.pack_command(("WAIT", replicas, wait_ms))
+
+
+def check_replicated(reply: object, replicas: int) -> None:
+    """Raise ``NotReplicated`` unless ``reply`` (WAIT's) counts at least ``replicas``."""
+    if not isinstance(reply, int) or reply < replicas:
+        raise NotReplicated(f"{reply} of the {replicas} replicas required confirmed the append in time")
+
+
+def shard_for(keys: Keys, events: Sequence[bytes]) -> StreamShard:
+    """Where a producer without a shard of its own appends: spread by content, the same for a retry."""
+    return keys.shard(zlib.crc32(events[0]) % keys.stream_shards)
+
+
 async def append(
-    redis: aioredis.Redis, keys: Keys, events: Sequence[bytes], index: Sequence[Entry] = (), *, index_ttl_s: int = 0
+    redis: AnyRedis, keys: Keys, events: Sequence[bytes], index: Sequence[Entry] = (), *,
+    index_ttl_s: int = 0, replicas: int = 0, wait_ms: int = 500,
 ) -> None:
-    """Append through a redis-py client (loading the script if Redis lacks it); raises its errors."""
-    script_keys, args = script_call(keys, index_ttl_s, events, index)
-    await redis.register_script(APPEND_LUA)(keys=script_keys, args=args)
+    """Append through a redis-py client, durably on ``replicas`` replicas; raises its errors."""
+    shard = shard_for(keys, events)
+    script_keys, args = script_call(shard, index_ttl_s, events, index)
+    commands = [("EVAL", APPEND_LUA, len(script_keys), *script_keys, *args)]
+    if replicas:
+        commands.append(("WAIT", replicas, wait_ms))
+    async with connection_to(redis, shard.stream) as conn:
+        await conn.send_packed_command(conn.pack_commands(commands))
+        replies = [await conn.read_response() for _ in commands]
+    if replicas:
+        check_replicated(replies[-1], replicas)
 
 
 def _by_bucket(index: Sequence[Entry]) -> list[tuple[int, Sequence[str], Sequence[bytes]]]:

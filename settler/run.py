@@ -29,7 +29,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from oros.connections import clickhouse_client, pg_connect, redis_client
 from oros.links import CAMPAIGN_CODES_SQL, publish
@@ -544,7 +544,7 @@ def _invalidate_links(settings: Settings, conn, campaign_ids: list[str]) -> None
 
     try:
         asyncio.run(_publish())
-    except (OSError, RedisError):
+    except (OSError, RedisError, RedisClusterException):
         # The budget is already closed in Postgres; the link cache expires on its own TTL.
         log.warning("could not publish link invalidation", extra={"campaigns": campaign_ids})
 

@@ -49,7 +49,7 @@ async def test_append_writes_events_and_their_index_entries_together(redis, sett
 def test_the_packed_append_is_the_scripts_call():
     keys = Keys("t:")
     cid = uuid7_str()
-    command = stream.packed(keys, 60, [b"{}"], [clickindex.entry(cid, b"v")])
+    command = stream.packed(keys.shard(0), 60, [b"{}"], [clickindex.entry(cid, b"v")])
     assert command == hiredis.pack_command(
         ("EVALSHA", stream.APPEND_SHA, 2, "t:events", keys.clicks_of(cid), 60, 1, b"{}", 1, cid, b"v"))
 

@@ -208,8 +208,8 @@ async def test_killed_before_insert_is_reclaimed(settings, redis, ch):
     """Consumer a reads a batch and dies before inserting: b claims the idle entries and inserts them."""
     await append(redis, settings, events(40))
     dead = Ingester(settings, "a", batch_size=25)
-    await dead._ensure_group()
-    assert len(await dead._read(block_ms=None)) == 25  # delivered to a, never inserted
+    await dead.shards[0]._ensure_group()
+    assert len(await dead.shards[0]._read(block_ms=None)) == 25  # delivered to a, never inserted
     await dead.close()
     survivor = Ingester(settings, "b", claim_idle_ms=0)
     try:
@@ -227,8 +227,8 @@ async def test_killed_after_insert_before_ack_collapses_replay(settings, redis, 
     clicks = [world.click(campaign, creator) for _ in range(30)]
     await append(redis, settings, clicks)
     dead = Ingester(settings, "a", batch_size=1000)
-    await dead._ensure_group()
-    entries = await dead._read(block_ms=None)
+    await dead.shards[0]._ensure_group()
+    entries = await dead.shards[0]._read(block_ms=None)
     world.put([Event.decode(fields[STREAM_FIELD]) for _, fields in entries[:17]])  # a partial insert, no ack
     await dead.close()
     survivor = Ingester(settings, "b", claim_idle_ms=0)
@@ -245,12 +245,12 @@ async def test_killed_after_insert_before_ack_collapses_replay(settings, redis, 
 async def _deliver(settings, times: int, *, max_deliveries: int = 10) -> None:
     """Consumers that read or claim the stream's entries and die, ``times`` deliveries in all."""
     first = Ingester(settings, "a")
-    await first._ensure_group()
-    await first._read(block_ms=None)
+    await first.shards[0]._ensure_group()
+    await first.shards[0]._read(block_ms=None)
     await first.close()
     for n in range(times - 1):
         claimer = Ingester(settings, f"c{n}", claim_idle_ms=0, max_deliveries=max_deliveries)
-        await claimer._claim()
+        await claimer.shards[0]._claim()
         await claimer.close()
 
 
@@ -393,14 +393,14 @@ async def test_trim_keeps_entries_pending_elsewhere(settings, redis, ch):
     """Only acknowledged entries are trimmed: a slow consumer's pending ones stay in the stream."""
     await append(redis, settings, events(40))
     slow = Ingester(settings, "slow", batch_size=25)
-    await slow._ensure_group()
-    held = await slow._read(block_ms=None)
+    await slow.shards[0]._ensure_group()
+    held = await slow.shards[0]._read(block_ms=None)
     other = Ingester(settings, "other")  # will not claim: the entries are not idle for a minute
     try:
         assert await other.drain_once() == 15
         # Trimming stops below the oldest pending entry: acked entries after it wait with it.
         assert await redis.xlen(settings.keys.stream) == 40
-        assert await slow._insert(held, set()) == 25
+        assert await slow.shards[0]._insert(held, set()) == 25
         assert await redis.xlen(settings.keys.stream) == 0
     finally:
         await slow.close()

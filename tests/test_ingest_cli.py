@@ -90,8 +90,8 @@ async def test_a_restart_under_the_same_consumer_name_resumes_its_pending_entrie
 
     _append(settings, events(30))
     dead = Ingester(settings, "box-1")
-    await dead._ensure_group()
-    assert len(await dead._read(block_ms=None)) == 30  # delivered, never inserted
+    await dead.shards[0]._ensure_group()
+    assert len(await dead.shards[0]._read(block_ms=None)) == 30  # delivered, never inserted
     await dead.close()
     assert await asyncio.to_thread(cli.main, ["ingest", "--once", "--consumer", "box-1"]) == 0
     assert ch.query("SELECT count() FROM events").result_rows == [(30,)]

@@ -97,6 +97,8 @@ async def appender_ctx(app: web.Application) -> AsyncIterator[None]:
         index_ttl_s=settings.attribution_days * 86400,
         max_batch=settings.max_batch,
         linger_ms=settings.flush_interval_ms,
+        replicas=settings.stream_replicas,
+        wait_ms=settings.stream_wait_ms,
     )
     appender.start()
     app[APPENDER] = appender

@@ -13,7 +13,17 @@ every producer uses), which XADDs every event and HSETs the batch's
 click-index entries into their bucket hash: one command to pack and
 one reply to parse, measured 4x cheaper for the client than a pipeline of
 2N commands. Flushes are pipelined on one connection of our own
-(``StreamConnection``).
+(``StreamConnection``). Where replicas must confirm an append
+(``OROS_STREAM_REPLICAS``), the flush's ``WAIT`` follows it on the same
+write, and a batch they did not confirm in time is spooled like one Redis
+refused.
+
+The appender writes one shard of a sharded stream (``Keys.shard``): the
+shard of the number it draws from a Redis counter when it first connects,
+so the appenders of every host spread evenly over the shards, and every
+flush is one script on one slot of one node. On a Redis Cluster it
+connects to the node that holds its shard, and asks the cluster again after
+losing the connection (a failover promoted a replica, or the slot moved).
 
 When Redis fails the batch goes to the local spool instead (see spool.py)
 and the appender keeps spooling, without retrying Redis per batch, until the
@@ -31,14 +41,13 @@ from typing import Callable
 
 import hiredis
 import orjson
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
-from redis.asyncio.connection import SSLConnection
 
 from oros.events import canonical_uuid
 from oros import clickindex, stream
 from oros.clickindex import Entry as IndexEntry
-from oros.keys import Keys
+from oros.connections import AnyRedis, node_of
+from oros.keys import Keys, StreamShard
 
 from .metrics import Metrics
 from .spool import ClaimedFile, Spool, SpoolError
@@ -46,7 +55,9 @@ from .spool import ClaimedFile, Spool, SpoolError
 log = logging.getLogger(__name__)
 
 # What "Redis is unavailable" looks like to redis-py; anything else is a bug.
-REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ResponseError, OSError)
+# (A cluster with no node for a slot, mid-failover, raises RedisClusterException, which is no RedisError.)
+REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ResponseError,
+                redis_errors.RedisClusterException, stream.NotReplicated, OSError)
 
 # Flushes overlap, up to this many: a request then waits for one Redis round
 # trip, not for the flush ahead of it as well; measured (docs/tracker.md) to
@@ -125,9 +136,8 @@ class StreamConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     @classmethod
-    async def open(cls, pool: aioredis.ConnectionPool, timeout_s: float) -> "StreamConnection":
-        """Connect where ``pool`` connects, authenticate, select the db, load the script."""
-        params = pool.connection_kwargs
+    async def open(cls, params: dict, timeout_s: float) -> "StreamConnection":
+        """Connect as ``params`` say (``oros.connections.node_of``), authenticate, select the db, load the script."""
         loop = asyncio.get_running_loop()
         factory = partial(cls, timeout_s)
         try:
@@ -135,7 +145,7 @@ class StreamConnection(asyncio.Protocol):
                 if params.get("path"):
                     _, conn = await loop.create_unix_connection(factory, params["path"])
                 else:
-                    ssl = True if issubclass(pool.connection_class, SSLConnection) else None
+                    ssl = True if params.get("ssl") else None
                     host, port = params.get("host", "localhost"), params.get("port", 6379)
                     _, conn = await loop.create_connection(factory, host, port, ssl=ssl)
                 if params.get("password"):
@@ -172,12 +182,15 @@ class StreamConnection(asyncio.Protocol):
         while self._callbacks:
             self._callbacks.popleft()(error)
 
-    def send(self, command: bytes, on_reply: Callable[[object], None]) -> None:
-        """Write ``command``; ``on_reply`` gets its reply, or the exception that replaces it."""
+    def send(self, command: bytes, *on_replies: Callable[[object], None]) -> None:
+        """Write ``command`` (one or more packed commands); each of ``on_replies`` gets its command's
+        reply in turn, or the exception that replaces it."""
         if self._transport is None:
             raise redis_errors.ConnectionError("stream connection closed")
-        self._callbacks.append(on_reply)
-        self._sent_at.append(self._loop.time())
+        now = self._loop.time()
+        for on_reply in on_replies:
+            self._callbacks.append(on_reply)
+            self._sent_at.append(now)
         if self._watchdog is None:
             self._watchdog = self._loop.call_later(self._timeout_s, self._check_overdue)
         self._transport.write(command)
@@ -193,18 +206,22 @@ class StreamConnection(asyncio.Protocol):
         else:
             self._watchdog = self._loop.call_later(left, self._check_overdue)
 
-    async def call(self, command: bytes):
+    async def call(self, command: bytes, replies: int = 1):
+        """Send ``command`` (``replies`` packed commands); the last reply, or the first error."""
         waiter = asyncio.get_running_loop().create_future()
+        got: list = []
 
         def settle(reply: object) -> None:
-            if waiter.done():
+            got.append(reply)
+            if len(got) < replies or waiter.done():
                 return
-            if isinstance(reply, Exception):
-                waiter.set_exception(reply)
+            error = next((r for r in got if isinstance(r, Exception)), None)
+            if error is not None:
+                waiter.set_exception(error)
             else:
-                waiter.set_result(reply)
+                waiter.set_result(got[-1])
 
-        self.send(command, settle)
+        self.send(command, *[settle] * replies)
         return await waiter
 
     def close(self) -> None:
@@ -215,7 +232,7 @@ class StreamConnection(asyncio.Protocol):
 class Appender:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: AnyRedis,
         keys: Keys,
         spool: Spool,
         metrics: Metrics,
@@ -224,9 +241,14 @@ class Appender:
         max_batch: int,
         linger_ms: int = 0,
         timeout_s: float = 2.0,
+        replicas: int = 0,
+        wait_ms: int = 500,
     ) -> None:
         self._redis = redis
         self._keys = keys
+        self._shard: StreamShard | None = None  # drawn when it first connects
+        self._replicas = replicas
+        self._wait = stream.packed_wait(replicas, wait_ms) if replicas else b""
         self._spool = spool
         self._metrics = metrics
         self._index_ttl_s = index_ttl_s
@@ -317,15 +339,37 @@ class Appender:
             return
         self._in_flight += 1
 
-        def answered(reply: object) -> None:
+        def answered(error: Exception | None) -> None:
             self._in_flight -= 1
-            if isinstance(reply, Exception):
-                self._redis_failed(batch, started, reply)
+            if error is not None:
+                self._redis_failed(batch, started, error)
             else:
                 self._streamed(batch, started)
             self._flushed()
 
-        conn.send(self._command(batch.events, batch.index), answered)
+        self._send(conn, self._command(batch.events, batch.index), answered)
+
+    def _send(self, conn: StreamConnection, command: bytes, done: Callable[[Exception | None], None]) -> None:
+        """Write an append (and its WAIT); ``done`` gets None once it is durable, else the exception."""
+        if not self._replicas:
+            conn.send(command, lambda reply: done(reply if isinstance(reply, Exception) else None))
+            return
+        script: list = []  # the script's reply: its error outranks the WAIT's answer
+
+        def waited(reply: object) -> None:
+            if isinstance(script[0], Exception):
+                done(script[0])
+            elif isinstance(reply, Exception):
+                done(reply)
+            else:
+                try:
+                    stream.check_replicated(reply, self._replicas)
+                except stream.NotReplicated as exc:
+                    done(exc)
+                    return
+                done(None)
+
+        conn.send(command + self._wait, script.append, waited)
 
     def _slow_done(self, task: asyncio.Task) -> None:
         self._slow.discard(task)
@@ -388,13 +432,17 @@ class Appender:
             await self._call(events[chunk], index[chunk])
 
     def _command(self, events: list[bytes], index: list[IndexEntry]) -> bytes:
-        return stream.packed(self._keys, self._index_ttl_s, events, index)
+        return stream.packed(self._shard, self._index_ttl_s, events, index)
 
     async def _call(self, events: list[bytes], index: list[IndexEntry]) -> None:
         conn = await self._connection()
         try:
             async with asyncio.timeout(self._timeout_s):
-                await conn.call(self._command(events, index))
+                if self._replicas:
+                    reply = await conn.call(self._command(events, index) + self._wait, replies=2)
+                    stream.check_replicated(reply, self._replicas)
+                else:
+                    await conn.call(self._command(events, index))
         except TimeoutError:
             conn.close()
             raise redis_errors.TimeoutError("no reply to a flush") from None
@@ -407,8 +455,20 @@ class Appender:
         if self._conn is None or self._conn.closed:
             async with self._connecting:
                 if self._conn is None or self._conn.closed:
-                    self._conn = await StreamConnection.open(self._redis.connection_pool, self._timeout_s)
+                    if self._shard is None:
+                        self._shard = await self._draw_shard()
+                    # A connection was lost: where the shard lives may have changed (a failover).
+                    node = await node_of(self._redis, self._shard.stream, refresh=self._conn is not None)
+                    self._conn = await StreamConnection.open(node, self._timeout_s)
         return self._conn
+
+    async def _draw_shard(self) -> StreamShard:
+        keys = self._keys
+        if keys.stream_shards == 1:
+            return keys.shard(0)
+        number = (await self._redis.incr(keys.appenders) - 1) % keys.stream_shards
+        log.info("appending to stream shard %d of %d", number, keys.stream_shards)
+        return keys.shard(number)
 
     async def replay_spool(self) -> int:
         """If Redis answers, append to it again and replay every spool file no one holds.
@@ -418,7 +478,7 @@ class Appender:
         """
         if self.redis_ok and not self._spool.has_files():
             return 0
-        await self._redis.ping()
+        await self._connection()  # the node that holds our shard answers (a ping, on a cluster, asks them all)
         self.resume()
         replayed, failed = 0, []
         try:

@@ -1,0 +1,112 @@
+"""The cluster form of the ClickHouse migrations (``CLICKHOUSE_CLUSTER``), made from the one schema.
+
+sql/clickhouse/ is written for one server. On a cluster, each table ``t`` becomes
+``t_local``, a ReplicatedReplacingMergeTree on every shard (replicated through
+ClickHouse Keeper, macros ``{shard}`` and ``{replica}`` from each server's
+config), and ``t`` a Distributed table over them, so every query, the
+settler's, the reports' and ingest's insert, names ``t`` as on one server. A
+migration's statements are rewritten by these rules, and only these:
+
+* ``CREATE TABLE IF NOT EXISTS t (...) ENGINE = ReplacingMergeTree(args) ...``
+  becomes that table as ``t_local ON CLUSTER`` with the replicated engine,
+  then ``t ON CLUSTER AS t_local ENGINE = Distributed(cluster,
+  currentDatabase(), t_local, <t's sharding key>)``;
+* ``ALTER TABLE t <clauses>`` runs on ``t_local ON CLUSTER``, and its column
+  clauses (``ADD|MODIFY|DROP COLUMN``, a TTL stripped: it is the shard's
+  business) also on ``t`` so the Distributed table keeps the same columns.
+
+Anything else is refused, so a migration the rules do not cover fails on
+its first run instead of diverging. The sharding key is the event id: a
+replayed event lands on the shard holding the original, where the
+ReplacingMergeTree (and ``FINAL`` / ``LIMIT 1 BY``) collapse it; a
+campaign's events spread over every shard, which then scan in parallel.
+docs/scaling.md, "ClickHouse", has the commands that check it on a real
+cluster (docker-compose.cluster.yml).
+"""
+
+from __future__ import annotations
+
+import re
+
+# Per table: where a row lives. It must be a function of the event id (see above).
+SHARDING_KEYS = {"events": "cityHash64(event_id)"}
+REPLICATION_PATH = "/clickhouse/tables/{shard}/{database}/%s"
+
+_CREATE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)\s*\(", re.S)
+_ENGINE = re.compile(r"ENGINE = ReplacingMergeTree\(([^)]*)\)")
+_ALTER = re.compile(r"^ALTER TABLE (\w+)\s+(.*)$", re.S)
+_COLUMN_CLAUSE = re.compile(r"^(ADD|MODIFY|DROP) COLUMN\b", re.I)
+_TTL = re.compile(r"\s+TTL\s+.*$", re.S)
+
+
+class UnsupportedStatement(ValueError):
+    """A migration statement the cluster rules do not cover."""
+
+
+def cluster_statements(statement: str, cluster: str) -> list[str]:
+    """``statement`` (one server's) as the statements that do the same on ``cluster``."""
+    if create := _CREATE.match(statement):
+        return _create(statement, create.group(1), cluster)
+    if alter := _ALTER.match(statement):
+        return _alter(alter.group(1), alter.group(2), cluster)
+    raise UnsupportedStatement(f"no cluster form for: {statement[:120]}")
+
+
+def database_statement(database: str, cluster: str | None) -> str:
+    return f"CREATE DATABASE IF NOT EXISTS `{database}`" + (f" ON CLUSTER {cluster}" if cluster else "")
+
+
+def migrations_table_statement(cluster: str | None) -> str:
+    """The table that records applied migrations: on a cluster, one replica set spanning every server."""
+    if cluster is None:
+        engine = "ReplacingMergeTree"
+    else:
+        engine = "ReplicatedReplacingMergeTree('/clickhouse/tables/all/{database}/schema_migrations', '{replica}')"
+    on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
+    return (f"CREATE TABLE IF NOT EXISTS schema_migrations{on_cluster} (name String, applied_at DateTime DEFAULT now())"
+            f" ENGINE = {engine} ORDER BY name")
+
+
+def _create(statement: str, table: str, cluster: str) -> list[str]:
+    if table not in SHARDING_KEYS:
+        raise UnsupportedStatement(f"table {table} has no sharding key (oros/clickhouse_cluster.py)")
+    engine = _ENGINE.search(statement)
+    if engine is None:
+        raise UnsupportedStatement(f"table {table}: only ReplacingMergeTree has a cluster form")
+    local = f"{table}_local"
+    args = ", ".join(part for part in (f"'{REPLICATION_PATH % local}'", "'{replica}'", engine.group(1).strip()) if part)
+    shard_table = _CREATE.sub(f"CREATE TABLE IF NOT EXISTS {local} ON CLUSTER {cluster} (", statement, count=1)
+    shard_table = _ENGINE.sub(lambda _: f"ENGINE = ReplicatedReplacingMergeTree({args})", shard_table, count=1)
+    distributed = (f"CREATE TABLE IF NOT EXISTS {table} ON CLUSTER {cluster} AS {local}"
+                   f" ENGINE = Distributed({cluster}, currentDatabase(), {local}, {SHARDING_KEYS[table]})")
+    return [shard_table, distributed]
+
+
+def _alter(table: str, clauses_text: str, cluster: str) -> list[str]:
+    if table not in SHARDING_KEYS:
+        raise UnsupportedStatement(f"table {table} has no cluster form (oros/clickhouse_cluster.py)")
+    statements = [f"ALTER TABLE {table}_local ON CLUSTER {cluster} {clauses_text}"]
+    columns = [_TTL.sub("", clause) for clause in _clauses(clauses_text) if _COLUMN_CLAUSE.match(clause)]
+    if columns:
+        statements.append(f"ALTER TABLE {table} ON CLUSTER {cluster} " + ", ".join(columns))
+    return statements
+
+
+def _clauses(text: str) -> list[str]:
+    """The comma-separated clauses of an ALTER, split only outside parentheses and quotes."""
+    clauses, depth, quote, start = [], 0, None, 0
+    for i, char in enumerate(text):
+        if quote:
+            if char == quote and text[i - 1] != "\\":
+                quote = None
+        elif char in "'\"`":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            clauses.append(text[start:i].strip())
+            start = i + 1
+    clauses.append(text[start:].strip())
+    return [clause for clause in clauses if clause]
