@@ -17,7 +17,7 @@ from oros.jobs import OwnerJobs
 from oros.settings import Settings
 
 from . import (admin, attempts, campaigns, exports, funding, health, openapi, qr, queues, reports, sessions, users,
-               wallets, webapp, webhooks)
+               wallets, webapp, webhook_endpoints, webhooks)
 from .errors import ApiError, StreamBroken
 from .payload import respond
 from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, REDIS, SETTINGS
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 ROUTE_MODULES = (users, sessions, campaigns, wallets, admin, queues, funding, webhooks, reports, exports, qr,
-                 health, webapp)
+                 webhook_endpoints, health, webapp)
 
 # Safety net for what input validation missed: a database refusal caused by the
 # request is the caller's problem (4xx), never a 500.
