@@ -4,9 +4,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY oros ./oros
+COPY oros_cli ./oros_cli
 COPY tracker ./tracker
+COPY ingest ./ingest
 COPY settler ./settler
 COPY admin_api ./admin_api
+COPY webhooks ./webhooks
 COPY sql ./sql
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 oros
 USER oros
