@@ -43,14 +43,17 @@ CREATE INDEX idx_webhook_endpoint_secrets_endpoint ON webhook_endpoint_secrets(e
 ALTER TABLE webhook_endpoint_secrets ENABLE ROW LEVEL SECURITY;  -- and no policy: the owner alone reads it
 
 -- The outbox: one row per (event, subscribed endpoint). event_id is the event's UUIDv7, the same
--- for every endpoint and every attempt (the receiver's dedupe key). give_up_at: a day after the
+-- for every endpoint and every attempt (the receiver's dedupe key). owner_id is the endpoint's,
+-- copied so RLS reads it without a join (no foreign key of its own: the endpoint's cascades, and a
+-- settlement writing 100,000 deliveries would pay a check per row). give_up_at: a day after the
 -- event, when a delivery still failing becomes failed. leased_until/lease_token: the attempt in
 -- flight; a process that dies holding one loses it when it expires, and another tries again.
+-- Only the indexes the delivery process and the listing need: every row is written by a settlement.
 CREATE TABLE webhook_deliveries (
   id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
   event_id UUID NOT NULL,
   endpoint_id UUID NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
-  owner_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  owner_id UUID NOT NULL,
   event_type VARCHAR(40) NOT NULL,
   payload JSONB NOT NULL,
   status VARCHAR(12) NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed', 'canceled')),
@@ -60,8 +63,7 @@ CREATE TABLE webhook_deliveries (
   leased_until TIMESTAMPTZ,
   lease_token UUID,
   created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-  finished_at TIMESTAMPTZ,
-  UNIQUE (endpoint_id, event_id)
+  finished_at TIMESTAMPTZ
 );
 -- What the delivery process claims: the due pending rows, oldest first.
 CREATE INDEX idx_webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
