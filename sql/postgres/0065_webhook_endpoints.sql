@@ -10,10 +10,11 @@
 --    request can make a secret (shown once) but never read one.
 --  * A user sees only their own endpoints, deliveries and attempts (owner_id = auth.uid()).
 --    Nobody else does: admins neither, since a payload carries a business's sales.
---  * Writes go through functions that check the caller (0024): who may subscribe to what, at most
---    MAX endpoints each, a rotation keeping one current secret.
---  * A deleted endpoint is disabled, not removed: its pending deliveries are canceled with it, and
---    a settlement that read it just before is still refused nothing (its row stays for the FK).
+--  * Writes go through functions that check the caller (0024): who may subscribe to what, at
+--    most 16 endpoints each, a rotation keeping one current secret.
+--  * A deleted endpoint is disabled, not removed (its deliveries stay until pruned): its
+--    pending deliveries are canceled with it, and one written by a transaction that read the
+--    endpoint just before is canceled by the delivery process instead of sent.
 CREATE TABLE webhook_endpoints (
   id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
   owner_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
