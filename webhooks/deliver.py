@@ -184,8 +184,10 @@ class Deliverer:
                                          kwargs={"row_factory": dict_row, "autocommit": True}, open=False,
                                          name="webhooks")
         await self._pool.open(wait=True)
+        # No per-host limit: endpoints of many users may share a host, and a request queued for a
+        # connection spends its timeout waiting. PER_ENDPOINT bounds each endpoint instead.
         connector = aiohttp.TCPConnector(resolver=PublicResolver(allow_private=self.allow_private),
-                                         limit=CONCURRENCY, limit_per_host=PER_ENDPOINT, ttl_dns_cache=10)
+                                         limit=CONCURRENCY, limit_per_host=0, ttl_dns_cache=10)
         self._session = aiohttp.ClientSession(
             connector=connector, trust_env=False, auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=CONNECT_TIMEOUT_S),
