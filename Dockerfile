@@ -4,9 +4,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY oros ./oros
-COPY oros_cli ./oros_cli
 COPY tracker ./tracker
-COPY ingest ./ingest
 COPY settler ./settler
 COPY admin_api ./admin_api
 COPY webhooks ./webhooks
