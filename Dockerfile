@@ -12,6 +12,7 @@ COPY tracker ./tracker
 COPY ingest ./ingest
 COPY settler ./settler
 COPY admin_api ./admin_api
+COPY webhooks ./webhooks
 COPY sql ./sql
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 oros \
     && mkdir -p /var/lib/oros && chown oros /var/lib/oros

@@ -30,13 +30,14 @@ from . import (
     users,
     wallets,
     webapp,
+    webhook_endpoints,
     webhooks,
 )
 from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, READ_POOL, REDIS, SETTINGS
 
 MAX_BODY_BYTES = 1024 * 1024
 ROUTE_MODULES = (users, sessions, campaigns, communities, wallets, admin, payouts, queues, funding, card_payments,
-                 webhooks, reports, exports, qr, health, webapp)
+                 webhook_endpoints, webhooks, reports, exports, qr, health, webapp)
 
 
 async def _pg_context(app: web.Application) -> AsyncIterator[None]:

@@ -5,9 +5,13 @@ Builds a throwaway Postgres database and a chDB directory (or uses
 ``CLICKHOUSE_URL``), fills ClickHouse with ``--events`` raw, enriched events
 over 31 days (``--share`` of them for the measured campaign, on its 200 links
 of 20 creators, the rest spread over 99 others) and Postgres with
-``--decisions`` settler decisions for that campaign, then times the real
-endpoints in-process, ``--runs`` times per query, and prints the median and
-the worst. Everything it made is dropped.
+``--decisions`` settler decisions for that campaign (and ``--earnings-rows``
+paid events of one more creator, on a campaign of their own, for a
+million-row earnings export), then times the real
+endpoints in-process, ``--runs`` times per query, and prints the median, the
+worst, and the median as a multiple of a bare count of the campaign's events
+in both stores measured just before it (a unit a loaded machine slows as
+much as the reports). Everything it made is dropped.
 
     .venv/bin/python loadtests/bench_reports.py --events 5000000 --decisions 1000000
 """
@@ -73,6 +77,14 @@ SELECT %(campaign)s, (%(creators)s::uuid[])[g / 4 %% 20 + 1], (%(links)s::uuid[]
   FROM generate_series(1, %(n)s) AS g
 """
 
+# One creator's paid events on a campaign of their own (the earnings export of a million rows).
+FILL_EARNINGS = """
+INSERT INTO events (campaign_id, creator_id, event_type, occurred_at, status, payout_amount, platform_fee, paid)
+SELECT %(campaign)s, %(creator)s, 'click', %(start)s + ((g::bigint * 7919) %% 2678400) * interval '1 second', 'paid',
+       0.50, 0.05, true
+  FROM generate_series(1, %(n)s) AS g
+"""
+
 WEEK = (START + timedelta(days=10), START + timedelta(days=17))
 # (label, path: "stats" (the campaign's), "me" (the first creator's) or an export, granularity, from, to, extra)
 QUERIES = [
@@ -86,22 +98,28 @@ QUERIES = [
     ("me/stats day, by link", "me", "day", START, START + SPAN, {"group_by": "link"}),
     ("events.csv, 7 days", "events.csv", None, *WEEK, {}),
     ("earnings.csv, 31 days", "earnings.csv", None, START, START + SPAN, {}),
+    ("earnings.csv, the big earner", "earner.csv", None, START, START + SPAN, {}),
 ]
 PATHS = {"stats": "/v1/campaigns/{campaign}/stats", "me": "/v1/me/stats",
-         "events.csv": "/v1/campaigns/{campaign}/events.csv", "earnings.csv": "/v1/me/earnings.csv"}
+         "events.csv": "/v1/campaigns/{campaign}/events.csv", "earnings.csv": "/v1/me/earnings.csv",
+         "earner.csv": "/v1/me/earnings.csv"}
+TOKENS = {"me": "me", "earnings.csv": "me", "earner.csv": "earner"}
 
 
-def prepare(settings: Settings, events: int, decisions: int, share: float) -> tuple[str, dict[str, str]]:
+def prepare(settings: Settings, events: int, decisions: int, share: float,
+            earnings_rows: int) -> tuple[str, dict[str, str]]:
     with pg_connect(settings, autocommit=True) as pg:
-        business, *creators = (
+        business, earner, *creators = (
             pg.execute("INSERT INTO users (email) VALUES (%s) RETURNING id::text AS id", (email,)).fetchone()["id"]
-            for email in ("bench-b@example.com", *(f"bench-c{i}@example.com" for i in range(20)))
+            for email in ("bench-b@example.com", "bench-e@example.com",
+                          *(f"bench-c{i}@example.com" for i in range(20)))
         )
-        pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'business'), (%s, 'creator')",
-                   (business, creators[0]))
+        pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'business'), (%s, 'creator'), (%s, 'creator')",
+                   (business, creators[0], earner))
         campaign = pg.execute(
             "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, destination_url)"
-            " VALUES (%s, 'bench', 'click', 0.50, 1000000, 'https://example.com') RETURNING id::text AS id", (business,)
+            " VALUES (%s, 'bench', 'click', 0.50, 1000000, 'https://example.com/') RETURNING id::text AS id",
+            (business,)
         ).fetchone()["id"]
         links = [pg.execute("INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
                             " VALUES (%s, %s, %s, 'http://t/x', 'https://example.com') RETURNING id::text AS id",
@@ -109,8 +127,14 @@ def prepare(settings: Settings, events: int, decisions: int, share: float) -> tu
         started = time.perf_counter()
         pg.execute(FILL_DECISIONS, {"campaign": campaign, "creators": creators, "links": links, "start": START,
                                     "n": decisions})
+        own = pg.execute(
+            "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, status)"
+            " VALUES (%s, 'earner', 'click', 0.50, 1000000, 'active') RETURNING id::text AS id", (business,)
+        ).fetchone()["id"]
+        pg.execute(FILL_EARNINGS, {"campaign": own, "creator": earner, "start": START, "n": earnings_rows})
         pg.execute("ANALYZE events")
-        print(f"postgres: {decisions:,} decisions in {time.perf_counter() - started:.1f} s")
+        print(f"postgres: {decisions:,} decisions and {earnings_rows:,} paid events of one creator in"
+              f" {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
     clickhouse_client(settings).command(FILL_EVENTS, parameters={
         "start_ms": int(START.timestamp() * 1000), "span_ms": int(SPAN.total_seconds() * 1000),
@@ -119,13 +143,32 @@ def prepare(settings: Settings, events: int, decisions: int, share: float) -> tu
     })
     print(f"clickhouse: {events:,} events ({share:.0%} for the measured campaign) in "
           f"{time.perf_counter() - started:.1f} s")
-    return campaign, {"stats": issue_token(settings, business), "me": issue_token(settings, creators[0])}
+    return campaign, {"stats": issue_token(settings, business), "me": issue_token(settings, creators[0]),
+                      "earner": issue_token(settings, earner)}
+
+
+# The unit each timing is also given in, measured just before it: a bare count of the campaign's
+# events in both stores (the least any report reads), so a loaded machine slows both alike.
+BASELINE_CLICKHOUSE = "SELECT count() FROM events WHERE campaign_id = {campaign:UUID}"
+BASELINE_POSTGRES = "SELECT count(*) FROM events WHERE campaign_id = %s"
+
+
+def baseline_ms(settings: Settings, campaign: str, runs: int) -> float:
+    timings = []
+    with pg_connect(settings) as pg:
+        for _ in range(runs):
+            started = time.perf_counter()
+            clickhouse_client(settings).query(BASELINE_CLICKHOUSE, parameters={"campaign": campaign})
+            pg.execute(BASELINE_POSTGRES, (campaign,)).fetchone()
+            timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
 
 
 async def measure(settings: Settings, campaign: str, tokens: dict[str, str], runs: int) -> None:
     async with TestClient(TestServer(create_app(settings))) as client:
         for label, path, granularity, start, end, extra in QUERIES:
-            token = tokens["me" if path in ("me", "earnings.csv") else "stats"]
+            unit = baseline_ms(settings, campaign, runs)
+            token = tokens[TOKENS.get(path, "stats")]
             params = {"from": start.isoformat(), "to": end.isoformat(), **extra}
             if granularity:
                 params["granularity"] = granularity
@@ -146,7 +189,9 @@ async def measure(settings: Settings, campaign: str, tokens: dict[str, str], run
                     summary = (f"{len(body['buckets'])} buckets, {len(body.get('groups', []))} groups, "
                                f"{totals['clicks']['all']:,} clicks, {totals['clicks']['unique']:,} unique")
                 timings.append((time.perf_counter() - started) * 1000)
-            print(f"{label:30s} median {statistics.median(timings):7.0f} ms  max {max(timings):7.0f} ms  ({summary})")
+            median = statistics.median(timings)
+            print(f"{label:30s} median {median:7.0f} ms  max {max(timings):7.0f} ms  = {median / unit:5.1f}x the bare"
+                  f" count ({unit:.0f} ms)  ({summary})")
 
 
 def main() -> None:
@@ -155,6 +200,8 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=1_000_000)
     parser.add_argument("--share", type=float, default=0.4, help="fraction of the events in the measured campaign")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--earnings-rows", type=int, default=1_000_000,
+                        help="paid events of the creator whose earnings export is timed last")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,7 +218,7 @@ def main() -> None:
         try:
             migrate_postgres(settings)
             migrate_clickhouse(settings)
-            campaign, tokens = prepare(settings, args.events, args.decisions, args.share)
+            campaign, tokens = prepare(settings, args.events, args.decisions, args.share, args.earnings_rows)
             asyncio.run(measure(settings, campaign, tokens, args.runs))
         finally:
             clickhouse_client(settings, database="").command(f"DROP DATABASE IF EXISTS `{name}`")

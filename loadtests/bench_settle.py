@@ -9,6 +9,15 @@ conversions/sales naming earlier clicks. Prints the settle rate, then times
 the naive way on a sample (one transaction per event: lock the campaign,
 insert the event, insert its ledger legs, update the budget and earnings)
 and prints the speed-up ratio as its last line.
+
+    .venv/bin/python loadtests/bench_settle.py --events 1000000 --webhooks
+
+``--webhooks`` measures what the webhook outbox triggers (sql/postgres/0066)
+cost instead: the same ClickHouse events are settled into copies of the
+loaded database, one without the triggers (as before 0066), one with them
+and no endpoint, one where the business listens to its three event types and
+one creator to earning.credited. Each variant runs ``--rounds`` times, in
+turn, and the last lines are each rate over the one without triggers.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -160,12 +170,79 @@ def naive(settings: Settings, campaigns: list[dict], sample: int) -> float:
         return sample / (time.perf_counter() - started)
 
 
+WEBHOOK_TRIGGERS = (("events_webhooks", "events"), ("ledger_entries_webhooks", "ledger_entries"),
+                    ("withdrawals_webhooks", "withdrawals"), ("settlement_runs_webhooks", "settlement_runs"))
+
+
+def _prepare_variant(pg, variant: str, business: str) -> None:
+    # Time spent inside the trigger functions, whatever the machine's noise (needs a superuser; else none).
+    try:
+        pg.execute(f"ALTER DATABASE {pg.info.dbname} SET track_functions = 'pl'")
+    except psycopg.errors.InsufficientPrivilege:
+        pass
+    if variant == "no triggers":
+        for trigger, table in WEBHOOK_TRIGGERS:
+            pg.execute(f"DROP TRIGGER {trigger} ON {table}")
+        return
+    if variant == "subscribed":
+        creator = pg.execute("SELECT creator_id FROM campaign_creators LIMIT 1").fetchone()["creator_id"]
+        for owner, events in ((business, ["conversion.recorded", "event.rejected", "settlement.completed"]),
+                              (creator, ["earning.credited"])):
+            endpoint = pg.execute("INSERT INTO webhook_endpoints (owner_id, url, events) VALUES (%s, %s, %s)"
+                                  " RETURNING id", (owner, "https://hooks.example.com/bench", events)).fetchone()["id"]
+            pg.execute("INSERT INTO webhook_endpoint_secrets (endpoint_id, secret) VALUES (%s, %s)",
+                       (endpoint, "whsec_" + "b" * 43))
+
+
+def compare_webhooks(settings: Settings, db: str, business: str, rounds: int) -> None:
+    """Settle the loaded events into copies of the database, with and without the webhook outbox."""
+    admin_url = settings.database_url.rsplit("/", 1)[0]
+    rates: dict[str, list[float]] = {}
+    posting: dict[str, list[float]] = {}  # the phase the triggers run in
+    for _ in range(rounds):
+        for variant in ("no triggers", "triggers, no endpoint", "subscribed"):
+            clone = f"{db}_{len(rates.get(variant, []))}_{variant.split()[0].strip(',')}"
+            with psycopg.connect(f"{admin_url}/postgres", autocommit=True) as admin:
+                admin.execute(f'CREATE DATABASE "{clone}" TEMPLATE "{db}"')
+            variant_settings = replace(settings, database_url=f"{admin_url}/{clone}")
+            try:
+                with pg_connect(variant_settings, autocommit=True) as pg:
+                    _prepare_variant(pg, variant, business)
+                t = time.perf_counter()
+                report = settle_once(variant_settings)
+                elapsed = time.perf_counter() - t
+                time.sleep(1)  # the settler's connections report their function statistics as they exit
+                with pg_connect(variant_settings, autocommit=True) as pg:
+                    outbox = pg.execute("SELECT count(*) AS n FROM webhook_deliveries").fetchone()["n"]
+                    in_triggers = pg.execute(
+                        "SELECT coalesce(sum(total_time), 0) / 1000 AS s, coalesce(sum(calls), 0) AS calls"
+                        " FROM pg_stat_user_functions WHERE funcname LIKE 'oros_webhooks_on_%'").fetchone()
+                rate = report["events_seen"] / elapsed
+                rates.setdefault(variant, []).append(rate)
+                posting.setdefault(variant, []).append(report["timings_s"]["post_ledger"])
+                print(f"{variant:22s} settled {report['events_seen']} events in {elapsed:.1f}s: {rate:,.0f} events/s,"
+                      f" {outbox:,} webhook deliveries written, {in_triggers['s']:.3f}s in {in_triggers['calls']}"
+                      f" webhook trigger calls (phases {report['timings_s']})")
+            finally:
+                with psycopg.connect(f"{admin_url}/postgres", autocommit=True) as admin:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{clone}" WITH (FORCE)')
+    # On a shared machine the best of each is the least disturbed; the medians say how noisy it was.
+    baseline, base_posting = max(rates["no triggers"]), min(posting["no triggers"])
+    for variant, values in rates.items():
+        print(f"{variant:22s} best {max(values):,.0f} events/s ({max(values) / baseline:.2f}x the rate without"
+              f" triggers, median {statistics.median(values) / statistics.median(rates['no triggers']):.2f}x);"
+              f" posting best {min(posting[variant]):.1f}s ({min(posting[variant]) / base_posting:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--campaigns", type=int, default=200)
     parser.add_argument("--creators", type=int, default=10, help="per campaign")
     parser.add_argument("--sample", type=int, default=2000, help="events for the naive baseline")
+    parser.add_argument("--webhooks", action="store_true",
+                        help="compare settling without the webhook triggers, with them idle, and with listeners")
+    parser.add_argument("--rounds", type=int, default=1, help="with --webhooks: runs of each variant, in turn")
     args = parser.parse_args()
     rng = random.Random(7)
     tmp = Path(tempfile.mkdtemp(prefix="oros-bench-settle-"))
@@ -185,6 +262,9 @@ def main() -> None:
         t = time.perf_counter()
         n = load(settings, generate(campaigns, business, args.events, rng))
         print(f"generated and loaded {n} events into ClickHouse in {time.perf_counter() - t:.1f}s")
+        if args.webhooks:
+            compare_webhooks(settings, db, business, args.rounds)
+            return
         t = time.perf_counter()
         report = settle_once(settings, progress=sys.stderr.isatty())
         elapsed = time.perf_counter() - t

@@ -63,7 +63,7 @@ def _int(env: dict[str, str], name: str, default: int, *, minimum: int = 0, maxi
     return value
 
 
-def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+def _bool(env: dict[str, str], name: str, default: bool | None) -> bool | None:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -151,6 +151,10 @@ class Settings:
     payout_interval_s: int = 300
     reconcile_interval_s: int = 900
 
+    # Outgoing webhooks (oros/webhooks.py): whether endpoints may be plain http on private, loopback or
+    # link-local addresses (local receivers). None: not set, which is off; `oros dev` turns it on.
+    webhooks_allow_private: bool | None = None
+
     # ClickHouse database that holds the raw events.
     clickhouse_database: str = "oros"
     # Prefix of every Redis key (isolates test runs sharing one Redis).
@@ -195,6 +199,7 @@ class Settings:
             release_interval_s=_int(env, "OROS_RELEASE_INTERVAL_S", 300, minimum=1),
             payout_interval_s=_int(env, "OROS_PAYOUT_INTERVAL_S", 300, minimum=1),
             reconcile_interval_s=_int(env, "OROS_RECONCILE_INTERVAL_S", 900, minimum=1),
+            webhooks_allow_private=_bool(env, "OROS_WEBHOOKS_ALLOW_PRIVATE", None),
             clickhouse_database=env.get("OROS_CLICKHOUSE_DATABASE", "oros"),
             redis_prefix=env.get("OROS_REDIS_PREFIX", ""),
         )
@@ -209,6 +214,11 @@ class Settings:
         if self.anonymize_ip and self.click_dedupe_s > ANONYMIZED_MAX_DEDUPE_S:
             raise SettingsError(f"OROS_CLICK_DEDUPE_SECONDS may be at most {ANONYMIZED_MAX_DEDUPE_S} with "
                                 "OROS_ANONYMIZE_IP=true: the IP hash it deduplicates by is kept two days")
+
+    @property
+    def allows_private_webhooks(self) -> bool:
+        """Local receivers (http, private addresses) allowed: OROS_WEBHOOKS_ALLOW_PRIVATE=true, or `oros dev`."""
+        return bool(self.webhooks_allow_private)
 
     @property
     def ip_secrets(self) -> tuple[str, ...]:

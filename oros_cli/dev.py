@@ -1,9 +1,11 @@
 """``oros dev``: the whole platform in one process on one event loop.
 
-Tracker and admin API on their ports, ingest draining the stream, and the
-settler's scheduler, all sharing this process's chDB engine (chDB opens a
-data directory from one process only, which is why the admin API exposes
-settlement triggers for embedded mode). Unless the environment names a
+Tracker and admin API on their ports, ingest draining the stream, the
+settler's scheduler and the webhook deliverer, all sharing this process's
+chDB engine (chDB opens a data directory from one process only, which is
+why the admin API exposes settlement triggers for embedded mode). Webhook
+endpoints may be local receivers (OROS_WEBHOOKS_ALLOW_PRIVATE defaults to
+true here). Unless the environment names a
 Stripe, localstripe runs beside it as a child process (oros.embedded), so
 card funding works end to end on one machine.
 """
@@ -47,6 +49,7 @@ async def _serve(settings: Settings, *, demo: bool, fund_by_card: bool, tracker_
     from settler.jobs import OWNER_JOBS
     from settler.scheduler import build_scheduler
     from tracker.app import create_app as create_tracker_app
+    from webhooks.deliver import Deliverer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -55,12 +58,17 @@ async def _serve(settings: Settings, *, demo: bool, fund_by_card: bool, tracker_
 
     ingester = Ingester(settings, consumer="dev")
     admin_app = create_admin_app(settings, OWNER_JOBS)
-    admin_app[METRICS].registry.register(ingester.metrics)  # ingest's counters on the admin API's /metrics
+    deliverer = Deliverer(settings)
+    await deliverer.open()
+    # ingest's and the deliverer's counters on the admin API's /metrics
+    admin_app[METRICS].registry.register(ingester.metrics)
+    admin_app[METRICS].registry.register(deliverer.metrics)
     runners = [
         await _start_site(create_tracker_app(settings), tracker_port),
         await _start_site(admin_app, admin_port),
     ]
     ingest_task = asyncio.create_task(ingester.run(stop))
+    webhooks_task = asyncio.create_task(deliverer.run(stop))
     scheduler = build_scheduler(settings)
     scheduler.start()
     tracker_url, admin_url = f"http://127.0.0.1:{tracker_port}", f"http://127.0.0.1:{admin_port}"
@@ -81,6 +89,9 @@ async def _serve(settings: Settings, *, demo: bool, fund_by_card: bool, tracker_
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await ingest_task
+        with contextlib.suppress(asyncio.CancelledError):
+            await webhooks_task
         await ingester.close()
+        await deliverer.close()
         for runner in reversed(runners):
             await runner.cleanup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from oros.logs import setup_logging
@@ -17,7 +18,8 @@ log = logging.getLogger("oros")
 # key it still runs, and card funding answers 503. Payouts move money through
 # Stripe. Ingest keys its IP hash with OROS_IP_HASH_KEY, required while it
 # truncates IPs (``Settings.ip_secrets``). The tracker, settle, release-holds,
-# reconcile, migrate and create-admin hold no secret.
+# reconcile, webhooks, migrate and create-admin hold no secret (webhook secrets are
+# per endpoint, in Postgres).
 ADMIN_SECRETS = (JWT_SECRET, STRIPE_WEBHOOK_SECRET)
 PAYOUT_SECRETS = (STRIPE_API_KEY,)
 
@@ -43,6 +45,8 @@ def cmd_dev(args) -> int:
 
     env_settings = Settings.from_env()
     env_settings.check_secrets(optional=(IP_HASH_KEY,))
+    if env_settings.webhooks_allow_private is None:  # local receivers, unless the environment says otherwise
+        env_settings = replace(env_settings, webhooks_allow_private=True)
     settings, servers, fund_by_card = embedded.resolve_for_dev(
         env_settings, needs=(*ADMIN_SECRETS, *PAYOUT_SECRETS, *env_settings.ip_secrets),
         webhook_url=f"http://127.0.0.1:{args.admin_port}/v1/webhooks/stripe",
@@ -176,6 +180,17 @@ def cmd_reconcile(args) -> int:
         servers.stop()
 
 
+def cmd_webhooks(args) -> int:
+    from webhooks.cli import run_webhooks
+
+    settings, servers = _settings()
+    try:
+        run_webhooks(settings, once=args.once, metrics_port=args.metrics_port)
+    finally:
+        servers.stop()
+    return 0
+
+
 def cmd_admin(args) -> int:
     from admin_api.server import run_admin
     from settler.jobs import OWNER_JOBS
@@ -190,6 +205,7 @@ def cmd_admin(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from settler.metrics import DEFAULT_PORT as SETTLER_METRICS_PORT
+    from webhooks.metrics import DEFAULT_PORT as WEBHOOKS_METRICS_PORT
 
     parser = argparse.ArgumentParser(prog="oros", description="OROS click tracking and creator payouts")
     parser.add_argument("--log-level", default="INFO")
@@ -251,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("reconcile", help="prove the books balance (non-zero exit if not)").set_defaults(
         func=cmd_reconcile
     )
+
+    p = sub.add_parser("webhooks", help="deliver the outgoing webhooks (signed, retried for a day)")
+    p.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
+    p.add_argument("--metrics-port", type=int, default=WEBHOOKS_METRICS_PORT,
+                   help="serve /metrics and /healthz (0: off)")
+    p.set_defaults(func=cmd_webhooks)
 
     p = sub.add_parser("admin", help="the admin REST API")
     p.add_argument("--port", type=int, default=8081)

@@ -103,7 +103,7 @@ def test_compose_gives_each_service_its_own_login_and_every_secret_no_fallback()
     users = {name: re.match(r"postgresql://([^:]+):", service["environment"]["DATABASE_URL"]).group(1)
              for name, service in services.items() if "DATABASE_URL" in service.get("environment", {})}
     assert users == {"migrate": "oros_settler", "settler": "oros_settler", "admin": "oros_admin_api",
-                     "tracker": "oros_tracker_svc", "ingest": "oros_tracker_svc"}
+                     "tracker": "oros_tracker_svc", "ingest": "oros_tracker_svc", "webhooks": "oros_settler"}
     assert services["postgres"]["environment"]["POSTGRES_USER"] not in users.values()
     script = INIT_SCRIPT.read_text()
     for variable, login in [("SETTLER", "oros_settler"), ("ADMIN", "oros_admin_api"), ("TRACKER", "oros_tracker_svc")]:

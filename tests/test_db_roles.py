@@ -37,6 +37,11 @@ EXECUTABLE = {
     "oros_post_adjustment(text,jsonb)": {"oros_app"},
     # A business's new pixel secret: acts only for auth.uid(), who must hold the business role (0031).
     "oros_rotate_pixel_secret(text,integer)": {"oros_app"},
+    # Webhook endpoints (0065): each acts only on auth.uid()'s own endpoints; create checks its roles.
+    "oros_create_webhook_endpoint(text,text[],text)": {"oros_app"},
+    "oros_disable_webhook_endpoint(uuid)": {"oros_app"},
+    "oros_rotate_webhook_secret(uuid,text,integer)": {"oros_app"},
+    "oros_retry_webhook_delivery(uuid,uuid)": {"oros_app"},
     # No user yet: the admin API's role only, never the request role.
     "oros_sign_up(text,text,text,text)": {"oros_api"},  # a bare user; roles are added as that user
     # Only a row POST /fund opened, for its amount and currency (0029).
@@ -273,6 +278,37 @@ async def test_functions_granted_to_the_request_role_refuse_other_users_nulls_an
     assert money(pg) == before
     assert pg.execute("SELECT count(*) AS n FROM campaign_fundings").fetchone()["n"] == 0
     assert_books_balance(settings)
+
+
+async def test_webhook_functions_act_only_for_their_caller(pool, pg):
+    creator, stranger = make_user(pg), make_user(pg)
+    pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'creator'), (%s, 'creator')", (creator, stranger))
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    create = "SELECT id::text AS id FROM oros_create_webhook_endpoint(%s, %s, %s)"
+    for user, params in [(None, ("https://x.example", ["earning.credited"], secret)),
+                         (SYSTEM, ("https://x.example", ["earning.credited"], secret)),
+                         (creator, ("https://x.example", ["conversion.recorded"], secret)),  # not a business
+                         (creator, ("https://x.example", ["earning.*"], secret)),
+                         (creator, ("https://x.example", [], secret)), (creator, ("https://x.example", None, secret)),
+                         (creator, ("ftp://x.example", ["earning.credited"], secret)),
+                         (creator, (None, ["earning.credited"], secret)),
+                         (creator, ("https://x.example", ["earning.credited"], "short"))]:
+        await refused(pool, user, create, params, REFUSED + (psycopg.errors.CheckViolation,))
+    assert pg.execute("SELECT count(*) AS n FROM webhook_endpoints").fetchone()["n"] == 0
+    async with as_user(pool, creator) as conn:
+        endpoint = (await (await conn.execute(create, ("https://x.example", ["earning.credited"], secret))
+                           ).fetchone())["id"]
+    async with as_user(pool, stranger) as conn:
+        for statement, params in [("SELECT * FROM oros_disable_webhook_endpoint(%s)", (endpoint,)),
+                                  ("SELECT * FROM oros_rotate_webhook_secret(%s, %s, 0)", (endpoint, secret + "x")),
+                                  ("SELECT * FROM oros_retry_webhook_delivery(%s, gen_random_uuid())", (endpoint,))]:
+            assert await (await conn.execute(statement, params)).fetchall() == []
+    for grace in (None, -1, 86401):
+        await refused(pool, creator, "SELECT * FROM oros_rotate_webhook_secret(%s, %s, %s)",
+                      (endpoint, secret + "y", grace))
+    row = pg.execute("SELECT e.disabled_at, count(s.*) AS secrets FROM webhook_endpoints e"
+                     " JOIN webhook_endpoint_secrets s ON s.endpoint_id = e.id GROUP BY e.id").fetchone()
+    assert row == {"disabled_at": None, "secrets": 1}
 
 
 # -- the service login roles -----------------------------------------------------------------

@@ -9,7 +9,10 @@ settlement, with IPs anonymized.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
 
 import orjson
 import pytest
@@ -180,3 +183,11 @@ def test_anonymized_dedupe_and_first_visits_go_by_the_full_ip(world):
     assert [decided[e.event_id]["first_visit"] for e in (first, neighbour, repeat, later)] == [True, True, False, False]
     assert {r["ip"] for r in decided.values()} == {"203.0.113.0"}  # Postgres never sees a full address
     world.assert_books()
+
+
+def test_the_ip_data_is_the_release_the_readme_dates():
+    """Each iptocc release is a new snapshot of the registries' data: pinned, installed and named alike."""
+    root = Path(__file__).resolve().parents[1]
+    pinned = re.search(r'"iptocc==([0-9.]+)"', (root / "pyproject.toml").read_text()).group(1)
+    assert metadata.version("iptocc") == pinned
+    assert f"version {pinned}, data of " in " ".join((root / "README.md").read_text().split())

@@ -16,12 +16,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from test_reports import make_campaign, make_user
 
+from admin_api import exports
 from admin_api.app import create_app
 from admin_api.exports import EARNINGS_COLUMNS, EVENT_COLUMNS, EXPORT_CHUNK_ROWS
 
 DAY = datetime(2026, 3, 1, tzinfo=timezone.utc)
 MILLION = 1_000_000
-EARNINGS_ROWS = 4 * EXPORT_CHUNK_ROWS
+PAGE_ROWS = 7
+EARNINGS_ROWS = 95  # 13 full pages and a part
 RANGE = {"from": DAY.isoformat(), "to": (DAY + timedelta(days=2)).isoformat()}
 
 
@@ -91,17 +93,29 @@ async def test_events_csv_rows_are_the_campaigns_and_formula_safe(api, pg, ch, s
     assert bad.status == 422 and (await bad.json())["error"]["field"] == "from"
 
 
-async def test_earnings_csv_streams_in_pages(api, pg, settings):
-    """The same paging over Postgres, on four pages: a million rows there would cost half a minute of inserts."""
+async def test_earnings_csv_streams_every_row_once_in_bounded_pages(api, pg, settings, monkeypatch):
+    """The paging invariant that makes the export's size irrelevant, on pages of 7 rows.
+
+    Each page is one query of at most ``EXPORT_CHUNK_ROWS`` rows in (occurred_at, id) order that
+    starts after the previous page's last row, so a million rows are 20 such pages of 50,000 (the
+    process holds one), as the events export above shows over ClickHouse. Here many pages from few
+    rows: events share timestamps across page boundaries (only the id breaks the tie), one creator's
+    total is an exact multiple of the page (the last page comes back empty), and an event added after
+    the first bytes left arrives in the last page.
+    """
+    monkeypatch.setattr(exports, "EXPORT_CHUNK_ROWS", PAGE_ROWS)
     business, _ = make_user(pg, settings, "business")
     creator, auth = make_user(pg, settings, "creator")
+    exact, exact_auth = make_user(pg, settings, "creator")
     _, someone = make_user(pg, settings, "creator")
     campaign = make_campaign(pg, business)
     pg.execute("UPDATE campaigns SET title = '-1+1', status = 'active' WHERE id = %s", (campaign,))  # public
-    pg.execute("""INSERT INTO events (campaign_id, creator_id, event_type, occurred_at, status, payout_amount,
-                                      platform_fee, paid)
-                  SELECT %s, %s, 'click', %s + n * interval '100 milliseconds', 'paid', 0.50, 0.05, true
-                    FROM generate_series(1, %s) AS n""", (campaign, creator, DAY, EARNINGS_ROWS))
+    for who, rows in ((creator, EARNINGS_ROWS), (exact, 3 * PAGE_ROWS)):
+        # Ten events per millisecond: a page boundary falls inside a run of equal timestamps.
+        pg.execute("""INSERT INTO events (campaign_id, creator_id, event_type, occurred_at, status, payout_amount,
+                                          platform_fee, paid)
+                      SELECT %s, %s, 'click', %s + (n / 10) * interval '1 millisecond', 'paid', 0.50, 0.05, true
+                        FROM generate_series(0, %s - 1) AS n""", (campaign, who, DAY, rows))
     pg.execute("""INSERT INTO events (campaign_id, creator_id, event_type, occurred_at, status, rejection_reason)
                   VALUES (%s, %s, 'click', %s, 'rejected', 'bot')""", (campaign, creator, DAY))  # earned nothing
     marker = str(uuid.uuid4())
@@ -118,9 +132,14 @@ async def test_earnings_csv_streams_in_pages(api, pg, settings):
 
     lines = body.split(b"\n")
     assert lines[0].decode() == ",".join(EARNINGS_COLUMNS) and lines[-1] == b""
-    assert len(lines) - 2 == EARNINGS_ROWS + 1
-    first, last = (next(csv.reader([line.decode()])) for line in (lines[1], lines[-2]))
-    assert first[3:] == ["'-1+1", "click", "paid", "0.45"] and first[0] == "2026-03-01T00:00:00.100000Z"
-    assert last[1] == marker and last[5:] == ["paid", "2.70"]
+    rows = [next(csv.reader([line.decode()])) for line in lines[1:-1]]
+    expected = pg.execute("SELECT id::text AS id FROM events WHERE creator_id = %s AND status = 'paid'"
+                          " ORDER BY occurred_at, id", (creator,)).fetchall()
+    assert [row[1] for row in rows] == [r["id"] for r in expected]  # every row once, in key order
+    assert len(rows) == EARNINGS_ROWS + 1 > 10 * PAGE_ROWS
+    assert rows[0][3:] == ["'-1+1", "click", "paid", "0.45"] and rows[0][0] == "2026-03-01T00:00:00.000000Z"
+    assert rows[-1][1] == marker and rows[-1][5:] == ["paid", "2.70"]
+    whole = await (await api.get("/v1/me/earnings.csv", params=RANGE, headers=exact_auth)).read()
+    assert whole.count(b"\n") == 3 * PAGE_ROWS + 1 and len(set(whole.split(b"\n"))) == 3 * PAGE_ROWS + 2
     empty = await api.get("/v1/me/earnings.csv", params=RANGE, headers=someone)
     assert (await empty.read()).decode() == ",".join(EARNINGS_COLUMNS) + "\n"  # only the caller's own

@@ -12,7 +12,7 @@ from pathlib import Path
 from importlinter.cli import lint_imports
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("oros", "oros_cli", "tracker", "ingest", "settler", "admin_api")
+PACKAGES = ("oros", "oros_cli", "tracker", "ingest", "settler", "admin_api", "webhooks")
 
 
 def test_the_import_contracts_hold(capsys, monkeypatch):
