@@ -90,18 +90,19 @@ def reversal(*, payout: Decimal, fee: Decimal, sale_value: Decimal | None, refun
     """The reversal for a sale whose order is now refunded ``refunded`` in total.
 
     The commission taken back in all is ``payout x refunded / sale value``,
-    rounded half-up to cents and never more than the payout (the fee likewise,
-    never more than what is left of the payout); this refund takes back that
-    total minus what earlier refunds took. A sale without a value, or refunded
-    at or beyond it, is taken back whole.
+    rounded half-up to cents and never more than the payout; this refund
+    takes back that total minus what earlier refunds took. A sale without a
+    value, or refunded at or beyond it, is taken back whole. The fee is then
+    what the payout left earns at the sale's own fee rate, so it moves only
+    when the payout does (rounding it on its own let a step take back a cent
+    of fee and nothing of the payout), and the creator's net never grows.
     """
     if sale_value is None or sale_value <= 0 or refunded >= sale_value:
-        payout_target, fee_target = payout, fee
+        payout_left = ZERO
     else:
-        payout_target = min(payout, round_money(payout * refunded / sale_value))
-        fee_target = min(fee, round_money(fee * refunded / sale_value))
-    payout_left = payout - max(payout_target, reversed_payout)
-    fee_left = min(fee - max(fee_target, reversed_fee), payout_left)
+        payout_left = payout - max(reversed_payout, min(payout, round_money(payout * refunded / sale_value)))
+    # Never more fee than is left: a sale reversed under the older rule may have given back more already.
+    fee_left = min(fee - reversed_fee, round_money(fee * payout_left / payout) if payout > 0 else ZERO)
     return Reversal(payout_back=payout - reversed_payout - payout_left, fee_back=fee - reversed_fee - fee_left,
                     payout_left=payout_left, fee_left=fee_left)
 
@@ -162,7 +163,7 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
                     refunded=refunded if refunded is not None else sale["value"] or ZERO,
                     reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"])
     transfer_id = sale["transfer_id"]
-    if back.payout_back > 0:
+    if back.payout_back > 0 or back.fee_back > 0:
         transfer_id = _rebook(conn, sale, back, hold_until=held[0]["hold_until"], run_id=run_id,
                               refund_id=refund.event_id)
         conn.execute("UPDATE campaigns SET remaining_budget = remaining_budget + %s WHERE id = %s",
