@@ -110,7 +110,9 @@ SELECT c.id::text AS id, c.business_id::text AS business_id, c.objective, c.payo
                   WHERE cc.campaign_id = c.id AND cc.status = 'accepted'), '{}') AS accepted,
        coalesce((SELECT jsonb_agg(jsonb_build_array(floor(extract(epoch FROM h.changed_at) * 1000)::bigint, h.status)
                                   ORDER BY h.changed_at, h.id)
-                   FROM campaign_status_history h WHERE h.campaign_id = c.id), '[]') AS history
+                   FROM campaign_status_history h WHERE h.campaign_id = c.id), '[]') AS history,
+       coalesce((SELECT jsonb_object_agg(l.id::text, floor(extract(epoch FROM l.disabled_at) * 1000)::bigint)
+                   FROM tracking_links l WHERE l.campaign_id = c.id AND l.disabled_at IS NOT NULL), '{}') AS disabled
   FROM campaigns c WHERE c.id = ANY(%s::uuid[])
 """
 
@@ -204,6 +206,7 @@ def load_campaigns(conn: psycopg.Connection, ids: list[str], events: list[Candid
             history=tuple((int(ms), status) for ms, status in row["history"]),
             accepted=frozenset(row["accepted"]), pixel_billable=row["pixel_billable"],
             pixel_secrets=tuple(secrets.get(row["business_id"], ())),
+            disabled_links={link: int(ms) for link, ms in row["disabled"].items()},
         )
     return campaigns
 

@@ -15,7 +15,7 @@ from decimal import Decimal
 from oros import pixel
 from oros.reasons import (
     BAD_PIXEL_SIGNATURE, BOT, CAMPAIGN_NOT_ACTIVE, DUPLICATE_CLICK, DUPLICATE_CONVERSION, DUPLICATE_ORDER,
-    NO_SUCH_CLICK, NOT_ACCEPTED, ORDER_REFUNDED, OUTSIDE_ATTRIBUTION_WINDOW, OUTSIDE_DATES, UNSIGNED_PIXEL,
+    LINK_DISABLED, NO_SUCH_CLICK, NOT_ACCEPTED, ORDER_REFUNDED, OUTSIDE_ATTRIBUTION_WINDOW, OUTSIDE_DATES, UNSIGNED_PIXEL,
     WRONG_BUSINESS, WRONG_TYPE,
 )
 from oros.money import fmt
@@ -72,6 +72,8 @@ class Campaign:
     history: tuple[tuple[int, str], ...]  # (changed_at ms, status), ascending
     accepted: frozenset[str]
     pixel_billable: bool = False  # unsigned pixels may be paid (the business opted in)
+    # Links disabled when the campaign's hosts narrowed (0032): link id -> disabled at (ms).
+    disabled_links: dict[str, int] = field(default_factory=dict, compare=False)
     # The business's pixel secrets: (secret, valid until ms, None while current).
     pixel_secrets: tuple[tuple[str, int | None], ...] = field(default=(), repr=False)
     _changes: list[int] = field(default_factory=list, compare=False, repr=False)
@@ -130,6 +132,10 @@ def reject_reason(
         return OUTSIDE_DATES
     if event.creator_id not in campaign.accepted:
         return NOT_ACCEPTED
+    # A conversion's link is its click's: once that link is disabled, nothing more through it pays.
+    disabled_ms = campaign.disabled_links.get(event.link_id)
+    if disabled_ms is not None and event.ts_ms >= disabled_ms:
+        return LINK_DISABLED
     if event.event_type == "click":
         return _click_reason(event, rules)
     return _conversion_reason(event, campaign, rules)
