@@ -19,7 +19,6 @@ NO_SUCH_CLICK = "no_such_click"
 OUTSIDE_ATTRIBUTION_WINDOW = "outside_attribution_window"
 WRONG_BUSINESS = "wrong_business"
 DUPLICATE_ORDER = "duplicate_order"
-ORDER_REFUNDED = "order_refunded"  # a sale whose refund was recorded before it
 CAMPAIGN_NOT_ACTIVE = "campaign_not_active"
 WRONG_TYPE = "wrong_type"
 DUPLICATE_CONVERSION = "duplicate_conversion"  # the click already has its paid conversion (or that sale)

@@ -18,8 +18,9 @@ takes the same); no value means refunded in full. Policy:
   business's refund risk. The refund is recorded, rejected as
   ``refund_after_hold``.
 * no paid sale for that order: rejected as ``no_such_order``, keeping the
-  campaign or business it named; a sale for that order settled later (it
-  reached the settler after its refund) is rejected as ``order_refunded``.
+  campaign or business it named. When a sale for that order is paid later
+  (it reached the settler after its refund), the refund is decided again
+  against it, pro rata like any other, and its row records the new outcome.
   A refund whose total is not above what was already refunded (a replay, or
   an older total arriving late): ``already_refunded``.
 
@@ -115,17 +116,32 @@ class RefundOutcome:
     amount: str | None = None  # the payout taken back
 
 
-def apply_refund(conn: psycopg.Connection, refund: Candidate, *, run_id: str, now: datetime) -> RefundOutcome:
-    """Decide and apply one refund inside the caller's transaction; records the refund event."""
+def apply_refund(conn: psycopg.Connection, refund: Candidate, *, run_id: str, now: datetime,
+                 recorded: bool = False) -> RefundOutcome | None:
+    """Decide and apply one refund inside the caller's transaction; records the refund event.
+
+    :param recorded: the refund was decided before (``no_such_order``): it is decided again only
+        against a sale found now (None otherwise), and its row is updated.
+    """
     sale = None
     # The order is matched within its business or its campaign, whichever the edge knew (at least one).
     if refund.order_id and (refund.business_id or refund.campaign_id):
         sale = conn.execute(FIND_SALE, {
             "order_id": refund.order_id, "business_id": refund.business_id, "campaign_id": refund.campaign_id,
         }).fetchone()
+    if recorded and sale is None:
+        return None
     outcome = _reverse(conn, refund, sale, run_id=run_id) if sale else RefundOutcome(refund.event_id, NO_SUCH_ORDER)
     campaign_id = sale["campaign_id"] if sale else None
     status = "rejected" if outcome.reason else "reversed"
+    if recorded:
+        conn.execute(
+            "UPDATE events SET campaign_id = %s, status = %s, rejection_reason = %s, settlement_run_id = %s,"
+            " verified_at = %s, metadata = %s WHERE id = %s",
+            (campaign_id, status, outcome.reason, run_id, now, psycopg.types.json.Jsonb(_metadata(refund, outcome)),
+             refund.event_id),
+        )
+        return outcome
     row = event_row(refund, campaign_id=campaign_id, status=status, reason=outcome.reason, run_id=run_id, now=now)
     row = row[:IP_COLUMN] + (clean_ip(row[IP_COLUMN]),) + row[IP_COLUMN + 1:]
     conn.execute(
@@ -139,7 +155,7 @@ def apply_refund(conn: psycopg.Connection, refund: Candidate, *, run_id: str, no
 def _metadata(refund: Candidate, outcome: RefundOutcome) -> dict:
     if outcome.sale_id:
         return {"refunds": outcome.sale_id, "reversed_payout": outcome.amount}
-    # Whom the refund named, so a sale arriving after it is matched and not paid (reasons.ORDER_REFUNDED).
+    # Whom the refund named, so a sale arriving after it is matched and the refund applied to it then.
     return {"campaign_id": refund.campaign_id, "business_id": refund.business_id}
 
 

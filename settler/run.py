@@ -255,19 +255,22 @@ def paid_clicks(conn: psycopg.Connection, events: list[Candidate]) -> set[tuple[
     return found
 
 
-def refunded_orders(conn: psycopg.Connection, events: list[Candidate]) -> set[tuple[str, str]]:
-    """(campaign or business id, order id) of earlier refunds that found no sale to reverse."""
+def early_refunds(conn: psycopg.Connection, events: list[Candidate]) -> list[Candidate]:
+    """Refunds an earlier run found no sale for (``no_such_order``), of the orders these sales name:
+    each is applied to its sale once the sale is paid."""
     orders = sorted({e.order_id for e in events if e.order_id and e.event_type == "sale"})
     if not orders:
-        return set()
+        return []
     # The reason is written into the SQL, not bound, so the planner can match the partial index
     # idx_events_orphan_refund_order (0022) whatever plan it caches.
     rows = conn.execute(
-        "SELECT metadata->>'campaign_id' AS c, metadata->>'business_id' AS b, order_id FROM events"
+        "SELECT id::text AS id, floor(extract(epoch FROM occurred_at) * 1000)::bigint AS ts_ms, order_id, value,"
+        " metadata->>'campaign_id' AS campaign_id, metadata->>'business_id' AS business_id FROM events"
         f" WHERE order_id = ANY(%s) AND event_type = 'refund' AND rejection_reason = '{NO_SUCH_ORDER}'",
         (orders,),
     )
-    return {(owner, r["order_id"]) for r in rows for owner in (r["c"], r["b"]) if owner}
+    return [Candidate(event_id=r["id"], event_type="refund", ts_ms=r["ts_ms"], campaign_id=r["campaign_id"],
+                      business_id=r["business_id"], order_id=r["order_id"], value=r["value"]) for r in rows]
 
 
 def _known_users(conn: psycopg.Connection, events: list[Candidate]) -> set[str]:
@@ -437,7 +440,8 @@ def _settle_events(settings, conn, fresh, report, *, dry_run, now, progress) -> 
     # An event whose campaign (or creator) Postgres does not know can only be rejected, without its FKs.
     report.lap("load_postgres")
     verdict = verify(billable, campaigns, Rules.from_settings(settings), _ms(now), paid_orders(conn, billable),
-                     refunded_orders(conn, billable), paid_clicks(conn, billable))
+                     paid_clicks(conn, billable))
+    early = early_refunds(conn, verdict.accepted)
     report.lap("verify")
     accepted: dict[str, list[Candidate]] = defaultdict(list)
     rejected: dict[str | None, list] = defaultdict(list)
@@ -471,7 +475,7 @@ def _settle_events(settings, conn, fresh, report, *, dry_run, now, progress) -> 
     _settle_orphans(conn, rejected.get(None, []), report, run_id=report.run_id, now=now, dry_run=dry_run)
     report.lap("post_ledger")
     if not dry_run:
-        _apply_refunds(conn, refunds, report, now=now)
+        _apply_refunds(conn, refunds, early, report, now=now)
         _invalidate_links(settings, conn, completed)
         report.lap("refunds")
 
@@ -519,11 +523,15 @@ def _settle_orphans(conn, rejected, report, *, run_id, now, dry_run) -> None:
     report.add(posted)
 
 
-def _apply_refunds(conn, refunds: list[Candidate], report: Report, *, now) -> None:
-    # After this run's sales are paid, so a sale and its refund in one batch net out.
-    for refund in sorted(refunds, key=lambda e: (e.ts_ms, e.event_id)):
+def _apply_refunds(conn, refunds: list[Candidate], early: list[Candidate], report: Report, *, now) -> None:
+    # After this run's sales are paid, so a sale and its refund in one batch net out, and a refund that
+    # came before its sale applies to it now. An early refund whose sale is still unpaid waits as it was.
+    recorded = {e.event_id for e in early}
+    for refund in sorted([*early, *refunds], key=lambda e: (e.ts_ms, e.event_id)):
         with conn.transaction():
-            outcome = apply_refund(conn, refund, run_id=report.run_id, now=now)
+            outcome = apply_refund(conn, refund, run_id=report.run_id, now=now, recorded=refund.event_id in recorded)
+        if outcome is None:
+            continue
         if outcome.reason is None:
             report.refunds["reversed"] += 1
             report.refunds["amount"] += Decimal(outcome.amount)

@@ -15,7 +15,7 @@ from decimal import Decimal
 from oros import pixel
 from oros.reasons import (
     BAD_PIXEL_SIGNATURE, BOT, CAMPAIGN_NOT_ACTIVE, DUPLICATE_CLICK, DUPLICATE_CONVERSION, DUPLICATE_ORDER,
-    LINK_DISABLED, NO_SUCH_CLICK, NOT_ACCEPTED, ORDER_REFUNDED, OUTSIDE_ATTRIBUTION_WINDOW, OUTSIDE_DATES, UNSIGNED_PIXEL,
+    LINK_DISABLED, NO_SUCH_CLICK, NOT_ACCEPTED, OUTSIDE_ATTRIBUTION_WINDOW, OUTSIDE_DATES, UNSIGNED_PIXEL,
     WRONG_BUSINESS, WRONG_TYPE,
 )
 from oros.money import fmt
@@ -163,15 +163,9 @@ def _conversion_reason(event: Candidate, campaign: Campaign, rules: Rules) -> st
     return None
 
 
-def _order_reason(event: Candidate, campaign: Campaign, seen: set[tuple[str, str]],
-                  refunded: set[tuple[str, str]]) -> str | None:
-    if event.order_id is None:
-        return None
-    if (campaign.id, event.order_id) in seen:
+def _order_reason(event: Candidate, campaign: Campaign, seen: set[tuple[str, str]]) -> str | None:
+    if event.order_id is not None and (campaign.id, event.order_id) in seen:
         return DUPLICATE_ORDER
-    if event.event_type == "sale" and ((campaign.id, event.order_id) in refunded
-                                       or (campaign.business_id, event.order_id) in refunded):
-        return ORDER_REFUNDED
     return None
 
 
@@ -209,7 +203,6 @@ def verify(
     rules: Rules,
     now_ms: int,
     paid_orders: set[tuple[str, str]] = frozenset(),
-    refunded_orders: set[tuple[str, str]] = frozenset(),
     paid_clicks: set[tuple[str, str]] = frozenset(),
 ) -> Verdict:
     """Split ``events`` into billable and rejected-with-reason.
@@ -220,9 +213,8 @@ def verify(
     unsigned one, so a pixel never takes the place of the business's own
     report. ``paid_orders`` holds (campaign, order id) pairs already paid in
     earlier runs, ``paid_clicks`` (click id, order id or '') the conversions
-    and sales already paid per click. ``refunded_orders`` holds (campaign or
-    business id, order id) of refunds an earlier run found no sale for: the
-    sale arrived after its own refund and is not paid.
+    and sales already paid per click. A sale whose refund came first is paid
+    like any other; the refund is applied to it once it is (``settler.refunds``).
     """
     verdict = Verdict()
     seen_orders: set[tuple[str, str]] = set(paid_orders)
@@ -231,7 +223,7 @@ def verify(
         campaign = campaigns.get(event.campaign_id) if event.campaign_id else None
         reason = reject_reason(event, campaign, rules, now_ms)
         if reason is None and event.event_type != "click":
-            reason = _order_reason(event, campaign, seen_orders, refunded_orders) or seen_clicks.reason(event)
+            reason = _order_reason(event, campaign, seen_orders) or seen_clicks.reason(event)
             if reason is None:
                 seen_clicks.add(event)
                 if event.order_id is not None:

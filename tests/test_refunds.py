@@ -236,3 +236,29 @@ def test_refund_sequences_keep_the_books(world, sold, seed):
         settle_refunds(world, refund(sold, str(total)))
     settle_refunds(world, refund(sold, None))
     assert money(world, sold) == state("reversed", "0.00", "0.00", "0.00", "100.00")
+
+
+@pytest.mark.parametrize(("total", "after"), [
+    ("20.00", state("paid", "7.50", "6.75", "0.75", "92.50")),  # 10.00 x 20/80 back, as after the sale
+    ("0.01", state("paid", "10.00", "9.00", "1.00", "90.00")),  # worth 0.00: the sale keeps all of it
+    (None, state("reversed", "0.00", "0.00", "0.00", "100.00")),  # refunded in full
+])
+def test_a_refund_that_reached_the_settler_before_its_sale_is_applied_pro_rata(world, total, after):
+    """Before, the late sale was rejected order_refunded whatever the refund's amount (0.01 voided 10.00)."""
+    campaign = world.campaign(objective="sale", payout="10.00", fund="100.00")
+    creator = world.creator(campaign)
+    click = world.click(campaign, creator, ts_ms=now_ms() - 60_000)
+    sale = world.conversion(click, kind="sale", order_id="O-1", value="80.00")
+    sold = {"campaign": campaign, "creator": creator[0], "sale": sale, "business": world.business_of(campaign)}
+    early = refund(sold, total, source="stripe")  # the sale sat in a tracker's spool, say
+    assert settle_refunds(world, click, early)["rejected_by_reason"] == {"no_such_order": 1, "wrong_type": 1}
+
+    report = settle_refunds(world, sale)
+
+    assert report["events_paid"] == 1 and report["refunds"]["reversed"] == 1
+    assert money(world, sold) == after
+    row = world.pg.execute("SELECT status, rejection_reason, metadata->>'refunds' AS sale FROM events WHERE id = %s",
+                           (early.event_id,)).fetchone()
+    assert row == {"status": "reversed", "rejection_reason": None, "sale": sale.event_id}
+    # Applied once: it no longer waits for a sale, and a later refund counts from its total.
+    assert settle_refunds(world, refund(sold, total))["rejected_by_reason"] == {"already_refunded": 1}

@@ -86,15 +86,6 @@ def test_duplicate_order_first_wins_and_past_orders_count():
     assert verdict.rejected == [(first, reasons.DUPLICATE_ORDER)]
 
 
-def test_a_sale_whose_refund_came_first_is_not_paid():
-    c = campaign(objective="sale")
-    sale = event("sale", order_id="o1")
-    for named in (c.id, BIZ):  # the refund named the campaign, or only the business
-        verdict = v.verify([sale], {c.id: c}, RULES, NOW, refunded_orders={(named, "o1")})
-        assert verdict.rejected == [(sale, reasons.ORDER_REFUNDED)]
-    assert v.verify([sale], {c.id: c}, RULES, NOW, refunded_orders={(c.id, "o2")}).accepted == [sale]
-
-
 def test_budget_pays_earliest_and_never_goes_negative():
     events = [event(ts_ms=NOW - i) for i in range(5)]
     allocation = allocate(events, Decimal("3.50"), Decimal("1.00"))
