@@ -30,17 +30,18 @@ Stripe's ``charge.refunded`` takes the same path: the webhook appends a
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from oros.money import fmt, round_money
 from oros.reasons import ALREADY_REFUNDED, NO_SUCH_ORDER, REFUND_AFTER_HOLD
 
-from .ledger import EVENT_COLUMNS, IP_COLUMN, clean_ip, creator_wallets, event_row, platform_wallets
+from . import ledger
+from .records import insert_event
 from .verify import Candidate
 
 ZERO = Decimal("0.00")
@@ -56,6 +57,13 @@ SELECT e.id::text AS id, e.campaign_id::text AS campaign_id
  LIMIT 1
 """
 
+# An early refund (no_such_order) decided again against the sale found now.
+REDECIDE_REFUND = """
+UPDATE events SET campaign_id = %s, status = %s, rejection_reason = %s, settlement_run_id = %s, verified_at = %s,
+                  metadata = %s
+ WHERE id = %s
+"""
+
 # Read again under the campaign's lock: another refund of this sale may have just committed.
 LOCK_SALE = """
 SELECT id::text AS id, campaign_id::text AS campaign_id, creator_id::text AS creator_id, status,
@@ -63,18 +71,6 @@ SELECT id::text AS id, campaign_id::text AS campaign_id, creator_id::text AS cre
        reversed_fee
   FROM events WHERE id = %s FOR UPDATE
 """
-
-REBOOK_LEGS = """
-INSERT INTO ledger_entries (wallet_id, transfer_id, source_type, source_id, amount, direction, status, hold_until,
-                            description, metadata)
-SELECT w, %(transfer)s, 'campaign', %(campaign_id)s, a, d, s, CASE WHEN s = 'pending' THEN %(hold_until)s END, descr,
-       jsonb_build_object('run_id', %(run_id)s::text, 'events', 1, 'rebooked_from', %(previous)s::text,
-                          'refund', %(refund)s::text)
-  FROM unnest(%(wallets)s::uuid[], %(amounts)s::numeric[], %(directions)s::text[], %(statuses)s::text[],
-              %(descrs)s::text[]) AS l(w, a, d, s, descr)
- WHERE a > 0
-"""
-
 
 @dataclass(frozen=True)
 class Reversal:
@@ -135,20 +131,11 @@ def apply_refund(conn: psycopg.Connection, refund: Candidate, *, run_id: str, no
     campaign_id = sale["campaign_id"] if sale else None
     status = "rejected" if outcome.reason else "reversed"
     if recorded:
-        conn.execute(
-            "UPDATE events SET campaign_id = %s, status = %s, rejection_reason = %s, settlement_run_id = %s,"
-            " verified_at = %s, metadata = %s WHERE id = %s",
-            (campaign_id, status, outcome.reason, run_id, now, psycopg.types.json.Jsonb(_metadata(refund, outcome)),
-             refund.event_id),
-        )
-        return outcome
-    row = event_row(refund, campaign_id=campaign_id, status=status, reason=outcome.reason, run_id=run_id, now=now)
-    row = row[:IP_COLUMN] + (clean_ip(row[IP_COLUMN]),) + row[IP_COLUMN + 1:]
-    conn.execute(
-        f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}, metadata) VALUES ({', '.join(['%s'] * len(EVENT_COLUMNS))}, %s)"
-        " ON CONFLICT (id) DO NOTHING",
-        (*row, psycopg.types.json.Jsonb(_metadata(refund, outcome))),
-    )
+        conn.execute(REDECIDE_REFUND, (campaign_id, status, outcome.reason, run_id, now,
+                                       Jsonb(_metadata(refund, outcome)), refund.event_id))
+    else:
+        insert_event(conn, refund, campaign_id=campaign_id, status=status, reason=outcome.reason, run_id=run_id,
+                     now=now, metadata=_metadata(refund, outcome))
     return outcome
 
 
@@ -172,51 +159,11 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
         (sale["transfer_id"],),
     ).fetchall()
     # The creator's credit is the held leg; once released it is settled and the hold is over.
-    held = [leg for leg in legs if leg["hold_until"] is not None and leg["status"] == "pending"]
-    if not held:
+    if not any(leg["hold_until"] is not None and leg["status"] == "pending" for leg in legs):
         return RefundOutcome(refund.event_id, REFUND_AFTER_HOLD, sale["id"])
     back = reversal(payout=sale["payout_amount"], fee=sale["platform_fee"], sale_value=sale["value"],
                     refunded=refunded if refunded is not None else sale["value"] or ZERO,
                     reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"])
-    transfer_id = sale["transfer_id"]
-    if back.payout_back > 0 or back.fee_back > 0:
-        transfer_id = _rebook(conn, sale, back, hold_until=held[0]["hold_until"], run_id=run_id,
-                              refund_id=refund.event_id)
-        conn.execute("UPDATE campaigns SET remaining_budget = remaining_budget + %s WHERE id = %s",
-                     (back.payout_back, sale["campaign_id"]))
-        conn.execute(
-            "UPDATE campaign_creators SET total_earned = total_earned - %s WHERE campaign_id = %s AND creator_id = %s",
-            (back.payout_back - back.fee_back, sale["campaign_id"], sale["creator_id"]),
-        )
-    conn.execute(
-        """UPDATE events SET refunded_value = %(refunded)s, reversed_payout = reversed_payout + %(payout)s,
-                  reversed_fee = reversed_fee + %(fee)s, transfer_id = %(transfer)s,
-                  status = CASE WHEN %(left)s = 0 THEN 'reversed' ELSE status END
-            WHERE id = %(id)s""",
-        {"refunded": refunded if refunded is not None else sale["refunded_value"], "payout": back.payout_back,
-         "fee": back.fee_back, "transfer": transfer_id, "left": back.payout_left, "id": sale["id"]},
-    )
+    ledger.reverse_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back, fee_back=back.fee_back,
+                        run_id=run_id, refund_id=refund.event_id)
     return RefundOutcome(refund.event_id, None, sale["id"], fmt(back.payout_back))
-
-
-def _rebook(conn: psycopg.Connection, sale: dict, back: Reversal, *, hold_until: datetime, run_id: str,
-            refund_id: str) -> str:
-    """Reverse the sale's live transfer; book what it still pays as a new one. Returns the live transfer id."""
-    conn.execute(
-        "UPDATE ledger_entries SET status = 'reversed' WHERE transfer_id = %s AND status IN ('pending', 'settled')",
-        (sale["transfer_id"],),
-    )
-    if back.payout_left == 0:
-        return sale["transfer_id"]
-    platform = platform_wallets(conn)
-    transfer_id = str(uuid.uuid4())
-    conn.execute(REBOOK_LEGS, {
-        "transfer": transfer_id, "campaign_id": sale["campaign_id"], "hold_until": hold_until, "run_id": run_id,
-        "previous": sale["transfer_id"], "refund": refund_id,
-        "wallets": [platform["escrow"], creator_wallets(conn, [sale["creator_id"]])[sale["creator_id"]],
-                    platform["fees"]],
-        "amounts": [back.payout_left, back.payout_left - back.fee_left, back.fee_left],
-        "directions": ["debit", "credit", "credit"], "statuses": ["settled", "pending", "pending"],
-        "descrs": ["campaign payout from escrow", "creator earnings", "platform fee"],
-    })
-    return transfer_id

@@ -1,6 +1,6 @@
 """Which events are billable: the verification rules of DESIGN.md as pure functions.
 
-Everything a rule needs is loaded beforehand (``settler.run``): the campaign
+Everything a rule needs is loaded beforehand (``settler.load``): the campaign
 with its status history and accepted creators, and per event the facts only
 ClickHouse knows (the previous click from the same IP on the same link, the
 click a conversion names). ``now`` is passed in, so tests replace the clock.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 from oros import pixel
 from oros.reasons import (
@@ -26,16 +27,19 @@ PIXEL = "pixel"  # the source of browser pixel events (tracker/conversions.py)
 FUTURE_SKEW_MS = 5 * 60 * 1000
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One event as loaded for verification (ClickHouse row plus looked-up facts)."""
+class Candidate(NamedTuple):
+    """One event as loaded for verification (ClickHouse row plus looked-up facts).
+
+    A tuple, not a dataclass: a run builds a million of them, straight from
+    the rows of one query (``settler.load``), and a tuple is built in C.
+    """
 
     event_id: str
     event_type: str
     ts_ms: int
     campaign_id: str | None  # None: the edge did not know the campaign (zero UUID)
-    link_id: str | None = None
-    creator_id: str | None = None
+    link_id: str | None = None  # a conversion's: its click's
+    creator_id: str | None = None  # a conversion's: its click's
     supporter_id: str | None = None
     business_id: str | None = None
     click_id: str | None = None
