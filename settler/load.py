@@ -174,9 +174,10 @@ def load_events(settings: Settings, read: Read) -> list[Candidate]:
     sql = (EVENTS_SQL.replace("{fresh}", f"({read.where})").replace("{visitor}", VISITOR[settings.anonymize_ip])
            .replace("{unknown}", UNKNOWN_CAMPAIGN).replace("{day_ms}", str(DAY_MS)))
     result = clickhouse_client(settings).query(sql, parameters={**read.params, "dedupe_s": settings.click_dedupe_s})
-    if tuple(result.column_names) != Candidate._fields:
+    rows = result.result_rows
+    if rows and tuple(result.column_names) != Candidate._fields:
         raise RuntimeError(f"EVENTS_SQL columns {result.column_names} are not Candidate's fields")
-    return list(map(Candidate._make, result.result_rows))
+    return list(map(Candidate._make, rows))
 
 
 def decided_ids(conn: psycopg.Connection, ids: list[str]) -> set[str]:

@@ -231,3 +231,23 @@ def test_odd_edge_values_are_recorded(world):
     assert settle_once(world.settings)["events_paid"] == 2
     row = world.pg.execute("SELECT ip_address, user_agent FROM events WHERE id = %s", (odd.event_id,)).fetchone()
     assert row == {"ip_address": None, "user_agent": "a\tb\nc\\d"}
+
+
+def test_links_disabled_while_redis_was_down_leave_the_trackers_at_the_next_run(world):
+    """The admin API publishes a campaign's disabled links when its hosts narrow, and only logs a failure;
+    the settler publishes every link disabled since its last successful publish, until Redis takes it."""
+    import redis
+
+    campaign = world.campaign()
+    _, link = world.creator(campaign)
+    code = world.pg.execute("SELECT code FROM tracking_links WHERE id = %s", (link,)).fetchone()["code"]
+    cache = redis.Redis.from_url(world.settings.redis_url)
+    cache.set(world.settings.keys.link(code), b"what the trackers held before")
+    world.pg.execute("UPDATE campaigns SET allowed_destination_hosts = ARRAY['shop.example'],"
+                     " destination_url = 'https://shop.example/' WHERE id = %s", (campaign,))  # no publish
+
+    settle_once(replace(world.settings, redis_url="redis://127.0.0.1:1/0"))  # Redis down for this run too
+    assert cache.exists(world.settings.keys.link(code))
+    settle_once(world.settings)
+    assert not cache.exists(world.settings.keys.link(code))
+    cache.close()
