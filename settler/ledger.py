@@ -42,7 +42,8 @@ def post_settlement(conn: psycopg.Connection, plan: CampaignPlan, *, run_id: str
         "campaign": plan.campaign_id, "run": run_id, "hold_until": hold_until, "fee": plan.fee,
         "complete": plan.completes, "transfers": [t.id for t in plan.transfers],
         "creators": [t.creator_id for t in plan.transfers], "counts": [len(t.events) for t in plan.transfers],
-        "links": links, "clicks": [clicks[link] for link in links], "conversions": [conversions[link] for link in links],
+        "links": links, "clicks": [clicks[link] for link in links],
+        "conversions": [conversions[link] for link in links],
     }).fetchone()["spent"]
     if spent != plan.counts.amount:
         raise LedgerError(f"campaign {plan.campaign_id}: the ledger spent {spent}, the plan {plan.counts.amount}")

@@ -14,12 +14,23 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from oros import pixel
-from oros.reasons import (
-    BAD_PIXEL_SIGNATURE, BOT, CAMPAIGN_NOT_ACTIVE, DUPLICATE_CLICK, DUPLICATE_CONVERSION, DUPLICATE_ORDER,
-    LINK_DISABLED, NO_SUCH_CLICK, NOT_ACCEPTED, OUTSIDE_ATTRIBUTION_WINDOW, OUTSIDE_DATES, UNSIGNED_PIXEL,
-    WRONG_BUSINESS, WRONG_TYPE,
-)
 from oros.money import fmt
+from oros.reasons import (
+    BAD_PIXEL_SIGNATURE,
+    BOT,
+    CAMPAIGN_NOT_ACTIVE,
+    DUPLICATE_CLICK,
+    DUPLICATE_CONVERSION,
+    DUPLICATE_ORDER,
+    LINK_DISABLED,
+    NO_SUCH_CLICK,
+    NOT_ACCEPTED,
+    OUTSIDE_ATTRIBUTION_WINDOW,
+    OUTSIDE_DATES,
+    UNSIGNED_PIXEL,
+    WRONG_BUSINESS,
+    WRONG_TYPE,
+)
 
 PIXEL = "pixel"  # the source of browser pixel events (tracker/conversions.py)
 

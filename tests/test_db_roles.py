@@ -165,8 +165,8 @@ async def test_request_role_cannot_call_the_jobs_money_functions_or_write_money_
         ("SELECT oros_release_holds(now() + interval '100 years')", None),
         ("SELECT oros_platform_wallet('escrow')", None),
         # The settler's ledger functions (0040, 0041): pay a creator, reverse a sale, move balances outright.
-        ("SELECT oros_post_settlement(%s, gen_random_uuid(), now(), 0, false, ARRAY[gen_random_uuid()], ARRAY[%s::uuid],"
-         " ARRAY[1000], '{}', '{}', '{}')", (campaign, creator)),
+        ("SELECT oros_post_settlement(%s, gen_random_uuid(), now(), 0, false, ARRAY[gen_random_uuid()],"
+         " ARRAY[%s::uuid], ARRAY[1000], '{}', '{}', '{}')", (campaign, creator)),
         ("SELECT oros_book_payouts(%s, now(), ARRAY[gen_random_uuid()], ARRAY[%s::uuid], ARRAY[1000], ARRAY[0],"
          " ARRAY['{}'::jsonb])", (campaign, creator)),
         ("SELECT oros_reverse_sale(gen_random_uuid(), NULL, 0, 0, gen_random_uuid(), gen_random_uuid())", None),

@@ -26,9 +26,9 @@ from admin_api.auth import issue_token
 from ingest.consumer import Ingester
 from oros import pixel
 from oros.events import uuid7_str
-from settler.post import post_campaign
 from settler.load import load_campaigns
 from settler.plan import Decided
+from settler.post import post_campaign
 from settler.records import LedgerError
 from settler.run import RunContext, settle_once
 from settler.verify import Candidate

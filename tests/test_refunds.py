@@ -197,7 +197,8 @@ def _refund_totals(rng: random.Random, value: Decimal) -> list[Decimal]:
     """A rising sequence of refunded totals, small steps and large, often ending at or past the sale's value."""
     totals, total = [], D(0)
     for _ in range(rng.randrange(1, 8)):
-        total += D(rng.choice([1, 1, 2, 7, 50, 999, 5000])) / 100 * (D(rng.randrange(1, 40)) if rng.random() < 0.3 else 1)
+        step = D(rng.choice([1, 1, 2, 7, 50, 999, 5000])) / 100
+        total += step * (D(rng.randrange(1, 40)) if rng.random() < 0.3 else 1)
         totals.append(min(total, value + D("5.00")))
     if rng.random() < 0.5:
         totals.append(value)
