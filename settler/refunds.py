@@ -7,11 +7,12 @@ the order's refunded total so far (Stripe's ``amount_refunded``; the API
 takes the same); no value means refunded in full. Policy:
 
 * creator's credit still ``pending`` (inside the hold): the commission
-  shrinks to what the unrefunded part of the sale earns (``reversal``). The
-  sale's live transfer is reversed in one statement and, unless nothing is
-  left, the remainder is booked again as a new transfer with the same hold:
-  ledger entries never change amount. The difference goes back to the
-  campaign's ``remaining_budget``, and off the creator's ``total_earned``.
+  shrinks to what the unrefunded part of the sale earns (``reversal``, the
+  fee following the payout left). ``oros_reverse_sale`` (SQL, 0041) writes
+  it: the sale's live transfer is reversed in one statement and, unless
+  nothing is left, the remainder is booked again as a new transfer with the
+  same hold: ledger entries never change amount. The difference goes back to
+  the campaign's ``remaining_budget``, and off the creator's ``total_earned``.
   A sale refunded in full becomes ``reversed``.
 * hold already released (credit ``settled``): the commission stands -- the
   creator may have withdrawn it, and the hold exists to bound the
