@@ -9,6 +9,7 @@ click a conversion names). ``now`` is passed in, so tests replace the clock.
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
@@ -234,7 +235,10 @@ def verify(
     verdict = Verdict()
     seen_orders: set[tuple[str, str]] = set(paid_orders)
     seen_clicks = _PaidPerClick(paid_clicks)
-    for event in sorted(events, key=lambda e: (_trust(e), e.ts_ms, e.event_id)):
+    # Only conversions and sales depend on what came before them; clicks need no order.
+    clicks = [e for e in events if e.event_type == "click"]
+    rest = sorted((e for e in events if e.event_type != "click"), key=lambda e: (_trust(e), e.ts_ms, e.event_id))
+    for event in itertools.chain(clicks, rest):
         campaign = campaigns.get(event.campaign_id) if event.campaign_id else None
         reason = reject_reason(event, campaign, rules, now_ms)
         if reason is None and event.event_type != "click":

@@ -226,11 +226,11 @@ def test_odd_edge_values_are_recorded(world):
     """A malformed IP is stored as NULL; tabs, newlines and backslashes survive COPY."""
     campaign = world.campaign()
     creator = world.creator(campaign)
-    odd = world.click(campaign, creator, ip="not-an-ip", user_agent="a\tb\nc\\d")
+    odd = world.click(campaign, creator, ip="not-an-ip", user_agent="a\tb\nc\\d\re\u00a0f\x0bg\\N")
     world.put([odd, world.click(campaign, creator)])
     assert settle_once(world.settings)["events_paid"] == 2
     row = world.pg.execute("SELECT ip_address, user_agent FROM events WHERE id = %s", (odd.event_id,)).fetchone()
-    assert row == {"ip_address": None, "user_agent": "a\tb\nc\\d"}
+    assert row == {"ip_address": None, "user_agent": "a\tb\nc\\d\re\u00a0f\x0bg\\N"}
 
 
 def test_links_disabled_while_redis_was_down_leave_the_trackers_at_the_next_run(world):
