@@ -85,7 +85,7 @@ def post_campaign(ctx: RunContext, conn: psycopg.Connection, decided: Decided) -
         locked = conn.execute(LOCK_CAMPAIGN, (decided.campaign.id,)).fetchone()
         plan = settle_campaign(decided, remaining=locked["remaining_budget"], payout=locked["payout_per_action"],
                                status=locked["status"], fee_pct=ctx.fee_pct)
-        copy_events(conn, build=lambda clean: _lines(ctx, plan, clean))
+        copy_events(conn, lambda clean: _lines(ctx, plan, clean))
         if plan.paid or plan.completes:
             ledger.post_settlement(conn, plan, run_id=ctx.run_id, hold_until=ctx.hold_until)
     return plan
@@ -95,7 +95,7 @@ def post_unowned(ctx: RunContext, conn: psycopg.Connection, decided: Decided) ->
     """Events no known campaign (or creator) owns: recorded as rejected, with no campaign link."""
     plan = settle_campaign(decided, remaining=Decimal(0), payout=Decimal(0), status="", fee_pct=ctx.fee_pct)
     with conn.transaction():
-        copy_events(conn, build=lambda clean: _lines(ctx, plan, clean))
+        copy_events(conn, lambda clean: _lines(ctx, plan, clean))
     return plan
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -99,15 +99,15 @@ def paid_lines(events: Iterable[Candidate], *, campaign_id: str, transfer_id: st
     ]
 
 
-def copy_events(conn: psycopg.Connection, lines: Iterable[str] | None = None, *, build=None) -> None:
-    """Record decided events with one COPY; a duplicate id aborts the transaction (only a lock bypass
-    could cause one).
+def copy_events(conn: psycopg.Connection, build: Callable[[bool], list[str]]) -> None:
+    """Record decided events with one COPY of ``build(clean)``'s lines; a duplicate id aborts the
+    transaction (only a lock bypass could cause one).
 
     IPs go in raw (the edge took them from a socket or a trusted proxy); if
-    Postgres refuses one, ``build(clean=True)`` makes the lines again with
-    every IP checked, and they are sent again.
+    Postgres refuses one, the lines are made again with every IP checked
+    (``build(True)``) and sent again.
     """
-    lines = build(clean=False) if lines is None else lines
+    lines = build(False)
     if not lines:
         return
     try:
@@ -115,10 +115,8 @@ def copy_events(conn: psycopg.Connection, lines: Iterable[str] | None = None, *,
             with conn.transaction(), conn.cursor().copy(COPY_EVENTS) as copy:
                 copy.write(("\n".join(lines) + "\n").encode())
         except psycopg.errors.InvalidTextRepresentation:
-            if build is None:
-                raise
             with conn.cursor().copy(COPY_EVENTS) as copy:
-                copy.write(("\n".join(build(clean=True)) + "\n").encode())
+                copy.write(("\n".join(build(True)) + "\n").encode())
     except psycopg.errors.UniqueViolation as exc:
         raise LedgerError(f"an event was already decided: {exc.diag.message_detail}") from exc
 
