@@ -13,10 +13,12 @@ already, and the refunds that arrived before their sale.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from oros.connections import clickhouse_client
 from oros.reasons import NO_SUCH_ORDER, UNKNOWN_CAMPAIGN
@@ -27,6 +29,11 @@ from .verify import Campaign, Candidate
 
 LOOKUP_CHUNK = 50_000
 DAY_MS = 86_400_000
+# decided_ids: at least this many ids within a stretch without a gap over RANGE_GAP_MS are looked up as
+# one range, unless Postgres holds more than RANGE_FACTOR times as many decided ids there.
+RANGE_MIN = 1_000
+RANGE_GAP_MS = 60_000
+RANGE_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,10 @@ SELECT business_id::text AS business_id, secret, floor(extract(epoch FROM expire
 """
 
 # The ids are sent as one array literal: psycopg dumping a list of 50,000 strings costs more than the query.
-DECIDED_SQL = "SELECT id::text AS id FROM events WHERE id = ANY(%s::uuid[])"
+DECIDED_SQL = "SELECT id::text FROM events WHERE id = ANY(%s::uuid[])"
+# Every decided id in a range of ids, up to a limit: one walk along the primary key instead of a
+# descent per id (five times cheaper for the million ids a run re-reads after a backlog).
+DECIDED_RANGE_SQL = "SELECT id::text FROM events WHERE id BETWEEN %s AND %s LIMIT %s"
 
 PAID_ORDERS_SQL = """
 SELECT campaign_id::text AS c, order_id FROM events
@@ -181,11 +191,42 @@ def load_events(settings: Settings, read: Read) -> list[Candidate]:
 
 
 def decided_ids(conn: psycopg.Connection, ids: list[str]) -> set[str]:
-    """The subset of ``ids`` Postgres ``events`` holds: what an earlier run (or this one) decided."""
+    """The subset of ``ids`` Postgres ``events`` holds: what an earlier run (or this one) decided.
+
+    Event ids are UUIDv7, ordered by their edge time. Where many of ``ids``
+    lie close together (no gap over ``RANGE_GAP_MS``), the decided ids of
+    that stretch are read along the primary key; should Postgres hold far
+    more there than was read (``RANGE_FACTOR``), those ids are looked up
+    one by one after all, as are scattered ids.
+    """
     found: set[str] = set()
-    for i in range(0, len(ids), LOOKUP_CHUNK):
-        found.update(r["id"] for r in conn.execute(DECIDED_SQL, ("{" + ",".join(ids[i:i + LOOKUP_CHUNK]) + "}",)))
+    singles: list[str] = []
+    cur = conn.cursor(row_factory=tuple_row)
+    for run in _runs(sorted(ids)):
+        if len(run) >= RANGE_MIN:
+            limit = RANGE_FACTOR * len(run)
+            rows = cur.execute(DECIDED_RANGE_SQL, (run[0], run[-1], limit + 1)).fetchall()
+            if len(rows) <= limit:
+                wanted = set(run)
+                found.update(r[0] for r in rows if r[0] in wanted)
+                continue
+        singles += run
+    for i in range(0, len(singles), LOOKUP_CHUNK):
+        found.update(r[0] for r in cur.execute(DECIDED_SQL, ("{" + ",".join(singles[i:i + LOOKUP_CHUNK]) + "}",)))
     return found
+
+
+def _runs(ids: list[str]) -> Iterator[list[str]]:
+    """Sorted ids split where the edge times of neighbours (a UUIDv7's first 48 bits) are far apart."""
+    start, previous = 0, None
+    for i, event_id in enumerate(ids):
+        ms = int(event_id[:8] + event_id[9:13], 16)
+        if previous is not None and ms - previous > RANGE_GAP_MS:
+            yield ids[start:i]
+            start = i
+        previous = ms
+    if ids:
+        yield ids[start:]
 
 
 def load_facts(conn: psycopg.Connection, events: list[Candidate]) -> Facts:
