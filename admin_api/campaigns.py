@@ -309,9 +309,13 @@ async def _campaign_links(conn, campaign_id: str) -> tuple[list[str], dict[str, 
 async def _publish(request: web.Request, codes: list[str], infos: dict[str, LinkInfo]) -> None:
     """Refresh the trackers' view of these links after our transaction committed (a code without info is dropped).
 
-    Postgres is already right; if Redis is down, trackers fall back to Postgres
-    when their entry expires, and the settler bills by Postgres status history,
-    so a failed publish is logged rather than failing the request.
+    Postgres is already right, so a failed publish is logged rather than
+    failing the request, and nothing depends on it succeeding: the settler
+    bills by Postgres (status history; a link disabled at an event's time
+    pays nothing, ``link_disabled``), and every settle run publishes again
+    each link disabled since its last successful publish
+    (``settler.post.publish_links``), so a tracker stops serving it within
+    one settle interval of Redis coming back.
     """
     try:
         await publish(request.app[REDIS], request.app[SETTINGS].keys, codes, infos)

@@ -1,14 +1,24 @@
-"""Settlement throughput: N events straight into ClickHouse, one settle run, and a naive baseline.
+"""Settlement throughput against its physical ceiling and a naive baseline, measured in the same run.
 
     .venv/bin/python loadtests/bench_settle.py --events 1000000
 
 Builds a throwaway Postgres database and a chDB directory, a realistic mix
 of campaigns (60% pay per click, 25% per conversion, 15% per sale) and
 creators, and events: human clicks with some bots and repeat clicks, and
-conversions/sales naming earlier clicks. Prints the settle rate, then times
-the naive way on a sample (one transaction per event: lock the campaign,
-insert the event, insert its ledger legs, update the budget and earnings)
-and prints the speed-up ratio as its last line.
+conversions/sales naming earlier clicks. Then, in this order:
+
+* one settle run over all of them (the settle rate and its phases);
+* the ceiling: exactly the rows that run wrote (its events, its ledger
+  legs, the campaign, earnings and link rows it changed), written with one
+  COPY per table into a copy of the database taken just before the run:
+  the same tables, indexes, constraints and triggers, so the wallets move
+  by the same statement-level trigger. No settlement can write its rows
+  faster than that; the run's ratio to it is printed (1.0 = as fast as
+  COPY; the run may pass it, since it posts on two connections);
+* the runs a scheduler makes after the backlog;
+* the naive way on a sample (one transaction per event: lock the campaign,
+  insert the event, insert its ledger legs, update the budget and
+  earnings), and the speed-up ratio against it, as the last line.
 
     .venv/bin/python loadtests/bench_settle.py --events 1000000 --webhooks
 
@@ -234,6 +244,51 @@ def compare_webhooks(settings: Settings, db: str, business: str, rounds: int) ->
               f" posting best {min(posting[variant]):.1f}s ({min(posting[variant]) / base_posting:.2f}x)")
 
 
+def export_written(settings: Settings, run_id: str) -> dict:
+    """Exactly the rows the run wrote, as COPY text: its events and ledger legs, and the campaign,
+    earnings and link rows it updated (their values after the run)."""
+    out = {}
+    with pg_connect(settings) as conn:
+        for table, where in (("events", "settlement_run_id = %(run)s"),
+                             ("ledger_entries", "metadata->>'run_id' = %(run)s"), ("settlement_runs", "id = %(run)s"),
+                             ("campaigns", "TRUE"), ("campaign_creators", "TRUE"), ("tracking_links", "TRUE")):
+            sql = psycopg.ClientCursor(conn).mogrify(f"SELECT * FROM {table} WHERE {where}", {"run": run_id})
+            with conn.cursor().copy(f"COPY ({sql}) TO STDOUT") as copy:
+                out[table] = b"".join(bytes(b) for b in copy)
+    return out
+
+
+CEILING_UPDATES = {
+    "campaigns": "UPDATE campaigns t SET remaining_budget = s.remaining_budget, status = s.status FROM s"
+                 " WHERE t.id = s.id AND (t.remaining_budget, t.status)"
+                 " IS DISTINCT FROM (s.remaining_budget, s.status)",
+    "campaign_creators": "UPDATE campaign_creators t SET total_earned = s.total_earned FROM s WHERE t.id = s.id"
+                         " AND t.total_earned <> s.total_earned",
+    "tracking_links": "UPDATE tracking_links t SET click_count = s.click_count, conversion_count = s.conversion_count"
+                      " FROM s WHERE t.id = s.id AND (t.click_count, t.conversion_count)"
+                      " <> (s.click_count, s.conversion_count)",
+}
+
+
+def ceiling(settings: Settings, written: dict) -> float:
+    """Seconds to write ``written`` into a copy of the database as it was before the run: one COPY
+    per table (the same tables, indexes, constraints and triggers, so the wallets move by the same
+    statement-level trigger), and one UPDATE per table of the rows the run changed."""
+    with pg_connect(settings) as conn:
+        started = time.perf_counter()
+        for table in ("settlement_runs", "events", "ledger_entries"):
+            with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
+                copy.write(written[table])
+        for table, update in CEILING_UPDATES.items():
+            conn.execute(f"CREATE TEMP TABLE s (LIKE {table}) ON COMMIT DROP")
+            with conn.cursor().copy("COPY s FROM STDIN") as copy:
+                copy.write(written[table])
+            conn.execute(update)
+            conn.execute("DROP TABLE s")
+        conn.commit()
+        return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
@@ -259,6 +314,10 @@ def main() -> None:
         migrate_clickhouse(settings)
         with pg_connect(settings, autocommit=True) as pg:
             campaigns, business = setup(pg, args.campaigns, args.creators, rng)
+        # The ceiling writes the run's rows into this copy of the database as it was before the run.
+        with psycopg.connect(base.database_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{db}_ceiling" TEMPLATE "{db}"')
+        ceiling_settings = replace(settings, database_url=settings.database_url + "_ceiling")
         t = time.perf_counter()
         n = load(settings, generate(campaigns, business, args.events, rng))
         print(f"generated and loaded {n} events into ClickHouse in {time.perf_counter() - t:.1f}s")
@@ -273,6 +332,11 @@ def main() -> None:
               f" (paid {report['events_paid']}, rejected {report['rejected_by_reason']},"
               f" amount {report['amount_paid']}, fees {report['fees']})")
         print(f"phases (s): {report['timings_s']}")
+        written = export_written(settings, report["run_id"])
+        ceiling_s = ceiling(ceiling_settings, written)
+        print(f"ceiling (COPY of the {len(written['events'].splitlines()):,} events and"
+              f" {len(written['ledger_entries'].splitlines()):,} ledger legs the run wrote, same tables):"
+              f" {ceiling_s:.1f}s; settle = {ceiling_s / elapsed:.2f}x the ceiling")
         steady(settings, campaigns, business, rng)
         base_rate = naive(settings, [c for c in campaigns if c["rich"]], args.sample)
         print(f"naive baseline (one transaction per event, {args.sample} events): {base_rate:,.0f} events/s")
@@ -280,6 +344,7 @@ def main() -> None:
     finally:
         with psycopg.connect(base.database_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            admin.execute(f'DROP DATABASE IF EXISTS "{db}_ceiling" WITH (FORCE)')
         servers.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 

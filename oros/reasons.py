@@ -19,12 +19,12 @@ NO_SUCH_CLICK = "no_such_click"
 OUTSIDE_ATTRIBUTION_WINDOW = "outside_attribution_window"
 WRONG_BUSINESS = "wrong_business"
 DUPLICATE_ORDER = "duplicate_order"
-ORDER_REFUNDED = "order_refunded"  # a sale whose refund was recorded before it
 CAMPAIGN_NOT_ACTIVE = "campaign_not_active"
 WRONG_TYPE = "wrong_type"
 DUPLICATE_CONVERSION = "duplicate_conversion"  # the click already has its paid conversion (or that sale)
 UNSIGNED_PIXEL = "unsigned_pixel"  # a pixel without sig, on a campaign that does not bill those
 BAD_PIXEL_SIGNATURE = "bad_pixel_signature"  # no secret of the campaign's business signed it
+LINK_DISABLED = "link_disabled"  # its link was disabled (outside its campaign's hosts, 0032) when it happened
 
 # settler/budget.py: verified, but the campaign's budget ran out first
 BUDGET_EXHAUSTED = "budget_exhausted"

@@ -47,6 +47,7 @@ async def _serve(settings: Settings, *, demo: bool, fund_by_card: bool, tracker_
     from admin_api.typedefs import METRICS
     from ingest.consumer import Ingester
     from settler.jobs import OWNER_JOBS
+    from settler.metrics import SettlerMetrics
     from settler.scheduler import build_scheduler
     from tracker.app import create_app as create_tracker_app
     from webhooks.deliver import Deliverer
@@ -60,16 +61,18 @@ async def _serve(settings: Settings, *, demo: bool, fund_by_card: bool, tracker_
     admin_app = create_admin_app(settings, OWNER_JOBS)
     deliverer = Deliverer(settings)
     await deliverer.open()
-    # ingest's and the deliverer's counters on the admin API's /metrics
+    settler_metrics = SettlerMetrics()
+    # Ingest's, the deliverer's and the settler's counters on the admin API's /metrics: one process, one scrape.
     admin_app[METRICS].registry.register(ingester.metrics)
     admin_app[METRICS].registry.register(deliverer.metrics)
+    admin_app[METRICS].registry.register(settler_metrics)
     runners = [
         await _start_site(create_tracker_app(settings), tracker_port),
         await _start_site(admin_app, admin_port),
     ]
     ingest_task = asyncio.create_task(ingester.run(stop))
     webhooks_task = asyncio.create_task(deliverer.run(stop))
-    scheduler = build_scheduler(settings)
+    scheduler = build_scheduler(settings, settler_metrics)
     scheduler.start()
     tracker_url, admin_url = f"http://127.0.0.1:{tracker_port}", f"http://127.0.0.1:{admin_port}"
     log.info("oros dev ready", extra={"tracker": tracker_url, "admin": admin_url})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import attrgetter
 
 from .verify import Candidate
 
@@ -27,7 +28,7 @@ class Allocation:
 
 
 def allocate(events: list[Candidate], remaining: Decimal, payout: Decimal) -> Allocation:
-    ordered = sorted(events, key=lambda e: (e.ts_ms, e.event_id))
+    ordered = sorted(events, key=attrgetter("ts_ms", "event_id"))
     affordable = int(remaining // payout) if payout > 0 else 0
     paid, exhausted = ordered[:affordable], ordered[affordable:]
     spent = payout * len(paid)

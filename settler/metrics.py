@@ -49,6 +49,10 @@ class SettlerMetrics:
             for outcome in ("succeeded", "failed"):
                 self.runs.labels(job, outcome)
 
+    def collect(self):
+        """Lets another registry include these (``oros dev`` serves them on the admin API's /metrics)."""
+        return self.registry.collect()
+
     def observe(self, job: str, seconds: float, result: object = None, error: BaseException | None = None) -> None:
         """Record one job run and what it returned."""
         finished = time.time()

@@ -37,13 +37,9 @@ def _check(name: str, offenders: list, ok_detail: str) -> Check:
 
 
 WALLETS_SQL = """
-SELECT w.id, w.purpose, w.available_balance, w.pending_balance, s.available, s.pending
-  FROM wallets w
-  LEFT JOIN LATERAL (
-    SELECT coalesce(sum(ledger_available_effect(l.direction, w.normal_balance, l.status, l.amount)), 0) AS available,
-           coalesce(sum(ledger_pending_effect(l.direction, w.normal_balance, l.status, l.amount)), 0) AS pending
-      FROM ledger_entries l WHERE l.wallet_id = w.id) s ON TRUE
- WHERE w.available_balance <> s.available OR w.pending_balance <> s.pending
+SELECT w.id, w.purpose, w.available_balance, w.pending_balance, b.available, b.pending
+  FROM wallets w JOIN oros_wallet_ledger_balances b ON b.wallet_id = w.id
+ WHERE w.available_balance <> b.available OR w.pending_balance <> b.pending
 """
 
 TRANSFERS_SQL = """
@@ -67,8 +63,8 @@ SELECT c.id, c.funded_budget - c.remaining_budget AS by_budget,
               WHERE source_type = 'campaign' AND direction = 'debit'
                 AND wallet_id = oros_platform_wallet('escrow') AND status NOT IN ('failed', 'reversed')
               GROUP BY source_id) l ON l.source_id = c.id
-  LEFT JOIN (SELECT campaign_id, sum(payout_amount - reversed_payout) AS paid FROM events
-              WHERE status = 'paid' GROUP BY campaign_id) e ON e.campaign_id = c.id
+  LEFT JOIN (SELECT campaign_id, sum(payout) AS paid FROM oros_paid_events GROUP BY campaign_id) e
+    ON e.campaign_id = c.id
  WHERE c.funded_budget - c.remaining_budget <> coalesce(l.paid, 0)
     OR coalesce(l.paid, 0) <> coalesce(e.paid, 0)
 """
@@ -119,9 +115,8 @@ SELECT 'creator ' || creator_id || ' on campaign ' || campaign_id, total_earned,
 EARNED_SQL = """
 SELECT cc.campaign_id, cc.creator_id, cc.total_earned, coalesce(e.net, 0) AS by_events
   FROM campaign_creators cc
-  LEFT JOIN (SELECT campaign_id, creator_id,
-                    sum(payout_amount - platform_fee - (reversed_payout - reversed_fee)) AS net FROM events
-              WHERE status = 'paid' GROUP BY campaign_id, creator_id) e
+  LEFT JOIN (SELECT campaign_id, creator_id, sum(net) AS net FROM oros_paid_events
+              GROUP BY campaign_id, creator_id) e
     ON e.campaign_id = cc.campaign_id AND e.creator_id = cc.creator_id
  WHERE cc.total_earned <> coalesce(e.net, 0)
 """

@@ -7,19 +7,21 @@ the order's refunded total so far (Stripe's ``amount_refunded``; the API
 takes the same); no value means refunded in full. Policy:
 
 * creator's credit still ``pending`` (inside the hold): the commission
-  shrinks to what the unrefunded part of the sale earns (``reversal``). The
-  sale's live transfer is reversed in one statement and, unless nothing is
-  left, the remainder is booked again as a new transfer with the same hold:
-  ledger entries never change amount. The difference goes back to the
-  campaign's ``remaining_budget``, and off the creator's ``total_earned``.
+  shrinks to what the unrefunded part of the sale earns (``reversal``, the
+  fee following the payout left). ``oros_reverse_sale`` (SQL, 0041) writes
+  it: the sale's live transfer is reversed in one statement and, unless
+  nothing is left, the remainder is booked again as a new transfer with the
+  same hold: ledger entries never change amount. The difference goes back to
+  the campaign's ``remaining_budget``, and off the creator's ``total_earned``.
   A sale refunded in full becomes ``reversed``.
 * hold already released (credit ``settled``): the commission stands -- the
   creator may have withdrawn it, and the hold exists to bound the
   business's refund risk. The refund is recorded, rejected as
   ``refund_after_hold``.
 * no paid sale for that order: rejected as ``no_such_order``, keeping the
-  campaign or business it named; a sale for that order settled later (it
-  reached the settler after its refund) is rejected as ``order_refunded``.
+  campaign or business it named. When a sale for that order is paid later
+  (it reached the settler after its refund), the refund is decided again
+  against it, pro rata like any other, and its row records the new outcome.
   A refund whose total is not above what was already refunded (a replay, or
   an older total arriving late): ``already_refunded``.
 
@@ -29,17 +31,18 @@ Stripe's ``charge.refunded`` takes the same path: the webhook appends a
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from oros.money import fmt, round_money
 from oros.reasons import ALREADY_REFUNDED, NO_SUCH_ORDER, REFUND_AFTER_HOLD
 
-from .ledger import EVENT_COLUMNS, IP_COLUMN, clean_ip, creator_wallets, event_row, platform_wallets
+from . import ledger
+from .records import insert_event
 from .verify import Candidate
 
 ZERO = Decimal("0.00")
@@ -55,6 +58,13 @@ SELECT e.id::text AS id, e.campaign_id::text AS campaign_id
  LIMIT 1
 """
 
+# An early refund (no_such_order) decided again against the sale found now.
+REDECIDE_REFUND = """
+UPDATE events SET campaign_id = %s, status = %s, rejection_reason = %s, settlement_run_id = %s, verified_at = %s,
+                  metadata = %s
+ WHERE id = %s
+"""
+
 # Read again under the campaign's lock: another refund of this sale may have just committed.
 LOCK_SALE = """
 SELECT id::text AS id, campaign_id::text AS campaign_id, creator_id::text AS creator_id, status,
@@ -62,18 +72,6 @@ SELECT id::text AS id, campaign_id::text AS campaign_id, creator_id::text AS cre
        reversed_fee
   FROM events WHERE id = %s FOR UPDATE
 """
-
-REBOOK_LEGS = """
-INSERT INTO ledger_entries (wallet_id, transfer_id, source_type, source_id, amount, direction, status, hold_until,
-                            description, metadata)
-SELECT w, %(transfer)s, 'campaign', %(campaign_id)s, a, d, s, CASE WHEN s = 'pending' THEN %(hold_until)s END, descr,
-       jsonb_build_object('run_id', %(run_id)s::text, 'events', 1, 'rebooked_from', %(previous)s::text,
-                          'refund', %(refund)s::text)
-  FROM unnest(%(wallets)s::uuid[], %(amounts)s::numeric[], %(directions)s::text[], %(statuses)s::text[],
-              %(descrs)s::text[]) AS l(w, a, d, s, descr)
- WHERE a > 0
-"""
-
 
 @dataclass(frozen=True)
 class Reversal:
@@ -90,18 +88,19 @@ def reversal(*, payout: Decimal, fee: Decimal, sale_value: Decimal | None, refun
     """The reversal for a sale whose order is now refunded ``refunded`` in total.
 
     The commission taken back in all is ``payout x refunded / sale value``,
-    rounded half-up to cents and never more than the payout (the fee likewise,
-    never more than what is left of the payout); this refund takes back that
-    total minus what earlier refunds took. A sale without a value, or refunded
-    at or beyond it, is taken back whole.
+    rounded half-up to cents and never more than the payout; this refund
+    takes back that total minus what earlier refunds took. A sale without a
+    value, or refunded at or beyond it, is taken back whole. The fee is then
+    what the payout left earns at the sale's own fee rate, so it moves only
+    when the payout does (rounding it on its own let a step take back a cent
+    of fee and nothing of the payout), and the creator's net never grows.
     """
     if sale_value is None or sale_value <= 0 or refunded >= sale_value:
-        payout_target, fee_target = payout, fee
+        payout_left = ZERO
     else:
-        payout_target = min(payout, round_money(payout * refunded / sale_value))
-        fee_target = min(fee, round_money(fee * refunded / sale_value))
-    payout_left = payout - max(payout_target, reversed_payout)
-    fee_left = min(fee - max(fee_target, reversed_fee), payout_left)
+        payout_left = payout - max(reversed_payout, min(payout, round_money(payout * refunded / sale_value)))
+    # Never more fee than is left: a sale reversed under the older rule may have given back more already.
+    fee_left = min(fee - reversed_fee, round_money(fee * payout_left / payout) if payout > 0 else ZERO)
     return Reversal(payout_back=payout - reversed_payout - payout_left, fee_back=fee - reversed_fee - fee_left,
                     payout_left=payout_left, fee_left=fee_left)
 
@@ -114,31 +113,37 @@ class RefundOutcome:
     amount: str | None = None  # the payout taken back
 
 
-def apply_refund(conn: psycopg.Connection, refund: Candidate, *, run_id: str, now: datetime) -> RefundOutcome:
-    """Decide and apply one refund inside the caller's transaction; records the refund event."""
+def apply_refund(conn: psycopg.Connection, refund: Candidate, *, run_id: str, now: datetime,
+                 recorded: bool = False) -> RefundOutcome | None:
+    """Decide and apply one refund inside the caller's transaction; records the refund event.
+
+    :param recorded: the refund was decided before (``no_such_order``): it is decided again only
+        against a sale found now (None otherwise), and its row is updated.
+    """
     sale = None
     # The order is matched within its business or its campaign, whichever the edge knew (at least one).
     if refund.order_id and (refund.business_id or refund.campaign_id):
         sale = conn.execute(FIND_SALE, {
             "order_id": refund.order_id, "business_id": refund.business_id, "campaign_id": refund.campaign_id,
         }).fetchone()
+    if recorded and sale is None:
+        return None
     outcome = _reverse(conn, refund, sale, run_id=run_id) if sale else RefundOutcome(refund.event_id, NO_SUCH_ORDER)
     campaign_id = sale["campaign_id"] if sale else None
     status = "rejected" if outcome.reason else "reversed"
-    row = event_row(refund, campaign_id=campaign_id, status=status, reason=outcome.reason, run_id=run_id, now=now)
-    row = row[:IP_COLUMN] + (clean_ip(row[IP_COLUMN]),) + row[IP_COLUMN + 1:]
-    conn.execute(
-        f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}, metadata) VALUES ({', '.join(['%s'] * len(EVENT_COLUMNS))}, %s)"
-        " ON CONFLICT (id) DO NOTHING",
-        (*row, psycopg.types.json.Jsonb(_metadata(refund, outcome))),
-    )
+    if recorded:
+        conn.execute(REDECIDE_REFUND, (campaign_id, status, outcome.reason, run_id, now,
+                                       Jsonb(_metadata(refund, outcome)), refund.event_id))
+    else:
+        insert_event(conn, refund, campaign_id=campaign_id, status=status, reason=outcome.reason, run_id=run_id,
+                     now=now, metadata=_metadata(refund, outcome))
     return outcome
 
 
 def _metadata(refund: Candidate, outcome: RefundOutcome) -> dict:
     if outcome.sale_id:
         return {"refunds": outcome.sale_id, "reversed_payout": outcome.amount}
-    # Whom the refund named, so a sale arriving after it is matched and not paid (reasons.ORDER_REFUNDED).
+    # Whom the refund named, so a sale arriving after it is matched and the refund applied to it then.
     return {"campaign_id": refund.campaign_id, "business_id": refund.business_id}
 
 
@@ -155,51 +160,11 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
         (sale["transfer_id"],),
     ).fetchall()
     # The creator's credit is the held leg; once released it is settled and the hold is over.
-    held = [leg for leg in legs if leg["hold_until"] is not None and leg["status"] == "pending"]
-    if not held:
+    if not any(leg["hold_until"] is not None and leg["status"] == "pending" for leg in legs):
         return RefundOutcome(refund.event_id, REFUND_AFTER_HOLD, sale["id"])
     back = reversal(payout=sale["payout_amount"], fee=sale["platform_fee"], sale_value=sale["value"],
                     refunded=refunded if refunded is not None else sale["value"] or ZERO,
                     reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"])
-    transfer_id = sale["transfer_id"]
-    if back.payout_back > 0:
-        transfer_id = _rebook(conn, sale, back, hold_until=held[0]["hold_until"], run_id=run_id,
-                              refund_id=refund.event_id)
-        conn.execute("UPDATE campaigns SET remaining_budget = remaining_budget + %s WHERE id = %s",
-                     (back.payout_back, sale["campaign_id"]))
-        conn.execute(
-            "UPDATE campaign_creators SET total_earned = total_earned - %s WHERE campaign_id = %s AND creator_id = %s",
-            (back.payout_back - back.fee_back, sale["campaign_id"], sale["creator_id"]),
-        )
-    conn.execute(
-        """UPDATE events SET refunded_value = %(refunded)s, reversed_payout = reversed_payout + %(payout)s,
-                  reversed_fee = reversed_fee + %(fee)s, transfer_id = %(transfer)s,
-                  status = CASE WHEN %(left)s = 0 THEN 'reversed' ELSE status END
-            WHERE id = %(id)s""",
-        {"refunded": refunded if refunded is not None else sale["refunded_value"], "payout": back.payout_back,
-         "fee": back.fee_back, "transfer": transfer_id, "left": back.payout_left, "id": sale["id"]},
-    )
+    ledger.reverse_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back, fee_back=back.fee_back,
+                        run_id=run_id, refund_id=refund.event_id)
     return RefundOutcome(refund.event_id, None, sale["id"], fmt(back.payout_back))
-
-
-def _rebook(conn: psycopg.Connection, sale: dict, back: Reversal, *, hold_until: datetime, run_id: str,
-            refund_id: str) -> str:
-    """Reverse the sale's live transfer; book what it still pays as a new one. Returns the live transfer id."""
-    conn.execute(
-        "UPDATE ledger_entries SET status = 'reversed' WHERE transfer_id = %s AND status IN ('pending', 'settled')",
-        (sale["transfer_id"],),
-    )
-    if back.payout_left == 0:
-        return sale["transfer_id"]
-    platform = platform_wallets(conn)
-    transfer_id = str(uuid.uuid4())
-    conn.execute(REBOOK_LEGS, {
-        "transfer": transfer_id, "campaign_id": sale["campaign_id"], "hold_until": hold_until, "run_id": run_id,
-        "previous": sale["transfer_id"], "refund": refund_id,
-        "wallets": [platform["escrow"], creator_wallets(conn, [sale["creator_id"]])[sale["creator_id"]],
-                    platform["fees"]],
-        "amounts": [back.payout_left, back.payout_left - back.fee_left, back.fee_left],
-        "directions": ["debit", "credit", "credit"], "statuses": ["settled", "pending", "pending"],
-        "descrs": ["campaign payout from escrow", "creator earnings", "platform fee"],
-    })
-    return transfer_id

@@ -1,6 +1,6 @@
 """Which events are billable: the verification rules of DESIGN.md as pure functions.
 
-Everything a rule needs is loaded beforehand (``settler.run``): the campaign
+Everything a rule needs is loaded beforehand (``settler.load``): the campaign
 with its status history and accepted creators, and per event the facts only
 ClickHouse knows (the previous click from the same IP on the same link, the
 click a conversion names). ``now`` is passed in, so tests replace the clock.
@@ -9,16 +9,29 @@ click a conversion names). ``now`` is passed in, so tests replace the clock.
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 from oros import pixel
-from oros.reasons import (
-    BAD_PIXEL_SIGNATURE, BOT, CAMPAIGN_NOT_ACTIVE, DUPLICATE_CLICK, DUPLICATE_CONVERSION, DUPLICATE_ORDER,
-    NO_SUCH_CLICK, NOT_ACCEPTED, ORDER_REFUNDED, OUTSIDE_ATTRIBUTION_WINDOW, OUTSIDE_DATES, UNSIGNED_PIXEL,
-    WRONG_BUSINESS, WRONG_TYPE,
-)
 from oros.money import fmt
+from oros.reasons import (
+    BAD_PIXEL_SIGNATURE,
+    BOT,
+    CAMPAIGN_NOT_ACTIVE,
+    DUPLICATE_CLICK,
+    DUPLICATE_CONVERSION,
+    DUPLICATE_ORDER,
+    LINK_DISABLED,
+    NO_SUCH_CLICK,
+    NOT_ACCEPTED,
+    OUTSIDE_ATTRIBUTION_WINDOW,
+    OUTSIDE_DATES,
+    UNSIGNED_PIXEL,
+    WRONG_BUSINESS,
+    WRONG_TYPE,
+)
 
 PIXEL = "pixel"  # the source of browser pixel events (tracker/conversions.py)
 
@@ -26,16 +39,19 @@ PIXEL = "pixel"  # the source of browser pixel events (tracker/conversions.py)
 FUTURE_SKEW_MS = 5 * 60 * 1000
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One event as loaded for verification (ClickHouse row plus looked-up facts)."""
+class Candidate(NamedTuple):
+    """One event as loaded for verification (ClickHouse row plus looked-up facts).
+
+    A tuple, not a dataclass: a run builds a million of them, straight from
+    the rows of one query (``settler.load``), and a tuple is built in C.
+    """
 
     event_id: str
     event_type: str
     ts_ms: int
     campaign_id: str | None  # None: the edge did not know the campaign (zero UUID)
-    link_id: str | None = None
-    creator_id: str | None = None
+    link_id: str | None = None  # a conversion's: its click's
+    creator_id: str | None = None  # a conversion's: its click's
     supporter_id: str | None = None
     business_id: str | None = None
     click_id: str | None = None
@@ -72,6 +88,8 @@ class Campaign:
     history: tuple[tuple[int, str], ...]  # (changed_at ms, status), ascending
     accepted: frozenset[str]
     pixel_billable: bool = False  # unsigned pixels may be paid (the business opted in)
+    # Links disabled when the campaign's hosts narrowed (0032): link id -> disabled at (ms).
+    disabled_links: dict[str, int] = field(default_factory=dict, compare=False)
     # The business's pixel secrets: (secret, valid until ms, None while current).
     pixel_secrets: tuple[tuple[str, int | None], ...] = field(default=(), repr=False)
     _changes: list[int] = field(default_factory=list, compare=False, repr=False)
@@ -130,6 +148,10 @@ def reject_reason(
         return OUTSIDE_DATES
     if event.creator_id not in campaign.accepted:
         return NOT_ACCEPTED
+    # A conversion's link is its click's: once that link is disabled, nothing more through it pays.
+    disabled_ms = campaign.disabled_links.get(event.link_id)
+    if disabled_ms is not None and event.ts_ms >= disabled_ms:
+        return LINK_DISABLED
     if event.event_type == "click":
         return _click_reason(event, rules)
     return _conversion_reason(event, campaign, rules)
@@ -157,15 +179,9 @@ def _conversion_reason(event: Candidate, campaign: Campaign, rules: Rules) -> st
     return None
 
 
-def _order_reason(event: Candidate, campaign: Campaign, seen: set[tuple[str, str]],
-                  refunded: set[tuple[str, str]]) -> str | None:
-    if event.order_id is None:
-        return None
-    if (campaign.id, event.order_id) in seen:
+def _order_reason(event: Candidate, campaign: Campaign, seen: set[tuple[str, str]]) -> str | None:
+    if event.order_id is not None and (campaign.id, event.order_id) in seen:
         return DUPLICATE_ORDER
-    if event.event_type == "sale" and ((campaign.id, event.order_id) in refunded
-                                       or (campaign.business_id, event.order_id) in refunded):
-        return ORDER_REFUNDED
     return None
 
 
@@ -203,7 +219,6 @@ def verify(
     rules: Rules,
     now_ms: int,
     paid_orders: set[tuple[str, str]] = frozenset(),
-    refunded_orders: set[tuple[str, str]] = frozenset(),
     paid_clicks: set[tuple[str, str]] = frozenset(),
 ) -> Verdict:
     """Split ``events`` into billable and rejected-with-reason.
@@ -214,18 +229,20 @@ def verify(
     unsigned one, so a pixel never takes the place of the business's own
     report. ``paid_orders`` holds (campaign, order id) pairs already paid in
     earlier runs, ``paid_clicks`` (click id, order id or '') the conversions
-    and sales already paid per click. ``refunded_orders`` holds (campaign or
-    business id, order id) of refunds an earlier run found no sale for: the
-    sale arrived after its own refund and is not paid.
+    and sales already paid per click. A sale whose refund came first is paid
+    like any other; the refund is applied to it once it is (``settler.refunds``).
     """
     verdict = Verdict()
     seen_orders: set[tuple[str, str]] = set(paid_orders)
     seen_clicks = _PaidPerClick(paid_clicks)
-    for event in sorted(events, key=lambda e: (_trust(e), e.ts_ms, e.event_id)):
+    # Only conversions and sales depend on what came before them; clicks need no order.
+    clicks = [e for e in events if e.event_type == "click"]
+    rest = sorted((e for e in events if e.event_type != "click"), key=lambda e: (_trust(e), e.ts_ms, e.event_id))
+    for event in itertools.chain(clicks, rest):
         campaign = campaigns.get(event.campaign_id) if event.campaign_id else None
         reason = reject_reason(event, campaign, rules, now_ms)
         if reason is None and event.event_type != "click":
-            reason = _order_reason(event, campaign, seen_orders, refunded_orders) or seen_clicks.reason(event)
+            reason = _order_reason(event, campaign, seen_orders) or seen_clicks.reason(event)
             if reason is None:
                 seen_clicks.add(event)
                 if event.order_id is not None:

@@ -28,7 +28,8 @@ from oros.connections import clickhouse_client
 from oros.events import Event
 from settler import completeness
 from settler.reconcile import reconcile
-from settler.run import decided_ids, settle_once
+from settler.load import decided_ids
+from settler.run import settle_once
 
 from factories import DAY_MS, now_ms
 

@@ -169,6 +169,13 @@ async def test_request_role_cannot_call_the_jobs_money_functions_or_write_money_
         ("SELECT oros_finish_withdrawal(%s, true, 'tr_forged', NULL)", (withdrawal,)),
         ("SELECT oros_release_holds(now() + interval '100 years')", None),
         ("SELECT oros_platform_wallet('escrow')", None),
+        # The settler's ledger functions (0040, 0041): pay a creator, reverse a sale, move balances outright.
+        ("SELECT oros_post_settlement(%s, gen_random_uuid(), now(), 0, false, ARRAY[gen_random_uuid()],"
+         " ARRAY[%s::uuid], ARRAY[1000], '{}', '{}', '{}')", (campaign, creator)),
+        ("SELECT oros_book_payouts(%s, now(), ARRAY[gen_random_uuid()], ARRAY[%s::uuid], ARRAY[1000], ARRAY[0],"
+         " ARRAY['{}'::jsonb])", (campaign, creator)),
+        ("SELECT oros_reverse_sale(gen_random_uuid(), NULL, 0, 0, gen_random_uuid(), gen_random_uuid())", None),
+        ("SELECT oros_move_balances(ARRAY[w.id], ARRAY[1000.00], ARRAY[0]) FROM wallets w", None),
         ("INSERT INTO ledger_entries (wallet_id, transfer_id, source_type, amount, direction, status)"
          " SELECT id, gen_random_uuid(), 'adjustment', 1000, 'credit', 'settled' FROM wallets", None),
         ("UPDATE ledger_entries SET status = 'settled'", None),
@@ -343,6 +350,9 @@ def test_api_login_cannot_climb_to_the_owner_or_do_owner_work(pg, api_settings, 
         ("SELECT oros_fund_campaign(%s, 5000000, 'manual', 'x', NULL)", (campaign,)),
         ("SELECT oros_release_holds(now())", None),
         ("SELECT oros_finish_withdrawal(gen_random_uuid(), true, NULL, NULL)", None),
+        ("SELECT oros_post_settlement(%s, gen_random_uuid(), now(), 0, true, '{}', '{}', '{}', '{}', '{}', '{}')",
+         (campaign,)),
+        ("SELECT oros_move_balances(ARRAY[gen_random_uuid()], ARRAY[1.00], ARRAY[0])", None),
         ("INSERT INTO ledger_entries (wallet_id, transfer_id, source_type, amount, direction)"
          " SELECT id, gen_random_uuid(), 'adjustment', 1, 'credit' FROM wallets", None),
         ("UPDATE wallets SET available_balance = 1", None), ("SELECT * FROM wallets", None),

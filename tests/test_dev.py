@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -136,8 +137,12 @@ def business_with_campaign(dev: Dev) -> tuple[str, str]:
 
 
 def test_dev_funds_a_campaign_by_card_and_takes_localstripe_down_with_it(settings, tmp_path, port):
-    env = dev_env(settings, tmp_path)
+    env = {**dev_env(settings, tmp_path), "OROS_SETTLE_INTERVAL_S": "1"}
     with oros_dev(env, tmp_path, port) as dev:
+        # One process, one scrape: ingest's and the settler's metrics on the admin API's /metrics.
+        settled = re.compile(r'^oros_settler_runs_total\{job="settle",outcome="succeeded"\} [1-9]', re.M)
+        wait_until(lambda: settled.search(page := requests.get(f"{dev.admin_url}/metrics", timeout=5).text)
+                   and "oros_ingest_events_total" in page, "a settle run counted on the admin API's /metrics", 60)
         stripe_pid = localstripe_pid(dev)
         stripe_base = dev.services()["stripe_api_base"]
         secrets_file = dev.data_dir / embedded.SECRETS_FILE

@@ -26,9 +26,11 @@ from admin_api.auth import issue_token
 from ingest.consumer import Ingester
 from oros import pixel
 from oros.events import uuid7_str
-from settler import ledger
-from settler.budget import allocate
-from settler.run import settle_once
+from settler.load import load_campaigns
+from settler.plan import Decided
+from settler.post import post_campaign
+from settler.records import LedgerError
+from settler.run import RunContext, settle_once
 from settler.verify import Candidate
 from tracker.app import create_app as create_tracker_app
 
@@ -314,23 +316,17 @@ def test_a_second_producer_posting_the_same_click_pays_nothing(world, settings, 
     click_event = world.click(s.campaign, (s.creator, None))
     conversions = [world.conversion(click_event, order_id=f"P-{n}") for n in range(2)]
     world.put([click_event, *conversions])
-    platform = ledger.platform_wallets(pg)
 
     def post_alone(event) -> None:
         # What a producer that skipped verification (or raced past the lock) would write.
         candidate = Candidate(event_id=event.event_id, event_type="conversion", ts_ms=event.ts_ms,
                               campaign_id=s.campaign, creator_id=s.creator, click_id=event.click_id,
                               order_id=event.order_id)
-        with pg.transaction():
-            ledger.lock_campaign(pg, s.campaign)
-            ledger.post_campaign(pg, campaign_id=s.campaign, objective="conversion",
-                                 allocation=allocate([candidate], D("100.00"), D("5.00")), rejected=[],
-                                 fee_pct=settings.platform_fee_pct, payout=D("5.00"), run_id=_run(pg),
-                                 now=click_event.occurred_at, hold_until=click_event.occurred_at,
-                                 platform=platform)
+        ctx = RunContext(settings, run_id=_run(pg), now=click_event.occurred_at)
+        post_campaign(ctx, pg, Decided(load_campaigns(pg, [s.campaign])[s.campaign], [candidate]))
 
     post_alone(conversions[0])
-    with pytest.raises(ledger.LedgerError, match="already decided"):
+    with pytest.raises(LedgerError, match="already decided"):
         post_alone(conversions[1])
     assert world.campaign_row(s.campaign)["remaining_budget"] == D("95.00")  # the second rolled back whole
     world.assert_books()

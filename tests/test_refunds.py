@@ -7,6 +7,7 @@ test_settle), then refunds, and checks the money and ``reconcile`` after each st
 
 from __future__ import annotations
 
+import random
 import threading
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -30,21 +31,26 @@ def world(pg, settings) -> World:
     return World(pg, settings)
 
 
-@pytest.fixture
-def sold(world):
-    """A paid sale: payout 10.00 (fee 1.00, net 9.00) on an 80.00 order, campaign funded 100.00."""
+def sell(world: World, order_id: str = "O-1") -> dict:
+    """A paid sale: payout 10.00 (fee 1.00, net 9.00) on an 80.00 order, its campaign funded 100.00."""
     campaign = world.campaign(objective="sale", payout="10.00", fund="100.00")
     creator = world.creator(campaign)
     click = world.click(campaign, creator, ts_ms=now_ms() - 60_000)
-    sale = world.conversion(click, kind="sale", order_id="O-1", value="80.00")
+    sale = world.conversion(click, kind="sale", order_id=order_id, value="80.00")
     world.put([click, sale])
     assert settle_once(world.settings)["events_paid"] == 1
-    return {"campaign": campaign, "creator": creator[0], "sale": sale, "business": world.business_of(campaign)}
+    return {"campaign": campaign, "creator": creator[0], "sale": sale, "business": world.business_of(campaign),
+            "order": order_id}
+
+
+@pytest.fixture
+def sold(world):
+    return sell(world)
 
 
 def refund(sold: dict, total: str | None, *, source: str = "api") -> Event:
-    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=NIL, order_id="O-1",
-                 business_id=sold["business"], value=total, source=source)
+    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=NIL,
+                 order_id=sold.get("order", "O-1"), business_id=sold["business"], value=total, source=source)
 
 
 def money(world: World, sold: dict) -> dict:
@@ -82,10 +88,10 @@ def test_partial_refunds_reverse_pro_rata_and_cumulatively(world, sold):
     settle_refunds(world, refund(sold, "20.00"))
     assert money(world, sold) == state("paid", "7.50", "6.75", "0.75", "92.50")
 
-    # 50.00 in all: 6.25 back in total, so 3.75 more; the fee's 0.625 rounds half-up to 0.63.
+    # 50.00 in all: 6.25 back in total, so 3.75 more; the 3.75 left earns a fee of 0.375, half-up 0.38.
     report = settle_refunds(world, refund(sold, "50.00", source="stripe"))
     assert report["refunds"]["amount"] == "3.75"
-    assert money(world, sold) == state("paid", "3.75", "3.38", "0.37", "96.25")
+    assert money(world, sold) == state("paid", "3.75", "3.37", "0.38", "96.25")
 
     # Refunded in full (no value): the rest.
     settle_refunds(world, refund(sold, None))
@@ -177,3 +183,89 @@ def test_reversal_arithmetic(payout, fee, value, refunded, back, fee_back):
                       reversed_payout=D(0), reversed_fee=D(0))
     assert (result.payout_back, result.fee_back) == (D(back), D(fee_back))
     assert result.payout_left == D(payout) - D(back) and 0 <= result.fee_left <= result.payout_left
+
+
+def test_a_refund_step_never_moves_the_fee_without_the_payout(world, sold):
+    """0.36 then 0.43 refunded of 80.00: the second step took back 0.00 of the payout but 0.01 of the fee,
+    so nothing was rebooked and total_earned no longer matched the sale's net."""
+    settle_refunds(world, refund(sold, "0.36"))  # 10 x 0.36/80 = 0.045: 0.05 back
+    assert money(world, sold) == state("paid", "9.95", "8.95", "1.00", "90.05")
+    report = settle_refunds(world, refund(sold, "0.43"))  # 0.05375: still 0.05 in all, nothing more
+    assert report["refunds"] == {"reversed": 1, "rejected": 0, "amount": "0.00"}
+    assert money(world, sold) == state("paid", "9.95", "8.95", "1.00", "90.05")
+    reversed_fee = world.pg.execute("SELECT reversed_fee FROM events WHERE id = %s",
+                                    (sold["sale"].event_id,)).fetchone()["reversed_fee"]
+    assert reversed_fee == 0
+
+
+def _refund_totals(rng: random.Random, value: Decimal) -> list[Decimal]:
+    """A rising sequence of refunded totals, small steps and large, often ending at or past the sale's value."""
+    totals, total = [], D(0)
+    for _ in range(rng.randrange(1, 8)):
+        step = D(rng.choice([1, 1, 2, 7, 50, 999, 5000])) / 100
+        total += step * (D(rng.randrange(1, 40)) if rng.random() < 0.3 else 1)
+        totals.append(min(total, value + D("5.00")))
+    if rng.random() < 0.5:
+        totals.append(value)
+    return totals
+
+
+def test_reversal_over_many_refund_sequences_never_takes_back_more_than_was_paid():
+    """Property: whatever the totals, each step gives back payout and fee together (never a fee alone),
+    the creator's net never grows, nothing goes back beyond what was paid, and a full refund takes back
+    exactly what was paid."""
+    rng = random.Random(11)
+    for _ in range(3000):
+        payout = D(rng.randrange(1, 100_000)) / 100
+        fee = min(payout, (payout * rng.choice([0, 3, 10, 15, 50, 100]) / 100).quantize(D("0.01")))
+        value = D(rng.randrange(1, 200_000)) / 100
+        reversed_payout = reversed_fee = D(0)
+        for total in [*_refund_totals(rng, value), value]:
+            back = reversal(payout=payout, fee=fee, sale_value=value, refunded=total,
+                            reversed_payout=reversed_payout, reversed_fee=reversed_fee)
+            assert back.payout_back >= 0 and back.fee_back >= 0, (payout, fee, value, total, back)
+            assert back.fee_back == 0 or back.payout_back > 0, (payout, fee, value, total, back)
+            assert back.payout_back - back.fee_back >= 0, (payout, fee, value, total, back)  # the net shrinks
+            assert 0 <= back.fee_left <= back.payout_left
+            reversed_payout += back.payout_back
+            reversed_fee += back.fee_back
+            assert (back.payout_left, back.fee_left) == (payout - reversed_payout, fee - reversed_fee)
+            assert reversed_payout <= payout and reversed_fee <= fee
+        assert (reversed_payout, reversed_fee) == (payout, fee)  # refunded in full: exactly what was paid
+
+
+def test_refund_sequences_keep_the_books(world):
+    """The same property end to end: reconcile after every step, and each sale gives back exactly what it was paid."""
+    for seed in range(3):
+        rng = random.Random(seed)
+        sale = sell(world, f"S-{seed}")
+        for total in _refund_totals(rng, D("80.00"))[:4]:
+            settle_refunds(world, refund(sale, str(total)))
+        settle_refunds(world, refund(sale, None))
+        assert money(world, sale) == state("reversed", "0.00", "0.00", "0.00", "100.00")
+
+
+@pytest.mark.parametrize(("total", "after"), [
+    ("20.00", state("paid", "7.50", "6.75", "0.75", "92.50")),  # 10.00 x 20/80 back, as after the sale
+    ("0.01", state("paid", "10.00", "9.00", "1.00", "90.00")),  # worth 0.00: the sale keeps all of it
+    (None, state("reversed", "0.00", "0.00", "0.00", "100.00")),  # refunded in full
+])
+def test_a_refund_that_reached_the_settler_before_its_sale_is_applied_pro_rata(world, total, after):
+    """Before, the late sale was rejected order_refunded whatever the refund's amount (0.01 voided 10.00)."""
+    campaign = world.campaign(objective="sale", payout="10.00", fund="100.00")
+    creator = world.creator(campaign)
+    click = world.click(campaign, creator, ts_ms=now_ms() - 60_000)
+    sale = world.conversion(click, kind="sale", order_id="O-1", value="80.00")
+    sold = {"campaign": campaign, "creator": creator[0], "sale": sale, "business": world.business_of(campaign)}
+    early = refund(sold, total, source="stripe")  # the sale sat in a tracker's spool, say
+    assert settle_refunds(world, click, early)["rejected_by_reason"] == {"no_such_order": 1, "wrong_type": 1}
+
+    report = settle_refunds(world, sale)
+
+    assert report["events_paid"] == 1 and report["refunds"]["reversed"] == 1
+    assert money(world, sold) == after
+    row = world.pg.execute("SELECT status, rejection_reason, metadata->>'refunds' AS sale FROM events WHERE id = %s",
+                           (early.event_id,)).fetchone()
+    assert row == {"status": "reversed", "rejection_reason": None, "sale": sale.event_id}
+    # Applied once: it no longer waits for a sale, and a later refund counts from its total.
+    assert settle_refunds(world, refund(sold, total))["rejected_by_reason"] == {"already_refunded": 1}

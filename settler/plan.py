@@ -1,0 +1,173 @@
+"""Decide: verify the loaded events and allocate each campaign's budget, into a settlement plan. Pure.
+
+``decide`` runs the verification rules (``settler.verify``) over a read's
+events and groups the verdicts per campaign. ``settle_campaign`` allocates
+one campaign's budget to its accepted events (the earliest first) and
+groups the paid ones into transfers: the plan of what one campaign's
+transaction writes, with its counts. A dry run plans every campaign against
+the budget it loaded and posts nothing; a live run plans each campaign
+again under its row lock (``settler.post``), against the budget it locked.
+Either way the numbers of the run report come from here: ``Counts`` is the
+one place events are counted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from oros.money import split_fee
+from oros.reasons import BUDGET_EXHAUSTED
+
+from .budget import allocate
+from .verify import Campaign, Candidate, Rules, verify
+
+ZERO = Decimal("0.00")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What Postgres knows about a read's events (``settler.load.load_facts``)."""
+
+    campaigns: dict[str, Campaign]
+    users: set[str]  # creators that exist
+    links: set[str]  # links of these campaigns that exist
+    paid_orders: set[tuple[str, str]] = frozenset()  # (campaign, order id) paid before
+    paid_clicks: set[tuple[str, str]] = frozenset()  # (click id, order id or '') paid before
+    early_refunds: list[Candidate] = ()  # refunds recorded before any sale of their order was paid
+
+
+@dataclass
+class Counts:
+    """Events paid and rejected (by reason), money paid, refunds applied: what a run report adds up."""
+
+    paid: int = 0
+    rejected: int = 0
+    amount: Decimal = ZERO
+    fees: Decimal = ZERO
+    by_reason: Counter = field(default_factory=Counter)
+    refunds_reversed: int = 0
+    refunds_rejected: int = 0
+    refunds_amount: Decimal = ZERO
+
+    def add(self, other: Counts) -> None:
+        self.paid += other.paid
+        self.rejected += other.rejected
+        self.amount += other.amount
+        self.fees += other.fees
+        self.by_reason.update(other.by_reason)
+        self.refunds_reversed += other.refunds_reversed
+        self.refunds_rejected += other.refunds_rejected
+        self.refunds_amount += other.refunds_amount
+
+    def refund(self, reason: str | None, amount: Decimal) -> None:
+        """One refund decided: applied (``reason`` None, ``amount`` of payout taken back) or rejected."""
+        if reason is None:
+            self.refunds_reversed += 1
+            self.refunds_amount += amount
+        else:
+            self.refunds_rejected += 1
+            self.by_reason[reason] += 1
+
+
+@dataclass(frozen=True)
+class Decided:
+    """One campaign's verdicts before its budget is allocated (campaign None: events no known campaign,
+    or a creator Postgres does not know, owns; they are recorded rejected, without foreign keys)."""
+
+    campaign: Campaign | None
+    accepted: list[Candidate] = field(default_factory=list)
+    rejected: list[tuple[Candidate, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """A read's verdicts: per campaign (sorted by id, the unowned last), and its refunds in time order."""
+
+    campaigns: list[Decided]
+    refunds: list[Candidate]  # the read's refunds and the early ones, applied after the sales are paid
+    early_refunds: frozenset[str]  # ids among ``refunds`` recorded before (decided again, not inserted)
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One ledger transfer of a settlement: one per (campaign, creator, run), or one per sale."""
+
+    id: str
+    creator_id: str
+    events: list[Candidate]
+
+
+@dataclass(frozen=True)
+class CampaignPlan:
+    """What one campaign's transaction writes: every decided event, the transfers paying the paid ones."""
+
+    campaign_id: str | None
+    payout: Decimal
+    fee: Decimal
+    paid: list[Candidate]
+    rejected: list[tuple[Candidate, str]]  # budget_exhausted included
+    transfers: list[Transfer]
+    completes: bool  # an active campaign that can no longer pay one action
+    counts: Counts
+
+
+def decide(events: list[Candidate], facts: Facts, rules: Rules, now_ms: int) -> Decisions:
+    """Verify a read's events (its refunds are set aside) and group the verdicts per campaign."""
+    refunds = [e for e in events if e.event_type == "refund"]
+    # A link id Postgres does not know (deleted since) stays in ClickHouse, never a foreign key here.
+    billable = [e if e.link_id is None or e.link_id in facts.links else e._replace(link_id=None)
+                for e in events if e.event_type != "refund"]
+    verdict = verify(billable, facts.campaigns, rules, now_ms, facts.paid_orders, facts.paid_clicks)
+    accepted: dict[str, list[Candidate]] = defaultdict(list)
+    rejected: dict[str | None, list[tuple[Candidate, str]]] = defaultdict(list)
+    for event in verdict.accepted:
+        accepted[event.campaign_id].append(event)
+    for event, reason in verdict.rejected:
+        known = event.campaign_id in facts.campaigns and (event.creator_id is None or event.creator_id in facts.users)
+        rejected[event.campaign_id if known else None].append((event, reason))
+    ids = sorted(set(accepted) | {c for c in rejected if c is not None})
+    campaigns = [Decided(facts.campaigns[c], accepted.get(c, []), rejected.get(c, [])) for c in ids]
+    if rejected.get(None):
+        campaigns.append(Decided(None, [], rejected[None]))
+    return Decisions(campaigns=campaigns,
+                     refunds=sorted([*facts.early_refunds, *refunds], key=lambda e: (e.ts_ms, e.event_id)),
+                     early_refunds=frozenset(e.event_id for e in facts.early_refunds))
+
+
+def settle_campaign(decided: Decided, *, remaining: Decimal, payout: Decimal, status: str,
+                    fee_pct: Decimal) -> CampaignPlan:
+    """Allocate ``remaining`` to the campaign's accepted events, earliest first, and plan its transfers."""
+    allocation = allocate(decided.accepted, remaining, payout)
+    _, fee = split_fee(payout, fee_pct)
+    rejected = decided.rejected + [(e, BUDGET_EXHAUSTED) for e in allocation.exhausted]
+    counts = Counts(paid=len(allocation.paid), rejected=len(rejected), amount=allocation.spent,
+                    fees=fee * len(allocation.paid), by_reason=Counter(reason for _, reason in rejected))
+    campaign = decided.campaign
+    per_sale = campaign is not None and campaign.objective == "sale"
+    return CampaignPlan(
+        campaign_id=campaign.id if campaign else None, payout=payout, fee=fee, paid=allocation.paid,
+        rejected=rejected, transfers=transfers(allocation.paid, per_sale=per_sale),
+        completes=campaign is not None and status == "active" and allocation.exhausts(payout), counts=counts,
+    )
+
+
+def plan_all(decisions: Decisions, fee_pct: Decimal) -> list[CampaignPlan]:
+    """Every campaign planned against the budget and status it was loaded with: a dry run's plan."""
+    return [settle_campaign(d, remaining=d.campaign.remaining if d.campaign else ZERO,
+                            payout=d.campaign.payout if d.campaign else ZERO,
+                            status=d.campaign.status if d.campaign else "", fee_pct=fee_pct)
+            for d in decisions.campaigns]
+
+
+def transfers(paid: list[Candidate], *, per_sale: bool) -> list[Transfer]:
+    """Paid events grouped into transfers: one per sale (a refund reverses exactly that sale), else one
+    per creator (a million clicks cost a few thousand ledger rows)."""
+    if per_sale:
+        return [Transfer(str(uuid.uuid4()), e.creator_id, [e]) for e in paid]
+    by_creator: dict[str, list[Candidate]] = defaultdict(list)
+    for event in paid:
+        by_creator[event.creator_id].append(event)
+    return [Transfer(str(uuid.uuid4()), creator, by_creator[creator]) for creator in sorted(by_creator)]
