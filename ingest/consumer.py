@@ -16,7 +16,11 @@ judge: O(log n) inserts per bad entry, each bad one dead-lettered with the
 reason ClickHouse gave, every good one inserted. When ClickHouse is
 unavailable the batch stays pending and is retried from memory with
 backoff (a re-read would count as a redelivery), however long it takes:
-an outage never dead-letters anything.
+an outage never dead-letters anything. Retries are counted per batch: from
+the ``probe_after``-th on, each failure is followed by a probe; if
+ClickHouse takes a row it already holds but not this batch, the batch is to
+blame whatever its error code said, and it is split as refused data (each
+entry that still fails alone is blamed only after another probe passes).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from . import deadletter
 from .enrich import Enricher
 from .metrics import IngestMetrics
 from .rows import InvalidEvent, NotWireFormat, check
-from .writer import BatchRefused, BatchWriter, ClickHouseUnavailable
+from .writer import BatchRefused, BatchWriter, ClickHouseUnavailable, Probe, probe
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,9 @@ class Ingester:
     :param max_deliveries: a claimed entry delivered more often than this is
         inserted alone; if an ingester dies while inserting it alone, the
         next one dead-letters it (a poison that kills consumers).
+    :param probe_after: a batch that failed this many times in a row as "unavailable" is
+        probed for after each failure (``writer.probe``): if ClickHouse takes other inserts,
+        the batch is split as refused data.
     :param enrich: add country, device, browser, OS, referrer host and the IP hash
         (``ingest.enrich``); off only for the benchmark's baseline.
     """
@@ -82,6 +89,7 @@ class Ingester:
         max_deliveries: int = 5,
         retry_s: float = 1.0,
         max_retry_s: float = 30.0,
+        probe_after: int = 3,
         metrics: IngestMetrics | None = None,
         enrich: bool = True,
     ) -> None:
@@ -94,6 +102,8 @@ class Ingester:
         self.max_deliveries = max_deliveries
         self.retry_s = retry_s
         self.max_retry_s = max_retry_s
+        self.probe_after = probe_after
+        self._known_good: bytes | None = None  # the last entry inserted: what a probe inserts again
         self.metrics = metrics or IngestMetrics()
         self.enricher = Enricher(settings) if enrich else None
         self._enriched: dict[bytes, bytes] = {}  # entry id -> line, made while the previous batch inserts
@@ -116,17 +126,23 @@ class Ingester:
     async def drain_once(self) -> int:
         """Insert everything in the stream now (and whatever idle consumers left pending); return rows.
 
-        Raises ``ClickHouseUnavailable`` (or a Redis error) instead of waiting.
+        Raises ``ClickHouseUnavailable`` (or a Redis error) instead of waiting, unless a probe finds
+        ClickHouse taking other inserts: then the failing batch is split as refused data at once.
         """
         await self._ensure_group()
-        total = 0
+        total, blamed = 0, False
         entries = await self._next(block_ms=None)
         while entries:
             try:
-                inserted, entries = await self._insert_and_read(entries)
+                inserted, entries = await self._insert_and_read(entries, blamed=blamed)
             except Interrupted as exc:
-                raise exc.__cause__ from None
+                # No retries to count here: a failure ClickHouse's probe does not explain is raised at once.
+                if blamed or not await self._to_blame(exc.__cause__):
+                    raise exc.__cause__ from None
+                entries, blamed = exc.pending, True
+                continue
             total += inserted
+            blamed = False
             entries = entries or await self._next(block_ms=None)
         return total
 
@@ -134,14 +150,16 @@ class Ingester:
         """Drain until ``stop`` is set; a failed batch is retried from memory, with backoff."""
         await self._ensure_group()
         entries: list = []
-        failures = 0
+        failures = 0  # in a row, of the batch in ``entries``
+        blamed = False
         while not stop.is_set():
             try:
                 entries = entries or await self._next(block_ms=self.block_ms)
                 if entries:
                     # No reading ahead while retrying: an outage must not pull the backlog into memory.
-                    _, entries = await self._insert_and_read(entries, read_ahead=not failures)
-                failures = 0
+                    _, entries = await self._insert_and_read(entries, read_ahead=not failures, blamed=blamed)
+                failures, blamed = 0, False
+                self.metrics.batch_retries.set(0)
                 self.metrics.unavailable_since.set(0)
                 continue
             except Interrupted as exc:
@@ -149,7 +167,8 @@ class Ingester:
                 cause = exc.__cause__
             except Exception as exc:  # noqa: BLE001 - Redis down or a bug: the loop must outlive it
                 cause = exc
-            failures += 1
+            failures, blamed = failures + 1, False
+            self.metrics.batch_retries.set(failures)
             delay = min(self.retry_s * 2 ** min(failures - 1, 16), self.max_retry_s)
             if isinstance(cause, ClickHouseUnavailable):
                 self.metrics.retries.inc()
@@ -157,6 +176,11 @@ class Ingester:
                     self.metrics.unavailable_since.set(time.time())
                 log.warning("ClickHouse unavailable; %d entries wait, retry %d in %.1fs: %s",
                             len(entries), failures, delay, str(cause)[:300])
+                blamed = failures >= self.probe_after and await self._to_blame(cause)
+                if blamed:
+                    log.warning("ClickHouse takes other inserts but not this batch of %d, failed %d times: "
+                                "splitting it as refused data", len(entries), failures)
+                    continue
             else:
                 log.error("ingest pass failed; retry %d in %.1fs", failures, delay, exc_info=cause)
             try:
@@ -171,14 +195,16 @@ class Ingester:
         """
         return await self._own_pending() or await self._claim() or await self._read(block_ms=block_ms)
 
-    async def _insert_and_read(self, entries: list, *, read_ahead: bool = True) -> tuple[int, list]:
+    async def _insert_and_read(self, entries: list, *, read_ahead: bool = True,
+                               blamed: bool = False) -> tuple[int, list]:
         """Insert ``entries`` while reading the next new ones: ClickHouse and Redis work overlap.
 
         If either fails, ``Interrupted`` carries what is still to do (the next entries were read,
-        so they are ours and pending; keeping them in memory spares a redelivery).
+        so they are ours and pending; keeping them in memory spares a redelivery). ``blamed``: a
+        probe found the batch to blame, so it is split at once.
         """
         settled: set[bytes] = set()
-        insert = asyncio.create_task(self._insert(entries, settled))
+        insert = asyncio.create_task(self._insert(entries, settled, blamed=blamed))
         following: list = []
         failure: Exception | None = None
         try:
@@ -285,11 +311,12 @@ class Ingester:
         finally:
             await self.redis.hdel(self.keys.ingest_suspects, entry[0])
 
-    async def _insert(self, entries: list, settled: set[bytes]) -> int:
+    async def _insert(self, entries: list, settled: set[bytes], *, blamed: bool = False) -> int:
         """Insert ``entries`` and acknowledge them; dead-letter what can never insert; return rows.
 
         ``settled`` collects the ids inserted or dead-lettered so far, so a failure part way
         leaves the caller knowing what is still to do. ``ClickHouseUnavailable`` propagates.
+        ``blamed``: skip the one insert that failed before, and split.
         """
         ids = [entry_id for entry_id, _ in entries]
         raws = [fields.get(STREAM_FIELD) for _, fields in entries]
@@ -300,6 +327,8 @@ class Ingester:
             if not ids:
                 return 0
         lines = self._lines(ids, raws)
+        if blamed:
+            return await self._isolate(ids, raws, lines, settled, blamed=True)
         try:
             return await self._write(ids, lines, settled)
         except BatchRefused as exc:
@@ -310,12 +339,16 @@ class Ingester:
         writer = BatchWriter(self.settings, self.metrics)
         writer.extend(ids, raws)
         await asyncio.to_thread(writer.close)
+        self._known_good = raws[-1]
         return await self._acked(ids, settled)
 
-    async def _isolate(self, ids: list[bytes], raws: list[bytes], lines: list[bytes], settled: set[bytes]) -> int:
+    async def _isolate(self, ids: list[bytes], raws: list[bytes], lines: list[bytes], settled: set[bytes], *,
+                       blamed: bool = False) -> int:
         """Insert the good entries of a refused batch, dead-letter the bad ones; return rows inserted.
 
         ``lines`` are the entries as inserted (enriched), ``raws`` as the stream holds them.
+        ``blamed``: a part that fails as "unavailable" is split too (or, alone, dead-lettered) while
+        a probe shows ClickHouse taking other inserts; when it does not, the outage propagates.
         """
         invalid, rest, originals = [], ([], []), {}
         for entry_id, raw, line in zip(ids, raws, lines):
@@ -347,7 +380,25 @@ class Ingester:
                     await self._dead_letter([dead], settled)
                 else:
                     raise ClickHouseUnavailable(exc.reason) from exc
+            except ClickHouseUnavailable as exc:
+                if not blamed or not await self._to_blame(exc):
+                    raise
+                if len(part_ids) > 1:
+                    parts += _halves((part_ids, part_lines))
+                else:
+                    reason = f"{exc.reason} (ClickHouse took other inserts meanwhile)"
+                    await self._dead_letter([(part_ids[0], {STREAM_FIELD: originals[part_ids[0]]}, "refused", reason)],
+                                            settled)
         return inserted
+
+    async def _to_blame(self, failure: BaseException | None) -> bool:
+        """Whether a batch that failed with ``failure`` is to blame: ClickHouse takes a row it holds
+        (or, holding none, answers, and the failure's code is no known outage)."""
+        if not isinstance(failure, ClickHouseUnavailable):
+            return False
+        found = await asyncio.to_thread(probe, self.settings, self._known_good)
+        self.metrics.probes.labels(found.value).inc()
+        return found is Probe.TAKES_INSERTS or (found is Probe.ANSWERS and not failure.explained)
 
     async def _dead_letter(self, dead: list, settled: set[bytes]) -> None:
         if not dead:
