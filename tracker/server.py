@@ -135,9 +135,10 @@ def _run_workers(settings: Settings, workers: int, port: int, metrics_dir: Path)
         for n, child in enumerate(children):
             if child.exitcode is None or stopping:
                 continue
-            if child.exitcode < 0:
+            if child.exitcode < 0 and child.exitcode != -signal.SIGTERM:
                 # Killed (SIGKILL, the OOM killer): replace it. Nobody else would: whoever runs this
-                # process sees it alive, and with every worker gone it would serve nothing.
+                # process sees it alive, and with every worker gone it would serve nothing. (SIGTERM
+                # is a request to stop, even one that came before the worker could drain.)
                 log.error("worker killed, starting another", extra={"worker": child.name, "signal": -child.exitcode})
                 children[n] = start(n)
             else:
