@@ -220,6 +220,24 @@ async def test_killed_workers_are_replaced(settings, pg, tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_connections_wait_for_a_replacement_while_every_worker_is_dead(settings, pg, tmp_path):
+    """Every worker SIGKILLed at once: new connections wait in the supervisor's sockets for the replacements,
+    and are answered; each worker's listening socket once died with it, and they were refused meanwhile."""
+    link = make_link(pg)
+    async with tracker_process(settings, tmp_path, workers=2) as (proc, base_url):
+        for victim in workers_of(proc.pid):
+            os.kill(victim, signal.SIGKILL)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                         timeout=aiohttp.ClientTimeout(total=60)) as session:
+            async def click() -> int:
+                async with session.get(f"{base_url}/{link['code']}", allow_redirects=False) as response:
+                    return response.status
+
+            assert await asyncio.gather(*(click() for _ in range(20))) == [302] * 20
+        assert proc.poll() is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 async def test_a_worker_that_exits_by_itself_stops_the_tracker(settings, tmp_path):
     """Not replaced: a worker that stopped on its own (here: told to drain) may fail again; whoever runs us must see it."""
     async with tracker_process(settings, tmp_path, workers=2) as (proc, _):
