@@ -456,15 +456,19 @@ async def test_two_ingesters_in_one_group_insert_each_entry_once(settings, redis
     bad = set(range(5, 3_000, 97))
     entries = [refused_by_clickhouse_only(e) if i in bad else e for i, e in enumerate(evs)]
     first, second = (Ingester(settings, name, batch_size=200, block_ms=50) for name in ("one", "two"))
+    appended = asyncio.Event()
+
+    async def done() -> bool:  # not before the last append: the ingesters may empty the stream between appends
+        return appended.is_set() and await _drained(redis, settings)
 
     async def both():
-        await asyncio.gather(run_until(first, lambda: _drained(redis, settings)),
-                             run_until(second, lambda: _drained(redis, settings)))
+        await asyncio.gather(run_until(first, done), run_until(second, done))
 
     try:
         runs = asyncio.create_task(both())
         for start in range(0, len(entries), 500):
             await append(redis, settings, entries[start:start + 500])
+        appended.set()
         await runs
     finally:
         await first.close()
