@@ -49,8 +49,9 @@ fault (or during none) than its ``UNACKED_BOUNDS`` share; 143 when
 interrupted.
 
 What counts. *Attempted*: the clicks the clock called for (``--rate`` a
-second); *sent*: those the driver sent (it holds at most ``IN_FLIGHT`` at
-once: a stack that stops answering makes it skip the rest, *unsent*).
+second); *sent*: those the driver sent (it holds at most ``WAITING_S``
+seconds' worth waiting for an answer: a stack that stops answering makes it
+skip the rest, *unsent*).
 *Shed*: answered 503 or 429; *failed*: no answer (connection refused or
 reset, timeout); *refused*: any other status. *Acked*: a redirect answered 302 (its ``oros_cid`` is the event
 id), a conversion, sale or refund answered 202 (its ``event_id``) or 200
@@ -124,7 +125,10 @@ DB_PREFIX = f"oros_chaos_{HOST_TAG}_"
 KEPT = "KEPT"  # in a work dir (and a database's comment): --keep or a failure kept it; no run removes it
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: a child between fork and exec only calls it
-IN_FLIGHT = 96
+# Clicks waiting for an answer, in seconds of traffic, beyond which the driver sends no more (users wait
+# for a slow redirect; past this the stack is not answering). A click waits at most CLICK_TIMEOUT_S.
+WAITING_S = 5
+CLICK_TIMEOUT_S = 15
 CONVERT_AFTER_S = (0.5, 3.0)
 BROWSERS = [
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
@@ -512,7 +516,7 @@ class Setup:
 
 # What became of a click the schedule called for: acked (302), shed (the tracker answered 503 or 429),
 # failed (no answer: connection refused or reset, timeout), refused (any other status), or unsent
-# (the driver had IN_FLIGHT clicks waiting already: the stack was not answering).
+# (the driver had WAITING_S seconds of clicks waiting already: the stack was not answering).
 OUTCOMES = ("acked", "shed", "failed", "refused", "unsent")
 
 
@@ -587,8 +591,9 @@ async def set_up(admin_url: str, businesses: int, creators: int) -> Setup:
 
 
 class Driver:
-    """Open-loop traffic at ``rate`` clicks a second by the clock, at most ``IN_FLIGHT`` at once (the rest
-    is counted unsent): a slow stack, or a slow driver, shows in the figures instead of lowering the rate."""
+    """Open-loop traffic at ``rate`` clicks a second by the clock, at most ``WAITING_S`` seconds of them
+    waiting at once (the rest is counted unsent): a slow stack, or a slow driver, shows in the figures
+    instead of lowering the rate."""
 
     def __init__(self, setup: Setup, tracker_url: str, admin_url: str, rng: random.Random, rate: int,
                  duration_s: float) -> None:
@@ -601,12 +606,13 @@ class Driver:
                     for _ in range(max(500, rate * int(duration_s) // 3))]
         self.in_flight: set[asyncio.Task] = set()
         self.clicks_in_flight = 0
+        self.max_in_flight = rate * WAITING_S
         self.order_seq = 0
         self.session: aiohttp.ClientSession | None = None
 
     async def run(self, until: float) -> None:
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15),
-                                             connector=aiohttp.TCPConnector(limit=IN_FLIGHT * 2))
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CLICK_TIMEOUT_S),
+                                             connector=aiohttp.TCPConnector(limit=self.max_in_flight + 256))
         stats = asyncio.create_task(self._stats(until))
         started, launched = time.monotonic(), 0
         while (now := time.monotonic()) < until:
@@ -624,8 +630,8 @@ class Driver:
         await self.session.close()
 
     def _launch(self, coro, *, droppable: bool = False) -> None:
-        """Start a request; a click is not sent when ``IN_FLIGHT`` clicks are already waiting."""
-        if droppable and self.clicks_in_flight >= IN_FLIGHT:
+        """Start a request; a click is not sent when ``max_in_flight`` clicks are already waiting."""
+        if droppable and self.clicks_in_flight >= self.max_in_flight:
             self.tally.clicks.append((time.monotonic(), "unsent"))
             coro.close()
             return
