@@ -810,7 +810,7 @@ async def test_a_link_made_after_the_filter_loaded_resolves_at_once(settings, ai
     assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302
 
 
-async def test_a_link_whose_publish_was_lost_resolves_within_seconds_of_a_flood(settings, aiohttp_client, pg, monkeypatch):
+async def test_a_link_whose_publish_was_lost_resolves_in_seconds_in_a_flood(settings, aiohttp_client, pg, monkeypatch):
     """Made while Redis was down (never published, no Redis entry), after the filter loaded, while a flood
     spends every probe: it answered 404 until the next full load (5 min). The filter reads new codes."""
     flood_budget(monkeypatch, per_client_s=10**6, probes_s=0)

@@ -107,7 +107,8 @@ class KnownCodes:
             return 0
         async with self._pool.connection(timeout=10.0) as conn:
             at = (await (await conn.execute("SELECT now() AS at")).fetchone())["at"]
-            codes = [row["code"] for row in await (await conn.execute(NEW_CODES_SQL, {"since": self._since})).fetchall()]
+            rows = await (await conn.execute(NEW_CODES_SQL, {"since": self._since})).fetchall()
+        codes = [row["code"] for row in rows]
         self._filter.update(codes)
         self._since = at - NEW_CODES_OVERLAP
         return len(codes)
