@@ -392,7 +392,7 @@ class ShardConsumer:
             return await self._isolate(ids, raws, lines, settled)
 
     async def _write(self, ids: list[bytes], raws: list[bytes], settled: set[bytes]) -> int:
-        writer = BatchWriter(self.settings, self.metrics)
+        writer = BatchWriter(self.settings, self.metrics, stream=self.shard.stream)
         writer.extend(ids, raws)
         await asyncio.to_thread(writer.close)
         self._known_good = raws[-1]

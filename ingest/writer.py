@@ -136,13 +136,17 @@ class BatchWriter:
     """One insert of stream entries (or of events, to seed ClickHouse without the stream).
 
     ``key`` is the entry's stream id (for events, their id): the insert's
-    deduplication token names the first, the last and the count, so the same
-    entries inserted again after a crash are dropped by ClickHouse.
+    deduplication token names ``stream``, the first, the last and the count, so
+    the same entries inserted again after a crash are dropped by ClickHouse.
+    ``stream`` is the stream (shard) the ids are of: each shard numbers its
+    entries on its own, so two shards' batches may have the same ids, and
+    ClickHouse would drop the second as a repeat of the first.
     """
 
-    def __init__(self, settings: Settings, metrics: IngestMetrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: IngestMetrics | None = None, *, stream: str = "") -> None:
         self.settings = settings
         self.metrics = metrics
+        self.stream = stream
         self.keys: list[bytes] = []
         self.raws: list[bytes] = []
         self.closed = False
@@ -168,7 +172,7 @@ class BatchWriter:
         if not self.keys:
             return
         started = time.perf_counter()
-        token = f"{self.keys[0].decode()}:{self.keys[-1].decode()}:{len(self.keys)}"
+        token = f"{self.stream}:{self.keys[0].decode()}:{self.keys[-1].decode()}:{len(self.keys)}"
         try:
             clickhouse_client(self.settings).raw_insert(
                 "events", list(JSON_COLUMNS), insert_block=b"\n".join(self.raws), fmt="JSONEachRow",

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 from redis.crc import key_slot
+from test_ingest import read_once
 
 from ingest import cli
 from ingest.consumer import Ingester
@@ -88,6 +89,20 @@ async def test_every_shard_is_drained_and_a_click_is_found_in_any(sharded, redis
         await ingester.close()
     assert ch.query("SELECT count() FROM events").result_rows[0][0] == 30
     assert [await redis.xlen(shard.stream) for shard in keys.shards] == [0, 0, 0]  # trimmed, each
+
+
+async def test_two_shards_batches_with_the_same_stream_ids_both_insert(sharded, redis, ch):
+    """Each shard numbers its entries on its own: the same ids in two shards are different clicks,
+    and ClickHouse must not drop the second batch as a repeat of the first (its deduplication token)."""
+    clicks = [click(n) for n in range(3)]
+    for shard, event in zip(sharded.keys.shards, clicks, strict=True):
+        await redis.xadd(shard.stream, {b"e": event.encode()}, id="1700000000000-0")
+    ingester = Ingester(sharded, "a")
+    try:
+        assert await ingester.drain_once() == 3
+    finally:
+        await ingester.close()
+    assert sorted(read_once(ch)) == sorted(e.event_id for e in clicks)
 
 
 def _script(shard, event, entry) -> list:
