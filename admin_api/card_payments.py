@@ -20,31 +20,57 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Literal
 
 import stripe
 from aiohttp import web
+from pydantic import BaseModel
 
 from oros.connections import as_user
+from oros.httperrors import ApiError, conflict, invalid, not_found
 from oros.settings import STRIPE_API_KEY
 from oros.stripe_gateway import async_stripe_client
+from oros.wire import Uuid, refuse, rule
 
-from . import openapi
 from .auth import caller
-from .errors import ApiError, conflict, invalid, not_found
-from .payload import path_id, read_json, respond
+from .payload import parse, path_id, respond
+from .routing import Routes
 from .typedefs import PG_POOL, SETTINGS
 
 log = logging.getLogger(__name__)
 
-routes = web.RouteTableDef()
+routes = Routes()
 
 # What Stripe.js hands a page for a card: a PaymentMethod (pm_), or a card or source from the
 # older APIs, which Stripe accepts wherever a PaymentMethod goes.
-PAYMENT_METHOD = re.compile(r"(pm|card|src)_[A-Za-z0-9_]{1,200}")
+PAYMENT_METHOD = re.compile(r"^(pm|card|src)_[A-Za-z0-9_]{1,200}$")
+# A PaymentIntent's statuses (Stripe's API reference).
+INTENT_STATUSES = ("requires_payment_method", "requires_confirmation", "requires_action", "processing",
+                   "requires_capture", "canceled", "succeeded")
 # The intent is waiting for a payment method or for confirmation: this request may confirm it.
 CONFIRMABLE = ("requires_payment_method", "requires_confirmation")
 # A declined card fails one attempt (the funding is "failed"), not the intent: another card may follow.
 OPEN_FUNDINGS = ("pending", "failed")
+
+
+def _payment_method(raw: object) -> str:
+    # fullmatch: "$" alone would let a trailing newline through.
+    if isinstance(raw, str) and PAYMENT_METHOD.fullmatch(raw):
+        return raw
+    refuse("must be the id Stripe.js returned for the card (pm_…)")
+
+
+class CardIn(BaseModel):
+    payment_method: rule(str, _payment_method, {"type": "string", "pattern": PAYMENT_METHOD.pattern})
+
+
+class Confirmation(BaseModel):
+    """The PaymentIntent's status"""
+
+    funding_id: Uuid
+    payment_intent_id: str
+    status: Literal[INTENT_STATUSES]
+
 
 # As the caller: RLS shows a business only its own campaigns' fundings.
 _FUNDING_SQL = """
@@ -55,16 +81,17 @@ SELECT f.id::text AS id, f.status, f.method, f.stripe_payment_intent_id AS payme
 """
 
 
-@routes.post("/v1/campaigns/{id}/fundings/{funding_id}/confirm")
+@routes.post("/v1/campaigns/{id}/fundings/{funding_id}/confirm",
+             "Confirm a pending card funding's PaymentIntent with a card Stripe.js turned into a PaymentMethod; "
+             "requires_action means the page must run Stripe.js's 3-D Secure step. The budget is credited by the "
+             "webhook, never here", body=CardIn, responses={200: Confirmation})
 async def confirm_card_funding(request: web.Request) -> web.Response:
     who = (await caller(request)).require("business")
     settings = request.app[SETTINGS]
     if settings.stripe_api_key is None:
         raise ApiError(503, "stripe_not_configured", f"card funding is unavailable: {STRIPE_API_KEY} is not set")
     campaign_id, funding_id = path_id(request), path_id(request, "funding_id")
-    method = (await read_json(request)).get("payment_method")
-    if not isinstance(method, str) or not PAYMENT_METHOD.fullmatch(method):
-        raise invalid("payment_method", "payment_method must be the id Stripe.js returned for the card (pm_…)")
+    method = (await parse(CardIn, request)).payment_method
     async with as_user(request.app[PG_POOL], who.id) as conn:
         funding = await (await conn.execute(_FUNDING_SQL, {"funding": funding_id, "campaign": campaign_id})).fetchone()
     if funding is None or funding["business_id"] != who.id or funding["method"] != "stripe":
@@ -96,18 +123,3 @@ async def _confirm(settings, intent_id: str, method: str) -> str:
     finally:
         await http.close_async()
 
-
-OPENAPI: dict = {
-    "/v1/campaigns/{id}/fundings/{funding_id}/confirm": {
-        "post": openapi.operation(
-            "Confirm a pending card funding's PaymentIntent with a card Stripe.js turned into a PaymentMethod; "
-            "requires_action means the page must run Stripe.js's 3-D Secure step. The budget is credited by the "
-            "webhook, never here",
-            {"200": openapi.json_response("The PaymentIntent's status", openapi.obj(
-                {"funding_id": openapi.UUID, "payment_intent_id": {"type": "string"},
-                 "status": {"type": "string"}}, ["funding_id", "payment_intent_id", "status"]))},
-            body=openapi.json_body(openapi.obj({"payment_method": {"type": "string"}}, ["payment_method"])),
-            parameters=[openapi.path_param(), openapi.path_param("funding_id")],
-        )
-    }
-}

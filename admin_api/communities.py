@@ -12,22 +12,25 @@ unlocked for the caller.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
+from typing import Annotated, Literal
 
 from aiohttp import web
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from oros.connections import as_user
-from oros.events import canonical_uuid
+from oros.httperrors import ApiError, conflict, forbidden, invalid, not_found
+from oros.wire import Amount, Flag, HttpUrl, Money, OneOf, Text, Uuid, refuse
 
-from . import openapi as oa
 from .auth import caller
 from .campaigns import optional_caller
-from .errors import ApiError, conflict, forbidden, invalid, not_found
-from .payload import (amount, choice, cursor, encode_cursor, fetch_page, flag, http_url, limit, path_id, read_json,
-                      respond, text)
+from .pages import Page, PageQuery, fetch_page, page
+from .payload import parse, parse_query, path_id, respond
+from .routing import Routes
 from .typedefs import PG_POOL
 
-routes = web.RouteTableDef()
+routes = Routes()
 
 CONTENT_TYPES = ("text", "image", "video", "link")
 # The membership tiers whose effect is reading locked posts (0070's post_unlock_tier, docs/supporters.md).
@@ -49,34 +52,93 @@ POST_SELECT = """SELECT id, community_id, creator_id, content_type, is_locked, m
 MEMBER_COLUMNS = "id, community_id, user_id, role, joined_at"
 
 
-def _community_fields(body: dict) -> dict:
-    return {
-        "name": text(body, "name", required=True, max_len=MAX_NAME_CHARS),
-        "description": text(body, "description", max_len=MAX_DESCRIPTION_CHARS, min_len=0),
-    }
+class CommunityIn(BaseModel):
+    name: Text(MAX_NAME_CHARS)
+    description: Text(MAX_DESCRIPTION_CHARS, min_len=0) | None = None
 
 
-def _post_fields(body: dict) -> dict:
-    """A post's columns from the request; a text post needs ``body``, any other type ``content_url``."""
-    content_type = choice(body, "content_type", CONTENT_TYPES)
-    fields = {
-        "content_type": content_type,
-        "content_url": http_url(body, "content_url", required=content_type != "text"),
-        "body": text(body, "body", required=content_type == "text", max_len=MAX_BODY_CHARS),
-        "is_locked": flag(body, "is_locked") if "is_locked" in body else False,
-        "min_tip_to_unlock": amount(body, "min_tip_to_unlock", required=False),
-        "unlock_tier": choice(body, "unlock_tier", UNLOCK_TIERS, required=False),
-    }
-    price = fields["min_tip_to_unlock"]
-    if price is not None and price > MAX_UNLOCK_PRICE:
-        raise invalid("min_tip_to_unlock", f"min_tip_to_unlock may be at most {MAX_UNLOCK_PRICE}")
-    if fields["is_locked"] and price is None and fields["unlock_tier"] is None:
-        raise invalid("min_tip_to_unlock", "a locked post needs min_tip_to_unlock, unlock_tier or both")
-    if not fields["is_locked"]:
-        for name in ("min_tip_to_unlock", "unlock_tier"):
-            if fields[name] is not None:
-                raise invalid(name, f"{name} applies only to a locked post (is_locked: true)")
-    return fields
+class CommunityQuery(PageQuery):
+    creator_id: Uuid = None
+    joined: OneOf("true", "false") = Field("false", description="true: only communities the caller joined "
+                                                                 "(needs a login)")
+
+
+class PostIn(BaseModel):
+    """A new post: a text post needs body, any other type content_url."""
+
+    content_type: OneOf(*CONTENT_TYPES)
+    content_url: HttpUrl() | None = Field(None, validate_default=True,
+                                          description="http(s); required unless content_type is text")
+    body: Text(MAX_BODY_CHARS) | None = Field(None, validate_default=True,
+                                              description="the text of a text post (required there), or a caption")
+    is_locked: Flag = False
+    min_tip_to_unlock: Amount(MAX_UNLOCK_PRICE) | None = Field(
+        None, description="locked posts only: a tip of at least this unlocks it")
+    unlock_tier: OneOf(*UNLOCK_TIERS) | None = Field(
+        None, description="locked posts only: members of the community holding this tier read it")
+
+    @field_validator("content_url", "body")
+    @classmethod
+    def _required_by_type(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # No content_type in info.data: it was refused, and that error is the one answered.
+        kind = info.data.get("content_type")
+        if value is None and kind is not None and info.field_name == ("body" if kind == "text" else "content_url"):
+            refuse("is required")
+        return value
+
+    def columns(self) -> dict:
+        """The post's columns, once the rules across fields hold (each names the field to fix)."""
+        if self.is_locked and self.min_tip_to_unlock is None and self.unlock_tier is None:
+            raise invalid("min_tip_to_unlock", "a locked post needs min_tip_to_unlock, unlock_tier or both")
+        if not self.is_locked:
+            for name in ("min_tip_to_unlock", "unlock_tier"):
+                if getattr(self, name) is not None:
+                    raise invalid(name, f"{name} applies only to a locked post (is_locked: true)")
+        return self.model_dump()
+
+
+class Membership(BaseModel):
+    role: Literal[MEMBER_ROLES]
+    joined_at: datetime
+
+
+class Community(BaseModel):
+    """The community"""
+
+    id: Uuid
+    creator_id: Uuid
+    name: str
+    description: str | None
+    member_count: Annotated[int, Field(ge=0)]
+    created_at: datetime
+    membership: Membership | None = Field(description="the caller's membership; null when not a member")
+
+
+class CommunityMember(BaseModel):
+    """The membership"""
+
+    id: Uuid
+    community_id: Uuid
+    user_id: Uuid
+    role: Literal[MEMBER_ROLES]
+    joined_at: datetime
+
+
+class Post(BaseModel):
+    """The post"""
+
+    id: Uuid
+    community_id: Uuid
+    creator_id: Uuid
+    content_type: Literal[CONTENT_TYPES]
+    is_locked: bool
+    min_tip_to_unlock: Money | None
+    unlock_tier: Literal[UNLOCK_TIERS] | None
+    created_at: datetime
+    unlocked: bool = Field(description="whether the caller may read the content; when false, content_url and "
+                                       "body are absent")
+    content_url: str | None = None
+    body: str | None = None
 
 
 def _post(row: dict) -> dict:
@@ -93,50 +155,46 @@ async def _community(conn, community_id: str) -> dict:
     return row
 
 
-@routes.post("/v1/communities")
+@routes.post("/v1/communities", "Create a community (creator)", body=CommunityIn, responses={201: Community})
 async def create_community(request: web.Request) -> web.Response:
     who = (await caller(request)).require("creator")
-    fields = _community_fields(await read_json(request))
+    body = await parse(CommunityIn, request)
     async with as_user(request.app[PG_POOL], who.id) as conn:
         created = await (await conn.execute(
             "INSERT INTO communities (creator_id, name, description) VALUES (%(me)s, %(name)s, %(description)s)"
-            " RETURNING id", {**fields, "me": who.id},
+            " RETURNING id", {**body.model_dump(), "me": who.id},
         )).fetchone()
         row = await _community(conn, created["id"])
     return respond(row, 201)
 
 
-@routes.get("/v1/communities")
+@routes.get("/v1/communities", "Communities, newest first (public)", query=CommunityQuery,
+            responses={200: Page[Community]}, access="optional")
 async def list_communities(request: web.Request) -> web.Response:
     """Every community (public), newest first; ``creator_id`` filters, ``joined=true`` keeps the caller's."""
     who = await optional_caller(request)
-    size, after = limit(request), cursor(request)
+    query = parse_query(CommunityQuery, request)
     where, params = ["true"], {}
-    if "creator_id" in request.query:
-        creator_id = canonical_uuid(request.query["creator_id"])
-        if creator_id is None:
-            raise invalid("creator_id", "creator_id must be a UUID")
+    if query.creator_id is not None:
         where.append("creator_id = %(creator_id)s")
-        params["creator_id"] = creator_id
-    joined = request.query.get("joined", "false")
-    if joined not in ("true", "false"):
-        raise invalid("joined", "joined must be true or false")
-    if joined == "true":
+        params["creator_id"] = query.creator_id
+    if query.joined == "true":
         if who is None:
             raise ApiError(401, "unauthorized", "joined=true needs a login")
         where.append("id IN (SELECT community_id FROM community_members WHERE user_id = auth.uid())")
     async with as_user(request.app[PG_POOL], who.id if who else None) as conn:
-        return respond(await fetch_page(conn, COMMUNITY_SELECT, where, params, size, after))
+        return respond(await fetch_page(conn, COMMUNITY_SELECT, where, params, query))
 
 
-@routes.get("/v1/communities/{id}")
+@routes.get("/v1/communities/{id}", "One community (public)", responses={200: Community}, access="optional")
 async def get_community(request: web.Request) -> web.Response:
     who = await optional_caller(request)
     async with as_user(request.app[PG_POOL], who.id if who else None) as conn:
         return respond(await _community(conn, path_id(request)))
 
 
-@routes.post("/v1/communities/{id}/join")
+@routes.post("/v1/communities/{id}/join", "Join a community (free; repeating it is a no-op 200)",
+             responses={201: Community, 200: Community})
 async def join(request: web.Request) -> web.Response:
     """Join for free: 201 the first time, 200 with the same membership on a repeat (a safe retry)."""
     who = await caller(request)
@@ -154,7 +212,8 @@ async def join(request: web.Request) -> web.Response:
     return respond(row, 201 if inserted else 200)
 
 
-@routes.post("/v1/communities/{id}/leave")
+@routes.post("/v1/communities/{id}/leave", "Leave a community (a no-op when not a member)",
+             responses={200: Community})
 async def leave(request: web.Request) -> web.Response:
     """Leave: 200 with the community (``membership`` null) whether or not the caller was a member."""
     who = await caller(request)
@@ -166,17 +225,18 @@ async def leave(request: web.Request) -> web.Response:
         return respond(await _community(conn, community_id))
 
 
-@routes.get("/v1/communities/{id}/members")
+@routes.get("/v1/communities/{id}/members", "Members of a community, newest first (its creator)", query=PageQuery,
+            responses={200: Page[CommunityMember]})
 async def list_members(request: web.Request) -> web.Response:
-    """The community's members, newest first: its creator (and admins) only."""
+    """The community's members, newest first by ``joined_at``: its creator (and admins) only."""
     who = await caller(request)
     community_id = path_id(request)
-    size, after = limit(request), cursor(request)
-    params = {"c": community_id, "limit": size + 1}
+    query = parse_query(PageQuery, request)
+    params = {"c": community_id, "limit": query.limit + 1}
     where = "community_id = %(c)s"
-    if after is not None:
+    if query.cursor is not None:
         where += " AND (joined_at, id) < (%(after_at)s, %(after_id)s)"
-        params.update(after_at=after[0], after_id=after[1])
+        params.update(after_at=query.cursor[0], after_id=query.cursor[1])
     async with as_user(request.app[PG_POOL], who.id) as conn:
         community = await _community(conn, community_id)
         if str(community["creator_id"]) != who.id and not who.is_admin:
@@ -185,18 +245,16 @@ async def list_members(request: web.Request) -> web.Response:
             f"SELECT {MEMBER_COLUMNS} FROM community_members WHERE {where}"
             f" ORDER BY joined_at DESC, id DESC LIMIT %(limit)s", params,
         )).fetchall()
-    more = len(rows) > size
-    rows = rows[:size]
-    next_cursor = encode_cursor(rows[-1]["joined_at"], str(rows[-1]["id"])) if more else None
-    return respond({"items": rows, "next_cursor": next_cursor})
+    return respond(page(rows, query.limit, key="joined_at"))
 
 
-@routes.post("/v1/communities/{id}/posts")
+@routes.post("/v1/communities/{id}/posts", "Post in a community (its creator)", body=PostIn,
+             responses={201: Post})
 async def create_post(request: web.Request) -> web.Response:
     """The community's creator posts; anyone else is refused (403), here and by the database (0070, 0074)."""
     who = await caller(request)
     community_id = path_id(request)
-    fields = _post_fields(await read_json(request))
+    fields = (await parse(PostIn, request)).columns()
     async with as_user(request.app[PG_POOL], who.id) as conn:
         community = await _community(conn, community_id)
         if str(community["creator_id"]) != who.id:
@@ -211,19 +269,21 @@ async def create_post(request: web.Request) -> web.Response:
     return respond(_post(row), 201)
 
 
-@routes.get("/v1/communities/{id}/posts")
+@routes.get("/v1/communities/{id}/posts", "A community's posts, newest first; locked content only where unlocked",
+            query=PageQuery, responses={200: Page[Post]}, access="optional")
 async def list_posts(request: web.Request) -> web.Response:
     """The community's feed, newest first; each post carries its content only where the caller may read it."""
     who = await optional_caller(request)
     community_id = path_id(request)
-    size, after = limit(request), cursor(request)
+    query = parse_query(PageQuery, request)
     async with as_user(request.app[PG_POOL], who.id if who else None) as conn:
         await _community(conn, community_id)
-        found = await fetch_page(conn, POST_SELECT, ["community_id = %(c)s"], {"c": community_id}, size, after)
+        found = await fetch_page(conn, POST_SELECT, ["community_id = %(c)s"], {"c": community_id}, query)
     return respond({**found, "items": [_post(row) for row in found["items"]]})
 
 
-@routes.get("/v1/posts/{id}")
+@routes.get("/v1/posts/{id}", "One post; content_url and body absent unless the caller may read them",
+            responses={200: Post}, access="optional")
 async def get_post(request: web.Request) -> web.Response:
     who = await optional_caller(request)
     async with as_user(request.app[PG_POOL], who.id if who else None) as conn:
@@ -231,87 +291,3 @@ async def get_post(request: web.Request) -> web.Response:
     if row is None:
         raise not_found("post")
     return respond(_post(row))
-
-
-PUBLIC_OR_SIGNED_IN = [{}, {"bearer": []}, {"session": []}]
-MEMBERSHIP = oa.obj({"role": {"enum": list(MEMBER_ROLES)}, "joined_at": oa.TIMESTAMP}, ["role", "joined_at"])
-COMMUNITY = oa.obj({
-    "id": oa.UUID, "creator_id": oa.UUID, "name": {"type": "string"}, "description": oa.nullable({"type": "string"}),
-    "member_count": {"type": "integer", "minimum": 0}, "created_at": oa.TIMESTAMP,
-    "membership": {**oa.nullable(MEMBERSHIP), "description": "the caller's membership; null when not a member"},
-}, ["id", "creator_id", "name", "member_count", "created_at", "membership"])
-COMMUNITY_INPUT = oa.obj({
-    "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
-    "description": {"type": "string", "maxLength": MAX_DESCRIPTION_CHARS},
-}, ["name"])
-MEMBER = oa.obj({
-    "id": oa.UUID, "community_id": oa.UUID, "user_id": oa.UUID, "role": {"enum": list(MEMBER_ROLES)},
-    "joined_at": oa.TIMESTAMP,
-}, ["id", "community_id", "user_id", "role", "joined_at"])
-POST = oa.obj({
-    "id": oa.UUID, "community_id": oa.UUID, "creator_id": oa.UUID, "content_type": {"enum": list(CONTENT_TYPES)},
-    "is_locked": {"type": "boolean"}, "min_tip_to_unlock": oa.nullable(oa.MONEY),
-    "unlock_tier": oa.nullable({"enum": list(UNLOCK_TIERS)}), "created_at": oa.TIMESTAMP,
-    "unlocked": {"type": "boolean", "description": "whether the caller may read the content; when false, "
-                                                   "content_url and body are absent"},
-    "content_url": oa.nullable({"type": "string"}), "body": oa.nullable({"type": "string"}),
-}, ["id", "community_id", "creator_id", "content_type", "is_locked", "min_tip_to_unlock", "unlock_tier",
-    "created_at", "unlocked"])
-POST_INPUT = oa.obj({
-    "content_type": {"enum": list(CONTENT_TYPES)},
-    "content_url": {"type": "string", "format": "uri", "maxLength": 2048,
-                    "description": "http(s); required unless content_type is text"},
-    "body": {"type": "string", "minLength": 1, "maxLength": MAX_BODY_CHARS,
-             "description": "the text of a text post (required there), or a caption"},
-    "is_locked": {"type": "boolean", "default": False},
-    "min_tip_to_unlock": {**oa.AMOUNT, "description": "locked posts only: a tip of at least this unlocks it"},
-    "unlock_tier": {"enum": list(UNLOCK_TIERS),
-                    "description": "locked posts only: members of the community holding this tier read it"},
-}, ["content_type"])
-ID = [oa.path_param()]
-LIST_PARAMS = [
-    *oa.PAGE_PARAMS,
-    {"name": "creator_id", "in": "query", "required": False, "schema": {"type": "string", "format": "uuid"}},
-    {"name": "joined", "in": "query", "required": False, "schema": {"enum": ["true", "false"]},
-     "description": "true: only communities the caller joined (needs a login)"},
-]
-
-
-def _public(op: dict) -> dict:
-    return {**op, "security": PUBLIC_OR_SIGNED_IN}
-
-
-OPENAPI = {
-    "/v1/communities": {
-        "post": oa.operation("Create a community (creator)", {"201": oa.json_response("the community", COMMUNITY)},
-                             body=oa.json_body(COMMUNITY_INPUT)),
-        "get": _public(oa.operation("Communities, newest first (public)",
-                                    {"200": oa.json_response("communities", oa.page_of(COMMUNITY))},
-                                    parameters=LIST_PARAMS)),
-    },
-    "/v1/communities/{id}": {
-        "get": _public(oa.operation("One community (public)", {"200": oa.json_response("the community", COMMUNITY)},
-                                    parameters=ID)),
-    },
-    "/v1/communities/{id}/join": {"post": oa.operation(
-        "Join a community (free; repeating it is a no-op 200)",
-        {"201": oa.json_response("the community, joined", COMMUNITY),
-         "200": oa.json_response("the community; the caller was already a member", COMMUNITY)}, parameters=ID)},
-    "/v1/communities/{id}/leave": {"post": oa.operation(
-        "Leave a community (a no-op when not a member)",
-        {"200": oa.json_response("the community, membership null", COMMUNITY)}, parameters=ID)},
-    "/v1/communities/{id}/members": {"get": oa.operation(
-        "Members of a community, newest first (its creator)",
-        {"200": oa.json_response("members", oa.page_of(MEMBER))}, parameters=[*ID, *oa.PAGE_PARAMS])},
-    "/v1/communities/{id}/posts": {
-        "post": oa.operation("Post in a community (its creator)", {"201": oa.json_response("the post", POST)},
-                             body=oa.json_body(POST_INPUT), parameters=ID),
-        "get": _public(oa.operation("A community's posts, newest first; locked content only where unlocked",
-                                    {"200": oa.json_response("posts", oa.page_of(POST))},
-                                    parameters=[*ID, *oa.PAGE_PARAMS])),
-    },
-    "/v1/posts/{id}": {
-        "get": _public(oa.operation("One post; content_url and body absent unless the caller may read them",
-                                    {"200": oa.json_response("the post", POST)}, parameters=ID)),
-    },
-}

@@ -11,21 +11,35 @@ is 409: nothing is paid twice, and the caller learns it did not run.
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
+from oros.httperrors import ApiError, conflict
 from oros.settings import STRIPE_API_KEY
+from oros.wire import Money
 
-from . import openapi as oa
 from .admin import owner_job
-from .errors import ApiError, conflict
 from .payload import respond
+from .routing import Routes
 from .typedefs import SETTINGS
 
-routes = web.RouteTableDef()
+routes = Routes()
+Count = Annotated[int, Field(ge=0)]
 
 
-@routes.post("/v1/admin/payouts")
+class PayoutRun(BaseModel):
+    """What this run did"""
+
+    paid: Count
+    failed: Count
+    deferred: Count
+    amount_paid: Money
+
+
+@routes.post("/v1/admin/payouts", "Pay the requested withdrawals now (the payout job, once): Stripe transfers, "
+             "each withdrawal at most once", responses={200: PayoutRun})
 async def pay_now(request: web.Request) -> web.Response:
     jobs = await owner_job(request, "oros payouts --once")
     settings = request.app[SETTINGS]
@@ -36,13 +50,3 @@ async def pay_now(request: web.Request) -> web.Response:
         raise conflict("payouts_running", "a payout run is already in progress; its results show in the list shortly")
     return respond(result)
 
-
-_COUNT = {"type": "integer", "minimum": 0}
-
-OPENAPI = {
-    "/v1/admin/payouts": {"post": oa.operation(
-        "Pay the requested withdrawals now (the payout job, once): Stripe transfers, each withdrawal at most once",
-        {"200": oa.json_response("what this run did", oa.obj(
-            {"paid": _COUNT, "failed": _COUNT, "deferred": _COUNT, "amount_paid": oa.MONEY},
-            ["paid", "failed", "deferred", "amount_paid"]))})},
-}

@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from admin_api.app import create_app
-from admin_api.payload import encode_cursor
+from admin_api.pages import encode_cursor
 from settler.jobs import OWNER_JOBS
 
 from admin_flows import assert_error
@@ -151,6 +151,9 @@ async def test_post_input_is_checked_field_by_field(api, make_user):
         ({"content_type": "audio", "content_url": SECRET_URL}, "content_type"),
         ({"content_type": "image"}, "content_url"),
         ({"content_type": "text"}, "body"),
+        # The first offending field in the order checked: a missing content_url before a bad is_locked.
+        ({"content_type": "image", "is_locked": "yes"}, "content_url"),
+        ({"content_type": "text", "content_url": None, "unlock_tier": "creator_pro"}, "body"),
         ({"content_type": "text", "body": "   "}, "body"),
         ({"content_type": "text", "body": "x" * 20001}, "body"),
         ({"content_type": "text", "body": "nul\x00byte"}, "body"),
