@@ -3,7 +3,8 @@
 ``oros ingest [--once] [--metrics-port 9101] [--consumer NAME]`` migrates ClickHouse, then drains
 the stream until SIGINT/SIGTERM (or once), serving ``/metrics`` and
 ``/healthz``. ``--dead-letters`` lists them, ``--replay-dead-letters [ID ...]``
-re-queues those that would insert now (all of them without ids), and
+re-queues those that would insert now (all of them without ids; with
+``--restamp``, stamped at the time Redis accepted them), and
 ``--drop-dead-letters ID ...`` deletes them; these need only Redis.
 """
 
@@ -80,17 +81,18 @@ def run_list_dead_letters(settings: Settings, *, limit: int) -> int:
     return 0
 
 
-def run_replay_dead_letters(settings: Settings, ids: list[str]) -> int:
-    """``oros ingest --replay-dead-letters [ID ...]``: exit 1 if a named letter is missing or stays."""
+def run_replay_dead_letters(settings: Settings, ids: list[str], *, restamp: bool = False) -> int:
+    """``oros ingest --replay-dead-letters [ID ...] [--restamp]``: exit 1 if a named letter is missing or stays."""
     async def work(redis):
         letters = await deadletter.read(redis, settings.keys, ids=ids or None)
-        return letters, await deadletter.replay(redis, settings.keys, letters)
+        return letters, await deadletter.replay(redis, settings.keys, letters, restamped=restamp)
 
     letters, replayed = asyncio.run(_with_redis(settings, work))
     done = {letter.id for letter in replayed}
     for letter in letters:
         if letter.id not in done:
-            print(f"{letter.id} stays: {deadletter.why_not_replayable(letter)}", file=sys.stderr)
+            why = deadletter.why_not_replayable(deadletter.restamp(letter) if restamp else letter)
+            print(f"{letter.id} stays: {why}", file=sys.stderr)
     missing = sorted(set(ids) - {letter.id for letter in letters})
     for letter_id in missing:
         print(f"{letter_id}: no such dead letter", file=sys.stderr)

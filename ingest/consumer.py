@@ -22,7 +22,11 @@ judge: O(log n) inserts per bad entry, each bad one dead-lettered with the
 reason ClickHouse gave, every good one inserted. When ClickHouse is
 unavailable the batch stays pending and is retried from memory with
 backoff (a re-read would count as a redelivery), however long it takes:
-an outage never dead-letters anything.
+an outage never dead-letters anything. Retries are counted per batch: from
+the ``probe_after``-th on, each failure is followed by a probe; if
+ClickHouse takes a row it already holds but not this batch, the batch is to
+blame whatever its error code said, and it is split as refused data (each
+entry that still fails alone is blamed only after another probe passes).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from . import deadletter
 from .enrich import Enricher
 from .metrics import IngestMetrics
 from .rows import InvalidEvent, NotWireFormat, check
-from .writer import BatchRefused, BatchWriter, ClickHouseUnavailable
+from .writer import BatchRefused, BatchWriter, ClickHouseUnavailable, Probe, probe
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,9 @@ class Ingester:
     :param max_deliveries: a claimed entry delivered more often than this is
         inserted alone; if an ingester dies while inserting it alone, the
         next one dead-letters it (a poison that kills consumers).
+    :param probe_after: a batch that failed this many times in a row as "unavailable" is
+        probed for after each failure (``writer.probe``): if ClickHouse takes other inserts,
+        the batch is split as refused data.
     :param enrich: add country, device, browser, OS, referrer host and the IP hash
         (``ingest.enrich``); off only for the benchmark's baseline.
     """
@@ -89,6 +96,7 @@ class Ingester:
         max_deliveries: int = 5,
         retry_s: float = 1.0,
         max_retry_s: float = 30.0,
+        probe_after: int = 3,
         metrics: IngestMetrics | None = None,
         enrich: bool = True,
     ) -> None:
@@ -100,12 +108,14 @@ class Ingester:
         self.max_deliveries = max_deliveries
         self.retry_s = retry_s
         self.max_retry_s = max_retry_s
+        self.probe_after = probe_after
         self.metrics = metrics or IngestMetrics()
         self.enricher = Enricher(settings) if enrich else None
         self.redis = redis_client(settings)
         self.shards = [ShardConsumer(self, shard) for shard in settings.keys.shards]
         self._lags: dict[int, tuple[int | None, float | None]] = {}  # shard -> (entries, seconds)
         self._unavailable_since: dict[int, float] = {}  # shard -> when its inserts began to fail
+        self._batch_retries: dict[int, int] = {}  # shard -> failed attempts in a row of its waiting batch
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -113,7 +123,8 @@ class Ingester:
     async def drain_once(self) -> int:
         """Insert everything in every shard now (and whatever idle consumers left pending); return rows.
 
-        Raises ``ClickHouseUnavailable`` (or a Redis error) instead of waiting.
+        Raises ``ClickHouseUnavailable`` (or a Redis error) instead of waiting, unless a probe finds
+        ClickHouse taking other inserts: then the failing batch is split as refused data at once.
         """
         total = 0
         for shard in self.shards:
@@ -132,6 +143,11 @@ class Ingester:
         else:
             self._unavailable_since.pop(shard, None)
         self.metrics.unavailable_since.set(min(self._unavailable_since.values(), default=0))
+
+    def report_retries(self, shard: int, failures: int) -> None:
+        """Failed attempts in a row of one shard's waiting batch: the gauge shows the most of any shard."""
+        self._batch_retries[shard] = failures
+        self.metrics.batch_retries.set(max(self._batch_retries.values()))
 
     def report_lag(self, shard: int, *, entries: int | None = None, seconds: float | None = None) -> None:
         """One shard's lag: the gauges show the shards' total entries and their oldest batch's age."""
@@ -152,6 +168,8 @@ class ShardConsumer:
         self.batch_size, self.block_ms = ingester.batch_size, ingester.block_ms
         self.claim_idle_ms, self.max_deliveries = ingester.claim_idle_ms, ingester.max_deliveries
         self.retry_s, self.max_retry_s = ingester.retry_s, ingester.max_retry_s
+        self.probe_after = ingester.probe_after
+        self._known_good: bytes | None = None  # this shard's last entry inserted: what a probe inserts again
         self._enriched: dict[bytes, bytes] = {}  # entry id -> line, made while the previous batch inserts
         self._group_ready = False
 
@@ -168,14 +186,19 @@ class ShardConsumer:
     async def drain_once(self) -> int:
         """Insert everything in this shard now (and whatever idle consumers left pending); return rows."""
         await self._ensure_group()
-        total = 0
+        total, blamed = 0, False
         entries = await self._next(block_ms=None)
         while entries:
             try:
-                inserted, entries = await self._insert_and_read(entries)
+                inserted, entries = await self._insert_and_read(entries, blamed=blamed)
             except Interrupted as exc:
-                raise exc.__cause__ from None
+                # No retries to count here: a failure ClickHouse's probe does not explain is raised at once.
+                if blamed or not await self._to_blame(exc.__cause__):
+                    raise exc.__cause__ from None
+                entries, blamed = exc.pending, True
+                continue
             total += inserted
+            blamed = False
             entries = entries or await self._next(block_ms=None)
         return total
 
@@ -183,14 +206,16 @@ class ShardConsumer:
         """Drain until ``stop`` is set; a failed batch is retried from memory, with backoff."""
         await self._ensure_group()
         entries: list = []
-        failures = 0
+        failures = 0  # in a row, of the batch in ``entries``
+        blamed = False
         while not stop.is_set():
             try:
                 entries = entries or await self._next(block_ms=self.block_ms)
                 if entries:
                     # No reading ahead while retrying: an outage must not pull the backlog into memory.
-                    _, entries = await self._insert_and_read(entries, read_ahead=not failures)
-                failures = 0
+                    _, entries = await self._insert_and_read(entries, read_ahead=not failures, blamed=blamed)
+                failures, blamed = 0, False
+                self.ingester.report_retries(self.shard.number, 0)
                 self.ingester.report_unavailable(self.shard.number, False)
                 continue
             except Interrupted as exc:
@@ -198,13 +223,19 @@ class ShardConsumer:
                 cause = exc.__cause__
             except Exception as exc:  # noqa: BLE001 - Redis down or a bug: the loop must outlive it
                 cause = exc
-            failures += 1
+            failures, blamed = failures + 1, False
+            self.ingester.report_retries(self.shard.number, failures)
             delay = min(self.retry_s * 2 ** min(failures - 1, 16), self.max_retry_s)
             if isinstance(cause, ClickHouseUnavailable):
                 self.metrics.retries.inc()
                 self.ingester.report_unavailable(self.shard.number, True)
                 log.warning("ClickHouse unavailable; %d entries of shard %d wait, retry %d in %.1fs: %s",
                             len(entries), self.shard.number, failures, delay, str(cause)[:300])
+                blamed = failures >= self.probe_after and await self._to_blame(cause)
+                if blamed:
+                    log.warning("ClickHouse takes other inserts but not shard %d's batch of %d, failed %d times: "
+                                "splitting it as refused data", self.shard.number, len(entries), failures)
+                    continue
             else:
                 log.error("ingest pass of shard %d failed; retry %d in %.1fs", self.shard.number, failures, delay,
                           exc_info=cause)
@@ -220,14 +251,16 @@ class ShardConsumer:
         """
         return await self._own_pending() or await self._claim() or await self._read(block_ms=block_ms)
 
-    async def _insert_and_read(self, entries: list, *, read_ahead: bool = True) -> tuple[int, list]:
+    async def _insert_and_read(self, entries: list, *, read_ahead: bool = True,
+                               blamed: bool = False) -> tuple[int, list]:
         """Insert ``entries`` while reading the next new ones: ClickHouse and Redis work overlap.
 
         If either fails, ``Interrupted`` carries what is still to do (the next entries were read,
-        so they are ours and pending; keeping them in memory spares a redelivery).
+        so they are ours and pending; keeping them in memory spares a redelivery). ``blamed``: a
+        probe found the batch to blame, so it is split at once.
         """
         settled: set[bytes] = set()
-        insert = asyncio.create_task(self._insert(entries, settled))
+        insert = asyncio.create_task(self._insert(entries, settled, blamed=blamed))
         following: list = []
         failure: Exception | None = None
         try:
@@ -334,11 +367,12 @@ class ShardConsumer:
         finally:
             await self.redis.hdel(self.shard.ingest_suspects, entry[0])
 
-    async def _insert(self, entries: list, settled: set[bytes]) -> int:
+    async def _insert(self, entries: list, settled: set[bytes], *, blamed: bool = False) -> int:
         """Insert ``entries`` and acknowledge them; dead-letter what can never insert; return rows.
 
         ``settled`` collects the ids inserted or dead-lettered so far, so a failure part way
         leaves the caller knowing what is still to do. ``ClickHouseUnavailable`` propagates.
+        ``blamed``: skip the one insert that failed before, and split.
         """
         ids = [entry_id for entry_id, _ in entries]
         raws = [fields.get(STREAM_FIELD) for _, fields in entries]
@@ -349,6 +383,8 @@ class ShardConsumer:
             if not ids:
                 return 0
         lines = self._lines(ids, raws)
+        if blamed:
+            return await self._isolate(ids, raws, lines, settled, blamed=True)
         try:
             return await self._write(ids, lines, settled)
         except BatchRefused as exc:
@@ -356,15 +392,19 @@ class ShardConsumer:
             return await self._isolate(ids, raws, lines, settled)
 
     async def _write(self, ids: list[bytes], raws: list[bytes], settled: set[bytes]) -> int:
-        writer = BatchWriter(self.settings, self.metrics)
+        writer = BatchWriter(self.settings, self.metrics, stream=self.shard.stream)
         writer.extend(ids, raws)
         await asyncio.to_thread(writer.close)
+        self._known_good = raws[-1]
         return await self._acked(ids, settled)
 
-    async def _isolate(self, ids: list[bytes], raws: list[bytes], lines: list[bytes], settled: set[bytes]) -> int:
+    async def _isolate(self, ids: list[bytes], raws: list[bytes], lines: list[bytes], settled: set[bytes], *,
+                       blamed: bool = False) -> int:
         """Insert the good entries of a refused batch, dead-letter the bad ones; return rows inserted.
 
         ``lines`` are the entries as inserted (enriched), ``raws`` as the stream holds them.
+        ``blamed``: a part that fails as "unavailable" is split too (or, alone, dead-lettered) while
+        a probe shows ClickHouse taking other inserts; when it does not, the outage propagates.
         """
         invalid, rest, originals = [], ([], []), {}
         for entry_id, raw, line in zip(ids, raws, lines):
@@ -396,7 +436,25 @@ class ShardConsumer:
                     await self._dead_letter([dead], settled)
                 else:
                     raise ClickHouseUnavailable(exc.reason) from exc
+            except ClickHouseUnavailable as exc:
+                if not blamed or not await self._to_blame(exc):
+                    raise
+                if len(part_ids) > 1:
+                    parts += _halves((part_ids, part_lines))
+                else:
+                    reason = f"{exc.reason} (ClickHouse took other inserts meanwhile)"
+                    await self._dead_letter([(part_ids[0], {STREAM_FIELD: originals[part_ids[0]]}, "refused", reason)],
+                                            settled)
         return inserted
+
+    async def _to_blame(self, failure: BaseException | None) -> bool:
+        """Whether a batch that failed with ``failure`` is to blame: ClickHouse takes a row it holds
+        (or, holding none, answers, and the failure's code is no known outage)."""
+        if not isinstance(failure, ClickHouseUnavailable):
+            return False
+        found = await asyncio.to_thread(probe, self.settings, self._known_good)
+        self.metrics.probes.labels(found.value).inc()
+        return found is Probe.TAKES_INSERTS or (found is Probe.ANSWERS and not failure.explained)
 
     async def _dead_letter(self, dead: list, settled: set[bytes]) -> None:
         if not dead:

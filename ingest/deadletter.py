@@ -9,7 +9,10 @@ entry is either pending, inserted, or dead-lettered, never two of them.
 
 An operator fixes a dead letter by fixing what refused it (a code or schema
 change) and replaying it as it is, or drops it; dead letters are never
-edited. A replay checks the event again (``rows.check``) and re-queues it
+edited. One fix is made on replay: ``restamp`` sets the event's ``ts_ms``
+to when Redis accepted the entry (the ms of its original stream id), for a
+tracker whose clock was wrong, and records the old value in the event's
+metadata. A replay checks the event again (``rows.check``) and re-queues it
 through the normal stream; the event keeps its id, so a replay of something
 already inserted collapses downstream.
 
@@ -20,15 +23,19 @@ operator's id of such a letter is ``<shard>:<its stream id>``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+import orjson
 from redis.asyncio import Redis
 
-from oros.events import STREAM_FIELD
+from oros.events import STREAM_FIELD, Event
 from oros.keys import Keys, StreamShard
 
 from .rows import InvalidEvent, NotWireFormat, check
+
+# The metadata key a restamped event keeps its old time under: {"ts_ms": old, "stream_id": original id}.
+RESTAMPED = "restamped"
 
 
 @dataclass(frozen=True)
@@ -113,8 +120,31 @@ def why_not_replayable(letter: DeadLetter) -> str | None:
     return None
 
 
-async def replay(redis: Redis, keys: Keys, letters: list[DeadLetter]) -> list[DeadLetter]:
-    """Re-queue each letter's event to the stream and remove the letter, atomically; return those re-queued."""
+def restamp(letter: DeadLetter) -> DeadLetter:
+    """The letter with its event stamped at the time Redis accepted it (its original stream id's ms).
+
+    The event's old ``ts_ms`` and that stream id go into its metadata under ``RESTAMPED``, so the
+    event says it was moved. An event that is not in the wire format comes back unchanged (it is
+    not replayed anyway).
+    """
+    try:
+        stream_ms = int(letter.entry_id.split("-")[0])
+        event = Event.decode(letter.event)
+        if not isinstance(event.metadata, dict) or not isinstance(event.ts_ms, int):
+            return letter
+    except (TypeError, ValueError, orjson.JSONDecodeError):
+        return letter
+    metadata = {**event.metadata, RESTAMPED: {"ts_ms": event.ts_ms, "stream_id": letter.entry_id}}
+    return replace(letter, event=replace(event, ts_ms=stream_ms, metadata=metadata).encode())
+
+
+async def replay(redis: Redis, keys: Keys, letters: list[DeadLetter], *, restamped: bool = False) -> list[DeadLetter]:
+    """Re-queue each letter's event to the stream and remove the letter, atomically; return those re-queued.
+
+    ``restamped``: each event is re-queued as ``restamp`` makes it (the letter is removed all the same).
+    """
+    if restamped:
+        letters = [restamp(letter) for letter in letters]
     replayable = [letter for letter in letters if why_not_replayable(letter) is None]
     for letter in replayable:
         shard = keys.shard(letter.shard)  # back to its own shard: one slot for the MULTI

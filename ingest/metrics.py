@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 # ClickHouse hold), "refused" (ClickHouse refused it alone), "crashed" (an ingester died inserting it alone).
 DEAD_CLASSES = ("invalid", "refused", "crashed")
 INSERT_OUTCOMES = ("ok", "refused", "unavailable")
+PROBE_OUTCOMES = ("takes_inserts", "answers", "fails")  # writer.Probe
 HOST = "0.0.0.0"
 
 
@@ -38,6 +39,11 @@ class IngestMetrics:
         self.inserts = Counter("oros_ingest_inserts", "ClickHouse inserts, by outcome", ["outcome"], registry=r)
         self.retries = Counter("oros_ingest_retries", "Batches retried from memory after ClickHouse was unavailable",
                                registry=r)
+        self.batch_retries = Gauge(
+            "oros_ingest_batch_retries",
+            "Failed attempts in a row of the batch now waiting, the most of any shard; 0 when none waits", registry=r)
+        self.probes = Counter("oros_ingest_probes", "Probes of whether ClickHouse takes inserts while a batch fails, "
+                              "by what they found", ["outcome"], registry=r)
         self.batch_seconds = Histogram("oros_ingest_batch_seconds", "ClickHouse insert latency per insert",
                                        registry=r)
         self.lag_entries = Gauge("oros_ingest_lag_entries", "Stream entries not yet delivered to the consumer group",
@@ -51,6 +57,8 @@ class IngestMetrics:
             self.dead.labels(reason)
         for outcome in INSERT_OUTCOMES:
             self.inserts.labels(outcome)
+        for outcome in PROBE_OUTCOMES:
+            self.probes.labels(outcome)
 
     def collect(self):
         return self.registry.collect()
@@ -65,6 +73,7 @@ class IngestMetrics:
             "status": "degraded" if since else "ok",
             "clickhouse": "unavailable" if since else "ok",
             "unavailable_for_s": round(time.time() - since, 1) if since else 0,
+            "batch_retries": int(self.value("oros_ingest_batch_retries")),
             "lag_entries": int(self.value("oros_ingest_lag_entries")),
         }
 

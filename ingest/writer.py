@@ -5,15 +5,19 @@ parses and types it far faster than Python could build columns, and the
 table derives ``ts`` and checks every constraint. A failed insert is told
 apart by ClickHouse's error code: ``BatchRefused`` (the data: some entry
 cannot insert, or the batch as a whole cannot) or ``ClickHouseUnavailable``
-(anything else: down, overloaded, missing table); the consumer splits the
-first and retries the second as it is.
+(anything else: down, overloaded, missing table, or a code we cannot
+explain); the consumer splits the first and retries the second as it is.
+A batch that keeps failing while ``probe`` shows ClickHouse taking other
+inserts is to blame after all, whatever the code said (docs/ingest.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 import time
+import uuid
 from collections.abc import Iterable
 
 from clickhouse_connect.driver.exceptions import ClickHouseError, scrub_error_details
@@ -32,9 +36,17 @@ JSON_SETTINGS = {
     "input_format_skip_unknown_fields": 1,  # a newer edge may add fields
     "input_format_null_as_default": 1,
 }
-# Errors one entry's data can cause (parse, type, range, constraint): the batch has bad data.
+# Errors one entry's data can cause (parse, type, range, constraint, nesting): the batch has bad data.
 ROW_ERRORS = frozenset({
-    6, 25, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349, 376, 407, 467, 469, 691,
+    6, 19, 25, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 128, 130, 131, 306, 321, 346, 349, 376, 407,
+    441, 467, 469, 546, 563, 632, 675, 676, 691,
+})
+# Errors that say ClickHouse takes no insert now, whatever the data: missing database or table,
+# timeouts, the network, memory, read-only, disk, Keeper, overload, access. Only a probe that
+# inserts a row can blame a batch that fails with one of these (see ``probe``).
+OUTAGE_ERRORS = frozenset({
+    60, 81, 159, 164, 173, 202, 203, 209, 210, 225, 236, 241, 242, 243, 244, 279, 319, 364, 394, 425, 497,
+    516, 735, 749, 762, 774, 776, 777, 778, 999, 1019, 1020,
 })
 # TOO_MANY_PARTS: more partitions (months of ts) in one insert than ClickHouse allows; smaller parts
 # insert, so the batch is split, but no single entry is to blame (nor is it when the server is
@@ -46,7 +58,17 @@ REASON_CHARS = 600
 
 
 class ClickHouseUnavailable(Exception):
-    """ClickHouse did not take a batch for a reason of its own: retry the same batch later."""
+    """ClickHouse did not take a batch for a reason of its own: retry the same batch later.
+
+    ``explained``: no code (the connection) or one of ``OUTAGE_ERRORS``; otherwise ClickHouse gave
+    a code that names neither the data nor an outage.
+    """
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+        self.explained = code is None or code in OUTAGE_ERRORS
 
 
 class BatchRefused(Exception):
@@ -72,20 +94,59 @@ def classify(exc: Exception) -> Exception:
         return BatchRefused(reason, row_level=True)
     if code in BATCH_ERRORS:
         return BatchRefused(reason, row_level=False)
-    return ClickHouseUnavailable(reason)
+    return ClickHouseUnavailable(reason, code)
+
+
+class Probe(enum.Enum):
+    """What ``probe`` found ClickHouse doing."""
+
+    TAKES_INSERTS = "takes_inserts"  # a row it holds went in again
+    ANSWERS = "answers"  # it answers and has the table, but holds no row to insert again
+    FAILS = "fails"
+
+
+# A row ClickHouse holds, as ingest inserts it (ts_ms is the EPHEMERAL column ts derives from).
+HELD_ROW_SQL = """
+SELECT toUnixTimestamp64Milli(ts) AS ts_ms, * EXCEPT (ts, ingested_at) FROM events LIMIT 1
+SETTINGS output_format_json_quote_64bit_integers = 0, output_format_json_quote_decimals = 1
+"""
+
+
+def probe(settings: Settings, known_good: bytes | None) -> Probe:
+    """Whether ClickHouse takes an insert into events now, data aside.
+
+    ``known_good`` (an entry inserted before), else a row read back from the table, is inserted
+    again the way every batch is (same table, constraints and materialized views), under a
+    deduplication token of its own so that it is really written. It collapses with its twin: the
+    table replaces by event id, the settler reads one row per id and reports read ``FINAL``.
+    """
+    try:
+        client = clickhouse_client(settings)  # making one may fail already (chDB: a missing database)
+        line = known_good or client.raw_query(HELD_ROW_SQL, fmt="JSONEachRow").strip()
+        if not line:
+            return Probe.ANSWERS
+        client.raw_insert("events", list(JSON_COLUMNS), insert_block=line, fmt="JSONEachRow",
+                          settings={**JSON_SETTINGS, "insert_deduplication_token": f"probe:{uuid.uuid4()}"})
+    except (ClickHouseError, OSError):
+        return Probe.FAILS
+    return Probe.TAKES_INSERTS
 
 
 class BatchWriter:
     """One insert of stream entries (or of events, to seed ClickHouse without the stream).
 
     ``key`` is the entry's stream id (for events, their id): the insert's
-    deduplication token names the first, the last and the count, so the same
-    entries inserted again after a crash are dropped by ClickHouse.
+    deduplication token names ``stream``, the first, the last and the count, so
+    the same entries inserted again after a crash are dropped by ClickHouse.
+    ``stream`` is the stream (shard) the ids are of: each shard numbers its
+    entries on its own, so two shards' batches may have the same ids, and
+    ClickHouse would drop the second as a repeat of the first.
     """
 
-    def __init__(self, settings: Settings, metrics: IngestMetrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: IngestMetrics | None = None, *, stream: str = "") -> None:
         self.settings = settings
         self.metrics = metrics
+        self.stream = stream
         self.keys: list[bytes] = []
         self.raws: list[bytes] = []
         self.closed = False
@@ -111,7 +172,7 @@ class BatchWriter:
         if not self.keys:
             return
         started = time.perf_counter()
-        token = f"{self.keys[0].decode()}:{self.keys[-1].decode()}:{len(self.keys)}"
+        token = f"{self.stream}:{self.keys[0].decode()}:{self.keys[-1].decode()}:{len(self.keys)}"
         try:
             clickhouse_client(self.settings).raw_insert(
                 "events", list(JSON_COLUMNS), insert_block=b"\n".join(self.raws), fmt="JSONEachRow",

@@ -1,9 +1,9 @@
 """The chaos run: the whole stack as separate processes, real traffic, faults at random moments, then the books.
 
-    .venv/bin/python loadtests/chaos.py [--duration 60] [--seed N] [--rate 400] [--fault-every 4]
+    .venv/bin/python loadtests/chaos.py [--duration 60] [--seed N] [--rate 400] [--fault-every 4] [--timeout S]
 
 It starts, each as its own process (and process group): a redis-server of
-its own on a free port (AOF, fsync every second, as docker-compose runs it),
+its own on a free port (AOF, fsync before every reply, as docker-compose runs it),
 ClickHouse (the chDB engine in ``loadtests/chdb_server.py``, which serves
 ClickHouse's HTTP interface: chDB opens a directory from one process only, so
 this is the one owner, and every ``oros`` process is an HTTP client of it, as
@@ -12,7 +12,12 @@ settler`` (settle every 2 s, reconcile every 10 s) and ``oros admin``, against
 a Postgres database it creates on ``DATABASE_URL``'s server (else
 127.0.0.1:5432) and drops at the end. It plays the orchestrator too: like
 docker-compose's ``restart: unless-stopped`` it restarts any of them that
-exits.
+exits. None outlives it: SIGTERM or SIGINT (or ``--timeout``) stops every
+process, drops the database and removes the work directory, and each child
+is SIGKILLed by the kernel if this process dies without that (SIGKILL;
+``PR_SET_PDEATHSIG``, as ``oros tracker`` does for its workers). What such a
+death leaves (the database, the work directory) the next run on the
+machine removes as it starts.
 
 Through the admin API it signs up businesses and creators, and makes click,
 conversion and sale campaigns, each creator's links on each. Then, for
@@ -24,18 +29,31 @@ little after a human's click (retried on 503, as a business would), some
 posted twice; refunds of some acknowledged sales. Meanwhile, at random moments
 (every ``--fault-every`` seconds on average) it SIGKILLs a tracker worker,
 ingest or the settler, stops Redis (SIGTERM, as an operator or a redeploy
-does) and starts it again, or SIGKILLs ClickHouse and starts it again.
+does) or SIGKILLs it (a crash) and starts it again, or SIGKILLs ClickHouse
+and starts it again.
 
 Then it drains (every spool replayed, the stream acknowledged, every
 ClickHouse event decided by the settler), runs ``oros reconcile``, compares
 what the tracker acknowledged with ClickHouse and what should be paid with
 the ledger, and prints one line:
 
-    chaos: 412,880 acked clicks, 412,880 in ClickHouse, 0 lost; billable paid exactly once (37,120); reconcile ok; 23 faults injected
+    chaos: 24,000 clicks attempted, 23,990 sent, 23,975 acked (99.9%), 0 shed (503/429), 15 failed (no answer),
+    0 refused, 10 unsent (driver at its limit); unacked within bounds (worst: kill_tracker_worker 0.4% of 3,200,
+    bound 25.0%); 23,975 in ClickHouse, 0 lost; billable paid exactly once (9,120); reconcile ok; 23 faults injected
 
-Exit status 1 on any loss, double or missing payment, or failed reconcile.
+(one line), after one that splits the unacknowledged clicks by the fault
+under way when they were due. Exit status 1 on any loss, double or missing
+payment, failed reconcile, more clicks answered 503 or 429 than
+``SHED_BOUND`` of those sent, or more unacknowledged clicks during a kind of
+fault (or during none) than its ``UNACKED_BOUNDS`` share; 143 when
+interrupted.
 
-What counts. *Acked*: a redirect answered 302 (its ``oros_cid`` is the event
+What counts. *Attempted*: the clicks the clock called for (``--rate`` a
+second); *sent*: those the driver sent (it holds at most ``WAITING_S``
+seconds' worth waiting for an answer: a stack that stops answering makes it
+skip the rest, *unsent*).
+*Shed*: answered 503 or 429; *failed*: no answer (connection refused or
+reset, timeout); *refused*: any other status. *Acked*: a redirect answered 302 (its ``oros_cid`` is the event
 id), a conversion, sale or refund answered 202 (its ``event_id``) or 200
 ``duplicate`` (the order was recorded before: its ``event_id``). *Lost*: acked
 but not in ClickHouse after the drain. *Billable*: on a click campaign the
@@ -52,6 +70,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import os
 import random
 import secrets
@@ -62,6 +81,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
+from bisect import bisect_right
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -79,12 +100,35 @@ PYTHON = sys.executable
 PASSWORD = "chaos-run-password"
 PREFIX = "chaos:"
 CH_DATABASE = "chaos"
-PROCESS_STOP_S = 20
+PROCESS_STOP_S = 15  # more than the tracker's drain (10 s)
 OUTAGE_S = {"redis": (1.0, 4.0), "clickhouse": (1.0, 6.0)}
 RESTART_DELAY_S = (0.2, 2.0)  # the orchestrator's delay before it restarts a killed process
-FAULTS = ("kill_tracker_worker", "kill_ingest", "kill_settler", "stop_redis", "stop_clickhouse")
+FAULTS = ("kill_tracker_worker", "kill_ingest", "kill_settler", "stop_redis", "kill_redis", "stop_clickhouse")
 DRAIN_TIMEOUT_S = 300
-IN_FLIGHT = 96
+# After a fault (a kill, or the end of an outage), how long a click may still fail because of it:
+# a killed worker's keep-alive connections and queued accepts, a restart.
+AFTERMATH_S = {"kill_tracker_worker": 5.0, "kill_ingest": 3.0, "kill_settler": 3.0, "stop_redis": 3.0,
+               "kill_redis": 3.0, "stop_clickhouse": 3.0}
+# The largest share of the clicks sent during a fault (from its start to its aftermath's end) that may
+# go unacknowledged; "none": while no fault is under way. A click during several faults counts
+# against the most lenient. Only a tracker worker's death may cost clicks: its connections die with
+# it. Redis down costs none (the spool), and ClickHouse, ingest and the settler are not on the path.
+UNACKED_BOUNDS = {"none": 0.005, "kill_tracker_worker": 0.25, "stop_redis": 0.02, "kill_redis": 0.02,
+                  "stop_clickhouse": 0.005, "kill_ingest": 0.005, "kill_settler": 0.005}
+UNACKED_ALLOWANCE = 5  # per fault kind, beyond its share: a few clicks in flight at the wrong moment
+SHED_BOUND = 0.01  # clicks answered 503 or 429, of those sent: the tracker refusing is a failure
+INTERRUPTED = 128 + signal.SIGTERM
+# Work dirs and databases are named for this machine and process, so a run can remove what killed runs left.
+HOST_TAG = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+WORK_PREFIX = "oros-chaos-"
+DB_PREFIX = f"oros_chaos_{HOST_TAG}_"
+KEPT = "KEPT"  # in a work dir (and a database's comment): --keep or a failure kept it; no run removes it
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: a child between fork and exec only calls it
+# Clicks waiting for an answer, in seconds of traffic, beyond which the driver sends no more (users wait
+# for a slow redirect; past this the stack is not answering). A click waits at most CLICK_TIMEOUT_S.
+WAITING_S = 5
+CLICK_TIMEOUT_S = 15
 CONVERT_AFTER_S = (0.5, 3.0)
 BROWSERS = [
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
@@ -122,9 +166,11 @@ class Service:
         self.unexpected_exits = 0
 
     def start(self) -> None:
+        """Start it (from the main thread: the parent-death signal fires when the starting thread ends)."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+                                         stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT,
+                                         preexec_fn=_dies_with(os.getpid()))
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -164,6 +210,48 @@ class Service:
             self.start()
 
 
+def _dies_with(parent: int):
+    """A ``preexec_fn``: the kernel SIGKILLs the child when ``parent`` dies, however it dies (Linux), as
+    ``oros tracker`` does for its workers; a child whose parent is already gone exits at once."""
+    def preexec() -> None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep(server_url: str) -> list[str]:
+    """Remove what runs on this machine that were killed left behind (their processes died with them):
+    each work dir and database named for a process that no longer exists, unless it was kept."""
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}*"):
+        pid = path.name[len(WORK_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)) and not (path / KEPT).exists():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        names = [row[0] for row in conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)"
+            " AND coalesce(shobj_description(oid, 'pg_database'), '') <> %s", (DB_PREFIX, KEPT))]
+        for name in names:
+            pid = name[len(DB_PREFIX):]
+            if pid.isdigit() and not _alive(int(pid)):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                removed.append(name)
+    return removed
+
+
 def workers_of(pid: int) -> list[int]:
     """The tracker supervisor's worker processes, from /proc."""
     found = []
@@ -190,7 +278,7 @@ class Stack:
         self.ports = {name: free_port() for name in ("redis", "clickhouse", "tracker", "admin")}
         server = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
         self.server_url = server
-        self.db_name = f"oros_chaos_{os.getpid()}"
+        self.db_name = f"{DB_PREFIX}{os.getpid()}"
         self.database_url = urlparse(server)._replace(path=f"/{self.db_name}").geturl()
         self.redis_url = f"redis://127.0.0.1:{self.ports['redis']}/0"
         self.clickhouse_url = f"http://127.0.0.1:{self.ports['clickhouse']}/"
@@ -219,7 +307,7 @@ class Stack:
         self.services = {
             "redis": Service("redis", [
                 redis_bin, "--port", str(self.ports["redis"]), "--bind", "127.0.0.1", "--dir", str(work / "redis"),
-                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--lazyfree-lazy-expire", "yes",
+                "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--lazyfree-lazy-expire", "yes",
             ], self.env, self.logs),
             "clickhouse": Service("clickhouse", [
                 PYTHON, str(ROOT / "loadtests" / "chdb_server.py"), "--path", str(work / "chdb"),
@@ -235,8 +323,10 @@ class Stack:
         self.database_created = False
 
     def oros(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+        """A one-shot ``oros`` command (its thread waits for it, so its parent-death signal cannot fire early)."""
         return subprocess.run([PYTHON, "-m", "oros_cli", "--log-level", "WARNING", *args], env=self.env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+                              capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL,
+                              preexec_fn=_dies_with(os.getpid()))
 
     async def run_oros(self, *args: str) -> None:
         done = await asyncio.to_thread(self.oros, *args)
@@ -264,11 +354,13 @@ class Stack:
             service.supervise(now, self.rng)
 
     def close(self) -> None:
-        with ThreadPoolExecutor(4) as stopping:  # the oros processes at once, then what they use
+        """Stop every process (the oros ones at once, then what they use, at once) and drop the database."""
+        with ThreadPoolExecutor(4) as stopping:
             list(stopping.map(Service.stop, [self.services[n] for n in ("tracker", "admin", "ingest", "settler")]))
-        for name in ("clickhouse", "redis"):
-            self.services[name].stop()
-        if self.keep:
+            list(stopping.map(Service.stop, [self.services[n] for n in ("clickhouse", "redis")]))
+        if self.keep and self.database_created:
+            with psycopg.connect(self.server_url, autocommit=True) as conn:
+                conn.execute(f"COMMENT ON DATABASE \"{self.db_name}\" IS '{KEPT}'")
             say(f"chaos: kept database {self.db_name}")
         elif self.database_created:
             with psycopg.connect(self.server_url, autocommit=True) as conn:
@@ -316,6 +408,8 @@ class Faults:
         self.stack, self.rng, self.mean_gap_s = stack, rng, mean_gap_s
         self.injected: Counter[str] = Counter()
         self.tasks: set[asyncio.Task] = set()
+        # [kind, start, end] of each fault (monotonic): a kill ends as it starts, an outage when it is released.
+        self.windows: list[list] = []
 
     async def run(self, until: float) -> None:
         while True:
@@ -324,40 +418,53 @@ class Faults:
             if time.monotonic() >= until:
                 return
             kind = self.rng.choice(FAULTS)
-            if await getattr(self, kind)():
+            window = [kind, time.monotonic(), None]
+            if await getattr(self, kind)(window):
                 self.injected[kind] += 1
+                self.windows.append(window)
 
-    async def kill_tracker_worker(self) -> bool:
+    def during(self) -> list[tuple[str, float, float]]:
+        """Each fault's (kind, start, end of its aftermath)."""
+        return [(kind, start, (end if end is not None else time.monotonic()) + AFTERMATH_S[kind])
+                for kind, start, end in self.windows]
+
+    async def kill_tracker_worker(self, window: list) -> bool:
         tracker = self.stack.services["tracker"]
         workers = workers_of(tracker.proc.pid) if tracker.running() else []
         if not workers:
             return False
         victim = self.rng.choice(workers)
         os.kill(victim, signal.SIGKILL)
+        window[2] = window[1]
         say(f"  fault: SIGKILL tracker worker {victim}")
         return True
 
-    async def kill_ingest(self) -> bool:
-        return self._kill("ingest")
+    async def kill_ingest(self, window: list) -> bool:
+        return self._kill("ingest", window)
 
-    async def kill_settler(self) -> bool:
-        return self._kill("settler")
+    async def kill_settler(self, window: list) -> bool:
+        return self._kill("settler", window)
 
-    def _kill(self, name: str) -> bool:
+    def _kill(self, name: str, window: list) -> bool:
         service = self.stack.services[name]
         if not service.running():
             return False
         service.kill()
+        window[2] = window[1]
         say(f"  fault: SIGKILL {name}")
         return True
 
-    async def stop_redis(self) -> bool:
-        return self._outage("redis", graceful=True)
+    async def stop_redis(self, window: list) -> bool:
+        return self._outage("redis", window, graceful=True)
 
-    async def stop_clickhouse(self) -> bool:
-        return self._outage("clickhouse", graceful=False)
+    async def kill_redis(self, window: list) -> bool:
+        """A crash: with ``appendfsync always`` every acknowledged write was on disk before its reply."""
+        return self._outage("redis", window, graceful=False)
 
-    def _outage(self, name: str, *, graceful: bool) -> bool:
+    async def stop_clickhouse(self, window: list) -> bool:
+        return self._outage("clickhouse", window, graceful=False)
+
+    def _outage(self, name: str, window: list, *, graceful: bool) -> bool:
         service = self.stack.services[name]
         if service.held or not service.running():
             return False
@@ -365,16 +472,17 @@ class Faults:
         down_s = self.rng.uniform(*OUTAGE_S[name])
         (service.stop if graceful else service.kill)()
         say(f"  fault: {name} {'stopped' if graceful else 'SIGKILLed'} for {down_s:.1f} s")
-        task = asyncio.create_task(self._release(service, down_s))
+        task = asyncio.create_task(self._release(service, down_s, window))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return True
 
-    async def _release(self, service: Service, down_s: float) -> None:
+    async def _release(self, service: Service, down_s: float, window: list) -> None:
         await asyncio.sleep(down_s)
         service.held = False
         service.restart_at = 0.0
         service.start()
+        window[2] = time.monotonic()
 
     async def settle(self) -> None:
         """End every outage now (the drain needs everything up)."""
@@ -384,6 +492,9 @@ class Faults:
             if service.held:
                 service.held = False
                 service.start()
+        for window in self.windows:
+            if window[2] is None:
+                window[2] = time.monotonic()
 
     @property
     def total(self) -> int:
@@ -403,17 +514,25 @@ class Setup:
     owners: dict[str, str]  # campaign id -> its business's token
 
 
+# What became of a click the schedule called for: acked (302), shed (the tracker answered 503 or 429),
+# failed (no answer: connection refused or reset, timeout), refused (any other status), or unsent
+# (the driver had WAITING_S seconds of clicks waiting already: the stack was not answering).
+OUTCOMES = ("acked", "shed", "failed", "refused", "unsent")
+
+
 @dataclass
 class Tally:
-    clicks_sent: int = 0
-    click_failures: Counter = field(default_factory=Counter)
+    clicks: list = field(default_factory=list)  # (monotonic time it was due, outcome) of every click
+    click_failures: Counter = field(default_factory=Counter)  # what the unacked got: status or exception
     acked_clicks: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # id -> (code, ip, human)
     attempted_pairs: set = field(default_factory=set)  # (code, ip) of human clicks on click campaigns, any outcome
     orders: dict[str, dict] = field(default_factory=dict)  # order id -> {campaign, type, acked, refund_acked, ...}
     acked_events: set = field(default_factory=set)  # conversion, sale and refund event ids acked
     conversion_failures: Counter = field(default_factory=Counter)
     stats: Counter = field(default_factory=Counter)
-    shed: int = 0
+
+    def outcomes(self) -> Counter:
+        return Counter({outcome: 0 for outcome in OUTCOMES}) + Counter(outcome for _, outcome in self.clicks)
 
 
 async def call(session: aiohttp.ClientSession, method: str, url: str, token: str | None = None,
@@ -472,7 +591,9 @@ async def set_up(admin_url: str, businesses: int, creators: int) -> Setup:
 
 
 class Driver:
-    """Open-loop traffic at ``rate`` requests a second, at most ``IN_FLIGHT`` at once (the rest is shed)."""
+    """Open-loop traffic at ``rate`` clicks a second by the clock, at most ``WAITING_S`` seconds of them
+    waiting at once (the rest is counted unsent): a slow stack, or a slow driver, shows in the figures
+    instead of lowering the rate."""
 
     def __init__(self, setup: Setup, tracker_url: str, admin_url: str, rng: random.Random, rate: int,
                  duration_s: float) -> None:
@@ -485,21 +606,21 @@ class Driver:
                     for _ in range(max(500, rate * int(duration_s) // 3))]
         self.in_flight: set[asyncio.Task] = set()
         self.clicks_in_flight = 0
+        self.max_in_flight = rate * WAITING_S
         self.order_seq = 0
         self.session: aiohttp.ClientSession | None = None
 
     async def run(self, until: float) -> None:
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15),
-                                             connector=aiohttp.TCPConnector(limit=IN_FLIGHT * 2))
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CLICK_TIMEOUT_S),
+                                             connector=aiohttp.TCPConnector(limit=self.max_in_flight + 256))
         stats = asyncio.create_task(self._stats(until))
-        tick_s = 0.02
-        carry = 0.0
-        while time.monotonic() < until:
-            carry += self.rate * tick_s
-            while carry >= 1:
-                carry -= 1
-                self._launch(self._click())
-            await asyncio.sleep(tick_s)
+        started, launched = time.monotonic(), 0
+        while (now := time.monotonic()) < until:
+            due = int((now - started) * self.rate)
+            for _ in range(due - launched):
+                self._launch(self._click(), droppable=True)
+            launched = due
+            await asyncio.sleep(0.02)
         await stats
 
     async def finish(self) -> None:
@@ -508,10 +629,10 @@ class Driver:
             await asyncio.gather(*list(self.in_flight), return_exceptions=True)
         await self.session.close()
 
-    def _launch(self, coro, *, shed: bool = True) -> None:
-        """Start a request; a click is shed when ``IN_FLIGHT`` clicks are already waiting (an outage)."""
-        if shed and self.clicks_in_flight >= IN_FLIGHT:
-            self.tally.shed += 1
+    def _launch(self, coro, *, droppable: bool = False) -> None:
+        """Start a request; a click is not sent when ``max_in_flight`` clicks are already waiting."""
+        if droppable and self.clicks_in_flight >= self.max_in_flight:
+            self.tally.clicks.append((time.monotonic(), "unsent"))
             coro.close()
             return
         task = asyncio.create_task(coro)
@@ -528,23 +649,26 @@ class Driver:
         human = method == "GET" and agent in BROWSERS
         if human and objective == "click":
             tally.attempted_pairs.add((code, ip))
-        tally.clicks_sent += 1
+        sent_at = time.monotonic()
         self.clicks_in_flight += 1
         try:
             async with self.session.request(method, f"{self.tracker_url}/{code}", allow_redirects=False,
                                             headers={"User-Agent": agent, "X-Forwarded-For": ip}) as response:
                 if response.status != 302:
                     tally.click_failures[str(response.status)] += 1
+                    tally.clicks.append((sent_at, "shed" if response.status in (429, 503) else "refused"))
                     return
                 click_id = dict(parse_qsl(urlsplit(response.headers["Location"]).query))["oros_cid"]
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             tally.click_failures[type(exc).__name__] += 1
+            tally.clicks.append((sent_at, "failed"))
             return
         finally:
             self.clicks_in_flight -= 1
+        tally.clicks.append((sent_at, "acked"))
         tally.acked_clicks[click_id] = (code, ip, human)
         if human and objective != "click" and rng.random() < 0.25:
-            self._launch(self._convert(campaign, objective, click_id), shed=False)
+            self._launch(self._convert(campaign, objective, click_id))
 
     async def _convert(self, campaign: str, objective: str, click_id: str) -> None:
         rng = self.rng
@@ -669,9 +793,38 @@ class Verdict:
     unanswered: int  # paid once, recorded though the driver got no answer
     refunded: int  # sales refunded, their payout reversed
     problems: list[str]
+    clicks: Counter  # outcome -> clicks
+    by_fault: dict[str, list[int]]  # fault kind or "none" -> [clicks due then, of them unacked]
+
+    def over_bounds(self) -> list[str]:
+        """The fault kinds (and "shed") whose unacknowledged clicks exceed their bound."""
+        over = [kind for kind, (due, unacked) in self.by_fault.items()
+                if unacked > UNACKED_BOUNDS[kind] * due + UNACKED_ALLOWANCE]
+        sent = sum(self.clicks.values()) - self.clicks["unsent"]
+        return over + (["shed"] if self.clicks["shed"] > SHED_BOUND * sent else [])
 
 
-def verdict(stack: Stack, setup: Setup, tally: Tally) -> Verdict:
+def unacked_by_fault(clicks: list[tuple[float, str]], during: list[tuple[str, float, float]]) -> dict[str, list[int]]:
+    """Per fault kind ("none": while no fault was under way), [clicks due, of them unacked]."""
+    spans: dict[str, list[list[float]]] = {}
+    for kind, start, end in sorted(during, key=lambda window: window[1]):
+        merged = spans.setdefault(kind, [])
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    starts = {kind: [start for start, _ in merged] for kind, merged in spans.items()}
+    counts = {kind: [0, 0] for kind in UNACKED_BOUNDS}
+    for at, outcome in clicks:
+        under_way = [kind for kind, merged in spans.items()
+                     if (i := bisect_right(starts[kind], at) - 1) >= 0 and at <= merged[i][1]]
+        kind = max(under_way, key=UNACKED_BOUNDS.__getitem__, default="none")  # the most lenient
+        counts[kind][0] += 1
+        counts[kind][1] += outcome != "acked"
+    return counts
+
+
+def verdict(stack: Stack, setup: Setup, tally: Tally, faults: Faults) -> Verdict:
     """Compare what the driver was answered with ClickHouse, and what should be paid with Postgres."""
     in_ch = {str(row[0]) for row in _ch(stack).query("SELECT DISTINCT event_id FROM events").result_rows}
     lost = sorted((set(tally.acked_clicks) | tally.acked_events) - in_ch)
@@ -716,7 +869,33 @@ def verdict(stack: Stack, setup: Setup, tally: Tally) -> Verdict:
                         "recorded without an answer")
     clicks_in_ch = sum(1 for click_id in tally.acked_clicks if click_id in in_ch)
     return Verdict(len(tally.acked_clicks), clicks_in_ch, lost, billable, unanswered,
-                   sum(1 for o in tally.orders.values() if o["refund_acked"]), problems)
+                   sum(1 for o in tally.orders.values() if o["refund_acked"]), problems, tally.outcomes(),
+                   unacked_by_fault(tally.clicks, faults.during()))
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def click_line(result: Verdict) -> str:
+    """The clicks of the one-line verdict: what was attempted, and what became of each."""
+    c = result.clicks
+    attempted = sum(c.values())
+    worst = max(result.by_fault, key=lambda kind: result.by_fault[kind][1] / max(1, result.by_fault[kind][0])
+                / UNACKED_BOUNDS[kind])
+    due, unacked = result.by_fault[worst]
+    over = result.over_bounds()
+    bounds = (f"unacked OVER bounds ({', '.join(over)})" if over else
+              f"unacked within bounds (worst: {worst} {_share(unacked, due)} of {due:,}, "
+              f"bound {UNACKED_BOUNDS[worst]:.1%})")
+    return (f"{attempted:,} clicks attempted, {attempted - c['unsent']:,} sent, {c['acked']:,} acked "
+            f"({_share(c['acked'], attempted)}), {c['shed']:,} shed (503/429), {c['failed']:,} failed (no answer), "
+            f"{c['refused']:,} refused, {c['unsent']:,} unsent (driver at its limit); {bounds}")
+
+
+def fault_line(result: Verdict) -> str:
+    return "; ".join(f"{kind} {unacked:,} of {due:,} ({_share(unacked, due)}, bound {UNACKED_BOUNDS[kind]:.1%})"
+                     for kind, (due, unacked) in result.by_fault.items() if due)
 
 
 def _click_problems(click_pairs: Counter, expected_pairs: set, tally: Tally) -> list[str]:
@@ -746,10 +925,13 @@ async def chaos(args, work: Path) -> int:
     rng = random.Random(args.seed)
     stack = Stack(work, args.seed, keep=args.keep)
     say(f"chaos: seed {args.seed}, {args.duration:.0f} s at ~{args.rate} requests/s, a fault every "
-        f"~{args.fault_every:.0f} s; work dir {work}")
+        f"~{args.fault_every:.0f} s; work dir {work}, database {stack.db_name}")
     begun = time.monotonic()
+    for leftover in sweep(stack.server_url):
+        say(f"chaos: removed {leftover}, left by a run that was killed")
     try:
         await stack.start()
+        say(f"chaos: {len(stack.services)} services started in {time.monotonic() - begun:.0f} s")
         setup = await set_up(f"http://127.0.0.1:{stack.ports['admin']}", businesses=2, creators=8)
         say(f"chaos: stack up and set up in {time.monotonic() - begun:.0f} s; {len(setup.codes)} links on "
             f"{len(setup.payouts)} campaigns")
@@ -766,8 +948,8 @@ async def chaos(args, work: Path) -> int:
                 if time.monotonic() - last >= 5:
                     last = time.monotonic()
                     t = driver.tally
-                    say(f"  t={last - started:4.0f}s  clicks {len(t.acked_clicks):,} acked of {t.clicks_sent:,} "
-                        f"sent, orders {sum(o['acked'] for o in t.orders.values()):,} acked, "
+                    say(f"  t={last - started:4.0f}s  clicks {len(t.acked_clicks):,} acked of {len(t.clicks):,} "
+                        f"due, orders {sum(o['acked'] for o in t.orders.values()):,} acked, "
                         f"faults {faults.total}")
                 await asyncio.sleep(0.1)
 
@@ -783,18 +965,21 @@ async def chaos(args, work: Path) -> int:
         say(f"chaos: drained at {time.monotonic() - begun:.0f} s")
         reconciled = await asyncio.to_thread(stack.oros, "reconcile")
         say(f"chaos: reconciled at {time.monotonic() - begun:.0f} s")
-        result = await asyncio.to_thread(verdict, stack, setup, driver.tally)
+        result = await asyncio.to_thread(verdict, stack, setup, driver.tally, faults)
+    except asyncio.CancelledError:
+        raise  # SIGTERM, SIGINT or --timeout: reported by the caller
     except BaseException:
         say(f"chaos: FAILED; logs in {stack.logs}")
         raise
     finally:
         stack.close()
     t = driver.tally
-    say(f"chaos: clicks sent {t.clicks_sent:,}, not acked {dict(t.click_failures)}; orders sent {len(t.orders):,}, "
+    say(f"chaos: clicks not acked {dict(t.click_failures)}; orders sent {len(t.orders):,}, "
         f"acked {sum(o['acked'] for o in t.orders.values()):,}, refunds acked "
         f"{sum(o['refund_acked'] for o in t.orders.values()):,}; conversion retries {dict(t.conversion_failures)}; "
-        f"shed {t.shed:,}; stats answers {dict(t.stats)}; faults {dict(faults.injected)}; "
+        f"stats answers {dict(t.stats)}; faults {dict(faults.injected)}; "
         f"unexpected exits {({n: s.unexpected_exits for n, s in stack.services.items() if s.unexpected_exits})}")
+    say(f"chaos: unacked clicks by fault under way: {fault_line(result)}")
     for problem in result.problems[:20]:
         say(f"  problem: {problem}")
     if reconciled.returncode != 0:
@@ -802,14 +987,31 @@ async def chaos(args, work: Path) -> int:
     exact = not result.problems
     say(f"chaos: {result.billable:,} billable, {result.refunded:,} refunds reversed, {result.unanswered:,} paid "
         f"that got no answer; {len(result.problems):,} problems")
-    say(f"chaos: {result.acked_clicks:,} acked clicks, {result.clicks_in_clickhouse:,} in ClickHouse, "
+    say(f"chaos: {click_line(result)}; {result.clicks_in_clickhouse:,} in ClickHouse, "
         f"{len(result.lost):,} lost; billable paid exactly once ({result.billable:,})"
         + ("" if exact else f" FAILED ({len(result.problems):,} problems)")
         + f"; reconcile {'ok' if reconciled.returncode == 0 else 'FAILED'}; {faults.total} faults injected")
     bad_answers = sum(n for status, n in t.stats.items() if status.startswith("5") and status != "503")
     if bad_answers:
         say(f"chaos: FAILED: the admin API answered stats with {dict(t.stats)}")
-    return 0 if not result.lost and exact and reconciled.returncode == 0 and not bad_answers else 1
+    ok = not result.lost and exact and reconciled.returncode == 0 and not bad_answers and not result.over_bounds()
+    return 0 if ok else 1
+
+
+async def run(args, work: Path) -> int:
+    """``chaos`` within ``--timeout``; SIGTERM or SIGINT stop it at once, and with it the whole stack."""
+    main_task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, main_task.cancel)
+    try:
+        return await asyncio.wait_for(chaos(args, work), args.timeout)
+    except TimeoutError:
+        say(f"chaos: FAILED: not done within --timeout {args.timeout:.0f} s; every process stopped")
+        return 1
+    except asyncio.CancelledError:
+        say("chaos: interrupted; every process stopped, the database dropped")
+        return INTERRUPTED
 
 
 def main() -> int:
@@ -818,16 +1020,22 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None, help="the run's seed (printed; random by default)")
     parser.add_argument("--rate", type=int, default=400, help="requests a second sent to the tracker")
     parser.add_argument("--fault-every", type=float, default=4, help="mean seconds between faults")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="fail after this many seconds in all (default: --duration + 900); stopping the "
+                             f"stack takes at most {2 * PROCESS_STOP_S} s more")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, data) and the database")
     args = parser.parse_args()
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1_000_000)
-    work = Path(tempfile.mkdtemp(prefix="oros-chaos-"))
+    if args.timeout is None:
+        args.timeout = args.duration + 900
+    work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
     code = 1
     try:
-        code = asyncio.run(chaos(args, work))
+        code = asyncio.run(run(args, work))
     finally:
-        if args.keep or code != 0:
+        if args.keep or code not in (0, INTERRUPTED):
+            (work / KEPT).touch()
             say(f"chaos: kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)

@@ -102,13 +102,16 @@ def cmd_tracker(args) -> int:
 def cmd_ingest(args) -> int:
     from ingest import cli
 
+    if args.restamp and args.replay_dead_letters is None:
+        print("error: --restamp goes with --replay-dead-letters", file=sys.stderr)
+        return 2
     settings, servers = _settings(hashes_ips=not (args.dead_letters or args.replay_dead_letters is not None
                                                  or args.drop_dead_letters))
     try:
         if args.dead_letters:
             return cli.run_list_dead_letters(settings, limit=args.limit)
         if args.replay_dead_letters is not None:
-            return cli.run_replay_dead_letters(settings, args.replay_dead_letters)
+            return cli.run_replay_dead_letters(settings, args.replay_dead_letters, restamp=args.restamp)
         if args.drop_dead_letters:
             return cli.run_drop_dead_letters(settings, args.drop_dead_letters)
         cli.run_ingest(settings, once=args.once, metrics_port=args.metrics_port, consumer=args.consumer)
@@ -240,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--replay-dead-letters", nargs="*", metavar="ID",
                         help="re-queue these dead letters (all without ids) if they would insert now")
     action.add_argument("--drop-dead-letters", nargs="+", metavar="ID", help="delete these dead letters")
+    p.add_argument("--restamp", action="store_true",
+                   help="with --replay-dead-letters: stamp each event at the time Redis accepted it (a tracker's "
+                        "clock was wrong); the old time stays in its metadata")
     p.add_argument("--limit", type=int, default=100, help="with --dead-letters: how many to list")
     p.set_defaults(func=cmd_ingest)
 

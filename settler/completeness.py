@@ -12,6 +12,12 @@ next window will read anyway (it arrived during this run, with
 ``ingested_at`` at or after the next window's start) or one no window will
 ever read: the hours holding the latter are settled again by the caller.
 
+ClickHouse's side is one query, so it reads one snapshot of the table's
+parts whatever merges or inserts run meanwhile: the counts and the
+next-window ids come from the same rows, and the proof concludes under any
+rate of merges (it once compared two queries over named parts, and gave up
+when merges kept replacing them).
+
 Cost stays flat with history: a ClickHouse partition whose parts have not
 changed since it was last proven (its highest block number grows with every
 insert into it, never with a merge) is not counted again, and Postgres
@@ -33,35 +39,25 @@ from oros.settings import Settings
 HOUR_MS = 3_600_000
 # A partition is counted again at least this often, whatever its fingerprint says.
 PROOF_MAX_AGE = timedelta(days=1)
-# A merge replacing a counted part during the proof makes it inconclusive; it is taken again.
-ATTEMPTS = 3
 
-# The active parts: each partition's fingerprint, and the exact set of rows one proof reads.
+# The active parts: each partition's fingerprint.
 PARTS_SQL = """
-SELECT partition_id, name, max_block_number, rows
+SELECT partition_id, max_block_number, rows
   FROM system.parts
  WHERE database = currentDatabase() AND table = 'events' AND active
 """
 
-STILL_ACTIVE_SQL = """
-SELECT count() FROM system.parts
- WHERE database = currentDatabase() AND table = 'events' AND active AND name IN {parts:Array(String)}
-"""
-
-HELD_SQL = """
-SELECT toStartOfHour(ts) AS hour, uniqExact(event_id)
-  FROM events
- WHERE _part IN {parts:Array(String)}
- GROUP BY hour
-"""
-
-# Ids in the short hours that the next window reads (a row ingested at or after its start).
-NEXT_WINDOW_SQL = """
-SELECT DISTINCT toString(event_id), toStartOfHour(ts)
-  FROM events
- WHERE _part IN {parts:Array(String)}
-   AND toStartOfHour(ts) IN {hours:Array(DateTime('UTC'))}
-   AND ingested_at >= {horizon:DateTime64(3, 'UTC')}
+# Per hour of the partitions: the distinct ids held and, for an hour holding more than Postgres
+# decided ({expected}), its ids with a row the next window reads (ingested at or after its start).
+# One read of the table: one snapshot of its parts, so the two are always of the same rows.
+COUNT_SQL = """
+SELECT hour, held, if(held > {expected:Array(UInt64)}[indexOf({hours:Array(DateTime('UTC'))}, hour)],
+                      next_window, []) AS next_window
+  FROM (SELECT toDateTime(toStartOfHour(ts), 'UTC') AS hour, uniqExact(event_id) AS held,
+               groupUniqArrayIf(toString(event_id), ingested_at >= {horizon:DateTime64(3, 'UTC')}) AS next_window
+          FROM events
+         WHERE _partition_id IN {partitions:Array(String)}
+         GROUP BY hour)
 """
 
 PROVEN_SQL = """
@@ -107,22 +103,11 @@ class Proof:
     undecided: int = 0
     # Decided events ClickHouse does not hold (lost ClickHouse data): reconcile names them.
     not_in_clickhouse: int = 0
-    # Merges kept replacing the counted parts: nothing proven this run, the next one tries again.
-    inconclusive: bool = False
 
     def as_dict(self) -> dict:
         return {"partitions_checked": self.partitions_checked,
                 "late_hours": [h.isoformat() for h in self.late_hours],
-                "undecided_next_run": self.undecided, "decided_not_in_clickhouse": self.not_in_clickhouse,
-                "inconclusive": self.inconclusive}
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """The active parts of the changed partitions at one moment, and each partition's fingerprint."""
-
-    parts: list[str]
-    fingerprints: dict[str, tuple[int, int, int]]
+                "undecided_next_run": self.undecided, "decided_not_in_clickhouse": self.not_in_clickhouse}
 
 
 def partition_of(hour: datetime) -> str:
@@ -145,65 +130,58 @@ def prove(settings: Settings, conn: psycopg.Connection, *, read_ids: set[str], h
     :param is_decided: the subset of ids Postgres ``events`` holds.
     """
     client = clickhouse_client(settings)
-    for _ in range(ATTEMPTS):
-        snapshot = _changed_parts(client, conn)
-        proof = Proof(partitions_checked=sorted(snapshot.fingerprints))
-        if not snapshot.parts:
-            return proof
-        _count(client, conn, snapshot, proof, read_ids, horizon, pending, is_decided)
-        # Both counts read exactly the snapshot's rows only if none of its parts was merged away meanwhile.
-        still = client.query(STILL_ACTIVE_SQL, parameters={"parts": snapshot.parts}).result_rows[0][0]
-        if still == len(snapshot.parts):
-            return proof
-    return Proof(partitions_checked=proof.partitions_checked, inconclusive=True)
-
-
-def _changed_parts(client, conn: psycopg.Connection) -> _Snapshot:
-    # Fingerprints are taken before counting: a row inserted or decided after them changes them.
-    totals = {r["partition_id"]: int(r["decided"]) for r in conn.execute(DECIDED_SQL)}
-    parts: dict[str, list[str]] = {}
-    blocks: Counter = Counter()
-    rows: Counter = Counter()
-    for partition, name, block, n in client.query(PARTS_SQL).result_rows:
-        parts.setdefault(partition, []).append(name)
-        blocks[partition] = max(blocks[partition], int(block))
-        rows[partition] += int(n)
-    known = {r["partition_id"]: (r["max_block"], r["part_rows"], r["decided"])
-             for r in conn.execute(PROVEN_SQL, {"max_age": PROOF_MAX_AGE})}
-    fingerprints = {p: (blocks[p], rows[p], totals.get(p, 0)) for p in parts}
-    changed = {p: f for p, f in fingerprints.items() if known.get(p) != f}
-    return _Snapshot(parts=sorted(name for p in changed for name in parts[p]), fingerprints=changed)
-
-
-def _count(client, conn, snapshot: _Snapshot, proof: Proof, read_ids, horizon, pending, is_decided) -> None:
-    """Fill ``proof`` from one snapshot: short hours, the next window's share of them, the late ones."""
-    held = {_utc(h): n for h, n in client.query(HELD_SQL, parameters={"parts": snapshot.parts}).result_rows}
-    decided = {r["hour"]: r["decided"] for r in conn.execute(FOLD_SQL, {"partitions": proof.partitions_checked})}
-    short = {}
-    unprovable = set()
-    for hour in held.keys() | decided.keys():
-        missing = held.get(hour, 0) - decided.get(hour, 0) - pending.get(hour, 0)
+    fingerprints = _changed(client, conn)
+    proof = Proof(partitions_checked=sorted(fingerprints))
+    if not fingerprints:
+        return proof
+    # Postgres first: no decision is made while the proof runs (the settle lock), and a row that
+    # reaches ClickHouse after this read is counted as undecided, never as decided.
+    folded = conn.execute(FOLD_SQL, {"partitions": proof.partitions_checked})
+    expected = Counter({r["hour"]: r["decided"] for r in folded})
+    expected.update(pending)
+    hours = sorted(expected)
+    rows = client.query(COUNT_SQL, parameters={
+        "partitions": proof.partitions_checked, "horizon": horizon, "hours": hours,
+        "expected": [expected[h] for h in hours]}).result_rows
+    held = {_utc(hour): n for hour, n, _ in rows}
+    short, unprovable = {}, set()
+    for hour in held.keys() | expected.keys():
+        missing = held.get(hour, 0) - expected.get(hour, 0)
         if missing > 0:
             short[hour] = missing
         elif missing < 0:
             proof.not_in_clickhouse -= missing
             unprovable.add(partition_of(hour))
-    next_window = _next_window(client, snapshot.parts, short, read_ids, horizon, is_decided)
+    next_window = _next_window({_utc(hour): ids for hour, _, ids in rows if ids}, read_ids, is_decided)
     proof.undecided = sum(next_window.values())
     proof.late_hours = sorted(h for h, missing in short.items() if missing > next_window[h])
     unprovable.update(partition_of(h) for h in proof.late_hours)
-    proof.proven = {p: f for p, f in snapshot.fingerprints.items() if p not in unprovable}
+    proof.proven = {p: f for p, f in fingerprints.items() if p not in unprovable}
+    return proof
 
 
-def _next_window(client, parts: list[str], short: dict[datetime, int], read_ids: set[str],
-                 horizon: datetime, is_decided) -> Counter:
+def _changed(client, conn: psycopg.Connection) -> dict[str, tuple[int, int, int]]:
+    """The fingerprint of each partition changed since it was last proven.
+
+    Taken before counting: a row inserted or decided after it changes the fingerprint, so the
+    next run counts that partition again.
+    """
+    totals = {r["partition_id"]: int(r["decided"]) for r in conn.execute(DECIDED_SQL)}
+    blocks: Counter = Counter()
+    rows: Counter = Counter()
+    for partition, block, n in client.query(PARTS_SQL).result_rows:
+        blocks[partition] = max(blocks[partition], int(block))
+        rows[partition] += int(n)
+    known = {r["partition_id"]: (r["max_block"], r["part_rows"], r["decided"])
+             for r in conn.execute(PROVEN_SQL, {"max_age": PROOF_MAX_AGE})}
+    fingerprints = {p: (blocks[p], rows[p], totals.get(p, 0)) for p in blocks}
+    return {p: f for p, f in fingerprints.items() if known.get(p) != f}
+
+
+def _next_window(ids_by_hour: dict[datetime, list[str]], read_ids: set[str], is_decided) -> Counter:
     """Per short hour, the undecided ids the next window will read."""
-    if not short:
-        return Counter()
-    rows = client.query(NEXT_WINDOW_SQL, parameters={
-        "parts": parts, "hours": sorted(short), "horizon": horizon}).result_rows
-    unread = {event_id: _utc(hour) for event_id, hour in rows if event_id not in read_ids}
-    decided = is_decided(list(unread))
+    unread = {event_id: hour for hour, ids in ids_by_hour.items() for event_id in ids if event_id not in read_ids}
+    decided = is_decided(list(unread)) if unread else set()
     return Counter(hour for event_id, hour in unread.items() if event_id not in decided)
 
 

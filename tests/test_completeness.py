@@ -204,31 +204,70 @@ def test_event_arriving_during_the_run_is_left_to_the_next_window(settled):
     assert behind.late_hours == [completeness.hour_of(arrived.ts_ms)] and behind.proven == {}
 
 
-@pytest.mark.parametrize("merges", [1, completeness.ATTEMPTS])
-def test_a_merge_during_the_proof_is_never_a_false_proof(settled, monkeypatch, merges):
-    """A background merge replacing counted parts mid-proof: taken again, or left to the next run, never trusted."""
+class _MergingClient:
+    """ClickHouse merging the table before every query the proof makes: steady inserts and merges."""
+
+    def __init__(self, client, merge) -> None:
+        self._client, self._merge = client, merge
+
+    def query(self, *args, **kwargs):
+        self._merge()
+        return self._client.query(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def _insert_and_merge(world) -> None:
+    """One more event (a bot click: decided, never paid) in a new part, then every part merged into one."""
+    world.put([world.click(world.ids["campaign"], world.ids["creator"], is_bot=True)])
+    clickhouse_client(world.settings).command("OPTIMIZE TABLE events FINAL")
+
+
+def test_the_proof_concludes_when_every_query_meets_a_merge(settled, monkeypatch):
+    """Each ClickHouse query of the proof comes after an insert and a merge that replace every part: the proof
+    once compared two queries over named parts and gave up after three tries, so a late row waited forever."""
     late = settled.click(settled.ids["campaign"], settled.ids["creator"])
     put_at(settled.settings, [late], watermark(settled) - timedelta(hours=3))
-    count, calls = completeness._count, []
-
-    def count_then_merge(client, *args):
-        count(client, *args)
-        if len(calls) < merges:
-            calls.append(1)
-            put_at(settled.settings, [late], watermark(settled) - timedelta(hours=3))  # a replay: one more part
-            client.command("OPTIMIZE TABLE events FINAL")
-
-    proven_sql = "SELECT partition_id, max_block, part_rows, decided, proven_at FROM settle_proven_partitions"
-    proven_before = settled.pg.execute(proven_sql).fetchall()
-    monkeypatch.setattr(completeness, "_count", count_then_merge)
-    report = settle_once(settled.settings)
-    if merges < completeness.ATTEMPTS:
-        assert report["events_paid"] == 1 and report["completeness"]["inconclusive"] is False
-    else:
-        assert report["events_paid"] == 0 and report["completeness"]["inconclusive"] is True
-        assert settled.pg.execute(proven_sql).fetchall() == proven_before  # nothing proven by this run
-        assert settle_once(settled.settings)["events_paid"] == 1
+    real = completeness.clickhouse_client
+    monkeypatch.setattr(completeness, "clickhouse_client",
+                        lambda settings: _MergingClient(real(settings), lambda: _insert_and_merge(settled)))
+    for _ in range(2):
+        report = settle_once(settled.settings)
+        assert report["completeness"]["partitions_checked"] and report["completeness"]["late_hours"] in (
+            [], [completeness.hour_of(late.ts_ms).isoformat()])
     assert paid_count(settled, late) == 1
+    monkeypatch.undo()
+    assert settle_once(settled.settings)["events_paid"] == 0  # the bot clicks the merges added are rejected
+    settled.assert_books()
+
+
+def test_the_proof_makes_progress_while_inserts_and_merges_run(settled):
+    """A thread inserting and merging all along; a late row arriving mid-way is paid by the next run."""
+    import threading
+
+    stop = threading.Event()
+    merges = []
+
+    def churn() -> None:
+        while not stop.is_set():
+            _insert_and_merge(settled)
+            merges.append(1)
+
+    churning = threading.Thread(target=churn)
+    churning.start()
+    try:
+        settle_once(settled.settings)
+        late = settled.click(settled.ids["campaign"], settled.ids["creator"])
+        put_at(settled.settings, [late], watermark(settled) - timedelta(hours=3))
+        report = settle_once(settled.settings)
+    finally:
+        stop.set()
+        churning.join()
+    assert len(merges) > 2 and paid_count(settled, late) == 1
+    # Its hour was re-read (with whatever the thread had added to it by then, all decided now).
+    assert report["completeness"]["late_hours"] == [completeness.hour_of(late.ts_ms).isoformat()]
+    settle_once(settled.settings)
     settled.assert_books()
 
 
@@ -271,6 +310,8 @@ def _worker(command: str, path: str) -> int:
 
 
 def test_rescan_command_decides_what_is_undecided_once(world, tmp_path):
+    """Settled once, then a row lands behind the watermark: a normal run's window never reads it (the proof
+    finds it), a rescan since after it does not read it either, and a rescan since before it decides it."""
     env = {**os.environ, "DATABASE_URL": world.settings.database_url, "REDIS_URL": world.settings.redis_url,
            "CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", "OROS_REDIS_PREFIX": world.settings.redis_prefix,
            "OROS_CLICKHOUSE_DATABASE": "rescan", "OROS_DATA_DIR": str(tmp_path),
@@ -280,23 +321,35 @@ def test_rescan_command_decides_what_is_undecided_once(world, tmp_path):
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([*args], env=env, capture_output=True, timeout=300, text=True)
 
+    def load(event: Event, ingested_at: datetime) -> None:
+        path = tmp_path / f"{event.event_id}.jsonl"
+        path.write_text(json.dumps({"event": json.loads(event.encode()), "ingested_at": ingested_at.isoformat()}))
+        loaded = run(sys.executable, str(HERE), "load", str(path))
+        assert loaded.returncode == 0, loaded.stderr
+
+    def settle(*args: str) -> dict:
+        done = run(*oros, "settle", "--once", *args)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
     campaign = world.campaign(payout="1.00", fund="50.00")
     creator = world.creator(campaign)
-    start = datetime.now(UTC) - timedelta(hours=1)
     ontime, behind = world.click(campaign, creator), world.click(campaign, creator)
-    lines = [{"event": json.loads(ontime.encode()), "ingested_at": datetime.now(UTC).isoformat()},
-             {"event": json.loads(behind.encode()), "ingested_at": (start - timedelta(days=3)).isoformat()}]
-    (tmp_path / "events.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
-    loaded = run(sys.executable, str(HERE), "load", str(tmp_path / "events.jsonl"))
-    assert loaded.returncode == 0, loaded.stderr
+    load(ontime, datetime.now(UTC))
+    assert settle()["events_paid"] == 1
+    load(behind, watermark(world) - timedelta(hours=3))  # no window will ever read it
+    behind_hour = completeness.hour_of(behind.ts_ms).isoformat()
 
-    since = start.isoformat()
-    first = run(*oros, "settle", "--once", "--rescan", "--since", since)
-    assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["events_paid"] == 2
-    second = run(*oros, "settle", "--once", "--rescan", "--since", since)
-    assert second.returncode == 0, second.stderr
-    assert json.loads(second.stdout)["events_paid"] == 0 and json.loads(second.stdout)["events_seen"] == 0
+    normal = settle("--dry-run")
+    assert normal["events_paid"] == 1 and normal["completeness"]["late_events"] == 1  # the proof's, not the window's
+    assert normal["completeness"]["late_hours"] == [behind_hour]
+    after = settle("--dry-run", "--rescan", "--since", (behind.occurred_at + timedelta(seconds=1)).isoformat())
+    assert after["completeness"]["late_hours"] == [behind_hour] and after["completeness"]["late_events"] == 1
+    rescan = settle("--rescan", "--since", (behind.occurred_at - timedelta(hours=1)).isoformat())
+    assert rescan["events_seen"] == rescan["events_paid"] == 1  # read by the rescan itself:
+    assert rescan["completeness"]["late_hours"] == [] and "late_events" not in rescan["completeness"]
+    again = settle("--rescan", "--since", (behind.occurred_at - timedelta(hours=1)).isoformat())
+    assert again["events_paid"] == 0 and again["events_seen"] == 0
     assert paid_count(world, ontime) == paid_count(world, behind) == 1
     reconciled = run(*oros, "reconcile")
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr

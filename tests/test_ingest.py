@@ -80,9 +80,11 @@ def inserts(ingester: Ingester) -> int:
     return sum(ingester.metrics.value("oros_ingest_inserts_total", outcome=o) for o in ("ok", "refused", "unavailable"))
 
 
-def set_trap(ch) -> None:
+def set_trap(ch, condition: str = f"user_agent = '{TRAP_UA}'") -> None:
+    """From now on ClickHouse fails every insert holding a row that meets ``condition`` (code 395, which
+    names neither bad data nor an outage)."""
     ch.command("CREATE MATERIALIZED VIEW IF NOT EXISTS ingest_trap ENGINE = Null AS"
-               f" SELECT throwIf(user_agent = '{TRAP_UA}', 'ClickHouse fails this insert') AS failed FROM events")
+               f" SELECT throwIf({condition}, 'ClickHouse fails this insert') AS failed FROM events")
 
 
 def clear_trap(ch) -> None:
@@ -334,14 +336,17 @@ async def test_connection_refused_is_an_outage(settings, redis):
 
 
 async def test_clickhouse_failing_mid_split_keeps_the_rest_pending(settings, redis, ch):
-    """ClickHouse fails part way through a split: what was done stays done, the rest waits, then goes in."""
+    """ClickHouse fails part way through a split: what was done stays done, the rest waits, then goes in.
+
+    The trap stands for an outage striking at that point, so no probe may blame the entry here
+    (``probe_after``); the probe has tests of its own below."""
     evs = events(400)
     bad = set(range(7, 400, 20))
     entries = [refused_by_clickhouse_only(e) if i in bad else e for i, e in enumerate(evs)]
     trap = events(1, user_agent=TRAP_UA)[0]
     entries.insert(300, trap)
     set_trap(ch)
-    ingester = Ingester(settings, "a", block_ms=50, retry_s=0.01, max_retry_s=0.05)
+    ingester = Ingester(settings, "a", block_ms=50, retry_s=0.01, max_retry_s=0.05, probe_after=10**6)
 
     async def stuck() -> bool:
         return ingester.metrics.value("oros_ingest_retries_total") >= 3
@@ -364,20 +369,106 @@ async def test_clickhouse_failing_mid_split_keeps_the_rest_pending(settings, red
     assert await pending(redis, settings) == 0
 
 
+def too_deep(event: Event, levels: int = 20_000) -> bytes:
+    """The event with an unknown field nested ``levels`` deep: Python cannot judge it (not the wire
+    format); ClickHouse skips unknown fields but refuses this one with TOO_DEEP_RECURSION (306)."""
+    return event.encode()[:-1] + b',"zz":' + b"[" * levels + b"]" * levels + b"}"
+
+
+async def test_entry_too_deep_for_clickhouse_is_dead_lettered(settings, redis, ch):
+    """The audit's repro: code 306 was taken for an outage, and the batch retried from memory forever."""
+    good = events(4)
+    ids = await append(redis, settings, [good[0], too_deep(events(1)[0]), *good[1:]])
+    ingester = Ingester(settings, "a")
+    try:
+        assert await ingester.drain_once() == 4
+    finally:
+        await ingester.close()
+    assert sorted(read_once(ch)) == sorted(e.event_id for e in good)
+    dead = await dead_letters(redis, settings)
+    assert list(dead) == [ids[1]] and dead[ids[1]][b"class"] == b"refused"
+    assert b"TOO_DEEP_RECURSION" in dead[ids[1]][b"reason"]
+    assert ingester.metrics.value("oros_ingest_inserts_total", outcome="unavailable") == 0
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["known_good_in_memory", "read_back_from_the_table"])
+async def test_entry_clickhouse_keeps_failing_while_it_takes_others_is_dead_lettered(settings, redis, ch, held):
+    """An error code that names neither the data nor an outage, every time for one entry, while a row
+    ClickHouse holds goes in again: after ``probe_after`` retries the batch is split and only that
+    entry is dead-lettered (the ingester that inserted a row remembers it; a new one reads one back)."""
+    first = events(3)
+    await append(redis, settings, first)
+    if held:
+        ingester = Ingester(settings, "a", block_ms=50, retry_s=0.01, max_retry_s=0.05, probe_after=3)
+        assert await ingester.drain_once() == 3
+    else:
+        warm = Ingester(settings, "warm")
+        assert await warm.drain_once() == 3
+        await warm.close()
+        ingester = Ingester(settings, "a", block_ms=50, retry_s=0.01, max_retry_s=0.05, probe_after=3)
+    set_trap(ch)
+    later = events(40)
+    trap = events(1, user_agent=TRAP_UA)[0]
+    ids = await append(redis, settings, [*later[:25], trap, *later[25:]])
+    try:
+        await run_until(ingester, lambda: _drained(redis, settings), timeout_s=20)
+    finally:
+        clear_trap(ch)
+        await ingester.close()
+    dead = await dead_letters(redis, settings)
+    assert list(dead) == [ids[25]] and dead[ids[25]][b"class"] == b"refused"
+    assert b"FUNCTION_THROW_IF_VALUE_IS_NON_ZERO" in dead[ids[25]][b"reason"]
+    assert b"ClickHouse took other inserts meanwhile" in dead[ids[25]][b"reason"]
+    # The table took the trap's row before the view threw (no insert with views is atomic); a replay collapses.
+    assert sorted(read_once(ch)) == sorted(e.event_id for e in [*first, *later, trap])
+    assert ingester.metrics.value("oros_ingest_retries_total") == 3  # counted, then the probe decided
+    assert ingester.metrics.value("oros_ingest_probes_total", outcome="takes_inserts") >= 2
+    assert ingester.metrics.health()["batch_retries"] == 0
+
+
+async def test_clickhouse_failing_every_insert_never_blames_the_batch(settings, redis, ch):
+    """The same unexplained code for every row, the probe's too: an outage, however often retried."""
+    await append(redis, settings, events(2))
+    ingester = Ingester(settings, "a", block_ms=50, retry_s=0.01, max_retry_s=0.02, probe_after=2)
+    assert await ingester.drain_once() == 2
+    set_trap(ch, "1")
+
+    async def probed_a_lot() -> bool:
+        return ingester.metrics.value("oros_ingest_probes_total", outcome="fails") >= 10
+
+    try:
+        await append(redis, settings, events(30))
+        await run_until(ingester, probed_a_lot, timeout_s=30)
+        assert await dead_letters(redis, settings) == {}
+        assert await pending(redis, settings) == 30
+        assert ingester.metrics.health()["batch_retries"] >= 10
+        with pytest.raises(ClickHouseUnavailable):
+            await ingester.drain_once()  # --once: the probe fails too, so the failure is raised
+    finally:
+        clear_trap(ch)
+    await run_until(ingester, lambda: _drained(redis, settings))
+    await ingester.close()
+    assert ch_count(ch, distinct=True) == 32 and await dead_letters(redis, settings) == {}
+
+
 async def test_two_ingesters_in_one_group_insert_each_entry_once(settings, redis, ch):
     evs = events(3_000)
     bad = set(range(5, 3_000, 97))
     entries = [refused_by_clickhouse_only(e) if i in bad else e for i, e in enumerate(evs)]
     first, second = (Ingester(settings, name, batch_size=200, block_ms=50) for name in ("one", "two"))
+    appended = asyncio.Event()
+
+    async def done() -> bool:  # not before the last append: the ingesters may empty the stream between appends
+        return appended.is_set() and await _drained(redis, settings)
 
     async def both():
-        await asyncio.gather(run_until(first, lambda: _drained(redis, settings)),
-                             run_until(second, lambda: _drained(redis, settings)))
+        await asyncio.gather(run_until(first, done), run_until(second, done))
 
     try:
         runs = asyncio.create_task(both())
         for start in range(0, len(entries), 500):
             await append(redis, settings, entries[start:start + 500])
+        appended.set()
         await runs
     finally:
         await first.close()
@@ -425,4 +516,5 @@ async def test_metrics_and_healthz_are_served(settings, redis, ch):
                  'oros_ingest_inserts_total{outcome="refused"} 1.0', "oros_ingest_retries_total 0.0",
                  "oros_ingest_batch_seconds_count 1.0", "oros_ingest_lag_entries 0.0"):
         assert line in text.splitlines()
-    assert health == (200, {"status": "ok", "clickhouse": "ok", "unavailable_for_s": 0, "lag_entries": 0})
+    assert health == (200, {"status": "ok", "clickhouse": "ok", "unavailable_for_s": 0, "batch_retries": 0,
+                            "lag_entries": 0})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import orjson
 import redis as sync_redis
 from test_ingest import events
 
@@ -67,6 +68,37 @@ def test_dead_letters_are_listed_fixed_replayed_and_dropped(cli_env, settings, c
     assert cli.main(["ingest", "--drop-dead-letters", clock_letter]) == 0
     assert _letters(settings) == {}
     assert cli.main(["ingest", "--drop-dead-letters", clock_letter]) == 1
+
+
+def test_a_bad_clock_is_replayed_restamped_at_the_time_redis_accepted_it(cli_env, settings, ch, capsys):
+    """A real click from a tracker whose clock said 1970 was only ever droppable; now it can be restamped."""
+    good, click = events(2)
+    bad_clock = replace(click, ts_ms=1_000, metadata={"utm_source": "x"})
+    ids = _append(settings, [good, bad_clock])
+    assert cli.main(["ingest", "--once"]) == 0
+    letter = _letters(settings)[ids[1]][0]
+    assert cli.main(["ingest", "--restamp"]) == 2  # only with a replay
+    assert cli.main(["ingest", "--replay-dead-letters", letter]) == 1  # as it is, it fails the same check again
+    capsys.readouterr()
+
+    assert cli.main(["ingest", "--replay-dead-letters", letter, "--restamp"]) == 0
+    assert "replayed 1 of 1 dead letters" in capsys.readouterr().out and _letters(settings) == {}
+    assert cli.main(["ingest", "--once"]) == 0
+    [(ts_ms, metadata)] = ch.query("SELECT toUnixTimestamp64Milli(ts), metadata FROM events WHERE event_id = "
+                                   "{id:UUID}", parameters={"id": bad_clock.event_id}).result_rows
+    assert ts_ms == int(ids[1].split(b"-")[0])  # when Redis accepted the original entry
+    assert orjson.loads(metadata) == {"utm_source": "x", "restamped": {"ts_ms": 1_000, "stream_id": ids[1].decode()}}
+
+
+def test_a_restamp_does_not_fix_what_else_is_wrong(cli_env, settings, capsys):
+    bad_both = replace(events(1)[0], ts_ms=1_000, currency="dollars")
+    ids = _append(settings, [bad_both])
+    assert cli.main(["ingest", "--once"]) == 0
+    letter = _letters(settings)[ids[0]][0]
+    assert cli.main(["ingest", "--replay-dead-letters", letter, "--restamp"]) == 1
+    assert f"{letter} stays: currency: not a three-letter" in capsys.readouterr().err
+    stays = _letters(settings)[ids[0]][1]
+    assert stays[STREAM_FIELD] == bad_both.encode()  # the letter itself is never edited
 
 
 def test_dev_admin_metrics_include_ingest(settings):

@@ -214,7 +214,7 @@ async def test_an_append_no_replica_confirmed_is_not_acknowledged(cluster, clust
             await stream.append(redis, keys, [b'{"n":1}'], replicas=1, wait_ms=200)
         await stream.append(redis, keys, [b'{"n":2}'])  # without WAIT, the master alone acknowledges it
         await appender.append(b'{"n":3}')
-        assert (appender.redis_ok, appender._spool.depth) == (False, 1)
+        assert (appender.redis_ok, appender._spool.depth()) == (False, 1)
     finally:
         cluster.resume(replica)
     assert await appender.replay_spool() == 1

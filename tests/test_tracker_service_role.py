@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from test_tracker import BROWSER, make_api_key, make_link
+from test_tracker import BROWSER, known_codes_loaded, make_api_key, make_link
 
 from tracker.app import create_app
-from tracker.typedefs import KEY_USAGE
+from tracker.typedefs import KEY_USAGE, KNOWN_CODES
 
 
 @pytest.fixture
@@ -33,3 +33,10 @@ async def test_tracker_resolves_links_and_keys_from_postgres_as_its_own_role(tra
     resp = await tracker.post("/v1/conversions", json={"click_id": str(uuid.uuid4()), "type": "conversion"},
                               headers={"Authorization": "Bearer oros_live_not-a-key"})
     assert resp.status == 401
+
+
+async def test_tracker_reads_the_known_codes_and_the_new_ones_as_its_own_role(tracker, pg):
+    await known_codes_loaded(tracker.app)  # the load at start
+    known = tracker.app[KNOWN_CODES]
+    data = make_link(pg)
+    assert await known.add_new() >= 1 and known.might_exist(data["code"])

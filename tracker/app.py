@@ -159,10 +159,11 @@ async def healthz(request: web.Request) -> web.Response:
     app = request.app
     appender, spool, replayer = app[APPENDER], app[SPOOL], app[REPLAYER]
     problems = []
+    depth = spool.depth()  # every spool file of the directory: other workers' and dead processes' too
     if not appender.redis_ok:
         problems.append("redis unreachable: events go to the spool")
-    if spool.depth:
-        problems.append(f"{spool.depth} spooled events wait for replay")
+    if depth:
+        problems.append(f"{depth} spooled events wait for replay")
     if replayer.failure is not None:
         problems.append(f"spool replay failing: {replayer.failure}")
     cannot_record = not appender.redis_ok and spool.write_error is not None
@@ -170,7 +171,7 @@ async def healthz(request: web.Request) -> web.Response:
         problems.append(f"spool write failing: {spool.write_error}")
     status = "failing" if cannot_record else "degraded" if problems else "ok"
     body = {
-        "status": status, "redis": appender.redis_ok, "spooling": not appender.redis_ok, "spool_depth": spool.depth,
+        "status": status, "redis": appender.redis_ok, "spooling": not appender.redis_ok, "spool_depth": depth,
         "replayer": "failing" if replayer.failure is not None else "ok", "replayer_restarts": replayer.restarts,
         "problems": problems,
     }

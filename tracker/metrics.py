@@ -93,7 +93,7 @@ class Metrics:
         for collector in (self.requests, self.link_cache, self.events, self.batch_size, self.flush_seconds):
             r.register(collector)
         self.flush_failures = Counter("oros_tracker_flush_failures", "Flushes that fell back to the spool", registry=r)
-        self.spool_depth = Gauge("oros_tracker_spool_depth", "Events in the local spool, not yet replayed", registry=r)
+        self.spool_depth = Gauge(SPOOL_DEPTH, "Events in the spool directory's files, not yet replayed", registry=r)
         self.replayed = Counter("oros_tracker_replayed_events", "Spooled events replayed into the stream", registry=r)
         self.redis_up = Gauge("oros_tracker_redis_up", "1 while the appender writes to Redis, 0 while it spools", registry=r)
         self.rate_limited = Counter("oros_tracker_rate_limited", "Requests refused by the per-IP rate limit", registry=r)
@@ -121,15 +121,18 @@ def _ratio(hits: float, misses: float) -> float:
 
 PUBLISH_INTERVAL_S = 1.0
 HIT_RATIO = "oros_tracker_link_cache_hit_ratio"
+SPOOL_DEPTH = "oros_tracker_spool_depth"
 LINK_CACHE = "oros_tracker_link_cache_total"
 
 
 class SharedMetrics:
     """The metrics of every worker of one ``oros tracker --workers N``, exchanged through ``directory``.
 
-    Counters and histograms are summed, and so is the spool depth (each
-    worker counts what it spooled); ``redis_up`` is the lowest (0 while any
-    worker spools); the hit ratio is recomputed from the summed lookups. The
+    Counters and histograms are summed; the spool depth is the scraped
+    worker's own (each counts every file of the shared spool directory, so a
+    sum would count them N times, and a dead worker's last count would stay);
+    ``redis_up`` is the lowest (0 while any worker spools); the hit ratio is
+    recomputed from the summed lookups. The
     other workers' numbers are at most ``PUBLISH_INTERVAL_S`` old; a worker
     that stopped keeps its final snapshot, so no total goes down.
     """
@@ -161,7 +164,13 @@ class SharedMetrics:
 
 
 def _combine(sample: str):
+    if sample == SPOOL_DEPTH:
+        return _first  # the scraped worker's snapshot comes first
     return min if sample.endswith("_created") or sample == "oros_tracker_redis_up" else operator.add
+
+
+def _first(first: float, _later: float) -> float:
+    return first
 
 
 def merge(snapshots: list[list]) -> list[Metric]:

@@ -5,12 +5,14 @@ either, a Postgres query. Two bounds keep a flood of made-up codes from
 starving real misses:
 
 * ``KnownCodes``: a Bloom filter (rbloom) of every code in Postgres, loaded
-  at start and every ``REFRESH_S``, and told of each code published on the
-  invalidation channel (the admin API publishes a link when it creates it).
-  A code the filter has never seen is answered 404 without Postgres,
-  except ``PROBES_PER_S`` a second (a link whose publish was lost, or one
-  inserted by SQL, resolves without waiting for the next load; a flood
-  spends them in its first milliseconds). The filter is consulted after
+  at start and every ``REFRESH_S``, told of each code published on the
+  invalidation channel (the admin API publishes a link when it creates it),
+  and every ``NEW_CODES_S`` of the codes made since its last read (by
+  ``created_at``, re-reading ``NEW_CODES_OVERLAP`` back for transactions that
+  committed late). A code the filter has never seen is answered 404 without
+  Postgres, except ``PROBES_PER_S`` a second. A link whose publish was lost,
+  or one inserted by SQL, is in the filter within ``NEW_CODES_S`` even while
+  a flood spends the probes in its first milliseconds. The filter is consulted after
   Redis, so a link created after the last load resolves at once from the
   ``link:{code}`` entry its creation wrote; until the first load succeeds
   (Postgres down at start) every code may exist and only ``MissBudget``
@@ -35,6 +37,7 @@ import asyncio
 import ipaddress
 import logging
 import time
+from datetime import datetime, timedelta
 from typing import Callable
 
 import psycopg
@@ -44,6 +47,8 @@ from rbloom import Bloom
 log = logging.getLogger(__name__)
 
 REFRESH_S = 300.0
+NEW_CODES_S = 5.0
+NEW_CODES_OVERLAP = timedelta(minutes=1)  # longer than any transaction that makes a link
 RETRY_S = 5.0
 FALSE_POSITIVE_RATE = 0.01
 MIN_CAPACITY = 100_000
@@ -54,6 +59,7 @@ PROBES_PER_S = 5
 MAX_CLIENTS = 100_000  # per window; clients beyond it count only against the total
 
 CODES_SQL = "SELECT code FROM tracking_links"
+NEW_CODES_SQL = "SELECT code FROM tracking_links WHERE created_at >= %(since)s"
 
 
 class KnownCodes:
@@ -63,6 +69,7 @@ class KnownCodes:
         self._pool = pool
         self._filter: Bloom | None = None
         self._added_while_loading: list[str] | None = None
+        self._since: datetime | None = None  # Postgres's clock: new codes are read from here on
         self.loaded_at: float | None = None
 
     def might_exist(self, code: str) -> bool:
@@ -79,7 +86,8 @@ class KnownCodes:
         self._added_while_loading = []
         try:
             async with self._pool.connection(timeout=10.0) as conn:
-                count = (await (await conn.execute("SELECT count(*) AS n FROM tracking_links")).fetchone())["n"]
+                row = await (await conn.execute("SELECT count(*) AS n, now() AS at FROM tracking_links")).fetchone()
+                count, since = row["n"], row["at"] - NEW_CODES_OVERLAP
                 fresh = Bloom(max(2 * count, MIN_CAPACITY), FALSE_POSITIVE_RATE)  # room to grow until the next load
                 # A server-side cursor, in batches, yielding between them: a million codes must not stall redirects.
                 async with conn.cursor(name="oros_known_codes") as cursor:
@@ -88,12 +96,25 @@ class KnownCodes:
                         fresh.update(row["code"] for row in rows)
                         await asyncio.sleep(0)
             fresh.update(self._added_while_loading)
-            self._filter, self.loaded_at = fresh, time.time()
+            self._filter, self._since, self.loaded_at = fresh, since, time.time()
             return count
         finally:
             self._added_while_loading = None
 
+    async def add_new(self) -> int:
+        """Add the codes made since the last read to the filter; returns how many were read."""
+        if self._filter is None:
+            return 0
+        async with self._pool.connection(timeout=10.0) as conn:
+            at = (await (await conn.execute("SELECT now() AS at")).fetchone())["at"]
+            rows = await (await conn.execute(NEW_CODES_SQL, {"since": self._since})).fetchall()
+        codes = [row["code"] for row in rows]
+        self._filter.update(codes)
+        self._since = at - NEW_CODES_OVERLAP
+        return len(codes)
+
     async def refresh_forever(self) -> None:
+        """Load every ``REFRESH_S``, and add the new codes every ``NEW_CODES_S`` in between."""
         while True:
             try:
                 count = await self.load()
@@ -102,7 +123,13 @@ class KnownCodes:
                 await asyncio.sleep(RETRY_S)
                 continue
             log.info("known codes loaded", extra={"codes": count})
-            await asyncio.sleep(REFRESH_S)
+            next_load = time.monotonic() + REFRESH_S
+            while (left := next_load - time.monotonic()) > 0:
+                await asyncio.sleep(min(NEW_CODES_S, left))
+                try:
+                    await self.add_new()
+                except (psycopg.Error, OSError, TimeoutError) as exc:
+                    log.warning("cannot read the new codes", extra={"error": repr(exc)})
 
 
 class MissBudget:

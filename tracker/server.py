@@ -4,7 +4,10 @@ The kernel spreads connections across the workers, so no process proxies
 another; their metrics meet in a directory the parent makes, so any
 worker's ``/metrics`` reports all of them (``SharedMetrics``). With one
 worker the server runs in this process; the parent of N replaces a worker
-that is killed, and stops when one exits by itself. SIGTERM (or SIGINT) drains: the
+that is killed, and stops when one exits by itself. The parent makes the
+N listening sockets and hands slot n's to worker n: when a worker dies its
+socket stays open in the parent, so the connections the kernel gives that
+slot wait in its backlog for the replacement instead of being refused. SIGTERM (or SIGINT) drains: the
 listening socket closes, in-flight requests finish, the appender flushes its
 last batch, then the process exits; the parent of N workers forwards the
 signal and waits for them. Workers never outlive the parent: the kernel
@@ -21,6 +24,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -41,14 +45,19 @@ DRAIN_TIMEOUT_S = 10.0
 MAX_LINE_BYTES = 4096  # request line: method, code, query
 MAX_FIELD_BYTES = 8190
 MAX_HEADERS = 64
+BACKLOG = 2048
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_CHECK_S = 1.0
 
 
 async def serve(
-    settings: Settings, port: int, *, reuse_port: bool, metrics_dir: Path | None = None, parent_pid: int | None = None
+    settings: Settings, port: int, *, reuse_port: bool, metrics_dir: Path | None = None, parent_pid: int | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or, for a worker, until ``parent_pid`` is no longer its parent), then drain."""
+    """Serve until SIGTERM/SIGINT (or, for a worker, until ``parent_pid`` is no longer its parent), then drain.
+
+    ``sock``: a listening socket to accept on (a worker's slot) instead of binding ``port``.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -63,7 +72,10 @@ async def serve(
         max_headers=MAX_HEADERS,
     )
     await runner.setup()
-    site = web.TCPSite(runner, HOST, port, reuse_port=reuse_port, backlog=2048)
+    if sock is not None:
+        site = web.SockSite(runner, sock)
+    else:
+        site = web.TCPSite(runner, HOST, port, reuse_port=reuse_port, backlog=BACKLOG)
     await site.start()
     log.info("tracker listening", extra={"port": port, "pid": os.getpid()})
     await stop.wait()
@@ -93,10 +105,21 @@ def _die_with_parent(parent_pid: int) -> None:
         sys.exit("the supervising process died before this worker started")
 
 
-def _worker(settings: Settings, port: int, log_level: str, metrics_dir: Path, parent_pid: int) -> None:
+def _worker(settings: Settings, sock: socket.socket, log_level: str, metrics_dir: Path, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     setup_logging(log_level)
-    uvloop.run(serve(settings, port, reuse_port=True, metrics_dir=metrics_dir, parent_pid=parent_pid))
+    uvloop.run(serve(settings, sock.getsockname()[1], reuse_port=True, metrics_dir=metrics_dir,
+                     parent_pid=parent_pid, sock=sock))
+
+
+def _listening(port: int) -> socket.socket:
+    """One worker slot's socket: bound with SO_REUSEPORT beside the others, and listening."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((HOST, port))
+    sock.listen(BACKLOG)
+    return sock
 
 
 def run_tracker(settings: Settings, workers: int, port: int) -> None:
@@ -112,9 +135,10 @@ def _run_workers(settings: Settings, workers: int, port: int, metrics_dir: Path)
     context = multiprocessing.get_context("spawn")
     log_level = logging.getLevelName(logging.getLogger().level)
     stopping = False
+    sockets = [_listening(port) for _ in range(workers)]  # kept open here for as long as the tracker runs
 
     def start(n: int) -> multiprocessing.Process:
-        child = context.Process(target=_worker, args=(settings, port, log_level, metrics_dir, os.getpid()),
+        child = context.Process(target=_worker, args=(settings, sockets[n], log_level, metrics_dir, os.getpid()),
                                 name=f"tracker-{n}")
         child.start()
         return child
@@ -124,6 +148,8 @@ def _run_workers(settings: Settings, workers: int, port: int, metrics_dir: Path)
     def forward(signum, _frame) -> None:
         nonlocal stopping
         stopping = True
+        for sock in sockets:  # each closes for good as its worker stops accepting: refused, not left waiting
+            sock.close()
         for child in children:
             if child.is_alive():
                 os.kill(child.pid, signal.SIGTERM)
@@ -135,9 +161,10 @@ def _run_workers(settings: Settings, workers: int, port: int, metrics_dir: Path)
         for n, child in enumerate(children):
             if child.exitcode is None or stopping:
                 continue
-            if child.exitcode < 0:
+            if child.exitcode < 0 and child.exitcode != -signal.SIGTERM:
                 # Killed (SIGKILL, the OOM killer): replace it. Nobody else would: whoever runs this
-                # process sees it alive, and with every worker gone it would serve nothing.
+                # process sees it alive, and with every worker gone it would serve nothing. (SIGTERM
+                # is a request to stop, even one that came before the worker could drain.)
                 log.error("worker killed, starting another", extra={"worker": child.name, "signal": -child.exitcode})
                 children[n] = start(n)
             else:

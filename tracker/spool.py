@@ -8,13 +8,19 @@ replay interrupted half-way is replayed again; event ids are generated at
 the edge, so the duplicates collapse downstream.
 
 A batch is acknowledged only once it is whole on disk: written, then
-``fdatasync``ed (one sync per batch, measured in docs/tracker.md). A write
+``fdatasync``ed (one sync per batch, measured in docs/tracker.md), in a
+file whose directory entry was synced when it was created (a power loss
+must not take the file away with batches already acknowledged). A write
 that fails part-way (ENOSPC after some bytes, EIO) or a sync that fails is
 cut off again with ``ftruncate`` back to the end of the last acknowledged
 batch, so the next batch never lands on a torn line. Should that truncation
 fail too, the file stays marked torn and every later write first retries it
 and is refused until it succeeds. Only a process killed inside a write
 leaves a torn last line, and that request was never answered.
+
+The depth (``/healthz``, ``oros_tracker_spool_depth``) is what the
+directory holds, whoever wrote it: this process, the other workers, or a
+process that died and left its file. Every worker reports the same number.
 """
 
 from __future__ import annotations
@@ -75,15 +81,16 @@ class Spool:
         self._active: Path | None = None
         self._size = 0  # bytes of the active file that are whole, synced batches
         self._torn = False  # the active file may end past _size: truncate before writing
-        self.depth = 0  # events this process spooled and has not yet replayed
+        self._counted: dict[Path, tuple[int, int]] = {}  # file -> (bytes up to its last newline, lines in them)
         self.write_error: str | None = None  # why the last write failed; None once one succeeds
+        metrics.spool_depth.set_function(self.depth)
 
     def write(self, events: list[bytes]) -> None:
         """Append ``events`` and sync them; raises OSError, leaving the file as it was, if they are not all on disk."""
-        if self._fd is None:
-            self._open()
         data = b"".join(event + b"\n" for event in events)
         try:
+            if self._fd is None:
+                self._open()
             if self._torn:
                 os.ftruncate(self._fd, self._size)
                 self._torn = False
@@ -94,13 +101,12 @@ class Spool:
             os.fdatasync(self._fd)
         except OSError as exc:
             self.write_error = repr(exc)
-            self._cut_back()
+            if self._fd is not None:
+                self._cut_back()
             raise
         self._size += len(data)
         self.write_error = None
-        self.depth += len(events)
         self._metrics.events[("spool",)] += len(events)
-        self._metrics.spool_depth.set(self.depth)
 
     def _cut_back(self) -> None:
         """Drop what a failed write left past the last whole batch."""
@@ -112,9 +118,20 @@ class Spool:
             self._torn = True
 
     def _open(self) -> None:
+        """Create and lock a new active file, and sync the directory so that its entry outlives a power loss."""
         path = self.directory / f"active-{os.getpid()}-{uuid7().hex}.log"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            directory = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
         self._fd, self._active, self._size, self._torn = fd, path, 0, False
 
     def seal(self) -> None:
@@ -147,14 +164,46 @@ class Spool:
             yield ClaimedFile(path, fd)
 
     def replayed(self, count: int) -> None:
-        self.depth = max(0, self.depth - count)
         self._metrics.replayed.inc(count)
-        self._metrics.spool_depth.set(self.depth)
+
+    def depth(self) -> int:
+        """Events waiting in the directory's spool files, whoever wrote them: their complete lines.
+
+        Files only grow (a failed write is cut back to where it began), so each file's new bytes
+        are read once; one that no longer ends where it was counted is counted again. A file that
+        cannot be read now (a failing disk, which the replayer reports) keeps its last count.
+        """
+        counted = {}
+        for path in self.directory.glob("*.log"):
+            offset, lines = last = self._counted.get(path, (0, 0))
+            try:
+                with open(path, "rb") as file:
+                    if offset and (file.seek(0, os.SEEK_END) < offset or _byte_at(file, offset - 1) != b"\n"):
+                        offset, lines = 0, 0
+                    file.seek(offset)
+                    read = offset
+                    while chunk := file.read(1 << 20):
+                        lines += chunk.count(b"\n")
+                        if (last := chunk.rfind(b"\n")) >= 0:
+                            offset = read + last + 1  # a line still being written (or torn) is read again
+                        read += len(chunk)
+            except FileNotFoundError:  # replayed and removed meanwhile
+                continue
+            except OSError:
+                offset, lines = last
+            counted[path] = (offset, lines)
+        self._counted = counted
+        return sum(lines for _, lines in counted.values())
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = self._active = None
+
+
+def _byte_at(file, offset: int) -> bytes:
+    file.seek(offset)
+    return file.read(1)
 
 
 def _age(path: Path) -> float:
