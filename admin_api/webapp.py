@@ -94,7 +94,8 @@ def content_security_policy(settings: Settings) -> str:
         "default-src 'none'",
         f"script-src 'self' {stripe['script']}",
         "style-src 'self'",
-        "img-src 'self' data:",
+        # Creators' https images in community posts (docs/webapp.md, "Communities and posts").
+        "img-src 'self' data: https:",
         f"connect-src 'self' {stripe['connect']}",
         f"frame-src {stripe['frame']}",
         "form-action 'self'",

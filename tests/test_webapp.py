@@ -17,6 +17,7 @@ import pytest
 from admin_api import webapp
 from admin_api.app import create_app
 from admin_api.auth import CSRF_HEADER, SESSION_COOKIE, issue_token
+from oros import webhooks
 from oros.accounts import create_admin
 from oros_cli import demo
 from settler.jobs import OWNER_JOBS
@@ -210,6 +211,9 @@ async def test_pages_carry_a_strict_csp_and_cannot_be_framed(api):
         csp = resp.headers["Content-Security-Policy"]
         assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
         assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp
+        # Images: our own, data: URLs (uPlot) and creators' https images in posts; never plain http.
+        directives = dict(directive.split(" ", 1) for directive in csp.split("; "))
+        assert directives["img-src"] == "'self' data: https:"
         assert resp.headers["X-Frame-Options"] == "DENY" and resp.headers["X-Content-Type-Options"] == "nosniff"
     assert (await api.get("/")).headers["Content-Type"].startswith("text/html")
     assert (await api.get("/app/js/main.js")).headers["Content-Type"].startswith("text/javascript")
@@ -245,6 +249,13 @@ def test_the_app_never_writes_markup_or_evaluates_strings():
     index = WEB_DIR.joinpath("index.html").read_text()
     assert all("src=" in tag for tag in re.findall(r"<script[^>]*>", index))
     assert "style=" not in index and "<style" not in index and "http" not in index  # no CDN
+
+
+def test_the_webhooks_page_offers_each_role_the_event_types_the_server_sends_it():
+    """The page's copy of who receives which event type (for its form) agrees with oros/webhooks.py."""
+    page = WEB_DIR.joinpath("js", "pages", "webhooks.js").read_text()
+    table = page[page.index("const EVENT_TYPES = {"):page.index("};", page.index("const EVENT_TYPES = {"))]
+    assert dict(re.findall(r"'([a-z._]+)': \['(business|creator)'", table)) == webhooks.EVENT_TYPES
 
 
 async def test_admin_lists_the_kyc_queue(api, settings, pg):

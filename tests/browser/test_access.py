@@ -13,11 +13,29 @@ XSS_TITLE = '<img src=x onerror="window.__xss=1">Title'
 XSS_TEXT = '<script>window.__xss=2</script><a href="javascript:window.__xss=3">x</a>'
 
 
+def endpoint(api: Api, auth: dict, events: list[str]) -> dict:
+    return api.call("POST", "/v1/webhook-endpoints", auth, url="http://127.0.0.1:9/owner", events=events)
+
+
+def cannot_reach_endpoint(ui: UI, found: dict) -> None:
+    """Another user's webhook endpoint: absent from the page and from every call the pages make."""
+    ui.route("/webhooks")
+    assert found["url"] not in ui.main_text()
+    ui.route(f"/webhooks/{found['id']}")
+    assert ui.heading() == "Not found"
+    base = f"/v1/webhook-endpoints/{found['id']}"
+    assert ui.fetch("GET", "/v1/webhook-endpoints")["data"]["items"] == []
+    for method, path in (("GET", base), ("GET", f"{base}/deliveries"), ("POST", f"{base}/rotate-secret"),
+                         ("DELETE", base)):
+        assert ui.fetch(method, path)["status"] == 404, (method, path)
+
+
 def test_a_business_cannot_see_another_business_campaigns(browser, stack, tmp_path):
     api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
     _, _, owner = api.user("business")
     secret = api.campaign(owner, title="Owner's secret launch")
     live = api.active_campaign(owner, title="Owner's live campaign")
+    hook = endpoint(api, owner, ["conversion.recorded"])
     other_email, _, _ = api.user("business")
 
     log_in(ui, other_email)
@@ -33,6 +51,7 @@ def test_a_business_cannot_see_another_business_campaigns(browser, stack, tmp_pa
     assert ui.fetch("GET", "/v1/campaigns?mine=true")["data"]["items"] == []
     assert ui.fetch("POST", f"/v1/campaigns/{live['id']}/pause")["status"] in (403, 404)
     assert ui.fetch("GET", "/v1/admin/settlements")["status"] == 403
+    cannot_reach_endpoint(ui, hook)
 
 
 def test_a_creator_cannot_see_another_creator_money_or_links(browser, stack, tmp_path):
@@ -43,6 +62,7 @@ def test_a_creator_cannot_see_another_creator_money_or_links(browser, stack, tmp
     api.call("POST", f"/v1/campaigns/{campaign['id']}/creators", first)
     api.call("POST", f"/v1/campaigns/{campaign['id']}/creators/{first_id}/accept", business)
     link = api.call("POST", f"/v1/campaigns/{campaign['id']}/links", first)
+    hook = endpoint(api, first, ["earning.credited"])
     api.call("POST", "/v1/admin/adjustments", api.admin(), reason="goodwill", legs=[
         {"user_id": first_id, "direction": "credit", "amount": "25.00"},
         {"platform": "clearing", "direction": "debit", "amount": "25.00"}])
@@ -60,6 +80,32 @@ def test_a_creator_cannot_see_another_creator_money_or_links(browser, stack, tmp
     assert ui.fetch("GET", "/v1/wallet/ledger")["data"]["items"] == []
     assert ui.fetch("GET", f"/v1/campaigns/{campaign['id']}/stats")["status"] == 403
     assert ui.fetch("POST", f"/v1/campaigns/{campaign['id']}/links")["status"] == 403
+    cannot_reach_endpoint(ui, hook)
+
+
+def test_a_supporter_cannot_read_a_locked_post_or_the_members(browser, stack, tmp_path):
+    api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
+    _, _, creator = api.user("creator")
+    community = api.call("POST", "/v1/communities", creator, name="Inner circle")
+    locked = api.call("POST", f"/v1/communities/{community['id']}/posts", creator, content_type="link",
+                      content_url="https://example.com/members-only", is_locked=True, min_tip_to_unlock="2.50")
+    _, _, member = api.user("supporter")
+    api.call("POST", f"/v1/communities/{community['id']}/join", member)
+    email, _, supporter = api.user("supporter")
+    api.call("POST", f"/v1/communities/{community['id']}/join", supporter)
+
+    log_in(ui, email)
+    ui.route(f"/communities/{community['id']}")
+    assert "$2.50" in ui.text_of("feed") and "members-only" not in browser.page_source
+    assert not browser.find_elements(By.ID, "members")
+    assert "content_url" not in ui.fetch("GET", f"/v1/posts/{locked['id']}")["data"]
+    assert ui.fetch("GET", f"/v1/communities/{community['id']}/members")["status"] == 403
+    assert ui.fetch("POST", f"/v1/communities/{community['id']}/posts", {"content_type": "text", "body": "x"})["status"] == 403
+    # Webhooks are a business's or creator's: not offered, not served.
+    assert "Webhooks" not in browser.find_element(By.ID, "nav").text
+    ui.route("/webhooks")
+    assert ui.heading() == "Not available"
+    assert ui.fetch("GET", "/v1/webhook-endpoints")["status"] == 403
 
 
 def test_only_finance_sees_the_finance_pages(browser, stack, tmp_path):
@@ -86,7 +132,9 @@ def test_api_strings_are_shown_as_text_never_run(browser, stack, tmp_path):
     email, _, business = api.user("business")
     campaign = api.active_campaign(business, title=XSS_TITLE, description=XSS_TEXT, hashtags=["<b>bold</b>", "xss"])
     api.call("PATCH", "/v1/me", business, display_name='<svg onload="window.__xss=4">')
-    creator_email, _, _ = api.user("creator")
+    creator_email, _, creator = api.user("creator")
+    community = api.call("POST", "/v1/communities", creator, name=XSS_TITLE, description=XSS_TEXT)
+    api.call("POST", f"/v1/communities/{community['id']}/posts", creator, content_type="text", body=XSS_TEXT)
 
     log_in(ui, email)
     for route in ("/campaigns", f"/campaigns/{campaign['id']}", f"/campaigns/{campaign['id']}/stats", "/account"):
@@ -100,6 +148,11 @@ def test_api_strings_are_shown_as_text_never_run(browser, stack, tmp_path):
     ui.route(f"/browse/{campaign['id']}")
     assert ui.heading() == XSS_TITLE and "#<b>bold</b>" in ui.main_text()
     assert browser.execute_script("return window.__xss") is None
+    for route in ("/communities", f"/communities/{community['id']}"):
+        ui.route(route)
+        assert XSS_TITLE in ui.main_text() and XSS_TEXT in ui.main_text(), route
+        assert not browser.find_elements(By.CSS_SELECTOR, "main img[src=x], main script, main a[href^=javascript]")
+        assert browser.execute_script("return window.__xss") is None, route
     assert ui.console_errors() == []
 
 

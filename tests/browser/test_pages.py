@@ -15,7 +15,7 @@ from selenium.webdriver.common.keys import Keys
 
 from ingest.consumer import Ingester
 
-from webui import UI, Api, log_in
+from webui import UI, Api, deliver_webhooks, log_in
 
 AXE_VERSION = "4.14.1"  # vendor/README.txt
 AXE_SOURCE = (Path(__file__).with_name("vendor") / "axe.min.js").read_text()
@@ -70,13 +70,25 @@ def check_pages(ui: UI, role: str, routes: list[str]) -> list[str]:
 
 
 def seeded(stack) -> dict:
-    """A business with an active campaign and stats, creators (one paid, one waiting for KYC), a withdrawal."""
+    """A business with an active campaign and stats, creators (one paid, one waiting for KYC), a withdrawal;
+    the paid creator's community with a locked post, an open one and a member; each one's webhook endpoint
+    with a delivery whose attempt failed (nothing listens on its port)."""
     api = Api(stack)
     business_email, _, business = api.user("business")
     campaign = api.active_campaign(business, title="Autumn boots", hashtags=["boots"])
     api.campaign(business, title="Winter draft")
     creator_email, creator_id, creator = api.user("creator")
     api.user("creator")  # pending KYC: the finance queue lists someone
+    supporter_email, _, supporter = api.user("supporter")
+    community = api.call("POST", "/v1/communities", creator, name="Boot lovers", description="Care tips, first.")
+    for fields in ({"content_type": "text", "body": "Members only", "is_locked": True, "min_tip_to_unlock": "3.00"},
+                   {"content_type": "image", "content_url": "https://127.0.0.1:9/boot.png", "body": "New sole"}):
+        api.call("POST", f"/v1/communities/{community['id']}/posts", creator, **fields)
+    api.call("POST", f"/v1/communities/{community['id']}/join", supporter)
+    nowhere = "http://127.0.0.1:9/hook"  # the discard port: nothing listens, each attempt fails at once
+    endpoints = {role: api.call("POST", "/v1/webhook-endpoints", auth, url=nowhere, events=events)["id"]
+                 for role, auth, events in (("business", business, ["settlement.completed"]),
+                                            ("creator", creator, ["earning.credited"]))}
     api.call("POST", f"/v1/campaigns/{campaign['id']}/creators", creator)
     api.call("POST", f"/v1/campaigns/{campaign['id']}/creators/{creator_id}/accept", business)
     link = api.call("POST", f"/v1/campaigns/{campaign['id']}/links", creator)
@@ -90,8 +102,10 @@ def seeded(stack) -> dict:
         {"user_id": creator_id, "direction": "credit", "amount": "30.00"},
         {"platform": "clearing", "direction": "debit", "amount": "30.00"}])
     api.call("POST", "/v1/withdrawals", creator, amount="20.00", method="ach")
-    return {"business": business_email, "creator": creator_email, "admin": api.admin_email,
-            "campaign": campaign["id"], "link": link}
+    attempts = deliver_webhooks(stack)
+    return {"business": business_email, "creator": creator_email, "supporter": supporter_email,
+            "admin": api.admin_email, "campaign": campaign["id"], "link": link, "community": community["id"],
+            "endpoints": endpoints, "attempts": attempts}
 
 
 async def _ingest(stack) -> int:
@@ -105,7 +119,8 @@ async def _ingest(stack) -> int:
 def test_every_main_page_is_accessible_and_fits_a_phone(browser, stack, tmp_path):
     ui = UI(browser, stack.admin_url, tmp_path / "shots")
     data = seeded(stack)
-    campaign = data["campaign"]
+    assert len(data["attempts"]) >= 2 and all(a.error for a in data["attempts"])  # failed attempts to show
+    campaign, community, endpoints = data["campaign"], data["community"], data["endpoints"]
     ui.log_out()
     problems = []
     for route in ("/login", "/signup"):
@@ -114,10 +129,14 @@ def test_every_main_page_is_accessible_and_fits_a_phone(browser, stack, tmp_path
     log_in(ui, data["business"])
     problems += check_pages(ui, "business", [
         "/campaigns", "/campaigns/new", f"/campaigns/{campaign}", f"/campaigns/{campaign}/stats",
-        f"/campaigns/{campaign}/stats?group_by=link", "/api-keys", "/account"])
+        f"/campaigns/{campaign}/stats?group_by=link", "/api-keys", "/account", "/webhooks",
+        f"/webhooks/{endpoints['business']}"])
     log_in(ui, data["creator"])
     problems += check_pages(ui, "creator", [
-        "/browse", f"/browse/{campaign}", "/earnings", "/my-stats", "/wallet", "/account"])
+        "/browse", f"/browse/{campaign}", "/earnings", "/my-stats", "/wallet", "/account", "/communities",
+        "/communities/new", f"/communities/{community}", "/webhooks", f"/webhooks/{endpoints['creator']}"])
+    log_in(ui, data["supporter"])
+    problems += check_pages(ui, "supporter", ["/communities", f"/communities/{community}", "/account"])
     log_in(ui, data["admin"])
     problems += check_pages(ui, "finance", [
         "/finance", "/finance/reconcile", "/finance/kyc", "/finance/funding", "/finance/adjustments",

@@ -4,6 +4,8 @@ the browser tests arrange over HTTP (``Api``)."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -15,6 +17,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from admin_api.auth import issue_token
 from oros.accounts import create_admin
+from webhooks.deliver import Deliverer
 
 PASSWORD = "browser-password-1"  # every account the browser tests make
 
@@ -214,3 +217,16 @@ class Api:
         campaign = self.campaign(business, **fields)
         self.call("POST", f"/v1/admin/campaigns/{campaign['id']}/funding", self.admin(), amount="10.00", reference="w")
         return self.call("POST", f"/v1/campaigns/{campaign['id']}/activate", business)
+
+
+def deliver_webhooks(stack, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> list:
+    """One pass of the webhook sender (``oros webhooks --once``) at the clock's time, on the stack's loop."""
+    async def once() -> list:
+        deliverer = Deliverer(stack.settings, clock=clock)
+        await deliverer.open()
+        try:
+            return await deliverer.deliver_due()
+        finally:
+            await deliverer.close()
+
+    return stack.run(once())

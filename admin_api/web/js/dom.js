@@ -72,9 +72,13 @@ export function table(columns, rows, { caption, empty = 'Nothing yet.', id } = {
   return h('div', { class: 'table-wrap' }, h('table', { id },
     caption ? h('caption', {}, caption) : null,
     h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col', class: c.class }, c.label)))),
-    h('tbody', {}, rows.map((row) => h('tr', {}, columns.map((c) => (c.header
-      ? h('th', { scope: 'row', class: c.class }, c.value(row))
-      : h('td', { class: c.class }, c.value(row)))))))));
+    h('tbody', {}, rows.map((row) => tableRow(columns, row)))));
+}
+
+export function tableRow(columns, row) {
+  return h('tr', {}, columns.map((c) => (c.header
+    ? h('th', { scope: 'row', class: c.class }, c.value(row))
+    : h('td', { class: c.class }, c.value(row)))));
 }
 
 export function dl(pairs) {
@@ -95,6 +99,25 @@ export function button(label, onclick, { kind = 'secondary', ...props } = {}) {
     }
   };
   return h('button', { type: 'button', class: `btn ${kind}`, onclick: run, ...props }, label);
+}
+
+// "Load more" under a list paged by cursor: a press fetches the page after the last one and hands its items
+// to `add`, which returns the nodes it appended; focus moves to the first of them, so keyboard and screen
+// reader users land on what is new. The button leaves after the last page (no next_cursor).
+export function loadMore(cursor, fetchPage, add, { label = 'Load more', id } = {}) {
+  if (!cursor) return null;
+  let next = cursor;
+  const el = button(label, async () => {
+    const got = await fetchPage(next);
+    const added = add(got.items);
+    next = got.next_cursor;
+    if (!next) el.remove();
+    if (added.length) {
+      added[0].tabIndex = -1;
+      added[0].focus();
+    }
+  }, { id });
+  return el;
 }
 
 // Copies text to the clipboard; falls back to selecting it where the clipboard API is unavailable.

@@ -21,3 +21,16 @@ export async function parameterOptions(method, path, name) {
   if (!param) return null;
   return (param.schema && param.schema.enum) || [];
 }
+
+// The enum of a JSON body field (of its items, for an array), or null when the operation does not take it.
+export async function bodyOptions(method, path, name) {
+  const doc = await load();
+  const resolve = (schema) => (schema && schema.$ref
+    ? doc.components?.schemas?.[schema.$ref.split('/').pop()] : schema);
+  const op = doc.paths?.[path]?.[method.toLowerCase()];
+  const body = resolve(op?.requestBody?.content?.['application/json']?.schema);
+  let field = resolve(body?.properties?.[name]);
+  if (field?.anyOf) field = resolve(field.anyOf.find((one) => one.type !== 'null'));
+  if (field?.type === 'array') field = resolve(field.items);
+  return field?.enum ?? null;
+}

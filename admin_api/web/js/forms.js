@@ -16,6 +16,16 @@ function control(formId, field) {
       h('option', { value, selected: String(field.value ?? '') === String(value) }, label)));
   }
   if (field.type === 'checkbox') return h('input', { ...common, type: 'checkbox', checked: Boolean(field.value) });
+  if (field.type === 'checkboxes') {
+    // A group of choices sent as the list of those checked; its legend names it.
+    return h('fieldset', { id, class: 'choices', 'aria-describedby': common['aria-describedby'] },
+      h('legend', {}, field.label, field.required ? h('span', { class: 'req', 'aria-hidden': 'true' }, ' *') : null),
+      field.options.map(([value, label, help]) => h('div', { class: 'check' },
+        h('input', { type: 'checkbox', id: `${id}-${value}`, name: field.name, value,
+          checked: (field.value || []).includes(value), 'aria-describedby': help ? `${id}-${value}-help` : null }),
+        h('label', { for: `${id}-${value}` }, label),
+        help ? h('span', { class: 'help', id: `${id}-${value}-help` }, help) : null)));
+  }
   return h('input', { ...common, type: field.type || 'text', value: field.value ?? '', step: field.step, min: field.min });
 }
 
@@ -35,17 +45,21 @@ export function form({ id, fields, submit, onSubmit, extra = null, resetOnSucces
     fields.map((field) => {
       controls[field.name] = control(id, field);
       errors[field.name] = h('p', { class: 'field-error', id: `${id}-${field.name}-error`, role: 'alert' });
-      const label = h('label', { for: `${id}-${field.name}` }, field.label, field.required ? h('span', { class: 'req', 'aria-hidden': 'true' }, ' *') : null);
+      const label = field.type === 'checkboxes' ? null
+        : h('label', { for: `${id}-${field.name}` }, field.label, field.required ? h('span', { class: 'req', 'aria-hidden': 'true' }, ' *') : null);
       const help = field.help ? h('p', { class: 'help', id: `${id}-${field.name}-help` }, field.help) : null;
       return h('div', { class: `field ${field.type === 'checkbox' ? 'check' : ''}` }, label, controls[field.name], help, errors[field.name]);
     }),
     extra, general, h('div', { class: 'actions' }, submitButton));
 
+  // The inputs of a field: the control itself, or each box of a group.
+  const inputs = (name) => (controls[name].matches('fieldset') ? [...controls[name].querySelectorAll('input')] : [controls[name]]);
+
   function clearErrors() {
     general.textContent = '';
     for (const name of Object.keys(errors)) {
       errors[name].textContent = '';
-      controls[name].removeAttribute('aria-invalid');
+      for (const input of inputs(name)) input.removeAttribute('aria-invalid');
     }
   }
 
@@ -53,8 +67,8 @@ export function form({ id, fields, submit, onSubmit, extra = null, resetOnSucces
     const name = err instanceof ApiError ? owner(Object.keys(controls), err.field) : null;
     if (name) {
       errors[name].textContent = err.message;
-      controls[name].setAttribute('aria-invalid', 'true');
-      controls[name].focus();
+      for (const input of inputs(name)) input.setAttribute('aria-invalid', 'true');
+      inputs(name)[0].focus();
     } else {
       general.textContent = err.message || String(err);
     }
@@ -64,6 +78,10 @@ export function form({ id, fields, submit, onSubmit, extra = null, resetOnSucces
     const out = {};
     for (const field of fields) {
       const input = controls[field.name];
+      if (field.type === 'checkboxes') {
+        out[field.name] = inputs(field.name).filter((box) => box.checked).map((box) => box.value);
+        continue;
+      }
       const raw = field.type === 'checkbox' ? input.checked : input.value.trim();
       if (raw === '' && !field.keepEmpty) continue;
       out[field.name] = field.parse ? field.parse(raw) : raw;

@@ -15,6 +15,7 @@ function home() {
   if (mine.has('admin')) return '/finance';
   if (mine.has('business')) return '/campaigns';
   if (mine.has('creator')) return '/browse';
+  if (mine.has('supporter')) return '/communities';
   return '/account';
 }
 
