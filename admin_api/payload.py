@@ -27,8 +27,13 @@ from .routing import DECLARED
 M = TypeVar("M", bound=BaseModel)
 
 
-async def parse(model: type[M], request: web.Request) -> M:
-    """The request's JSON object body as ``model``; an empty body is ``{}``."""
+async def parse(model: type[M], request: web.Request, context: dict | None = None) -> M:
+    """The request's JSON object body as ``model``; an empty body is ``{}``.
+
+    ``context`` reaches the wire types that also depend on the caller or the settings (pydantic's validation
+    context: an endpoint's event types must reach the caller's roles), so those rules too are checked in
+    field order.
+    """
     _check_declared(request, "body", model)
     raw = await request.read()
     try:
@@ -37,7 +42,7 @@ async def parse(model: type[M], request: web.Request) -> M:
         raise ApiError(400, "bad_json", "request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise invalid("body", "request body must be a JSON object")
-    return validate(model, body)
+    return validate(model, body, context)
 
 
 def parse_query(model: type[M], request: web.Request) -> M:
@@ -51,9 +56,9 @@ def parse_query(model: type[M], request: web.Request) -> M:
     return validate(model, data)
 
 
-def validate(model: type[M], data: dict) -> M:
+def validate(model: type[M], data: dict, context: dict | None = None) -> M:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")

@@ -12,19 +12,24 @@ docs/webhooks.md is the receiver's side.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
+from typing import Annotated, Literal
 
 from aiohttp import web
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationInfo, WithJsonSchema
 
 from oros import webhooks
 from oros.connections import as_user
+from oros.httperrors import conflict, forbidden, invalid, not_found
+from oros.wire import OneOf, Uuid, Whole, refuse, rule
 
-from . import openapi as oa
 from .auth import caller
-from .errors import ApiError, forbidden, invalid, not_found
-from .payload import cursor, fetch_page, limit, path_id, read_json, respond, whole
+from .pages import Page, PageQuery, fetch_page
+from .payload import parse, parse_query, path_id, respond
+from .routing import Routes
 from .typedefs import PG_POOL, SETTINGS
 
-routes = web.RouteTableDef()
+routes = Routes()
 
 ENDPOINT_COLUMNS = "id, url, events, created_at, disabled_at"
 DELIVERY_COLUMNS = """id, event_id, event_type, status, attempt_count, next_attempt_at, give_up_at, created_at,
@@ -37,31 +42,118 @@ _ATTEMPTS_SQL = """
 SELECT delivery_id, attempt, started_at, duration_ms, status_code, response_excerpt, error
   FROM webhook_attempts WHERE delivery_id = ANY(%(ids)s::uuid[]) ORDER BY delivery_id, attempt
 """
+# The validation context key holding the caller's roles, which each event type must reach.
+ROLES = "roles"
+EVENT_TYPE_NAMES = tuple(webhooks.EVENT_TYPES)
+EventTypeName = Literal[EVENT_TYPE_NAMES]
 
 
-def _events(body: dict, roles: frozenset[str]) -> list[str]:
-    """The event types asked for: known, each one whose events can reach the caller's roles."""
-    raw = body.get("events")
-    if not isinstance(raw, list) or not 1 <= len(raw) <= len(webhooks.EVENT_TYPES):
-        raise invalid("events", f"events must be a list of 1 to {len(webhooks.EVENT_TYPES)} event types")
-    for i, name in enumerate(raw):
-        audience = webhooks.EVENT_TYPES.get(name) if isinstance(name, str) else None
-        if audience is None:
-            raise invalid(f"events[{i}]", f"events[{i}] must be one of {', '.join(webhooks.EVENT_TYPES)}")
-        if audience not in roles:
-            raise invalid(f"events[{i}]", f"{name} events reach a {audience}; the caller is not one")
-    return sorted(set(raw))
+def _event_type(raw: object, info: ValidationInfo) -> str:
+    """A known event type whose events reach one of the caller's roles (an admin as such receives none)."""
+    audience = webhooks.EVENT_TYPES.get(raw) if isinstance(raw, str) else None
+    if audience is None:
+        refuse(f"must be one of {', '.join(EVENT_TYPE_NAMES)}")
+    if audience not in (info.context or {}).get(ROLES, ()):
+        refuse(f"must reach one of the caller's roles: {raw} events reach a {audience}")
+    return raw
 
 
-async def _url(request: web.Request, body: dict) -> str:
-    """The endpoint's URL, refused at once when it or the addresses its host resolves to are not allowed."""
-    allow_private = request.app[SETTINGS].allows_private_webhooks
-    try:
-        url = webhooks.check_url(body.get("url"), allow_private=allow_private)
-        await webhooks.resolve_checked(asyncio.get_running_loop(), url, allow_private=allow_private)
-    except webhooks.UnsafeTarget as exc:
-        raise invalid("url", f"url {exc}") from None
-    return str(url)
+def _event_list(raw: object) -> list:
+    if not isinstance(raw, list) or not 1 <= len(raw) <= len(EVENT_TYPE_NAMES):
+        refuse(f"must be a list of 1 to {len(EVENT_TYPE_NAMES)} event types")
+    return raw
+
+
+EVENT_TYPE_SCHEMA = {"type": "string", "enum": list(EVENT_TYPE_NAMES)}
+_AUDIENCES = "; ".join(f"{role}: {', '.join(n for n, r in webhooks.EVENT_TYPES.items() if r == role)}"
+                       for role in dict.fromkeys(webhooks.EVENT_TYPES.values()))
+# Event types, each checked in turn (an error names ``events[i]``); duplicates collapse, sorted.
+EventTypes = Annotated[
+    list[rule(str, _event_type, EVENT_TYPE_SCHEMA)], BeforeValidator(_event_list),
+    AfterValidator(lambda names: sorted(set(names))),
+    WithJsonSchema({"type": "array", "minItems": 1, "maxItems": len(EVENT_TYPE_NAMES), "items": EVENT_TYPE_SCHEMA,
+                    "description": f"each reaching one of the caller's roles ({_AUDIENCES})"}),
+]
+# A signing secret in a response: shown once, never readable again.
+SigningSecret = Annotated[str, Field(pattern=f"^{webhooks.SECRET_PREFIX}")]
+
+
+class EndpointIn(BaseModel):
+    events: EventTypes  # checked before url, as they always were
+    url: webhooks.WebhookUrl
+
+
+class RotationIn(BaseModel):
+    grace_s: Whole(0, MAX_GRACE_S) = Field(ROTATION_GRACE_S, description="how long the previous secret still "
+                                                                          "signs, in seconds")
+
+
+class DeliveryQuery(PageQuery):
+    status: OneOf(*DELIVERY_STATUSES) = None
+
+
+class Endpoint(BaseModel):
+    """The endpoint"""
+
+    id: Uuid
+    url: str
+    events: list[EventTypeName]
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+class CreatedEndpoint(Endpoint):
+    """The endpoint and its signing secret, shown this once"""
+
+    secret: SigningSecret
+
+
+class DisabledEndpoint(Endpoint):
+    """The endpoint, disabled"""
+
+    disabled_at: datetime
+
+
+class Secret(BaseModel):
+    """The new signing secret, shown this once"""
+
+    secret: SigningSecret
+    created_at: datetime
+    previous_valid_until: datetime | None = Field(description="until when the secret it replaced still signs")
+
+
+class Attempt(BaseModel):
+    attempt: Annotated[int, Field(ge=1)]
+    started_at: datetime
+    duration_ms: Annotated[int, Field(ge=0)]
+    status_code: int | None
+    response_excerpt: str | None
+    error: str | None
+
+
+class Delivery(BaseModel):
+    """The delivery"""
+
+    id: Uuid
+    event_id: Uuid
+    event_type: EventTypeName
+    status: Literal[DELIVERY_STATUSES]
+    attempt_count: Annotated[int, Field(ge=0)]
+    next_attempt_at: datetime
+    give_up_at: datetime
+    created_at: datetime
+    finished_at: datetime | None
+    payload: dict = Field(description="the event's data")
+    attempts: list[Attempt]
+
+
+class RetriedDelivery(BaseModel):
+    """The delivery, pending again"""
+
+    id: Uuid
+    status: Literal["pending"]
+    next_attempt_at: datetime
+    give_up_at: datetime
 
 
 async def _manager(request: web.Request):
@@ -71,34 +163,39 @@ async def _manager(request: web.Request):
     return who
 
 
-@routes.post("/v1/webhook-endpoints")
+@routes.post("/v1/webhook-endpoints", "Subscribe an https endpoint to event types; the signing secret is returned "
+             "this once", body=EndpointIn, responses={201: CreatedEndpoint})
 async def create_endpoint(request: web.Request) -> web.Response:
     """A new endpoint and its signing secret, shown this once."""
     who = await _manager(request)
-    body = await read_json(request)
-    events = _events(body, who.roles)
-    url = await _url(request, body)
+    allow_private = request.app[SETTINGS].allows_private_webhooks
+    body = await parse(EndpointIn, request, {ROLES: who.roles, webhooks.ALLOW_PRIVATE: allow_private})
+    try:
+        await webhooks.resolve_checked(asyncio.get_running_loop(), body.url, allow_private=allow_private)
+    except webhooks.UnsafeTarget as exc:
+        raise invalid("url", f"url {exc}") from None
     secret = webhooks.new_secret()
     async with as_user(request.app[PG_POOL], who.id) as conn:
         count = await (await conn.execute(
             "SELECT count(*) AS n FROM webhook_endpoints WHERE owner_id = %(me)s AND disabled_at IS NULL",
             {"me": who.id})).fetchone()
         if count["n"] >= webhooks.MAX_ENDPOINTS:
-            raise ApiError(409, "too_many_endpoints",
+            raise conflict("too_many_endpoints",
                            f"at most {webhooks.MAX_ENDPOINTS} webhook endpoints; delete one first")
         row = await (await conn.execute(
             f"SELECT {ENDPOINT_COLUMNS} FROM oros_create_webhook_endpoint(%(url)s, %(events)s, %(secret)s)",
-            {"url": url, "events": events, "secret": secret})).fetchone()
+            {"url": body.url, "events": body.events, "secret": secret})).fetchone()
     return respond({**row, "secret": secret}, 201)
 
 
-@routes.get("/v1/webhook-endpoints")
+@routes.get("/v1/webhook-endpoints", "The caller's endpoints, newest first", query=PageQuery,
+            responses={200: Page[Endpoint]})
 async def list_endpoints(request: web.Request) -> web.Response:
     who = (await caller(request)).require("business", "creator")
-    size, after = limit(request), cursor(request)
+    query = parse_query(PageQuery, request)
     async with as_user(request.app[PG_POOL], who.id) as conn:
         page = await fetch_page(conn, f"SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints",
-                                ["owner_id = %(me)s", "disabled_at IS NULL"], {"me": who.id}, size, after)
+                                ["owner_id = %(me)s", "disabled_at IS NULL"], {"me": who.id}, query)
     return respond(page)
 
 
@@ -112,7 +209,7 @@ async def _endpoint(conn, endpoint_id: str, who_id: str) -> dict:
     return row
 
 
-@routes.get("/v1/webhook-endpoints/{id}")
+@routes.get("/v1/webhook-endpoints/{id}", "One endpoint", responses={200: Endpoint})
 async def get_endpoint(request: web.Request) -> web.Response:
     who = (await caller(request)).require("business", "creator")
     endpoint_id = path_id(request)
@@ -120,7 +217,8 @@ async def get_endpoint(request: web.Request) -> web.Response:
         return respond(await _endpoint(conn, endpoint_id, who.id))
 
 
-@routes.delete("/v1/webhook-endpoints/{id}")
+@routes.delete("/v1/webhook-endpoints/{id}", "Delete an endpoint: it receives nothing more, its pending "
+               "deliveries are canceled", responses={200: DisabledEndpoint})
 async def delete_endpoint(request: web.Request) -> web.Response:
     """The endpoint stops receiving; its pending deliveries are canceled."""
     who = await _manager(request)
@@ -134,12 +232,13 @@ async def delete_endpoint(request: web.Request) -> web.Response:
     return respond(row)
 
 
-@routes.post("/v1/webhook-endpoints/{id}/rotate-secret")
+@routes.post("/v1/webhook-endpoints/{id}/rotate-secret", "A new signing secret, returned this once; the previous "
+             "one still signs for grace_s seconds", body=RotationIn, body_required=False, responses={201: Secret})
 async def rotate_secret(request: web.Request) -> web.Response:
     """A new secret, shown this once; the previous one still signs for ``grace_s`` (both signatures are sent)."""
     who = await _manager(request)
     endpoint_id = path_id(request)
-    grace_s = whole(await read_json(request), "grace_s", default=ROTATION_GRACE_S, low=0, high=MAX_GRACE_S)
+    grace_s = (await parse(RotationIn, request)).grace_s
     secret = webhooks.new_secret()
     async with as_user(request.app[PG_POOL], who.id) as conn:
         row = await (await conn.execute(
@@ -150,23 +249,20 @@ async def rotate_secret(request: web.Request) -> web.Response:
     return respond({"secret": secret, **row}, 201)
 
 
-@routes.get("/v1/webhook-endpoints/{id}/deliveries")
+@routes.get("/v1/webhook-endpoints/{id}/deliveries", "The endpoint's deliveries, newest first, each with its "
+            "attempts", query=DeliveryQuery, responses={200: Page[Delivery]})
 async def list_deliveries(request: web.Request) -> web.Response:
     """The endpoint's deliveries, newest first, each with its attempts (``?status=`` filters)."""
     who = (await caller(request)).require("business", "creator")
     endpoint_id = path_id(request)
-    size, after = limit(request), cursor(request)
+    query = parse_query(DeliveryQuery, request)
     where, params = ["endpoint_id = %(endpoint)s"], {"endpoint": endpoint_id}
-    status = request.query.get("status")
-    if status is not None:
-        if status not in DELIVERY_STATUSES:
-            raise invalid("status", f"status must be one of {', '.join(DELIVERY_STATUSES)}")
+    if query.status is not None:
         where.append("status = %(status)s")
-        params["status"] = status
+        params["status"] = query.status
     async with as_user(request.app[PG_POOL], who.id) as conn:
         await _endpoint(conn, endpoint_id, who.id)
-        page = await fetch_page(conn, f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries", where, params, size,
-                                after)
+        page = await fetch_page(conn, f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries", where, params, query)
         attempts = await (await conn.execute(
             _ATTEMPTS_SQL, {"ids": [row["id"] for row in page["items"]]})).fetchall()
     by_delivery: dict = {}
@@ -176,7 +272,8 @@ async def list_deliveries(request: web.Request) -> web.Response:
     return respond(page)
 
 
-@routes.post("/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry")
+@routes.post("/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry", "Try a failed delivery again, from now "
+             "for another day (same event id)", responses={200: RetriedDelivery})
 async def retry_delivery(request: web.Request) -> web.Response:
     """A failed delivery tried again from now, for another day (same event id)."""
     who = await _manager(request)
@@ -192,65 +289,5 @@ async def retry_delivery(request: web.Request) -> web.Response:
                 {"id": delivery_id, "endpoint": endpoint_id})).fetchone()
             if found is None:
                 raise not_found("delivery")
-            raise ApiError(409, "not_failed", f"only a failed delivery is retried; this one is {found['status']}")
+            raise conflict("not_failed", f"only a failed delivery is retried; this one is {found['status']}")
     return respond(row)
-
-
-EVENT_TYPE = {"enum": list(webhooks.EVENT_TYPES)}
-ENDPOINT = oa.obj({
-    "id": oa.UUID, "url": {"type": "string"}, "events": {"type": "array", "items": EVENT_TYPE},
-    "created_at": oa.TIMESTAMP, "disabled_at": oa.nullable(oa.TIMESTAMP),
-}, ["id", "url", "events", "created_at"])
-CREATED = {**ENDPOINT, "properties": {**ENDPOINT["properties"], "secret": {"type": "string", "pattern": "^whsec_"}},
-           "required": [*ENDPOINT["required"], "secret"]}
-ATTEMPT = oa.obj({
-    "attempt": {"type": "integer"}, "started_at": oa.TIMESTAMP, "duration_ms": {"type": "integer"},
-    "status_code": oa.nullable({"type": "integer"}), "response_excerpt": oa.nullable({"type": "string"}),
-    "error": oa.nullable({"type": "string"}),
-}, ["attempt", "started_at", "duration_ms"])
-DELIVERY = oa.obj({
-    "id": oa.UUID, "event_id": oa.UUID, "event_type": EVENT_TYPE, "status": {"enum": list(DELIVERY_STATUSES)},
-    "attempt_count": {"type": "integer"}, "next_attempt_at": oa.TIMESTAMP, "give_up_at": oa.TIMESTAMP,
-    "created_at": oa.TIMESTAMP, "finished_at": oa.nullable(oa.TIMESTAMP), "payload": {"type": "object"},
-    "attempts": {"type": "array", "items": ATTEMPT},
-}, ["id", "event_id", "event_type", "status", "attempt_count", "attempts"])
-SECRET = oa.obj({"secret": {"type": "string"}, "created_at": oa.TIMESTAMP,
-                 "previous_valid_until": oa.nullable(oa.TIMESTAMP)}, ["secret", "created_at"])
-RETRIED = oa.obj({"id": oa.UUID, "status": {"type": "string"}, "next_attempt_at": oa.TIMESTAMP,
-                  "give_up_at": oa.TIMESTAMP}, ["id", "status"])
-
-OPENAPI = {
-    "/v1/webhook-endpoints": {
-        "post": oa.operation(
-            "Subscribe an https endpoint to event types; the signing secret is returned this once",
-            {"201": oa.json_response("the endpoint and its secret", CREATED)},
-            body=oa.json_body(oa.obj({"url": {"type": "string", "format": "uri"},
-                                      "events": {"type": "array", "minItems": 1, "items": EVENT_TYPE}},
-                                     ["url", "events"]))),
-        "get": oa.operation("The caller's endpoints, newest first",
-                            {"200": oa.json_response("endpoints", oa.page_of(ENDPOINT))}, parameters=oa.PAGE_PARAMS),
-    },
-    "/v1/webhook-endpoints/{id}": {
-        "get": oa.operation("One endpoint", {"200": oa.json_response("the endpoint", ENDPOINT)},
-                            parameters=[oa.path_param()]),
-        "delete": oa.operation("Delete an endpoint: it receives nothing more, its pending deliveries are canceled",
-                               {"200": oa.json_response("the endpoint, disabled", ENDPOINT)},
-                               parameters=[oa.path_param()]),
-    },
-    "/v1/webhook-endpoints/{id}/rotate-secret": {"post": oa.operation(
-        "A new signing secret, returned this once; the previous one still signs for grace_s seconds",
-        {"201": oa.json_response("the new secret", SECRET)},
-        body=oa.json_body(oa.obj({"grace_s": {"type": "integer", "minimum": 0, "maximum": MAX_GRACE_S}}),
-                          required=False),
-        parameters=[oa.path_param()])},
-    "/v1/webhook-endpoints/{id}/deliveries": {"get": oa.operation(
-        "The endpoint's deliveries, newest first, each with its attempts",
-        {"200": oa.json_response("deliveries", oa.page_of(DELIVERY))},
-        parameters=[oa.path_param(), *oa.PAGE_PARAMS,
-                    {"name": "status", "in": "query", "required": False,
-                     "schema": {"enum": list(DELIVERY_STATUSES)}}])},
-    "/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry": {"post": oa.operation(
-        "Try a failed delivery again, from now for another day (same event id)",
-        {"200": oa.json_response("the delivery, pending again", RETRIED)},
-        parameters=[oa.path_param(), oa.path_param("delivery_id")])},
-}

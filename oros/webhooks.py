@@ -20,7 +20,10 @@ import ipaddress
 import secrets
 import socket
 
+from pydantic import ValidationInfo
 from yarl import URL
+
+from .wire import MAX_URL_LEN, refuse, rule
 
 # Every event type, and the role whose events it announces (0065 oros_webhook_audience says the same).
 EVENT_TYPES = {
@@ -32,7 +35,6 @@ EVENT_TYPES = {
     "withdrawal.failed": "creator",
 }
 SECRET_PREFIX = "whsec_"
-MAX_URL_LEN = 2048
 MAX_ENDPOINTS = 16  # per user, enforced by oros_create_webhook_endpoint
 
 EVENT_ID_HEADER = "OROS-Event-Id"
@@ -116,6 +118,27 @@ def check_url(raw: object, *, allow_private: bool) -> URL:
     return url
 
 
+# The validation context key (admin_api.payload.parse) that lets a request name a local receiver.
+ALLOW_PRIVATE = "allow_private_webhooks"
+
+
+def _endpoint_url(raw: object, info: ValidationInfo) -> str:
+    allow_private = bool((info.context or {}).get(ALLOW_PRIVATE))  # no context: the strict rule
+    try:
+        return str(check_url(raw, allow_private=allow_private))
+    except UnsafeTarget as exc:
+        refuse(str(exc))
+
+
+# ``check_url`` as a wire type (oros/wire.py) for a request's endpoint URL; its host's addresses are
+# checked after validation (``resolve_checked``: DNS is I/O), and again on each delivery.
+WebhookUrl = rule(str, _endpoint_url, {
+    "type": "string", "format": "uri", "minLength": 1, "maxLength": MAX_URL_LEN,
+    "description": "https, on the public internet (no private, loopback or link-local host), without "
+                   "credentials or fragment; http and local hosts only where OROS_WEBHOOKS_ALLOW_PRIVATE is set",
+})
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -129,12 +152,13 @@ def refused(addresses: list[str], *, allow_private: bool) -> list[str]:
     return [a for a in addresses if not allowed_address(a, allow_private=allow_private)]
 
 
-async def resolve_checked(loop, url: URL, *, allow_private: bool) -> None:
-    """Resolve the URL's host and refuse it when any address is not allowed (``UnsafeTarget``).
+async def resolve_checked(loop, raw_url: str, *, allow_private: bool) -> None:
+    """Resolve the (checked) URL's host and refuse it when any address is not allowed (``UnsafeTarget``).
 
     A name that does not resolve now is let through: DNS may be set up later, and every
     delivery checks the addresses it connects to anyway.
     """
+    url = URL(raw_url)
     try:
         infos = await asyncio.wait_for(loop.getaddrinfo(url.raw_host, url.port or 443, type=socket.SOCK_STREAM),
                                        RESOLVE_TIMEOUT_S)

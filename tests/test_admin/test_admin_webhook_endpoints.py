@@ -115,6 +115,9 @@ BAD_BODIES = [
     ({"url": HOOK, "events": ["earning.credited", None]}, "events[1]"),
     ({"url": HOOK, "events": ["earning.*"]}, "events[0]"),
     ({"url": HOOK, "events": [{"type": "earning.credited"}]}, "events[0]"),
+    # events before url, and each type wholly (known, then reaching the caller's roles) before the next.
+    ({"url": "http://127.0.0.1/", "events": ["conversion.recorded"]}, "events[0]"),
+    ({"url": HOOK, "events": ["conversion.recorded", "earning.*"]}, "events[0]"),
 ]
 
 
