@@ -6,10 +6,13 @@ this module takes the campaign's row lock, records every decided event
 legs in one statement, and bumps ``total_earned`` and the link counters.
 
 Legs: a click or conversion campaign gets one transfer per (campaign,
-creator, run) -- debit escrow, credit the creator's net (pending, held) and
-the fee (pending, same hold) -- so a million clicks cost a few thousand
-ledger rows. A sale can be refunded, so each paid sale gets its own
-transfer, which ``settler.refunds`` reverses as a whole.
+creator, fee percent, run) -- debit escrow, credit the creator's net
+(pending, held) and the fee (pending, same hold) -- so a million clicks cost
+a few thousand ledger rows. A sale can be refunded, so each paid sale gets
+its own transfer, which ``settler.refunds`` reverses as a whole. The fee is
+the creator's at the event's time (``fee_pct_of``, oros/fees.py), and what a
+creator owes the platform (a receivable, sql/postgres/0075) is repaid from
+its net before the rest is credited (``creator_credit_legs``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -48,6 +52,14 @@ SELECT w, t, 'campaign', %(campaign_id)s, a, d, s, CASE WHEN s = 'pending' THEN 
   FROM unnest(%(wallets)s::uuid[], %(transfers)s::uuid[], %(amounts)s::numeric[], %(directions)s::text[],
               %(statuses)s::text[], %(descrs)s::text[], %(counts)s::int[]) AS l(w, t, a, d, s, descr, n)
 """
+
+
+# The fee percent of a creator at an event's time (epoch ms): oros.fees.FeeSchedule.pct.
+FeeOf = Callable[[str, int], Decimal]
+
+# Which of these creator credits repay a receivable first (locks the receivables: before any other ledger write).
+REPAYMENTS_SQL = """SELECT n, wallet_id::text AS wallet_id, repay
+                     FROM oros_receivable_repayments(%s::uuid[], %s::numeric[])"""
 
 
 class LedgerError(RuntimeError):
@@ -167,7 +179,7 @@ def post_campaign(
     objective: str,
     allocation: Allocation,
     rejected: list[tuple[Candidate, str]],
-    fee_pct: Decimal,
+    fee_pct_of: FeeOf,
     payout: Decimal,
     run_id: str,
     now: datetime,
@@ -175,7 +187,6 @@ def post_campaign(
     platform: dict[str, str],
 ) -> Posted:
     """Everything one campaign's transaction writes, given its allocation under the row lock."""
-    net, fee = split_fee(payout, fee_pct)
     posted = Posted(campaign_id=campaign_id)
     rows = [event_row(e, campaign_id=campaign_id, status="rejected", reason=r, run_id=run_id, now=now)
             for e, r in rejected]
@@ -187,17 +198,17 @@ def post_campaign(
         posted.rejected_by_reason[BUDGET_EXHAUSTED] = len(allocation.exhausted)
     posted.rejected = len(rows)
 
-    transfers = _transfers(allocation.paid, per_event=objective == "sale")
-    for transfer_id, events in transfers.items():
+    transfers = _transfers(allocation.paid, per_event=objective == "sale", fee_pct_of=fee_pct_of, payout=payout)
+    for transfer_id, t in transfers.items():
         rows += [event_row(e, campaign_id=campaign_id, status="paid", reason=None, run_id=run_id, now=now,
-                           transfer_id=transfer_id, payout=payout, fee=fee) for e in events]
+                           transfer_id=transfer_id, payout=payout, fee=t.fee) for e in t.events]
     copy_events(conn, rows)
 
     if allocation.paid:
         wallets = creator_wallets(conn, sorted({e.creator_id for e in allocation.paid}))
-        _insert_legs(conn, transfers, wallets=wallets, platform=platform, net=net, fee=fee, payout=payout,
+        _insert_legs(conn, transfers, wallets=wallets, platform=platform, payout=payout,
                      campaign_id=campaign_id, run_id=run_id, hold_until=hold_until)
-        _bump_earnings(conn, campaign_id, allocation.paid, net)
+        _bump_earnings(conn, campaign_id, transfers)
         _bump_links(conn, allocation.paid)
     posted.completed = allocation.exhausts(payout)
     conn.execute(
@@ -208,25 +219,54 @@ def post_campaign(
     )
     posted.paid = len(allocation.paid)
     posted.amount = allocation.spent
-    posted.fees = fee * posted.paid
+    posted.fees = sum((t.fee * len(t.events) for t in transfers.values()), Decimal("0.00"))
     return posted
 
 
-def _transfers(paid: list[Candidate], *, per_event: bool) -> dict[str, list[Candidate]]:
-    """Group paid events into transfers: one per sale, else one per creator."""
-    groups: dict[str, list[Candidate]] = {}
-    by_creator: dict[str, list[Candidate]] = defaultdict(list)
+@dataclass
+class _Transfer:
+    """Events paid by one transfer, all at one fee."""
+
+    creator_id: str
+    net: Decimal
+    fee: Decimal
+    events: list[Candidate] = field(default_factory=list)
+
+
+def _transfers(paid: list[Candidate], *, per_event: bool, fee_pct_of: FeeOf,
+               payout: Decimal) -> dict[str, _Transfer]:
+    """Group paid events into transfers: one per sale, else one per creator and fee percent."""
+    groups: dict[str, _Transfer] = {}
+    by_creator: dict[tuple[str, Decimal], list[Candidate]] = defaultdict(list)
     for event in paid:
+        pct = fee_pct_of(event.creator_id, event.ts_ms)
         if per_event:
-            groups[str(uuid.uuid4())] = [event]
+            groups[str(uuid.uuid4())] = _Transfer(event.creator_id, *split_fee(payout, pct), [event])
         else:
-            by_creator[event.creator_id].append(event)
-    for creator in sorted(by_creator):
-        groups[str(uuid.uuid4())] = by_creator[creator]
+            by_creator[(event.creator_id, pct)].append(event)
+    for creator, pct in sorted(by_creator):
+        groups[str(uuid.uuid4())] = _Transfer(creator, *split_fee(payout, pct), by_creator[(creator, pct)])
     return groups
 
 
-def _insert_legs(conn, transfers, *, wallets, platform, net, fee, payout, campaign_id, run_id, hold_until) -> None:
+def creator_credit_legs(conn: psycopg.Connection, credits: list[tuple[str, str, Decimal]]) -> list[list[tuple]]:
+    """For each ``(creator, main wallet, net)``, the ``(wallet, amount, status, description)`` legs paying it.
+
+    What a creator owes is repaid first, by a settled credit of its receivable
+    (sql/postgres/0075, which also locks the receivables, before the ledger
+    trigger locks the other wallets); the rest credits its main wallet, pending.
+    """
+    repay = {row["n"]: row for row in conn.execute(
+        REPAYMENTS_SQL, ([c for c, _, _ in credits], [a for _, _, a in credits]))}
+    legs: list[list[tuple]] = []
+    for n, (_, wallet, amount) in enumerate(credits, start=1):
+        owed = repay.get(n)
+        paid = [] if owed is None else [(owed["wallet_id"], owed["repay"], "settled", "earnings repaying a debt")]
+        legs.append([*paid, (wallet, amount - (owed["repay"] if owed else 0), "pending", "creator earnings")])
+    return legs
+
+
+def _insert_legs(conn, transfers, *, wallets, platform, payout, campaign_id, run_id, hold_until) -> None:
     cols: dict[str, list] = defaultdict(list)
 
     def leg(wallet, transfer, amount, direction, status, descr, n):
@@ -235,29 +275,32 @@ def _insert_legs(conn, transfers, *, wallets, platform, net, fee, payout, campai
                                   (wallet, transfer, amount, direction, status, descr, n)):
                 cols[key].append(value)
 
-    for transfer_id, events in transfers.items():
-        n = len(events)
+    credits = creator_credit_legs(conn, [(t.creator_id, wallets[t.creator_id], t.net * len(t.events))
+                                         for t in transfers.values()])
+    for (transfer_id, t), creator_legs in zip(transfers.items(), credits, strict=True):
+        n = len(t.events)
         leg(platform["escrow"], transfer_id, payout * n, "debit", "settled", "campaign payout from escrow", n)
-        leg(wallets[events[0].creator_id], transfer_id, net * n, "credit", "pending", "creator earnings", n)
-        leg(platform["fees"], transfer_id, fee * n, "credit", "pending", "platform fee", n)
+        for wallet, amount, status, descr in creator_legs:
+            leg(wallet, transfer_id, amount, "credit", status, descr, n)
+        leg(platform["fees"], transfer_id, t.fee * n, "credit", "pending", "platform fee", n)
     conn.execute(INSERT_LEGS, {**cols, "campaign_id": campaign_id, "run_id": run_id, "hold_until": hold_until})
 
 
-def _bump_earnings(conn, campaign_id: str, paid: list[Candidate], net: Decimal) -> None:
-    counts: dict[str, int] = defaultdict(int)
-    for event in paid:
-        counts[event.creator_id] += 1
-    creators = sorted(counts)
+def _bump_earnings(conn, campaign_id: str, transfers: dict[str, _Transfer]) -> None:
+    earned: dict[str, Decimal] = defaultdict(Decimal)
+    for t in transfers.values():
+        earned[t.creator_id] += t.net * len(t.events)
+    creators = sorted(earned)
     # Lock in id order first: UPDATE ... FROM takes its row locks in no promised order.
     conn.execute(
         "SELECT 1 FROM campaign_creators WHERE campaign_id = %s AND creator_id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE",
         (campaign_id, creators),
     )
     conn.execute(
-        """UPDATE campaign_creators cc SET total_earned = cc.total_earned + %(net)s * x.n
-             FROM unnest(%(creators)s::uuid[], %(counts)s::int[]) AS x(creator_id, n)
+        """UPDATE campaign_creators cc SET total_earned = cc.total_earned + x.net
+             FROM unnest(%(creators)s::uuid[], %(nets)s::numeric[]) AS x(creator_id, net)
             WHERE cc.campaign_id = %(campaign_id)s AND cc.creator_id = x.creator_id""",
-        {"net": net, "creators": creators, "counts": [counts[c] for c in creators], "campaign_id": campaign_id},
+        {"creators": creators, "nets": [earned[c] for c in creators], "campaign_id": campaign_id},
     )
 
 

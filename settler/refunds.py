@@ -39,7 +39,15 @@ import psycopg
 from oros.money import fmt, round_money
 from oros.reasons import ALREADY_REFUNDED, NO_SUCH_ORDER, REFUND_AFTER_HOLD
 
-from .ledger import EVENT_COLUMNS, IP_COLUMN, clean_ip, creator_wallets, event_row, platform_wallets
+from .ledger import (
+    EVENT_COLUMNS,
+    IP_COLUMN,
+    clean_ip,
+    creator_credit_legs,
+    creator_wallets,
+    event_row,
+    platform_wallets,
+)
 from .verify import Candidate
 
 ZERO = Decimal("0.00")
@@ -185,6 +193,8 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
 def _rebook(conn: psycopg.Connection, sale: dict, back: Reversal, *, hold_until: datetime, run_id: str,
             refund_id: str) -> str:
     """Reverse the sale's live transfer; book what it still pays as a new one. Returns the live transfer id."""
+    # The creator's receivable first: the reversal may give back a repayment, which the new transfer repays again.
+    conn.execute("SELECT oros_lock_receivables(%s::uuid[])", ([sale["creator_id"]],))
     conn.execute(
         "UPDATE ledger_entries SET status = 'reversed' WHERE transfer_id = %s AND status IN ('pending', 'settled')",
         (sale["transfer_id"],),
@@ -193,13 +203,15 @@ def _rebook(conn: psycopg.Connection, sale: dict, back: Reversal, *, hold_until:
         return sale["transfer_id"]
     platform = platform_wallets(conn)
     transfer_id = str(uuid.uuid4())
+    wallet = creator_wallets(conn, [sale["creator_id"]])[sale["creator_id"]]
+    [creator_legs] = creator_credit_legs(conn, [(sale["creator_id"], wallet, back.payout_left - back.fee_left)])
+    legs = [(platform["escrow"], back.payout_left, "debit", "settled", "campaign payout from escrow"),
+            *((w, a, "credit", st, d) for w, a, st, d in creator_legs),
+            (platform["fees"], back.fee_left, "credit", "pending", "platform fee")]
     conn.execute(REBOOK_LEGS, {
         "transfer": transfer_id, "campaign_id": sale["campaign_id"], "hold_until": hold_until, "run_id": run_id,
         "previous": sale["transfer_id"], "refund": refund_id,
-        "wallets": [platform["escrow"], creator_wallets(conn, [sale["creator_id"]])[sale["creator_id"]],
-                    platform["fees"]],
-        "amounts": [back.payout_left, back.payout_left - back.fee_left, back.fee_left],
-        "directions": ["debit", "credit", "credit"], "statuses": ["settled", "pending", "pending"],
-        "descrs": ["campaign payout from escrow", "creator earnings", "platform fee"],
+        **dict(zip(("wallets", "amounts", "directions", "statuses", "descrs"), map(list, zip(*legs, strict=True)),
+                   strict=True)),
     })
     return transfer_id

@@ -31,6 +31,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from redis.exceptions import RedisError
 
+from oros import fees
 from oros.connections import clickhouse_client, pg_connect, redis_client
 from oros.links import CAMPAIGN_CODES_SQL, publish
 from oros.locks import SETTLE_LOCK
@@ -445,6 +446,9 @@ def _settle_events(settings, conn, fresh, report, *, dry_run, now, progress) -> 
         rejected[event.campaign_id if known else None].append((event, reason))
 
     platform = ledger.platform_wallets(conn)
+    # Read after the events: a tier that starts from here on starts after every event this read holds.
+    fee_pct_of = fees.load(conn, settings.platform_fee_pct,
+                           sorted({e.creator_id for e in verdict.accepted if e.creator_id})).pct
     hold_until = now + timedelta(days=settings.hold_days)
     completed: list[str] = []
     ids = sorted(set(accepted) | {c for c in rejected if c is not None})
@@ -454,7 +458,8 @@ def _settle_events(settings, conn, fresh, report, *, dry_run, now, progress) -> 
         with pool.connection() as worker:
             return _settle_campaign(settings, worker, campaigns[campaign_id], accepted.get(campaign_id, []),
                                     rejected.get(campaign_id, []), run_id=report.run_id, now=now,
-                                    hold_until=hold_until, platform=platform, dry_run=dry_run)
+                                    hold_until=hold_until, platform=platform, dry_run=dry_run,
+                                    fee_pct_of=fee_pct_of)
 
     # Campaigns touch disjoint rows except the platform wallets, which the ledger trigger locks in id
     # order near each transaction's end: two connections overlap one's event COPY with the other's.
@@ -479,12 +484,13 @@ def _worker_pool(settings: Settings) -> ConnectionPool:
 
 
 def _settle_campaign(settings, conn, campaign: Campaign, accepted, rejected, *, run_id, now, hold_until,
-                     platform, dry_run) -> ledger.Posted:
+                     platform, dry_run, fee_pct_of: ledger.FeeOf) -> ledger.Posted:
     if dry_run:
         allocation = allocate(accepted, campaign.remaining, campaign.payout)
-        _, fee = split_fee(campaign.payout, settings.platform_fee_pct)
+        fee = sum((split_fee(campaign.payout, fee_pct_of(e.creator_id, e.ts_ms))[1] for e in allocation.paid),
+                  Decimal("0.00"))
         posted = ledger.Posted(campaign_id=campaign.id, paid=len(allocation.paid), amount=allocation.spent,
-                               fees=fee * len(allocation.paid),
+                               fees=fee,
                                rejected=len(rejected) + len(allocation.exhausted),
                                completed=allocation.exhausts(campaign.payout) and campaign.status == "active")
         for _, reason in rejected:
@@ -497,7 +503,7 @@ def _settle_campaign(settings, conn, campaign: Campaign, accepted, rejected, *, 
         allocation = allocate(accepted, locked["remaining_budget"], locked["payout_per_action"])
         return ledger.post_campaign(
             conn, campaign_id=campaign.id, objective=campaign.objective, allocation=allocation, rejected=rejected,
-            fee_pct=settings.platform_fee_pct, payout=locked["payout_per_action"], run_id=run_id, now=now,
+            fee_pct_of=fee_pct_of, payout=locked["payout_per_action"], run_id=run_id, now=now,
             hold_until=hold_until, platform=platform,
         )
 
