@@ -16,8 +16,8 @@ from oros.connections import pg_pool, redis_client
 from oros.jobs import OwnerJobs
 from oros.settings import Settings
 
-from . import (admin, attempts, campaigns, exports, funding, health, openapi, qr, queues, reports, sessions, users,
-               wallets, webapp, webhooks)
+from . import (admin, attempts, campaigns, exports, funding, health, memberships, openapi, qr, queues, reports,
+               sessions, tips, users, wallets, webapp, webhooks)
 from .errors import ApiError, StreamBroken
 from .payload import respond
 from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, REDIS, SETTINGS
@@ -25,8 +25,8 @@ from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, REDIS, SETTI
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-ROUTE_MODULES = (users, sessions, campaigns, wallets, admin, queues, funding, webhooks, reports, exports, qr,
-                 health, webapp)
+ROUTE_MODULES = (users, sessions, campaigns, wallets, admin, queues, funding, webhooks, tips, memberships, reports,
+                 exports, qr, health, webapp)
 
 # Safety net for what input validation missed: a database refusal caused by the
 # request is the caller's problem (4xx), never a 500.

@@ -21,6 +21,7 @@ from aiohttp import web
 from oros.connections import as_user
 from oros.links import CAMPAIGN_CODES_SQL, LINK_SQL, LinkInfo, publish
 
+from . import memberships
 from . import openapi as oa
 from .auth import Caller, caller, has_credentials
 from .errors import ApiError, conflict, forbidden, invalid, not_found
@@ -260,6 +261,7 @@ async def _set_status(request: web.Request, allowed_from: tuple[str, ...], to: s
             raise conflict("invalid_transition", f"a {current['status']} campaign cannot become {to}", "status")
         if to == "active":
             _check_activatable(current)
+            await memberships.ensure_may_activate(conn, current)
         row = await (await conn.execute(
             f"UPDATE campaigns SET status = %(status)s WHERE id = %(id)s RETURNING {CAMPAIGN_COLUMNS}",
             {"status": to, "id": campaign_id},

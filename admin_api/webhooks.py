@@ -17,6 +17,11 @@ and changes nothing, and a failed effect rolls the row back for Stripe's retry.
   reverses them. Their event ids derive from the Stripe event id, so even an
   append whose Postgres commit then failed collapses with its redelivery
   downstream.
+* Tips, memberships, and the refunds and disputes of payments of ours (a tip,
+  a card funding, a membership invoice) are admin_api.billing_events': a
+  ``payment_intent.succeeded`` is a tip's first, else a funding's, and a
+  ``charge.refunded`` of a payment of ours is taken back in the books instead
+  of becoming a sale's refund event.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import hashlib
 import logging
 import uuid
 from datetime import timedelta
-from decimal import Decimal
 
 import orjson
 import psycopg
@@ -38,11 +42,12 @@ from oros.events import Event, canonical_uuid
 from oros.money import fmt
 from oros.reasons import UNKNOWN_CAMPAIGN
 from oros.settings import Settings
-from oros.stripe_gateway import CURRENCY, from_cents
+from oros.stripe_gateway import CURRENCY
 
-from . import openapi
+from . import billing_events, openapi
 from .errors import ApiError
 from .payload import respond
+from .stripe_payload import Ignored, cents, lower, metadata, text
 from .typedefs import PG_POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -65,10 +70,6 @@ SELECT e.campaign_id::text AS campaign_id, e.tracking_link_id::text AS link_id, 
  ORDER BY e.status = 'paid' DESC
  LIMIT 1
 """
-
-
-class Ignored(Exception):
-    """The event is valid but carries nothing for us; it is acknowledged and recorded."""
 
 
 @routes.post("/v1/webhooks/stripe")
@@ -119,19 +120,20 @@ def _verified_event(payload: bytes, signature: str | None, secret: str) -> dict:
 
 async def _payment_succeeded(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
     intent = event["data"]["object"]
-    pi_id = _text(intent, "id")
+    pi_id = text(intent, "id")
     # Stripe always sends amount_received; localstripe (the embedded Stripe) sends only amount.
-    received = _cents(intent, "amount_received" if "amount_received" in intent else "amount")
-    currency = intent.get("currency")
+    received = cents(intent, "amount_received" if "amount_received" in intent else "amount")
+    currency = lower(intent.get("currency"))
+    if (tip := await billing_events.credit_tip(conn, settings, event, pi_id, received, currency)) is not None:
+        return tip
     row = await (await conn.execute(_CREDIT_SQL, {
-        "event": event["id"], "pi": pi_id, "amount": received,
-        "currency": currency.lower() if isinstance(currency, str) else None,
+        "event": event["id"], "pi": pi_id, "amount": received, "currency": currency,
     })).fetchone()
     if row["outcome"] == "credited":
         return {"funding_id": str(row["funding_id"]), "campaign_id": str(row["campaign_id"]),
                 "amount": fmt(row["amount"])}
     context = {"stripe_event": event["id"], "payment_intent": pi_id, "reason": row["reason"],
-               "claimed_campaign": _metadata(intent).get("oros_campaign_id")}
+               "claimed_campaign": metadata(intent).get("oros_campaign_id")}
     if row["outcome"] == "refused":
         # Money reached Stripe but not the books: a person must refund it or book it off-Stripe.
         log.error("payment intent refused: paid at Stripe, nothing credited", extra=context)
@@ -141,8 +143,9 @@ async def _payment_succeeded(conn: psycopg.AsyncConnection, redis, settings: Set
 
 
 async def _payment_failed(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
-    row = await (await conn.execute(_FAIL_SQL, {"pi": _text(event["data"]["object"], "id")})).fetchone()
-    return {"fundings_failed": row["n"]}
+    pi_id = text(event["data"]["object"], "id")
+    row = await (await conn.execute(_FAIL_SQL, {"pi": pi_id})).fetchone()
+    return {"fundings_failed": row["n"], "tips_failed": await billing_events.fail_tip(conn, pi_id)}
 
 
 async def _checkout_paid(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
@@ -150,13 +153,13 @@ async def _checkout_paid(conn: psycopg.AsyncConnection, redis, settings: Setting
     # A session completes before a delayed payment clears (or fails): only money received is a sale.
     if session.get("payment_status") != "paid":
         raise Ignored(f"checkout session payment_status is {session.get('payment_status')!r}, not paid")
-    cid = canonical_uuid(session.get("client_reference_id") or _metadata(session).get("oros_cid"))
+    cid = canonical_uuid(session.get("client_reference_id") or metadata(session).get("oros_cid"))
     if cid is None:
         raise Ignored("checkout session carries no oros_cid")
-    value = _cents(session, "amount_total")
+    value = cents(session, "amount_total")
     if value is None:
         raise Ignored("checkout session has no amount_total")
-    order_id = session.get("payment_intent") or _text(session, "id")
+    order_id = session.get("payment_intent") or text(session, "id")
     click = await _click(redis, settings, cid)
     sale = {field: click.get(field) for field in clickindex.FIELDS}
     sale["campaign_id"] = sale["campaign_id"] or UNKNOWN_CAMPAIGN
@@ -186,11 +189,13 @@ async def _checkout_payment_failed(conn: psycopg.AsyncConnection, redis, setting
 
 async def _charge_refunded(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
     charge = event["data"]["object"]
-    order_id = str(charge.get("payment_intent") or _text(charge, "id"))
-    value = _cents(charge, "amount_refunded")
+    if (taken := await billing_events.record_refund(conn, charge)) is not None:
+        return taken
+    order_id = str(charge.get("payment_intent") or text(charge, "id"))
+    value = cents(charge, "amount_refunded")
     if value is None or value <= 0:
         raise Ignored("charge has no refunded amount")
-    sale = await _original_sale(conn, redis, settings, order_id, _metadata(charge).get("oros_cid"))
+    sale = await _original_sale(conn, redis, settings, order_id, metadata(charge).get("oros_cid"))
     appended = Event(
         event_id=_event_id(event),
         event_type="refund",
@@ -251,25 +256,6 @@ def _created_ms(event: dict) -> int:
     return created * 1000
 
 
-def _cents(obj: dict, name: str) -> Decimal | None:
-    raw = obj.get(name)
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        return None
-    return from_cents(raw)
-
-
-def _text(obj: dict, name: str) -> str:
-    raw = obj.get(name)
-    if not isinstance(raw, str) or not raw:
-        raise ApiError(400, "bad_payload", f"the event's object has no {name}", name)
-    return raw
-
-
-def _metadata(obj: dict) -> dict:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
-
-
 APPLIERS = {
     "payment_intent.succeeded": _payment_succeeded,
     "payment_intent.payment_failed": _payment_failed,
@@ -277,6 +263,7 @@ APPLIERS = {
     "checkout.session.async_payment_succeeded": _checkout_paid,
     "checkout.session.async_payment_failed": _checkout_payment_failed,
     "charge.refunded": _charge_refunded,
+    **billing_events.APPLIERS,
 }
 
 _RECEIVED = openapi.obj(
@@ -289,6 +276,16 @@ _RECEIVED = openapi.obj(
         "amount": openapi.MONEY,
         "event_id": openapi.UUID,
         "fundings_failed": {"type": "integer"},
+        "tips_failed": {"type": "integer"},
+        "tip_id": openapi.UUID,
+        "creator_id": openapi.UUID,
+        "membership_id": openapi.UUID,
+        "memberships_failed": {"type": "integer"},
+        "monthly_tips_ended": {"type": "integer"},
+        "outcome": {"type": "string"},
+        "kind": {"type": "string", "enum": ["tip", "funding", "membership"]},
+        "object_id": openapi.UUID,
+        "taken_back": openapi.MONEY,
     },
     ["received", "status"],
 )
@@ -296,8 +293,8 @@ _RECEIVED = openapi.obj(
 OPENAPI: dict = {
     "/v1/webhooks/stripe": {
         "post": openapi.operation(
-            "Stripe webhook (signed with the configured secret): funding, checkout sales and refunds; "
-            "each Stripe event is applied once",
+            "Stripe webhook (signed with the configured secret): funding, tips, memberships, checkout sales, "
+            "refunds and disputes; each Stripe event is applied once",
             {"200": openapi.json_response("Acknowledged: applied, a duplicate, or ignored", _RECEIVED)},
             body=openapi.json_body({"type": "object"}),
             parameters=[{"name": "Stripe-Signature", "in": "header", "required": True, "schema": {"type": "string"}}],

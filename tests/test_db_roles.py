@@ -42,6 +42,24 @@ EXECUTABLE = {
     # Only a row POST /fund opened, for its amount and currency (0029).
     "oros_credit_payment_intent(text,text,numeric,text)": {"oros_api"},
     "oros_fail_stripe_funding(text)": {"oros_api"},
+    # Supporters (0077-0080). As the caller: a tip or membership of auth.uid() only, terms that are public.
+    "oros_remember_stripe_customer(text)": {"oros_app"},
+    "oros_tip_terms(uuid,uuid)": {"oros_app"},
+    "oros_open_tip(uuid,uuid,numeric,text,uuid,text,text,text)": {"oros_app"},  # only a supporter, for itself
+    "oros_cancel_monthly_tip(uuid)": {"oros_app"},
+    "oros_open_membership(uuid,text,text)": {"oros_app"},
+    "oros_request_membership_cancel(uuid,timestamp with time zone)": {"oros_app"},
+    "oros_activation_blocker(uuid)": {"oros_app"},  # public facts: a campaign frozen, a business owing
+    # The webhook: only a tip or membership the API opened, for its amount; Stripe's refunds and disputes.
+    "oros_credit_tip(text,text,text,text,numeric,text,numeric,integer)": {"oros_api"},
+    "oros_fail_tip_intent(text)": {"oros_api"},
+    "oros_end_tip_subscription(text)": {"oros_api"},
+    "oros_membership_paid(text,text,text,text,numeric,text,numeric,numeric,timestamp with time zone)": {"oros_api"},
+    "oros_membership_changed(text,text,boolean,timestamp with time zone)": {"oros_api"},
+    "oros_end_membership(text)": {"oros_api"},
+    "oros_membership_payment_failed(text)": {"oros_api"},
+    "oros_record_refund(text,text,numeric)": {"oros_api"},
+    "oros_record_dispute(text,text,text,numeric,text,boolean,boolean)": {"oros_api"},
 }
 
 GRANTEES_SQL = """
