@@ -260,8 +260,8 @@ async def _set_status(request: web.Request, allowed_from: tuple[str, ...], to: s
         if current["status"] not in allowed_from:
             raise conflict("invalid_transition", f"a {current['status']} campaign cannot become {to}", "status")
         if to == "active":
-            _check_activatable(current)
             await memberships.ensure_may_activate(conn, current)
+            _check_activatable(current)
         row = await (await conn.execute(
             f"UPDATE campaigns SET status = %(status)s WHERE id = %(id)s RETURNING {CAMPAIGN_COLUMNS}",
             {"status": to, "id": campaign_id},

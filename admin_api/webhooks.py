@@ -94,6 +94,15 @@ async def stripe_webhook(request: web.Request) -> web.Response:
                 log.exception("event stream unavailable", extra={"stripe_event": event["id"]})
                 # 503 rolls the claim back, so Stripe's retry applies the event later.
                 raise ApiError(503, "unavailable", "the event stream is unavailable; retry later") from None
+            except psycopg.errors.CheckViolation as exc:
+                if exc.diag.constraint_name != "positive_available":
+                    raise
+                # Money Stripe took back is more than the platform holds at Stripe (clearing): the books
+                # refuse an overdraft, so the event waits (Stripe retries) until cash arrives.
+                log.error("stripe took back more than clearing holds", extra={"stripe_event": event["id"],
+                                                                            "detail": exc.diag.message_primary})
+                raise ApiError(503, "unavailable", "the books cannot take this payment back yet; retry later",
+                               retry_after_s=60) from None
     return respond({"received": True, "status": "applied", **result})
 
 

@@ -26,6 +26,7 @@ from admin_api.auth import issue_token
 from ingest.consumer import Ingester
 from oros import pixel
 from oros.events import uuid7_str
+from oros.fees import FeeSchedule
 from settler import ledger
 from settler.budget import allocate
 from settler.run import settle_once
@@ -325,7 +326,8 @@ def test_a_second_producer_posting_the_same_click_pays_nothing(world, settings, 
             ledger.lock_campaign(pg, s.campaign)
             ledger.post_campaign(pg, campaign_id=s.campaign, objective="conversion",
                                  allocation=allocate([candidate], D("100.00"), D("5.00")), rejected=[],
-                                 fee_pct=settings.platform_fee_pct, payout=D("5.00"), run_id=_run(pg),
+                                 fee_pct_of=FeeSchedule(settings.platform_fee_pct).pct, payout=D("5.00"),
+                                 run_id=_run(pg),
                                  now=click_event.occurred_at, hold_until=click_event.occurred_at,
                                  platform=platform)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -127,6 +128,17 @@ class Flows:
     def assert_books(self) -> None:
         failed = [c for c in reconcile(self.settings) if not c.ok]
         assert not failed, failed
+
+
+def join(world, campaign: str, creator_id: str) -> tuple[str, str]:
+    """An existing user accepted on a World campaign, with a link: (creator, link)."""
+    world.pg.execute("INSERT INTO campaign_creators (campaign_id, creator_id, status) VALUES (%s, %s, 'accepted')",
+                     (campaign, creator_id))
+    link = world.pg.execute(
+        "INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
+        " VALUES (%s, %s, %s, 'http://t/x', 'https://example.com') RETURNING id::text AS id",
+        (campaign, creator_id, uuid.uuid4().hex[:12])).fetchone()["id"]
+    return creator_id, link
 
 
 def _cents(amount: str) -> int:
