@@ -138,3 +138,22 @@ async def test_an_inquiry_moves_no_money_and_an_unknown_payment_is_kept_for_late
     assert stranger[1]["status"] == "ignored"
     assert flows.pg.execute("SELECT count(*) AS n FROM stripe_disputes").fetchone()["n"] == 2
     flows.assert_books()
+
+
+async def test_a_takeback_larger_than_the_cash_at_stripe_waits_for_stripe_to_retry(flows, world):
+    """The books never overdraw clearing: the webhook answers 503 (nothing applied) until cash arrives."""
+    supporter, creator = flows.user("supporter"), flows.user("creator", stripe_account="acct_c")
+    _, pi = await tip_paid(flows, supporter, creator, "20.00")
+    flows.release_holds()
+    await flows.api.post("/v1/withdrawals", json={"amount": "19.00", "method": "ach"}, headers=creator.headers)
+    refund = flows.refunded(pi, "20.00", "20.00")  # clearing holds 1.00 now
+
+    status, body = await flows.send(*refund)
+
+    assert (status, body["error"]["code"]) == (503, "unavailable")
+    claimed = flows.pg.execute("SELECT count(*) AS n FROM stripe_events WHERE type = 'charge.refunded'").fetchone()
+    assert claimed["n"] == 0  # rolled back: Stripe's retry applies it
+    world.campaign(fund="100.00")  # cash arrives
+    status, body = await flows.send(*refund)
+    assert (status, body["outcome"]) == (200, "receivable") and flows.owed(creator) == D("19.00")
+    flows.assert_books()
