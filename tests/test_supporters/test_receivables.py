@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
+from oros.connections import pg_connect
 from settler.run import settle_once
 
 from supporter_flows import D, join
@@ -156,4 +159,35 @@ async def test_a_takeback_larger_than_the_cash_at_stripe_waits_for_stripe_to_ret
     world.campaign(fund="100.00")  # cash arrives
     status, body = await flows.send(*refund)
     assert (status, body["outcome"]) == (200, "receivable") and flows.owed(creator) == D("19.00")
+    flows.assert_books()
+
+
+async def test_two_credits_at_once_to_an_owing_creator_repay_the_debt_once(flows, world):
+    """The second credit waits on the creator's receivable (locked first), then repays only what is left."""
+    world.campaign(fund="100.00")
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    _, pi = await tip_paid(flows, supporter, creator, "10.00")
+    flows.release_holds()
+    flows.pg.execute(  # the creator spent what it had (an admin's adjustment out of its wallet)
+        """INSERT INTO ledger_entries (wallet_id, transfer_id, source_type, amount, direction, status)
+           SELECT w, t, 'adjustment', 9.50, d, 'settled'
+             FROM (VALUES ((SELECT id FROM wallets WHERE user_id = %s AND purpose = 'main'), 'debit'),
+                          (oros_platform_wallet('clearing'), 'credit')) AS legs(w, d),
+                  (SELECT gen_random_uuid() AS t) AS tr""", (creator.id,))
+    await flows.send(*flows.refunded(pi, "10.00", "10.00"))
+    assert flows.owed(creator) == D("9.50")
+    intents = [(await flows.open_tip(supporter, creator, "8.00"))["stripe_payment_intent_id"] for _ in range(2)]
+    credit = "SELECT outcome FROM oros_credit_tip('evt_' || %s, %s, NULL, NULL, 8.00, 'usd', 5, 14)"
+
+    with pg_connect(flows.settings) as first, pg_connect(flows.settings) as second:
+        assert first.execute(credit, (intents[0], intents[0])).fetchone()["outcome"] == "credited"  # open
+        later = threading.Thread(target=lambda: (second.execute(credit, (intents[1], intents[1])), second.commit()))
+        later.start()
+        later.join(1.0)
+        assert later.is_alive()  # waiting for the first to commit
+        first.commit()
+        later.join(10)
+
+    # 2 x net 7.60 = 15.20: 9.50 repays the debt, exactly once; 5.70 is the creator's.
+    assert flows.owed(creator) == D("0.00") and flows.wallet(creator) == (D("0.00"), D("5.70"))
     flows.assert_books()
