@@ -45,9 +45,11 @@ class FeeSchedule:
 
     def pct(self, user_id: str, at_ms: int) -> Decimal:
         """The fee percent for ``user_id`` at ``at_ms`` (epoch milliseconds)."""
-        caps = [cap for start, until, cap in self.spans.get(user_id, ())
-                if start <= at_ms and (until is None or at_ms < until)]
-        return min([self.base, *caps])
+        spans = self.spans.get(user_id)
+        if not spans:  # most creators hold no tier: the settler asks once per event
+            return self.base
+        return min([self.base, *(cap for start, until, cap in spans
+                                 if start <= at_ms and (until is None or at_ms < until))])
 
 
 def load(conn: psycopg.Connection, base: Decimal, users: list[str]) -> FeeSchedule:

@@ -238,10 +238,12 @@ def _transfers(paid: list[Candidate], *, per_event: bool, fee_pct_of: FeeOf,
     """Group paid events into transfers: one per sale, else one per creator and fee percent."""
     groups: dict[str, _Transfer] = {}
     by_creator: dict[tuple[str, Decimal], list[Candidate]] = defaultdict(list)
+    splits: dict[Decimal, tuple[Decimal, Decimal]] = {}  # (net, fee) per percent: one payout, few percents
     for event in paid:
         pct = fee_pct_of(event.creator_id, event.ts_ms)
         if per_event:
-            groups[str(uuid.uuid4())] = _Transfer(event.creator_id, *split_fee(payout, pct), [event])
+            split = splits.get(pct) or splits.setdefault(pct, split_fee(payout, pct))
+            groups[str(uuid.uuid4())] = _Transfer(event.creator_id, *split, [event])
         else:
             by_creator[(event.creator_id, pct)].append(event)
     for creator, pct in sorted(by_creator):
