@@ -7,8 +7,10 @@ import threading
 import pytest
 
 from oros.connections import pg_connect
+from oros.events import Event, uuid7
 from settler.run import settle_once
 
+from factories import now_ms
 from supporter_flows import D, join
 
 
@@ -74,6 +76,47 @@ async def test_a_refund_after_the_hold_is_owed_and_the_next_tip_and_campaign_ear
     total = flows.pg.execute("SELECT total_earned FROM campaign_creators WHERE creator_id = %s",
                              (creator.id,)).fetchone()["total_earned"]
     assert total == D("6.30")  # earned in full; part of it repaid a debt
+    flows.assert_books()
+
+
+async def test_sales_repay_a_debt_in_order_and_a_refund_in_the_hold_gives_back_what_its_sale_repaid(flows, world):
+    """Three sales in one settlement repay a 15.00 debt in order (9.00, 6.00, nothing); refunding a sale
+    inside its hold brings back the debt its commission repaid, and what the sale still pays repays it again."""
+    supporter = flows.user("supporter")
+    creator = flows.user("creator", stripe_account="acct_c")
+    campaign = world.campaign(objective="sale", payout="10.00", fund="100.00")  # fee 1.00, net 9.00
+    clicker = join(world, campaign, creator.id)
+    _, pi = await tip_paid(flows, supporter, creator, "20.00")
+    flows.release_holds()
+    resp = await flows.api.post("/v1/withdrawals", json={"amount": "15.00", "method": "ach"}, headers=creator.headers)
+    assert resp.status == 201
+    await flows.send(*flows.refunded(pi, "20.00", "20.00"))
+    assert flows.owed(creator) == D("15.00")
+    start = now_ms() - 60_000
+    clicks = [world.click(campaign, clicker, ts_ms=start + i) for i in range(3)]
+    sales = [world.conversion(c, kind="sale", order_id=f"O-{i}", value="80.00", ts_ms=start + 1000 + i)
+             for i, c in enumerate(clicks)]
+    world.put([*clicks, *sales])
+
+    assert settle_once(flows.settings)["events_paid"] == 3
+
+    assert flows.owed(creator) == D("0.00") and flows.wallet(creator) == (D("0.00"), D("12.00"))  # 0 + 3 + 9
+    flows.assert_books()
+
+    def refund(order: str, total: str) -> Event:
+        return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(),
+                     campaign_id="00000000-0000-0000-0000-000000000000", order_id=order,
+                     business_id=world.business_of(campaign), value=total, source="api")
+
+    world.put([refund("O-1", "80.00"), refund("O-0", "40.00")])  # the second whole, the first half
+    report = settle_once(flows.settings)
+
+    assert report["refunds"]["reversed"] == 2
+    # O-1 repaid 6.00 and credited 3.00: both back. O-0 repaid 9.00: back, and its 4.50 left repays again.
+    assert flows.owed(creator) == D("10.50") and flows.wallet(creator) == (D("0.00"), D("9.00"))
+    total = flows.pg.execute("SELECT total_earned FROM campaign_creators WHERE creator_id = %s",
+                             (creator.id,)).fetchone()["total_earned"]
+    assert total == D("13.50")  # 4.50 + 0.00 + 9.00
     flows.assert_books()
 
 
