@@ -69,7 +69,9 @@ GRANT SELECT (id, to_creator_id, stripe_payment_intent_id, stripe_subscription_i
 CREATE POLICY "api_reads_tip_intents" ON tip_intents FOR SELECT TO oros_api USING (true);
 
 -- What a tip to p_creator (naming p_post) must meet; all of it is public:
--- who is a creator, their minimum tip, a post's creator and unlock price.
+-- who is a creator, their minimum tip, a post's creator and unlock price. The
+-- post is read through community_post_view, as every reader the request role
+-- reaches does (0074): its metadata only, never the content.
 CREATE FUNCTION oros_tip_terms(p_creator uuid, p_post uuid)
 RETURNS TABLE (is_creator boolean, min_tip_amount numeric, post_creator_id uuid, post_is_locked boolean,
                post_min_tip_to_unlock numeric)
@@ -79,7 +81,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_te
          -- The seed's default minimum for a creator without a profile.
          coalesce((SELECT c.min_tip_amount FROM creator_profiles c WHERE c.user_id = p_creator), 1.00),
          p.creator_id, p.is_locked, p.min_tip_to_unlock
-    FROM (SELECT 1) AS one LEFT JOIN community_posts p ON p.id = p_post
+    FROM (SELECT 1) AS one LEFT JOIN community_post_view p ON p.id = p_post
 $$;
 
 -- POST /v1/tips, after Stripe created the PaymentIntent or subscription: the
