@@ -21,12 +21,14 @@ from . import (
     exports,
     funding,
     health,
+    memberships,
     openapi,
     payouts,
     qr,
     queues,
     reports,
     sessions,
+    tips,
     users,
     wallets,
     webapp,
@@ -37,7 +39,7 @@ from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, READ_POOL, R
 
 MAX_BODY_BYTES = 1024 * 1024
 ROUTE_MODULES = (users, sessions, campaigns, communities, wallets, admin, payouts, queues, funding, card_payments,
-                 webhook_endpoints, webhooks, reports, exports, qr, health, webapp)
+                 webhook_endpoints, webhooks, tips, memberships, reports, exports, qr, health, webapp)
 
 
 async def _pg_context(app: web.Application) -> AsyncIterator[None]:

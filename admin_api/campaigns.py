@@ -25,6 +25,7 @@ from oros.httperrors import ApiError, conflict, forbidden, invalid, not_found
 from oros.links import CAMPAIGN_CODES_SQL, LINK_SQL, LinkInfo, publish
 from oros.wire import Amount, Code, Flag, Hashtags, HttpUrl, Money, OneOf, Text, Timestamp, Uuid, refuse, rule
 
+from . import memberships
 from .auth import Caller, caller, has_credentials
 from .pages import Page, PageQuery, fetch_page
 from .payload import parse, parse_query, path_id, respond
@@ -333,6 +334,7 @@ async def _set_status(request: web.Request, allowed_from: tuple[str, ...], to: s
         if current["status"] not in allowed_from:
             raise conflict("invalid_transition", f"a {current['status']} campaign cannot become {to}", "status")
         if to == "active":
+            await memberships.ensure_may_activate(conn, current)
             _check_activatable(current)
         row = await (await conn.execute(
             f"UPDATE campaigns SET status = %(status)s WHERE id = %(id)s RETURNING {CAMPAIGN_COLUMNS}",

@@ -30,7 +30,7 @@ from oros.connections import as_user
 from oros.httperrors import ApiError, conflict, not_found
 from oros.money import fmt
 from oros.settings import STRIPE_API_KEY
-from oros.stripe_gateway import CURRENCY, async_stripe_client, to_cents
+from oros.stripe_gateway import CURRENCY, MAX_STRIPE_AMOUNT, async_stripe_client, to_cents
 from oros.wire import Amount, Money, Uuid
 
 from . import idempotency
@@ -42,9 +42,6 @@ from .typedefs import PG_POOL, SETTINGS
 log = logging.getLogger(__name__)
 
 routes = Routes()
-
-# Stripe refuses a single charge above $999,999.99.
-MAX_STRIPE_AMOUNT = Decimal("999999.99")
 
 # Read as the caller, so RLS hides campaigns the caller may not see.
 _CAMPAIGN_SQL = "SELECT id, business_id::text AS business_id, status FROM campaigns WHERE id = %(id)s"

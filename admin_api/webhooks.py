@@ -17,6 +17,11 @@ and changes nothing, and a failed effect rolls the row back for Stripe's retry.
   reverses them. Their event ids derive from the Stripe event id, so even an
   append whose Postgres commit then failed collapses with its redelivery
   downstream.
+* Tips, memberships, and the refunds and disputes of payments of ours (a tip,
+  a card funding, a membership invoice) are admin_api.billing_events': a
+  ``payment_intent.succeeded`` is a tip's first, else a funding's, and a
+  ``charge.refunded`` of a payment of ours is taken back in the books instead
+  of becoming a sale's refund event.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ import hashlib
 import logging
 import uuid
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
@@ -42,11 +46,13 @@ from oros.httperrors import ApiError
 from oros.money import fmt
 from oros.reasons import UNKNOWN_CAMPAIGN
 from oros.settings import Settings
-from oros.stripe_gateway import CURRENCY, from_cents
+from oros.stripe_gateway import CURRENCY
 from oros.wire import Money, Uuid
 
+from . import billing_events
 from .payload import respond
 from .routing import Header, Routes
+from .stripe_payload import Ignored, cents, lower, metadata, text
 from .typedefs import PG_POOL, REDIS, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -71,10 +77,6 @@ SELECT e.campaign_id::text AS campaign_id, e.tracking_link_id::text AS link_id, 
 """
 
 
-class Ignored(Exception):
-    """The event is valid but carries nothing for us; it is acknowledged and recorded."""
-
-
 class StripeEvent(RootModel[dict[str, Any]]):
     """A Stripe event, read raw: its signature covers the exact bytes."""
 
@@ -90,11 +92,21 @@ class Received(BaseModel):
     amount: Money = None
     event_id: Uuid = None
     fundings_failed: int = None
+    tips_failed: int = None
+    tip_id: Uuid = None
+    creator_id: Uuid = None
+    membership_id: Uuid = None
+    memberships_failed: int = None
+    monthly_tips_ended: int = None
+    outcome: str = None
+    kind: Literal["tip", "funding", "membership"] = None
+    object_id: Uuid = None
+    taken_back: Money = None
 
 
-@routes.post("/v1/webhooks/stripe", "Stripe webhook (signed with the configured secret): funding, checkout sales and "
-             "refunds; each Stripe event is applied once", body=StripeEvent, responses={200: Received},
-             headers=(Header("Stripe-Signature", str, required=True),), access="public")
+@routes.post("/v1/webhooks/stripe", "Stripe webhook (signed with the configured secret): funding, tips, memberships, "
+             "checkout sales, refunds and disputes; each Stripe event is applied once", body=StripeEvent,
+             responses={200: Received}, headers=(Header("Stripe-Signature", str, required=True),), access="public")
 async def stripe_webhook(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     payload = await request.read()
@@ -116,6 +128,15 @@ async def stripe_webhook(request: web.Request) -> web.Response:
                 log.exception("event stream unavailable", extra={"stripe_event": event["id"]})
                 # 503 rolls the claim back, so Stripe's retry applies the event later.
                 raise ApiError(503, "unavailable", "the event stream is unavailable; retry later") from None
+            except psycopg.errors.CheckViolation as exc:
+                if exc.diag.constraint_name != "positive_available":
+                    raise
+                # Money Stripe took back is more than the platform holds at Stripe (clearing): the books
+                # refuse an overdraft, so the event waits (Stripe retries) until cash arrives.
+                log.error("stripe took back more than clearing holds", extra={"stripe_event": event["id"],
+                                                                            "detail": exc.diag.message_primary})
+                raise ApiError(503, "unavailable", "the books cannot take this payment back yet; retry later",
+                               retry_after_s=60) from None
     return respond({"received": True, "status": "applied", **result})
 
 
@@ -142,19 +163,20 @@ def _verified_event(payload: bytes, signature: str | None, secret: str) -> dict:
 
 async def _payment_succeeded(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
     intent = event["data"]["object"]
-    pi_id = _text(intent, "id")
+    pi_id = text(intent, "id")
     # Stripe always sends amount_received; localstripe (the embedded Stripe) sends only amount.
-    received = _cents(intent, "amount_received" if "amount_received" in intent else "amount")
-    currency = intent.get("currency")
+    received = cents(intent, "amount_received" if "amount_received" in intent else "amount")
+    currency = lower(intent.get("currency"))
+    if (tip := await billing_events.credit_tip(conn, settings, event, pi_id, received, currency)) is not None:
+        return tip
     row = await (await conn.execute(_CREDIT_SQL, {
-        "event": event["id"], "pi": pi_id, "amount": received,
-        "currency": currency.lower() if isinstance(currency, str) else None,
+        "event": event["id"], "pi": pi_id, "amount": received, "currency": currency,
     })).fetchone()
     if row["outcome"] == "credited":
         return {"funding_id": str(row["funding_id"]), "campaign_id": str(row["campaign_id"]),
                 "amount": fmt(row["amount"])}
     context = {"stripe_event": event["id"], "payment_intent": pi_id, "reason": row["reason"],
-               "claimed_campaign": _metadata(intent).get("oros_campaign_id")}
+               "claimed_campaign": metadata(intent).get("oros_campaign_id")}
     if row["outcome"] == "refused":
         # Money reached Stripe but not the books: a person must refund it or book it off-Stripe.
         log.error("payment intent refused: paid at Stripe, nothing credited", extra=context)
@@ -164,8 +186,9 @@ async def _payment_succeeded(conn: psycopg.AsyncConnection, redis, settings: Set
 
 
 async def _payment_failed(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
-    row = await (await conn.execute(_FAIL_SQL, {"pi": _text(event["data"]["object"], "id")})).fetchone()
-    return {"fundings_failed": row["n"]}
+    pi_id = text(event["data"]["object"], "id")
+    row = await (await conn.execute(_FAIL_SQL, {"pi": pi_id})).fetchone()
+    return {"fundings_failed": row["n"], "tips_failed": await billing_events.fail_tip(conn, pi_id)}
 
 
 async def _checkout_paid(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
@@ -173,13 +196,13 @@ async def _checkout_paid(conn: psycopg.AsyncConnection, redis, settings: Setting
     # A session completes before a delayed payment clears (or fails): only money received is a sale.
     if session.get("payment_status") != "paid":
         raise Ignored(f"checkout session payment_status is {session.get('payment_status')!r}, not paid")
-    cid = canonical_uuid(session.get("client_reference_id") or _metadata(session).get("oros_cid"))
+    cid = canonical_uuid(session.get("client_reference_id") or metadata(session).get("oros_cid"))
     if cid is None:
         raise Ignored("checkout session carries no oros_cid")
-    value = _cents(session, "amount_total")
+    value = cents(session, "amount_total")
     if value is None:
         raise Ignored("checkout session has no amount_total")
-    order_id = session.get("payment_intent") or _text(session, "id")
+    order_id = session.get("payment_intent") or text(session, "id")
     click = await _click(redis, settings, cid)
     sale = {field: click.get(field) for field in clickindex.FIELDS}
     sale["campaign_id"] = sale["campaign_id"] or UNKNOWN_CAMPAIGN
@@ -209,11 +232,13 @@ async def _checkout_payment_failed(conn: psycopg.AsyncConnection, redis, setting
 
 async def _charge_refunded(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
     charge = event["data"]["object"]
-    order_id = str(charge.get("payment_intent") or _text(charge, "id"))
-    value = _cents(charge, "amount_refunded")
+    if (taken := await billing_events.record_refund(conn, charge)) is not None:
+        return taken
+    order_id = str(charge.get("payment_intent") or text(charge, "id"))
+    value = cents(charge, "amount_refunded")
     if value is None or value <= 0:
         raise Ignored("charge has no refunded amount")
-    sale = await _original_sale(conn, redis, settings, order_id, _metadata(charge).get("oros_cid"))
+    sale = await _original_sale(conn, redis, settings, order_id, metadata(charge).get("oros_cid"))
     appended = Event(
         event_id=_event_id(event),
         event_type="refund",
@@ -275,25 +300,6 @@ def _created_ms(event: dict) -> int:
     return created * 1000
 
 
-def _cents(obj: dict, name: str) -> Decimal | None:
-    raw = obj.get(name)
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        return None
-    return from_cents(raw)
-
-
-def _text(obj: dict, name: str) -> str:
-    raw = obj.get(name)
-    if not isinstance(raw, str) or not raw:
-        raise ApiError(400, "bad_payload", f"the event's object has no {name}", name)
-    return raw
-
-
-def _metadata(obj: dict) -> dict:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
-
-
 APPLIERS = {
     "payment_intent.succeeded": _payment_succeeded,
     "payment_intent.payment_failed": _payment_failed,
@@ -301,4 +307,5 @@ APPLIERS = {
     "checkout.session.async_payment_succeeded": _checkout_paid,
     "checkout.session.async_payment_failed": _checkout_payment_failed,
     "charge.refunded": _charge_refunded,
+    **billing_events.APPLIERS,
 }

@@ -4,7 +4,8 @@
 
 Builds a throwaway Postgres database and a chDB directory, a realistic mix
 of campaigns (60% pay per click, 25% per conversion, 15% per sale) and
-creators, and events: human clicks with some bots and repeat clicks, and
+creators (a tenth with a fee tier that starts mid-window, a twentieth owing
+the platform), and events: human clicks with some bots and repeat clicks, and
 conversions/sales naming earlier clicks. Then, in this order:
 
 * one settle run over all of them (the settle rate and its phases);
@@ -92,7 +93,27 @@ def setup(pg, n_campaigns: int, creators_per: int, rng: random.Random) -> list[d
                 (cid, creator, uuid.uuid4().hex[:16])).fetchone()["id"]
             links.append((creator, link))
         campaigns.append({"id": cid, "objective": objective, "payout": payout, "links": links, "rich": i % 10 > 0})
+    tiers_and_debts(pg, [creator for c in campaigns for creator, _ in c["links"]])
     return campaigns, business
+
+
+def tiers_and_debts(pg, creators: list[str]) -> None:
+    """A tenth of the creators hold creator_pro since the middle of the events' window (their events before
+    and after it pay different fees: two transfers), a twentieth owe 1.00 (their first earnings repay it)."""
+    pro = creators[::10]
+    pg.execute("INSERT INTO memberships (user_id, membership_type, status, billing_provider_id, started_at)"
+               " SELECT u, 'creator_pro', 'active', 'sub_bench' || n, now() FROM unnest(%s::uuid[])"
+               " WITH ORDINALITY AS x(u, n)", (pro,))
+    pg.execute("INSERT INTO fee_history (user_id, membership_id, fee_pct, effective_from)"
+               " SELECT user_id, id, 5, now() - interval '2 days' FROM memberships WHERE user_id = ANY(%s::uuid[])",
+               (pro,))
+    for creator in creators[5::20]:
+        pg.execute("""INSERT INTO ledger_entries (wallet_id, transfer_id, source_type, source_id, amount, direction,
+                                                  status, description)
+                      SELECT w, t, 'refund', %(c)s, 1.00, d, 'settled', 'bench: a debt'
+                        FROM (VALUES (oros_receivable_wallet(%(c)s), 'debit'),
+                                     (oros_platform_wallet('clearing'), 'credit')) AS legs(w, d),
+                             (SELECT gen_random_uuid() AS t) AS tr""", {"c": creator})
 
 
 def generate(campaigns: list[dict], business: str, n: int, rng: random.Random):

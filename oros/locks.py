@@ -15,6 +15,7 @@ PAYOUTS_LOCK = 0x6F726F73_7061790A  # settler.payouts: one payout run (the bytes
 
 # Transaction locks on an (int, int) pair: the class, then hashtext() of what is locked.
 IDEMPOTENCY_CLASS = 0x1DE0  # admin_api.idempotency: one request per (user, Idempotency-Key)
+ACTIVATION_CLASS = 0xAC71  # admin_api.memberships: a business's campaign activations, one at a time (its limit)
 
 # Taken in SQL, not from Python (listed so a new id does not reuse them):
 # * sql/postgres/0031_pixel_secrets.sql, oros_rotate_pixel_secret: bigint key

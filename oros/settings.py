@@ -126,6 +126,7 @@ class Settings:
     jwt_ttl_s: int = 24 * 3600
 
     platform_fee_pct: Decimal = Decimal("10")
+    tip_fee_pct: Decimal = Decimal("5")
     hold_days: int = 14
     attribution_days: int = 30
     click_dedupe_s: int = 3600
@@ -182,6 +183,7 @@ class Settings:
             stripe_publishable_key=env.get("STRIPE_PUBLISHABLE_KEY") or None,
             jwt_ttl_s=_int(env, "OROS_JWT_TTL_S", cls.jwt_ttl_s, minimum=60),
             platform_fee_pct=_decimal(env, "OROS_PLATFORM_FEE_PCT", "10", minimum=Decimal(0), maximum=Decimal(100)),
+            tip_fee_pct=_decimal(env, "OROS_TIP_FEE_PCT", "5", minimum=Decimal(0), maximum=Decimal(100)),
             hold_days=_int(env, "OROS_HOLD_DAYS", 14),
             attribution_days=_int(env, "OROS_ATTRIBUTION_DAYS", 30, minimum=1),
             click_dedupe_s=_int(env, "OROS_CLICK_DEDUPE_SECONDS", 3600),

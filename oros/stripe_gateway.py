@@ -17,6 +17,9 @@ from .money import CENT
 from .settings import Settings
 
 CURRENCY = "usd"  # wallets and budgets are USD (wallets.currency defaults to 'USD')
+# Stripe charges at most $999,999.99 and at least $0.50 at once.
+MAX_STRIPE_AMOUNT = Decimal("999999.99")
+MIN_STRIPE_AMOUNT = Decimal("0.50")
 TIMEOUT_S = 30
 
 

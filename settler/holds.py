@@ -3,6 +3,10 @@
 The rule lives in SQL (``oros_release_holds``); settling a pending credit
 moves it from ``pending_balance`` to ``available_balance`` by the ledger's
 balance trigger. The fee leg of the same transfer carries the same hold.
+Then what a user owes the platform (a receivable) is repaid from what was
+just released (``oros_sweep_receivables``), in a transaction of its own: it
+locks receivables first, as every receivable writer does
+(sql/postgres/0075), which the release's own wallet locks would invert.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ def release_due(settings: Settings, now: datetime | None = None) -> int:
             " VALUES ('release_holds', 'succeeded', %s, now(), jsonb_build_object('released', %s::bigint))",
             (count, count),
         )
-    log.info("holds released", extra={"entries": count})
+    with pg_connect(settings) as conn, conn.transaction():
+        swept = conn.execute("SELECT oros_sweep_receivables() AS amount").fetchone()["amount"]
+    log.info("holds released", extra={"entries": count, "receivables_repaid": str(swept)})
     return count
 
 

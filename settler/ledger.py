@@ -1,8 +1,10 @@
-"""The settler's ledger writes: calls of the SQL functions that own them (sql/postgres/0041).
+"""The settler's ledger writes: calls of the SQL functions that own them (sql/postgres/0041, 0082).
 
 ``oros_post_settlement`` books one campaign's settlement (the three legs per
-transfer, ``total_earned``, the link counters, the budget); ``oros_reverse_sale``
-takes back part of a sale's commission and books the rest again. Python
+transfer, each at its own fee; ``total_earned``, the link counters, the
+budget); ``oros_reverse_sale`` takes back part of a sale's commission and
+books the rest again. Both pay a creator who owes the platform its debt
+first (a receivable, sql/postgres/0075), by the rule tips follow too. Python
 decides what to pay or take back; the database writes it, checking its
 arguments, inside the caller's transaction.
 """
@@ -19,8 +21,8 @@ from .plan import CampaignPlan
 from .records import LedgerError
 
 POST_SETTLEMENT = """
-SELECT oros_post_settlement(%(campaign)s, %(run)s, %(hold_until)s, %(fee)s, %(complete)s,
-                            %(transfers)s::uuid[], %(creators)s::uuid[], %(counts)s::int[],
+SELECT oros_post_settlement(%(campaign)s, %(run)s, %(hold_until)s, %(complete)s,
+                            %(transfers)s::uuid[], %(creators)s::uuid[], %(counts)s::int[], %(fees)s::numeric[],
                             %(links)s::uuid[], %(clicks)s::int[], %(conversions)s::int[]) AS spent
 """
 
@@ -39,9 +41,9 @@ def post_settlement(conn: psycopg.Connection, plan: CampaignPlan, *, run_id: str
             (clicks if event.event_type == "click" else conversions)[event.link_id] += 1
     links = sorted(clicks.keys() | conversions.keys())
     spent = conn.execute(POST_SETTLEMENT, {
-        "campaign": plan.campaign_id, "run": run_id, "hold_until": hold_until, "fee": plan.fee,
-        "complete": plan.completes, "transfers": [t.id for t in plan.transfers],
-        "creators": [t.creator_id for t in plan.transfers], "counts": [len(t.events) for t in plan.transfers],
+        "campaign": plan.campaign_id, "run": run_id, "hold_until": hold_until, "complete": plan.completes,
+        "transfers": [t.id for t in plan.transfers], "creators": [t.creator_id for t in plan.transfers],
+        "counts": [len(t.events) for t in plan.transfers], "fees": [t.fee for t in plan.transfers],
         "links": links, "clicks": [clicks[link] for link in links],
         "conversions": [conversions[link] for link in links],
     }).fetchone()["spent"]

@@ -6,8 +6,9 @@ previous human click from the same visitor on the same link (a window
 function), and for a conversion or sale the click it names (its campaign,
 time, link and creator). ``load_facts`` reads what Postgres knows about
 them: campaigns (status history, accepted creators, pixel secrets, disabled
-links), which creators and links exist, which orders and clicks were paid
-already, and the refunds that arrived before their sale.
+links), which creators and links exist, the creators' fees over time, which
+orders and clicks were paid already, and the refunds that arrived before
+their sale.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import psycopg
 from psycopg.rows import tuple_row
 
+from oros import fees
 from oros.connections import clickhouse_client
 from oros.reasons import NO_SUCH_ORDER, UNKNOWN_CAMPAIGN
 from oros.settings import Settings
@@ -229,14 +232,19 @@ def _runs(ids: list[str]) -> Iterator[list[str]]:
         yield ids[start:]
 
 
-def load_facts(conn: psycopg.Connection, events: list[Candidate]) -> Facts:
-    """What Postgres knows about ``events`` (refunds excluded: they are matched when applied)."""
+def load_facts(conn: psycopg.Connection, events: list[Candidate], fee_pct: Decimal) -> Facts:
+    """What Postgres knows about ``events`` (refunds excluded: they are matched when applied).
+
+    ``fee_pct`` is the base fee the creators' tiers lower. Their fee spans are read after the events
+    were: a span that starts later starts after every event this read holds.
+    """
     campaign_ids = sorted({e.campaign_id for e in events if e.campaign_id})
+    creators = sorted({e.creator_id for e in events if e.creator_id})
     return Facts(
         campaigns=load_campaigns(conn, campaign_ids, events),
-        users={r["id"] for r in conn.execute(KNOWN_USERS_SQL, (sorted({e.creator_id for e in events
-                                                                       if e.creator_id}),))},
+        users={r["id"] for r in conn.execute(KNOWN_USERS_SQL, (creators,))},
         links={r["id"] for r in conn.execute(KNOWN_LINKS_SQL, (campaign_ids,))},
+        fees=fees.load(conn, fee_pct, creators),
         paid_orders=_paid_orders(conn, events),
         paid_clicks=_paid_clicks(conn, events),
         early_refunds=_early_refunds(conn, events),

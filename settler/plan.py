@@ -7,8 +7,10 @@ groups the paid ones into transfers: the plan of what one campaign's
 transaction writes, with its counts. A dry run plans every campaign against
 the budget it loaded and posts nothing; a live run plans each campaign
 again under its row lock (``settler.post``), against the budget it locked.
-Either way the numbers of the run report come from here: ``Counts`` is the
-one place events are counted.
+Each event is charged the creator's fee of the moment it happened
+(``oros.fees``: a creator tier lowers it for its span), so paid events are
+grouped into transfers per creator and fee. Either way the numbers of the
+run report come from here: ``Counts`` is the one place events are counted.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from oros.fees import FeeSchedule
 from oros.money import split_fee
 from oros.reasons import BUDGET_EXHAUSTED
 
@@ -34,6 +37,7 @@ class Facts:
     campaigns: dict[str, Campaign]
     users: set[str]  # creators that exist
     links: set[str]  # links of these campaigns that exist
+    fees: FeeSchedule  # the creators' fees over time, read after the events
     paid_orders: set[tuple[str, str]] = frozenset()  # (campaign, order id) paid before
     paid_clicks: set[tuple[str, str]] = frozenset()  # (click id, order id or '') paid before
     early_refunds: list[Candidate] = ()  # refunds recorded before any sale of their order was paid
@@ -89,14 +93,16 @@ class Decisions:
     campaigns: list[Decided]
     refunds: list[Candidate]  # the read's refunds and the early ones, applied after the sales are paid
     early_refunds: frozenset[str]  # ids among ``refunds`` recorded before (decided again, not inserted)
+    fees: FeeSchedule
 
 
 @dataclass(frozen=True)
 class Transfer:
-    """One ledger transfer of a settlement: one per (campaign, creator, run), or one per sale."""
+    """One ledger transfer of a settlement: one per (campaign, creator, fee, run), or one per sale."""
 
     id: str
     creator_id: str
+    fee: Decimal  # the platform's part of each event's payout
     events: list[Candidate]
 
 
@@ -106,7 +112,6 @@ class CampaignPlan:
 
     campaign_id: str | None
     payout: Decimal
-    fee: Decimal
     paid: list[Candidate]
     rejected: list[tuple[Candidate, str]]  # budget_exhausted included
     transfers: list[Transfer]
@@ -134,40 +139,49 @@ def decide(events: list[Candidate], facts: Facts, rules: Rules, now_ms: int) -> 
         campaigns.append(Decided(None, [], rejected[None]))
     return Decisions(campaigns=campaigns,
                      refunds=sorted([*facts.early_refunds, *refunds], key=lambda e: (e.ts_ms, e.event_id)),
-                     early_refunds=frozenset(e.event_id for e in facts.early_refunds))
+                     early_refunds=frozenset(e.event_id for e in facts.early_refunds), fees=facts.fees)
 
 
 def settle_campaign(decided: Decided, *, remaining: Decimal, payout: Decimal, status: str,
-                    fee_pct: Decimal) -> CampaignPlan:
+                    fees: FeeSchedule) -> CampaignPlan:
     """Allocate ``remaining`` to the campaign's accepted events, earliest first, and plan its transfers."""
     allocation = allocate(decided.accepted, remaining, payout)
-    _, fee = split_fee(payout, fee_pct)
     rejected = decided.rejected + [(e, BUDGET_EXHAUSTED) for e in allocation.exhausted]
-    counts = Counts(paid=len(allocation.paid), rejected=len(rejected), amount=allocation.spent,
-                    fees=fee * len(allocation.paid), by_reason=Counter(reason for _, reason in rejected))
     campaign = decided.campaign
     per_sale = campaign is not None and campaign.objective == "sale"
+    planned = transfers(allocation.paid, per_sale=per_sale, payout=payout, fees=fees)
+    counts = Counts(paid=len(allocation.paid), rejected=len(rejected), amount=allocation.spent,
+                    fees=sum((t.fee * len(t.events) for t in planned), ZERO),
+                    by_reason=Counter(reason for _, reason in rejected))
     return CampaignPlan(
-        campaign_id=campaign.id if campaign else None, payout=payout, fee=fee, paid=allocation.paid,
-        rejected=rejected, transfers=transfers(allocation.paid, per_sale=per_sale),
-        completes=campaign is not None and status == "active" and allocation.exhausts(payout), counts=counts,
+        campaign_id=campaign.id if campaign else None, payout=payout, paid=allocation.paid, rejected=rejected,
+        transfers=planned, completes=campaign is not None and status == "active" and allocation.exhausts(payout),
+        counts=counts,
     )
 
 
-def plan_all(decisions: Decisions, fee_pct: Decimal) -> list[CampaignPlan]:
+def plan_all(decisions: Decisions) -> list[CampaignPlan]:
     """Every campaign planned against the budget and status it was loaded with: a dry run's plan."""
     return [settle_campaign(d, remaining=d.campaign.remaining if d.campaign else ZERO,
                             payout=d.campaign.payout if d.campaign else ZERO,
-                            status=d.campaign.status if d.campaign else "", fee_pct=fee_pct)
+                            status=d.campaign.status if d.campaign else "", fees=decisions.fees)
             for d in decisions.campaigns]
 
 
-def transfers(paid: list[Candidate], *, per_sale: bool) -> list[Transfer]:
+def transfers(paid: list[Candidate], *, per_sale: bool, payout: Decimal, fees: FeeSchedule) -> list[Transfer]:
     """Paid events grouped into transfers: one per sale (a refund reverses exactly that sale), else one
-    per creator (a million clicks cost a few thousand ledger rows)."""
+    per creator and fee (a million clicks cost a few thousand ledger rows), each event at its creator's
+    fee of its time."""
+    fee_at: dict[Decimal, Decimal] = {}  # the fee per percent: one payout, few percents
+
+    def fee(pct: Decimal) -> Decimal:
+        if pct not in fee_at:
+            fee_at[pct] = split_fee(payout, pct)[1]
+        return fee_at[pct]
+
     if per_sale:
-        return [Transfer(str(uuid.uuid4()), e.creator_id, [e]) for e in paid]
-    by_creator: dict[str, list[Candidate]] = defaultdict(list)
+        return [Transfer(str(uuid.uuid4()), e.creator_id, fee(fees.pct(e.creator_id, e.ts_ms)), [e]) for e in paid]
+    groups: dict[tuple[str, Decimal], list[Candidate]] = defaultdict(list)
     for event in paid:
-        by_creator[event.creator_id].append(event)
-    return [Transfer(str(uuid.uuid4()), creator, by_creator[creator]) for creator in sorted(by_creator)]
+        groups[(event.creator_id, fees.pct(event.creator_id, event.ts_ms))].append(event)
+    return [Transfer(str(uuid.uuid4()), creator, fee(pct), groups[(creator, pct)]) for creator, pct in sorted(groups)]

@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool
 from redis.exceptions import RedisError
 
 from oros.connections import redis_client
+from oros.fees import FeeSchedule
 from oros.links import CAMPAIGN_CODES_SQL, publish
 
 from . import ledger
@@ -69,31 +70,31 @@ def post_decisions(ctx: RunContext, conn: psycopg.Connection, decisions: Decisio
 
     def post(decided: Decided) -> CampaignPlan:
         with pool.connection() as worker:
-            return post_campaign(ctx, worker, decided)
+            return post_campaign(ctx, worker, decided, decisions.fees)
 
     with _worker_pool(ctx) as pool, ThreadPoolExecutor(POST_WORKERS) as threads:
         for plan in threads.map(post, owned):
             done(plan)
     for decided in decisions.campaigns:
         if decided.campaign is None:
-            done(post_unowned(ctx, conn, decided))
+            done(post_unowned(ctx, conn, decided, decisions.fees))
 
 
-def post_campaign(ctx: RunContext, conn: psycopg.Connection, decided: Decided) -> CampaignPlan:
+def post_campaign(ctx: RunContext, conn: psycopg.Connection, decided: Decided, fees: FeeSchedule) -> CampaignPlan:
     """One campaign's transaction: lock, plan against the locked budget, record its events, book the ledger."""
     with conn.transaction():
         locked = conn.execute(LOCK_CAMPAIGN, (decided.campaign.id,)).fetchone()
         plan = settle_campaign(decided, remaining=locked["remaining_budget"], payout=locked["payout_per_action"],
-                               status=locked["status"], fee_pct=ctx.fee_pct)
+                               status=locked["status"], fees=fees)
         copy_events(conn, lambda clean: _lines(ctx, plan, clean))
         if plan.paid or plan.completes:
             ledger.post_settlement(conn, plan, run_id=ctx.run_id, hold_until=ctx.hold_until)
     return plan
 
 
-def post_unowned(ctx: RunContext, conn: psycopg.Connection, decided: Decided) -> CampaignPlan:
+def post_unowned(ctx: RunContext, conn: psycopg.Connection, decided: Decided, fees: FeeSchedule) -> CampaignPlan:
     """Events no known campaign (or creator) owns: recorded as rejected, with no campaign link."""
-    plan = settle_campaign(decided, remaining=Decimal(0), payout=Decimal(0), status="", fee_pct=ctx.fee_pct)
+    plan = settle_campaign(decided, remaining=Decimal(0), payout=Decimal(0), status="", fees=fees)
     with conn.transaction():
         copy_events(conn, lambda clean: _lines(ctx, plan, clean))
     return plan
@@ -103,7 +104,7 @@ def _lines(ctx: RunContext, plan: CampaignPlan, clean: bool) -> list[str]:
     lines = copy_lines(plan.rejected, campaign_id=plan.campaign_id, run_id=ctx.run_id, now=ctx.now, clean=clean)
     for transfer in plan.transfers:
         lines += paid_lines(transfer.events, campaign_id=plan.campaign_id, transfer_id=transfer.id,
-                            payout=plan.payout, fee=plan.fee, run_id=ctx.run_id, now=ctx.now, clean=clean)
+                            payout=plan.payout, fee=transfer.fee, run_id=ctx.run_id, now=ctx.now, clean=clean)
     return lines
 
 

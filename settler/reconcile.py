@@ -121,6 +121,67 @@ SELECT cc.campaign_id, cc.creator_id, cc.total_earned, coalesce(e.net, 0) AS by_
  WHERE cc.total_earned <> coalesce(e.net, 0)
 """
 
+# Per tip, its live legs: clearing holds what it still pays, the fee wallet its fee, and the creator's
+# wallets (main and receivable) its net, each less what refunds and disputes took back.
+TIPS_SQL = """
+SELECT t.id, t.amount - t.reversed_amount AS kept, t.platform_fee - t.reversed_fee AS fee_kept,
+       t.net_amount - (t.reversed_amount - t.reversed_fee) AS net_kept,
+       coalesce(l.clearing, 0) AS clearing, coalesce(l.fees, 0) AS fees, coalesce(l.creator, 0) AS creator
+  FROM tips t
+  LEFT JOIN (
+    SELECT e.source_id,
+           sum(CASE WHEN w.purpose = 'clearing' THEN CASE e.direction WHEN 'debit' THEN e.amount ELSE -e.amount END END)
+             AS clearing,
+           sum(CASE WHEN w.purpose = 'fees' THEN CASE e.direction WHEN 'credit' THEN e.amount ELSE -e.amount END END)
+             AS fees,
+           sum(CASE WHEN w.user_id = t2.to_creator_id AND w.purpose IN ('main', 'receivable')
+                    THEN CASE e.direction WHEN 'credit' THEN e.amount ELSE -e.amount END END) AS creator
+      FROM ledger_entries e JOIN wallets w ON w.id = e.wallet_id JOIN tips t2 ON t2.id = e.source_id
+     WHERE e.source_type IN ('tip', 'refund') AND e.status NOT IN ('failed', 'reversed')
+     GROUP BY e.source_id) l ON l.source_id = t.id
+ WHERE coalesce(l.clearing, 0) <> t.amount - t.reversed_amount
+    OR coalesce(l.fees, 0) <> t.platform_fee - t.reversed_fee
+    OR coalesce(l.creator, 0) <> t.net_amount - (t.reversed_amount - t.reversed_fee)
+"""
+
+# Per card funding and membership invoice: the cash its live clearing legs hold is what it still pays.
+STRIPE_PAYMENTS_SQL = """
+SELECT 'funding ' || f.id AS what, f.amount - f.reversed_amount AS kept, coalesce(l.cash, 0) AS cash
+  FROM campaign_fundings f
+  LEFT JOIN (SELECT coalesce(e.metadata->>'funding_id', e.source_id::text) AS funding,
+                    sum(CASE e.direction WHEN 'debit' THEN e.amount ELSE -e.amount END) AS cash
+               FROM ledger_entries e
+              WHERE e.wallet_id = oros_platform_wallet('clearing') AND e.source_type IN ('escrow', 'refund')
+                AND e.status NOT IN ('failed', 'reversed')
+              GROUP BY 1) l ON l.funding = f.id::text
+ WHERE f.status = 'succeeded' AND coalesce(l.cash, 0) <> f.amount - f.reversed_amount
+UNION ALL
+SELECT 'membership invoice ' || i.id, i.amount - i.reversed_amount, coalesce(l.cash, 0)
+  FROM membership_invoices i
+  LEFT JOIN (SELECT e.metadata->>'invoice' AS invoice,
+                    sum(CASE e.direction WHEN 'debit' THEN e.amount ELSE -e.amount END) AS cash
+               FROM ledger_entries e
+              WHERE e.wallet_id = oros_platform_wallet('clearing') AND e.source_type IN ('membership', 'refund')
+                AND e.status NOT IN ('failed', 'reversed')
+              GROUP BY 1) l ON l.invoice = i.id
+ WHERE coalesce(l.cash, 0) <> i.amount - i.reversed_amount
+"""
+
+# What Stripe took back of each payment of ours (refunds, disputes not reinstated) is what the books took back.
+TAKEBACKS_SQL = """
+SELECT x.what, x.reversed, least(x.amount, s.taken) AS expected
+  FROM (SELECT 'tip ' || id AS what, stripe_payment_intent_id AS pi, amount, reversed_amount AS reversed FROM tips
+         WHERE stripe_payment_intent_id IS NOT NULL
+        UNION ALL
+        SELECT 'funding ' || id, stripe_payment_intent_id, amount, reversed_amount FROM campaign_fundings
+         WHERE method = 'stripe' AND status = 'succeeded'
+        UNION ALL
+        SELECT 'membership invoice ' || id, stripe_payment_intent_id, amount, reversed_amount FROM membership_invoices
+         WHERE stripe_payment_intent_id IS NOT NULL) x
+  CROSS JOIN LATERAL oros_stripe_taken_back(x.pi) s
+ WHERE x.reversed <> least(x.amount, s.taken)
+"""
+
 # Both sides in event id order (a uuid's order is its text's order), merged in one
 # pass: memory stays flat however many events there are.
 PG_DECIDED_SQL = """
@@ -201,6 +262,28 @@ def _negative(conn) -> Check:
                   "no wallet, budget or earning is negative")
 
 
+def _tips(conn) -> Check:
+    rows = conn.execute(TIPS_SQL).fetchall()
+    return _check("tips_match_ledger", [
+        f"tip {r['id']}: keeps {r['kept']} (fee {r['fee_kept']}, net {r['net_kept']}) vs ledger clearing"
+        f" {r['clearing']}, fees {r['fees']}, creator {r['creator']}" for r in rows
+    ], "each tip's live legs hold its amount, fee and net, less what was taken back")
+
+
+def _stripe_payments(conn) -> Check:
+    rows = conn.execute(STRIPE_PAYMENTS_SQL).fetchall()
+    return _check("stripe_payments_match_ledger", [
+        f"{r['what']}: keeps {r['kept']} vs clearing legs {r['cash']}" for r in rows
+    ], "each card funding and membership invoice holds in clearing what it still pays")
+
+
+def _takebacks(conn) -> Check:
+    rows = conn.execute(TAKEBACKS_SQL).fetchall()
+    return _check("stripe_takebacks_applied", [
+        f"{r['what']}: took back {r['reversed']}, Stripe took back {r['expected']}" for r in rows
+    ], "every refund and dispute Stripe reported is taken back in the books (receivables included)")
+
+
 def _decided_hours(conn) -> Check:
     rows = conn.execute(DECIDED_HOURS_SQL).fetchall()
     return _check("decided_counts_match_events", [
@@ -264,7 +347,8 @@ def reconcile(settings: Settings) -> list[Check]:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
             checks = [_wallets(conn), _transfers(conn), _escrow(conn), _campaign_paid(conn),
-                      _paid_once(conn), _earned(conn), _negative(conn), _decided_hours(conn)]
+                      _paid_once(conn), _earned(conn), _negative(conn), _decided_hours(conn), _tips(conn),
+                      _stripe_payments(conn), _takebacks(conn)]
             try:
                 checks.append(_clickhouse(settings, conn))
             except psycopg.Error:

@@ -69,6 +69,7 @@ class RunContext:
 
     @property
     def fee_pct(self) -> Decimal:
+        """The base platform fee on campaign earnings, before a creator tier lowers it (oros/fees.py)."""
         return self.settings.platform_fee_pct
 
     @property
@@ -227,12 +228,12 @@ def _settle_read(ctx: RunContext, conn, report: Report, read: load.Read) -> tupl
     report.lap("skip_decided")
     events = [e for e in events if e.event_id not in done]
     report.seen += len(events)
-    facts = load.load_facts(conn, [e for e in events if e.event_type != "refund"])
+    facts = load.load_facts(conn, [e for e in events if e.event_type != "refund"], ctx.fee_pct)
     report.lap("load_postgres")
     decisions = decide(events, facts, ctx.rules, ctx.now_ms)
     report.lap("verify")
     if ctx.dry_run:
-        for plan in plan_all(decisions, ctx.fee_pct):
+        for plan in plan_all(decisions):
             report.add(plan)
         report.lap("post_ledger")
     else:

@@ -47,6 +47,24 @@ EXECUTABLE = {
     # Only a row POST /fund opened, for its amount and currency (0029).
     "oros_credit_payment_intent(text,text,numeric,text)": {"oros_api"},
     "oros_fail_stripe_funding(text)": {"oros_api"},
+    # Supporters (0077-0080). As the caller: a tip or membership of auth.uid() only, terms that are public.
+    "oros_remember_stripe_customer(text)": {"oros_app"},
+    "oros_tip_terms(uuid,uuid)": {"oros_app"},
+    "oros_open_tip(uuid,uuid,numeric,text,uuid,text,text,text)": {"oros_app"},  # only a supporter, for itself
+    "oros_cancel_monthly_tip(uuid)": {"oros_app"},
+    "oros_open_membership(uuid,text,text)": {"oros_app"},
+    "oros_request_membership_cancel(uuid,timestamp with time zone)": {"oros_app"},
+    "oros_activation_blocker(uuid)": {"oros_app"},  # public facts: a campaign frozen, a business owing
+    # The webhook: only a tip or membership the API opened, for its amount; Stripe's refunds and disputes.
+    "oros_credit_tip(text,text,text,text,numeric,text,numeric,integer)": {"oros_api"},
+    "oros_fail_tip_intent(text)": {"oros_api"},
+    "oros_end_tip_subscription(text)": {"oros_api"},
+    "oros_membership_paid(text,text,text,text,numeric,text,numeric,numeric,timestamp with time zone)": {"oros_api"},
+    "oros_membership_changed(text,text,boolean,timestamp with time zone)": {"oros_api"},
+    "oros_end_membership(text)": {"oros_api"},
+    "oros_membership_payment_failed(text)": {"oros_api"},
+    "oros_record_refund(text,text,numeric)": {"oros_api"},
+    "oros_record_dispute(text,text,text,numeric,text,boolean,boolean)": {"oros_api"},
 }
 
 GRANTEES_SQL = """
@@ -170,8 +188,8 @@ async def test_request_role_cannot_call_the_jobs_money_functions_or_write_money_
         ("SELECT oros_release_holds(now() + interval '100 years')", None),
         ("SELECT oros_platform_wallet('escrow')", None),
         # The settler's ledger functions (0040, 0041): pay a creator, reverse a sale, move balances outright.
-        ("SELECT oros_post_settlement(%s, gen_random_uuid(), now(), 0, false, ARRAY[gen_random_uuid()],"
-         " ARRAY[%s::uuid], ARRAY[1000], '{}', '{}', '{}')", (campaign, creator)),
+        ("SELECT oros_post_settlement(%s, gen_random_uuid(), now(), false, ARRAY[gen_random_uuid()],"
+         " ARRAY[%s::uuid], ARRAY[1000], ARRAY[0], '{}', '{}', '{}')", (campaign, creator)),
         ("SELECT oros_book_payouts(%s, now(), ARRAY[gen_random_uuid()], ARRAY[%s::uuid], ARRAY[1000], ARRAY[0],"
          " ARRAY['{}'::jsonb])", (campaign, creator)),
         ("SELECT oros_reverse_sale(gen_random_uuid(), NULL, 0, 0, gen_random_uuid(), gen_random_uuid())", None),
@@ -350,7 +368,7 @@ def test_api_login_cannot_climb_to_the_owner_or_do_owner_work(pg, api_settings, 
         ("SELECT oros_fund_campaign(%s, 5000000, 'manual', 'x', NULL)", (campaign,)),
         ("SELECT oros_release_holds(now())", None),
         ("SELECT oros_finish_withdrawal(gen_random_uuid(), true, NULL, NULL)", None),
-        ("SELECT oros_post_settlement(%s, gen_random_uuid(), now(), 0, true, '{}', '{}', '{}', '{}', '{}', '{}')",
+        ("SELECT oros_post_settlement(%s, gen_random_uuid(), now(), true, '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
          (campaign,)),
         ("SELECT oros_move_balances(ARRAY[gen_random_uuid()], ARRAY[1.00], ARRAY[0])", None),
         ("INSERT INTO ledger_entries (wallet_id, transfer_id, source_type, amount, direction)"

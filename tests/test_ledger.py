@@ -52,10 +52,13 @@ REFUSED_CALLS = [
      " ARRAY[0.00], ARRAY['{}'::jsonb])", "no payout"),
     ("SELECT oros_book_payouts(%(campaign)s, NULL, ARRAY[gen_random_uuid()], ARRAY[%(creator)s::uuid], ARRAY[1.00],"
      " ARRAY[0.10], ARRAY['{}'::jsonb])", "held credits without a hold"),
-    # oros_post_settlement(campaign, run, hold, fee, complete, transfers, creators, counts, links, clicks, conversions)
-    *[(f"SELECT oros_post_settlement(%(campaign)s, gen_random_uuid(), now(), 0.10, false, ARRAY[gen_random_uuid()],"
-       f" ARRAY[%(creator)s::uuid], {counts}, '{{}}', '{{}}', '{{}}')", f"a transfer of {counts} events")
-      for counts in ("ARRAY[0]", "ARRAY[-3]", "ARRAY[1, 1]")],
+    # oros_post_settlement(campaign, run, hold, complete, transfers, creators, counts, fees, links, clicks,
+    #                      conversions)
+    *[(f"SELECT oros_post_settlement(%(campaign)s, gen_random_uuid(), now(), false, ARRAY[gen_random_uuid()],"
+       f" ARRAY[%(creator)s::uuid], {counts}, {fees}, '{{}}', '{{}}', '{{}}')", f"{counts} events at fees {fees}")
+      for counts, fees in (("ARRAY[0]", "ARRAY[0.10]"), ("ARRAY[-3]", "ARRAY[0.10]"), ("ARRAY[1, 1]", "ARRAY[0.10]"),
+                           ("ARRAY[1]", "ARRAY[]::numeric[]"), ("ARRAY[1]", "ARRAY[NULL]::numeric[]"),
+                           ("ARRAY[1]", "ARRAY[-0.01]"), ("ARRAY[1]", "ARRAY[99999.00]"))],
 ]
 
 

@@ -26,6 +26,7 @@ from admin_api.auth import issue_token
 from ingest.consumer import Ingester
 from oros import pixel
 from oros.events import uuid7_str
+from oros.fees import FeeSchedule
 from settler.load import load_campaigns
 from settler.plan import Decided
 from settler.post import post_campaign
@@ -323,7 +324,8 @@ def test_a_second_producer_posting_the_same_click_pays_nothing(world, settings, 
                               campaign_id=s.campaign, creator_id=s.creator, click_id=event.click_id,
                               order_id=event.order_id)
         ctx = RunContext(settings, run_id=_run(pg), now=click_event.occurred_at)
-        post_campaign(ctx, pg, Decided(load_campaigns(pg, [s.campaign])[s.campaign], [candidate]))
+        post_campaign(ctx, pg, Decided(load_campaigns(pg, [s.campaign])[s.campaign], [candidate]),
+                      FeeSchedule(settings.platform_fee_pct))
 
     post_alone(conversions[0])
     with pytest.raises(LedgerError, match="already decided"):

@@ -6,10 +6,12 @@ No store: ``decide`` and ``settle_campaign`` take what ``settler.load`` would ha
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from oros import reasons
 from oros.events import uuid7
+from oros.fees import FeeSchedule
 from settler import plan as p
 from settler import verify as v
 
@@ -19,6 +21,7 @@ DAY_MS = 86_400_000
 RULES = v.Rules(click_dedupe_s=3600, attribution_days=30)
 BIZ = "b0000000-0000-0000-0000-000000000000"
 ALICE, BOB = "c0000000-0000-0000-0000-00000000000a", "c0000000-0000-0000-0000-00000000000b"
+BASE = FeeSchedule(D(10))  # no creator holds a tier
 
 
 def campaign(cid: str = "a0000000-0000-0000-0000-000000000001", objective: str = "click", **kw) -> v.Campaign:
@@ -41,7 +44,8 @@ def sale(c: v.Campaign, order_id: str, creator: str = ALICE, ts_ms: int = NOW - 
 
 
 def facts(*campaigns: v.Campaign, **kw) -> p.Facts:
-    return p.Facts(campaigns={c.id: c for c in campaigns}, users={ALICE, BOB}, links={"l-a", "l-b"}, **kw)
+    return p.Facts(**{"campaigns": {c.id: c for c in campaigns}, "users": {ALICE, BOB}, "links": {"l-a", "l-b"},
+                      "fees": BASE, **kw})
 
 
 def test_decide_groups_verdicts_per_campaign_and_sets_aside_refunds():
@@ -67,7 +71,7 @@ def test_events_no_known_campaign_or_creator_owns_are_grouped_last_without_a_cam
     decisions = p.decide([unknown, click(a), ghost], facts(a), RULES, NOW)
     assert decisions.campaigns[-1].campaign is None
     assert sorted(r for _, r in decisions.campaigns[-1].rejected) == [reasons.NO_SUCH_CLICK, reasons.NOT_ACCEPTED]
-    plan = p.settle_campaign(decisions.campaigns[-1], remaining=D(0), payout=D(0), status="", fee_pct=D(10))
+    plan = p.settle_campaign(decisions.campaigns[-1], remaining=D(0), payout=D(0), status="", fees=BASE)
     assert (plan.campaign_id, plan.counts.rejected, plan.transfers) == (None, 2, [])
 
 
@@ -83,10 +87,10 @@ def test_settle_campaign_pays_the_earliest_within_budget_and_counts_once():
               click(a, BOB, is_bot=True)]
     decided = p.decide(events, facts(a), RULES, NOW).campaigns[0]
 
-    plan = p.settle_campaign(decided, remaining=D("1.20"), payout=D("0.55"), status="active", fee_pct=D(10))
+    plan = p.settle_campaign(decided, remaining=D("1.20"), payout=D("0.55"), status="active", fees=BASE)
 
     assert [e.ts_ms for e in plan.paid] == [NOW - 3000, NOW - 2000]
-    assert plan.fee == D("0.06")  # 0.055 half-up
+    assert {t.fee for t in plan.transfers} == {D("0.06")}  # 0.055 half-up
     assert plan.counts == p.Counts(paid=2, rejected=2, amount=D("1.10"), fees=D("0.12"),
                                    by_reason=Counter({reasons.BUDGET_EXHAUSTED: 1, reasons.BOT: 1}))
     # One transfer per creator for clicks, creators in id order.
@@ -97,17 +101,44 @@ def test_settle_campaign_pays_the_earliest_within_budget_and_counts_once():
 def test_only_an_active_campaign_completes():
     a = campaign(remaining=D("0.50"))
     decided = p.decide([click(a)], facts(a), RULES, NOW).campaigns[0]
-    assert p.settle_campaign(decided, remaining=D("0.50"), payout=D("1.00"), status="active", fee_pct=D(10)).completes
+    assert p.settle_campaign(decided, remaining=D("0.50"), payout=D("1.00"), status="active", fees=BASE).completes
     assert not p.settle_campaign(decided, remaining=D("0.50"), payout=D("1.00"), status="paused",
-                                 fee_pct=D(10)).completes
+                                 fees=BASE).completes
 
 
 def test_each_paid_sale_is_its_own_transfer():
     a = campaign(objective="sale", payout=D("7.25"), remaining=D("100.00"))
     decided = p.decide([sale(a, "o-1"), sale(a, "o-2", BOB), sale(a, "o-3")], facts(a), RULES, NOW).campaigns[0]
-    plan = p.settle_campaign(decided, remaining=D("100.00"), payout=D("7.25"), status="active", fee_pct=D(10))
+    plan = p.settle_campaign(decided, remaining=D("100.00"), payout=D("7.25"), status="active", fees=BASE)
     assert [len(t.events) for t in plan.transfers] == [1, 1, 1]
     assert len({t.id for t in plan.transfers}) == 3
+
+
+def test_each_event_pays_the_fee_of_its_creators_tier_at_its_time():
+    """A span [from, until) caps ALICE's fee at 5 %: her clicks inside it pay 0.05, those outside 0.10, and each
+    fee is its own transfer; BOB, without a tier, pays the base."""
+    a = campaign(payout=D("1.00"), remaining=D("100.00"))
+    fees = FeeSchedule.from_rows(D(10), [{"user_id": ALICE, "fee_pct": D(5),
+                                          "effective_from": _at(NOW - 5000), "effective_until": _at(NOW - 2000)}])
+    events = [click(a, ALICE, NOW - 6000), click(a, ALICE, NOW - 5000), click(a, ALICE, NOW - 2001),
+              click(a, ALICE, NOW - 2000), click(a, BOB, NOW - 4000)]
+    decided = p.decide(events, facts(a, fees=fees), RULES, NOW).campaigns[0]
+
+    plan = p.settle_campaign(decided, remaining=D("100.00"), payout=D("1.00"), status="active", fees=fees)
+
+    assert sorted((t.creator_id, t.fee, sorted(e.ts_ms for e in t.events)) for t in plan.transfers) == [
+        (ALICE, D("0.05"), [NOW - 5000, NOW - 2001]), (ALICE, D("0.10"), [NOW - 6000, NOW - 2000]),
+        (BOB, D("0.10"), [NOW - 4000])]
+    assert plan.counts.fees == D("0.40")
+    sales = campaign(objective="sale", payout=D("7.25"), remaining=D("100.00"))
+    decided = p.decide([sale(sales, "o-1", ts_ms=NOW - 3000), sale(sales, "o-2", ts_ms=NOW - 1000)],
+                       facts(sales, fees=fees), RULES, NOW).campaigns[0]
+    plan = p.settle_campaign(decided, remaining=D("100.00"), payout=D("7.25"), status="active", fees=fees)
+    assert [t.fee for t in plan.transfers] == [D("0.36"), D("0.73")]  # 0.3625 and 0.725, half-up
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def test_a_dry_run_plans_against_the_loaded_budgets_with_the_same_counts():
@@ -115,7 +146,7 @@ def test_a_dry_run_plans_against_the_loaded_budgets_with_the_same_counts():
     events = [click(rich), click(rich, BOB), click(poor), click(poor, BOB, NOW - 500)]
     decisions = p.decide(events, facts(rich, poor), RULES, NOW)
 
-    plans = p.plan_all(decisions, D(10))
+    plans = p.plan_all(decisions)
 
     total = p.Counts()
     for plan in plans:

@@ -1,0 +1,157 @@
+"""Memberships: Stripe subscriptions driven by webhooks; each tier's effect; fees of the time an event happened."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from admin_api.app import create_app
+from settler.run import settle_once
+
+from supporter_flows import D, join
+
+
+async def subscribe(flows, user, tier: str) -> dict:
+    resp = await flows.api.post("/v1/memberships", json={"membership_type": tier}, headers=user.headers)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def activate(flows, user, tier: str) -> dict:
+    """Subscribe and pay the first invoice: the membership is active."""
+    membership = await subscribe(flows, user, tier)
+    invoice = flows.billing.pay(membership["billing_provider_id"])
+    status, body = await flows.send(*flows.billing.event("invoice.paid", invoice))
+    assert (status, body.get("outcome")) == (200, "activated"), body
+    return membership
+
+
+def membership(flows, membership_id: str) -> dict:
+    return flows.pg.execute("SELECT * FROM memberships WHERE id = %s", (membership_id,)).fetchone()
+
+
+async def test_a_membership_from_subscription_to_cancel_to_end(flows):
+    creator = flows.user("creator")
+    pending = await subscribe(flows, creator, "creator_plus")
+    assert (pending["status"], pending["price"]) == ("pending", "9.99") and pending["client_secret"]
+    again = await flows.api.post("/v1/memberships", json={"membership_type": "creator_plus"}, headers=creator.headers)
+    assert (again.status, (await again.json())["error"]["code"]) == (409, "membership_exists")
+    assert flows.pg.execute("SELECT count(*) AS n FROM fee_history").fetchone()["n"] == 0  # nothing paid yet
+
+    invoice = flows.billing.pay(pending["billing_provider_id"])
+    paid = await flows.send(*flows.billing.event("invoice.paid", invoice))
+    twin = await flows.send(*flows.billing.event("invoice.payment_succeeded", invoice))
+
+    assert paid[1]["outcome"] == "activated" and twin[1]["status"] == "ignored"
+    row = membership(flows, pending["id"])
+    assert row["status"] == "active" and row["started_at"] is not None and row["current_period_end"] is not None
+    [span] = flows.pg.execute("SELECT fee_pct, effective_until FROM fee_history WHERE user_id = %s",
+                              (creator.id,)).fetchall()
+    assert span == {"fee_pct": D("8.00"), "effective_until": None}
+    assert flows.platform("fees")[0] == D("9.99") and flows.platform("clearing")[0] == D("9.99")  # revenue
+    mine = await (await flows.api.get("/v1/me/memberships", headers=creator.headers)).json()
+    assert [(m["id"], m["status"]) for m in mine["items"]] == [(pending["id"], "active")]
+    flows.assert_books()
+
+    resp = await flows.api.post(f"/v1/memberships/{pending['id']}/cancel", headers=creator.headers)
+    body = await resp.json()
+    assert resp.status == 200 and body["status"] == "active" and body["cancel_at_period_end"]
+    assert body["ends_at"] == body["current_period_end"]
+    assert flows.billing.subscription(pending["billing_provider_id"])["cancel_at_period_end"] is True
+    stranger = await flows.api.post(f"/v1/memberships/{pending['id']}/cancel",
+                                    headers=flows.user("creator").headers)
+    assert stranger.status == 404
+
+    ended = await flows.send(*flows.billing.event("customer.subscription.deleted",
+                                                  flows.billing.end(pending["billing_provider_id"])))
+    assert ended[1]["outcome"] == "ended"
+    row = membership(flows, pending["id"])
+    assert row["status"] == "canceled" and row["ends_at"] is not None
+    assert flows.pg.execute("SELECT effective_until FROM fee_history").fetchone()["effective_until"] is not None
+    # Ended for good: a stale "updated" (still active at Stripe when it was sent) revives nothing.
+    await flows.send(*flows.billing.event("customer.subscription.updated", {
+        **flows.billing.subscription(pending["billing_provider_id"]), "status": "active"}))
+    assert membership(flows, pending["id"])["status"] == "canceled"
+    flows.assert_books()
+
+
+async def test_tiers_are_for_their_roles_and_a_price_unlike_the_tiers_activates_nothing(flows):
+    supporter, business = flows.user("supporter"), flows.user("business")
+    for user, tier in ((supporter, "creator_plus"), (business, "supporter_plus"), (supporter, "business_growth")):
+        resp = await flows.api.post("/v1/memberships", json={"membership_type": tier}, headers=user.headers)
+        assert resp.status == 403, tier
+    bad = await flows.api.post("/v1/memberships", json={"membership_type": "gold"}, headers=supporter.headers)
+    assert (bad.status, (await bad.json())["error"]["field"]) == (422, "membership_type")
+
+    plus = await subscribe(flows, supporter, "supporter_plus")
+    invoice = flows.billing.pay(plus["billing_provider_id"], amount_paid=1)  # the price edited in Stripe
+
+    status, body = await flows.send(*flows.billing.event("invoice.paid", invoice))
+
+    assert (status, body["status"]) == (200, "ignored") and "4.99" in body["reason"]
+    assert membership(flows, plus["id"])["status"] == "pending"
+    assert flows.platform("fees") == (D("0.00"), D("0.00"))
+    flows.assert_books()
+
+
+async def test_payment_that_never_comes_or_fails_for_good_expires_the_membership(flows):
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    pending = await subscribe(flows, supporter, "supporter_plus")
+    active = await activate(flows, creator, "creator_pro")
+
+    failed = await flows.send(*flows.billing.event("invoice.payment_failed", flows.billing.renew(
+        active["billing_provider_id"]) | {"status": "open", "amount_paid": 0}))
+    assert failed[1]["memberships_failed"] == 1
+    assert membership(flows, active["id"])["status"] == "active"  # Stripe retries meanwhile
+    await flows.send(*flows.billing.event("customer.subscription.updated", {
+        **flows.billing.subscription(pending["billing_provider_id"]), "status": "incomplete_expired"}))
+    await flows.send(*flows.billing.event("customer.subscription.deleted",
+                                          flows.billing.end(active["billing_provider_id"])))
+
+    assert membership(flows, pending["id"])["status"] == "expired"
+    assert membership(flows, active["id"])["status"] == "expired"  # no cancel was asked: it lapsed
+
+
+async def test_a_fee_change_applies_only_to_what_happens_after_it(flows, world, aiohttp_client):
+    """creator_pro (5%) lowers campaign fees (base 10%) and tips (base 10% here) from its payment on only."""
+    flows.stripe_settings = replace(flows.stripe_settings, tip_fee_pct=D("10"))
+    flows.api = await aiohttp_client(create_app(flows.stripe_settings))
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    campaign = world.campaign(payout="1.00", fund="100.00")
+    clicker = join(world, campaign, creator.id)
+    now = int(time.time() * 1000)
+    before = world.click(campaign, clicker, ts_ms=now - 3_600_000)
+    tip_before = await flows.paid_tip(supporter, creator, "10.00")
+
+    pro = await activate(flows, creator, "creator_pro")
+    after = world.click(campaign, clicker, ts_ms=int(time.time() * 1000) + 1000)
+    world.put([before, after])
+    settle_once(flows.settings)  # one run, after the change: each event at the fee of its own time
+    tip_after = await flows.paid_tip(supporter, creator, "10.00")
+
+    assert world.decision(before)["platform_fee"] == D("0.10")
+    assert world.decision(after)["platform_fee"] == D("0.05")
+    assert flows.tip_row(tip_before["tip_id"])["platform_fee"] == D("1.00")
+    assert flows.tip_row(tip_after["tip_id"])["platform_fee"] == D("0.50")
+    flows.assert_books()
+
+    await flows.send(*flows.billing.event("customer.subscription.deleted",
+                                          flows.billing.end(pro["billing_provider_id"])))
+    later = world.click(campaign, clicker, ts_ms=int(time.time() * 1000) + 1000)
+    world.put([later])
+    settle_once(flows.settings)
+    assert world.decision(later)["platform_fee"] == D("0.10")
+    flows.assert_books()
+
+
+async def test_business_growth_raises_the_number_of_active_campaigns(flows, world):
+    business = flows.user("business")
+    for _ in range(5):
+        world.campaign(business.id)
+    sixth = world.campaign(business.id, status="draft")
+
+    refused = await flows.api.post(f"/v1/campaigns/{sixth}/activate", headers=business.headers)
+    assert (refused.status, (await refused.json())["error"]["code"]) == (409, "active_campaign_limit")
+    await activate(flows, business, "business_growth")
+    allowed = await flows.api.post(f"/v1/campaigns/{sixth}/activate", headers=business.headers)
+    assert allowed.status == 200, await allowed.text()

@@ -1,0 +1,236 @@
+"""Refunds and disputes of tips: reversed inside the hold, a receivable after it, repaid by the next earnings."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from oros.connections import pg_connect
+from oros.events import Event, uuid7
+from settler.run import settle_once
+
+from factories import now_ms
+from supporter_flows import D, join
+
+
+async def tip_paid(flows, supporter, creator, amount: str) -> tuple[str, str]:
+    """(tip id, its PaymentIntent)."""
+    body = await flows.paid_tip(supporter, creator, amount)
+    return body["tip_id"], flows.tip_row(body["tip_id"])["stripe_payment_intent_id"]
+
+
+async def test_refunds_inside_the_hold_reverse_pro_rata_and_the_fee_never_moves_alone(flows):
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    tip, pi = await tip_paid(flows, supporter, creator, "10.00")  # fee 0.50, net 9.50
+
+    status, body = await flows.send(*flows.refunded(pi, "10.00", "4.00"))
+
+    assert (status, body["kind"], body["outcome"], body["taken_back"]) == (200, "tip", "reversed_in_hold", "4.00")
+    # net back round_half_up(9.50 x 4/10) = 3.80, the fee the rest: 0.20.
+    assert flows.wallet(creator) == (D("0.00"), D("5.70"))
+    assert flows.platform("fees") == (D("0.00"), D("0.30"))
+    assert flows.platform("clearing")[0] == D("6.00")
+    flows.assert_books()
+    await flows.send(*flows.refunded(pi, "10.00", "10.00"))
+    assert flows.wallet(creator) == (D("0.00"), D("0.00")) and flows.platform("fees") == (D("0.00"), D("0.00"))
+    assert flows.tip_row(tip)["reversed_amount"] == D("10.00")
+    flows.assert_books()
+
+    small, small_pi = await tip_paid(flows, supporter, creator, "1.00")  # fee 0.05, net 0.95
+    await flows.send(*flows.refunded(small_pi, "1.00", "0.01"))  # one cent: the creator's, not the fee
+    assert (flows.tip_row(small)["reversed_fee"], flows.wallet(creator)[1]) == (D("0.00"), D("0.94"))
+    await flows.send(*flows.refunded(small_pi, "1.00", "0.50"))  # net round(0.475) = 0.48, fee 0.02
+    assert (flows.tip_row(small)["reversed_fee"], flows.wallet(creator)[1]) == (D("0.02"), D("0.47"))
+    flows.assert_books()
+
+
+async def test_a_refund_after_the_hold_is_owed_and_the_next_tip_and_campaign_earning_repay_it(flows, world):
+    supporter = flows.user("supporter")
+    creator = flows.user("creator", stripe_account="acct_c")
+    campaign = world.campaign(payout="1.00", fund="100.00")  # other cash at Stripe, as there always is
+    clicker = join(world, campaign, creator.id)
+    tip, pi = await tip_paid(flows, supporter, creator, "20.00")  # net 19.00
+    flows.release_holds()
+    resp = await flows.api.post("/v1/withdrawals", json={"amount": "15.00", "method": "ach"}, headers=creator.headers)
+    assert resp.status == 201  # 15.00 reserved, 4.00 left available
+
+    status, body = await flows.send(*flows.refunded(pi, "20.00", "20.00"))
+
+    assert (status, body["outcome"]) == (200, "receivable")
+    # 19.00 taken back: 4.00 from what was available, 15.00 owed (it was withdrawn). Never negative.
+    assert flows.wallet(creator) == (D("0.00"), D("0.00")) and flows.owed(creator) == D("15.00")
+    assert flows.platform("fees")[0] == D("0.00")  # the fee went back too
+    flows.assert_books()
+    resp = await flows.api.post("/v1/withdrawals", json={"amount": "10.00", "method": "ach"}, headers=creator.headers)
+    assert (resp.status, (await resp.json())["error"]["code"]) == (422, "insufficient_funds")
+
+    await tip_paid(flows, supporter, creator, "10.00")  # net 9.50: all of it repays
+    assert flows.owed(creator) == D("5.50") and flows.wallet(creator) == (D("0.00"), D("0.00"))
+    flows.assert_books()
+
+    world.put([world.click(campaign, clicker) for _ in range(7)])  # 7 x net 0.90 = 6.30
+    report = settle_once(flows.settings)
+    assert report["events_paid"] == 7
+    assert flows.owed(creator) == D("0.00") and flows.wallet(creator) == (D("0.00"), D("0.80"))
+    total = flows.pg.execute("SELECT total_earned FROM campaign_creators WHERE creator_id = %s",
+                             (creator.id,)).fetchone()["total_earned"]
+    assert total == D("6.30")  # earned in full; part of it repaid a debt
+    flows.assert_books()
+
+
+async def test_sales_repay_a_debt_in_order_and_a_refund_in_the_hold_gives_back_what_its_sale_repaid(flows, world):
+    """Three sales in one settlement repay a 15.00 debt in order (9.00, 6.00, nothing); refunding a sale
+    inside its hold brings back the debt its commission repaid, and what the sale still pays repays it again."""
+    supporter = flows.user("supporter")
+    creator = flows.user("creator", stripe_account="acct_c")
+    campaign = world.campaign(objective="sale", payout="10.00", fund="100.00")  # fee 1.00, net 9.00
+    clicker = join(world, campaign, creator.id)
+    _, pi = await tip_paid(flows, supporter, creator, "20.00")
+    flows.release_holds()
+    resp = await flows.api.post("/v1/withdrawals", json={"amount": "15.00", "method": "ach"}, headers=creator.headers)
+    assert resp.status == 201
+    await flows.send(*flows.refunded(pi, "20.00", "20.00"))
+    assert flows.owed(creator) == D("15.00")
+    start = now_ms() - 60_000
+    clicks = [world.click(campaign, clicker, ts_ms=start + i) for i in range(3)]
+    sales = [world.conversion(c, kind="sale", order_id=f"O-{i}", value="80.00", ts_ms=start + 1000 + i)
+             for i, c in enumerate(clicks)]
+    world.put([*clicks, *sales])
+
+    assert settle_once(flows.settings)["events_paid"] == 3
+
+    assert flows.owed(creator) == D("0.00") and flows.wallet(creator) == (D("0.00"), D("12.00"))  # 0 + 3 + 9
+    flows.assert_books()
+
+    def refund(order: str, total: str) -> Event:
+        return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(),
+                     campaign_id="00000000-0000-0000-0000-000000000000", order_id=order,
+                     business_id=world.business_of(campaign), value=total, source="api")
+
+    world.put([refund("O-1", "80.00"), refund("O-0", "40.00")])  # the second whole, the first half
+    report = settle_once(flows.settings)
+
+    assert report["refunds"]["reversed"] == 2
+    # O-1 repaid 6.00 and credited 3.00: both back. O-0 repaid 9.00: back, and its 4.50 left repays again.
+    assert flows.owed(creator) == D("10.50") and flows.wallet(creator) == (D("0.00"), D("9.00"))
+    total = flows.pg.execute("SELECT total_earned FROM campaign_creators WHERE creator_id = %s",
+                             (creator.id,)).fetchone()["total_earned"]
+    assert total == D("13.50")  # 4.50 + 0.00 + 9.00
+    flows.assert_books()
+
+
+async def test_available_money_is_swept_into_a_debt_before_a_withdrawal_is_reserved(flows, world):
+    """Money that reaches the wallet while its user owes (a failed payout returning) cannot be withdrawn."""
+    world.campaign(fund="100.00")
+    supporter, creator = flows.user("supporter"), flows.user("creator", stripe_account="acct_c")
+    _, pi = await tip_paid(flows, supporter, creator, "20.00")
+    flows.release_holds()
+    wid = (await (await flows.api.post("/v1/withdrawals", json={"amount": "19.00", "method": "ach"},
+                                       headers=creator.headers)).json())["id"]
+    await flows.send(*flows.refunded(pi, "20.00", "20.00"))
+    assert flows.owed(creator) == D("19.00")
+    flows.pg.execute("SELECT oros_finish_withdrawal(%s, false, NULL, 'account closed')", (wid,))
+    assert flows.wallet(creator)[0] == D("19.00")  # back in the wallet, but owed
+
+    resp = await flows.api.post("/v1/withdrawals", json={"amount": "19.00", "method": "ach"}, headers=creator.headers)
+
+    # Swept first, so nothing was left to reserve: refused, whole (the sweep with it).
+    assert (resp.status, (await resp.json())["error"]["code"]) == (422, "insufficient_funds")
+    assert flows.pg.execute("SELECT count(*) AS n FROM withdrawals WHERE status = 'requested'").fetchone()["n"] == 0
+    flows.release_holds()  # the hold-release job sweeps what owing users have available
+    assert flows.owed(creator) == D("0.00") and flows.wallet(creator) == (D("0.00"), D("0.00"))
+    flows.assert_books()
+
+
+@pytest.mark.parametrize("released", [False, True], ids=["inside_hold", "after_hold"])
+async def test_a_dispute_takes_the_tip_back_a_won_one_returns_it_a_lost_one_keeps_it(flows, world, released):
+    world.campaign(fund="100.00")
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    won, won_pi = await tip_paid(flows, supporter, creator, "10.00")
+    lost, lost_pi = await tip_paid(flows, supporter, creator, "4.00")
+    if released:
+        flows.release_holds()
+    held = 0 if released else 1  # index of the balance that holds the creator's money
+
+    for kind, status in (("charge.dispute.created", "needs_response"), ("charge.dispute.funds_withdrawn",
+                                                                         "needs_response")):
+        for dispute_id, pi, amount in (("dp_won", won_pi, "10.00"), ("dp_lost", lost_pi, "4.00")):
+            assert (await flows.send(*flows.disputed(kind, pi, amount, status, dispute_id)))[0] == 200
+    assert flows.wallet(creator)[held] == D("0.00") and flows.owed(creator) == D("0.00")
+    assert flows.tip_row(won)["reversed_amount"] == D("10.00")
+    flows.assert_books()
+
+    await flows.send(*flows.disputed("charge.dispute.closed", won_pi, "10.00", "won", "dp_won"))
+    await flows.send(*flows.disputed("charge.dispute.closed", lost_pi, "4.00", "lost", "dp_lost"))
+    # A late, stale update of the won dispute changes nothing.
+    await flows.send(*flows.disputed("charge.dispute.updated", won_pi, "10.00", "under_review", "dp_won"))
+
+    assert flows.tip_row(won)["reversed_amount"] == D("0.00") and flows.tip_row(lost)["reversed_amount"] == D("4.00")
+    assert flows.wallet(creator)[held] == D("9.50")
+    flows.assert_books()
+
+
+async def test_an_inquiry_moves_no_money_and_an_unknown_payment_is_kept_for_later(flows):
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    tip, pi = await tip_paid(flows, supporter, creator, "10.00")
+
+    inquiry = await flows.send(*flows.disputed("charge.dispute.created", pi, "10.00", "warning_needs_response",
+                                               "dp_inquiry"))
+    stranger = await flows.send(*flows.disputed("charge.dispute.created", "pi_not_ours", "3.00",
+                                                "needs_response", "dp_other"))
+
+    assert inquiry[1]["outcome"] == "unchanged" and flows.tip_row(tip)["reversed_amount"] == D("0.00")
+    assert stranger[1]["status"] == "ignored"
+    assert flows.pg.execute("SELECT count(*) AS n FROM stripe_disputes").fetchone()["n"] == 2
+    flows.assert_books()
+
+
+async def test_a_takeback_larger_than_the_cash_at_stripe_waits_for_stripe_to_retry(flows, world):
+    """The books never overdraw clearing: the webhook answers 503 (nothing applied) until cash arrives."""
+    supporter, creator = flows.user("supporter"), flows.user("creator", stripe_account="acct_c")
+    _, pi = await tip_paid(flows, supporter, creator, "20.00")
+    flows.release_holds()
+    await flows.api.post("/v1/withdrawals", json={"amount": "19.00", "method": "ach"}, headers=creator.headers)
+    refund = flows.refunded(pi, "20.00", "20.00")  # clearing holds 1.00 now
+
+    status, body = await flows.send(*refund)
+
+    assert (status, body["error"]["code"]) == (503, "unavailable")
+    claimed = flows.pg.execute("SELECT count(*) AS n FROM stripe_events WHERE type = 'charge.refunded'").fetchone()
+    assert claimed["n"] == 0  # rolled back: Stripe's retry applies it
+    world.campaign(fund="100.00")  # cash arrives
+    status, body = await flows.send(*refund)
+    assert (status, body["outcome"]) == (200, "receivable") and flows.owed(creator) == D("19.00")
+    flows.assert_books()
+
+
+async def test_two_credits_at_once_to_an_owing_creator_repay_the_debt_once(flows, world):
+    """The second credit waits on the creator's receivable (locked first), then repays only what is left."""
+    world.campaign(fund="100.00")
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    _, pi = await tip_paid(flows, supporter, creator, "10.00")
+    flows.release_holds()
+    flows.pg.execute(  # the creator spent what it had (an admin's adjustment out of its wallet)
+        """INSERT INTO ledger_entries (wallet_id, transfer_id, source_type, amount, direction, status)
+           SELECT w, t, 'adjustment', 9.50, d, 'settled'
+             FROM (VALUES ((SELECT id FROM wallets WHERE user_id = %s AND purpose = 'main'), 'debit'),
+                          (oros_platform_wallet('clearing'), 'credit')) AS legs(w, d),
+                  (SELECT gen_random_uuid() AS t) AS tr""", (creator.id,))
+    await flows.send(*flows.refunded(pi, "10.00", "10.00"))
+    assert flows.owed(creator) == D("9.50")
+    intents = [(await flows.open_tip(supporter, creator, "8.00"))["stripe_payment_intent_id"] for _ in range(2)]
+    credit = "SELECT outcome FROM oros_credit_tip('evt_' || %s, %s, NULL, NULL, 8.00, 'usd', 5, 14)"
+
+    with pg_connect(flows.settings) as first, pg_connect(flows.settings) as second:
+        assert first.execute(credit, (intents[0], intents[0])).fetchone()["outcome"] == "credited"  # open
+        later = threading.Thread(target=lambda: (second.execute(credit, (intents[1], intents[1])), second.commit()))
+        later.start()
+        later.join(1.0)
+        assert later.is_alive()  # waiting for the first to commit
+        first.commit()
+        later.join(10)
+
+    # 2 x net 7.60 = 15.20: 9.50 repays the debt, exactly once; 5.70 is the creator's.
+    assert flows.owed(creator) == D("0.00") and flows.wallet(creator) == (D("0.00"), D("5.70"))
+    flows.assert_books()
