@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 from aiohttp import web
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
@@ -293,8 +294,16 @@ def signed_with(secret: str, headers: dict, body: bytes) -> bool:
     return any(hmac.compare_digest(expected, value) for key, value in fields if key == "v1")
 
 
-def delivery_text(ui: UI) -> str:
-    return ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#deliveries .delivery"))[0].text
+def delivery_text(ui: UI, *expected: str) -> str:
+    """The newest delivery's text once it shows every ``expected`` word (the list re-renders as it loads)."""
+    def shown(driver) -> str | bool:
+        try:
+            text = driver.find_elements(By.CSS_SELECTOR, "#deliveries .delivery")[0].text
+        except (IndexError, StaleElementReferenceException):
+            return False
+        return text if all(word in text for word in expected) else False
+
+    return ui.wait(shown)
 
 
 def test_a_business_follows_its_webhook_deliveries(browser, stack, tmp_path, receiver):
@@ -332,19 +341,18 @@ def test_a_business_follows_its_webhook_deliveries(browser, stack, tmp_path, rec
     # The sender's first attempt gets a 500: pending, with that attempt.
     assert len(deliver_webhooks(stack)) == 1
     ui.click("Refresh", navigates=True)
-    shown = delivery_text(ui)
-    assert "settlement.completed" in shown and "pending" in shown and "HTTP 500" in shown
+    delivery_text(ui, "settlement.completed", "pending", "HTTP 500")
     # A day later it gives up: failed, and the business sends it again.
     later = datetime.now(UTC) + timedelta(days=2)
     assert len(deliver_webhooks(stack, clock=lambda: later)) == 1
     ui.click("Refresh", navigates=True)
-    assert "failed" in delivery_text(ui)
+    delivery_text(ui, "failed")
     ui.click("Retry", navigates=True)
-    assert "pending" in delivery_text(ui)
+    delivery_text(ui, "pending")
     assert len(deliver_webhooks(stack)) == 1
     ui.click("Refresh", navigates=True)
-    assert "delivered" in delivery_text(ui)
-    browser.find_element(By.CSS_SELECTOR, "#deliveries details.attempts summary").click()
+    delivery_text(ui, "delivered")
+    ui.click_found(lambda: browser.find_element(By.CSS_SELECTOR, "#deliveries details.attempts summary"))
     rows = browser.find_elements(By.CSS_SELECTOR, "#deliveries details.attempts tbody tr")
     assert [row.find_elements(By.TAG_NAME, "td")[1].text for row in rows] == ["HTTP 500", "HTTP 500", "HTTP 200"]
     ui.shot("business-webhook-deliveries")

@@ -91,11 +91,11 @@ class UI:
     def click(self, name: str, *, navigates: bool = False) -> None:
         """Click a button; with ``navigates``, wait for the page it leads to."""
         if navigates:
-            self._navigating(lambda: self._click(lambda: self.button(name)))
+            self._navigating(lambda: self.click_found(lambda: self.button(name)))
         else:
-            self._click(lambda: self.button(name))
+            self.click_found(lambda: self.button(name))
 
-    def _click(self, find) -> None:
+    def click_found(self, find) -> None:
         # A page re-renders after most actions; an element found just before that is found again.
         for _ in range(5):
             try:
@@ -106,7 +106,7 @@ class UI:
         raise AssertionError("the element kept being replaced")
 
     def click_link(self, text: str) -> None:
-        self._navigating(lambda: self._click(lambda: self.wait(EC.element_to_be_clickable((By.LINK_TEXT, text)))))
+        self._navigating(lambda: self.click_found(lambda: self.wait(EC.element_to_be_clickable((By.LINK_TEXT, text)))))
 
     def text_of(self, element_id: str) -> str:
         return self.wait(EC.presence_of_element_located((By.ID, element_id))).text
