@@ -15,6 +15,7 @@ import ipaddress
 from functools import lru_cache
 
 from aiohttp import web
+from multidict import MultiMapping
 
 MAX_HOPS = 16  # hops walked from the right; a longer chain is the client's own padding
 
@@ -38,10 +39,13 @@ class ClientIp:
         return bool(self._trusted) and peer is not None and self.is_trusted(peer)
 
     def __call__(self, request: web.BaseRequest) -> str | None:
-        peer = request.remote
-        if not self.peer_is_trusted(request):
+        return self.of(request.remote, request.headers)
+
+    def of(self, peer: str | None, headers: MultiMapping[str]) -> str | None:
+        """The client of a request from the socket peer ``peer`` with ``headers``: the tracker's edge has no Request."""
+        if not self._trusted or peer is None or not self.is_trusted(peer):
             return peer
-        lines = request.headers.getall("X-Forwarded-For", ())
+        lines = headers.getall("X-Forwarded-For", ())
         if not lines:
             return peer
         client = peer

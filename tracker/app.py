@@ -42,6 +42,7 @@ from .typedefs import (
     METRICS,
     MISS_BUDGET,
     PG_POOL,
+    REDIRECTOR,
     REDIS,
     REPLAYER,
     RESOLVER,
@@ -189,7 +190,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/px.gif", pixel)
     app.router.add_post("/v1/conversions", post_conversion)
-    redirector = Redirector()
+    redirector = app[REDIRECTOR] = Redirector()
     app.on_startup.append(redirector.bind)  # runs after every cleanup context has started
     app.router.add_get("/{code}", redirector.redirect)  # HEAD too (allow_head)
 
