@@ -10,7 +10,10 @@ over ``--connections`` keep-alive connections, and dumps the counts. It prints
 instructions per request (Ir) for both and their ratio; the tracker's Redis is
 real (a redis-server of its own), and every click must be in its stream.
 
-    .venv/bin/python loadtests/count_tracker.py [--requests 4000] [--mix clicks|bot] [--keep DIR]
+    .venv/bin/python loadtests/count_tracker.py [--requests 4000] [--mix clicks|bot] [--keep DIR] [--tree PATH]
+
+``--tree PATH`` runs the tracker of another checkout (an older commit, to
+compare: ``mkdir /tmp/old && git archive <commit> | tar -x -C /tmp/old``) with this harness.
 
 ``--keep DIR`` keeps the callgrind files (``callgrind_annotate DIR/tracker.out``
 for the C-level profile). User-space instructions only: the kernel's share
@@ -42,7 +45,8 @@ def measure(name: str, command: list[str], env: dict, health: str, args, reqs, w
     """Instructions the process under ``command`` executed for the replay of ``reqs``."""
     out = outdir / f"{name}.out"
     port = free_port()
-    proc = subprocess.Popen([*VALGRIND, f"--callgrind-out-file={out}", *command, "--port", str(port)], env=env, cwd=ROOT)
+    proc = subprocess.Popen([*VALGRIND, f"--callgrind-out-file={out}", *command, "--port", str(port)], env=env,
+                            cwd=args.tree)
     try:
         wait_http(port, health, timeout_s=300)
         asyncio.run(replay(port, warmup, args.connections))
@@ -66,6 +70,7 @@ def main() -> None:
     parser.add_argument("--links", type=int, default=10_000)
     parser.add_argument("--only", choices=("bare", "tracker"), help="measure one side only")
     parser.add_argument("--keep", type=Path, help="keep the callgrind output files in this directory")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose tracker runs (default: this one)")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind not found (apt-get install -y valgrind)")

@@ -6,14 +6,20 @@ more CPU than recording the click did (docs/tracker.md, "Where the time
 goes"). A redirect needs none of it: one parsed request in, one small
 response out. So every connection of ``oros tracker`` starts as an
 ``EdgeConnection``. A chunk that is exactly one complete ``GET`` or ``HEAD
-/{code}`` HTTP/1.1 request without a body is parsed with aiohttp's own C
-parser (same limits as the server's) and answered by the ``Redirector``, the
-rules the aiohttp route uses too, as bytes written to the socket; the click
-is durable before they are written, as on the aiohttp path.
+/{code}`` HTTP/1.1 request without a body is checked by llhttp (through
+httptools, with no per-header callback: the parser aiohttp bundles too, as
+strict, so what one refuses the other does), the few header lines a click records are
+found in its bytes, and the ``Redirector`` (the rules the aiohttp route uses
+too) answers it with bytes written to the socket; the click is durable
+before they are written, as on the aiohttp path. aiohttp's own parser builds
+every header into a multidict and the target into a ``yarl.URL``, and
+httptools' header callbacks are a Python call per header: each was the
+largest cost left of a redirect (docs/tracker.md).
 
 Anything else (another path or method, a body, pipelined or partial
 requests, HTTP/1.0, ``Connection: close``, an upgrade, a malformed request,
-a percent-encoded code) hands the connection over to aiohttp for good: the
+a percent-encoded code, anything near aiohttp's size limits) hands the
+connection over to aiohttp for good: the
 unanswered bytes are fed to a fresh ``RequestHandler`` of the runner's
 ``web.Server``, which parses them again and answers (including its own
 ``400`` for a malformed request). Nothing was answered or recorded for those
@@ -35,21 +41,29 @@ from email.utils import formatdate
 from http import HTTPStatus
 from socket import socket
 
+import httptools
 from aiohttp import web
-from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.http_parser import HttpRequestParser
-from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.http import SERVER_SOFTWARE
+
+from oros.clientip import ClientIp
 
 from .redirect import NOT_FOUND, NOT_RECORDED, Redirector, Refusal
 from .resolve import MISS
-from .typedefs import REDIRECTOR
+from .typedefs import CLIENT_IP, REDIRECTOR
 
 log = logging.getLogger(__name__)
 
-# A request bigger than this is not a plain redirect (and would let aiohttp's parser buffer a body); aiohttp takes it.
-MAX_CHUNK = 16384
-READ_LIMIT = 2**16  # the parser's payload buffer limit, aiohttp's default
+METHODS = {b"GET": "GET", b"HEAD": "HEAD"}
+# The header lines the edge reads, found in the lower-cased request (every header line of a
+# request llhttp accepted starts after a CRLF and has no whitespace before its colon). The
+# redirect records the User-Agent and Referer, asks the prefetch ones (``bot_reason``, under the
+# names it reads) and X-Forwarded-For (from trusted proxies). Searching costs about 0.1 us for a
+# line that is there and 0.3 us for one that is not, so the rare prefetch lines are looked for
+# with two searches ("purpose:" finds both Sec-Purpose and Purpose) before their exact names.
+UA, REFERRER, FORWARDED = b"\r\nuser-agent:", b"\r\nreferer:", b"\r\nx-forwarded-for:"
+ANY_PURPOSE = (b"purpose:", b"\r\nx-moz:")
+PURPOSES = ((b"\r\nsec-purpose:", "Sec-Purpose"), (b"\r\npurpose:", "Purpose"), (b"\r\nx-moz:", "X-Moz"))
+OWS = b" \t"
 _SERVER = SERVER_SOFTWARE.encode()
 _REDIRECT = (
     b"HTTP/1.1 302 Found\r\nLocation: %b\r\nCache-Control: no-store\r\nContent-Length: 0\r\nDate: %b\r\nServer: "
@@ -60,12 +74,19 @@ _REDIRECT = (
 class Edge:
     """What every edge connection of one site shares: the rules, aiohttp's server, the answers' bytes."""
 
-    def __init__(self, redirector: Redirector, server: web.Server, fixed_paths: frozenset[str], http: dict) -> None:
+    def __init__(
+        self, redirector: Redirector, client_ip: ClientIp, server: web.Server, fixed_paths: frozenset[str], http: dict
+    ) -> None:
         self.redirector = redirector
+        self.client_ip = client_ip
         self.server = server  # makes the aiohttp RequestHandler a connection is handed over to
         # "healthz" and the like (paths without their slash): routes of their own, never codes.
         self.fixed = frozenset(path[1:] for path in fixed_paths)
-        self.parser_limits = {k: http[k] for k in ("max_line_size", "max_field_size", "max_headers")}
+        # Near aiohttp's limits aiohttp decides: a request no longer than one header field may be (so no
+        # field in it is over the limit), its line (method, target, version) and its count of headers.
+        self.max_request = http["max_field_size"]
+        self.max_target = http["max_line_size"] - len("HEAD  HTTP/1.1")
+        self.max_lines = http["max_headers"] + 2  # with the request line and the blank line
         self.keepalive_s: float = http["keepalive_timeout"]
         self.connections: set[EdgeConnection] = set()
         self.closing = False
@@ -109,11 +130,33 @@ class Edge:
             conn.abort()
 
 
-class EdgeConnection(asyncio.Protocol):
-    """One client connection, served here until it sends something that is not a plain redirect."""
+class Parsed:
+    """The parser's callbacks: one Python call per request (one per header would cost more than the rest of it)."""
 
-    __slots__ = ("_edge", "_loop", "_transport", "_parser", "_peer", "_waiting", "_held", "_location", "_last",
-                 "_idle_timer")
+    __slots__ = ("parser", "messages", "plain")
+
+    def reset(self) -> None:
+        self.messages, self.plain = 0, True
+
+    def on_body(self, body: bytes) -> None:  # not called for a request without a body
+        self.plain = False
+
+    def on_message_complete(self) -> None:
+        # Asked now: once a message is complete llhttp resets its flags for the next one.
+        self.messages += 1
+        if not self.parser.should_keep_alive():
+            self.plain = False  # HTTP/1.0 or Connection: close: aiohttp answers, and closes
+
+
+class EdgeConnection(asyncio.Protocol):
+    """One client connection, served here until it sends something that is not a plain redirect.
+
+    llhttp validates a request and calls Python once (``Parsed``); the few
+    header lines a click needs are found in its bytes (``_plain_request``).
+    """
+
+    __slots__ = ("_edge", "_loop", "_transport", "_parser", "_parsed", "_peer", "_waiting", "_held", "_location",
+                 "_last", "_idle_timer")
 
     def __init__(self, edge: Edge) -> None:
         self._edge = edge
@@ -127,7 +170,8 @@ class EdgeConnection(asyncio.Protocol):
         self._loop = loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self._peer = peer[0] if isinstance(peer, tuple) else None  # what request.remote says for IP sockets
-        self._parser = HttpRequestParser(self, loop, READ_LIMIT, **self._edge.parser_limits)
+        self._parsed = Parsed()
+        self._parser = self._parsed.parser = httptools.HttpRequestParser(self._parsed)
         self._edge.connections.add(self)
         self._last = loop.time()
         self._idle_timer = loop.call_later(self._edge.keepalive_s, self._check_idle)
@@ -148,44 +192,64 @@ class EdgeConnection(asyncio.Protocol):
         if edge.closing:
             self.abort()
             return
-        if (len(data) > MAX_CHUNK or not data.endswith(b"\r\n\r\n")
-                or not (data.startswith(b"GET /") or data.startswith(b"HEAD /"))):
+        request = self._plain_request(data)
+        if request is None:
             self._hand_over(data)
             return
-        try:
-            messages, upgraded, _ = self._parser.feed_data(data)
-        except HttpProcessingError:
-            self._hand_over(data)  # aiohttp's parser refuses it the same way, and answers 400
-            return
-        if upgraded or len(messages) != 1:
-            self._hand_over(data)
-            return
-        message, payload = messages[0]
-        path = message.path
-        code, _, raw_query = path[1:].partition("?")
-        if (payload is not EMPTY_PAYLOAD or message.should_close or message.version != HttpVersion11
-                or "/" in code or "%" in code or "#" in path or code in edge.fixed):
-            self._hand_over(data)
-            return
+        method, code, raw_query, ua, referrer, purposes, forwarded = request
         redirector = edge.redirector
         link = redirector.cached(code)
         if link is None:
             self._write(edge.refusal(redirector.refused(NOT_FOUND)))
             return
+        client = edge.client_ip.of(self._peer, forwarded)
         if link is MISS:
             self._waiting = True
-            task = self._loop.create_task(redirector.answer(
-                message.method, code, raw_query, message.url, message.headers, self._peer
-            ))
+            task = self._loop.create_task(redirector.answer(method, code, raw_query, ua, referrer, purposes, client))
             task.add_done_callback(self._answered)
             return
-        recorded = redirector.record(link, message.method, raw_query, message.url, message.headers, self._peer)
+        recorded = redirector.record(link, method, raw_query, ua, referrer, purposes, client)
         if isinstance(recorded, Refusal):
             self._write(edge.refusal(recorded))
             return
         waiter, self._location = recorded
         self._waiting = True
         waiter.add_done_callback(self._recorded)
+
+    def _plain_request(self, data: bytes) -> tuple | None:
+        """``data`` as (method, code, raw query, user agent, referrer, purposes, forwarded lines) when it is
+        one whole plain ``GET|HEAD /{code}`` HTTP/1.1 request llhttp accepts, else None (aiohttp's then)."""
+        edge = self._edge
+        if (len(data) > edge.max_request or not data.endswith(b"\r\n\r\n") or data.count(b"\n") > edge.max_lines
+                or not (data.startswith(b"GET /") or data.startswith(b"HEAD /"))):
+            return None
+        parsed = self._parsed
+        parsed.reset()
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            return None
+        if parsed.messages != 1 or not parsed.plain:
+            return None
+        line = data[:data.index(b"\r\n")].split(b" ")
+        if len(line) != 3 or line[2] != b"HTTP/1.1" or len(line[1]) > edge.max_target or b"#" in line[1]:
+            return None
+        code, _, raw_query = line[1].decode()[1:].partition("?")
+        if "/" in code or "%" in code or code in edge.fixed:
+            return None
+        lowered = data.lower()
+        ua, referrer = _value(data, lowered, UA), _value(data, lowered, REFERRER)
+        purposes = {}
+        if ANY_PURPOSE[0] in lowered or ANY_PURPOSE[1] in lowered:
+            for name, key in PURPOSES:
+                if (value := _value(data, lowered, name)) is not None:
+                    purposes[key] = value.decode("utf-8", "replace")
+        return (
+            METHODS[line[0]], code, raw_query,
+            ua.decode("utf-8", "replace") if ua is not None else None,
+            referrer.decode("utf-8", "replace") if referrer is not None else None,
+            purposes, _values(data, lowered, FORWARDED) if edge.client_ip.trusts_any else (),
+        )
 
     def _recorded(self, waiter: asyncio.Future) -> None:
         """The click of the waiting redirect is durable (or could not be made so)."""
@@ -266,6 +330,26 @@ class EdgeConnection(asyncio.Protocol):
             self._idle_timer = None
 
 
+def _value(data: bytes, lowered: bytes, name: bytes) -> bytes | None:
+    """The first value of the header line ``name`` (lower-cased, ``b"\\r\\nname:"``), as headers.get() gives it."""
+    at = lowered.find(name)
+    if at < 0:
+        return None
+    at += len(name)
+    return data[at:data.index(b"\r\n", at)].strip(OWS)
+
+
+def _values(data: bytes, lowered: bytes, name: bytes) -> list[str]:
+    """Every value of the header line ``name``, in order, as headers.getall() gives them."""
+    values, at = [], lowered.find(name)
+    while at >= 0:
+        start = at + len(name)
+        end = data.index(b"\r\n", start)
+        values.append(data[start:end].strip(OWS).decode("utf-8", "replace"))
+        at = lowered.find(name, end)
+    return values
+
+
 class EdgeSite(web.BaseSite):
     """Like ``web.TCPSite`` (or ``web.SockSite`` with ``sock``), with ``EdgeConnection`` as the protocol."""
 
@@ -287,7 +371,7 @@ class EdgeSite(web.BaseSite):
         await super().start()
         app = self._runner.app
         fixed = frozenset(r.canonical for r in app.router.resources() if "{" not in r.canonical)
-        self.edge = Edge(app[REDIRECTOR], self._runner.server, fixed, self._http)
+        self.edge = Edge(app[REDIRECTOR], app[CLIENT_IP], self._runner.server, fixed, self._http)
         loop = asyncio.get_running_loop()
         if self._sock is not None:
             self._server = await loop.create_server(self.edge.connection, sock=self._sock, backlog=self._backlog)

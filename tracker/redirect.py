@@ -10,8 +10,9 @@ settler's call; the tracker records what it saw.
 Two callers share these rules: the aiohttp route (``Redirector.redirect``)
 and the tracker's edge (tracker/edge.py), which answers redirects on its own
 connections without building an aiohttp request or response. So the steps
-take the request's parts (method, code, query, headers, peer), not a
-``web.Request``, and an answer is a Location or a ``Refusal``.
+take the request's parts (method, code, raw query, the few headers a click
+records, the client's address), not a ``web.Request``, and an answer is a
+Location or a ``Refusal``.
 
 This is the path every click takes, so its cost is watched
 (``loadtests/bench_tracker.py``, ``loadtests/count_tracker.py``,
@@ -24,11 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
+from urllib.parse import unquote_plus
 
 from aiohttp import web
-from multidict import MultiMapping
-from yarl import URL
 
 from oros.bots import MAX_UA, bot_reason
 from oros.events import uuid7_str
@@ -45,6 +45,8 @@ MAX_REFERRER = 2048
 MAX_UTM_PARAMS = 10
 MAX_UTM_VALUE = 200
 NO_STORE = "no-store"
+# Where bot_reason looks for a prefetch: the request's headers, or (the edge) a dict of just those.
+Purposes = Mapping[str, str]
 
 
 class Refusal(NamedTuple):
@@ -66,11 +68,15 @@ QUERY_TOO_LONG = Refusal(414, f"query string longer than {MAX_QUERY} bytes")
 NOT_RECORDED = Refusal(503, "could not record the click, retry shortly")
 
 
-def _utm(url: URL) -> dict[str, str]:
+def _utm(raw_query: str) -> dict[str, str]:
+    """The ``utm_*`` parameters of a query, decoded as aiohttp's ``request.query`` would (``+`` is a space)."""
     utm: dict[str, str] = {}
-    for name, value in url.query.items():
+    for pair in raw_query.split("&"):
+        name, _, value = pair.partition("=")
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
         if name.startswith("utm_") and len(name) <= 40 and len(utm) < MAX_UTM_PARAMS:
-            utm[name] = value[:MAX_UTM_VALUE]
+            utm[name] = (unquote_plus(value) if "%" in value or "+" in value else value)[:MAX_UTM_VALUE]
     return utm
 
 
@@ -89,26 +95,28 @@ class Redirector:
         self.cached = self._resolver.cached
 
     async def redirect(self, request: web.Request) -> web.Response:
-        url = request.rel_url
+        headers = request.headers
         answer = await self.answer(
-            request.method, request.match_info["code"], url.raw_query_string, url, request.headers, request.remote
+            request.method, request.match_info["code"], request.rel_url.raw_query_string,
+            text(headers.get("User-Agent")), text(headers.get("Referer")), headers, self._client_ip(request),
         )
         if isinstance(answer, Refusal):
             return answer.response()
         return web.Response(status=302, headers={"Location": answer, "Cache-Control": NO_STORE})
 
     async def answer(
-        self, method: str, code: str, raw_query: str, url: URL, headers: MultiMapping[str], peer: str | None
+        self, method: str, code: str, raw_query: str, user_agent: str | None, referrer: str | None,
+        purposes: Purposes, client: str | None,
     ) -> str | Refusal:
         """The whole redirect, once the click is durable: the Location to send, or the refusal."""
         link = self.cached(code)
         if link is MISS:
-            link = await self.resolve(code, headers, peer)
+            link = await self.resolve(code, client)
         if link is None:
             return self.refused(NOT_FOUND)
         if isinstance(link, Refusal):
             return link
-        recorded = self.record(link, method, raw_query, url, headers, peer)
+        recorded = self.record(link, method, raw_query, user_agent, referrer, purposes, client)
         if isinstance(recorded, Refusal):
             return recorded
         waiter, location = recorded
@@ -119,11 +127,10 @@ class Redirector:
         self.redirected()
         return location
 
-    async def resolve(self, code: str, headers: MultiMapping[str], peer: str | None) -> Link | None | Refusal:
+    async def resolve(self, code: str, client: str | None) -> Link | None | Refusal:
         """The link of a code the process cache missed (None: there is none), within the miss bounds."""
         if CODE_RE.match(code) is None:
             return None
-        client = self._client_ip.of(peer, headers)
         if self._misses.exhausted(client):
             return self.refused(TOO_MANY_MISSES)
         try:
@@ -135,9 +142,14 @@ class Redirector:
         return link
 
     def record(
-        self, link: Link, method: str, raw_query: str, url: URL, headers: MultiMapping[str], peer: str | None
+        self, link: Link, method: str, raw_query: str, user_agent: str | None, referrer: str | None,
+        purposes: Purposes, client: str | None,
     ) -> tuple[asyncio.Future, str] | Refusal:
-        """Submit the click: the future that is done once it is durable, and the Location to send then."""
+        """Submit the click: the future that is done once it is durable, and the Location to send then.
+
+        ``user_agent`` and ``referrer`` are the headers' text (``oros.headers.text``), ``purposes`` the
+        request's headers or just its prefetch ones (``bot_reason``), ``client`` its client address.
+        """
         if len(raw_query) > MAX_QUERY:
             return self.refused(QUERY_TOO_LONG)
         source = "redirect"
@@ -148,17 +160,15 @@ class Redirector:
             source = "head"
         ts_ms = time.time_ns() // 1_000_000
         click_id = uuid7_str(ts_ms)
-        user_agent = text(headers.get("User-Agent"))
-        referrer = text(headers.get("Referer"))
         event = link.click_event(
             click_id,
             ts_ms,
-            self._client_ip.of(peer, headers),
+            client,
             user_agent[:MAX_UA] if user_agent else None,
             referrer[:MAX_REFERRER] if referrer else None,
-            bot_reason(method, headers, user_agent),
+            bot_reason(method, purposes, user_agent),
             source,
-            _utm(url) if raw_query else {},
+            _utm(raw_query) if raw_query else {},
         )
         try:
             # The index entry's bucket from ts_ms: the same milliseconds the click id carries.
