@@ -202,7 +202,7 @@ def run_bare(args, workers: int, files: dict) -> dict:
     try:
         wait_http(port, "/warm")
         time.sleep(0.5 * workers)  # every worker listening
-        warm_up(port, files["warmup"], workers)
+        wrk(port, files["load"], 1, args)  # warm-up (it has no cache to fill)
         return wrk(port, files["load"], args.duration, args)
     finally:
         stop(proc)
@@ -267,7 +267,7 @@ def placement(args, workers: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=8, help="seconds of load per side and round (default 8)")
+    parser.add_argument("--duration", type=int, default=7, help="seconds of load per side and round (default 7)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per worker count (default 2)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="worker counts to compare, each against as many bare workers (default: 1 2)")

@@ -137,9 +137,9 @@ def requests(links: int, count: int, seed: int = 18) -> list[tuple[str, tuple[tu
 
 
 def every_code(links: int) -> list[tuple[str, tuple]]:
-    """Each code once, with a browser's headers: the warm-up that puts every link in the process cache."""
-    ua, headers = BROWSERS[0][1]
-    return [(f"/{code}", (("User-Agent", ua), *headers)) for code in codes(links)]
+    """Each code once, the browsers in turn: the warm-up that puts every link (and user agent) in the caches."""
+    return [(f"/{code}", (("User-Agent", BROWSERS[n % len(BROWSERS)][1][0]), *BROWSERS[n % len(BROWSERS)][1][1]))
+            for n, code in enumerate(codes(links))]
 
 
 def bot(code: str) -> list[tuple[str, tuple]]:

@@ -6,15 +6,14 @@ more CPU than recording the click did (docs/tracker.md, "Where the time
 goes"). A redirect needs none of it: one parsed request in, one small
 response out. So every connection of ``oros tracker`` starts as an
 ``EdgeConnection``. A chunk that is exactly one complete ``GET`` or ``HEAD
-/{code}`` HTTP/1.1 request without a body is checked by llhttp (through
-httptools, with no per-header callback: the parser aiohttp bundles too, as
-strict, so what one refuses the other does), the few header lines a click records are
-found in its bytes, and the ``Redirector`` (the rules the aiohttp route uses
-too) answers it with bytes written to the socket; the click is durable
-before they are written, as on the aiohttp path. aiohttp's own parser builds
-every header into a multidict and the target into a ``yarl.URL``, and
-httptools' header callbacks are a Python call per header: each was the
-largest cost left of a redirect (docs/tracker.md).
+/{code}`` HTTP/1.1 request without a body is parsed by llhttp through
+httptools (the parser aiohttp bundles too, as strict, so what one refuses
+the other does) into the few headers a click records, and the
+``Redirector`` (the rules the aiohttp route uses too) answers it with bytes
+written to the socket; the click is durable before they are written, as on
+the aiohttp path. aiohttp's own parser builds every header into a multidict
+and the target into a ``yarl.URL``: with aiohttp's request path gone, that
+was the largest cost left of a redirect (docs/tracker.md).
 
 Anything else (another path or method, a body, pipelined or partial
 requests, HTTP/1.0, ``Connection: close``, an upgrade, a malformed request,
@@ -53,17 +52,17 @@ from .typedefs import CLIENT_IP, REDIRECTOR
 
 log = logging.getLogger(__name__)
 
+MAX_REQUEST = 16384  # bigger is no plain redirect: aiohttp takes it
 METHODS = {b"GET": "GET", b"HEAD": "HEAD"}
-# The header lines the edge reads, found in the lower-cased request (every header line of a
-# request llhttp accepted starts after a CRLF and has no whitespace before its colon). The
-# redirect records the User-Agent and Referer, asks the prefetch ones (``bot_reason``, under the
-# names it reads) and X-Forwarded-For (from trusted proxies). Searching costs about 0.1 us for a
-# line that is there and 0.3 us for one that is not, so the rare prefetch lines are looked for
-# with two searches ("purpose:" finds both Sec-Purpose and Purpose) before their exact names.
-UA, REFERRER, FORWARDED = b"\r\nuser-agent:", b"\r\nreferer:", b"\r\nx-forwarded-for:"
-ANY_PURPOSE = (b"purpose:", b"\r\nx-moz:")
-PURPOSES = ((b"\r\nsec-purpose:", "Sec-Purpose"), (b"\r\npurpose:", "Purpose"), (b"\r\nx-moz:", "X-Moz"))
-OWS = b" \t"
+# The headers a redirect reads, by lower-cased name: it records the User-Agent and Referer, asks
+# the prefetch ones (``bot_reason``, under the names it reads) and X-Forwarded-For (from trusted
+# proxies). Every other header is only counted.
+_UA, _REFERRER, _FORWARDED = 0, 1, 2
+HEADERS: dict[bytes, int | str] = {
+    b"user-agent": _UA, b"referer": _REFERRER, b"x-forwarded-for": _FORWARDED,
+    b"sec-purpose": "Sec-Purpose", b"purpose": "Purpose", b"x-moz": "X-Moz",
+}
+OWS = b" \t"  # llhttp leaves trailing whitespace on a value; aiohttp strips it
 _SERVER = SERVER_SOFTWARE.encode()
 _REDIRECT = (
     b"HTTP/1.1 302 Found\r\nLocation: %b\r\nCache-Control: no-store\r\nContent-Length: 0\r\nDate: %b\r\nServer: "
@@ -82,11 +81,12 @@ class Edge:
         self.server = server  # makes the aiohttp RequestHandler a connection is handed over to
         # "healthz" and the like (paths without their slash): routes of their own, never codes.
         self.fixed = frozenset(path[1:] for path in fixed_paths)
-        # Near aiohttp's limits aiohttp decides: a request no longer than one header field may be (so no
-        # field in it is over the limit), its line (method, target, version) and its count of headers.
-        self.max_request = http["max_field_size"]
+        # Near aiohttp's limits aiohttp decides: the request line (method, target, version), a header
+        # value, the count of headers.
+        self.max_request = MAX_REQUEST
         self.max_target = http["max_line_size"] - len("HEAD  HTTP/1.1")
-        self.max_lines = http["max_headers"] + 2  # with the request line and the blank line
+        self.max_field = http["max_field_size"]
+        self.max_headers = http["max_headers"]
         self.keepalive_s: float = http["keepalive_timeout"]
         self.connections: set[EdgeConnection] = set()
         self.closing = False
@@ -130,33 +130,63 @@ class Edge:
             conn.abort()
 
 
-class Parsed:
-    """The parser's callbacks: one Python call per request (one per header would cost more than the rest of it)."""
+class Request:
+    """The request being parsed: the parser's callbacks fill it in (httptools calls only the ones defined)."""
 
-    __slots__ = ("parser", "messages", "plain")
+    __slots__ = ("parser", "max_field", "target", "method", "ua", "referrer", "purposes", "forwarded", "headers",
+                 "messages", "plain")
+
+    def __init__(self, max_field: int) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.max_field = max_field
 
     def reset(self) -> None:
-        self.messages, self.plain = 0, True
+        self.target = self.method = self.ua = self.referrer = None
+        self.purposes, self.forwarded = {}, []
+        self.headers, self.messages, self.plain = 0, 0, True
 
-    def on_body(self, body: bytes) -> None:  # not called for a request without a body
+    def on_url(self, url: bytes) -> None:
+        self.target = url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers += 1
+        if len(value) > self.max_field:
+            self.plain = False  # aiohttp refuses it
+            return
+        what = HEADERS.get(name.lower())
+        if what is None:
+            return
+        if what == _UA:
+            if self.ua is None:  # the first, as headers.get() gives
+                self.ua = value.rstrip(OWS).decode("utf-8", "replace")
+        elif what == _REFERRER:
+            if self.referrer is None:
+                self.referrer = value.rstrip(OWS).decode("utf-8", "replace")
+        elif what == _FORWARDED:
+            self.forwarded.append(value.rstrip(OWS).decode("utf-8", "replace"))
+        elif what not in self.purposes:
+            self.purposes[what] = value.rstrip(OWS).decode("utf-8", "replace")
+
+    def on_body(self, body: bytes) -> None:  # never called for a request without a body
         self.plain = False
 
     def on_message_complete(self) -> None:
         # Asked now: once a message is complete llhttp resets its flags for the next one.
         self.messages += 1
+        self.method = METHODS.get(self.parser.get_method())
         if not self.parser.should_keep_alive():
-            self.plain = False  # HTTP/1.0 or Connection: close: aiohttp answers, and closes
+            self.plain = False  # HTTP/1.0 without keep-alive, or Connection: close: aiohttp answers, and closes
 
 
 class EdgeConnection(asyncio.Protocol):
     """One client connection, served here until it sends something that is not a plain redirect.
 
-    llhttp validates a request and calls Python once (``Parsed``); the few
-    header lines a click needs are found in its bytes (``_plain_request``).
+    llhttp parses a request into ``Request`` (its callbacks), keeping only
+    the headers a click needs.
     """
 
-    __slots__ = ("_edge", "_loop", "_transport", "_parser", "_parsed", "_peer", "_waiting", "_held", "_location",
-                 "_last", "_idle_timer")
+    __slots__ = ("_edge", "_loop", "_transport", "_request", "_peer", "_waiting", "_held", "_location", "_last",
+                 "_idle_timer")
 
     def __init__(self, edge: Edge) -> None:
         self._edge = edge
@@ -170,8 +200,7 @@ class EdgeConnection(asyncio.Protocol):
         self._loop = loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self._peer = peer[0] if isinstance(peer, tuple) else None  # what request.remote says for IP sockets
-        self._parsed = Parsed()
-        self._parser = self._parsed.parser = httptools.HttpRequestParser(self._parsed)
+        self._request = Request(self._edge.max_field)
         self._edge.connections.add(self)
         self._last = loop.time()
         self._idle_timer = loop.call_later(self._edge.keepalive_s, self._check_idle)
@@ -196,13 +225,17 @@ class EdgeConnection(asyncio.Protocol):
         if request is None:
             self._hand_over(data)
             return
-        method, code, raw_query, ua, referrer, purposes, forwarded = request
+        code, _, raw_query = request.target.decode()[1:].partition("?")
+        if "/" in code or "%" in code or code in edge.fixed:
+            self._hand_over(data)
+            return
+        method, ua, referrer, purposes = request.method, request.ua, request.referrer, request.purposes
         redirector = edge.redirector
         link = redirector.cached(code)
         if link is None:
             self._write(edge.refusal(redirector.refused(NOT_FOUND)))
             return
-        client = edge.client_ip.of(self._peer, forwarded)
+        client = edge.client_ip.of(self._peer, request.forwarded)
         if link is MISS:
             self._waiting = True
             task = self._loop.create_task(redirector.answer(method, code, raw_query, ua, referrer, purposes, client))
@@ -216,40 +249,26 @@ class EdgeConnection(asyncio.Protocol):
         self._waiting = True
         waiter.add_done_callback(self._recorded)
 
-    def _plain_request(self, data: bytes) -> tuple | None:
-        """``data`` as (method, code, raw query, user agent, referrer, purposes, forwarded lines) when it is
-        one whole plain ``GET|HEAD /{code}`` HTTP/1.1 request llhttp accepts, else None (aiohttp's then)."""
+    def _plain_request(self, data: bytes) -> Request | None:
+        """The request ``data`` holds when it is one whole plain ``GET|HEAD /{code}`` HTTP/1.1 request llhttp
+        accepts, else None (aiohttp's then)."""
         edge = self._edge
-        if (len(data) > edge.max_request or not data.endswith(b"\r\n\r\n") or data.count(b"\n") > edge.max_lines
+        if (len(data) > edge.max_request or not data.endswith(b"\r\n\r\n")
                 or not (data.startswith(b"GET /") or data.startswith(b"HEAD /"))):
             return None
-        parsed = self._parsed
-        parsed.reset()
+        request = self._request
+        request.reset()
         try:
-            self._parser.feed_data(data)
+            request.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             return None
-        if parsed.messages != 1 or not parsed.plain:
+        target = request.target
+        if (request.messages != 1 or not request.plain or request.method is None or request.headers > edge.max_headers
+                or len(target) > edge.max_target or b"#" in target
+                # HTTP/1.1: aiohttp answers an HTTP/1.0 request in kind
+                or not data.startswith(b" HTTP/1.1\r\n", len(request.method) + 1 + len(target))):
             return None
-        line = data[:data.index(b"\r\n")].split(b" ")
-        if len(line) != 3 or line[2] != b"HTTP/1.1" or len(line[1]) > edge.max_target or b"#" in line[1]:
-            return None
-        code, _, raw_query = line[1].decode()[1:].partition("?")
-        if "/" in code or "%" in code or code in edge.fixed:
-            return None
-        lowered = data.lower()
-        ua, referrer = _value(data, lowered, UA), _value(data, lowered, REFERRER)
-        purposes = {}
-        if ANY_PURPOSE[0] in lowered or ANY_PURPOSE[1] in lowered:
-            for name, key in PURPOSES:
-                if (value := _value(data, lowered, name)) is not None:
-                    purposes[key] = value.decode("utf-8", "replace")
-        return (
-            METHODS[line[0]], code, raw_query,
-            ua.decode("utf-8", "replace") if ua is not None else None,
-            referrer.decode("utf-8", "replace") if referrer is not None else None,
-            purposes, _values(data, lowered, FORWARDED) if edge.client_ip.trusts_any else (),
-        )
+        return request
 
     def _recorded(self, waiter: asyncio.Future) -> None:
         """The click of the waiting redirect is durable (or could not be made so)."""
@@ -328,26 +347,6 @@ class EdgeConnection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-
-
-def _value(data: bytes, lowered: bytes, name: bytes) -> bytes | None:
-    """The first value of the header line ``name`` (lower-cased, ``b"\\r\\nname:"``), as headers.get() gives it."""
-    at = lowered.find(name)
-    if at < 0:
-        return None
-    at += len(name)
-    return data[at:data.index(b"\r\n", at)].strip(OWS)
-
-
-def _values(data: bytes, lowered: bytes, name: bytes) -> list[str]:
-    """Every value of the header line ``name``, in order, as headers.getall() gives them."""
-    values, at = [], lowered.find(name)
-    while at >= 0:
-        start = at + len(name)
-        end = data.index(b"\r\n", start)
-        values.append(data[start:end].strip(OWS).decode("utf-8", "replace"))
-        at = lowered.find(name, end)
-    return values
 
 
 class EdgeSite(web.BaseSite):
