@@ -34,7 +34,8 @@ the best rounds, e.g. ``workers 1: tracker/bare = 0.93 (31000/33300 req/s),
 p99 tracker/bare = 1.05 (3.2/3.0 ms), no click missing``. Targets (issue 18):
 req/s ratio >= 0.9, p99 ratio <= 1.2, no click missing. The machine may be
 shared: compare ratios within a run, never req/s across runs, and look at the
-load average printed first.
+load average printed first. For numbers a busy machine cannot move,
+loadtests/count_tracker.py counts the CPU instructions of a click on each side.
 """
 
 from __future__ import annotations
@@ -53,9 +54,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import redis
-
 import click_mix
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -90,7 +90,8 @@ def wait_http(port: int, path: str, timeout_s: float = 30.0) -> None:
 async def replay(port: int, reqs: list[tuple[str, tuple]], connections: int) -> int:
     """Send every request once, ``connections`` at a time over keep-alive; the number answered 302."""
     raw = [
-        (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers) + "\r\n").encode()
+        (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers)
+         + "\r\n").encode()
         for target, headers in reqs
     ]
     redirects = 0
@@ -317,7 +318,7 @@ def main() -> None:
 
 def verdict(workers: int, bares: list[dict], trackers: list[dict]) -> str:
     """The in-round ratios (how far rounds agree on a shared machine), then the best round of each side."""
-    in_round = " ".join(f"{t['rps'] / b['rps']:.2f}" for b, t in zip(bares, trackers))
+    in_round = " ".join(f"{t['rps'] / b['rps']:.2f}" for b, t in zip(bares, trackers, strict=True))
     bare = max(bares, key=lambda r: r["rps"])
     tracker = max(trackers, key=lambda r: r["rps"])
     missing = sum(max(0, t["requests"] - t["stream_events"]) for t in trackers)

@@ -114,7 +114,8 @@ def _query(rng: random.Random) -> str:
         return ""
     if roll < 0.18:
         return "?qr=1"  # a scanned QR code
-    query = f"?utm_source={rng.choice(SOURCES)}&utm_medium={rng.choice(MEDIUMS)}&utm_campaign=spring_drop_{rng.randrange(40)}"
+    query = (f"?utm_source={rng.choice(SOURCES)}&utm_medium={rng.choice(MEDIUMS)}"
+             f"&utm_campaign=spring_drop_{rng.randrange(40)}")
     if rng.random() < 0.3:
         query += f"&utm_content=post_{rng.randrange(10**9):09d}"
     if rng.random() < 0.2:
@@ -130,7 +131,7 @@ def requests(links: int, count: int, seed: int = 18) -> list[tuple[str, tuple[tu
     browsers = rng.choices([b for _, b in BROWSERS], weights=[w for w, _ in BROWSERS], k=count)
     referrers = rng.choices([r for _, r in REFERRERS], weights=[w for w, _ in REFERRERS], k=count)
     out = []
-    for code, (ua, headers), referrer in zip(picked, browsers, referrers):
+    for code, (ua, headers), referrer in zip(picked, browsers, referrers, strict=True):
         extra = (("Referer", referrer),) if referrer else ()
         out.append((f"/{code}{_query(rng)}", (("User-Agent", ua), *headers, *extra)))
     return out

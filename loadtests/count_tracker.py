@@ -1,4 +1,4 @@
-"""What a click costs the tracker in CPU instructions, next to the bare handler: numbers that do not move with the machine's load.
+"""What a click costs the tracker in CPU instructions, next to the bare handler: numbers the machine's load cannot move.
 
 Wall-clock benchmarks on a shared machine swing by 2x from one hour to the
 next; the instructions a process executes for a fixed replay of requests do
@@ -33,9 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import redis
-
 import click_mix
+import redis
 from bench_tracker import BOT_CODE, PREFIX, PYTHON, ROOT, free_port, replay, seed_links, start_redis, stop, wait_http
 
 VALGRIND = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-systime=no"]

@@ -12,7 +12,6 @@ import re
 from functools import lru_cache
 
 import re2
-
 from multidict import CIMultiDictProxy
 
 # Ordered: the first group that matches names the reason.

@@ -12,8 +12,8 @@ rather than extend the client's, so every line is read, in order, as one list.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 from aiohttp import web
 

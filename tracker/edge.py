@@ -94,7 +94,7 @@ class Edge:
         self._date_at = -1
         self._date = b""
 
-    def connection(self) -> "EdgeConnection":
+    def connection(self) -> EdgeConnection:
         return EdgeConnection(self)
 
     def date(self) -> bytes:
