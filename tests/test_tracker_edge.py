@@ -258,3 +258,21 @@ async def test_header_bytes_that_are_not_utf8_are_recorded_on_the_edge(served, p
         conn.close()
     [event] = await stream_events(redis, settings)
     assert event.user_agent == "Mozilla/5.0 (caf\ufffd)"
+
+
+async def test_no_header_can_be_injected_through_a_destination_or_a_query(served, pg):
+    """The edge writes the Location's bytes itself: CR and LF from a destination put there by SQL (the admin API
+    refuses them) are dropped by urlsplit, and the passed-through query is percent-encoded."""
+    link = make_link(pg, destination="https://shop.example.com/p/1?ref=oros\r\nSet-Cookie: a=b#x\r\ny")
+    conn = await Conn.open(served)
+    try:
+        await conn.send(get(f"/{link['code']}?utm_source=%0D%0ASet-Cookie:%20c=d&q=\"<>"))
+        status, headers, _ = await conn.response()
+    finally:
+        conn.close()
+    assert status == 302 and on_edge(served) == 1
+    assert "Set-Cookie" not in headers
+    assert headers["Location"] == (
+        "https://shop.example.com/p/1?ref=orosSet-Cookie: a=b&utm_source=%0D%0ASet-Cookie:%20c=d&q=%22%3C%3E"
+        f"&oros_cid={cid(headers)}#xy"
+    )
