@@ -8,7 +8,9 @@ edge still serves is in ``site.edge.connections``; a handed-over one is not.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import random
 import signal
 import time
 from dataclasses import replace
@@ -276,3 +278,56 @@ async def test_no_header_can_be_injected_through_a_destination_or_a_query(served
         "https://shop.example.com/p/1?ref=orosSet-Cookie: a=b&utm_source=%0D%0ASet-Cookie:%20c=d&q=%22%3C%3E"
         f"&oros_cid={cid(headers)}#xy"
     )
+
+
+async def test_requests_cut_anywhere_are_answered_once_each_in_order(settings, pg, tracker_client, tmp_path):
+    """A hostile or unlucky client: a keep-alive stream of mixed requests, cut into chunks at random places
+    (a chunk may end mid-line or hold several requests), half the time with Redis stopped after the first
+    chunk, so the rest arrives while a redirect waits; the answers come back once each, in order."""
+    server = RedisServer(tmp_path)
+    await server.start()
+    try:
+        client = await tracker_client(create_app(replace(settings, redis_url=server.url)))
+        first, second = make_link(pg), make_link(pg, destination="https://other.example/x")
+        kinds = [
+            (get(f"/{first['code']}?utm_source=a"), 302, "shop.example.com"),
+            (get(f"/{second['code']}"), 302, "other.example"),
+            (get(f"/{first['code']}", method="HEAD"), 302, "shop.example.com"),
+            (get("/healthz"), 200, None),
+            (get("/nosuchcode"), 404, None),
+        ]
+        rng = random.Random(18)
+        clicks = 0
+        for round_ in range(8):
+            sequence = [kinds[0]] + [rng.choice(kinds) for _ in range(7)]
+            stream = b"".join(request for request, _, _ in sequence)
+            ends = list(itertools.accumulate(len(request) for request, _, _ in sequence))[:-1]
+            # Mostly between requests (the edge serves those, and holds what comes while one waits), once anywhere.
+            cuts = sorted({*rng.sample(ends, 5), rng.randrange(1, len(stream))})
+            chunks = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+            stop = round_ % 2 == 0
+            conn = await Conn.open(client)
+            try:
+                await conn.send(chunks[0])
+                await asyncio.sleep(0.05)
+                if stop:
+                    os.kill(server.proc.pid, signal.SIGSTOP)
+                try:
+                    for chunk in chunks[1:]:
+                        await conn.send(chunk)
+                        await asyncio.sleep(0.01)
+                finally:
+                    if stop:
+                        os.kill(server.proc.pid, signal.SIGCONT)
+                for _, status, netloc in sequence:
+                    got, headers, _ = await conn.response()
+                    assert got == status
+                    if netloc is not None:
+                        assert urlsplit(headers["Location"]).netloc == netloc
+                        clicks += 1
+            finally:
+                conn.close()
+        async with aioredis.Redis.from_url(server.url) as own:
+            assert len(await stream_events(own, settings)) == clicks
+    finally:
+        server.stop()
