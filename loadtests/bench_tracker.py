@@ -16,7 +16,8 @@ hello-world redirect) and then ``oros tracker`` with wrk: 64 connections over
 loopback, after a warm-up that clicks every link once (the process caches
 filled). After the tracker's run it checks that the stream gained an event
 for every response wrk counted (group commit: a click is answered only once
-it is in Redis), and that every answer was a redirect.
+it is in Redis), and that every answer was a redirect, and prints the CPU its
+Redis used (on the load core with one worker, on the shared cores with two).
 
 Where things run (taskset): with one worker, the server under test alone on
 core 1, wrk and Redis on core 0. With N workers on a machine with more than
@@ -209,7 +210,13 @@ def run_bare(args, workers: int, files: dict) -> dict:
         stop(proc)
 
 
-def run_tracker(args, workers: int, files: dict, redis_port: int, workdir: Path) -> dict:
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_tracker(args, workers: int, files: dict, redis_port: int, redis_pid: int, workdir: Path) -> dict:
     client = redis.Redis(port=redis_port)
     port = free_port()
     env = {
@@ -233,7 +240,9 @@ def run_tracker(args, workers: int, files: dict, redis_port: int, workdir: Path)
         time.sleep(0.5 * (workers - 1))
         warm_up(port, files["warmup"], workers)
         before = client.xlen(f"{PREFIX}events")
+        redis_before = cpu_s(redis_pid)
         result = wrk(port, files["load"], args.duration, args)
+        result["redis_cpu_s"] = cpu_s(redis_pid) - redis_before
         result["stream_events"] = client.xlen(f"{PREFIX}events") - before
         return result
     finally:
@@ -301,13 +310,15 @@ def main() -> None:
             bares, trackers = [], []
             for n in range(args.rounds):
                 bare = run_bare(args, workers, files)
-                tracker = run_tracker(args, workers, files, redis_port, workdir)
+                tracker = run_tracker(args, workers, files, redis_port, redis_proc.pid, workdir)
                 bares.append(bare)
                 trackers.append(tracker)
                 lost = tracker["requests"] - tracker["stream_events"]
                 print(f"round {n + 1}\n{line('bare', bare)}\n{line('tracker', tracker)}")
                 print(f"         stream gained {tracker['stream_events']} events for {tracker['requests']} answered"
-                      f" clicks ({'none missing' if lost <= 0 else f'{lost} MISSING'})")
+                      f" clicks ({'none missing' if lost <= 0 else f'{lost} MISSING'}); Redis used"
+                      f" {tracker['redis_cpu_s'] / args.duration:.0%} of a core,"
+                      f" {tracker['redis_cpu_s'] / max(tracker['requests'], 1) * 1e6:.1f} us a click")
             summary.append(verdict(workers, bares, trackers))
     finally:
         stop(redis_proc)
