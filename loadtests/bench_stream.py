@@ -1,6 +1,7 @@
 """Benchmark: how many click events one Redis core appends, as the trackers' flushes send them.
 
-Starts its own redis-server (AOF on, fsync every second, like production), optionally a replica,
+Starts its own redis-server (AOF on and fsynced before every reply as docker-compose.yml runs it;
+``--fsync everysec`` for once a second), optionally a replica,
 and has ``--clients`` connections send the tracker's flush (``oros.stream.packed``: one EVALSHA
 that XADDs a batch and HSETs its click-index entries, then ``WAIT 1`` with ``--replica``) back to
 back for ``--duration`` seconds. Prints events/s and Redis's own CPU (``INFO cpu``), so events per
@@ -8,7 +9,7 @@ Redis CPU-second is the capacity of one stream shard's core, whatever else share
 then the memory an event takes in the stream and a click in the click index (``MEMORY USAGE``),
 which size a shard's RAM (docs/scaling.md):
 
-    .venv/bin/python loadtests/bench_stream.py [--batch 64] [--clients 8] [--duration 5] [--replica]
+    .venv/bin/python loadtests/bench_stream.py [--batch 64] [--clients 8] [--duration 5] [--replica] [--fsync everysec]
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtests.bench_tracker import start_redis, stop  # noqa: E402
+from loadtests.bench_tracker import add_fsync_option, start_redis, stop  # noqa: E402
 from oros import clickindex, stream  # noqa: E402
 from oros.events import Event, uuid7_str  # noqa: E402
 from oros.keys import Keys  # noqa: E402
 
+LOAD_CORES = "0"  # Redis (and its replica) on one core: the capacity of one shard's core
 USER_AGENT = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 Safari/604.1"
 
 
@@ -108,12 +110,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="connections flushing at once (tracker workers)")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--replica", action="store_true", help="a replica, and WAIT 1 after every flush")
+    add_fsync_option(parser)
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
         sys.exit("redis-server not found")
     workdir = Path(tempfile.mkdtemp(prefix="oros-bench-stream-"))
-    master, port = start_redis(workdir)
-    replica = start_redis(workdir, replica_of=port)[0] if args.replica else None
+    master, port = start_redis(workdir, LOAD_CORES, fsync=args.fsync)
+    replica = start_redis(workdir, LOAD_CORES, fsync=args.fsync, replica_of=port)[0] if args.replica else None
     try:
         asyncio.run(run(args, port))
     finally:

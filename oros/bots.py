@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+import re2
 from multidict import CIMultiDictProxy
 
 # Ordered: the first group that matches names the reason.
@@ -36,7 +37,12 @@ _PATTERNS = (
         r"|playwright|lighthouse|pingdom|uptimerobot|statuscake",
     ),
 )
-_BOT_RE = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in _PATTERNS), re.IGNORECASE)
+BOT_PATTERN = "|".join(f"(?P<{name}>{pattern})" for name, pattern in _PATTERNS)
+# RE2, not Python's engine: the alternation took 340 us per user agent there (every new string a
+# tracker sees, on its event loop) and takes 1.5 us here; the verdicts are the same (tests/test_tracker.py).
+_OPTIONS = re2.Options()
+_OPTIONS.case_sensitive = False
+_BOT_RE = re2.compile(BOT_PATTERN, _OPTIONS)
 MAX_UA = 512
 # In-app browsers of the apps above carry people: no pattern list (ours or ingest's crawlerdetect)
 # may flag them.

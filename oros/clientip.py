@@ -12,6 +12,7 @@ rather than extend the client's, so every line is read, in order, as one list.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from functools import lru_cache
 
 from aiohttp import web
@@ -22,6 +23,7 @@ MAX_HOPS = 16  # hops walked from the right; a longer chain is the client's own 
 class ClientIp:
     def __init__(self, trusted: tuple) -> None:
         self._trusted = trusted
+        self.trusts_any = bool(trusted)  # else X-Forwarded-For is never read
         # The hot path asks about the same few peers (the load balancers) over and over.
         self.is_trusted = lru_cache(maxsize=1024)(self._is_trusted)
 
@@ -38,10 +40,13 @@ class ClientIp:
         return bool(self._trusted) and peer is not None and self.is_trusted(peer)
 
     def __call__(self, request: web.BaseRequest) -> str | None:
-        peer = request.remote
-        if not self.peer_is_trusted(request):
+        return self.of(request.remote, request.headers.getall("X-Forwarded-For", ()) if self._trusted else ())
+
+    def of(self, peer: str | None, lines: Sequence[str]) -> str | None:
+        """The client of a request from the socket peer ``peer`` with these ``X-Forwarded-For`` header lines
+        (the tracker's edge has no ``web.Request``)."""
+        if not self._trusted or peer is None or not self.is_trusted(peer):
             return peer
-        lines = request.headers.getall("X-Forwarded-For", ())
         if not lines:
             return peer
         client = peer

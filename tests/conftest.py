@@ -36,6 +36,7 @@ from oros.connections import clickhouse_client, pg_connect, redis_client
 from oros.migrate import migrate_clickhouse, migrate_postgres
 from oros.settings import JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Settings
 
+from edge_server import EdgeTestServer
 from factories import World
 from processes import stop_process
 
@@ -193,6 +194,17 @@ def localstripe_url(tmp_path_factory):
     finally:
         stop_process(proc)
         log.close()
+
+
+@pytest.fixture
+def tracker_client(aiohttp_client):
+    """``await tracker_client(app, **http)``: a test client of a tracker app served as ``oros tracker`` serves it
+    (``EdgeTestServer``); ``http`` overrides tracker.server.HTTP."""
+
+    async def make(app, **http):
+        return await aiohttp_client(EdgeTestServer(app, http=http))
+
+    return make
 
 
 @pytest.fixture

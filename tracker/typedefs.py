@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import redis.asyncio as aioredis
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
@@ -18,6 +20,9 @@ from .replayer import Replayer
 from .resolve import Resolver
 from .spool import Spool
 
+if TYPE_CHECKING:  # redirect.py imports this module
+    from .redirect import Redirector
+
 SETTINGS = web.AppKey("settings", Settings)
 KEYS = web.AppKey("keys", Keys)
 METRICS = web.AppKey("metrics", Metrics)
@@ -32,3 +37,4 @@ RESOLVER = web.AppKey("resolver", Resolver)
 REPLAYER = web.AppKey("replayer", Replayer)
 KNOWN_CODES = web.AppKey("known_codes", KnownCodes)
 MISS_BUDGET = web.AppKey("miss_budget", MissBudget)
+REDIRECTOR: web.AppKey[Redirector] = web.AppKey("redirector")  # the /{code} rules, for the edge (tracker/edge.py)
