@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from settler.reconcile import reconcile
+
 from boost_flows import (activate, boost, budget, card_funded, cents, clicks, complete, creator_on, send_pending_refunds,
                          settle)
 from supporter_flows import D
@@ -99,3 +101,24 @@ async def test_refund_unspent_answers_4xx_to_the_wrong_caller_or_campaign(flows,
     assert resp.status == 404
     assert flows.pg.execute("SELECT count(*) AS n FROM issued_refunds").fetchone()["n"] == 0
     assert budget(flows, campaign)[2] == D("10.00")
+
+
+async def test_reconcile_names_a_boost_reward_or_refund_the_ledger_disagrees_with(flows, world):
+    business, supporter = flows.user("business"), flows.user("supporter")
+    campaign = world.campaign(business.id, payout="1.00", fund="10.00")
+    b, _ = await boost(flows, supporter, campaign, "10.00")
+    await clicks(flows, world, campaign, creator_on(flows, world, campaign), 4)
+    await complete(flows, business, campaign)
+    await settle(flows)
+    assert (await refund_unspent(flows, business, campaign))[0] == 200
+    flows.assert_books()
+
+    for table, column, check in (("rewards", "amount", "boost_rewards_match_ledger"),
+                                 ("boosts", "amount", "boosts_raise_escrow"),
+                                 ("issued_refunds", "amount", "issued_refunds_within_payments")):
+        key = "boost_id" if table != "boosts" else "id"
+        flows.pg.execute(f"UPDATE {table} SET {column} = {column} + 0.01 WHERE {key} = %s", (b,))
+        failed = {c.name for c in reconcile(flows.settings) if not c.ok}
+        flows.pg.execute(f"UPDATE {table} SET {column} = {column} - 0.01 WHERE {key} = %s", (b,))
+        assert check in failed, (table, failed)
+    flows.assert_books()
