@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from oros.settings import Settings, SettingsError
+
 from billing_double import sign
 from boost_flows import activate, boost, budget, card_funded, open_boost, reward
 from supporter_flows import D
@@ -154,3 +156,10 @@ async def test_an_idempotent_retry_gets_the_same_payment_intent(flows, world):
     assert (resp.status, (await resp.json())["error"]["code"]) == (422, "idempotency_key_reused")
     _, pi = await boost(flows, flows.user("supporter"), campaign, "3.00")
     assert budget(flows, campaign)[2] == D("13.00") and pi != first["stripe_payment_intent_id"]
+
+
+@pytest.mark.parametrize("raw", ["7.555", "101", "-1", "x", "NaN"])
+def test_the_reward_percent_is_a_percent_with_two_places_at_most(raw):
+    assert Settings.from_env({"OROS_BOOST_REWARD_PCT": "7.5"}).boost_reward_pct == D("7.5")
+    with pytest.raises(SettingsError, match="OROS_BOOST_REWARD_PCT"):
+        Settings.from_env({"OROS_BOOST_REWARD_PCT": raw})
