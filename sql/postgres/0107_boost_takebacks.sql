@@ -71,9 +71,10 @@ BEGIN
            AS l(wallet_id, amount, direction, description)
      WHERE l.amount > 0;
     IF v_escrow > 0 THEN
+      -- Sold at the price before the sale (the same after it, unless the pool is now empty: price 0).
+      SELECT c.pool_price INTO v_price FROM campaigns c WHERE c.id = v_boost.campaign_id;
       UPDATE campaigns c SET remaining_budget = c.remaining_budget - v_escrow, funded_budget = c.funded_budget - v_escrow
-       WHERE c.id = v_boost.campaign_id
-      RETURNING c.pool_price INTO v_price;
+       WHERE c.id = v_boost.campaign_id;
       UPDATE boosts b SET pool_units = greatest(0, b.pool_units - oros_pool_div(v_escrow, v_price)) WHERE b.id = p_boost;
     END IF;
     outcome := CASE WHEN v_escrow = v_delta THEN 'recovered_from_escrow' ELSE 'receivable' END;

@@ -47,7 +47,7 @@ async def test_a_business_card_taken_back_recovers_only_the_business_s_unspent_m
     business, supporter = flows.user("business"), flows.user("supporter")
     campaign, (pi,) = await card_funded(flows, world, business, "40.00")
     await activate(flows, business, campaign)
-    b, _ = await boost(flows, supporter, campaign, "60.00")
+    b, boost_pi = await boost(flows, supporter, campaign, "60.00")
     await clicks(flows, world, campaign, creator_on(flows, world, campaign), 50)  # business 20 and boost 30 left
 
     status, body = await flows.send(*flows.disputed("charge.dispute.created", pi, "40.00", "needs_response", "dp_f"))
@@ -55,6 +55,12 @@ async def test_a_business_card_taken_back_recovers_only_the_business_s_unspent_m
     assert (status, body["kind"], body["outcome"]) == (200, "funding", "receivable")
     assert budget(flows, campaign)[1:] == (D("80.00"), D("30.00"), "paused")
     assert held(flows, b) == D("30.00") and flows.owed(business) == D("20.00")  # the boost keeps its 30.00
+    flows.assert_books()
+
+    # The boost, now all the escrow holds, refunded whole: the pool empties.
+    status, body = await flows.send(*flows.refunded(boost_pi, "60.00", "60.00"))
+    assert (status, body["outcome"]) == (200, "receivable")  # 30.00 back from escrow, the 30.00 spent owed
+    assert budget(flows, campaign)[1:3] == (D("50.00"), D("0.00")) and flows.owed(supporter) == D("30.00")
     flows.assert_books()
 
 
