@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from oros import issued_refunds
 from oros.connections import as_user
-from oros.httperrors import ApiError, conflict, not_found
+from oros.httperrors import ApiError, not_found
 from oros.money import fmt
 from oros.wire import Money, Uuid
 

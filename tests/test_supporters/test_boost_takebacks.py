@@ -5,8 +5,20 @@ from __future__ import annotations
 
 import asyncio
 
-from boost_flows import (activate, boost, budget, card_funded, cents, clicks, complete, creator_on, held,
-                         open_boost, reward, settle)
+from boost_flows import (
+    activate,
+    boost,
+    budget,
+    card_funded,
+    cents,
+    clicks,
+    complete,
+    creator_on,
+    held,
+    open_boost,
+    reward,
+    settle,
+)
 from supporter_flows import D
 
 

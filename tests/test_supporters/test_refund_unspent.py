@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from settler.reconcile import reconcile
 
-from boost_flows import (activate, boost, budget, card_funded, cents, clicks, complete, creator_on, send_pending_refunds,
-                         settle)
+from boost_flows import (
+    activate,
+    boost,
+    budget,
+    card_funded,
+    cents,
+    clicks,
+    complete,
+    creator_on,
+    send_pending_refunds,
+    settle,
+)
 from supporter_flows import D
 
 
