@@ -15,6 +15,7 @@ from oros.settings import Settings
 from . import (
     admin,
     attempts,
+    boosts,
     campaigns,
     card_payments,
     communities,
@@ -26,7 +27,9 @@ from . import (
     payouts,
     qr,
     queues,
+    refunds,
     reports,
+    rewards,
     sessions,
     tips,
     users,
@@ -39,7 +42,8 @@ from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, READ_POOL, R
 
 MAX_BODY_BYTES = 1024 * 1024
 ROUTE_MODULES = (users, sessions, campaigns, communities, wallets, admin, payouts, queues, funding, card_payments,
-                 webhook_endpoints, webhooks, tips, memberships, reports, exports, qr, health, webapp)
+                 webhook_endpoints, webhooks, tips, memberships, boosts, refunds, rewards, reports, exports, qr, health,
+                 webapp)
 
 
 async def _pg_context(app: web.Application) -> AsyncIterator[None]:

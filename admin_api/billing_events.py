@@ -12,9 +12,15 @@ claimed (admin_api.webhooks), and moves money only through SQL functions:
 * ``customer.subscription.updated|deleted`` follow the subscription (a
   membership's cancel flag, paid period and end; a monthly tip's end);
   ``invoice.payment_failed`` is recorded (Stripe retries; its end ends it).
+* a boost's ``payment_intent.succeeded`` credits only a pending boost intent
+  POST /v1/campaigns/{id}/boosts recorded, for its amount, at the reward
+  percent of this moment (``oros_credit_boost``, sql/postgres/0104); one
+  paid after its campaign stopped being active is refunded at once (the
+  webhook sends the refund after committing).
 * ``charge.refunded`` and ``charge.dispute.*`` record what Stripe took back
-  of a payment and bring the tip, funding or membership invoice it paid to
-  match (``oros_record_refund``, ``oros_record_dispute``, sql/postgres/0080).
+  of a payment and bring the tip, funding, boost or membership invoice it
+  paid to match (``oros_record_refund``, ``oros_record_dispute``,
+  sql/postgres/0080, 0107).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ _NOW_MS_SQL = "SELECT floor(extract(epoch FROM now()) * 1000)::bigint AS ms"
 _CREDIT_TIP_SQL = """SELECT * FROM oros_credit_tip(%(event)s, %(pi)s, %(sub)s, %(invoice)s, %(amount)s, %(currency)s,
                                                    %(fee_pct)s, %(hold_days)s)"""
 _FAIL_TIP_SQL = "SELECT oros_fail_tip_intent(%(pi)s) AS n"
+_CREDIT_BOOST_SQL = "SELECT * FROM oros_credit_boost(%(event)s, %(pi)s, %(amount)s, %(currency)s, %(reward_pct)s)"
+_FAIL_BOOST_SQL = "SELECT oros_fail_boost_intent(%(pi)s) AS n"
 _MEMBERSHIP_TYPE_SQL = "SELECT membership_type FROM memberships WHERE billing_provider_id = %(sub)s"
 _MEMBERSHIP_PAID_SQL = """SELECT * FROM oros_membership_paid(%(event)s, %(sub)s, %(invoice)s, %(pi)s, %(amount)s,
                                                              %(currency)s, %(price)s, %(cap)s, %(period_end)s)"""
@@ -92,6 +100,36 @@ async def _tip_fee_pct(conn, settings: Settings, creator: str) -> Decimal:
 
 async def fail_tip(conn: psycopg.AsyncConnection, pi: str) -> int:
     return (await (await conn.execute(_FAIL_TIP_SQL, {"pi": pi})).fetchone())["n"]
+
+
+async def credit_boost(conn: psycopg.AsyncConnection, settings: Settings, event: dict, pi: str,
+                       received: Decimal | None, currency: str | None) -> dict | None:
+    """``payment_intent.succeeded`` of a boost; None when the intent is not a boost's.
+
+    Credited: the campaign's budget rose. ``refund_id``: the campaign could no longer take it, and the
+    caller sends that refund once this transaction has committed.
+    """
+    row = await (await conn.execute(_CREDIT_BOOST_SQL, {
+        "event": event["id"], "pi": pi, "amount": received, "currency": currency,
+        "reward_pct": settings.boost_reward_pct,
+    })).fetchone()
+    if row["outcome"] == "no_intent":
+        return None
+    if row["outcome"] == "credited":
+        return {"boost_id": str(row["boost_id"]), "campaign_id": str(row["campaign_id"]), "amount": row["amount"]}
+    if row["outcome"] == "refund_due":
+        log.warning("boost paid for a campaign that cannot take it: refunded at once",
+                    extra={"stripe_event": event["id"], "payment_intent": pi, "reason": row["reason"]})
+        return {"campaign_id": str(row["campaign_id"]), "amount": row["amount"], "refund_id": str(row["refund_id"]),
+                "outcome": "refunded", "reason": row["reason"]}
+    if row["outcome"] == "refused":
+        log.error("boost payment refused: paid at Stripe, nothing credited",
+                  extra={"stripe_event": event["id"], "payment_intent": pi, "reason": row["reason"]})
+    raise Ignored(row["reason"])
+
+
+async def fail_boost(conn: psycopg.AsyncConnection, pi: str) -> int:
+    return (await (await conn.execute(_FAIL_BOOST_SQL, {"pi": pi})).fetchone())["n"]
 
 
 async def record_refund(conn: psycopg.AsyncConnection, charge: dict) -> dict | None:

@@ -11,7 +11,7 @@ from typing import Literal
 import psycopg
 import redis.exceptions
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from oros import apikeys, pixel
 from oros.accounts import hash_password, verify_password
@@ -58,6 +58,8 @@ CREATOR_PROFILE_SQL = """
 SELECT user_id, hashtags, min_tip_amount, ranking_score, verified, stripe_account_id, created_at, updated_at
   FROM creator_profiles WHERE user_id = %(id)s
 """
+
+PAYOUT_ACCOUNT_SQL = "SELECT user_id, stripe_account_id FROM creator_profiles WHERE user_id = %(id)s"
 
 BUSINESS_PROFILE_SQL = """
 SELECT user_id, company_name, website, industry, verified, created_at, updated_at
@@ -144,6 +146,10 @@ class CreatorProfileIn(BaseModel):
     hashtags: Hashtags | None = None
     min_tip_amount: Amount(MAX_TIP) | None = None
     stripe_account_id: StripeAccount | None = None
+
+
+class PayoutAccountIn(BaseModel):
+    stripe_account_id: StripeAccount | None = Field(description="null: none (withdrawals then wait for one)")
 
 
 class BusinessProfileIn(BaseModel):
@@ -357,6 +363,26 @@ async def put_creator_profile(request: web.Request) -> web.Response:
     async with as_user(request.app[PG_POOL], who.id) as conn:
         await _upsert(conn, "creator_profiles", who.id, changes)
         row = await (await conn.execute(CREATOR_PROFILE_SQL, {"id": who.id})).fetchone()
+    return respond(row)
+
+
+class PayoutAccount(BaseModel):
+    """Where the caller's withdrawals are paid"""
+
+    user_id: Uuid
+    stripe_account_id: str | None
+
+
+@routes.put("/v1/me/payout-account", "Set the Stripe Connect account the caller's withdrawals are paid to (a creator, "
+            "or a supporter withdrawing its rewards)", body=PayoutAccountIn, responses={200: PayoutAccount})
+async def put_payout_account(request: web.Request) -> web.Response:
+    """A supporter has no creator profile to set it on, yet withdraws its rewards like earnings: the account is
+    kept in the seed's one column for it, ``creator_profiles.stripe_account_id`` (docs/supporters.md)."""
+    who = (await caller(request)).require("creator", "supporter")
+    account = (await parse(PayoutAccountIn, request)).stripe_account_id
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        await _upsert(conn, "creator_profiles", who.id, {"stripe_account_id": account})
+        row = await (await conn.execute(PAYOUT_ACCOUNT_SQL, {"id": who.id})).fetchone()
     return respond(row)
 
 

@@ -139,7 +139,8 @@ async def get_withdrawal(request: web.Request) -> web.Response:
 @routes.post("/v1/withdrawals", "Request a withdrawal; the amount is reserved at once", body=WithdrawalIn,
              headers=(idempotency.IDEMPOTENCY_KEY,), responses={201: Withdrawal})
 async def request_withdrawal(request: web.Request) -> web.Response:
-    who = (await caller(request)).require("creator")
+    # Creators withdraw earnings and tips; supporters their rewards (docs/supporters.md).
+    who = (await caller(request)).require("creator", "supporter")
     body = await parse(WithdrawalIn, request)
     minimum = request.app[SETTINGS].min_withdrawal
     if body.amount < minimum:
@@ -155,7 +156,7 @@ async def request_withdrawal(request: web.Request) -> web.Response:
             raise ApiError(403, "kyc_required", "identity verification (KYC) must be approved before withdrawing")
         if not payee["stripe_account_id"]:
             raise ApiError(409, "payout_account_required",
-                           "set stripe_account_id on your creator profile first", "stripe_account_id")
+                           "set your payout account first (PUT /v1/me/payout-account)", "stripe_account_id")
         try:
             async with conn.transaction():
                 return await (await conn.execute(

@@ -17,11 +17,13 @@ and changes nothing, and a failed effect rolls the row back for Stripe's retry.
   reverses them. Their event ids derive from the Stripe event id, so even an
   append whose Postgres commit then failed collapses with its redelivery
   downstream.
-* Tips, memberships, and the refunds and disputes of payments of ours (a tip,
-  a card funding, a membership invoice) are admin_api.billing_events': a
-  ``payment_intent.succeeded`` is a tip's first, else a funding's, and a
-  ``charge.refunded`` of a payment of ours is taken back in the books instead
-  of becoming a sale's refund event.
+* Tips, boosts, memberships, and the refunds and disputes of payments of
+  ours (a tip, a card funding, a boost, a membership invoice) are
+  admin_api.billing_events': a ``payment_intent.succeeded`` is a tip's first,
+  else a boost's, else a funding's, and a ``charge.refunded`` of a payment of
+  ours is taken back in the books instead of becoming a sale's refund event.
+  A refund an event issued (a boost its campaign can no longer take) is sent
+  to Stripe once the event's transaction has committed.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from oros.settings import Settings
 from oros.stripe_gateway import CURRENCY
 from oros.wire import Money, Uuid
 
-from . import billing_events
+from . import billing_events, refunds
 from .payload import respond
 from .routing import Header, Routes
 from .stripe_payload import Ignored, cents, lower, metadata, text
@@ -93,13 +95,16 @@ class Received(BaseModel):
     event_id: Uuid = None
     fundings_failed: int = None
     tips_failed: int = None
+    boosts_failed: int = None
     tip_id: Uuid = None
+    boost_id: Uuid = None
+    refund_id: Uuid = None
     creator_id: Uuid = None
     membership_id: Uuid = None
     memberships_failed: int = None
     monthly_tips_ended: int = None
     outcome: str = None
-    kind: Literal["tip", "funding", "membership"] = None
+    kind: Literal["tip", "funding", "boost", "membership"] = None
     object_id: Uuid = None
     taken_back: Money = None
 
@@ -137,6 +142,8 @@ async def stripe_webhook(request: web.Request) -> web.Response:
                                                                             "detail": exc.diag.message_primary})
                 raise ApiError(503, "unavailable", "the books cannot take this payment back yet; retry later",
                                retry_after_s=60) from None
+    if "refund_id" in result:
+        await refunds.send_refunds(request, [result["refund_id"]])
     return respond({"received": True, "status": "applied", **result})
 
 
@@ -169,6 +176,8 @@ async def _payment_succeeded(conn: psycopg.AsyncConnection, redis, settings: Set
     currency = lower(intent.get("currency"))
     if (tip := await billing_events.credit_tip(conn, settings, event, pi_id, received, currency)) is not None:
         return tip
+    if (boost := await billing_events.credit_boost(conn, settings, event, pi_id, received, currency)) is not None:
+        return boost
     row = await (await conn.execute(_CREDIT_SQL, {
         "event": event["id"], "pi": pi_id, "amount": received, "currency": currency,
     })).fetchone()
@@ -188,7 +197,8 @@ async def _payment_succeeded(conn: psycopg.AsyncConnection, redis, settings: Set
 async def _payment_failed(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:
     pi_id = text(event["data"]["object"], "id")
     row = await (await conn.execute(_FAIL_SQL, {"pi": pi_id})).fetchone()
-    return {"fundings_failed": row["n"], "tips_failed": await billing_events.fail_tip(conn, pi_id)}
+    return {"fundings_failed": row["n"], "tips_failed": await billing_events.fail_tip(conn, pi_id),
+            "boosts_failed": await billing_events.fail_boost(conn, pi_id)}
 
 
 async def _checkout_paid(conn: psycopg.AsyncConnection, redis, settings: Settings, event: dict) -> dict:

@@ -127,6 +127,8 @@ class Settings:
 
     platform_fee_pct: Decimal = Decimal("10")
     tip_fee_pct: Decimal = Decimal("5")
+    # A booster's reward: this percent of what its boost paid for (docs/supporters.md, "Boosts").
+    boost_reward_pct: Decimal = Decimal("5")
     hold_days: int = 14
     attribution_days: int = 30
     click_dedupe_s: int = 3600
@@ -184,6 +186,7 @@ class Settings:
             jwt_ttl_s=_int(env, "OROS_JWT_TTL_S", cls.jwt_ttl_s, minimum=60),
             platform_fee_pct=_decimal(env, "OROS_PLATFORM_FEE_PCT", "10", minimum=Decimal(0), maximum=Decimal(100)),
             tip_fee_pct=_decimal(env, "OROS_TIP_FEE_PCT", "5", minimum=Decimal(0), maximum=Decimal(100)),
+            boost_reward_pct=_decimal(env, "OROS_BOOST_REWARD_PCT", "5", minimum=Decimal(0), maximum=Decimal(100)),
             hold_days=_int(env, "OROS_HOLD_DAYS", 14),
             attribution_days=_int(env, "OROS_ATTRIBUTION_DAYS", 30, minimum=1),
             click_dedupe_s=_int(env, "OROS_CLICK_DEDUPE_SECONDS", 3600),
@@ -213,6 +216,8 @@ class Settings:
             raise SettingsError("OROS_REDIS_PREFIX may not hold { or }: Redis Cluster would read them as a hash tag")
         if self.redis_cluster and self.redis_url is not None and urlparse(self.redis_url).scheme == "unix":
             raise SettingsError("OROS_REDIS_CLUSTER=true needs a redis:// or rediss:// REDIS_URL (a seed node)")
+        if self.boost_reward_pct != self.boost_reward_pct.quantize(Decimal("0.01")):
+            raise SettingsError("OROS_BOOST_REWARD_PCT may have at most two decimals (boosts.reward_pct)")
         if self.anonymize_ip and self.click_dedupe_s > ANONYMIZED_MAX_DEDUPE_S:
             raise SettingsError(f"OROS_CLICK_DEDUPE_SECONDS may be at most {ANONYMIZED_MAX_DEDUPE_S} with "
                                 "OROS_ANONYMIZE_IP=true: the IP hash it deduplicates by is kept two days")

@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 DEFAULT_PORT = 9102
-JOBS = ("settle", "release_holds", "payouts", "reconcile")
+JOBS = ("settle", "release_holds", "payouts", "refunds", "reconcile")
 RUN_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 

@@ -144,17 +144,35 @@ SELECT t.id, t.amount - t.reversed_amount AS kept, t.platform_fee - t.reversed_f
     OR coalesce(l.creator, 0) <> t.net_amount - (t.reversed_amount - t.reversed_fee)
 """
 
-# Per card funding and membership invoice: the cash its live clearing legs hold is what it still pays.
+# Per card funding, boost and membership invoice: the cash its live clearing legs hold is what it still pays (less
+# what Stripe took back, and what OROS gave back of it: issued refunds are booked when issued, sql/postgres/0103).
 STRIPE_PAYMENTS_SQL = """
-SELECT 'funding ' || f.id AS what, f.amount - f.reversed_amount AS kept, coalesce(l.cash, 0) AS cash
+WITH issued AS (
+  SELECT coalesce(funding_id, boost_id) AS payer, sum(amount) AS amount FROM issued_refunds
+   WHERE transfer_id IS NOT NULL GROUP BY 1
+)
+SELECT 'funding ' || f.id AS what, f.amount - f.reversed_amount - coalesce(i.amount, 0) AS kept,
+       coalesce(l.cash, 0) AS cash
   FROM campaign_fundings f
+  LEFT JOIN issued i ON i.payer = f.id
   LEFT JOIN (SELECT coalesce(e.metadata->>'funding_id', e.source_id::text) AS funding,
                     sum(CASE e.direction WHEN 'debit' THEN e.amount ELSE -e.amount END) AS cash
                FROM ledger_entries e
               WHERE e.wallet_id = oros_platform_wallet('clearing') AND e.source_type IN ('escrow', 'refund')
                 AND e.status NOT IN ('failed', 'reversed')
               GROUP BY 1) l ON l.funding = f.id::text
- WHERE f.status = 'succeeded' AND coalesce(l.cash, 0) <> f.amount - f.reversed_amount
+ WHERE f.status = 'succeeded' AND coalesce(l.cash, 0) <> f.amount - f.reversed_amount - coalesce(i.amount, 0)
+UNION ALL
+SELECT 'boost ' || b.id, b.amount - b.taken_back - coalesce(i.amount, 0), coalesce(l.cash, 0)
+  FROM boosts b
+  LEFT JOIN issued i ON i.payer = b.id
+  LEFT JOIN (SELECT e.metadata->>'boost_id' AS boost,
+                    sum(CASE e.direction WHEN 'debit' THEN e.amount ELSE -e.amount END) AS cash
+               FROM ledger_entries e
+              WHERE e.wallet_id = oros_platform_wallet('clearing') AND e.source_type IN ('boost', 'refund')
+                AND e.status NOT IN ('failed', 'reversed')
+              GROUP BY 1) l ON l.boost = b.id::text
+ WHERE coalesce(l.cash, 0) <> b.amount - b.taken_back - coalesce(i.amount, 0)
 UNION ALL
 SELECT 'membership invoice ' || i.id, i.amount - i.reversed_amount, coalesce(l.cash, 0)
   FROM membership_invoices i
@@ -176,10 +194,92 @@ SELECT x.what, x.reversed, least(x.amount, s.taken) AS expected
         SELECT 'funding ' || id, stripe_payment_intent_id, amount, reversed_amount FROM campaign_fundings
          WHERE method = 'stripe' AND status = 'succeeded'
         UNION ALL
+        SELECT 'boost ' || id, stripe_payment_intent_id, amount, taken_back FROM boosts
+        UNION ALL
         SELECT 'membership invoice ' || id, stripe_payment_intent_id, amount, reversed_amount FROM membership_invoices
          WHERE stripe_payment_intent_id IS NOT NULL) x
   CROSS JOIN LATERAL oros_stripe_taken_back(x.pi) s
  WHERE x.reversed <> least(x.amount, s.taken)
+"""
+
+# A boost is money in: its payment was one Stripe confirmed for exactly its intent's amount, its transfer raised
+# escrow by exactly that, and no campaign's boosts hold more of its escrow than the campaign has left.
+BOOSTS_SQL = """
+SELECT 'boost ' || b.id || ': amount ' || b.amount || ', intent ' || coalesce(i.status || ' ' || i.amount, 'none')
+       || ', escrow raised ' || coalesce(l.escrow, 0) AS what
+  FROM boosts b
+  LEFT JOIN boost_intents i ON i.id = b.intent_id
+  LEFT JOIN (SELECT e.transfer_id, sum(e.amount) AS escrow FROM ledger_entries e
+              WHERE e.source_type = 'boost' AND e.wallet_id = oros_platform_wallet('escrow') AND e.direction = 'credit'
+                AND e.status NOT IN ('failed', 'reversed')
+              GROUP BY 1) l ON l.transfer_id = b.transfer_id
+ WHERE i.status IS DISTINCT FROM 'succeeded' OR i.amount <> b.amount OR coalesce(l.escrow, 0) <> b.amount
+UNION ALL
+SELECT 'campaign ' || c.id || ': boosts hold ' || round(v.held, 2) || ' of remaining ' || c.remaining_budget
+  FROM campaigns c JOIN (SELECT campaign_id, sum(value) AS held FROM boost_values GROUP BY 1) v ON v.campaign_id = c.id
+ WHERE round(v.held, 2) > c.remaining_budget
+"""
+
+# A boost reward is pending until its campaign completes, then paid: by one transfer of exactly its amount from the
+# platform's rewards wallet to the supporter (0.00: no transfer), and by nothing else.
+REWARDS_SQL = """
+SELECT 'reward ' || r.id || ' (' || r.status || ', ' || r.amount || ', campaign ' || c.status || '): rewards wallet '
+       || coalesce(l.paid_by, 0) || ', supporter ' || coalesce(l.paid_to, 0) || ', other legs ' || coalesce(o.n, 0)
+       AS what
+  FROM rewards r
+  JOIN campaigns c ON c.id = r.campaign_id
+  LEFT JOIN (SELECT e.transfer_id,
+                    sum(CASE WHEN w.purpose = 'rewards' THEN CASE e.direction WHEN 'debit' THEN e.amount
+                                                                               ELSE -e.amount END END) AS paid_by,
+                    sum(CASE WHEN w.purpose IN ('main', 'receivable') THEN CASE e.direction WHEN 'credit' THEN e.amount
+                                                                                             ELSE -e.amount END END)
+                      AS paid_to,
+                    bool_and(w.user_id = x.user_id OR w.purpose = 'rewards') AS to_its_user
+               FROM ledger_entries e JOIN wallets w ON w.id = e.wallet_id JOIN rewards x ON x.id = e.source_id
+              WHERE e.source_type = 'boost' AND e.status NOT IN ('failed', 'reversed')
+              GROUP BY e.transfer_id) l ON l.transfer_id = r.transfer_id
+  LEFT JOIN (SELECT e.source_id, count(*) AS n FROM ledger_entries e
+              WHERE e.source_type = 'boost' AND e.source_id IN (SELECT id FROM rewards)
+              GROUP BY 1) o ON o.source_id = r.id AND r.transfer_id IS NULL
+ WHERE r.source = 'boost'
+   AND ((r.status = 'pending') = (c.status = 'completed')
+        OR (r.status = 'paid' AND r.amount > 0
+            AND (coalesce(l.paid_by, 0) <> r.amount OR coalesce(l.paid_to, 0) <> r.amount OR NOT l.to_its_user))
+        OR (r.transfer_id IS NULL AND coalesce(o.n, 0) > 0)
+        OR (r.amount = 0 AND r.transfer_id IS NOT NULL))
+"""
+
+# What OROS gave back: each booked refund's transfer took exactly its amount out of escrow into clearing (one never
+# booked has no legs), and no payment was given back more than it still paid (Stripe's takebacks included).
+ISSUED_REFUNDS_SQL = """
+SELECT 'issued refund ' || i.id || ' of ' || i.amount || ': escrow ' || coalesce(l.escrow, 0) || ', clearing '
+       || coalesce(l.clearing, 0) AS what
+  FROM issued_refunds i
+  LEFT JOIN (SELECT e.transfer_id,
+                    sum(CASE WHEN w.purpose = 'escrow' AND e.direction = 'debit' THEN e.amount ELSE 0 END) AS escrow,
+                    sum(CASE WHEN w.purpose = 'clearing' AND e.direction = 'credit' THEN e.amount ELSE 0 END)
+                      AS clearing,
+                    count(*) AS legs
+               FROM ledger_entries e JOIN wallets w ON w.id = e.wallet_id
+              WHERE e.source_type = 'refund' AND e.status NOT IN ('failed', 'reversed')
+              GROUP BY 1) l ON l.transfer_id = i.transfer_id
+ WHERE (i.transfer_id IS NOT NULL AND (coalesce(l.escrow, 0) <> i.amount OR coalesce(l.clearing, 0) <> i.amount
+                                       OR l.legs <> 2))
+    OR (i.transfer_id IS NULL AND i.boost_intent_id IS NULL)
+UNION ALL
+SELECT 'funding ' || f.id || ' of ' || f.amount || ': taken back ' || f.reversed_amount || ', given back ' || s.given
+  FROM campaign_fundings f JOIN (SELECT funding_id, sum(amount) AS given FROM issued_refunds GROUP BY 1) s
+    ON s.funding_id = f.id
+ WHERE f.reversed_amount + s.given > f.amount
+UNION ALL
+SELECT 'boost ' || b.id || ' of ' || b.amount || ': taken back ' || b.taken_back || ', given back ' || s.given
+  FROM boosts b JOIN (SELECT boost_id, sum(amount) AS given FROM issued_refunds GROUP BY 1) s ON s.boost_id = b.id
+ WHERE b.taken_back + s.given > b.amount
+UNION ALL
+SELECT 'boost intent ' || x.id || ' of ' || x.amount || ' refunded at once ' || s.given
+  FROM boost_intents x JOIN (SELECT boost_intent_id, sum(amount) AS given FROM issued_refunds GROUP BY 1) s
+    ON s.boost_intent_id = x.id
+ WHERE x.status <> 'refunded' OR s.given <> x.amount
 """
 
 # Both sides in event id order (a uuid's order is its text's order), merged in one
@@ -274,7 +374,7 @@ def _stripe_payments(conn) -> Check:
     rows = conn.execute(STRIPE_PAYMENTS_SQL).fetchall()
     return _check("stripe_payments_match_ledger", [
         f"{r['what']}: keeps {r['kept']} vs clearing legs {r['cash']}" for r in rows
-    ], "each card funding and membership invoice holds in clearing what it still pays")
+    ], "each card funding, boost and membership invoice holds in clearing what it still pays")
 
 
 def _takebacks(conn) -> Check:
@@ -282,6 +382,27 @@ def _takebacks(conn) -> Check:
     return _check("stripe_takebacks_applied", [
         f"{r['what']}: took back {r['reversed']}, Stripe took back {r['expected']}" for r in rows
     ], "every refund and dispute Stripe reported is taken back in the books (receivables included)")
+
+
+def _boosts(conn) -> Check:
+    rows = conn.execute(BOOSTS_SQL).fetchall()
+    return _check("boosts_raise_escrow", [r["what"] for r in rows],
+                  "each boost is a confirmed payment of its intent's amount that raised escrow by it; no campaign's "
+                  "boosts hold more than it has left")
+
+
+def _rewards(conn) -> Check:
+    rows = conn.execute(REWARDS_SQL).fetchall()
+    return _check("boost_rewards_match_ledger", [r["what"] for r in rows],
+                  "boost rewards are pending until their campaign completes, then paid by one transfer of their "
+                  "amount from the rewards wallet to the supporter")
+
+
+def _issued_refunds(conn) -> Check:
+    rows = conn.execute(ISSUED_REFUNDS_SQL).fetchall()
+    return _check("issued_refunds_within_payments", [r["what"] for r in rows],
+                  "each refund OROS issued took its amount out of escrow into clearing; no payment was given back "
+                  "more than it paid")
 
 
 def _decided_hours(conn) -> Check:
@@ -348,7 +469,8 @@ def reconcile(settings: Settings) -> list[Check]:
         try:
             checks = [_wallets(conn), _transfers(conn), _escrow(conn), _campaign_paid(conn),
                       _paid_once(conn), _earned(conn), _negative(conn), _decided_hours(conn), _tips(conn),
-                      _stripe_payments(conn), _takebacks(conn)]
+                      _stripe_payments(conn), _takebacks(conn), _boosts(conn), _rewards(conn),
+                      _issued_refunds(conn)]
             try:
                 checks.append(_clickhouse(settings, conn))
             except psycopg.Error:

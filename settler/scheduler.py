@@ -1,4 +1,4 @@
-"""``oros settler``: the settle, release-holds, payouts and reconcile jobs on APScheduler.
+"""``oros settler``: the settle, release-holds, payouts, refunds and reconcile jobs on APScheduler.
 
 Jobs are synchronous (Postgres and the chDB client are), so each runs in a
 worker thread, off the event loop that ``oros dev`` shares with the tracker
@@ -18,6 +18,7 @@ import signal
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from oros import issued_refunds
 from oros.settings import Settings
 
 from . import metrics as settler_metrics
@@ -51,13 +52,18 @@ def _summary(name: str, result) -> object:
 
 
 def build_scheduler(settings: Settings, metrics: settler_metrics.SettlerMetrics | None = None) -> AsyncIOScheduler:
-    """The four jobs, not started; the caller starts it inside its event loop."""
+    """The five jobs, not started; the caller starts it inside its event loop.
+
+    ``refunds`` sends the refunds OROS issued that are still pending at Stripe (oros/issued_refunds.py): the
+    request or webhook that issued one sends it at once, this retries what an outage or a crash left.
+    """
     metrics = metrics or settler_metrics.SettlerMetrics()
     scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
     for name, fn, every_s in (
         ("settle", settle_once, settings.settle_interval_s),
         ("release_holds", release_due, settings.release_interval_s),
         ("payouts", pay_withdrawals, settings.payout_interval_s),
+        ("refunds", issued_refunds.send, settings.payout_interval_s),
         ("reconcile", reconcile, settings.reconcile_interval_s),
     ):
         scheduler.add_job(_job(name, fn, settings, metrics), "interval", seconds=every_s, id=name, name=name)

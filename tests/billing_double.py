@@ -11,7 +11,10 @@ This double serves, in the API version the ``stripe`` package pins:
   ``default_incomplete``, ``expand[]=latest_invoice.confirmation_secret``),
   ``POST /v1/subscriptions/{id}`` (``cancel_at_period_end``),
   ``DELETE /v1/subscriptions/{id}``, ``GET /v1/invoice_payments?invoice=``;
-  a repeated ``Idempotency-Key`` replays the first answer;
+  ``POST /v1/refunds`` (of a PaymentIntent, never beyond what it paid, which
+  the double reads from localstripe) and ``GET /v1/refunds?payment_intent=``
+  (localstripe's refunds have no idempotency and no cap); a repeated
+  ``Idempotency-Key`` replays the first answer;
 * everything else is passed through to localstripe (PaymentIntents, cards).
 
 What Stripe does on its own -- a customer paying, the next month's invoice,
@@ -61,6 +64,10 @@ class BillingDouble:
         self.subscriptions: dict[str, dict] = {}
         self.invoices: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
+        self.refunds: list[dict] = []
+        # What the next refund requests meet, one each, in order: "outage" (500 before anything is recorded),
+        # "lost" (the refund is made, its answer lost: 500), "refused" (400, as for a disputed charge).
+        self.refund_faults: list[str] = []
         self._idempotent: dict[str, bytes] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="billing-double", daemon=True)
@@ -87,6 +94,8 @@ class BillingDouble:
         app.router.add_post("/v1/subscriptions/{id}", self._update_subscription)
         app.router.add_delete("/v1/subscriptions/{id}", self._cancel_subscription)
         app.router.add_get("/v1/invoice_payments", self._invoice_payments)
+        app.router.add_post("/v1/refunds", self._create_refund)
+        app.router.add_get("/v1/refunds", self._list_refunds)
         app.router.add_route("*", "/{tail:.*}", self._pass_through)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -190,6 +199,49 @@ class BillingDouble:
             "payment": {"type": "payment_intent", "payment_intent": invoice["_payment_intent"]}}]
         return web.json_response({"object": "list", "url": "/v1/invoice_payments", "has_more": False, "data": data})
 
+    async def _create_refund(self, request: web.Request) -> web.Response:
+        form = await self._form(request)
+        fault = self.refund_faults.pop(0) if self.refund_faults else None
+        if fault == "outage":
+            return _error(500, "api_error", "An unknown error occurred", retry=False)
+        if (prior := self._replayed(request)) is None:
+            if fault == "refused":
+                return _error(400, "charge_disputed", "This charge has been disputed and cannot be refunded.")
+            paid = await self._paid(request, form.get("payment_intent", ""))
+            if paid is None:
+                return _error(404, "resource_missing", f"No such payment_intent: '{form.get('payment_intent')}'")
+            amount = int(form["amount"])
+            if self.refunded(form["payment_intent"]) + amount > paid:
+                return _error(400, "charge_already_refunded", "Refund amount is greater than the unrefunded amount.")
+            refund = {"id": _id("re"), "object": "refund", "payment_intent": form["payment_intent"],
+                      "amount": amount, "currency": "usd", "status": "succeeded", "metadata": _metadata(form)}
+            self.refunds.append(refund)
+            prior = self._answer(request, refund).body
+        if fault == "lost":
+            return _error(500, "api_error", "An unknown error occurred", retry=False)
+        return web.Response(body=prior, content_type="application/json")
+
+    async def _list_refunds(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.path))
+        pi = request.query.get("payment_intent")
+        data = [r for r in reversed(self.refunds) if pi is None or r["payment_intent"] == pi]
+        return web.json_response({"object": "list", "url": "/v1/refunds", "has_more": False, "data": data})
+
+    async def _paid(self, request: web.Request, pi: str) -> int | None:
+        """What a PaymentIntent asked for, as localstripe holds it (the test's webhooks say it was paid)."""
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{self.upstream}/v1/payment_intents/{pi}",
+                headers={"Authorization": request.headers.get("Authorization", "")}) as upstream:
+            return (await upstream.json())["amount"] if upstream.status == 200 else None
+
+    def forget_idempotency_keys(self) -> None:
+        """A day has passed: Stripe no longer knows the keys it was sent."""
+        self._idempotent.clear()
+
+    def refunded(self, pi: str) -> int:
+        """Cents refunded of a PaymentIntent so far."""
+        return sum(r["amount"] for r in self.refunds if r["payment_intent"] == pi)
+
     async def _pass_through(self, request: web.Request) -> web.Response:
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() in ("authorization", "idempotency-key", "content-type", "stripe-version")}
@@ -280,6 +332,8 @@ def _expand(form: dict) -> set[str]:
     return {v for k, v in form.items() if k.startswith("expand[")}
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    kind = "invalid_request_error"
-    return web.json_response({"error": {"type": kind, "code": code, "message": message}}, status=status)
+def _error(status: int, code: str, message: str, *, retry: bool | None = None) -> web.Response:
+    kind = "invalid_request_error" if status < 500 else "api_error"
+    headers = {} if retry is None else {"Stripe-Should-Retry": str(retry).lower()}
+    return web.json_response({"error": {"type": kind, "code": code, "message": message}}, status=status,
+                             headers=headers)

@@ -65,6 +65,17 @@ EXECUTABLE = {
     "oros_membership_payment_failed(text)": {"oros_api"},
     "oros_record_refund(text,text,numeric)": {"oros_api"},
     "oros_record_dispute(text,text,text,numeric,text,boolean,boolean)": {"oros_api"},
+    # Boosts (0102-0106). As the caller: a boost of auth.uid() only, if it may boost; refund-unspent only for the
+    # campaign's business or an admin, under the campaign's lock.
+    "oros_boost_blocker(uuid)": {"oros_app"},  # answers about the caller and a campaign's status
+    "oros_open_boost(uuid,uuid,numeric,text)": {"oros_app"},
+    "oros_refund_unspent(uuid)": {"oros_app"},
+    # The webhook: only a boost the API opened, for its amount; the refund sender: only a pending issued refund.
+    "oros_credit_boost(text,text,numeric,text,numeric)": {"oros_api"},
+    "oros_fail_boost_intent(text)": {"oros_api"},
+    "oros_take_issued_refund(uuid)": {"oros_api"},
+    "oros_pending_issued_refunds(integer)": {"oros_api"},
+    "oros_finish_issued_refund(uuid,text,boolean,text)": {"oros_api"},
 }
 
 GRANTEES_SQL = """

@@ -79,7 +79,7 @@ def money_state(pg, campaign_id: str) -> dict:
         r["purpose"]: r["available_balance"]
         for r in pg.execute(
             "SELECT purpose, available_balance FROM wallets WHERE user_id = '00000000-0000-0000-0000-000000000001'"
-            " AND purpose <> 'main'"
+            " AND purpose IN ('escrow', 'fees', 'clearing')"
         ).fetchall()
     }
     entries = pg.execute("SELECT count(*) AS n FROM ledger_entries WHERE source_id = %s", (campaign_id,)).fetchone()

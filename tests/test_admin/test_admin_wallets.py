@@ -83,7 +83,10 @@ async def test_withdrawal_preconditions(api, make_user, admin, settings):
     resp = await api.post("/v1/withdrawals", json=body, headers=no_account.headers)
     assert resp.status == 409
     assert_error(await resp.json(), "payout_account_required", "stripe_account_id")
-    assert (await api.post("/v1/withdrawals", json=body, headers=supporter.headers)).status == 403
+    # A supporter withdraws its rewards like earnings, to its payout account (PUT /v1/me/payout-account).
+    resp = await api.post("/v1/withdrawals", json=body, headers=supporter.headers)
+    assert_error(await resp.json(), "payout_account_required", "stripe_account_id")
+    assert (await api.post("/v1/withdrawals", json=body, headers=make_user("business").headers)).status == 403
     below = str(settings.min_withdrawal - 1)
     for field, value in [("amount", below), ("amount", "ten"), ("amount", 20.0), ("amount", None),
                          ("method", "wire"), ("method", None)]:

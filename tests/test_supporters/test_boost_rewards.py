@@ -1,0 +1,91 @@
+"""Boost rewards: a share of what each boost paid for, pending until the campaign completes, then paid exactly."""
+
+from __future__ import annotations
+
+from boost_flows import boost, budget, clicks, complete, creator_on, held, reward
+from supporter_flows import D
+
+
+async def rewards_of(flows, user, query: str = "") -> list[dict]:
+    resp = await flows.api.get(f"/v1/me/rewards{query}", headers=user.headers)
+    assert resp.status == 200, await resp.text()
+    return (await resp.json())["items"]
+
+
+async def test_each_boost_earns_on_what_it_paid_for_while_it_was_in_and_is_paid_at_completion(flows, world):
+    business = flows.user("business")
+    first, second = flows.user("supporter"), flows.user("supporter")
+    campaign = world.campaign(business.id, payout="10.00", fund="1000.00")
+    creator = creator_on(flows, world, campaign)
+    a, _ = await boost(flows, first, campaign, "500.00")
+    await clicks(flows, world, campaign, creator, 30)  # 300.00 paid by 1,500.00: the boost paid a third, 100.00
+
+    assert held(flows, a) == D("400.00")
+    pending = await rewards_of(flows, first)
+    assert [(r["status"], r["amount"], r["unspent"]) for r in pending] == [("pending", "5.00", "400.00")]
+
+    b, _ = await boost(flows, second, campaign, "300.00")  # the pool: business 800, first 400, second 300
+    await clicks(flows, world, campaign, creator, 45)  # 450.00 paid by 1,500.00: each pays 30 % of what it holds
+
+    assert (held(flows, a), held(flows, b), budget(flows, campaign)[2]) == (D("280.00"), D("210.00"), D("1050.00"))
+    await complete(flows, business, campaign)
+
+    # first: 500 - 280 = 220 paid for, 5 % = 11.00; second: 300 - 210 = 90, 4.50. Of 750.00 paid while boosts
+    # were in, 15.50 (2.07 %), paid by the platform, held as long as the campaign's payouts are.
+    assert (reward(flows, a)["status"], reward(flows, a)["amount"]) == ("paid", D("11.00"))
+    assert (reward(flows, b)["status"], reward(flows, b)["amount"]) == ("paid", D("4.50"))
+    assert flows.wallet(first) == (D("0.00"), D("11.00")) and flows.wallet(second) == (D("0.00"), D("4.50"))
+    assert flows.platform("rewards") == (D("0.00"), D("15.50"))
+    paid = await rewards_of(flows, first, "?source=boost&status=paid")
+    assert [(r["amount"], r["campaign_id"], r["boost_id"]) for r in paid] == [("11.00", campaign, a)]
+    assert await rewards_of(flows, first, "?status=pending") == []
+    assert await rewards_of(flows, second, "?source=share") == []
+    flows.assert_books()
+
+    # Withdrawable like any earning once released: KYC, the minimum, a payout account.
+    flows.release_holds()
+    assert flows.wallet(first) == (D("11.00"), D("0.00"))
+
+    async def withdraw(user, amount: str):
+        resp = await flows.api.post("/v1/withdrawals", json={"amount": amount, "method": "ach"}, headers=user.headers)
+        return resp.status, await resp.json()
+
+    status, body = await withdraw(first, "11.00")
+    assert (status, body["error"]["code"]) == (409, "payout_account_required")
+    put = await flows.api.put("/v1/me/payout-account", json={"stripe_account_id": "acct_first"}, headers=first.headers)
+    assert (put.status, (await put.json())["stripe_account_id"]) == (200, "acct_first")
+    status, body = await withdraw(first, "11.00")
+    assert (status, body["amount"], body["status"]) == (201, "11.00", "requested")
+    assert flows.wallet(first) == (D("0.00"), D("0.00"))  # reserved
+    assert (await withdraw(second, "4.50"))[1]["error"]["field"] == "amount"  # under the minimum
+    flows.assert_books()
+
+
+async def test_the_settler_completing_an_exhausted_campaign_pays_its_rewards_in_that_transaction(flows, world):
+    supporter = flows.user("supporter")
+    campaign = world.campaign(payout="1.00", fund="10.00")
+    creator = creator_on(flows, world, campaign)
+    b, _ = await boost(flows, supporter, campaign, "10.00")
+
+    report = await clicks(flows, world, campaign, creator, 23)
+
+    assert report["events_paid"] == 20 and budget(flows, campaign)[2:] == (D("0.00"), "completed")
+    assert (reward(flows, b)["status"], reward(flows, b)["amount"]) == ("paid", D("0.50"))
+    assert flows.wallet(supporter) == (D("0.00"), D("0.50"))
+    flows.assert_books()
+
+
+async def test_a_reward_that_comes_to_nothing_is_paid_as_zero_and_a_lister_sees_only_its_own(flows, world):
+    business, supporter = flows.user("business"), flows.user("supporter")
+    campaign = world.campaign(business.id, payout="1.00", fund="10.00")
+    b, _ = await boost(flows, supporter, campaign, "5.00")
+
+    await complete(flows, business, campaign)  # nothing spent
+
+    row = reward(flows, b)
+    assert (row["status"], row["amount"], row["transfer_id"]) == ("paid", D("0.00"), None)
+    assert await rewards_of(flows, business) == []
+    assert await rewards_of(flows, flows.user("admin")) == []  # /me: an admin's own, none
+    bad = await flows.api.get("/v1/me/rewards?status=owed", headers=supporter.headers)
+    assert (bad.status, (await bad.json())["error"]["field"]) == (422, "status")
+    flows.assert_books()
