@@ -112,3 +112,19 @@ def test_the_admin_apis_clickhouse_login_only_reads():
     assert reader.find("password").get("from_env") == "CLICKHOUSE_READER_PASSWORD"
     assert reader.findtext("profile") == "oros_reader"
     assert [grant.text for grant in reader.findall("grants/query")] == ["GRANT SELECT ON oros.*"]
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda path: path.name)
+def test_redis_asks_every_client_for_its_password(path):
+    """The event stream is inside the money boundary (docs/security.md): no client reaches it unauthenticated."""
+    services = load(path)["services"]
+    redis_servers = {name: service for name, service in services.items()
+                     if str(service.get("image", "")).startswith("redis") and "redis-server" in service["command"]}
+    assert redis_servers
+    for name, service in redis_servers.items():
+        command = service["command"]
+        assert command[command.index("--requirepass") + 1] == "${REDIS_PASSWORD:?set REDIS_PASSWORD}", name
+        assert service["environment"]["REDISCLI_AUTH"] == "${REDIS_PASSWORD:?set REDIS_PASSWORD}", name
+    urls = {name: service["environment"]["REDIS_URL"] for name, service in oros_services({"services": services}).items()
+            if "REDIS_URL" in service["environment"]}
+    assert urls and all(url.startswith("redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD}@") for url in urls.values())
