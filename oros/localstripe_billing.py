@@ -96,4 +96,5 @@ def _open_first_invoice(sub: Subscription) -> None:
 def _confirmation_secret(invoice: Invoice) -> dict | None:
     if invoice.payment_intent is None:
         return None
-    return {"type": "payment_intent", "client_secret": PaymentIntent._api_retrieve(invoice.payment_intent).client_secret}
+    intent = PaymentIntent._api_retrieve(invoice.payment_intent)
+    return {"type": "payment_intent", "client_secret": intent.client_secret}

@@ -234,7 +234,8 @@ def test_demo_recipes_pay_a_membership_and_a_monthly_tip_through_localstripe(set
         [membership] = orjson.loads(ran.stdout[ran.stdout.rindex('{"items"'):])["items"]
         assert (membership["membership_type"], membership["status"]) == ("creator_plus", "active")
         campaign = re.search(r"^  campaign   (\S+)", printed, re.M).group(1)
-        assert api(dev, "GET", f"/v1/campaigns/{campaign}", tokens["OROS_BUSINESS_TOKEN"])["remaining_budget"] == "150.00"
+        funded = api(dev, "GET", f"/v1/campaigns/{campaign}", tokens["OROS_BUSINESS_TOKEN"])
+        assert funded["remaining_budget"] == "150.00"
 
         creator = api(dev, "GET", "/v1/me", tokens["OROS_CREATOR_TOKEN"])
         supporter = api(dev, "POST", "/v1/auth/signup", expect=201, email="fan@example.com", password=PASSWORD,
