@@ -23,7 +23,7 @@ from oros import embedded
 from oros.stripe_gateway import stripe_client
 
 from billing_double import sign
-from supporter_flows import VISA, D, Flows
+from supporter_flows import SYSTEM, VISA, D, Flows
 
 WEBHOOK_SECRET = "whsec_dev_" + secrets.token_hex(16)
 DECLINED = "4000000000000341"  # attaches, then its charge is declined
@@ -106,6 +106,13 @@ async def test_a_monthly_tip_is_subscribed_paid_by_card_and_booked_once(dev):
     assert row == {"amount": D("6.00"), "platform_fee": D("0.30"), "net_amount": D("5.70"), "frequency": "monthly",
                    "stripe_invoice_id": invoice, "stripe_payment_intent_id": pi}
     assert dev.pg.execute("SELECT status FROM tip_intents WHERE id = %s", (tip["id"],)).fetchone()["status"] == "active"
+    legs = dev.pg.execute(
+        "SELECT w.purpose, w.user_id::text AS owner, l.direction, l.amount, l.source_type FROM ledger_entries l"
+        " JOIN wallets w ON w.id = l.wallet_id JOIN tips t ON t.transfer_id = l.transfer_id"
+        " WHERE t.intent_id = %s ORDER BY l.amount DESC", (tip["id"],)).fetchall()
+    assert [tuple(leg.values()) for leg in legs] == [
+        ("clearing", SYSTEM, "debit", D("6.00"), "tip"), ("main", creator.id, "credit", D("5.70"), "tip"),
+        ("fees", SYSTEM, "credit", D("0.30"), "tip")]
     assert dev.wallet(creator) == (D("0.00"), D("5.70"))
     assert dev.platform("fees") == (D("0.00"), D("0.30"))  # the fee is held with the tip
     assert localstripe(dev).v1.subscriptions.retrieve(sub).status == "active"
