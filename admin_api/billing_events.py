@@ -8,7 +8,8 @@ claimed (admin_api.webhooks), and moves money only through SQL functions:
   for its amount (``oros_credit_tip``), at the creator's fee of this moment
   (oros/fees.py); ``invoice.paid`` of a membership books it and activates it
   (``oros_membership_paid``). Stripe sends ``invoice.payment_succeeded``
-  beside ``invoice.paid``: both apply once per invoice.
+  beside ``invoice.paid`` (``oros dev``'s localstripe only the former): both
+  apply once per invoice.
 * ``customer.subscription.updated|deleted`` follow the subscription (a
   membership's cancel flag, paid period and end; a monthly tip's end);
   ``invoice.payment_failed`` is recorded (Stripe retries; its end ends it).

@@ -6,6 +6,8 @@ and its ``/_config`` API needs no key), on a port the kernel picks, written as
 one line on stdout. It exits when its parent dies: ``PR_SET_PDEATHSIG`` on
 Linux, and a parent watch everywhere. Its store lives in memory for the life
 of the parent (localstripe would otherwise pickle it to a fixed file in /tmp).
+It serves subscriptions in the shape admin_api.billing asks for
+(oros.localstripe_billing).
 """
 
 from __future__ import annotations
@@ -56,7 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     from localstripe import resources
     from localstripe.server import app
 
+    from oros import localstripe_billing
+
     resources.store.dump_to_disk = lambda: None
+    localstripe_billing.install()
     app.cleanup_ctx.append(_watch_parent(args.parent_pid))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))

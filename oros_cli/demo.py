@@ -133,7 +133,15 @@ PM=$(curl -s -u sk_test_demo: {stripe}/v1/payment_methods -d type=card -d "card[
   -d "card[exp_month]=12" -d "card[exp_year]=2034" -d "card[cvc]=123" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 curl -s -u sk_test_demo: {stripe}/v1/payment_intents/{pi} -d payment_method=$PM > /dev/null
 curl -s -u sk_test_demo: -X POST {stripe}/v1/payment_intents/{pi}/confirm > /dev/null
-sleep 2; curl -s -H "Authorization: Bearer $OROS_BUSINESS_TOKEN" {demo.admin_url}/v1/campaigns/{demo.campaign_id}"""
+sleep 2; curl -s -H "Authorization: Bearer $OROS_BUSINESS_TOKEN" {demo.admin_url}/v1/campaigns/{demo.campaign_id}
+# Memberships and monthly tips are subscriptions, paid the same way: the creator subscribes to creator_plus
+# and pays its first invoice (the intent in its client_secret) with that card; localstripe's webhook activates it.
+PI=$(curl -s -X POST -H "Authorization: Bearer $OROS_CREATOR_TOKEN" -d '{{"membership_type": "creator_plus"}}' \\
+  {demo.admin_url}/v1/memberships \\
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"].split("_secret_")[0])')
+curl -s -u sk_test_demo: {stripe}/v1/payment_intents/{pi} -d payment_method=$PM > /dev/null
+curl -s -u sk_test_demo: -X POST {stripe}/v1/payment_intents/{pi}/confirm > /dev/null
+sleep 2; curl -s -H "Authorization: Bearer $OROS_CREATOR_TOKEN" {demo.admin_url}/v1/me/memberships"""
 
 
 def print_demo(demo: Demo) -> None:

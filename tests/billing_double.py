@@ -4,6 +4,8 @@ localstripe (1.15) has subscriptions, but only on legacy plans (no
 ``items[][price_data]``, no ``latest_invoice.confirmation_secret``), no clock
 to bill a second month, sends ``invoice.payment_succeeded`` but never
 ``invoice.paid`` nor ``customer.subscription.updated``, and has no disputes.
+(``oros dev`` extends its own localstripe for the first invoice,
+oros/localstripe_billing.py; the tests of everything after it need this.)
 This double serves, in the API version the ``stripe`` package pins:
 
 * ``POST /v1/customers``, ``GET|POST /v1/products`` (our own ids;

@@ -218,3 +218,43 @@ def test_demo_is_funded_by_card_and_localstripe_dies_when_dev_is_killed(settings
         wait_until(lambda: not alive(stripe_pid), "localstripe to follow its killed parent", 30)
         # The kernel dropped the dead dev's lock with it: the data directory is free again.
         assert not embedded.dev_running(dev.data_dir)
+
+
+def test_demo_recipes_pay_a_membership_and_a_monthly_tip_through_localstripe(settings, tmp_path, port):
+    """The subscriptions of oros dev's localstripe (oros/localstripe_billing.py) from the outside: the
+    printed curl recipes fund the campaign and activate the demo creator's membership; a supporter's
+    monthly tip is booked by localstripe's own webhook."""
+    with oros_dev(dev_env(settings, tmp_path), tmp_path, port, "--demo") as dev:
+        printed = dev.printed()
+        tokens = dict(re.findall(r"^export (OROS_\w+_TOKEN)=(\S+)$", printed, re.M))
+        recipe = printed.split("(localstripe takes any sk_ key):\n", 1)[1].split("Ctrl-C stops.", 1)[0]
+        ran = subprocess.run(["bash", "-euo", "pipefail", "-c", recipe], env={**os.environ, **tokens},
+                             capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        [membership] = orjson.loads(ran.stdout[ran.stdout.rindex('{"items"'):])["items"]
+        assert (membership["membership_type"], membership["status"]) == ("creator_plus", "active")
+        campaign = re.search(r"^  campaign   (\S+)", printed, re.M).group(1)
+        funded = api(dev, "GET", f"/v1/campaigns/{campaign}", tokens["OROS_BUSINESS_TOKEN"])
+        assert funded["remaining_budget"] == "150.00"
+
+        creator = api(dev, "GET", "/v1/me", tokens["OROS_CREATOR_TOKEN"])
+        supporter = api(dev, "POST", "/v1/auth/signup", expect=201, email="fan@example.com", password=PASSWORD,
+                        roles=["supporter"])["token"]
+        tip = api(dev, "POST", "/v1/tips", supporter, expect=201, to_creator_id=creator["id"], amount="5.00",
+                  frequency="monthly")
+        assert tip["status"] == "pending"
+        stripe_settings = replace(settings, stripe_api_base=dev.services()["stripe_api_base"],
+                                  stripe_api_key="sk_test_any")
+        client = stripe_client(stripe_settings)
+        method = client.v1.payment_methods.create({"type": "card", "card": {
+            "number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}})
+        pi = tip["client_secret"].split("_secret_")[0]
+        client.v1.payment_intents.update(pi, {"payment_method": method.id})
+        client.v1.payment_intents.confirm(pi)
+
+        [booked] = wait_until(lambda: api(dev, "GET", "/v1/tips?direction=sent", supporter)["items"],
+                              "localstripe's invoice.payment_succeeded to book the monthly tip", 30)
+        # creator_plus caps the creator's fee at 8%, but tips start at 5 (OROS_TIP_FEE_PCT): a cap never raises.
+        assert (booked["amount"], booked["platform_fee"], booked["net_amount"], booked["frequency"]) == (
+            "5.00", "0.25", "4.75", "monthly")
+        assert all(check.ok for check in reconcile(settings))
