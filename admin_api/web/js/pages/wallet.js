@@ -1,4 +1,4 @@
-// Creator money: the wallet (pending, available), the ledger (with hold dates), withdrawals.
+// Creator and supporter money (tips and earnings; boost rewards): the wallet (pending, available), the ledger (with hold dates), withdrawals.
 
 import { get, post, query } from '../api.js';
 import { dl, h, section, table, toast } from '../dom.js';
@@ -28,7 +28,7 @@ function withdrawalsTable(items) {
 }
 
 page({
-  path: '/wallet', title: 'Wallet', roles: ['creator'], nav: { label: 'Wallet' },
+  path: '/wallet', title: 'Wallet', roles: ['creator', 'supporter'], nav: { label: 'Wallet' },
   render: async ({ query: q, refresh }) => {
     const [wallet, ledger, withdrawals] = await Promise.all([
       get('/v1/wallet'), get(`/v1/wallet/ledger${query({ cursor: q.get('ledger_cursor'), limit: 50 })}`),
