@@ -37,7 +37,7 @@ def paid_tip(api: Api, stack, supporter: dict, creator_id: str, amount: str) -> 
 
 def test_a_supporter_tips_to_unlock_a_post_and_boosts_a_campaign(browser, stack, tmp_path):
     api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
-    _, creator_id, creator = api.user("creator")
+    creator_email, creator_id, creator = api.user("creator")
     supporter_email, supporter_id, _ = api.user("supporter")
     business_email, _, business = api.user("business")
     community = api.call("POST", "/v1/communities", creator, name="Night owls", description="Night shoots.")
@@ -55,7 +55,7 @@ def test_a_supporter_tips_to_unlock_a_post_and_boosts_a_campaign(browser, stack,
     filled = {name: browser.find_element(By.ID, f"tip-{name}").get_attribute("value")
               for name in ("to_creator_id", "amount", "frequency", "post_id")}
     assert filled == {"to_creator_id": creator_id, "amount": "5.00", "frequency": "one_time", "post_id": locked["id"]}
-    # Below the post's price: the API's refusal is shown next to the amount.
+    # Below the card network's minimum: the API's refusal is shown next to the amount.
     ui.fill("tip-amount", "0.10")
     ui.click("Continue to card")
     assert "at least" in ui.wait_field_error("tip", "amount")
@@ -122,7 +122,7 @@ def test_a_supporter_tips_to_unlock_a_post_and_boosts_a_campaign(browser, stack,
                                              "/wallet"])
 
     # The creator sees the tip received, net of the platform's fee.
-    log_in(ui, api_email(api, creator_id))
+    log_in(ui, creator_email)
     ui.route("/tips?direction=received")
     received = ui.text_of("tips")
     assert supporter_id in received and "$5.00" in received and "$4.75" in received  # OROS_TIP_FEE_PCT 5
@@ -133,18 +133,16 @@ def test_a_supporter_tips_to_unlock_a_post_and_boosts_a_campaign(browser, stack,
     api.call("POST", f"/v1/campaigns/{campaign['id']}/complete", business)
     ui.route(f"/campaigns/{campaign['id']}")
     ui.click("Refund unspent budget")
+    # Its last events are paid by the next settlement first: the API's 409 is shown where the result goes.
+    ui.wait_text("refund-outcome", "not settled yet")
+    api.call("POST", "/v1/admin/settlements", api.admin())
+    ui.click("Refund unspent budget")
     ui.wait_text("refund-outcome", "$16.00")
     outcome = ui.text_of("refund-outcome")
     assert "To boosters\n$6.00" in outcome and "To you\n$10.00" in outcome
     ui.shot("business-refund-unspent")
     problems += check_pages(ui, "business", [f"/campaigns/{campaign['id']}"])
     assert problems == []
-
-
-def api_email(api: Api, user_id: str) -> str:
-    import psycopg
-    with psycopg.connect(api.settings.database_url) as conn:
-        return conn.execute("SELECT email FROM users WHERE id = %s", (user_id,)).fetchone()[0]
 
 
 def test_a_supporter_cannot_see_another_supporters_tips_or_boosts(browser, stack, tmp_path):

@@ -1,6 +1,6 @@
 // Business: campaigns (list, create, detail, edit, fund, lifecycle), applications, links, set-up.
 
-import { get, id, patch, post, query } from '../api.js';
+import { ApiError, get, id, patch, post, query } from '../api.js';
 import { cardStep, poll } from '../cardpay.js';
 import { button, copyButton, dl, h, secretBox, section, table, toast } from '../dom.js';
 import * as features from '../features.js';
@@ -183,7 +183,14 @@ function refundUnspent(c) {
   return section('Unspent budget',
     h('p', {}, 'Give back what this campaign did not spend: boosters\' unspent money to their cards, the rest to your card payments (payments made by other means are returned by finance).'),
     h('div', { class: 'actions' }, button('Refund unspent budget', async () => {
-      const done = await post(`/v1/campaigns/${id(c.id)}/refund-unspent`, {}, { headers: { 'Idempotency-Key': idempotencyKey } });
+      let done;
+      try {
+        done = await post(`/v1/campaigns/${id(c.id)}/refund-unspent`, {}, { headers: { 'Idempotency-Key': idempotencyKey } });
+      } catch (err) {  // e.g. 409 settlement_pending: said where the result would be, until the next press
+        if (!(err instanceof ApiError)) throw err;
+        outcome.replaceChildren(h('p', { class: 'form-error', role: 'alert' }, err.message));
+        return;
+      }
       outcome.replaceChildren(dl([['Refunded', h('span', { id: 'refunded-total' }, money(done.refunded))],
         ['To boosters', money(done.to_boosters)], ['To you', money(done.to_business)]]));
       toast(`Refunded ${money(done.refunded)}`);
