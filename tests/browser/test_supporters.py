@@ -72,6 +72,8 @@ def test_a_supporter_tips_to_unlock_a_post_and_boosts_a_campaign(browser, stack,
     ui.wait_heading("Night owls")
     assert SECRET_RECIPE in ui.text_of("feed")
     assert "Locked · you can read it" in ui.text_of("feed")
+    ui.wait(lambda d: d.execute_script("return getComputedStyle(document.getElementById('toast')).opacity") == "0")
+    ui.shot("supporter-post-unlocked")
 
     ui.route("/tips")
     rows = [[c.text for c in row.find_elements(By.CSS_SELECTOR, "th, td")]

@@ -62,7 +62,7 @@ page({
       onSubmit: async (values) => {
         const stripe = await loadStripe();
         const intent = await post(`/v1/campaigns/${id(c.id)}/boosts`, values, { headers: { 'Idempotency-Key': idempotencyKey } });
-        start.el.hidden = true;
+        start.el.remove();  // the boost is opened: its amount is on the Pay button
         holder.replaceChildren(h('p', {}, `Your boost earns ${intent.reward_pct}% of what it pays for (the rate when Stripe confirms it).`),
           payStep(stripe, intent, c));
         holder.querySelector('#card-element input, #card-element iframe')?.focus();

@@ -6,7 +6,7 @@
 
 import { ApiError, get, id, post, query } from '../api.js';
 import { cardStep, poll } from '../cardpay.js';
-import { button, h, loadMore, section, table, tableRow, toast } from '../dom.js';
+import { button, dl, h, loadMore, section, table, tableRow, toast } from '../dom.js';
 import * as features from '../features.js';
 import { form } from '../forms.js';
 import { money, when } from '../format.js';
@@ -53,9 +53,12 @@ page({
         } catch (err) {
           throw onFrequency(err);
         }
-        start.el.hidden = true;
-        holder.replaceChildren(intent.frequency === 'one_time' ? payStep(stripe, intent, community)
-          : monthlyOpened(intent));
+        start.el.remove();  // the tip is opened: what it is stays on the page, the card step follows
+        holder.replaceChildren(dl([['To creator', h('code', {}, intent.to_creator_id)],
+          ['Amount', money(intent.amount)], ['How often', FREQUENCIES[intent.frequency] || intent.frequency],
+          ...(intent.post_id ? [['Unlocks the post', h('code', {}, intent.post_id)]] : []),
+          ...(intent.message ? [['Message', intent.message]] : [])]),
+        intent.frequency === 'one_time' ? payStep(stripe, intent, community) : monthlyOpened(intent));
         holder.querySelector('#card-element input, #card-element iframe')?.focus();
       },
     });
