@@ -10,9 +10,9 @@ import time
 
 import requests
 from selenium.webdriver.common.by import By
-
 from test_journeys import type_card
 from test_pages import check_pages
+
 from webui import UI, Api, log_in
 
 VISA = {"number": "4242424242424242", "exp_month": "12", "exp_year": "30", "cvc": "123", "postal_code": "10001"}
@@ -93,7 +93,8 @@ def test_a_supporter_tips_to_unlock_a_post_and_boosts_a_campaign(browser, stack,
     ui.route("/memberships")
     tiers = ui.text_of("tiers")
     assert "Supporter Plus" in tiers and "$4.99 a month" in tiers and "$99.00 a month" in tiers
-    options = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#membership-membership_type option")]
+    options = [o.get_attribute("value")
+               for o in browser.find_elements(By.CSS_SELECTOR, "#membership-membership_type option")]
     assert options == ["supporter_plus"]  # only the tiers of the caller's roles
     ui.click("Subscribe")
     assert "payment provider" in ui.wait_field_error("membership", "membership_type")
