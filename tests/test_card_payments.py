@@ -218,3 +218,19 @@ async def test_membership_tiers_are_listed_publicly_as_configured(api):
          "max_active_campaigns": None, "unlocks_supporter_posts": True},
         {"name": "business_growth", "role": "business", "monthly_price": "99.00", "fee_pct_cap": None,
          "max_active_campaigns": 25, "unlocks_supporter_posts": False}]}
+
+
+async def test_racing_confirmations_of_one_boost_charge_and_credit_it_once(api, world, pg, localstripe_url):
+    campaign = world.campaign(fund="10.00")
+    auth = bearer(world.settings, world.user("supporter"))
+    intent = await (await api.post(f"/v1/campaigns/{campaign}/boosts", json={"amount": "4.00"}, headers=auth)).json()
+    path = f"/v1/boosts/{intent['id']}/confirm"
+    methods = [card_from_the_page(localstripe_url, VISA) for _ in range(2)]
+    answers = await asyncio.gather(*(api.post(path, json={"payment_method": m}, headers=auth) for m in methods))
+    # One confirms; the other finds the intent past confirmation (its status) or is refused by Stripe: never 5xx.
+    assert sorted(a.status for a in answers)[0] == 200 and all(a.status in (200, 409, 422) for a in answers)
+    await wait_until(pg, "SELECT status AS v FROM boost_intents WHERE id = %s", (intent["id"],), "succeeded")
+    await asyncio.sleep(0.5)
+    assert pg.execute("SELECT count(*) AS n FROM boosts WHERE intent_id = %s", (intent["id"],)).fetchone()["n"] == 1
+    assert world.campaign_row(campaign)["funded_budget"] == Decimal("14.00")
+    world.assert_books()
