@@ -17,11 +17,13 @@ from webui import UI, Api, log_in
 
 VISA = {"number": "4242424242424242", "exp_month": "12", "exp_year": "30", "cvc": "123", "postal_code": "10001"}
 SECRET_RECIPE = "The night-shoot recipe: ISO 3200, f/1.8, 1/60."
+XSS_MESSAGE = '<img src=x onerror="window.__xss=1">thanks<script>window.__xss=2</script>'
 
 
-def paid_tip(api: Api, stack, supporter: dict, creator_id: str, amount: str) -> dict:
+def paid_tip(api: Api, stack, supporter: dict, creator_id: str, amount: str, message: str) -> dict:
     """A tip paid over HTTP as the page pays it: a card token made with the publishable key, confirmed by the API."""
-    intent = api.call("POST", "/v1/tips", supporter, to_creator_id=creator_id, amount=amount, frequency="one_time")
+    intent = api.call("POST", "/v1/tips", supporter, to_creator_id=creator_id, amount=amount, frequency="one_time",
+                      message=message)
     token = requests.post(f"{stack.settings.stripe_api_base}/v1/tokens", timeout=10, data={
         "card[number]": VISA["number"], "card[exp_month]": "12", "card[exp_year]": "2034", "card[cvc]": "123",
         "key": "pk_test_oros"}).json()
@@ -150,9 +152,9 @@ def test_a_supporter_tips_to_unlock_a_post_and_boosts_a_campaign(browser, stack,
 
 def test_a_supporter_cannot_see_another_supporters_tips_or_boosts(browser, stack, tmp_path):
     api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
-    _, creator_id, _ = api.user("creator")
+    creator_email, creator_id, _ = api.user("creator")
     _, _, owner = api.user("supporter")
-    tip = paid_tip(api, stack, owner, creator_id, "4.00")
+    tip = paid_tip(api, stack, owner, creator_id, "4.00", XSS_MESSAGE)
     _, _, business = api.user("business")
     campaign = api.active_campaign(business)
     boost = api.call("POST", f"/v1/campaigns/{campaign['id']}/boosts", owner, amount="2.00")
@@ -172,3 +174,10 @@ def test_a_supporter_cannot_see_another_supporters_tips_or_boosts(browser, stack
     assert ui.text_of("rewards") == "No boost or reward yet."
     assert ui.fetch("GET", "/v1/me/memberships")["data"]["items"] == []
     assert ui.console_errors() == []
+
+    # A tip's message is the supporter's words on the creator's page: text, never markup.
+    log_in(ui, creator_email)
+    ui.route("/tips?direction=received")
+    assert XSS_MESSAGE in ui.text_of("tips")
+    assert browser.execute_script("return window.__xss") is None
+    assert not browser.find_elements(By.CSS_SELECTOR, "#tips img, #tips script")
