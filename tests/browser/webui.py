@@ -39,7 +39,8 @@ class UI:
 
     def wait(self, condition, timeout: float = WAIT_S):
         # A page re-rendering between finding an element and reading it is a reason to look again, not a failure.
-        return WebDriverWait(self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
+        waiting = WebDriverWait(self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
+        return waiting.until(condition)
 
     def open(self, route: str = "/") -> None:
         """Load the app fresh at a hash route (a full page load, as typing the URL does)."""
