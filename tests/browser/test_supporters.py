@@ -95,6 +95,7 @@ def test_a_supporter_tips_to_unlock_a_post_and_boosts_a_campaign(browser, stack,
     ui.route("/memberships")
     tiers = ui.text_of("tiers")
     assert "Supporter Plus" in tiers and "$4.99 a month" in tiers and "$99.00 a month" in tiers
+    assert "For\nBusinesses" in tiers
     options = [o.get_attribute("value")
                for o in browser.find_elements(By.CSS_SELECTOR, "#membership-membership_type option")]
     assert options == ["supporter_plus"]  # only the tiers of the caller's roles

@@ -11,6 +11,7 @@ import { page } from '../router.js';
 import * as session from '../session.js';
 
 const PAGE_SIZE = 20;
+const FOR_ROLE = { creator: 'Creators', supporter: 'Supporters', business: 'Businesses' };
 
 function effect(t, base) {
   if (t.fee_pct_cap != null) return `Your platform fee on earnings and tips is at most ${t.fee_pct_cap}%.`;
@@ -22,7 +23,7 @@ function effect(t, base) {
 function tierList(tiers, base) {
   return h('ul', { class: 'plain items', id: 'tiers' }, tiers.map((t) => h('li', { class: 'item' },
     h('h3', {}, tierName(t.name)),
-    dl([['Price', h('span', { class: 'tier-price' }, `${money(t.monthly_price)} a month`)], ['For', `${t.role}s`],
+    dl([['Price', h('span', { class: 'tier-price' }, `${money(t.monthly_price)} a month`)], ['For', FOR_ROLE[t.role] || t.role],
       ['What it does', effect(t, base)]]))));
 }
 
