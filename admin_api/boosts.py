@@ -31,7 +31,7 @@ from oros.wire import Amount, Money, Uuid
 
 from . import billing, idempotency
 from .auth import caller
-from .payload import parse, path_id
+from .payload import parse, path_id, respond
 from .routing import Routes
 from .typedefs import PG_POOL, SETTINGS
 
@@ -46,6 +46,7 @@ INTENT_COLUMNS = """id, supporter_id, campaign_id, amount, currency, status, str
 # As the caller: RLS shows active campaigns to everyone, others to their business and admins.
 _VISIBLE_SQL = "SELECT id FROM campaigns WHERE id = %(id)s"
 _BLOCKER_SQL = "SELECT oros_boost_blocker(%(id)s) AS blocker"
+_MINE_SQL = f"SELECT {INTENT_COLUMNS} FROM boost_intents WHERE id = %(id)s AND supporter_id = %(me)s"
 _OPEN_SQL = f"SELECT {INTENT_COLUMNS} FROM oros_open_boost(%(id)s, %(campaign)s, %(amount)s, %(pi)s)"
 
 # Why a caller may not boost, as the API answers it (oros_boost_blocker's codes).
@@ -61,7 +62,7 @@ class BoostIn(BaseModel):
                                                           "minimum)")
 
 
-class BoostIntent(BaseModel):
+class BoostState(BaseModel):
     """The boost as asked for: credited to the campaign when Stripe confirms its payment"""
 
     id: Uuid
@@ -74,6 +75,11 @@ class BoostIntent(BaseModel):
     refusal_reason: str | None
     created_at: datetime
     credited_at: datetime | None
+
+
+class BoostIntent(BoostState):
+    """The boost as asked for, with what Stripe.js pays it with"""
+
     client_secret: str = Field(description="what Stripe.js pays it with")
     reward_pct: Money = Field(description="the reward percent in force now (OROS_BOOST_REWARD_PCT): the boost "
                                           "earns this percent of what it pays for, at the percent in force when "
@@ -115,10 +121,24 @@ async def create_boost(request: web.Request) -> web.Response:
         except psycopg.errors.ObjectNotInPrerequisiteState as exc:
             # The campaign changed while Stripe was asked (it was paused, say): the intent is never paid.
             raise _blocked(exc.diag.message_hint) from None
-        return {**row, "amount": fmt(row["amount"]), "currency": row["currency"].upper(), "client_secret": secret,
-                "reward_pct": fmt(settings.boost_reward_pct)}
+        return {**_intent(row), "client_secret": secret, "reward_pct": fmt(settings.boost_reward_pct)}
 
     return await idempotency.once(request, who.id, record, before=ask_stripe)
+
+
+@routes.get("/v1/boosts/{id}", "One of the caller's boosts as asked for: pending until Stripe confirms its "
+            "payment, then succeeded (credited), or failed", responses={200: BoostState})
+async def get_boost(request: web.Request) -> web.Response:
+    who = await caller(request)
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        row = await (await conn.execute(_MINE_SQL, {"id": path_id(request), "me": who.id})).fetchone()
+    if row is None:
+        raise not_found("boost")
+    return respond(_intent(row))
+
+
+def _intent(row: dict) -> dict:
+    return {**row, "amount": fmt(row["amount"]), "currency": row["currency"].upper()}
 
 
 async def _check_may_boost(conn: psycopg.AsyncConnection, campaign_id: str) -> None:

@@ -1,4 +1,6 @@
-"""``POST /v1/campaigns/{id}/fundings/{funding_id}/confirm``: pay a pending card funding with a card.
+"""Paying a pending card payment with a card, confirmed server-side: a campaign funding
+(``POST /v1/campaigns/{id}/fundings/{funding_id}/confirm``), a one-time tip (``POST /v1/tips/{id}/confirm``)
+and a boost (``POST /v1/boosts/{id}/confirm``).
 
 Stripe's "finalize payments on the server" flow: the page turns the card into
 a PaymentMethod with Stripe.js (the card number never reaches us), sends its
@@ -72,6 +74,14 @@ class Confirmation(BaseModel):
     status: Literal[INTENT_STATUSES]
 
 
+class IntentConfirmation(BaseModel):
+    """The PaymentIntent's status (the tip or boost is booked by the webhook, not by this answer)"""
+
+    id: Uuid
+    payment_intent_id: str
+    status: Literal[INTENT_STATUSES]
+
+
 # As the caller: RLS shows a business only its own campaigns' fundings.
 _FUNDING_SQL = """
 SELECT f.id::text AS id, f.status, f.method, f.stripe_payment_intent_id AS payment_intent_id,
@@ -100,6 +110,46 @@ async def confirm_card_funding(request: web.Request) -> web.Response:
         raise conflict("funding_closed", f"this funding is {funding['status']}: there is nothing left to pay")
     status = await _confirm(settings, funding["payment_intent_id"], method)
     return respond({"funding_id": funding_id, "payment_intent_id": funding["payment_intent_id"], "status": status})
+
+
+# As the caller: RLS shows a supporter only their own intents; the WHERE says so again.
+_TIP_INTENT_SQL = """SELECT frequency, status, stripe_payment_intent_id AS payment_intent_id
+  FROM tip_intents WHERE id = %(id)s AND from_user_id = %(me)s"""
+_BOOST_INTENT_SQL = """SELECT 'one_time' AS frequency, status, stripe_payment_intent_id AS payment_intent_id
+  FROM boost_intents WHERE id = %(id)s AND supporter_id = %(me)s"""
+
+
+async def _confirm_intent(request: web.Request, sql: str, what: str) -> web.Response:
+    """Confirm the caller's own pending one-time intent (a tip's or a boost's) with the card sent."""
+    who = (await caller(request)).require("supporter")
+    settings = request.app[SETTINGS]
+    if settings.stripe_api_key is None:
+        raise ApiError(503, "stripe_not_configured", f"card payments are unavailable: {STRIPE_API_KEY} is not set")
+    intent_id = path_id(request)
+    method = (await parse(CardIn, request)).payment_method
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        intent = await (await conn.execute(sql, {"id": intent_id, "me": who.id})).fetchone()
+    # A monthly tip's first payment is its subscription's invoice, not an intent of ours: not here.
+    if intent is None or intent["frequency"] != "one_time" or intent["payment_intent_id"] is None:
+        raise not_found(what)
+    if intent["status"] != "pending":
+        raise conflict(f"{what}_closed", f"this {what} is {intent['status']}: there is nothing left to pay")
+    status = await _confirm(settings, intent["payment_intent_id"], method)
+    return respond({"id": intent_id, "payment_intent_id": intent["payment_intent_id"], "status": status})
+
+
+@routes.post("/v1/tips/{id}/confirm", "Confirm a pending one-time tip's PaymentIntent with a card Stripe.js turned "
+             "into a PaymentMethod (the tip's sender); requires_action means 3-D Secure. The tip is booked by the "
+             "webhook, never here", body=CardIn, responses={200: IntentConfirmation})
+async def confirm_card_tip(request: web.Request) -> web.Response:
+    return await _confirm_intent(request, _TIP_INTENT_SQL, "tip")
+
+
+@routes.post("/v1/boosts/{id}/confirm", "Confirm a pending boost's PaymentIntent with a card Stripe.js turned into a "
+             "PaymentMethod (its supporter); requires_action means 3-D Secure. The campaign is credited by the "
+             "webhook, never here", body=CardIn, responses={200: IntentConfirmation})
+async def confirm_card_boost(request: web.Request) -> web.Response:
+    return await _confirm_intent(request, _BOOST_INTENT_SQL, "boost")
 
 
 async def _confirm(settings, intent_id: str, method: str) -> str:

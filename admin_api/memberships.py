@@ -83,6 +83,36 @@ class Membership(BaseModel):
     client_secret: str | None = Field(None, description="on creation: what Stripe.js pays the first invoice with")
 
 
+class TierInfo(BaseModel):
+    """A tier: who may subscribe, its monthly price, and what it does while active (oros/tiers.py)"""
+
+    name: Literal[tuple(tiers.TIERS)]
+    role: str = Field(description="the role a subscriber must hold")
+    monthly_price: Money = Field(description="usd, billed by Stripe every month")
+    fee_pct_cap: Money | None = Field(description="the creator's platform fee is at most this percent")
+    max_active_campaigns: int | None = Field(description="a business may run this many campaigns at once")
+    unlocks_supporter_posts: bool = Field(description="unlocks the supporter-only posts of the member's "
+                                                      "communities")
+
+
+class TierList(BaseModel):
+    items: list[TierInfo]
+    base_active_campaigns: int = Field(description="a business's limit without business_growth")
+
+
+@routes.get("/v1/membership-tiers", "The membership tiers, their prices and effects (public)",
+            responses={200: TierList}, access="public")
+async def list_tiers(request: web.Request) -> web.Response:
+    return respond({"items": [_tier(tier) for tier in tiers.TIERS.values()],
+                    "base_active_campaigns": tiers.BASE_ACTIVE_CAMPAIGNS})
+
+
+def _tier(tier: tiers.Tier) -> dict:
+    return {"name": tier.name, "role": tier.role, "monthly_price": fmt(tier.monthly_price),
+            "fee_pct_cap": None if tier.fee_pct_cap is None else fmt(tier.fee_pct_cap),
+            "max_active_campaigns": tier.max_active_campaigns, "unlocks_supporter_posts": tier.unlocks_supporter_posts}
+
+
 def _product(tier: tiers.Tier) -> tuple[str, str]:
     return f"oros_tier_{tier.name}", f"OROS {tier.name.replace('_', ' ')}"
 

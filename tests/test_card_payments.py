@@ -122,3 +122,115 @@ async def test_strangers_and_bad_input(api, world, localstripe_url):
     assert resp.status == 422 and (await resp.json())["error"]["field"] == "payment_method"
     resp = await api.post(path, data=b"\xff\xfe", headers={**auth, "Content-Type": "application/json"})
     assert resp.status == 400
+
+
+# ---- Tips and boosts: the same server-side confirmation, for a supporter's own one-time intent ----
+
+async def wait_until(pg, query: str, params: tuple, expected) -> None:
+    deadline = time.monotonic() + 20
+    while (found := pg.execute(query, params).fetchone()["v"]) != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert found == expected
+
+
+async def test_a_tip_paid_by_a_typed_card_is_booked_by_the_webhook_once(api, world, pg, localstripe_url):
+    supporter, creator = world.user("supporter"), world.user("creator")
+    auth = bearer(world.settings, supporter)
+    resp = await api.post("/v1/tips", json={"to_creator_id": creator, "amount": "7.50", "frequency": "one_time"},
+                          headers=auth)
+    assert resp.status == 201, await resp.text()
+    intent = await resp.json()
+    path = f"/v1/tips/{intent['id']}/confirm"
+    resp = await api.post(path, json={"payment_method": card_from_the_page(localstripe_url, VISA)}, headers=auth)
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"id": intent["id"], "payment_intent_id": intent["stripe_payment_intent_id"],
+                                 "status": "succeeded"}
+    await wait_until(pg, "SELECT count(*) AS v FROM tips WHERE intent_id = %s", (intent["id"],), 1)
+    sent = await (await api.get("/v1/tips?direction=sent", headers=auth)).json()
+    assert [(t["intent_id"], t["amount"], t["net_amount"]) for t in sent["items"]] == [(intent["id"], "7.50", "7.12")]
+    again = await api.post(path, json={"payment_method": card_from_the_page(localstripe_url, VISA)}, headers=auth)
+    assert again.status == 409 and (await again.json())["error"]["code"] == "tip_closed"
+    world.assert_books()
+
+
+async def test_a_boost_paid_by_a_typed_card_is_credited_and_shown_to_its_supporter(api, world, pg, localstripe_url):
+    campaign = world.campaign(fund="10.00")
+    supporter = world.user("supporter")
+    auth = bearer(world.settings, supporter)
+    resp = await api.post(f"/v1/campaigns/{campaign}/boosts", json={"amount": "5.00"}, headers=auth)
+    assert resp.status == 201, await resp.text()
+    intent = await resp.json()
+    assert (await (await api.get(f"/v1/boosts/{intent['id']}", headers=auth)).json())["status"] == "pending"
+    resp = await api.post(f"/v1/boosts/{intent['id']}/confirm",
+                          json={"payment_method": card_from_the_page(localstripe_url, VISA)}, headers=auth)
+    assert (resp.status, (await resp.json())["status"]) == (200, "succeeded")
+    await wait_until(pg, "SELECT status AS v FROM boost_intents WHERE id = %s", (intent["id"],), "succeeded")
+    shown = await (await api.get(f"/v1/boosts/{intent['id']}", headers=auth)).json()
+    assert (shown["status"], shown["amount"], shown["campaign_id"]) == ("succeeded", "5.00", campaign)
+    assert "client_secret" not in shown
+    assert world.campaign_row(campaign)["funded_budget"] == Decimal("15.00")
+    world.assert_books()
+
+
+async def test_tip_and_boost_confirmation_refuse_strangers_others_intents_and_bad_input(api, world, localstripe_url):
+    supporter, creator = world.user("supporter"), world.user("creator")
+    auth = bearer(world.settings, supporter)
+    tip = await (await api.post("/v1/tips", json={"to_creator_id": creator, "amount": "3.00",
+                                                  "frequency": "one_time"}, headers=auth)).json()
+    campaign = world.campaign()
+    boost = await (await api.post(f"/v1/campaigns/{campaign}/boosts", json={"amount": "2.00"}, headers=auth)).json()
+    method = card_from_the_page(localstripe_url, VISA)
+    other = bearer(world.settings, world.user("supporter"))
+    for path in (f"/v1/tips/{tip['id']}/confirm", f"/v1/boosts/{boost['id']}/confirm"):
+        assert (await api.post(path, json={"payment_method": method}, headers=other)).status == 404
+        # The tipped creator sees the tip intent (RLS) but did not send it, and is no supporter.
+        assert (await api.post(path, json={"payment_method": method},
+                               headers=bearer(world.settings, creator))).status == 403
+        assert (await api.post(path, json={"payment_method": method})).status == 401
+        for bad in (None, "", "tok_abc", "pm_a\x00b", "pm_ünïcode"):
+            resp = await api.post(path, json={"payment_method": bad}, headers=auth)
+            assert (resp.status, (await resp.json())["error"]["field"]) == (422, "payment_method"), bad
+        resp = await api.post(path, data=b"\xff\xfe", headers={**auth, "Content-Type": "application/json"})
+        assert resp.status == 400
+    # A boost's id is not a tip's, nor the other way round; a malformed id is 404.
+    assert (await api.post(f"/v1/tips/{boost['id']}/confirm", json={"payment_method": method},
+                           headers=auth)).status == 404
+    assert (await api.post(f"/v1/boosts/{tip['id']}/confirm", json={"payment_method": method},
+                           headers=auth)).status == 404
+    assert (await api.post("/v1/tips/not-an-id/confirm", json={"payment_method": method}, headers=auth)).status == 404
+    assert (await api.get(f"/v1/boosts/{boost['id']}", headers=other)).status == 404
+    assert (await api.get(f"/v1/boosts/{tip['id']}", headers=auth)).status == 404
+    # A declined card is named on the field; the tip stays open for another card.
+    resp = await api.post(f"/v1/tips/{tip['id']}/confirm",
+                          json={"payment_method": card_from_the_page(localstripe_url, DECLINED)}, headers=auth)
+    assert (resp.status, (await resp.json())["error"]["field"]) == (402, "payment_method")
+
+
+async def test_membership_tiers_are_listed_publicly_as_configured(api):
+    resp = await api.get("/v1/membership-tiers")
+    assert resp.status == 200
+    assert await resp.json() == {"base_active_campaigns": 5, "items": [
+        {"name": "creator_plus", "role": "creator", "monthly_price": "9.99", "fee_pct_cap": "8.00",
+         "max_active_campaigns": None, "unlocks_supporter_posts": False},
+        {"name": "creator_pro", "role": "creator", "monthly_price": "29.99", "fee_pct_cap": "5.00",
+         "max_active_campaigns": None, "unlocks_supporter_posts": False},
+        {"name": "supporter_plus", "role": "supporter", "monthly_price": "4.99", "fee_pct_cap": None,
+         "max_active_campaigns": None, "unlocks_supporter_posts": True},
+        {"name": "business_growth", "role": "business", "monthly_price": "99.00", "fee_pct_cap": None,
+         "max_active_campaigns": 25, "unlocks_supporter_posts": False}]}
+
+
+async def test_racing_confirmations_of_one_boost_charge_and_credit_it_once(api, world, pg, localstripe_url):
+    campaign = world.campaign(fund="10.00")
+    auth = bearer(world.settings, world.user("supporter"))
+    intent = await (await api.post(f"/v1/campaigns/{campaign}/boosts", json={"amount": "4.00"}, headers=auth)).json()
+    path = f"/v1/boosts/{intent['id']}/confirm"
+    methods = [card_from_the_page(localstripe_url, VISA) for _ in range(2)]
+    answers = await asyncio.gather(*(api.post(path, json={"payment_method": m}, headers=auth) for m in methods))
+    # One confirms; the other finds the intent past confirmation (its status) or is refused by Stripe: never 5xx.
+    assert sorted(a.status for a in answers)[0] == 200 and all(a.status in (200, 409, 422) for a in answers)
+    await wait_until(pg, "SELECT status AS v FROM boost_intents WHERE id = %s", (intent["id"],), "succeeded")
+    await asyncio.sleep(0.5)
+    assert pg.execute("SELECT count(*) AS n FROM boosts WHERE intent_id = %s", (intent["id"],)).fetchone()["n"] == 1
+    assert world.campaign_row(campaign)["funded_budget"] == Decimal("14.00")
+    world.assert_books()

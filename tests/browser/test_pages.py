@@ -136,7 +136,8 @@ def test_every_main_page_is_accessible_and_fits_a_phone(browser, stack, tmp_path
         "/browse", f"/browse/{campaign}", "/earnings", "/my-stats", "/wallet", "/account", "/communities",
         "/communities/new", f"/communities/{community}", "/webhooks", f"/webhooks/{endpoints['creator']}"])
     log_in(ui, data["supporter"])
-    problems += check_pages(ui, "supporter", ["/communities", f"/communities/{community}", "/account"])
+    problems += check_pages(ui, "supporter", ["/communities", f"/communities/{community}", "/account", "/tips",
+                                              "/memberships", "/boosts", f"/boosts/{campaign}", "/rewards", "/wallet"])
     log_in(ui, data["admin"])
     problems += check_pages(ui, "finance", [
         "/finance", "/finance/reconcile", "/finance/kyc", "/finance/funding", "/finance/adjustments",

@@ -38,7 +38,9 @@ class UI:
         driver.get_log("browser")  # the browser is shared: drop what earlier tests logged
 
     def wait(self, condition, timeout: float = WAIT_S):
-        return WebDriverWait(self.driver, timeout).until(condition)
+        # A page re-rendering between finding an element and reading it is a reason to look again, not a failure.
+        waiting = WebDriverWait(self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
+        return waiting.until(condition)
 
     def open(self, route: str = "/") -> None:
         """Load the app fresh at a hash route (a full page load, as typing the URL does)."""

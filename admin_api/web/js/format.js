@@ -23,3 +23,6 @@ export function count(n) {
 export function status(value) {
   return value == null ? '—' : String(value);
 }
+
+// "supporter_plus" → "Supporter Plus": a tier's name as the API spells it, made readable.
+export const tierName = (tier) => tier.split('_').map((word) => word.charAt(0).toUpperCase() + word.slice(1)).join(' ');

@@ -1,6 +1,7 @@
 // Business: campaigns (list, create, detail, edit, fund, lifecycle), applications, links, set-up.
 
-import { get, id, patch, post, query } from '../api.js';
+import { ApiError, get, id, patch, post, query } from '../api.js';
+import { cardStep, poll } from '../cardpay.js';
 import { button, copyButton, dl, h, secretBox, section, table, toast } from '../dom.js';
 import * as features from '../features.js';
 import { form, localInput, parse } from '../forms.js';
@@ -155,49 +156,45 @@ function fundCard(c, refresh) {
 }
 
 function payStep(stripe, funding, c, refresh) {
-  const mount = h('div', { id: 'card-element', class: 'card-element', role: 'group', 'aria-label': 'Card details' });
-  const error = h('p', { class: 'field-error', id: 'card-error', role: 'alert' });
-  const outcome = h('p', { id: 'fund-status', role: 'status' });
-  const card = stripe.elements().create('card');
-  queueMicrotask(() => card.mount(mount));
-  const pay = button(`Pay ${money(funding.amount)}`, async () => {
-    error.textContent = '';
-    const declined = (message) => {
-      error.textContent = message || 'The card was not accepted.';
-    };
-    const made = await stripe.createPaymentMethod({ type: 'card', card });
-    if (made.error) return declined(made.error.message);
-    let step;
-    try {
-      step = await post(`/v1/campaigns/${id(c.id)}/fundings/${id(funding.id)}/confirm`, { payment_method: made.paymentMethod.id });
-    } catch (err) {
-      if (err.field !== 'payment_method') throw err;
-      return declined(err.message);
-    }
-    if (step.status === 'requires_action') {  // 3-D Secure: Stripe.js shows the bank's challenge
-      const done = await stripe.handleNextAction({ clientSecret: funding.client_secret });
-      if (done.error) return declined(done.error.message);
-      if (done.paymentIntent && done.paymentIntent.status === 'requires_payment_method') {
-        return declined('The card was not authenticated. Try again or use another card.');
+  return cardStep(stripe, {
+    amount: funding.amount, clientSecret: funding.client_secret, statusId: 'fund-status',
+    confirm: (method) => post(`/v1/campaigns/${id(c.id)}/fundings/${id(funding.id)}/confirm`, { payment_method: method }),
+    settled: async (outcome) => {
+      outcome.textContent = 'Payment confirmed; waiting for Stripe to credit the budget…';
+      const now = await poll(async () => {
+        const seen = await get(`/v1/campaigns/${id(c.id)}`);
+        return seen.funded_budget !== c.funded_budget ? seen : null;
+      });
+      if (!now) {
+        outcome.textContent = 'The payment is confirmed; the budget will show once Stripe notifies us.';
+        return;
       }
-    }
-    outcome.textContent = 'Payment confirmed; waiting for Stripe to credit the budget…';
-    await waitForCredit(c, funding, outcome);
-    return refresh();
-  }, { kind: 'primary', id: 'pay' });
-  return h('div', {}, h('label', { for: 'card-element' }, 'Card'), mount, error, h('div', { class: 'actions' }, pay), outcome);
+      toast(`Budget credited: ${money(now.remaining_budget)} remaining`);
+      refresh();
+    },
+  });
 }
 
-async function waitForCredit(c, funding, outcome) {
-  for (let attempt = 0; attempt < 30; attempt += 1) {
-    const now = await get(`/v1/campaigns/${id(c.id)}`);
-    if (now.funded_budget !== c.funded_budget) {
-      toast(`Budget credited: ${money(now.remaining_budget)} remaining`);
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-  }
-  outcome.textContent = 'The payment is confirmed; the budget will show once Stripe notifies us.';
+// A completed campaign's unspent budget goes back: boosters' share pro rata, the rest to the business's card
+// payments (docs/supporters.md). The API refuses it before completion or while settlement is due (409).
+function refundUnspent(c) {
+  const outcome = h('div', { id: 'refund-outcome', role: 'status' });
+  const idempotencyKey = crypto.randomUUID();  // a retried press books nothing twice
+  return section('Unspent budget',
+    h('p', {}, 'Give back what this campaign did not spend: boosters\' unspent money to their cards, the rest to your card payments (payments made by other means are returned by finance).'),
+    h('div', { class: 'actions' }, button('Refund unspent budget', async () => {
+      let done;
+      try {
+        done = await post(`/v1/campaigns/${id(c.id)}/refund-unspent`, {}, { headers: { 'Idempotency-Key': idempotencyKey } });
+      } catch (err) {  // e.g. 409 settlement_pending: said where the result would be, until the next press
+        if (!(err instanceof ApiError)) throw err;
+        outcome.replaceChildren(h('p', { class: 'form-error', role: 'alert' }, err.message));
+        return;
+      }
+      outcome.replaceChildren(dl([['Refunded', h('span', { id: 'refunded-total' }, money(done.refunded))],
+        ['To boosters', money(done.to_boosters)], ['To you', money(done.to_business)]]));
+      toast(`Refunded ${money(done.refunded)}`);
+    }, { id: 'refund-unspent' })), outcome);
 }
 
 function applications(c, items, refresh) {
@@ -266,7 +263,7 @@ page({
       h('p', {}, link('/campaigns', '← All campaigns'), ' · ', link(`/campaigns/${c.id}/stats`, 'Stats and charts')),
       c.description ? h('p', { class: 'description' }, c.description) : null,
       section('Overview', facts(c)),
-      c.status !== 'completed' ? fundCard(c, refresh) : null,
+      c.status !== 'completed' ? fundCard(c, refresh) : refundUnspent(c),
       applications(c, creators.items, refresh),
       section('Links', linksTable(links.items)),
       await setup(c),

@@ -8,7 +8,7 @@ import { get, id, post, query } from '../api.js';
 import { button, dl, h, loadMore, section, table, tableRow, toast } from '../dom.js';
 import * as features from '../features.js';
 import { form } from '../forms.js';
-import { count, money, when } from '../format.js';
+import { count, money, tierName, when } from '../format.js';
 import { go, link, page } from '../router.js';
 import * as session from '../session.js';
 
@@ -21,8 +21,6 @@ const UGC_REL = 'noopener noreferrer ugc';
 const EXCERPT_CHARS = 240;
 
 const typeName = (type) => TYPES[type] || type;
-// "supporter_plus" → "Supporter Plus": a tier's name as the API spells it, made readable.
-const tierName = (tier) => tier.split('_').map((word) => word.charAt(0).toUpperCase() + word.slice(1)).join(' ');
 
 // An absolute http(s) URL from a post, or null: relative or other-scheme addresses are never followed.
 function webUrl(raw) {
@@ -131,22 +129,30 @@ function content(p) {
   return [h('p', {}, `${p.content_type === 'video' ? 'Video' : 'Link'}: `, externalLink(url, url.href)), caption];
 }
 
-function lockedNotice(p) {
+// The tip form (pages/tips.js), filled in for this creator, and for a post with its unlock price.
+function tipPath(c, p) {
+  return `/tips/new${query({ to: c.creator_id, community: c.id, post: p && p.id, amount: p && p.min_tip_to_unlock })}`;
+}
+
+function lockedNotice(c, p) {
+  const supporter = session.roles().has('supporter');
   return h('div', { class: 'locked-note' },
     h('p', {}, h('strong', {}, `This ${typeName(p.content_type).toLowerCase()} post is locked.`), ' It opens with ',
       unlockTerms(p), '.'),
-    // Tipping comes with the tips pages; until then the page offers no action rather than a fake one.
-    h('p', { class: 'muted' }, 'Tipping from the web app is not available yet.'));
+    p.min_tip_to_unlock == null ? null
+      : supporter ? h('p', {}, link(tipPath(c, p), `Unlock for ${money(p.min_tip_to_unlock)}`,
+        { class: 'btn primary', id: `unlock-${p.id}` }))
+        : h('p', { class: 'muted' }, 'Supporters unlock it with a tip (add the supporter role on your account page).'));
 }
 
-function postView(p) {
+function postView(c, p) {
   const status = !p.is_locked ? null : p.unlocked ? 'Locked · you can read it' : 'Locked';
   return h('li', {}, h('article', { class: `post${p.unlocked ? '' : ' post-locked'}`, id: `post-${p.id}`,
     'aria-label': `${typeName(p.content_type)} post of ${when(p.created_at)}` },
   h('p', { class: 'post-meta' }, h('span', { class: 'badge' }, typeName(p.content_type)),
     status ? [' ', h('span', { class: 'badge locked' }, status)] : null,
     ' ', h('time', { datetime: p.created_at }, when(p.created_at))),
-  p.unlocked ? content(p) : lockedNotice(p),
+  p.unlocked ? content(p) : lockedNotice(c, p),
   p.unlocked && p.is_locked ? h('p', { class: 'muted' }, 'Others unlock it with ', unlockTerms(p), '.') : null));
 }
 
@@ -154,12 +160,13 @@ function membership(c, refresh) {
   const me = session.state.user;
   if (!me) return h('p', {}, link(`/login?next=${encodeURIComponent(`/communities/${c.id}`)}`, 'Log in'), ' to join.');
   if (c.creator_id === me.id) return h('p', { id: 'membership' }, 'This is your community: you post here, members read.');
+  const tip = session.roles().has('supporter') ? link(tipPath(c), 'Tip the creator', { id: 'tip-creator' }) : null;
   if (!c.membership) {
-    return button('Join community', async () => {
+    return h('div', { class: 'actions' }, tip, button('Join community', async () => {
       await post(`/v1/communities/${id(c.id)}/join`);
       toast(`You joined ${c.name}`);
       refresh();
-    }, { kind: 'primary', id: 'join' });
+    }, { kind: 'primary', id: 'join' }));
   }
   return h('div', { class: 'actions' },
     h('p', { id: 'membership' }, `You joined ${when(c.membership.joined_at)} as a `,
@@ -168,7 +175,7 @@ function membership(c, refresh) {
       await post(`/v1/communities/${id(c.id)}/leave`);
       toast(`You left ${c.name}`);
       refresh();
-    }, { id: 'leave' }));
+    }, { id: 'leave' }), tip);
 }
 
 async function postForm(c, publish) {
@@ -225,14 +232,14 @@ page({
     const feed = h('ol', { class: 'plain feed', id: 'feed' });
     const empty = h('p', { class: 'empty', id: 'feed-empty', hidden: posts.items.length > 0 }, 'No posts yet.');
     const add = (items) => {
-      const nodes = items.map(postView);
+      const nodes = items.map((p) => postView(c, p));
       feed.append(...nodes);
       return nodes;
     };
     add(posts.items);
     const publish = (made) => {
       empty.hidden = true;
-      feed.prepend(postView(made));
+      feed.prepend(postView(c, made));
     };
     return h('div', {},
       h('h1', {}, c.name), h('p', {}, link('/communities', '← Communities')),

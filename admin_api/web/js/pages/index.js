@@ -6,8 +6,11 @@ import './campaigns.js';
 import './stats.js';
 import './creator.js';
 import './wallet.js';
-// Supporters (issue 14): communities and posts. Tips and memberships add their modules here, after it.
+// Supporters (issue 14): communities and posts, tips, memberships, boosts and their rewards.
 import './communities.js';
+import './tips.js';
+import './memberships.js';
+import './boosts.js';
 import './finance.js';
 import './account.js';
 import './webhooks.js';

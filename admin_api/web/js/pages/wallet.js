@@ -1,6 +1,6 @@
-// Creator money: the wallet (pending, available), the ledger (with hold dates), withdrawals.
+// Creator and supporter money (tips and earnings; boost rewards): the wallet (pending, available), the ledger (with hold dates), withdrawals.
 
-import { get, post, query } from '../api.js';
+import { get, post, put, query } from '../api.js';
 import { dl, h, section, table, toast } from '../dom.js';
 import { form } from '../forms.js';
 import { money, when } from '../format.js';
@@ -27,8 +27,20 @@ function withdrawalsTable(items) {
   ], items, { empty: 'No withdrawals yet.' });
 }
 
+// A supporter has no creator profile: its payout account is set on its own (PUT /v1/me/payout-account).
+function payoutAccount() {
+  return form({
+    id: 'payout-account', submit: 'Save payout account',
+    fields: [{ name: 'stripe_account_id', label: 'Stripe Connect account (payouts)', placeholder: 'acct_…', required: true }],
+    onSubmit: async (values) => {
+      const saved = await put('/v1/me/payout-account', values);
+      toast(`Withdrawals are paid to ${saved.stripe_account_id}`);
+    },
+  }).el;
+}
+
 page({
-  path: '/wallet', title: 'Wallet', roles: ['creator'], nav: { label: 'Wallet' },
+  path: '/wallet', title: 'Wallet', roles: ['creator', 'supporter'], nav: { label: 'Wallet' },
   render: async ({ query: q, refresh }) => {
     const [wallet, ledger, withdrawals] = await Promise.all([
       get('/v1/wallet'), get(`/v1/wallet/ledger${query({ cursor: q.get('ledger_cursor'), limit: 50 })}`),
@@ -51,8 +63,11 @@ page({
         ['Pending', h('span', { id: 'pending-balance' }, money(wallet.pending_balance, wallet.currency))],
         ['Available', h('span', { id: 'available-balance' }, money(wallet.available_balance, wallet.currency))],
       ]), h('p', { class: 'muted' }, `New earnings are held ${holdDays} days (refunds are taken back in that time), then become available.`)),
-      section('Withdraw', h('p', {}, 'Needs approved identity verification and a Stripe account on ', link('/account', 'your profile'), '.'),
-        withdraw.el),
+      section('Withdraw', session.roles().has('creator')
+        ? h('p', {}, 'Needs approved identity verification and a Stripe account on ', link('/account', 'your profile'), '.')
+        : [h('p', {}, 'Your boost rewards are withdrawn like earnings: this needs approved identity verification and a Stripe account.'),
+          payoutAccount()],
+      withdraw.el),
       section('Withdrawals', withdrawalsTable(withdrawals.items)),
       section('Ledger', ledgerTable(ledger.items),
         ledger.next_cursor ? link(`/wallet${query({ ledger_cursor: ledger.next_cursor })}`, 'Older entries →') : null));

@@ -1,0 +1,95 @@
+// Memberships (oros/tiers.py, docs/supporters.md): the tiers with their price and effect
+// (GET /v1/membership-tiers), subscribing to one the caller's roles allow, the caller's memberships and
+// cancelling. A membership is a Stripe subscription, pending until its first invoice is paid; where the
+// server's Stripe has no Billing (localstripe) the API answers 502/503, shown next to the tier chosen.
+
+import { ApiError, get, id, post, query } from '../api.js';
+import { button, dl, h, loadMore, section, table, tableRow, toast } from '../dom.js';
+import { form } from '../forms.js';
+import { money, tierName, when } from '../format.js';
+import { page } from '../router.js';
+import * as session from '../session.js';
+
+const PAGE_SIZE = 20;
+const FOR_ROLE = { creator: 'Creators', supporter: 'Supporters', business: 'Businesses' };
+
+function effect(t, base) {
+  if (t.fee_pct_cap != null) return `Your platform fee on earnings and tips is at most ${t.fee_pct_cap}%.`;
+  if (t.max_active_campaigns != null) return `Up to ${t.max_active_campaigns} active campaigns at once (instead of ${base}).`;
+  if (t.unlocks_supporter_posts) return 'Opens the member-only posts of the communities you belong to.';
+  return '';
+}
+
+function tierList(tiers, base) {
+  return h('ul', { class: 'plain items', id: 'tiers' }, tiers.map((t) => h('li', { class: 'item' },
+    h('h3', {}, tierName(t.name)),
+    dl([['Price', h('span', { class: 'tier-price' }, `${money(t.monthly_price)} a month`)], ['For', FOR_ROLE[t.role] || t.role],
+      ['What it does', effect(t, base)]]))));
+}
+
+function subscribeForm(tiers, refresh) {
+  const mine = session.roles();
+  const open = tiers.filter((t) => mine.has(t.role));
+  if (!open.length) return h('p', { class: 'muted' }, 'No tier is offered to your roles.');
+  const idempotencyKey = crypto.randomUUID();
+  return form({
+    id: 'membership', submit: 'Subscribe',
+    fields: [{ name: 'membership_type', label: 'Tier', type: 'select', required: true, value: open[0].name,
+      options: open.map((t) => [t.name, `${tierName(t.name)}: ${money(t.monthly_price)} a month`]) }],
+    onSubmit: async (values) => {
+      let made;
+      try {
+        made = await post('/v1/memberships', values, { headers: { 'Idempotency-Key': idempotencyKey } });
+      } catch (err) {
+        // 502 (Stripe refused) and 503 (no Stripe) name no field: they are about subscribing to this tier.
+        if (err instanceof ApiError && (err.status === 502 || err.status === 503) && !err.field) err.field = 'membership_type';
+        throw err;
+      }
+      toast(`${tierName(made.membership_type)}: pending until Stripe confirms the first payment`);
+      refresh();
+    },
+  }).el;
+}
+
+const STATUS_NOTE = {
+  pending: 'waiting for the first payment', active: 'in effect', canceled: 'ended', expired: 'ended (not paid)',
+};
+
+function cancelButton(m, refresh) {
+  if (!['pending', 'active'].includes(m.status) || m.cancel_at_period_end) return m.cancel_at_period_end ? `Ends ${when(m.ends_at)}` : '—';
+  return button('Cancel', async () => {
+    const done = await post(`/v1/memberships/${id(m.id)}/cancel`);
+    toast(done.status === 'canceled' ? 'Membership canceled' : `Membership ends ${when(done.ends_at)}`);
+    refresh();
+  }, { 'aria-label': `Cancel ${tierName(m.membership_type)} membership`, kind: 'danger' });
+}
+
+const memberColumns = (refresh) => [
+  { label: 'Tier', value: (m) => tierName(m.membership_type), header: true },
+  { label: 'Status', value: (m) => [h('span', { class: `badge ${m.status}` }, m.status), ` ${STATUS_NOTE[m.status] || ''}`] },
+  { label: 'Price', value: (m) => money(m.price), class: 'num' },
+  { label: 'Since', value: (m) => when(m.started_at || m.created_at) },
+  { label: 'Paid until', value: (m) => when(m.current_period_end) },
+  { label: 'Cancel', value: (m) => cancelButton(m, refresh) },
+];
+
+page({
+  path: '/memberships', title: 'Memberships', nav: { label: 'Memberships' }, roles: ['supporter', 'creator', 'business'],
+  feature: ['get', '/v1/membership-tiers'],
+  render: async ({ refresh }) => {
+    const fetchPage = (cursor) => get(`/v1/me/memberships${query({ cursor, limit: PAGE_SIZE })}`);
+    const [tiers, mine] = await Promise.all([get('/v1/membership-tiers'), fetchPage()]);
+    const columns = memberColumns(refresh);
+    const shown = table(columns, mine.items, { caption: 'Your memberships, newest first', id: 'memberships',
+      empty: 'You have no membership.' });
+    const add = (items) => {
+      const body = shown.querySelector('tbody');
+      return body ? items.map((m) => body.appendChild(tableRow(columns, m))) : [];
+    };
+    return h('div', {}, h('h1', {}, 'Memberships'),
+      section('Tiers', h('p', { class: 'muted' }, 'Billed monthly by Stripe; a tier applies once its first payment is confirmed.'),
+        tierList(tiers.items, tiers.base_active_campaigns)),
+      section('Subscribe', subscribeForm(tiers.items, refresh)),
+      section('Yours', shown, loadMore(mine.next_cursor, fetchPage, add, { label: 'Load more memberships', id: 'more-memberships' })));
+  },
+});
