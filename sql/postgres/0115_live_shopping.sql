@@ -9,7 +9,8 @@
 --    database's clock (the app role keeps no write grant on live_events);
 --  * a live link is a tracking link bound to its event (tracking_links.
 --    live_event_id), opened with the event, so viewers are counted like any
---    click and a sale through its click is known as a live sale by its link;
+--    click and a sale through its click is known as a live sale by its link
+--    (its code and url are public, through live_event_links);
 --  * commission_pct: the per-event percent of the sale amount the business may
 --    pay instead of the campaign's payout (settable only before the event goes
 --    live, so a sale is never paid at a percent changed after it happened);
@@ -38,6 +39,12 @@ ALTER TABLE live_sales ADD COLUMN creator_id UUID REFERENCES users(id) ON DELETE
 ALTER TABLE live_sales ADD CONSTRAINT live_sale_fee_within CHECK (platform_fee <= commission);
 ALTER TABLE live_sales ADD CONSTRAINT live_sale_refunded CHECK (status <> 'refunded' OR commission = 0);
 CREATE INDEX idx_live_sales_transfer ON live_sales(transfer_id);
+
+-- A live link is public (viewers are sent to it), its counters are not: everyone reads the link of a
+-- live event through this view (the owner's rights), a link's row stays its creator's and business's.
+CREATE VIEW live_event_links AS
+SELECT live_event_id, id AS link_id, code, url FROM tracking_links WHERE live_event_id IS NOT NULL;
+GRANT SELECT ON live_event_links TO oros_app;
 
 -- Writes go through the functions below; reads stay as 0007 granted them.
 REVOKE INSERT, UPDATE ON live_events FROM oros_app;
