@@ -51,12 +51,13 @@ from .verify import FUTURE_SKEW_MS, PIXEL, Campaign, Candidate, Rules
 
 ZERO = Decimal("0.00")
 # A sale may complete this long after its event ended: a buyer who was at the checkout when the
-# creator said goodbye still counts. The live window of a sale's time t: started_at <= t <= ended_at + grace.
+# creator said goodbye still counts. The live window of a sale's time t: started_at <= t <= ended_at + grace,
+# started_at taken to the whole second (Stripe stamps its events in whole seconds).
 CHECKOUT_GRACE_MS = 10 * 60 * 1000
 
 LIVE_LINKS_SQL = """
 SELECT l.id::text AS link_id, e.id::text AS id, e.campaign_id::text AS campaign_id, e.creator_id::text AS creator_id,
-       floor(extract(epoch FROM e.started_at) * 1000)::bigint AS started_ms,
+       floor(extract(epoch FROM date_trunc('second', e.started_at)) * 1000)::bigint AS started_ms,
        floor(extract(epoch FROM e.ended_at) * 1000)::bigint AS ended_ms, e.commission_pct
   FROM tracking_links l JOIN live_events e ON e.id = l.live_event_id
  WHERE l.id = ANY(%s::uuid[])

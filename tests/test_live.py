@@ -87,7 +87,7 @@ def link_id(world: World, event: dict) -> str:
 
 async def viewer(world: World, redis, s: Shop, event: dict) -> Event:
     """A click through the live link, in ClickHouse and in the tracker's click index."""
-    click = world.click(s.campaign, (s.creator.id, link_id(world, event)), ts_ms=now_ms() - 1000)
+    click = world.click(s.campaign, (s.creator.id, link_id(world, event)), ts_ms=now_ms() - 30_000)
     world.put([click])
     entry = {"link_id": click.link_id, "campaign_id": s.campaign, "creator_id": s.creator.id, "supporter_id": None,
              "business_id": s.business.id}
