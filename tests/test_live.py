@@ -18,6 +18,7 @@ from ingest.writer import insert_events
 from oros import apikeys
 from oros.connections import APP_ROLE
 from oros.events import STREAM_FIELD, Event, uuid7
+from settler.reconcile import reconcile
 from settler.run import settle_once
 
 from oros.reasons import UNKNOWN_CAMPAIGN
@@ -433,3 +434,17 @@ async def test_a_stripe_checkout_through_the_live_link_is_a_live_sale(aiohttp_cl
     assert (report["events_paid"], report["amount_paid"]) == (1, "5.00")  # the click is a sale campaign's: unpaid
     [sale] = live_sales(world, event)
     assert (sale["order_id"], sale["amount"], sale["commission"]) == ("pi_live_1", D("25.00"), D("5.00"))
+
+
+async def test_reconcile_holds_live_sales_to_their_transfers(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s, pct="10")
+    await sell(api, s, event, "t-1", "50.00")
+    await settle(world, redis)
+    checks = {c.name: c for c in reconcile(world.settings)}
+    assert (checks["live_sales_match_ledger"].ok, checks["campaign_paid_matches_budget"].ok) == (True, True)
+
+    world.pg.execute("UPDATE live_sales SET commission = 4.00 WHERE live_event_id = %s", (event["id"],))
+    broken = {c.name: c for c in reconcile(world.settings)}["live_sales_match_ledger"]
+    assert (broken.ok, broken.detail.startswith("1 broken: live sale ")) == (False, True)
+    assert "commission 4.00 (fee 0.50, paid) vs ledger 5.00 (fee 0.50, creator 4.50)" in broken.detail
