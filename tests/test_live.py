@@ -448,3 +448,18 @@ async def test_reconcile_holds_live_sales_to_their_transfers(api, world, redis):
     broken = {c.name: c for c in reconcile(world.settings)}["live_sales_match_ledger"]
     assert (broken.ok, broken.detail.startswith("1 broken: live sale ")) == (False, True)
     assert "commission 4.00 (fee 0.50, paid) vs ledger 5.00 (fee 0.50, creator 4.50)" in broken.detail
+
+
+async def test_a_dry_run_plans_live_sales_and_writes_nothing(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s, pct="10")
+    await sell(api, s, event, "d-1", "30.00")
+    insert_events(world.settings, [Event.decode(f[STREAM_FIELD])
+                                   for _, f in await redis.xrange(world.settings.keys.stream)])
+    report = await asyncio.to_thread(settle_once, world.settings, dry_run=True)
+    assert (report["events_paid"], report["amount_paid"], report["fees"]) == (1, "3.00", "0.30")
+    assert live_sales(world, event) == []
+    assert world.pg.execute("SELECT count(*) AS n FROM events").fetchone()["n"] == 0
+    report = await asyncio.to_thread(settle_once, world.settings)
+    assert (report["events_paid"], len(live_sales(world, event))) == (1, 1)
+    world.assert_books()
