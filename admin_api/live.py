@@ -47,9 +47,9 @@ log = logging.getLogger(__name__)
 routes = Routes()
 
 STATUSES = ("scheduled", "live", "ended", "canceled")
-CURRENCIES = ("USD",)
+CURRENCIES = ("USD",)  # what the ledger books: one currency (docs/stripe.md)
 # The edges' clocks against the database's: a live link's first clicks may be stamped a little before it exists.
-CLOCK_SKEW = timedelta(minutes=5)  # what the ledger books: one currency (docs/stripe.md)
+CLOCK_SKEW = timedelta(minutes=5)
 
 EVENT_COLUMNS = """e.id, e.creator_id, e.campaign_id, e.title, e.status, e.scheduled_at, e.started_at, e.ended_at,
     e.commission_pct, e.created_at, l.link_id, l.code, l.url"""
@@ -179,7 +179,7 @@ def _refused(exc: psycopg.Error, what: str) -> ApiError:
     """What a lifecycle function's refusal means to the caller."""
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return forbidden(what)
-    return conflict("invalid_state", f"{exc.diag.message_primary}", "status")
+    return conflict("invalid_state", exc.diag.message_primary, "status")
 
 
 @routes.post("/v1/live-events", "Schedule a live event and its live link (creator accepted on the active campaign)",
