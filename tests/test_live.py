@@ -4,9 +4,12 @@ or a Stripe checkout, paid once through the settler as live sales, refunds rever
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import threading
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 import psycopg
@@ -409,11 +412,6 @@ async def test_who_sees_what_of_a_live_event(api, world, redis):
 
 
 async def test_a_stripe_checkout_through_the_live_link_is_a_live_sale(aiohttp_client, world, redis):
-    import hashlib
-    import hmac
-    import time
-    from dataclasses import replace
-
     secret = "whsec_test_live"
     settings = replace(world.settings, stripe_webhook_secret=secret)
     api = await aiohttp_client(create_app(settings))
@@ -434,6 +432,19 @@ async def test_a_stripe_checkout_through_the_live_link_is_a_live_sale(aiohttp_cl
     assert (report["events_paid"], report["amount_paid"]) == (1, "5.00")  # the click is a sale campaign's: unpaid
     [sale] = live_sales(world, event)
     assert (sale["order_id"], sale["amount"], sale["commission"]) == ("pi_live_1", D("25.00"), D("5.00"))
+
+    # Stripe refunds 10.00 of it: the commission shrinks to 20% of the 15.00 kept, still a live sale.
+    charge = {"id": "ch_live_1", "object": "charge", "payment_intent": "pi_live_1", "amount": 2500,
+              "amount_refunded": 1000, "refunded": False, "currency": "usd", "metadata": {}}
+    payload = orjson.dumps({"id": "evt_live_rf", "type": "charge.refunded", "created": int(time.time()),
+                            "data": {"object": charge}})
+    sig = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    resp = await api.post("/v1/webhooks/stripe", data=payload, headers={"Stripe-Signature": f"t={stamp},v1={sig}"})
+    assert (await resp.json())["status"] == "applied"
+    report = await settle(world, redis)
+    assert report["refunds"] == {"reversed": 1, "rejected": 0, "amount": "2.00"}
+    [sale] = live_sales(world, event)
+    assert (sale["commission"], sale["platform_fee"], sale["status"]) == (D("3.00"), D("0.30"), "paid")
 
 
 async def test_reconcile_holds_live_sales_to_their_transfers(api, world, redis):
