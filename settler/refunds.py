@@ -168,5 +168,5 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
     # A live sale's rest is booked again as a live sale, and its live_sales row follows (sql/postgres/0115).
     reverse = ledger.reverse_live_sale if sale["live"] else ledger.reverse_sale
     reverse(conn, sale["id"], refunded=refunded, payout_back=back.payout_back, fee_back=back.fee_back,
-                        run_id=run_id, refund_id=refund.event_id)
+            run_id=run_id, refund_id=refund.event_id)
     return RefundOutcome(refund.event_id, None, sale["id"], fmt(back.payout_back))
