@@ -434,6 +434,21 @@ async def my_earnings(request: web.Request) -> web.Response:
     })
 
 
+def link_query(campaign_id: str, link_id: str, start: datetime, end: datetime) -> StatsQuery:
+    """One link's report over ``start``..``end`` by day (a live event's viewers and reported sales)."""
+    return StatsQuery("campaign", campaign_id, start, end, "day", None, {"link": link_id})
+
+
+async def decisions(conn, stats: StatsQuery) -> list[dict]:
+    """The settler's decisions of ``stats``, read as the caller (RLS), before ClickHouse is asked."""
+    return await _decisions(conn, stats)
+
+
+async def totals(request: web.Request, stats: StatsQuery, decided: list[dict]) -> dict:
+    """``stats``'s totals, rendered as a report's (ClickHouse asked off the event loop, Postgres released)."""
+    return (await _report(request, stats, decided))["totals"]
+
+
 async def _decisions(conn, stats: StatsQuery) -> list[dict]:
     sql, params = stats.postgres()
     return await (await conn.execute(sql, params)).fetchall()

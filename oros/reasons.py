@@ -33,3 +33,7 @@ BUDGET_EXHAUSTED = "budget_exhausted"
 NO_SUCH_ORDER = "no_such_order"
 ALREADY_REFUNDED = "already_refunded"
 REFUND_AFTER_HOLD = "refund_after_hold"
+
+# settler/live.py: a live sale (docs/live.md)
+OUTSIDE_LIVE_WINDOW = "outside_live_window"  # not between the event's start and its end (plus the checkout grace)
+NO_COMMISSION = "no_commission"  # the event sets no percent and the campaign pays no sale, or it rounds to 0.00

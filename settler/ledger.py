@@ -1,4 +1,4 @@
-"""The settler's ledger writes: calls of the SQL functions that own them (sql/postgres/0041, 0082).
+"""The settler's ledger writes: calls of the SQL functions that own them (sql/postgres/0041, 0082, 0115).
 
 ``oros_post_settlement`` books one campaign's settlement (the three legs per
 transfer, each at its own fee; ``total_earned``, the link counters, the
@@ -17,6 +17,7 @@ from decimal import Decimal
 
 import psycopg
 
+from .live import LivePlan
 from .plan import CampaignPlan
 from .records import LedgerError
 
@@ -24,6 +25,17 @@ POST_SETTLEMENT = """
 SELECT oros_post_settlement(%(campaign)s, %(run)s, %(hold_until)s, %(complete)s,
                             %(transfers)s::uuid[], %(creators)s::uuid[], %(counts)s::int[], %(fees)s::numeric[],
                             %(links)s::uuid[], %(clicks)s::int[], %(conversions)s::int[]) AS spent
+"""
+
+POST_LIVE_SALES = """
+SELECT oros_post_live_sales(%(campaign)s, %(run)s, %(hold_until)s, %(sales)s::uuid[], %(events)s::uuid[],
+                            %(live_events)s::uuid[], %(transfers)s::uuid[], %(creators)s::uuid[], %(links)s::uuid[],
+                            %(payouts)s::numeric[], %(fees)s::numeric[]) AS spent
+"""
+
+REVERSE_LIVE_SALE = """
+SELECT oros_reverse_live_sale(%(sale)s, %(refunded)s, %(payout_back)s, %(fee_back)s, %(run)s, %(refund)s)::text
+       AS transfer_id
 """
 
 REVERSE_SALE = """
@@ -55,6 +67,29 @@ def reverse_sale(conn: psycopg.Connection, sale_id: str, *, refunded: Decimal | 
                  fee_back: Decimal, run_id: str, refund_id: str) -> str:
     """Take back ``payout_back`` (``fee_back`` of it the fee) of a paid sale; returns its live transfer."""
     return conn.execute(REVERSE_SALE, {
+        "sale": sale_id, "refunded": refunded, "payout_back": payout_back, "fee_back": fee_back, "run": run_id,
+        "refund": refund_id,
+    }).fetchone()["transfer_id"]
+
+
+def post_live_sales(conn: psycopg.Connection, plan: LivePlan, *, run_id: str, hold_until: datetime) -> None:
+    """Book ``plan``'s live sales (their events are already recorded): rows, transfers, earnings, budget."""
+    sales = plan.paid
+    spent = conn.execute(POST_LIVE_SALES, {
+        "campaign": plan.campaign_id, "run": run_id, "hold_until": hold_until, "sales": [s.sale_id for s in sales],
+        "events": [s.event.event_id for s in sales], "live_events": [s.live.id for s in sales],
+        "transfers": [s.transfer_id for s in sales], "creators": [s.event.creator_id for s in sales],
+        "links": [s.live.link_id for s in sales], "payouts": [s.payout for s in sales], "fees": [s.fee for s in sales],
+    }).fetchone()["spent"]
+    if spent != plan.counts.amount:
+        raise LedgerError(f"campaign {plan.campaign_id}: the ledger spent {spent} on live sales, the plan "
+                          f"{plan.counts.amount}")
+
+
+def reverse_live_sale(conn: psycopg.Connection, sale_id: str, *, refunded: Decimal | None, payout_back: Decimal,
+                      fee_back: Decimal, run_id: str, refund_id: str) -> str:
+    """``reverse_sale`` for a live sale: its rebooked rest stays a live-sale transfer, its live_sales row follows."""
+    return conn.execute(REVERSE_LIVE_SALE, {
         "sale": sale_id, "refunded": refunded, "payout_back": payout_back, "fee_back": fee_back, "run": run_id,
         "refund": refund_id,
     }).fetchone()["transfer_id"]

@@ -31,7 +31,7 @@ from oros.connections import redis_client
 from oros.fees import FeeSchedule
 from oros.links import CAMPAIGN_CODES_SQL, publish
 
-from . import ledger
+from . import ledger, live
 from .plan import CampaignPlan, Counts, Decided, Decisions, settle_campaign
 from .records import copy_events, copy_lines, paid_lines
 from .refunds import apply_refund
@@ -105,6 +105,34 @@ def _lines(ctx: RunContext, plan: CampaignPlan, clean: bool) -> list[str]:
     for transfer in plan.transfers:
         lines += paid_lines(transfer.events, campaign_id=plan.campaign_id, transfer_id=transfer.id,
                             payout=plan.payout, fee=transfer.fee, run_id=ctx.run_id, now=ctx.now, clean=clean)
+    return lines
+
+
+def post_live_sales(ctx: RunContext, conn: psycopg.Connection, decided: list[live.LiveDecided],
+                    fees: FeeSchedule) -> list[live.LivePlan]:
+    """Each campaign's live sales in one transaction: lock the campaign row, plan against the budget it
+    locked, record the sales' events, book them (``oros_post_live_sales``); the unowned recorded rejected."""
+    plans = []
+    for group in decided:
+        with conn.transaction():
+            if group.campaign is None:
+                plan = live.plan_campaign(group, remaining=Decimal(0), payout=Decimal(0), fees=fees)
+            else:
+                locked = conn.execute(LOCK_CAMPAIGN, (group.campaign.id,)).fetchone()
+                plan = live.plan_campaign(group, remaining=locked["remaining_budget"],
+                                          payout=locked["payout_per_action"], fees=fees)
+            copy_events(conn, lambda clean: _live_lines(ctx, plan, clean))
+            if plan.paid:
+                ledger.post_live_sales(conn, plan, run_id=ctx.run_id, hold_until=ctx.hold_until)
+        plans.append(plan)
+    return plans
+
+
+def _live_lines(ctx: RunContext, plan: live.LivePlan, clean: bool) -> list[str]:
+    lines = copy_lines(plan.rejected, campaign_id=plan.campaign_id, run_id=ctx.run_id, now=ctx.now, clean=clean)
+    for sale in plan.paid:
+        lines += paid_lines([sale.event], campaign_id=plan.campaign_id, transfer_id=sale.transfer_id,
+                            payout=sale.payout, fee=sale.fee, run_id=ctx.run_id, now=ctx.now, clean=clean)
     return lines
 
 

@@ -54,15 +54,17 @@ SELECT (SELECT available_balance FROM wallets WHERE id = oros_platform_wallet('e
        (SELECT coalesce(sum(remaining_budget), 0) FROM campaigns) AS remaining
 """
 
-# What each campaign paid, three ways: its budget, the escrow legs, and its paid events (net of partial refunds).
+# What each campaign paid, three ways: its budget, the escrow legs (a live sale's name its live_sales row), and its
+# paid events (net of partial refunds).
 CAMPAIGN_PAID_SQL = """
 SELECT c.id, c.funded_budget - c.remaining_budget AS by_budget,
        coalesce(l.paid, 0) AS by_ledger, coalesce(e.paid, 0) AS by_events
   FROM campaigns c
-  LEFT JOIN (SELECT source_id, sum(amount) AS paid FROM ledger_entries
-              WHERE source_type = 'campaign' AND direction = 'debit'
-                AND wallet_id = oros_platform_wallet('escrow') AND status NOT IN ('failed', 'reversed')
-              GROUP BY source_id) l ON l.source_id = c.id
+  LEFT JOIN (SELECT coalesce(s.campaign_id, e.source_id) AS source_id, sum(e.amount) AS paid
+               FROM ledger_entries e LEFT JOIN live_sales s ON e.source_type = 'live_sale' AND s.id = e.source_id
+              WHERE e.source_type IN ('campaign', 'live_sale') AND e.direction = 'debit'
+                AND e.wallet_id = oros_platform_wallet('escrow') AND e.status NOT IN ('failed', 'reversed')
+              GROUP BY 1) l ON l.source_id = c.id
   LEFT JOIN (SELECT campaign_id, sum(payout) AS paid FROM oros_paid_events GROUP BY campaign_id) e
     ON e.campaign_id = c.id
  WHERE c.funded_budget - c.remaining_budget <> coalesce(l.paid, 0)
@@ -83,6 +85,41 @@ SELECT transfer_id, max(legs_say) AS legs_say, count(*) FILTER (WHERE NOT leg) A
  GROUP BY transfer_id
 HAVING bool_or(leg)
    AND (count(*) FILTER (WHERE leg) > 1 OR max(legs_say) IS DISTINCT FROM count(*) FILTER (WHERE NOT leg))
+"""
+
+# Per live sale (sql/postgres/0115): its live legs are one transfer, its current one, of source 'live_sale' and
+# this row, paying its commission from escrow, its fee to the fee wallet and the rest to the creator (main and
+# receivable); its events row is the sale it records, paying the same, in the same transfer; 'refunded' is what
+# nothing is left of. And no live-sale leg belongs to no live sale.
+LIVE_SALES_SQL = """
+WITH legs AS (
+  SELECT e.source_id, e.transfer_id,
+         sum(e.amount) FILTER (WHERE e.wallet_id = oros_platform_wallet('escrow') AND e.direction = 'debit') AS escrow,
+         sum(e.amount) FILTER (WHERE e.wallet_id = oros_platform_wallet('fees') AND e.direction = 'credit') AS fees,
+         sum(e.amount) FILTER (WHERE e.wallet_id NOT IN (oros_platform_wallet('escrow'), oros_platform_wallet('fees'))
+                                 AND e.direction = 'credit') AS creator
+    FROM ledger_entries e
+   WHERE e.source_type = 'live_sale' AND e.status NOT IN ('failed', 'reversed')
+   GROUP BY e.source_id, e.transfer_id
+)
+SELECT 'live sale ' || s.id || ': commission ' || s.commission || ' (fee ' || s.platform_fee || ', '
+       || s.status || ') vs ledger ' || coalesce(l.escrow, 0) || ' (fee ' || coalesce(l.fees, 0) || ', creator '
+       || coalesce(l.creator, 0) || ') in ' || coalesce(l.transfer_id::text, 'no transfer') || ', event '
+       || coalesce(v.status || ' paying ' || (v.payout_amount - v.reversed_payout) || ' (fee '
+                   || (v.platform_fee - v.reversed_fee) || ')', 'missing') AS what
+  FROM live_sales s
+  LEFT JOIN legs l ON l.source_id = s.id
+  LEFT JOIN events v ON v.id = s.event_id
+ WHERE (s.commission > 0 AND l.transfer_id IS DISTINCT FROM s.transfer_id)
+    OR (s.commission = 0 AND l.source_id IS NOT NULL)
+    OR coalesce(l.escrow, 0) <> s.commission OR coalesce(l.fees, 0) <> s.platform_fee
+    OR coalesce(l.creator, 0) <> s.commission - s.platform_fee
+    OR v.id IS NULL OR v.transfer_id IS DISTINCT FROM s.transfer_id
+    OR v.payout_amount - v.reversed_payout <> s.commission OR v.platform_fee - v.reversed_fee <> s.platform_fee
+    OR (s.status = 'refunded') <> (v.status = 'reversed') OR v.status NOT IN ('paid', 'reversed')
+UNION ALL
+SELECT 'ledger transfer ' || l.transfer_id || ' is a live sale''s leg of no live sale' FROM legs l
+ WHERE NOT EXISTS (SELECT 1 FROM live_sales s WHERE s.id = l.source_id)
 """
 
 DOUBLE_ORDER_SQL = """
@@ -405,6 +442,12 @@ def _issued_refunds(conn) -> Check:
                   "more than it paid")
 
 
+def _live_sales(conn) -> Check:
+    rows = conn.execute(LIVE_SALES_SQL).fetchall()
+    return _check("live_sales_match_ledger", [r["what"] for r in rows],
+                  "each live sale's live transfer pays its commission, fee and net, as its events row says")
+
+
 def _decided_hours(conn) -> Check:
     rows = conn.execute(DECIDED_HOURS_SQL).fetchall()
     return _check("decided_counts_match_events", [
@@ -470,7 +513,7 @@ def reconcile(settings: Settings) -> list[Check]:
             checks = [_wallets(conn), _transfers(conn), _escrow(conn), _campaign_paid(conn),
                       _paid_once(conn), _earned(conn), _negative(conn), _decided_hours(conn), _tips(conn),
                       _stripe_payments(conn), _takebacks(conn), _boosts(conn), _rewards(conn),
-                      _issued_refunds(conn)]
+                      _issued_refunds(conn), _live_sales(conn)]
             try:
                 checks.append(_clickhouse(settings, conn))
             except psycopg.Error:

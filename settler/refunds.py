@@ -69,7 +69,7 @@ UPDATE events SET campaign_id = %s, status = %s, rejection_reason = %s, settleme
 LOCK_SALE = """
 SELECT id::text AS id, campaign_id::text AS campaign_id, creator_id::text AS creator_id, status,
        transfer_id::text AS transfer_id, value, payout_amount, platform_fee, refunded_value, reversed_payout,
-       reversed_fee
+       reversed_fee, EXISTS (SELECT 1 FROM live_sales s WHERE s.event_id = events.id) AS live
   FROM events WHERE id = %s FOR UPDATE
 """
 
@@ -165,6 +165,8 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
     back = reversal(payout=sale["payout_amount"], fee=sale["platform_fee"], sale_value=sale["value"],
                     refunded=refunded if refunded is not None else sale["value"] or ZERO,
                     reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"])
-    ledger.reverse_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back, fee_back=back.fee_back,
-                        run_id=run_id, refund_id=refund.event_id)
+    # A live sale's rest is booked again as a live sale, and its live_sales row follows (sql/postgres/0115).
+    reverse = ledger.reverse_live_sale if sale["live"] else ledger.reverse_sale
+    reverse(conn, sale["id"], refunded=refunded, payout_back=back.payout_back, fee_back=back.fee_back,
+            run_id=run_id, refund_id=refund.event_id)
     return RefundOutcome(refund.event_id, None, sale["id"], fmt(back.payout_back))

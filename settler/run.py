@@ -36,7 +36,7 @@ from oros.locks import SETTLE_LOCK
 from oros.money import fmt
 from oros.settings import Settings
 
-from . import completeness, load, post
+from . import completeness, live, load, post
 from .plan import CampaignPlan, Counts, decide, plan_all
 from .verify import Rules
 
@@ -229,11 +229,14 @@ def _settle_read(ctx: RunContext, conn, report: Report, read: load.Read) -> tupl
     events = [e for e in events if e.event_id not in done]
     report.seen += len(events)
     facts = load.load_facts(conn, [e for e in events if e.event_type != "refund"], ctx.fee_pct)
+    live_events = live.load_live_events(conn, events)
     report.lap("load_postgres")
-    decisions = decide(events, facts, ctx.rules, ctx.now_ms)
+    rest, live_sales = live.split(events, live_events)
+    live_decided = live.decide(live_sales, live_events, facts, ctx.rules, ctx.now_ms)
+    decisions = decide(rest, live.with_orders(facts, live_decided), ctx.rules, ctx.now_ms)
     report.lap("verify")
     if ctx.dry_run:
-        for plan in plan_all(decisions):
+        for plan in [*plan_all(decisions), *live.plan_all(live_decided, decisions.fees)]:
             report.add(plan)
         report.lap("post_ledger")
     else:
@@ -248,6 +251,9 @@ def _settle_read(ctx: RunContext, conn, report: Report, read: load.Read) -> tupl
 
         post.post_decisions(ctx, conn, decisions, done_posting)
         bar.close()
+        # Before the refunds: a refund read with its live sale finds it paid.
+        for plan in post.post_live_sales(ctx, conn, live_decided, decisions.fees):
+            report.add(plan)
         report.lap("post_ledger")
         report.counts.add(post.apply_refunds(ctx, conn, decisions))
         post.publish_links(ctx, conn, completed)

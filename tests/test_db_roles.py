@@ -76,6 +76,11 @@ EXECUTABLE = {
     "oros_take_issued_refund(uuid)": {"oros_api"},
     "oros_pending_issued_refunds(integer)": {"oros_api"},
     "oros_finish_issued_refund(uuid,text,boolean,text)": {"oros_api"},
+    # Live shopping (0115). As the caller: open only on a campaign auth.uid() is accepted on, move only its own
+    # event (on the database's clock), set a commission only as the campaign's business, before it goes live.
+    "oros_open_live_event(uuid,text,timestamp with time zone,text,text)": {"oros_app"},
+    "oros_move_live_event(uuid,text)": {"oros_app"},
+    "oros_set_live_commission(uuid,numeric)": {"oros_app"},
 }
 
 GRANTEES_SQL = """

@@ -1,0 +1,476 @@
+"""Live shopping (issue 15, docs/live.md): live events and their links, sales reported by the business's API key
+or a Stripe checkout, paid once through the settler as live sales, refunds reversing them, reconcile after each."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+
+import orjson
+import psycopg
+import pytest
+
+from admin_api.app import create_app
+from admin_api.auth import issue_token
+from ingest.writer import insert_events
+from oros import apikeys
+from oros.connections import APP_ROLE
+from oros.events import STREAM_FIELD, Event, uuid7
+from settler.reconcile import reconcile
+from settler.run import settle_once
+
+from oros.reasons import UNKNOWN_CAMPAIGN
+
+from factories import SYSTEM, D, World, now_ms
+
+
+@dataclass
+class Party:
+    id: str
+    headers: dict
+
+
+@dataclass
+class Shop:
+    campaign: str
+    business: Party
+    key: dict  # the business's API key as a Bearer header
+    creator: Party
+
+
+@pytest.fixture
+async def api(aiohttp_client, settings):
+    return await aiohttp_client(create_app(settings))
+
+
+def party(world: World, role: str) -> Party:
+    user_id = world.user(role)
+    return Party(user_id, {"Authorization": f"Bearer {issue_token(world.settings, user_id)}"})
+
+
+def api_key(world: World, business: str) -> dict:
+    secret, prefix, digest = apikeys.generate()
+    world.pg.execute("INSERT INTO api_keys (user_id, name, key_prefix, key_hash) VALUES (%s, 'live', %s, %s)",
+                     (business, prefix, digest))
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def shop(world: World, *, objective: str = "sale", payout: str = "5.00", fund: str = "100.00") -> Shop:
+    business = party(world, "business")
+    campaign = world.campaign(business.id, objective=objective, payout=payout, fund=fund)
+    creator = party(world, "creator")
+    world.pg.execute("INSERT INTO campaign_creators (campaign_id, creator_id, status) VALUES (%s, %s, 'accepted')",
+                     (campaign, creator.id))
+    return Shop(campaign, business, api_key(world, business.id), creator)
+
+
+async def open_event(api, s: Shop, *, pct: str | None = None, start: bool = True) -> dict:
+    resp = await api.post("/v1/live-events", json={"campaign_id": s.campaign, "title": "Spring drop",
+                                                   "starts_at": "2026-12-07T20:00:00Z"}, headers=s.creator.headers)
+    assert resp.status == 201, await resp.text()
+    event = await resp.json()
+    if pct is not None:
+        resp = await api.patch(f"/v1/live-events/{event['id']}", json={"commission_pct": pct},
+                               headers=s.business.headers)
+        assert resp.status == 200, await resp.text()
+    if start:
+        resp = await api.post(f"/v1/live-events/{event['id']}/start", headers=s.creator.headers)
+        assert resp.status == 200, await resp.text()
+    return event
+
+
+def link_id(world: World, event: dict) -> str:
+    return world.pg.execute("SELECT id::text AS id FROM tracking_links WHERE live_event_id = %s",
+                            (event["id"],)).fetchone()["id"]
+
+
+async def viewer(world: World, redis, s: Shop, event: dict) -> Event:
+    """A click through the live link, in ClickHouse and in the tracker's click index."""
+    click = world.click(s.campaign, (s.creator.id, link_id(world, event)), ts_ms=now_ms() - 30_000)
+    world.put([click])
+    entry = {"link_id": click.link_id, "campaign_id": s.campaign, "creator_id": s.creator.id, "supporter_id": None,
+             "business_id": s.business.id}
+    await redis.hset(world.settings.keys.clicks_of(click.event_id), click.event_id, orjson.dumps(entry))
+    return click
+
+
+async def sell(api, s: Shop, event: dict, order: str, amount: str, **more):
+    return await api.post(f"/v1/live-events/{event['id']}/sales", json={"order_id": order, "amount": amount, **more},
+                          headers=s.key)
+
+
+async def settle(world: World, redis) -> dict:
+    """Ingest what the API appended to the stream, then settle: the run report."""
+    events = [Event.decode(f[STREAM_FIELD]) for _, f in await redis.xrange(world.settings.keys.stream)]
+    insert_events(world.settings, events)
+    await redis.delete(world.settings.keys.stream)
+    report = await asyncio.to_thread(settle_once, world.settings)
+    world.assert_books()
+    return report
+
+
+def live_sales(world: World, event: dict) -> list[dict]:
+    return world.pg.execute(
+        "SELECT order_id, amount, commission, platform_fee, status, transfer_id::text AS transfer_id,"
+        " event_id::text AS event_id FROM live_sales WHERE live_event_id = %s ORDER BY created_at",
+        (event["id"],)).fetchall()
+
+
+def decision(world: World, event_id: str) -> dict:
+    return world.pg.execute("SELECT status, rejection_reason, payout_amount, platform_fee, transfer_id::text AS t"
+                            " FROM events WHERE id = %s", (event_id,)).fetchone()
+
+
+def refund(s: Shop, order: str, total: str | None) -> Event:
+    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=UNKNOWN_CAMPAIGN, order_id=order,
+                 business_id=s.business.id, value=total, source="api")
+
+
+async def test_live_sale_paid_once_at_the_event_commission_then_refunded_and_reversed(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s, pct="10")
+    click = await viewer(world, redis, s, event)
+
+    first = await sell(api, s, event, "order-1", "80.00", click_id=click.event_id)
+    replay = await sell(api, s, event, "order-1", "80.00")  # the business retried before it was paid
+    assert (first.status, replay.status) == (202, 202)
+    report = await settle(world, redis)
+
+    assert (report["events_paid"], report["amount_paid"], report["fees"]) == (1, "8.00", "0.80")
+    # The viewer's click is recorded, unpaid: the campaign pays per sale.
+    assert report["rejected_by_reason"] == {"duplicate_order": 1, "wrong_type": 1}
+    [sale] = live_sales(world, event)
+    paid = decision(world, (await first.json())["event_id"])
+    assert (sale["order_id"], sale["amount"], sale["commission"], sale["platform_fee"], sale["status"]) == (
+        "order-1", D("80.00"), D("8.00"), D("0.80"), "paid")
+    assert (paid["status"], paid["payout_amount"], paid["t"]) == ("paid", D("8.00"), sale["transfer_id"])
+    assert decision(world, (await replay.json())["event_id"])["rejection_reason"] == "duplicate_order"
+    legs = world.pg.execute("SELECT source_type, source_id::text AS s, direction, amount FROM ledger_entries"
+                            " WHERE transfer_id = %s ORDER BY amount DESC", (sale["transfer_id"],)).fetchall()
+    assert [(r["source_type"], r["direction"], r["amount"]) for r in legs] == [
+        ("live_sale", "debit", D("8.00")), ("live_sale", "credit", D("7.20")), ("live_sale", "credit", D("0.80"))]
+    assert world.campaign_row(s.campaign)["remaining_budget"] == D("92.00")
+    assert world.wallet(s.creator.id)["pending_balance"] == D("7.20")
+
+    again = await sell(api, s, event, "order-1", "80.00")
+    assert (again.status, await again.json()) == (200, {"event_id": sale["event_id"], "duplicate": True})
+
+    # Half refunded: 8.00 x 40/80 = 4.00 back, the fee alike; the rest stays a live sale.
+    world.put([refund(s, "order-1", "40.00")])
+    report = await settle(world, redis)
+    assert report["refunds"] == {"reversed": 1, "rejected": 0, "amount": "4.00"}
+    [sale] = live_sales(world, event)
+    assert (sale["commission"], sale["platform_fee"], sale["status"]) == (D("4.00"), D("0.40"), "paid")
+    assert world.pg.execute("SELECT DISTINCT source_type FROM ledger_entries WHERE transfer_id = %s",
+                            (sale["transfer_id"],)).fetchone()["source_type"] == "live_sale"
+    assert world.wallet(s.creator.id)["pending_balance"] == D("3.60")
+
+    world.put([refund(s, "order-1", None)])  # refunded in full
+    await settle(world, redis)
+    [sale] = live_sales(world, event)
+    assert (sale["commission"], sale["platform_fee"], sale["status"]) == (D("0.00"), D("0.00"), "refunded")
+    assert world.wallet(s.creator.id)["pending_balance"] == 0
+    assert world.wallet(SYSTEM, "fees")["pending_balance"] == 0
+    assert world.campaign_row(s.campaign)["remaining_budget"] == D("100.00")
+
+
+async def test_without_a_commission_pct_a_live_sale_pays_the_campaign_payout(api, world, redis):
+    s = shop(world, payout="5.00")
+    event = await open_event(api, s)
+    resp = await sell(api, s, event, "o-2", "19.99")  # no click: the live link vouches for the creator
+    report = await settle(world, redis)
+    assert (report["events_paid"], report["amount_paid"]) == (1, "5.00")
+    [sale] = live_sales(world, event)
+    assert (sale["commission"], sale["platform_fee"], sale["event_id"]) == (
+        D("5.00"), D("0.50"), (await resp.json())["event_id"])
+    assert world.pg.execute("SELECT total_earned FROM campaign_creators WHERE creator_id = %s",
+                            (s.creator.id,)).fetchone()["total_earned"] == D("4.50")
+
+
+async def test_a_click_campaign_without_a_commission_pays_no_live_sale(api, world, redis):
+    s = shop(world, objective="click", payout="0.50")
+    event = await open_event(api, s)
+    resp = await sell(api, s, event, "o-3", "50.00")
+    report = await settle(world, redis)
+    assert (report["events_paid"], report["rejected_by_reason"]) == (0, {"no_commission": 1})
+    assert decision(world, (await resp.json())["event_id"])["status"] == "rejected"
+    assert live_sales(world, event) == []
+
+
+async def test_a_sale_outside_the_live_window_is_rejected_with_its_reason(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s, pct="10")
+    resp = await api.post(f"/v1/live-events/{event['id']}/end", headers=s.creator.headers)
+    assert (await resp.json())["status"] == "ended"
+    # Ended an hour ago: past the ten-minute checkout grace.
+    world.pg.execute("UPDATE live_events SET started_at = now() - interval '2 hours',"
+                     " ended_at = now() - interval '1 hour' WHERE id = %s", (event["id"],))
+    late = await sell(api, s, event, "late-1", "30.00")
+    assert late.status == 202
+    report = await settle(world, redis)
+    assert (report["events_paid"], report["rejected_by_reason"]) == (0, {"outside_live_window": 1})
+    assert decision(world, (await late.json())["event_id"])["rejection_reason"] == "outside_live_window"
+    assert live_sales(world, event) == []
+    assert world.campaign_row(s.campaign)["remaining_budget"] == D("100.00")
+
+
+async def test_budget_pays_the_earliest_live_sales_only(api, world, redis):
+    s = shop(world, fund="12.00")
+    event = await open_event(api, s, pct="50")
+    for n, amount in enumerate(("10.00", "10.00", "10.00", "2.00")):
+        await sell(api, s, event, f"b-{n}", amount)
+    report = await settle(world, redis)
+    # 5.00 + 5.00 paid; the third does not fit, and the fourth's 1.00 would, but sales are paid earliest first.
+    assert (report["events_paid"], report["amount_paid"], report["rejected_by_reason"]) == (
+        2, "10.00", {"budget_exhausted": 2})
+    assert world.campaign_row(s.campaign)["remaining_budget"] == D("2.00")
+
+
+async def test_sales_are_reported_only_by_the_campaign_business_with_its_api_key(api, world, redis):
+    s, other = shop(world), shop(world)
+    event = await open_event(api, s)
+
+    foreign = await sell(api, other, event, "x-1", "10.00")  # another business's key
+    by_token = await api.post(f"/v1/live-events/{event['id']}/sales", json={"order_id": "x-2", "amount": "10.00"},
+                              headers=s.business.headers)  # the right business, but not its API key
+    by_creator = await api.post(f"/v1/live-events/{event['id']}/sales", json={"order_id": "x-3", "amount": "1"},
+                                headers=s.creator.headers)
+    unknown = await sell(api, s, {"id": str(uuid.uuid4())}, "x-4", "10.00")
+
+    assert [r.status for r in (foreign, by_token, by_creator, unknown)] == [403, 403, 403, 404]
+    assert (await foreign.json())["error"]["message"] == "only the campaign's business may report the event's sales"
+    assert await redis.xlen(world.settings.keys.stream) == 0
+
+
+async def test_a_creator_not_accepted_cannot_schedule(api, world):
+    s = shop(world)
+    pending, stranger = party(world, "creator"), party(world, "creator")
+    world.pg.execute("INSERT INTO campaign_creators (campaign_id, creator_id, status) VALUES (%s, %s, 'pending')",
+                     (s.campaign, pending.id))
+    body = {"campaign_id": s.campaign, "title": "Mine", "starts_at": "2026-12-08T10:00:00Z"}
+    for who in (pending, stranger, s.business):
+        resp = await api.post("/v1/live-events", json=body, headers=who.headers)
+        assert resp.status == 403, await resp.text()
+    world.pg.execute("UPDATE campaigns SET status = 'paused' WHERE id = %s", (s.campaign,))
+    resp = await api.post("/v1/live-events", json=body, headers=s.creator.headers)
+    assert (resp.status, (await resp.json())["error"]["code"]) == (409, "campaign_not_active")
+    assert world.pg.execute("SELECT count(*) AS n FROM live_events").fetchone()["n"] == 0
+
+
+async def test_lifecycle_refuses_illegal_moves_naming_the_state(api, world):
+    s = shop(world)
+    event = await open_event(api, s, start=False)
+    assert (event["status"], event["link"]["url"].endswith(event["link"]["code"])) == ("scheduled", True)
+    url = f"/v1/live-events/{event['id']}"
+
+    ended_early = await api.post(f"{url}/end", headers=s.creator.headers)
+    assert (ended_early.status, (await ended_early.json())["error"]["message"]) == (
+        409, f"live event {event['id']} is scheduled: it cannot become ended")
+    assert (await api.post(f"{url}/start", headers=s.business.headers)).status == 403
+    started = await (await api.post(f"{url}/start", headers=s.creator.headers)).json()
+    assert (started["status"], started["started_at"] is not None) == ("live", True)
+    again = await api.post(f"{url}/start", headers=s.creator.headers)
+    assert (again.status, (await again.json())["error"]["code"]) == (409, "invalid_state")
+    late_pct = await api.patch(url, json={"commission_pct": "50"}, headers=s.business.headers)
+    assert (late_pct.status, (await late_pct.json())["error"]["message"]) == (
+        409, f"live event {event['id']} is live: its commission is fixed once it went live")
+    assert (await (await api.post(f"{url}/end", headers=s.creator.headers)).json())["status"] == "ended"
+    canceled = await api.post(f"{url}/cancel", headers=s.creator.headers)
+    assert (canceled.status, "is ended" in (await canceled.json())["error"]["message"]) == (409, True)
+
+    other = await open_event(api, s, start=False)
+    assert (await (await api.post(f"/v1/live-events/{other['id']}/cancel",
+                                  headers=s.creator.headers)).json())["status"] == "canceled"
+    refused = await sell(api, s, other, "c-1", "5.00")
+    assert (refused.status, (await refused.json())["error"]["field"]) == (409, "status")
+
+
+async def test_the_app_role_cannot_forge_a_live_window_or_commission(api, world):
+    s = shop(world)
+    event = await open_event(api, s)
+    with psycopg.connect(world.settings.database_url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("SELECT set_config('role', %s, true), set_config('request.jwt.claim.sub', %s, true)",
+                         (APP_ROLE, s.creator.id))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("UPDATE live_events SET started_at = now() - interval '1 day' WHERE id = %s",
+                             (event["id"],))
+        with conn.transaction():
+            conn.execute("SELECT set_config('role', %s, true), set_config('request.jwt.claim.sub', %s, true)",
+                         (APP_ROLE, s.creator.id))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):  # the creator is not the business
+                conn.execute("SELECT oros_set_live_commission(%s, 90)", (event["id"],))
+        with conn.transaction():
+            conn.execute("SELECT set_config('role', %s, true)", (APP_ROLE,))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT oros_post_live_sales(%s, gen_random_uuid(), now(), '{}', '{}', '{}', '{}',"
+                             " '{}', '{}', '{}', '{}')", (s.campaign,))
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"order_id": "o", "amount": "12.345"}, "amount"),
+    ({"order_id": "o", "amount": 12.5}, "amount"),
+    ({"order_id": "o", "amount": "NaN"}, "amount"),
+    ({"order_id": "o", "amount": "-1.00"}, "amount"),
+    ({"amount": "1.00"}, "order_id"),
+    ({"order_id": "o" * 201, "amount": "1.00"}, "order_id"),
+    ({"order_id": "o", "amount": "1.00", "currency": "EUR"}, "currency"),
+    ({"order_id": "o", "amount": "1.00", "click_id": "nope"}, "click_id"),
+    ({"order_id": "o", "amount": "1.00", "click_id": str(uuid.uuid4())}, "click_id"),  # no such click
+])
+async def test_bad_sale_input_is_a_4xx_naming_the_field(api, world, redis, body, field):
+    s = shop(world)
+    event = await open_event(api, s)
+    resp = await api.post(f"/v1/live-events/{event['id']}/sales", json=body, headers=s.key)
+    assert (resp.status, (await resp.json())["error"]["field"]) == (422, field)
+    assert await redis.xlen(world.settings.keys.stream) == 0
+
+
+async def test_non_utf8_and_non_json_bodies_are_400(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s)
+    for raw in (b'{"order_id": "\xff\xfe", "amount": "1.00"}', b"not json"):
+        resp = await api.post(f"/v1/live-events/{event['id']}/sales", data=raw,
+                              headers={**s.key, "Content-Type": "application/json"})
+        assert (resp.status, (await resp.json())["error"]["code"]) == (400, "bad_json")
+    bad_pct = await api.patch(f"/v1/live-events/{event['id']}", json={"commission_pct": "150"},
+                              headers=s.business.headers)
+    assert (bad_pct.status, (await bad_pct.json())["error"]["field"]) == (422, "commission_pct")
+    bad_time = await api.post("/v1/live-events", json={"campaign_id": s.campaign, "title": "x", "starts_at": "soon"},
+                              headers=s.creator.headers)
+    assert (bad_time.status, (await bad_time.json())["error"]["field"]) == (422, "starts_at")
+
+
+async def test_a_click_through_another_link_is_not_a_live_click(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s)
+    own_link = world.creator(s.campaign)  # another accepted creator's ordinary link
+    click = world.click(s.campaign, own_link)
+    entry = {"link_id": own_link[1], "campaign_id": s.campaign, "creator_id": own_link[0], "supporter_id": None,
+             "business_id": s.business.id}
+    await redis.hset(world.settings.keys.clicks_of(click.event_id), click.event_id, orjson.dumps(entry))
+    resp = await sell(api, s, event, "o-x", "10.00", click_id=click.event_id)
+    assert (resp.status, (await resp.json())["error"]["field"]) == (422, "click_id")
+
+
+async def test_two_settlers_at_once_pay_each_live_sale_once(api, world, redis):
+    s = shop(world, fund="1000.00")
+    event = await open_event(api, s, pct="10")
+    for n in range(20):
+        await sell(api, s, event, f"r-{n}", "10.00")
+    events = [Event.decode(f[STREAM_FIELD]) for _, f in await redis.xrange(world.settings.keys.stream)]
+    insert_events(world.settings, events)
+    reports: list[dict] = []
+    threads = [threading.Thread(target=lambda: reports.append(settle_once(world.settings))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(r["events_paid"] for r in reports) == [0, 20]
+    assert len(live_sales(world, event)) == 20
+    assert world.campaign_row(s.campaign)["remaining_budget"] == D("980.00")
+    world.assert_books()
+
+
+async def test_who_sees_what_of_a_live_event(api, world, redis):
+    s, other = shop(world), shop(world)
+    event = await open_event(api, s, pct="10")
+    await viewer(world, redis, s, event)
+    await viewer(world, redis, s, event)
+    await sell(api, s, event, "v-1", "25.00")
+    await settle(world, redis)
+    await sell(api, s, event, "v-2", "15.00")  # reported and ingested, not settled yet
+    insert_events(world.settings, [Event.decode(f[STREAM_FIELD])
+                                   for _, f in await redis.xrange(world.settings.keys.stream)])
+    url = f"/v1/live-events/{event['id']}"
+
+    for who in (s.creator, s.business):
+        seen = await (await api.get(url, headers=who.headers)).json()
+        assert seen["commission_pct"] == "10.00"
+        assert seen["viewers"] == {"clicks": 2, "unique": 2, "bot": 0}
+        assert seen["sales"] == {"reported": 2, "reported_value": "40.00", "paid": 1, "refunded": 0,
+                                 "gmv": "25.00", "commission": "2.50", "creator_net": "2.25"}
+    for headers in (other.business.headers, other.creator.headers, {}):
+        public = await (await api.get(url, headers=headers)).json()
+        assert set(public) == {"id", "creator_id", "campaign_id", "title", "status", "scheduled_at", "started_at",
+                               "ended_at", "created_at", "link"}
+        assert public["link"] == event["link"]
+    assert (await api.get(f"/v1/live-events/{uuid.uuid4()}")).status == 404
+
+    mine = await (await api.get("/v1/live-events", headers=s.creator.headers)).json()
+    theirs = await (await api.get("/v1/live-events", headers=s.business.headers)).json()
+    nobody = await (await api.get("/v1/live-events", headers=other.business.headers)).json()
+    assert ([e["id"] for e in mine["items"]], [e["id"] for e in theirs["items"]], nobody["items"]) == (
+        [event["id"]], [event["id"]], [])
+    live_only = await (await api.get("/v1/live-events?status=ended", headers=s.creator.headers)).json()
+    assert live_only["items"] == []
+
+
+async def test_a_stripe_checkout_through_the_live_link_is_a_live_sale(aiohttp_client, world, redis):
+    secret = "whsec_test_live"
+    settings = replace(world.settings, stripe_webhook_secret=secret)
+    api = await aiohttp_client(create_app(settings))
+    s = shop(world)
+    event = await open_event(api, s, pct="20")
+    click = await viewer(world, redis, s, event)
+    session = {"id": "cs_live_1", "object": "checkout.session", "amount_total": 2500, "currency": "usd",
+               "payment_status": "paid", "payment_intent": "pi_live_1", "metadata": {},
+               "client_reference_id": click.event_id}
+    payload = orjson.dumps({"id": "evt_live_1", "type": "checkout.session.completed", "created": int(time.time()),
+                            "data": {"object": session}})
+    stamp = int(time.time())
+    sig = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    resp = await api.post("/v1/webhooks/stripe", data=payload, headers={"Stripe-Signature": f"t={stamp},v1={sig}"})
+    assert (await resp.json())["status"] == "applied"
+
+    report = await settle(world, redis)
+    assert (report["events_paid"], report["amount_paid"]) == (1, "5.00")  # the click is a sale campaign's: unpaid
+    [sale] = live_sales(world, event)
+    assert (sale["order_id"], sale["amount"], sale["commission"]) == ("pi_live_1", D("25.00"), D("5.00"))
+
+    # Stripe refunds 10.00 of it: the commission shrinks to 20% of the 15.00 kept, still a live sale.
+    charge = {"id": "ch_live_1", "object": "charge", "payment_intent": "pi_live_1", "amount": 2500,
+              "amount_refunded": 1000, "refunded": False, "currency": "usd", "metadata": {}}
+    payload = orjson.dumps({"id": "evt_live_rf", "type": "charge.refunded", "created": int(time.time()),
+                            "data": {"object": charge}})
+    sig = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    resp = await api.post("/v1/webhooks/stripe", data=payload, headers={"Stripe-Signature": f"t={stamp},v1={sig}"})
+    assert (await resp.json())["status"] == "applied"
+    report = await settle(world, redis)
+    assert report["refunds"] == {"reversed": 1, "rejected": 0, "amount": "2.00"}
+    [sale] = live_sales(world, event)
+    assert (sale["commission"], sale["platform_fee"], sale["status"]) == (D("3.00"), D("0.30"), "paid")
+
+
+async def test_reconcile_holds_live_sales_to_their_transfers(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s, pct="10")
+    await sell(api, s, event, "t-1", "50.00")
+    await settle(world, redis)
+    checks = {c.name: c for c in reconcile(world.settings)}
+    assert (checks["live_sales_match_ledger"].ok, checks["campaign_paid_matches_budget"].ok) == (True, True)
+
+    world.pg.execute("UPDATE live_sales SET commission = 4.00 WHERE live_event_id = %s", (event["id"],))
+    broken = {c.name: c for c in reconcile(world.settings)}["live_sales_match_ledger"]
+    assert (broken.ok, broken.detail.startswith("1 broken: live sale ")) == (False, True)
+    assert "commission 4.00 (fee 0.50, paid) vs ledger 5.00 (fee 0.50, creator 4.50)" in broken.detail
+
+
+async def test_a_dry_run_plans_live_sales_and_writes_nothing(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s, pct="10")
+    await sell(api, s, event, "d-1", "30.00")
+    insert_events(world.settings, [Event.decode(f[STREAM_FIELD])
+                                   for _, f in await redis.xrange(world.settings.keys.stream)])
+    report = await asyncio.to_thread(settle_once, world.settings, dry_run=True)
+    assert (report["events_paid"], report["amount_paid"], report["fees"]) == (1, "3.00", "0.30")
+    assert live_sales(world, event) == []
+    assert world.pg.execute("SELECT count(*) AS n FROM events").fetchone()["n"] == 0
+    report = await asyncio.to_thread(settle_once, world.settings)
+    assert (report["events_paid"], len(live_sales(world, event))) == (1, 1)
+    world.assert_books()
