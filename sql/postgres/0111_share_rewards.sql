@@ -254,3 +254,15 @@ REVOKE ALL ON FUNCTION
   oros_post_settlement(uuid, uuid, timestamptz, boolean, uuid[], uuid[], integer[], numeric[], uuid[], integer[],
                        integer[], uuid[], numeric[]),
   oros_reverse_sale(uuid, numeric, numeric, numeric, uuid, uuid, numeric) FROM PUBLIC;
+
+-- What each paid event still pays (0042): the creator's net is now what the
+-- supporter's share left it, and the share is a column of its own.
+CREATE OR REPLACE VIEW oros_paid_events WITH (security_invoker = true) AS
+SELECT id, campaign_id, creator_id, transfer_id, event_type,
+       payout_amount - reversed_payout AS payout,
+       platform_fee - reversed_fee AS fee,
+       (payout_amount - reversed_payout) - (platform_fee - reversed_fee)
+         - (coalesce(share_reward, 0) - reversed_reward) AS net,
+       supporter_id, coalesce(share_reward, 0) - reversed_reward AS reward
+  FROM events
+ WHERE status = 'paid';
