@@ -74,8 +74,8 @@ class Facts:
     campaigns: dict[str, Campaign]
     users: set[str]  # creators that exist
     links: set[str]  # links of these campaigns that exist
-    shares: dict[str, Share] = field(default_factory=dict)  # the share links among them, by link id
     fees: FeeSchedule  # the creators' fees over time, read after the events
+    shares: dict[str, Share] = field(default_factory=dict)  # the share links among the links, by link id
     paid_orders: set[tuple[str, str]] = frozenset()  # (campaign, order id) paid before
     paid_clicks: set[tuple[str, str]] = frozenset()  # (click id, order id or '') paid before
     early_refunds: list[Candidate] = ()  # refunds recorded before any sale of their order was paid
