@@ -121,7 +121,7 @@ def test_a_supporter_never_earns_on_its_own_clicks(world):
     creator = world.creator(campaign)
     shared = share(world, campaign, creator)
     own = through(world, campaign, creator, shared, ip=SUPPORTER_IP)
-    unknown = through(world, campaign, creator, shared, ip=None)  # no address: cannot be told apart
+    unknown = replace(through(world, campaign, creator, shared), ip=None)  # no address: cannot be told apart
     other = through(world, campaign, creator, shared)
     world.put([own, unknown, other])
     assert settle_once(world.settings)["events_paid"] == 3
