@@ -72,8 +72,9 @@ VISITOR = {False: "ip", True: "if(ip_hash = '', ip, ip_hash)"}
 # click, the previous human click from the same visitor on the same link, read back to the dedupe
 # window before the first fresh click and to its UTC day's start (first visits). ``c``: for each fresh
 # conversion or sale, the click it names; that click, not the reporter, says which link and creator
-# earned it, and from where it came (``visit_ip``: a share link's reward is never paid on the supporter's own). ``first_visit``: a human click with no earlier human click from its visitor on its link
-# that UTC day (the reports' unique visitors).
+# earned it, and where it came from (``visit_ip``, ``visit_ip_hash``: a share link's supporter never earns
+# on its own clicks). ``first_visit``: a human click with no earlier human click from its visitor on its
+# link that UTC day (the reports' unique visitors).
 EVENTS_SQL = """
 SELECT toString(f.event_id) AS event_id, f.event_type AS event_type, toUnixTimestamp64Milli(f.ts) AS ts_ms,
        if(f.campaign_id = toUUID('{unknown}'), NULL, toString(f.campaign_id)) AS campaign_id,

@@ -66,8 +66,8 @@ def make_link(pg, *, status: str = "active", destination: str = "https://shop.ex
     if supporter_id:  # the supporter's share link of it (0110) is the link the test clicks
         code = secrets.token_urlsafe(6).replace("-", "x").replace("_", "y")
         link = pg.execute(
-            "INSERT INTO tracking_links (campaign_id, creator_id, supporter_id, code, url, destination_url, shared_from,"
-            " share_pct) VALUES (%s, %s, %s, %s, %s, %s, %s, 10) RETURNING id::text AS id",
+            "INSERT INTO tracking_links (campaign_id, creator_id, supporter_id, code, url, destination_url,"
+            " shared_from, share_pct) VALUES (%s, %s, %s, %s, %s, %s, %s, 10) RETURNING id::text AS id",
             (campaign, creator, supporter_id, code, f"http://t.example/{code}", destination, link),
         ).fetchone()["id"]
     return {

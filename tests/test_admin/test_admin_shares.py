@@ -114,7 +114,8 @@ async def test_who_may_not_share_what(api, linked, make_user, pg):
                (own_creator.id, linked["business"].id))
     colleague = make_user("creator", "supporter")
     await accepted_creator(api, linked["business"], colleague, linked["campaign"]["id"])
-    for user, error in [(own_creator, "own_link"), (linked["business"], "own_campaign"), (colleague, "campaign_member")]:
+    refused = [(own_creator, "own_link"), (linked["business"], "own_campaign"), (colleague, "campaign_member")]
+    for user, error in refused:
         resp = await share(api, user, code)
         assert resp.status == 409
         assert_error(await resp.json(), error)

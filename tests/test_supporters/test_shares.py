@@ -57,8 +57,8 @@ def pending(world: World, user: str) -> Decimal:
 
 def rewards(world: World, supporter: str) -> list[dict]:
     return world.pg.execute(
-        "SELECT source, status, amount, tracking_link_id::text AS link, transfer_id::text AS transfer, campaign_id::text"
-        " AS campaign FROM rewards WHERE user_id = %s ORDER BY created_at", (supporter,)).fetchall()
+        "SELECT source, status, amount, tracking_link_id::text AS link, transfer_id::text AS transfer,"
+        " campaign_id::text AS campaign FROM rewards WHERE user_id = %s ORDER BY created_at", (supporter,)).fetchall()
 
 
 def shares_of(world: World, event: Event) -> dict:
