@@ -155,3 +155,32 @@ async def test_where_the_supporter_was_is_not_readable_through_the_api_role(api,
                        " VALUES (%s, %s, %s, 'forged01', 'x', 'https://shop.example/sneakers')",
                        (linked["campaign"]["id"], linked["creator"].id, linked["creator"].id))
     assert seen == [{"s": supporter.id}]
+
+
+async def test_a_share_reward_is_withdrawable_like_earnings_once_released(api, make_user, admin, pg, settings):
+    business, creator = make_user("business"), make_user("creator")
+    campaign = await active_campaign(api, business, admin, payout_per_action="100.00", total_budget="100.00")
+    await accepted_creator(api, business, creator, campaign["id"])
+    link = await (await api.post(f"/v1/campaigns/{campaign['id']}/links", headers=creator.headers)).json()
+    supporter = make_user("supporter", kyc="approved")
+    shared = await (await share(api, supporter, link["code"])).json()
+    world = World(pg, settings)
+    world.put([world.click(campaign["id"], (creator.id, shared["id"]), supporter_id=supporter.id)])
+    # 100.00: fee 10.00, reward 10.00, creator 80.00; the budget spent, the settler completes the campaign (and
+    # tells the trackers, on an event loop of its own: off this test's loop).
+    assert (await asyncio.to_thread(settle_once, settings))["events_paid"] == 1
+
+    async def withdraw():
+        resp = await api.post("/v1/withdrawals", json={"amount": "10.00", "method": "ach"}, headers=supporter.headers)
+        return resp.status, await resp.json()
+
+    put = await api.put("/v1/me/payout-account", json={"stripe_account_id": "acct_share"}, headers=supporter.headers)
+    assert put.status == 200, await put.text()
+    status, body = await withdraw()
+    assert (status, body["error"]["field"]) == (422, "amount"), body  # still held: nothing available yet
+    pg.execute("SELECT oros_release_holds(now() + interval '100 days')")
+    status, body = await withdraw()
+    assert (status, body["amount"], body["status"]) == (201, "10.00", "requested")
+    wallet = await (await api.get("/v1/wallet", headers=supporter.headers)).json()
+    assert (wallet["available_balance"], wallet["pending_balance"]) == ("0.00", "0.00")
+    world.assert_books()
