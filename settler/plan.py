@@ -200,7 +200,8 @@ def settle_campaign(decided: Decided, *, remaining: Decimal, payout: Decimal, st
     rejected = decided.rejected + [(e, BUDGET_EXHAUSTED) for e in allocation.exhausted]
     campaign = decided.campaign
     per_sale = campaign is not None and campaign.objective == "sale"
-    planned = transfers(allocation.paid, per_sale=per_sale, payout=payout, fees=fees, shares=shares or {})
+    planned = transfers(allocation.paid, per_sale=per_sale, payout=payout, fees=fees, shares=shares or {},
+                        members=campaign.accepted if campaign else frozenset())
     counts = Counts(paid=len(allocation.paid), rejected=len(rejected), amount=allocation.spent,
                     fees=sum((t.fee * len(t.events) for t in planned), ZERO),
                     by_reason=Counter(reason for _, reason in rejected))
@@ -221,10 +222,11 @@ def plan_all(decisions: Decisions) -> list[CampaignPlan]:
 
 
 def transfers(paid: list[Candidate], *, per_sale: bool, payout: Decimal, fees: FeeSchedule,
-              shares: dict[str, Share]) -> list[Transfer]:
+              shares: dict[str, Share], members: frozenset[str] = frozenset()) -> list[Transfer]:
     """Paid events grouped into transfers: one per sale (a refund reverses exactly that sale), else one
     per creator, fee and rewarded share link (a million clicks cost a few thousand ledger rows), each event
-    at its creator's fee of its time, and its share link's reward unless the supporter clicked it itself."""
+    at its creator's fee of its time, and its share link's reward unless the supporter clicked it itself
+    or has since become one of the campaign's creators (``members``: who may not share its links)."""
     fee_at: dict[Decimal, Decimal] = {}  # the fee per percent: one payout, few percents
 
     def fee(pct: Decimal) -> Decimal:
@@ -235,7 +237,8 @@ def transfers(paid: list[Candidate], *, per_sale: bool, payout: Decimal, fees: F
     def terms(event: Candidate) -> tuple[str, Decimal, str | None, Decimal]:
         event_fee = fee(fees.pct(event.creator_id, event.ts_ms))
         share = shares.get(event.link_id) if event.supporter_id else None
-        reward = share_reward(payout, event_fee, share.pct) if share and share.earns_on(event) else ZERO
+        earns = share is not None and share.supporter_id not in members and share.earns_on(event)
+        reward = share_reward(payout, event_fee, share.pct) if earns else ZERO
         return event.creator_id, event_fee, share.link_id if reward > 0 else None, reward
 
     if per_sale:

@@ -137,6 +137,22 @@ def test_a_supporter_never_earns_on_its_own_clicks(world):
     world.assert_books()
 
 
+def test_a_supporter_who_became_a_creator_of_the_campaign_earns_no_more_shares(world):
+    """Sharing is refused to the campaign's creators; one who joins after sharing is held to the same rule."""
+    campaign = world.campaign(payout="1.00", fund="10.00")
+    creator = world.creator(campaign)
+    shared = share(world, campaign, creator)
+    world.pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'creator')", (shared[0],))
+    world.pg.execute("INSERT INTO campaign_creators (campaign_id, creator_id, status) VALUES (%s, %s, 'accepted')",
+                     (campaign, shared[0]))
+    click = through(world, campaign, creator, shared)
+    world.put([click])
+    settle_once(world.settings)
+    assert (shares_of(world, click)["status"], shares_of(world, click)["share_reward"]) == ("paid", None)
+    assert (pending(world, creator[0]), pending(world, shared[0])) == (D("0.90"), D("0.00"))
+    world.assert_books()
+
+
 def put_enriched(settings: Settings, events: list[Event]) -> None:
     """Into ClickHouse as ingest writes them: enriched (the stored IP truncated, its keyed hash beside it)."""
     enricher, writer = Enricher(settings), BatchWriter(settings)
