@@ -10,9 +10,10 @@ again under its row lock (``settler.post``), against the budget it locked.
 Each event is charged the creator's fee of the moment it happened
 (``oros.fees``: a creator tier lowers it for its span), and an event through
 a supporter's share link pays the supporter its reward out of the creator's
-net, unless the click came from where the supporter made the link (``Share``),
-so paid events are grouped into transfers per creator, fee and share link. Either way the numbers of the
-run report come from here: ``Counts`` is the one place events are counted.
+net, unless the click came from where the supporter made the link
+(``Share``), so paid events are grouped into transfers per creator, fee and
+share link. Either way the numbers of the run report come from here:
+``Counts`` is the one place events are counted.
 """
 
 from __future__ import annotations
