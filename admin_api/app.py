@@ -32,6 +32,7 @@ from . import (
     reports,
     rewards,
     sessions,
+    shares,
     tips,
     users,
     wallets,
@@ -43,7 +44,7 @@ from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, READ_POOL, R
 
 MAX_BODY_BYTES = 1024 * 1024
 ROUTE_MODULES = (users, sessions, campaigns, communities, wallets, admin, payouts, queues, funding, card_payments,
-                 webhook_endpoints, webhooks, tips, memberships, boosts, refunds, rewards, live, reports, exports, qr,
+                 webhook_endpoints, webhooks, tips, memberships, boosts, refunds, rewards, shares, live, reports, exports, qr,
                  health, webapp)
 
 

@@ -87,12 +87,14 @@ SELECT event_type, toString(event_id), concat(replaceOne(toString(ts, 'UTC'), ' 
 _CSV_SETTINGS = {"format_csv_null_representation": ""}
 
 EARNINGS_COLUMNS = ("occurred_at", "event_id", "campaign_id", "campaign_title", "event_type", "status", "earned")
-# The creator's own paid (or paid, then reversed) events: what it kept after the fee and any refund (RLS).
+# The creator's own paid (or paid, then reversed) events: what it kept after the fee, a supporter's share and any
+# refund (RLS).
 _EARNINGS_PAGE_SQL = f"""
 COPY (
   SELECT to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), e.id, e.campaign_id,
          {_pg_text('c.title')}, e.event_type, e.status,
          (e.payout_amount - e.reversed_payout) - (e.platform_fee - e.reversed_fee)
+           - (coalesce(e.share_reward, 0) - e.reversed_reward)
     FROM events e LEFT JOIN campaigns c ON c.id = e.campaign_id
    WHERE e.creator_id = %(creator)s AND e.status IN ('paid', 'reversed') AND e.event_type <> 'refund'
      AND e.occurred_at >= %(from)s AND e.occurred_at < %(to)s

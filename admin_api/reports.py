@@ -93,14 +93,15 @@ SELECT bucket, dim, event_type, status, reason, GROUPING(bucket) = 1 AS is_group
 
 _CAMPAIGN_SQL = "SELECT business_id::text AS business_id FROM campaigns WHERE id = %(id)s"
 
-# A creator's own decided events (RLS: events_creator), net of the platform fee.
+# A creator's own decided events (RLS: events_creator), net of the platform fee and a supporter's share.
 _EARNINGS_SQL = """
 SELECT e.campaign_id::text AS campaign_id, c.title AS campaign_title,
        date_trunc('day', e.occurred_at, 'UTC') AS day,
        count(*) FILTER (WHERE e.status = 'paid') AS events,
-       coalesce(sum(e.payout_amount - e.platform_fee - (e.reversed_payout - e.reversed_fee))
+       coalesce(sum(e.payout_amount - e.platform_fee - coalesce(e.share_reward, 0)
+                    - (e.reversed_payout - e.reversed_fee - e.reversed_reward))
                 FILTER (WHERE e.status = 'paid'), 0) AS earned,
-       coalesce(sum(e.reversed_payout - e.reversed_fee), 0) AS reversed
+       coalesce(sum(e.reversed_payout - e.reversed_fee - e.reversed_reward), 0) AS reversed
   FROM events e LEFT JOIN campaigns c ON c.id = e.campaign_id
  WHERE e.creator_id = %(creator)s AND e.status IN ('paid', 'reversed') AND e.event_type <> 'refund'
    AND e.occurred_at >= %(from)s AND e.occurred_at < %(to)s

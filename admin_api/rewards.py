@@ -30,7 +30,8 @@ routes = Routes()
 # The seed's sources; no flow produces 'prediction' (docs/supporters.md).
 SOURCES = ("boost", "share", "prediction")
 STATUSES = ("pending", "paid")
-REWARD_COLUMNS = "id, source, status, amount, campaign_id, boost_id, unspent, transfer_id, paid_at, created_at"
+REWARD_COLUMNS = ("id, source, status, amount, campaign_id, boost_id, tracking_link_id, unspent, transfer_id, paid_at,"
+                  " created_at")
 
 
 class RewardQuery(PageQuery):
@@ -47,6 +48,7 @@ class Reward(BaseModel):
     amount: Money = Field(description="paid: what was paid; a pending boost reward: what it has accrued so far")
     campaign_id: Uuid | None
     boost_id: Uuid | None
+    tracking_link_id: Uuid | None = Field(description="a share reward's: the share link it was earned through")
     unspent: Money | None = Field(description="a boost's: what it still holds in the campaign's budget")
     transfer_id: Uuid | None
     paid_at: datetime | None

@@ -21,7 +21,6 @@ byte for byte what ``orjson.dumps`` of the enriched object would be, which
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from urllib.parse import urlsplit
@@ -36,6 +35,7 @@ from crawlerdetect.providers.exclusions import data as EXCLUSION_PATTERNS
 from oros.events import ENRICHED_LIMITS
 from oros.settings import Settings
 from oros.bots import IN_APP_RE, MAX_UA, classify_user_agent
+from oros.clientip import ip_hash, ip_hash_key
 
 CRAWLER = "crawler"  # oros.bots' reason name for what crawlerdetect finds
 # The sources a browser (or something pretending to be one) sends: the only ones judged by user agent.
@@ -166,11 +166,6 @@ def ip_network(ip: str) -> tuple[str, str] | None:
     return truncated, truncated
 
 
-def _hash_key(secret: str | None) -> bytes:
-    # BLAKE2b takes a key of up to 64 bytes: a secret of any length is reduced to one.
-    return b"" if secret is None else hashlib.blake2b(secret.encode(), digest_size=64, person=b"oros-ip-key").digest()
-
-
 class _Bounded(dict):
     """A cache that starts over when full (see ``CACHE_SIZE``)."""
 
@@ -192,7 +187,7 @@ class Enricher:
 
     def __init__(self, settings: Settings) -> None:
         self.anonymize = settings.anonymize_ip
-        self._key = _hash_key(settings.ip_hash_key)
+        self._key = ip_hash_key(settings.ip_hash_key)
         self._agents = _Bounded()  # user agent (JSON) -> (fragment, bot reason)
         self._networks = _Bounded()  # IPv4 /24 ("a.b.c") or other address -> (fragment, truncated ip as JSON)
         self._referrers = _Bounded()  # referrer (JSON) -> fragment
@@ -224,7 +219,7 @@ class Enricher:
             address = orjson.loads(ip).encode() if b"\\" in ip else ip[1:-1]
             country, truncated = self._networks.get(_network_key(address)) or self._network(address)
             stored_ip = truncated if self.anonymize else ip
-            digest = hashlib.blake2b(address, key=self._key, digest_size=16).hexdigest().encode()
+            digest = ip_hash(address, self._key).encode()
         if raw[source_at + 10:metadata_at] not in _BROWSER_SOURCES_JSON:
             # A business's server sent it (the API, Stripe): its address and agent say nothing of a visitor.
             return b"".join((raw[:ip_at], stored_ip, raw[agent_at:-1], _NO_VISITOR, b"}"))

@@ -11,6 +11,7 @@ rather than extend the client's, so every line is read, in order, as one list.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Sequence
 from functools import lru_cache
@@ -18,6 +19,18 @@ from functools import lru_cache
 from aiohttp import web
 
 MAX_HOPS = 16  # hops walked from the right; a longer chain is the client's own padding
+
+
+def ip_hash_key(secret: str | None) -> bytes:
+    """The BLAKE2b key of IP hashes from ``OROS_IP_HASH_KEY`` (no secret: unkeyed)."""
+    # BLAKE2b takes a key of up to 64 bytes: a secret of any length is reduced to one.
+    return b"" if secret is None else hashlib.blake2b(secret.encode(), digest_size=64, person=b"oros-ip-key").digest()
+
+
+def ip_hash(address: bytes, key: bytes) -> str:
+    """The keyed hash of a full address, as ClickHouse's ``ip_hash`` holds it (ingest) and a share link its
+    maker's (admin API): 32 hex digits."""
+    return hashlib.blake2b(address, key=key, digest_size=16).hexdigest()
 
 
 class ClientIp:

@@ -44,6 +44,12 @@ def split_fee(payout: Decimal, fee_pct: Decimal) -> tuple[Decimal, Decimal]:
     return payout - fee, fee
 
 
+def share_reward(payout: Decimal, fee: Decimal, share_pct: Decimal) -> Decimal:
+    """A share link's reward on one payout: ``round_half_up(payout * pct / 100)``, out of the creator's net
+    (``payout - fee``) and never more than it; the creator keeps ``payout - fee - reward``."""
+    return min(round_money(payout * share_pct / 100), payout - fee)
+
+
 def fmt(value: Decimal | None) -> str | None:
     """The wire form: a decimal string with exactly two places."""
     return None if value is None else str(value.quantize(CENT))

@@ -129,6 +129,9 @@ class Settings:
     tip_fee_pct: Decimal = Decimal("5")
     # A booster's reward: this percent of what its boost paid for (docs/supporters.md, "Boosts").
     boost_reward_pct: Decimal = Decimal("5")
+    # A supporter's share link earns it this percent of each payout, out of the creator's net, fixed per
+    # share link when it is made (docs/supporters.md, "Share links").
+    share_pct: Decimal = Decimal("10")
     hold_days: int = 14
     attribution_days: int = 30
     click_dedupe_s: int = 3600
@@ -187,6 +190,7 @@ class Settings:
             platform_fee_pct=_decimal(env, "OROS_PLATFORM_FEE_PCT", "10", minimum=Decimal(0), maximum=Decimal(100)),
             tip_fee_pct=_decimal(env, "OROS_TIP_FEE_PCT", "5", minimum=Decimal(0), maximum=Decimal(100)),
             boost_reward_pct=_decimal(env, "OROS_BOOST_REWARD_PCT", "5", minimum=Decimal(0), maximum=Decimal(100)),
+            share_pct=_decimal(env, "OROS_SHARE_PCT", "10", minimum=Decimal(0), maximum=Decimal(100)),
             hold_days=_int(env, "OROS_HOLD_DAYS", 14),
             attribution_days=_int(env, "OROS_ATTRIBUTION_DAYS", 30, minimum=1),
             click_dedupe_s=_int(env, "OROS_CLICK_DEDUPE_SECONDS", 3600),
@@ -218,6 +222,8 @@ class Settings:
             raise SettingsError("OROS_REDIS_CLUSTER=true needs a redis:// or rediss:// REDIS_URL (a seed node)")
         if self.boost_reward_pct != self.boost_reward_pct.quantize(Decimal("0.01")):
             raise SettingsError("OROS_BOOST_REWARD_PCT may have at most two decimals (boosts.reward_pct)")
+        if self.share_pct != self.share_pct.quantize(Decimal("0.01")):
+            raise SettingsError("OROS_SHARE_PCT may have at most two decimals (tracking_links.share_pct)")
         if self.anonymize_ip and self.click_dedupe_s > ANONYMIZED_MAX_DEDUPE_S:
             raise SettingsError(f"OROS_CLICK_DEDUPE_SECONDS may be at most {ANONYMIZED_MAX_DEDUPE_S} with "
                                 "OROS_ANONYMIZE_IP=true: the IP hash it deduplicates by is kept two days")

@@ -17,7 +17,8 @@ log = logging.getLogger("oros")
 # issues and verifies tokens and verifies Stripe's webhooks; without a Stripe
 # key it still runs, and card funding answers 503. Payouts move money through
 # Stripe. Ingest keys its IP hash with OROS_IP_HASH_KEY, required while it
-# truncates IPs (``Settings.ip_secrets``). The tracker, settle, release-holds,
+# truncates IPs (``Settings.ip_secrets``), and so does the admin API (where a
+# supporter made a share link). The tracker, settle, release-holds,
 # reconcile, webhooks, migrate and create-admin hold no secret (webhook secrets are
 # per endpoint, in Postgres).
 ADMIN_SECRETS = (JWT_SECRET, STRIPE_WEBHOOK_SECRET)
@@ -28,7 +29,7 @@ def _settings(*secrets: str, optional: tuple[str, ...] = (), hashes_ips: bool = 
     """Settings with concrete server URLs, and the embedded servers this process started.
 
     The secrets are checked before any server starts, so a refused process
-    leaves nothing running. ``hashes_ips``: the process enriches events (ingest).
+    leaves nothing running. ``hashes_ips``: the process hashes IPs (ingest; the admin API's share links).
     """
     from oros import embedded
 
@@ -198,7 +199,8 @@ def cmd_admin(args) -> int:
     from admin_api.server import run_admin
     from settler.jobs import OWNER_JOBS
 
-    settings, servers = _settings(*ADMIN_SECRETS, optional=PAYOUT_SECRETS)
+    # It hashes a share link's maker's address with ingest's key (docs/supporters.md, "Share links").
+    settings, servers = _settings(*ADMIN_SECRETS, optional=PAYOUT_SECRETS, hashes_ips=True)
     try:
         run_admin(settings, port=args.port, jobs=OWNER_JOBS)
     finally:

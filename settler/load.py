@@ -27,7 +27,7 @@ from oros.connections import clickhouse_client
 from oros.reasons import NO_SUCH_ORDER, UNKNOWN_CAMPAIGN
 from oros.settings import Settings
 
-from .plan import Facts
+from .plan import Facts, Share
 from .verify import Campaign, Candidate
 
 LOOKUP_CHUNK = 50_000
@@ -72,8 +72,9 @@ VISITOR = {False: "ip", True: "if(ip_hash = '', ip, ip_hash)"}
 # click, the previous human click from the same visitor on the same link, read back to the dedupe
 # window before the first fresh click and to its UTC day's start (first visits). ``c``: for each fresh
 # conversion or sale, the click it names; that click, not the reporter, says which link and creator
-# earned it. ``first_visit``: a human click with no earlier human click from its visitor on its link
-# that UTC day (the reports' unique visitors).
+# earned it, and where it came from (``visit_ip``, ``visit_ip_hash``: a share link's supporter never earns
+# on its own clicks). ``first_visit``: a human click with no earlier human click from its visitor on its
+# link that UTC day (the reports' unique visitors).
 EVENTS_SQL = """
 SELECT toString(f.event_id) AS event_id, f.event_type AS event_type, toUnixTimestamp64Milli(f.ts) AS ts_ms,
        if(f.campaign_id = toUUID('{unknown}'), NULL, toString(f.campaign_id)) AS campaign_id,
@@ -90,10 +91,12 @@ SELECT toString(f.event_id) AS event_id, f.event_type AS event_type, toUnixTimes
          AND (p.prev IS NULL OR intDiv(p.prev, {day_ms}) != intDiv(toUnixTimestamp64Milli(f.ts), {day_ms}))
          AS first_visit,
        f.country AS country, f.device_type AS device_type, f.browser AS browser, f.os AS os,
-       f.referrer_host AS referrer_host
+       f.referrer_host AS referrer_host,
+       if(f.event_type = 'click', f.ip, coalesce(c.ip, '')) AS visit_ip,
+       if(f.event_type = 'click', f.ip_hash, coalesce(c.ip_hash, '')) AS visit_ip_hash
   FROM (SELECT event_id, event_type, ts, campaign_id, link_id, creator_id, supporter_id, business_id, click_id,
                order_id, value, currency, ip, user_agent, is_bot, source, metadata, country, device_type, browser,
-               os, referrer_host
+               os, referrer_host, ip_hash
           FROM events WHERE {fresh} LIMIT 1 BY event_id) AS f
   LEFT JOIN (
     SELECT event_id, prev FROM (
@@ -109,7 +112,7 @@ SELECT toString(f.event_id) AS event_id, f.event_type AS event_type, toUnixTimes
        AND event_id IN (SELECT event_id FROM events WHERE {fresh} AND event_type = 'click')
   ) AS p ON p.event_id = f.event_id
   LEFT JOIN (
-    SELECT event_id, campaign_id, ts, link_id, creator_id FROM events
+    SELECT event_id, campaign_id, ts, link_id, creator_id, ip, ip_hash FROM events
      WHERE event_type = 'click'
        AND event_id IN (SELECT click_id FROM events WHERE {fresh} AND click_id IS NOT NULL
                                                       AND event_type IN ('conversion', 'sale'))
@@ -174,6 +177,12 @@ SELECT id::text AS id, floor(extract(epoch FROM occurred_at) * 1000)::bigint AS 
 
 KNOWN_USERS_SQL = "SELECT id::text AS id FROM users WHERE id = ANY(%s::uuid[])"
 KNOWN_LINKS_SQL = "SELECT id::text AS id FROM tracking_links WHERE campaign_id = ANY(%s::uuid[])"
+# The share links among them: whose, at which percent, and where their supporter made them (0110).
+SHARES_SQL = """
+SELECT id::text AS link_id, supporter_id::text AS supporter_id, share_pct AS pct, share_ip_hash AS ip_hash,
+       host(share_ip) AS ip
+  FROM tracking_links WHERE campaign_id = ANY(%s::uuid[]) AND supporter_id IS NOT NULL
+"""
 
 
 def newest_ingested(settings: Settings) -> datetime | None:
@@ -244,6 +253,7 @@ def load_facts(conn: psycopg.Connection, events: list[Candidate], fee_pct: Decim
         campaigns=load_campaigns(conn, campaign_ids, events),
         users={r["id"] for r in conn.execute(KNOWN_USERS_SQL, (creators,))},
         links={r["id"] for r in conn.execute(KNOWN_LINKS_SQL, (campaign_ids,))},
+        shares={r["link_id"]: Share(**r) for r in conn.execute(SHARES_SQL, (campaign_ids,))},
         fees=fees.load(conn, fee_pct, creators),
         paid_orders=_paid_orders(conn, events),
         paid_clicks=_paid_clicks(conn, events),

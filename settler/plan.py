@@ -8,26 +8,64 @@ transaction writes, with its counts. A dry run plans every campaign against
 the budget it loaded and posts nothing; a live run plans each campaign
 again under its row lock (``settler.post``), against the budget it locked.
 Each event is charged the creator's fee of the moment it happened
-(``oros.fees``: a creator tier lowers it for its span), so paid events are
-grouped into transfers per creator and fee. Either way the numbers of the
-run report come from here: ``Counts`` is the one place events are counted.
+(``oros.fees``: a creator tier lowers it for its span), and an event through
+a supporter's share link pays the supporter its reward out of the creator's
+net, unless the click came from where the supporter made the link
+(``Share``), so paid events are grouped into transfers per creator, fee and
+share link. Either way the numbers of the run report come from here:
+``Counts`` is the one place events are counted.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from oros.fees import FeeSchedule
-from oros.money import split_fee
+from oros.money import share_reward, split_fee
 from oros.reasons import BUDGET_EXHAUSTED
 
 from .budget import allocate
 from .verify import Campaign, Candidate, Rules, verify
 
 ZERO = Decimal("0.00")
+
+
+@dataclass(frozen=True)
+class Share:
+    """A supporter's share link (sql/postgres/0110): whose, its percent, where the supporter made it."""
+
+    link_id: str
+    supporter_id: str
+    pct: Decimal
+    ip_hash: str | None  # the keyed hash of the full address (OROS_IP_HASH_KEY), as ingest hashes clicks'
+    ip: str | None  # the address itself; None while addresses are anonymized
+
+    def earns_on(self, event: Candidate) -> bool:
+        """Whether the click through the link is known not to be the supporter's own: an address of the click
+        (its hash, or the stored address) is known and differs from where the supporter made the link. A click
+        whose address is no longer known (its hash expired while the stored address is truncated) earns nothing:
+        the supporter never earns on its own clicks."""
+        known = False
+        if event.visit_ip_hash and self.ip_hash:
+            if event.visit_ip_hash == self.ip_hash:
+                return False
+            known = True
+        if event.visit_ip and self.ip:
+            if _address(event.visit_ip) == _address(self.ip):
+                return False
+            known = True
+        return known
+
+
+def _address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text
 
 
 @dataclass(frozen=True)
@@ -38,6 +76,7 @@ class Facts:
     users: set[str]  # creators that exist
     links: set[str]  # links of these campaigns that exist
     fees: FeeSchedule  # the creators' fees over time, read after the events
+    shares: dict[str, Share] = field(default_factory=dict)  # the share links among the links, by link id
     paid_orders: set[tuple[str, str]] = frozenset()  # (campaign, order id) paid before
     paid_clicks: set[tuple[str, str]] = frozenset()  # (click id, order id or '') paid before
     early_refunds: list[Candidate] = ()  # refunds recorded before any sale of their order was paid
@@ -94,16 +133,19 @@ class Decisions:
     refunds: list[Candidate]  # the read's refunds and the early ones, applied after the sales are paid
     early_refunds: frozenset[str]  # ids among ``refunds`` recorded before (decided again, not inserted)
     fees: FeeSchedule
+    shares: dict[str, Share] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Transfer:
-    """One ledger transfer of a settlement: one per (campaign, creator, fee, run), or one per sale."""
+    """One ledger transfer of a settlement: one per (campaign, creator, fee, share link, run), or one per sale."""
 
     id: str
     creator_id: str
     fee: Decimal  # the platform's part of each event's payout
     events: list[Candidate]
+    share: str | None = None  # the share link whose supporter earns ``reward`` on each event (None: no reward)
+    reward: Decimal = ZERO  # out of each event's net
 
 
 @dataclass(frozen=True)
@@ -122,9 +164,9 @@ class CampaignPlan:
 def decide(events: list[Candidate], facts: Facts, rules: Rules, now_ms: int) -> Decisions:
     """Verify a read's events (its refunds are set aside) and group the verdicts per campaign."""
     refunds = [e for e in events if e.event_type == "refund"]
-    # A link id Postgres does not know (deleted since) stays in ClickHouse, never a foreign key here.
-    billable = [e if e.link_id is None or e.link_id in facts.links else e._replace(link_id=None)
-                for e in events if e.event_type != "refund"]
+    # A link id Postgres does not know (deleted since) stays in ClickHouse, never a foreign key here; the
+    # supporter recorded is the link's, as Postgres knows it.
+    billable = [_known_link(e, facts) for e in events if e.event_type != "refund"]
     verdict = verify(billable, facts.campaigns, rules, now_ms, facts.paid_orders, facts.paid_clicks)
     accepted: dict[str, list[Candidate]] = defaultdict(list)
     rejected: dict[str | None, list[tuple[Candidate, str]]] = defaultdict(list)
@@ -139,17 +181,28 @@ def decide(events: list[Candidate], facts: Facts, rules: Rules, now_ms: int) -> 
         campaigns.append(Decided(None, [], rejected[None]))
     return Decisions(campaigns=campaigns,
                      refunds=sorted([*facts.early_refunds, *refunds], key=lambda e: (e.ts_ms, e.event_id)),
-                     early_refunds=frozenset(e.event_id for e in facts.early_refunds), fees=facts.fees)
+                     early_refunds=frozenset(e.event_id for e in facts.early_refunds), fees=facts.fees,
+                     shares=facts.shares)
+
+
+def _known_link(event: Candidate, facts: Facts) -> Candidate:
+    link = event.link_id if event.link_id is None or event.link_id in facts.links else None
+    share = facts.shares.get(link) if link else None
+    supporter = share.supporter_id if share else None
+    if link == event.link_id and supporter == event.supporter_id:
+        return event
+    return event._replace(link_id=link, supporter_id=supporter)
 
 
 def settle_campaign(decided: Decided, *, remaining: Decimal, payout: Decimal, status: str,
-                    fees: FeeSchedule) -> CampaignPlan:
+                    fees: FeeSchedule, shares: dict[str, Share] | None = None) -> CampaignPlan:
     """Allocate ``remaining`` to the campaign's accepted events, earliest first, and plan its transfers."""
     allocation = allocate(decided.accepted, remaining, payout)
     rejected = decided.rejected + [(e, BUDGET_EXHAUSTED) for e in allocation.exhausted]
     campaign = decided.campaign
     per_sale = campaign is not None and campaign.objective == "sale"
-    planned = transfers(allocation.paid, per_sale=per_sale, payout=payout, fees=fees)
+    planned = transfers(allocation.paid, per_sale=per_sale, payout=payout, fees=fees, shares=shares or {},
+                        members=campaign.accepted if campaign else frozenset())
     counts = Counts(paid=len(allocation.paid), rejected=len(rejected), amount=allocation.spent,
                     fees=sum((t.fee * len(t.events) for t in planned), ZERO),
                     by_reason=Counter(reason for _, reason in rejected))
@@ -164,14 +217,17 @@ def plan_all(decisions: Decisions) -> list[CampaignPlan]:
     """Every campaign planned against the budget and status it was loaded with: a dry run's plan."""
     return [settle_campaign(d, remaining=d.campaign.remaining if d.campaign else ZERO,
                             payout=d.campaign.payout if d.campaign else ZERO,
-                            status=d.campaign.status if d.campaign else "", fees=decisions.fees)
+                            status=d.campaign.status if d.campaign else "", fees=decisions.fees,
+                            shares=decisions.shares)
             for d in decisions.campaigns]
 
 
-def transfers(paid: list[Candidate], *, per_sale: bool, payout: Decimal, fees: FeeSchedule) -> list[Transfer]:
+def transfers(paid: list[Candidate], *, per_sale: bool, payout: Decimal, fees: FeeSchedule,
+              shares: dict[str, Share], members: frozenset[str] = frozenset()) -> list[Transfer]:
     """Paid events grouped into transfers: one per sale (a refund reverses exactly that sale), else one
-    per creator and fee (a million clicks cost a few thousand ledger rows), each event at its creator's
-    fee of its time."""
+    per creator, fee and rewarded share link (a million clicks cost a few thousand ledger rows), each event
+    at its creator's fee of its time, and its share link's reward unless the supporter clicked it itself
+    or has since become one of the campaign's creators (``members``: who may not share its links)."""
     fee_at: dict[Decimal, Decimal] = {}  # the fee per percent: one payout, few percents
 
     def fee(pct: Decimal) -> Decimal:
@@ -179,9 +235,18 @@ def transfers(paid: list[Candidate], *, per_sale: bool, payout: Decimal, fees: F
             fee_at[pct] = split_fee(payout, pct)[1]
         return fee_at[pct]
 
+    def terms(event: Candidate) -> tuple[str, Decimal, str | None, Decimal]:
+        event_fee = fee(fees.pct(event.creator_id, event.ts_ms))
+        share = shares.get(event.link_id) if event.supporter_id else None
+        earns = share is not None and share.supporter_id not in members and share.earns_on(event)
+        reward = share_reward(payout, event_fee, share.pct) if earns else ZERO
+        return event.creator_id, event_fee, share.link_id if reward > 0 else None, reward
+
     if per_sale:
-        return [Transfer(str(uuid.uuid4()), e.creator_id, fee(fees.pct(e.creator_id, e.ts_ms)), [e]) for e in paid]
-    groups: dict[tuple[str, Decimal], list[Candidate]] = defaultdict(list)
+        return [Transfer(str(uuid.uuid4()), creator, event_fee, [e], share, reward)
+                for e in paid for creator, event_fee, share, reward in (terms(e),)]
+    groups: dict[tuple[str, Decimal, str | None, Decimal], list[Candidate]] = defaultdict(list)
     for event in paid:
-        groups[(event.creator_id, fees.pct(event.creator_id, event.ts_ms))].append(event)
-    return [Transfer(str(uuid.uuid4()), creator, fee(pct), groups[(creator, pct)]) for creator, pct in sorted(groups)]
+        groups[terms(event)].append(event)
+    return [Transfer(str(uuid.uuid4()), key[0], key[1], groups[key], key[2], key[3])
+            for key in sorted(groups, key=lambda k: (k[0], k[1], k[2] or "", k[3]))]

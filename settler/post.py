@@ -32,7 +32,7 @@ from oros.fees import FeeSchedule
 from oros.links import CAMPAIGN_CODES_SQL, publish
 
 from . import ledger, live
-from .plan import CampaignPlan, Counts, Decided, Decisions, settle_campaign
+from .plan import CampaignPlan, Counts, Decided, Decisions, Share, settle_campaign
 from .records import copy_events, copy_lines, paid_lines
 from .refunds import apply_refund
 
@@ -70,7 +70,7 @@ def post_decisions(ctx: RunContext, conn: psycopg.Connection, decisions: Decisio
 
     def post(decided: Decided) -> CampaignPlan:
         with pool.connection() as worker:
-            return post_campaign(ctx, worker, decided, decisions.fees)
+            return post_campaign(ctx, worker, decided, decisions.fees, decisions.shares)
 
     with _worker_pool(ctx) as pool, ThreadPoolExecutor(POST_WORKERS) as threads:
         for plan in threads.map(post, owned):
@@ -80,12 +80,13 @@ def post_decisions(ctx: RunContext, conn: psycopg.Connection, decisions: Decisio
             done(post_unowned(ctx, conn, decided, decisions.fees))
 
 
-def post_campaign(ctx: RunContext, conn: psycopg.Connection, decided: Decided, fees: FeeSchedule) -> CampaignPlan:
+def post_campaign(ctx: RunContext, conn: psycopg.Connection, decided: Decided, fees: FeeSchedule,
+                  shares: dict[str, Share] | None = None) -> CampaignPlan:
     """One campaign's transaction: lock, plan against the locked budget, record its events, book the ledger."""
     with conn.transaction():
         locked = conn.execute(LOCK_CAMPAIGN, (decided.campaign.id,)).fetchone()
         plan = settle_campaign(decided, remaining=locked["remaining_budget"], payout=locked["payout_per_action"],
-                               status=locked["status"], fees=fees)
+                               status=locked["status"], fees=fees, shares=shares)
         copy_events(conn, lambda clean: _lines(ctx, plan, clean))
         if plan.paid or plan.completes:
             ledger.post_settlement(conn, plan, run_id=ctx.run_id, hold_until=ctx.hold_until)
@@ -104,7 +105,8 @@ def _lines(ctx: RunContext, plan: CampaignPlan, clean: bool) -> list[str]:
     lines = copy_lines(plan.rejected, campaign_id=plan.campaign_id, run_id=ctx.run_id, now=ctx.now, clean=clean)
     for transfer in plan.transfers:
         lines += paid_lines(transfer.events, campaign_id=plan.campaign_id, transfer_id=transfer.id,
-                            payout=plan.payout, fee=transfer.fee, run_id=ctx.run_id, now=ctx.now, clean=clean)
+                            payout=plan.payout, fee=transfer.fee, reward=transfer.reward if transfer.share else None,
+                            run_id=ctx.run_id, now=ctx.now, clean=clean)
     return lines
 
 

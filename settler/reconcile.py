@@ -286,6 +286,32 @@ SELECT 'reward ' || r.id || ' (' || r.status || ', ' || r.amount || ', campaign 
         OR (r.amount = 0 AND r.transfer_id IS NOT NULL))
 """
 
+# Each share reward (0111) is what its transfer's live legs credit its supporter (main wallet, or a debt repaid)
+# and what its events' share rewards still pay; and every live share-reward leg has its rewards row.
+SHARE_REWARDS_SQL = """
+SELECT 'share reward ' || r.id || ' (' || r.status || ', ' || r.amount || ') of transfer '
+       || coalesce(r.transfer_id::text, 'none') || ': ledger ' || coalesce(l.paid, 0) || ', events '
+       || coalesce(e.reward, 0) AS what
+  FROM rewards r
+  LEFT JOIN (SELECT le.transfer_id, w.user_id, sum(le.amount) AS paid
+               FROM ledger_entries le JOIN wallets w ON w.id = le.wallet_id
+              WHERE le.source_type = 'campaign' AND le.direction = 'credit' AND le.description LIKE 'share reward%'
+                AND le.status NOT IN ('failed', 'reversed')
+              GROUP BY 1, 2) l ON l.transfer_id = r.transfer_id AND l.user_id = r.user_id
+  LEFT JOIN (SELECT transfer_id, sum(share_reward - reversed_reward) AS reward FROM events
+              WHERE share_reward IS NOT NULL GROUP BY 1) e ON e.transfer_id = r.transfer_id
+ WHERE r.source = 'share'
+   AND (r.status <> 'paid' OR r.transfer_id IS NULL OR coalesce(l.paid, 0) <> r.amount
+        OR coalesce(e.reward, 0) <> r.amount)
+UNION ALL
+SELECT 'transfer ' || le.transfer_id || ' credits a share reward of ' || le.amount || ' no rewards row records'
+  FROM ledger_entries le
+ WHERE le.source_type = 'campaign' AND le.direction = 'credit' AND le.description LIKE 'share reward%'
+   AND le.status NOT IN ('failed', 'reversed')
+   AND NOT EXISTS (SELECT 1 FROM rewards r JOIN wallets w ON w.user_id = r.user_id
+                    WHERE r.source = 'share' AND r.transfer_id = le.transfer_id AND w.id = le.wallet_id)
+"""
+
 # What OROS gave back: each booked refund's transfer took exactly its amount out of escrow into clearing (one never
 # booked has no legs), and no payment was given back more than it still paid (Stripe's takebacks included).
 ISSUED_REFUNDS_SQL = """
@@ -435,6 +461,12 @@ def _rewards(conn) -> Check:
                   "amount from the rewards wallet to the supporter")
 
 
+def _share_rewards(conn) -> Check:
+    rows = conn.execute(SHARE_REWARDS_SQL).fetchall()
+    return _check("share_rewards_match_ledger", [r["what"] for r in rows],
+                  "each share reward is paid by its payout's transfer to its supporter, as its events say")
+
+
 def _issued_refunds(conn) -> Check:
     rows = conn.execute(ISSUED_REFUNDS_SQL).fetchall()
     return _check("issued_refunds_within_payments", [r["what"] for r in rows],
@@ -513,7 +545,7 @@ def reconcile(settings: Settings) -> list[Check]:
             checks = [_wallets(conn), _transfers(conn), _escrow(conn), _campaign_paid(conn),
                       _paid_once(conn), _earned(conn), _negative(conn), _decided_hours(conn), _tips(conn),
                       _stripe_payments(conn), _takebacks(conn), _boosts(conn), _rewards(conn),
-                      _issued_refunds(conn), _live_sales(conn)]
+                      _share_rewards(conn), _issued_refunds(conn), _live_sales(conn)]
             try:
                 checks.append(_clickhouse(settings, conn))
             except psycopg.Error:

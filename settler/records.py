@@ -24,6 +24,7 @@ EVENT_COLUMNS = (
     "payout_amount", "platform_fee", "paid", "paid_at", "settlement_run_id", "verified", "verified_at",
     "event_type", "value", "currency", "click_id", "order_id", "occurred_at",
     "ip_address", "user_agent", "country", "device_type", "browser", "os", "referrer_host", "first_visit",
+    "supporter_id", "share_reward",
 )
 COPY_EVENTS = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 INSERT_EVENT = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}, metadata)"
@@ -75,6 +76,11 @@ def _tail(event: Candidate, ip: str | None) -> str:
             f"\t{'t' if event.first_visit else 'f'}")
 
 
+def _share(event: Candidate, owned: bool, reward: Decimal | None) -> str:
+    """The share columns: the link's supporter (none without a campaign) and what it earned on the event."""
+    return f"\t{_opt(event.supporter_id) if owned else NULL}\t{_opt(reward)}"
+
+
 def copy_lines(events: Iterable[tuple[Candidate, str]], *, campaign_id: str | None, run_id: str, now: datetime,
                clean: bool = False) -> list[str]:
     """COPY lines of events rejected with a reason (``campaign_id`` None: recorded without foreign keys)."""
@@ -83,18 +89,18 @@ def copy_lines(events: Iterable[tuple[Candidate, str]], *, campaign_id: str | No
     owned = campaign_id is not None
     return [
         f"{e.event_id}{head}{_opt(e.creator_id) if owned else NULL}\t{_opt(e.link_id) if owned else NULL}"
-        f"\trejected\t{_text(reason)}{middle}{_tail(e, clean_ip(e.ip) if clean else e.ip)}"
+        f"\trejected\t{_text(reason)}{middle}{_tail(e, clean_ip(e.ip) if clean else e.ip)}{_share(e, owned, None)}"
         for e, reason in events
     ]
 
 
 def paid_lines(events: Iterable[Candidate], *, campaign_id: str, transfer_id: str, payout: Decimal, fee: Decimal,
-               run_id: str, now: datetime, clean: bool = False) -> list[str]:
-    """COPY lines of one transfer's paid events."""
+               reward: Decimal | None, run_id: str, now: datetime, clean: bool = False) -> list[str]:
+    """COPY lines of one transfer's paid events (``reward``: each one's share reward, or None)."""
     middle = f"\tpaid\t\\N\t{transfer_id}\t{payout}\t{fee}\tt\t{now}\t{run_id}\tt\t{now}\t"
     return [
         f"{e.event_id}\t{campaign_id}\t{_opt(e.creator_id)}\t{_opt(e.link_id)}{middle}"
-        f"{_tail(e, clean_ip(e.ip) if clean else e.ip)}"
+        f"{_tail(e, clean_ip(e.ip) if clean else e.ip)}{_share(e, True, reward)}"
         for e in events
     ]
 
@@ -132,5 +138,5 @@ def insert_event(conn: psycopg.Connection, event: Candidate, *, campaign_id: str
         event.event_type, event.value, event.currency, event.click_id, event.order_id,
         datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC), clean_ip(event.ip), event.user_agent or None,
         event.country, event.device_type, event.browser, event.os, event.referrer_host, event.first_visit,
-        Jsonb(metadata),
+        event.supporter_id if owned else None, None, Jsonb(metadata),
     ))

@@ -8,7 +8,8 @@ takes the same); no value means refunded in full. Policy:
 
 * creator's credit still ``pending`` (inside the hold): the commission
   shrinks to what the unrefunded part of the sale earns (``reversal``, the
-  fee following the payout left). ``oros_reverse_sale`` (SQL, 0041) writes
+  fee and a supporter's share reward following the payout left).
+  ``oros_reverse_sale`` (SQL, 0111) writes
   it: the sale's live transfer is reversed in one statement and, unless
   nothing is left, the remainder is booked again as a new transfer with the
   same hold: ledger entries never change amount. The difference goes back to
@@ -69,7 +70,8 @@ UPDATE events SET campaign_id = %s, status = %s, rejection_reason = %s, settleme
 LOCK_SALE = """
 SELECT id::text AS id, campaign_id::text AS campaign_id, creator_id::text AS creator_id, status,
        transfer_id::text AS transfer_id, value, payout_amount, platform_fee, refunded_value, reversed_payout,
-       reversed_fee, EXISTS (SELECT 1 FROM live_sales s WHERE s.event_id = events.id) AS live
+       reversed_fee, coalesce(share_reward, 0) AS share_reward, reversed_reward,
+       EXISTS (SELECT 1 FROM live_sales s WHERE s.event_id = events.id) AS live
   FROM events WHERE id = %s FOR UPDATE
 """
 
@@ -81,10 +83,13 @@ class Reversal:
     fee_back: Decimal
     payout_left: Decimal
     fee_left: Decimal
+    reward_back: Decimal = ZERO
+    reward_left: Decimal = ZERO
 
 
 def reversal(*, payout: Decimal, fee: Decimal, sale_value: Decimal | None, refunded: Decimal,
-             reversed_payout: Decimal, reversed_fee: Decimal) -> Reversal:
+             reversed_payout: Decimal, reversed_fee: Decimal, reward: Decimal = ZERO,
+             reversed_reward: Decimal = ZERO) -> Reversal:
     """The reversal for a sale whose order is now refunded ``refunded`` in total.
 
     The commission taken back in all is ``payout x refunded / sale value``,
@@ -93,7 +98,9 @@ def reversal(*, payout: Decimal, fee: Decimal, sale_value: Decimal | None, refun
     value, or refunded at or beyond it, is taken back whole. The fee is then
     what the payout left earns at the sale's own fee rate, so it moves only
     when the payout does (rounding it on its own let a step take back a cent
-    of fee and nothing of the payout), and the creator's net never grows.
+    of fee and nothing of the payout), and the creator's net never grows. A
+    supporter's share ``reward`` (out of the creator's net) follows the payout
+    left the same way, within the net left.
     """
     if sale_value is None or sale_value <= 0 or refunded >= sale_value:
         payout_left = ZERO
@@ -101,8 +108,11 @@ def reversal(*, payout: Decimal, fee: Decimal, sale_value: Decimal | None, refun
         payout_left = payout - max(reversed_payout, min(payout, round_money(payout * refunded / sale_value)))
     # Never more fee than is left: a sale reversed under the older rule may have given back more already.
     fee_left = min(fee - reversed_fee, round_money(fee * payout_left / payout) if payout > 0 else ZERO)
+    reward_left = min(reward - reversed_reward, round_money(reward * payout_left / payout) if payout > 0 else ZERO,
+                      payout_left - fee_left)
     return Reversal(payout_back=payout - reversed_payout - payout_left, fee_back=fee - reversed_fee - fee_left,
-                    payout_left=payout_left, fee_left=fee_left)
+                    payout_left=payout_left, fee_left=fee_left, reward_back=reward - reversed_reward - reward_left,
+                    reward_left=reward_left)
 
 
 @dataclass
@@ -164,9 +174,15 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
         return RefundOutcome(refund.event_id, REFUND_AFTER_HOLD, sale["id"])
     back = reversal(payout=sale["payout_amount"], fee=sale["platform_fee"], sale_value=sale["value"],
                     refunded=refunded if refunded is not None else sale["value"] or ZERO,
-                    reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"])
-    # A live sale's rest is booked again as a live sale, and its live_sales row follows (sql/postgres/0115).
-    reverse = ledger.reverse_live_sale if sale["live"] else ledger.reverse_sale
-    reverse(conn, sale["id"], refunded=refunded, payout_back=back.payout_back, fee_back=back.fee_back,
-            run_id=run_id, refund_id=refund.event_id)
+                    reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"],
+                    reward=sale["share_reward"], reversed_reward=sale["reversed_reward"])
+    # A live sale's rest is booked again as a live sale, and its live_sales row follows (sql/postgres/0115);
+    # live sales pay no share reward.
+    if sale["live"]:
+        ledger.reverse_live_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back,
+                                 fee_back=back.fee_back, run_id=run_id, refund_id=refund.event_id)
+    else:
+        ledger.reverse_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back,
+                            fee_back=back.fee_back, reward_back=back.reward_back, run_id=run_id,
+                            refund_id=refund.event_id)
     return RefundOutcome(refund.event_id, None, sale["id"], fmt(back.payout_back))

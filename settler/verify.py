@@ -73,6 +73,10 @@ class Candidate(NamedTuple):
     browser: str = ""
     os: str = ""
     referrer_host: str = ""
+    # Share links (settler.plan): the address of the click that came through the link (the event itself, or
+    # the click a conversion names), as ClickHouse stores it and as its keyed hash ('' when unknown).
+    visit_ip: str = ""
+    visit_ip_hash: str = ""
 
 
 @dataclass(frozen=True)

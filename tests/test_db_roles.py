@@ -69,6 +69,7 @@ EXECUTABLE = {
     # campaign's business or an admin, under the campaign's lock.
     "oros_boost_blocker(uuid)": {"oros_app"},  # answers about the caller and a campaign's status
     "oros_open_boost(uuid,uuid,numeric,text)": {"oros_app"},
+    "oros_open_share(text,text,text,numeric,text,inet)": {"oros_app"},
     "oros_refund_unspent(uuid)": {"oros_app"},
     # The webhook: only a boost the API opened, for its amount; the refund sender: only a pending issued refund.
     "oros_credit_boost(text,text,numeric,text,numeric)": {"oros_api"},
@@ -205,7 +206,8 @@ async def test_request_role_cannot_call_the_jobs_money_functions_or_write_money_
         ("SELECT oros_platform_wallet('escrow')", None),
         # The settler's ledger functions (0040, 0041): pay a creator, reverse a sale, move balances outright.
         ("SELECT oros_post_settlement(%s, gen_random_uuid(), now(), false, ARRAY[gen_random_uuid()],"
-         " ARRAY[%s::uuid], ARRAY[1000], ARRAY[0], '{}', '{}', '{}')", (campaign, creator)),
+         " ARRAY[%s::uuid], ARRAY[1000], ARRAY[0], '{}', '{}', '{}', ARRAY[NULL]::uuid[], ARRAY[0])",
+         (campaign, creator)),
         ("SELECT oros_book_payouts(%s, now(), ARRAY[gen_random_uuid()], ARRAY[%s::uuid], ARRAY[1000], ARRAY[0],"
          " ARRAY['{}'::jsonb])", (campaign, creator)),
         ("SELECT oros_reverse_sale(gen_random_uuid(), NULL, 0, 0, gen_random_uuid(), gen_random_uuid())", None),
@@ -384,8 +386,8 @@ def test_api_login_cannot_climb_to_the_owner_or_do_owner_work(pg, api_settings, 
         ("SELECT oros_fund_campaign(%s, 5000000, 'manual', 'x', NULL)", (campaign,)),
         ("SELECT oros_release_holds(now())", None),
         ("SELECT oros_finish_withdrawal(gen_random_uuid(), true, NULL, NULL)", None),
-        ("SELECT oros_post_settlement(%s, gen_random_uuid(), now(), true, '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
-         (campaign,)),
+        ("SELECT oros_post_settlement(%s, gen_random_uuid(), now(), true, '{}', '{}', '{}', '{}', '{}', '{}', '{}',"
+         " '{}', '{}')", (campaign,)),
         ("SELECT oros_move_balances(ARRAY[gen_random_uuid()], ARRAY[1.00], ARRAY[0])", None),
         ("INSERT INTO ledger_entries (wallet_id, transfer_id, source_type, amount, direction)"
          " SELECT id, gen_random_uuid(), 'adjustment', 1, 'credit' FROM wallets", None),

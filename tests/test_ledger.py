@@ -53,9 +53,10 @@ REFUSED_CALLS = [
     ("SELECT oros_book_payouts(%(campaign)s, NULL, ARRAY[gen_random_uuid()], ARRAY[%(creator)s::uuid], ARRAY[1.00],"
      " ARRAY[0.10], ARRAY['{}'::jsonb])", "held credits without a hold"),
     # oros_post_settlement(campaign, run, hold, complete, transfers, creators, counts, fees, links, clicks,
-    #                      conversions)
+    #                      conversions, shares, rewards)
     *[(f"SELECT oros_post_settlement(%(campaign)s, gen_random_uuid(), now(), false, ARRAY[gen_random_uuid()],"
-       f" ARRAY[%(creator)s::uuid], {counts}, {fees}, '{{}}', '{{}}', '{{}}')", f"{counts} events at fees {fees}")
+       f" ARRAY[%(creator)s::uuid], {counts}, {fees}, '{{}}', '{{}}', '{{}}', ARRAY[NULL]::uuid[], ARRAY[0])",
+       f"{counts} events at fees {fees}")
       for counts, fees in (("ARRAY[0]", "ARRAY[0.10]"), ("ARRAY[-3]", "ARRAY[0.10]"), ("ARRAY[1, 1]", "ARRAY[0.10]"),
                            ("ARRAY[1]", "ARRAY[]::numeric[]"), ("ARRAY[1]", "ARRAY[NULL]::numeric[]"),
                            ("ARRAY[1]", "ARRAY[-0.01]"), ("ARRAY[1]", "ARRAY[99999.00]"))],

@@ -92,11 +92,13 @@ def test_a_process_refuses_a_missing_or_weak_secret(env, port, command, variable
 
 
 @pytest.mark.parametrize("problem", ["missing", "short"])
-def test_ingest_refuses_to_anonymize_without_a_strong_ip_hash_key(env, problem):
-    """Truncated IPs leave the keyed hash to tell visitors apart: a guessable key would unmask them."""
+@pytest.mark.parametrize("command", [("ingest", "--once"), ("admin",)])
+def test_ingest_and_admin_refuse_to_anonymize_without_a_strong_ip_hash_key(env, problem, command, port):
+    """Truncated IPs leave the keyed hash to tell visitors apart: a guessable key would unmask them. The admin
+    API hashes a share link's maker's address with it (docs/supporters.md, "Share links")."""
     bad = {"missing": {**env, "OROS_ANONYMIZE_IP": "true"},
            "short": {**env, "OROS_ANONYMIZE_IP": "true", IP_HASH_KEY: "x" * 31}}[problem]
-    result = oros(bad, "ingest", "--once")
+    result = oros(bad, *command, *(("--port", str(port())) if command == ("admin",) else ()))
     assert result.returncode == 2 and IP_HASH_KEY in result.stderr, result.stderr
     assert "x" * 31 not in result.stderr
 

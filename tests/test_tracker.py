@@ -43,7 +43,8 @@ def make_user(pg, prefix: str) -> str:
 
 
 def make_link(pg, *, status: str = "active", destination: str = "https://shop.example.com/p/1?ref=oros", supporter: bool = False) -> dict:
-    """A business, its campaign, an accepted creator and one tracking link; returns all their ids."""
+    """A business, its campaign, an accepted creator and one tracking link (with ``supporter``: a supporter's share
+    link of the creator's link); returns all their ids."""
     business = make_user(pg, "biz")
     creator = make_user(pg, "creator")
     supporter_id = make_user(pg, "supporter") if supporter else None
@@ -58,10 +59,17 @@ def make_link(pg, *, status: str = "active", destination: str = "https://shop.ex
     )
     code = secrets.token_urlsafe(6).replace("-", "x").replace("_", "y")
     link = pg.execute(
-        "INSERT INTO tracking_links (campaign_id, creator_id, supporter_id, code, url, destination_url)"
-        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id::text AS id",
-        (campaign, creator, supporter_id, code, f"http://t.example/{code}", destination),
+        "INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING id::text AS id",
+        (campaign, creator, code, f"http://t.example/{code}", destination),
     ).fetchone()["id"]
+    if supporter_id:  # the supporter's share link of it (0110) is the link the test clicks
+        code = secrets.token_urlsafe(6).replace("-", "x").replace("_", "y")
+        link = pg.execute(
+            "INSERT INTO tracking_links (campaign_id, creator_id, supporter_id, code, url, destination_url,"
+            " shared_from, share_pct) VALUES (%s, %s, %s, %s, %s, %s, %s, 10) RETURNING id::text AS id",
+            (campaign, creator, supporter_id, code, f"http://t.example/{code}", destination, link),
+        ).fetchone()["id"]
     return {
         "business": business, "creator": creator, "supporter": supporter_id, "campaign": campaign,
         "link": link, "code": code, "destination": destination,
