@@ -134,7 +134,7 @@ def _live_lines(ctx: RunContext, plan: live.LivePlan, clean: bool) -> list[str]:
     lines = copy_lines(plan.rejected, campaign_id=plan.campaign_id, run_id=ctx.run_id, now=ctx.now, clean=clean)
     for sale in plan.paid:
         lines += paid_lines([sale.event], campaign_id=plan.campaign_id, transfer_id=sale.transfer_id,
-                            payout=sale.payout, fee=sale.fee, run_id=ctx.run_id, now=ctx.now, clean=clean)
+                            payout=sale.payout, fee=sale.fee, reward=None, run_id=ctx.run_id, now=ctx.now, clean=clean)
     return lines
 
 
