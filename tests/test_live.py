@@ -474,3 +474,46 @@ async def test_a_dry_run_plans_live_sales_and_writes_nothing(api, world, redis):
     report = await asyncio.to_thread(settle_once, world.settings)
     assert (report["events_paid"], len(live_sales(world, event))) == (1, 1)
     world.assert_books()
+
+
+async def test_a_retried_sale_with_its_idempotency_key_is_answered_as_first_and_paid_once(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s, pct="10")
+    url, body = f"/v1/live-events/{event['id']}/sales", {"order_id": "k-1", "amount": "40.00"}
+    keyed = {**s.key, "Idempotency-Key": "sale-k-1"}
+
+    first = await api.post(url, json=body, headers=keyed)
+    retry = await api.post(url, json=body, headers=keyed)  # the first answer was lost on the way back
+    assert (first.status, retry.status) == (202, 202)
+    assert await retry.json() == await first.json()
+    assert await redis.xlen(world.settings.keys.stream) == 1
+
+    other = await api.post(url, json={**body, "amount": "41.00"}, headers=keyed)
+    assert (other.status, (await other.json())["error"]) == (422, {
+        "code": "idempotency_key_reused", "message": "this Idempotency-Key was used for a different request",
+        "field": "Idempotency-Key"})
+    malformed = await api.post(url, json=body, headers={**s.key, "Idempotency-Key": "spaces are not allowed"})
+    assert (malformed.status, (await malformed.json())["error"]["field"]) == (422, "Idempotency-Key")
+
+    report = await settle(world, redis)
+    assert (report["events_paid"], report["amount_paid"], report["rejected_by_reason"]) == (1, "4.00", {})
+    [sale] = live_sales(world, event)
+    assert sale["event_id"] == (await first.json())["event_id"]
+    after = await api.post(url, json=body, headers=keyed)  # still the first answer, after settlement
+    assert (after.status, await after.json()) == (202, await first.json())
+    fresh = await api.post(url, json=body, headers={**s.key, "Idempotency-Key": "sale-k-1-again"})
+    assert (fresh.status, await fresh.json()) == (200, {"event_id": sale["event_id"], "duplicate": True})
+
+
+async def test_concurrent_sales_with_one_idempotency_key_append_one_sale(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s, pct="10")
+    keyed = {**s.key, "Idempotency-Key": "together"}
+    answers = await asyncio.gather(*(
+        api.post(f"/v1/live-events/{event['id']}/sales", json={"order_id": "c-1", "amount": "10.00"},
+                 headers=keyed) for _ in range(6)))
+    assert {a.status for a in answers} == {202}
+    assert len({(await a.json())["event_id"] for a in answers}) == 1
+    assert await redis.xlen(world.settings.keys.stream) == 1
+    report = await settle(world, redis)
+    assert (report["events_paid"], report["rejected_by_reason"]) == (1, {})
