@@ -19,6 +19,7 @@ from admin_api.app import create_app
 from ingest.writer import insert_events
 from oros.connections import APP_ROLE
 from oros.events import STREAM_FIELD, Event
+from settler.jobs import OWNER_JOBS
 from settler.reconcile import reconcile
 from settler.run import settle_once
 
@@ -417,3 +418,29 @@ async def test_concurrent_sales_with_one_idempotency_key_append_one_sale(api, wo
     assert await redis.xlen(world.settings.keys.stream) == 1
     report = await settle(world, redis)
     assert (report["events_paid"], report["rejected_by_reason"]) == (1, {})
+
+
+async def test_the_run_report_counts_live_sales_as_the_ledger_holds_them(aiohttp_client, world, redis):
+    api = await aiohttp_client(create_app(world.settings, OWNER_JOBS))
+    admin = party(world, "admin")
+    s = shop(world, fund="100.00")
+    event = await open_event(api, s, pct="10")
+    for order, amount in (("m-1", "50.00"), ("m-2", "30.00")):
+        await sell(api, s, event, order, amount)
+    world.put([world.click(s.campaign, world.creator(s.campaign))])  # not a sale: unpaid, no live sale
+    insert_events(world.settings, [Event.decode(f[STREAM_FIELD])
+                                   for _, f in await redis.xrange(world.settings.keys.stream)])
+
+    resp = await api.post("/v1/admin/settlements", headers=admin.headers)
+    assert resp.status == 200, await resp.text()
+    report = await resp.json()
+    booked = world.pg.execute(
+        "SELECT count(*) AS n, coalesce(sum(amount), 0) AS amount FROM ledger_entries WHERE source_type = 'live_sale'"
+        " AND direction = 'debit' AND transfer_id IN (SELECT transfer_id FROM events WHERE settlement_run_id = %s)",
+        (report["run_id"],)).fetchone()
+    assert report["live_sales"] == {"paid": booked["n"], "amount": str(booked["amount"])} == {
+        "paid": 2, "amount": "8.00"}
+    assert report["share_rewards"] == {"events": 0, "rewards": 0, "amount": "0.00"}
+    runs = await (await api.get("/v1/admin/settlements", params={"limit": "1"}, headers=admin.headers)).json()
+    assert runs["items"][0]["report"]["live_sales"] == report["live_sales"]
+    world.assert_books()
