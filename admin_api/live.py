@@ -77,6 +77,8 @@ def _pct(raw: object) -> Decimal | None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         refuse("must be a decimal string or a whole number, or null")
+    if isinstance(raw, str) and (not raw.isascii() or "_" in raw):  # Decimal() reads "５０" and "5_0" too
+        refuse("must be a decimal string of ASCII digits")
     try:
         value = Decimal(str(raw))
     except ArithmeticError:

@@ -218,6 +218,9 @@ async def test_the_app_role_cannot_forge_a_live_window_or_commission(api, world)
     ({"order_id": "o", "amount": 12.5}, "amount"),
     ({"order_id": "o", "amount": "NaN"}, "amount"),
     ({"order_id": "o", "amount": "-1.00"}, "amount"),
+    ({"order_id": "o", "amount": "１０.00"}, "amount"),  # fullwidth digits: Decimal() would read 10.00
+    ({"order_id": "o", "amount": "10.0٠"}, "amount"),  # an Arabic-Indic zero
+    ({"order_id": "o", "amount": "1_0.00"}, "amount"),
     ({"amount": "1.00"}, "order_id"),
     ({"order_id": "o" * 201, "amount": "1.00"}, "order_id"),
     ({"order_id": "o", "amount": "1.00", "currency": "EUR"}, "currency"),
@@ -444,3 +447,44 @@ async def test_the_run_report_counts_live_sales_as_the_ledger_holds_them(aiohttp
     runs = await (await api.get("/v1/admin/settlements", params={"limit": "1"}, headers=admin.headers)).json()
     assert runs["items"][0]["report"]["live_sales"] == report["live_sales"]
     world.assert_books()
+
+
+async def test_hostile_callers_cannot_touch_another_partys_live_event(api, world, redis):
+    s, other = shop(world), shop(world)
+    event = await open_event(api, s, start=False)
+    url = f"/v1/live-events/{event['id']}"
+
+    # Another creator (accepted on its own campaign) moves, prices or sells on this event.
+    for move in ("start", "end", "cancel"):
+        resp = await api.post(f"{url}/{move}", headers=other.creator.headers)
+        assert resp.status == 403, (move, await resp.text())
+    assert (await api.patch(url, json={"commission_pct": "90"}, headers=other.creator.headers)).status == 403
+    assert (await api.patch(url, json={"commission_pct": "90"}, headers=other.business.headers)).status == 403
+    assert (await api.post(f"{url}/start", headers=s.creator.headers)).status == 200
+
+    # Another business's key, with a click of its own campaign, and with the key the owner used.
+    own_click = await viewer(world, redis, other, await open_event(api, other))
+    keyed = {"Idempotency-Key": "shared-key"}
+    mine = await api.post(f"{url}/sales", json={"order_id": "h-1", "amount": "10.00"}, headers={**s.key, **keyed})
+    assert mine.status == 202
+    for body in ({"order_id": "h-1", "amount": "10.00"},
+                 {"order_id": "h-2", "amount": "10.00", "click_id": own_click.event_id}):
+        resp = await api.post(f"{url}/sales", json=body, headers={**other.key, **keyed})
+        assert (resp.status, (await resp.json())["error"]["code"]) == (403, "forbidden"), body
+    # Its own event, a click through this event's link: not its click.
+    theirs = await viewer(world, redis, s, event)
+    resp = await sell(api, other, {"id": (await (await api.get("/v1/live-events", headers=other.creator.headers)
+                                                  ).json())["items"][0]["id"]}, "h-3", "5.00",
+                      click_id=theirs.event_id)
+    assert (resp.status, (await resp.json())["error"]["field"]) == (422, "click_id")
+    # A percent in other digits, or a key in other letters.
+    bad_pct = await api.patch(f"/v1/live-events/{(await open_event(api, s, start=False))['id']}",
+                              json={"commission_pct": "５０"}, headers=s.business.headers)
+    assert (bad_pct.status, (await bad_pct.json())["error"]["field"]) == (422, "commission_pct")
+    bad_key = await api.post(f"{url}/sales", json={"order_id": "h-4", "amount": "1.00"},
+                             headers={**s.key, "Idempotency-Key": "clé"})
+    assert (bad_key.status, (await bad_key.json())["error"]["field"]) == (422, "Idempotency-Key")
+
+    assert await redis.xlen(world.settings.keys.stream) == 1  # the owner's one sale
+    report = await settle(world, redis)
+    assert (report["events_paid"], report["live_sales"]["paid"]) == (1, 1)
