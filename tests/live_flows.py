@@ -111,5 +111,5 @@ def decision(world: World, event_id: str) -> dict:
 
 
 def refund(s: Shop, order: str, total: str | None) -> Event:
-    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=UNKNOWN_CAMPAIGN, order_id=order,
-                 business_id=s.business.id, value=total, source="api")
+    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=UNKNOWN_CAMPAIGN,
+                 order_id=order, business_id=s.business.id, value=total, source="api")
