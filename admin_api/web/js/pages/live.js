@@ -16,6 +16,7 @@ const FEATURE = ['get', '/v1/live-events'];
 const PAGE_SIZE = 20;
 // The creator's moves by status; which ones are allowed is the API's rule (409 invalid_state otherwise).
 const MOVES = { scheduled: [['start', 'Go live'], ['cancel', 'Cancel event']], live: [['end', 'End live event']] };
+const MOVED = { start: 'You are live', end: 'Live event ended', cancel: 'Live event canceled' };
 
 const badge = (value) => h('span', { class: `badge ${value}` }, value);
 
@@ -120,7 +121,7 @@ function moves(e, refresh) {
   return h('div', { class: 'actions', id: 'live-moves' }, (MOVES[e.status] || []).map(([move, label]) =>
     button(label, async () => {
       await post(`/v1/live-events/${id(e.id)}/${move}`);
-      toast(`${label}: done`);
+      toast(MOVED[move]);
       refresh();
     }, { kind: move === 'cancel' ? 'danger' : 'primary', id: `live-${move}` })));
 }
