@@ -136,9 +136,10 @@ def empty_world(settings: Settings, business_token: str, admin_token: str) -> di
     a creator who earned nothing, and a supporter who did nothing."""
     with pg_connect(settings, autocommit=True) as pg:
         business = pg.execute("SELECT user_id::text AS id FROM user_roles WHERE role = 'business'").fetchone()["id"]
-        campaign = pg.execute(
-            "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget)"
-            " VALUES (%s, 'empty', 'click', 0.50, 100) RETURNING id::text AS id", (business,)).fetchone()["id"]
+        campaign = pg.execute(  # a destination: its live link needs one (links' check, 0032)
+            "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, destination_url)"
+            " VALUES (%s, 'empty', 'click', 0.50, 100, 'https://example.com/') RETURNING id::text AS id", (business,)
+        ).fetchone()["id"]
         creator = pg.execute("INSERT INTO users (email) VALUES ('bench-empty@example.com') RETURNING id::text AS id"
                              ).fetchone()["id"]
         pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'creator')", (creator,))
