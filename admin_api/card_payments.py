@@ -42,9 +42,9 @@ from oros.stripe_gateway import async_stripe_client
 from oros.wire import Uuid, refuse, rule
 
 from .auth import caller
-from .stripe_payload import object_id
 from .payload import parse, path_id, respond
 from .routing import Routes
+from .stripe_payload import object_id
 from .typedefs import PG_POOL, SETTINGS
 
 log = logging.getLogger(__name__)

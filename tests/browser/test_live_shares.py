@@ -16,8 +16,8 @@ import pytest
 import requests
 from psycopg.rows import dict_row
 from selenium.webdriver.common.by import By
-
 from test_pages import DESKTOP_UA, _ingest, check_pages
+
 from webui import UI, Api, log_in
 
 VISITOR_IP = "203.0.113.7"  # a share link's visitor, told apart from its maker (the page, on loopback)

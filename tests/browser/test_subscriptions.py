@@ -1,8 +1,9 @@
 """Memberships and monthly tips in the browser against a Stripe with Billing (tests/billing_double.py in
 front of localstripe): a supporter subscribes to a tier, sees it pending, and active once the signed
-``invoice.paid`` webhook arrives (the double plays the customer paying, as a card elsewhere would; the page's own card step is
-test_subscriptions_paid.py's); the tier opens a member-only post; a second subscription is refused at its
-field; cancelling ends it at the period's end. A monthly tip is opened and canceled. The memberships page passes axe and fits a phone with that data."""
+``invoice.paid`` webhook arrives (the double plays the customer paying, as a card elsewhere would; the
+page's own card step is test_subscriptions_paid.py's); the tier opens a member-only post; a second
+subscription is refused at its field; cancelling ends it at the period's end. A monthly tip is opened and
+canceled. The memberships page passes axe and fits a phone with that data."""
 
 from __future__ import annotations
 

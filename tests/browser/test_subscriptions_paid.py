@@ -16,10 +16,10 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 from selenium.webdriver.common.by import By
-
 from test_journeys import type_card
 from test_pages import check_pages
 from test_subscriptions import MEMBERS_ONLY, rows
+
 from webui import UI, Api, log_in
 
 VISA = {"number": "4242424242424242", "exp_month": "12", "exp_year": "30", "cvc": "123", "postal_code": "10001"}
