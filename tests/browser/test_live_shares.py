@@ -155,6 +155,8 @@ def test_a_supporter_shares_a_creators_link_and_sees_its_reward(browser, stack, 
 
     log_in(ui, supporter_email)
     ui.route("/shares")
+    ui.click("Get my share link")
+    assert "Paste a creator's link" in ui.wait_field_error("share", "link")
     ui.fill("share-link", "https://go.example/no-such-link")
     ui.click("Get my share link")
     assert "not found" in ui.wait_field_error("share", "link").lower()

@@ -55,9 +55,10 @@ page({
       fields: [{ name: 'link', label: 'A creator\'s link (or its code)', required: true, value: q.get('code'),
         parse: codeOf, help: 'Paste the link a creator shared, e.g. https://go.example/AbC123.' }],
       onSubmit: async (values) => {
+        if (!values.link) throw new ApiError(422, { code: 'required', message: 'Paste a creator\'s link or its code.', field: 'link' });
         let share;
         try {
-          share = await post(`/v1/links/${id(values.link || '')}/shares`);
+          share = await post(`/v1/links/${id(values.link)}/shares`);
         } catch (err) {
           // Not found (an unknown or disabled link) and the refusals (own link, campaign not active…) are
           // about the link typed; a missing role is not.
