@@ -33,7 +33,7 @@ from typing import Literal
 
 import stripe
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from oros.connections import as_user
 from oros.httperrors import ApiError, conflict, invalid, not_found
@@ -83,11 +83,13 @@ class Confirmation(BaseModel):
 
 
 class IntentConfirmation(BaseModel):
-    """The PaymentIntent's status (the tip or boost is booked by the webhook, not by this answer)"""
+    """The PaymentIntent's status (the tip, boost or membership is booked by the webhook, not by this answer)"""
 
     id: Uuid
     payment_intent_id: str
     status: Literal[INTENT_STATUSES]
+    client_secret: str | None = Field(None, description="with requires_action only: what Stripe.js's 3-D Secure "
+                                                        "step takes (a payment paid later has no other)")
 
 
 # As the caller: RLS shows a business only its own campaigns' fundings.
@@ -116,7 +118,7 @@ async def confirm_card_funding(request: web.Request) -> web.Response:
         raise not_found("funding")
     if funding["status"] not in OPEN_FUNDINGS:
         raise conflict("funding_closed", f"this funding is {funding['status']}: there is nothing left to pay")
-    status = await _confirm(settings, funding["payment_intent_id"], method)
+    status = (await _confirm(settings, funding["payment_intent_id"], method)).status
     return respond({"funding_id": funding_id, "payment_intent_id": funding["payment_intent_id"], "status": status})
 
 
@@ -148,8 +150,11 @@ async def _confirm_intent(request: web.Request, sql: str, what: str, role: str |
     if intent["status"] != "pending":
         raise conflict(f"{what}_closed", f"this {what} is {intent['status']}: there is nothing left to pay")
     payment_intent = intent["payment_intent_id"] or await _first_invoice_intent(settings, intent["subscription_id"])
-    status = await _confirm(settings, payment_intent, method)
-    return respond({"id": intent_id, "payment_intent_id": payment_intent, "status": status})
+    confirmed = await _confirm(settings, payment_intent, method)
+    answer = {"id": intent_id, "payment_intent_id": payment_intent, "status": confirmed.status}
+    if confirmed.status == "requires_action":
+        answer["client_secret"] = confirmed.client_secret
+    return respond(answer)
 
 
 @routes.post("/v1/tips/{id}/confirm", "Confirm a pending tip's PaymentIntent (a monthly tip's: its first invoice's) "
@@ -197,16 +202,16 @@ async def _first_invoice_intent(settings, subscription_id: str) -> str:
     return found
 
 
-async def _confirm(settings, intent_id: str, method: str) -> str:
-    """The intent's status after confirming it with ``method`` (or as it was, when it is past that)."""
+async def _confirm(settings, intent_id: str, method: str) -> stripe.PaymentIntent:
+    """The intent after confirming it with ``method`` (or as it was, when it is past that)."""
     client, http = async_stripe_client(settings)
     try:
         intent = await client.v1.payment_intents.retrieve_async(intent_id)
         if intent.status not in CONFIRMABLE:
-            return intent.status
+            return intent
         # Two calls, not confirm(payment_method=…): localstripe takes the method only by update.
         await client.v1.payment_intents.update_async(intent_id, {"payment_method": method})
-        return (await client.v1.payment_intents.confirm_async(intent_id)).status
+        return await client.v1.payment_intents.confirm_async(intent_id)
     except stripe.CardError as exc:
         raise ApiError(402, "card_declined", exc.user_message or "the card was declined", "payment_method") from None
     except stripe.InvalidRequestError as exc:

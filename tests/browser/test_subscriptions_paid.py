@@ -3,7 +3,8 @@ with oros.localstripe_billing): the supporter subscribes, types a card into the 
 confirms the subscription's first invoice, localstripe's own signed ``invoice.payment_succeeded`` books it,
 and the page shows it active (the membership opens a member-only post; the monthly tip's first month is in
 the creator's wallet). A declined card is shown at the card, and the unpaid monthly tip is listed and
-canceled. Another supporter sees none of it."""
+canceled; another, left unpaid, is paid from the list later, as a creator's membership is from its row.
+Another supporter sees none of it."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def pay(ui: UI, card: dict, amount: str) -> None:
 
 def test_a_supporter_pays_a_membership_and_a_monthly_tip_from_the_page(browser, stack, tmp_path):
     api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
-    _, creator_id, creator = api.user("creator")
+    creator_email, creator_id, creator = api.user("creator")
     supporter_email, supporter_id, supporter = api.user("supporter")
     community = api.call("POST", "/v1/communities", creator, name="Night shoots", description="For members.")
     api.call("POST", f"/v1/communities/{community['id']}/posts", creator, content_type="text", body=MEMBERS_ONLY,
@@ -66,7 +67,7 @@ def test_a_supporter_pays_a_membership_and_a_monthly_tip_from_the_page(browser, 
     pay(ui, VISA, "$4.99")
     ui.wait(lambda d: rows(d, "memberships") and rows(d, "memberships")[0][1] == "active in effect", timeout=40)
     [row] = rows(browser, "memberships")
-    [member] = books(stack, "SELECT status, current_period_end FROM memberships WHERE user_id = %s", supporter_id)
+    [member] = books(stack, "SELECT id::text AS id, status FROM memberships WHERE user_id = %s", supporter_id)
     assert member["status"] == "active" and row[0] == "Supporter Plus" and row[2] == "$4.99" and row[4] != "—"
     ui.shot("supporter-membership-paid")
     ui.route(f"/communities/{community['id']}")
@@ -85,6 +86,19 @@ def test_a_supporter_pays_a_membership_and_a_monthly_tip_from_the_page(browser, 
     assert (tip["amount"], tip["net_amount"], tip["status"]) == (Decimal("3.00"), Decimal("2.85"), "active")
     ui.shot("supporter-monthly-tip-paid")
 
+    # A monthly tip whose card step was left: listed pending, paid from its row later.
+    ui.route(f"/tips/new?to={creator_id}")
+    ui.fill("tip-amount", "4.00")
+    ui.choose("tip-frequency", "monthly")
+    ui.click("Continue to card")
+    ui.wait_text("monthly-opened", "Monthly tip of $4.00 opened")
+    later = books(stack, "SELECT id::text AS id FROM tip_intents WHERE status = 'pending' AND from_user_id = %s",
+                  supporter_id)[0]["id"]
+    ui.route("/tips")
+    ui.click(f"Pay the first month of monthly tip {later}")
+    pay(ui, VISA, "$4.00")
+    ui.wait_text("tip-status", "Monthly tip started: the first month is sent: $4.00.", timeout=40)
+
     # A declined card is shown at the card; that monthly tip stays pending, listed, and is canceled there.
     ui.route(f"/tips/new?to={creator_id}")
     ui.fill("tip-amount", "2.50")
@@ -95,8 +109,9 @@ def test_a_supporter_pays_a_membership_and_a_monthly_tip_from_the_page(browser, 
     ui.route("/tips")
     monthly = rows(browser, "monthly-tips")
     assert [r[1:3] for r in monthly] == [["$2.50", "pending first month not paid yet"],
+                                         ["$4.00", "active charged every month"],
                                          ["$3.00", "active charged every month"]]
-    assert [r[2:4] for r in rows(browser, "tips")] == [["$3.00", "Every month"]]
+    assert [r[2:4] for r in rows(browser, "tips")] == [["$4.00", "Every month"], ["$3.00", "Every month"]]
     pending = books(stack, "SELECT id::text AS id FROM tip_intents WHERE status = 'pending' AND from_user_id = %s",
                     supporter_id)[0]["id"]
     ui.click(f"Cancel monthly tip {pending}")
@@ -115,4 +130,17 @@ def test_a_supporter_pays_a_membership_and_a_monthly_tip_from_the_page(browser, 
     assert ui.fetch("POST", f"/v1/tips/monthly/{tip['intent']}/cancel")["status"] == 404
     ui.route("/memberships")
     assert rows(browser, "memberships") == []
+    assert ui.fetch("POST", f"/v1/memberships/{member['id']}/confirm", {"payment_method": "pm_x"})["status"] == 404
+
+    # A creator leaves its Creator Plus card step, finds the membership pending, and pays it from its row.
+    log_in(ui, creator_email)
+    ui.route("/memberships")
+    ui.click("Subscribe")
+    ui.wait_text("membership-opened", "Creator Plus: $9.99 a month, pending until its first month is paid.")
+    ui.route("/memberships")
+    assert rows(browser, "memberships")[0][1] == "pending waiting for the first payment"
+    ui.click("Pay the first month of Creator Plus")
+    pay(ui, VISA, "$9.99")
+    ui.wait(lambda d: rows(d, "memberships") and rows(d, "memberships")[0][1] == "active in effect", timeout=40)
+    assert books(stack, "SELECT status FROM memberships WHERE user_id = %s", creator_id) == [{"status": "active"}]
     assert problems == [] and ui.console_errors() == []

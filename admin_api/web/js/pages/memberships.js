@@ -85,22 +85,24 @@ const STATUS_NOTE = {
   pending: 'waiting for the first payment', active: 'in effect', canceled: 'ended', expired: 'ended (not paid)',
 };
 
-function cancelButton(m, refresh) {
+function actions(m, refresh, payLater) {
   if (!['pending', 'active'].includes(m.status) || m.cancel_at_period_end) return m.cancel_at_period_end ? `Ends ${when(m.ends_at)}` : '—';
-  return button('Cancel', async () => {
+  return [m.status === 'pending' ? button('Pay first month', () => payLater(m),
+    { 'aria-label': `Pay the first month of ${tierName(m.membership_type)}`, kind: 'primary' }) : null, ' ',
+  button('Cancel', async () => {
     const done = await post(`/v1/memberships/${id(m.id)}/cancel`);
     toast(done.status === 'canceled' ? 'Membership canceled' : `Membership ends ${when(done.ends_at)}`);
     refresh();
-  }, { 'aria-label': `Cancel ${tierName(m.membership_type)} membership`, kind: 'danger' });
+  }, { 'aria-label': `Cancel ${tierName(m.membership_type)} membership`, kind: 'danger' })];
 }
 
-const memberColumns = (refresh) => [
+const memberColumns = (refresh, payLater) => [
   { label: 'Tier', value: (m) => tierName(m.membership_type), header: true },
   { label: 'Status', value: (m) => [h('span', { class: `badge ${m.status}` }, m.status), ` ${STATUS_NOTE[m.status] || ''}`] },
   { label: 'Price', value: (m) => money(m.price), class: 'num' },
   { label: 'Since', value: (m) => when(m.started_at || m.created_at) },
   { label: 'Paid until', value: (m) => when(m.current_period_end) },
-  { label: 'Cancel', value: (m) => cancelButton(m, refresh) },
+  { label: 'Actions', value: (m) => actions(m, refresh, payLater) },
 ];
 
 page({
@@ -109,7 +111,15 @@ page({
   render: async ({ refresh }) => {
     const fetchPage = (cursor) => get(`/v1/me/memberships${query({ cursor, limit: PAGE_SIZE })}`);
     const [tiers, mine] = await Promise.all([get('/v1/membership-tiers'), fetchPage()]);
-    const columns = memberColumns(refresh);
+    // A pending membership (its card step left unfinished) is paid from its row: the same card step.
+    const payHolder = h('div', { id: 'membership-pay' });
+    const payLater = async (m) => {
+      const stripe = await loadStripe();
+      payHolder.replaceChildren(h('h3', {}, `${tierName(m.membership_type)}: the first month`),
+        payStep(stripe, { ...m, client_secret: null }, refresh));
+      payHolder.querySelector('#card-element input, #card-element iframe')?.focus();
+    };
+    const columns = memberColumns(refresh, payLater);
     const shown = table(columns, mine.items, { caption: 'Your memberships, newest first', id: 'memberships',
       empty: 'You have no membership.' });
     const add = (items) => {
@@ -120,6 +130,7 @@ page({
       section('Tiers', h('p', { class: 'muted' }, 'Billed monthly by Stripe; a tier applies once its first payment is confirmed.'),
         tierList(tiers.items, tiers.base_active_campaigns)),
       section('Subscribe', subscribeForm(tiers.items, refresh)),
-      section('Yours', shown, loadMore(mine.next_cursor, fetchPage, add, { label: 'Load more memberships', id: 'more-memberships' })));
+      section('Yours', shown, loadMore(mine.next_cursor, fetchPage, add, { label: 'Load more memberships', id: 'more-memberships' }),
+        payHolder));
   },
 });

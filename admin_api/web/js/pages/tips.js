@@ -139,6 +139,14 @@ page({
     };
     // The monthly tips as asked for: a pending one (first month not paid yet) has no row among the tips.
     const monthly = direction === 'sent' ? (await get(`/v1/tips/monthly${query({ limit: PAGE_SIZE })}`)).items : [];
+    // A pending monthly tip (its card step left unfinished) is paid from its row: the same card step.
+    const payHolder = h('div', { id: 'monthly-pay' });
+    const payLater = async (t) => {
+      const stripe = await loadStripe();
+      payHolder.replaceChildren(h('h3', {}, `Monthly tip of ${money(t.amount)}: the first month`),
+        payStep(stripe, { ...t, client_secret: null }, null));
+      payHolder.querySelector('#card-element input, #card-element iframe')?.focus();
+    };
     return h('div', {},
       h('div', { class: 'titlebar' }, h('h1', {}, 'Tips'),
         session.roles().has('supporter') ? link('/tips/new', 'Send a tip', { class: 'btn primary' }) : null),
@@ -152,7 +160,10 @@ page({
         { label: 'Amount a month', value: (t) => money(t.amount, t.currency), class: 'num' },
         { label: 'Status', value: (t) => [h('span', { class: `badge ${t.status}` }, t.status), ` ${MONTHLY_NOTE[t.status] || ''}`] },
         { label: 'Opened', value: (t) => when(t.created_at) },
-        { label: 'Stop', value: (t) => (['pending', 'active'].includes(t.status) ? cancelMonthly(t.id) : when(t.ended_at)) },
-      ], monthly, { id: 'monthly-tips', caption: 'Monthly tips, newest first' })) : null);
+        { label: 'Actions', value: (t) => (['pending', 'active'].includes(t.status) ? [
+          t.status === 'pending' ? button('Pay first month', () => payLater(t),
+            { 'aria-label': `Pay the first month of monthly tip ${t.id}`, kind: 'primary' }) : null, ' ', cancelMonthly(t.id)]
+          : `ended ${when(t.ended_at)}`) },
+      ], monthly, { id: 'monthly-tips', caption: 'Monthly tips, newest first' }), payHolder) : null);
   },
 });
