@@ -226,6 +226,10 @@ def test_others_cannot_see_a_live_event_or_a_share(browser, stack, tmp_path):
     assert ui.heading() == "Not available"
     ui.route("/shares")
     assert share["url"] not in browser.page_source
+    # A live link is not shared (its sales are the event's): refused at the field.
+    ui.fill("share-link", event["link"]["url"])
+    ui.click("Get my share link")
+    assert "live" in ui.wait_field_error("share", "link")
     assert ui.fetch("GET", "/v1/me/rewards?source=share")["data"]["items"] == []
     assert ui.raw_fetch("GET", f"/v1/links/{share['code']}/qr.svg") == 404
     # Asking for a share of the same link makes this supporter its own, never the other's.
