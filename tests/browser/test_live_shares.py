@@ -235,4 +235,10 @@ def test_others_cannot_see_a_live_event_or_a_share(browser, stack, tmp_path):
     # Asking for a share of the same link makes this supporter its own, never the other's.
     mine = ui.fetch("POST", f"/v1/links/{link['code']}/shares")["data"]
     assert mine["code"] != share["code"] and mine["supporter_id"] != share["supporter_id"]
+
+    # Anyone may open the event's page (the API's event is public): its link, none of its numbers.
+    ui.log_out()
+    ui.open(f"/live/{event['id']}")
+    assert ui.heading() == "Owners only" and event["link"]["url"] in browser.page_source
+    assert not browser.find_elements(By.ID, "live-clicks") and "12.5" not in ui.main_text()
     assert ui.console_errors() == []
