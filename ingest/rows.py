@@ -22,7 +22,14 @@ from types import UnionType
 import orjson
 
 from oros.events import (
-    CURRENCY_PATTERN, DEVICE_TYPES, ENRICHED_LIMITS, EVENT_TYPES, STREAM_FIELD, TEXT_LIMITS, TS_MAX_MS, TS_MIN_MS,
+    CURRENCY_PATTERN,
+    DEVICE_TYPES,
+    ENRICHED_LIMITS,
+    EVENT_TYPES,
+    STREAM_FIELD,
+    TEXT_LIMITS,
+    TS_MAX_MS,
+    TS_MIN_MS,
     Event,
 )
 from oros.money import CENT, MAX_AMOUNT

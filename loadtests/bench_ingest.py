@@ -35,7 +35,6 @@ from oros.events import STREAM_FIELD, Event, uuid7
 from oros.migrate import migrate_clickhouse
 from oros.settings import Settings
 
-
 AGENTS = [
     "Mozilla/5.0 (iPhone; CPU iPhone OS {a}_{b} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Version/{a}.{b} Mobile/15E148 Safari/604.1",

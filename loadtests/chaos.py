@@ -659,7 +659,7 @@ class Driver:
                     tally.clicks.append((sent_at, "shed" if response.status in (429, 503) else "refused"))
                     return
                 click_id = dict(parse_qsl(urlsplit(response.headers["Location"]).query))["oros_cid"]
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             tally.click_failures[type(exc).__name__] += 1
             tally.clicks.append((sent_at, "failed"))
             return
@@ -702,7 +702,7 @@ class Driver:
                     self.tally.conversion_failures[str(response.status)] += 1
                     if response.status != 503:
                         return False
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 self.tally.conversion_failures[type(exc).__name__] += 1
             await asyncio.sleep(0.5 * 2 ** attempt)
         return False
@@ -718,7 +718,7 @@ class Driver:
                                             headers=headers) as response:
                     await response.read()
                     self.tally.stats[str(response.status)] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 self.tally.stats[type(exc).__name__] += 1
             await asyncio.sleep(1)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import hiredis
 from redis.exceptions import RedisError

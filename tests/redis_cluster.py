@@ -44,7 +44,7 @@ class LocalCluster:
         """A seed node (any node will do: the client reads the whole topology from it)."""
         return f"redis://127.0.0.1:{min(self.nodes)}/0"
 
-    def start(self) -> "LocalCluster":
+    def start(self) -> LocalCluster:
         try:
             for _ in range(2 * MASTERS):
                 self._start_node(_free_port())

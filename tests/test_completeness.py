@@ -27,8 +27,8 @@ from ingest.writer import JSON_COLUMNS, JSON_SETTINGS
 from oros.connections import clickhouse_client
 from oros.events import Event
 from settler import completeness
-from settler.reconcile import reconcile
 from settler.load import decided_ids
+from settler.reconcile import reconcile
 from settler.run import settle_once
 
 from factories import DAY_MS, now_ms

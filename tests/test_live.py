@@ -21,10 +21,9 @@ from ingest.writer import insert_events
 from oros import apikeys
 from oros.connections import APP_ROLE
 from oros.events import STREAM_FIELD, Event, uuid7
+from oros.reasons import UNKNOWN_CAMPAIGN
 from settler.reconcile import reconcile
 from settler.run import settle_once
-
-from oros.reasons import UNKNOWN_CAMPAIGN
 
 from factories import SYSTEM, D, World, now_ms
 

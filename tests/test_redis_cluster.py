@@ -113,7 +113,7 @@ class Clicks:
                     if response.status == 302:
                         cid = dict(parse_qsl(urlsplit(response.headers["Location"]).query))["oros_cid"]
                         self.answered.append((time.monotonic(), cid))
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 await asyncio.sleep(0.01)
 
     async def until(self, n: int, what: str) -> None:

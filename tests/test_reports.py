@@ -6,7 +6,7 @@ import asyncio
 import secrets
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -20,7 +20,7 @@ from admin_api.reports import STATS_PER_CALLER, STATS_PER_PROCESS
 from admin_api.typedefs import PG_POOL
 from oros import connections
 
-DAY1 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+DAY1 = datetime(2026, 3, 1, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)
 DAY3 = DAY2 + timedelta(days=1)
 CH_COLUMNS = ["event_id", "event_type", "ts", "campaign_id", "creator_id", "value", "ip", "user_agent", "referrer",
@@ -189,9 +189,9 @@ async def test_bad_stats_queries_name_the_field(api, dataset):
 
 
 async def test_default_range_is_the_last_week(api, dataset):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     body = await (await api.get(f"/v1/campaigns/{dataset['campaign']}/stats", headers=dataset["business"])).json()
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
 
     end = datetime.fromisoformat(body["to"])
     assert before <= end <= after and datetime.fromisoformat(body["from"]) == end - timedelta(days=7)

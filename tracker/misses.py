@@ -37,8 +37,8 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool

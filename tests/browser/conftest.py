@@ -137,7 +137,7 @@ class Stack:
         """Run a coroutine on the stack's loop (e.g. ingest, which shares its chDB engine)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=120)
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         self.thread.start()
         assert self.ready.wait(60), "the stack did not start"
         return self

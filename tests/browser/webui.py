@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
-
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC

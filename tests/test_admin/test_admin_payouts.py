@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from test_admin_wallets import credit
 
 from admin_api.app import create_app
 from oros.connections import pg_connect
@@ -13,7 +14,6 @@ from settler.jobs import OWNER_JOBS
 
 from admin_flows import assert_error
 from stripe_double import StripeDouble
-from test_admin_wallets import credit
 
 
 @pytest.fixture
