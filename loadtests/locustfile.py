@@ -80,7 +80,9 @@ class Visitor(HttpUser):
             return
         cid = random.choice(self.click_ids)
         with self.client.get(
-            f"/px.gif?cid={cid}&type=conversion&order_id=px-{uuid.uuid4().hex[:12]}", name="/px.gif", catch_response=True
+            f"/px.gif?cid={cid}&type=conversion&order_id=px-{uuid.uuid4().hex[:12]}",
+            name="/px.gif",
+            catch_response=True,
         ) as response:
             if response.status_code != 200 or response.headers.get("Content-Type") != "image/gif":
                 response.failure(f"expected a GIF, got {response.status_code}")
@@ -91,7 +93,10 @@ class Visitor(HttpUser):
             return
         body = {"click_id": self.click_ids[0], "type": "sale", "value": "19.90", "order_id": self.orders[0]}
         with self.client.post(
-            "/v1/conversions", json=body, headers={"Authorization": f"Bearer {API_KEY}"}, name="/v1/conversions (repeat)",
+            "/v1/conversions",
+            json=body,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            name="/v1/conversions (repeat)",
             catch_response=True,
         ) as response:
             # The first post of that order may have gone to another campaign's click: 202 or 200 are both fine.

@@ -39,7 +39,9 @@ PUBLISHED_DEFAULTS = frozenset({
 })
 
 
-def _decimal(env: dict[str, str], name: str, default: str, *, minimum: Decimal, maximum: Decimal | None = None) -> Decimal:
+def _decimal(
+    env: dict[str, str], name: str, default: str, *, minimum: Decimal, maximum: Decimal | None = None
+) -> Decimal:
     raw = env.get(name, default)
     try:
         value = Decimal(raw)

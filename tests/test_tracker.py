@@ -42,7 +42,9 @@ def make_user(pg, prefix: str) -> str:
     return pg.execute("INSERT INTO users (email) VALUES (%s) RETURNING id::text AS id", (email,)).fetchone()["id"]
 
 
-def make_link(pg, *, status: str = "active", destination: str = "https://shop.example.com/p/1?ref=oros", supporter: bool = False) -> dict:
+def make_link(
+    pg, *, status: str = "active", destination: str = "https://shop.example.com/p/1?ref=oros", supporter: bool = False
+) -> dict:
     """A business, its campaign, an accepted creator and one tracking link (with ``supporter``: a supporter's share
     link of the creator's link); returns all their ids."""
     business = make_user(pg, "biz")
@@ -240,7 +242,9 @@ async def test_forwarded_for_believed_only_from_trusted_proxies(settings, tracke
     plain = await tracker_client(create_app(settings))
     await plain.get(f"/{data['code']}", headers={"X-Forwarded-For": "203.0.113.7"}, allow_redirects=False)
     trusting = await tracker_client(
-        create_app(replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))))
+        create_app(
+            replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8")))
+        )
     )
     # The client wrote the leftmost entry itself; the rightmost untrusted hop is the client.
     await trusting.get(
@@ -329,7 +333,8 @@ async def test_conversion_is_attributed_to_its_click(tracker, pg, data, redis, s
     click_id = await click(tracker, data["code"])
     response = await tracker.post(
         "/v1/conversions",
-        data=b'{"click_id": "%s", "type": "sale", "value": 12.5, "currency": "eur", "order_id": "A-1"}' % click_id.encode(),
+        data=b'{"click_id": "%s", "type": "sale", "value": 12.5, "currency": "eur", "order_id": "A-1"}'
+        % click_id.encode(),
         headers={"Authorization": f"Bearer {key}"},
     )
     assert response.status == 202
@@ -604,7 +609,13 @@ async def test_healthz_and_metrics(tracker, data):
     await tracker.get(f"/{data['code']}", allow_redirects=False)
     health = await tracker.get("/healthz")
     assert health.status == 200 and (await health.json()) == {
-        "status": "ok", "redis": True, "spooling": False, "spool_depth": 0, "replayer": "ok", "replayer_restarts": 0, "problems": []
+        "status": "ok",
+        "redis": True,
+        "spooling": False,
+        "spool_depth": 0,
+        "replayer": "ok",
+        "replayer_restarts": 0,
+        "problems": [],
     }
     text = await (await tracker.get("/metrics")).text()
     for name in (
@@ -831,8 +842,16 @@ async def test_a_link_made_after_the_filter_loaded_resolves_at_once(settings, tr
     tracker = await tracker_client(create_app(settings))
     await known_codes_loaded(tracker.app)
     link = make_link(pg)
-    info = LinkInfo(link_id=link["link"], code=link["code"], campaign_id=link["campaign"], creator_id=link["creator"],
-                    supporter_id=None, business_id=link["business"], destination_url=link["destination"], campaign_status="active")
+    info = LinkInfo(
+        link_id=link["link"],
+        code=link["code"],
+        campaign_id=link["campaign"],
+        creator_id=link["creator"],
+        supporter_id=None,
+        business_id=link["business"],
+        destination_url=link["destination"],
+        campaign_status="active",
+    )
     await publish(redis, settings.keys, [link["code"]], {link["code"]: info})  # what the admin API does as it makes one
     assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302
     # Its Redis entry gone (expired), the code the invalidation added to the filter still reaches Postgres.
@@ -882,11 +901,21 @@ async def test_misses_are_bounded_per_client_and_ipv6_per_64(settings, tracker_c
     assert await misses("198.51.100.7", 4) == [404, 404, 404, 429]
 
 
-async def test_postgres_down_at_start_links_resolve_from_redis_and_misses_are_bounded(settings, tracker_client, pg, redis, monkeypatch):
+async def test_postgres_down_at_start_links_resolve_from_redis_and_misses_are_bounded(
+    settings, tracker_client, pg, redis, monkeypatch
+):
     flood_budget(monkeypatch, per_client_s=1000, lookups=0)
     link = make_link(pg)
-    info = LinkInfo(link_id=link["link"], code=link["code"], campaign_id=link["campaign"], creator_id=link["creator"],
-                    supporter_id=None, business_id=link["business"], destination_url=link["destination"], campaign_status="active")
+    info = LinkInfo(
+        link_id=link["link"],
+        code=link["code"],
+        campaign_id=link["campaign"],
+        creator_id=link["creator"],
+        supporter_id=None,
+        business_id=link["business"],
+        destination_url=link["destination"],
+        campaign_status="active",
+    )
     await publish(redis, settings.keys, [link["code"]], {link["code"]: info})
     down = replace(settings, database_url=f"postgresql://postgres@127.0.0.1:{_closed_port()}/nothing")
     tracker = await tracker_client(create_app(down))

@@ -92,8 +92,11 @@ async def test_a_cookie_request_that_changes_state_needs_the_csrf_token(api, pg)
     for headers in ({}, {CSRF_HEADER: "page"}, {CSRF_HEADER: csrf[:-1] + "0"}, {CSRF_HEADER: "é"}):
         resp = await api.post("/v1/campaigns", json=campaign, headers=headers)
         assert resp.status == 403, headers
-        assert (await resp.json())["error"] == {"code": "csrf", "field": CSRF_HEADER,
-                                                "message": f"a session request that changes state must send {CSRF_HEADER}"}
+        assert (await resp.json())["error"] == {
+            "code": "csrf",
+            "field": CSRF_HEADER,
+            "message": f"a session request that changes state must send {CSRF_HEADER}",
+        }
     assert pg.execute("SELECT count(*) AS n FROM campaigns").fetchone()["n"] == 0
     made = await api.post("/v1/campaigns", json=campaign, headers={CSRF_HEADER: csrf})
     assert made.status == 201

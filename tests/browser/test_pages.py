@@ -32,13 +32,16 @@ def axe_violations(driver) -> list[dict]:
     if not driver.execute_script("return Boolean(window.axe)"):
         driver.execute_script(AXE_SOURCE)
         assert driver.execute_script("return axe.version") == AXE_VERSION
-    found = driver.execute_async_script("""
+    found = driver.execute_async_script(
+        """
         const [tags, done] = arguments;
         axe.run({ exclude: [['#card-element']] }, { runOnly: { type: 'tag', values: tags }, resultTypes: ['violations'] })
           .then((r) => done(r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
                                                         nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' ')) }))),
                 (e) => done([{ id: 'axe-error', impact: 'critical', help: String(e), nodes: [] }]));
-    """, AXE_TAGS)
+    """,
+        AXE_TAGS,
+    )
     return [v for v in found if v["impact"] in FAILING_IMPACTS]
 
 
