@@ -131,7 +131,8 @@ WAITING_S = 5
 CLICK_TIMEOUT_S = 15
 CONVERT_AFTER_S = (0.5, 3.0)
 BROWSERS = [
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Mobile/15E148 Safari/604.1",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
     "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36",
 ]
@@ -537,7 +538,8 @@ class Tally:
 
 async def call(session: aiohttp.ClientSession, method: str, url: str, token: str | None = None,
                expect: tuple[int, ...] = (200, 201), **body) -> dict:
-    """One set-up request; a 503 with Retry-After (the API's password-hashing gate) is waited out, as a client should."""
+    """One set-up request; a 503 with Retry-After (the API's password-hashing gate) is waited out, as a client
+    should."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     for _ in range(30):
         async with session.request(method, url, json=body or None, headers=headers) as response:
@@ -645,7 +647,8 @@ class Driver:
         campaign, objective = self.setup.codes[code]
         ip = rng.choice(self.ips)
         roll = rng.random()
-        method, agent = ("HEAD", rng.choice(BROWSERS)) if roll < 0.03 else ("GET", rng.choice(BOTS) if roll < 0.08 else rng.choice(BROWSERS))
+        method, agent = (("HEAD", rng.choice(BROWSERS)) if roll < 0.03
+                         else ("GET", rng.choice(BOTS) if roll < 0.08 else rng.choice(BROWSERS)))
         human = method == "GET" and agent in BROWSERS
         if human and objective == "click":
             tally.attempted_pairs.add((code, ip))

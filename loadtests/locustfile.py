@@ -25,7 +25,8 @@ from locust import HttpUser, between, task
 CODES = [code for code in os.environ.get("OROS_BENCH_CODES", "").split(",") if code]
 API_KEY = os.environ.get("OROS_BENCH_API_KEY", "")
 BROWSERS = [
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Mobile/15E148 Safari/604.1",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
     "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36",
 ]
@@ -67,7 +68,8 @@ class Visitor(HttpUser):
             return
         order_id = f"locust-{uuid.uuid4().hex[:12]}"
         self.orders.append(order_id)
-        body = {"click_id": random.choice(self.click_ids), "type": "sale", "value": "19.90", "currency": "EUR", "order_id": order_id}
+        body = {"click_id": random.choice(self.click_ids), "type": "sale", "value": "19.90", "currency": "EUR",
+                "order_id": order_id}
         with self.client.post(
             "/v1/conversions", json=body, headers={"Authorization": f"Bearer {API_KEY}"}, catch_response=True
         ) as response:

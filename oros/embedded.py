@@ -333,5 +333,6 @@ def attach_to_dev(settings: Settings) -> Settings:
         stripe_api_base=settings.stripe_api_base or known["stripe_api_base"],
     )
     if known["stripe_api_base"] is not None:
-        settings = replace(settings, stripe_publishable_key=settings.stripe_publishable_key or LOCALSTRIPE_PUBLISHABLE_KEY)
+        settings = replace(settings,
+                           stripe_publishable_key=settings.stripe_publishable_key or LOCALSTRIPE_PUBLISHABLE_KEY)
     return with_dev_secrets(settings)

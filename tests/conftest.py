@@ -209,7 +209,8 @@ def tracker_client(aiohttp_client):
 
 @pytest.fixture
 def spawn():
-    """``spawn(args, **popen_kwargs)``: a process that is stopped and reaped after the test, whether it passed or not."""
+    """``spawn(args, **popen_kwargs)``: a process that is stopped and reaped after the test, whether it passed or
+    not."""
     started: list[subprocess.Popen] = []
 
     def start(args, **kwargs) -> subprocess.Popen:

@@ -50,8 +50,8 @@ class World:
         start = datetime.fromtimestamp(start_ms / 1000, tz=UTC) if start_ms else None
         end = datetime.fromtimestamp(end_ms / 1000, tz=UTC) if end_ms else None
         campaign_id = self.pg.execute(
-            """INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, start_date, end_date,
-                                     destination_url)
+            """INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, start_date,
+                                     end_date, destination_url)
                VALUES (%s, 't', %s, %s, %s, %s, %s, 'https://example.com/') RETURNING id::text AS id""",
             (business, objective, D(payout), D(fund or "1000.00"), start, end),
         ).fetchone()["id"]

@@ -35,7 +35,8 @@ async def api(aiohttp_client, settings):
 
 
 async def test_admin_api_path_ids_and_uuid_fields(api, settings):
-    signup = await api.post("/v1/auth/signup", json={"email": "ids@example.com", "password": PASSWORD, "roles": ["business"]})
+    signup = await api.post("/v1/auth/signup",
+                            json={"email": "ids@example.com", "password": PASSWORD, "roles": ["business"]})
     business = await signup.json()
     auth = {"Authorization": f"Bearer {business['token']}"}
     created = await api.post("/v1/campaigns", headers=auth, json={
@@ -54,7 +55,8 @@ async def test_admin_api_path_ids_and_uuid_fields(api, settings):
     admin = {"Authorization": f"Bearer {issue_token(settings, admin_id)}"}
     user = business["user"]["id"]
     for odd in odd_spellings(user):
-        legs = [{"user_id": odd, "direction": "credit", "amount": "1.00"}, {"platform": "fees", "direction": "debit", "amount": "1.00"}]
+        legs = [{"user_id": odd, "direction": "credit", "amount": "1.00"},
+                {"platform": "fees", "direction": "debit", "amount": "1.00"}]
         response = await api.post("/v1/admin/adjustments", headers=admin, json={"reason": "ids", "legs": legs})
         assert (response.status, (await response.json())["error"]["field"]) == (422, "legs[0].user_id"), odd
     kyc = await api.post(f"/v1/admin/users/{user.upper()}/kyc", headers=admin, json={"status": "approved"})
@@ -67,7 +69,8 @@ async def test_webhook_click_ids(aiohttp_client, settings, redis):
     index = {"link_id": str(uuid.uuid4()), "campaign_id": str(uuid.uuid4()), "creator_id": str(uuid.uuid4()),
              "supporter_id": None, "business_id": str(uuid.uuid4())}
     await redis.hset(settings.keys.clicks_of(cid), cid, orjson.dumps(index))
-    odd = await post(api, checkout("evt_odd", {"client_reference_id": odd_spellings(cid)[0], "payment_intent": "pi_odd"}))
+    odd = await post(api, checkout("evt_odd",
+                                   {"client_reference_id": odd_spellings(cid)[0], "payment_intent": "pi_odd"}))
     assert (await odd.json())["status"] == "ignored"
     shouted = await post(api, checkout("evt_upper", {"client_reference_id": cid.upper(), "payment_intent": "pi_upper"}))
     assert (await shouted.json())["status"] == "applied"

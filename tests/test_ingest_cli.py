@@ -17,7 +17,8 @@ from oros_cli import main as cli
 def _letters(settings) -> dict[bytes, dict]:
     client = sync_redis.Redis.from_url(settings.redis_url)
     try:
-        return {fields[b"id"]: (letter_id.decode(), fields) for letter_id, fields in client.xrange(settings.keys.dead_letter)}
+        return {fields[b"id"]: (letter_id.decode(), fields)
+                for letter_id, fields in client.xrange(settings.keys.dead_letter)}
     finally:
         client.close()
 

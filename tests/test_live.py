@@ -126,8 +126,8 @@ def decision(world: World, event_id: str) -> dict:
 
 
 def refund(s: Shop, order: str, total: str | None) -> Event:
-    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=UNKNOWN_CAMPAIGN, order_id=order,
-                 business_id=s.business.id, value=total, source="api")
+    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=UNKNOWN_CAMPAIGN,
+                 order_id=order, business_id=s.business.id, value=total, source="api")
 
 
 async def test_live_sale_paid_once_at_the_event_commission_then_refunded_and_reversed(api, world, redis):

@@ -217,7 +217,8 @@ async def test_a_pixel_never_shadows_the_authenticated_post(world, settings, pg,
         pg.execute("UPDATE campaigns SET pixel_billable = true WHERE id = %s", (s.campaign,))
     keys = {s.campaign: make_api_key(pg, s.business) for s in (conversions, sales)}
     tracker = await aiohttp_client(create_tracker_app(settings))
-    c1, s1, s2 = await click(tracker, conversions.code), await click(tracker, sales.code), await click(tracker, sales.code)
+    c1 = await click(tracker, conversions.code)
+    s1, s2 = await click(tracker, sales.code), await click(tracker, sales.code)
 
     # The pixel comes first, with the order ids the business is about to post.
     assert await fire(tracker, c1, order_id="O-1") == 200

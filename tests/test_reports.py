@@ -327,7 +327,8 @@ async def test_clickhouse_unreachable_is_503_with_retry_after(aiohttp_client, se
     business, auth = make_user(pg, settings, "business")
     resp = await api.get(f"/v1/campaigns/{make_campaign(pg, business)}/stats", params=query(DAY1, DAY3), headers=auth)
     assert resp.status == 503 and resp.headers["Retry-After"] == "1"
-    assert (await resp.json())["error"] == {"code": "unavailable", "message": "ClickHouse is unreachable; retry shortly"}
+    assert (await resp.json())["error"] == {"code": "unavailable",
+                                            "message": "ClickHouse is unreachable; retry shortly"}
 
 
 def test_chdb_calls_hold_one_process_wide_lock(settings, ch, monkeypatch):
@@ -364,7 +365,8 @@ def visits(pg, ch, settings):
     (alice, alice_auth), (bob, _) = make_user(pg, settings, "creator"), make_user(pg, settings, "creator")
     campaign, elsewhere = make_campaign(pg, business), make_campaign(pg, make_user(pg, settings, "business")[0])
     links = {}
-    for name, (creator, camp) in {"alice": (alice, campaign), "bob": (bob, campaign), "alice2": (alice, elsewhere)}.items():
+    owners = {"alice": (alice, campaign), "bob": (bob, campaign), "alice2": (alice, elsewhere)}
+    for name, (creator, camp) in owners.items():
         links[name] = pg.execute(
             "INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
             " VALUES (%s, %s, %s, 'http://t/x', 'https://example.com') RETURNING id::text AS id",

@@ -1,4 +1,5 @@
-"""Settlement end to end: ClickHouse events -> verified -> paid in Postgres, exactly once (``world``: tests/factories.py)."""
+"""Settlement end to end: ClickHouse events -> verified -> paid in Postgres, exactly once
+(``world``: tests/factories.py)."""
 
 from __future__ import annotations
 
@@ -187,7 +188,8 @@ def test_many_campaigns_and_creators_aggregate_legs(world):
         events += [world.click(campaign, creators[i % 4], ip=f"10.1.{i}.1") for i in range(200)]
     world.put(events)
     report = settle_once(world.settings)
-    assert report["events_paid"] == 600 and report["amount_paid"] == "150.00" and report["fees"] == "18.00"  # fee 0.025 rounds half up to 0.03
+    # The fee of 0.025 rounds half up to 0.03.
+    assert report["events_paid"] == 600 and report["amount_paid"] == "150.00" and report["fees"] == "18.00"
     # One transfer per (campaign, creator): 12 transfers x 3 legs, plus 3 fundings x 2 legs.
     assert world.pg.execute("SELECT count(*) AS n FROM ledger_entries").fetchone()["n"] == 12 * 3 + 3 * 2
     world.assert_books()

@@ -51,7 +51,8 @@ def test_killed_settler_pays_every_billable_event_once(world, tmp_path, spawn):
            "OROS_CLICKHOUSE_DATABASE": "killtest", "PYTHONPATH": str(HERE.parent.parent)}
 
     def start(command: str, *args: str) -> subprocess.Popen:
-        return spawn([sys.executable, str(HERE), command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return spawn([sys.executable, str(HERE), command, *args], env=env,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     expected: dict[str, int] = {}
     total = 0

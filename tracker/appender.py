@@ -201,7 +201,8 @@ class StreamConnection(asyncio.Protocol):
             return
         left = self._sent_at[0] + self._timeout_s - self._loop.time()
         if left <= 0:
-            log.warning("no reply from redis in time, dropping the stream connection", extra={"waiting": len(self._sent_at)})
+            log.warning("no reply from redis in time, dropping the stream connection",
+                        extra={"waiting": len(self._sent_at)})
             self.close()
         else:
             self._watchdog = self._loop.call_later(left, self._check_overdue)

@@ -162,7 +162,8 @@ def web_settings(base_settings, template_db, localstripe_url):
     settings = replace(
         base_settings, database_url=_with_database(base_settings.database_url, db_name),
         clickhouse_database=f"web_{n}", redis_prefix=f"web:{n}:", tracker_url=f"http://127.0.0.1:{tracker_port}",
-        stripe_api_base=localstripe_url, stripe_webhook_secret=WEBHOOK_SECRET, stripe_api_key="sk_test_oros", stripe_publishable_key="pk_test_oros",
+        stripe_api_base=localstripe_url, stripe_webhook_secret=WEBHOOK_SECRET, stripe_api_key="sk_test_oros",
+        stripe_publishable_key="pk_test_oros",
         webhooks_allow_private=True,  # the tests' webhook receivers listen on loopback, over http
     )
     migrate_clickhouse(settings)

@@ -35,7 +35,8 @@ def axe_violations(driver) -> list[dict]:
     found = driver.execute_async_script(
         """
         const [tags, done] = arguments;
-        axe.run({ exclude: [['#card-element']] }, { runOnly: { type: 'tag', values: tags }, resultTypes: ['violations'] })
+        axe.run({ exclude: [['#card-element']] },
+                { runOnly: { type: 'tag', values: tags }, resultTypes: ['violations'] })
           .then((r) => done(r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
                                                         nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' ')) }))),
                 (e) => done([{ id: 'axe-error', impact: 'critical', help: String(e), nodes: [] }]));
@@ -65,7 +66,8 @@ def check_pages(ui: UI, role: str, routes: list[str]) -> list[str]:
     for route in routes:
         ui.route(route)
         name = f"{role} {route}"
-        problems += [f"{name}: {v['impact']} {v['id']} ({v['help']}) at {v['nodes']}" for v in axe_violations(ui.driver)]
+        problems += [f"{name}: {v['impact']} {v['id']} ({v['help']}) at {v['nodes']}"
+                     for v in axe_violations(ui.driver)]
         if (extra := overflow_at_phone_width(ui)) > 0:
             problems.append(f"{name}: {extra} px wider than a {PHONE[0]} px phone")
         problems += [f"{name}: console: {message}" for message in ui.console_errors()]
