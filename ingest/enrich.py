@@ -152,7 +152,7 @@ def ip_network(ip: str) -> tuple[str, str] | None:
         except ValueError:
             return None
         if all(values):
-            truncated = "%x:%x:%x::" % values
+            truncated = "{:x}:{:x}:{:x}::".format(*values)
             return truncated, truncated
     try:
         address = ipaddress.ip_address(ip)

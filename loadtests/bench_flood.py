@@ -157,9 +157,9 @@ def main() -> None:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the tracker did not start")
+                    raise RuntimeError("the tracker did not start") from exc
                 time.sleep(0.2)
         time.sleep(2)  # the known codes load
         asyncio.run(measure(base_url, args.links, args.duration))

@@ -581,7 +581,8 @@ async def set_up(admin_url: str, businesses: int, creators: int) -> Setup:
                 setup.api_keys[cid], setup.payouts[cid], setup.objectives[cid] = key, payout, objective
                 setup.owners[cid] = business
 
-                async def join(creator_id: str, creator: str, cid: str = cid, objective: str = objective) -> None:
+                async def join(creator_id: str, creator: str, cid: str = cid, objective: str = objective,
+                               business: str = business) -> None:
                     await call(session, "POST", f"{admin_url}/v1/campaigns/{cid}/creators", creator)
                     await call(session, "POST", f"{admin_url}/v1/campaigns/{cid}/creators/{creator_id}/accept",
                                business)

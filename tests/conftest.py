@@ -186,9 +186,9 @@ def localstripe_url(tmp_path_factory):
             try:
                 requests.get(f"{url}/v1/balance", auth=("sk_test_x", ""), timeout=1)
                 break
-            except requests.ConnectionError:
+            except requests.ConnectionError as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("localstripe did not start")
+                    raise RuntimeError("localstripe did not start") from exc
                 time.sleep(0.2)
         yield url
     finally:

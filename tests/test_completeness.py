@@ -22,6 +22,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from ingest.writer import JSON_COLUMNS, JSON_SETTINGS
 from oros.connections import clickhouse_client
@@ -179,7 +180,7 @@ def test_clickhouse_down_at_the_start_changes_nothing(settled):
     late = settled.click(settled.ids["campaign"], settled.ids["creator"])
     put_at(settled.settings, [late], watermark(settled) - timedelta(hours=3))
     down = replace(settled.settings, clickhouse_database="no_such_database")
-    with pytest.raises(Exception):
+    with pytest.raises(DatabaseError, match="no_such_database"):
         settle_once(down)
     assert {c.detail.split(":")[0] for c in reconcile(down) if not c.ok} == {"ClickHouse unavailable"}
     assert settle_once(settled.settings)["events_paid"] == 1

@@ -587,8 +587,8 @@ async def test_a_torn_write_is_cut_back_so_no_acknowledged_click_is_lost(setting
     try:
         async def batch(events: list[Event], into: list) -> None:
             results = await asyncio.gather(*(appender.append(e.encode()) for e in events), return_exceptions=True)
-            into += [e.event_id for e, r in zip(events, results) if r is None]
-            refused.extend(e.event_id for e, r in zip(events, results) if r is not None)
+            into += [e.event_id for e, r in zip(events, results, strict=True) if r is None]
+            refused.extend(e.event_id for e, r in zip(events, results, strict=True) if r is not None)
 
         await batch([click_event() for _ in range(3)], acked)  # Redis fails, these are spooled
         disk.full_after(40)  # the next batch is cut off mid-line

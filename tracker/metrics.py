@@ -72,7 +72,7 @@ class Distribution:
 
     def collect(self):
         cumulative, buckets = 0, []
-        for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), self.counts):
+        for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), self.counts, strict=True):
             cumulative += count
             buckets.append((bound, cumulative))
         yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=self.sum)

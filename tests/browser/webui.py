@@ -117,7 +117,8 @@ class UI:
             self.wait(EC.text_to_be_present_in_element((By.ID, element_id), text), timeout)
         except TimeoutException:
             found = self.driver.find_elements(By.ID, element_id)
-            raise AssertionError(f"#{element_id} never showed {text!r}: {found[0].text if found else 'absent'!r}")
+            shown = found[0].text if found else "absent"
+            raise AssertionError(f"#{element_id} never showed {text!r}: {shown!r}") from None
 
     def field_error(self, form_id: str, field: str) -> str:
         return self.text_of(f"{form_id}-{field}-error")

@@ -201,7 +201,7 @@ async def test_links_for_accepted_creators_reach_redis(api, make_user, admin, re
     assert cached.campaign_status == "paused"
     assert (await api.get(f"/v1/campaigns/{campaign['id']}", headers=creator.headers)).status == 200
     mine = await (await api.get(url, headers=creator.headers)).json()
-    assert {l["code"] for l in mine["items"]} == {link["code"], other["code"]}
+    assert {item["code"] for item in mine["items"]} == {link["code"], other["code"]}
 
 
 async def test_dates_are_checked_on_activation_and_patch(api, make_user, admin):
