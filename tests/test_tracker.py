@@ -860,21 +860,19 @@ async def test_made_up_codes_never_reach_postgres(settings, tracker_client, pg, 
     assert layer_counts(tracker.app)["postgres"] == 1
 
 
+def link_info(link: dict) -> LinkInfo:
+    """What the admin API publishes to Redis for a link ``make_link`` made."""
+    return LinkInfo(link_id=link["link"], code=link["code"], campaign_id=link["campaign"], creator_id=link["creator"],
+                    supporter_id=None, business_id=link["business"], destination_url=link["destination"],
+                    campaign_status="active")
+
+
 async def test_a_link_made_after_the_filter_loaded_resolves_at_once(settings, tracker_client, pg, redis, monkeypatch):
     flood_budget(monkeypatch, probes_s=0)
     tracker = await tracker_client(create_app(settings))
     await known_codes_loaded(tracker.app)
     link = make_link(pg)
-    info = LinkInfo(
-        link_id=link["link"],
-        code=link["code"],
-        campaign_id=link["campaign"],
-        creator_id=link["creator"],
-        supporter_id=None,
-        business_id=link["business"],
-        destination_url=link["destination"],
-        campaign_status="active",
-    )
+    info = link_info(link)
     await publish(redis, settings.keys, [link["code"]], {link["code"]: info})  # what the admin API does as it makes one
     assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302
     # Its Redis entry gone (expired), the code the invalidation added to the filter still reaches Postgres.
@@ -931,16 +929,7 @@ async def test_postgres_down_at_start_links_resolve_from_redis_and_misses_are_bo
 ):
     flood_budget(monkeypatch, per_client_s=1000, lookups=0)
     link = make_link(pg)
-    info = LinkInfo(
-        link_id=link["link"],
-        code=link["code"],
-        campaign_id=link["campaign"],
-        creator_id=link["creator"],
-        supporter_id=None,
-        business_id=link["business"],
-        destination_url=link["destination"],
-        campaign_status="active",
-    )
+    info = link_info(link)
     await publish(redis, settings.keys, [link["code"]], {link["code"]: info})
     down = replace(settings, database_url=f"postgresql://postgres@127.0.0.1:{_closed_port()}/nothing")
     tracker = await tracker_client(create_app(down))
