@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from oros.settings import JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Set
 
 from edge_server import EdgeTestServer
 from factories import World
-from processes import stop_process
+from processes import free_port, stop_process
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(2)}"
 _counter = itertools.count(1)
@@ -158,12 +157,6 @@ def world(pg, settings) -> World:
 @pytest.fixture
 def ch(settings):
     return clickhouse_client(settings)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -1,8 +1,17 @@
-"""Stopping what a test started: by its PID, SIGTERM then SIGKILL, always reaped."""
+"""The processes a test starts: a free port to give them, and stopping them by their PID, SIGTERM then SIGKILL,
+always reaped."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the kernel's pick; closed again, so a process can take it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def stop_process(proc: subprocess.Popen) -> None:

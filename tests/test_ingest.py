@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
 from dataclasses import replace
 
 import aiohttp
@@ -29,14 +28,9 @@ from oros.migrate import migrate_clickhouse
 from settler.run import settle_once
 
 from factories import now_ms
+from processes import free_port
 
 TRAP_UA = "trap"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def events(n: int, campaign_id: str = "00000000-0000-0000-0000-0000000000aa", **fields) -> list[Event]:

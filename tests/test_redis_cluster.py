@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from tracker.metrics import Metrics
 from tracker.spool import Spool
 
 import redis_cluster
-from processes import stop_process
+from processes import free_port, stop_process
 from redis_cluster import LocalCluster
 
 pytestmark = pytest.mark.skipif(not redis_cluster.available(), reason="redis-server and redis-cli are not installed")
@@ -51,12 +50,6 @@ def cluster(tmp_path_factory):
 @pytest.fixture
 def cluster_settings(settings, cluster):
     return replace(settings, redis_url=cluster.url, redis_cluster=True, stream_shards=SHARDS, stream_replicas=1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def wait_until(predicate, timeout_s: float, what: str) -> None:

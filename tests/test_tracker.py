@@ -31,6 +31,8 @@ from tracker.resolve import Link
 from tracker.spool import Spool
 from tracker.typedefs import KEY_USAGE, KNOWN_CODES, METRICS, RESOLVER
 
+from processes import free_port
+
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 
 
@@ -931,7 +933,7 @@ async def test_postgres_down_at_start_links_resolve_from_redis_and_misses_are_bo
     link = make_link(pg)
     info = link_info(link)
     await publish(redis, settings.keys, [link["code"]], {link["code"]: info})
-    down = replace(settings, database_url=f"postgresql://postgres@127.0.0.1:{_closed_port()}/nothing")
+    down = replace(settings, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")
     tracker = await tracker_client(create_app(down))
     assert tracker.app[KNOWN_CODES].loaded_at is None
     assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302
@@ -940,9 +942,3 @@ async def test_postgres_down_at_start_links_resolve_from_redis_and_misses_are_bo
     assert layer_counts(tracker.app).get("postgres", 0) == 0
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -14,7 +14,6 @@ import errno
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,15 +38,9 @@ from tracker.spool import Spool
 from tracker.typedefs import APPENDER, SPOOL
 
 from edge_server import EdgeTestServer
-from processes import stop_process
+from processes import free_port, stop_process
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_until(predicate, timeout_s: float, what: str) -> None:

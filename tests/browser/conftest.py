@@ -17,7 +17,6 @@ import fcntl
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import threading
 from dataclasses import replace
@@ -36,6 +35,8 @@ from oros.migrate import migrate_clickhouse
 from settler.jobs import OWNER_JOBS
 from tracker.app import create_app as create_tracker_app
 
+from processes import free_port
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -49,12 +50,6 @@ APT_TIMEOUT_S = 900
 
 # Installing Chromium on a fresh machine takes a few minutes: more than the default test timeout.
 pytestmark = pytest.mark.timeout(APT_TIMEOUT_S + 300)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ensure_chromium() -> None:
