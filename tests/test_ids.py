@@ -8,14 +8,16 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from test_stripe_sales import NIL, SECRET, checkout, post
-from test_tracker import odd_spellings
 from yarl import URL
 
 from admin_api.app import create_app
 from admin_api.auth import issue_token
 from oros.accounts import create_admin
 from oros.events import STREAM_FIELD, Event, canonical_uuid, uuid7_str
+from oros.reasons import UNKNOWN_CAMPAIGN
+
+from factories import odd_spellings
+from stripe_events import SECRET, checkout, post
 
 PASSWORD = "correct horse battery"
 
@@ -76,4 +78,4 @@ async def test_webhook_click_ids(aiohttp_client, settings, redis):
     assert (await shouted.json())["status"] == "applied"
     [(_, fields)] = await redis.xrange(settings.keys.stream)
     sale = Event.decode(fields[STREAM_FIELD])
-    assert (sale.click_id, sale.campaign_id) == (cid, index["campaign_id"]) and sale.campaign_id != NIL
+    assert (sale.click_id, sale.campaign_id) == (cid, index["campaign_id"]) and sale.campaign_id != UNKNOWN_CAMPAIGN

@@ -15,24 +15,17 @@ from psycopg_pool import AsyncConnectionPool
 
 from admin_api import app as app_module
 from admin_api.app import create_app
-from admin_api.auth import issue_token
 from admin_api.reports import STATS_PER_CALLER, STATS_PER_PROCESS
 from admin_api.typedefs import PG_POOL
 from oros import connections
+
+from factories import make_user
 
 DAY1 = datetime(2026, 3, 1, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)
 DAY3 = DAY2 + timedelta(days=1)
 CH_COLUMNS = ["event_id", "event_type", "ts", "campaign_id", "creator_id", "value", "ip", "user_agent", "referrer",
               "is_bot", "bot_reason", "source", "metadata"]
-
-
-def make_user(pg, settings, *roles: str) -> tuple[str, dict]:
-    user = pg.execute("INSERT INTO users (email) VALUES (%s) RETURNING id::text AS id",
-                      (f"{secrets.token_hex(6)}@example.com",)).fetchone()["id"]
-    for role in roles:
-        pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, %s)", (user, role))
-    return user, {"Authorization": f"Bearer {issue_token(settings, user)}"}
 
 
 def make_campaign(pg, business: str) -> str:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from test_completeness import HERE as LOADER
 
 from oros.settings import STRIPE_API_KEY
 from settler.metrics import SettlerMetrics, create_app, timed
@@ -23,6 +22,8 @@ from settler.reconcile import Check
 from processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+# test_completeness.py is also a script: ``load FILE`` writes events into ClickHouse from a process of its own.
+LOADER = Path(__file__).resolve().with_name("test_completeness.py")
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

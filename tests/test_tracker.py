@@ -31,54 +31,13 @@ from tracker.resolve import Link
 from tracker.spool import Spool
 from tracker.typedefs import KEY_USAGE, KNOWN_CODES, METRICS, RESOLVER
 
+from factories import email_user, make_link, odd_spellings
 from processes import free_port
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 
 
 # -- test data, written straight into the test's own database ---------------------------------
-
-
-def make_user(pg, prefix: str) -> str:
-    email = f"{prefix}-{secrets.token_hex(4)}@example.com"
-    return pg.execute("INSERT INTO users (email) VALUES (%s) RETURNING id::text AS id", (email,)).fetchone()["id"]
-
-
-def make_link(
-    pg, *, status: str = "active", destination: str = "https://shop.example.com/p/1?ref=oros", supporter: bool = False
-) -> dict:
-    """A business, its campaign, an accepted creator and one tracking link (with ``supporter``: a supporter's share
-    link of the creator's link); returns all their ids."""
-    business = make_user(pg, "biz")
-    creator = make_user(pg, "creator")
-    supporter_id = make_user(pg, "supporter") if supporter else None
-    campaign = pg.execute(
-        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, status,"
-        " destination_url) VALUES (%s, 'Spring', 'click', 0.50, 100.00, %s, %s) RETURNING id::text AS id",
-        (business, status, destination),
-    ).fetchone()["id"]
-    pg.execute(
-        "INSERT INTO campaign_creators (campaign_id, creator_id, status, accepted_at)"
-        " VALUES (%s, %s, 'accepted', now())",
-        (campaign, creator),
-    )
-    code = secrets.token_urlsafe(6).replace("-", "x").replace("_", "y")
-    link = pg.execute(
-        "INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id::text AS id",
-        (campaign, creator, code, f"http://t.example/{code}", destination),
-    ).fetchone()["id"]
-    if supporter_id:  # the supporter's share link of it (0110) is the link the test clicks
-        code = secrets.token_urlsafe(6).replace("-", "x").replace("_", "y")
-        link = pg.execute(
-            "INSERT INTO tracking_links (campaign_id, creator_id, supporter_id, code, url, destination_url,"
-            " shared_from, share_pct) VALUES (%s, %s, %s, %s, %s, %s, %s, 10) RETURNING id::text AS id",
-            (campaign, creator, supporter_id, code, f"http://t.example/{code}", destination, link),
-        ).fetchone()["id"]
-    return {
-        "business": business, "creator": creator, "supporter": supporter_id, "campaign": campaign,
-        "link": link, "code": code, "destination": destination,
-    }
 
 
 def make_api_key(pg, business: str) -> str:
@@ -446,7 +405,7 @@ async def test_order_id_is_recorded_once_under_concurrency(tracker, pg, data, re
 
 async def test_another_business_cannot_burn_the_owners_order_id(tracker, pg, data, redis, settings):
     owner_key = make_api_key(pg, data["business"])
-    rival_key = make_api_key(pg, make_user(pg, "rival"))
+    rival_key = make_api_key(pg, email_user(pg, "rival"))
     click_id = await click(tracker, data["code"])
     body = {"click_id": click_id, "type": "sale", "order_id": "O-1"}
     rival, owner = {"Authorization": f"Bearer {rival_key}"}, {"Authorization": f"Bearer {owner_key}"}
@@ -802,15 +761,6 @@ async def test_bearer_bytes_that_are_not_utf8_are_401(tracker, pg, data):
         status, response = await raw_request(tracker, request)
         assert status == 401, auth
         assert orjson.loads(response)["error"]["code"] == "unauthorized"
-
-
-def odd_spellings(value: str) -> list[str]:
-    """``value`` as uuid.UUID also parses it: 36 characters (the old length check) and other lengths."""
-    h = value.replace("-", "")
-    return [
-        "urn:" + h, "{" + h + "--}", f"{h[:4]}-{h[4:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", "----" + h,
-        "{" + value + "}", h, "urn:uuid:" + value, value + "\n", " " + value,
-    ]
 
 
 async def test_ids_in_odd_spellings_are_refused_and_upper_case_is_lower_cased(tracker, pg, data, redis, settings):

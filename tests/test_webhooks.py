@@ -28,7 +28,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from test_webhook_outbox import BUSINESS_EVENTS, subscribe
 
 from admin_api.app import create_app
 from admin_api.auth import issue_token
@@ -38,7 +37,7 @@ from webhooks import schedule
 from webhooks.addresses import RefusedAddress
 from webhooks.deliver import LEASE_S, Deliverer
 
-from factories import now_ms
+from factories import BUSINESS_EVENTS, now_ms, subscribe
 
 
 def verify(header: str, body: bytes, secret: str, now: float) -> bool:

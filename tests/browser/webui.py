@@ -232,3 +232,10 @@ def deliver_webhooks(stack, clock: Callable[[], datetime] = lambda: datetime.now
             await deliverer.close()
 
     return stack.run(once())
+
+
+def type_card(ui: UI, card: dict) -> None:
+    """Type a card into the card element, field by field, as a person does."""
+    ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#card-element input[placeholder=number]"))
+    for field, value in card.items():
+        ui.driver.find_element(By.CSS_SELECTOR, f"#card-element input[placeholder={field}]").send_keys(value)
