@@ -18,6 +18,7 @@ from decimal import Decimal
 
 from admin_api.auth import issue_token
 from ingest.writer import insert_events
+from oros import apikeys
 from oros.events import Event, uuid7
 from settler.reconcile import reconcile
 
@@ -99,6 +100,24 @@ def subscribe(pg, owner: str, events: list[str], url: str = "https://hooks.examp
     pg.execute("INSERT INTO webhook_endpoint_secrets (endpoint_id, secret) VALUES (%s, %s)",
                (endpoint, "whsec_" + secrets.token_urlsafe(32)))
     return endpoint
+
+
+def make_api_key(pg, business: str) -> str:
+    """A new API key of ``business``; returns its secret."""
+    secret, prefix, key_hash = apikeys.generate()
+    pg.execute(
+        "INSERT INTO api_keys (user_id, name, key_prefix, key_hash) VALUES (%s, 'test', %s, %s)",
+        (business, prefix, key_hash),
+    )
+    return secret
+
+
+def make_campaign(pg, business: str) -> str:
+    """A draft click campaign of ``business`` (0.50 a click, 100 budget)."""
+    return pg.execute(
+        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, destination_url)"
+        " VALUES (%s, 'Launch', 'click', 0.50, 100, 'https://example.com/') RETURNING id::text AS id", (business,)
+    ).fetchone()["id"]
 
 
 @dataclass

@@ -1,7 +1,10 @@
-"""Stream entries and ClickHouse failures the ingest tests share (test_ingest.py, test_ingest_kill.py)."""
+"""Stream entries, ClickHouse failures and the ingest loop run until done, as the ingest tests share them."""
 
 from __future__ import annotations
 
+import asyncio
+
+from ingest.consumer import Ingester
 from oros.events import STREAM_FIELD, Event, uuid7
 
 from factories import now_ms
@@ -46,3 +49,22 @@ def set_trap(ch, condition: str = f"user_agent = '{TRAP_UA}'") -> None:
 
 def clear_trap(ch) -> None:
     ch.command("DROP VIEW IF EXISTS ingest_trap")
+
+
+def read_once(ch) -> list[str]:
+    """Event ids as the settler reads them (LIMIT 1 BY event_id)."""
+    return [r[0] for r in ch.query("SELECT toString(event_id) FROM events LIMIT 1 BY event_id").result_rows]
+
+
+async def run_until(ingester: Ingester, done, *, timeout_s: float = 60.0) -> None:
+    """Run the ingest loop until ``done()`` (awaited) holds; the timeout only keeps a broken test from hanging."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingester.run(stop))
+    try:
+        for _ in range(int(timeout_s / 0.05)):
+            if await done() or task.done():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)

@@ -1,10 +1,12 @@
-"""The processes a test starts: a free port to give them, and stopping them by their PID, SIGTERM then SIGKILL,
-always reaped."""
+"""The processes a test starts: a free port to give them, waiting until they answer, and stopping them by their
+PID, SIGTERM then SIGKILL, always reaped."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
+import time
 
 
 def free_port() -> int:
@@ -26,3 +28,13 @@ def stop_process(proc: subprocess.Popen) -> None:
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+async def wait_until(predicate, timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` (awaited) every 50 ms until it holds; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -14,11 +14,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from test_reports import make_campaign, make_user
 
 from admin_api import exports
 from admin_api.app import create_app
 from admin_api.exports import EARNINGS_COLUMNS, EVENT_COLUMNS, EXPORT_CHUNK_ROWS
+
+from factories import make_campaign, make_user
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
 MILLION = 1_000_000

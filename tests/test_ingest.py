@@ -34,7 +34,9 @@ from ingest_stream import (
     dead_letters,
     events,
     pending,
+    read_once,
     refused_by_clickhouse_only,
+    run_until,
     set_trap,
 )
 from processes import free_port
@@ -44,27 +46,8 @@ def ch_count(ch, distinct: bool = False) -> int:
     return ch.query(f"SELECT {'uniqExact(event_id)' if distinct else 'count()'} FROM events").result_rows[0][0]
 
 
-def read_once(ch) -> list[str]:
-    """Event ids as the settler reads them (LIMIT 1 BY event_id)."""
-    return [r[0] for r in ch.query("SELECT toString(event_id) FROM events LIMIT 1 BY event_id").result_rows]
-
-
 def inserts(ingester: Ingester) -> int:
     return sum(ingester.metrics.value("oros_ingest_inserts_total", outcome=o) for o in ("ok", "refused", "unavailable"))
-
-
-async def run_until(ingester: Ingester, done, *, timeout_s: float = 60.0) -> None:
-    """Run the ingest loop until ``done()`` (awaited) holds; the timeout only keeps a broken test from hanging."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(ingester.run(stop))
-    try:
-        for _ in range(int(timeout_s / 0.05)):
-            if await done() or task.done():
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=60)
 
 
 async def test_drain_once_inserts_acks_and_trims(settings, redis, ch):

@@ -7,11 +7,12 @@ from dataclasses import replace
 
 import orjson
 import redis as sync_redis
-from test_ingest import events
 
 from ingest.metrics import IngestMetrics
 from oros.events import STREAM_FIELD
 from oros_cli import main as cli
+
+from ingest_stream import events
 
 
 def _letters(settings) -> dict[bytes, dict]:

@@ -19,7 +19,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 import pytest
-from test_tracker import make_api_key
 
 from admin_api.app import create_app as create_admin_app
 from admin_api.auth import issue_token
@@ -34,6 +33,8 @@ from settler.records import LedgerError
 from settler.run import RunContext, settle_once
 from settler.verify import Candidate
 from tracker.app import create_app as create_tracker_app
+
+from factories import make_api_key
 
 D = Decimal
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "

@@ -32,7 +32,7 @@ from tracker.metrics import Metrics
 from tracker.spool import Spool
 
 import redis_cluster
-from processes import free_port, stop_process
+from processes import free_port, stop_process, wait_until
 from redis_cluster import LocalCluster
 
 pytestmark = pytest.mark.skipif(not redis_cluster.available(), reason="redis-server and redis-cli are not installed")
@@ -50,14 +50,6 @@ def cluster(tmp_path_factory):
 @pytest.fixture
 def cluster_settings(settings, cluster):
     return replace(settings, redis_url=cluster.url, redis_cluster=True, stream_shards=SHARDS, stream_replicas=1)
-
-
-async def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager

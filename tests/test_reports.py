@@ -19,20 +19,13 @@ from admin_api.reports import STATS_PER_CALLER, STATS_PER_PROCESS
 from admin_api.typedefs import PG_POOL
 from oros import connections
 
-from factories import make_user
+from factories import make_campaign, make_user
 
 DAY1 = datetime(2026, 3, 1, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)
 DAY3 = DAY2 + timedelta(days=1)
 CH_COLUMNS = ["event_id", "event_type", "ts", "campaign_id", "creator_id", "value", "ip", "user_agent", "referrer",
               "is_bot", "bot_reason", "source", "metadata"]
-
-
-def make_campaign(pg, business: str) -> str:
-    return pg.execute(
-        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, destination_url)"
-        " VALUES (%s, 'Launch', 'click', 0.50, 100, 'https://example.com/') RETURNING id::text AS id", (business,)
-    ).fetchone()["id"]
 
 
 def raw(ch, campaign: str, kind: str, at: datetime, *, bot: bool = False, value: str | None = None,

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from oros import apikeys, bots, clickindex
+from oros import bots, clickindex
 from oros.events import Event, uuid7_ms, uuid7_str
 from oros.keys import CLICK_BUCKET_MS
 from oros.links import NEGATIVE, LinkInfo, publish
@@ -31,27 +31,11 @@ from tracker.resolve import Link
 from tracker.spool import Spool
 from tracker.typedefs import KEY_USAGE, KNOWN_CODES, METRICS, RESOLVER
 
-from factories import email_user, make_link, odd_spellings
+from factories import email_user, make_api_key, make_link, odd_spellings
 from processes import free_port
-
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
-
+from tracker_calls import BROWSER, known_codes_loaded, raw_request, stream_events
 
 # -- test data, written straight into the test's own database ---------------------------------
-
-
-def make_api_key(pg, business: str) -> str:
-    secret, prefix, key_hash = apikeys.generate()
-    pg.execute(
-        "INSERT INTO api_keys (user_id, name, key_prefix, key_hash) VALUES (%s, 'test', %s, %s)",
-        (business, prefix, key_hash),
-    )
-    return secret
-
-
-async def stream_events(redis, settings) -> list[Event]:
-    entries = await redis.xrange(settings.keys.stream)
-    return [Event.decode(fields[b"e"]) for _, fields in entries]
 
 
 @pytest.fixture
@@ -715,19 +699,6 @@ async def test_a_full_batch_is_sent_before_the_loop_turn_ends(settings, redis, t
 # -- bytes that are not UTF-8, ids in odd spellings ------------------------------------------
 
 
-async def raw_request(client, request: bytes) -> tuple[int, bytes]:
-    """Send ``request`` byte for byte (aiohttp's client would not send these bytes); its status and body."""
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        response = await reader.read()  # the request says Connection: close
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    return int(response.split(b" ", 2)[1]), response.partition(b"\r\n\r\n")[2]
-
-
 def raw_get(path: bytes, *headers: bytes) -> bytes:
     return (b"GET " + path + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
             + b"".join(h + b"\r\n" for h in headers) + b"\r\n")
@@ -790,14 +761,6 @@ def flood_budget(monkeypatch, **limits) -> None:
 
 def random_code() -> str:
     return secrets.token_urlsafe(9)[:12].replace("-", "a").replace("_", "b")
-
-
-async def known_codes_loaded(app) -> None:
-    for _ in range(200):
-        if app[KNOWN_CODES].loaded_at is not None:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the known codes never loaded")
 
 
 async def test_made_up_codes_never_reach_postgres(settings, tracker_client, pg, monkeypatch):

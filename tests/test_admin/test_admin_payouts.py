@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from test_admin_wallets import credit
 
 from admin_api.app import create_app
 from oros.connections import pg_connect
 from oros.locks import PAYOUTS_LOCK
 from settler.jobs import OWNER_JOBS
 
-from admin_flows import assert_error
+from admin_flows import assert_error, credit
 from stripe_double import StripeDouble
 
 
