@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from oros.events import Event, uuid7
+from oros.reasons import UNKNOWN_CAMPAIGN
 from settler.holds import release_due
 from settler.run import settle_once
 
@@ -109,7 +110,7 @@ def test_zero_campaign_conversion_is_recorded_without_campaign(world):
     campaign = world.campaign(objective="conversion")
     creator = world.creator(campaign)
     orphan = Event(event_id=str(uuid7()), event_type="conversion", ts_ms=now_ms(),
-                   campaign_id="00000000-0000-0000-0000-000000000000", click_id=str(uuid7()),
+                   campaign_id=UNKNOWN_CAMPAIGN, click_id=str(uuid7()),
                    business_id=world.business_of(campaign), source="api")
     world.put([orphan, world.click(campaign, creator)])
     report = settle_once(world.settings)
@@ -129,7 +130,7 @@ def test_refund_inside_hold_reverses_and_returns_budget(world):
     assert world.wallet(creator[0])["pending_balance"] == D("9.00")
 
     refund = Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(),
-                   campaign_id="00000000-0000-0000-0000-000000000000", order_id="A-1",
+                   campaign_id=UNKNOWN_CAMPAIGN, order_id="A-1",
                    business_id=world.business_of(campaign), source="api")
     world.put([refund])
     report = settle_once(world.settings)

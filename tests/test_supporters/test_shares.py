@@ -19,6 +19,7 @@ from ingest.enrich import Enricher
 from ingest.writer import BatchWriter
 from oros.clientip import ip_hash, ip_hash_key
 from oros.events import STREAM_FIELD, Event, click_link_fields, encode_click, uuid7
+from oros.reasons import UNKNOWN_CAMPAIGN
 from oros.settings import Settings, SettingsError
 from settler.reconcile import reconcile
 from settler.run import settle_once
@@ -26,7 +27,6 @@ from settler.run import settle_once
 from factories import SYSTEM, World, now_ms
 
 D = Decimal
-NIL = "00000000-0000-0000-0000-000000000000"
 SUPPORTER_IP = "10.9.8.7"
 KEY = "k" * 40
 
@@ -197,8 +197,8 @@ def test_duplicate_clicks_are_judged_per_share_link(world):
 
 
 def refund(business: str, order: str, total: str | None) -> Event:
-    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=NIL, order_id=order,
-                 business_id=business, value=total, source="api")
+    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=UNKNOWN_CAMPAIGN,
+                 order_id=order, business_id=business, value=total, source="api")
 
 
 def test_a_shared_sale_refunded_reverses_both_pro_rata(world):
