@@ -69,7 +69,7 @@ class EmbeddedServers:
         for handle in reversed(self.handles):
             try:
                 handle.stop() if hasattr(handle, "stop") else handle.cleanup()
-            except Exception:  # noqa: BLE001 - best effort at shutdown
+            except Exception:  # best effort at shutdown
                 log.exception("stopping embedded server failed")
         self.handles.clear()
 

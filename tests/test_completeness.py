@@ -6,8 +6,6 @@ the settler's watermark; these tests insert such rows with an explicit
 ``ingested_at``.
 """
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 import json

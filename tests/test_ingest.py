@@ -8,8 +8,6 @@ throws for one marked event (``trap``), which ingest must take for an outage
 (it is no data error) wherever it falls in a split.
 """
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 import asyncio

@@ -42,10 +42,12 @@ def test_ruff_finds_nothing():
 
 
 def test_ruff_reports_a_bad_file(tmp_path):
-    (tmp_path / "bad.py").write_text("import os\n\n\ndef f(a, b):\n    return list(zip(a, b))  # " + "x" * 120 + "\n")
+    # An unused import, a zip that could drop items, a long line, a function named like a class, a stale noqa.
+    (tmp_path / "bad.py").write_text("import os\n\n\ndef Pairs(a, b):  # noqa: E731\n"
+                                     "    return list(zip(a, b))  # " + "x" * 120 + "\n")
     result = ruff(tmp_path / "bad.py")
     assert result.returncode == 1
-    assert all(code in result.stdout for code in ("F401", "B905", "E501")), result.stdout
+    assert all(code in result.stdout for code in ("F401", "B905", "E501", "N802", "RUF100")), result.stdout
 
 
 def test_sqlfluff_finds_nothing():

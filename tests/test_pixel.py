@@ -6,8 +6,6 @@ reconcile proves the books. The campaign data comes from ``test_settle``'s
 ``World``; the admin API is used where the business would (stats, opting in).
 """
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 import asyncio

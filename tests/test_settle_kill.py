@@ -5,8 +5,6 @@ directory from one process only); this file is also that subprocess's
 entry point: ``python tests/test_settle_kill.py load|settle|reconcile``.
 """
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 import os

@@ -1,7 +1,5 @@
 """The settler serves Prometheus /metrics and /healthz: in process, and as ``oros settler --metrics-port``."""
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 import json

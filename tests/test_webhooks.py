@@ -338,7 +338,7 @@ class _Hook(http.server.BaseHTTPRequestHandler):
 
     received: list[bytes] = []
 
-    def do_POST(self):  # noqa: N802 - the standard library's name
+    def do_POST(self):  # the standard library's name
         self.received.append(self.rfile.read(int(self.headers["Content-Length"])))
         self.send_response(204)
         self.end_headers()
