@@ -309,7 +309,8 @@ async def test_supporter_id_travels_from_the_stream_to_clickhouse_and_postgres(w
         assert await ingester.drain_once() == 2
     finally:
         await ingester.close()
-    rows = ch.query("SELECT toString(event_id), toString(supporter_id) FROM events ORDER BY event_id").result_rows
+    # ClickHouse orders UUIDs by their second half first: the text of a UUIDv7 sorts by time.
+    rows = ch.query("SELECT toString(event_id) AS id, toString(supporter_id) FROM events ORDER BY id").result_rows
     assert rows == [(click_id, shared[0]), (old.event_id, None)]
     assert settle_once(settings)["events_paid"] == 2
     assert world.pg.execute("SELECT id::text AS id, supporter_id::text AS s, share_reward FROM events ORDER BY id"
