@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -181,7 +181,7 @@ class RangeQuery(BaseModel):
     from_: QueryTime = Field(None, alias="from")
 
     def span(self, default: timedelta, most: timedelta) -> tuple[datetime, datetime]:
-        end = self.to or datetime.now(timezone.utc)
+        end = self.to or datetime.now(UTC)
         start = self.from_ or end - default
         if start >= end:
             raise invalid("from", "from must be before to")
@@ -314,7 +314,7 @@ class StatsQuery:
     filters: dict[str, str]
 
     @classmethod
-    def of(cls, params: StatsParams, scope: str, scope_id: str, dimensions: tuple[str, ...]) -> "StatsQuery":
+    def of(cls, params: StatsParams, scope: str, scope_id: str, dimensions: tuple[str, ...]) -> StatsQuery:
         start, end = params.span(DEFAULT_SPAN[params.granularity], MAX_SPAN[params.granularity])
         filters = {name: getattr(params, name) for name in dimensions if getattr(params, name) is not None}
         return cls(scope, scope_id, start, end, params.granularity, params.group_by, filters)
@@ -472,7 +472,7 @@ def _empty() -> dict:
 
 
 def _floor(value: datetime, granularity: str) -> datetime:
-    value = value.astimezone(timezone.utc)
+    value = value.astimezone(UTC)
     value = value.replace(minute=0, second=0, microsecond=0)
     return value.replace(hour=0) if granularity == "day" else value
 
@@ -484,7 +484,7 @@ def _buckets(query: StatsQuery, raw: list, decided: list) -> dict[datetime, dict
         buckets[at] = _empty()
         at += STEPS[query.granularity]
     for bucket, _, *counts in raw:
-        _add_raw(buckets[_floor(bucket.replace(tzinfo=timezone.utc), query.granularity)], counts)
+        _add_raw(buckets[_floor(bucket.replace(tzinfo=UTC), query.granularity)], counts)
     for row in decided:
         _add_decision(buckets[_floor(row["bucket"], query.granularity)], row)
     return buckets

@@ -25,7 +25,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -38,7 +38,7 @@ from oros.connections import clickhouse_client, pg_connect
 from oros.migrate import migrate_clickhouse, migrate_postgres
 from oros.settings import Settings
 
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 SPAN = timedelta(days=31)
 
 # Generated inside ClickHouse: no Python loop over millions of rows.

@@ -8,13 +8,10 @@ throws for one marked event (``trap``), which ingest must take for an outage
 (it is no data error) wherever it falls in a split.
 """
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 import asyncio
 import math
-import socket
 from dataclasses import replace
 
 import aiohttp
@@ -24,85 +21,31 @@ from ingest.consumer import Ingester
 from ingest.metrics import serving
 from ingest.writer import ClickHouseUnavailable
 from oros.connections import clickhouse_client
-from oros.events import STREAM_FIELD, TEXT_LIMITS, Event, uuid7
+from oros.events import STREAM_FIELD, TEXT_LIMITS, Event
 from oros.migrate import migrate_clickhouse
 from settler.run import settle_once
 
-from factories import now_ms
-
-TRAP_UA = "trap"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def events(n: int, campaign_id: str = "00000000-0000-0000-0000-0000000000aa", **fields) -> list[Event]:
-    t = now_ms()
-    return [Event(event_id=str(uuid7(t + i)), event_type="click", ts_ms=t + i, campaign_id=campaign_id,
-                  ip="1.1.1.1", value="1.50", **fields) for i in range(n)]
-
-
-def refused_by_clickhouse_only(event: Event) -> bytes:
-    """An entry outside the wire format that ClickHouse refuses: Python cannot tell, a split must."""
-    return event.encode().replace(b'"ts_ms":%d' % event.ts_ms, b'"ts_ms":%d.5' % event.ts_ms)
-
-
-async def append(redis, settings, evs: list[Event | bytes | dict]) -> list[bytes]:
-    async with redis.pipeline(transaction=False) as pipe:
-        for e in evs:
-            fields = e if isinstance(e, dict) else {STREAM_FIELD: e if isinstance(e, bytes) else e.encode()}
-            pipe.xadd(settings.keys.stream, fields)
-        return await pipe.execute()
+from ingest_stream import (
+    TRAP_UA,
+    append,
+    clear_trap,
+    dead_letters,
+    events,
+    pending,
+    read_once,
+    refused_by_clickhouse_only,
+    run_until,
+    set_trap,
+)
+from processes import free_port
 
 
 def ch_count(ch, distinct: bool = False) -> int:
     return ch.query(f"SELECT {'uniqExact(event_id)' if distinct else 'count()'} FROM events").result_rows[0][0]
 
 
-def read_once(ch) -> list[str]:
-    """Event ids as the settler reads them (LIMIT 1 BY event_id)."""
-    return [r[0] for r in ch.query("SELECT toString(event_id) FROM events LIMIT 1 BY event_id").result_rows]
-
-
-async def dead_letters(redis, settings) -> dict[bytes, dict]:
-    """Dead letters by original stream id."""
-    return {fields[b"id"]: fields for _, fields in await redis.xrange(settings.keys.dead_letter)}
-
-
-async def pending(redis, settings) -> int:
-    return (await redis.xpending(settings.keys.stream, settings.keys.consumer_group))["pending"]
-
-
 def inserts(ingester: Ingester) -> int:
     return sum(ingester.metrics.value("oros_ingest_inserts_total", outcome=o) for o in ("ok", "refused", "unavailable"))
-
-
-def set_trap(ch, condition: str = f"user_agent = '{TRAP_UA}'") -> None:
-    """From now on ClickHouse fails every insert holding a row that meets ``condition`` (code 395, which
-    names neither bad data nor an outage)."""
-    ch.command("CREATE MATERIALIZED VIEW IF NOT EXISTS ingest_trap ENGINE = Null AS"
-               f" SELECT throwIf({condition}, 'ClickHouse fails this insert') AS failed FROM events")
-
-
-def clear_trap(ch) -> None:
-    ch.command("DROP VIEW IF EXISTS ingest_trap")
-
-
-async def run_until(ingester: Ingester, done, *, timeout_s: float = 60.0) -> None:
-    """Run the ingest loop until ``done()`` (awaited) holds; the timeout only keeps a broken test from hanging."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(ingester.run(stop))
-    try:
-        for _ in range(int(timeout_s / 0.05)):
-            if await done() or task.done():
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=60)
 
 
 async def test_drain_once_inserts_acks_and_trims(settings, redis, ch):

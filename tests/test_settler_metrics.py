@@ -1,13 +1,10 @@
 """The settler serves Prometheus /metrics and /healthz: in process, and as ``oros settler --metrics-port``."""
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +12,16 @@ from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from test_completeness import HERE as LOADER
 
 from oros.settings import STRIPE_API_KEY
 from settler.metrics import SettlerMetrics, create_app, timed
 from settler.reconcile import Check
 
+from processes import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
+# test_completeness.py is also a script: ``load FILE`` writes events into ClickHouse from a process of its own.
+LOADER = Path(__file__).resolve().with_name("test_completeness.py")
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -92,9 +92,7 @@ def test_oros_settler_serves_metrics_while_it_settles(world, tmp_path):
     loaded = subprocess.run([sys.executable, str(LOADER), "load", str(tmp_path / "events.jsonl")], env=env,
                             capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "oros_cli", "settler", "--metrics-port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

@@ -12,7 +12,6 @@ from dataclasses import replace
 import orjson
 import pytest
 from redis.crc import key_slot
-from test_ingest import TRAP_UA, clear_trap, events, read_once, run_until, set_trap
 
 from ingest import cli
 from ingest.consumer import Ingester
@@ -20,6 +19,8 @@ from oros import clickindex, stream
 from oros.events import Event, uuid7
 from oros.keys import Keys
 from oros.settings import Settings, SettingsError
+
+from ingest_stream import TRAP_UA, clear_trap, events, read_once, run_until, set_trap
 
 CAMPAIGN = "00000000-0000-0000-0000-0000000000aa"
 

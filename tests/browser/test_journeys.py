@@ -21,17 +21,10 @@ from selenium.webdriver.support import expected_conditions as EC
 from ingest.consumer import Ingester
 from oros.accounts import create_admin
 
-from webui import PASSWORD, UI, Api, deliver_webhooks, log_in, sign_up
+from webui import PASSWORD, UI, Api, deliver_webhooks, log_in, sign_up, type_card
 
 # A test card that asks for 3-D Secure: Stripe.js (localstripe's stand-in) then shows its authentication prompt.
 CARD_3DS = {"number": "4000002500003155", "exp_month": "12", "exp_year": "30", "cvc": "123", "postal_code": "10001"}
-
-
-def type_card(ui: UI, card: dict) -> None:
-    """Type a card into the card element, field by field, as a person does."""
-    ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#card-element input[placeholder=number]"))
-    for field, value in card.items():
-        ui.driver.find_element(By.CSS_SELECTOR, f"#card-element input[placeholder={field}]").send_keys(value)
 
 
 def numbers(ui: UI) -> dict:

@@ -13,9 +13,9 @@ from dataclasses import replace
 import pytest
 import requests
 from selenium.webdriver.common.by import By
-from test_pages import check_pages
 
 from billing_double import BillingDouble
+from page_checks import check_pages
 from webui import UI, Api, log_in
 
 MEMBERS_ONLY = "Members only: the full night-shoot raw files."

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
-
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -118,7 +117,8 @@ class UI:
             self.wait(EC.text_to_be_present_in_element((By.ID, element_id), text), timeout)
         except TimeoutException:
             found = self.driver.find_elements(By.ID, element_id)
-            raise AssertionError(f"#{element_id} never showed {text!r}: {found[0].text if found else 'absent'!r}")
+            shown = found[0].text if found else "absent"
+            raise AssertionError(f"#{element_id} never showed {text!r}: {shown!r}") from None
 
     def field_error(self, form_id: str, field: str) -> str:
         return self.text_of(f"{form_id}-{field}-error")
@@ -232,3 +232,10 @@ def deliver_webhooks(stack, clock: Callable[[], datetime] = lambda: datetime.now
             await deliverer.close()
 
     return stack.run(once())
+
+
+def type_card(ui: UI, card: dict) -> None:
+    """Type a card into the card element, field by field, as a person does."""
+    ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#card-element input[placeholder=number]"))
+    for field, value in card.items():
+        ui.driver.find_element(By.CSS_SELECTOR, f"#card-element input[placeholder={field}]").send_keys(value)

@@ -45,7 +45,8 @@ POSTGRES_QUERIES = {
     "rls": f"""SELECT n.nspname || '.' || c.relname || CASE WHEN c.relforcerowsecurity THEN ' forced' ELSE '' END
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                WHERE n.nspname IN {SCHEMAS} AND c.relrowsecurity""",
-    "view": f"SELECT schemaname || '.' || viewname || ' md5 ' || md5(definition) FROM pg_views WHERE schemaname IN {SCHEMAS}",
+    "view": f"""SELECT schemaname || '.' || viewname || ' md5 ' || md5(definition)
+                 FROM pg_views WHERE schemaname IN {SCHEMAS}""",
     "table grant": f"""SELECT grantee || ' ' || privilege_type || ' ON ' || table_schema || '.' || table_name
                        FROM information_schema.role_table_grants
                        WHERE table_schema IN {SCHEMAS} AND grantee IN {ROLES}""",
