@@ -36,15 +36,13 @@ from settler.jobs import OWNER_JOBS
 from tracker.app import create_app as create_tracker_app
 
 from processes import free_port
+from webui import DESKTOP_UA
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage")
-# A desktop browser's user agent: the tracker (rightly) treats "HeadlessChrome" as a bot.
-DESKTOP_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-              "Chrome/126.0.0.0 Safari/537.36")
 WEBHOOK_SECRET = "whsec_webapp_" + secrets.token_hex(8)
 APT_TIMEOUT_S = 900
 

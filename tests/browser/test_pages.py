@@ -11,13 +11,8 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from ingest.consumer import Ingester
-
 from page_checks import check_pages
-from webui import UI, Api, deliver_webhooks, log_in
-
-DESKTOP_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-              "Chrome/126.0.0.0 Safari/537.36")
+from webui import DESKTOP_UA, UI, Api, deliver_webhooks, ingest, log_in
 
 
 def seeded(stack) -> dict:
@@ -44,7 +39,7 @@ def seeded(stack) -> dict:
     api.call("POST", f"/v1/campaigns/{campaign['id']}/creators/{creator_id}/accept", business)
     link = api.call("POST", f"/v1/campaigns/{campaign['id']}/links", creator)
     requests.get(link["url"], headers={"User-Agent": DESKTOP_UA}, allow_redirects=False, timeout=10)
-    stack.run(_ingest(stack))
+    ingest(stack)
     admin = api.admin()
     api.call("POST", "/v1/admin/settlements", admin)
     api.call("PUT", "/v1/me/creator-profile", creator, stripe_account_id="acct_a11y")
@@ -57,14 +52,6 @@ def seeded(stack) -> dict:
     return {"business": business_email, "creator": creator_email, "supporter": supporter_email,
             "admin": api.admin_email, "campaign": campaign["id"], "link": link, "community": community["id"],
             "endpoints": endpoints, "attempts": attempts}
-
-
-async def _ingest(stack) -> int:
-    ingester = Ingester(stack.settings, consumer="pages")
-    try:
-        return await ingester.drain_once()
-    finally:
-        await ingester.close()
 
 
 def test_every_main_page_is_accessible_and_fits_a_phone(browser, stack, tmp_path):

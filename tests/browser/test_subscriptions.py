@@ -16,7 +16,7 @@ from selenium.webdriver.common.by import By
 
 from billing_double import BillingDouble
 from page_checks import check_pages
-from webui import UI, Api, log_in
+from webui import UI, Api, log_in, rows
 
 MEMBERS_ONLY = "Members only: the full night-shoot raw files."
 
@@ -44,11 +44,6 @@ def stripe_says(stack, billing: BillingDouble, kind: str, obj: dict) -> dict:
     answer = requests.post(f"{stack.admin_url}/v1/webhooks/stripe", data=payload, headers=headers, timeout=30)
     assert answer.status_code == 200, answer.text
     return answer.json()
-
-
-def rows(browser, table_id: str) -> list[list[str]]:
-    return [[c.text for c in row.find_elements(By.CSS_SELECTOR, "th, td")]
-            for row in browser.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr")]
 
 
 def test_a_supporter_subscribes_pays_reads_members_posts_and_cancels(browser, stack, billing, tmp_path):

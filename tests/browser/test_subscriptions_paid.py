@@ -17,14 +17,14 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 from selenium.webdriver.common.by import By
-from test_journeys import type_card
-from test_pages import check_pages
-from test_subscriptions import MEMBERS_ONLY, rows
 
-from webui import UI, Api, log_in
+from page_checks import check_pages
+from webui import UI, Api, log_in, rows, type_card
 
 VISA = {"number": "4242424242424242", "exp_month": "12", "exp_year": "30", "cvc": "123", "postal_code": "10001"}
 DECLINED = {**VISA, "number": "4000000000000341"}  # attaches, then its charge is declined
+
+MEMBERS_ONLY = "Members only: the full night-shoot raw files."
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,14 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from admin_api.auth import issue_token
+from ingest.consumer import Ingester
 from oros.accounts import create_admin
 from webhooks.deliver import Deliverer
 
 PASSWORD = "browser-password-1"  # every account the browser tests make
+# A desktop browser's user agent: the tracker (rightly) treats "HeadlessChrome" as a bot.
+DESKTOP_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/126.0.0.0 Safari/537.36")
 
 WAIT_S = 20
 
@@ -239,3 +243,21 @@ def type_card(ui: UI, card: dict) -> None:
     ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#card-element input[placeholder=number]"))
     for field, value in card.items():
         ui.driver.find_element(By.CSS_SELECTOR, f"#card-element input[placeholder={field}]").send_keys(value)
+
+
+def ingest(stack) -> int:
+    """Drain the stack's stream into ClickHouse once; the number of events moved."""
+    async def drain() -> int:
+        ingester = Ingester(stack.settings, consumer="browser")
+        try:
+            return await ingester.drain_once()
+        finally:
+            await ingester.close()
+
+    return stack.run(drain())
+
+
+def rows(browser, table_id: str) -> list[list[str]]:
+    """The cells of a table's body rows, as shown."""
+    return [[c.text for c in row.find_elements(By.CSS_SELECTOR, "th, td")]
+            for row in browser.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr")]
