@@ -15,10 +15,9 @@ import asyncio
 import logging
 import signal
 
-from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from oros import issued_refunds
+from oros import issued_refunds, probes
 from oros.settings import Settings
 
 from . import metrics as settler_metrics
@@ -70,34 +69,20 @@ def build_scheduler(settings: Settings, metrics: settler_metrics.SettlerMetrics 
     return scheduler
 
 
-async def _metrics_server(metrics: settler_metrics.SettlerMetrics, port: int) -> web.AppRunner:
-    runner = web.AppRunner(settler_metrics.create_app(metrics), access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "0.0.0.0", port).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise SystemExit(f"settler: cannot serve metrics on port {port} ({exc.strerror});"
-                         " choose another --metrics-port, or 0 for none") from None
-    log.info("settler metrics listening", extra={"port": port})
-    return runner
-
-
 async def _serve(settings: Settings, metrics_port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     metrics = settler_metrics.SettlerMetrics()
-    runner = await _metrics_server(metrics, metrics_port) if metrics_port else None
-    scheduler = build_scheduler(settings, metrics)
-    scheduler.start()
-    try:
-        await stop.wait()
-    finally:
-        scheduler.shutdown(wait=False)
-        if runner is not None:
-            await runner.cleanup()
+    async with probes.serving("settler", metrics.registry, metrics.health, metrics_port):
+        log.info("settler running", extra={"metrics_port": metrics_port})
+        scheduler = build_scheduler(settings, metrics)
+        scheduler.start()
+        try:
+            await stop.wait()
+        finally:
+            scheduler.shutdown(wait=False)
 
 
 def run_settler(settings: Settings, metrics_port: int = settler_metrics.DEFAULT_PORT) -> None:

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 
 from ingest.consumer import Ingester
-from ingest.metrics import serving
 from ingest.writer import ClickHouseUnavailable
+from oros import probes
 from oros.connections import clickhouse_client
 from oros.events import STREAM_FIELD, TEXT_LIMITS, Event
 from oros.migrate import migrate_clickhouse
@@ -250,7 +250,7 @@ async def test_clickhouse_outage_only_grows_the_stream(settings, redis, ch):
     assert await pending(redis, down) <= 20  # the batch and the one read with it; the backlog stays in Redis
     deliveries = await redis.xpending_range(down.keys.stream, down.keys.consumer_group, "-", "+", 100)
     assert {p["times_delivered"] for p in deliveries} == {1}  # retried from memory, never re-read
-    assert ingester.metrics.health()["status"] == "degraded"
+    assert ingester.metrics.health()[1]["status"] == "degraded"
     await append(redis, down, events(15))
     await asyncio.to_thread(migrate_clickhouse, down)  # ClickHouse is back
     await run_until(ingester, lambda: _drained(redis, down))
@@ -261,7 +261,7 @@ async def test_clickhouse_outage_only_grows_the_stream(settings, redis, ch):
     finally:
         clickhouse_client(down, database="").command(f"DROP DATABASE IF EXISTS `{down.clickhouse_database}`")
     assert len(await dead_letters(redis, down)) == 1
-    assert ingester.metrics.health()["status"] == "ok"
+    assert ingester.metrics.health()[1]["status"] == "ok"
 
 
 async def test_connection_refused_is_an_outage(settings, redis):
@@ -299,7 +299,7 @@ async def test_clickhouse_failing_mid_split_keeps_the_rest_pending(settings, red
         await run_until(ingester, stuck)
         part_way = len(await dead_letters(redis, settings))
         assert 0 < part_way < len(bad)  # the split began, and stopped where ClickHouse failed
-        assert ingester.metrics.health()["status"] == "degraded"
+        assert ingester.metrics.health()[1]["status"] == "degraded"
         clear_trap(ch)
         await run_until(ingester, lambda: _drained(redis, settings))
     finally:
@@ -366,7 +366,7 @@ async def test_entry_clickhouse_keeps_failing_while_it_takes_others_is_dead_lett
     assert sorted(read_once(ch)) == sorted(e.event_id for e in [*first, *later, trap])
     assert ingester.metrics.value("oros_ingest_retries_total") == 3  # counted, then the probe decided
     assert ingester.metrics.value("oros_ingest_probes_total", outcome="takes_inserts") >= 2
-    assert ingester.metrics.health()["batch_retries"] == 0
+    assert ingester.metrics.health()[1]["batch_retries"] == 0
 
 
 async def test_clickhouse_failing_every_insert_never_blames_the_batch(settings, redis, ch):
@@ -384,7 +384,7 @@ async def test_clickhouse_failing_every_insert_never_blames_the_batch(settings, 
         await run_until(ingester, probed_a_lot, timeout_s=30)
         assert await dead_letters(redis, settings) == {}
         assert await pending(redis, settings) == 30
-        assert ingester.metrics.health()["batch_retries"] >= 10
+        assert ingester.metrics.health()[1]["batch_retries"] >= 10
         with pytest.raises(ClickHouseUnavailable):
             await ingester.drain_once()  # --once: the probe fails too, so the failure is raised
     finally:
@@ -447,7 +447,8 @@ async def test_metrics_and_healthz_are_served(settings, redis, ch):
     await append(redis, settings, [*events(5), replace(events(1)[0], ts_ms=1_000)])
     port = free_port()
     try:
-        async with serving(ingester.metrics, port), aiohttp.ClientSession() as http:
+        served = probes.serving("ingest", ingester.metrics.registry, ingester.metrics.health, port)
+        async with served, aiohttp.ClientSession() as http:
             await run_until(ingester, lambda: _drained(redis, settings))
             async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
                 text = await response.text()

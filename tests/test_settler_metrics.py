@@ -13,8 +13,9 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from oros import probes
 from oros.settings import STRIPE_API_KEY
-from settler.metrics import SettlerMetrics, create_app, timed
+from settler.metrics import SettlerMetrics, timed
 from settler.reconcile import Check
 
 from processes import free_port
@@ -38,7 +39,7 @@ async def test_runs_events_money_and_reconcile_are_exported(aiohttp_client):
     timed(metrics, "settle", lambda: REPORT)
     timed(metrics, "reconcile",
           lambda: [Check("transfers_balance", False, "x"), Check("no_negative_balances", True, "")])
-    client = await aiohttp_client(create_app(metrics))
+    client = await aiohttp_client(probes.create_app(metrics.registry, metrics.health))
 
     got = samples(await (await client.get("/metrics")).text())
 
@@ -59,7 +60,7 @@ async def test_runs_events_money_and_reconcile_are_exported(aiohttp_client):
 
 async def test_healthz_is_503_while_a_jobs_last_run_failed(aiohttp_client):
     metrics = SettlerMetrics()
-    client = await aiohttp_client(create_app(metrics))
+    client = await aiohttp_client(probes.create_app(metrics.registry, metrics.health))
     assert (await client.get("/healthz")).status == 200
 
     def down():
