@@ -4,9 +4,13 @@ PID, SIGTERM then SIGKILL, always reaped."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def free_port() -> int:
@@ -38,3 +42,15 @@ async def wait_until(predicate, timeout_s: float, what: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def dev_localstripe() -> Iterator[str]:
+    """localstripe exactly as ``oros dev`` runs it (its child module, with the billing extensions), on the
+    loopback port it reports; stopped and reaped after the block."""
+    proc = subprocess.Popen([sys.executable, "-m", "oros.localstripe_child", "--parent-pid", str(os.getpid())],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        yield f"http://127.0.0.1:{int(proc.stdout.readline())}"
+    finally:
+        stop_process(proc)

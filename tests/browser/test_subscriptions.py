@@ -16,10 +16,7 @@ from selenium.webdriver.common.by import By
 
 from billing_double import BillingDouble
 from page_checks import check_pages
-from webui import UI, Api, log_in, rows
-
-MEMBERS_ONLY = "Members only: the full night-shoot raw files."
-
+from webui import MEMBERS_ONLY, UI, Api, log_in, members_community, rows
 
 WEBHOOK_SECRET = "whsec_billing_" + secrets.token_hex(8)
 
@@ -50,10 +47,7 @@ def test_a_supporter_subscribes_pays_reads_members_posts_and_cancels(browser, st
     api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
     _, creator_id, creator = api.user("creator")
     supporter_email, _, supporter = api.user("supporter")
-    community = api.call("POST", "/v1/communities", creator, name="Raw files", description="For members.")
-    api.call("POST", f"/v1/communities/{community['id']}/posts", creator, content_type="text", body=MEMBERS_ONLY,
-             is_locked=True, unlock_tier="supporter_plus")
-    api.call("POST", f"/v1/communities/{community['id']}/join", supporter)
+    community = members_community(api, creator, supporter)
 
     log_in(ui, supporter_email)
     ui.route("/memberships")
@@ -77,7 +71,7 @@ def test_a_supporter_subscribes_pays_reads_members_posts_and_cancels(browser, st
     problems = check_pages(ui, "supporter", ["/memberships"])
 
     # The tier opens the member-only post of a community the supporter belongs to.
-    ui.route(f"/communities/{community['id']}")
+    ui.route(f"/communities/{community}")
     assert MEMBERS_ONLY in ui.text_of("feed")
 
     # Cancelling keeps it until the paid period ends, at Stripe too.

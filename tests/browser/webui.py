@@ -20,6 +20,7 @@ from oros.accounts import create_admin
 from webhooks.deliver import Deliverer
 
 PASSWORD = "browser-password-1"  # every account the browser tests make
+MEMBERS_ONLY = "Members only: the full night-shoot raw files."  # the post members_community locks
 # A desktop browser's user agent: the tracker (rightly) treats "HeadlessChrome" as a bot.
 DESKTOP_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
               "Chrome/126.0.0.0 Safari/537.36")
@@ -261,3 +262,12 @@ def rows(browser, table_id: str) -> list[list[str]]:
     """The cells of a table's body rows, as shown."""
     return [[c.text for c in row.find_elements(By.CSS_SELECTOR, "th, td")]
             for row in browser.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr")]
+
+
+def members_community(api: Api, creator: dict, supporter: dict) -> str:
+    """A creator's community with one post locked to Supporter Plus members, the supporter joined; its id."""
+    community = api.call("POST", "/v1/communities", creator, name="Night shoots", description="For members.")
+    api.call("POST", f"/v1/communities/{community['id']}/posts", creator, content_type="text", body=MEMBERS_ONLY,
+             is_locked=True, unlock_tier="supporter_plus")
+    api.call("POST", f"/v1/communities/{community['id']}/join", supporter)
+    return community["id"]
