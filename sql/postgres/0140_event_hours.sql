@@ -1,0 +1,102 @@
+-- Why: a campaign's (or a creator's) stats read the settler's decisions per hour or day, grouped
+-- or filtered by one dimension (admin_api/reports.py). Scanning a month of decided events takes
+-- seconds at a million rows; these hourly counts answer the same report from a few thousand.
+--
+-- One row set per scope (the campaign, and the creator who earned the event) and per dimension
+-- ('' for none, then country, device, browser, os, referrer, link, and creator or campaign): an
+-- event counts once under each, so a report grouped by one dimension, or filtered by one,
+-- reads only that dimension's rows. Keys are as the reports name them ('' for unknown).
+-- Exact by construction: triggers on events add each statement's rows (and subtract what an
+-- UPDATE or DELETE took away) in the statement's own transaction, so a settlement's COPY, a
+-- refund's reversal or a redecided refund is counted when, and only when, it commits. Like
+-- settle_decided_hours (0028) they append deltas and never update a row, so the settlement
+-- transactions posting campaigns at once (a creator's rows are shared) never wait on each other;
+-- oros_fold_event_hours() folds the deltas into one row per key (the settler's job).
+-- spend is payout_amount - reversed_payout of each row; the reports add it up for 'paid' rows.
+CREATE TABLE event_hours (
+  scope TEXT NOT NULL CHECK (scope IN ('campaign', 'creator')),
+  scope_id UUID NOT NULL,
+  dim TEXT NOT NULL,
+  hour TIMESTAMPTZ NOT NULL,
+  key TEXT NOT NULL,
+  event_type TEXT NOT NULL,
+  status TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  n BIGINT NOT NULL,
+  visitors BIGINT NOT NULL,
+  spend NUMERIC(16, 2) NOT NULL
+);
+CREATE INDEX idx_event_hours ON event_hours(scope, scope_id, dim, hour);
+
+-- The rows ``source`` (events rows with a sign column, +1 added, -1 taken away) adds to event_hours.
+CREATE FUNCTION oros_event_hours_sql(source TEXT) RETURNS TEXT LANGUAGE sql IMMUTABLE AS $$
+SELECT format($q$
+INSERT INTO event_hours (scope, scope_id, dim, hour, key, event_type, status, reason, n, visitors, spend)
+SELECT s.scope, s.scope_id, d.dim, date_trunc('hour', e.occurred_at, 'UTC'), d.key, e.event_type, e.status,
+       coalesce(e.rejection_reason, ''), sum(e.sign), sum(e.sign) FILTER (WHERE e.first_visit),
+       sum(e.sign * (coalesce(e.payout_amount, 0) - e.reversed_payout))
+  FROM (%s) AS e
+ CROSS JOIN LATERAL (VALUES ('campaign', e.campaign_id), ('creator', e.creator_id)) AS s(scope, scope_id)
+ CROSS JOIN LATERAL (VALUES ('', ''), ('country', e.country), ('device', e.device_type), ('browser', e.browser),
+                            ('os', e.os), ('referrer', e.referrer_host),
+                            ('link', coalesce(e.tracking_link_id::text, '')),
+                            (CASE s.scope WHEN 'campaign' THEN 'creator' ELSE 'campaign' END,
+                             CASE s.scope WHEN 'campaign' THEN coalesce(e.creator_id::text, '')
+                                          ELSE e.campaign_id::text END)) AS d(dim, key)
+ WHERE s.scope_id IS NOT NULL AND e.occurred_at IS NOT NULL AND e.event_type <> 'refund'
+ GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+HAVING sum(e.sign) <> 0 OR coalesce(sum(e.sign) FILTER (WHERE e.first_visit), 0) <> 0
+    OR sum(e.sign * (coalesce(e.payout_amount, 0) - e.reversed_payout)) <> 0
+$q$, source)
+$$;
+
+CREATE FUNCTION oros_count_event_hours() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    EXECUTE oros_event_hours_sql('SELECT 1 AS sign, * FROM new_rows');
+  ELSIF TG_OP = 'UPDATE' THEN
+    EXECUTE oros_event_hours_sql('SELECT -1 AS sign, * FROM old_rows UNION ALL SELECT 1, * FROM new_rows');
+  ELSIF TG_OP = 'DELETE' THEN
+    EXECUTE oros_event_hours_sql('SELECT -1 AS sign, * FROM old_rows');
+  ELSE
+    DELETE FROM event_hours;
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER events_hours_inserted AFTER INSERT ON events
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION oros_count_event_hours();
+-- Statement triggers with transition tables take no column list: an update that changes nothing a
+-- report counts (a payout's transfer_id) nets to zero per key and the HAVING drops it.
+CREATE TRIGGER events_hours_updated AFTER UPDATE ON events
+  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
+  EXECUTE FUNCTION oros_count_event_hours();
+CREATE TRIGGER events_hours_deleted AFTER DELETE ON events
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION oros_count_event_hours();
+CREATE TRIGGER events_hours_truncated AFTER TRUNCATE ON events
+  FOR EACH STATEMENT EXECUTE FUNCTION oros_count_event_hours();
+
+-- Fold the deltas into one row per key; returns how many rows it removed. One statement: the rows
+-- it deletes are the rows it sums, so a trigger appending meanwhile loses nothing.
+CREATE FUNCTION oros_fold_event_hours() RETURNS BIGINT LANGUAGE sql AS $$
+WITH taken AS (DELETE FROM event_hours RETURNING *),
+folded AS (
+  INSERT INTO event_hours (scope, scope_id, dim, hour, key, event_type, status, reason, n, visitors, spend)
+  SELECT scope, scope_id, dim, hour, key, event_type, status, reason, sum(n), sum(visitors), sum(spend)
+    FROM taken GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+  HAVING sum(n) <> 0 OR sum(visitors) <> 0 OR sum(spend) <> 0
+  RETURNING 1)
+SELECT (SELECT count(*) FROM taken) - (SELECT count(*) FROM folded)
+$$;
+
+-- The events decided so far, as the triggers would have counted them.
+DO $$ BEGIN EXECUTE oros_event_hours_sql('SELECT 1 AS sign, * FROM events'); END $$;
+
+-- Who reads which rows: as events_creator / events_business / admin_read on events.
+ALTER TABLE event_hours ENABLE ROW LEVEL SECURITY;
+CREATE POLICY "event_hours_creator" ON event_hours FOR SELECT USING (scope = 'creator' AND scope_id = auth.uid());
+CREATE POLICY "event_hours_business" ON event_hours FOR SELECT USING (
+  scope = 'campaign' AND scope_id IN (SELECT id FROM campaigns WHERE business_id = auth.uid()));
+CREATE POLICY "admin_read" ON event_hours FOR SELECT USING (auth.is_admin());
+GRANT SELECT ON event_hours TO oros_app;
