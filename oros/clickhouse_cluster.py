@@ -15,8 +15,10 @@ migration's statements are rewritten by these rules, and only these:
   clauses (``ADD|MODIFY|DROP COLUMN``, a TTL stripped: it is the shard's
   business) also on ``t`` so the Distributed table keeps the same columns;
 * ``CREATE MATERIALIZED VIEW IF NOT EXISTS v TO t AS SELECT ... FROM s``
-  becomes ``v ON CLUSTER`` from ``s_local`` to ``t_local``: each shard adds
-  the blocks it stores to its own rows, which a read through ``t`` sums;
+  becomes ``v ON CLUSTER`` from ``s_local`` to ``t_local`` (and its lookup
+  ``merge(currentDatabase(), '^s$')`` reads ``s_local``): each shard adds the
+  blocks it stores to its own rows, which a read through ``t`` sums, and
+  looks a replay up where the sharding key put the original;
 * ``INSERT INTO t SELECT ...`` (a backfill) runs once, as it is, through the
   Distributed tables.
 
@@ -102,6 +104,8 @@ def _view(statement: str, view: str, target: str, cluster: str) -> str:
         raise UnsupportedStatement(f"view {view}: its source and target need a cluster form")
     body = statement[_VIEW.match(statement).end():]
     body = _FROM.sub(lambda m: f"FROM {m.group(1)}_local" if m.group(1) in SHARDING_KEYS else m.group(0), body)
+    for source in sources:  # merge(currentDatabase(), '^events$'): the view's lookup of the shard's table
+        body = body.replace(f"'^{source}$'", f"'^{source}_local$'")
     return f"CREATE MATERIALIZED VIEW IF NOT EXISTS {view} ON CLUSTER {cluster} TO {target}_local AS{body}"
 
 

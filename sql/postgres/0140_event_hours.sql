@@ -33,7 +33,7 @@ CREATE FUNCTION oros_event_hours_sql(source TEXT) RETURNS TEXT LANGUAGE sql IMMU
 SELECT format($q$
 INSERT INTO event_hours (scope, scope_id, dim, hour, key, event_type, status, reason, n, visitors, spend)
 SELECT s.scope, s.scope_id, d.dim, date_trunc('hour', e.occurred_at, 'UTC'), d.key, e.event_type, e.status,
-       coalesce(e.rejection_reason, ''), sum(e.sign), sum(e.sign) FILTER (WHERE e.first_visit),
+       coalesce(e.rejection_reason, ''), sum(e.sign), coalesce(sum(e.sign) FILTER (WHERE e.first_visit), 0),
        sum(e.sign * (coalesce(e.payout_amount, 0) - e.reversed_payout))
   FROM (%s) AS e
  CROSS JOIN LATERAL (VALUES ('campaign', e.campaign_id), ('creator', e.creator_id)) AS s(scope, scope_id)
