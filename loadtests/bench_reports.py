@@ -89,6 +89,8 @@ WEEK = (START + timedelta(days=10), START + timedelta(days=17))
 # (label, path: "stats" (the campaign's), "me" (the first creator's) or an export, granularity, from, to, extra)
 QUERIES = [
     ("stats day, 31 days", "stats", "day", START, START + SPAN, {}),
+    ("stats day, 31 days, ends mid-hour", "stats", "day", START + timedelta(minutes=17),
+     START + SPAN - timedelta(minutes=23), {}),
     ("stats hour, 7 days", "stats", "hour", *WEEK, {}),
     ("stats hour, 31 days", "stats", "hour", START, START + SPAN, {}),
     ("stats day, by country", "stats", "day", START, START + SPAN, {"group_by": "country"}),
