@@ -67,7 +67,10 @@ MAX_FILTER_CHARS = 255
 MAX_GROUPS = 200  # the most groups an answer lists, by clicks; ``groups_truncated`` says when there were more
 
 # FINAL collapses replays not merged yet, so a redelivered event never counts twice. With a
-# group_by, GROUPING SETS answer the time buckets and the groups in one scan.
+# group_by, GROUPING SETS answer the time buckets and the groups in one scan. The time spans are a
+# PREWHERE, which runs before FINAL merges (ts is not in the sort key: a WHERE would merge the
+# campaign's every event first, ten times slower for an hour at each end); that is exact because
+# a replay keeps its event's ts, so its copies are all kept or all left out.
 _CH_STATS_SQL = """
 SELECT toStartOfInterval(ts, INTERVAL 1 {unit}, 'UTC') AS bucket, {dimension} AS dim,
        countIf(event_type = 'click') AS clicks,
@@ -76,8 +79,8 @@ SELECT toStartOfInterval(ts, INTERVAL 1 {unit}, 'UTC') AS bucket, {dimension} AS
        countIf(event_type = 'sale') AS sales,
        ifNull(sumIf(value, event_type = 'sale'), 0) AS sales_value
   FROM events FINAL
- WHERE {scope}
-   AND ({spans}){filters}
+ PREWHERE {spans}
+ WHERE {scope}{filters}
  GROUP BY {grouping}
 """
 
