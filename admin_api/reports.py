@@ -389,7 +389,8 @@ class StatsQuery:
     def clickhouse_hours(self, hours: tuple[datetime, datetime]) -> tuple[str, dict]:
         dim = self.rollup_dim()
         sql = _CH_HOURS_SQL.format(unit=self.granularity.upper(), dimension="key" if self.group_by else "''",
-                                   key=" AND key = {key:String}" if self.filters else "", grouping=self._grouping(dim="grp"))
+                                   key=" AND key = {key:String}" if self.filters else "",
+                                   grouping=self._grouping(dim="grp"))
         params = {"scope": self.scope, "scope_id": self.scope_id, "dim": dim,
                   "from_ms": _ms(hours[0]), "to_ms": _ms(hours[1]), **self._key()}
         return sql, params

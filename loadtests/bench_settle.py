@@ -260,7 +260,8 @@ def compare_webhooks(settings: Settings, db: str, business: str, rounds: int,
                 posting.setdefault(variant, []).append(report["timings_s"]["post_ledger"])
                 print(f"{variant:22s} settled {report['events_seen']} events in {elapsed:.1f}s: {rate:,.0f} events/s,"
                       f" {outbox:,} webhook deliveries written, {in_triggers['s']:.3f}s in {in_triggers['calls']}"
-                      f" {'event_hours' if 'event_hours' in variant else 'webhook'} trigger calls (phases {report['timings_s']})")
+                      f" {'event_hours' if 'event_hours' in variant else 'webhook'}"
+                      f" trigger calls (phases {report['timings_s']})")
             finally:
                 with psycopg.connect(f"{admin_url}/postgres", autocommit=True) as admin:
                     admin.execute(f'DROP DATABASE IF EXISTS "{clone}" WITH (FORCE)')

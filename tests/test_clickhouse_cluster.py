@@ -48,7 +48,8 @@ def test_every_statement_of_the_cluster_form_parses(ch):
     assert distributed == ("CREATE TABLE IF NOT EXISTS events ON CLUSTER oros AS events_local"
                            " ENGINE = Distributed(oros, currentDatabase(), events_local, cityHash64(event_id))")
     view = next(s for s in statements if s.startswith("CREATE MATERIALIZED VIEW"))
-    assert view.startswith("CREATE MATERIALIZED VIEW IF NOT EXISTS event_hours_mv ON CLUSTER oros TO event_hours_local AS")
+    assert view.startswith(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS event_hours_mv ON CLUSTER oros TO event_hours_local AS")
     assert "FROM events_local" in view and "'^events_local$'" in view and "FROM events " not in view
     assert "ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{database}/event_hours_local', '{replica}')" in (
         next(s for s in statements if "event_hours_local ON CLUSTER oros (" in s))
