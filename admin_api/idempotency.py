@@ -36,9 +36,13 @@ IDEMPOTENCY_KEY = Header(HEADER, IdempotencyKey, description=(
     "Retrying with the same key returns the first response instead of repeating the request."))
 
 
-async def once(request: web.Request, user_id: str, act: Callable[..., Awaitable[Any]], *, status: int = 201,
+async def once(request: web.Request, user_id: str, act: Callable[..., Awaitable[Any]], *,
+               status: int | Callable[[Any], int] = 201,
                before: Callable[[str | None], Awaitable[Any]] | None = None) -> web.Response:
     """Answer ``act(conn)``'s body with ``status``, done once per ``Idempotency-Key`` of ``user_id``.
+
+    ``status`` may be a function of the body (a report that was already recorded answers 200, a new one 202);
+    a replay answers the status stored with the body.
 
     ``act`` runs as the caller in the transaction that looked the key up and then stores its answer;
     an exception rolls all of it back and stores nothing (a refusal is evaluated again on retry).
@@ -57,8 +61,10 @@ async def once(request: web.Request, user_id: str, act: Callable[..., Awaitable[
         return await _answer(conn, user_id, key, status, await act(conn, prepared))
 
 
-async def _answer(conn: psycopg.AsyncConnection, user_id: str, key: tuple[str, str] | None, status: int,
-                  body: Any) -> web.Response:
+async def _answer(conn: psycopg.AsyncConnection, user_id: str, key: tuple[str, str] | None,
+                  status: int | Callable[[Any], int], body: Any) -> web.Response:
+    if callable(status):
+        status = status(body)
     await _remember(conn, user_id, key, status, body)
     return respond(body, status)
 

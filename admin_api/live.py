@@ -35,7 +35,7 @@ from oros.links import LINK_SQL, LinkInfo, publish
 from oros.money import fmt
 from oros.wire import Amount, Money, OneOf, Text, Timestamp, Uuid, refuse, rule
 
-from . import reports
+from . import idempotency, reports
 from .auth import caller
 from .campaigns import CODE_ATTEMPTS, CODE_BYTES, optional_caller
 from .pages import Page, PageQuery, fetch_page
@@ -77,6 +77,8 @@ def _pct(raw: object) -> Decimal | None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         refuse("must be a decimal string or a whole number, or null")
+    if isinstance(raw, str) and (not raw.isascii() or "_" in raw):  # Decimal() reads "５０" and "5_0" too
+        refuse("must be a decimal string of ASCII digits")
     try:
         value = Decimal(str(raw))
     except ArithmeticError:
@@ -308,7 +310,7 @@ async def cancel(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/live-events/{id}/sales", "Report a sale made during the live event (the campaign's business, "
-             "with its API key); the settler pays it", body=LiveSaleIn,
+             "with its API key); the settler pays it", body=LiveSaleIn, headers=(idempotency.IDEMPOTENCY_KEY,),
              responses={202: LiveSaleAccepted, 200: LiveSaleAccepted})
 async def report_sale(request: web.Request) -> web.Response:
     who = (await caller(request)).require("business")
@@ -316,15 +318,25 @@ async def report_sale(request: web.Request) -> web.Response:
         raise forbidden("report live sales with the business's API key")
     event_id = path_id(request)
     body = await parse(LiveSaleIn, request)
-    async with as_user(request.app[PG_POOL], who.id) as conn:
-        row = await _event(conn, event_id)
-        if row["business_id"] is None or str(row["business_id"]) != who.id:
-            raise forbidden("only the campaign's business may report the event's sales")
-        if row["status"] in ("scheduled", "canceled"):
-            raise conflict("invalid_state", f"live event {event_id} is {row['status']}: it has no sales", "status")
-        paid = await (await conn.execute(_PAID_ORDER_SQL, {"id": event_id, "order": body.order_id})).fetchone()
+
+    async def record(conn: psycopg.AsyncConnection) -> dict:
+        # Appended inside the key's transaction: a concurrent retry with the same key waits and gets this answer.
+        return await _append_sale(request, conn, who.id, event_id, body)
+
+    return await idempotency.once(request, who.id, record, status=lambda answer: 200 if answer["duplicate"] else 202)
+
+
+async def _append_sale(request: web.Request, conn: psycopg.AsyncConnection, business_id: str, event_id: str,
+                       body: LiveSaleIn) -> dict:
+    """Append the sale to the event stream (or name the paid one): the answer to the business."""
+    row = await _event(conn, event_id)
+    if row["business_id"] is None or str(row["business_id"]) != business_id:
+        raise forbidden("only the campaign's business may report the event's sales")
+    if row["status"] in ("scheduled", "canceled"):
+        raise conflict("invalid_state", f"live event {event_id} is {row['status']}: it has no sales", "status")
+    paid = await (await conn.execute(_PAID_ORDER_SQL, {"id": event_id, "order": body.order_id})).fetchone()
     if paid is not None:
-        return respond({"event_id": paid["event_id"], "duplicate": True})
+        return {"event_id": paid["event_id"], "duplicate": True}
     redis, settings = request.app[REDIS], request.app[SETTINGS]
     if body.click_id is not None:
         click = await clickindex.lookup(redis, settings.keys, body.click_id)
@@ -333,13 +345,13 @@ async def report_sale(request: web.Request) -> web.Response:
     ts_ms = time.time_ns() // 1_000_000
     sale = Event(
         event_id=uuid7_str(ts_ms), event_type="sale", ts_ms=ts_ms, campaign_id=str(row["campaign_id"]),
-        link_id=str(row["link_id"]), creator_id=str(row["creator_id"]), business_id=who.id, click_id=body.click_id,
-        order_id=body.order_id, value=fmt(body.amount), currency=body.currency, source="api",
-        metadata={"live_event_id": event_id},
+        link_id=str(row["link_id"]), creator_id=str(row["creator_id"]), business_id=business_id,
+        click_id=body.click_id, order_id=body.order_id, value=fmt(body.amount), currency=body.currency,
+        source="api", metadata={"live_event_id": event_id},
     )
     try:
         await stream.append(redis, settings.keys, [sale.encode()], replicas=settings.stream_replicas,
                             wait_ms=settings.stream_wait_ms)
     except RedisError:
         raise ApiError(503, "unavailable", "could not record the sale; retry shortly") from None
-    return respond({"event_id": sale.event_id, "duplicate": False}, 202)
+    return {"event_id": sale.event_id, "duplicate": False}

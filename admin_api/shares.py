@@ -45,6 +45,7 @@ SELECT id, code, url, campaign_id, creator_id, supporter_id, shared_from, share_
 
 # Why a caller may not share a link, as the API answers it (oros_share_blocker's codes).
 BLOCKERS = {
+    "live_link": "a live event's link cannot be shared (its sales are the event's, at its commission; docs/live.md)",
     "own_link": "a creator cannot share its own link (the reward would be paid out of its own earnings)",
     "own_campaign": "a business cannot share a link of its own campaign",
     "campaign_member": "a creator of the campaign cannot share its links (rewards are paid out of creators' earnings)",

@@ -17,6 +17,10 @@ def parse_amount(raw: object, *, allow_zero: bool = False) -> Decimal:
     """Parse user input into a money amount, refusing floats, NaN, >2 places and overflow."""
     if isinstance(raw, bool) or isinstance(raw, float) or raw is None:
         raise AmountError("must be a decimal string such as \"12.50\"")
+    # Decimal() also reads other scripts' digits ("１０.00", "10.0٠") and digit-group underscores: the
+    # documented form (and every parser downstream of us) is ASCII digits only.
+    if isinstance(raw, str) and (not raw.isascii() or "_" in raw):
+        raise AmountError("must be a decimal string of ASCII digits such as \"12.50\"")
     try:
         value = Decimal(str(raw).strip()) if isinstance(raw, (str, int, Decimal)) else None
     except InvalidOperation:

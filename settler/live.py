@@ -222,8 +222,9 @@ def plan_campaign(decided: LiveDecided, *, remaining: Decimal, payout: Decimal, 
         remaining -= amount
         fee = split_fee(amount, fees.pct(event.creator_id, event.ts_ms))[1]
         paid.append(LiveSale(event, live, amount, fee, str(uuid.uuid4()), str(uuid.uuid4())))
-    counts = Counts(paid=len(paid), rejected=len(rejected), amount=sum((s.payout for s in paid), ZERO),
-                    fees=sum((s.fee for s in paid), ZERO), by_reason=Counter(reason for _, reason in rejected))
+    amount = sum((s.payout for s in paid), ZERO)
+    counts = Counts(paid=len(paid), rejected=len(rejected), amount=amount, fees=sum((s.fee for s in paid), ZERO),
+                    by_reason=Counter(reason for _, reason in rejected), live_paid=len(paid), live_amount=amount)
     return LivePlan(decided.campaign.id if decided.campaign else None, paid, rejected, counts)
 
 

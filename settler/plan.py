@@ -94,6 +94,13 @@ class Counts:
     refunds_reversed: int = 0
     refunds_rejected: int = 0
     refunds_amount: Decimal = ZERO
+    # Parts of the paid ones above: events that earned a share reward (and the rewards rows, one per
+    # rewarded transfer), and live sales (docs/live.md).
+    share_rewarded: int = 0
+    share_rewards: int = 0
+    share_reward_amount: Decimal = ZERO
+    live_paid: int = 0
+    live_amount: Decimal = ZERO
 
     def add(self, other: Counts) -> None:
         self.paid += other.paid
@@ -101,6 +108,11 @@ class Counts:
         self.amount += other.amount
         self.fees += other.fees
         self.by_reason.update(other.by_reason)
+        self.share_rewarded += other.share_rewarded
+        self.share_rewards += other.share_rewards
+        self.share_reward_amount += other.share_reward_amount
+        self.live_paid += other.live_paid
+        self.live_amount += other.live_amount
         self.refunds_reversed += other.refunds_reversed
         self.refunds_rejected += other.refunds_rejected
         self.refunds_amount += other.refunds_amount
@@ -203,9 +215,12 @@ def settle_campaign(decided: Decided, *, remaining: Decimal, payout: Decimal, st
     per_sale = campaign is not None and campaign.objective == "sale"
     planned = transfers(allocation.paid, per_sale=per_sale, payout=payout, fees=fees, shares=shares or {},
                         members=campaign.accepted if campaign else frozenset())
+    rewarded = [t for t in planned if t.share]
     counts = Counts(paid=len(allocation.paid), rejected=len(rejected), amount=allocation.spent,
                     fees=sum((t.fee * len(t.events) for t in planned), ZERO),
-                    by_reason=Counter(reason for _, reason in rejected))
+                    by_reason=Counter(reason for _, reason in rejected),
+                    share_rewarded=sum(len(t.events) for t in rewarded), share_rewards=len(rewarded),
+                    share_reward_amount=sum((t.reward * len(t.events) for t in rewarded), ZERO))
     return CampaignPlan(
         campaign_id=campaign.id if campaign else None, payout=payout, paid=allocation.paid, rejected=rejected,
         transfers=planned, completes=campaign is not None and status == "active" and allocation.exhausts(payout),

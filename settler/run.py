@@ -123,6 +123,10 @@ class Report:
             "amount_paid": fmt(c.amount), "fees": fmt(c.fees),
             "refunds": {"reversed": c.refunds_reversed, "rejected": c.refunds_rejected,
                         "amount": fmt(c.refunds_amount)},
+            # Parts of events_paid and amount_paid: what supporters' share links earned, and the live sales.
+            "share_rewards": {"events": c.share_rewarded, "rewards": c.share_rewards,
+                              "amount": fmt(c.share_reward_amount)},
+            "live_sales": {"paid": c.live_paid, "amount": fmt(c.live_amount)},
             "campaigns": self.campaigns, "completeness": self.completeness, "timings_s": self.timings_s,
         }
 

@@ -9,126 +9,27 @@ import hmac
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import orjson
 import psycopg
 import pytest
 
 from admin_api.app import create_app
-from admin_api.auth import issue_token
 from ingest.writer import insert_events
-from oros import apikeys
 from oros.connections import APP_ROLE
-from oros.events import STREAM_FIELD, Event, uuid7
+from oros.events import STREAM_FIELD, Event
+from settler.jobs import OWNER_JOBS
 from settler.reconcile import reconcile
 from settler.run import settle_once
 
-from oros.reasons import UNKNOWN_CAMPAIGN
-
-from factories import SYSTEM, D, World, now_ms
-
-
-@dataclass
-class Party:
-    id: str
-    headers: dict
-
-
-@dataclass
-class Shop:
-    campaign: str
-    business: Party
-    key: dict  # the business's API key as a Bearer header
-    creator: Party
+from factories import SYSTEM, D
+from live_flows import decision, live_sales, open_event, party, refund, sell, settle, shop, viewer
 
 
 @pytest.fixture
 async def api(aiohttp_client, settings):
     return await aiohttp_client(create_app(settings))
-
-
-def party(world: World, role: str) -> Party:
-    user_id = world.user(role)
-    return Party(user_id, {"Authorization": f"Bearer {issue_token(world.settings, user_id)}"})
-
-
-def api_key(world: World, business: str) -> dict:
-    secret, prefix, digest = apikeys.generate()
-    world.pg.execute("INSERT INTO api_keys (user_id, name, key_prefix, key_hash) VALUES (%s, 'live', %s, %s)",
-                     (business, prefix, digest))
-    return {"Authorization": f"Bearer {secret}"}
-
-
-def shop(world: World, *, objective: str = "sale", payout: str = "5.00", fund: str = "100.00") -> Shop:
-    business = party(world, "business")
-    campaign = world.campaign(business.id, objective=objective, payout=payout, fund=fund)
-    creator = party(world, "creator")
-    world.pg.execute("INSERT INTO campaign_creators (campaign_id, creator_id, status) VALUES (%s, %s, 'accepted')",
-                     (campaign, creator.id))
-    return Shop(campaign, business, api_key(world, business.id), creator)
-
-
-async def open_event(api, s: Shop, *, pct: str | None = None, start: bool = True) -> dict:
-    resp = await api.post("/v1/live-events", json={"campaign_id": s.campaign, "title": "Spring drop",
-                                                   "starts_at": "2026-12-07T20:00:00Z"}, headers=s.creator.headers)
-    assert resp.status == 201, await resp.text()
-    event = await resp.json()
-    if pct is not None:
-        resp = await api.patch(f"/v1/live-events/{event['id']}", json={"commission_pct": pct},
-                               headers=s.business.headers)
-        assert resp.status == 200, await resp.text()
-    if start:
-        resp = await api.post(f"/v1/live-events/{event['id']}/start", headers=s.creator.headers)
-        assert resp.status == 200, await resp.text()
-    return event
-
-
-def link_id(world: World, event: dict) -> str:
-    return world.pg.execute("SELECT id::text AS id FROM tracking_links WHERE live_event_id = %s",
-                            (event["id"],)).fetchone()["id"]
-
-
-async def viewer(world: World, redis, s: Shop, event: dict) -> Event:
-    """A click through the live link, in ClickHouse and in the tracker's click index."""
-    click = world.click(s.campaign, (s.creator.id, link_id(world, event)), ts_ms=now_ms() - 30_000)
-    world.put([click])
-    entry = {"link_id": click.link_id, "campaign_id": s.campaign, "creator_id": s.creator.id, "supporter_id": None,
-             "business_id": s.business.id}
-    await redis.hset(world.settings.keys.clicks_of(click.event_id), click.event_id, orjson.dumps(entry))
-    return click
-
-
-async def sell(api, s: Shop, event: dict, order: str, amount: str, **more):
-    return await api.post(f"/v1/live-events/{event['id']}/sales", json={"order_id": order, "amount": amount, **more},
-                          headers=s.key)
-
-
-async def settle(world: World, redis) -> dict:
-    """Ingest what the API appended to the stream, then settle: the run report."""
-    events = [Event.decode(f[STREAM_FIELD]) for _, f in await redis.xrange(world.settings.keys.stream)]
-    insert_events(world.settings, events)
-    await redis.delete(world.settings.keys.stream)
-    report = await asyncio.to_thread(settle_once, world.settings)
-    world.assert_books()
-    return report
-
-
-def live_sales(world: World, event: dict) -> list[dict]:
-    return world.pg.execute(
-        "SELECT order_id, amount, commission, platform_fee, status, transfer_id::text AS transfer_id,"
-        " event_id::text AS event_id FROM live_sales WHERE live_event_id = %s ORDER BY created_at",
-        (event["id"],)).fetchall()
-
-
-def decision(world: World, event_id: str) -> dict:
-    return world.pg.execute("SELECT status, rejection_reason, payout_amount, platform_fee, transfer_id::text AS t"
-                            " FROM events WHERE id = %s", (event_id,)).fetchone()
-
-
-def refund(s: Shop, order: str, total: str | None) -> Event:
-    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=UNKNOWN_CAMPAIGN, order_id=order,
-                 business_id=s.business.id, value=total, source="api")
 
 
 async def test_live_sale_paid_once_at_the_event_commission_then_refunded_and_reversed(api, world, redis):
@@ -317,6 +218,9 @@ async def test_the_app_role_cannot_forge_a_live_window_or_commission(api, world)
     ({"order_id": "o", "amount": 12.5}, "amount"),
     ({"order_id": "o", "amount": "NaN"}, "amount"),
     ({"order_id": "o", "amount": "-1.00"}, "amount"),
+    ({"order_id": "o", "amount": "１０.00"}, "amount"),  # fullwidth digits: Decimal() would read 10.00
+    ({"order_id": "o", "amount": "10.0٠"}, "amount"),  # an Arabic-Indic zero
+    ({"order_id": "o", "amount": "1_0.00"}, "amount"),
     ({"amount": "1.00"}, "order_id"),
     ({"order_id": "o" * 201, "amount": "1.00"}, "order_id"),
     ({"order_id": "o", "amount": "1.00", "currency": "EUR"}, "currency"),
@@ -474,3 +378,113 @@ async def test_a_dry_run_plans_live_sales_and_writes_nothing(api, world, redis):
     report = await asyncio.to_thread(settle_once, world.settings)
     assert (report["events_paid"], len(live_sales(world, event))) == (1, 1)
     world.assert_books()
+
+
+async def test_a_retried_sale_with_its_idempotency_key_is_answered_as_first_and_paid_once(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s, pct="10")
+    url, body = f"/v1/live-events/{event['id']}/sales", {"order_id": "k-1", "amount": "40.00"}
+    keyed = {**s.key, "Idempotency-Key": "sale-k-1"}
+
+    first = await api.post(url, json=body, headers=keyed)
+    retry = await api.post(url, json=body, headers=keyed)  # the first answer was lost on the way back
+    assert (first.status, retry.status) == (202, 202)
+    assert await retry.json() == await first.json()
+    assert await redis.xlen(world.settings.keys.stream) == 1
+
+    other = await api.post(url, json={**body, "amount": "41.00"}, headers=keyed)
+    assert (other.status, (await other.json())["error"]) == (422, {
+        "code": "idempotency_key_reused", "message": "this Idempotency-Key was used for a different request",
+        "field": "Idempotency-Key"})
+    malformed = await api.post(url, json=body, headers={**s.key, "Idempotency-Key": "spaces are not allowed"})
+    assert (malformed.status, (await malformed.json())["error"]["field"]) == (422, "Idempotency-Key")
+
+    report = await settle(world, redis)
+    assert (report["events_paid"], report["amount_paid"], report["rejected_by_reason"]) == (1, "4.00", {})
+    [sale] = live_sales(world, event)
+    assert sale["event_id"] == (await first.json())["event_id"]
+    after = await api.post(url, json=body, headers=keyed)  # still the first answer, after settlement
+    assert (after.status, await after.json()) == (202, await first.json())
+    fresh = await api.post(url, json=body, headers={**s.key, "Idempotency-Key": "sale-k-1-again"})
+    assert (fresh.status, await fresh.json()) == (200, {"event_id": sale["event_id"], "duplicate": True})
+
+
+async def test_concurrent_sales_with_one_idempotency_key_append_one_sale(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s, pct="10")
+    keyed = {**s.key, "Idempotency-Key": "together"}
+    answers = await asyncio.gather(*(
+        api.post(f"/v1/live-events/{event['id']}/sales", json={"order_id": "c-1", "amount": "10.00"},
+                 headers=keyed) for _ in range(6)))
+    assert {a.status for a in answers} == {202}
+    assert len({(await a.json())["event_id"] for a in answers}) == 1
+    assert await redis.xlen(world.settings.keys.stream) == 1
+    report = await settle(world, redis)
+    assert (report["events_paid"], report["rejected_by_reason"]) == (1, {})
+
+
+async def test_the_run_report_counts_live_sales_as_the_ledger_holds_them(aiohttp_client, world, redis):
+    api = await aiohttp_client(create_app(world.settings, OWNER_JOBS))
+    admin = party(world, "admin")
+    s = shop(world, fund="100.00")
+    event = await open_event(api, s, pct="10")
+    for order, amount in (("m-1", "50.00"), ("m-2", "30.00")):
+        await sell(api, s, event, order, amount)
+    world.put([world.click(s.campaign, world.creator(s.campaign))])  # not a sale: unpaid, no live sale
+    insert_events(world.settings, [Event.decode(f[STREAM_FIELD])
+                                   for _, f in await redis.xrange(world.settings.keys.stream)])
+
+    resp = await api.post("/v1/admin/settlements", headers=admin.headers)
+    assert resp.status == 200, await resp.text()
+    report = await resp.json()
+    booked = world.pg.execute(
+        "SELECT count(*) AS n, coalesce(sum(amount), 0) AS amount FROM ledger_entries WHERE source_type = 'live_sale'"
+        " AND direction = 'debit' AND transfer_id IN (SELECT transfer_id FROM events WHERE settlement_run_id = %s)",
+        (report["run_id"],)).fetchone()
+    assert report["live_sales"] == {"paid": booked["n"], "amount": str(booked["amount"])} == {
+        "paid": 2, "amount": "8.00"}
+    assert report["share_rewards"] == {"events": 0, "rewards": 0, "amount": "0.00"}
+    runs = await (await api.get("/v1/admin/settlements", params={"limit": "1"}, headers=admin.headers)).json()
+    assert runs["items"][0]["report"]["live_sales"] == report["live_sales"]
+    world.assert_books()
+
+
+async def test_hostile_callers_cannot_touch_another_partys_live_event(api, world, redis):
+    s, other = shop(world), shop(world)
+    event = await open_event(api, s, start=False)
+    url = f"/v1/live-events/{event['id']}"
+
+    # Another creator (accepted on its own campaign) moves, prices or sells on this event.
+    for move in ("start", "end", "cancel"):
+        resp = await api.post(f"{url}/{move}", headers=other.creator.headers)
+        assert resp.status == 403, (move, await resp.text())
+    assert (await api.patch(url, json={"commission_pct": "90"}, headers=other.creator.headers)).status == 403
+    assert (await api.patch(url, json={"commission_pct": "90"}, headers=other.business.headers)).status == 403
+    assert (await api.post(f"{url}/start", headers=s.creator.headers)).status == 200
+
+    # Another business's key, with a click of its own campaign, and with the key the owner used.
+    own_click = await viewer(world, redis, other, await open_event(api, other))
+    keyed = {"Idempotency-Key": "shared-key"}
+    mine = await api.post(f"{url}/sales", json={"order_id": "h-1", "amount": "10.00"}, headers={**s.key, **keyed})
+    assert mine.status == 202
+    for body in ({"order_id": "h-1", "amount": "10.00"},
+                 {"order_id": "h-2", "amount": "10.00", "click_id": own_click.event_id}):
+        resp = await api.post(f"{url}/sales", json=body, headers={**other.key, **keyed})
+        assert (resp.status, (await resp.json())["error"]["code"]) == (403, "forbidden"), body
+    # Its own event, a click through this event's link: not its click.
+    theirs = await viewer(world, redis, s, event)
+    resp = await sell(api, other, {"id": (await (await api.get("/v1/live-events", headers=other.creator.headers)
+                                                  ).json())["items"][0]["id"]}, "h-3", "5.00",
+                      click_id=theirs.event_id)
+    assert (resp.status, (await resp.json())["error"]["field"]) == (422, "click_id")
+    # A percent in other digits, or a key in other letters.
+    bad_pct = await api.patch(f"/v1/live-events/{(await open_event(api, s, start=False))['id']}",
+                              json={"commission_pct": "５０"}, headers=s.business.headers)
+    assert (bad_pct.status, (await bad_pct.json())["error"]["field"]) == (422, "commission_pct")
+    bad_key = await api.post(f"{url}/sales", json={"order_id": "h-4", "amount": "1.00"},
+                             headers={**s.key, "Idempotency-Key": "clé"})
+    assert (bad_key.status, (await bad_key.json())["error"]["field"]) == (422, "Idempotency-Key")
+
+    assert await redis.xlen(world.settings.keys.stream) == 1  # the owner's one sale
+    report = await settle(world, redis)
+    assert (report["events_paid"], report["live_sales"]["paid"]) == (1, 1)

@@ -48,7 +48,8 @@ def test_fee_is_rounded_half_up_and_net_is_the_rest(payout, fee_pct, net, fee):
     assert split_fee(Decimal(payout), Decimal(fee_pct)) == (Decimal(net), Decimal(fee))
 
 
-@pytest.mark.parametrize("raw", [1.5, "1.005", "-1", "0", "NaN", "Infinity", "1e3x", None, True, "10000000000.00"])
+@pytest.mark.parametrize("raw", [1.5, "1.005", "-1", "0", "NaN", "Infinity", "1e3x", None, True, "10000000000.00",
+                                 "１０.00", "10.0٠", "١٠", "1_0.00"])
 def test_bad_amounts_are_refused(raw):
     with pytest.raises(AmountError):
         parse_amount(raw)

@@ -1,8 +1,9 @@
 """Memberships and monthly tips in the browser against a Stripe with Billing (tests/billing_double.py in
 front of localstripe): a supporter subscribes to a tier, sees it pending, and active once the signed
-``invoice.paid`` webhook arrives (the double plays the customer paying); the tier opens a member-only
-post; a second subscription is refused at its field; cancelling ends it at the period's end. A monthly
-tip is opened and canceled. The memberships page passes axe and fits a phone with that data."""
+``invoice.paid`` webhook arrives (the double plays the customer paying, as a card elsewhere would; the
+page's own card step is test_subscriptions_paid.py's); the tier opens a member-only post; a second
+subscription is refused at its field; cancelling ends it at the period's end. A monthly tip is opened and
+canceled. The memberships page passes axe and fits a phone with that data."""
 
 from __future__ import annotations
 
@@ -61,7 +62,9 @@ def test_a_supporter_subscribes_pays_reads_members_posts_and_cancels(browser, st
 
     log_in(ui, supporter_email)
     ui.route("/memberships")
-    ui.click("Subscribe", navigates=True)
+    ui.click("Subscribe")  # the card step follows; here the customer pays elsewhere (the double, below)
+    ui.wait_text("membership-opened", "Supporter Plus: $4.99 a month, pending until its first month is paid.")
+    ui.route("/memberships")
     [row] = rows(browser, "memberships")
     assert row[:3] == ["Supporter Plus", "pending waiting for the first payment", "$4.99"]
     mine = ui.fetch("GET", "/v1/me/memberships")["data"]["items"][0]
@@ -89,14 +92,14 @@ def test_a_supporter_subscribes_pays_reads_members_posts_and_cancels(browser, st
     assert row[1] == "active in effect" and row[5].startswith("Ends ")
     assert billing.subscription(mine["billing_provider_id"])["cancel_at_period_end"] is True
 
-    # A monthly tip: opened pending (its first invoice is the customer's to pay), then canceled at once.
+    # A monthly tip: opened pending (its first invoice waits for a card), then canceled at once.
     ui.route(f"/tips/new?to={creator_id}")
     ui.fill("tip-amount", "3.00")
     ui.choose("tip-frequency", "monthly")
     ui.click("Continue to card")
-    ui.wait_text("tip-status", "Monthly tip of $3.00 opened: pending until Stripe confirms its first payment.")
+    ui.wait_text("monthly-opened", "Monthly tip of $3.00 opened: pay its first month below")
     ui.shot("supporter-monthly-tip")
-    ui.click_found(lambda: ui.wait(lambda d: d.find_element(By.CSS_SELECTOR, "#tip-status button")))
-    ui.wait_text("tip-status", "canceled")
+    ui.click_found(lambda: ui.wait(lambda d: d.find_element(By.CSS_SELECTOR, "#monthly-opened button")))
+    ui.wait_text("monthly-opened", "canceled")
     problems += check_pages(ui, "supporter", ["/tips"])
     assert problems == [] and ui.console_errors() == []

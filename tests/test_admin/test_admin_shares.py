@@ -184,3 +184,43 @@ async def test_a_share_reward_is_withdrawable_like_earnings_once_released(api, m
     wallet = await (await api.get("/v1/wallet", headers=supporter.headers)).json()
     assert (wallet["available_balance"], wallet["pending_balance"]) == ("0.00", "0.00")
     world.assert_books()
+
+
+async def test_a_live_events_link_cannot_be_shared(api, linked, make_user, pg):
+    resp = await api.post("/v1/live-events", json={"campaign_id": linked["campaign"]["id"], "title": "Live",
+                                                   "starts_at": "2026-12-08T10:00:00Z"},
+                          headers=linked["creator"].headers)
+    assert resp.status == 201, await resp.text()
+    live_code = (await resp.json())["link"]["code"]
+    before = pg.execute("SELECT count(*) AS n FROM tracking_links").fetchone()["n"]
+    resp = await share(api, make_user("supporter"), live_code)
+    assert resp.status == 409
+    assert_error(await resp.json(), "live_link")
+    assert "live event's link cannot be shared" in (await resp.json())["error"]["message"]
+    assert pg.execute("SELECT count(*) AS n FROM tracking_links").fetchone()["n"] == before
+
+
+async def test_a_share_of_a_share_is_the_sharers_own_share_of_the_creators_link(api, linked, make_user, pg, settings):
+    first, second = make_user("supporter"), make_user("supporter")
+    one = await (await share(api, first, linked["link"]["code"])).json()
+    resp = await share(api, second, one["code"], ip="198.51.100.8")  # the second shares the first's share link
+    assert resp.status == 201, await resp.text()
+    two = await resp.json()
+    assert (two["shared_from"], two["creator_id"], two["supporter_id"]) == (
+        linked["link"]["id"], linked["creator"].id, second.id)  # no chain: the first earns nothing on it
+    again = await share(api, first, two["code"])  # the first, through the second's: its own link again
+    assert again.status == 200 and (await again.json())["code"] == one["code"]
+
+    world = World(pg, settings)
+    campaign, creator = linked["campaign"]["id"], linked["creator"].id
+    world.put([
+        world.click(campaign, (creator, two["id"]), ip="198.51.100.8", supporter_id=second.id),  # its own click
+        world.click(campaign, (creator, two["id"]), ip=SUPPORTER_IP, supporter_id=second.id),  # the first's click
+        world.click(campaign, (creator, one["id"]), ip=SUPPORTER_IP, supporter_id=first.id),  # the first's own
+    ])
+    report = await asyncio.to_thread(settle_once, settings)
+    # Three clicks paid (0.50 each): one reward of 0.05, the second's, on the first's click through its link.
+    assert (report["events_paid"], report["share_rewards"]) == (3, {"events": 1, "rewards": 1, "amount": "0.05"})
+    rewards = pg.execute("SELECT user_id::text AS u, amount FROM rewards WHERE source = 'share'").fetchall()
+    assert rewards == [{"u": second.id, "amount": D("0.05")}]
+    world.assert_books()

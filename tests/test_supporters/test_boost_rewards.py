@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from boost_flows import boost, budget, clicks, complete, creator_on, held, reward
+from live_flows import open_event, refund, sell, settle, shop
 from supporter_flows import D
 
 
@@ -88,4 +89,40 @@ async def test_a_reward_that_comes_to_nothing_is_paid_as_zero_and_a_lister_sees_
     assert await rewards_of(flows, flows.user("admin")) == []  # /me: an admin's own, none
     bad = await flows.api.get("/v1/me/rewards?status=owed", headers=supporter.headers)
     assert (bad.status, (await bad.json())["error"]["field"]) == (422, "status")
+    flows.assert_books()
+
+
+async def test_live_sales_count_in_a_boost_reward_refunds_lower_it_and_it_is_held_as_long_as_they_are(
+        flows, world, redis):
+    s = shop(world, payout="5.00", fund="100.00")
+    supporter = flows.user("supporter")
+    b, _ = await boost(flows, supporter, s.campaign, "100.00")  # the pool: business 100, boost 100
+    event = await open_event(flows.api, s, pct="50")
+    for order, amount in (("l-1", "40.00"), ("l-2", "20.00")):
+        assert (await sell(flows.api, s, event, order, amount)).status == 202
+    report = await settle(world, redis)
+
+    # 30.00 of live commissions paid by 200.00: the boost paid half, 15.00; 5 % of it.
+    assert (report["events_paid"], report["amount_paid"]) == (2, "30.00")
+    assert [(r["status"], r["amount"]) for r in await rewards_of(flows, supporter)] == [("pending", "0.75")]
+
+    world.put([refund(s, "l-1", None)])  # the 20.00 commission comes back to the pool
+    await settle(world, redis)
+    assert held(flows, b) == D("95.00")
+    assert [(r["status"], r["amount"]) for r in await rewards_of(flows, supporter)] == [("pending", "0.25")]
+
+    await complete(flows, s.business, s.campaign)
+    # No ordinary payout is held, but the live sale is: the reward is not payable before the sale's hold ends.
+    assert (reward(flows, b)["status"], reward(flows, b)["amount"]) == ("paid", D("0.25"))
+    assert flows.wallet(supporter) == (D("0.00"), D("0.25"))
+    holds = flows.pg.execute(
+        "SELECT e.source_type, max(e.hold_until) AS until FROM ledger_entries e"
+        " WHERE e.status = 'pending' AND e.direction = 'credit' AND e.wallet_id IN"
+        " (SELECT id FROM wallets WHERE user_id IN (%s, %s)) GROUP BY e.source_type",
+        (supporter.id, s.creator.id)).fetchall()
+    until = {r["source_type"]: r["until"] for r in holds}
+    assert until["boost"] == until["live_sale"]
+    flows.assert_books()
+    flows.release_holds()
+    assert flows.wallet(supporter) == (D("0.25"), D("0.00"))
     flows.assert_books()

@@ -107,7 +107,8 @@ async def test_a_boost_paid_after_its_campaign_stopped_is_refunded_at_once(flows
 
 @pytest.mark.parametrize("amount, problem", [
     ("0.49", "at least 0.50"), ("0", "positive"), ("-5.00", "positive"), ("5.001", "two decimal places"),
-    (5.0, "decimal string"), ("1000000.00", "at most"), (None, "decimal string"), ("NaN", "decimal string")])
+    (5.0, "decimal string"), ("1000000.00", "at most"), (None, "decimal string"), ("NaN", "decimal string"),
+    ("１０.00", "ASCII digits"), ("10.0٠", "ASCII digits")])
 async def test_bad_amounts_are_refused_naming_the_field(flows, world, amount, problem):
     supporter = flows.user("supporter")
     campaign = world.campaign(payout="1.00", fund="10.00")

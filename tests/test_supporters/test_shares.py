@@ -12,6 +12,7 @@ import uuid
 from dataclasses import replace
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from ingest.consumer import Ingester
@@ -21,7 +22,7 @@ from oros.clientip import ip_hash, ip_hash_key
 from oros.events import STREAM_FIELD, Event, click_link_fields, encode_click, uuid7
 from oros.settings import Settings, SettingsError
 from settler.reconcile import reconcile
-from settler.run import settle_once
+from settler.run import run_settle_command, settle_once
 
 from factories import SYSTEM, World, now_ms
 
@@ -309,7 +310,8 @@ async def test_supporter_id_travels_from_the_stream_to_clickhouse_and_postgres(w
         assert await ingester.drain_once() == 2
     finally:
         await ingester.close()
-    rows = ch.query("SELECT toString(event_id), toString(supporter_id) FROM events ORDER BY event_id").result_rows
+    # Sorted as text: ClickHouse orders UUIDs by their halves, not as Postgres and Python do.
+    rows = ch.query("SELECT toString(event_id) AS id, toString(supporter_id) FROM events ORDER BY id").result_rows
     assert rows == [(click_id, shared[0]), (old.event_id, None)]
     assert settle_once(settings)["events_paid"] == 2
     assert world.pg.execute("SELECT id::text AS id, supporter_id::text AS s, share_reward FROM events ORDER BY id"
@@ -342,3 +344,32 @@ def test_oros_share_pct_is_a_percent_with_two_places_at_most(value, ok):
     else:
         with pytest.raises(SettingsError):
             Settings.from_env({"OROS_SHARE_PCT": value})
+
+
+def test_the_run_report_counts_the_share_rewards_the_ledger_holds(world, capsys):
+    campaign = world.campaign(payout="0.55", fund="10.00")
+    creator = world.creator(campaign)
+    first, second = share(world, campaign, creator), share(world, campaign, creator, pct="20", ip="10.9.8.6")
+    world.put([*(through(world, campaign, creator, first) for _ in range(3)),
+               through(world, campaign, creator, first, ip=SUPPORTER_IP),  # the supporter's own: no reward
+               through(world, campaign, creator, second), world.click(campaign, creator)])
+
+    assert run_settle_command(world.settings, dry_run=False) == 0  # `oros settle --once` prints the report
+    printed = orjson.loads(capsys.readouterr().out)
+
+    run = printed["run_id"]
+    transfers = "SELECT transfer_id FROM events WHERE settlement_run_id = %(run)s AND share_reward IS NOT NULL"
+    booked = world.pg.execute(
+        f"SELECT (SELECT count(*) FROM rewards WHERE source = 'share' AND transfer_id IN ({transfers})) AS rewards,"
+        f" (SELECT coalesce(sum(amount), 0) FROM ledger_entries WHERE transfer_id IN ({transfers})"
+        "   AND description LIKE 'share reward%%') AS amount", {"run": run}).fetchone()
+    rewarded = world.pg.execute("SELECT count(*) AS n FROM events WHERE settlement_run_id = %s"
+                                " AND share_reward IS NOT NULL", (run,)).fetchone()["n"]
+    # 0.55 a click: the first's 10 % is 0.06 (x 3), the second's 20 % 0.11.
+    assert printed["share_rewards"] == {"events": rewarded, "rewards": booked["rewards"],
+                                        "amount": str(booked["amount"])} == {"events": 4, "rewards": 2,
+                                                                             "amount": "0.29"}
+    assert (printed["events_paid"], printed["live_sales"]) == (6, {"paid": 0, "amount": "0.00"})
+    stored = world.pg.execute("SELECT report FROM settlement_runs WHERE id = %s", (run,)).fetchone()["report"]
+    assert stored["share_rewards"] == printed["share_rewards"]
+    world.assert_books()

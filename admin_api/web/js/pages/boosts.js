@@ -101,7 +101,7 @@ page({
     };
     return h('div', {}, h('h1', {}, 'Your boosts and rewards'),
       h('p', {}, 'Each credited boost has a reward: pending while its campaign runs (what it has earned so far, and what the boost still holds), paid into your ',
-        link('/wallet', 'wallet'), ' when the campaign completes.'),
+        link('/wallet', 'wallet'), ' when the campaign completes. Share rewards (from ', link('/shares', 'your share links'), ') are paid as each payout is made.'),
       section('Rewards', shown, loadMore(first.next_cursor, fetchPage, add, { label: 'Load more rewards', id: 'more-rewards' })));
   },
 });
