@@ -13,6 +13,7 @@
 --   block, while merge() reads the table, which already holds the block. An event with a row
 --   ingested before this block is left out, and so is a second row of it within the block.
 --   The lookup is by the table's sort key, so it reads the granules the block's ids fall in.
+--   ClickHouse stores currentDatabase() resolved: the view looks up the database it was made in.
 --   Left: two copies inserted in the same millisecond both count, and a copy the table merged
 --   away in the instant between the block's write and the view's run (merges pick parts later)
 --   is missed; docs/analytics.md, "Reports".
