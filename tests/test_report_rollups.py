@@ -20,6 +20,7 @@ import pytest
 
 from admin_api.app import create_app
 from admin_api.auth import issue_token
+from admin_api.reports import StatsQuery
 from ingest.writer import BatchWriter
 from oros.events import Event
 from settler.report_sums import fold_report_sums
@@ -272,3 +273,19 @@ def test_the_sums_of_decisions_fold_and_backfill_to_the_same(seeded, pg, setting
     # The refund's UPDATE moved the sale from paid to reversed: no paid row of it is left over.
     reversed_sale = [r for r in before if r["status"] == "reversed" and r["dim"] == ""]
     assert [(r["event_type"], r["n"]) for r in reversed_sale] == [("sale", 1), ("sale", 1)]
+
+
+@pytest.mark.parametrize(("start", "end", "group_by", "filters", "hours", "spans"), [
+    ("10:00", "13:00", None, {}, ("10:00", "13:00"), []),
+    ("10:17", "13:40", "country", {}, ("11:00", "13:00"), [("10:17", "11:00"), ("13:00", "13:40")]),
+    ("10:17", "11:40", None, {"country": "US"}, None, [("10:17", "11:40")]),  # no whole hour
+    ("10:00", "13:00", "country", {"device": "mobile"}, None, [("10:00", "13:00")]),  # two dimensions
+    ("10:00", "13:00", "country", {"country": "US"}, ("10:00", "13:00"), []),
+], ids=["whole-hours", "partial-ends", "under-two-hours", "two-dimensions", "filter-and-group-alike"])
+def test_a_report_reads_the_sums_for_whole_hours_and_raw_rows_for_the_rest(start, end, group_by, filters, hours,
+                                                                          spans):
+    def at(hhmm: str) -> datetime:
+        return datetime(2026, 3, 1, *map(int, hhmm.split(":")), tzinfo=UTC)
+
+    query = StatsQuery("campaign", NIL, at(start), at(end), "hour", group_by, filters)
+    assert query.split() == (tuple(map(at, hours)) if hours else None, [(at(a), at(b)) for a, b in spans])
