@@ -24,6 +24,7 @@ from . import metrics as settler_metrics
 from .holds import release_due
 from .payouts import pay_withdrawals
 from .reconcile import reconcile
+from .report_sums import fold_report_sums
 from .run import settle_once
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def _summary(name: str, result) -> object:
 
 
 def build_scheduler(settings: Settings, metrics: settler_metrics.SettlerMetrics | None = None) -> AsyncIOScheduler:
-    """The five jobs, not started; the caller starts it inside its event loop.
+    """The six jobs, not started; the caller starts it inside its event loop.
 
     ``refunds`` sends the refunds OROS issued that are still pending at Stripe (oros/issued_refunds.py): the
     request or webhook that issued one sends it at once, this retries what an outage or a crash left.
@@ -64,6 +65,8 @@ def build_scheduler(settings: Settings, metrics: settler_metrics.SettlerMetrics 
         ("payouts", pay_withdrawals, settings.payout_interval_s),
         ("refunds", issued_refunds.send, settings.payout_interval_s),
         ("reconcile", reconcile, settings.reconcile_interval_s),
+        # The report sums' deltas, folded as often as holds are released: a few runs' worth at a time.
+        ("fold_report_sums", fold_report_sums, settings.release_interval_s),
     ):
         scheduler.add_job(_job(name, fn, settings, metrics), "interval", seconds=every_s, id=name, name=name)
     return scheduler

@@ -75,6 +75,8 @@ def clickhouse_lines(client, database: str) -> list[str]:
         ddl = client.command(f"SHOW CREATE TABLE `{database}`.`{table}`")
         ddl = str(ddl).replace("\\n", "\n").replace("\\'", "'")
         ddl = re.sub(rf"`?{re.escape(database)}`?\.", "", ddl)
+        # A view's merge(currentDatabase(), ...) is stored with the database's name (sql/clickhouse/0004).
+        ddl = ddl.replace(f"merge('{database}', ", "merge(currentDatabase(), ")
         lines.extend(f"{table}: {line.rstrip()}" for line in ddl.splitlines() if line.strip())
     return lines
 
