@@ -417,7 +417,8 @@ class StatsQuery:
         return sql, params
 
     def _key(self) -> dict:
-        return {"key": value for value in self.filters.values()}
+        # The sums answer at most one filter (rollup_dim): its value is the key.
+        return {"key": next(iter(self.filters.values()))} if self.filters else {}
 
 
 @routes.get("/v1/campaigns/{id}/stats", "A campaign's clicks (with unique visitors), conversions, sales, spend and "
@@ -585,7 +586,7 @@ def _groups(raw: list, decided: list) -> dict[str, dict]:
 
 def _add_raw(stats: dict, counts: list) -> None:
     # A bucket or group may come from the sums and the raw rows both (the hours at either end).
-    for name, n in zip(("clicks", "bot_clicks", "conversions", "sales", "sales_value"), counts):
+    for name, n in zip(("clicks", "bot_clicks", "conversions", "sales", "sales_value"), counts, strict=True):
         stats[name] += n
 
 

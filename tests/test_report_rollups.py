@@ -42,13 +42,13 @@ def world(pg, settings) -> World:
 
 
 def enriched(event: Event, place: tuple[str, ...]) -> bytes:
-    fields = dict(zip(("country", "device_type", "browser", "os", "referrer_host"), place))
+    fields = dict(zip(("country", "device_type", "browser", "os", "referrer_host"), place, strict=True))
     return orjson.dumps({**orjson.loads(event.encode()), **fields})
 
 
 def insert(settings, rows: list[bytes], *, keys: list[str] | None = None) -> None:
     writer = BatchWriter(settings, stream="events")
-    for key, raw in zip(keys or [str(uuid.uuid4()) for _ in rows], rows):
+    for key, raw in zip(keys or [str(uuid.uuid4()) for _ in rows], rows, strict=True):
         writer.submit(key.encode(), raw)
     writer.close()
 
