@@ -70,9 +70,17 @@ UPDATE events SET campaign_id = %s, status = %s, rejection_reason = %s, settleme
 LOCK_SALE = """
 SELECT id::text AS id, campaign_id::text AS campaign_id, creator_id::text AS creator_id, status,
        transfer_id::text AS transfer_id, value, payout_amount, platform_fee, refunded_value, reversed_payout,
-       reversed_fee, coalesce(share_reward, 0) AS share_reward, reversed_reward,
+       reversed_fee, coalesce(share_reward, 0) AS share_reward, reversed_reward, supporter_id::text AS supporter_id,
        EXISTS (SELECT 1 FROM live_sales s WHERE s.event_id = events.id) AS live
   FROM events WHERE id = %s FOR UPDATE
+"""
+
+# The boost rewards a reversal may lower: those already paid of a completed campaign (sql/postgres/0155).
+BOOST_REWARDS = """
+SELECT w.id::text AS id, w.user_id::text AS user_id, w.amount
+  FROM rewards w JOIN campaigns c ON c.id = w.campaign_id
+ WHERE w.campaign_id = %s AND w.source = 'boost' AND w.status = 'paid' AND c.status = 'completed'
+ ORDER BY w.id
 """
 
 @dataclass(frozen=True)
@@ -121,6 +129,9 @@ class RefundOutcome:
     reason: str | None  # None: applied
     sale_id: str | None = None
     amount: str | None = None  # the payout taken back
+    share_reward_back: Decimal = ZERO  # of it, the supporter's share reward
+    boost_rewards: int = 0  # boost rewards this reversal lowered (sql/postgres/0155)
+    boost_reward_back: Decimal = ZERO  # and what they gave back, held or owed
 
 
 def apply_refund(conn: psycopg.Connection, refund: Candidate, *, run_id: str, now: datetime,
@@ -176,6 +187,12 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
                     refunded=refunded if refunded is not None else sale["value"] or ZERO,
                     reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"],
                     reward=sale["share_reward"], reversed_reward=sale["reversed_reward"])
+    # Money given back to a completed campaign lowers its boosters' rewards (sql/postgres/0155, a trigger on the
+    # budget): their receivables are locked first, with the sale's, the order every receivable writer keeps.
+    boosted = conn.execute(BOOST_REWARDS, (sale["campaign_id"],)).fetchall()
+    if boosted:
+        users = [r["user_id"] for r in boosted] + [u for u in (sale["creator_id"], sale["supporter_id"]) if u]
+        conn.execute("SELECT oros_lock_receivables(%s::uuid[])", (users,))
     # A live sale's rest is booked again as a live sale, and its live_sales row follows (sql/postgres/0115);
     # live sales pay no share reward.
     if sale["live"]:
@@ -185,4 +202,12 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
         ledger.reverse_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back,
                             fee_back=back.fee_back, reward_back=back.reward_back, run_id=run_id,
                             refund_id=refund.event_id)
-    return RefundOutcome(refund.event_id, None, sale["id"], fmt(back.payout_back))
+    lowered = _lowered(boosted, conn.execute(BOOST_REWARDS, (sale["campaign_id"],)).fetchall())
+    return RefundOutcome(refund.event_id, None, sale["id"], fmt(back.payout_back), share_reward_back=back.reward_back,
+                         boost_rewards=len(lowered), boost_reward_back=sum(lowered, ZERO))
+
+
+def _lowered(before: list[dict], after: list[dict]) -> list[Decimal]:
+    """What each boost reward lost between the two readings (only those that did)."""
+    now = {r["id"]: r["amount"] for r in after}
+    return [r["amount"] - now[r["id"]] for r in before if now[r["id"]] < r["amount"]]
