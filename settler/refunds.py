@@ -71,16 +71,15 @@ LOCK_SALE = """
 SELECT id::text AS id, campaign_id::text AS campaign_id, creator_id::text AS creator_id, status,
        transfer_id::text AS transfer_id, value, payout_amount, platform_fee, refunded_value, reversed_payout,
        reversed_fee, coalesce(share_reward, 0) AS share_reward, reversed_reward, supporter_id::text AS supporter_id,
-       EXISTS (SELECT 1 FROM live_sales s WHERE s.event_id = events.id) AS live
+       created_at, EXISTS (SELECT 1 FROM live_sales s WHERE s.event_id = events.id) AS live
   FROM events WHERE id = %s FOR UPDATE
 """
 
-# The boost rewards a reversal may lower: those already paid of a completed campaign (sql/postgres/0155).
-BOOST_REWARDS = """
-SELECT w.id::text AS id, w.user_id::text AS user_id, w.amount
+# The boosters' rewards a reversal may lower: a completed campaign's, paid already (sql/postgres/0155).
+BOOSTERS = """
+SELECT array_agg(w.user_id::text ORDER BY w.user_id) AS users
   FROM rewards w JOIN campaigns c ON c.id = w.campaign_id
- WHERE w.campaign_id = %s AND w.source = 'boost' AND w.status = 'paid' AND c.status = 'completed'
- ORDER BY w.id
+ WHERE w.campaign_id = %s AND w.source = 'boost' AND w.status = 'paid' AND w.amount > 0 AND c.status = 'completed'
 """
 
 @dataclass(frozen=True)
@@ -170,7 +169,8 @@ def _metadata(refund: Candidate, outcome: RefundOutcome) -> dict:
 
 def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id: str) -> RefundOutcome:
     # Campaign row first, then the sale and its legs: the same lock order as settlement.
-    conn.execute("SELECT 1 FROM campaigns WHERE id = %s FOR UPDATE", (found["campaign_id"],))
+    pool = conn.execute("SELECT pool_price, pool_epoch FROM campaigns WHERE id = %s FOR UPDATE",
+                        (found["campaign_id"],)).fetchone()
     sale = conn.execute(LOCK_SALE, (found["id"],)).fetchone()
     refunded = sale["value"] if refund.value is None else refund.value
     if sale["status"] == "reversed" or (refunded is not None and refunded <= sale["refunded_value"]):
@@ -187,12 +187,12 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
                     refunded=refunded if refunded is not None else sale["value"] or ZERO,
                     reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"],
                     reward=sale["share_reward"], reversed_reward=sale["reversed_reward"])
-    # Money given back to a completed campaign lowers its boosters' rewards (sql/postgres/0155, a trigger on the
-    # budget): their receivables are locked first, with the sale's, the order every receivable writer keeps.
-    boosted = conn.execute(BOOST_REWARDS, (sale["campaign_id"],)).fetchall()
-    if boosted:
-        users = [r["user_id"] for r in boosted] + [u for u in (sale["creator_id"], sale["supporter_id"]) if u]
-        conn.execute("SELECT oros_lock_receivables(%s::uuid[])", (users,))
+    # Money given back to a completed campaign lowers its boosters' rewards (sql/postgres/0155): their receivables
+    # are locked first, with the sale's, the order every receivable writer keeps.
+    boosters = conn.execute(BOOSTERS, (sale["campaign_id"],)).fetchone()["users"]
+    if boosters:
+        conn.execute("SELECT oros_lock_receivables(%s::uuid[])",
+                     (boosters + [u for u in (sale["creator_id"], sale["supporter_id"]) if u],))
     # A live sale's rest is booked again as a live sale, and its live_sales row follows (sql/postgres/0115);
     # live sales pay no share reward.
     if sale["live"]:
@@ -202,12 +202,8 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
         ledger.reverse_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back,
                             fee_back=back.fee_back, reward_back=back.reward_back, run_id=run_id,
                             refund_id=refund.event_id)
-    lowered = _lowered(boosted, conn.execute(BOOST_REWARDS, (sale["campaign_id"],)).fetchall())
+    # The rewards fixed after the sale was booked counted it (its events row is written with its first payout).
+    lowered = ledger.take_back_boost_rewards(conn, sale["campaign_id"], price_before=pool["pool_price"],
+                                             epoch=pool["pool_epoch"], booked_at=sale["created_at"]) if boosters else []
     return RefundOutcome(refund.event_id, None, sale["id"], fmt(back.payout_back), share_reward_back=back.reward_back,
-                         boost_rewards=len(lowered), boost_reward_back=sum(lowered, ZERO))
-
-
-def _lowered(before: list[dict], after: list[dict]) -> list[Decimal]:
-    """What each boost reward lost between the two readings (only those that did)."""
-    now = {r["id"]: r["amount"] for r in after}
-    return [r["amount"] - now[r["id"]] for r in before if now[r["id"]] < r["amount"]]
+                         boost_rewards=len(lowered), boost_reward_back=sum((r["taken"] for r in lowered), ZERO))

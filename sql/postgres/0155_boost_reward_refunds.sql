@@ -22,11 +22,13 @@
 --    available and repaid by its next credits).
 -- The rewards row follows (amount = what it pays now, transfer_id = its live
 -- paying transfer), as a share reward's does (0111).
--- A trigger on the budget, as the completion is one on the status: money
--- given back to a completed campaign's budget (remaining up, funded
--- unchanged: only a reversed payout does that, 0101) runs it, whichever
--- function reversed. Its callers lock the boosters' receivables first
--- (settler/refunds.py), the order every receivable writer keeps (0075).
+-- Only rewards fixed after the reversed payout was booked counted it: a
+-- payout settled after completion (an event from before it) counts for the
+-- refund of unspent money, not the reward, and neither does its reversal.
+-- The settler calls it right after the reversal, in its transaction, with
+-- the pool's price before it (settler/refunds.py: Python decides, this
+-- writes and checks); its boosters' receivables are locked first, the
+-- order every receivable writer keeps (0075).
 
 ALTER TABLE rewards
   ADD COLUMN spent NUMERIC CHECK (spent >= 0),
@@ -84,12 +86,13 @@ BEGIN
 END;
 $$;
 
--- The pool's price of p_campaign rose from p_price_before to p_price_after
--- (same epoch) because a payout was given back: each paid boost reward
--- regains its boost's units x the rise, and falls to what the rule above
--- gives. Returns the rewards lowered and what each gave back, and whether it
--- was still held (false: now owed by its supporter).
-CREATE FUNCTION oros_take_back_boost_rewards(p_campaign uuid, p_price_before numeric, p_price_after numeric)
+-- A payout of p_campaign booked at p_booked_at was just given back, and the
+-- pool's price rose to what it is now from p_price_before (epoch p_epoch):
+-- each paid boost reward that counted the payout regains its boost's units x
+-- the rise, and falls to what the rule above gives. Returns the rewards
+-- lowered, what each gave back, and whether it was still held (false: owed).
+CREATE FUNCTION oros_take_back_boost_rewards(p_campaign uuid, p_price_before numeric, p_epoch integer,
+                                             p_booked_at timestamptz)
 RETURNS TABLE (reward_id uuid, taken numeric, held boolean)
 LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
@@ -97,19 +100,26 @@ DECLARE
   v_hold timestamptz;
   v_transfer uuid;
   v_owing uuid[] := '{}';
+  v_pool record;
 BEGIN
-  IF p_price_before IS NULL OR p_price_after IS NULL OR p_price_after <= p_price_before THEN
-    RETURN;
+  SELECT c.pool_price, c.pool_epoch INTO v_pool FROM campaigns c WHERE c.id = p_campaign;
+  IF p_price_before IS NULL OR p_epoch IS NULL OR p_booked_at IS NULL OR v_pool.pool_epoch IS DISTINCT FROM p_epoch
+     OR v_pool.pool_price < p_price_before THEN
+    RAISE EXCEPTION 'oros_take_back_boost_rewards: campaign % is at price % (epoch %), not above % (epoch %)',
+      p_campaign, v_pool.pool_price, v_pool.pool_epoch, p_price_before, p_epoch USING ERRCODE = 'check_violation';
   END IF;
-  UPDATE rewards w SET regained = w.regained + round(b.pool_units * (p_price_after - p_price_before), 30)
-    FROM boosts b JOIN campaigns c ON c.id = b.campaign_id
+  UPDATE rewards w SET regained = w.regained + round(b.pool_units * (v_pool.pool_price - p_price_before), 30)
+    FROM boosts b
    WHERE b.id = w.boost_id AND w.campaign_id = p_campaign AND w.source = 'boost' AND w.status = 'paid'
-     AND b.pool_epoch = c.pool_epoch AND b.pool_units > 0;
+     AND w.paid_at >= p_booked_at AND b.pool_epoch = p_epoch AND b.pool_units > 0
+     AND v_pool.pool_price > p_price_before;
   FOR v_row IN
     SELECT r.* FROM (SELECT w.id, w.user_id, w.amount, w.transfer_id,
                             least(w.amount, trunc(b.reward_pct * greatest(w.spent - w.regained, 0) / 100, 2)) AS due
                        FROM rewards w JOIN boosts b ON b.id = w.boost_id
-                      WHERE w.campaign_id = p_campaign AND w.source = 'boost' AND w.status = 'paid') r
+                      WHERE w.campaign_id = p_campaign AND w.source = 'boost' AND w.status = 'paid'
+                        AND w.paid_at >= p_booked_at
+                      FOR UPDATE OF w) r
      WHERE r.due < r.amount ORDER BY r.id
   LOOP
     -- Locking the legs makes a concurrent hold release wait: "still held" stays true until we are done.
@@ -162,18 +172,4 @@ BEGIN
 END;
 $$;
 
--- Money given back to a completed campaign's budget: a reversed payout.
-CREATE FUNCTION campaigns_take_back_boost_rewards() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
-BEGIN
-  PERFORM oros_take_back_boost_rewards(NEW.id, OLD.pool_price, NEW.pool_price);
-  RETURN NULL;
-END;
-$$;
-CREATE TRIGGER campaigns_take_back_boost_rewards AFTER UPDATE OF remaining_budget ON campaigns
-  FOR EACH ROW WHEN (NEW.status = 'completed' AND OLD.status = 'completed'
-                     AND NEW.remaining_budget > OLD.remaining_budget AND NEW.funded_budget = OLD.funded_budget
-                     AND NEW.pool_epoch = OLD.pool_epoch AND NEW.pool_price > OLD.pool_price)
-  EXECUTE FUNCTION campaigns_take_back_boost_rewards();
-
-REVOKE ALL ON FUNCTION oros_take_back_boost_rewards(uuid, numeric, numeric) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oros_take_back_boost_rewards(uuid, numeric, integer, timestamptz) FROM PUBLIC;
