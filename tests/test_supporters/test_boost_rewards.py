@@ -210,8 +210,8 @@ async def test_two_settlers_at_once_take_a_refunded_sale_back_from_the_rewards_o
 
     reports = await asyncio.gather(*(asyncio.to_thread(settle_once, world.settings) for _ in range(2)))
 
-    assert sorted(r["refunds"]["boost_rewards"]["count"] for r in reports) == [0, 2]
     assert (reward(flows, a)["amount"], reward(flows, b)["amount"]) == (D("0.36"), D("1.09"))
+    assert sorted(r["refunds"]["boost_rewards"]["count"] for r in reports) == [0, 2]
     assert lowered_rewards(flows, s.campaign) == {"count": 2, "amount": "0.67"}
     flows.assert_books()
 
