@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from settler.reconcile import reconcile
 from settler.run import settle_once
 
 from boost_flows import boost, budget, clicks, complete, creator_on, held, reward
@@ -183,6 +184,10 @@ async def test_a_sale_refunded_after_completion_inside_the_hold_lowers_each_held
     assert report["refunds"]["share_rewards"] == {"count": 0, "amount": "0.00"}
     assert [(r["status"], r["amount"]) for r in await rewards_of(flows, first)] == [("paid", "0.36")]
     flows.assert_books()
+    # Reconcile holds the row to its live legs: a reward put back to what it was fixed at fails it.
+    flows.pg.execute("UPDATE rewards SET amount = 0.53 WHERE boost_id = %s", (a,))
+    assert [c.name for c in reconcile(flows.settings) if not c.ok] == ["boost_rewards_match_ledger"]
+    flows.pg.execute("UPDATE rewards SET amount = 0.36 WHERE boost_id = %s", (a,))
 
     # The same refund again (its event replayed, and Stripe's total sent twice): nothing is taken twice.
     world.put([half, refund(s, "l-2", "33.00")])
