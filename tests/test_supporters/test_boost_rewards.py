@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from oros.events import Event, uuid7
+from oros.reasons import UNKNOWN_CAMPAIGN
 from settler.reconcile import reconcile
 from settler.run import settle_once
 
 from boost_flows import boost, budget, clicks, complete, creator_on, held, reward
+from boost_flows import settle as settle_boosted
+from factories import now_ms
 from live_flows import open_event, refund, sell, settle, shop
 from supporter_flows import D
 
@@ -157,13 +161,17 @@ async def two_boosted_sales_completed(flows, world, redis, *late: tuple[str, str
 
 
 def lowered_rewards(flows, campaign: str) -> dict:
-    """What the ledger says refunds took back of a campaign's boost rewards: (rewards, amount) from the transfers
-    booked again (their `taken_back`) and the debts opened (owed after the hold)."""
+    """What the ledger says refunds took back of a campaign's boost rewards since it completed: (rewards, amount),
+    from the rewards wallet's legs, each reward's first transfer (paid at completion) against what its live legs pay."""
     row = flows.pg.execute(
-        "SELECT count(DISTINCT e.source_id) AS n, coalesce(sum((e.metadata->>'taken_back')::numeric), 0) AS amount"
-        "  FROM ledger_entries e JOIN wallets w ON w.id = e.wallet_id"
-        " WHERE e.source_type = 'boost' AND w.purpose = 'rewards' AND e.metadata->>'campaign_id' = %s"
-        "   AND e.metadata ? 'taken_back'", (campaign,)).fetchone()
+        "SELECT count(*) FILTER (WHERE fixed > paid) AS n, coalesce(sum(fixed - paid), 0) AS amount FROM ("
+        " SELECT e.source_id, sum(e.amount) FILTER (WHERE e.direction = 'debit' AND NOT e.metadata ? 'rebooked_from')"
+        "        AS fixed,"
+        "        coalesce(sum(CASE e.direction WHEN 'debit' THEN e.amount ELSE -e.amount END)"
+        "                 FILTER (WHERE e.status NOT IN ('failed', 'reversed')), 0) AS paid"
+        "   FROM ledger_entries e JOIN wallets w ON w.id = e.wallet_id"
+        "  WHERE e.source_type = 'boost' AND w.purpose = 'rewards' AND e.metadata->>'campaign_id' = %s"
+        "  GROUP BY e.source_id) r", (campaign,)).fetchone()
     return {"count": row["n"], "amount": f"{row['amount']:.2f}"}
 
 
@@ -259,4 +267,26 @@ async def test_a_reward_released_before_its_sale_is_refunded_becomes_what_the_su
     assert flows.owed(supporter) == D("10.00") and flows.wallet(supporter) == (D("0.00"), D("0.00"))
     assert flows.platform("rewards") == (D("0.00"), D("0.00"))
     assert report["refunds"]["boost_rewards"] == {"count": 1, "amount": "10.00"} == lowered_rewards(flows, s.campaign)
+    flows.assert_books()
+
+
+async def test_an_ordinary_sale_refunded_after_completion_takes_its_share_back_from_the_reward(flows, world):
+    business, supporter = flows.user("business"), flows.user("supporter")
+    campaign = world.campaign(business.id, objective="sale", payout="10.00", fund="100.00")
+    creator = creator_on(flows, world, campaign)
+    b, _ = await boost(flows, supporter, campaign, "100.00")  # the pool: business 100, boost 100
+    click = world.click(campaign, creator, ts_ms=now_ms() - 60_000)
+    world.put([click, world.conversion(click, kind="sale", order_id="O-1", value="50.00")])
+    assert (await settle_boosted(flows))["events_paid"] == 1
+    await complete(flows, business, campaign)
+    assert reward(flows, b)["amount"] == D("0.25")  # 10.00 paid by 200.00: the boost paid 5.00, 5 %
+
+    world.put([Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=UNKNOWN_CAMPAIGN,
+                     order_id="O-1", business_id=business.id, source="api")])
+    report = await settle_boosted(flows)
+
+    # The 10.00 is back in the pool: the boost holds its 100.00 again and paid for nothing.
+    assert (reward(flows, b)["amount"], held(flows, b)) == (D("0.00"), D("100.00"))
+    assert reward(flows, b)["transfer_id"] is None and flows.wallet(supporter) == (D("0.00"), D("0.00"))
+    assert report["refunds"]["boost_rewards"] == {"count": 1, "amount": "0.25"} == lowered_rewards(flows, campaign)
     flows.assert_books()
