@@ -102,17 +102,18 @@ DECLARE
   v_owing uuid[] := '{}';
   v_pool record;
 BEGIN
-  SELECT c.pool_price, c.pool_epoch INTO v_pool FROM campaigns c WHERE c.id = p_campaign;
-  IF p_price_before IS NULL OR p_epoch IS NULL OR p_booked_at IS NULL OR v_pool.pool_epoch IS DISTINCT FROM p_epoch
-     OR v_pool.pool_price < p_price_before THEN
-    RAISE EXCEPTION 'oros_take_back_boost_rewards: campaign % is at price % (epoch %), not above % (epoch %)',
-      p_campaign, v_pool.pool_price, v_pool.pool_epoch, p_price_before, p_epoch USING ERRCODE = 'check_violation';
+  IF p_price_before IS NULL OR p_epoch IS NULL OR p_booked_at IS NULL THEN
+    RAISE EXCEPTION 'oros_take_back_boost_rewards: campaign % needs the price and epoch before, and the payout''s '
+      'booking time', p_campaign USING ERRCODE = 'check_violation';
   END IF;
+  SELECT c.pool_price, c.pool_epoch INTO v_pool FROM campaigns c WHERE c.id = p_campaign;
+  -- Money given back to an empty pool (refund-unspent gave everything back) moves no price: nobody's units
+  -- regain anything, it is the business's (0101), and the rewards stand.
   UPDATE rewards w SET regained = w.regained + round(b.pool_units * (v_pool.pool_price - p_price_before), 30)
     FROM boosts b
    WHERE b.id = w.boost_id AND w.campaign_id = p_campaign AND w.source = 'boost' AND w.status = 'paid'
      AND w.paid_at >= p_booked_at AND b.pool_epoch = p_epoch AND b.pool_units > 0
-     AND v_pool.pool_price > p_price_before;
+     AND v_pool.pool_epoch = p_epoch AND v_pool.pool_price > p_price_before;
   FOR v_row IN
     SELECT r.* FROM (SELECT w.id, w.user_id, w.amount, w.transfer_id,
                             least(w.amount, trunc(b.reward_pct * greatest(w.spent - w.regained, 0) / 100, 2)) AS due

@@ -290,3 +290,21 @@ async def test_an_ordinary_sale_refunded_after_completion_takes_its_share_back_f
     assert reward(flows, b)["transfer_id"] is None and flows.wallet(supporter) == (D("0.00"), D("0.00"))
     assert report["refunds"]["boost_rewards"] == {"count": 1, "amount": "0.25"} == lowered_rewards(flows, campaign)
     flows.assert_books()
+
+
+async def test_a_sale_refunded_after_the_unspent_money_went_back_leaves_the_rewards_alone(flows, world, redis):
+    s, _, (_, a), (_, b) = await two_boosted_sales_completed(flows, world, redis)
+    await settle(world, redis)  # a run that started after the completion: the unspent money may go back
+    resp = await flows.api.post(f"/v1/campaigns/{s.campaign}/refund-unspent", headers=s.business.headers)
+    assert resp.status == 200, await resp.text()
+    assert budget(flows, s.campaign)[2] == D("0.00")
+
+    world.put([refund(s, "l-2", None)])
+    report = await settle(world, redis)
+
+    # The boosts got back all they held: what they paid for stands, the 33.00 back is the business's (the pool
+    # was empty), and so do the rewards.
+    assert report["refunds"]["reversed"] == 1 and report["refunds"]["boost_rewards"]["count"] == 0
+    assert (reward(flows, a)["amount"], reward(flows, b)["amount"]) == (D("0.53"), D("1.59"))
+    assert budget(flows, s.campaign)[2] == D("33.00") and (held(flows, a), held(flows, b)) == (D("0.00"), D("0.00"))
+    flows.assert_books()
