@@ -14,7 +14,11 @@ takes the same); no value means refunded in full. Policy:
   nothing is left, the remainder is booked again as a new transfer with the
   same hold: ledger entries never change amount. The difference goes back to
   the campaign's ``remaining_budget``, and off the creator's ``total_earned``.
-  A sale refunded in full becomes ``reversed``.
+  A sale refunded in full becomes ``reversed``. On a completed campaign the
+  boost rewards fixed at completion that counted the sale fall with the
+  money it gave back to the pool, in the same transaction
+  (``oros_take_back_boost_rewards``, 0155: booked again while held, owed
+  once released).
 * hold already released (credit ``settled``): the commission stands -- the
   creator may have withdrawn it, and the hold exists to bound the
   business's refund risk. The refund is recorded, rejected as

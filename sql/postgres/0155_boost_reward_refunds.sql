@@ -35,9 +35,10 @@ ALTER TABLE rewards
   ADD COLUMN regained NUMERIC NOT NULL DEFAULT 0 CHECK (regained >= 0);
 
 -- Rewards fixed before this migration did not keep their base: the least
--- base that gives the amount paid (amount x 100 / pct) never pays more.
+-- base that gives the amount paid (amount x 100 / pct, truncated) never
+-- pays more.
 UPDATE rewards w
-   SET spent = oros_pool_div(w.amount * 100, b.reward_pct)
+   SET spent = trunc((w.amount * 100)::numeric(80, 40) / b.reward_pct, 30)
   FROM boosts b
  WHERE b.id = w.boost_id AND w.source = 'boost' AND w.status = 'paid' AND b.reward_pct > 0;
 UPDATE rewards SET spent = 0 WHERE source = 'boost' AND status = 'paid' AND spent IS NULL;
@@ -101,6 +102,7 @@ DECLARE
   v_transfer uuid;
   v_owing uuid[] := '{}';
   v_pool record;
+  v_regained uuid[];
 BEGIN
   IF p_price_before IS NULL OR p_epoch IS NULL OR p_booked_at IS NULL THEN
     RAISE EXCEPTION 'oros_take_back_boost_rewards: campaign % needs the price and epoch before, and the payout''s '
@@ -109,18 +111,21 @@ BEGIN
   SELECT c.pool_price, c.pool_epoch INTO v_pool FROM campaigns c WHERE c.id = p_campaign;
   -- Money given back to an empty pool (refund-unspent gave everything back) moves no price: nobody's units
   -- regain anything, it is the business's (0101), and the rewards stand.
-  UPDATE rewards w SET regained = w.regained + round(b.pool_units * (v_pool.pool_price - p_price_before), 30)
-    FROM boosts b
-   WHERE b.id = w.boost_id AND w.campaign_id = p_campaign AND w.source = 'boost' AND w.status = 'paid'
-     AND w.paid_at >= p_booked_at AND b.pool_epoch = p_epoch AND b.pool_units > 0
-     AND v_pool.pool_epoch = p_epoch AND v_pool.pool_price > p_price_before;
+  WITH regained AS (
+    UPDATE rewards w SET regained = w.regained + round(b.pool_units * (v_pool.pool_price - p_price_before), 30)
+      FROM boosts b
+     WHERE b.id = w.boost_id AND w.campaign_id = p_campaign AND w.source = 'boost' AND w.status = 'paid'
+       AND w.paid_at >= p_booked_at AND b.pool_epoch = p_epoch AND b.pool_units > 0
+       AND v_pool.pool_epoch = p_epoch AND v_pool.pool_price > p_price_before
+    RETURNING w.id
+  )
+  SELECT coalesce(array_agg(id), '{}') INTO v_regained FROM regained;
+  -- Only those: a reward that regained nothing now is left as it is, whatever rounding its base had.
   FOR v_row IN
     SELECT r.* FROM (SELECT w.id, w.user_id, w.amount, w.transfer_id,
                             least(w.amount, trunc(b.reward_pct * greatest(w.spent - w.regained, 0) / 100, 2)) AS due
                        FROM rewards w JOIN boosts b ON b.id = w.boost_id
-                      WHERE w.campaign_id = p_campaign AND w.source = 'boost' AND w.status = 'paid'
-                        AND w.paid_at >= p_booked_at
-                      FOR UPDATE OF w) r
+                      WHERE w.id = ANY(v_regained)) r
      WHERE r.due < r.amount ORDER BY r.id
   LOOP
     -- Locking the legs makes a concurrent hold release wait: "still held" stays true until we are done.
