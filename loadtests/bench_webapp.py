@@ -24,14 +24,15 @@ import statistics
 import tempfile
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 from aiohttp.test_utils import TestClient, TestServer
+from bench_reports import SPAN, START, prepare
 
 from admin_api.app import create_app
 from admin_api.auth import issue_token
-from bench_reports import SPAN, START, prepare
 from oros import embedded
 from oros.accounts import create_admin
 from oros.connections import clickhouse_client, pg_connect
@@ -42,8 +43,9 @@ from settler.jobs import OWNER_JOBS
 # The period the stats and earnings pages are opened with: the month the data covers.
 PERIOD = f"from={START.isoformat().replace('+', '%2B')}&to={(START + SPAN).isoformat().replace('+', '%2B')}"
 
-# page -> (whose token, stages); a stage is the calls the page makes at once. {c} is the campaign; a
-# leading "?" marks a call whose 404 the page expects and shows around (a creator reading a draft's title).
+# page -> (whose token, stages); a stage is the calls the page makes at once. {c} is the campaign, {e} its
+# live event; a leading "?" marks a call whose 404 the page expects and shows around (a creator reading a
+# draft's title).
 PAGES = {
     "business /campaigns": ("business", [["/v1/campaigns?mine=true&limit=100"]]),
     "business /campaigns/{id}": ("business", [["/v1/campaigns/{c}"], [
@@ -59,6 +61,15 @@ PAGES = {
     "creator /my-stats (by campaign)": ("creator", [[f"/v1/me/stats?{PERIOD}&group_by=campaign"], [
         "?/v1/campaigns/{c}"]]),
     "creator /wallet": ("creator", [["/v1/wallet", "/v1/wallet/ledger?limit=50", "/v1/withdrawals?limit=50"]]),
+    "creator /live": ("creator", [["/v1/live-events?limit=20"]]),
+    "business /live": ("business", [["/v1/live-events?limit=20"]]),
+    # The event's numbers: the stats report over its live link since the event opened (a month here).
+    "business /live/{id}": ("business", [["/v1/live-events/{e}"]]),
+    "creator /live/new": ("creator", [["/v1/campaigns?limit=100"]]),
+    "supporter /shares": ("supporter", [["/v1/me/rewards?source=share&limit=20"]]),
+    "supporter /tips (sent, monthly)": ("supporter", [["/v1/tips?direction=sent&limit=20"],
+                                                      ["/v1/tips/monthly?limit=20"]]),
+    "supporter /memberships": ("supporter", [["/v1/membership-tiers", "/v1/me/memberships?limit=20"]]),
     "finance /finance": ("admin", [["/v1/admin/settlements?limit=50"]]),
     "finance /finance/reconcile": ("admin", [["/v1/admin/reconcile"]]),
     "finance /finance/kyc": ("admin", [["/v1/admin/users?kyc_status=pending&role=creator"]]),
@@ -67,11 +78,11 @@ PAGES = {
 }
 
 
-async def load_page(client: TestClient, token: str, stages: list[list[str]], campaign: str) -> float:
+async def load_page(client: TestClient, token: str, stages: list[list[str]], world: dict) -> float:
     headers = {"Authorization": f"Bearer {token}"}
 
     async def call(path: str) -> None:
-        resp = await client.get(path.lstrip("?").format(c=campaign), headers=headers)
+        resp = await client.get(path.lstrip("?").format(c=world["campaign"], e=world["live_event"]), headers=headers)
         assert resp.status == 200 or (resp.status == 404 and path.startswith("?")), \
             f"{path}: {resp.status} {await resp.text()}"
         await resp.read()
@@ -92,24 +103,53 @@ async def measure(settings: Settings, full: dict, empty: dict, runs: int, events
             timings = {}
             for name, world in (("full", full), ("empty", empty)):
                 token = world["tokens"][who]
-                timings[name] = [await load_page(client, token, stages, world["campaign"]) for _ in range(runs)]
+                timings[name] = [await load_page(client, token, stages, world) for _ in range(runs)]
             med = {name: statistics.median(values) for name, values in timings.items()}
             print(f"{page:34s} {med['full']:10.0f} ms {med['empty']:7.0f} ms {med['full'] / med['empty']:6.1f}x"
                   f"   (max {max(timings['full']):.0f} ms)")
 
 
+# A live event that has been live since the data starts, on the campaign's first link (as its live link):
+# its page reads the report over that link for the whole month.
+_LIVE_EVENT_SQL = """
+WITH link AS (SELECT id, creator_id FROM tracking_links WHERE campaign_id = %(campaign)s ORDER BY code LIMIT 1),
+     event AS (INSERT INTO live_events (creator_id, campaign_id, title, status, scheduled_at, started_at, created_at)
+               SELECT creator_id, %(campaign)s, 'bench live', 'live', %(since)s, %(since)s, %(since)s FROM link
+               RETURNING id)
+UPDATE tracking_links SET live_event_id = (SELECT id FROM event) WHERE id = (SELECT id FROM link)
+RETURNING live_event_id::text AS id
+"""
+
+
+def live_event(pg, campaign: str, since: datetime) -> str:
+    return pg.execute(_LIVE_EVENT_SQL, {"campaign": campaign, "since": since}).fetchone()["id"]
+
+
+def supporter(settings: Settings, pg, email: str) -> str:
+    user = pg.execute("INSERT INTO users (email) VALUES (%s) RETURNING id::text AS id", (email,)).fetchone()["id"]
+    pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'supporter')", (user,))
+    return issue_token(settings, user)
+
+
 def empty_world(settings: Settings, business_token: str, admin_token: str) -> dict:
-    """The same business's second campaign, with no events, and a creator who earned nothing."""
+    """The same business's second campaign, with no events (its live event opened now, on a link of its own),
+    a creator who earned nothing, and a supporter who did nothing."""
     with pg_connect(settings, autocommit=True) as pg:
         business = pg.execute("SELECT user_id::text AS id FROM user_roles WHERE role = 'business'").fetchone()["id"]
-        campaign = pg.execute(
-            "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget)"
-            " VALUES (%s, 'empty', 'click', 0.50, 100) RETURNING id::text AS id", (business,)).fetchone()["id"]
+        campaign = pg.execute(  # a destination: its live link needs one (links' check, 0032)
+            "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, destination_url)"
+            " VALUES (%s, 'empty', 'click', 0.50, 100, 'https://example.com/') RETURNING id::text AS id", (business,)
+        ).fetchone()["id"]
         creator = pg.execute("INSERT INTO users (email) VALUES ('bench-empty@example.com') RETURNING id::text AS id"
                              ).fetchone()["id"]
         pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'creator')", (creator,))
-    return {"campaign": campaign,
-            "tokens": {"business": business_token, "creator": issue_token(settings, creator), "admin": admin_token}}
+        pg.execute("INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
+                   " VALUES (%s, %s, 'benchempty', 'http://t/e', 'https://example.com')", (campaign, creator))
+        event = live_event(pg, campaign, datetime.now(UTC))
+        fan = supporter(settings, pg, "bench-empty-supporter@example.com")
+    return {"campaign": campaign, "live_event": event,
+            "tokens": {"business": business_token, "creator": issue_token(settings, creator), "admin": admin_token,
+                       "supporter": fan}}
 
 
 def main() -> None:
@@ -117,6 +157,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--decisions", type=int, default=1_000_000)
     parser.add_argument("--share", type=float, default=1.0, help="fraction of the events in the measured campaign")
+    parser.add_argument("--earnings-rows", type=int, default=0,
+                        help="paid events of another creator (bench_reports' earner; not a page measured here)")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
 
@@ -134,10 +176,13 @@ def main() -> None:
         try:
             migrate_postgres(settings)
             migrate_clickhouse(settings)
-            campaign, tokens = prepare(settings, args.events, args.decisions, args.share)
+            campaign, tokens = prepare(settings, args.events, args.decisions, args.share, args.earnings_rows)
             admin = issue_token(settings, create_admin(settings, "bench-admin@example.com", secrets.token_hex(12)))
-            full = {"campaign": campaign, "tokens": {"business": tokens["stats"], "creator": tokens["me"],
-                                                    "admin": admin}}
+            with pg_connect(settings, autocommit=True) as pg:
+                event = live_event(pg, campaign, START)
+                fan = supporter(settings, pg, "bench-supporter@example.com")
+            full = {"campaign": campaign, "live_event": event,
+                    "tokens": {"business": tokens["stats"], "creator": tokens["me"], "admin": admin, "supporter": fan}}
             asyncio.run(measure(settings, full, empty_world(settings, tokens["stats"], admin), args.runs, args.events))
         finally:
             clickhouse_client(settings, database="").command(f"DROP DATABASE IF EXISTS `{name}`")

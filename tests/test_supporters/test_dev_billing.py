@@ -6,10 +6,7 @@ once."""
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import subprocess
-import sys
 import time
 from dataclasses import replace
 
@@ -23,24 +20,20 @@ from oros import embedded
 from oros.stripe_gateway import stripe_client
 
 from billing_double import sign
+from processes import dev_localstripe
 from supporter_flows import SYSTEM, VISA, D, Flows
 
 WEBHOOK_SECRET = "whsec_dev_" + secrets.token_hex(16)
 DECLINED = "4000000000000341"  # attaches, then its charge is declined
+VISA_3DS = "4000002500003155"  # asks for 3-D Secure
 WEBHOOK_WAIT_S = 20
 
 
 @pytest.fixture(scope="module")
 def dev_stripe():
     """localstripe exactly as ``oros dev`` runs it: its child module, on the loopback port it reports."""
-    proc = subprocess.Popen([sys.executable, "-m", "oros.localstripe_child", "--parent-pid", str(os.getpid())],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        yield f"http://127.0.0.1:{int(proc.stdout.readline())}"
-    finally:
-        proc.stdout.close()
-        proc.terminate()
-        proc.wait(timeout=30)
+    with dev_localstripe() as url:
+        yield url
 
 
 @pytest.fixture
@@ -169,3 +162,63 @@ async def test_a_membership_is_subscribed_paid_by_card_and_activated(dev):
     body = await resp.json()
     assert resp.status == 200 and body["status"] == "active" and body["cancel_at_period_end"] is True
     assert localstripe(dev).v1.subscriptions.retrieve(pending["billing_provider_id"]).cancel_at_period_end is True
+
+
+async def card(dev: Flows, number: str = VISA) -> str:
+    """A payment method as the page's Stripe.js makes it (the number never reaches the API)."""
+    made = await asyncio.to_thread(localstripe(dev).v1.payment_methods.create, {
+        "type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2034, "cvc": "123"}})
+    return made.id
+
+
+async def test_the_page_pays_a_monthly_tip_and_a_membership_through_the_api_confirmation(dev):
+    """The web app's way: the API confirms the subscription's first invoice with the card (card_payments)."""
+    supporter, creator, stranger = dev.user("supporter"), dev.user("creator"), dev.user("supporter")
+    tip = await dev.open_tip(supporter, creator, "4.00", frequency="monthly")
+    listed = await (await dev.api.get("/v1/tips/monthly", headers=supporter.headers)).json()
+    assert [(t["id"], t["status"], t["amount"]) for t in listed["items"]] == [(tip["id"], "pending", "4.00")]
+    assert (await (await dev.api.get("/v1/tips/monthly", headers=stranger.headers)).json())["items"] == []
+
+    # Another supporter can neither pay nor see it; a declined card (another tip) is 402 at the card.
+    path = f"/v1/tips/{tip['id']}/confirm"
+    resp = await dev.api.post(path, json={"payment_method": await card(dev)}, headers=stranger.headers)
+    assert resp.status == 404
+    declined = await dev.open_tip(supporter, creator, "2.00", frequency="monthly")
+    resp = await dev.api.post(f"/v1/tips/{declined['id']}/confirm", json={"payment_method": await card(dev, DECLINED)},
+                              headers=supporter.headers)
+    assert resp.status == 402 and (await resp.json())["error"]["field"] == "payment_method"
+
+    resp = await dev.api.post(path, json={"payment_method": await card(dev)}, headers=supporter.headers)
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["status"] == "succeeded" and "client_secret" not in body and body["payment_intent_id"].startswith("pi_")
+    await until(dev, "SELECT count(*) AS v FROM tips WHERE intent_id = %s", (tip["id"],), 1)
+    assert dev.wallet(creator) == (D("0.00"), D("3.80"))
+    resp = await dev.api.post(path, json={"payment_method": await card(dev)}, headers=supporter.headers)
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "tip_closed"
+    active = await (await dev.api.get("/v1/tips/monthly?status=active", headers=supporter.headers)).json()
+    assert [t["id"] for t in active["items"]] == [tip["id"]]
+    assert dev.pg.execute("SELECT count(*) AS n FROM tips").fetchone()["n"] == 1  # the declined one booked nothing
+
+    resp = await dev.api.post("/v1/memberships", json={"membership_type": "supporter_plus"}, headers=supporter.headers)
+    membership = await resp.json()
+    path = f"/v1/memberships/{membership['id']}/confirm"
+    resp = await dev.api.post(path, json={"payment_method": await card(dev)}, headers=stranger.headers)
+    assert resp.status == 404
+    resp = await dev.api.post(path, json={"payment_method": "pm_<script>"}, headers=supporter.headers)
+    assert resp.status == 422 and (await resp.json())["error"]["field"] == "payment_method"
+    resp = await dev.api.post(path, json={"payment_method": await card(dev)}, headers=supporter.headers)
+    assert resp.status == 200 and (await resp.json())["status"] == "succeeded"
+    await until(dev, "SELECT status AS v FROM memberships WHERE id = %s", (membership["id"],), "active")
+    resp = await dev.api.post(path, json={"payment_method": await card(dev)}, headers=supporter.headers)
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "membership_closed"
+
+    # 3-D Secure: the answer carries the invoice's client secret for Stripe.js's challenge (a tip paid later
+    # from its row has no other on the page); nothing is booked until the challenge is passed.
+    checked = await dev.open_tip(supporter, creator, "5.00", frequency="monthly")
+    resp = await dev.api.post(f"/v1/tips/{checked['id']}/confirm", json={"payment_method": await card(dev, VISA_3DS)},
+                              headers=supporter.headers)
+    body = await resp.json()
+    assert (resp.status, body["status"], body["client_secret"]) == (200, "requires_action", checked["client_secret"])
+    assert dev.pg.execute("SELECT count(*) AS n FROM tips").fetchone()["n"] == 1
+    dev.assert_books()

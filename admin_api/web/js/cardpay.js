@@ -28,7 +28,8 @@ export function cardStep(stripe, { amount, clientSecret, confirm, settled, statu
       return declined(err.message);
     }
     if (step.status === 'requires_action') {  // 3-D Secure: Stripe.js shows the bank's challenge
-      const done = await stripe.handleNextAction({ clientSecret });
+      // A payment paid later (no secret of its own on the page) gets it in the confirmation's answer.
+      const done = await stripe.handleNextAction({ clientSecret: step.client_secret || clientSecret });
       if (done.error) return declined(done.error.message);
       if (done.paymentIntent && done.paymentIntent.status === 'requires_payment_method') {
         return declined('The card was not authenticated. Try again or use another card.');

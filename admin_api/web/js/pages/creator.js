@@ -74,8 +74,10 @@ page({
         refresh();
       }, { kind: 'primary', id: 'apply' });
     } else {
-      action = h('p', { id: 'application-status' }, 'Your application: ', statusBadge(mine.status),
-        mine.status === 'accepted' ? ` · earned ${money(mine.total_earned)}` : '');
+      action = [h('p', { id: 'application-status' }, 'Your application: ', statusBadge(mine.status),
+        mine.status === 'accepted' ? ` · earned ${money(mine.total_earned)}` : ''),
+      mine.status === 'accepted' && c.status === 'active' && await features.has('post', '/v1/live-events')
+        ? h('p', {}, link(`/live/new${query({ campaign: c.id })}`, 'Schedule a live event for it')) : null];
     }
     return h('div', {},
       h('h1', {}, c.title), h('p', {}, link('/browse', '← Find campaigns')),

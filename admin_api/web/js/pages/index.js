@@ -6,11 +6,14 @@ import './campaigns.js';
 import './stats.js';
 import './creator.js';
 import './wallet.js';
-// Supporters (issue 14): communities and posts, tips, memberships, boosts and their rewards.
+// Live shopping (docs/live.md): creators' live events, their businesses' commission and sales.
+import './live.js';
+// Supporters (issue 14): communities and posts, tips, memberships, boosts and their rewards, share links.
 import './communities.js';
 import './tips.js';
 import './memberships.js';
 import './boosts.js';
+import './shares.js';
 import './finance.js';
 import './account.js';
 import './webhooks.js';

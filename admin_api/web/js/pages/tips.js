@@ -1,12 +1,14 @@
 // Tips (docs/supporters.md): a supporter tips a creator by card, once or monthly, optionally naming a
 // locked post, which the tip unlocks when it is at least the post's price. A tip is shown as sent only
 // once Stripe's webhook has booked it (the page waits for it in GET /v1/tips); until then it is pending.
-// Monthly tips are Stripe subscriptions: the API answers 502/503 where the server's Stripe has no Billing
-// (localstripe), and the page shows that next to the frequency. docs/webapp.md, "Tips, memberships, boosts".
+// A monthly tip is a Stripe subscription whose first invoice is paid here by card, the same card step (the
+// API confirms the invoice's PaymentIntent); it is listed and canceled from GET /v1/tips/monthly. Where
+// the server's Stripe has no Billing the API answers 502/503, shown next to the frequency.
+// docs/webapp.md, "Tips, memberships, boosts".
 
 import { ApiError, get, id, post, query } from '../api.js';
 import { cardStep, poll } from '../cardpay.js';
-import { button, dl, h, loadMore, section, table, tableRow, toast } from '../dom.js';
+import { button, dl, h, loadMore, rowAdder, section, table, toast } from '../dom.js';
 import * as features from '../features.js';
 import { form } from '../forms.js';
 import { money, when } from '../format.js';
@@ -17,6 +19,7 @@ import { loadStripe } from '../stripe.js';
 const FEATURE = ['get', '/v1/tips'];
 const PAGE_SIZE = 20;
 const FREQUENCIES = { one_time: 'Once', monthly: 'Every month' };
+const MONTHLY_NOTE = { pending: 'first month not paid yet', active: 'charged every month', canceled: 'stopped' };
 
 // The API's 502 (Stripe refused) and 503 (no Stripe) name no field: they concern how the tip is paid,
 // so they are shown under the frequency chosen.
@@ -46,7 +49,7 @@ page({
         { name: 'message', label: 'Message (optional)', type: 'textarea' },
       ].filter(Boolean),
       onSubmit: async (values) => {
-        const stripe = values.frequency === 'one_time' ? await loadStripe() : null;
+        const stripe = await loadStripe();
         let intent;
         try {
           intent = await post('/v1/tips', values, { headers: { 'Idempotency-Key': idempotencyKey } });
@@ -58,7 +61,7 @@ page({
           ['Amount', money(intent.amount)], ['How often', FREQUENCIES[intent.frequency] || intent.frequency],
           ...(intent.post_id ? [['Unlocks the post', h('code', {}, intent.post_id)]] : []),
           ...(intent.message ? [['Message', intent.message]] : [])]),
-        intent.frequency === 'one_time' ? payStep(stripe, intent, community) : monthlyOpened(intent));
+        intent.frequency === 'monthly' ? monthlyOpened(intent) : null, payStep(stripe, intent, community));
         holder.querySelector('#card-element input, #card-element iframe')?.focus();
       },
     });
@@ -81,7 +84,8 @@ function payStep(stripe, intent, community) {
         outcome.textContent = 'Pending: the payment is confirmed; the tip shows in your tips once Stripe notifies us.';
         return;
       }
-      outcome.replaceChildren(`Tip sent: ${money(tip.amount)}${tip.post_id ? ', and the post is unlocked' : ''}. `,
+      const what = tip.frequency === 'monthly' ? 'Monthly tip started: the first month is sent' : 'Tip sent';
+      outcome.replaceChildren(`${what}: ${money(tip.amount)}${tip.post_id ? ', and the post is unlocked' : ''}. `,
         community ? link(`/communities/${community}`, tip.post_id ? 'Read the post' : 'Back to the community')
           : link('/tips', 'Your tips'));
       toast('Tip sent');
@@ -90,8 +94,8 @@ function payStep(stripe, intent, community) {
 }
 
 function monthlyOpened(intent) {
-  return h('div', { id: 'tip-status', role: 'status' },
-    h('p', {}, `Monthly tip of ${money(intent.amount)} opened: pending until Stripe confirms its first payment.`),
+  return h('div', { id: 'monthly-opened' },
+    h('p', {}, `Monthly tip of ${money(intent.amount)} opened: pay its first month below; it is charged every month until you cancel it.`),
     cancelMonthly(intent.id));
 }
 
@@ -129,13 +133,17 @@ page({
     const columns = tipColumns(direction);
     const shown = table(columns, first.items, { caption: `Tips ${direction}, newest first`, id: 'tips',
       empty: direction === 'sent' ? 'You have not sent a tip yet.' : 'No tips received yet.' });
-    const add = (items) => {
-      const body = shown.querySelector('tbody');
-      return body ? items.map((t) => body.appendChild(tableRow(columns, t))) : [];
+    const add = rowAdder(shown, columns);
+    // The monthly tips as asked for: a pending one (first month not paid yet) has no row among the tips.
+    const monthly = direction === 'sent' ? (await get(`/v1/tips/monthly${query({ limit: PAGE_SIZE })}`)).items : [];
+    // A pending monthly tip (its card step left unfinished) is paid from its row: the same card step.
+    const payHolder = h('div', { id: 'monthly-pay' });
+    const payLater = async (t) => {
+      const stripe = await loadStripe();
+      payHolder.replaceChildren(h('h3', {}, `Monthly tip of ${money(t.amount)}: the first month`),
+        payStep(stripe, { ...t, client_secret: null }, null));
+      payHolder.querySelector('#card-element input, #card-element iframe')?.focus();
     };
-    // Monthly tips are read from the tips they paid (the API lists tips, not subscriptions).
-    const monthly = [...new Map(first.items.filter((t) => t.frequency === 'monthly' && t.intent_id)
-      .map((t) => [t.intent_id, t])).values()];
     return h('div', {},
       h('div', { class: 'titlebar' }, h('h1', {}, 'Tips'),
         session.roles().has('supporter') ? link('/tips/new', 'Send a tip', { class: 'btn primary' }) : null),
@@ -144,11 +152,15 @@ page({
       section(direction === 'sent' ? 'Tips you sent' : 'Tips you received',
         h('p', { class: 'muted' }, 'A tip appears here once Stripe has confirmed its payment.'),
         shown, loadMore(first.next_cursor, fetchPage, add, { label: 'Load more tips', id: 'more-tips' })),
-      direction === 'sent' && monthly.length ? section('Monthly tips', table([
+      monthly.length ? section('Monthly tips', table([
         { label: 'To creator', value: (t) => h('code', {}, t.to_creator_id), header: true },
-        { label: 'Amount', value: (t) => money(t.amount, t.currency), class: 'num' },
-        { label: 'Last paid', value: (t) => when(t.created_at) },
-        { label: 'Stop', value: (t) => cancelMonthly(t.intent_id) },
-      ], monthly, { id: 'monthly-tips' })) : null);
+        { label: 'Amount a month', value: (t) => money(t.amount, t.currency), class: 'num' },
+        { label: 'Status', value: (t) => [h('span', { class: `badge ${t.status}` }, t.status), ` ${MONTHLY_NOTE[t.status] || ''}`] },
+        { label: 'Opened', value: (t) => when(t.created_at) },
+        { label: 'Actions', value: (t) => (['pending', 'active'].includes(t.status) ? [
+          t.status === 'pending' ? button('Pay first month', () => payLater(t),
+            { 'aria-label': `Pay the first month of monthly tip ${t.id}`, kind: 'primary' }) : null, ' ', cancelMonthly(t.id)]
+          : `ended ${when(t.ended_at)}`) },
+      ], monthly, { id: 'monthly-tips', caption: 'Monthly tips, newest first' }), payHolder) : null);
   },
 });

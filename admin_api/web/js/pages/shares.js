@@ -1,0 +1,81 @@
+// Share links (docs/supporters.md, "Share links"): a supporter makes its own link to a creator's link
+// (POST /v1/links/{code}/shares; asking again answers the same link), shares it, and earns share_pct of
+// each payout through it, out of the creator's net. Its share rewards: GET /v1/me/rewards?source=share.
+// There is no list of a supporter's share links: asking for the same creator's link shows it again.
+
+import { ApiError, get, id, post, query } from '../api.js';
+import { copyButton, dl, h, loadMore, rowAdder, section, table } from '../dom.js';
+import * as features from '../features.js';
+import { form } from '../forms.js';
+import { money, when } from '../format.js';
+import { link, page } from '../router.js';
+
+const PAGE_SIZE = 20;
+
+// A creator's link as a person has it (its URL) or its code: the code is the URL's last path segment.
+function codeOf(raw) {
+  const text = raw.trim();
+  try {
+    return new URL(text).pathname.split('/').filter(Boolean).pop() || text;
+  } catch {
+    return text;
+  }
+}
+
+function shareBox(share, qr) {
+  return h('div', { id: 'share-link' },
+    h('div', { class: 'copyrow' },
+      h('input', { type: 'text', readonly: true, value: share.url, class: 'mono', 'aria-label': 'Your share link' }),
+      copyButton(share.url, 'Copy share link')),
+    dl([['Earns you', h('span', { id: 'share-pct' }, `${share.share_pct}% of each payout through it (out of the creator's part)`)],
+      ['Goes to', share.destination_url], ['Campaign', h('code', {}, share.campaign_id)],
+      ['Creator', h('code', {}, share.creator_id)], ['Made', when(share.created_at)]]),
+    qr ? h('img', { src: `/v1/links/${encodeURIComponent(share.code)}/qr.svg`, alt: `QR code for ${share.url}`,
+      width: 128, height: 128 }) : null);
+}
+
+const REWARD_COLUMNS = [
+  { label: 'Since', value: (r) => when(r.created_at), header: true },
+  { label: 'Campaign', value: (r) => (r.campaign_id ? h('code', {}, r.campaign_id) : '—') },
+  { label: 'Share link', value: (r) => (r.tracking_link_id ? h('code', {}, r.tracking_link_id) : '—') },
+  { label: 'Status', value: (r) => h('span', { class: `badge ${r.status}` }, r.status) },
+  { label: 'Reward', value: (r) => money(r.amount), class: 'num' },
+  { label: 'Paid', value: (r) => when(r.paid_at) },
+];
+
+page({
+  path: '/shares', title: 'Share links', roles: ['supporter'], nav: { label: 'Share' },
+  feature: ['post', '/v1/links/{code}/shares'],
+  render: async ({ query: q }) => {
+    const fetchPage = (cursor) => get(`/v1/me/rewards${query({ source: 'share', cursor, limit: PAGE_SIZE })}`);
+    const [first, qr] = await Promise.all([fetchPage(), features.has('get', '/v1/links/{code}/qr.svg')]);
+    const holder = h('div', { id: 'share-made' });
+    const make = form({
+      id: 'share', submit: 'Get my share link',
+      fields: [{ name: 'link', label: 'A creator\'s link (or its code)', required: true, value: q.get('code'),
+        parse: codeOf, help: 'Paste the link a creator shared, e.g. https://go.example/AbC123.' }],
+      onSubmit: async (values) => {
+        if (!values.link) throw new ApiError(422, { code: 'required', message: 'Paste a creator\'s link or its code.', field: 'link' });
+        let share;
+        try {
+          share = await post(`/v1/links/${id(values.link)}/shares`);
+        } catch (err) {
+          // Not found (an unknown or disabled link) and the refusals (own link, campaign not active…) are
+          // about the link typed; a missing role is not.
+          if (err instanceof ApiError && [404, 409].includes(err.status)) err.field = 'link';
+          throw err;
+        }
+        holder.replaceChildren(shareBox(share, qr));
+      },
+    });
+    const shown = table(REWARD_COLUMNS, first.items, { caption: 'Share rewards, newest first', id: 'share-rewards',
+      empty: 'No share reward yet: each paid click or sale through your share links earns one.' });
+    const add = rowAdder(shown, REWARD_COLUMNS);
+    return h('div', {}, h('h1', {}, 'Share links'),
+      h('p', {}, 'Share a creator\'s link as your own: the creator is paid as ever, and you earn a part of each payout through your link, paid into your ',
+        link('/wallet', 'wallet'), '. Clicks from where you made the link earn you nothing.'),
+      section('Share a link', make.el, holder),
+      section('Your share rewards', shown,
+        loadMore(first.next_cursor, fetchPage, add, { label: 'Load more share rewards', id: 'more-share-rewards' })));
+  },
+});
