@@ -4,7 +4,8 @@
 transfer, each at its own fee, and a supporter's share reward out of the
 creator's net with its ``rewards`` row; ``total_earned``, the link counters,
 the budget); ``oros_reverse_sale`` takes back part of a sale's commission and
-books the rest again. Both pay a creator who owes the platform its debt
+books the rest again, and ``oros_take_back_boost_rewards`` lowers the boost
+rewards of a completed campaign that counted it (0155). Both pay a creator who owes the platform its debt
 first (a receivable, sql/postgres/0075), by the rule tips follow too. Python
 decides what to pay or take back; the database writes it, checking its
 arguments, inside the caller's transaction.
@@ -33,6 +34,11 @@ POST_LIVE_SALES = """
 SELECT oros_post_live_sales(%(campaign)s, %(run)s, %(hold_until)s, %(sales)s::uuid[], %(events)s::uuid[],
                             %(live_events)s::uuid[], %(transfers)s::uuid[], %(creators)s::uuid[], %(links)s::uuid[],
                             %(payouts)s::numeric[], %(fees)s::numeric[]) AS spent
+"""
+
+TAKE_BACK_BOOST_REWARDS = """
+SELECT reward_id::text AS reward_id, taken, held
+  FROM oros_take_back_boost_rewards(%(campaign)s, %(price_before)s, %(epoch)s, %(booked_at)s)
 """
 
 REVERSE_LIVE_SALE = """
@@ -98,3 +104,12 @@ def reverse_live_sale(conn: psycopg.Connection, sale_id: str, *, refunded: Decim
         "sale": sale_id, "refunded": refunded, "payout_back": payout_back, "fee_back": fee_back, "run": run_id,
         "refund": refund_id,
     }).fetchone()["transfer_id"]
+
+
+def take_back_boost_rewards(conn: psycopg.Connection, campaign_id: str, *, price_before: Decimal, epoch: int,
+                            booked_at: datetime) -> list[dict]:
+    """After a reversal raised the pool's price from ``price_before``: lower the boost rewards that counted the
+    payout booked at ``booked_at``; each lowered one with what it gave back (``taken``) and whether it was held."""
+    return conn.execute(TAKE_BACK_BOOST_REWARDS, {
+        "campaign": campaign_id, "price_before": price_before, "epoch": epoch, "booked_at": booked_at,
+    }).fetchall()

@@ -94,6 +94,12 @@ class Counts:
     refunds_reversed: int = 0
     refunds_rejected: int = 0
     refunds_amount: Decimal = ZERO
+    # What the applied refunds took back from supporters: share rewards (out of the payouts above) and boost
+    # rewards (a completed campaign's, lowered with what its pool got back: sql/postgres/0155).
+    refunds_share_rewards: int = 0
+    refunds_share_reward_amount: Decimal = ZERO
+    refunds_boost_rewards: int = 0
+    refunds_boost_reward_amount: Decimal = ZERO
     # Parts of the paid ones above: events that earned a share reward (and the rewards rows, one per
     # rewarded transfer), and live sales (docs/live.md).
     share_rewarded: int = 0
@@ -116,12 +122,22 @@ class Counts:
         self.refunds_reversed += other.refunds_reversed
         self.refunds_rejected += other.refunds_rejected
         self.refunds_amount += other.refunds_amount
+        self.refunds_share_rewards += other.refunds_share_rewards
+        self.refunds_share_reward_amount += other.refunds_share_reward_amount
+        self.refunds_boost_rewards += other.refunds_boost_rewards
+        self.refunds_boost_reward_amount += other.refunds_boost_reward_amount
 
-    def refund(self, reason: str | None, amount: Decimal) -> None:
-        """One refund decided: applied (``reason`` None, ``amount`` of payout taken back) or rejected."""
+    def refund(self, reason: str | None, amount: Decimal, *, share_reward: Decimal = ZERO, boost_rewards: int = 0,
+               boost_reward_amount: Decimal = ZERO) -> None:
+        """One refund decided: applied (``reason`` None, ``amount`` of payout taken back, ``share_reward`` of it
+        from a share link's supporter, ``boost_reward_amount`` from ``boost_rewards`` boosters) or rejected."""
         if reason is None:
             self.refunds_reversed += 1
             self.refunds_amount += amount
+            self.refunds_share_rewards += share_reward > 0
+            self.refunds_share_reward_amount += share_reward
+            self.refunds_boost_rewards += boost_rewards
+            self.refunds_boost_reward_amount += boost_reward_amount
         else:
             self.refunds_rejected += 1
             self.by_reason[reason] += 1

@@ -151,7 +151,8 @@ def apply_refunds(ctx: RunContext, conn: psycopg.Connection, decisions: Decision
             outcome = apply_refund(conn, refund, run_id=ctx.run_id, now=ctx.now,
                                    recorded=refund.event_id in decisions.early_refunds)
         if outcome is not None:
-            counts.refund(outcome.reason, Decimal(outcome.amount or 0))
+            counts.refund(outcome.reason, Decimal(outcome.amount or 0), share_reward=outcome.share_reward_back,
+                          boost_rewards=outcome.boost_rewards, boost_reward_amount=outcome.boost_reward_back)
     return counts
 
 

@@ -257,33 +257,34 @@ SELECT 'campaign ' || c.id || ': boosts hold ' || round(v.held, 2) || ' of remai
  WHERE round(v.held, 2) > c.remaining_budget
 """
 
-# A boost reward is pending until its campaign completes, then paid: by one transfer of exactly its amount from the
-# platform's rewards wallet to the supporter (0.00: no transfer), and by nothing else.
+# A boost reward is pending until its campaign completes, then paid: by transfers from the platform's rewards wallet to
+# the supporter (0.00: none) whose live legs add up to exactly its amount -- one, or, once a refund lowered it
+# (0155), one booked again, or the first less what the supporter owes back -- and its transfer_id is one of them.
 REWARDS_SQL = """
 SELECT 'reward ' || r.id || ' (' || r.status || ', ' || r.amount || ', campaign ' || c.status || '): rewards wallet '
-       || coalesce(l.paid_by, 0) || ', supporter ' || coalesce(l.paid_to, 0) || ', other legs ' || coalesce(o.n, 0)
-       AS what
+       || coalesce(l.paid_by, 0) || ', supporter ' || coalesce(l.paid_to, 0) || ', transfer '
+       || coalesce(r.transfer_id::text, 'none') AS what
   FROM rewards r
   JOIN campaigns c ON c.id = r.campaign_id
-  LEFT JOIN (SELECT e.transfer_id,
+  LEFT JOIN (SELECT e.source_id,
                     sum(CASE WHEN w.purpose = 'rewards' THEN CASE e.direction WHEN 'debit' THEN e.amount
                                                                                ELSE -e.amount END END) AS paid_by,
                     sum(CASE WHEN w.purpose IN ('main', 'receivable') THEN CASE e.direction WHEN 'credit' THEN e.amount
                                                                                              ELSE -e.amount END END)
                       AS paid_to,
-                    bool_and(w.user_id = x.user_id OR w.purpose = 'rewards') AS to_its_user
+                    bool_and(w.user_id = x.user_id OR w.purpose = 'rewards') AS to_its_user,
+                    array_agg(DISTINCT e.transfer_id) AS transfers
                FROM ledger_entries e JOIN wallets w ON w.id = e.wallet_id JOIN rewards x ON x.id = e.source_id
               WHERE e.source_type = 'boost' AND e.status NOT IN ('failed', 'reversed')
-              GROUP BY e.transfer_id) l ON l.transfer_id = r.transfer_id
-  LEFT JOIN (SELECT e.source_id, count(*) AS n FROM ledger_entries e
-              WHERE e.source_type = 'boost' AND e.source_id IN (SELECT id FROM rewards)
-              GROUP BY 1) o ON o.source_id = r.id AND r.transfer_id IS NULL
+              GROUP BY e.source_id) l ON l.source_id = r.id
  WHERE r.source = 'boost'
    AND ((r.status = 'pending') = (c.status = 'completed')
-        OR (r.status = 'paid' AND r.amount > 0
-            AND (coalesce(l.paid_by, 0) <> r.amount OR coalesce(l.paid_to, 0) <> r.amount OR NOT l.to_its_user))
-        OR (r.transfer_id IS NULL AND coalesce(o.n, 0) > 0)
-        OR (r.amount = 0 AND r.transfer_id IS NOT NULL))
+        OR (r.status = 'pending' AND l.source_id IS NOT NULL)
+        OR (r.status = 'paid'
+            AND (coalesce(l.paid_by, 0) <> r.amount OR coalesce(l.paid_to, 0) <> r.amount
+                 OR NOT coalesce(l.to_its_user, true)))
+        OR (r.transfer_id IS NOT NULL AND NOT r.transfer_id = ANY(coalesce(l.transfers, '{}')))
+        OR (r.amount > 0 AND r.transfer_id IS NULL))
 """
 
 # Each share reward (0111) is what its transfer's live legs credit its supporter (main wallet, or a debt repaid)

@@ -14,7 +14,11 @@ takes the same); no value means refunded in full. Policy:
   nothing is left, the remainder is booked again as a new transfer with the
   same hold: ledger entries never change amount. The difference goes back to
   the campaign's ``remaining_budget``, and off the creator's ``total_earned``.
-  A sale refunded in full becomes ``reversed``.
+  A sale refunded in full becomes ``reversed``. On a completed campaign the
+  boost rewards fixed at completion that counted the sale fall with the
+  money it gave back to the pool, in the same transaction
+  (``oros_take_back_boost_rewards``, 0155: booked again while held, owed
+  once released).
 * hold already released (credit ``settled``): the commission stands -- the
   creator may have withdrawn it, and the hold exists to bound the
   business's refund risk. The refund is recorded, rejected as
@@ -70,9 +74,16 @@ UPDATE events SET campaign_id = %s, status = %s, rejection_reason = %s, settleme
 LOCK_SALE = """
 SELECT id::text AS id, campaign_id::text AS campaign_id, creator_id::text AS creator_id, status,
        transfer_id::text AS transfer_id, value, payout_amount, platform_fee, refunded_value, reversed_payout,
-       reversed_fee, coalesce(share_reward, 0) AS share_reward, reversed_reward,
-       EXISTS (SELECT 1 FROM live_sales s WHERE s.event_id = events.id) AS live
+       reversed_fee, coalesce(share_reward, 0) AS share_reward, reversed_reward, supporter_id::text AS supporter_id,
+       created_at, EXISTS (SELECT 1 FROM live_sales s WHERE s.event_id = events.id) AS live
   FROM events WHERE id = %s FOR UPDATE
+"""
+
+# The boosters' rewards a reversal may lower: a completed campaign's, paid already (sql/postgres/0155).
+BOOSTERS = """
+SELECT array_agg(w.user_id::text ORDER BY w.user_id) AS users
+  FROM rewards w JOIN campaigns c ON c.id = w.campaign_id
+ WHERE w.campaign_id = %s AND w.source = 'boost' AND w.status = 'paid' AND w.amount > 0 AND c.status = 'completed'
 """
 
 @dataclass(frozen=True)
@@ -121,6 +132,9 @@ class RefundOutcome:
     reason: str | None  # None: applied
     sale_id: str | None = None
     amount: str | None = None  # the payout taken back
+    share_reward_back: Decimal = ZERO  # of it, the supporter's share reward
+    boost_rewards: int = 0  # boost rewards this reversal lowered (sql/postgres/0155)
+    boost_reward_back: Decimal = ZERO  # and what they gave back, held or owed
 
 
 def apply_refund(conn: psycopg.Connection, refund: Candidate, *, run_id: str, now: datetime,
@@ -159,7 +173,8 @@ def _metadata(refund: Candidate, outcome: RefundOutcome) -> dict:
 
 def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id: str) -> RefundOutcome:
     # Campaign row first, then the sale and its legs: the same lock order as settlement.
-    conn.execute("SELECT 1 FROM campaigns WHERE id = %s FOR UPDATE", (found["campaign_id"],))
+    pool = conn.execute("SELECT pool_price, pool_epoch FROM campaigns WHERE id = %s FOR UPDATE",
+                        (found["campaign_id"],)).fetchone()
     sale = conn.execute(LOCK_SALE, (found["id"],)).fetchone()
     refunded = sale["value"] if refund.value is None else refund.value
     if sale["status"] == "reversed" or (refunded is not None and refunded <= sale["refunded_value"]):
@@ -176,6 +191,12 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
                     refunded=refunded if refunded is not None else sale["value"] or ZERO,
                     reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"],
                     reward=sale["share_reward"], reversed_reward=sale["reversed_reward"])
+    # Money given back to a completed campaign lowers its boosters' rewards (sql/postgres/0155): their receivables
+    # are locked first, with the sale's, the order every receivable writer keeps.
+    boosters = conn.execute(BOOSTERS, (sale["campaign_id"],)).fetchone()["users"]
+    if boosters:
+        conn.execute("SELECT oros_lock_receivables(%s::uuid[])",
+                     (boosters + [u for u in (sale["creator_id"], sale["supporter_id"]) if u],))
     # A live sale's rest is booked again as a live sale, and its live_sales row follows (sql/postgres/0115);
     # live sales pay no share reward.
     if sale["live"]:
@@ -185,4 +206,8 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
         ledger.reverse_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back,
                             fee_back=back.fee_back, reward_back=back.reward_back, run_id=run_id,
                             refund_id=refund.event_id)
-    return RefundOutcome(refund.event_id, None, sale["id"], fmt(back.payout_back))
+    # The rewards fixed after the sale was booked counted it (its events row is written with its first payout).
+    lowered = ledger.take_back_boost_rewards(conn, sale["campaign_id"], price_before=pool["pool_price"],
+                                             epoch=pool["pool_epoch"], booked_at=sale["created_at"]) if boosters else []
+    return RefundOutcome(refund.event_id, None, sale["id"], fmt(back.payout_back), share_reward_back=back.reward_back,
+                         boost_rewards=len(lowered), boost_reward_back=sum((r["taken"] for r in lowered), ZERO))

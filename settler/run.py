@@ -122,7 +122,12 @@ class Report:
             "rejected_by_reason": dict(sorted(c.by_reason.items())),
             "amount_paid": fmt(c.amount), "fees": fmt(c.fees),
             "refunds": {"reversed": c.refunds_reversed, "rejected": c.refunds_rejected,
-                        "amount": fmt(c.refunds_amount)},
+                        "amount": fmt(c.refunds_amount),
+                        # What those refunds took back from supporters (share rewards are part of "amount").
+                        "share_rewards": {"count": c.refunds_share_rewards,
+                                          "amount": fmt(c.refunds_share_reward_amount)},
+                        "boost_rewards": {"count": c.refunds_boost_rewards,
+                                          "amount": fmt(c.refunds_boost_reward_amount)}},
             # Parts of events_paid and amount_paid: what supporters' share links earned, and the live sales.
             "share_rewards": {"events": c.share_rewarded, "rewards": c.share_rewards,
                               "amount": fmt(c.share_reward_amount)},

@@ -88,12 +88,13 @@ async def sell(api, s: Shop, event: dict, order: str, amount: str, **more):
                           headers=s.key)
 
 
-async def settle(world: World, redis) -> dict:
-    """Ingest what the API appended to the stream, then settle: the run report."""
+async def settle(world: World, redis, settings=None) -> dict:
+    """Ingest what the API appended to the stream, then settle (under ``settings``, the world's by default):
+    the run report."""
     events = [Event.decode(f[STREAM_FIELD]) for _, f in await redis.xrange(world.settings.keys.stream)]
     insert_events(world.settings, events)
     await redis.delete(world.settings.keys.stream)
-    report = await asyncio.to_thread(settle_once, world.settings)
+    report = await asyncio.to_thread(settle_once, settings or world.settings)
     world.assert_books()
     return report
 

@@ -162,3 +162,11 @@ def test_refund_outcomes_are_counted_with_the_events():
     counts.refund(reasons.ALREADY_REFUNDED, D(0))
     assert (counts.refunds_reversed, counts.refunds_rejected, counts.refunds_amount) == (1, 1, D("2.50"))
     assert counts.by_reason == Counter({reasons.ALREADY_REFUNDED: 1})
+    # What applied refunds took from supporters adds up across refunds and plans; a rejected one takes nothing.
+    counts.refund(None, D("10.00"), share_reward=D("1.00"), boost_rewards=2, boost_reward_amount=D("0.67"))
+    counts.refund(None, D("5.00"), boost_rewards=1, boost_reward_amount=D("0.10"))
+    counts.refund(reasons.REFUND_AFTER_HOLD, D(0), share_reward=D("9.99"), boost_rewards=9)
+    total = p.Counts()
+    total.add(counts)
+    assert (total.refunds_share_rewards, total.refunds_share_reward_amount) == (1, D("1.00"))
+    assert (total.refunds_boost_rewards, total.refunds_boost_reward_amount) == (3, D("0.77"))

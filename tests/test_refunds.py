@@ -25,6 +25,9 @@ from factories import SYSTEM, World, now_ms
 
 D = Decimal
 
+# A report's refunds that took back no supporter's reward.
+NO_REWARDS_BACK = {"share_rewards": {"count": 0, "amount": "0.00"}, "boost_rewards": {"count": 0, "amount": "0.00"}}
+
 
 @pytest.fixture
 def world(pg, settings) -> World:
@@ -81,7 +84,7 @@ def test_partial_refunds_reverse_pro_rata_and_cumulatively(world, sold):
 
     # One cent of 80.00 is worth 0.00125 of the commission: nothing moves (before: all 10.00 went back).
     report = settle_refunds(world, refund(sold, "0.01"))
-    assert report["refunds"] == {"reversed": 1, "rejected": 0, "amount": "0.00"}
+    assert report["refunds"] == {"reversed": 1, "rejected": 0, "amount": "0.00", **NO_REWARDS_BACK}
     assert money(world, sold) == state("paid", "10.00", "9.00", "1.00", "90.00")
 
     # 20.00 refunded in all: 10.00 x 20/80 = 2.50 back; the fee shrinks alike (0.25).
@@ -117,7 +120,7 @@ def test_replays_and_stale_totals_reverse_nothing_more(world, sold):
     # The same event again (a replay), the same total in another event, an older total arriving late.
     world.put([first])
     report = settle_refunds(world, refund(sold, "40.00"), refund(sold, "20.00", source="stripe"))
-    assert report["refunds"] == {"reversed": 0, "rejected": 2, "amount": "0.00"}
+    assert report["refunds"] == {"reversed": 0, "rejected": 2, "amount": "0.00", **NO_REWARDS_BACK}
     assert report["rejected_by_reason"] == {"already_refunded": 2}
     assert money(world, sold) == state("paid", "5.00", "4.50", "0.50", "95.00")
 
@@ -191,7 +194,7 @@ def test_a_refund_step_never_moves_the_fee_without_the_payout(world, sold):
     settle_refunds(world, refund(sold, "0.36"))  # 10 x 0.36/80 = 0.045: 0.05 back
     assert money(world, sold) == state("paid", "9.95", "8.95", "1.00", "90.05")
     report = settle_refunds(world, refund(sold, "0.43"))  # 0.05375: still 0.05 in all, nothing more
-    assert report["refunds"] == {"reversed": 1, "rejected": 0, "amount": "0.00"}
+    assert report["refunds"] == {"reversed": 1, "rejected": 0, "amount": "0.00", **NO_REWARDS_BACK}
     assert money(world, sold) == state("paid", "9.95", "8.95", "1.00", "90.05")
     reversed_fee = world.pg.execute("SELECT reversed_fee FROM events WHERE id = %s",
                                     (sold["sale"].event_id,)).fetchone()["reversed_fee"]

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+
+from oros.events import Event, uuid7
+from oros.reasons import UNKNOWN_CAMPAIGN
+from settler.reconcile import reconcile
+from settler.run import settle_once
+
 from boost_flows import boost, budget, clicks, complete, creator_on, held, reward
+from boost_flows import settle as settle_boosted
+from factories import now_ms
 from live_flows import open_event, refund, sell, settle, shop
 from supporter_flows import D
 
@@ -125,4 +135,176 @@ async def test_live_sales_count_in_a_boost_reward_refunds_lower_it_and_it_is_hel
     flows.assert_books()
     flows.release_holds()
     assert flows.wallet(supporter) == (D("0.25"), D("0.00"))
+    flows.assert_books()
+
+
+async def two_boosted_sales_completed(flows, world, redis, *late: tuple[str, str]):
+    """A sale campaign (business 100.00) boosted by two supporters (100.00, 300.00), two live sales paying 20.00 and
+    33.00 of commission, completed (``late`` sales made before and not settled yet): (shop, event, (first, its
+    boost), (second, its boost))."""
+    s = shop(world, payout="5.00", fund="100.00")
+    first, second = flows.user("supporter"), flows.user("supporter")
+    a, _ = await boost(flows, first, s.campaign, "100.00")
+    b, _ = await boost(flows, second, s.campaign, "300.00")
+    event = await open_event(flows.api, s, pct="50")
+    for order, amount in (("l-1", "40.00"), ("l-2", "66.00")):
+        assert (await sell(flows.api, s, event, order, amount)).status == 202
+    await settle(world, redis)
+    for order, amount in late:
+        assert (await sell(flows.api, s, event, order, amount)).status == 202
+    await complete(flows, s.business, s.campaign)
+    # 53.00 paid by 500.00: each paid 10.6 % of what it held. first: 10.60 paid for, 5 % = 0.53; second: 31.80, 1.59.
+    assert (reward(flows, a)["amount"], reward(flows, b)["amount"]) == (D("0.53"), D("1.59"))
+    assert flows.wallet(first) == (D("0.00"), D("0.53")) and flows.wallet(second) == (D("0.00"), D("1.59"))
+    assert flows.platform("rewards") == (D("0.00"), D("2.12"))
+    return s, event, (first, a), (second, b)
+
+
+def lowered_rewards(flows, campaign: str) -> dict:
+    """What the ledger says refunds took back of a campaign's boost rewards since it completed: (rewards, amount),
+    from the rewards wallet's legs, each reward's first transfer (paid at completion) against what its live legs pay."""
+    row = flows.pg.execute(
+        "SELECT count(*) FILTER (WHERE fixed > paid) AS n, coalesce(sum(fixed - paid), 0) AS amount FROM ("
+        " SELECT e.source_id, sum(e.amount) FILTER (WHERE e.direction = 'debit' AND NOT e.metadata ? 'rebooked_from')"
+        "        AS fixed,"
+        "        coalesce(sum(CASE e.direction WHEN 'debit' THEN e.amount ELSE -e.amount END)"
+        "                 FILTER (WHERE e.status NOT IN ('failed', 'reversed')), 0) AS paid"
+        "   FROM ledger_entries e JOIN wallets w ON w.id = e.wallet_id"
+        "  WHERE e.source_type = 'boost' AND w.purpose = 'rewards' AND e.metadata->>'campaign_id' = %s"
+        "  GROUP BY e.source_id) r", (campaign,)).fetchone()
+    return {"count": row["n"], "amount": f"{row['amount']:.2f}"}
+
+
+async def test_a_sale_refunded_after_completion_inside_the_hold_lowers_each_held_reward_by_the_formula(
+        flows, world, redis):
+    s, _, (first, a), (second, b) = await two_boosted_sales_completed(flows, world, redis)
+    half = refund(s, "l-2", "33.00")
+    world.put([half])  # half of the 66.00 order: 16.50 of its commission back to the pool
+    report = await settle(world, redis)
+
+    # The pool got 16.50 back, each in proportion to what it holds: first holds 92.70, so it paid for 7.30 (5 %:
+    # 0.365, truncated 0.36); second 278.10, 21.90 (1.095: 1.09). Still held, as the sales are.
+    assert (reward(flows, a)["amount"], reward(flows, b)["amount"]) == (D("0.36"), D("1.09"))
+    assert (held(flows, a), held(flows, b)) == (D("92.70"), D("278.10"))
+    assert flows.wallet(first) == (D("0.00"), D("0.36")) and flows.wallet(second) == (D("0.00"), D("1.09"))
+    assert flows.platform("rewards") == (D("0.00"), D("1.45"))
+    assert report["refunds"]["boost_rewards"] == {"count": 2, "amount": "0.67"} == lowered_rewards(flows, s.campaign)
+    assert report["refunds"]["share_rewards"] == {"count": 0, "amount": "0.00"}
+    assert [(r["status"], r["amount"]) for r in await rewards_of(flows, first)] == [("paid", "0.36")]
+    flows.assert_books()
+    # Reconcile holds the row to its live legs: a reward put back to what it was fixed at fails it.
+    flows.pg.execute("UPDATE rewards SET amount = 0.53 WHERE boost_id = %s", (a,))
+    assert [c.name for c in reconcile(flows.settings) if not c.ok] == ["boost_rewards_match_ledger"]
+    flows.pg.execute("UPDATE rewards SET amount = 0.36 WHERE boost_id = %s", (a,))
+
+    # The same refund again (its event replayed, and Stripe's total sent twice): nothing is taken twice.
+    world.put([half, refund(s, "l-2", "33.00")])
+    again = await settle(world, redis)
+    assert again["refunds"]["boost_rewards"] == {"count": 0, "amount": "0.00"}
+    assert (reward(flows, a)["amount"], reward(flows, b)["amount"]) == (D("0.36"), D("1.09"))
+    assert flows.platform("rewards") == (D("0.00"), D("1.45"))
+
+    # The rest of the order: 16.50 more back. first holds 96.00 (4.00: 0.20), second 288.00 (12.00: 0.60).
+    world.put([refund(s, "l-2", None)])
+    report = await settle(world, redis)
+    assert (reward(flows, a)["amount"], reward(flows, b)["amount"]) == (D("0.20"), D("0.60"))
+    assert report["refunds"]["boost_rewards"] == {"count": 2, "amount": "0.65"}
+    assert lowered_rewards(flows, s.campaign) == {"count": 2, "amount": "1.32"}
+    flows.assert_books()
+    flows.release_holds()
+    assert flows.wallet(first) == (D("0.20"), D("0.00")) and flows.wallet(second) == (D("0.60"), D("0.00"))
+    assert flows.platform("rewards") == (D("0.80"), D("0.00"))
+    flows.assert_books()
+
+
+async def test_two_settlers_at_once_take_a_refunded_sale_back_from_the_rewards_once(flows, world, redis):
+    s, _, (_, a), (_, b) = await two_boosted_sales_completed(flows, world, redis)
+    world.put([refund(s, "l-2", "33.00")])
+
+    reports = await asyncio.gather(*(asyncio.to_thread(settle_once, world.settings) for _ in range(2)))
+
+    assert (reward(flows, a)["amount"], reward(flows, b)["amount"]) == (D("0.36"), D("1.09"))
+    assert sorted(r["refunds"]["boost_rewards"]["count"] for r in reports) == [0, 2]
+    assert lowered_rewards(flows, s.campaign) == {"count": 2, "amount": "0.67"}
+    flows.assert_books()
+
+
+async def test_a_payout_settled_after_completion_and_refunded_leaves_the_rewards_alone(flows, world, redis):
+    s, _, (_, a), (_, b) = await two_boosted_sales_completed(flows, world, redis, ("l-3", "20.00"))
+    paid = await settle(world, redis)  # sold while live, settled after the completion
+    assert paid["live_sales"] == {"paid": 1, "amount": "10.00"}
+    world.put([refund(s, "l-3", None)])
+    report = await settle(world, redis)
+
+    # The reward never counted it (it goes to the refund of unspent money), so its refund takes nothing back.
+    assert report["refunds"]["reversed"] == 1 and report["refunds"]["boost_rewards"]["count"] == 0
+    assert (reward(flows, a)["amount"], reward(flows, b)["amount"]) == (D("0.53"), D("1.59"))
+    flows.assert_books()
+
+
+async def test_a_reward_released_before_its_sale_is_refunded_becomes_what_the_supporter_owes(flows, world, redis):
+    s = shop(world, payout="5.00", fund="1000.00")
+    supporter = flows.user("supporter")
+    b, _ = await boost(flows, supporter, s.campaign, "1000.00")
+    event = await open_event(flows.api, s, pct="50")
+    assert (await sell(flows.api, s, event, "l-1", "800.00")).status == 202
+    # A hold already over when the campaign completes (the release job not run yet): the reward is released at once.
+    await settle(world, redis, replace(flows.settings, hold_days=0))
+    await complete(flows, s.business, s.campaign)
+    assert (reward(flows, b)["amount"], flows.wallet(supporter)) == (D("10.00"), (D("10.00"), D("0.00")))
+    put = await flows.api.put("/v1/me/payout-account", json={"stripe_account_id": "acct_b"},
+                              headers=supporter.headers)
+    assert put.status == 200
+    resp = await flows.api.post("/v1/withdrawals", json={"amount": "10.00", "method": "ach"},
+                                headers=supporter.headers)
+    assert resp.status == 201, await resp.text()
+
+    world.put([refund(s, "l-1", None)])  # the sale's credit is still pending: reversed, 400.00 back to the pool
+    report = await settle(world, redis)
+
+    # The boost paid for nothing in the end: its reward is 0.00, and the 10.00 it withdrew is owed.
+    assert reward(flows, b)["amount"] == D("0.00") and held(flows, b) == D("1000.00")
+    assert flows.owed(supporter) == D("10.00") and flows.wallet(supporter) == (D("0.00"), D("0.00"))
+    assert flows.platform("rewards") == (D("0.00"), D("0.00"))
+    assert report["refunds"]["boost_rewards"] == {"count": 1, "amount": "10.00"} == lowered_rewards(flows, s.campaign)
+    flows.assert_books()
+
+
+async def test_an_ordinary_sale_refunded_after_completion_takes_its_share_back_from_the_reward(flows, world):
+    business, supporter = flows.user("business"), flows.user("supporter")
+    campaign = world.campaign(business.id, objective="sale", payout="10.00", fund="100.00")
+    creator = creator_on(flows, world, campaign)
+    b, _ = await boost(flows, supporter, campaign, "100.00")  # the pool: business 100, boost 100
+    click = world.click(campaign, creator, ts_ms=now_ms() - 60_000)
+    world.put([click, world.conversion(click, kind="sale", order_id="O-1", value="50.00")])
+    assert (await settle_boosted(flows))["events_paid"] == 1
+    await complete(flows, business, campaign)
+    assert reward(flows, b)["amount"] == D("0.25")  # 10.00 paid by 200.00: the boost paid 5.00, 5 %
+
+    world.put([Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=UNKNOWN_CAMPAIGN,
+                     order_id="O-1", business_id=business.id, source="api")])
+    report = await settle_boosted(flows)
+
+    # The 10.00 is back in the pool: the boost holds its 100.00 again and paid for nothing.
+    assert (reward(flows, b)["amount"], held(flows, b)) == (D("0.00"), D("100.00"))
+    assert reward(flows, b)["transfer_id"] is None and flows.wallet(supporter) == (D("0.00"), D("0.00"))
+    assert report["refunds"]["boost_rewards"] == {"count": 1, "amount": "0.25"} == lowered_rewards(flows, campaign)
+    flows.assert_books()
+
+
+async def test_a_sale_refunded_after_the_unspent_money_went_back_leaves_the_rewards_alone(flows, world, redis):
+    s, _, (_, a), (_, b) = await two_boosted_sales_completed(flows, world, redis)
+    await settle(world, redis)  # a run that started after the completion: the unspent money may go back
+    resp = await flows.api.post(f"/v1/campaigns/{s.campaign}/refund-unspent", headers=s.business.headers)
+    assert resp.status == 200, await resp.text()
+    assert budget(flows, s.campaign)[2] == D("0.00")
+
+    world.put([refund(s, "l-2", None)])
+    report = await settle(world, redis)
+
+    # The boosts got back all they held: what they paid for stands, the 33.00 back is the business's (the pool
+    # was empty), and so do the rewards.
+    assert report["refunds"]["reversed"] == 1 and report["refunds"]["boost_rewards"]["count"] == 0
+    assert (reward(flows, a)["amount"], reward(flows, b)["amount"]) == (D("0.53"), D("1.59"))
+    assert budget(flows, s.campaign)[2] == D("33.00") and (held(flows, a), held(flows, b)) == (D("0.00"), D("0.00"))
     flows.assert_books()

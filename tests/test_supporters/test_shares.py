@@ -218,8 +218,10 @@ def test_a_shared_sale_refunded_reverses_both_pro_rata(world):
 
     # 20.00 of 50.00 refunded: 6.00 of the payout left, its fee 0.60, the reward 0.60, the creator 4.80.
     world.put([refund(business, "O-9", "20.00")])
-    settle_once(world.settings)
+    report = settle_once(world.settings)
     assert (pending(world, creator[0]), pending(world, shared[0])) == (D("4.80"), D("0.60"))
+    # The run reports what the refund took from the supporter: its pending reward fell 1.00 -> 0.60.
+    assert report["refunds"]["share_rewards"] == {"count": 1, "amount": "0.40"}
     assert world.wallet(SYSTEM, "fees")["pending_balance"] == D("0.60")
     [reward] = rewards(world, shared[0])
     assert reward["amount"] == D("0.60") and reward["transfer"] == shares_of(world, sale)["transfer"]
@@ -229,8 +231,9 @@ def test_a_shared_sale_refunded_reverses_both_pro_rata(world):
     world.assert_books()
 
     world.put([refund(business, "O-9", None)])
-    settle_once(world.settings)
+    report = settle_once(world.settings)
     assert (pending(world, creator[0]), pending(world, shared[0])) == (D("0.00"), D("0.00"))
+    assert report["refunds"]["share_rewards"] == {"count": 1, "amount": "0.60"}
     assert [r["amount"] for r in rewards(world, shared[0])] == [D("0.00")]
     assert world.pg.execute("SELECT status, reversed_reward FROM events WHERE id = %s", (sale.event_id,)).fetchone() \
         == {"status": "reversed", "reversed_reward": D("1.00")}
