@@ -525,3 +525,14 @@ async def test_racing_moves_and_a_commission_change_leave_one_story(api, world):
     assert sorted(r.status for r in ends) == [200, 409, 409]
     row = world.pg.execute("SELECT status, commission_pct FROM live_events WHERE id = %s", (event["id"],)).fetchone()
     assert (row["status"], str(row["commission_pct"])) == ("ended", shown["commission_pct"])
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("status=bogus", "status"), ("status=%FF%FE", "status"), ("status=live%00", "status"), ("status=ｌｉｖｅ", "status"),
+    ("limit=%D9%A1", "limit"), ("limit=-5", "limit"), ("cursor=%C3%28", "cursor"),
+])
+async def test_a_bad_live_events_query_is_a_4xx_naming_the_field(api, world, query, field):
+    s = shop(world)
+    resp = await api.get(f"/v1/live-events?{query}", headers=s.creator.headers)
+    body = await resp.json()
+    assert (resp.status, body["error"]["field"]) == (422, field), body

@@ -263,6 +263,9 @@ async def test_hostile_confirmations_of_a_monthly_tip_and_a_membership(dev):
     invoice = localstripe(dev).v1.subscriptions.retrieve(tip["stripe_subscription_id"]).latest_invoice
     [sent] = sent_events(dev, "invoice.payment_succeeded", invoice)
     assert await post_event(dev, sent) == (200, {"received": True, "status": "duplicate"})  # replayed
+    # The same invoice under a new event id (a forged-looking resend, signed with our secret): not a second tip.
+    resent = await post_event(dev, {**sent, "id": f"evt_resent_{secrets.token_hex(6)}"})
+    assert resent[0] == 200, resent
     await asyncio.sleep(0.5)
     assert dev.pg.execute("SELECT count(*) AS n FROM tips WHERE intent_id = %s", (tip["id"],)).fetchone()["n"] == 1
     assert dev.wallet(creator) == (D("0.00"), D("6.65"))
