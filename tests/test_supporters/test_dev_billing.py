@@ -293,4 +293,15 @@ async def test_hostile_confirmations_of_a_monthly_tip_and_a_membership(dev):
     [sent] = sent_events(dev, "invoice.payment_succeeded", invoice)
     assert await post_event(dev, sent) == (200, {"received": True, "status": "duplicate"})
     assert dev.platform("fees")[0] == D("4.99")  # the tier's price, once
+
+    # A membership canceled while pending (at once), then confirmed: nothing to pay, nothing charged.
+    dropped = await (await dev.api.post("/v1/memberships", json={"membership_type": "supporter_plus"},
+                                        headers=other.headers)).json()
+    resp = await dev.api.post(f"/v1/memberships/{dropped['id']}/cancel", headers=other.headers)
+    assert resp.status == 200 and (await resp.json())["status"] == "canceled"
+    resp = await dev.api.post(f"/v1/memberships/{dropped['id']}/confirm", json={"payment_method": await card(dev)},
+                              headers=other.headers)
+    assert (resp.status, (await resp.json())["error"]["code"]) == (409, "membership_closed")
+    assert localstripe(dev).v1.subscriptions.retrieve(dropped["billing_provider_id"]).status == "canceled"
+    assert dev.platform("fees")[0] == D("4.99")
     dev.assert_books()
