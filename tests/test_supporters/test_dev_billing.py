@@ -305,3 +305,24 @@ async def test_hostile_confirmations_of_a_monthly_tip_and_a_membership(dev):
     assert localstripe(dev).v1.subscriptions.retrieve(dropped["billing_provider_id"]).status == "canceled"
     assert dev.platform("fees")[0] == D("4.99")
     dev.assert_books()
+
+
+async def test_a_confirmation_racing_a_cancel_books_what_was_charged_once(dev):
+    """The attack: pay a monthly tip's first invoice while canceling it. Whichever wins, a charge is booked as
+    one tip and nothing uncharged is: the books follow Stripe."""
+    supporter, creator = dev.user("supporter"), dev.user("creator")
+    tip = await dev.open_tip(supporter, creator, "5.00", frequency="monthly")
+    method = await card(dev)
+    confirmed, canceled = await asyncio.gather(
+        dev.api.post(f"/v1/tips/{tip['id']}/confirm", json={"payment_method": method}, headers=supporter.headers),
+        dev.api.post(f"/v1/tips/monthly/{tip['id']}/cancel", headers=supporter.headers))
+    assert confirmed.status in (200, 409, 422) and canceled.status == 200, (confirmed.status, canceled.status)
+    invoice = localstripe(dev).v1.invoices.retrieve(
+        localstripe(dev).v1.subscriptions.retrieve(tip["stripe_subscription_id"]).latest_invoice)
+    charged = invoice.status == "paid"
+    await until(dev, "SELECT count(*) AS v FROM tips WHERE intent_id = %s", (tip["id"],), int(charged))
+    await asyncio.sleep(1.5)  # localstripe's events arrive a second later
+    assert dev.pg.execute("SELECT count(*) AS n FROM tips WHERE intent_id = %s", (tip["id"],)).fetchone()["n"] == int(
+        charged)
+    assert dev.wallet(creator) == (D("0.00"), D("4.75") if charged else D("0.00"))
+    dev.assert_books()
