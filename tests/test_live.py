@@ -536,3 +536,17 @@ async def test_a_bad_live_events_query_is_a_4xx_naming_the_field(api, world, que
     resp = await api.get(f"/v1/live-events?{query}", headers=s.creator.headers)
     body = await resp.json()
     assert (resp.status, body["error"]["field"]) == (422, field), body
+
+
+async def test_malformed_ids_and_keys_on_live_routes_are_4xx(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s)
+    for path in ("/v1/live-events/not-a-uuid", "/v1/live-events/%FF%FE", f"/v1/live-events/{event['id']}%00"):
+        assert (await api.get(path)).status == 404, path
+        assert (await api.post(f"{path}/sales", json={"order_id": "m", "amount": "1.00"}, headers=s.key)
+                ).status == 404, path
+    for key in ("k" * 300, "", " ", "a\tb"):
+        resp = await api.post(f"/v1/live-events/{event['id']}/sales", json={"order_id": "m", "amount": "1.00"},
+                              headers={**s.key, "Idempotency-Key": key})
+        assert (resp.status, (await resp.json())["error"]["field"]) == (422, "Idempotency-Key"), key
+    assert await redis.xlen(world.settings.keys.stream) == 0
