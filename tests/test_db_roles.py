@@ -363,7 +363,8 @@ async def test_request_role_cannot_open_a_share_at_terms_of_its_own(pool, pg, ap
         for user in (creator, None, str(uuid.uuid4())):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 api.execute(_OPEN_SHARE, (user, code, "forged4", Decimal(10)))
-        assert pg.execute("SELECT count(*) AS n FROM tracking_links WHERE supporter_id IS NOT NULL").fetchone()["n"] == 0
+        shares = pg.execute("SELECT count(*) AS n FROM tracking_links WHERE supporter_id IS NOT NULL").fetchone()
+        assert shares["n"] == 0
         api.execute(_OPEN_SHARE, (supporter, code, "made1", Decimal(10)))
     made = pg.execute("SELECT supporter_id::text AS s, share_pct FROM tracking_links WHERE code = 'made1'").fetchone()
     assert (made["s"], made["share_pct"]) == (supporter, Decimal("10.00"))
