@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -44,8 +44,8 @@ from .typedefs import CLIENT_IP, HASH_GATE, JOBS, METRICS, PG_POOL, READ_POOL, R
 
 MAX_BODY_BYTES = 1024 * 1024
 ROUTE_MODULES = (users, sessions, campaigns, communities, wallets, admin, payouts, queues, funding, card_payments,
-                 webhook_endpoints, webhooks, tips, memberships, boosts, refunds, rewards, shares, live, reports, exports, qr,
-                 health, webapp)
+                 webhook_endpoints, webhooks, tips, memberships, boosts, refunds, rewards, shares, live, reports,
+                 exports, qr, health, webapp)
 
 
 async def _pg_context(app: web.Application) -> AsyncIterator[None]:

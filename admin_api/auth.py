@@ -61,7 +61,7 @@ class Caller:
     roles: frozenset[str]
     via: Literal["jwt", "api_key"]
 
-    def require(self, *roles: str) -> "Caller":
+    def require(self, *roles: str) -> Caller:
         """Return self when the caller holds any of ``roles`` (admins pass every check); else 403."""
         if "admin" in self.roles or self.roles.intersection(roles):
             return self

@@ -139,7 +139,7 @@ async def _stream(request: web.Request, filename: str, columns: tuple[str, ...],
                 break
             key = _last_key(page)
         await response.write_eof()
-    except Exception as exc:  # noqa: BLE001 - a page failed or the client went away: cut the connection
+    except Exception as exc:  # a page failed or the client went away: cut the connection
         raise StreamBroken(filename) from exc
     return response
 

@@ -24,7 +24,7 @@ JOBS = web.AppKey("owner_jobs", object)  # oros.jobs.OwnerJobs, or None: the set
 REDIS = web.AppKey("redis", aioredis.Redis)
 # The one rule for who the client is behind OROS_TRUSTED_PROXIES (shared with the tracker).
 CLIENT_IP = web.AppKey("client_ip", ClientIp)
-METRICS: web.AppKey["Metrics"] = web.AppKey("metrics", object)
-HASH_GATE: web.AppKey["HashGate"] = web.AppKey("hash_gate", object)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", object)
+HASH_GATE: web.AppKey[HashGate] = web.AppKey("hash_gate", object)
 # The authenticated caller, resolved once per request by auth.caller().
-CALLER: web.RequestKey["Caller"] = web.RequestKey("caller", object)
+CALLER: web.RequestKey[Caller] = web.RequestKey("caller", object)

@@ -15,12 +15,12 @@ import logging
 import signal
 import sys
 
+from oros import probes
 from oros.connections import redis_client
 from oros.settings import Settings
 
 from . import deadletter
 from .consumer import Ingester
-from .metrics import serving
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ async def _run(settings: Settings, once: bool, metrics_port: int, consumer: str 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with serving(ingester.metrics, metrics_port):
+        async with probes.serving("ingest", ingester.metrics.registry, ingester.metrics.health, metrics_port):
             log.info("ingest running", extra={"consumer": ingester.consumer, "metrics_port": metrics_port})
             await ingester.run(stop)
     finally:

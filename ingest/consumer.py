@@ -284,7 +284,7 @@ class ShardConsumer:
             return
         ids = [entry_id for entry_id, fields in entries if fields.get(STREAM_FIELD)]
         raws = [fields[STREAM_FIELD] for _, fields in entries if fields.get(STREAM_FIELD)]
-        self._enriched.update(zip(ids, self.enricher.lines(raws)))
+        self._enriched.update(zip(ids, self.enricher.lines(raws), strict=True))
 
     def _lines(self, ids: list[bytes], raws: list[bytes]) -> list[bytes]:
         """What ClickHouse gets: each entry enriched (ahead, or now); a dead letter keeps the raw
@@ -292,7 +292,7 @@ class ShardConsumer:
         if self.enricher is None:
             return raws
         ahead = [self._enriched.pop(entry_id, None) for entry_id in ids]
-        return [line or self.enricher.line(raw) for line, raw in zip(ahead, raws)]
+        return [line or self.enricher.line(raw) for line, raw in zip(ahead, raws, strict=True)]
 
     async def _read(self, *, block_ms: int | None) -> list:
         reply = await self.redis.xreadgroup(
@@ -347,7 +347,8 @@ class ShardConsumer:
             return entries
         marks = await self.redis.hmget(self.shard.ingest_suspects, [entry_id for entry_id, _ in suspects])
         crashed = [(entry_id, fields, "crashed", f"delivered {counts[entry_id]} times; ingester {_text(mark)} "
-                    "died while inserting it alone") for (entry_id, fields), mark in zip(suspects, marks) if mark]
+                    "died while inserting it alone")
+                   for (entry_id, fields), mark in zip(suspects, marks, strict=True) if mark]
         settled: set[bytes] = set()
         await self._dead_letter(crashed, settled)
         if crashed:
@@ -377,9 +378,10 @@ class ShardConsumer:
         ids = [entry_id for entry_id, _ in entries]
         raws = [fields.get(STREAM_FIELD) for _, fields in entries]
         if not all(raws):
-            await self._dead_letter([(entry_id, fields, "invalid", "the stream entry holds no event")
-                                     for (entry_id, fields), raw in zip(entries, raws) if not raw], settled)
-            ids, raws = [i for i, raw in zip(ids, raws) if raw], [raw for raw in raws if raw]
+            empty = [(entry_id, fields, "invalid", "the stream entry holds no event")
+                     for (entry_id, fields), raw in zip(entries, raws, strict=True) if not raw]
+            await self._dead_letter(empty, settled)
+            ids, raws = [i for i, raw in zip(ids, raws, strict=True) if raw], [raw for raw in raws if raw]
             if not ids:
                 return 0
         lines = self._lines(ids, raws)
@@ -407,7 +409,7 @@ class ShardConsumer:
         a probe shows ClickHouse taking other inserts; when it does not, the outage propagates.
         """
         invalid, rest, originals = [], ([], []), {}
-        for entry_id, raw, line in zip(ids, raws, lines):
+        for entry_id, raw, line in zip(ids, raws, lines, strict=True):
             try:
                 check(line)
             except InvalidEvent as exc:

@@ -32,10 +32,10 @@ import ua_parser
 from crawlerdetect.providers.crawlers import data as CRAWLER_PATTERNS
 from crawlerdetect.providers.exclusions import data as EXCLUSION_PATTERNS
 
-from oros.events import ENRICHED_LIMITS
-from oros.settings import Settings
 from oros.bots import IN_APP_RE, MAX_UA, classify_user_agent
 from oros.clientip import ip_hash, ip_hash_key
+from oros.events import ENRICHED_LIMITS
+from oros.settings import Settings
 
 CRAWLER = "crawler"  # oros.bots' reason name for what crawlerdetect finds
 # The sources a browser (or something pretending to be one) sends: the only ones judged by user agent.
@@ -152,7 +152,7 @@ def ip_network(ip: str) -> tuple[str, str] | None:
         except ValueError:
             return None
         if all(values):
-            truncated = "%x:%x:%x::" % values
+            truncated = "{:x}:{:x}:{:x}::".format(*values)
             return truncated, truncated
     try:
         address = ipaddress.ip_address(ip)

@@ -1,4 +1,4 @@
-"""Ingest's Prometheus metrics and its small HTTP server (``/metrics``, ``/healthz``).
+"""Ingest's Prometheus metrics and its ``/healthz`` answer (served by ``oros.probes``).
 
 Each ingester owns its registry (tests build many in one process, and the
 default registry refuses duplicate names). ``oros ingest`` serves it on
@@ -14,18 +14,14 @@ each restart re-delivers the pending entries, which counts against them.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Why an entry was dead-lettered, as a label: "invalid" (refused by the checks both Python and
 # ClickHouse hold), "refused" (ClickHouse refused it alone), "crashed" (an ingester died inserting it alone).
 DEAD_CLASSES = ("invalid", "refused", "crashed")
 INSERT_OUTCOMES = ("ok", "refused", "unavailable")
 PROBE_OUTCOMES = ("takes_inserts", "answers", "fails")  # writer.Probe
-HOST = "0.0.0.0"
 
 
 class IngestMetrics:
@@ -67,40 +63,13 @@ class IngestMetrics:
         """One sample's current value (tests, ``/healthz``)."""
         return self.registry.get_sample_value(name, labels) or 0.0
 
-    def health(self) -> dict:
+    def health(self) -> tuple[bool, dict]:
+        """Always ok (200): degraded while ClickHouse is unavailable (see above)."""
         since = self.value("oros_ingest_clickhouse_unavailable_since_seconds")
-        return {
+        return True, {
             "status": "degraded" if since else "ok",
             "clickhouse": "unavailable" if since else "ok",
             "unavailable_for_s": round(time.time() - since, 1) if since else 0,
             "batch_retries": int(self.value("oros_ingest_batch_retries")),
             "lag_entries": int(self.value("oros_ingest_lag_entries")),
         }
-
-
-def create_app(metrics: IngestMetrics) -> web.Application:
-    async def metrics_page(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response(metrics.health())
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics_page)
-    app.router.add_get("/healthz", healthz)
-    return app
-
-
-@asynccontextmanager
-async def serving(metrics: IngestMetrics, port: int) -> AsyncIterator[None]:
-    """Serve ``/metrics`` and ``/healthz`` on ``port`` for the duration (0: not at all)."""
-    if not port:
-        yield
-        return
-    runner = web.AppRunner(create_app(metrics), access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, HOST, port).start()
-        yield
-    finally:
-        await runner.cleanup()

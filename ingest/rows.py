@@ -22,7 +22,14 @@ from types import UnionType
 import orjson
 
 from oros.events import (
-    CURRENCY_PATTERN, DEVICE_TYPES, ENRICHED_LIMITS, EVENT_TYPES, STREAM_FIELD, TEXT_LIMITS, TS_MAX_MS, TS_MIN_MS,
+    CURRENCY_PATTERN,
+    DEVICE_TYPES,
+    ENRICHED_LIMITS,
+    EVENT_TYPES,
+    STREAM_FIELD,
+    TEXT_LIMITS,
+    TS_MAX_MS,
+    TS_MIN_MS,
     Event,
 )
 from oros.money import CENT, MAX_AMOUNT
@@ -50,7 +57,9 @@ WIRE_TYPES = {name: _json_types(hint) for name, hint in typing.get_type_hints(Ev
 ENRICHED_TYPES = {**WIRE_TYPES, **{name: (str,) for name in ENRICHED_LIMITS}}
 UUID_FIELDS = ("event_id", "campaign_id", "link_id", "creator_id", "supporter_id", "business_id", "click_id")
 # The two spellings ClickHouse parses as a UUID (any case); it refuses every other string.
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}").fullmatch
+_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}"
+).fullmatch
 # Plain decimal notation; ClickHouse reads more digits than the scale and drops them (toward zero).
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?").fullmatch
 _CURRENCY = re.compile(CURRENCY_PATTERN).fullmatch

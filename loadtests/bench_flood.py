@@ -76,7 +76,8 @@ async def clients(url: str, paths, connections: int, duration_s: float, forwarde
         async def one() -> None:
             nonlocal errors
             while time.monotonic() < stop:
-                headers = {"X-Forwarded-For": f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"} if forwarded else {}
+                client_ip = f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+                headers = {"X-Forwarded-For": client_ip} if forwarded else {}
                 started = time.perf_counter()
                 async with session.get(url + next(paths), headers=headers, allow_redirects=False) as response:
                     await response.read()
@@ -147,17 +148,18 @@ def main() -> None:
         env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
                "OROS_REDIS_PREFIX": settings.redis_prefix, "OROS_DATA_DIR": str(tmp),
                "OROS_TRUSTED_PROXIES": "127.0.0.1/32", "CLICKHOUSE_URL": f"chdb://{tmp}/ch"}
-        proc = subprocess.Popen([sys.executable, "-m", "oros_cli", "--log-level", "ERROR", "tracker", "--port", str(port)],
-                                cwd=args.tree, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "oros_cli", "--log-level", "ERROR", "tracker", "--port", str(port)],
+            cwd=args.tree, env=env)
         base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the tracker did not start")
+                    raise RuntimeError("the tracker did not start") from exc
                 time.sleep(0.2)
         time.sleep(2)  # the known codes load
         asyncio.run(measure(base_url, args.links, args.duration))

@@ -35,7 +35,6 @@ from oros.events import STREAM_FIELD, Event, uuid7
 from oros.migrate import migrate_clickhouse
 from oros.settings import Settings
 
-
 AGENTS = [
     "Mozilla/5.0 (iPhone; CPU iPhone OS {a}_{b} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Version/{a}.{b} Mobile/15E148 Safari/604.1",
@@ -62,7 +61,8 @@ def mix(n: int, seed: int = 7) -> list[tuple[str, str, str]]:
     agents = [t.format(a=rng.randint(10, 17), b=rng.randint(0, 9), c=rng.randint(1000, 6999)) for t in AGENTS
               for _ in range(300)]
     networks = [f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}" for _ in range(40_000)]
-    sites = [f"2{rng.randint(0, 0xfff):03x}:{rng.randint(1, 0xffff):x}:{rng.randint(1, 0xffff):x}" for _ in range(20_000)]
+    sites = [f"2{rng.randint(0, 0xfff):03x}:{rng.randint(1, 0xffff):x}:{rng.randint(1, 0xffff):x}"
+             for _ in range(20_000)]
     referrers = [f"https://{rng.choice(['www.', 'm.', ''])}site{i}.example/{rng.randint(1, 99)}" for i in range(300)]
 
     def tail(items: list) -> str:

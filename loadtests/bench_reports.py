@@ -25,7 +25,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -38,7 +38,7 @@ from oros.connections import clickhouse_client, pg_connect
 from oros.migrate import migrate_clickhouse, migrate_postgres
 from oros.settings import Settings
 
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 SPAN = timedelta(days=31)
 
 # Generated inside ClickHouse: no Python loop over millions of rows.
@@ -89,6 +89,8 @@ WEEK = (START + timedelta(days=10), START + timedelta(days=17))
 # (label, path: "stats" (the campaign's), "me" (the first creator's) or an export, granularity, from, to, extra)
 QUERIES = [
     ("stats day, 31 days", "stats", "day", START, START + SPAN, {}),
+    ("stats day, 31 days, ends mid-hour", "stats", "day", START + timedelta(minutes=17),
+     START + SPAN - timedelta(minutes=23), {}),
     ("stats hour, 7 days", "stats", "hour", *WEEK, {}),
     ("stats hour, 31 days", "stats", "hour", START, START + SPAN, {}),
     ("stats day, by country", "stats", "day", START, START + SPAN, {"group_by": "country"}),
@@ -132,7 +134,7 @@ def prepare(settings: Settings, events: int, decisions: int, share: float,
             " VALUES (%s, 'earner', 'click', 0.50, 1000000, 'active') RETURNING id::text AS id", (business,)
         ).fetchone()["id"]
         pg.execute(FILL_EARNINGS, {"campaign": own, "creator": earner, "start": START, "n": earnings_rows})
-        pg.execute("ANALYZE events")
+        pg.execute("ANALYZE events, event_hours")  # as autovacuum would after a bulk load
         print(f"postgres: {decisions:,} decisions and {earnings_rows:,} paid events of one creator in"
               f" {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()

@@ -23,6 +23,9 @@ conversions/sales naming earlier clicks. Then, in this order:
 
     .venv/bin/python loadtests/bench_settle.py --events 1000000 --webhooks
 
+``--rollup`` measures what the report sums' triggers (sql/postgres/0140, ``event_hours``)
+cost the same way: copies of the loaded database settled without them and with them, in turn.
+
 ``--webhooks`` measures what the webhook outbox triggers (sql/postgres/0066)
 cost instead: the same ClickHouse events are settled into copies of the
 loaded database, one without the triggers (as before 0066), one with them
@@ -201,6 +204,8 @@ def naive(settings: Settings, campaigns: list[dict], sample: int) -> float:
         return sample / (time.perf_counter() - started)
 
 
+ROLLUP_TRIGGERS = (("events_hours_inserted", "events"), ("events_hours_updated", "events"),
+                   ("events_hours_deleted", "events"), ("events_hours_truncated", "events"))
 WEBHOOK_TRIGGERS = (("events_webhooks", "events"), ("ledger_entries_webhooks", "ledger_entries"),
                     ("withdrawals_webhooks", "withdrawals"), ("settlement_runs_webhooks", "settlement_runs"))
 
@@ -211,8 +216,8 @@ def _prepare_variant(pg, variant: str, business: str) -> None:
         pg.execute(f"ALTER DATABASE {pg.info.dbname} SET track_functions = 'pl'")
     except psycopg.errors.InsufficientPrivilege:
         pass
-    if variant == "no triggers":
-        for trigger, table in WEBHOOK_TRIGGERS:
+    if variant in ("no triggers", "no event_hours"):
+        for trigger, table in WEBHOOK_TRIGGERS if variant == "no triggers" else ROLLUP_TRIGGERS:
             pg.execute(f"DROP TRIGGER {trigger} ON {table}")
         return
     if variant == "subscribed":
@@ -225,13 +230,14 @@ def _prepare_variant(pg, variant: str, business: str) -> None:
                        (endpoint, "whsec_" + "b" * 43))
 
 
-def compare_webhooks(settings: Settings, db: str, business: str, rounds: int) -> None:
-    """Settle the loaded events into copies of the database, with and without the webhook outbox."""
+def compare_webhooks(settings: Settings, db: str, business: str, rounds: int,
+                     variants: tuple[str, ...] = ("no triggers", "triggers, no endpoint", "subscribed")) -> None:
+    """Settle the loaded events into copies of the database, without the triggers (the first variant) and with."""
     admin_url = settings.database_url.rsplit("/", 1)[0]
     rates: dict[str, list[float]] = {}
     posting: dict[str, list[float]] = {}  # the phase the triggers run in
     for _ in range(rounds):
-        for variant in ("no triggers", "triggers, no endpoint", "subscribed"):
+        for variant in variants:
             clone = f"{db}_{len(rates.get(variant, []))}_{variant.split()[0].strip(',')}"
             with psycopg.connect(f"{admin_url}/postgres", autocommit=True) as admin:
                 admin.execute(f'CREATE DATABASE "{clone}" TEMPLATE "{db}"')
@@ -247,21 +253,23 @@ def compare_webhooks(settings: Settings, db: str, business: str, rounds: int) ->
                     outbox = pg.execute("SELECT count(*) AS n FROM webhook_deliveries").fetchone()["n"]
                     in_triggers = pg.execute(
                         "SELECT coalesce(sum(total_time), 0) / 1000 AS s, coalesce(sum(calls), 0) AS calls"
-                        " FROM pg_stat_user_functions WHERE funcname LIKE 'oros_webhooks_on_%'").fetchone()
+                        " FROM pg_stat_user_functions WHERE funcname LIKE %s",
+                        ("oros_count_event_hours" if "event_hours" in variant else "oros_webhooks_on_%",)).fetchone()
                 rate = report["events_seen"] / elapsed
                 rates.setdefault(variant, []).append(rate)
                 posting.setdefault(variant, []).append(report["timings_s"]["post_ledger"])
                 print(f"{variant:22s} settled {report['events_seen']} events in {elapsed:.1f}s: {rate:,.0f} events/s,"
                       f" {outbox:,} webhook deliveries written, {in_triggers['s']:.3f}s in {in_triggers['calls']}"
-                      f" webhook trigger calls (phases {report['timings_s']})")
+                      f" {'event_hours' if 'event_hours' in variant else 'webhook'}"
+                      f" trigger calls (phases {report['timings_s']})")
             finally:
                 with psycopg.connect(f"{admin_url}/postgres", autocommit=True) as admin:
                     admin.execute(f'DROP DATABASE IF EXISTS "{clone}" WITH (FORCE)')
     # On a shared machine the best of each is the least disturbed; the medians say how noisy it was.
-    baseline, base_posting = max(rates["no triggers"]), min(posting["no triggers"])
+    baseline, base_posting = max(rates[variants[0]]), min(posting[variants[0]])
     for variant, values in rates.items():
         print(f"{variant:22s} best {max(values):,.0f} events/s ({max(values) / baseline:.2f}x the rate without"
-              f" triggers, median {statistics.median(values) / statistics.median(rates['no triggers']):.2f}x);"
+              f" triggers, median {statistics.median(values) / statistics.median(rates[variants[0]]):.2f}x);"
               f" posting best {min(posting[variant]):.1f}s ({min(posting[variant]) / base_posting:.2f}x)")
 
 
@@ -318,7 +326,10 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=2000, help="events for the naive baseline")
     parser.add_argument("--webhooks", action="store_true",
                         help="compare settling without the webhook triggers, with them idle, and with listeners")
-    parser.add_argument("--rounds", type=int, default=1, help="with --webhooks: runs of each variant, in turn")
+    parser.add_argument("--rollup", action="store_true",
+                        help="compare settling without the event_hours triggers and with them")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --webhooks or --rollup: runs of each variant, in turn")
     args = parser.parse_args()
     rng = random.Random(7)
     tmp = Path(tempfile.mkdtemp(prefix="oros-bench-settle-"))
@@ -344,6 +355,9 @@ def main() -> None:
         print(f"generated and loaded {n} events into ClickHouse in {time.perf_counter() - t:.1f}s")
         if args.webhooks:
             compare_webhooks(settings, db, business, args.rounds)
+            return
+        if args.rollup:
+            compare_webhooks(settings, db, business, args.rounds, ("no event_hours", "with event_hours"))
             return
         t = time.perf_counter()
         report = settle_once(settings, progress=sys.stderr.isatty())

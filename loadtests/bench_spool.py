@@ -25,14 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis.asyncio as aioredis  # noqa: E402
+import redis.asyncio as aioredis
 
-import tracker.spool  # noqa: E402
-from oros.events import Event, uuid7_str  # noqa: E402
-from oros.keys import Keys  # noqa: E402
-from tracker.appender import Appender  # noqa: E402
-from tracker.metrics import Metrics  # noqa: E402
-from tracker.spool import Spool  # noqa: E402
+import tracker.spool
+from oros.events import Event, uuid7_str
+from oros.keys import Keys
+from tracker.appender import Appender
+from tracker.metrics import Metrics
+from tracker.spool import Spool
 
 
 class NoSync:

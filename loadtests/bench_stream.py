@@ -26,10 +26,10 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtests.bench_tracker import add_fsync_option, start_redis, stop  # noqa: E402
-from oros import clickindex, stream  # noqa: E402
-from oros.events import Event, uuid7_str  # noqa: E402
-from oros.keys import Keys  # noqa: E402
+from loadtests.bench_tracker import add_fsync_option, start_redis, stop
+from oros import clickindex, stream
+from oros.events import Event, uuid7_str
+from oros.keys import Keys
 
 LOAD_CORES = "0"  # Redis (and its replica) on one core: the capacity of one shard's core
 USER_AGENT = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 Safari/604.1"

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import psycopg
 from aiohttp.test_utils import TestClient, TestServer
+from bench_reports import SPAN, START, prepare
 
 from admin_api.app import create_app
 from admin_api.auth import issue_token
-from bench_reports import SPAN, START, prepare
 from oros import embedded
 from oros.accounts import create_admin
 from oros.connections import clickhouse_client, pg_connect

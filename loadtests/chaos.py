@@ -131,7 +131,8 @@ WAITING_S = 5
 CLICK_TIMEOUT_S = 15
 CONVERT_AFTER_S = (0.5, 3.0)
 BROWSERS = [
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Mobile/15E148 Safari/604.1",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
     "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36",
 ]
@@ -537,7 +538,8 @@ class Tally:
 
 async def call(session: aiohttp.ClientSession, method: str, url: str, token: str | None = None,
                expect: tuple[int, ...] = (200, 201), **body) -> dict:
-    """One set-up request; a 503 with Retry-After (the API's password-hashing gate) is waited out, as a client should."""
+    """One set-up request; a 503 with Retry-After (the API's password-hashing gate) is waited out, as a client
+    should."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     for _ in range(30):
         async with session.request(method, url, json=body or None, headers=headers) as response:
@@ -579,7 +581,8 @@ async def set_up(admin_url: str, businesses: int, creators: int) -> Setup:
                 setup.api_keys[cid], setup.payouts[cid], setup.objectives[cid] = key, payout, objective
                 setup.owners[cid] = business
 
-                async def join(creator_id: str, creator: str, cid: str = cid, objective: str = objective) -> None:
+                async def join(creator_id: str, creator: str, cid: str = cid, objective: str = objective,
+                               business: str = business) -> None:
                     await call(session, "POST", f"{admin_url}/v1/campaigns/{cid}/creators", creator)
                     await call(session, "POST", f"{admin_url}/v1/campaigns/{cid}/creators/{creator_id}/accept",
                                business)
@@ -645,7 +648,8 @@ class Driver:
         campaign, objective = self.setup.codes[code]
         ip = rng.choice(self.ips)
         roll = rng.random()
-        method, agent = ("HEAD", rng.choice(BROWSERS)) if roll < 0.03 else ("GET", rng.choice(BOTS) if roll < 0.08 else rng.choice(BROWSERS))
+        method, agent = (("HEAD", rng.choice(BROWSERS)) if roll < 0.03
+                         else ("GET", rng.choice(BOTS) if roll < 0.08 else rng.choice(BROWSERS)))
         human = method == "GET" and agent in BROWSERS
         if human and objective == "click":
             tally.attempted_pairs.add((code, ip))
@@ -659,7 +663,7 @@ class Driver:
                     tally.clicks.append((sent_at, "shed" if response.status in (429, 503) else "refused"))
                     return
                 click_id = dict(parse_qsl(urlsplit(response.headers["Location"]).query))["oros_cid"]
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             tally.click_failures[type(exc).__name__] += 1
             tally.clicks.append((sent_at, "failed"))
             return
@@ -702,7 +706,7 @@ class Driver:
                     self.tally.conversion_failures[str(response.status)] += 1
                     if response.status != 503:
                         return False
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 self.tally.conversion_failures[type(exc).__name__] += 1
             await asyncio.sleep(0.5 * 2 ** attempt)
         return False
@@ -718,7 +722,7 @@ class Driver:
                                             headers=headers) as response:
                     await response.read()
                     self.tally.stats[str(response.status)] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 self.tally.stats[type(exc).__name__] += 1
             await asyncio.sleep(1)
 

@@ -124,7 +124,7 @@ class Handler(BaseHTTPRequestHandler):
                 {k: v for k, v in params.items() if k not in TRANSPORT and not k.startswith("param_")},
                 {k[6:]: v for k, v in params.items() if k.startswith("param_")},
             )
-        except Exception as exc:  # the engine's error is the answer, as ClickHouse gives it
+        except Exception as exc:  # noqa: BLE001 - the engine's error is the answer, as ClickHouse gives it
             # The engine's message may quote an entry's bytes that are not UTF-8: send them as they are.
             message = exc.object if isinstance(exc, UnicodeDecodeError) else str(exc).encode()
             code = _CODE.search(message.decode(errors="replace"))

@@ -25,7 +25,8 @@ from locust import HttpUser, between, task
 CODES = [code for code in os.environ.get("OROS_BENCH_CODES", "").split(",") if code]
 API_KEY = os.environ.get("OROS_BENCH_API_KEY", "")
 BROWSERS = [
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Mobile/15E148 Safari/604.1",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
     "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36",
 ]
@@ -67,7 +68,8 @@ class Visitor(HttpUser):
             return
         order_id = f"locust-{uuid.uuid4().hex[:12]}"
         self.orders.append(order_id)
-        body = {"click_id": random.choice(self.click_ids), "type": "sale", "value": "19.90", "currency": "EUR", "order_id": order_id}
+        body = {"click_id": random.choice(self.click_ids), "type": "sale", "value": "19.90", "currency": "EUR",
+                "order_id": order_id}
         with self.client.post(
             "/v1/conversions", json=body, headers={"Authorization": f"Bearer {API_KEY}"}, catch_response=True
         ) as response:
@@ -80,7 +82,9 @@ class Visitor(HttpUser):
             return
         cid = random.choice(self.click_ids)
         with self.client.get(
-            f"/px.gif?cid={cid}&type=conversion&order_id=px-{uuid.uuid4().hex[:12]}", name="/px.gif", catch_response=True
+            f"/px.gif?cid={cid}&type=conversion&order_id=px-{uuid.uuid4().hex[:12]}",
+            name="/px.gif",
+            catch_response=True,
         ) as response:
             if response.status_code != 200 or response.headers.get("Content-Type") != "image/gif":
                 response.failure(f"expected a GIF, got {response.status_code}")
@@ -91,7 +95,10 @@ class Visitor(HttpUser):
             return
         body = {"click_id": self.click_ids[0], "type": "sale", "value": "19.90", "order_id": self.orders[0]}
         with self.client.post(
-            "/v1/conversions", json=body, headers={"Authorization": f"Bearer {API_KEY}"}, name="/v1/conversions (repeat)",
+            "/v1/conversions",
+            json=body,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            name="/v1/conversions (repeat)",
             catch_response=True,
         ) as response:
             # The first post of that order may have gone to another campaign's click: 202 or 200 are both fine.

@@ -13,7 +13,7 @@ clicks, so N reads per conversion buy a click path with no routing at all.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import orjson
 

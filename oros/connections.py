@@ -10,8 +10,8 @@ import contextlib
 import functools
 import logging
 import threading
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import AsyncIterator, Iterator
 from urllib.parse import urlparse
 
 import clickhouse_connect

@@ -69,7 +69,7 @@ class EmbeddedServers:
         for handle in reversed(self.handles):
             try:
                 handle.stop() if hasattr(handle, "stop") else handle.cleanup()
-            except Exception:  # noqa: BLE001 - best effort at shutdown
+            except Exception:  # best effort at shutdown
                 log.exception("stopping embedded server failed")
         self.handles.clear()
 
@@ -333,5 +333,6 @@ def attach_to_dev(settings: Settings) -> Settings:
         stripe_api_base=settings.stripe_api_base or known["stripe_api_base"],
     )
     if known["stripe_api_base"] is not None:
-        settings = replace(settings, stripe_publishable_key=settings.stripe_publishable_key or LOCALSTRIPE_PUBLISHABLE_KEY)
+        settings = replace(settings,
+                           stripe_publishable_key=settings.stripe_publishable_key or LOCALSTRIPE_PUBLISHABLE_KEY)
     return with_dev_secrets(settings)

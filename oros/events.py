@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
@@ -154,12 +154,12 @@ class Event:
         return orjson.dumps(self)
 
     @classmethod
-    def decode(cls, raw: bytes) -> "Event":
+    def decode(cls, raw: bytes) -> Event:
         return cls(**orjson.loads(raw))
 
     @property
     def occurred_at(self) -> datetime:
-        return datetime.fromtimestamp(self.ts_ms / 1000, tz=timezone.utc)
+        return datetime.fromtimestamp(self.ts_ms / 1000, tz=UTC)
 
 
 # -- a click's encoding without an Event: the tracker's redirect path ---------------------

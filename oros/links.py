@@ -53,7 +53,7 @@ class LinkInfo:
         return orjson.dumps(asdict(self))
 
     @classmethod
-    def decode(cls, raw: bytes) -> "LinkInfo":
+    def decode(cls, raw: bytes) -> LinkInfo:
         return cls(**orjson.loads(raw))
 
 

@@ -20,4 +20,6 @@ ACTIVATION_CLASS = 0xAC71  # admin_api.memberships: a business's campaign activa
 # Taken in SQL, not from Python (listed so a new id does not reuse them):
 # * sql/postgres/0031_pixel_secrets.sql, oros_rotate_pixel_secret: bigint key
 #   hashtextextended('oros_pixel_secret:' || business id, 0), per business, transaction-scoped.
+# * sql/postgres/0065_webhook_endpoints.sql: bigint key hashtextextended('oros_webhook_endpoints:' || owner id, 0),
+#   per owner, transaction-scoped (its endpoint limit).
 # * tests/conftest.py: bigint key hashtext('oros-test-template'), building the test template database.

@@ -39,7 +39,9 @@ PUBLISHED_DEFAULTS = frozenset({
 })
 
 
-def _decimal(env: dict[str, str], name: str, default: str, *, minimum: Decimal, maximum: Decimal | None = None) -> Decimal:
+def _decimal(
+    env: dict[str, str], name: str, default: str, *, minimum: Decimal, maximum: Decimal | None = None
+) -> Decimal:
     raw = env.get(name, default)
     try:
         value = Decimal(raw)
@@ -167,7 +169,7 @@ class Settings:
     redis_prefix: str = ""
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         return cls(
             database_url=_url(env, "DATABASE_URL", ("postgres", "postgresql")),
@@ -262,9 +264,9 @@ class Settings:
             raise SettingsError(f"{name} {problem} (see docs/security.md, Secrets; `oros dev` needs none)")
 
     @property
-    def keys(self) -> "Keys":
+    def keys(self) -> Keys:
         return Keys(self.redis_prefix, self.stream_shards, self.redis_cluster)
 
-    def with_urls(self, *, database_url: str, redis_url: str, clickhouse_url: str) -> "Settings":
+    def with_urls(self, *, database_url: str, redis_url: str, clickhouse_url: str) -> Settings:
         """The same settings pointed at concrete servers (after embedded start-up)."""
         return replace(self, database_url=database_url, redis_url=redis_url, clickhouse_url=clickhouse_url)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import hiredis
 from redis.exceptions import RedisError
@@ -31,13 +31,13 @@ from .connections import AnyRedis, connection_to
 from .events import STREAM_FIELD
 from .keys import Keys, StreamShard
 
-APPEND_LUA = """
+APPEND_LUA = f"""
 -- KEYS[1] stream, KEYS[2..] click-index bucket hashes
 -- ARGV[1] index ttl (s), ARGV[2] event count n, ARGV[3..n+2] events, then per bucket
 -- (KEYS order) its entry count m and m click id / index value pairs
 local n = tonumber(ARGV[2])
 for i = 3, n + 2 do
-  redis.call('XADD', KEYS[1], '*', '%s', ARGV[i])
+  redis.call('XADD', KEYS[1], '*', '{STREAM_FIELD.decode()}', ARGV[i])
 end
 local at = n + 3
 for k = 2, #KEYS do
@@ -52,7 +52,7 @@ for k = 2, #KEYS do
   at = last + 1
 end
 return n
-""" % STREAM_FIELD.decode()
+"""
 
 APPEND_SHA = hashlib.sha1(APPEND_LUA.encode()).hexdigest()
 
@@ -121,7 +121,7 @@ def _by_bucket(index: Sequence[Entry]) -> list[tuple[int, Sequence[str], Sequenc
     """The entries grouped by bucket: (bucket, click ids, values); a batch rarely spans two."""
     if not index:
         return []
-    buckets, ids, values = zip(*index)
+    buckets, ids, values = zip(*index, strict=True)
     if min(buckets) == max(buckets):
         return [(buckets[0], ids, values)]
     groups: dict[int, tuple[list[str], list[bytes]]] = {}

@@ -15,7 +15,7 @@ which no money type accepts (no float ever holds money).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlparse
@@ -177,7 +177,7 @@ def parse_timestamp(raw: object, years: range) -> datetime:
         refuse("must be an ISO 8601 timestamp")
     if value.year not in years:
         refuse("is out of range")
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def Timestamp(years: range = range(1970, 10000)) -> Any:  # noqa: N802

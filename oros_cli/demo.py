@@ -102,7 +102,8 @@ async def _fund_by_card(session, api: str, business: str, settings: Settings, ca
 async def set_up_demo(settings: Settings, *, admin_url: str, tracker_url: str, fund_by_card: bool = False) -> Demo:
     create_admin(settings, ADMIN_EMAIL, PASSWORD)
     async with aiohttp.ClientSession() as session:
-        admin = (await _call(session, "POST", f"{admin_url}/v1/auth/login", email=ADMIN_EMAIL, password=PASSWORD))["token"]
+        login = await _call(session, "POST", f"{admin_url}/v1/auth/login", email=ADMIN_EMAIL, password=PASSWORD)
+        admin = login["token"]
         business = await _account(session, admin_url, BUSINESS_EMAIL, "business")
         creator = await _account(session, admin_url, CREATOR_EMAIL, "creator")
         campaign_id = await _campaign(session, admin_url, business, admin, settings, fund_by_card)
@@ -126,11 +127,14 @@ def _card_funding_text(demo: Demo) -> str:
     stripe, pi = demo.stripe_api_base, "$PI"
     return f"""Card funding works end to end on this machine: localstripe (the embedded Stripe, a child of
 oros dev) runs at {stripe} and sends its signed webhooks to {demo.admin_url}/v1/webhooks/stripe;
-the demo campaign was funded by card through it when it was created. Fund 50.00 more the same way (localstripe takes any sk_ key):
+the demo campaign was funded by card through it when it was created. Fund 50.00 more the same way
+(localstripe takes any sk_ key):
 PI=$(curl -s -X POST -H "Authorization: Bearer $OROS_BUSINESS_TOKEN" -d '{{"amount": "50.00"}}' \\
-  {demo.admin_url}/v1/campaigns/{demo.campaign_id}/fund | python3 -c 'import json,sys; print(json.load(sys.stdin)["payment_intent_id"])')
+  {demo.admin_url}/v1/campaigns/{demo.campaign_id}/fund \\
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["payment_intent_id"])')
 PM=$(curl -s -u sk_test_demo: {stripe}/v1/payment_methods -d type=card -d "card[number]=4242424242424242" \\
-  -d "card[exp_month]=12" -d "card[exp_year]=2034" -d "card[cvc]=123" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  -d "card[exp_month]=12" -d "card[exp_year]=2034" -d "card[cvc]=123" \\
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 curl -s -u sk_test_demo: {stripe}/v1/payment_intents/{pi} -d payment_method=$PM > /dev/null
 curl -s -u sk_test_demo: -X POST {stripe}/v1/payment_intents/{pi}/confirm > /dev/null
 sleep 2; curl -s -H "Authorization: Bearer $OROS_BUSINESS_TOKEN" {demo.admin_url}/v1/campaigns/{demo.campaign_id}

@@ -1,4 +1,4 @@
-"""The settler's Prometheus metrics and its ``/metrics`` + ``/healthz`` server.
+"""The settler's Prometheus metrics and its ``/healthz`` answer (served by ``oros.probes``).
 
 One registry per ``SettlerMetrics`` (not the process default), as the admin
 API does, so tests and ``oros dev`` can build several. Money is a
@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 DEFAULT_PORT = 9102
 JOBS = ("settle", "release_holds", "payouts", "refunds", "reconcile")
@@ -101,19 +100,3 @@ def timed(metrics: SettlerMetrics, job: str, fn: Callable, *args) -> object:
         raise
     metrics.observe(job, time.perf_counter() - started, result)
     return result
-
-
-def create_app(metrics: SettlerMetrics) -> web.Application:
-    """``GET /metrics`` (Prometheus text) and ``GET /healthz`` (200, or 503 when a job's last run failed)."""
-
-    async def serve_metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def healthz(request: web.Request) -> web.Response:
-        ok, body = metrics.health()
-        return web.json_response(body, status=200 if ok else 503)
-
-    app = web.Application()
-    app.router.add_get("/metrics", serve_metrics)
-    app.router.add_get("/healthz", healthz)
-    return app

@@ -123,7 +123,7 @@ def post_live_sales(ctx: RunContext, conn: psycopg.Connection, decided: list[liv
                 locked = conn.execute(LOCK_CAMPAIGN, (group.campaign.id,)).fetchone()
                 plan = live.plan_campaign(group, remaining=locked["remaining_budget"],
                                           payout=locked["payout_per_action"], fees=fees)
-            copy_events(conn, lambda clean: _live_lines(ctx, plan, clean))
+            copy_events(conn, lambda clean, plan=plan: _live_lines(ctx, plan, clean))
             if plan.paid:
                 ledger.post_live_sales(conn, plan, run_id=ctx.run_id, hold_until=ctx.hold_until)
         plans.append(plan)

@@ -15,16 +15,16 @@ import asyncio
 import logging
 import signal
 
-from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from oros import issued_refunds
+from oros import issued_refunds, probes
 from oros.settings import Settings
 
 from . import metrics as settler_metrics
 from .holds import release_due
 from .payouts import pay_withdrawals
 from .reconcile import reconcile
+from .report_sums import fold_report_sums
 from .run import settle_once
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def _summary(name: str, result) -> object:
 
 
 def build_scheduler(settings: Settings, metrics: settler_metrics.SettlerMetrics | None = None) -> AsyncIOScheduler:
-    """The five jobs, not started; the caller starts it inside its event loop.
+    """The six jobs, not started; the caller starts it inside its event loop.
 
     ``refunds`` sends the refunds OROS issued that are still pending at Stripe (oros/issued_refunds.py): the
     request or webhook that issued one sends it at once, this retries what an outage or a crash left.
@@ -65,22 +65,11 @@ def build_scheduler(settings: Settings, metrics: settler_metrics.SettlerMetrics 
         ("payouts", pay_withdrawals, settings.payout_interval_s),
         ("refunds", issued_refunds.send, settings.payout_interval_s),
         ("reconcile", reconcile, settings.reconcile_interval_s),
+        # The report sums' deltas, folded as often as holds are released: a few runs' worth at a time.
+        ("fold_report_sums", fold_report_sums, settings.release_interval_s),
     ):
         scheduler.add_job(_job(name, fn, settings, metrics), "interval", seconds=every_s, id=name, name=name)
     return scheduler
-
-
-async def _metrics_server(metrics: settler_metrics.SettlerMetrics, port: int) -> web.AppRunner:
-    runner = web.AppRunner(settler_metrics.create_app(metrics), access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "0.0.0.0", port).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise SystemExit(f"settler: cannot serve metrics on port {port} ({exc.strerror});"
-                         " choose another --metrics-port, or 0 for none") from None
-    log.info("settler metrics listening", extra={"port": port})
-    return runner
 
 
 async def _serve(settings: Settings, metrics_port: int) -> None:
@@ -89,15 +78,14 @@ async def _serve(settings: Settings, metrics_port: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     metrics = settler_metrics.SettlerMetrics()
-    runner = await _metrics_server(metrics, metrics_port) if metrics_port else None
-    scheduler = build_scheduler(settings, metrics)
-    scheduler.start()
-    try:
-        await stop.wait()
-    finally:
-        scheduler.shutdown(wait=False)
-        if runner is not None:
-            await runner.cleanup()
+    async with probes.serving("settler", metrics.registry, metrics.health, metrics_port):
+        log.info("settler running", extra={"metrics_port": metrics_port})
+        scheduler = build_scheduler(settings, metrics)
+        scheduler.start()
+        try:
+            await stop.wait()
+        finally:
+            scheduler.shutdown(wait=False)
 
 
 def run_settler(settings: Settings, metrics_port: int = settler_metrics.DEFAULT_PORT) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from oros.settings import JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Set
 
 from edge_server import EdgeTestServer
 from factories import World
-from processes import stop_process
+from processes import free_port, stop_process
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(2)}"
 _counter = itertools.count(1)
@@ -160,12 +159,6 @@ def ch(settings):
     return clickhouse_client(settings)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def port():
     """``port()`` is a free loopback port, for a process the test starts."""
@@ -186,9 +179,9 @@ def localstripe_url(tmp_path_factory):
             try:
                 requests.get(f"{url}/v1/balance", auth=("sk_test_x", ""), timeout=1)
                 break
-            except requests.ConnectionError:
+            except requests.ConnectionError as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("localstripe did not start")
+                    raise RuntimeError("localstripe did not start") from exc
                 time.sleep(0.2)
         yield url
     finally:
@@ -209,7 +202,8 @@ def tracker_client(aiohttp_client):
 
 @pytest.fixture
 def spawn():
-    """``spawn(args, **popen_kwargs)``: a process that is stopped and reaped after the test, whether it passed or not."""
+    """``spawn(args, **popen_kwargs)``: a process that is stopped and reaped after the test, whether it passed or
+    not."""
     started: list[subprocess.Popen] = []
 
     def start(args, **kwargs) -> subprocess.Popen:

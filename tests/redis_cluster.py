@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
-from processes import stop_process
+from processes import free_port, stop_process
 
 MASTERS = 3
 # A master unreachable this long is failing; its replica is promoted about a second after that.
@@ -25,12 +24,6 @@ NODE_TIMEOUT_MS = 1000
 
 def available() -> bool:
     return shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LocalCluster:
@@ -44,10 +37,10 @@ class LocalCluster:
         """A seed node (any node will do: the client reads the whole topology from it)."""
         return f"redis://127.0.0.1:{min(self.nodes)}/0"
 
-    def start(self) -> "LocalCluster":
+    def start(self) -> LocalCluster:
         try:
             for _ in range(2 * MASTERS):
-                self._start_node(_free_port())
+                self._start_node(free_port())
             for port in self.nodes:
                 self._wait(lambda port=port: self.client(port).ping(), f"node {port} to answer")
             subprocess.run(
@@ -67,7 +60,7 @@ class LocalCluster:
         self._commands[port] = [
             "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
              # The bus port defaults to port + 10000, which may be taken or past 65535.
-             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(_free_port()),
+             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port()),
              "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
              # A replica may always take over, however long it was cut off; the other
              # masters' slots keep serving while one is failing over.

@@ -36,7 +36,7 @@ class StripeDouble:
         self._runner: web.AppRunner | None = None
         self.url = ""
 
-    def start(self) -> "StripeDouble":
+    def start(self) -> StripeDouble:
         self._thread.start()
         self.url = asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=10)
         return self

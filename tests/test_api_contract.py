@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from oros.accounts import create_admin
 from settler.jobs import OWNER_JOBS
 
 from billing_double import BillingDouble
+from processes import free_port
 
 MAX_EXAMPLES = 8  # per operation; keeps the whole fuzzing run well under a minute on 2 cores
 
@@ -65,9 +65,7 @@ class LiveServer:
 
     def __init__(self, app: web.Application):
         self.app = app
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
 

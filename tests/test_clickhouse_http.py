@@ -45,7 +45,8 @@ def test_threads_query_through_the_shared_client_at_once(http_settings):
     def query(n: int) -> int:
         # Each query takes a while, so the threads' requests are in flight together: a client
         # keeping one session refuses a second query while the first is running.
-        return clickhouse_client(http_settings).query("SELECT sleep(0.05), {n:UInt32}", parameters={"n": n}).result_rows[0][1]
+        query = clickhouse_client(http_settings).query("SELECT sleep(0.05), {n:UInt32}", parameters={"n": n})
+        return query.result_rows[0][1]
 
     with ThreadPoolExecutor(4) as threads:
         assert list(threads.map(query, range(24))) == list(range(24))

@@ -6,8 +6,6 @@ the settler's watermark; these tests insert such rows with an explicit
 ``ingested_at``.
 """
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 import json
@@ -22,13 +20,14 @@ from pathlib import Path
 
 import orjson
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from ingest.writer import JSON_COLUMNS, JSON_SETTINGS
 from oros.connections import clickhouse_client
 from oros.events import Event
 from settler import completeness
-from settler.reconcile import reconcile
 from settler.load import decided_ids
+from settler.reconcile import reconcile
 from settler.run import settle_once
 
 from factories import DAY_MS, now_ms
@@ -179,7 +178,7 @@ def test_clickhouse_down_at_the_start_changes_nothing(settled):
     late = settled.click(settled.ids["campaign"], settled.ids["creator"])
     put_at(settled.settings, [late], watermark(settled) - timedelta(hours=3))
     down = replace(settled.settings, clickhouse_database="no_such_database")
-    with pytest.raises(Exception):
+    with pytest.raises(DatabaseError, match="no_such_database"):
         settle_once(down)
     assert {c.detail.split(":")[0] for c in reconcile(down) if not c.ok} == {"ClickHouse unavailable"}
     assert settle_once(settled.settings)["events_paid"] == 1

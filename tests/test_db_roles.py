@@ -316,8 +316,11 @@ async def test_functions_granted_to_the_request_role_refuse_other_users_nulls_an
     await refused(pool, admin, "SELECT oros_post_adjustment(NULL, %s::jsonb)", (legs,))
     await refused(pool, admin, "SELECT oros_post_adjustment('fix', NULL)", None)
     # The functions without a user belong to the API's role, not to a request.
-    for statement in ("SELECT oros_sign_up('x@example.com', 'h', NULL, NULL)",
-                      "SELECT * FROM oros_credit_payment_intent('evt_1', 'pi_1', 10, 'usd')", "SELECT oros_fail_stripe_funding('pi_1')"):
+    for statement in (
+        "SELECT oros_sign_up('x@example.com', 'h', NULL, NULL)",
+        "SELECT * FROM oros_credit_payment_intent('evt_1', 'pi_1', 10, 'usd')",
+        "SELECT oros_fail_stripe_funding('pi_1')",
+    ):
         await refused(pool, admin, statement, None, psycopg.errors.InsufficientPrivilege)
     assert money(pg) == before
     assert pg.execute("SELECT count(*) AS n FROM campaign_fundings").fetchone()["n"] == 0

@@ -22,12 +22,13 @@ from pathlib import Path
 import orjson
 import pytest
 import requests
-from test_stripe_funding import FIVE_MILLION_CENTS, signed, succeeded_event
 
 from oros import embedded
 from oros.settings import STRIPE_API_KEY
 from oros.stripe_gateway import stripe_client
 from settler.reconcile import reconcile
+
+from stripe_events import FIVE_MILLION_CENTS, signed, succeeded_event
 
 START_S = 120
 PASSWORD = "correct horse battery"

@@ -22,10 +22,10 @@ from ingest.consumer import Ingester
 from ingest.enrich import Enricher, is_crawler
 from ingest.rows import check
 from ingest.writer import BatchWriter
+from oros.bots import classify_user_agent
 from oros.events import STREAM_FIELD, Event
 from oros.settings import Settings, SettingsError
 from settler.run import settle_once
-from oros.bots import classify_user_agent
 
 from factories import DAY_MS, now_ms
 

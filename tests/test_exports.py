@@ -11,16 +11,17 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from test_reports import make_campaign, make_user
 
 from admin_api import exports
 from admin_api.app import create_app
 from admin_api.exports import EARNINGS_COLUMNS, EVENT_COLUMNS, EXPORT_CHUNK_ROWS
 
-DAY = datetime(2026, 3, 1, tzinfo=timezone.utc)
+from factories import make_campaign, make_user
+
+DAY = datetime(2026, 3, 1, tzinfo=UTC)
 MILLION = 1_000_000
 PAGE_ROWS = 7
 EARNINGS_ROWS = 95  # 13 full pages and a part

@@ -55,7 +55,8 @@ def test_the_packed_append_is_the_scripts_call():
 
 
 @pytest.mark.parametrize("key, ok", [
-    ("a", True), ("retry-1", True), ("order_42:try.2", True), ("0190c8e4-7b2a-7c3d-9e4f-0a1b2c3d4e5f", True), ("x" * 100, True),
+    ("a", True), ("retry-1", True), ("order_42:try.2", True), ("0190c8e4-7b2a-7c3d-9e4f-0a1b2c3d4e5f", True),
+    ("x" * 100, True),
     ("", False), ("x" * 101, False), ("bad key!", False), ("a/b", False), ("abc\n", False), ("caf\u00e9", False),
 ])
 def test_one_idempotency_key_grammar(key, ok):

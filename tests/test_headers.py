@@ -6,11 +6,12 @@ from dataclasses import replace
 
 import orjson
 import pytest
-from test_stripe_sales import SECRET
-from test_tracker import raw_request
 
 from admin_api.app import create_app
 from oros.headers import bearer, text
+
+from stripe_events import SECRET
+from tracker_calls import raw_request
 
 
 def test_text_replaces_only_what_was_not_utf8():

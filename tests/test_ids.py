@@ -8,14 +8,16 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from test_stripe_sales import NIL, SECRET, checkout, post
-from test_tracker import odd_spellings
 from yarl import URL
 
 from admin_api.app import create_app
 from admin_api.auth import issue_token
 from oros.accounts import create_admin
 from oros.events import STREAM_FIELD, Event, canonical_uuid, uuid7_str
+from oros.reasons import UNKNOWN_CAMPAIGN
+
+from factories import odd_spellings
+from stripe_events import SECRET, checkout, post
 
 PASSWORD = "correct horse battery"
 
@@ -35,7 +37,8 @@ async def api(aiohttp_client, settings):
 
 
 async def test_admin_api_path_ids_and_uuid_fields(api, settings):
-    signup = await api.post("/v1/auth/signup", json={"email": "ids@example.com", "password": PASSWORD, "roles": ["business"]})
+    signup = await api.post("/v1/auth/signup",
+                            json={"email": "ids@example.com", "password": PASSWORD, "roles": ["business"]})
     business = await signup.json()
     auth = {"Authorization": f"Bearer {business['token']}"}
     created = await api.post("/v1/campaigns", headers=auth, json={
@@ -54,7 +57,8 @@ async def test_admin_api_path_ids_and_uuid_fields(api, settings):
     admin = {"Authorization": f"Bearer {issue_token(settings, admin_id)}"}
     user = business["user"]["id"]
     for odd in odd_spellings(user):
-        legs = [{"user_id": odd, "direction": "credit", "amount": "1.00"}, {"platform": "fees", "direction": "debit", "amount": "1.00"}]
+        legs = [{"user_id": odd, "direction": "credit", "amount": "1.00"},
+                {"platform": "fees", "direction": "debit", "amount": "1.00"}]
         response = await api.post("/v1/admin/adjustments", headers=admin, json={"reason": "ids", "legs": legs})
         assert (response.status, (await response.json())["error"]["field"]) == (422, "legs[0].user_id"), odd
     kyc = await api.post(f"/v1/admin/users/{user.upper()}/kyc", headers=admin, json={"status": "approved"})
@@ -67,10 +71,11 @@ async def test_webhook_click_ids(aiohttp_client, settings, redis):
     index = {"link_id": str(uuid.uuid4()), "campaign_id": str(uuid.uuid4()), "creator_id": str(uuid.uuid4()),
              "supporter_id": None, "business_id": str(uuid.uuid4())}
     await redis.hset(settings.keys.clicks_of(cid), cid, orjson.dumps(index))
-    odd = await post(api, checkout("evt_odd", {"client_reference_id": odd_spellings(cid)[0], "payment_intent": "pi_odd"}))
+    odd = await post(api, checkout("evt_odd",
+                                   {"client_reference_id": odd_spellings(cid)[0], "payment_intent": "pi_odd"}))
     assert (await odd.json())["status"] == "ignored"
     shouted = await post(api, checkout("evt_upper", {"client_reference_id": cid.upper(), "payment_intent": "pi_upper"}))
     assert (await shouted.json())["status"] == "applied"
     [(_, fields)] = await redis.xrange(settings.keys.stream)
     sale = Event.decode(fields[STREAM_FIELD])
-    assert (sale.click_id, sale.campaign_id) == (cid, index["campaign_id"]) and sale.campaign_id != NIL
+    assert (sale.click_id, sale.campaign_id) == (cid, index["campaign_id"]) and sale.campaign_id != UNKNOWN_CAMPAIGN

@@ -8,101 +8,44 @@ throws for one marked event (``trap``), which ingest must take for an outage
 (it is no data error) wherever it falls in a split.
 """
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 import asyncio
 import math
-import socket
 from dataclasses import replace
 
 import aiohttp
 import pytest
 
 from ingest.consumer import Ingester
-from ingest.metrics import serving
 from ingest.writer import ClickHouseUnavailable
+from oros import probes
 from oros.connections import clickhouse_client
-from oros.events import STREAM_FIELD, TEXT_LIMITS, Event, uuid7
+from oros.events import STREAM_FIELD, TEXT_LIMITS, Event
 from oros.migrate import migrate_clickhouse
 from settler.run import settle_once
 
-from factories import now_ms
-
-TRAP_UA = "trap"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def events(n: int, campaign_id: str = "00000000-0000-0000-0000-0000000000aa", **fields) -> list[Event]:
-    t = now_ms()
-    return [Event(event_id=str(uuid7(t + i)), event_type="click", ts_ms=t + i, campaign_id=campaign_id,
-                  ip="1.1.1.1", value="1.50", **fields) for i in range(n)]
-
-
-def refused_by_clickhouse_only(event: Event) -> bytes:
-    """An entry outside the wire format that ClickHouse refuses: Python cannot tell, a split must."""
-    return event.encode().replace(b'"ts_ms":%d' % event.ts_ms, b'"ts_ms":%d.5' % event.ts_ms)
-
-
-async def append(redis, settings, evs: list[Event | bytes | dict]) -> list[bytes]:
-    async with redis.pipeline(transaction=False) as pipe:
-        for e in evs:
-            fields = e if isinstance(e, dict) else {STREAM_FIELD: e if isinstance(e, bytes) else e.encode()}
-            pipe.xadd(settings.keys.stream, fields)
-        return await pipe.execute()
+from ingest_stream import (
+    TRAP_UA,
+    append,
+    clear_trap,
+    dead_letters,
+    events,
+    pending,
+    read_once,
+    refused_by_clickhouse_only,
+    run_until,
+    set_trap,
+)
+from processes import free_port
 
 
 def ch_count(ch, distinct: bool = False) -> int:
     return ch.query(f"SELECT {'uniqExact(event_id)' if distinct else 'count()'} FROM events").result_rows[0][0]
 
 
-def read_once(ch) -> list[str]:
-    """Event ids as the settler reads them (LIMIT 1 BY event_id)."""
-    return [r[0] for r in ch.query("SELECT toString(event_id) FROM events LIMIT 1 BY event_id").result_rows]
-
-
-async def dead_letters(redis, settings) -> dict[bytes, dict]:
-    """Dead letters by original stream id."""
-    return {fields[b"id"]: fields for _, fields in await redis.xrange(settings.keys.dead_letter)}
-
-
-async def pending(redis, settings) -> int:
-    return (await redis.xpending(settings.keys.stream, settings.keys.consumer_group))["pending"]
-
-
 def inserts(ingester: Ingester) -> int:
     return sum(ingester.metrics.value("oros_ingest_inserts_total", outcome=o) for o in ("ok", "refused", "unavailable"))
-
-
-def set_trap(ch, condition: str = f"user_agent = '{TRAP_UA}'") -> None:
-    """From now on ClickHouse fails every insert holding a row that meets ``condition`` (code 395, which
-    names neither bad data nor an outage)."""
-    ch.command("CREATE MATERIALIZED VIEW IF NOT EXISTS ingest_trap ENGINE = Null AS"
-               f" SELECT throwIf({condition}, 'ClickHouse fails this insert') AS failed FROM events")
-
-
-def clear_trap(ch) -> None:
-    ch.command("DROP VIEW IF EXISTS ingest_trap")
-
-
-async def run_until(ingester: Ingester, done, *, timeout_s: float = 60.0) -> None:
-    """Run the ingest loop until ``done()`` (awaited) holds; the timeout only keeps a broken test from hanging."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(ingester.run(stop))
-    try:
-        for _ in range(int(timeout_s / 0.05)):
-            if await done() or task.done():
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=60)
 
 
 async def test_drain_once_inserts_acks_and_trims(settings, redis, ch):
@@ -307,7 +250,7 @@ async def test_clickhouse_outage_only_grows_the_stream(settings, redis, ch):
     assert await pending(redis, down) <= 20  # the batch and the one read with it; the backlog stays in Redis
     deliveries = await redis.xpending_range(down.keys.stream, down.keys.consumer_group, "-", "+", 100)
     assert {p["times_delivered"] for p in deliveries} == {1}  # retried from memory, never re-read
-    assert ingester.metrics.health()["status"] == "degraded"
+    assert ingester.metrics.health()[1]["status"] == "degraded"
     await append(redis, down, events(15))
     await asyncio.to_thread(migrate_clickhouse, down)  # ClickHouse is back
     await run_until(ingester, lambda: _drained(redis, down))
@@ -318,7 +261,7 @@ async def test_clickhouse_outage_only_grows_the_stream(settings, redis, ch):
     finally:
         clickhouse_client(down, database="").command(f"DROP DATABASE IF EXISTS `{down.clickhouse_database}`")
     assert len(await dead_letters(redis, down)) == 1
-    assert ingester.metrics.health()["status"] == "ok"
+    assert ingester.metrics.health()[1]["status"] == "ok"
 
 
 async def test_connection_refused_is_an_outage(settings, redis):
@@ -356,7 +299,7 @@ async def test_clickhouse_failing_mid_split_keeps_the_rest_pending(settings, red
         await run_until(ingester, stuck)
         part_way = len(await dead_letters(redis, settings))
         assert 0 < part_way < len(bad)  # the split began, and stopped where ClickHouse failed
-        assert ingester.metrics.health()["status"] == "degraded"
+        assert ingester.metrics.health()[1]["status"] == "degraded"
         clear_trap(ch)
         await run_until(ingester, lambda: _drained(redis, settings))
     finally:
@@ -423,7 +366,7 @@ async def test_entry_clickhouse_keeps_failing_while_it_takes_others_is_dead_lett
     assert sorted(read_once(ch)) == sorted(e.event_id for e in [*first, *later, trap])
     assert ingester.metrics.value("oros_ingest_retries_total") == 3  # counted, then the probe decided
     assert ingester.metrics.value("oros_ingest_probes_total", outcome="takes_inserts") >= 2
-    assert ingester.metrics.health()["batch_retries"] == 0
+    assert ingester.metrics.health()[1]["batch_retries"] == 0
 
 
 async def test_clickhouse_failing_every_insert_never_blames_the_batch(settings, redis, ch):
@@ -441,7 +384,7 @@ async def test_clickhouse_failing_every_insert_never_blames_the_batch(settings, 
         await run_until(ingester, probed_a_lot, timeout_s=30)
         assert await dead_letters(redis, settings) == {}
         assert await pending(redis, settings) == 30
-        assert ingester.metrics.health()["batch_retries"] >= 10
+        assert ingester.metrics.health()[1]["batch_retries"] >= 10
         with pytest.raises(ClickHouseUnavailable):
             await ingester.drain_once()  # --once: the probe fails too, so the failure is raised
     finally:
@@ -504,7 +447,8 @@ async def test_metrics_and_healthz_are_served(settings, redis, ch):
     await append(redis, settings, [*events(5), replace(events(1)[0], ts_ms=1_000)])
     port = free_port()
     try:
-        async with serving(ingester.metrics, port), aiohttp.ClientSession() as http:
+        served = probes.serving("ingest", ingester.metrics.registry, ingester.metrics.health, port)
+        async with served, aiohttp.ClientSession() as http:
             await run_until(ingester, lambda: _drained(redis, settings))
             async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
                 text = await response.text()

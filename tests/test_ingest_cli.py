@@ -7,17 +7,19 @@ from dataclasses import replace
 
 import orjson
 import redis as sync_redis
-from test_ingest import events
 
 from ingest.metrics import IngestMetrics
 from oros.events import STREAM_FIELD
 from oros_cli import main as cli
 
+from ingest_stream import events
+
 
 def _letters(settings) -> dict[bytes, dict]:
     client = sync_redis.Redis.from_url(settings.redis_url)
     try:
-        return {fields[b"id"]: (letter_id.decode(), fields) for letter_id, fields in client.xrange(settings.keys.dead_letter)}
+        return {fields[b"id"]: (letter_id.decode(), fields)
+                for letter_id, fields in client.xrange(settings.keys.dead_letter)}
     finally:
         client.close()
 

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from test_ingest import TRAP_UA, append, dead_letters, events, free_port, pending, refused_by_clickhouse_only
+
+from ingest_stream import TRAP_UA, append, dead_letters, events, pending, refused_by_clickhouse_only
+from processes import free_port
 
 HERE = Path(__file__).resolve()
 
@@ -29,12 +31,12 @@ HERE = Path(__file__).resolve()
 def _worker(command: str) -> int:
     import asyncio
 
-    from test_ingest import clear_trap, set_trap
-
     from ingest.consumer import Ingester
     from oros.connections import clickhouse_client
     from oros.migrate import migrate_clickhouse
     from oros.settings import Settings
+
+    from ingest_stream import clear_trap, set_trap
 
     settings = Settings.from_env()
     migrate_clickhouse(settings)

@@ -20,10 +20,12 @@ from ingest.writer import BatchRefused, BatchWriter
 from oros.events import DEVICE_TYPES, ENRICHED_LIMITS, EVENT_TYPES, TEXT_LIMITS, TS_MAX_MS, TS_MIN_MS, Event
 
 EID = "0190a000-0000-7000-8000-000000000001"
-BASE = Event(event_id=EID, event_type="click", ts_ms=1_700_000_000_000, campaign_id="0190a000-0000-7000-8000-0000000000aa")
+BASE = Event(event_id=EID, event_type="click", ts_ms=1_700_000_000_000,
+             campaign_id="0190a000-0000-7000-8000-0000000000aa")
 ZERO = "00000000-0000-0000-0000-000000000000"
 BAD_UUIDS = ["", "x", "{" + EID + "}", "urn:uuid:" + EID, EID[:-1], EID + "1", EID[:8] + EID[9:] + "0",
-             "0190a00-00000-7000-8000-000000000001", EID[:-1] + "g", " " + EID[1:], "０" + EID[1:], EID.replace("-", "", 1)]
+             "0190a00-00000-7000-8000-000000000001", EID[:-1] + "g", " " + EID[1:], "０" + EID[1:],
+             EID.replace("-", "", 1)]
 GOOD_UUIDS = [EID, EID.upper(), EID.replace("-", ""), EID.replace("-", "").upper()]
 
 
@@ -48,7 +50,8 @@ CASES = [
     *[({"event_id": u}, "event_id") for u in [ZERO, ZERO.replace("-", ""), *BAD_UUIDS]],
     *[({"campaign_id": u}, None) for u in [ZERO, *GOOD_UUIDS]],  # zero: the unknown campaign
     *[({"campaign_id": u}, "campaign_id") for u in BAD_UUIDS],
-    *[({f: u}, None) for f in ("link_id", "creator_id", "supporter_id", "business_id", "click_id") for u in (None, EID.upper())],
+    *[({f: u}, None) for f in ("link_id", "creator_id", "supporter_id", "business_id", "click_id")
+      for u in (None, EID.upper())],
     *[({f: u}, f) for f in ("link_id", "click_id") for u in ("", "x", EID + "1")],
     *[({"value": v}, None) for v in (None, "0", "0.00", "-0", "-0.00", "1.5", "12.50", "1.009", "-0.009",
                                      "9999999999.99", "9999999999.999", "00000000000001.50", "0." + "0" * 99 + "1",
@@ -176,7 +179,8 @@ def test_random_events_agree(settings, ch):
     names = [f.name for f in dataclasses.fields(Event)]
     disagreements = []
     for _ in range(300):
-        raw = dataclasses.replace(BASE, **{n: _random_value(rng, n) for n in rng.sample(names, rng.randint(1, 3))}).encode()
+        changed = {n: _random_value(rng, n) for n in rng.sample(names, rng.randint(1, 3))}
+        raw = dataclasses.replace(BASE, **changed).encode()
         ch.command("TRUNCATE TABLE events")
         try:
             python = python_verdict(raw)

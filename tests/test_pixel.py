@@ -6,8 +6,6 @@ reconcile proves the books. The campaign data comes from ``test_settle``'s
 ``World``; the admin API is used where the business would (stats, opting in).
 """
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 import asyncio
@@ -19,7 +17,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 import pytest
-from test_tracker import make_api_key
 
 from admin_api.app import create_app as create_admin_app
 from admin_api.auth import issue_token
@@ -34,6 +31,8 @@ from settler.records import LedgerError
 from settler.run import RunContext, settle_once
 from settler.verify import Candidate
 from tracker.app import create_app as create_tracker_app
+
+from factories import make_api_key
 
 D = Decimal
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -217,7 +216,8 @@ async def test_a_pixel_never_shadows_the_authenticated_post(world, settings, pg,
         pg.execute("UPDATE campaigns SET pixel_billable = true WHERE id = %s", (s.campaign,))
     keys = {s.campaign: make_api_key(pg, s.business) for s in (conversions, sales)}
     tracker = await aiohttp_client(create_tracker_app(settings))
-    c1, s1, s2 = await click(tracker, conversions.code), await click(tracker, sales.code), await click(tracker, sales.code)
+    c1 = await click(tracker, conversions.code)
+    s1, s2 = await click(tracker, sales.code), await click(tracker, sales.code)
 
     # The pixel comes first, with the order ids the business is about to post.
     assert await fire(tracker, c1, order_id="O-1") == 200

@@ -9,11 +9,11 @@ import zlib
 
 import numpy as np
 import zxingcpp
-from test_reports import make_user
-from test_tracker import make_link
 
 from admin_api.app import create_app
 from admin_api.auth import issue_token
+
+from factories import make_link, make_user
 
 
 def png_pixels(png: bytes) -> np.ndarray:

@@ -1,7 +1,5 @@
 """Reconcile names each kind of corruption (tampering as the owner, triggers off where needed)."""
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 import uuid

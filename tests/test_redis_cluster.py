@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from tracker.metrics import Metrics
 from tracker.spool import Spool
 
 import redis_cluster
-from processes import stop_process
+from processes import free_port, stop_process, wait_until
 from redis_cluster import LocalCluster
 
 pytestmark = pytest.mark.skipif(not redis_cluster.available(), reason="redis-server and redis-cli are not installed")
@@ -51,20 +50,6 @@ def cluster(tmp_path_factory):
 @pytest.fixture
 def cluster_settings(settings, cluster):
     return replace(settings, redis_url=cluster.url, redis_cluster=True, stream_shards=SHARDS, stream_replicas=1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
@@ -113,7 +98,7 @@ class Clicks:
                     if response.status == 302:
                         cid = dict(parse_qsl(urlsplit(response.headers["Location"]).query))["oros_cid"]
                         self.answered.append((time.monotonic(), cid))
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 await asyncio.sleep(0.01)
 
     async def until(self, n: int, what: str) -> None:

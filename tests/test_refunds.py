@@ -16,6 +16,7 @@ import pytest
 
 from oros.connections import pg_connect
 from oros.events import Event, uuid7
+from oros.reasons import UNKNOWN_CAMPAIGN
 from settler.refunds import apply_refund, reversal
 from settler.run import settle_once
 from settler.verify import Candidate
@@ -23,7 +24,6 @@ from settler.verify import Candidate
 from factories import SYSTEM, World, now_ms
 
 D = Decimal
-NIL = "00000000-0000-0000-0000-000000000000"
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def sold(world):
 
 
 def refund(sold: dict, total: str | None, *, source: str = "api") -> Event:
-    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=NIL,
+    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=UNKNOWN_CAMPAIGN,
                  order_id=sold.get("order", "O-1"), business_id=sold["business"], value=total, source=source)
 
 

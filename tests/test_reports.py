@@ -6,7 +6,7 @@ import asyncio
 import secrets
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -15,31 +15,17 @@ from psycopg_pool import AsyncConnectionPool
 
 from admin_api import app as app_module
 from admin_api.app import create_app
-from admin_api.auth import issue_token
 from admin_api.reports import STATS_PER_CALLER, STATS_PER_PROCESS
 from admin_api.typedefs import PG_POOL
 from oros import connections
 
-DAY1 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+from factories import make_campaign, make_user
+
+DAY1 = datetime(2026, 3, 1, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(days=1)
 DAY3 = DAY2 + timedelta(days=1)
 CH_COLUMNS = ["event_id", "event_type", "ts", "campaign_id", "creator_id", "value", "ip", "user_agent", "referrer",
               "is_bot", "bot_reason", "source", "metadata"]
-
-
-def make_user(pg, settings, *roles: str) -> tuple[str, dict]:
-    user = pg.execute("INSERT INTO users (email) VALUES (%s) RETURNING id::text AS id",
-                      (f"{secrets.token_hex(6)}@example.com",)).fetchone()["id"]
-    for role in roles:
-        pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, %s)", (user, role))
-    return user, {"Authorization": f"Bearer {issue_token(settings, user)}"}
-
-
-def make_campaign(pg, business: str) -> str:
-    return pg.execute(
-        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, destination_url)"
-        " VALUES (%s, 'Launch', 'click', 0.50, 100, 'https://example.com/') RETURNING id::text AS id", (business,)
-    ).fetchone()["id"]
 
 
 def raw(ch, campaign: str, kind: str, at: datetime, *, bot: bool = False, value: str | None = None,
@@ -189,9 +175,9 @@ async def test_bad_stats_queries_name_the_field(api, dataset):
 
 
 async def test_default_range_is_the_last_week(api, dataset):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     body = await (await api.get(f"/v1/campaigns/{dataset['campaign']}/stats", headers=dataset["business"])).json()
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
 
     end = datetime.fromisoformat(body["to"])
     assert before <= end <= after and datetime.fromisoformat(body["from"]) == end - timedelta(days=7)
@@ -327,7 +313,8 @@ async def test_clickhouse_unreachable_is_503_with_retry_after(aiohttp_client, se
     business, auth = make_user(pg, settings, "business")
     resp = await api.get(f"/v1/campaigns/{make_campaign(pg, business)}/stats", params=query(DAY1, DAY3), headers=auth)
     assert resp.status == 503 and resp.headers["Retry-After"] == "1"
-    assert (await resp.json())["error"] == {"code": "unavailable", "message": "ClickHouse is unreachable; retry shortly"}
+    assert (await resp.json())["error"] == {"code": "unavailable",
+                                            "message": "ClickHouse is unreachable; retry shortly"}
 
 
 def test_chdb_calls_hold_one_process_wide_lock(settings, ch, monkeypatch):
@@ -364,7 +351,8 @@ def visits(pg, ch, settings):
     (alice, alice_auth), (bob, _) = make_user(pg, settings, "creator"), make_user(pg, settings, "creator")
     campaign, elsewhere = make_campaign(pg, business), make_campaign(pg, make_user(pg, settings, "business")[0])
     links = {}
-    for name, (creator, camp) in {"alice": (alice, campaign), "bob": (bob, campaign), "alice2": (alice, elsewhere)}.items():
+    owners = {"alice": (alice, campaign), "bob": (bob, campaign), "alice2": (alice, elsewhere)}
+    for name, (creator, camp) in owners.items():
         links[name] = pg.execute(
             "INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
             " VALUES (%s, %s, %s, 'http://t/x', 'https://example.com') RETURNING id::text AS id",

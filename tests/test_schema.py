@@ -91,20 +91,23 @@ def test_negative_balances_are_refused(pg):
     with pytest.raises(psycopg.errors.CheckViolation):
         pg.execute("UPDATE wallets SET available_balance = -0.01 WHERE id = %s", (wallet,))
     with pytest.raises(psycopg.errors.CheckViolation, match="positive_available"):
-        post_one_statement(pg, [(wallet, "1.00", "debit", "settled"), (platform(pg, "fees"), "1.00", "credit", "settled")])
+        post_one_statement(pg, [(wallet, "1.00", "debit", "settled"),
+                                 (platform(pg, "fees"), "1.00", "credit", "settled")])
     assert balances(pg, wallet) == (Decimal("0.00"), Decimal("0.00"))
 
 
 def test_unbalanced_transfer_is_refused(pg):
     wallet = wallet_of(pg, make_user(pg, "a@example.com"))
     with pytest.raises(psycopg.errors.CheckViolation, match="does not balance"):
-        post_one_statement(pg, [(wallet, "5.00", "credit", "settled"), (platform(pg, "fees"), "4.99", "debit", "settled")])
+        post_one_statement(pg, [(wallet, "5.00", "credit", "settled"),
+                                 (platform(pg, "fees"), "4.99", "debit", "settled")])
 
 
 def test_pending_credit_raises_pending_then_settles_to_available(pg):
     """The seed's defect: a pending credit never reached pending_balance."""
     creator = wallet_of(pg, make_user(pg, "c@example.com"))
-    post_one_statement(pg, [(creator, "3.00", "credit", "pending"), (platform(pg, "clearing"), "3.00", "debit", "settled")])
+    post_one_statement(pg, [(creator, "3.00", "credit", "pending"),
+                             (platform(pg, "clearing"), "3.00", "debit", "settled")])
     assert balances(pg, creator) == (Decimal("0.00"), Decimal("3.00"))
     pg.execute("UPDATE ledger_entries SET status = 'settled' WHERE wallet_id = %s", (creator,))
     assert balances(pg, creator) == (Decimal("3.00"), Decimal("0.00"))
@@ -112,7 +115,8 @@ def test_pending_credit_raises_pending_then_settles_to_available(pg):
 
 def test_ledger_rows_cannot_be_deleted_or_have_amounts_changed(pg):
     creator = wallet_of(pg, make_user(pg, "c@example.com"))
-    post_one_statement(pg, [(creator, "2.00", "credit", "settled"), (platform(pg, "clearing"), "2.00", "debit", "settled")])
+    post_one_statement(pg, [(creator, "2.00", "credit", "settled"),
+                             (platform(pg, "clearing"), "2.00", "debit", "settled")])
     with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="cannot be deleted"):
         pg.execute("DELETE FROM ledger_entries")
     with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="cannot be deleted"):
@@ -127,20 +131,23 @@ def test_ledger_rows_cannot_be_deleted_or_have_amounts_changed(pg):
 
 def test_reversing_one_leg_alone_is_refused(pg):
     creator = wallet_of(pg, make_user(pg, "c@example.com"))
-    post_one_statement(pg, [(creator, "2.00", "credit", "settled"), (platform(pg, "clearing"), "2.00", "debit", "settled")])
+    post_one_statement(pg, [(creator, "2.00", "credit", "settled"),
+                             (platform(pg, "clearing"), "2.00", "debit", "settled")])
     with pytest.raises(psycopg.errors.CheckViolation, match="no longer balance"):
         pg.execute("UPDATE ledger_entries SET status = 'reversed' WHERE wallet_id = %s", (creator,))
 
 
 def _as(conn, user_id: str):
-    conn.execute("SELECT set_config('role', 'oros_app', true), set_config('request.jwt.claim.sub', %s, true)", (user_id,))
+    conn.execute("SELECT set_config('role', 'oros_app', true), set_config('request.jwt.claim.sub', %s, true)",
+                 (user_id,))
 
 
 def test_withdrawal_reserves_at_request_so_money_cannot_be_requested_twice(settings, pg):
     creator = make_user(pg, "c@example.com")
     pg.execute("UPDATE users SET kyc_status = 'approved' WHERE id = %s", (creator,))  # oros_request_withdrawal checks
     wallet = wallet_of(pg, creator)
-    post_one_statement(pg, [(wallet, "15.00", "credit", "settled"), (platform(pg, "clearing"), "15.00", "debit", "settled")])
+    post_one_statement(pg, [(wallet, "15.00", "credit", "settled"),
+                             (platform(pg, "clearing"), "15.00", "debit", "settled")])
     with psycopg.connect(settings.database_url) as conn:
         _as(conn, creator)
         conn.execute("SELECT oros_request_withdrawal(10.00, 'ach')")
@@ -159,15 +166,18 @@ def test_rls_user_cannot_read_another_users_wallet_ledger_or_withdrawals(setting
     alice, bob = make_user(pg, "alice@example.com"), make_user(pg, "bob@example.com")
     for user in (alice, bob):
         wallet = wallet_of(pg, user)
-        post_one_statement(pg, [(wallet, "20.00", "credit", "settled"), (platform(pg, "clearing"), "20.00", "debit", "settled")])
+        post_one_statement(pg, [(wallet, "20.00", "credit", "settled"),
+                                 (platform(pg, "clearing"), "20.00", "debit", "settled")])
         pg.execute(
             "INSERT INTO withdrawals (wallet_id, amount, method) VALUES (%s, 1.00, 'ach')", (wallet,)
         )
     with psycopg.connect(settings.database_url) as conn:
         _as(conn, alice)
         wallets = conn.execute("SELECT user_id::text FROM wallets").fetchall()
-        ledger = conn.execute("SELECT DISTINCT w.user_id::text FROM ledger_entries l JOIN wallets w ON w.id = l.wallet_id").fetchall()
-        withdrawals = conn.execute("SELECT w.user_id::text FROM withdrawals d JOIN wallets w ON w.id = d.wallet_id").fetchall()
+        ledger = conn.execute("SELECT DISTINCT w.user_id::text FROM ledger_entries l"
+                              " JOIN wallets w ON w.id = l.wallet_id").fetchall()
+        withdrawals = conn.execute("SELECT w.user_id::text FROM withdrawals d"
+                                   " JOIN wallets w ON w.id = d.wallet_id").fetchall()
         users = conn.execute("SELECT id::text FROM users").fetchall()
         assert wallets == [(alice,)]
         assert ledger == [(alice,)]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "schema"))
-from snapshot import CLICKHOUSE_SNAPSHOT, POSTGRES_SNAPSHOT, clickhouse_lines, postgres_lines  # noqa: E402
+from snapshot import CLICKHOUSE_SNAPSHOT, POSTGRES_SNAPSHOT, clickhouse_lines, postgres_lines
 
 UPDATE = "run `.venv/bin/python tests/schema/snapshot.py --update` and commit the snapshot with the migration"
 

@@ -1,4 +1,5 @@
-"""Settlement end to end: ClickHouse events -> verified -> paid in Postgres, exactly once (``world``: tests/factories.py)."""
+"""Settlement end to end: ClickHouse events -> verified -> paid in Postgres, exactly once
+(``world``: tests/factories.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from oros.events import Event, uuid7
+from oros.reasons import UNKNOWN_CAMPAIGN
 from settler.holds import release_due
 from settler.run import settle_once
 
@@ -108,7 +110,7 @@ def test_zero_campaign_conversion_is_recorded_without_campaign(world):
     campaign = world.campaign(objective="conversion")
     creator = world.creator(campaign)
     orphan = Event(event_id=str(uuid7()), event_type="conversion", ts_ms=now_ms(),
-                   campaign_id="00000000-0000-0000-0000-000000000000", click_id=str(uuid7()),
+                   campaign_id=UNKNOWN_CAMPAIGN, click_id=str(uuid7()),
                    business_id=world.business_of(campaign), source="api")
     world.put([orphan, world.click(campaign, creator)])
     report = settle_once(world.settings)
@@ -128,7 +130,7 @@ def test_refund_inside_hold_reverses_and_returns_budget(world):
     assert world.wallet(creator[0])["pending_balance"] == D("9.00")
 
     refund = Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(),
-                   campaign_id="00000000-0000-0000-0000-000000000000", order_id="A-1",
+                   campaign_id=UNKNOWN_CAMPAIGN, order_id="A-1",
                    business_id=world.business_of(campaign), source="api")
     world.put([refund])
     report = settle_once(world.settings)
@@ -187,7 +189,8 @@ def test_many_campaigns_and_creators_aggregate_legs(world):
         events += [world.click(campaign, creators[i % 4], ip=f"10.1.{i}.1") for i in range(200)]
     world.put(events)
     report = settle_once(world.settings)
-    assert report["events_paid"] == 600 and report["amount_paid"] == "150.00" and report["fees"] == "18.00"  # fee 0.025 rounds half up to 0.03
+    # The fee of 0.025 rounds half up to 0.03.
+    assert report["events_paid"] == 600 and report["amount_paid"] == "150.00" and report["fees"] == "18.00"
     # One transfer per (campaign, creator): 12 transfers x 3 legs, plus 3 fundings x 2 legs.
     assert world.pg.execute("SELECT count(*) AS n FROM ledger_entries").fetchone()["n"] == 12 * 3 + 3 * 2
     world.assert_books()
@@ -215,7 +218,8 @@ async def test_scheduler_has_coalesced_jobs(settings):
     scheduler.start(paused=True)  # job defaults apply once the scheduler starts
     try:
         jobs = {job.id: job for job in scheduler.get_jobs()}
-        assert set(jobs) == {"settle", "release_holds", "payouts", "refunds", "reconcile"}
+        assert set(jobs) == {"settle", "release_holds", "payouts", "refunds", "reconcile",
+                             "fold_report_sums"}
         assert jobs["settle"].trigger.interval == timedelta(seconds=7)
         assert all(job.coalesce and job.max_instances == 1 for job in jobs.values())
     finally:

@@ -5,8 +5,6 @@ directory from one process only); this file is also that subprocess's
 entry point: ``python tests/test_settle_kill.py load|settle|reconcile``.
 """
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 import os
@@ -51,7 +49,8 @@ def test_killed_settler_pays_every_billable_event_once(world, tmp_path, spawn):
            "OROS_CLICKHOUSE_DATABASE": "killtest", "PYTHONPATH": str(HERE.parent.parent)}
 
     def start(command: str, *args: str) -> subprocess.Popen:
-        return spawn([sys.executable, str(HERE), command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return spawn([sys.executable, str(HERE), command, *args], env=env,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     expected: dict[str, int] = {}
     total = 0

@@ -1,13 +1,10 @@
 """The settler serves Prometheus /metrics and /healthz: in process, and as ``oros settler --metrics-port``."""
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +12,17 @@ from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from test_completeness import HERE as LOADER
 
+from oros import probes
 from oros.settings import STRIPE_API_KEY
-from settler.metrics import SettlerMetrics, create_app, timed
+from settler.metrics import SettlerMetrics, timed
 from settler.reconcile import Check
 
+from processes import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
+# test_completeness.py is also a script: ``load FILE`` writes events into ClickHouse from a process of its own.
+LOADER = Path(__file__).resolve().with_name("test_completeness.py")
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -38,7 +39,7 @@ async def test_runs_events_money_and_reconcile_are_exported(aiohttp_client):
     timed(metrics, "settle", lambda: REPORT)
     timed(metrics, "reconcile",
           lambda: [Check("transfers_balance", False, "x"), Check("no_negative_balances", True, "")])
-    client = await aiohttp_client(create_app(metrics))
+    client = await aiohttp_client(probes.create_app(metrics.registry, metrics.health))
 
     got = samples(await (await client.get("/metrics")).text())
 
@@ -59,7 +60,7 @@ async def test_runs_events_money_and_reconcile_are_exported(aiohttp_client):
 
 async def test_healthz_is_503_while_a_jobs_last_run_failed(aiohttp_client):
     metrics = SettlerMetrics()
-    client = await aiohttp_client(create_app(metrics))
+    client = await aiohttp_client(probes.create_app(metrics.registry, metrics.health))
     assert (await client.get("/healthz")).status == 200
 
     def down():
@@ -92,9 +93,7 @@ def test_oros_settler_serves_metrics_while_it_settles(world, tmp_path):
     loaded = subprocess.run([sys.executable, str(LOADER), "load", str(tmp_path / "events.jsonl")], env=env,
                             capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "oros_cli", "settler", "--metrics-port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

@@ -12,7 +12,6 @@ from dataclasses import replace
 import orjson
 import pytest
 from redis.crc import key_slot
-from test_ingest import TRAP_UA, clear_trap, events, read_once, run_until, set_trap
 
 from ingest import cli
 from ingest.consumer import Ingester
@@ -20,6 +19,8 @@ from oros import clickindex, stream
 from oros.events import Event, uuid7
 from oros.keys import Keys
 from oros.settings import Settings, SettingsError
+
+from ingest_stream import TRAP_UA, clear_trap, events, read_once, run_until, set_trap
 
 CAMPAIGN = "00000000-0000-0000-0000-0000000000aa"
 
@@ -163,7 +164,7 @@ async def test_an_outage_seen_by_one_shard_stays_reported_while_the_others_idle(
                 break
             await asyncio.sleep(0.05)
         for _ in range(10):  # the idle shards' passes in between
-            assert ingester.metrics.health()["status"] == "degraded"
+            assert ingester.metrics.health()[1]["status"] == "degraded"
             await asyncio.sleep(0.03)
     finally:
         stop.set()
@@ -206,7 +207,7 @@ async def test_a_batch_clickhouse_keeps_failing_in_one_shard_is_split_there(two_
     assert b"ClickHouse took other inserts meanwhile" in letter[b"reason"]
     assert set(read_once(ch)) == {e.event_id for e in [*first, *later, trap]}  # the trap's row collapses
     assert ingester.metrics.value("oros_ingest_probes_total", outcome="takes_inserts") >= 2
-    assert ingester.metrics.health()["batch_retries"] == 0
+    assert ingester.metrics.health()[1]["batch_retries"] == 0
 
 
 async def test_batch_retries_show_the_most_of_any_shard(two_shards, redis, ch):
@@ -224,7 +225,7 @@ async def test_batch_retries_show_the_most_of_any_shard(two_shards, redis, ch):
             await asyncio.sleep(0.05)
         seen = []
         for _ in range(10):
-            seen.append(ingester.metrics.health()["batch_retries"])
+            seen.append(ingester.metrics.health()[1]["batch_retries"])
             await asyncio.sleep(0.03)
         assert min(seen) >= 5 and seen == sorted(seen)
     finally:

@@ -24,8 +24,9 @@ from admin_api.auth import issue_token
 from oros.stripe_gateway import stripe_client
 from settler.reconcile import reconcile
 
+from stripe_events import FIVE_MILLION_CENTS, signed, succeeded_event
+
 WEBHOOK_SECRET = "whsec_test_" + secrets.token_hex(16)
-FIVE_MILLION_CENTS = 500_000_000
 VISA, DECLINED = "4242424242424242", "4000000000000341"  # localstripe declines the charge of 0341
 
 
@@ -55,20 +56,6 @@ def make_campaign(pg, business_id: str) -> str:
         " VALUES (%s, 'Spring sale', 'click', 0.50, 1000, 'https://shop.example.com') RETURNING id::text AS id",
         (business_id,),
     ).fetchone()["id"]
-
-
-def signed(payload: bytes, secret: str = WEBHOOK_SECRET) -> dict:
-    stamp = int(time.time())
-    signature = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256).hexdigest()
-    return {"Stripe-Signature": f"t={stamp},v1={signature}", "Content-Type": "application/json"}
-
-
-def succeeded_event(event_id: str, pi_id: str, cents: int, metadata: dict | None = None) -> bytes:
-    return orjson.dumps({
-        "id": event_id, "object": "event", "type": "payment_intent.succeeded", "created": int(time.time()),
-        "data": {"object": {"id": pi_id, "object": "payment_intent", "amount": cents, "amount_received": cents,
-                            "currency": "usd", "status": "succeeded", "metadata": metadata or {}}},
-    })
 
 
 def money_state(pg, campaign_id: str) -> dict:
@@ -216,7 +203,7 @@ async def test_amount_received_unlike_the_row_is_refused_and_recorded(api, pg, s
     body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "40.00"}, headers=auth)).json()
     larger = succeeded_event("evt_larger", body["payment_intent_id"], FIVE_MILLION_CENTS)
 
-    resp = await api.post("/v1/webhooks/stripe", data=larger, headers=signed(larger))
+    resp = await api.post("/v1/webhooks/stripe", data=larger, headers=signed(larger, WEBHOOK_SECRET))
 
     assert resp.status == 200 and (await resp.json())["status"] == "ignored"
     row = funding(pg, body["id"])
@@ -226,7 +213,7 @@ async def test_amount_received_unlike_the_row_is_refused_and_recorded(api, pg, s
                for r in caplog.records)
     # A refused row stays refused: not even an event with the right amount credits it afterwards.
     right = succeeded_event("evt_right_after", body["payment_intent_id"], 4000)
-    await api.post("/v1/webhooks/stripe", data=right, headers=signed(right))
+    await api.post("/v1/webhooks/stripe", data=right, headers=signed(right, WEBHOOK_SECRET))
     assert money_state(pg, campaign)["remaining_budget"] == 0 and funding(pg, body["id"])["status"] == "refused"
     assert_books_balance(stripe_settings)
 
@@ -240,7 +227,7 @@ async def test_smaller_or_missing_amount_is_refused(api, pg, stripe_settings):
         event["data"]["object"]["amount_received"] = cents
         event["data"]["object"]["amount"] = cents
         payload = orjson.dumps(event)
-        resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+        resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload, WEBHOOK_SECRET))
         assert resp.status == 200, await resp.text()
         assert funding(pg, body["id"])["status"] == "refused"
     assert money_state(pg, campaign)["remaining_budget"] == 0
@@ -254,7 +241,7 @@ async def test_other_currency_is_refused_and_recorded(api, pg, stripe_settings):
     event["data"]["object"]["currency"] = "eur"
     payload = orjson.dumps(event)
 
-    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload, WEBHOOK_SECRET))
 
     assert resp.status == 200
     row = funding(pg, body["id"])
@@ -268,7 +255,7 @@ async def test_metadata_cannot_move_a_pending_row_to_another_campaign(api, pg, s
     body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "40.00"}, headers=auth)).json()
     payload = succeeded_event("evt_moved", body["payment_intent_id"], 4000, {"oros_campaign_id": other})
 
-    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload, WEBHOOK_SECRET))
 
     assert (await resp.json())["campaign_id"] == campaign
     assert money_state(pg, campaign)["remaining_budget"] == Decimal("40.00")
@@ -289,9 +276,9 @@ async def test_declined_card_then_a_good_one_credits_once(api, pg, stripe_settin
     # localstripe cannot retry a declined intent, so the success Stripe then sends is signed here.
     succeeded = succeeded_event("evt_retry_ok", body["payment_intent_id"], 2500)
     again = succeeded_event("evt_retry_again", body["payment_intent_id"], 2500)
-    assert (await (await api.post("/v1/webhooks/stripe", data=succeeded, headers=signed(succeeded))).json())[
-        "status"] == "applied"
-    await api.post("/v1/webhooks/stripe", data=again, headers=signed(again))
+    applied = await api.post("/v1/webhooks/stripe", data=succeeded, headers=signed(succeeded, WEBHOOK_SECRET))
+    assert (await applied.json())["status"] == "applied"
+    await api.post("/v1/webhooks/stripe", data=again, headers=signed(again, WEBHOOK_SECRET))
 
     assert funding(pg, body["id"])["status"] == "succeeded"
     assert money_state(pg, campaign)["remaining_budget"] == Decimal("25.00")
@@ -304,11 +291,11 @@ async def test_replayed_webhook_changes_nothing(api, pg, stripe_settings):
     body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "40.00"}, headers=auth)).json()
     payload = succeeded_event("evt_replay_1", body["payment_intent_id"], 4000)
 
-    first = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
-    again = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+    first = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload, WEBHOOK_SECRET))
+    again = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload, WEBHOOK_SECRET))
     # A different event for the same intent (e.g. resent from the dashboard) credits nothing either.
     other = succeeded_event("evt_replay_2", body["payment_intent_id"], 4000)
-    third = await api.post("/v1/webhooks/stripe", data=other, headers=signed(other))
+    third = await api.post("/v1/webhooks/stripe", data=other, headers=signed(other, WEBHOOK_SECRET))
 
     assert (await first.json())["status"] == "applied"
     assert (await again.json())["status"] == "duplicate"
@@ -324,7 +311,8 @@ async def test_two_events_for_one_intent_at_once_credit_it_once(api, pg, stripe_
     body = await (await api.post(f"/v1/campaigns/{campaign}/fund", json={"amount": "40.00"}, headers=auth)).json()
     events = [succeeded_event(f"evt_race_{n}", body["payment_intent_id"], 4000) for n in range(4)]
 
-    answers = await asyncio.gather(*(api.post("/v1/webhooks/stripe", data=e, headers=signed(e)) for e in events))
+    answers = await asyncio.gather(*(api.post("/v1/webhooks/stripe", data=e, headers=signed(e, WEBHOOK_SECRET))
+                                     for e in events))
 
     statuses = sorted([(await a.json())["status"] for a in answers])
     assert statuses == ["applied", "ignored", "ignored", "ignored"]
@@ -339,7 +327,7 @@ async def test_payment_failed_marks_funding_failed(api, pg, stripe_settings):
     payload = orjson.dumps({"id": "evt_fail", "type": "payment_intent.payment_failed", "created": int(time.time()),
                             "data": {"object": {"id": body["payment_intent_id"], "amount": 1000}}})
 
-    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload, WEBHOOK_SECRET))
 
     assert (await resp.json())["fundings_failed"] == 1
     funding = pg.execute("SELECT status FROM campaign_fundings WHERE id = %s", (body["id"],)).fetchone()
@@ -369,7 +357,7 @@ async def test_bad_signature_is_refused(api, pg, stripe_settings):
 
 async def test_malformed_signed_body_is_400(api):
     for payload in (b"not json", b"[1, 2]", orjson.dumps({"id": "evt_x", "type": "charge.refunded"})):
-        resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+        resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload, WEBHOOK_SECRET))
         assert resp.status == 400, payload
         assert (await resp.json())["error"]["code"] == "bad_payload"
 
@@ -378,7 +366,7 @@ async def test_unknown_event_type_is_acknowledged_and_ignored(api, pg):
     payload = orjson.dumps({"id": "evt_other", "type": "customer.created", "created": int(time.time()),
                             "data": {"object": {"id": "cus_1"}}})
 
-    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload))
+    resp = await api.post("/v1/webhooks/stripe", data=payload, headers=signed(payload, WEBHOOK_SECRET))
 
     assert resp.status == 200 and (await resp.json())["status"] == "ignored"
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import time
 import uuid
 from dataclasses import replace
@@ -16,12 +14,11 @@ import pytest
 from admin_api.app import create_app
 from ingest.writer import insert_events
 from oros.events import STREAM_FIELD, Event, uuid7_str
+from oros.reasons import UNKNOWN_CAMPAIGN
 from settler.run import settle_once
 
 from factories import World
-
-SECRET = "whsec_test_sales"
-NIL = "00000000-0000-0000-0000-000000000000"
+from stripe_events import SECRET, checkout, post
 
 
 @pytest.fixture
@@ -42,20 +39,6 @@ async def click(redis, hook_settings):
              "supporter_id": None, "business_id": str(uuid.uuid4())}
     await redis.hset(hook_settings.keys.clicks_of(cid), cid, orjson.dumps(index))
     return cid, index
-
-
-async def post(api, event: dict):
-    payload = orjson.dumps(event)
-    stamp = int(time.time())
-    signature = hmac.new(SECRET.encode(), f"{stamp}.".encode() + payload, hashlib.sha256).hexdigest()
-    return await api.post("/v1/webhooks/stripe", data=payload,
-                          headers={"Stripe-Signature": f"t={stamp},v1={signature}"})
-
-
-def checkout(event_id: str, session: dict) -> dict:
-    obj = {"id": "cs_test_1", "object": "checkout.session", "amount_total": 4999, "currency": "eur",
-           "payment_status": "paid", "payment_intent": "pi_sale_1", "metadata": {}, **session}
-    return {"id": event_id, "type": "checkout.session.completed", "created": 1_764_000_000, "data": {"object": obj}}
 
 
 def refunded(event_id: str, charge: dict) -> dict:
@@ -104,7 +87,8 @@ async def test_oros_cid_in_metadata_and_unknown_click(api, redis, hook_settings)
 
     assert resp.status == 200
     [sale] = await stream(redis, hook_settings)
-    assert (sale.click_id, sale.campaign_id, sale.order_id, sale.business_id) == (cid, NIL, "cs_test_1", None)
+    assert (sale.click_id, sale.campaign_id, sale.order_id, sale.business_id) == (
+        cid, UNKNOWN_CAMPAIGN, "cs_test_1", None)
 
 
 async def test_checkout_without_click_id_is_ignored(api, redis, hook_settings):
@@ -142,7 +126,7 @@ async def test_refund_of_unknown_sale_is_still_recorded(api, redis, hook_setting
     await post(api, refunded("evt_rf_3", {"payment_intent": "pi_unknown"}))
 
     [refund] = await stream(redis, hook_settings)
-    assert (refund.order_id, refund.campaign_id, refund.business_id) == ("pi_unknown", NIL, None)
+    assert (refund.order_id, refund.campaign_id, refund.business_id) == ("pi_unknown", UNKNOWN_CAMPAIGN, None)
 
 
 async def test_refund_found_through_the_settled_sale(api, redis, hook_settings, pg):

@@ -18,11 +18,11 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from oros import apikeys, bots, clickindex
+from oros import bots, clickindex
 from oros.events import Event, uuid7_ms, uuid7_str
-from oros.reasons import UNKNOWN_CAMPAIGN
 from oros.keys import CLICK_BUCKET_MS
 from oros.links import NEGATIVE, LinkInfo, publish
+from oros.reasons import UNKNOWN_CAMPAIGN
 from tracker.app import create_app
 from tracker.appender import SEND_AT, Appender
 from tracker.metrics import Distribution, Metrics, SharedMetrics
@@ -31,68 +31,17 @@ from tracker.resolve import Link
 from tracker.spool import Spool
 from tracker.typedefs import KEY_USAGE, KNOWN_CODES, METRICS, RESOLVER
 
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
-
+from factories import email_user, make_api_key, make_link, odd_spellings
+from processes import free_port
+from tracker_calls import BROWSER, known_codes_loaded, raw_request, stream_events
 
 # -- test data, written straight into the test's own database ---------------------------------
 
 
-def make_user(pg, prefix: str) -> str:
-    email = f"{prefix}-{secrets.token_hex(4)}@example.com"
-    return pg.execute("INSERT INTO users (email) VALUES (%s) RETURNING id::text AS id", (email,)).fetchone()["id"]
-
-
-def make_link(pg, *, status: str = "active", destination: str = "https://shop.example.com/p/1?ref=oros", supporter: bool = False) -> dict:
-    """A business, its campaign, an accepted creator and one tracking link (with ``supporter``: a supporter's share
-    link of the creator's link); returns all their ids."""
-    business = make_user(pg, "biz")
-    creator = make_user(pg, "creator")
-    supporter_id = make_user(pg, "supporter") if supporter else None
-    campaign = pg.execute(
-        "INSERT INTO campaigns (business_id, title, objective, payout_per_action, total_budget, status, destination_url)"
-        " VALUES (%s, 'Spring', 'click', 0.50, 100.00, %s, %s) RETURNING id::text AS id",
-        (business, status, destination),
-    ).fetchone()["id"]
-    pg.execute(
-        "INSERT INTO campaign_creators (campaign_id, creator_id, status, accepted_at) VALUES (%s, %s, 'accepted', now())",
-        (campaign, creator),
-    )
-    code = secrets.token_urlsafe(6).replace("-", "x").replace("_", "y")
-    link = pg.execute(
-        "INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id::text AS id",
-        (campaign, creator, code, f"http://t.example/{code}", destination),
-    ).fetchone()["id"]
-    if supporter_id:  # the supporter's share link of it (0110) is the link the test clicks
-        code = secrets.token_urlsafe(6).replace("-", "x").replace("_", "y")
-        link = pg.execute(
-            "INSERT INTO tracking_links (campaign_id, creator_id, supporter_id, code, url, destination_url,"
-            " shared_from, share_pct) VALUES (%s, %s, %s, %s, %s, %s, %s, 10) RETURNING id::text AS id",
-            (campaign, creator, supporter_id, code, f"http://t.example/{code}", destination, link),
-        ).fetchone()["id"]
-    return {
-        "business": business, "creator": creator, "supporter": supporter_id, "campaign": campaign,
-        "link": link, "code": code, "destination": destination,
-    }
-
-
-def make_api_key(pg, business: str) -> str:
-    secret, prefix, key_hash = apikeys.generate()
-    pg.execute(
-        "INSERT INTO api_keys (user_id, name, key_prefix, key_hash) VALUES (%s, 'test', %s, %s)",
-        (business, prefix, key_hash),
-    )
-    return secret
-
-
-async def stream_events(redis, settings) -> list[Event]:
-    entries = await redis.xrange(settings.keys.stream)
-    return [Event.decode(fields[b"e"]) for _, fields in entries]
-
-
 @pytest.fixture
 async def tracker(settings, tracker_client):
-    """An in-process tracker on the test's databases, served as `oros tracker` serves; ``tracker.app`` is its application."""
+    """An in-process tracker on the test's databases, served as `oros tracker` serves; ``tracker.app`` is its
+    application."""
     return await tracker_client(create_app(settings))
 
 
@@ -120,7 +69,8 @@ async def test_redirect_records_every_field(tracker, data, redis, settings):
     assert (location.scheme, location.netloc, location.path) == ("https", "shop.example.com", "/p/1")
     params = parse_qsl(location.query)
     click_id = dict(params)["oros_cid"]
-    assert params == [("ref", "oros"), ("utm_source", "tw"), ("utm_campaign", "spring"), ("x", "1"), ("oros_cid", click_id)]
+    assert params == [("ref", "oros"), ("utm_source", "tw"), ("utm_campaign", "spring"), ("x", "1"),
+                      ("oros_cid", click_id)]
 
     [(_, entry)] = await redis.xrange(settings.keys.stream)
     # Link.click_event writes the dict itself: it must carry exactly the Event's fields.
@@ -240,7 +190,9 @@ async def test_forwarded_for_believed_only_from_trusted_proxies(settings, tracke
     plain = await tracker_client(create_app(settings))
     await plain.get(f"/{data['code']}", headers={"X-Forwarded-For": "203.0.113.7"}, allow_redirects=False)
     trusting = await tracker_client(
-        create_app(replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))))
+        create_app(
+            replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8")))
+        )
     )
     # The client wrote the leftmost entry itself; the rightmost untrusted hop is the client.
     await trusting.get(
@@ -251,7 +203,8 @@ async def test_forwarded_for_believed_only_from_trusted_proxies(settings, tracke
 
 
 async def test_a_forged_first_forwarded_for_line_never_becomes_the_client(settings, tracker_client, data, redis):
-    trusting = await tracker_client(create_app(replace(settings, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))))
+    loopback = (ipaddress.ip_network("127.0.0.0/8"),)
+    trusting = await tracker_client(create_app(replace(settings, trusted_proxies=loopback)))
     # The client sends its own X-Forwarded-For; the trusted proxy adds a second line with the real peer
     # (as nginx's add_header or some load balancers do). Reading only the first line believed the forgery.
     for lines in ([("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.9")],
@@ -293,7 +246,8 @@ async def test_unknown_codes_are_negatively_cached(tracker, redis, settings):
 
 async def test_invalidation_reaches_the_process_cache(tracker, pg, data, redis, settings):
     assert urlsplit((await tracker.get(f"/{data['code']}", allow_redirects=False)).headers["Location"]).path == "/p/1"
-    pg.execute("UPDATE tracking_links SET destination_url = 'https://shop.example.com/p/2' WHERE id = %s", (data["link"],))
+    pg.execute("UPDATE tracking_links SET destination_url = 'https://shop.example.com/p/2' WHERE id = %s",
+               (data["link"],))
     info = LinkInfo.decode(await redis.get(settings.keys.link(data["code"])))
     await publish(redis, settings.keys, [data["code"]], {data["code"]: replace(info, destination_url="https://shop.example.com/p/2")})
     for _ in range(50):
@@ -329,7 +283,8 @@ async def test_conversion_is_attributed_to_its_click(tracker, pg, data, redis, s
     click_id = await click(tracker, data["code"])
     response = await tracker.post(
         "/v1/conversions",
-        data=b'{"click_id": "%s", "type": "sale", "value": 12.5, "currency": "eur", "order_id": "A-1"}' % click_id.encode(),
+        data=b'{"click_id": "%s", "type": "sale", "value": 12.5, "currency": "eur", "order_id": "A-1"}'
+        % click_id.encode(),
         headers={"Authorization": f"Bearer {key}"},
     )
     assert response.status == 202
@@ -347,13 +302,14 @@ async def test_key_use_is_written_to_postgres_at_most_once_per_interval(tracker,
     key = make_api_key(pg, data["business"])
 
     def last_used():
-        return pg.execute("SELECT last_used_at FROM api_keys WHERE user_id = %s", (data["business"],)).fetchone()["last_used_at"]
+        row = pg.execute("SELECT last_used_at FROM api_keys WHERE user_id = %s", (data["business"],)).fetchone()
+        return row["last_used_at"]
 
     assert last_used() is None
     usage = tracker.app[KEY_USAGE]
     for order in ("K-1", "K-2"):
-        response = await tracker.post("/v1/conversions", json={"click_id": str(uuid.uuid4()), "type": "conversion", "order_id": order},
-                                      headers={"Authorization": f"Bearer {key}"})
+        body = {"click_id": str(uuid.uuid4()), "type": "conversion", "order_id": order}
+        response = await tracker.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {key}"})
         assert response.status == 202
         await usage.close()  # waits for the background write
         if order == "K-1":
@@ -370,7 +326,8 @@ async def test_unknown_click_is_recorded_against_no_campaign(tracker, pg, data, 
     )
     assert response.status == 202
     [event] = await stream_events(redis, settings)
-    assert (event.campaign_id, event.business_id, event.click_id, event.link_id) == (UNKNOWN_CAMPAIGN, data["business"], unknown, None)
+    assert (event.campaign_id, event.business_id, event.click_id, event.link_id) == (
+        UNKNOWN_CAMPAIGN, data["business"], unknown, None)
 
 
 async def test_a_recent_click_missing_from_the_index_is_503_until_it_arrives(tracker, pg, data, redis, settings):
@@ -389,7 +346,8 @@ async def test_a_recent_click_missing_from_the_index_is_503_until_it_arrives(tra
     accepted = await tracker.post("/v1/conversions", json=body, headers=auth)
     assert accepted.status == 202
     conversion = (await stream_events(redis, settings))[-1]
-    assert (conversion.campaign_id, conversion.click_id, conversion.order_id) == (data["campaign"], click_id, "SPOOLED-1")
+    assert (conversion.campaign_id, conversion.click_id, conversion.order_id) == (
+        data["campaign"], click_id, "SPOOLED-1")
 
 
 async def test_an_order_claim_left_by_a_failed_request_is_taken_over(tracker, pg, data, redis, settings):
@@ -423,19 +381,21 @@ async def test_order_id_is_recorded_once_under_concurrency(tracker, pg, data, re
     assert statuses == [200] * 24 + [202]
     bodies = [await r.json() for r in responses]
     [first] = [b["event_id"] for r, b in zip(responses, bodies, strict=True) if r.status == 202]
-    assert all(b == {"event_id": first, "duplicate": True} for r, b in zip(responses, bodies, strict=True) if r.status == 200)
+    assert all(b == {"event_id": first, "duplicate": True}
+               for r, b in zip(responses, bodies, strict=True) if r.status == 200)
     sales = [e for e in await stream_events(redis, settings) if e.event_type == "sale"]
     assert [e.event_id for e in sales] == [first]
 
 
 async def test_another_business_cannot_burn_the_owners_order_id(tracker, pg, data, redis, settings):
     owner_key = make_api_key(pg, data["business"])
-    rival_key = make_api_key(pg, make_user(pg, "rival"))
+    rival_key = make_api_key(pg, email_user(pg, "rival"))
     click_id = await click(tracker, data["code"])
     body = {"click_id": click_id, "type": "sale", "order_id": "O-1"}
-    assert (await tracker.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {rival_key}"})).status == 202
-    assert (await tracker.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {owner_key}"})).status == 202
-    assert (await tracker.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {owner_key}"})).status == 200
+    rival, owner = {"Authorization": f"Bearer {rival_key}"}, {"Authorization": f"Bearer {owner_key}"}
+    assert (await tracker.post("/v1/conversions", json=body, headers=rival)).status == 202
+    assert (await tracker.post("/v1/conversions", json=body, headers=owner)).status == 202
+    assert (await tracker.post("/v1/conversions", json=body, headers=owner)).status == 200
 
 
 async def test_idempotency_key_replays_the_first_response(tracker, pg, data, redis, settings):
@@ -453,7 +413,8 @@ async def test_idempotency_key_replays_the_first_response(tracker, pg, data, red
 
 
 async def test_idempotency_key_follows_the_admin_apis_grammar(tracker, pg, data, redis, settings):
-    """One grammar (oros/idempotency.py): a key of 101 characters or with a space, once taken here, is a 422, as in the admin API."""
+    """One grammar (oros/idempotency.py): a key of 101 characters or with a space, once taken here, is a 422, as in
+    the admin API."""
     key = make_api_key(pg, data["business"])
     click_id = await click(tracker, data["code"])
     for bad in ("x" * 101, "bad key!"):
@@ -468,10 +429,12 @@ async def test_refund_needs_an_order_id_but_no_click(tracker, pg, data, redis, s
     auth = {"Authorization": f"Bearer {key}"}
     missing = await tracker.post("/v1/conversions", json={"type": "refund"}, headers=auth)
     assert missing.status == 422 and (await missing.json())["error"]["field"] == "order_id"
-    response = await tracker.post("/v1/conversions", json={"type": "refund", "order_id": "A-1", "value": "5.00"}, headers=auth)
+    response = await tracker.post("/v1/conversions", json={"type": "refund", "order_id": "A-1", "value": "5.00"},
+                                  headers=auth)
     assert response.status == 202
     [event] = await stream_events(redis, settings)
-    assert (event.event_type, event.order_id, event.business_id, event.click_id) == ("refund", "A-1", data["business"], None)
+    assert (event.event_type, event.order_id, event.business_id, event.click_id) == (
+        "refund", "A-1", data["business"], None)
 
 
 async def test_each_new_refunded_total_of_an_order_is_a_new_refund(tracker, pg, data, redis, settings):
@@ -487,7 +450,8 @@ async def test_each_new_refunded_total_of_an_order_is_a_new_refund(tracker, pg, 
 async def test_bad_and_revoked_keys_are_401(tracker, pg, data):
     key = make_api_key(pg, data["business"])
     body = {"click_id": str(uuid.uuid4()), "type": "conversion"}
-    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {key}"}, {"Authorization": "Bearer " + "x" * 500}):
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {key}"},
+                    {"Authorization": "Bearer " + "x" * 500}):
         response = await tracker.post("/v1/conversions", json=body, headers=headers)
         assert response.status == 401, headers
     assert (await tracker.post("/v1/conversions", json=body, headers={"Authorization": f"Bearer {key}"})).status == 202
@@ -510,7 +474,8 @@ async def test_rate_limit_per_ip(settings, tracker_client, pg, data):
 
 async def test_pixel_records_with_no_poster(tracker, data, redis, settings):
     click_id = await click(tracker, data["code"])
-    response = await tracker.get(f"/px.gif?cid={click_id}&type=sale&value=9.99&order_id=P-1", headers={"User-Agent": BROWSER})
+    response = await tracker.get(f"/px.gif?cid={click_id}&type=sale&value=9.99&order_id=P-1",
+                                 headers={"User-Agent": BROWSER})
     assert response.status == 200 and response.content_type == "image/gif"
     assert (await response.read()).startswith(b"GIF89a")
     assert (await tracker.get(f"/px.gif?cid={click_id}&type=sale&order_id=P-1")).status == 200  # duplicate
@@ -563,7 +528,8 @@ async def test_exact_decimal_values(tracker, pg, data, redis, settings):
     cases = {b"0.1": "0.10", b"19.99": "19.99", b'"7"': "7.00", b"1e2": "100.00", b"2.50": "2.50"}
     for raw in cases:
         body = b'{"type": "conversion", "click_id": "%s", "value": %s}' % (str(uuid.uuid4()).encode(), raw)
-        assert (await tracker.post("/v1/conversions", data=body, headers={"Authorization": f"Bearer {key}"})).status == 202
+        response = await tracker.post("/v1/conversions", data=body, headers={"Authorization": f"Bearer {key}"})
+        assert response.status == 202
     assert [e.value for e in await stream_events(redis, settings)] == list(cases.values())
 
 
@@ -576,7 +542,8 @@ async def test_oversized_requests_are_refused(tracker, pg, data):
 
 
 async def test_malformed_pixel_is_400(tracker, redis, settings):
-    queries = ["", "cid=nope", "cid=%s&type=refund", "cid=%s&value=abc", "cid=%s&value=1.001", "cid=%s&currency=12", "cid=%s&order_id=%%00"]
+    queries = ["", "cid=nope", "cid=%s&type=refund", "cid=%s&value=abc", "cid=%s&value=1.001", "cid=%s&currency=12",
+               "cid=%s&order_id=%%00"]
     for query in queries:
         if "%s" in query:
             query = query % uuid.uuid4()
@@ -604,7 +571,13 @@ async def test_healthz_and_metrics(tracker, data):
     await tracker.get(f"/{data['code']}", allow_redirects=False)
     health = await tracker.get("/healthz")
     assert health.status == 200 and (await health.json()) == {
-        "status": "ok", "redis": True, "spooling": False, "spool_depth": 0, "replayer": "ok", "replayer_restarts": 0, "problems": []
+        "status": "ok",
+        "redis": True,
+        "spooling": False,
+        "spool_depth": 0,
+        "replayer": "ok",
+        "replayer_restarts": 0,
+        "problems": [],
     }
     text = await (await tracker.get("/metrics")).text()
     for name in (
@@ -628,7 +601,8 @@ def test_distribution_counts_like_a_prometheus_histogram():
 
 
 def test_workers_metrics_add_up(tmp_path):
-    """One worker's scrape reports every worker: sums, the lowest redis_up, the ratio of the sums, its own spool depth."""
+    """One worker's scrape reports every worker: sums, the lowest redis_up, the ratio of the sums, its own spool
+    depth."""
     first, second = Metrics(), Metrics()
     first.requests[("redirect", "302")] += 3
     second.requests[("redirect", "302")] += 4
@@ -659,7 +633,8 @@ def test_workers_metrics_add_up(tmp_path):
 
 def test_a_links_click_event_carries_its_fields():
     """Link.click_event is the template of oros.events (tested there) bound to this link's fields."""
-    ip, user_agent, referrer, reason, source, metadata = "203.0.113.9", "UA", None, None, "redirect", {"utm_source": "x"}
+    ip, user_agent, referrer, reason = "203.0.113.9", "UA", None, None
+    source, metadata = "redirect", {"utm_source": "x"}
     info = LinkInfo(link_id=str(uuid.uuid4()), code="tmpl", campaign_id=str(uuid.uuid4()), creator_id=str(uuid.uuid4()),
                     supporter_id=None, business_id=str(uuid.uuid4()), destination_url="https://x.example/a?b=1#f",
                     campaign_status="active")
@@ -682,7 +657,8 @@ async def test_click_index_entries_land_in_their_bucket_hashes(settings, redis, 
     stamps = [base] * 4500 + [base + CLICK_BUCKET_MS] * 3 + [base + 5 * CLICK_BUCKET_MS]
     random.Random(7).shuffle(stamps)  # interleaved, as a replay of old spool files could be
     ids = [uuid7_str(ms) for ms in stamps]
-    events = [Event(event_id=cid, event_type="click", ts_ms=ms, campaign_id="c").encode() for cid, ms in zip(ids, stamps)]
+    events = [Event(event_id=cid, event_type="click", ts_ms=ms, campaign_id="c").encode()
+              for cid, ms in zip(ids, stamps, strict=True)]
     try:
         await appender.write(events, [clickindex.entry(cid, f"v{n}".encode()) for n, cid in enumerate(ids)])
     finally:
@@ -723,21 +699,9 @@ async def test_a_full_batch_is_sent_before_the_loop_turn_ends(settings, redis, t
 # -- bytes that are not UTF-8, ids in odd spellings ------------------------------------------
 
 
-async def raw_request(client, request: bytes) -> tuple[int, bytes]:
-    """Send ``request`` byte for byte (aiohttp's client would not send these bytes); its status and body."""
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        response = await reader.read()  # the request says Connection: close
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    return int(response.split(b" ", 2)[1]), response.partition(b"\r\n\r\n")[2]
-
-
 def raw_get(path: bytes, *headers: bytes) -> bytes:
-    return b"GET " + path + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
+    return (b"GET " + path + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            + b"".join(h + b"\r\n" for h in headers) + b"\r\n")
 
 
 async def test_header_bytes_that_are_not_utf8_are_recorded_never_500(tracker, data, redis, settings):
@@ -748,7 +712,8 @@ async def test_header_bytes_that_are_not_utf8_are_recorded_never_500(tracker, da
     assert (await raw_request(tracker, raw_get(b"/" + code, b"User-Agent: " + b"\xe9" * 8000)))[0] == 302
     assert (await raw_request(tracker, raw_get(b"/" + code, b"User-Agent: " + b"\xe9" * 9000)))[0] == 400
     # Raw bytes in the path and the query.
-    assert (await raw_request(tracker, raw_get(b"/\xff\xffcode")))[0] == 400  # the HTTP parser refuses raw bytes in a URL
+    # The HTTP parser refuses raw bytes in a URL.
+    assert (await raw_request(tracker, raw_get(b"/\xff\xffcode")))[0] == 400
     assert (await raw_request(tracker, raw_get(b"/%FF%FFcode")))[0] == 404
     assert (await raw_request(tracker, raw_get(b"/" + code + b"?utm_source=%E9&utm_term=%E9%FF")))[0] == 302
     first, longest, with_query = await stream_events(redis, settings)
@@ -761,20 +726,12 @@ async def test_bearer_bytes_that_are_not_utf8_are_401(tracker, pg, data):
     key = make_api_key(pg, data["business"]).encode()
     body = b'{"click_id": "%s", "type": "conversion"}' % str(uuid.uuid4()).encode()
     for auth in (b"Bearer " + key + b"\xe9", b"Bearer \xe9", b"Bearer\xa0" + key, b"\xe9 " + key):
-        request = (b"POST /v1/conversions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                   b"Authorization: " + auth + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        request = (b"POST /v1/conversions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                   b"Content-Type: application/json\r\nAuthorization: "
+                   + auth + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         status, response = await raw_request(tracker, request)
         assert status == 401, auth
         assert orjson.loads(response)["error"]["code"] == "unauthorized"
-
-
-def odd_spellings(value: str) -> list[str]:
-    """``value`` as uuid.UUID also parses it: 36 characters (the old length check) and other lengths."""
-    h = value.replace("-", "")
-    return [
-        "urn:" + h, "{" + h + "--}", f"{h[:4]}-{h[4:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", "----" + h,
-        "{" + value + "}", h, "urn:uuid:" + value, value + "\n", " " + value,
-    ]
 
 
 async def test_ids_in_odd_spellings_are_refused_and_upper_case_is_lower_cased(tracker, pg, data, redis, settings):
@@ -785,8 +742,8 @@ async def test_ids_in_odd_spellings_are_refused_and_upper_case_is_lower_cased(tr
         response = await tracker.post("/v1/conversions", json={"click_id": odd, "type": "conversion"}, headers=auth)
         assert (response.status, (await response.json())["error"]["field"]) == (422, "click_id"), odd
         assert (await tracker.get("/px.gif", params={"cid": odd})).status == 400, odd
-    shouted = await tracker.post("/v1/conversions", json={"click_id": click_id.upper(), "type": "conversion", "order_id": "U-1"},
-                                 headers=auth)
+    shouted = await tracker.post("/v1/conversions", headers=auth,
+                                 json={"click_id": click_id.upper(), "type": "conversion", "order_id": "U-1"})
     assert shouted.status == 202
     assert (await tracker.get("/px.gif", params={"cid": click_id.upper(), "order_id": "U-2"})).status == 200
     _, api, px = await stream_events(redis, settings)
@@ -806,14 +763,6 @@ def random_code() -> str:
     return secrets.token_urlsafe(9)[:12].replace("-", "a").replace("_", "b")
 
 
-async def known_codes_loaded(app) -> None:
-    for _ in range(200):
-        if app[KNOWN_CODES].loaded_at is not None:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the known codes never loaded")
-
-
 async def test_made_up_codes_never_reach_postgres(settings, tracker_client, pg, monkeypatch):
     flood_budget(monkeypatch, per_client_s=1000, probes_s=0)
     link = make_link(pg)  # before the tracker starts: in the filter it loads
@@ -826,13 +775,19 @@ async def test_made_up_codes_never_reach_postgres(settings, tracker_client, pg, 
     assert layer_counts(tracker.app)["postgres"] == 1
 
 
+def link_info(link: dict) -> LinkInfo:
+    """What the admin API publishes to Redis for a link ``make_link`` made."""
+    return LinkInfo(link_id=link["link"], code=link["code"], campaign_id=link["campaign"], creator_id=link["creator"],
+                    supporter_id=None, business_id=link["business"], destination_url=link["destination"],
+                    campaign_status="active")
+
+
 async def test_a_link_made_after_the_filter_loaded_resolves_at_once(settings, tracker_client, pg, redis, monkeypatch):
     flood_budget(monkeypatch, probes_s=0)
     tracker = await tracker_client(create_app(settings))
     await known_codes_loaded(tracker.app)
     link = make_link(pg)
-    info = LinkInfo(link_id=link["link"], code=link["code"], campaign_id=link["campaign"], creator_id=link["creator"],
-                    supporter_id=None, business_id=link["business"], destination_url=link["destination"], campaign_status="active")
+    info = link_info(link)
     await publish(redis, settings.keys, [link["code"]], {link["code"]: info})  # what the admin API does as it makes one
     assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302
     # Its Redis entry gone (expired), the code the invalidation added to the filter still reaches Postgres.
@@ -867,7 +822,8 @@ async def test_misses_are_bounded_per_client_and_ipv6_per_64(settings, tracker_c
 
     async def misses(client_ip: str, count: int) -> list[int]:
         headers = {"X-Forwarded-For": client_ip}
-        return [(await tracker.get(f"/{random_code()}", headers=headers, allow_redirects=False)).status for _ in range(count)]
+        return [(await tracker.get(f"/{random_code()}", headers=headers, allow_redirects=False)).status
+                for _ in range(count)]
 
     assert await misses("203.0.113.5", 5) == [404, 404, 404, 429, 429]
     assert await misses("::ffff:203.0.113.5", 1) == [429]  # the same IPv4 client
@@ -877,18 +833,20 @@ async def test_misses_are_bounded_per_client_and_ipv6_per_64(settings, tracker_c
     # Misses that find a link never count: real users behind one address are never refused.
     for _ in range(5):
         tracker.app[RESOLVER].forget_all()
-        response = await tracker.get(f"/{link['code']}", headers={"X-Forwarded-For": "198.51.100.7"}, allow_redirects=False)
+        response = await tracker.get(f"/{link['code']}", headers={"X-Forwarded-For": "198.51.100.7"},
+                                     allow_redirects=False)
         assert response.status == 302
     assert await misses("198.51.100.7", 4) == [404, 404, 404, 429]
 
 
-async def test_postgres_down_at_start_links_resolve_from_redis_and_misses_are_bounded(settings, tracker_client, pg, redis, monkeypatch):
+async def test_postgres_down_at_start_links_resolve_from_redis_and_misses_are_bounded(
+    settings, tracker_client, pg, redis, monkeypatch
+):
     flood_budget(monkeypatch, per_client_s=1000, lookups=0)
     link = make_link(pg)
-    info = LinkInfo(link_id=link["link"], code=link["code"], campaign_id=link["campaign"], creator_id=link["creator"],
-                    supporter_id=None, business_id=link["business"], destination_url=link["destination"], campaign_status="active")
+    info = link_info(link)
     await publish(redis, settings.keys, [link["code"]], {link["code"]: info})
-    down = replace(settings, database_url=f"postgresql://postgres@127.0.0.1:{_closed_port()}/nothing")
+    down = replace(settings, database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")
     tracker = await tracker_client(create_app(down))
     assert tracker.app[KNOWN_CODES].loaded_at is None
     assert (await tracker.get(f"/{link['code']}", allow_redirects=False)).status == 302
@@ -897,9 +855,3 @@ async def test_postgres_down_at_start_links_resolve_from_redis_and_misses_are_bo
     assert layer_counts(tracker.app).get("postgres", 0) == 0
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -18,11 +18,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import redis.asyncio as aioredis
-from test_tracker import BROWSER, make_link, stream_events
-from test_tracker_faults import RedisServer
 
 from oros.events import uuid7_ms
 from tracker.app import create_app
+
+from factories import make_link
+from redis_server import RedisServer
+from tracker_calls import BROWSER, stream_events
 
 pytestmark = pytest.mark.usefixtures("pg")
 

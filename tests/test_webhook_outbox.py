@@ -8,7 +8,6 @@ the owner. Delivering is tests/test_webhooks.py's.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from decimal import Decimal
 
@@ -17,17 +16,7 @@ import pytest
 from oros.connections import pg_connect
 from settler.run import settle_once
 
-from factories import now_ms
-
-BUSINESS_EVENTS = ["conversion.recorded", "event.rejected", "settlement.completed"]
-
-
-def subscribe(pg, owner: str, events: list[str], url: str = "https://hooks.example.com/") -> str:
-    endpoint = pg.execute("INSERT INTO webhook_endpoints (owner_id, url, events) VALUES (%s, %s, %s)"
-                          " RETURNING id::text AS id", (owner, url, events)).fetchone()["id"]
-    pg.execute("INSERT INTO webhook_endpoint_secrets (endpoint_id, secret) VALUES (%s, %s)",
-               (endpoint, "whsec_" + secrets.token_urlsafe(32)))
-    return endpoint
+from factories import BUSINESS_EVENTS, now_ms, subscribe
 
 
 def outbox(pg, owner: str | None = None) -> list[dict]:

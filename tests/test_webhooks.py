@@ -37,8 +37,7 @@ from webhooks import schedule
 from webhooks.addresses import RefusedAddress
 from webhooks.deliver import LEASE_S, Deliverer
 
-from factories import now_ms
-from test_webhook_outbox import BUSINESS_EVENTS, subscribe
+from factories import BUSINESS_EVENTS, now_ms, subscribe
 
 
 def verify(header: str, body: bytes, secret: str, now: float) -> bool:
@@ -339,7 +338,7 @@ class _Hook(http.server.BaseHTTPRequestHandler):
 
     received: list[bytes] = []
 
-    def do_POST(self):  # noqa: N802 - the standard library's name
+    def do_POST(self):  # the standard library's name
         self.received.append(self.rfile.read(int(self.headers["Content-Length"])))
         self.send_response(204)
         self.end_headers()

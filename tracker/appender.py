@@ -36,17 +36,17 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import hiredis
 import orjson
 from redis import exceptions as redis_errors
 
-from oros.events import canonical_uuid
 from oros import clickindex, stream
 from oros.clickindex import Entry as IndexEntry
 from oros.connections import AnyRedis, node_of
+from oros.events import canonical_uuid
 from oros.keys import Keys, StreamShard
 
 from .metrics import Metrics
@@ -136,7 +136,7 @@ class StreamConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     @classmethod
-    async def open(cls, params: dict, timeout_s: float) -> "StreamConnection":
+    async def open(cls, params: dict, timeout_s: float) -> StreamConnection:
         """Connect as ``params`` say (``oros.connections.node_of``), authenticate, select the db, load the script."""
         loop = asyncio.get_running_loop()
         factory = partial(cls, timeout_s)
@@ -201,7 +201,8 @@ class StreamConnection(asyncio.Protocol):
             return
         left = self._sent_at[0] + self._timeout_s - self._loop.time()
         if left <= 0:
-            log.warning("no reply from redis in time, dropping the stream connection", extra={"waiting": len(self._sent_at)})
+            log.warning("no reply from redis in time, dropping the stream connection",
+                        extra={"waiting": len(self._sent_at)})
             self.close()
         else:
             self._watchdog = self._loop.call_later(left, self._check_overdue)

@@ -72,7 +72,7 @@ class Distribution:
 
     def collect(self):
         cumulative, buckets = 0, []
-        for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), self.counts):
+        for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), self.counts, strict=True):
             cumulative += count
             buckets.append((bound, cumulative))
         yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=self.sum)
@@ -88,15 +88,18 @@ class Metrics:
         # events[(sink,)] += n; sink: stream, spool
         self.events = Tally("oros_tracker_events_appended", "Events made durable, by where", ("sink",))
         self.batch_size = Distribution("oros_tracker_batch_size", "Events per group-commit flush", BATCH_BUCKETS)
-        self.flush_seconds = Distribution("oros_tracker_flush_seconds", "Latency of one group-commit flush", FLUSH_BUCKETS)
+        self.flush_seconds = Distribution("oros_tracker_flush_seconds", "Latency of one group-commit flush",
+                                          FLUSH_BUCKETS)
         self.events.update({("stream",): 0, ("spool",): 0})  # both series exist from the start
         for collector in (self.requests, self.link_cache, self.events, self.batch_size, self.flush_seconds):
             r.register(collector)
         self.flush_failures = Counter("oros_tracker_flush_failures", "Flushes that fell back to the spool", registry=r)
         self.spool_depth = Gauge(SPOOL_DEPTH, "Events in the spool directory's files, not yet replayed", registry=r)
         self.replayed = Counter("oros_tracker_replayed_events", "Spooled events replayed into the stream", registry=r)
-        self.redis_up = Gauge("oros_tracker_redis_up", "1 while the appender writes to Redis, 0 while it spools", registry=r)
-        self.rate_limited = Counter("oros_tracker_rate_limited", "Requests refused by the per-IP rate limit", registry=r)
+        self.redis_up = Gauge("oros_tracker_redis_up", "1 while the appender writes to Redis, 0 while it spools",
+                              registry=r)
+        self.rate_limited = Counter("oros_tracker_rate_limited", "Requests refused by the per-IP rate limit",
+                                    registry=r)
         hit_ratio = Gauge("oros_tracker_link_cache_hit_ratio", "In-process link cache hits / lookups", registry=r)
         hit_ratio.set_function(self._hit_ratio)
         self.redis_up.set(1)

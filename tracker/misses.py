@@ -37,8 +37,8 @@ import asyncio
 import ipaddress
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -54,7 +54,8 @@ FALSE_POSITIVE_RATE = 0.01
 MIN_CAPACITY = 100_000
 LOAD_BATCH = 10_000
 MISSES_PER_CLIENT_S = 20
-LOOKUPS_IN_FLIGHT = 64  # Postgres link lookups waiting or running, per process: 4 pooled connections at ~1 ms each drain 64 in ~16 ms
+# Postgres link lookups waiting or running, per process: 4 pooled connections at ~1 ms each drain 64 in ~16 ms.
+LOOKUPS_IN_FLIGHT = 64
 PROBES_PER_S = 5
 MAX_CLIENTS = 100_000  # per window; clients beyond it count only against the total
 
@@ -140,8 +141,8 @@ class MissBudget:
     """
 
     def __init__(
-        self, *, per_client_s: int = MISSES_PER_CLIENT_S, lookups: int = LOOKUPS_IN_FLIGHT, probes_s: int = PROBES_PER_S,
-        clock: Callable[[], float] = time.monotonic,
+        self, *, per_client_s: int = MISSES_PER_CLIENT_S, lookups: int = LOOKUPS_IN_FLIGHT,
+        probes_s: int = PROBES_PER_S, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
         self._per_client_s = per_client_s

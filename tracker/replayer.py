@@ -23,7 +23,8 @@ MAX_BACKOFF_S = 10.0
 
 
 class Replayer:
-    def __init__(self, appender: Appender, *, interval_s: float = INTERVAL_S, max_backoff_s: float = MAX_BACKOFF_S) -> None:
+    def __init__(self, appender: Appender, *, interval_s: float = INTERVAL_S,
+                 max_backoff_s: float = MAX_BACKOFF_S) -> None:
         self._appender = appender
         self._interval_s = interval_s
         self._max_backoff_s = max_backoff_s

@@ -22,9 +22,9 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Callable
 from urllib.parse import quote, unquote_plus, urlsplit
 
 import psycopg
@@ -74,7 +74,7 @@ class Link:
     _fragment: str
 
     @classmethod
-    def of(cls, info: LinkInfo) -> "Link":
+    def of(cls, info: LinkInfo) -> Link:
         parts = urlsplit(info.destination_url)
         prefix = f"{parts.scheme}://{parts.netloc}{parts.path}?"
         if parts.query:

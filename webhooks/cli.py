@@ -11,10 +11,11 @@ import asyncio
 import logging
 import signal
 
+from oros import probes
 from oros.settings import Settings
 
 from .deliver import Deliverer
-from .metrics import DEFAULT_PORT, serving
+from .metrics import DEFAULT_PORT
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ async def _run(settings: Settings, once: bool, metrics_port: int) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with serving(deliverer.metrics, metrics_port):
+        async with probes.serving("webhooks", deliverer.metrics.registry, deliverer.metrics.health, metrics_port):
             log.info("webhooks running", extra={"metrics_port": metrics_port,
                                                 "allow_private": settings.allows_private_webhooks})
             await deliverer.run(stop)

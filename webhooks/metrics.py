@@ -1,4 +1,4 @@
-"""The delivery process's Prometheus metrics and its ``/metrics`` + ``/healthz`` server.
+"""The delivery process's Prometheus metrics and its ``/healthz`` answer (served by ``oros.probes``).
 
 One registry per ``WebhookMetrics`` (tests build many; ``oros dev`` adds it to
 the admin API's ``/metrics``, as it does ingest's).
@@ -7,11 +7,8 @@ the admin API's ``/metrics``, as it does ingest's).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 DEFAULT_PORT = 9103
 # What an attempt led to: delivered (2xx), retrying (will be tried again), failed (gave up after the
@@ -50,37 +47,3 @@ class WebhookMetrics:
         ok = self.last_error is None
         return ok, {"ok": ok, "error": self.last_error, "due": int(self.value("oros_webhooks_due")),
                     "last_claim_ok_s_ago": round(time.time() - self.last_claim_ok, 1)}
-
-
-def create_app(metrics: WebhookMetrics) -> web.Application:
-    async def metrics_page(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def healthz(request: web.Request) -> web.Response:
-        ok, body = metrics.health()
-        return web.json_response(body, status=200 if ok else 503)
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics_page)
-    app.router.add_get("/healthz", healthz)
-    return app
-
-
-@asynccontextmanager
-async def serving(metrics: WebhookMetrics, port: int) -> AsyncIterator[None]:
-    """``/metrics`` and ``/healthz`` on ``port`` while the block runs (0: not at all)."""
-    if not port:
-        yield
-        return
-    runner = web.AppRunner(create_app(metrics), access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "0.0.0.0", port).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise SystemExit(f"webhooks: cannot serve metrics on port {port} ({exc.strerror});"
-                         " choose another --metrics-port, or 0 for none") from None
-    try:
-        yield
-    finally:
-        await runner.cleanup()

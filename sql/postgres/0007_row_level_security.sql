@@ -43,8 +43,8 @@ CREATE POLICY "ledger_owner_only" ON ledger_entries FOR SELECT USING (
 CREATE POLICY "campaigns_public_active" ON campaigns FOR SELECT USING (status = 'active');
 CREATE POLICY "campaigns_business_owner" ON campaigns FOR ALL USING (auth.uid() = business_id);
 CREATE POLICY "campaign_creators_view" ON campaign_creators FOR SELECT USING (
-  auth.uid() = creator_id OR
-  campaign_id IN (SELECT id FROM campaigns WHERE business_id = auth.uid()));
+  auth.uid() = creator_id
+  OR campaign_id IN (SELECT id FROM campaigns WHERE business_id = auth.uid()));
 CREATE POLICY "withdrawals_owner_only" ON withdrawals FOR SELECT USING (
   wallet_id IN (SELECT id FROM wallets WHERE user_id = auth.uid()));
 

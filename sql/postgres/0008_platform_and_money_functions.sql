@@ -96,7 +96,8 @@ GRANT EXECUTE ON FUNCTION oros_request_withdrawal(numeric, text) TO oros_app;
 
 -- The payout job's outcome for one withdrawal: paid settles both legs; failed
 -- fails them, which returns the reserved money to the creator.
-CREATE OR REPLACE FUNCTION oros_finish_withdrawal(p_withdrawal uuid, p_ok boolean, p_stripe_transfer text, p_reason text)
+CREATE OR REPLACE FUNCTION oros_finish_withdrawal(p_withdrawal uuid, p_ok boolean, p_stripe_transfer text,
+                                                  p_reason text)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 DECLARE

@@ -7,9 +7,9 @@
 -- moment could deadlock with the settlement. oros_post_settlement, as 0076
 -- wrote it, now locks the creators' and the boosters' receivables together,
 -- in id order, first, when it completes the campaign. Unchanged otherwise.
-CREATE OR REPLACE FUNCTION oros_post_settlement(p_campaign uuid, p_run uuid, p_hold_until timestamptz, p_complete boolean,
-                                     p_transfers uuid[], p_creators uuid[], p_counts integer[], p_fees numeric[],
-                                     p_links uuid[], p_clicks integer[], p_conversions integer[])
+CREATE OR REPLACE FUNCTION oros_post_settlement(p_campaign uuid, p_run uuid, p_hold_until timestamptz,
+                                     p_complete boolean, p_transfers uuid[], p_creators uuid[], p_counts integer[],
+                                     p_fees numeric[], p_links uuid[], p_clicks integer[], p_conversions integer[])
 RETURNS numeric
 LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE

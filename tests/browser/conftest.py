@@ -17,7 +17,6 @@ import fcntl
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import threading
 from dataclasses import replace
@@ -36,25 +35,19 @@ from oros.migrate import migrate_clickhouse
 from settler.jobs import OWNER_JOBS
 from tracker.app import create_app as create_tracker_app
 
+from processes import free_port
+from webui import DESKTOP_UA
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage")
-# A desktop browser's user agent: the tracker (rightly) treats "HeadlessChrome" as a bot.
-DESKTOP_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-              "Chrome/126.0.0.0 Safari/537.36")
 WEBHOOK_SECRET = "whsec_webapp_" + secrets.token_hex(8)
 APT_TIMEOUT_S = 900
 
 # Installing Chromium on a fresh machine takes a few minutes: more than the default test timeout.
 pytestmark = pytest.mark.timeout(APT_TIMEOUT_S + 300)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ensure_chromium() -> None:
@@ -137,7 +130,7 @@ class Stack:
         """Run a coroutine on the stack's loop (e.g. ingest, which shares its chDB engine)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=120)
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         self.thread.start()
         assert self.ready.wait(60), "the stack did not start"
         return self
@@ -162,7 +155,8 @@ def web_settings(base_settings, template_db, localstripe_url):
     settings = replace(
         base_settings, database_url=_with_database(base_settings.database_url, db_name),
         clickhouse_database=f"web_{n}", redis_prefix=f"web:{n}:", tracker_url=f"http://127.0.0.1:{tracker_port}",
-        stripe_api_base=localstripe_url, stripe_webhook_secret=WEBHOOK_SECRET, stripe_api_key="sk_test_oros", stripe_publishable_key="pk_test_oros",
+        stripe_api_base=localstripe_url, stripe_webhook_secret=WEBHOOK_SECRET, stripe_api_key="sk_test_oros",
+        stripe_publishable_key="pk_test_oros",
         webhooks_allow_private=True,  # the tests' webhook receivers listen on loopback, over http
     )
     migrate_clickhouse(settings)

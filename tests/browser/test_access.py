@@ -100,7 +100,8 @@ def test_a_supporter_cannot_read_a_locked_post_or_the_members(browser, stack, tm
     assert not browser.find_elements(By.ID, "members")
     assert "content_url" not in ui.fetch("GET", f"/v1/posts/{locked['id']}")["data"]
     assert ui.fetch("GET", f"/v1/communities/{community['id']}/members")["status"] == 403
-    assert ui.fetch("POST", f"/v1/communities/{community['id']}/posts", {"content_type": "text", "body": "x"})["status"] == 403
+    post = {"content_type": "text", "body": "x"}
+    assert ui.fetch("POST", f"/v1/communities/{community['id']}/posts", post)["status"] == 403
     # Webhooks are a business's or creator's: not offered, not served.
     assert "Webhooks" not in browser.find_element(By.ID, "nav").text
     ui.route("/webhooks")
@@ -160,7 +161,8 @@ def test_the_csp_blocks_inline_script_and_framing(browser, stack, tmp_path):
     ui = UI(browser, stack.admin_url, tmp_path / "shots")
     ui.open("/login")
     # Markup that slipped into the page could not run: inline handlers are refused by the CSP.
-    browser.execute_script("document.body.insertAdjacentHTML('beforeend', '<img src=/nothing onerror=\"window.__inline=1\">')")
+    browser.execute_script(
+        "document.body.insertAdjacentHTML('beforeend', '<img src=/nothing onerror=\"window.__inline=1\">')")
     ui.wait(lambda d: any("Content Security Policy" in e["message"] for e in d.get_log("browser")))
     assert browser.execute_script("return window.__inline") is None
     # Another site framing the app (clickjacking) gets nothing: frame-ancestors 'none'.

@@ -18,20 +18,12 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
-from ingest.consumer import Ingester
 from oros.accounts import create_admin
 
-from webui import PASSWORD, UI, Api, deliver_webhooks, log_in, sign_up
+from webui import PASSWORD, UI, Api, deliver_webhooks, ingest, log_in, sign_up, type_card
 
 # A test card that asks for 3-D Secure: Stripe.js (localstripe's stand-in) then shows its authentication prompt.
 CARD_3DS = {"number": "4000002500003155", "exp_month": "12", "exp_year": "30", "cvc": "123", "postal_code": "10001"}
-
-
-def type_card(ui: UI, card: dict) -> None:
-    """Type a card into the card element, field by field, as a person does."""
-    ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#card-element input[placeholder=number]"))
-    for field, value in card.items():
-        ui.driver.find_element(By.CSS_SELECTOR, f"#card-element input[placeholder={field}]").send_keys(value)
 
 
 def numbers(ui: UI) -> dict:
@@ -44,17 +36,6 @@ def groups(ui: UI) -> list[list[str]]:
     """The rows of the stats page's breakdown table, as shown."""
     rows = ui.driver.find_elements(By.CSS_SELECTOR, "#stats-groups tbody tr")
     return [[cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")] for row in rows]
-
-
-def ingest(stack) -> int:
-    async def drain() -> int:
-        ingester = Ingester(stack.settings, consumer="browser")
-        try:
-            return await ingester.drain_once()
-        finally:
-            await ingester.close()
-
-    return stack.run(drain())
 
 
 def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path):

@@ -16,9 +16,9 @@ import pytest
 import requests
 from psycopg.rows import dict_row
 from selenium.webdriver.common.by import By
-from test_pages import DESKTOP_UA, _ingest, check_pages
 
-from webui import UI, Api, log_in
+from page_checks import check_pages
+from webui import DESKTOP_UA, UI, Api, ingest, log_in
 
 VISITOR_IP = "203.0.113.7"  # a share link's visitor, told apart from its maker (the page, on loopback)
 
@@ -53,7 +53,7 @@ def visit(url: str, ip: str = VISITOR_IP) -> None:
 
 
 def settle(stack, api: Api) -> dict:
-    stack.run(_ingest(stack))
+    ingest(stack)
     return api.call("POST", "/v1/admin/settlements", api.admin())
 
 

@@ -4,8 +4,6 @@ image and the CSV exports working where a page offers them, and a keyboard-only 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import requests
 import zxingcpp
@@ -13,60 +11,8 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from ingest.consumer import Ingester
-
-from webui import UI, Api, deliver_webhooks, log_in
-
-AXE_VERSION = "4.14.1"  # vendor/README.txt
-AXE_SOURCE = (Path(__file__).with_name("vendor") / "axe.min.js").read_text()
-# The WCAG 2.x A and AA rules and axe's best practices; a page fails on what axe rates serious or worse.
-AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
-FAILING_IMPACTS = ("serious", "critical")
-PHONE = (390, 844)
-DESKTOP_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-              "Chrome/126.0.0.0 Safari/537.36")
-
-
-def axe_violations(driver) -> list[dict]:
-    """Serious and critical violations on the page as it is now (Stripe's card element is Stripe's)."""
-    if not driver.execute_script("return Boolean(window.axe)"):
-        driver.execute_script(AXE_SOURCE)
-        assert driver.execute_script("return axe.version") == AXE_VERSION
-    found = driver.execute_async_script("""
-        const [tags, done] = arguments;
-        axe.run({ exclude: [['#card-element']] }, { runOnly: { type: 'tag', values: tags }, resultTypes: ['violations'] })
-          .then((r) => done(r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
-                                                        nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' ')) }))),
-                (e) => done([{ id: 'axe-error', impact: 'critical', help: String(e), nodes: [] }]));
-    """, AXE_TAGS)
-    return [v for v in found if v["impact"] in FAILING_IMPACTS]
-
-
-def overflow_at_phone_width(ui: UI) -> int:
-    """How many pixels the page is wider than a 390 px phone's viewport (0: it fits)."""
-    size = ui.driver.get_window_size()
-    ui.driver.set_window_size(*PHONE)
-    try:
-        # uPlot resizes its charts on the next frames (ResizeObserver): measure after two.
-        return ui.driver.execute_async_script("""
-            const done = arguments[0];
-            requestAnimationFrame(() => requestAnimationFrame(() =>
-              done(document.documentElement.scrollWidth - window.innerWidth)));
-        """)
-    finally:
-        ui.driver.set_window_size(size["width"], size["height"])
-
-
-def check_pages(ui: UI, role: str, routes: list[str]) -> list[str]:
-    problems = []
-    for route in routes:
-        ui.route(route)
-        name = f"{role} {route}"
-        problems += [f"{name}: {v['impact']} {v['id']} ({v['help']}) at {v['nodes']}" for v in axe_violations(ui.driver)]
-        if (extra := overflow_at_phone_width(ui)) > 0:
-            problems.append(f"{name}: {extra} px wider than a {PHONE[0]} px phone")
-        problems += [f"{name}: console: {message}" for message in ui.console_errors()]
-    return problems
+from page_checks import check_pages
+from webui import DESKTOP_UA, UI, Api, deliver_webhooks, ingest, log_in
 
 
 def seeded(stack) -> dict:
@@ -93,7 +39,7 @@ def seeded(stack) -> dict:
     api.call("POST", f"/v1/campaigns/{campaign['id']}/creators/{creator_id}/accept", business)
     link = api.call("POST", f"/v1/campaigns/{campaign['id']}/links", creator)
     requests.get(link["url"], headers={"User-Agent": DESKTOP_UA}, allow_redirects=False, timeout=10)
-    stack.run(_ingest(stack))
+    ingest(stack)
     admin = api.admin()
     api.call("POST", "/v1/admin/settlements", admin)
     api.call("PUT", "/v1/me/creator-profile", creator, stripe_account_id="acct_a11y")
@@ -106,14 +52,6 @@ def seeded(stack) -> dict:
     return {"business": business_email, "creator": creator_email, "supporter": supporter_email,
             "admin": api.admin_email, "campaign": campaign["id"], "link": link, "community": community["id"],
             "endpoints": endpoints, "attempts": attempts}
-
-
-async def _ingest(stack) -> int:
-    ingester = Ingester(stack.settings, consumer="pages")
-    try:
-        return await ingester.drain_once()
-    finally:
-        await ingester.close()
 
 
 def test_every_main_page_is_accessible_and_fits_a_phone(browser, stack, tmp_path):

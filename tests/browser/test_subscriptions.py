@@ -13,13 +13,10 @@ from dataclasses import replace
 import pytest
 import requests
 from selenium.webdriver.common.by import By
-from test_pages import check_pages
 
 from billing_double import BillingDouble
-from webui import UI, Api, log_in
-
-MEMBERS_ONLY = "Members only: the full night-shoot raw files."
-
+from page_checks import check_pages
+from webui import MEMBERS_ONLY, UI, Api, log_in, members_community, rows
 
 WEBHOOK_SECRET = "whsec_billing_" + secrets.token_hex(8)
 
@@ -46,19 +43,11 @@ def stripe_says(stack, billing: BillingDouble, kind: str, obj: dict) -> dict:
     return answer.json()
 
 
-def rows(browser, table_id: str) -> list[list[str]]:
-    return [[c.text for c in row.find_elements(By.CSS_SELECTOR, "th, td")]
-            for row in browser.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr")]
-
-
 def test_a_supporter_subscribes_pays_reads_members_posts_and_cancels(browser, stack, billing, tmp_path):
     api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
     _, creator_id, creator = api.user("creator")
     supporter_email, _, supporter = api.user("supporter")
-    community = api.call("POST", "/v1/communities", creator, name="Raw files", description="For members.")
-    api.call("POST", f"/v1/communities/{community['id']}/posts", creator, content_type="text", body=MEMBERS_ONLY,
-             is_locked=True, unlock_tier="supporter_plus")
-    api.call("POST", f"/v1/communities/{community['id']}/join", supporter)
+    community = members_community(api, creator, supporter)
 
     log_in(ui, supporter_email)
     ui.route("/memberships")
@@ -82,7 +71,7 @@ def test_a_supporter_subscribes_pays_reads_members_posts_and_cancels(browser, st
     problems = check_pages(ui, "supporter", ["/memberships"])
 
     # The tier opens the member-only post of a community the supporter belongs to.
-    ui.route(f"/communities/{community['id']}")
+    ui.route(f"/communities/{community}")
     assert MEMBERS_ONLY in ui.text_of("feed")
 
     # Cancelling keeps it until the paid period ends, at Stripe too.

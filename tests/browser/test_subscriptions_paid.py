@@ -8,36 +8,27 @@ Another supporter sees none of it."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from decimal import Decimal
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 from selenium.webdriver.common.by import By
-from test_journeys import type_card
-from test_pages import check_pages
-from test_subscriptions import MEMBERS_ONLY, rows
 
-from webui import UI, Api, log_in
+from page_checks import check_pages
+from processes import dev_localstripe
+from webui import MEMBERS_ONLY, UI, Api, log_in, members_community, rows, type_card
 
 VISA = {"number": "4242424242424242", "exp_month": "12", "exp_year": "30", "cvc": "123", "postal_code": "10001"}
 DECLINED = {**VISA, "number": "4000000000000341"}  # attaches, then its charge is declined
 
 
+
 @pytest.fixture(scope="module")
 def localstripe_url():
     """This module's Stripe is localstripe as ``oros dev`` runs it (subscriptions in today's shape)."""
-    proc = subprocess.Popen([sys.executable, "-m", "oros.localstripe_child", "--parent-pid", str(os.getpid())],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        yield f"http://127.0.0.1:{int(proc.stdout.readline())}"
-    finally:
-        proc.stdout.close()
-        proc.terminate()
-        proc.wait(timeout=30)
+    with dev_localstripe() as url:
+        yield url
 
 
 def books(stack, sql: str, *args) -> list[dict]:
@@ -54,10 +45,7 @@ def test_a_supporter_pays_a_membership_and_a_monthly_tip_from_the_page(browser, 
     api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
     creator_email, creator_id, creator = api.user("creator")
     supporter_email, supporter_id, supporter = api.user("supporter")
-    community = api.call("POST", "/v1/communities", creator, name="Night shoots", description="For members.")
-    api.call("POST", f"/v1/communities/{community['id']}/posts", creator, content_type="text", body=MEMBERS_ONLY,
-             is_locked=True, unlock_tier="supporter_plus")
-    api.call("POST", f"/v1/communities/{community['id']}/join", supporter)
+    community = members_community(api, creator, supporter)
 
     # Subscribe, pay the first month by card; active once localstripe's webhook reached the API.
     log_in(ui, supporter_email)
@@ -70,7 +58,7 @@ def test_a_supporter_pays_a_membership_and_a_monthly_tip_from_the_page(browser, 
     [member] = books(stack, "SELECT id::text AS id, status FROM memberships WHERE user_id = %s", supporter_id)
     assert member["status"] == "active" and row[0] == "Supporter Plus" and row[2] == "$4.99" and row[4] != "—"
     ui.shot("supporter-membership-paid")
-    ui.route(f"/communities/{community['id']}")
+    ui.route(f"/communities/{community}")
     assert MEMBERS_ONLY in ui.text_of("feed")
 
     # A monthly tip: its first month paid by card, booked once, in the creator's wallet net of the fee.

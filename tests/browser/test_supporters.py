@@ -10,10 +10,9 @@ import time
 
 import requests
 from selenium.webdriver.common.by import By
-from test_journeys import type_card
-from test_pages import check_pages
 
-from webui import UI, Api, log_in
+from page_checks import check_pages
+from webui import UI, Api, log_in, type_card
 
 VISA = {"number": "4242424242424242", "exp_month": "12", "exp_year": "30", "cvc": "123", "postal_code": "10001"}
 SECRET_RECIPE = "The night-shoot recipe: ISO 3200, f/1.8, 1/60."

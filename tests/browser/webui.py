@@ -9,17 +9,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
-
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from admin_api.auth import issue_token
+from ingest.consumer import Ingester
 from oros.accounts import create_admin
 from webhooks.deliver import Deliverer
 
 PASSWORD = "browser-password-1"  # every account the browser tests make
+MEMBERS_ONLY = "Members only: the full night-shoot raw files."  # the post members_community locks
+# A desktop browser's user agent: the tracker (rightly) treats "HeadlessChrome" as a bot.
+DESKTOP_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/126.0.0.0 Safari/537.36")
 
 WAIT_S = 20
 
@@ -118,7 +122,8 @@ class UI:
             self.wait(EC.text_to_be_present_in_element((By.ID, element_id), text), timeout)
         except TimeoutException:
             found = self.driver.find_elements(By.ID, element_id)
-            raise AssertionError(f"#{element_id} never showed {text!r}: {found[0].text if found else 'absent'!r}")
+            shown = found[0].text if found else "absent"
+            raise AssertionError(f"#{element_id} never showed {text!r}: {shown!r}") from None
 
     def field_error(self, form_id: str, field: str) -> str:
         return self.text_of(f"{form_id}-{field}-error")
@@ -232,3 +237,37 @@ def deliver_webhooks(stack, clock: Callable[[], datetime] = lambda: datetime.now
             await deliverer.close()
 
     return stack.run(once())
+
+
+def type_card(ui: UI, card: dict) -> None:
+    """Type a card into the card element, field by field, as a person does."""
+    ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#card-element input[placeholder=number]"))
+    for field, value in card.items():
+        ui.driver.find_element(By.CSS_SELECTOR, f"#card-element input[placeholder={field}]").send_keys(value)
+
+
+def ingest(stack) -> int:
+    """Drain the stack's stream into ClickHouse once; the number of events moved."""
+    async def drain() -> int:
+        ingester = Ingester(stack.settings, consumer="browser")
+        try:
+            return await ingester.drain_once()
+        finally:
+            await ingester.close()
+
+    return stack.run(drain())
+
+
+def rows(browser, table_id: str) -> list[list[str]]:
+    """The cells of a table's body rows, as shown."""
+    return [[c.text for c in row.find_elements(By.CSS_SELECTOR, "th, td")]
+            for row in browser.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr")]
+
+
+def members_community(api: Api, creator: dict, supporter: dict) -> str:
+    """A creator's community with one post locked to Supporter Plus members, the supporter joined; its id."""
+    community = api.call("POST", "/v1/communities", creator, name="Night shoots", description="For members.")
+    api.call("POST", f"/v1/communities/{community['id']}/posts", creator, content_type="text", body=MEMBERS_ONLY,
+             is_locked=True, unlock_tier="supporter_plus")
+    api.call("POST", f"/v1/communities/{community['id']}/join", supporter)
+    return community["id"]

@@ -45,7 +45,8 @@ POSTGRES_QUERIES = {
     "rls": f"""SELECT n.nspname || '.' || c.relname || CASE WHEN c.relforcerowsecurity THEN ' forced' ELSE '' END
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                WHERE n.nspname IN {SCHEMAS} AND c.relrowsecurity""",
-    "view": f"SELECT schemaname || '.' || viewname || ' md5 ' || md5(definition) FROM pg_views WHERE schemaname IN {SCHEMAS}",
+    "view": f"""SELECT schemaname || '.' || viewname || ' md5 ' || md5(definition)
+                 FROM pg_views WHERE schemaname IN {SCHEMAS}""",
     "table grant": f"""SELECT grantee || ' ' || privilege_type || ' ON ' || table_schema || '.' || table_name
                        FROM information_schema.role_table_grants
                        WHERE table_schema IN {SCHEMAS} AND grantee IN {ROLES}""",
@@ -74,6 +75,8 @@ def clickhouse_lines(client, database: str) -> list[str]:
         ddl = client.command(f"SHOW CREATE TABLE `{database}`.`{table}`")
         ddl = str(ddl).replace("\\n", "\n").replace("\\'", "'")
         ddl = re.sub(rf"`?{re.escape(database)}`?\.", "", ddl)
+        # A view's merge(currentDatabase(), ...) is stored with the database's name (sql/clickhouse/0004).
+        ddl = ddl.replace(f"merge('{database}', ", "merge(currentDatabase(), ")
         lines.extend(f"{table}: {line.rstrip()}" for line in ddl.splitlines() if line.strip())
     return lines
 

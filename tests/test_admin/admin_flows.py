@@ -56,3 +56,14 @@ def assert_error(body: dict, code: str, field: str | None = None) -> None:
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     if field is not None:
         assert body["error"].get("field") == field, body
+
+
+async def credit(api, admin: User, user: User, amount: str) -> dict:
+    """Put settled money in a user's wallet: cash received (clearing) owed to the user."""
+    resp = await api.post("/v1/admin/adjustments", headers=admin.headers, json={
+        "reason": "test credit",
+        "legs": [{"platform": "clearing", "direction": "debit", "amount": amount},
+                 {"user_id": user.id, "direction": "credit", "amount": amount}],
+    })
+    assert resp.status == 201, await resp.text()
+    return await resp.json()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from oros.links import CODE_RE, LinkInfo
 
@@ -201,12 +201,12 @@ async def test_links_for_accepted_creators_reach_redis(api, make_user, admin, re
     assert cached.campaign_status == "paused"
     assert (await api.get(f"/v1/campaigns/{campaign['id']}", headers=creator.headers)).status == 200
     mine = await (await api.get(url, headers=creator.headers)).json()
-    assert {l["code"] for l in mine["items"]} == {link["code"], other["code"]}
+    assert {item["code"] for item in mine["items"]} == {link["code"], other["code"]}
 
 
 async def test_dates_are_checked_on_activation_and_patch(api, make_user, admin):
     business = make_user("business")
-    soon = datetime.now(timezone.utc) + timedelta(days=1)
+    soon = datetime.now(UTC) + timedelta(days=1)
     campaign = await active_campaign(api, business, admin, start_date=(soon + timedelta(days=1)).isoformat(),
                                      end_date=(soon + timedelta(days=30)).isoformat())
     assert campaign["status"] == "active"  # a future start is allowed: earlier events are rejected

@@ -56,7 +56,7 @@ async def test_strangers_cannot_lock_out_an_email_its_owner_logged_in_from(api):
     assert (await login(api, "ana@example.com", PASSWORD, at(OWNER))).status == 200
 
     for n in range(LOGIN_FAILURES_PER_EMAIL):  # a different address each time: no address limit is reached
-        assert (await login(api, "ana@example.com", "guess-%d" % n, stranger(n + 1))).status == 401
+        assert (await login(api, "ana@example.com", f"guess-{n}", stranger(n + 1))).status == 401
     # The email is closed to every other stranger, even one who now holds the right password...
     await assert_limited(await login(api, "ana@example.com", PASSWORD, stranger(200)))
     # ...but not to the address its owner logged in from.

@@ -11,9 +11,8 @@ from oros.connections import pg_connect
 from oros.locks import PAYOUTS_LOCK
 from settler.jobs import OWNER_JOBS
 
-from admin_flows import assert_error
+from admin_flows import assert_error, credit
 from stripe_double import StripeDouble
-from test_admin_wallets import credit
 
 
 @pytest.fixture

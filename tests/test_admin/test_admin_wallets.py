@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from admin_flows import User, assert_error
-
-
-async def credit(api, admin: User, user: User, amount: str) -> dict:
-    """Put settled money in a user's wallet: cash received (clearing) owed to the user."""
-    resp = await api.post("/v1/admin/adjustments", headers=admin.headers, json={
-        "reason": "test credit",
-        "legs": [{"platform": "clearing", "direction": "debit", "amount": amount},
-                 {"user_id": user.id, "direction": "credit", "amount": amount}],
-    })
-    assert resp.status == 201, await resp.text()
-    return await resp.json()
+from admin_flows import assert_error, credit
 
 
 async def test_wallet_and_ledger_are_the_callers_own(api, make_user, admin):

@@ -57,11 +57,14 @@ async def test_subscribe_shows_the_secret_once_and_no_request_can_read_it(api, p
     pool = pg_pool(settings, max_size=1)
     await pool.open(wait=True)
     try:
-        for statement in ("SELECT secret FROM webhook_endpoint_secrets", "SELECT lease_token FROM webhook_deliveries",
-                          "INSERT INTO webhook_endpoints (owner_id, url, events) VALUES (auth.uid(), 'https://x', '{}')",
-                          "UPDATE webhook_endpoints SET url = 'https://evil.example'",
-                          "INSERT INTO webhook_deliveries (event_id, endpoint_id, owner_id, event_type, payload)"
-                          " SELECT gen_random_uuid(), id, owner_id, 'earning.credited', '{}' FROM webhook_endpoints"):
+        for statement in (
+            "SELECT secret FROM webhook_endpoint_secrets",
+            "SELECT lease_token FROM webhook_deliveries",
+            "INSERT INTO webhook_endpoints (owner_id, url, events) VALUES (auth.uid(), 'https://x', '{}')",
+            "UPDATE webhook_endpoints SET url = 'https://evil.example'",
+            "INSERT INTO webhook_deliveries (event_id, endpoint_id, owner_id, event_type, payload)"
+            " SELECT gen_random_uuid(), id, owner_id, 'earning.credited', '{}' FROM webhook_endpoints",
+        ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 async with as_user(pool, creator.id) as conn:  # the role every request runs as
                     await conn.execute(statement)

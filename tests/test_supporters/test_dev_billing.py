@@ -6,10 +6,7 @@ once."""
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import subprocess
-import sys
 import time
 from dataclasses import replace
 
@@ -23,6 +20,7 @@ from oros import embedded
 from oros.stripe_gateway import stripe_client
 
 from billing_double import sign
+from processes import dev_localstripe
 from supporter_flows import SYSTEM, VISA, D, Flows
 
 WEBHOOK_SECRET = "whsec_dev_" + secrets.token_hex(16)
@@ -34,14 +32,8 @@ WEBHOOK_WAIT_S = 20
 @pytest.fixture(scope="module")
 def dev_stripe():
     """localstripe exactly as ``oros dev`` runs it: its child module, on the loopback port it reports."""
-    proc = subprocess.Popen([sys.executable, "-m", "oros.localstripe_child", "--parent-pid", str(os.getpid())],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        yield f"http://127.0.0.1:{int(proc.stdout.readline())}"
-    finally:
-        proc.stdout.close()
-        proc.terminate()
-        proc.wait(timeout=30)
+    with dev_localstripe() as url:
+        yield url
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from ingest.enrich import Enricher
 from ingest.writer import BatchWriter
 from oros.clientip import ip_hash, ip_hash_key
 from oros.events import STREAM_FIELD, Event, click_link_fields, encode_click, uuid7
+from oros.reasons import UNKNOWN_CAMPAIGN
 from oros.settings import Settings, SettingsError
 from settler.reconcile import reconcile
 from settler.run import run_settle_command, settle_once
@@ -27,7 +28,6 @@ from settler.run import run_settle_command, settle_once
 from factories import SYSTEM, World, now_ms
 
 D = Decimal
-NIL = "00000000-0000-0000-0000-000000000000"
 SUPPORTER_IP = "10.9.8.7"
 KEY = "k" * 40
 
@@ -198,8 +198,8 @@ def test_duplicate_clicks_are_judged_per_share_link(world):
 
 
 def refund(business: str, order: str, total: str | None) -> Event:
-    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=NIL, order_id=order,
-                 business_id=business, value=total, source="api")
+    return Event(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=UNKNOWN_CAMPAIGN,
+                 order_id=order, business_id=business, value=total, source="api")
 
 
 def test_a_shared_sale_refunded_reverses_both_pro_rata(world):
@@ -310,7 +310,7 @@ async def test_supporter_id_travels_from_the_stream_to_clickhouse_and_postgres(w
         assert await ingester.drain_once() == 2
     finally:
         await ingester.close()
-    # Sorted as text: ClickHouse orders UUIDs by their halves, not as Postgres and Python do.
+    # ClickHouse orders UUIDs by their second half first: the text of a UUIDv7 sorts by time.
     rows = ch.query("SELECT toString(event_id) AS id, toString(supporter_id) FROM events ORDER BY id").result_rows
     assert rows == [(click_id, shared[0]), (old.event_id, None)]
     assert settle_once(settings)["events_paid"] == 2

@@ -104,6 +104,14 @@ export function button(label, onclick, { kind = 'secondary', ...props } = {}) {
 // "Load more" under a list paged by cursor: a press fetches the page after the last one and hands its items
 // to `add`, which returns the nodes it appended; focus moves to the first of them, so keyboard and screen
 // reader users land on what is new. The button leaves after the last page (no next_cursor).
+// loadMore's \`add\` for a table made by table(): appends the rows to its body (none when the first page was empty).
+export function rowAdder(shown, columns) {
+  return (items) => {
+    const body = shown.querySelector('tbody');
+    return body ? items.map((item) => body.appendChild(tableRow(columns, item))) : [];
+  };
+}
+
 export function loadMore(cursor, fetchPage, add, { label = 'Load more', id } = {}) {
   if (!cursor) return null;
   let next = cursor;

@@ -4,7 +4,7 @@
 
 import { get, id, post, query } from '../api.js';
 import { cardStep, poll } from '../cardpay.js';
-import { dl, h, loadMore, section, table, tableRow, toast } from '../dom.js';
+import { dl, h, loadMore, rowAdder, section, table, toast } from '../dom.js';
 import { form } from '../forms.js';
 import { money, when } from '../format.js';
 import { link, page } from '../router.js';
@@ -95,10 +95,7 @@ page({
     const first = await fetchPage();
     const shown = table(REWARD_COLUMNS, first.items, { caption: 'Rewards, newest first', id: 'rewards',
       empty: 'No boost or reward yet.' });
-    const add = (items) => {
-      const body = shown.querySelector('tbody');
-      return body ? items.map((r) => body.appendChild(tableRow(REWARD_COLUMNS, r))) : [];
-    };
+    const add = rowAdder(shown, REWARD_COLUMNS);
     return h('div', {}, h('h1', {}, 'Your boosts and rewards'),
       h('p', {}, 'Each credited boost has a reward: pending while its campaign runs (what it has earned so far, and what the boost still holds), paid into your ',
         link('/wallet', 'wallet'), ' when the campaign completes. Share rewards (from ', link('/shares', 'your share links'), ') are paid as each payout is made.'),

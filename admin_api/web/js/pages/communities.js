@@ -5,7 +5,7 @@
 // images only from https (docs/webapp.md, "Communities and posts").
 
 import { get, id, post, query } from '../api.js';
-import { button, dl, h, loadMore, section, table, tableRow, toast } from '../dom.js';
+import { button, dl, h, loadMore, rowAdder, section, table, toast } from '../dom.js';
 import * as features from '../features.js';
 import { form } from '../forms.js';
 import { count, money, tierName, when } from '../format.js';
@@ -210,10 +210,7 @@ const MEMBER_COLUMNS = [
 
 function membersCard(c, first, fetchPage) {
   const shown = table(MEMBER_COLUMNS, first.items, { caption: 'Members, newest first', id: 'members', empty: 'No members yet.' });
-  const add = (items) => {
-    const body = shown.querySelector('tbody');
-    return items.map((m) => body.appendChild(tableRow(MEMBER_COLUMNS, m)));
-  };
+  const add = rowAdder(shown, MEMBER_COLUMNS);
   return section('Members', h('p', { class: 'muted' },
     'A supporter has tipped you; a member has not. Only you see this list.'),
   shown, loadMore(first.next_cursor, fetchPage, add, { label: 'Load more members', id: 'more-members' }));

@@ -5,7 +5,7 @@
 // ClickHouse as they happen, paid sales, GMV and commission once the settler paid them.
 
 import { ApiError, get, id, patch, post, query } from '../api.js';
-import { button, copyButton, dl, h, loadMore, section, table, tableRow, toast } from '../dom.js';
+import { button, copyButton, dl, h, loadMore, rowAdder, section, table, toast } from '../dom.js';
 import * as features from '../features.js';
 import { form, localInput, parse } from '../forms.js';
 import { count, money, when } from '../format.js';
@@ -37,10 +37,7 @@ page({
     const shown = table(EVENT_COLUMNS, first.items, { caption: 'Live events, newest first', id: 'live-events',
       empty: session.roles().has('creator') ? 'No live event yet: schedule one for a campaign you are accepted on.'
         : 'No live event on your campaigns yet.' });
-    const add = (items) => {
-      const body = shown.querySelector('tbody');
-      return body ? items.map((e) => body.appendChild(tableRow(EVENT_COLUMNS, e))) : [];
-    };
+    const add = rowAdder(shown, EVENT_COLUMNS);
     return h('div', {},
       h('div', { class: 'titlebar' }, h('h1', {}, 'Live events'),
         session.roles().has('creator') ? link('/live/new', 'Schedule a live event', { class: 'btn primary' }) : null),

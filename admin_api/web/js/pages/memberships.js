@@ -7,7 +7,7 @@
 
 import { ApiError, get, id, post, query } from '../api.js';
 import { cardStep, poll } from '../cardpay.js';
-import { button, dl, h, loadMore, section, table, tableRow, toast } from '../dom.js';
+import { button, dl, h, loadMore, rowAdder, section, table, toast } from '../dom.js';
 import { form } from '../forms.js';
 import { money, tierName, when } from '../format.js';
 import { page } from '../router.js';
@@ -122,10 +122,7 @@ page({
     const columns = memberColumns(refresh, payLater);
     const shown = table(columns, mine.items, { caption: 'Your memberships, newest first', id: 'memberships',
       empty: 'You have no membership.' });
-    const add = (items) => {
-      const body = shown.querySelector('tbody');
-      return body ? items.map((m) => body.appendChild(tableRow(columns, m))) : [];
-    };
+    const add = rowAdder(shown, columns);
     return h('div', {}, h('h1', {}, 'Memberships'),
       section('Tiers', h('p', { class: 'muted' }, 'Billed monthly by Stripe; a tier applies once its first payment is confirmed.'),
         tierList(tiers.items, tiers.base_active_campaigns)),

@@ -4,7 +4,7 @@
 // There is no list of a supporter's share links: asking for the same creator's link shows it again.
 
 import { ApiError, get, id, post, query } from '../api.js';
-import { copyButton, dl, h, loadMore, section, table, tableRow } from '../dom.js';
+import { copyButton, dl, h, loadMore, rowAdder, section, table } from '../dom.js';
 import * as features from '../features.js';
 import { form } from '../forms.js';
 import { money, when } from '../format.js';
@@ -70,10 +70,7 @@ page({
     });
     const shown = table(REWARD_COLUMNS, first.items, { caption: 'Share rewards, newest first', id: 'share-rewards',
       empty: 'No share reward yet: each paid click or sale through your share links earns one.' });
-    const add = (items) => {
-      const body = shown.querySelector('tbody');
-      return body ? items.map((r) => body.appendChild(tableRow(REWARD_COLUMNS, r))) : [];
-    };
+    const add = rowAdder(shown, REWARD_COLUMNS);
     return h('div', {}, h('h1', {}, 'Share links'),
       h('p', {}, 'Share a creator\'s link as your own: the creator is paid as ever, and you earn a part of each payout through your link, paid into your ',
         link('/wallet', 'wallet'), '. Clicks from where you made the link earn you nothing.'),

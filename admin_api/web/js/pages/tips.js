@@ -8,7 +8,7 @@
 
 import { ApiError, get, id, post, query } from '../api.js';
 import { cardStep, poll } from '../cardpay.js';
-import { button, dl, h, loadMore, section, table, tableRow, toast } from '../dom.js';
+import { button, dl, h, loadMore, rowAdder, section, table, toast } from '../dom.js';
 import * as features from '../features.js';
 import { form } from '../forms.js';
 import { money, when } from '../format.js';
@@ -133,10 +133,7 @@ page({
     const columns = tipColumns(direction);
     const shown = table(columns, first.items, { caption: `Tips ${direction}, newest first`, id: 'tips',
       empty: direction === 'sent' ? 'You have not sent a tip yet.' : 'No tips received yet.' });
-    const add = (items) => {
-      const body = shown.querySelector('tbody');
-      return body ? items.map((t) => body.appendChild(tableRow(columns, t))) : [];
-    };
+    const add = rowAdder(shown, columns);
     // The monthly tips as asked for: a pending one (first month not paid yet) has no row among the tips.
     const monthly = direction === 'sent' ? (await get(`/v1/tips/monthly${query({ limit: PAGE_SIZE })}`)).items : [];
     // A pending monthly tip (its card step left unfinished) is paid from its row: the same card step.
