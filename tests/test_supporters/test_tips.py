@@ -154,6 +154,13 @@ async def test_tip_input_is_checked_before_stripe_is_asked(flows):
         (supporter, {**base, "amount": "abc"}, 422, "amount"),
         (supporter, {**base, "amount": "1000000.00"}, 422, "amount"),
         (supporter, {**base, "amount": None}, 422, "amount"),
+        (supporter, {**base, "amount": "５.00"}, 422, "amount"),  # fullwidth digits: Decimal() would read 5.00
+        (supporter, {**base, "amount": "5.0٠"}, 422, "amount"),  # an Arabic-Indic zero
+        (supporter, {**base, "amount": True}, 422, "amount"),
+        (supporter, {**base, "amount": "-5.00"}, 422, "amount"),
+        (supporter, {**base, "amount": "0"}, 422, "amount"),
+        (supporter, {**base, "frequency": "monthly", "amount": "5.00", "to_creator_id": supporter.id}, 422,
+         "to_creator_id"),
         (supporter, {**base, "frequency": "weekly"}, 422, "frequency"),
         (supporter, {**base, "post_id": foreign_post}, 422, "post_id"),
         (supporter, {**base, "post_id": "00000000-0000-0000-0000-00000000abcd"}, 422, "post_id"),
