@@ -14,7 +14,8 @@ every funding.
 Why server-side: it works the same against Stripe and against localstripe
 (``oros dev``), whose Stripe.js stand-in cannot confirm an intent from the
 page. The PaymentIntent is only ever the one the funding row recorded, for
-the caller's own campaign. Confirming again is harmless: an intent that is
+the caller's own campaign, and the card is never one saved for another
+customer. Confirming again is harmless: an intent that is
 already paid (or processing, or waiting for 3-D Secure) is left as it is and
 its status returned.
 
@@ -202,6 +203,18 @@ async def _first_invoice_intent(settings, subscription_id: str) -> str:
     return found
 
 
+async def _saved_for(client: stripe.StripeClient, method: str) -> str | None:
+    """The customer a card is saved for, or None. A card Stripe cannot find is saved for nobody: a saved one
+    is always found (a token's card may not be, and confirming then answers for it)."""
+    try:
+        card = await client.v1.payment_methods.retrieve_async(method)
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status != 404:
+            raise
+        return None
+    return object_id(card.to_dict().get("customer"))
+
+
 async def _confirm(settings, intent_id: str, method: str) -> stripe.PaymentIntent:
     """The intent after confirming it with ``method`` (or as it was, when it is past that)."""
     client, http = async_stripe_client(settings)
@@ -209,6 +222,10 @@ async def _confirm(settings, intent_id: str, method: str) -> stripe.PaymentInten
         intent = await client.v1.payment_intents.retrieve_async(intent_id)
         if intent.status not in CONFIRMABLE:
             return intent
+        # A card saved for another customer (someone else's card, its id learnt somehow) is never charged for
+        # this payment: Stripe refuses it, localstripe would not, and neither is trusted to.
+        if await _saved_for(client, method) not in (None, object_id(intent.to_dict().get("customer"))):
+            raise invalid("payment_method", "this card is saved for another customer")
         # Two calls, not confirm(payment_method=…): localstripe takes the method only by update.
         await client.v1.payment_intents.update_async(intent_id, {"payment_method": method})
         return await client.v1.payment_intents.confirm_async(intent_id)

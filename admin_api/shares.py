@@ -7,9 +7,12 @@ the supporter end to end, and each one paid earns the supporter
 sql/postgres/0111; docs/supporters.md, "Share links"). One per link and
 supporter: asking again answers the same link (``200``; the first answer is
 ``201``), a share of a share link is a share of its creator's link.
-``oros_open_share`` (0110) checks who may share what and records the keyed
-hash of the caller's address (and the address itself where the deployment
-keeps addresses): a click from there earns the supporter nothing.
+``oros_open_share`` (0110, 0160) checks who may share what and records the
+keyed hash of the caller's address (and the address itself where the
+deployment keeps addresses): a click from there earns the supporter nothing.
+It runs as the API's role, not the request role: the percent and the address
+are the deployment's terms, which a caller of the function could otherwise
+forge (0160).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from oros.clientip import ip_hash, ip_hash_key
-from oros.connections import as_user
+from oros.connections import act_as
 from oros.httperrors import ApiError, conflict, not_found
 from oros.links import CODE_RE, LINK_SQL, LinkInfo
 from oros.wire import Code, Money, Uuid
@@ -40,7 +43,7 @@ routes = Routes()
 _OPEN_SQL = """
 SELECT id, code, url, campaign_id, creator_id, supporter_id, shared_from, share_pct, destination_url, created_at,
        created_at = now() AS created  -- made by this transaction (now() is its start), not found made before
-  FROM oros_open_share(%(code)s, %(new_code)s, %(tracker_url)s, %(pct)s, %(ip_hash)s, %(ip)s)
+  FROM oros_open_share(%(supporter)s, %(code)s, %(new_code)s, %(tracker_url)s, %(pct)s, %(ip_hash)s, %(ip)s)
 """
 
 # Why a caller may not share a link, as the API answers it (oros_share_blocker's codes).
@@ -81,15 +84,16 @@ async def create_share(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     address = request.app[CLIENT_IP](request)
     params = {
-        "code": code, "tracker_url": settings.tracker_url, "pct": settings.share_pct,
+        "supporter": who.id, "code": code, "tracker_url": settings.tracker_url, "pct": settings.share_pct,
         "ip_hash": ip_hash(address.encode(), ip_hash_key(settings.ip_hash_key)) if address else None,
         # Kept only where events keep addresses (docs/security.md, "IP addresses").
         "ip": None if settings.anonymize_ip else address,
     }
-    async with as_user(request.app[PG_POOL], who.id) as conn:
+    async with request.app[PG_POOL].connection() as conn, conn.transaction():
         row = await _open(conn, params)
         if row is None:
             raise not_found("link")
+        await act_as(conn, who.id)  # the API's role made it; the link is read back as the caller
         info = await (await conn.execute(LINK_SQL, {"code": row["code"]})).fetchone()
     if row.pop("created"):
         await _publish(request, [row["code"]], {row["code"]: LinkInfo(**info)})

@@ -234,3 +234,29 @@ async def test_racing_confirmations_of_one_boost_charge_and_credit_it_once(api, 
     assert pg.execute("SELECT count(*) AS n FROM boosts WHERE intent_id = %s", (intent["id"],)).fetchone()["n"] == 1
     assert world.campaign_row(campaign)["funded_budget"] == Decimal("14.00")
     world.assert_books()
+
+
+async def test_a_card_saved_for_another_customer_pays_nothing(api, world, pg, localstripe_url):
+    """The attack: someone else's saved card (its pm_ id learnt somehow) sent to pay my tip and my funding."""
+    customer = requests.post(f"{localstripe_url}/v1/customers", auth=("sk_test_oros", ""), timeout=5).json()["id"]
+    method = requests.post(f"{localstripe_url}/v1/payment_methods", auth=("sk_test_oros", ""), timeout=5, data={
+        "type": "card", "card[number]": VISA, "card[exp_month]": "12", "card[exp_year]": "2034",
+        "card[cvc]": "123"}).json()["id"]
+    requests.post(f"{localstripe_url}/v1/payment_methods/{method}/attach", auth=("sk_test_oros", ""), timeout=5,
+                  data={"customer": customer}).raise_for_status()
+    supporter, creator = world.user("supporter"), world.user("creator")
+    auth = bearer(world.settings, supporter)
+    tip = await (await api.post("/v1/tips", json={"to_creator_id": creator, "amount": "3.00",
+                                                  "frequency": "one_time"}, headers=auth)).json()
+    resp = await api.post(f"/v1/tips/{tip['id']}/confirm", json={"payment_method": method}, headers=auth)
+    assert (resp.status, (await resp.json())["error"]["field"]) == (422, "payment_method")
+    campaign, funding, business = await open_funding(api, world)
+    resp = await api.post(f"/v1/campaigns/{campaign}/fundings/{funding['id']}/confirm",
+                          json={"payment_method": method}, headers=business)
+    assert (resp.status, (await resp.json())["error"]["field"]) == (422, "payment_method")
+    intents = [requests.get(f"{localstripe_url}/v1/payment_intents/{pi}", auth=("sk_test_oros", ""), timeout=5).json()
+               for pi in (tip["stripe_payment_intent_id"], pg.execute(
+                   "SELECT stripe_payment_intent_id AS pi FROM campaign_fundings WHERE id = %s",
+                   (funding["id"],)).fetchone()["pi"])]
+    assert [i["status"] for i in intents] == ["requires_payment_method"] * 2
+    world.assert_books()

@@ -69,7 +69,8 @@ EXECUTABLE = {
     # campaign's business or an admin, under the campaign's lock.
     "oros_boost_blocker(uuid)": {"oros_app"},  # answers about the caller and a campaign's status
     "oros_open_boost(uuid,uuid,numeric,text)": {"oros_app"},
-    "oros_open_share(text,text,text,numeric,text,inet)": {"oros_app"},
+    # As the API's role (0160): the share percent and the address are its terms, not the caller's.
+    "oros_open_share(uuid,text,text,text,numeric,text,inet)": {"oros_api"},
     "oros_refund_unspent(uuid)": {"oros_app"},
     # The webhook: only a boost the API opened, for its amount; the refund sender: only a pending issued refund.
     "oros_credit_boost(text,text,numeric,text,numeric)": {"oros_api"},
@@ -324,6 +325,52 @@ async def test_functions_granted_to_the_request_role_refuse_other_users_nulls_an
     assert money(pg) == before
     assert pg.execute("SELECT count(*) AS n FROM campaign_fundings").fetchone()["n"] == 0
     assert_books_balance(settings)
+
+
+# Functions added since share links (0110+) that pay, reverse or decide who earns what: the settler's (the owner
+# only) or, for oros_open_share, the API role's, whose arguments carry the deployment's terms.
+MONEY_SINCE_SHARES = ("oros_book_payouts", "oros_post_settlement", "oros_reverse_sale", "oros_book_live_legs",
+                      "oros_post_live_sales", "oros_reverse_live_sale", "oros_pay_boost_rewards",
+                      "oros_campaign_payouts_held_until", "oros_share_blocker", "oros_open_share")
+_OPEN_SHARE = "SELECT * FROM oros_open_share(%s, %s, %s, 'https://evil.example', %s, NULL, NULL)"
+
+
+async def test_request_role_cannot_open_a_share_at_terms_of_its_own(pool, pg, api_settings, settings):
+    """The attack (fixed by 0160): as the request role, a share link at 100% with no address (own clicks paid)."""
+    callable_ = pg.execute("SELECT p.oid::regprocedure::text AS fn FROM pg_proc p WHERE p.proname = ANY(%s)"
+                           " AND has_function_privilege('oros_app', p.oid, 'EXECUTE')",
+                           (list(MONEY_SINCE_SHARES),)).fetchall()
+    assert callable_ == []
+    supporter, business, creator = make_user(pg), make_user(pg), make_user(pg)
+    pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'supporter'), (%s, 'creator')", (supporter, creator))
+    campaign = make_campaign(pg, business)
+    pg.execute("UPDATE campaigns SET status = 'active', destination_url = 'https://shop.example/' WHERE id = %s",
+               (campaign,))
+    pg.execute("INSERT INTO campaign_creators (campaign_id, creator_id, status) VALUES (%s, %s, 'accepted')",
+               (campaign, creator))
+    code = secrets.token_urlsafe(8)
+    pg.execute("INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
+               " VALUES (%s, %s, %s, 'http://t/x', 'https://shop.example/')",
+               (campaign, creator, code))
+    for user in (supporter, None):
+        await refused(pool, user, _OPEN_SHARE, (supporter, code, "forged1", Decimal(100)),
+                      psycopg.errors.InsufficientPrivilege)
+    # The signature the request role could call is gone.
+    await refused(pool, supporter, "SELECT * FROM oros_open_share(%s, 'forged2', 'https://evil.example', 100,"
+                  " NULL, NULL)", (code,), psycopg.errors.UndefinedFunction)
+    # The API's role: a percent out of range, or someone who is no supporter, is refused too.
+    with psycopg.connect(api_settings.database_url, autocommit=True) as api:
+        for pct in (None, Decimal(-1), Decimal("100.01")):
+            with pytest.raises(psycopg.errors.InvalidParameterValue):
+                api.execute(_OPEN_SHARE, (supporter, code, "forged3", pct))
+        for user in (creator, None, str(uuid.uuid4())):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                api.execute(_OPEN_SHARE, (user, code, "forged4", Decimal(10)))
+        shares = pg.execute("SELECT count(*) AS n FROM tracking_links WHERE supporter_id IS NOT NULL").fetchone()
+        assert shares["n"] == 0
+        api.execute(_OPEN_SHARE, (supporter, code, "made1", Decimal(10)))
+    made = pg.execute("SELECT supporter_id::text AS s, share_pct FROM tracking_links WHERE code = 'made1'").fetchone()
+    assert (made["s"], made["share_pct"]) == (supporter, Decimal("10.00"))
 
 
 async def test_webhook_functions_act_only_for_their_caller(pool, pg):

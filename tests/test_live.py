@@ -224,6 +224,12 @@ async def test_the_app_role_cannot_forge_a_live_window_or_commission(api, world)
     ({"order_id": "o", "amount": "１０.00"}, "amount"),  # fullwidth digits: Decimal() would read 10.00
     ({"order_id": "o", "amount": "10.0٠"}, "amount"),  # an Arabic-Indic zero
     ({"order_id": "o", "amount": "1_0.00"}, "amount"),
+    ({"order_id": "o", "amount": True}, "amount"),  # a bool is an int to Python: it would read 1
+    ({"order_id": "o", "amount": "0.00"}, "amount"),
+    ({"order_id": "o", "amount": 0}, "amount"),
+    ({"order_id": "o", "amount": "1e400"}, "amount"),
+    ({"order_id": "o", "amount": "99999999999.00"}, "amount"),  # wider than NUMERIC(12,2)
+    ({"order_id": "o", "amount": "٣.00"}, "amount"),  # an Arabic-Indic three
     ({"amount": "1.00"}, "order_id"),
     ({"order_id": "o" * 201, "amount": "1.00"}, "order_id"),
     ({"order_id": "o", "amount": "1.00", "currency": "EUR"}, "currency"),
@@ -251,6 +257,16 @@ async def test_non_utf8_and_non_json_bodies_are_400(api, world, redis):
     bad_time = await api.post("/v1/live-events", json={"campaign_id": s.campaign, "title": "x", "starts_at": "soon"},
                               headers=s.creator.headers)
     assert (bad_time.status, (await bad_time.json())["error"]["field"]) == (422, "starts_at")
+
+
+async def test_a_huge_sale_body_is_refused_before_it_is_read(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s)
+    raw = b'{"order_id": "o", "amount": "1.00", "pad": "' + b"x" * (8 * 1024 * 1024) + b'"}'
+    resp = await api.post(f"/v1/live-events/{event['id']}/sales", data=raw,
+                          headers={**s.key, "Content-Type": "application/json"})
+    assert resp.status == 413
+    assert await redis.xlen(world.settings.keys.stream) == 0
 
 
 async def test_a_click_through_another_link_is_not_a_live_click(api, world, redis):
@@ -491,3 +507,49 @@ async def test_hostile_callers_cannot_touch_another_partys_live_event(api, world
     assert await redis.xlen(world.settings.keys.stream) == 1  # the owner's one sale
     report = await settle(world, redis)
     assert (report["events_paid"], report["live_sales"]["paid"]) == (1, 1)
+
+
+async def test_racing_moves_and_a_commission_change_leave_one_story(api, world):
+    """The attack: start twice, and raise the commission, all at once: one start wins, and the commission the
+    event went live with is the one it keeps (a change after the start is refused, never applied)."""
+    s = shop(world)
+    event = await open_event(api, s, pct="10", start=False)
+    url = f"/v1/live-events/{event['id']}"
+    started, again, priced = await asyncio.gather(
+        api.post(f"{url}/start", headers=s.creator.headers), api.post(f"{url}/start", headers=s.creator.headers),
+        api.patch(url, json={"commission_pct": "90"}, headers=s.business.headers))
+    assert sorted((started.status, again.status)) == [200, 409]
+    assert priced.status in (200, 409)
+    shown = await (await api.get(url, headers=s.business.headers)).json()
+    assert (shown["status"], shown["commission_pct"]) == ("live", "90.00" if priced.status == 200 else "10.00")
+    late = await api.patch(url, json={"commission_pct": "95"}, headers=s.business.headers)
+    assert (late.status, (await late.json())["error"]["field"]) == (409, "status")
+    ends = await asyncio.gather(*(api.post(f"{url}/end", headers=s.creator.headers) for _ in range(3)))
+    assert sorted(r.status for r in ends) == [200, 409, 409]
+    row = world.pg.execute("SELECT status, commission_pct FROM live_events WHERE id = %s", (event["id"],)).fetchone()
+    assert (row["status"], str(row["commission_pct"])) == ("ended", shown["commission_pct"])
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("status=bogus", "status"), ("status=%FF%FE", "status"), ("status=live%00", "status"),
+    ("status=ｌｉｖｅ", "status"), ("limit=%D9%A1", "limit"), ("limit=-5", "limit"), ("cursor=%C3%28", "cursor"),
+])
+async def test_a_bad_live_events_query_is_a_4xx_naming_the_field(api, world, query, field):
+    s = shop(world)
+    resp = await api.get(f"/v1/live-events?{query}", headers=s.creator.headers)
+    body = await resp.json()
+    assert (resp.status, body["error"]["field"]) == (422, field), body
+
+
+async def test_malformed_ids_and_keys_on_live_routes_are_4xx(api, world, redis):
+    s = shop(world)
+    event = await open_event(api, s)
+    for path in ("/v1/live-events/not-a-uuid", "/v1/live-events/%FF%FE", f"/v1/live-events/{event['id']}%00"):
+        assert (await api.get(path)).status == 404, path
+        assert (await api.post(f"{path}/sales", json={"order_id": "m", "amount": "1.00"}, headers=s.key)
+                ).status == 404, path
+    for key in ("k" * 300, "", " ", "a\tb"):
+        resp = await api.post(f"/v1/live-events/{event['id']}/sales", json={"order_id": "m", "amount": "1.00"},
+                              headers={**s.key, "Idempotency-Key": key})
+        assert (resp.status, (await resp.json())["error"]["field"]) == (422, "Idempotency-Key"), key
+    assert await redis.xlen(world.settings.keys.stream) == 0

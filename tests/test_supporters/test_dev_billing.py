@@ -222,3 +222,99 @@ async def test_the_page_pays_a_monthly_tip_and_a_membership_through_the_api_conf
     assert (resp.status, body["status"], body["client_secret"]) == (200, "requires_action", checked["client_secret"])
     assert dev.pg.execute("SELECT count(*) AS n FROM tips").fetchone()["n"] == 1
     dev.assert_books()
+
+
+async def test_hostile_confirmations_of_a_monthly_tip_and_a_membership(dev):
+    """Attacks on POST /v1/tips/{id}/confirm and /v1/memberships/{id}/confirm: the wrong caller, a card of another
+    customer, two confirmations at once (one charge, one tip), a confirmation after cancel, the first invoice's
+    webhook replayed."""
+    supporter, creator, other = dev.user("supporter"), dev.user("creator"), dev.user("supporter")
+    tip = await dev.open_tip(supporter, creator, "7.00", frequency="monthly")
+    path = f"/v1/tips/{tip['id']}/confirm"
+    # The tipped creator sees the row (RLS) but did not send it; a business; nobody.
+    business = dev.user("business")
+    for headers, status in ((creator.headers, 403), (business.headers, 403), ({}, 401)):
+        resp = await dev.api.post(path, json={"payment_method": await card(dev)}, headers=headers)
+        assert resp.status == status, await resp.text()
+
+    # A card saved on another supporter's customer: never charged for this tip.
+    theirs = await dev.open_tip(other, creator, "2.00", frequency="monthly")  # gives `other` a Stripe customer
+    [customer] = dev.pg.execute("SELECT customer_id FROM stripe_customers WHERE user_id = %s", (other.id,)).fetchall()
+    saved = await card(dev)
+    await asyncio.to_thread(localstripe(dev).v1.payment_methods.attach, saved, {"customer": customer["customer_id"]})
+    resp = await dev.api.post(path, json={"payment_method": saved}, headers=supporter.headers)
+    assert (resp.status, (await resp.json())["error"]["field"]) == (422, "payment_method")
+    assert localstripe(dev).v1.subscriptions.retrieve(tip["stripe_subscription_id"]).status == "incomplete"
+
+    # Two confirmations at once, two cards: one charge, one tip.
+    cards = [await card(dev) for _ in range(2)]
+    answers = await asyncio.gather(*(dev.api.post(path, json={"payment_method": m}, headers=supporter.headers)
+                                     for m in cards))
+    assert sorted(a.status for a in answers)[0] == 200 and all(a.status in (200, 409, 422) for a in answers)
+    await until(dev, "SELECT count(*) AS v FROM tips WHERE intent_id = %s", (tip["id"],), 1)
+    invoice = localstripe(dev).v1.subscriptions.retrieve(tip["stripe_subscription_id"]).latest_invoice
+    [sent] = sent_events(dev, "invoice.payment_succeeded", invoice)
+    assert await post_event(dev, sent) == (200, {"received": True, "status": "duplicate"})  # replayed
+    # The same invoice under a new event id (a forged-looking resend, signed with our secret): not a second tip.
+    resent = await post_event(dev, {**sent, "id": f"evt_resent_{secrets.token_hex(6)}"})
+    assert resent[0] == 200, resent
+    await asyncio.sleep(0.5)
+    assert dev.pg.execute("SELECT count(*) AS n FROM tips WHERE intent_id = %s", (tip["id"],)).fetchone()["n"] == 1
+    assert dev.wallet(creator) == (D("0.00"), D("6.65"))
+
+    # Canceled before it was ever paid: nothing left to pay.
+    resp = await dev.api.post(f"/v1/tips/monthly/{theirs['id']}/cancel", headers=other.headers)
+    assert resp.status == 200
+    resp = await dev.api.post(f"/v1/tips/{theirs['id']}/confirm", json={"payment_method": await card(dev)},
+                              headers=other.headers)
+    assert (resp.status, (await resp.json())["error"]["code"]) == (409, "tip_closed")
+
+    # A membership: another member, a business, nobody; paid; its first invoice's webhook replayed.
+    resp = await dev.api.post("/v1/memberships", json={"membership_type": "supporter_plus"}, headers=supporter.headers)
+    membership = await resp.json()
+    path = f"/v1/memberships/{membership['id']}/confirm"
+    for headers, status in ((other.headers, 404), (business.headers, 404), ({}, 401)):
+        resp = await dev.api.post(path, json={"payment_method": await card(dev)}, headers=headers)
+        assert resp.status == status, await resp.text()
+    resp = await dev.api.post(path, json={"payment_method": saved}, headers=supporter.headers)
+    assert (resp.status, (await resp.json())["error"]["field"]) == (422, "payment_method")
+    resp = await dev.api.post(path, json={"payment_method": await card(dev)}, headers=supporter.headers)
+    assert resp.status == 200 and (await resp.json())["status"] == "succeeded"
+    await until(dev, "SELECT status AS v FROM memberships WHERE id = %s", (membership["id"],), "active")
+    invoice = localstripe(dev).v1.subscriptions.retrieve(membership["billing_provider_id"]).latest_invoice
+    [sent] = sent_events(dev, "invoice.payment_succeeded", invoice)
+    assert await post_event(dev, sent) == (200, {"received": True, "status": "duplicate"})
+    assert dev.platform("fees")[0] == D("4.99")  # the tier's price, once
+
+    # A membership canceled while pending (at once), then confirmed: nothing to pay, nothing charged.
+    dropped = await (await dev.api.post("/v1/memberships", json={"membership_type": "supporter_plus"},
+                                        headers=other.headers)).json()
+    resp = await dev.api.post(f"/v1/memberships/{dropped['id']}/cancel", headers=other.headers)
+    assert resp.status == 200 and (await resp.json())["status"] == "canceled"
+    resp = await dev.api.post(f"/v1/memberships/{dropped['id']}/confirm", json={"payment_method": await card(dev)},
+                              headers=other.headers)
+    assert (resp.status, (await resp.json())["error"]["code"]) == (409, "membership_closed")
+    assert localstripe(dev).v1.subscriptions.retrieve(dropped["billing_provider_id"]).status == "canceled"
+    assert dev.platform("fees")[0] == D("4.99")
+    dev.assert_books()
+
+
+async def test_a_confirmation_racing_a_cancel_books_what_was_charged_once(dev):
+    """The attack: pay a monthly tip's first invoice while canceling it. Whichever wins, a charge is booked as
+    one tip and nothing uncharged is: the books follow Stripe."""
+    supporter, creator = dev.user("supporter"), dev.user("creator")
+    tip = await dev.open_tip(supporter, creator, "5.00", frequency="monthly")
+    method = await card(dev)
+    confirmed, canceled = await asyncio.gather(
+        dev.api.post(f"/v1/tips/{tip['id']}/confirm", json={"payment_method": method}, headers=supporter.headers),
+        dev.api.post(f"/v1/tips/monthly/{tip['id']}/cancel", headers=supporter.headers))
+    assert confirmed.status in (200, 409, 422) and canceled.status == 200, (confirmed.status, canceled.status)
+    invoice = localstripe(dev).v1.invoices.retrieve(
+        localstripe(dev).v1.subscriptions.retrieve(tip["stripe_subscription_id"]).latest_invoice)
+    charged = invoice.status == "paid"
+    await until(dev, "SELECT count(*) AS v FROM tips WHERE intent_id = %s", (tip["id"],), int(charged))
+    await asyncio.sleep(1.5)  # localstripe's events arrive a second later
+    assert dev.pg.execute("SELECT count(*) AS n FROM tips WHERE intent_id = %s", (tip["id"],)).fetchone()["n"] == int(
+        charged)
+    assert dev.wallet(creator) == (D("0.00"), D("4.75") if charged else D("0.00"))
+    dev.assert_books()

@@ -154,6 +154,13 @@ async def test_tip_input_is_checked_before_stripe_is_asked(flows):
         (supporter, {**base, "amount": "abc"}, 422, "amount"),
         (supporter, {**base, "amount": "1000000.00"}, 422, "amount"),
         (supporter, {**base, "amount": None}, 422, "amount"),
+        (supporter, {**base, "amount": "５.00"}, 422, "amount"),  # fullwidth digits: Decimal() would read 5.00
+        (supporter, {**base, "amount": "5.0٠"}, 422, "amount"),  # an Arabic-Indic zero
+        (supporter, {**base, "amount": True}, 422, "amount"),
+        (supporter, {**base, "amount": "-5.00"}, 422, "amount"),
+        (supporter, {**base, "amount": "0"}, 422, "amount"),
+        (supporter, {**base, "frequency": "monthly", "amount": "5.00", "to_creator_id": supporter.id}, 422,
+         "to_creator_id"),
         (supporter, {**base, "frequency": "weekly"}, 422, "frequency"),
         (supporter, {**base, "post_id": foreign_post}, 422, "post_id"),
         (supporter, {**base, "post_id": "00000000-0000-0000-0000-00000000abcd"}, 422, "post_id"),
@@ -254,3 +261,18 @@ async def test_the_request_role_cannot_credit_a_tip_or_open_one_for_someone_else
         await pool.close()
     assert flows.pg.execute("SELECT count(*) AS n FROM tips").fetchone()["n"] == 0
 
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("status=bogus", "status"), ("status=", "status"), ("status=ACTIVE", "status"), ("status=%FF%FE", "status"),
+    ("status=active%00", "status"), ("status=ａｃｔｉｖｅ", "status"), ("limit=0", "limit"), ("limit=-1", "limit"),
+    ("limit=1e3", "limit"), ("limit=%D9%A1", "limit"),  # an Arabic-Indic one: int() would read 1
+    ("limit=99999999999999999999999", "limit"), ("cursor=%FF", "cursor"), ("cursor=AAAA", "cursor"),
+    ("cursor=MjAyNi0wMS0wMXxub3QtYS11dWlk", "cursor"),  # base64 of "2026-01-01|not-a-uuid"
+])
+async def test_a_bad_monthly_tips_query_is_a_4xx_naming_the_field(flows, query, field):
+    """The attack: values and bytes the list does not expect (the tips page's ?status=) answer 422, never 500."""
+    supporter = flows.user("supporter")
+    resp = await flows.api.get(f"/v1/tips/monthly?{query}", headers=supporter.headers)
+    body = await resp.json()
+    assert (resp.status, body["error"]["field"]) == (422, field), body
