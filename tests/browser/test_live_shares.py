@@ -188,6 +188,14 @@ def test_a_supporter_shares_a_creators_link_and_sees_its_reward(browser, stack, 
     problems = check_pages(ui, "supporter", ["/shares", "/rewards"])
     assert problems == [] and ui.console_errors() == []
 
+    # Finance sees the reward in the run's report, as the ledger booked it.
+    ui.log_out()
+    log_in(ui, api.admin_email)
+    ui.route("/finance")
+    runs = ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#runs details"))[0]
+    text = browser.execute_script("return arguments[0].textContent", runs)
+    assert f"1 events through share links, 1 rewards ({usd(reward['booked'])})" in text, text
+
 
 def test_others_cannot_see_a_live_event_or_a_share(browser, stack, tmp_path):
     api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")

@@ -24,12 +24,22 @@ function reasons(byReason) {
   return entries.length ? h('ul', { class: 'plain' }, entries.map(([reason, n]) => h('li', {}, h('code', {}, reason), `: ${count(n)}`))) : 'none';
 }
 
+// What the run's refunds reversed and refused, and what they took back from supporters' rewards.
+function refundsText(f) {
+  const parts = [`${count(f.reversed)} reversed (${money(f.amount)}), ${count(f.rejected)} refused`];
+  if (f.share_rewards?.count) parts.push(`${count(f.share_rewards.count)} share rewards lowered (${money(f.share_rewards.amount)})`);
+  if (f.boost_rewards?.count) parts.push(`${count(f.boost_rewards.count)} boost rewards lowered (${money(f.boost_rewards.amount)})`);
+  return parts.join('; ');
+}
+
 function reportView(r) {
   return dl([
     ['Events seen', count(r.events_seen)], ['Paid', h('span', { class: 'events-paid' }, count(r.events_paid))],
     ['Rejected', count(r.events_rejected)], ['Paid out', money(r.amount_paid)], ['Platform fees', money(r.fees)],
     ['Rejected by reason', reasons(r.rejected_by_reason)],
-    ...(r.refunds ? [['Refunds', `${count(r.refunds.reversed)} reversed (${money(r.refunds.amount)}), ${count(r.refunds.rejected)} refused`]] : []),
+    ...(r.share_rewards ? [['Share rewards', `${count(r.share_rewards.events)} events through share links, ${count(r.share_rewards.rewards)} rewards (${money(r.share_rewards.amount)})`]] : []),
+    ...(r.live_sales ? [['Live sales', `${count(r.live_sales.paid)} paid (${money(r.live_sales.amount)})`]] : []),
+    ...(r.refunds ? [['Refunds', refundsText(r.refunds)]] : []),
     ...(r.campaigns ? [['Campaigns', table([
       { label: 'Campaign', value: (c) => h('code', {}, c.id) }, { label: 'Paid', value: (c) => count(c.paid), class: 'num' },
       { label: 'Rejected', value: (c) => count(c.rejected), class: 'num' }, { label: 'Amount', value: (c) => money(c.amount_paid), class: 'num' },
