@@ -154,9 +154,16 @@ class SettlementReport(RootModel[dict[str, Any]]):
     """Its report"""
 
 
+RUN_KINDS = ("settle", "release_holds", "reconcile")  # settlement_runs.kind (0004)
+
+
+class RunsQuery(PageQuery):
+    kind: OneOf(*RUN_KINDS) | None = None  # one kind only, e.g. the last reconcile for finance's page
+
+
 class Run(BaseModel):
     id: Uuid
-    kind: Literal["settle", "release_holds", "reconcile"]
+    kind: Literal[RUN_KINDS]
     status: Literal["running", "succeeded", "failed"]
     dry_run: bool
     watermark_from: datetime | None
@@ -275,11 +282,14 @@ async def settle(request: web.Request) -> web.Response:
     return respond(await asyncio.to_thread(jobs.settle, request.app[SETTINGS]))
 
 
-@routes.get("/v1/admin/settlements", "Settlement runs, newest first", query=PageQuery, responses={200: Page[Run]})
+@routes.get("/v1/admin/settlements", "Settlement runs (and the scheduler's holds releases and reconciles), newest"
+            " first; `kind` keeps one kind", query=RunsQuery, responses={200: Page[Run]})
 async def list_settlements(request: web.Request) -> web.Response:
     who = await _admin(request)
-    query = parse_query(PageQuery, request)
-    where, params = ["true"], {"limit": query.limit + 1}
+    query = parse_query(RunsQuery, request)
+    where, params = ["true"], {"limit": query.limit + 1, "kind": query.kind}
+    if query.kind is not None:
+        where.append("kind = %(kind)s")
     if query.cursor is not None:
         where.append("(started_at, id) < (%(after_at)s, %(after_id)s)")
         params.update(after_at=query.cursor[0], after_id=query.cursor[1])

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import orjson
 import psycopg
 
 from oros.connections import clickhouse_client, pg_connect
@@ -555,6 +556,22 @@ def reconcile(settings: Settings) -> list[Check]:
                 checks.append(Check("paid_events_match_clickhouse", False, f"ClickHouse unavailable: {exc}"))
         finally:
             conn.rollback()
+    return checks
+
+
+def reconcile_and_record(settings: Settings) -> list[Check]:
+    """The scheduler's reconcile: the checks, kept as a run (kind 'reconcile', 'failed' while any check
+    fails) so finance's page shows the last result at once instead of auditing the books on each view."""
+    with pg_connect(settings) as conn:
+        started = conn.execute("SELECT now() AS at").fetchone()["at"]
+    checks = reconcile(settings)
+    failing = [c.name for c in checks if not c.ok]
+    report = {"ok": not failing, "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks]}
+    with pg_connect(settings) as conn:
+        conn.execute("INSERT INTO settlement_runs (kind, status, started_at, finished_at, report, error)"
+                     " VALUES ('reconcile', %s, %s, now(), %s, %s)",
+                     ("failed" if failing else "succeeded", started, orjson.dumps(report).decode(),
+                      f"failing: {', '.join(failing)}" if failing else None))
     return checks
 
 

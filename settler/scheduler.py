@@ -23,7 +23,7 @@ from oros.settings import Settings
 from . import metrics as settler_metrics
 from .holds import release_due
 from .payouts import pay_withdrawals
-from .reconcile import reconcile
+from .reconcile import reconcile_and_record
 from .report_sums import fold_report_sums
 from .run import settle_once
 
@@ -64,7 +64,7 @@ def build_scheduler(settings: Settings, metrics: settler_metrics.SettlerMetrics 
         ("release_holds", release_due, settings.release_interval_s),
         ("payouts", pay_withdrawals, settings.payout_interval_s),
         ("refunds", issued_refunds.send, settings.payout_interval_s),
-        ("reconcile", reconcile, settings.reconcile_interval_s),
+        ("reconcile", reconcile_and_record, settings.reconcile_interval_s),
         # The report sums' deltas, folded as often as holds are released: a few runs' worth at a time.
         ("fold_report_sums", fold_report_sums, settings.release_interval_s),
     ):

@@ -19,6 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
 from oros.accounts import create_admin
+from settler.reconcile import reconcile_and_record
 
 from webui import PASSWORD, UI, Api, deliver_webhooks, ingest, log_in, sign_up, type_card
 
@@ -121,7 +122,15 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path):
     ui.shot("finance-settlements")
     ui.click_link("Reconcile")
     ui.wait_text("reconcile-status", "All invariants hold.")
+    assert ui.text_of("reconcile-when") == "Checked just now."  # no reconcile kept yet: the page ran one
     ui.shot("finance-reconcile")
+    # Once the scheduler has kept one, the page shows it at once; "Check now" runs the audit again.
+    reconcile_and_record(settings)
+    ui.click_link("Settlements")
+    ui.click_link("Reconcile")
+    ui.wait_text("reconcile-when", "Checked by the scheduler")
+    ui.click("Check now")
+    ui.wait_text("reconcile-when", "Checked just now.")
 
     # The creator sees the pending earnings: 0.50 less the 10% platform fee.
     log_in(ui, "maya@web.example")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from admin_api.app import create_app
+from settler.reconcile import reconcile_and_record
 
 from admin_flows import assert_error, create_campaign, fund
 
@@ -129,3 +130,23 @@ async def test_an_api_given_no_jobs_leaves_them_to_the_settler(aiohttp_client, s
         resp = await bare.request(method, path, headers=admin.headers)
         assert resp.status == 503, path
         assert_error(await resp.json(), "runs_in_settler")
+
+
+async def test_the_schedulers_reconcile_is_kept_for_finance(api, admin, settings, pg):
+    """The scheduler's reconcile job keeps its result as a run; finance reads the last one by kind."""
+    assert [c.name for c in reconcile_and_record(settings) if not c.ok] == []
+    await api.post("/v1/admin/holds/release", headers=admin.headers)  # a run of another kind, left out below
+    pg.execute("UPDATE wallets SET available_balance = available_balance + 1"
+               " WHERE id = (SELECT id FROM wallets ORDER BY id LIMIT 1)")
+    failing = [c.name for c in reconcile_and_record(settings) if not c.ok]
+    assert failing
+    resp = await api.get("/v1/admin/settlements", params={"kind": "reconcile"}, headers=admin.headers)
+    runs = (await resp.json())["items"]
+    assert [r["kind"] for r in runs] == ["reconcile", "reconcile"]
+    last, first = runs
+    assert (last["status"], last["report"]["ok"], last["error"]) == ("failed", False, f"failing: {', '.join(failing)}")
+    assert [c["name"] for c in last["report"]["checks"] if not c["ok"]] == failing
+    assert (first["status"], first["report"]["ok"], first["error"]) == ("succeeded", True, None)
+    for bad in ("settles", "", "%FF"):
+        resp = await api.get("/v1/admin/settlements", params={"kind": bad}, headers=admin.headers)
+        assert resp.status == 422 and (await resp.json())["error"]["field"] == "kind", bad
