@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import orjson
 import psycopg
@@ -566,7 +566,7 @@ def reconcile_and_record(settings: Settings) -> list[Check]:
         started = conn.execute("SELECT now() AS at").fetchone()["at"]
     checks = reconcile(settings)
     failing = [c.name for c in checks if not c.ok]
-    report = {"ok": not failing, "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks]}
+    report = {"ok": not failing, "checks": [asdict(c) for c in checks]}
     with pg_connect(settings) as conn:
         conn.execute("INSERT INTO settlement_runs (kind, status, started_at, finished_at, report, error)"
                      " VALUES ('reconcile', %s, %s, now(), %s, %s)",
