@@ -32,7 +32,7 @@ from oros.connections import as_user
 from oros.events import Event, uuid7_str
 from oros.httperrors import ApiError, conflict, forbidden, invalid, not_found
 from oros.links import LINK_SQL, LinkInfo, publish
-from oros.money import fmt
+from oros.money import fmt, plain_decimal_text
 from oros.wire import Amount, Money, OneOf, Text, Timestamp, Uuid, refuse, rule
 
 from . import idempotency, reports
@@ -77,7 +77,7 @@ def _pct(raw: object) -> Decimal | None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
         refuse("must be a decimal string or a whole number, or null")
-    if isinstance(raw, str) and (not raw.isascii() or "_" in raw):  # Decimal() reads "５０" and "5_0" too
+    if isinstance(raw, str) and not plain_decimal_text(raw):
         refuse("must be a decimal string of ASCII digits")
     try:
         value = Decimal(str(raw))

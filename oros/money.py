@@ -13,13 +13,17 @@ class AmountError(ValueError):
     ("must be positive") that the caller puts after the field's name."""
 
 
+def plain_decimal_text(text: str) -> bool:
+    """Whether ``text`` may go to Decimal(): it also reads other scripts' digits ("１０.00", "10.0٠") and
+    digit-group underscores, while the documented form (and every parser downstream of us) is ASCII only."""
+    return text.isascii() and "_" not in text
+
+
 def parse_amount(raw: object, *, allow_zero: bool = False) -> Decimal:
     """Parse user input into a money amount, refusing floats, NaN, >2 places and overflow."""
     if isinstance(raw, bool) or isinstance(raw, float) or raw is None:
         raise AmountError("must be a decimal string such as \"12.50\"")
-    # Decimal() also reads other scripts' digits ("１０.00", "10.0٠") and digit-group underscores: the
-    # documented form (and every parser downstream of us) is ASCII digits only.
-    if isinstance(raw, str) and (not raw.isascii() or "_" in raw):
+    if isinstance(raw, str) and not plain_decimal_text(raw):
         raise AmountError("must be a decimal string of ASCII digits such as \"12.50\"")
     try:
         value = Decimal(str(raw).strip()) if isinstance(raw, (str, int, Decimal)) else None
