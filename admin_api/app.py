@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -81,6 +82,11 @@ def create_app(settings: Settings, jobs: OwnerJobs | None = None) -> web.Applica
     app.cleanup_ctx.append(_redis_context)
     for module in ROUTE_MODULES:
         app.router.add_routes(module.routes.table)
-    document = openapi.build(module.routes for module in ROUTE_MODULES)
-    app.router.add_get("/openapi.json", openapi.handler(document))
+    app.router.add_get("/openapi.json", openapi.handler(_document()))
     return app
+
+
+@functools.cache
+def _document() -> dict:
+    # The route tables are fixed at import: a process builds the document once, not per app.
+    return openapi.build(module.routes for module in ROUTE_MODULES)

@@ -54,7 +54,10 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ingest.writer import insert_events
+import click_mix
+
+from ingest.enrich import Enricher
+from ingest.writer import BatchWriter
 from oros import embedded
 from oros.connections import pg_connect
 from oros.events import Event, uuid7
@@ -119,10 +122,24 @@ def tiers_and_debts(pg, creators: list[str]) -> None:
                              (SELECT gen_random_uuid() AS t) AS tr""", {"c": creator})
 
 
+# Blocks allocated across the RIRs' regions, so the clicks' countries spread as real traffic's do.
+PUBLIC_FIRST_OCTETS = (24, 31, 37, 46, 62, 66, 73, 77, 81, 86, 92, 98, 103, 109, 151, 176, 177, 185, 188, 193, 200,
+                       212, 217)
+REPEAT_VISITOR = "81.2.69.160"
+
+
 def generate(campaigns: list[dict], business: str, n: int, rng: random.Random):
-    """Yield events: per campaign, clicks first, then conversions naming those clicks."""
+    """Yield events: per campaign, clicks first, then conversions naming those clicks.
+
+    Clicks carry what browsers send (``click_mix``'s user agents and referrers, by weight) from public
+    addresses, and are enriched by ingest's ``Enricher`` on loading, so each decided event has the
+    country, device, browser, OS and referrer the report sums fan out over."""
     base = int(time.time() * 1000) - 3 * 86_400_000
     per = n // len(campaigns)
+    agents = [ua for _, (ua, _) in click_mix.BROWSERS]
+    agent_weights = [w for w, _ in click_mix.BROWSERS]
+    referrers = [r or None for _, r in click_mix.REFERRERS]
+    referrer_weights = [w for w, _ in click_mix.REFERRERS]
     for c in campaigns:
         conversions = per // 3 if c["objective"] != "click" else 0
         clicks = []
@@ -130,9 +147,12 @@ def generate(campaigns: list[dict], business: str, n: int, rng: random.Random):
             creator, link = c["links"][i % len(c["links"])]
             ts = base + rng.randrange(2 * 86_400_000)
             # 3% bots, and 5% repeat an earlier visitor's IP (duplicate clicks).
-            ip = f"10.{i % 200}.{i // 200 % 250}.{rng.randrange(250)}" if rng.random() > 0.05 else "10.0.0.1"
+            ip = (f"{rng.choice(PUBLIC_FIRST_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+                  if rng.random() > 0.05 else REPEAT_VISITOR)
             e = Event(event_id=str(uuid7(ts)), event_type="click", ts_ms=ts, campaign_id=c["id"], link_id=link,
-                      creator_id=creator, ip=ip, is_bot=rng.random() < 0.03)
+                      creator_id=creator, ip=ip, is_bot=rng.random() < 0.03,
+                      user_agent=rng.choices(agents, agent_weights)[0],
+                      referrer=rng.choices(referrers, referrer_weights)[0])
             clicks.append(e)
             yield e
         kind = c["objective"]
@@ -145,13 +165,16 @@ def generate(campaigns: list[dict], business: str, n: int, rng: random.Random):
 
 
 def load(settings: Settings, events) -> int:
-    n, chunk = 0, []
+    """Write ``events`` to ClickHouse as ingest would: enriched, in batches of ``CHUNK``."""
+    enricher, writer, n = Enricher(settings), BatchWriter(settings), 0
     for e in events:
-        chunk.append(e)
-        if len(chunk) == CHUNK:
-            n += insert_events(settings, chunk)
-            chunk = []
-    return n + insert_events(settings, chunk)
+        writer.submit(e.event_id.encode(), enricher.line(e.encode()))
+        if len(writer) == CHUNK:
+            n += len(writer)
+            writer.close()
+            writer = BatchWriter(settings)
+    writer.close()
+    return n + len(writer)
 
 
 def steady(settings: Settings, campaigns: list[dict], business: str, rng: random.Random) -> None:

@@ -5,7 +5,10 @@
 * Redis: ``REDIS_URL``, else 127.0.0.1:6379, else embedded Valkey; each test
   gets its own key prefix (the stream and every key live under it).
 * ClickHouse: one chDB directory per test run (chDB allows one per process),
-  one ClickHouse database per test.
+  one ClickHouse database per test. Migrating one costs a third of a test's
+  set-up, so a finished test's database is emptied (every table truncated) and
+  handed to the next test of the worker, if its schema is still exactly the
+  migrated one; otherwise it is dropped.
 * Stripe: one ``localstripe`` process per test run, started on first use and
   stopped by its PID.
 * Secrets: random for every run (Settings has no default secrets); ``cli_env``
@@ -28,6 +31,7 @@ import psycopg
 import pytest
 import redis as sync_redis
 import requests
+from clickhouse_connect.driver.exceptions import DatabaseError
 from psycopg import sql
 
 from oros import embedded
@@ -89,6 +93,54 @@ def template_db(base_settings) -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+class ClickHouseDatabases:
+    """This worker's migrated ClickHouse databases that no test holds: each is empty and exactly as migrated."""
+
+    # What a database's schema is: its tables' definitions (with the database's own name taken out) and the
+    # migrations it recorded. A test that dropped, altered or added a table changes it.
+    SCHEMA = """
+    SELECT groupArray((name, engine, replaceAll(create_table_query, {db:String} || '.', ''))),
+           (SELECT groupArray(name) FROM (SELECT name FROM {db:Identifier}.schema_migrations ORDER BY name))
+      FROM (SELECT * FROM system.tables WHERE database = {db:String} ORDER BY name)"""
+    # Views hold no rows; the migrations' record is the schema itself.
+    DATA_TABLES = """
+    SELECT name FROM system.tables WHERE database = {db:String}
+       AND engine NOT IN ('View', 'MaterializedView') AND name <> 'schema_migrations'"""
+
+    def __init__(self) -> None:
+        self.free: list[str] = []
+        self.migrated: tuple | None = None
+
+    def take(self, settings: Settings) -> Settings:
+        if self.free:
+            return replace(settings, clickhouse_database=self.free.pop())
+        migrate_clickhouse(settings)
+        if self.migrated is None:
+            self.migrated = self._schema(settings)
+        return settings
+
+    def give_back(self, settings: Settings) -> None:
+        server = clickhouse_client(settings, database="")
+        name = settings.clickhouse_database
+        if self._schema(settings) != self.migrated:
+            server.command(f"DROP DATABASE IF EXISTS `{name}`")
+            return
+        for (table,) in server.query(self.DATA_TABLES, parameters={"db": name}).result_rows:
+            server.command(f"TRUNCATE TABLE `{name}`.`{table}`")
+        self.free.append(name)
+
+    @classmethod
+    def _schema(cls, settings: Settings) -> tuple | None:
+        server = clickhouse_client(settings, database="")
+        try:
+            return tuple(server.query(cls.SCHEMA, parameters={"db": settings.clickhouse_database}).result_rows[0])
+        except DatabaseError:  # no database or no migrations table: not the migrated schema
+            return None
+
+
+_clickhouse_databases = ClickHouseDatabases()
+
+
 @pytest.fixture
 def settings(base_settings, template_db) -> Settings:
     """Settings for one test: its own Postgres database, Redis prefix and ClickHouse database."""
@@ -103,11 +155,9 @@ def settings(base_settings, template_db) -> Settings:
         redis_prefix=f"t:{RUN_ID}:{n}:",
     )
     migrate_postgres(test_settings)  # applies nothing new, but the database's own ACL (not cloned)
-    migrate_clickhouse(test_settings)
+    test_settings = _clickhouse_databases.take(test_settings)
     yield test_settings
-    clickhouse_client(test_settings, database="").command(
-        f"DROP DATABASE IF EXISTS `{test_settings.clickhouse_database}`"
-    )
+    _clickhouse_databases.give_back(test_settings)
     client = sync_redis.Redis.from_url(base_settings.redis_url)
     keys = list(client.scan_iter(match=f"{test_settings.redis_prefix}*", count=1000))
     if keys:
