@@ -72,6 +72,8 @@ EXECUTABLE = {
     # As the API's role (0160): the share percent and the address are its terms, not the caller's.
     "oros_open_share(uuid,text,text,text,numeric,text,inet)": {"oros_api"},
     "oros_refund_unspent(uuid)": {"oros_app"},
+    # Display name or username of creators and businesses only: never an email, never a supporter (0165).
+    "oros_public_names(uuid[])": {"oros_app"},
     # The webhook: only a boost the API opened, for its amount; the refund sender: only a pending issued refund.
     "oros_credit_boost(text,text,numeric,text,numeric)": {"oros_api"},
     "oros_fail_boost_intent(text)": {"oros_api"},
