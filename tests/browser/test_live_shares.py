@@ -259,6 +259,7 @@ def test_others_cannot_see_a_live_event_or_a_share(browser, stack, tmp_path):
         assert "sales" not in public and "commission_pct" not in public and "viewers" not in public
         assert ui.fetch("POST", f"{base}/start")["status"] == 403
         assert ui.fetch("PATCH", base, {"commission_pct": "50"})["status"] == 403
+        assert ui.fetch("GET", f"{base}/sales")["data"]["items"] == []  # the parties' only
         assert ui.raw_fetch("GET", f"/v1/links/{share['code']}/qr.svg") == 404
 
     email, _, _ = api.user("supporter")
@@ -272,6 +273,7 @@ def test_others_cannot_see_a_live_event_or_a_share(browser, stack, tmp_path):
     ui.click("Get my share link")
     assert "live" in ui.wait_field_error("share", "link")
     assert ui.fetch("GET", "/v1/me/rewards?source=share")["data"]["items"] == []
+    assert ui.fetch("GET", "/v1/me/shares")["data"]["items"] == []
     assert ui.raw_fetch("GET", f"/v1/links/{share['code']}/qr.svg") == 404
     # Asking for a share of the same link makes this supporter its own, never the other's.
     mine = ui.fetch("POST", f"/v1/links/{link['code']}/shares")["data"]
