@@ -196,11 +196,12 @@ def _public(row: dict) -> dict:
             "link": {"code": row["code"], "url": row["url"]}}
 
 
-async def _event(conn, event_id: str) -> dict:
+async def _event(conn, event_id: str, *, named: bool = False) -> dict:
+    """The event; ``named`` adds its creator's name (for an answer that shows it)."""
     row = await (await conn.execute(EVENT_SQL, {"id": event_id})).fetchone()
     if row is None:
         raise not_found("live event")
-    return (await names.attach(conn, [row], "creator_id", "creator_name"))[0]
+    return (await names.attach(conn, [row], "creator_id", "creator_name"))[0] if named else row
 
 
 def _refused(exc: psycopg.Error, what: str) -> ApiError:
@@ -218,7 +219,7 @@ async def create_live_event(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     async with as_user(request.app[PG_POOL], who.id) as conn:
         event_id = await _open(conn, body, settings.tracker_url)
-        row = await _event(conn, event_id)
+        row = await _event(conn, event_id, named=True)
         info = await (await conn.execute(LINK_SQL, {"code": row["code"]})).fetchone()
     try:
         await publish(request.app[REDIS], settings.keys, [row["code"]], {row["code"]: LinkInfo(**info)})
@@ -268,7 +269,7 @@ async def get_live_event(request: web.Request) -> web.Response:
     who = await optional_caller(request)
     event_id = path_id(request)
     async with as_user(request.app[READ_POOL], who.id if who else None) as conn:
-        row = await _event(conn, event_id)
+        row = await _event(conn, event_id, named=True)
         party = who is not None and (who.is_admin or who.id in (str(row["creator_id"]), str(row["business_id"])))
         if not party or row["campaign_id"] is None:
             return respond(_public(row))
@@ -303,7 +304,7 @@ async def patch_live_event(request: web.Request) -> web.Response:
                 await conn.execute(_COMMISSION_SQL, {"id": event_id, "pct": body.commission_pct})
         except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectNotInPrerequisiteState) as exc:
             raise _refused(exc, "only the campaign's business may set the commission") from None
-        row = await _event(conn, event_id)
+        row = await _event(conn, event_id, named=True)
     return respond({**_public(row), "commission_pct": fmt(row["commission_pct"])})
 
 
@@ -317,7 +318,7 @@ async def _move(request: web.Request, to: str) -> web.Response:
                 await conn.execute(_MOVE_SQL, {"id": event_id, "to": to})
         except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectNotInPrerequisiteState) as exc:
             raise _refused(exc, "only the event's creator may start, end or cancel it") from None
-        row = await _event(conn, event_id)
+        row = await _event(conn, event_id, named=True)
     return respond(_public(row))
 
 

@@ -375,6 +375,22 @@ async def test_request_role_cannot_open_a_share_at_terms_of_its_own(pool, pg, ap
     assert (made["s"], made["share_pct"]) == (supporter, Decimal("10.00"))
 
 
+async def test_public_names_are_creators_and_businesses_only_and_never_an_email(pool, pg):
+    people = {}
+    for role in ("creator", "business", "supporter", "admin", None):
+        people[role] = make_user(pg)
+        if role:
+            pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, %s)", (people[role], role))
+        pg.execute("UPDATE users SET display_name = %s WHERE id = %s", (f"{role} name", people[role]))
+    pg.execute("UPDATE users SET display_name = '', username = 'shop_user' WHERE id = %s", (people["business"],))
+    nameless = make_user(pg)
+    pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'creator')", (nameless,))
+    async with as_user(pool, people["supporter"]) as conn:
+        rows = await (await conn.execute("SELECT id::text AS id, name FROM oros_public_names(%s::uuid[])",
+                                         ([*people.values(), nameless],))).fetchall()
+    assert {r["id"]: r["name"] for r in rows} == {people["creator"]: "creator name", people["business"]: "shop_user"}
+
+
 async def test_webhook_functions_act_only_for_their_caller(pool, pg):
     creator, stranger = make_user(pg), make_user(pg)
     pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'creator'), (%s, 'creator')", (creator, stranger))
