@@ -170,6 +170,8 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path):
     ui.click_link("Link")
     assert groups(ui) == [[link_url, "2", "1", "1", "0", "1", "0", "0", "$0.50"]]
     ui.shot("business-stats")
+    ui.click_link("Creator")  # the creator by name, not by id
+    assert groups(ui) == [["Maya", "2", "1", "1", "0", "1", "0", "0", "$0.50"]]
     assert ui.console_errors() == []
 
 
