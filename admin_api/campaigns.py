@@ -25,7 +25,7 @@ from oros.httperrors import ApiError, conflict, forbidden, invalid, not_found
 from oros.links import CAMPAIGN_CODES_SQL, LINK_SQL, LinkInfo, publish
 from oros.wire import Amount, Code, Flag, Hashtags, HttpUrl, Money, OneOf, Text, Timestamp, Uuid, refuse, rule
 
-from . import memberships
+from . import memberships, names
 from .auth import Caller, caller, has_credentials
 from .pages import Page, PageQuery, fetch_page
 from .payload import parse, parse_query, path_id, respond
@@ -171,6 +171,8 @@ class Member(BaseModel):
     id: Uuid
     campaign_id: Uuid
     creator_id: Uuid
+    creator_name: str | None = Field(None, description="the creator's display name, else username (null when "
+                                                      "it has neither); on lists and the business's decisions")
     status: Literal["pending", "accepted", "rejected", "completed"]
     total_earned: Money
     accepted_at: datetime | None
@@ -183,6 +185,8 @@ class Link(BaseModel):
     id: Uuid
     campaign_id: Uuid
     creator_id: Uuid
+    creator_name: str | None = Field(None, description="the creator's display name, else username (null when "
+                                                      "it has neither); on lists")
     code: Code
     url: str
     destination_url: str
@@ -410,6 +414,8 @@ async def _decide(request: web.Request, status: str) -> web.Response:
             f" RETURNING {MEMBER_COLUMNS}",
             {"status": status, "c": campaign_id, "u": creator_id},
         )).fetchone()
+        if row is not None:
+            await names.attach(conn, [row], "creator_id", "creator_name")
     if row is None:
         raise not_found("application")
     return respond(row)
@@ -483,5 +489,7 @@ async def _list_of_campaign(request: web.Request, table: str, columns: str) -> w
     query = parse_query(PageQuery, request)
     async with as_user(request.app[PG_POOL], who.id) as conn:
         await _visible(conn, campaign_id)
-        return respond(await fetch_page(conn, f"SELECT {columns} FROM {table}", ["campaign_id = %(c)s"],
-                                        {"c": campaign_id}, query))
+        result = await fetch_page(conn, f"SELECT {columns} FROM {table}", ["campaign_id = %(c)s"], {"c": campaign_id},
+                                  query)
+        await names.attach(conn, result["items"], "creator_id", "creator_name")
+    return respond(result)

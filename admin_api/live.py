@@ -10,7 +10,10 @@ scheduled. Viewers arrive through the live link and are clicks like any
 other. Sales: the business posts them with its API key (appended to the
 event stream with the live link, as the tracker appends a conversion), or a
 Stripe checkout carries a click through the live link; the settler pays
-them (``settler.live``). Nothing here moves money.
+them (``settler.live``). The event's parties list its paid sales, and its
+business refunds one whole from its session (a ``refund`` event appended to
+the stream, as the tracker's conversions API appends one; the settler
+reverses the sale while its commission is held). Nothing here moves money.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from oros.links import LINK_SQL, LinkInfo, publish
 from oros.money import fmt, plain_decimal_text
 from oros.wire import Amount, Money, OneOf, Text, Timestamp, Uuid, refuse, rule
 
-from . import idempotency, reports
+from . import idempotency, names, reports
 from .auth import caller
 from .campaigns import CODE_ATTEMPTS, CODE_BYTES, optional_caller
 from .pages import Page, PageQuery, fetch_page
@@ -70,6 +73,8 @@ SELECT count(*) FILTER (WHERE status = 'paid') AS paid, count(*) FILTER (WHERE s
   FROM live_sales WHERE live_event_id = %(id)s
 """
 _PAID_ORDER_SQL = "SELECT event_id::text FROM live_sales WHERE live_event_id = %(id)s AND order_id = %(order)s"
+SALE_COLUMNS = "id, live_event_id, order_id, amount, currency, commission, platform_fee, status, created_at"
+_SALE_SQL = f"SELECT {SALE_COLUMNS} FROM live_sales WHERE id = %(sale)s AND live_event_id = %(id)s"
 
 
 def _pct(raw: object) -> Decimal | None:
@@ -114,6 +119,8 @@ class LiveEvent(BaseModel):
 
     id: Uuid
     creator_id: Uuid
+    creator_name: str | None = Field(None, description="the creator's display name, else username (null when it "
+                                                       "has neither)")
     campaign_id: Uuid | None
     title: str
     status: Literal[STATUSES]
@@ -159,22 +166,42 @@ class LiveSaleIn(BaseModel):
     click_id: Uuid = Field(None, description="the buyer's click through the live link (oros_cid), if known")
 
 
+class LiveSale(BaseModel):
+    """A sale the settler paid (its creator and the campaign's business see them)"""
+
+    id: Uuid
+    live_event_id: Uuid
+    order_id: str
+    amount: Money
+    currency: str
+    commission: Money = Field(description="what it pays now, refunds deducted")
+    platform_fee: Money
+    status: Literal["pending", "paid", "refunded"] = Field(description="refunded: a refund took all of it")
+    created_at: datetime
+
+
+class LiveSaleRefundAccepted(BaseModel):
+    event_id: Uuid = Field(description="the refund event; the next settlement reverses the sale while its "
+                                       "commission is held (after the hold it stands: refund_after_hold)")
+
+
 class LiveSaleAccepted(BaseModel):
     event_id: Uuid
     duplicate: bool = Field(False, description="the order was already paid as a sale of this event")
 
 
 def _public(row: dict) -> dict:
-    return {**{k: row[k] for k in ("id", "creator_id", "campaign_id", "title", "status", "scheduled_at",
-                                   "started_at", "ended_at", "created_at")},
+    return {**{k: row[k] for k in ("id", "creator_id", "creator_name", "campaign_id", "title", "status",
+                                   "scheduled_at", "started_at", "ended_at", "created_at")},
             "link": {"code": row["code"], "url": row["url"]}}
 
 
-async def _event(conn, event_id: str) -> dict:
+async def _event(conn, event_id: str, *, named: bool = False) -> dict:
+    """The event; ``named`` adds its creator's name (for an answer that shows it)."""
     row = await (await conn.execute(EVENT_SQL, {"id": event_id})).fetchone()
     if row is None:
         raise not_found("live event")
-    return row
+    return (await names.attach(conn, [row], "creator_id", "creator_name"))[0] if named else row
 
 
 def _refused(exc: psycopg.Error, what: str) -> ApiError:
@@ -192,7 +219,7 @@ async def create_live_event(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     async with as_user(request.app[PG_POOL], who.id) as conn:
         event_id = await _open(conn, body, settings.tracker_url)
-        row = await _event(conn, event_id)
+        row = await _event(conn, event_id, named=True)
         info = await (await conn.execute(LINK_SQL, {"code": row["code"]})).fetchone()
     try:
         await publish(request.app[REDIS], settings.keys, [row["code"]], {row["code"]: LinkInfo(**info)})
@@ -232,6 +259,7 @@ async def list_live_events(request: web.Request) -> web.Response:
             conn, f"SELECT * FROM (SELECT {EVENT_COLUMNS} FROM live_events e"
                   " JOIN live_event_links l ON l.live_event_id = e.id) AS mine",
             where, {"me": who.id, "status": query.status}, query)
+        await names.attach(conn, result["items"], "creator_id", "creator_name")
     return respond({**result, "items": [_public(r) for r in result["items"]]})
 
 
@@ -241,7 +269,7 @@ async def get_live_event(request: web.Request) -> web.Response:
     who = await optional_caller(request)
     event_id = path_id(request)
     async with as_user(request.app[READ_POOL], who.id if who else None) as conn:
-        row = await _event(conn, event_id)
+        row = await _event(conn, event_id, named=True)
         party = who is not None and (who.is_admin or who.id in (str(row["creator_id"]), str(row["business_id"])))
         if not party or row["campaign_id"] is None:
             return respond(_public(row))
@@ -276,7 +304,7 @@ async def patch_live_event(request: web.Request) -> web.Response:
                 await conn.execute(_COMMISSION_SQL, {"id": event_id, "pct": body.commission_pct})
         except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectNotInPrerequisiteState) as exc:
             raise _refused(exc, "only the campaign's business may set the commission") from None
-        row = await _event(conn, event_id)
+        row = await _event(conn, event_id, named=True)
     return respond({**_public(row), "commission_pct": fmt(row["commission_pct"])})
 
 
@@ -290,7 +318,7 @@ async def _move(request: web.Request, to: str) -> web.Response:
                 await conn.execute(_MOVE_SQL, {"id": event_id, "to": to})
         except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectNotInPrerequisiteState) as exc:
             raise _refused(exc, "only the event's creator may start, end or cancel it") from None
-        row = await _event(conn, event_id)
+        row = await _event(conn, event_id, named=True)
     return respond(_public(row))
 
 
@@ -355,3 +383,58 @@ async def _append_sale(request: web.Request, conn: psycopg.AsyncConnection, busi
     except RedisError:
         raise ApiError(503, "unavailable", "could not record the sale; retry shortly") from None
     return {"event_id": sale.event_id, "duplicate": False}
+
+
+@routes.get("/v1/live-events/{id}/sales", "The event's paid sales, newest first (its creator and the campaign's "
+            "business; others see none)", query=PageQuery, responses={200: Page[LiveSale]})
+async def list_sales(request: web.Request) -> web.Response:
+    who = await caller(request)
+    event_id = path_id(request)
+    query = parse_query(PageQuery, request)
+    async with as_user(request.app[READ_POOL], who.id) as conn:
+        await _event(conn, event_id)
+        # RLS: live_sales are the event's creator's and the campaign's business's.
+        result = await fetch_page(conn, f"SELECT {SALE_COLUMNS} FROM live_sales", ["live_event_id = %(id)s"],
+                                  {"id": event_id}, query)
+    return respond(result)
+
+
+@routes.post("/v1/live-events/{id}/sales/{sale_id}/refund", "Refund a paid live sale whole (the campaign's "
+             "business, signed in or with its API key); the next settlement reverses it while its commission is "
+             "held", headers=(idempotency.IDEMPOTENCY_KEY,), responses={202: LiveSaleRefundAccepted})
+async def refund_sale(request: web.Request) -> web.Response:
+    who = (await caller(request)).require("business")
+    event_id, sale_id = path_id(request), path_id(request, "sale_id")
+
+    async def record(conn: psycopg.AsyncConnection) -> dict:
+        return await _append_refund(request, conn, who.id, event_id, sale_id)
+
+    return await idempotency.once(request, who.id, record, status=202)
+
+
+async def _append_refund(request: web.Request, conn: psycopg.AsyncConnection, business_id: str, event_id: str,
+                         sale_id: str) -> dict:
+    """Append a full refund of the sale's order to the event stream: the answer to the business."""
+    row = await _event(conn, event_id)
+    sale = await (await conn.execute(_SALE_SQL, {"id": event_id, "sale": sale_id})).fetchone()
+    if sale is None:  # RLS: another party's sale is not found
+        raise not_found("live sale")
+    if row["business_id"] is None or str(row["business_id"]) != business_id:
+        raise forbidden("only the campaign's business may refund the event's sales")
+    if sale["status"] != "paid":
+        raise conflict("already_refunded", f"live sale {sale_id} is {sale['status']}: nothing is left to refund",
+                       "status")
+    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    ts_ms = time.time_ns() // 1_000_000
+    # No value: refunded in full. The settler finds the sale by its order, campaign and business (settler.refunds).
+    refund = Event(
+        event_id=uuid7_str(ts_ms), event_type="refund", ts_ms=ts_ms, campaign_id=str(row["campaign_id"]),
+        business_id=business_id, order_id=sale["order_id"], currency=sale["currency"], source="api",
+        metadata={"live_event_id": event_id, "live_sale_id": sale_id},
+    )
+    try:
+        await stream.append(redis, settings.keys, [refund.encode()], replicas=settings.stream_replicas,
+                            wait_ms=settings.stream_wait_ms)
+    except RedisError:
+        raise ApiError(503, "unavailable", "could not record the refund; retry shortly") from None
+    return {"event_id": refund.event_id}

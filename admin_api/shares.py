@@ -12,7 +12,9 @@ keyed hash of the caller's address (and the address itself where the
 deployment keeps addresses): a click from there earns the supporter nothing.
 It runs as the API's role, not the request role: the percent and the address
 are the deployment's terms, which a caller of the function could otherwise
-forge (0160).
+forge (0160). ``GET /v1/me/shares`` lists the caller's share links with
+what each earned (RLS: a supporter reads only its own share links and
+rewards, sql/postgres/0110).
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from oros.clientip import ip_hash, ip_hash_key
-from oros.connections import act_as
+from oros.connections import act_as, as_user
 from oros.httperrors import ApiError, conflict, not_found
 from oros.links import CODE_RE, LINK_SQL, LinkInfo
 from oros.wire import Code, Money, Uuid
 
+from . import names
 from .auth import caller
 from .campaigns import CODE_ATTEMPTS, CODE_BYTES, _publish
-from .payload import respond
+from .pages import Page, PageQuery, fetch_page
+from .payload import parse_query, respond
 from .routing import Routes
 from .typedefs import CLIENT_IP, PG_POOL, SETTINGS
 
@@ -57,6 +61,20 @@ BLOCKERS = {
 }
 
 
+# The caller's share links (RLS: 0110's tracking_links_supporter, 0007's rewards_owner) with what each earned.
+_MINE_SQL = """
+SELECT * FROM (
+  SELECT l.id, l.code, l.url, l.campaign_id, l.creator_id, l.supporter_id, l.shared_from, l.share_pct,
+         l.destination_url, l.created_at, l.click_count, l.conversion_count, c.title AS campaign_title,
+         (SELECT count(*) FROM rewards r WHERE r.tracking_link_id = l.id AND r.user_id = l.supporter_id
+             AND r.source = 'share') AS rewards,
+         (SELECT coalesce(sum(r.amount), 0) FROM rewards r WHERE r.tracking_link_id = l.id
+             AND r.user_id = l.supporter_id AND r.source = 'share') AS rewards_amount
+    FROM tracking_links l LEFT JOIN campaigns c ON c.id = l.campaign_id
+   WHERE l.supporter_id = %(me)s AND l.shared_from IS NOT NULL) AS mine
+"""
+
+
 class ShareLink(BaseModel):
     """The caller's share link: clicks through it pay the creator, and the supporter ``share_pct`` of each payout"""
 
@@ -71,6 +89,29 @@ class ShareLink(BaseModel):
                                          "creator's net (OROS_SHARE_PCT when the link was made)")
     destination_url: str
     created_at: datetime
+    creator_name: str | None = Field(None, description="the creator's display name, else username (null when it "
+                                                       "has neither)")
+
+
+class MyShareLink(ShareLink):
+    """One of the caller's share links and what it earned so far"""
+
+    campaign_title: str | None = Field(description="null when the campaign is not visible to the caller")
+    click_count: int = Field(description="paid clicks through it, as of the last settlement")
+    conversion_count: int = Field(description="paid conversions and sales through it, as of the last settlement")
+    rewards: int = Field(description="share rewards earned through it")
+    rewards_amount: Money = Field(description="their amount (refunds deducted)")
+
+
+@routes.get("/v1/me/shares", "The caller's share links, newest first, with their paid clicks and rewards "
+            "(supporter)", query=PageQuery, responses={200: Page[MyShareLink]})
+async def list_shares(request: web.Request) -> web.Response:
+    who = (await caller(request)).require("supporter")
+    query = parse_query(PageQuery, request)
+    async with as_user(request.app[PG_POOL], who.id) as conn:
+        result = await fetch_page(conn, _MINE_SQL, ["true"], {"me": who.id}, query)
+        await names.attach(conn, result["items"], "creator_id", "creator_name")
+    return respond(result)
 
 
 @routes.post("/v1/links/{code}/shares", "Share a creator's link (supporter): your own link to it; each paid event "
@@ -95,6 +136,7 @@ async def create_share(request: web.Request) -> web.Response:
             raise not_found("link")
         await act_as(conn, who.id)  # the API's role made it; the link is read back as the caller
         info = await (await conn.execute(LINK_SQL, {"code": row["code"]})).fetchone()
+        await names.attach(conn, [row], "creator_id", "creator_name")
     if row.pop("created"):
         await _publish(request, [row["code"]], {row["code"]: LinkInfo(**info)})
         return respond(row, 201)

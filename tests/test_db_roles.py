@@ -72,6 +72,8 @@ EXECUTABLE = {
     # As the API's role (0160): the share percent and the address are its terms, not the caller's.
     "oros_open_share(uuid,text,text,text,numeric,text,inet)": {"oros_api"},
     "oros_refund_unspent(uuid)": {"oros_app"},
+    # Display name or username of creators and businesses only: never an email, never a supporter (0165).
+    "oros_public_names(uuid[])": {"oros_app"},
     # The webhook: only a boost the API opened, for its amount; the refund sender: only a pending issued refund.
     "oros_credit_boost(text,text,numeric,text,numeric)": {"oros_api"},
     "oros_fail_boost_intent(text)": {"oros_api"},
@@ -371,6 +373,22 @@ async def test_request_role_cannot_open_a_share_at_terms_of_its_own(pool, pg, ap
         api.execute(_OPEN_SHARE, (supporter, code, "made1", Decimal(10)))
     made = pg.execute("SELECT supporter_id::text AS s, share_pct FROM tracking_links WHERE code = 'made1'").fetchone()
     assert (made["s"], made["share_pct"]) == (supporter, Decimal("10.00"))
+
+
+async def test_public_names_are_creators_and_businesses_only_and_never_an_email(pool, pg):
+    people = {}
+    for role in ("creator", "business", "supporter", "admin", None):
+        people[role] = make_user(pg)
+        if role:
+            pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, %s)", (people[role], role))
+        pg.execute("UPDATE users SET display_name = %s WHERE id = %s", (f"{role} name", people[role]))
+    pg.execute("UPDATE users SET display_name = '', username = 'shop_user' WHERE id = %s", (people["business"],))
+    nameless = make_user(pg)
+    pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'creator')", (nameless,))
+    async with as_user(pool, people["supporter"]) as conn:
+        rows = await (await conn.execute("SELECT id::text AS id, name FROM oros_public_names(%s::uuid[])",
+                                         ([*people.values(), nameless],))).fetchall()
+    assert {r["id"]: r["name"] for r in rows} == {people["creator"]: "creator name", people["business"]: "shop_user"}
 
 
 async def test_webhook_functions_act_only_for_their_caller(pool, pg):

@@ -320,8 +320,8 @@ async def test_who_sees_what_of_a_live_event(api, world, redis):
                                  "gmv": "25.00", "commission": "2.50", "creator_net": "2.25"}
     for headers in (other.business.headers, other.creator.headers, {}):
         public = await (await api.get(url, headers=headers)).json()
-        assert set(public) == {"id", "creator_id", "campaign_id", "title", "status", "scheduled_at", "started_at",
-                               "ended_at", "created_at", "link"}
+        assert set(public) == {"id", "creator_id", "creator_name", "campaign_id", "title", "status",
+                               "scheduled_at", "started_at", "ended_at", "created_at", "link"}
         assert public["link"] == event["link"]
     assert (await api.get(f"/v1/live-events/{uuid.uuid4()}")).status == 404
 
@@ -507,6 +507,53 @@ async def test_hostile_callers_cannot_touch_another_partys_live_event(api, world
     assert await redis.xlen(world.settings.keys.stream) == 1  # the owner's one sale
     report = await settle(world, redis)
     assert (report["events_paid"], report["live_sales"]["paid"]) == (1, 1)
+
+
+async def test_the_business_lists_and_refunds_a_live_sale_from_its_session(api, world, redis):
+    s, other = shop(world), shop(world)
+    world.pg.execute("UPDATE users SET display_name = 'Ada Live' WHERE id = %s", (s.creator.id,))
+    event = await open_event(api, s, pct="10")
+    url = f"/v1/live-events/{event['id']}"
+    assert event["creator_name"] == "Ada Live"
+    await sell(api, s, event, "r-1", "30.00")
+    await sell(api, s, event, "r-2", "10.00")
+    await settle(world, redis)
+
+    # Its creator and business list the paid sales; another party sees none of them.
+    for who in (s.creator, s.business):
+        listed = await (await api.get(f"{url}/sales?limit=1", headers=who.headers)).json()
+        assert [x["order_id"] for x in listed["items"]] == ["r-2"] and listed["next_cursor"]
+        rest = await (await api.get(f"{url}/sales?cursor={listed['next_cursor']}", headers=who.headers)).json()
+        assert [(x["order_id"], x["amount"], x["commission"], x["status"]) for x in rest["items"]] == [
+            ("r-1", "30.00", "3.00", "paid")]
+    sale = rest["items"][0]
+    assert (await (await api.get(f"{url}/sales", headers=other.business.headers)).json())["items"] == []
+    bad = await api.get(f"{url}/sales?cursor=nope", headers=s.business.headers)
+    assert (bad.status, (await bad.json())["error"]["field"]) == (422, "cursor")
+
+    # Refused: the creator, another business (its sale is not found), an unknown sale; nothing appended.
+    refund_url = f"{url}/sales/{sale['id']}/refund"
+    for headers, status in ((s.creator.headers, 403), (other.business.headers, 404), (other.key, 404)):
+        assert (await api.post(refund_url, headers=headers)).status == status
+    assert (await api.post(f"{url}/sales/{uuid.uuid4()}/refund", headers=s.business.headers)).status == 404
+    assert await redis.xlen(world.settings.keys.stream) == 0
+
+    # The business's login (a session or its JWT, not only an API key) refunds it whole; the settler reverses it.
+    done = await api.post(refund_url, headers={**s.business.headers, "Idempotency-Key": "refund-r-1"})
+    assert done.status == 202, await done.text()
+    report = await settle(world, redis)
+    assert report["refunds"] == {"reversed": 1, "rejected": 0, "amount": "3.00", **NO_REWARDS_BACK}
+    refunded = {x["order_id"]: x for x in live_sales(world, event)}
+    assert (refunded["r-1"]["status"], refunded["r-1"]["commission"], refunded["r-2"]["status"]) == (
+        "refunded", D("0.00"), "paid")
+    assert world.campaign_row(s.campaign)["remaining_budget"] == D("99.00")
+    seen = await (await api.get(url, headers=s.business.headers)).json()
+    assert (seen["sales"]["paid"], seen["sales"]["refunded"]) == (1, 1)
+    # A replay answers as first; a new request finds nothing left to refund.
+    replay = await api.post(refund_url, headers={**s.business.headers, "Idempotency-Key": "refund-r-1"})
+    assert (replay.status, await replay.json()) == (202, await done.json())
+    again = await api.post(refund_url, headers=s.business.headers)
+    assert (again.status, (await again.json())["error"]["code"]) == (409, "already_refunded")
 
 
 async def test_racing_moves_and_a_commission_change_leave_one_story(api, world):

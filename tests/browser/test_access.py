@@ -133,7 +133,9 @@ def test_api_strings_are_shown_as_text_never_run(browser, stack, tmp_path):
     email, _, business = api.user("business")
     campaign = api.active_campaign(business, title=XSS_TITLE, description=XSS_TEXT, hashtags=["<b>bold</b>", "xss"])
     api.call("PATCH", "/v1/me", business, display_name='<svg onload="window.__xss=4">')
-    creator_email, _, creator = api.user("creator")
+    creator_name = '<img src=x onerror="window.__xss=5">Maya'  # shown where the creator is named (applications)
+    creator_email, _, creator = api.user("creator", creator_name)
+    api.call("POST", f"/v1/campaigns/{campaign['id']}/creators", creator)
     community = api.call("POST", "/v1/communities", creator, name=XSS_TITLE, description=XSS_TEXT)
     api.call("POST", f"/v1/communities/{community['id']}/posts", creator, content_type="text", body=XSS_TEXT)
 
@@ -143,7 +145,7 @@ def test_api_strings_are_shown_as_text_never_run(browser, stack, tmp_path):
         assert browser.execute_script("return window.__xss") is None, route
     ui.route(f"/campaigns/{campaign['id']}")
     assert ui.heading() == XSS_TITLE
-    assert XSS_TEXT in ui.main_text()
+    assert XSS_TEXT in ui.main_text() and creator_name in ui.main_text()
     assert not browser.find_elements(By.CSS_SELECTOR, "main img[src=x], main script, main a[href^=javascript]")
     log_in(ui, creator_email)
     ui.route(f"/browse/{campaign['id']}")

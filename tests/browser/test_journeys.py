@@ -91,8 +91,9 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path):
     # The business accepts.
     log_in(ui, "shop@web.example")
     ui.route(f"/campaigns/{campaign_id}")
-    ui.click(f"Accept creator {creator_id}")
-    ui.wait(lambda d: not d.find_elements(By.XPATH, f"//button[@aria-label='Accept creator {creator_id}']"))
+    assert "Maya" in ui.text_of("main") and creator_id not in ui.main_text()  # named, not by id
+    ui.click("Accept creator Maya")
+    ui.wait(lambda d: not d.find_elements(By.XPATH, "//button[@aria-label='Accept creator Maya']"))
 
     # The creator makes a link and copies it.
     log_in(ui, "maya@web.example")
@@ -169,6 +170,8 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path):
     ui.click_link("Link")
     assert groups(ui) == [[link_url, "2", "1", "1", "0", "1", "0", "0", "$0.50"]]
     ui.shot("business-stats")
+    ui.click_link("Creator")  # the creator by name, not by id
+    assert groups(ui) == [["Maya", "2", "1", "1", "0", "1", "0", "0", "$0.50"]]
     assert ui.console_errors() == []
 
 

@@ -16,6 +16,7 @@ import pytest
 import requests
 from psycopg.rows import dict_row
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
 
 from page_checks import check_pages
 from webui import DESKTOP_UA, UI, Api, ingest, log_in
@@ -39,8 +40,8 @@ def usd(value: Decimal) -> str:
     return f"${value:.2f}"
 
 
-def accepted_creator(api: Api, business: dict, campaign: dict) -> tuple[str, str, dict]:
-    email, creator_id, creator = api.user("creator")
+def accepted_creator(api: Api, business: dict, campaign: dict, name: str | None = None) -> tuple[str, str, dict]:
+    email, creator_id, creator = api.user("creator", name)
     api.call("POST", f"/v1/campaigns/{campaign['id']}/creators", creator)
     api.call("POST", f"/v1/campaigns/{campaign['id']}/creators/{creator_id}/accept", business)
     return email, creator_id, creator
@@ -62,7 +63,7 @@ def test_a_live_event_from_scheduling_to_its_paid_commission(browser, stack, tmp
     business_email, _, business = api.user("business")
     campaign = api.active_campaign(business, title="Live drop", objective="sale", payout_per_action="5.00")
     elsewhere = api.active_campaign(business, title="Not yours")
-    creator_email, creator_id, _ = accepted_creator(api, business, campaign)
+    creator_email, creator_id, _ = accepted_creator(api, business, campaign, "Lina Live")
     key = api.call("POST", "/v1/api-keys", business, name="shop server")["key"]
 
     # The creator schedules it; a campaign it is not accepted on is refused at the campaign.
@@ -92,6 +93,7 @@ def test_a_live_event_from_scheduling_to_its_paid_commission(browser, stack, tmp
     ui.fill("commission-commission_pct", "10")
     ui.click("Set commission")
     ui.wait_text("live-commission-pct", "10.00% of each sale")
+    assert "Lina Live" in ui.main_text() and creator_id not in ui.main_text()  # the creator by name
     assert not browser.find_elements(By.ID, "sale")  # no sales before it is live
     assert not browser.find_elements(By.ID, "live-start")  # the creator's moves
 
@@ -130,14 +132,38 @@ def test_a_live_event_from_scheduling_to_its_paid_commission(browser, stack, tmp
     assert ui.text_of("live-gmv") == usd(sold["gmv"]) == "$40.00"
     assert (ui.text_of("live-reported"), ui.text_of("live-reported-value")) == ("1", "$40.00")
     assert ui.text_of("live-clicks") == "1"
+    sale_row = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#live-sales tbody :is(th, td)")]
+    assert sale_row[0] == "order-live-1" and sale_row[2:5] == ["$40.00", "$4.00", "paid"], sale_row
     browser.execute_script("window.scrollTo(0, 0)")
     ui.shot("business-live-event")  # docs/webapp-live-event.png
     problems = check_pages(ui, "business", ["/live", f"/live/{event_id}"])
 
+    # The business refunds it from the page (its session, no API key): confirmed, the row says so, and the
+    # next settlement takes the commission back while it is held.
+    ui.route(f"/live/{event_id}")
+    ui.click("Refund order order-live-1")
+    ui.wait(EC.alert_is_present()).dismiss()  # changed its mind: nothing sent
+    assert ui.button("Refund order order-live-1")
+    ui.click("Refund order order-live-1")
+    ui.wait(EC.alert_is_present()).accept()
+    ui.wait(lambda d: "refund requested" in d.find_element(By.ID, "live-sales").text)
+    assert "requested" in browser.find_element(By.ID, "toast").text
+    assert not browser.find_elements(By.XPATH, "//button[@aria-label='Refund order order-live-1']")
+    settle(stack, api)
+    ui.click("Refresh")
+    ui.wait_text("live-refunded", "1", timeout=30)
+    refunded = books(stack, "SELECT status, commission FROM live_sales WHERE live_event_id = %s", event_id)
+    assert (refunded["status"], refunded["commission"]) == ("refunded", Decimal("0.00"))
+    assert (ui.text_of("live-paid"), ui.text_of("live-commission")) == ("0", "$0.00")
+    assert "refunded" in browser.find_element(By.ID, "live-sales").text
+    problems += check_pages(ui, "business", [f"/live/{event_id}"])
+
     # The creator sees the same numbers, ends the event; the live page's picture for the docs.
     log_in(ui, creator_email)
     ui.route(f"/live/{event_id}")
-    assert ui.text_of("live-commission") == "$4.00" and ui.text_of("live-creator-net") == usd(sold["net"])
+    assert ui.text_of("live-commission") == "$0.00" and ui.text_of("live-refunded") == "1"
+    assert "order-live-1" in ui.text_of("live-sales")
+    assert not browser.find_elements(By.XPATH, "//button[text()='Refund']")  # the business's
     ui.click("End live event")
     ui.wait_text("live-status", "ended")
     ui.shot("creator-live-event")
@@ -149,7 +175,7 @@ def test_a_supporter_shares_a_creators_link_and_sees_its_reward(browser, stack, 
     api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
     _, _, business = api.user("business")
     campaign = api.active_campaign(business, title="Share me")
-    _, creator_id, creator = accepted_creator(api, business, campaign)
+    _, creator_id, creator = accepted_creator(api, business, campaign, "Sam Share")
     link = api.call("POST", f"/v1/campaigns/{campaign['id']}/links", creator)
     supporter_email, supporter_id, _ = api.user("supporter")
 
@@ -168,6 +194,10 @@ def test_a_supporter_shares_a_creators_link_and_sees_its_reward(browser, stack, 
     qr = browser.find_element(By.CSS_SELECTOR, "#share-link img")
     ui.wait(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", qr))
     assert ui.button(f"Copy share link: {share_url}")
+    assert "Sam Share" in ui.text_of("share-made")
+    # The list of the supporter's share links has it, with its own copy button.
+    ui.wait(lambda d: share_url in d.find_element(By.ID, "my-shares").text)
+    assert browser.find_elements(By.XPATH, f"//*[@id='my-shares']//button[@aria-label='Copy share link: {share_url}']")
     # Asking again (by code this time) shows the same link: one per link and supporter.
     ui.fill("share-link", link["code"])
     ui.click("Get my share link")
@@ -183,6 +213,9 @@ def test_a_supporter_shares_a_creators_link_and_sees_its_reward(browser, stack, 
     assert reward is not None, report
     assert reward["amount"] == reward["booked"] == Decimal("0.10")  # 10 % of the 1.00 click, out of the creator's
     assert cells[2:4] == [reward["status"], usd(reward["amount"])]
+    # The share link's row: its creator by name, the campaign, its paid click and what it earned.
+    row = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#my-shares tbody tr:first-child td")]
+    assert row[:5] == ["Sam Share", "Share me", "1", "0", "1"] and row[5] == usd(reward["amount"]), row
     assert books(stack, "SELECT count(*) AS n FROM events WHERE creator_id = %s AND share_reward IS NOT NULL",
                  creator_id)["n"] == 1
     problems = check_pages(ui, "supporter", ["/shares", "/rewards"])
@@ -226,6 +259,7 @@ def test_others_cannot_see_a_live_event_or_a_share(browser, stack, tmp_path):
         assert "sales" not in public and "commission_pct" not in public and "viewers" not in public
         assert ui.fetch("POST", f"{base}/start")["status"] == 403
         assert ui.fetch("PATCH", base, {"commission_pct": "50"})["status"] == 403
+        assert ui.fetch("GET", f"{base}/sales")["data"]["items"] == []  # the parties' only
         assert ui.raw_fetch("GET", f"/v1/links/{share['code']}/qr.svg") == 404
 
     email, _, _ = api.user("supporter")
@@ -239,6 +273,7 @@ def test_others_cannot_see_a_live_event_or_a_share(browser, stack, tmp_path):
     ui.click("Get my share link")
     assert "live" in ui.wait_field_error("share", "link")
     assert ui.fetch("GET", "/v1/me/rewards?source=share")["data"]["items"] == []
+    assert ui.fetch("GET", "/v1/me/shares")["data"]["items"] == []
     assert ui.raw_fetch("GET", f"/v1/links/{share['code']}/qr.svg") == 404
     # Asking for a share of the same link makes this supporter its own, never the other's.
     mine = ui.fetch("POST", f"/v1/links/{link['code']}/shares")["data"]

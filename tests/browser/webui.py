@@ -198,10 +198,10 @@ class Api:
     def __init__(self, stack):
         self.url, self.settings = stack.admin_url, stack.settings
 
-    def user(self, role: str) -> tuple[str, str, dict]:
+    def user(self, role: str, name: str | None = None) -> tuple[str, str, dict]:
         email = f"{role}-{secrets.token_hex(4)}@web.example"
         body = requests.post(f"{self.url}/v1/auth/signup", timeout=30,
-                             json={"email": email, "password": PASSWORD, "roles": [role]}).json()
+                             json={"email": email, "password": PASSWORD, "roles": [role], "display_name": name}).json()
         return email, body["user"]["id"], {"Authorization": f"Bearer {body['token']}"}
 
     def call(self, verb: str, path: str, auth: dict, **body):

@@ -224,3 +224,41 @@ async def test_a_share_of_a_share_is_the_sharers_own_share_of_the_creators_link(
     rewards = pg.execute("SELECT user_id::text AS u, amount FROM rewards WHERE source = 'share'").fetchall()
     assert rewards == [{"u": second.id, "amount": D("0.05")}]
     world.assert_books()
+
+
+async def test_a_supporter_lists_its_own_share_links_with_what_they_earned(api, linked, make_user, pg, settings):
+    pg.execute("UPDATE users SET username = 'ada' WHERE id = %s", (linked["creator"].id,))
+    second = make_user("creator")
+    await accepted_creator(api, linked["business"], second, linked["campaign"]["id"])
+    other_link = await (await api.post(f"/v1/campaigns/{linked['campaign']['id']}/links",
+                                       headers=second.headers)).json()
+    supporter, stranger = make_user("supporter"), make_user("supporter")
+    first = await (await share(api, supporter, linked["link"]["code"])).json()
+    assert first["creator_name"] == "ada"
+    later = await (await share(api, supporter, other_link["code"])).json()
+    await share(api, stranger, linked["link"]["code"])
+    world = World(pg, settings)
+    world.put([world.click(linked["campaign"]["id"], (linked["creator"].id, first["id"]), supporter_id=supporter.id)])
+    assert settle_once(settings)["events_paid"] == 1
+
+    page = await (await api.get("/v1/me/shares?limit=1", headers=supporter.headers)).json()
+    assert [s["id"] for s in page["items"]] == [later["id"]] and page["next_cursor"]
+    assert page["items"][0]["creator_name"] is None  # no display name nor username: the page shows the id
+    rest = await (await api.get(f"/v1/me/shares?cursor={page['next_cursor']}", headers=supporter.headers)).json()
+    [mine] = rest["items"]
+    assert rest["next_cursor"] is None
+    assert {k: mine[k] for k in ("id", "code", "url", "creator_name", "campaign_title", "click_count", "rewards",
+                                 "rewards_amount", "share_pct")} == {
+        "id": first["id"], "code": first["code"], "url": first["url"], "creator_name": "ada",
+        "campaign_title": linked["campaign"]["title"], "click_count": 1, "rewards": 1, "rewards_amount": "0.05",
+        "share_pct": "10.00"}
+
+    # Another supporter lists only its own; the creator and the business are not supporters; a bad cursor is a 4xx.
+    theirs = await (await api.get("/v1/me/shares", headers=stranger.headers)).json()
+    assert [(s["supporter_id"], s["click_count"], s["rewards"]) for s in theirs["items"]] == [(stranger.id, 0, 0)]
+    for user in (linked["creator"], linked["business"]):
+        assert (await api.get("/v1/me/shares", headers=user.headers)).status == 403
+    for bad in ("cursor=nope", "limit=0", "limit=x"):
+        resp = await api.get(f"/v1/me/shares?{bad}", headers=supporter.headers)
+        assert (resp.status, (await resp.json())["error"]["field"]) == (422, bad.split("=")[0]), bad
+    world.assert_books()

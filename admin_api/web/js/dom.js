@@ -81,6 +81,12 @@ export function tableRow(columns, row) {
     : h('td', { class: c.class }, c.value(row)))));
 }
 
+// A person as the API names them (display name, else username), their id kept as a tooltip; the id when they
+// have no name.
+export function person(name, userId) {
+  return name ? h('span', { class: 'person', title: userId }, name) : h('code', {}, userId);
+}
+
 export function dl(pairs) {
   return h('dl', { class: 'facts' }, pairs.map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
 }

@@ -2,7 +2,7 @@
 
 import { ApiError, get, id, patch, post, query } from '../api.js';
 import { cardStep, poll } from '../cardpay.js';
-import { button, copyButton, dl, h, secretBox, section, table, toast } from '../dom.js';
+import { button, copyButton, dl, h, person, secretBox, section, table, toast } from '../dom.js';
 import * as features from '../features.js';
 import { form, localInput, parse } from '../forms.js';
 import { money, when } from '../format.js';
@@ -204,20 +204,20 @@ function applications(c, items, refresh) {
     refresh();
   };
   return section('Creator applications', table([
-    { label: 'Creator', value: (a) => h('code', {}, a.creator_id) },
+    { label: 'Creator', value: (a) => person(a.creator_name, a.creator_id) },
     { label: 'Status', value: (a) => statusBadge(a.status) },
     { label: 'Applied', value: (a) => when(a.created_at) },
     { label: 'Earned', value: (a) => money(a.total_earned), class: 'num' },
     { label: 'Decision', value: (a) => h('div', { class: 'actions' },
-      a.status !== 'accepted' ? button('Accept', decide(a.creator_id, 'accept'), { kind: 'primary', 'aria-label': `Accept creator ${a.creator_id}` }) : null,
-      a.status !== 'rejected' ? button('Reject', decide(a.creator_id, 'reject'), { kind: 'danger', 'aria-label': `Reject creator ${a.creator_id}` }) : null) },
+      a.status !== 'accepted' ? button('Accept', decide(a.creator_id, 'accept'), { kind: 'primary', 'aria-label': `Accept creator ${a.creator_name || a.creator_id}` }) : null,
+      a.status !== 'rejected' ? button('Reject', decide(a.creator_id, 'reject'), { kind: 'danger', 'aria-label': `Reject creator ${a.creator_name || a.creator_id}` }) : null) },
   ], items, { empty: 'No creator has applied yet.' }));
 }
 
 function linksTable(items) {
   return table([
     { label: 'Link', value: (l) => h('code', {}, l.url) },
-    { label: 'Creator', value: (l) => h('code', {}, l.creator_id) },
+    { label: 'Creator', value: (l) => person(l.creator_name, l.creator_id) },
     { label: 'Goes to', value: (l) => l.destination_url },
     { label: 'Created', value: (l) => when(l.created_at) },
   ], items, { empty: 'No links yet.' });

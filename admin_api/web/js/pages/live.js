@@ -2,10 +2,12 @@
 // and ends it, and shares its live link; the campaign's business sets the commission percent while the
 // event is scheduled and reports the sales made during it (with its API key, as its shop's server would).
 // Both see the event's numbers as GET /v1/live-events/{id} gives them: viewers and reported sales from
-// ClickHouse as they happen, paid sales, GMV and commission once the settler paid them.
+// ClickHouse as they happen, paid sales, GMV and commission once the settler paid them. The paid sales are
+// listed (GET /v1/live-events/{id}/sales) and the business refunds one whole from its session
+// (POST …/sales/{sale_id}/refund); the next settlement reverses it while its commission is held.
 
 import { ApiError, get, id, patch, post, query } from '../api.js';
-import { button, copyButton, dl, h, loadMore, rowAdder, section, table, toast } from '../dom.js';
+import { button, copyButton, dl, h, loadMore, person, rowAdder, section, table, toast } from '../dom.js';
 import * as features from '../features.js';
 import { form, localInput, parse } from '../forms.js';
 import { count, money, when } from '../format.js';
@@ -166,28 +168,70 @@ function saleForm(e, refresh) {
   }).el;
 }
 
+// The refund of one sale: confirmed first, sent once (an Idempotency-Key per row), then the row says so.
+function refundButton(e, sale, statusCell) {
+  const idempotencyKey = crypto.randomUUID();
+  const el = button('Refund', async () => {
+    if (!window.confirm(`Refund order ${sale.order_id} (${money(sale.amount)}) in full? The creator's commission on it `
+      + 'is taken back at the next settlement while it is still held; after the hold it stands.')) return;
+    await post(`/v1/live-events/${id(e.id)}/sales/${id(sale.id)}/refund`, {}, { headers: { 'Idempotency-Key': idempotencyKey } });
+    statusCell.replaceChildren(badge('refund requested'));
+    el.remove();
+    toast(`Refund of order ${sale.order_id} requested: the next settlement reverses it`);
+  }, { kind: 'danger', 'aria-label': `Refund order ${sale.order_id}` });
+  return el;
+}
+
+function salesColumns(e, isBusiness) {
+  const statusCells = new WeakMap();
+  const statusCell = (s) => {
+    if (!statusCells.has(s)) statusCells.set(s, h('span', {}, badge(s.status)));
+    return statusCells.get(s);
+  };
+  return [
+    { label: 'Order', value: (s) => s.order_id, header: true },
+    { label: 'Paid', value: (s) => when(s.created_at) },
+    { label: 'Amount', value: (s) => money(s.amount), class: 'num' },
+    { label: 'Commission', value: (s) => money(s.commission), class: 'num' },
+    { label: 'Status', value: statusCell },
+    ...(isBusiness ? [{ label: 'Refund', value: (s) => (s.status === 'paid' ? refundButton(e, s, statusCell(s)) : '—') }] : []),
+  ];
+}
+
+async function salesList(e, isBusiness) {
+  const fetchPage = (cursor) => get(`/v1/live-events/${id(e.id)}/sales${query({ cursor, limit: PAGE_SIZE })}`);
+  const first = await fetchPage();
+  const columns = salesColumns(e, isBusiness);
+  const shown = table(columns, first.items, { caption: 'Paid sales, newest first', id: 'live-sales',
+    empty: 'No paid sale yet: reported sales appear once the settler paid them.' });
+  return section('Paid sales', shown,
+    loadMore(first.next_cursor, fetchPage, rowAdder(shown, columns), { label: 'Load more sales', id: 'more-live-sales' }));
+}
+
 page({
   path: '/live/:id', title: 'Live event', feature: FEATURE,
   render: async ({ params, refresh }) => {
-    const [e, qr] = await Promise.all([get(`/v1/live-events/${id(params.id)}`),
-      features.has('get', '/v1/links/{code}/qr.svg')]);
+    const [e, qr, listsSales] = await Promise.all([get(`/v1/live-events/${id(params.id)}`),
+      features.has('get', '/v1/links/{code}/qr.svg'), features.has('get', '/v1/live-events/{id}/sales')]);
     const me = session.state.user;
     const isCreator = me && me.id === e.creator_id;
     const party = Boolean(e.sales);  // the API shows the numbers to the event's creator and business only
     const isBusiness = party && !isCreator && session.roles().has('business');
+    const sales = party && listsSales ? await salesList(e, isBusiness) : null;
     return h('div', {},
       h('div', { class: 'titlebar' }, h('h1', {}, e.title), party ? button('Refresh', refresh, { id: 'live-refresh' }) : null),
       me ? h('p', {}, link('/live', '← Live events')) : null,
       section('Event', dl([
         ['Status', h('span', { id: 'live-status' }, badge(e.status))], ['Scheduled', when(e.scheduled_at)],
         ['Started', when(e.started_at)], ['Ended', when(e.ended_at)],
-        ['Creator', h('code', {}, e.creator_id)],
+        ['Creator', person(e.creator_name, e.creator_id)],
         ...(party ? [['Commission', h('span', { id: 'live-commission-pct' },
           e.commission_pct ? `${e.commission_pct}% of each sale` : 'the campaign\'s payout per sale')]] : []),
       ]), isCreator ? moves(e, refresh) : null),
       section('Live link', h('p', {}, 'Viewers arrive through this link; sales made through it while the event is live pay its creator.'),
         liveLink(e, party && qr)),
       party ? numbers(e) : null,
+      sales,
       isBusiness && e.status === 'scheduled' ? section('Commission', commissionForm(e, refresh)) : null,
       isBusiness && ['live', 'ended'].includes(e.status) ? section('Report a sale', saleForm(e, refresh)) : null);
   },

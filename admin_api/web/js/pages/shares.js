@@ -1,13 +1,13 @@
 // Share links (docs/supporters.md, "Share links"): a supporter makes its own link to a creator's link
 // (POST /v1/links/{code}/shares; asking again answers the same link), shares it, and earns share_pct of
-// each payout through it, out of the creator's net. Its share rewards: GET /v1/me/rewards?source=share.
-// There is no list of a supporter's share links: asking for the same creator's link shows it again.
+// each payout through it, out of the creator's net. Its share links, with their paid clicks and rewards:
+// GET /v1/me/shares (when the API lists it); its share rewards: GET /v1/me/rewards?source=share.
 
 import { ApiError, get, id, post, query } from '../api.js';
-import { copyButton, dl, h, loadMore, rowAdder, section, table } from '../dom.js';
+import { copyButton, dl, h, loadMore, person, rowAdder, section, table } from '../dom.js';
 import * as features from '../features.js';
 import { form } from '../forms.js';
-import { money, when } from '../format.js';
+import { count, money, when } from '../format.js';
 import { link, page } from '../router.js';
 
 const PAGE_SIZE = 20;
@@ -29,9 +29,31 @@ function shareBox(share, qr) {
       copyButton(share.url, 'Copy share link')),
     dl([['Earns you', h('span', { id: 'share-pct' }, `${share.share_pct}% of each payout through it (out of the creator's part)`)],
       ['Goes to', share.destination_url], ['Campaign', h('code', {}, share.campaign_id)],
-      ['Creator', h('code', {}, share.creator_id)], ['Made', when(share.created_at)]]),
+      ['Creator', person(share.creator_name, share.creator_id)], ['Made', when(share.created_at)]]),
     qr ? h('img', { src: `/v1/links/${encodeURIComponent(share.code)}/qr.svg`, alt: `QR code for ${share.url}`,
       width: 128, height: 128 }) : null);
+}
+
+const SHARE_COLUMNS = [
+  { label: 'Share link', header: true, value: (s) => h('span', { class: 'copyrow' },
+    h('code', {}, s.url), copyButton(s.url, 'Copy share link')) },
+  { label: 'Creator', value: (s) => person(s.creator_name, s.creator_id) },
+  { label: 'Campaign', value: (s) => s.campaign_title || h('code', {}, s.campaign_id) },
+  { label: 'Paid clicks', value: (s) => count(s.click_count), class: 'num' },
+  { label: 'Paid sales and conversions', value: (s) => count(s.conversion_count), class: 'num' },
+  { label: 'Rewards', value: (s) => count(s.rewards), class: 'num' },
+  { label: 'Earned', value: (s) => money(s.rewards_amount), class: 'num' },
+  { label: 'Made', value: (s) => when(s.created_at) },
+];
+
+// The supporter's share links, newest first with Load more; drawn again after a new one is made.
+async function sharesList() {
+  const fetchPage = (cursor) => get(`/v1/me/shares${query({ cursor, limit: PAGE_SIZE })}`);
+  const first = await fetchPage();
+  const shown = table(SHARE_COLUMNS, first.items, { caption: 'Your share links, newest first', id: 'my-shares',
+    empty: 'No share link yet: paste a creator\'s link above.' });
+  return [shown, loadMore(first.next_cursor, fetchPage, rowAdder(shown, SHARE_COLUMNS),
+    { label: 'Load more share links', id: 'more-shares' })];
 }
 
 const REWARD_COLUMNS = [
@@ -48,8 +70,10 @@ page({
   feature: ['post', '/v1/links/{code}/shares'],
   render: async ({ query: q }) => {
     const fetchPage = (cursor) => get(`/v1/me/rewards${query({ source: 'share', cursor, limit: PAGE_SIZE })}`);
-    const [first, qr] = await Promise.all([fetchPage(), features.has('get', '/v1/links/{code}/qr.svg')]);
+    const [first, qr, listed] = await Promise.all([fetchPage(), features.has('get', '/v1/links/{code}/qr.svg'),
+      features.has('get', '/v1/me/shares')]);
     const holder = h('div', { id: 'share-made' });
+    const mine = listed ? h('div', { id: 'shares-list' }, await sharesList()) : null;
     const make = form({
       id: 'share', submit: 'Get my share link',
       fields: [{ name: 'link', label: 'A creator\'s link (or its code)', required: true, value: q.get('code'),
@@ -66,6 +90,7 @@ page({
           throw err;
         }
         holder.replaceChildren(shareBox(share, qr));
+        if (mine) mine.replaceChildren(...(await sharesList()).filter(Boolean));
       },
     });
     const shown = table(REWARD_COLUMNS, first.items, { caption: 'Share rewards, newest first', id: 'share-rewards',
@@ -75,6 +100,7 @@ page({
       h('p', {}, 'Share a creator\'s link as your own: the creator is paid as ever, and you earn a part of each payout through your link, paid into your ',
         link('/wallet', 'wallet'), '. Clicks from where you made the link earn you nothing.'),
       section('Share a link', make.el, holder),
+      mine ? section('Your share links', mine) : null,
       section('Your share rewards', shown,
         loadMore(first.next_cursor, fetchPage, add, { label: 'Load more share rewards', id: 'more-share-rewards' })));
   },

@@ -151,11 +151,15 @@ page({
     const campaign = await get(`/v1/campaigns/${id(params.id)}`);
     const csvPath = '/v1/campaigns/{id}/events.csv';
     const hasCsv = await features.has('get', csvPath);
-    // Links by id (the campaign's own list) for the breakdown by link; creators have no public name yet.
+    // Links by their URL and creators by their name (the campaign's own lists) for those breakdowns.
     const names = async (dimension) => {
-      if (dimension !== 'link') return new Map();
-      const links = await get(`/v1/campaigns/${id(campaign.id)}/links?limit=200`);
-      return new Map(links.items.map((l) => [l.id, l.url]));
+      if (dimension === 'link') {
+        const links = await get(`/v1/campaigns/${id(campaign.id)}/links?limit=200`);
+        return new Map(links.items.map((l) => [l.id, l.url]));
+      }
+      if (dimension !== 'creator') return new Map();
+      const creators = await get(`/v1/campaigns/${id(campaign.id)}/creators?limit=200`);
+      return new Map(creators.items.filter((a) => a.creator_name).map((a) => [a.creator_id, a.creator_name]));
     };
     return report({
       title: `Stats: ${campaign.title}`, back: h('p', {}, link(`/campaigns/${campaign.id}`, '← Campaign')),
