@@ -26,6 +26,9 @@ conversions/sales naming earlier clicks. Then, in this order:
 ``--rollup`` measures what the report sums' triggers (sql/postgres/0140, ``event_hours``)
 cost the same way: copies of the loaded database settled without them and with them, in turn.
 
+``--seed-indexes`` measures what the five single-column indexes of the seed that 0162 dropped cost:
+copies of the loaded database settled as migrated and with those indexes made again, in turn.
+
 ``--webhooks`` measures what the webhook outbox triggers (sql/postgres/0066)
 cost instead: the same ClickHouse events are settled into copies of the
 loaded database, one without the triggers (as before 0066), one with them
@@ -229,6 +232,11 @@ def naive(settings: Settings, campaigns: list[dict], sample: int) -> float:
 
 ROLLUP_TRIGGERS = (("events_hours_inserted", "events"), ("events_hours_updated", "events"),
                    ("events_hours_deleted", "events"), ("events_hours_truncated", "events"))
+SEED_INDEXES = ("CREATE INDEX idx_events_campaign ON events(campaign_id)",
+                "CREATE INDEX idx_events_creator ON events(creator_id)",
+                "CREATE INDEX idx_events_type ON events(event_type)",
+                "CREATE INDEX idx_events_verified ON events(verified)",
+                "CREATE INDEX idx_events_created ON events(created_at DESC)")
 WEBHOOK_TRIGGERS = (("events_webhooks", "events"), ("ledger_entries_webhooks", "ledger_entries"),
                     ("withdrawals_webhooks", "withdrawals"), ("settlement_runs_webhooks", "settlement_runs"))
 
@@ -242,6 +250,10 @@ def _prepare_variant(pg, variant: str, business: str) -> None:
     if variant in ("no triggers", "no event_hours"):
         for trigger, table in WEBHOOK_TRIGGERS if variant == "no triggers" else ROLLUP_TRIGGERS:
             pg.execute(f"DROP TRIGGER {trigger} ON {table}")
+        return
+    if variant == "seed indexes":
+        for statement in SEED_INDEXES:
+            pg.execute(statement)
         return
     if variant == "subscribed":
         creator = pg.execute("SELECT creator_id FROM campaign_creators LIMIT 1").fetchone()["creator_id"]
@@ -291,8 +303,8 @@ def compare_webhooks(settings: Settings, db: str, business: str, rounds: int,
     # On a shared machine the best of each is the least disturbed; the medians say how noisy it was.
     baseline, base_posting = max(rates[variants[0]]), min(posting[variants[0]])
     for variant, values in rates.items():
-        print(f"{variant:22s} best {max(values):,.0f} events/s ({max(values) / baseline:.2f}x the rate without"
-              f" triggers, median {statistics.median(values) / statistics.median(rates[variants[0]]):.2f}x);"
+        print(f"{variant:22s} best {max(values):,.0f} events/s ({max(values) / baseline:.2f}x the rate of"
+              f" '{variants[0]}', median {statistics.median(values) / statistics.median(rates[variants[0]]):.2f}x);"
               f" posting best {min(posting[variant]):.1f}s ({min(posting[variant]) / base_posting:.2f}x)")
 
 
@@ -351,8 +363,10 @@ def main() -> None:
                         help="compare settling without the webhook triggers, with them idle, and with listeners")
     parser.add_argument("--rollup", action="store_true",
                         help="compare settling without the event_hours triggers and with them")
+    parser.add_argument("--seed-indexes", action="store_true",
+                        help="compare settling as migrated and with the seed's five indexes 0162 dropped")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="with --webhooks or --rollup: runs of each variant, in turn")
+                        help="with --webhooks, --rollup or --seed-indexes: runs of each variant, in turn")
     args = parser.parse_args()
     rng = random.Random(7)
     tmp = Path(tempfile.mkdtemp(prefix="oros-bench-settle-"))
@@ -381,6 +395,9 @@ def main() -> None:
             return
         if args.rollup:
             compare_webhooks(settings, db, business, args.rounds, ("no event_hours", "with event_hours"))
+            return
+        if args.seed_indexes:
+            compare_webhooks(settings, db, business, args.rounds, ("migrated", "seed indexes"))
             return
         t = time.perf_counter()
         report = settle_once(settings, progress=sys.stderr.isatty())
