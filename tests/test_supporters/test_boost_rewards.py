@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import UTC, datetime
 
+from oros.connections import pg_connect
 from oros.events import Event, uuid7
 from oros.reasons import UNKNOWN_CAMPAIGN
 from settler.reconcile import reconcile
+from settler.refunds import apply_refund
 from settler.run import settle_once
+from settler.verify import Candidate
 
 from boost_flows import boost, budget, clicks, complete, creator_on, held, reward
 from boost_flows import settle as settle_boosted
 from factories import now_ms
+from interleave import Writer, lay_out, quick_deadlocks, until, waiting
 from live_flows import open_event, refund, sell, settle, shop
 from supporter_flows import D
 
@@ -307,4 +312,73 @@ async def test_a_sale_refunded_after_the_unspent_money_went_back_leaves_the_rewa
     assert report["refunds"]["reversed"] == 1 and report["refunds"]["boost_rewards"]["count"] == 0
     assert (reward(flows, a)["amount"], reward(flows, b)["amount"]) == (D("0.53"), D("1.59"))
     assert budget(flows, s.campaign)[2] == D("33.00") and (held(flows, a), held(flows, b)) == (D("0.00"), D("0.00"))
+    flows.assert_books()
+
+
+async def test_a_sale_refunded_after_completion_while_the_holds_are_released_moves_each_leg_once(flows, world):
+    """A sale's refund that lowers a held boost reward (0155), while the release job settles those holds.
+
+    Lock order of the refund (settler/refunds.py, then oros_reverse_sale and oros_take_back_boost_rewards): the
+    campaign row, the sale's event row, then every held leg it may move -- the sale's and the campaign's paid
+    boost rewards', in one statement, in id order -- then the receivables of the creator, the supporter and the
+    boosters, then every wallet of theirs and the platform's it moves, in id order, before its first movement.
+    The release (oros_release_holds, 0161) locks the due legs in id order, then its trigger their wallets.
+
+    Before, the refund locked the sale's legs, moved money (wallets), and only then, lowering the reward, locked
+    the reward's legs; the release locked legs in the order it read them. A release that read the reward's legs
+    first held them and waited for the sale's, which the refund held while it waited for the reward's: a
+    deadlock. Now both take the legs in id order, and the refund takes them all before anything else of the
+    release's: the first to lock the lowest leg they share goes first, the other waits for its commit and reads
+    those legs again (a reversed one is not released, a released one is not taken back as if held).
+
+    Here the refund is held by a gate that locks the reward's row (after the sale's money moved, before the
+    reward's legs were locked), the legs laid out so a scan reads the reward's before the sale's, and the
+    release comes in then.
+    """
+    business, supporter = flows.user("business"), flows.user("supporter")
+    campaign = world.campaign(business.id, objective="sale", payout="10.00", fund="100.00")
+    creator = creator_on(flows, world, campaign)
+    b, _ = await boost(flows, supporter, campaign, "100.00")
+    click = world.click(campaign, creator, ts_ms=now_ms() - 60_000)
+    world.put([click, world.conversion(click, kind="sale", order_id="O-1", value="50.00")])
+    assert (await settle_boosted(flows))["events_paid"] == 1
+    await complete(flows, business, campaign)
+    assert reward(flows, b)["amount"] == D("0.25")  # held as long as the sale is
+
+    def held_legs(transfer: str) -> list[str]:
+        return [r["id"] for r in flows.pg.execute(
+            "SELECT id::text AS id FROM ledger_entries WHERE transfer_id = %s AND status = 'pending'", (transfer,))]
+
+    sale = flows.pg.execute("SELECT id::text AS id, transfer_id::text AS transfer FROM events"
+                            " WHERE event_type = 'sale' AND campaign_id = %s", (campaign,)).fetchone()
+    lay_out(flows.pg, held_legs(str(reward(flows, b)["transfer_id"])) + held_legs(sale["transfer"]))
+    quick_deadlocks(flows.pg)
+    run = flows.pg.execute("INSERT INTO settlement_runs (status) VALUES ('succeeded') RETURNING id::text AS id"
+                           ).fetchone()["id"]
+    refund_event = Candidate(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=None,
+                             business_id=business.id, order_id="O-1", source="api")
+
+    def refund_sale():
+        with pg_connect(flows.settings) as conn, conn.transaction():  # the settler's transaction per refund
+            return apply_refund(conn, refund_event, run_id=run, now=datetime.now(UTC))
+
+    with pg_connect(flows.settings) as gate:
+        gate.execute("SELECT 1 FROM rewards WHERE boost_id = %s FOR UPDATE", (b,))
+        refund = Writer(refund_sale)
+        refund.start()
+        until(lambda: waiting(flows.pg) == 1)  # at the reward's row
+        release = Writer(flows.release_holds)
+        release.start()
+        until(lambda: waiting(flows.pg) == 2)  # at a leg the refund holds
+        gate.rollback()
+        outcome = refund.finish()
+        released = release.finish()
+
+    # The refund went first: the sale and the reward are reversed whole, nothing of them was released.
+    assert (outcome.reason, outcome.boost_rewards, outcome.boost_reward_back) == (None, 1, D("0.25"))
+    assert released == 0 and flows.release_holds() == 0
+    assert (reward(flows, b)["amount"], held(flows, b)) == (D("0.00"), D("100.00"))
+    assert flows.wallet(supporter) == (D("0.00"), D("0.00")) and flows.wallet(creator[0]) == (D("0.00"), D("0.00"))
+    assert flows.platform("rewards") == (D("0.00"), D("0.00")) and flows.platform("fees") == (D("0.00"), D("0.00"))
+    assert lowered_rewards(flows, campaign) == {"count": 1, "amount": "0.25"}
     flows.assert_books()

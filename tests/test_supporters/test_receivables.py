@@ -11,6 +11,7 @@ from oros.events import Event, uuid7
 from settler.run import settle_once
 
 from factories import now_ms
+from interleave import Writer, lay_out, quick_deadlocks, until, waiting
 from supporter_flows import D, join
 
 
@@ -233,4 +234,56 @@ async def test_two_credits_at_once_to_an_owing_creator_repay_the_debt_once(flows
 
     # 2 x net 7.60 = 15.20: 9.50 repays the debt, exactly once; 5.70 is the creator's.
     assert flows.owed(creator) == D("0.00") and flows.wallet(creator) == (D("0.00"), D("5.70"))
+    flows.assert_books()
+
+
+async def test_a_tip_refunded_while_its_hold_is_released_moves_each_leg_once(flows):
+    """charge.refunded of a tip at the moment the release job settles its held legs (a deadlock before 0161).
+
+    The tip's refund (``oros_take_back_tip``) locks the tip, the creator's receivable, then the tip's held legs
+    in id order, then their wallets. The release locked the due legs in the order it read them, so with the tip's
+    higher leg read first it held that one and waited for the lower one, which the refund held while waiting for
+    the higher: a deadlock, whichever the scan's order. Now the release locks the due legs in id order too (0161),
+    so the first to lock the tip's lower leg has both, and the other waits for it to commit: a refund first
+    reverses the held tip, a release first settles it and the refund makes it owed (then swept from the creator's
+    available). Either way every leg moves once, the same money ends in the same wallets.
+
+    Here the release is held, by a gate that locks another tip's held leg, between the tip's two legs (laid out
+    higher, the other tip's, lower), and the refund comes in then.
+    """
+    supporter, creator, other = flows.user("supporter"), flows.user("creator"), flows.user("creator")
+    tip, pi = await tip_paid(flows, supporter, creator, "10.00")  # fee 0.50, net 9.50
+    other_tip, _ = await tip_paid(flows, supporter, other, "10.00")
+
+    def held_legs(tip_id: str) -> list[str]:
+        return [r["id"] for r in flows.pg.execute(
+            "SELECT e.id::text AS id FROM ledger_entries e JOIN tips t ON t.transfer_id = e.transfer_id"
+            " WHERE t.id = %s AND e.hold_until IS NOT NULL ORDER BY e.id", (tip_id,))]
+
+    low, high = held_legs(tip)
+    gate_leg = held_legs(other_tip)[0]
+    lay_out(flows.pg, [high, gate_leg, low])
+    quick_deadlocks(flows.pg)
+
+    def take_back() -> dict:
+        with pg_connect(flows.settings) as conn, conn.transaction():  # the webhook's transaction
+            return conn.execute("SELECT * FROM oros_record_refund(%s, 'ch_tip', 10.00)", (pi,)).fetchone()
+
+    with pg_connect(flows.settings) as gate:
+        gate.execute("SELECT 1 FROM ledger_entries WHERE id = %s FOR UPDATE", (gate_leg,))
+        release = Writer(flows.release_holds)
+        release.start()
+        until(lambda: waiting(flows.pg) == 1)  # at the gate's leg
+        refund = Writer(take_back)
+        refund.start()
+        until(lambda: waiting(flows.pg) == 2 or not refund.is_alive())
+        gate.rollback()
+        outcome = refund.finish()
+        release.finish()
+
+    assert outcome["outcome"] in {"reversed_in_hold", "receivable"} and outcome["taken"] == D("10.00")
+    flows.release_holds()  # nothing more is due, nothing is released twice
+    assert flows.wallet(creator) == (D("0.00"), D("0.00")) and flows.owed(creator) == D("0.00")
+    assert flows.wallet(other) == (D("9.50"), D("0.00"))
+    assert flows.platform("fees") == (D("0.50"), D("0.00")) and flows.platform("clearing")[0] == D("10.00")
     flows.assert_books()
