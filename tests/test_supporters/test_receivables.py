@@ -287,3 +287,51 @@ async def test_a_tip_refunded_while_its_hold_is_released_moves_each_leg_once(flo
     assert flows.wallet(other) == (D("9.50"), D("0.00"))
     assert flows.platform("fees") == (D("0.50"), D("0.00")) and flows.platform("clearing")[0] == D("10.00")
     flows.assert_books()
+
+
+async def test_a_tip_refunded_after_its_hold_while_the_creators_next_earnings_are_released_moves_once(flows):
+    """charge.refunded of a released tip while the release job settles the creator's next tip (a deadlock before
+    0161): they share no leg, only wallets.
+
+    The release's trigger locks the fees wallet and the creator's at once, in id order. The refund made the tip
+    owed (the clearing, fees and receivable wallets), then swept the debt from the creator's available balance
+    (its main wallet, in a statement of its own). Before, with the creator's wallet first in id order, the
+    release held it and waited for the fees wallet, which the refund held while it waited for the creator's.
+    Now oros_take_back_tip locks every wallet it may move at once, in id order, before its first movement, so
+    whichever of the two locks the first wallet they share goes first.
+
+    Here the refund is held by a gate that locks the tip's unlock of a post (refreshed between the two
+    statements), and the release comes in then.
+    """
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    # Its wallet first in id order (wallet ids are random: the order a deployment meets by chance).
+    flows.pg.execute("UPDATE wallets SET id = '00000000-0000-4000-8000-000000000000' WHERE user_id = %s"
+                     " AND purpose = 'main'", (creator.id,))
+    tip = (await flows.paid_tip(supporter, creator, "10.00", post_id=flows.post(creator, min_tip_to_unlock="5.00"))
+           )["tip_id"]
+    flows.release_holds()  # 9.50 the creator's
+    await flows.paid_tip(supporter, creator, "4.00")  # net 3.80, held: the release job's next
+    quick_deadlocks(flows.pg)
+
+    def take_back() -> dict:
+        with pg_connect(flows.settings) as conn, conn.transaction():  # the webhook's transaction
+            return conn.execute("SELECT * FROM oros_record_refund(%s, 'ch_tip', 10.00)",
+                                (flows.tip_row(tip)["stripe_payment_intent_id"],)).fetchone()
+
+    with pg_connect(flows.settings) as gate:
+        gate.execute("SELECT 1 FROM tip_unlocks WHERE tip_id = %s FOR UPDATE", (tip,))
+        refund = Writer(take_back)
+        refund.start()
+        until(lambda: waiting(flows.pg) == 1)  # at the tip's unlock, the tip made owed
+        release = Writer(flows.release_holds)
+        release.start()
+        until(lambda: waiting(flows.pg) == 2)  # at a wallet the refund holds
+        gate.rollback()
+        outcome = refund.finish()
+        assert release.finish() == 2  # the next tip's fee and net, once
+
+    # The 9.50 owed was swept from the 9.50 available; the next tip's 3.80 was released after.
+    assert (outcome["outcome"], outcome["taken"]) == ("receivable", D("10.00"))
+    assert flows.wallet(creator) == (D("3.80"), D("0.00")) and flows.owed(creator) == D("0.00")
+    assert flows.platform("fees") == (D("0.20"), D("0.00")) and flows.platform("clearing")[0] == D("4.00")
+    flows.assert_books()
