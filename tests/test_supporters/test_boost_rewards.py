@@ -423,3 +423,46 @@ async def test_a_boosters_wallet_released_while_its_reward_is_refunded_moves_onc
     assert flows.wallet(booster) == (D("9.50"), D("0.00")) and reward(flows, b)["amount"] == D("0.00")
     assert flows.platform("rewards") == (D("0.00"), D("0.00")) and flows.platform("fees") == (D("0.50"), D("0.00"))
     flows.assert_books()
+
+
+async def test_a_settlement_completing_a_campaign_while_a_boosters_money_is_released_moves_it_once(flows, world):
+    """The settlement that completes a campaign pays its boosters' rewards, while the release settles a booster's
+    other held money (a tip it got): they share only wallets.
+
+    The settlement (oros_post_settlement) locks the campaign, the receivables, then books the payouts (escrow,
+    fees, the creators' wallets) and completes the campaign, which pays the rewards (the rewards wallet, the
+    boosters'), in a statement of its own. The release's trigger locks the fees wallet and the booster's at
+    once, in id order. Before, with the booster's wallet first in id order, the release held it and waited for
+    the fees wallet, which the settlement held while it waited for the booster's: a deadlock. Now a completing
+    settlement locks every wallet it moves at once, in id order, after the receivables (0161).
+
+    Here the settlement is held by a gate that locks the creator's campaign_creators row (after the payouts were
+    booked, before the completion), and the release comes in then.
+    """
+    business, booster = flows.user("business"), flows.user("supporter", "creator")
+    # Its wallet first in id order (wallet ids are random: the order a deployment meets by chance).
+    flows.pg.execute("UPDATE wallets SET id = '00000000-0000-4000-8000-000000000000' WHERE user_id = %s"
+                     " AND purpose = 'main'", (booster.id,))
+    campaign = world.campaign(business.id, payout="10.00", fund="100.00")
+    creator = creator_on(flows, world, campaign)
+    b, _ = await boost(flows, booster, campaign, "100.00")
+    await flows.paid_tip(flows.user("supporter"), booster, "10.00")  # net 9.50, held 14 days: due first
+    world.put([world.click(campaign, creator) for _ in range(20)])  # 200.00: the whole pool, the campaign completes
+    quick_deadlocks(flows.pg)
+
+    with pg_connect(flows.settings) as gate:
+        gate.execute("SELECT 1 FROM campaign_creators WHERE campaign_id = %s FOR UPDATE", (campaign,))
+        settle = Writer(settle_once, replace(flows.settings, hold_days=30))
+        settle.start()
+        until(lambda: waiting(flows.pg) == 1)  # at the creator's row, its payouts booked
+        release = Writer(flows.release_holds)
+        release.start()
+        until(lambda: waiting(flows.pg) == 2)  # at a wallet the settlement holds
+        gate.rollback()
+        report = settle.finish()
+        assert release.finish() == 2  # the tip's fee and net, once
+
+    assert report["events_paid"] == 20 and budget(flows, campaign)[3] == "completed"
+    assert reward(flows, b)["amount"] == D("5.00")  # 100.00 paid for, 5 %; held as the payouts are
+    assert flows.wallet(booster) == (D("9.50"), D("5.00"))
+    flows.assert_books()
