@@ -161,10 +161,11 @@ $$;
 
 -- 0111's, completing a campaign: the campaign, the receivables, then every other wallet the payouts and the
 -- boosters' rewards (paid by the completion, 0105, in a statement of its own) move, at once. Unchanged otherwise.
-CREATE OR REPLACE FUNCTION oros_post_settlement(p_campaign uuid, p_run uuid, p_hold_until timestamptz, p_complete boolean,
-                                     p_transfers uuid[], p_creators uuid[], p_counts integer[], p_fees numeric[],
-                                     p_links uuid[], p_clicks integer[], p_conversions integer[],
-                                     p_shares uuid[], p_rewards numeric[])
+CREATE OR REPLACE FUNCTION oros_post_settlement(p_campaign uuid, p_run uuid, p_hold_until timestamptz,
+                                                p_complete boolean, p_transfers uuid[], p_creators uuid[],
+                                                p_counts integer[], p_fees numeric[], p_links uuid[],
+                                                p_clicks integer[], p_conversions integer[], p_shares uuid[],
+                                                p_rewards numeric[])
 RETURNS numeric
 LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
