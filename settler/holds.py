@@ -3,6 +3,8 @@
 The rule lives in SQL (``oros_release_holds``); settling a pending credit
 moves it from ``pending_balance`` to ``available_balance`` by the ledger's
 balance trigger. The fee leg of the same transfer carries the same hold.
+The due legs are locked in id order first, then their wallets at once: the
+lock order every writer that takes held money back keeps (sql/postgres/0161).
 Then what a user owes the platform (a receivable) is repaid from what was
 just released (``oros_sweep_receivables``), in a transaction of its own: it
 locks receivables first, as every receivable writer does

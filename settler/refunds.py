@@ -79,11 +79,30 @@ SELECT id::text AS id, campaign_id::text AS campaign_id, creator_id::text AS cre
   FROM events WHERE id = %s FOR UPDATE
 """
 
-# The boosters' rewards a reversal may lower: a completed campaign's, paid already (sql/postgres/0155).
+# The boosters' rewards a reversal may lower: a completed campaign's, paid already (sql/postgres/0155), and the
+# transfers that pay them now.
 BOOSTERS = """
-SELECT array_agg(w.user_id::text ORDER BY w.user_id) AS users
+SELECT coalesce(array_agg(w.user_id::text ORDER BY w.user_id), '{}') AS users,
+       coalesce(array_agg(w.transfer_id::text) FILTER (WHERE w.transfer_id IS NOT NULL), '{}') AS transfers
   FROM rewards w JOIN campaigns c ON c.id = w.campaign_id
  WHERE w.campaign_id = %s AND w.source = 'boost' AND w.status = 'paid' AND w.amount > 0 AND c.status = 'completed'
+"""
+
+# Every leg of the sale's and the rewards' transfers, in one statement, in id order (sql/postgres/0161).
+LOCK_LEGS = """
+SELECT transfer_id::text AS transfer_id, status, hold_until FROM ledger_entries
+ WHERE transfer_id = ANY(%(transfers)s::uuid[]) ORDER BY id FOR UPDATE
+"""
+
+# Every wallet the reversal and what follows it may move (those legs', and the users' main wallets the money
+# left is booked to), in id order, before the first movement: the movements lock them statement by statement,
+# each in id order but not all together, so a release's trigger (all at once) could hold one while waiting for
+# another. The receivables are locked before these (oros_lock_receivables).
+LOCK_WALLETS = """
+SELECT 1 FROM wallets
+ WHERE id IN (SELECT wallet_id FROM ledger_entries WHERE transfer_id = ANY(%(transfers)s::uuid[]))
+    OR (purpose = 'main' AND user_id = ANY(%(users)s::uuid[]))
+ ORDER BY id FOR NO KEY UPDATE
 """
 
 @dataclass(frozen=True)
@@ -179,24 +198,25 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
     refunded = sale["value"] if refund.value is None else refund.value
     if sale["status"] == "reversed" or (refunded is not None and refunded <= sale["refunded_value"]):
         return RefundOutcome(refund.event_id, ALREADY_REFUNDED, sale["id"])
-    # Locking the legs makes a concurrent hold release wait, so "still held" stays true until we reverse.
-    legs = conn.execute(
-        "SELECT status, hold_until FROM ledger_entries WHERE transfer_id = %s ORDER BY id FOR UPDATE",
-        (sale["transfer_id"],),
-    ).fetchall()
+    # Money given back to a completed campaign lowers its boosters' rewards (sql/postgres/0155).
+    boosters = conn.execute(BOOSTERS, (sale["campaign_id"],)).fetchone()
+    # The lock order of sql/postgres/0161: the campaign and the sale (above), every held leg this may move (the
+    # sale's and the rewards'), the receivables, the other wallets. Locking the legs makes a concurrent hold
+    # release wait, so "still held" stays true until we reverse, and the release cannot hold a reward's legs
+    # while waiting for the sale's.
+    transfers = [sale["transfer_id"], *boosters["transfers"]]
+    legs = conn.execute(LOCK_LEGS, {"transfers": transfers}).fetchall()
     # The creator's credit is the held leg; once released it is settled and the hold is over.
-    if not any(leg["hold_until"] is not None and leg["status"] == "pending" for leg in legs):
+    if not any(leg["transfer_id"] == sale["transfer_id"] and leg["hold_until"] is not None
+               and leg["status"] == "pending" for leg in legs):
         return RefundOutcome(refund.event_id, REFUND_AFTER_HOLD, sale["id"])
+    users = [*boosters["users"], *(u for u in (sale["creator_id"], sale["supporter_id"]) if u)]
+    conn.execute("SELECT oros_lock_receivables(%s::uuid[])", (users,))
+    conn.execute(LOCK_WALLETS, {"transfers": transfers, "users": users})
     back = reversal(payout=sale["payout_amount"], fee=sale["platform_fee"], sale_value=sale["value"],
                     refunded=refunded if refunded is not None else sale["value"] or ZERO,
                     reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"],
                     reward=sale["share_reward"], reversed_reward=sale["reversed_reward"])
-    # Money given back to a completed campaign lowers its boosters' rewards (sql/postgres/0155): their receivables
-    # are locked first, with the sale's, the order every receivable writer keeps.
-    boosters = conn.execute(BOOSTERS, (sale["campaign_id"],)).fetchone()["users"]
-    if boosters:
-        conn.execute("SELECT oros_lock_receivables(%s::uuid[])",
-                     (boosters + [u for u in (sale["creator_id"], sale["supporter_id"]) if u],))
     # A live sale's rest is booked again as a live sale, and its live_sales row follows (sql/postgres/0115);
     # live sales pay no share reward.
     if sale["live"]:
@@ -207,7 +227,9 @@ def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id
                             fee_back=back.fee_back, reward_back=back.reward_back, run_id=run_id,
                             refund_id=refund.event_id)
     # The rewards fixed after the sale was booked counted it (its events row is written with its first payout).
-    lowered = ledger.take_back_boost_rewards(conn, sale["campaign_id"], price_before=pool["pool_price"],
-                                             epoch=pool["pool_epoch"], booked_at=sale["created_at"]) if boosters else []
+    lowered = []
+    if boosters["users"]:
+        lowered = ledger.take_back_boost_rewards(conn, sale["campaign_id"], price_before=pool["pool_price"],
+                                                 epoch=pool["pool_epoch"], booked_at=sale["created_at"])
     return RefundOutcome(refund.event_id, None, sale["id"], fmt(back.payout_back), share_reward_back=back.reward_back,
                          boost_rewards=len(lowered), boost_reward_back=sum((r["taken"] for r in lowered), ZERO))

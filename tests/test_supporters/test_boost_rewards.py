@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import UTC, datetime
 
+from oros.connections import pg_connect
 from oros.events import Event, uuid7
 from oros.reasons import UNKNOWN_CAMPAIGN
 from settler.reconcile import reconcile
+from settler.refunds import apply_refund
 from settler.run import settle_once
+from settler.verify import Candidate
 
 from boost_flows import boost, budget, clicks, complete, creator_on, held, reward
 from boost_flows import settle as settle_boosted
 from factories import now_ms
+from interleave import Writer, lay_out, quick_deadlocks, until, waiting
 from live_flows import open_event, refund, sell, settle, shop
 from supporter_flows import D
 
@@ -307,4 +312,157 @@ async def test_a_sale_refunded_after_the_unspent_money_went_back_leaves_the_rewa
     assert report["refunds"]["reversed"] == 1 and report["refunds"]["boost_rewards"]["count"] == 0
     assert (reward(flows, a)["amount"], reward(flows, b)["amount"]) == (D("0.53"), D("1.59"))
     assert budget(flows, s.campaign)[2] == D("33.00") and (held(flows, a), held(flows, b)) == (D("0.00"), D("0.00"))
+    flows.assert_books()
+
+
+
+async def boosted_sale_completed(flows, world, supporter, hold_days: int | None = None) -> tuple[str, object, str]:
+    """A sale campaign (payout 10.00, business 100.00) boosted 100.00 by ``supporter``, its sale (O-1) paid
+    (held ``hold_days``, the settings' by default) and the campaign completed: the reward, 0.25, held as long as
+    the sale is. (campaign, business, boost)."""
+    business = flows.user("business")
+    campaign = world.campaign(business.id, objective="sale", payout="10.00", fund="100.00")
+    creator = creator_on(flows, world, campaign)
+    b, _ = await boost(flows, supporter, campaign, "100.00")
+    click = world.click(campaign, creator, ts_ms=now_ms() - 60_000)
+    world.put([click, world.conversion(click, kind="sale", order_id="O-1", value="50.00")])
+    settings = replace(flows.settings, hold_days=hold_days or flows.settings.hold_days)
+    assert (await asyncio.to_thread(settle_once, settings))["events_paid"] == 1
+    await complete(flows, business, campaign)
+    assert reward(flows, b)["amount"] == D("0.25")
+    return campaign, business, b
+
+
+def refund_racing_the_release(flows, business, b: str):
+    """The settler refunds O-1 in full while the release job runs (at the hold's end): the refund held by a gate
+    that locks the boost's reward row (after the sale's money moved, before the reward's does), the release let
+    in until it waits too, then the gate opened. (the refund's outcome, what the release released)."""
+    quick_deadlocks(flows.pg)
+    run = flows.pg.execute("INSERT INTO settlement_runs (status) VALUES ('succeeded') RETURNING id::text AS id"
+                           ).fetchone()["id"]
+    event = Candidate(event_id=str(uuid7()), event_type="refund", ts_ms=now_ms(), campaign_id=None,
+                      business_id=business.id, order_id="O-1", source="api")
+
+    def refund_sale():
+        with pg_connect(flows.settings) as conn, conn.transaction():  # the settler's transaction per refund
+            return apply_refund(conn, event, run_id=run, now=datetime.now(UTC))
+
+    with pg_connect(flows.settings) as gate:
+        gate.execute("SELECT 1 FROM rewards WHERE boost_id = %s FOR UPDATE", (b,))
+        refund = Writer(refund_sale)
+        refund.start()
+        until(lambda: waiting(flows.pg) == 1)  # at the reward's row
+        release = Writer(flows.release_holds)
+        release.start()
+        until(lambda: waiting(flows.pg) == 2)  # at a leg or a wallet the refund holds
+        gate.rollback()
+        return refund.finish(), release.finish()
+
+
+async def test_a_sale_refunded_after_completion_while_the_holds_are_released_moves_each_leg_once(flows, world):
+    """A sale's refund that lowers a held boost reward (0155), while the release job settles those holds.
+
+    Lock order of the refund (settler/refunds.py, then oros_reverse_sale and oros_take_back_boost_rewards): the
+    campaign row, the sale's event row, then every held leg it may move -- the sale's and the campaign's paid
+    boost rewards', in one statement, in id order -- then the receivables of the creator, the supporter and the
+    boosters, then every wallet it moves, in id order, before its first movement. The release
+    (oros_release_holds, 0161) locks the due legs in id order, then its trigger their wallets.
+
+    Before, the refund locked the sale's legs, moved money, and only then, lowering the reward, locked the
+    reward's legs; the release locked legs in the order it read them. A release that read the reward's legs
+    first held them and waited for the sale's, which the refund held while it waited for the reward's: a
+    deadlock. Now both take the legs in id order, the refund all of them before anything else of the release's:
+    the first to lock the lowest leg they share goes first, the other waits for its commit and reads those legs
+    again (a reversed leg is not released, a released one is not taken back as if held).
+
+    Here the legs are laid out so that a scan reads the reward's before the sale's.
+    """
+    supporter = flows.user("supporter")
+    campaign, business, b = await boosted_sale_completed(flows, world, supporter)
+    sale = flows.pg.execute("SELECT transfer_id FROM events WHERE event_type = 'sale' AND campaign_id = %s",
+                            (campaign,)).fetchone()["transfer_id"]
+    held_legs = "SELECT id::text AS id FROM ledger_entries WHERE transfer_id = %s AND status = 'pending'"
+    lay_out(flows.pg, [r["id"] for transfer in (reward(flows, b)["transfer_id"], sale)
+                       for r in flows.pg.execute(held_legs, (transfer,))])
+
+    outcome, released = refund_racing_the_release(flows, business, b)
+
+    # The refund went first: the sale and the reward are reversed whole, nothing of them was released.
+    assert (outcome.reason, outcome.boost_rewards, outcome.boost_reward_back) == (None, 1, D("0.25"))
+    assert released == 0 and flows.release_holds() == 0
+    assert (reward(flows, b)["amount"], held(flows, b)) == (D("0.00"), D("100.00"))
+    creator = flows.pg.execute("SELECT creator_id FROM campaign_creators WHERE campaign_id = %s",
+                               (campaign,)).fetchone()["creator_id"]
+    assert flows.wallet(supporter) == (D("0.00"), D("0.00")) and flows.wallet(creator) == (D("0.00"), D("0.00"))
+    assert flows.platform("rewards") == (D("0.00"), D("0.00")) and flows.platform("fees") == (D("0.00"), D("0.00"))
+    assert lowered_rewards(flows, campaign) == {"count": 1, "amount": "0.25"}
+    flows.assert_books()
+
+
+async def test_a_boosters_wallet_released_while_its_reward_is_refunded_moves_once(flows, world):
+    """The same refund, while the release settles something else of the booster's (a tip it got, held less long).
+
+    They share no leg, only wallets: the release's trigger locks the fees wallet and the booster's at once, in id
+    order; the refund moved the sale's money (the fees wallet among others), then the reward's (the booster's
+    wallet). Before, with the booster's wallet first in id order, the release held it and waited for the fees
+    wallet, which the refund held while it waited for the booster's: a deadlock. Now the refund locks every
+    wallet it moves at once, in id order, before its first movement (settler/refunds.py), so whichever of the
+    two locks the first wallet they share goes first.
+    """
+    booster = flows.user("supporter", "creator")
+    # Its wallet first in id order (wallet ids are random: the order a deployment meets by chance).
+    flows.pg.execute("UPDATE wallets SET id = '00000000-0000-4000-8000-000000000000' WHERE user_id = %s"
+                     " AND purpose = 'main'", (booster.id,))
+    campaign, business, b = await boosted_sale_completed(flows, world, booster, hold_days=30)
+    await flows.paid_tip(flows.user("supporter"), booster, "10.00")  # net 9.50, held 14 days: due first
+
+    outcome, released = refund_racing_the_release(flows, business, b)
+
+    assert (outcome.reason, outcome.boost_rewards, outcome.boost_reward_back) == (None, 1, D("0.25"))
+    assert released == 2  # the tip's fee and net, once
+    assert flows.wallet(booster) == (D("9.50"), D("0.00")) and reward(flows, b)["amount"] == D("0.00")
+    assert flows.platform("rewards") == (D("0.00"), D("0.00")) and flows.platform("fees") == (D("0.50"), D("0.00"))
+    flows.assert_books()
+
+
+async def test_a_settlement_completing_a_campaign_while_a_boosters_money_is_released_moves_it_once(flows, world):
+    """The settlement that completes a campaign pays its boosters' rewards, while the release settles a booster's
+    other held money (a tip it got): they share only wallets.
+
+    The settlement (oros_post_settlement) locks the campaign, the receivables, then books the payouts (escrow,
+    fees, the creators' wallets) and completes the campaign, which pays the rewards (the rewards wallet, the
+    boosters'), in a statement of its own. The release's trigger locks the fees wallet and the booster's at
+    once, in id order. Before, with the booster's wallet first in id order, the release held it and waited for
+    the fees wallet, which the settlement held while it waited for the booster's: a deadlock. Now a completing
+    settlement locks every wallet it moves at once, in id order, after the receivables (0161).
+
+    Here the settlement is held by a gate that locks the creator's campaign_creators row (after the payouts were
+    booked, before the completion), and the release comes in then.
+    """
+    business, booster = flows.user("business"), flows.user("supporter", "creator")
+    # Its wallet first in id order (wallet ids are random: the order a deployment meets by chance).
+    flows.pg.execute("UPDATE wallets SET id = '00000000-0000-4000-8000-000000000000' WHERE user_id = %s"
+                     " AND purpose = 'main'", (booster.id,))
+    campaign = world.campaign(business.id, payout="10.00", fund="100.00")
+    creator = creator_on(flows, world, campaign)
+    b, _ = await boost(flows, booster, campaign, "100.00")
+    await flows.paid_tip(flows.user("supporter"), booster, "10.00")  # net 9.50, held 14 days: due first
+    world.put([world.click(campaign, creator) for _ in range(20)])  # 200.00: the whole pool, the campaign completes
+    quick_deadlocks(flows.pg)
+
+    with pg_connect(flows.settings) as gate:
+        gate.execute("SELECT 1 FROM campaign_creators WHERE campaign_id = %s FOR UPDATE", (campaign,))
+        settle = Writer(settle_once, replace(flows.settings, hold_days=30))
+        settle.start()
+        until(lambda: waiting(flows.pg) == 1)  # at the creator's row, its payouts booked
+        release = Writer(flows.release_holds)
+        release.start()
+        until(lambda: waiting(flows.pg) == 2)  # at a wallet the settlement holds
+        gate.rollback()
+        report = settle.finish()
+        assert release.finish() == 2  # the tip's fee and net, once
+
+    assert report["events_paid"] == 20 and budget(flows, campaign)[3] == "completed"
+    assert reward(flows, b)["amount"] == D("5.00")  # 100.00 paid for, 5 %; held as the payouts are
+    assert flows.wallet(booster) == (D("9.50"), D("5.00"))
     flows.assert_books()

@@ -11,6 +11,7 @@ from oros.events import Event, uuid7
 from settler.run import settle_once
 
 from factories import now_ms
+from interleave import Writer, lay_out, quick_deadlocks, until, waiting
 from supporter_flows import D, join
 
 
@@ -233,4 +234,104 @@ async def test_two_credits_at_once_to_an_owing_creator_repay_the_debt_once(flows
 
     # 2 x net 7.60 = 15.20: 9.50 repays the debt, exactly once; 5.70 is the creator's.
     assert flows.owed(creator) == D("0.00") and flows.wallet(creator) == (D("0.00"), D("5.70"))
+    flows.assert_books()
+
+
+async def test_a_tip_refunded_while_its_hold_is_released_moves_each_leg_once(flows):
+    """charge.refunded of a tip at the moment the release job settles its held legs (a deadlock before 0161).
+
+    The tip's refund (``oros_take_back_tip``) locks the tip, the creator's receivable, then the tip's held legs
+    in id order, then their wallets. The release locked the due legs in the order it read them, so with the tip's
+    higher leg read first it held that one and waited for the lower one, which the refund held while waiting for
+    the higher: a deadlock, whichever the scan's order. Now the release locks the due legs in id order too (0161),
+    so the first to lock the tip's lower leg has both, and the other waits for it to commit: a refund first
+    reverses the held tip, a release first settles it and the refund makes it owed (then swept from the creator's
+    available). Either way every leg moves once, the same money ends in the same wallets.
+
+    Here the release is held, by a gate that locks another tip's held leg, between the tip's two legs (laid out
+    higher, the other tip's, lower), and the refund comes in then.
+    """
+    supporter, creator, other = flows.user("supporter"), flows.user("creator"), flows.user("creator")
+    tip, pi = await tip_paid(flows, supporter, creator, "10.00")  # fee 0.50, net 9.50
+    other_tip, _ = await tip_paid(flows, supporter, other, "10.00")
+
+    def held_legs(tip_id: str) -> list[str]:
+        return [r["id"] for r in flows.pg.execute(
+            "SELECT e.id::text AS id FROM ledger_entries e JOIN tips t ON t.transfer_id = e.transfer_id"
+            " WHERE t.id = %s AND e.hold_until IS NOT NULL ORDER BY e.id", (tip_id,))]
+
+    low, high = held_legs(tip)
+    gate_leg = held_legs(other_tip)[0]
+    lay_out(flows.pg, [high, gate_leg, low])
+    quick_deadlocks(flows.pg)
+
+    def take_back() -> dict:
+        with pg_connect(flows.settings) as conn, conn.transaction():  # the webhook's transaction
+            return conn.execute("SELECT * FROM oros_record_refund(%s, 'ch_tip', 10.00)", (pi,)).fetchone()
+
+    with pg_connect(flows.settings) as gate:
+        gate.execute("SELECT 1 FROM ledger_entries WHERE id = %s FOR UPDATE", (gate_leg,))
+        release = Writer(flows.release_holds)
+        release.start()
+        until(lambda: waiting(flows.pg) == 1)  # at the gate's leg
+        refund = Writer(take_back)
+        refund.start()
+        until(lambda: waiting(flows.pg) == 2 or not refund.is_alive())
+        gate.rollback()
+        outcome = refund.finish()
+        release.finish()
+
+    assert outcome["outcome"] in {"reversed_in_hold", "receivable"} and outcome["taken"] == D("10.00")
+    flows.release_holds()  # nothing more is due, nothing is released twice
+    assert flows.wallet(creator) == (D("0.00"), D("0.00")) and flows.owed(creator) == D("0.00")
+    assert flows.wallet(other) == (D("9.50"), D("0.00"))
+    assert flows.platform("fees") == (D("0.50"), D("0.00")) and flows.platform("clearing")[0] == D("10.00")
+    flows.assert_books()
+
+
+async def test_a_tip_refunded_after_its_hold_while_the_creators_next_earnings_are_released_moves_once(flows):
+    """charge.refunded of a released tip while the release job settles the creator's next tip (a deadlock before
+    0161): they share no leg, only wallets.
+
+    The release's trigger locks the fees wallet and the creator's at once, in id order. The refund made the tip
+    owed (the clearing, fees and receivable wallets), then swept the debt from the creator's available balance
+    (its main wallet, in a statement of its own). Before, with the creator's wallet first in id order, the
+    release held it and waited for the fees wallet, which the refund held while it waited for the creator's.
+    Now oros_take_back_tip locks every wallet it may move at once, in id order, before its first movement, so
+    whichever of the two locks the first wallet they share goes first.
+
+    Here the refund is held by a gate that locks the tip's unlock of a post (refreshed between the two
+    statements), and the release comes in then.
+    """
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    # Its wallet first in id order (wallet ids are random: the order a deployment meets by chance).
+    flows.pg.execute("UPDATE wallets SET id = '00000000-0000-4000-8000-000000000000' WHERE user_id = %s"
+                     " AND purpose = 'main'", (creator.id,))
+    tip = (await flows.paid_tip(supporter, creator, "10.00", post_id=flows.post(creator, min_tip_to_unlock="5.00"))
+           )["tip_id"]
+    flows.release_holds()  # 9.50 the creator's
+    await flows.paid_tip(supporter, creator, "4.00")  # net 3.80, held: the release job's next
+    quick_deadlocks(flows.pg)
+
+    def take_back() -> dict:
+        with pg_connect(flows.settings) as conn, conn.transaction():  # the webhook's transaction
+            return conn.execute("SELECT * FROM oros_record_refund(%s, 'ch_tip', 10.00)",
+                                (flows.tip_row(tip)["stripe_payment_intent_id"],)).fetchone()
+
+    with pg_connect(flows.settings) as gate:
+        gate.execute("SELECT 1 FROM tip_unlocks WHERE tip_id = %s FOR UPDATE", (tip,))
+        refund = Writer(take_back)
+        refund.start()
+        until(lambda: waiting(flows.pg) == 1)  # at the tip's unlock, the tip made owed
+        release = Writer(flows.release_holds)
+        release.start()
+        until(lambda: waiting(flows.pg) == 2)  # at a wallet the refund holds
+        gate.rollback()
+        outcome = refund.finish()
+        assert release.finish() == 2  # the next tip's fee and net, once
+
+    # The 9.50 owed was swept from the 9.50 available; the next tip's 3.80 was released after.
+    assert (outcome["outcome"], outcome["taken"]) == ("receivable", D("10.00"))
+    assert flows.wallet(creator) == (D("3.80"), D("0.00")) and flows.owed(creator) == D("0.00")
+    assert flows.platform("fees") == (D("0.20"), D("0.00")) and flows.platform("clearing")[0] == D("4.00")
     flows.assert_books()
