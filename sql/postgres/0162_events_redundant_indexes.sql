@@ -1,7 +1,8 @@
 -- Why: a settlement writes every event it decides once, a million rows in a catch-up run, and each
 -- index on events is written for every row. Five of the seed's (0004) serve no query that another
 -- index does not serve as well; together they were 35% of inserting decided events (200k rows,
--- three interleaved runs each: 3.8-5.6 s with them, 2.5-3.3 s without; docs/settlement.md).
+-- three interleaved runs each: 3.8-5.6 s with them, 2.5-3.3 s without). A settle run, whose time
+-- goes mostly to the report sums and the foreign keys, did not move measurably (docs/settlement.md).
 -- * idx_events_campaign (campaign_id) is the prefix of idx_events_campaign_occurred (0036), which
 --   also serves the cascade from campaigns;
 -- * idx_events_creator (creator_id) is the prefix of idx_events_creator_occurred (0036), which
