@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -141,8 +143,47 @@ class ClickHouseDatabases:
 _clickhouse_databases = ClickHouseDatabases()
 
 
+class DatabaseDropper:
+    """Drops finished tests' Postgres databases on a thread of its own, in the order they finished.
+
+    DROP DATABASE forces an immediate checkpoint (Postgres 15), which writes out every dirty buffer
+    of every test's database: on 2 busy cores a test waited about half a second for it in teardown.
+    """
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.names: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.failure: psycopg.Error | None = None
+        self.thread = threading.Thread(target=self._drop_each, name="database-dropper", daemon=True)
+        self.thread.start()
+
+    def drop(self, name: str) -> None:
+        self.names.put(name)
+
+    def close(self) -> None:
+        self.names.put(None)
+        self.thread.join()
+        if self.failure is not None:
+            raise self.failure  # the session fails: databases were left behind
+
+    def _drop_each(self) -> None:
+        try:
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                while (name := self.names.get()) is not None:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except psycopg.Error as exc:
+            self.failure = exc
+
+
+@pytest.fixture(scope="session")
+def database_dropper(base_settings):
+    dropper = DatabaseDropper(base_settings.database_url)
+    yield dropper
+    dropper.close()
+
+
 @pytest.fixture
-def settings(base_settings, template_db) -> Settings:
+def settings(base_settings, template_db, database_dropper) -> Settings:
     """Settings for one test: its own Postgres database, Redis prefix and ClickHouse database."""
     n = next(_counter)
     db_name = f"oros_t_{RUN_ID}_{n}"
@@ -163,8 +204,7 @@ def settings(base_settings, template_db) -> Settings:
     if keys:
         client.delete(*keys)
     client.close()
-    with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+    database_dropper.drop(db_name)
 
 
 @pytest.fixture
