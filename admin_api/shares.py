@@ -66,11 +66,12 @@ _MINE_SQL = """
 SELECT * FROM (
   SELECT l.id, l.code, l.url, l.campaign_id, l.creator_id, l.supporter_id, l.shared_from, l.share_pct,
          l.destination_url, l.created_at, l.click_count, l.conversion_count, c.title AS campaign_title,
-         (SELECT count(*) FROM rewards r WHERE r.tracking_link_id = l.id AND r.user_id = l.supporter_id
-             AND r.source = 'share') AS rewards,
-         (SELECT coalesce(sum(r.amount), 0) FROM rewards r WHERE r.tracking_link_id = l.id
-             AND r.user_id = l.supporter_id AND r.source = 'share') AS rewards_amount
+         earned.rewards, earned.rewards_amount
     FROM tracking_links l LEFT JOIN campaigns c ON c.id = l.campaign_id
+    -- A reward a refund took back whole stays a row at 0.00 (0111): it no longer counts as earned.
+    CROSS JOIN LATERAL (
+      SELECT count(*) FILTER (WHERE r.amount > 0) AS rewards, coalesce(sum(r.amount), 0) AS rewards_amount
+        FROM rewards r WHERE r.tracking_link_id = l.id AND r.user_id = l.supporter_id AND r.source = 'share') AS earned
    WHERE l.supporter_id = %(me)s AND l.shared_from IS NOT NULL) AS mine
 """
 

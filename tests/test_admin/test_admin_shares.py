@@ -262,3 +262,8 @@ async def test_a_supporter_lists_its_own_share_links_with_what_they_earned(api, 
         resp = await api.get(f"/v1/me/shares?{bad}", headers=supporter.headers)
         assert (resp.status, (await resp.json())["error"]["field"]) == (422, bad.split("=")[0]), bad
     world.assert_books()
+
+    # A refund that takes a share reward back whole leaves its row at 0.00 (0111): it is no longer counted.
+    pg.execute("UPDATE rewards SET amount = 0 WHERE tracking_link_id = %s AND source = 'share'", (first["id"],))
+    after = await (await api.get(f"/v1/me/shares?cursor={page['next_cursor']}", headers=supporter.headers)).json()
+    assert [(s["rewards"], s["rewards_amount"]) for s in after["items"]] == [(0, "0.00")]
