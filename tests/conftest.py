@@ -119,6 +119,8 @@ class ClickHouseDatabases:
         migrate_clickhouse(settings)
         if self.migrated is None:
             self.migrated = self._schema(settings)
+            # Unread, every database would look "as migrated", one a test dropped included.
+            assert self.migrated is not None, "cannot read the migrated ClickHouse schema"
         return settings
 
     def give_back(self, settings: Settings) -> None:
@@ -148,35 +150,47 @@ class DatabaseDropper:
 
     DROP DATABASE forces an immediate checkpoint (Postgres 15), which writes out every dirty buffer
     of every test's database: on 2 busy cores a test waited about half a second for it in teardown.
+    The queue is bounded, so a dropper that falls behind makes teardowns wait rather than let
+    databases (and whatever a test left connected to them) pile up; a failed drop fails the next
+    teardown, naming the database.
     """
+
+    BACKLOG = 32
 
     def __init__(self, admin_url: str) -> None:
         self.admin_url = admin_url
-        self.names: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self.failure: psycopg.Error | None = None
+        self.names: queue.Queue[str | None] = queue.Queue(maxsize=self.BACKLOG)
+        self.failures: list[str] = []
         self.thread = threading.Thread(target=self._drop_each, name="database-dropper", daemon=True)
         self.thread.start()
 
     def drop(self, name: str) -> None:
+        self._raise_failures()
         self.names.put(name)
 
     def close(self) -> None:
         self.names.put(None)
         self.thread.join()
-        if self.failure is not None:
-            raise self.failure  # the session fails: databases were left behind
+        self._raise_failures()
+
+    def _raise_failures(self) -> None:
+        assert self.thread.is_alive() or self.names.empty(), "the database dropper died"
+        if self.failures:
+            failed, self.failures = self.failures, []
+            pytest.fail("could not drop test databases: " + "; ".join(failed))
 
     def _drop_each(self) -> None:
-        try:
-            with psycopg.connect(self.admin_url, autocommit=True) as conn:
-                while (name := self.names.get()) is not None:
+        while (name := self.names.get()) is not None:
+            try:  # a connection of its own each time: one lost connection costs one drop, not the rest
+                with psycopg.connect(self.admin_url, autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        except psycopg.Error as exc:
-            self.failure = exc
+            except psycopg.Error as exc:
+                self.failures.append(f"{name}: {exc}")
 
 
 @pytest.fixture(scope="session")
-def database_dropper(base_settings):
+def database_dropper(base_settings, template_db):
+    # Asks for the template so the template outlives every clone's drop (fixtures end in reverse order).
     dropper = DatabaseDropper(base_settings.database_url)
     yield dropper
     dropper.close()
@@ -198,13 +212,15 @@ def settings(base_settings, template_db, database_dropper) -> Settings:
     migrate_postgres(test_settings)  # applies nothing new, but the database's own ACL (not cloned)
     test_settings = _clickhouse_databases.take(test_settings)
     yield test_settings
-    _clickhouse_databases.give_back(test_settings)
-    client = sync_redis.Redis.from_url(base_settings.redis_url)
-    keys = list(client.scan_iter(match=f"{test_settings.redis_prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
-    database_dropper.drop(db_name)
+    try:
+        _clickhouse_databases.give_back(test_settings)
+        client = sync_redis.Redis.from_url(base_settings.redis_url)
+        keys = list(client.scan_iter(match=f"{test_settings.redis_prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    finally:
+        database_dropper.drop(db_name)
 
 
 @pytest.fixture

@@ -383,11 +383,14 @@ async def test_public_names_are_creators_and_businesses_only_and_never_an_email(
             pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, %s)", (people[role], role))
         pg.execute("UPDATE users SET display_name = %s WHERE id = %s", (f"{role} name", people[role]))
     pg.execute("UPDATE users SET display_name = '', username = 'shop_user' WHERE id = %s", (people["business"],))
-    nameless = make_user(pg)
+    nameless, staff = make_user(pg), make_user(pg)
     pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'creator')", (nameless,))
+    # An admin who also creates keeps its name private.
+    pg.execute("INSERT INTO user_roles (user_id, role) VALUES (%s, 'creator'), (%s, 'admin')", (staff, staff))
+    pg.execute("UPDATE users SET display_name = 'staff name' WHERE id = %s", (staff,))
     async with as_user(pool, people["supporter"]) as conn:
         rows = await (await conn.execute("SELECT id::text AS id, name FROM oros_public_names(%s::uuid[])",
-                                         ([*people.values(), nameless],))).fetchall()
+                                         ([*people.values(), nameless, staff],))).fetchall()
     assert {r["id"]: r["name"] for r in rows} == {people["creator"]: "creator name", people["business"]: "shop_user"}
 
 

@@ -217,7 +217,6 @@ async def test_every_report_equals_the_raw_rows(aiohttp_client, settings, seeded
         (None, {}), ("campaign", {}), ("link", {}), ("country", {}), (None, {"campaign": sales_campaign}),
         ("link", {"campaign": clicks_campaign})]]
     cases += [("creator", third, third, "campaign", {})]
-    checked = 0
     for scope, scope_id, user, group_by, filters in cases:
         rows = raw_rows(pg, ch, scope, scope_id)
         for granularity in ("hour", "day"):
@@ -233,8 +232,6 @@ async def test_every_report_equals_the_raw_rows(aiohttp_client, settings, seeded
             assert body["totals"] == want["totals"], case
             assert body["buckets"] == want["buckets"], case
             assert body.get("groups") == want.get("groups"), case
-            checked += 1
-    assert checked == 2 * len(cases)
     # The seeding reached every kind of number these reports hold.
     totals = expected(raw_rows(pg, ch, "campaign", clicks_campaign), start, end, "day", None, {})["totals"]
     assert totals["clicks"]["bot"] and totals["clicks"]["duplicate"] and totals["clicks"]["unique"]

@@ -92,9 +92,17 @@ CREATE TRIGGER events_hours_truncated AFTER TRUNCATE ON events
   FOR EACH STATEMENT EXECUTE FUNCTION oros_count_event_hours();
 
 -- Fold the deltas into one row per key; returns how many rows it removed. One statement: the rows
--- it deletes are the rows it sums, so a trigger appending meanwhile loses nothing.
+-- it deletes are the rows it sums, so a trigger appending meanwhile loses nothing. Only keys with
+-- more than one row are taken: a folded history is read, never rewritten.
 CREATE FUNCTION oros_fold_event_hours() RETURNS BIGINT LANGUAGE sql AS $$
-WITH taken AS (DELETE FROM event_hours RETURNING *),
+WITH repeated AS (
+  SELECT scope, scope_id, dim, hour, key, event_type, status, reason FROM event_hours
+   GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 HAVING count(*) > 1),
+taken AS (
+  DELETE FROM event_hours AS e USING repeated AS r
+   WHERE (e.scope, e.scope_id, e.dim, e.hour, e.key, e.event_type, e.status, e.reason)
+       = (r.scope, r.scope_id, r.dim, r.hour, r.key, r.event_type, r.status, r.reason)
+  RETURNING e.*),
 folded AS (
   INSERT INTO event_hours (scope, scope_id, dim, hour, key, event_type, status, reason, n, visitors, spend)
   SELECT scope, scope_id, dim, hour, key, event_type, status, reason, sum(n), sum(visitors), sum(spend)

@@ -44,11 +44,14 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp 
 DECLARE
   v_count bigint;
 BEGIN
+  -- A locking CTE runs once, whatever join the planner picks for the UPDATE (as a subquery it could be
+  -- re-run per row: the same locks, in the same order, n times over).
+  WITH due AS (
+    SELECT d.id FROM ledger_entries d
+     WHERE d.status = 'pending' AND d.hold_until IS NOT NULL AND d.hold_until <= p_now
+     ORDER BY d.id FOR UPDATE)
   UPDATE ledger_entries e SET status = 'settled'
-   WHERE e.id IN (SELECT d.id FROM ledger_entries d
-                   WHERE d.status = 'pending' AND d.hold_until IS NOT NULL AND d.hold_until <= p_now
-                   ORDER BY d.id FOR UPDATE)
-     AND e.status = 'pending';
+    FROM due WHERE e.id = due.id AND e.status = 'pending';
   GET DIAGNOSTICS v_count = ROW_COUNT;
   RETURN v_count;
 END;

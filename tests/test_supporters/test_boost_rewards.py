@@ -326,7 +326,7 @@ async def boosted_sale_completed(flows, world, supporter, hold_days: int | None 
     b, _ = await boost(flows, supporter, campaign, "100.00")
     click = world.click(campaign, creator, ts_ms=now_ms() - 60_000)
     world.put([click, world.conversion(click, kind="sale", order_id="O-1", value="50.00")])
-    settings = replace(flows.settings, hold_days=hold_days or flows.settings.hold_days)
+    settings = replace(flows.settings, hold_days=flows.settings.hold_days if hold_days is None else hold_days)
     assert (await asyncio.to_thread(settle_once, settings))["events_paid"] == 1
     await complete(flows, business, campaign)
     assert reward(flows, b)["amount"] == D("0.25")
