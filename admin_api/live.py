@@ -30,7 +30,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
-from oros import clickindex, stream
+from oros import clickindex, orders, stream
 from oros.connections import as_user
 from oros.events import Event, uuid7_str
 from oros.httperrors import ApiError, conflict, forbidden, invalid, not_found
@@ -75,6 +75,7 @@ SELECT count(*) FILTER (WHERE status = 'paid') AS paid, count(*) FILTER (WHERE s
 _PAID_ORDER_SQL = "SELECT event_id::text FROM live_sales WHERE live_event_id = %(id)s AND order_id = %(order)s"
 SALE_COLUMNS = "id, live_event_id, order_id, amount, currency, commission, platform_fee, status, created_at"
 _SALE_SQL = f"SELECT {SALE_COLUMNS} FROM live_sales WHERE id = %(sale)s AND live_event_id = %(id)s"
+_HOLDS_SQL = "SELECT id, held_until FROM oros_live_sale_holds(%(ids)s::uuid[])"
 
 
 def _pct(raw: object) -> Decimal | None:
@@ -178,11 +179,16 @@ class LiveSale(BaseModel):
     platform_fee: Money
     status: Literal["pending", "paid", "refunded"] = Field(description="refunded: a refund took all of it")
     created_at: datetime
+    held_until: datetime | None = Field(
+        description="until when its commission is held, so a refund reverses it; null once the hold is over (a "
+                    "refund then stands: refund_after_hold) or nothing is left of it")
 
 
 class LiveSaleRefundAccepted(BaseModel):
     event_id: Uuid = Field(description="the refund event; the next settlement reverses the sale while its "
                                        "commission is held (after the hold it stands: refund_after_hold)")
+    duplicate: bool = Field(False, description="the order's full refund was already recorded (from this page or "
+                                               "POST /v1/conversions): event_id is that refund's")
 
 
 class LiveSaleAccepted(BaseModel):
@@ -396,7 +402,18 @@ async def list_sales(request: web.Request) -> web.Response:
         # RLS: live_sales are the event's creator's and the campaign's business's.
         result = await fetch_page(conn, f"SELECT {SALE_COLUMNS} FROM live_sales", ["live_event_id = %(id)s"],
                                   {"id": event_id}, query)
+        holds = await _holds(conn, [row["id"] for row in result["items"]])
+    for row in result["items"]:
+        row["held_until"] = holds.get(row["id"])
     return respond(result)
+
+
+async def _holds(conn: psycopg.AsyncConnection, sale_ids: list) -> dict:
+    """Until when each sale's commission is held (sql/postgres/0163): absent once it is not."""
+    if not sale_ids:
+        return {}
+    rows = await (await conn.execute(_HOLDS_SQL, {"ids": sale_ids})).fetchall()
+    return {row["id"]: row["held_until"] for row in rows if row["held_until"] is not None}
 
 
 @routes.post("/v1/live-events/{id}/sales/{sale_id}/refund", "Refund a paid live sale whole (the campaign's "
@@ -409,12 +426,12 @@ async def refund_sale(request: web.Request) -> web.Response:
     async def record(conn: psycopg.AsyncConnection) -> dict:
         return await _append_refund(request, conn, who.id, event_id, sale_id)
 
-    return await idempotency.once(request, who.id, record, status=202)
+    return await idempotency.once(request, who.id, record, status=lambda answer: 200 if answer["duplicate"] else 202)
 
 
 async def _append_refund(request: web.Request, conn: psycopg.AsyncConnection, business_id: str, event_id: str,
                          sale_id: str) -> dict:
-    """Append a full refund of the sale's order to the event stream: the answer to the business."""
+    """Append a full refund of the sale's order to the event stream, once: the answer to the business."""
     row = await _event(conn, event_id)
     sale = await (await conn.execute(_SALE_SQL, {"id": event_id, "sale": sale_id})).fetchone()
     if sale is None:  # RLS: another party's sale is not found
@@ -424,6 +441,11 @@ async def _append_refund(request: web.Request, conn: psycopg.AsyncConnection, bu
     if sale["status"] != "paid":
         raise conflict("already_refunded", f"live sale {sale_id} is {sale['status']}: nothing is left to refund",
                        "status")
+    held_until = (await _holds(conn, [sale["id"]])).get(sale["id"])
+    if held_until is None or held_until <= datetime.now(UTC):
+        # The settler would record it rejected and move nothing: say so now rather than accept it.
+        raise conflict("refund_after_hold", f"the commission of live sale {sale_id} is no longer held: the sale "
+                       "stands", "held_until")
     redis, settings = request.app[REDIS], request.app[SETTINGS]
     ts_ms = time.time_ns() // 1_000_000
     # No value: refunded in full. The settler finds the sale by its order, campaign and business (settler.refunds).
@@ -432,9 +454,22 @@ async def _append_refund(request: web.Request, conn: psycopg.AsyncConnection, bu
         business_id=business_id, order_id=sale["order_id"], currency=sale["currency"], source="api",
         metadata={"live_event_id": event_id, "live_sale_id": sale_id},
     )
+    # One full refund an order, whichever surface asks: a second request (another Idempotency-Key, another
+    # tab, POST /v1/conversions) names the first instead of appending a refund the settler would refuse.
+    order_key = orders.refund_key(settings.keys, business_id, sale["order_id"], None)
+    ttl = orders.ttl_s(settings.attribution_days, settings.hold_days)
+    unrecorded = ApiError(503, "unavailable", "could not record the refund; retry shortly")
+    try:
+        first = await orders.claim(redis, order_key, refund.event_id, ts_ms, ttl)
+    except RedisError:
+        raise unrecorded from None
+    if first is not None:
+        return {"event_id": first, "duplicate": True}
     try:
         await stream.append(redis, settings.keys, [refund.encode()], replicas=settings.stream_replicas,
                             wait_ms=settings.stream_wait_ms)
     except RedisError:
-        raise ApiError(503, "unavailable", "could not record the refund; retry shortly") from None
-    return {"event_id": refund.event_id}
+        await orders.released(redis, order_key)
+        raise unrecorded from None
+    await orders.recorded(redis, order_key, refund.event_id, ttl)
+    return {"event_id": refund.event_id, "duplicate": False}

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 import orjson
 import psycopg
@@ -19,9 +20,11 @@ from admin_api.app import create_app
 from ingest.writer import insert_events
 from oros.connections import APP_ROLE
 from oros.events import STREAM_FIELD, Event
+from settler.holds import release_due
 from settler.jobs import OWNER_JOBS
 from settler.reconcile import reconcile
 from settler.run import settle_once
+from tracker.app import create_app as create_tracker_app
 
 from factories import SYSTEM, D
 from live_flows import decision, live_sales, open_event, party, refund, sell, settle, shop, viewer
@@ -554,6 +557,68 @@ async def test_the_business_lists_and_refunds_a_live_sale_from_its_session(api, 
     assert (replay.status, await replay.json()) == (202, await done.json())
     again = await api.post(refund_url, headers=s.business.headers)
     assert (again.status, (await again.json())["error"]["code"]) == (409, "already_refunded")
+
+
+async def test_a_live_sale_is_refunded_once_whichever_way_it_is_asked_and_only_while_held(
+        api, aiohttp_client, world, redis):
+    """The attacks: refund one sale from two tabs at once (two Idempotency-Keys), again through
+    POST /v1/conversions, and a sale whose hold is over. One refund event is appended; the others name it, and
+    the released sale is refused with the reason the settler would give, before anything is appended."""
+    s = shop(world)
+    event = await open_event(api, s, pct="10")
+    url = f"/v1/live-events/{event['id']}"
+    await sell(api, s, event, "h-1", "30.00")
+    await settle(world, redis)
+    await sell(api, s, event, "h-2", "10.00")  # paid by a later run: its hold ends later
+    await asyncio.sleep(0.01)
+    await settle(world, redis)
+    listed = {x["order_id"]: x for x in (await (await api.get(f"{url}/sales", headers=s.business.headers)).json())[
+        "items"]}
+    held = {order: x["held_until"] for order, x in listed.items()}
+    assert None not in held.values() and held["h-1"] < held["h-2"], held
+    creator_view = (await (await api.get(f"{url}/sales", headers=s.creator.headers)).json())["items"]
+    assert {x["order_id"]: x["held_until"] for x in creator_view} == held
+    # The holds are read past the ledger's RLS: only for the sale's creator and business, whoever asks for them.
+    sale_ids = [x["id"] for x in listed.values()]
+    with psycopg.connect(world.settings.database_url, autocommit=True) as conn:
+        for who, seen in ((s.business.id, 2), (s.creator.id, 2), (shop(world).business.id, 0), (None, 0)):
+            with conn.transaction():
+                conn.execute("SELECT set_config('role', %s, true), set_config('request.jwt.claim.sub', %s, true)",
+                             (APP_ROLE, who or ""))
+                rows = conn.execute("SELECT * FROM oros_live_sale_holds(%s::uuid[])", (sale_ids,)).fetchall()
+            assert len(rows) == seen, who
+
+    # h-1's hold is over (the release ran between them): the listing says so, and its refund is refused.
+    released = datetime.fromisoformat(held["h-1"]) + timedelta(seconds=0.001)
+    assert await asyncio.to_thread(release_due, world.settings, released) == 2
+    listed = {x["order_id"]: x for x in (await (await api.get(f"{url}/sales", headers=s.business.headers)).json())[
+        "items"]}
+    assert (listed["h-1"]["held_until"], listed["h-2"]["held_until"]) == (None, held["h-2"])
+    late = await api.post(f"{url}/sales/{listed['h-1']['id']}/refund", headers=s.business.headers)
+    assert (late.status, (await late.json())["error"]) == (409, {
+        "code": "refund_after_hold", "field": "held_until",
+        "message": f"the commission of live sale {listed['h-1']['id']} is no longer held: the sale stands"})
+    assert await redis.xlen(world.settings.keys.stream) == 0
+
+    # Two tabs at once: one refund is appended, the other answer names it.
+    refund_url = f"{url}/sales/{listed['h-2']['id']}/refund"
+    first, second = await asyncio.gather(*(api.post(refund_url, headers={**s.business.headers,
+                                                                         "Idempotency-Key": f"tab-{tab}"})
+                                           for tab in (1, 2)))
+    answers = sorted([(first.status, await first.json()), (second.status, await second.json())], key=lambda a: a[0])
+    assert [status for status, _ in answers] == [200, 202]
+    assert answers[0][1] == {**answers[1][1], "duplicate": True} and answers[1][1]["duplicate"] is False
+    # The same full refund through the tracker's API names it too.
+    tracker = await aiohttp_client(create_tracker_app(world.settings))
+    posted = await tracker.post("/v1/conversions", json={"type": "refund", "order_id": "h-2"}, headers=s.key)
+    assert (posted.status, await posted.json()) == (200, answers[0][1])
+    entries = await redis.xrange(world.settings.keys.stream)
+    assert [Event.decode(f[STREAM_FIELD]).event_id for _, f in entries] == [answers[1][1]["event_id"]]
+
+    report = await settle(world, redis)
+    assert report["refunds"] == {"reversed": 1, "rejected": 0, "amount": "1.00", **NO_REWARDS_BACK}
+    assert {x["order_id"]: x["status"] for x in live_sales(world, event)} == {"h-1": "paid", "h-2": "refunded"}
+    assert [c.name for c in reconcile(world.settings) if not c.ok] == []
 
 
 async def test_racing_moves_and_a_commission_change_leave_one_story(api, world):

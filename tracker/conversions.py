@@ -7,8 +7,8 @@ still recorded, against the all-zero campaign, and the settler rejects it
 with a reason. Verification (ownership, attribution window, campaign
 objective) is the settler's; the edge refuses only what is malformed.
 
-* An order id is recorded once per campaign: ``SET order:… NX GET`` claims it
-  atomically, so of two concurrent posts exactly one gets 202 and the other
+* An order id is recorded once per campaign: its claim (oros/orders.py) is
+  atomic, so of two concurrent posts exactly one gets 202 and the other
   200 ``duplicate: true`` with the first one's event id. The claim is scoped
   to the campaign only when the poster owns the campaign; anyone else's
   claims live in their own scope, so a business holding a leaked click id
@@ -35,8 +35,6 @@ only (tracker/app.py).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import re
@@ -47,7 +45,7 @@ import orjson
 import psycopg
 from aiohttp import web
 
-from oros import apikeys, clickindex, idempotency, ratelimit
+from oros import apikeys, clickindex, idempotency, orders, ratelimit
 from oros.apikeys import NEGATIVE, OWNER_SQL, hash_key
 from oros.bots import MAX_UA, bot_reason
 from oros.events import Event, canonical_uuid, uuid7_ms, uuid7_str
@@ -57,7 +55,7 @@ from oros.money import AmountError, fmt, parse_amount
 from oros.pixel import SIG_RE
 from oros.reasons import UNKNOWN_CAMPAIGN
 
-from .appender import REDIS_ERRORS, AppendError
+from .appender import AppendError
 from .typedefs import APPENDER, CLIENT_IP, KEY_USAGE, KEYS, METRICS, PG_POOL, REDIS, SETTINGS
 
 MAX_BODY = 16 * 1024
@@ -68,19 +66,6 @@ ORDER_ID_RE = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")  # printable ASCII,
 CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
 IDEMPOTENCY_TTL_S = 24 * 3600
 RATE_WINDOW_S = 60
-# An order's claim (``_claim_order``): pending until its event is durable. An append ends within its
-# flush timeout (2 s), so a claim pending 10 s was left by a request that died or lost Redis.
-PENDING = "pending:"
-CLAIM_STALE_MS = 10_000
-CLAIM_WAIT_S = 3.0
-CLAIM_POLL_S = 0.02
-_TAKE_OVER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-  return 1
-end
-return 0
-"""
 # A click this recent that the click index lacks may still be in a tracker's spool (Redis was down
 # when it was answered; the replay indexes it moments after Redis is back): the API answers 503 so
 # the business retries, rather than recording a conversion nothing can be attributed to.
@@ -211,31 +196,6 @@ async def _click(request: web.Request, click_id: str | None) -> dict | None:
     return await clickindex.lookup(request.app[REDIS], request.app[KEYS], click_id)
 
 
-async def _claim_order(redis, order_key: str, event_id: str, ts_ms: int, ttl_s: int) -> str | None:
-    """Claim the order for ``event_id`` (None), or the event id that recorded it first.
-
-    The claim is ``pending:<event id>:<ms>`` until the event is durable, then the event id. A
-    claim still pending is waited for; one pending for longer than an append can take belongs to
-    a request that died or lost Redis before it could release it, and is taken over: answering it
-    as a duplicate would name an event that was never recorded.
-    """
-    claim = f"{PENDING}{event_id}:{ts_ms}"
-    deadline = time.monotonic() + CLAIM_WAIT_S
-    while True:
-        first = await redis.set(order_key, claim, nx=True, get=True, ex=ttl_s)
-        if first is None:
-            return None
-        first = first.decode()
-        if not first.startswith(PENDING):
-            return first
-        if time.time_ns() // 1_000_000 - int(first.rsplit(":", 1)[1]) > CLAIM_STALE_MS:
-            if await redis.eval(_TAKE_OVER, 1, order_key, first, claim, ttl_s):
-                return None
-        elif time.monotonic() > deadline:
-            raise unavailable("this order is being recorded, retry shortly")
-        await asyncio.sleep(CLAIM_POLL_S)
-
-
 def _maybe_spooled(click_id: str | None) -> bool:
     """A UUIDv7 click id (ours) stamped within ``CLICK_IN_FLIGHT_MS`` of now."""
     if click_id is None or click_id[14] != "7":
@@ -247,8 +207,7 @@ def _order_key(request: web.Request, fields: dict, campaign_id: str, owner: str 
                business_id: str | None) -> str:
     keys, order_id = request.app[KEYS], fields["order_id"]
     if fields["type"] == "refund":
-        # A refund's value is the order's refunded total so far: each new total is a new refund, a repeat is not.
-        return keys.order(f"refund:{business_id}:{fmt(fields['value']) or 'full'}", order_id)
+        return orders.refund_key(keys, business_id, order_id, fields["value"])
     if business_id is None:  # the pixel
         return keys.order(f"{campaign_id}:pixel:{fields['sig'] or 'unsigned'}", order_id)
     if owner is not None and owner == business_id:
@@ -271,10 +230,10 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
     ts_ms = time.time_ns() // 1_000_000
     event_id = uuid7_str(ts_ms)
     order_key = None
-    ttl_s = (settings.attribution_days + settings.hold_days) * 86400
+    ttl = orders.ttl_s(settings.attribution_days, settings.hold_days)
     if fields["order_id"] is not None:
         order_key = _order_key(request, fields, campaign_id, owner, business_id)
-        first = await _claim_order(app[REDIS], order_key, event_id, ts_ms, ttl_s)
+        first = await orders.claim(app[REDIS], order_key, event_id, ts_ms, ttl)
         if first is not None:
             return 200, {"event_id": first, "duplicate": True}
     headers = request.headers
@@ -305,14 +264,10 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
         await app[APPENDER].append(event.encode())
     except AppendError:
         if order_key is not None:
-            with contextlib.suppress(*REDIS_ERRORS):  # Redis may be the failure: then the claim goes stale
-                await app[REDIS].delete(order_key)  # not recorded: let the retry claim it
+            await orders.released(app[REDIS], order_key)
         raise unavailable("could not record the event, retry shortly") from None
     if order_key is not None:
-        with contextlib.suppress(*REDIS_ERRORS):
-            # Recorded: the order is the event's now. Should this write fail, the claim goes stale and a
-            # retry records the order again, which the settler refuses as duplicate_order: paid once.
-            await app[REDIS].set(order_key, event_id, xx=True, ex=ttl_s)
+        await orders.recorded(app[REDIS], order_key, event_id, ttl)
     return 202, {"event_id": event_id}
 
 

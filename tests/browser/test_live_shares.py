@@ -134,6 +134,7 @@ def test_a_live_event_from_scheduling_to_its_paid_commission(browser, stack, tmp
     assert ui.text_of("live-clicks") == "1"
     sale_row = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#live-sales tbody :is(th, td)")]
     assert sale_row[0] == "order-live-1" and sale_row[2:5] == ["$40.00", "$4.00", "paid"], sale_row
+    assert sale_row[5] != "—", sale_row  # held until: the refund button is offered only while it is
     browser.execute_script("window.scrollTo(0, 0)")
     ui.shot("business-live-event")  # docs/webapp-live-event.png
     problems = check_pages(ui, "business", ["/live", f"/live/{event_id}"])

@@ -169,18 +169,22 @@ function saleForm(e, refresh) {
 }
 
 // The refund of one sale: confirmed first, sent once (an Idempotency-Key per row), then the row says so.
+// Offered only while the commission is held: after that the settler lets the commission stand.
 function refundButton(e, sale, statusCell) {
   const idempotencyKey = crypto.randomUUID();
   const el = button('Refund', async () => {
     if (!window.confirm(`Refund order ${sale.order_id} (${money(sale.amount)}) in full? The creator's commission on it `
       + 'is taken back at the next settlement while it is still held; after the hold it stands.')) return;
-    await post(`/v1/live-events/${id(e.id)}/sales/${id(sale.id)}/refund`, {}, { headers: { 'Idempotency-Key': idempotencyKey } });
+    const done = await post(`/v1/live-events/${id(e.id)}/sales/${id(sale.id)}/refund`, {}, { headers: { 'Idempotency-Key': idempotencyKey } });
     statusCell.replaceChildren(badge('refund requested'));
     el.remove();
-    toast(`Refund of order ${sale.order_id} requested: the next settlement reverses it`);
+    toast(done.duplicate ? `Order ${sale.order_id}'s refund was already requested`
+      : `Refund of order ${sale.order_id} requested: the next settlement reverses it`);
   }, { kind: 'danger', 'aria-label': `Refund order ${sale.order_id}` });
   return el;
 }
+
+const refundable = (s) => s.status === 'paid' && s.held_until !== null && new Date(s.held_until) > new Date();
 
 function salesColumns(e, isBusiness) {
   const statusCells = new WeakMap();
@@ -194,7 +198,8 @@ function salesColumns(e, isBusiness) {
     { label: 'Amount', value: (s) => money(s.amount), class: 'num' },
     { label: 'Commission', value: (s) => money(s.commission), class: 'num' },
     { label: 'Status', value: statusCell },
-    ...(isBusiness ? [{ label: 'Refund', value: (s) => (s.status === 'paid' ? refundButton(e, s, statusCell(s)) : '—') }] : []),
+    { label: 'Held until', value: (s) => (s.held_until ? when(s.held_until) : '—') },
+    ...(isBusiness ? [{ label: 'Refund', value: (s) => (refundable(s) ? refundButton(e, s, statusCell(s)) : '—') }] : []),
   ];
 }
 
