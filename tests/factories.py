@@ -165,16 +165,22 @@ class World:
                                (campaign_id,)).fetchone()["b"]
 
     def creator(self, campaign_id: str, status: str = "accepted") -> tuple[str, str]:
-        """A creator on the campaign with a link: (creator_id, link_id)."""
-        creator_id = self.user("creator")
+        """A new creator on the campaign with a link: (creator_id, link_id)."""
+        return self.join(campaign_id, self.user("creator"), status)
+
+    def join(self, campaign_id: str, creator_id: str, status: str = "accepted") -> tuple[str, str]:
+        """``creator_id`` on the campaign too, with a link: (creator_id, link_id)."""
         self.pg.execute("INSERT INTO campaign_creators (campaign_id, creator_id, status) VALUES (%s, %s, %s)",
                         (campaign_id, creator_id, status))
-        link_id = self.pg.execute(
+        return creator_id, self.link(campaign_id, creator_id)
+
+    def link(self, campaign_id: str, creator_id: str) -> str:
+        """Another link of the creator's on the campaign: its id."""
+        return self.pg.execute(
             "INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
             " VALUES (%s, %s, %s, 'http://t/x', 'https://example.com') RETURNING id::text AS id",
             (campaign_id, creator_id, uuid.uuid4().hex[:12]),
         ).fetchone()["id"]
-        return creator_id, link_id
 
     def click(self, campaign_id: str, creator: tuple[str, str], ts_ms: int | None = None, ip: str | None = None,
               **kw) -> Event:

@@ -53,6 +53,13 @@ def quick_deadlocks(pg) -> None:
     pg.execute(sql.SQL("ALTER DATABASE {} SET deadlock_timeout = '100ms'").format(sql.Identifier(name)))
 
 
+def main_wallet_first(pg, user_id: str) -> None:
+    """Give the user's main wallet the lowest id of all: writers that lock wallets in id order meet it first.
+    (Wallet ids are random, so which order a deployment meets is chance; this makes it the one under test.)"""
+    pg.execute("UPDATE wallets SET id = '00000000-0000-4000-8000-000000000000' WHERE user_id = %s"
+               " AND purpose = 'main'", (user_id,))
+
+
 def lay_out(pg, ledger_ids: list[str]) -> None:
     """Rewrite ledger_entries with these rows first, in this order: the order a sequential scan meets them.
 

@@ -26,7 +26,7 @@ from oros.events import Event
 from settler.report_sums import fold_report_sums
 from settler.run import settle_once
 
-from factories import World, now_ms
+from factories import now_ms
 
 HOUR = timedelta(hours=1)
 NIL = "00000000-0000-0000-0000-000000000000"
@@ -34,11 +34,6 @@ PLACES = [("US", "mobile", "Mobile Safari", "iOS", "news.example"), ("DE", "desk
           ("US", "desktop", "Firefox", "Mac OS X", "blog.example"), ("", "tablet", "Chrome", "Android", "news.example")]
 CH_DIMS = {"country": "country", "device": "device_type", "browser": "browser", "os": "os",
            "referrer": "referrer_host", "link": "link", "creator": "creator", "campaign": "campaign"}
-
-
-@pytest.fixture
-def world(pg, settings) -> World:
-    return World(pg, settings)
 
 
 def enriched(event: Event, place: tuple[str, ...]) -> bytes:
@@ -53,15 +48,6 @@ def insert(settings, rows: list[bytes], *, keys: list[str] | None = None) -> Non
     writer.close()
 
 
-def join(world: World, campaign: str, creator: str) -> tuple[str, str]:
-    world.pg.execute("INSERT INTO campaign_creators (campaign_id, creator_id, status) VALUES (%s, %s, 'accepted')",
-                     (campaign, creator))
-    link = world.pg.execute("INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
-                            " VALUES (%s, %s, %s, 'http://t/x', 'https://example.com') RETURNING id::text AS id",
-                            (campaign, creator, uuid.uuid4().hex[:12])).fetchone()["id"]
-    return creator, link
-
-
 @pytest.fixture
 def seeded(world, settings):
     base = datetime.fromtimestamp(now_ms() // 3_600_000 * 3600 - 50 * 3600, tz=UTC)
@@ -69,11 +55,8 @@ def seeded(world, settings):
     clicks_campaign = world.campaign(business, payout="0.50", fund="100.00")
     sales_campaign = world.campaign(business, objective="sale", payout="4.00", fund="100.00")
     first, second = world.creator(clicks_campaign), world.creator(clicks_campaign)
-    first_b = (first[0], world.pg.execute(
-        "INSERT INTO tracking_links (campaign_id, creator_id, code, url, destination_url)"
-        " VALUES (%s, %s, %s, 'http://t/x', 'https://example.com') RETURNING id::text AS id",
-        (clicks_campaign, first[0], uuid.uuid4().hex[:12])).fetchone()["id"])
-    first_sales = join(world, sales_campaign, first[0])
+    first_b = (first[0], world.link(clicks_campaign, first[0]))
+    first_sales = world.join(sales_campaign, first[0])
     third = world.creator(sales_campaign)
     links = [first, second, first_b]
 

@@ -6,6 +6,9 @@ import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import psycopg
+import pytest
+
 from oros.connections import pg_connect
 from oros.events import Event, uuid7
 from oros.reasons import UNKNOWN_CAMPAIGN
@@ -17,7 +20,7 @@ from settler.verify import Candidate
 from boost_flows import boost, budget, clicks, complete, creator_on, held, reward
 from boost_flows import settle as settle_boosted
 from factories import now_ms
-from interleave import Writer, lay_out, quick_deadlocks, until, waiting
+from interleave import Writer, lay_out, main_wallet_first, quick_deadlocks, until, waiting
 from live_flows import open_event, refund, sell, settle, shop
 from supporter_flows import D
 
@@ -99,7 +102,11 @@ async def test_a_reward_that_comes_to_nothing_is_paid_as_zero_and_a_lister_sees_
     await complete(flows, business, campaign)  # nothing spent
 
     row = reward(flows, b)
-    assert (row["status"], row["amount"], row["transfer_id"]) == ("paid", D("0.00"), None)
+    assert (row["status"], row["amount"], row["transfer_id"], row["spent"]) == ("paid", D("0.00"), None, 0)
+    # A paid boost reward cannot lose its base: its refunds are computed from it.
+    with pg_connect(world.settings, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation, match="reward_boost_paid_has_base"):
+            conn.execute("UPDATE rewards SET spent = NULL WHERE boost_id = %s", (b,))
     assert await rewards_of(flows, business) == []
     assert await rewards_of(flows, flows.user("admin")) == []  # /me: an admin's own, none
     bad = await flows.api.get("/v1/me/rewards?status=owed", headers=supporter.headers)
@@ -410,9 +417,7 @@ async def test_a_boosters_wallet_released_while_its_reward_is_refunded_moves_onc
     two locks the first wallet they share goes first.
     """
     booster = flows.user("supporter", "creator")
-    # Its wallet first in id order (wallet ids are random: the order a deployment meets by chance).
-    flows.pg.execute("UPDATE wallets SET id = '00000000-0000-4000-8000-000000000000' WHERE user_id = %s"
-                     " AND purpose = 'main'", (booster.id,))
+    main_wallet_first(flows.pg, booster.id)
     campaign, business, b = await boosted_sale_completed(flows, world, booster, hold_days=30)
     await flows.paid_tip(flows.user("supporter"), booster, "10.00")  # net 9.50, held 14 days: due first
 
@@ -440,9 +445,7 @@ async def test_a_settlement_completing_a_campaign_while_a_boosters_money_is_rele
     booked, before the completion), and the release comes in then.
     """
     business, booster = flows.user("business"), flows.user("supporter", "creator")
-    # Its wallet first in id order (wallet ids are random: the order a deployment meets by chance).
-    flows.pg.execute("UPDATE wallets SET id = '00000000-0000-4000-8000-000000000000' WHERE user_id = %s"
-                     " AND purpose = 'main'", (booster.id,))
+    main_wallet_first(flows.pg, booster.id)
     campaign = world.campaign(business.id, payout="10.00", fund="100.00")
     creator = creator_on(flows, world, campaign)
     b, _ = await boost(flows, booster, campaign, "100.00")

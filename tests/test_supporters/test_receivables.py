@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from oros.connections import pg_connect
@@ -11,7 +9,7 @@ from oros.events import Event, uuid7
 from settler.run import settle_once
 
 from factories import now_ms
-from interleave import Writer, lay_out, quick_deadlocks, until, waiting
+from interleave import Writer, lay_out, main_wallet_first, quick_deadlocks, until, waiting
 from supporter_flows import D, join
 
 
@@ -225,12 +223,11 @@ async def test_two_credits_at_once_to_an_owing_creator_repay_the_debt_once(flows
 
     with pg_connect(flows.settings) as first, pg_connect(flows.settings) as second:
         assert first.execute(credit, (intents[0], intents[0])).fetchone()["outcome"] == "credited"  # open
-        later = threading.Thread(target=lambda: (second.execute(credit, (intents[1], intents[1])), second.commit()))
+        later = Writer(lambda: (second.execute(credit, (intents[1], intents[1])), second.commit()))
         later.start()
-        later.join(1.0)
-        assert later.is_alive()  # waiting for the first to commit
+        until(lambda: waiting(flows.pg) == 1)  # on the creator's receivable, until the first commits
         first.commit()
-        later.join(10)
+        later.finish()
 
     # 2 x net 7.60 = 15.20: 9.50 repays the debt, exactly once; 5.70 is the creator's.
     assert flows.owed(creator) == D("0.00") and flows.wallet(creator) == (D("0.00"), D("5.70"))
@@ -304,9 +301,7 @@ async def test_a_tip_refunded_after_its_hold_while_the_creators_next_earnings_ar
     statements), and the release comes in then.
     """
     supporter, creator = flows.user("supporter"), flows.user("creator")
-    # Its wallet first in id order (wallet ids are random: the order a deployment meets by chance).
-    flows.pg.execute("UPDATE wallets SET id = '00000000-0000-4000-8000-000000000000' WHERE user_id = %s"
-                     " AND purpose = 'main'", (creator.id,))
+    main_wallet_first(flows.pg, creator.id)
     tip = (await flows.paid_tip(supporter, creator, "10.00", post_id=flows.post(creator, min_tip_to_unlock="5.00"))
            )["tip_id"]
     flows.release_holds()  # 9.50 the creator's
