@@ -187,8 +187,8 @@ class LiveSale(BaseModel):
 class LiveSaleRefundAccepted(BaseModel):
     event_id: Uuid = Field(description="the refund event; the next settlement reverses the sale while its "
                                        "commission is held (after the hold it stands: refund_after_hold)")
-    duplicate: bool = Field(False, description="the order's full refund was already recorded (from this page or "
-                                               "POST /v1/conversions): event_id is that refund's")
+    duplicate: bool = Field(False, description="the sale's full refund was already recorded: event_id is that "
+                                               "refund's")
 
 
 class LiveSaleAccepted(BaseModel):
@@ -454,9 +454,9 @@ async def _append_refund(request: web.Request, conn: psycopg.AsyncConnection, bu
         business_id=business_id, order_id=sale["order_id"], currency=sale["currency"], source="api",
         metadata={"live_event_id": event_id, "live_sale_id": sale_id},
     )
-    # One full refund an order, whichever surface asks: a second request (another Idempotency-Key, another
-    # tab, POST /v1/conversions) names the first instead of appending a refund the settler would refuse.
-    order_key = orders.refund_key(settings.keys, business_id, sale["order_id"], None)
+    # One full refund a sale: a second request (another Idempotency-Key, another tab) names the first instead
+    # of appending a refund the settler would refuse. Claimed in the sale's campaign, as the settler matches it.
+    order_key = orders.refund_key(settings.keys, business_id, sale["order_id"], None, str(row["campaign_id"]))
     ttl = orders.ttl_s(settings.attribution_days, settings.hold_days)
     unrecorded = ApiError(503, "unavailable", "could not record the refund; retry shortly")
     try:

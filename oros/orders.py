@@ -45,10 +45,12 @@ def ttl_s(attribution_days: int, hold_days: int) -> int:
     return (attribution_days + hold_days) * 86400
 
 
-def refund_key(keys: Keys, business_id: str, order_id: str, value) -> str:
+def refund_key(keys: Keys, business_id: str, order_id: str, value, campaign_id: str | None = None) -> str:
     """A refund's claim. Its value is the order's refunded total so far (None: in full), so each new
-    total is a new refund and a repeat is not, from ``POST /v1/conversions`` or a live sale's refund."""
-    return keys.order(f"refund:{business_id}:{fmt(value) or 'full'}", order_id)
+    total is a new refund and a repeat is not. A refund that names its campaign (a live sale's) is
+    claimed in that campaign only: a business's campaigns may each have sold an order of that id."""
+    scope = business_id if campaign_id is None else f"{business_id}:{campaign_id}"
+    return keys.order(f"refund:{scope}:{fmt(value) or 'full'}", order_id)
 
 
 async def claim(redis, key: str, event_id: str, ts_ms: int, ttl: int) -> str | None:

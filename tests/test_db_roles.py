@@ -74,6 +74,7 @@ EXECUTABLE = {
     "oros_refund_unspent(uuid)": {"oros_app"},
     # Display name or username of creators and businesses only: never an email, never a supporter (0165).
     "oros_public_names(uuid[])": {"oros_app"},
+    "oros_live_sale_holds(uuid[])": {"oros_app"},
     # The webhook: only a boost the API opened, for its amount; the refund sender: only a pending issued refund.
     "oros_credit_boost(text,text,numeric,text,numeric)": {"oros_api"},
     "oros_fail_boost_intent(text)": {"oros_api"},
@@ -392,6 +393,10 @@ async def test_public_names_are_creators_and_businesses_only_and_never_an_email(
         rows = await (await conn.execute("SELECT id::text AS id, name FROM oros_public_names(%s::uuid[])",
                                          ([*people.values(), nameless, staff],))).fetchall()
     assert {r["id"]: r["name"] for r in rows} == {people["creator"]: "creator name", people["business"]: "shop_user"}
+    # One page at most, whatever the array's shape: a slice [1:200] of a 2-D array kept all of it.
+    padded = [[str(uuid.uuid4())] * 2 for _ in range(100)] + [[people["creator"]] * 2]
+    async with as_user(pool, people["supporter"]) as conn:
+        assert await (await conn.execute("SELECT * FROM oros_public_names(%s::uuid[])", (padded,))).fetchall() == []
 
 
 async def test_webhook_functions_act_only_for_their_caller(pool, pg):
