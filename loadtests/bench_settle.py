@@ -29,6 +29,9 @@ cost the same way: copies of the loaded database settled without them and with t
 ``--seed-indexes`` measures what the five single-column indexes of the seed that 0162 dropped cost:
 copies of the loaded database settled as migrated and with those indexes made again, in turn.
 
+``--workers 1 2`` measures how the settle scales with the connections posting campaigns at once
+(``OROS_SETTLE_WORKERS``): copies of the loaded database settled with each, in turn.
+
 ``--webhooks`` measures what the webhook outbox triggers (sql/postgres/0066)
 cost instead: the same ClickHouse events are settled into copies of the
 loaded database, one without the triggers (as before 0066), one with them
@@ -42,6 +45,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -277,6 +281,8 @@ def compare_webhooks(settings: Settings, db: str, business: str, rounds: int,
             with psycopg.connect(f"{admin_url}/postgres", autocommit=True) as admin:
                 admin.execute(f'CREATE DATABASE "{clone}" TEMPLATE "{db}"')
             variant_settings = replace(settings, database_url=f"{admin_url}/{clone}")
+            if variant.startswith("workers "):
+                variant_settings = replace(variant_settings, settle_workers=int(variant.split()[1]))
             try:
                 with pg_connect(variant_settings, autocommit=True) as pg:
                     _prepare_variant(pg, variant, business)
@@ -353,6 +359,16 @@ def ceiling(settings: Settings, written: dict) -> float:
         return time.perf_counter() - started
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(this process's CPU seconds, the whole machine's busy CPU seconds) so far: the settler's own work
+    against everything else the run costs (Postgres's backends, on a quiet machine)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with open("/proc/stat") as stat:
+        ticks = [int(x) for x in stat.readline().split()[1:]]
+    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+    return usage.ru_utime + usage.ru_stime, busy / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
@@ -365,8 +381,10 @@ def main() -> None:
                         help="compare settling without the event_hours triggers and with them")
     parser.add_argument("--seed-indexes", action="store_true",
                         help="compare settling as migrated and with the seed's five indexes 0162 dropped")
+    parser.add_argument("--workers", type=int, nargs="+", metavar="N",
+                        help="compare settling on these numbers of posting connections (OROS_SETTLE_WORKERS)")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="with --webhooks, --rollup or --seed-indexes: runs of each variant, in turn")
+                        help="with --webhooks, --rollup, --seed-indexes or --workers: runs of each variant, in turn")
     args = parser.parse_args()
     rng = random.Random(7)
     tmp = Path(tempfile.mkdtemp(prefix="oros-bench-settle-"))
@@ -399,14 +417,20 @@ def main() -> None:
         if args.seed_indexes:
             compare_webhooks(settings, db, business, args.rounds, ("migrated", "seed indexes"))
             return
-        t = time.perf_counter()
+        if args.workers:
+            compare_webhooks(settings, db, business, args.rounds, tuple(f"workers {n}" for n in args.workers))
+            return
+        t, (own, busy) = time.perf_counter(), cpu_seconds()
         report = settle_once(settings, progress=sys.stderr.isatty())
         elapsed = time.perf_counter() - t
+        own, busy = (after - before for after, before in zip(cpu_seconds(), (own, busy), strict=True))
         rate = report["events_seen"] / elapsed
         print(f"settled {report['events_seen']} events in {elapsed:.1f}s: {rate:,.0f} events/s"
               f" (paid {report['events_paid']}, rejected {report['rejected_by_reason']},"
               f" amount {report['amount_paid']}, fees {report['fees']})")
         print(f"phases (s): {report['timings_s']}")
+        print(f"CPU: the settler's process {own:.1f}s, the rest of the machine {busy - own:.1f}s, in {elapsed:.1f}s"
+              f" on {os.cpu_count()} cores")
         written = export_written(settings, report["run_id"])
         ceiling_s = ceiling(ceiling_settings, written)
         print(f"ceiling (COPY of the {len(written['events'].splitlines()):,} events and"

@@ -158,6 +158,8 @@ class Settings:
     release_interval_s: int = 300
     payout_interval_s: int = 300
     reconcile_interval_s: int = 900
+    # Connections a settlement posts campaigns on at once (each campaign is still one transaction).
+    settle_workers: int = 2
 
     # Outgoing webhooks (oros/webhooks.py): whether endpoints may be plain http on private, loopback or
     # link-local addresses (local receivers). None: not set, which is off; `oros dev` turns it on.
@@ -210,6 +212,7 @@ class Settings:
             release_interval_s=_int(env, "OROS_RELEASE_INTERVAL_S", 300, minimum=1),
             payout_interval_s=_int(env, "OROS_PAYOUT_INTERVAL_S", 300, minimum=1),
             reconcile_interval_s=_int(env, "OROS_RECONCILE_INTERVAL_S", 900, minimum=1),
+            settle_workers=_int(env, "OROS_SETTLE_WORKERS", 2, minimum=1, maximum=64),
             webhooks_allow_private=_bool(env, "OROS_WEBHOOKS_ALLOW_PRIVATE", None),
             clickhouse_database=env.get("OROS_CLICKHOUSE_DATABASE", "oros"),
             redis_prefix=env.get("OROS_REDIS_PREFIX", ""),

@@ -4,7 +4,7 @@ Each campaign's transaction locks the campaign row, plans the campaign
 again against the ``remaining_budget`` it locked (``plan.settle_campaign``:
 the budget may have moved since it was loaded), records every decided event
 with one COPY and books the ledger through ``oros_post_settlement``
-(``settler.ledger``). Two connections post campaigns at once: they touch
+(``settler.ledger``). ``settle_workers`` connections post campaigns at once: they touch
 disjoint rows except the escrow and fee wallets, which the ledger trigger
 locks in id order at the end of each transaction. Events no known campaign
 owns are recorded last, rejected, without foreign keys. Refunds follow,
@@ -41,9 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Connections posting campaigns at once (each campaign is still one transaction).
-POST_WORKERS = 2
-
 LOCK_CAMPAIGN = """
 SELECT status, remaining_budget, payout_per_action FROM campaigns WHERE id = %s FOR UPDATE
 """
@@ -72,7 +69,7 @@ def post_decisions(ctx: RunContext, conn: psycopg.Connection, decisions: Decisio
         with pool.connection() as worker:
             return post_campaign(ctx, worker, decided, decisions.fees, decisions.shares)
 
-    with _worker_pool(ctx) as pool, ThreadPoolExecutor(POST_WORKERS) as threads:
+    with _worker_pool(ctx) as pool, ThreadPoolExecutor(ctx.settings.settle_workers) as threads:
         for plan in threads.map(post, owned):
             done(plan)
     for decided in decisions.campaigns:
@@ -139,7 +136,8 @@ def _live_lines(ctx: RunContext, plan: live.LivePlan, clean: bool) -> list[str]:
 
 
 def _worker_pool(ctx: RunContext) -> ConnectionPool:
-    return ConnectionPool(ctx.settings.database_url, min_size=POST_WORKERS, max_size=POST_WORKERS,
+    workers = ctx.settings.settle_workers
+    return ConnectionPool(ctx.settings.database_url, min_size=workers, max_size=workers,
                           kwargs={"row_factory": dict_row, "autocommit": True}, name="settler")
 
 

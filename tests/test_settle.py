@@ -8,6 +8,8 @@ import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from oros.events import Event, uuid7
 from oros.reasons import UNKNOWN_CAMPAIGN
 from settler.holds import release_due
@@ -184,14 +186,16 @@ def test_release_due_waits_for_the_hold(world):
     world.assert_books()
 
 
-def test_many_campaigns_and_creators_aggregate_legs(world):
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_many_campaigns_and_creators_aggregate_legs(world, workers):
+    """The same books whatever the number of connections posting campaigns at once."""
     campaigns = [world.campaign(fund="1000.00", payout="0.25") for _ in range(3)]
     events = []
     for campaign in campaigns:
         creators = [world.creator(campaign) for _ in range(4)]
         events += [world.click(campaign, creators[i % 4], ip=f"10.1.{i}.1") for i in range(200)]
     world.put(events)
-    report = settle_once(world.settings)
+    report = settle_once(replace(world.settings, settle_workers=workers))
     # The fee of 0.025 rounds half up to 0.03.
     assert report["events_paid"] == 600 and report["amount_paid"] == "150.00" and report["fees"] == "18.00"
     # One transfer per (campaign, creator): 12 transfers x 3 legs, plus 3 fundings x 2 legs.

@@ -25,6 +25,7 @@ def test_settings_defaults_match_the_contract():
 @pytest.mark.parametrize("name, value", [
     ("DATABASE_URL", "mysql://x"), ("OROS_PLATFORM_FEE_PCT", "abc"), ("OROS_PLATFORM_FEE_PCT", "101"),
     ("OROS_HOLD_DAYS", "-1"), ("OROS_TRUSTED_PROXIES", "10.0.0.0/33"), ("OROS_MIN_WITHDRAWAL", "NaN"),
+    ("OROS_SETTLE_WORKERS", "0"), ("OROS_SETTLE_WORKERS", "65"),
 ])
 def test_bad_settings_are_refused_naming_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
