@@ -418,7 +418,8 @@ async def _holds(conn: psycopg.AsyncConnection, sale_ids: list) -> dict:
 
 @routes.post("/v1/live-events/{id}/sales/{sale_id}/refund", "Refund a paid live sale whole (the campaign's "
              "business, signed in or with its API key); the next settlement reverses it while its commission is "
-             "held", headers=(idempotency.IDEMPOTENCY_KEY,), responses={202: LiveSaleRefundAccepted})
+             "held", headers=(idempotency.IDEMPOTENCY_KEY,),
+             responses={202: LiveSaleRefundAccepted, 200: LiveSaleRefundAccepted})
 async def refund_sale(request: web.Request) -> web.Response:
     who = (await caller(request)).require("business")
     event_id, sale_id = path_id(request), path_id(request, "sale_id")
