@@ -364,8 +364,9 @@ def cpu_seconds() -> tuple[float, float]:
     against everything else the run costs (Postgres's backends, on a quiet machine)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     with open("/proc/stat") as stat:
-        ticks = [int(x) for x in stat.readline().split()[1:]]
-    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in stat.readline().split()[1:8])
+    # Not steal (the hypervisor's, not ours) nor guest (already inside user and nice).
+    busy = user + nice + system + irq + softirq
     return usage.ru_utime + usage.ru_stime, busy / os.sysconf("SC_CLK_TCK")
 
 
