@@ -28,7 +28,6 @@ from typing import Literal
 import psycopg
 from aiohttp import web
 from pydantic import BaseModel, Field
-from redis.exceptions import RedisError
 
 from oros import clickindex, orders, stream
 from oros.connections import as_user
@@ -229,7 +228,7 @@ async def create_live_event(request: web.Request) -> web.Response:
         info = await (await conn.execute(LINK_SQL, {"code": row["code"]})).fetchone()
     try:
         await publish(request.app[REDIS], settings.keys, [row["code"]], {row["code"]: LinkInfo(**info)})
-    except RedisError:  # the tracker finds the link in Postgres on its first click
+    except stream.REDIS_ERRORS:  # the tracker finds the link in Postgres on its first click
         log.warning("live link publish failed", exc_info=True)
     return respond(_public(row), 201)
 
@@ -386,7 +385,7 @@ async def _append_sale(request: web.Request, conn: psycopg.AsyncConnection, busi
     try:
         await stream.append(redis, settings.keys, [sale.encode()], replicas=settings.stream_replicas,
                             wait_ms=settings.stream_wait_ms)
-    except RedisError:
+    except stream.REDIS_ERRORS:
         raise ApiError(503, "unavailable", "could not record the sale; retry shortly") from None
     return {"event_id": sale.event_id, "duplicate": False}
 
@@ -462,14 +461,14 @@ async def _append_refund(request: web.Request, conn: psycopg.AsyncConnection, bu
     unrecorded = ApiError(503, "unavailable", "could not record the refund; retry shortly")
     try:
         first = await orders.claim(redis, order_key, refund.event_id, ts_ms, ttl)
-    except RedisError:
+    except stream.REDIS_ERRORS:
         raise unrecorded from None
     if first is not None:
         return {"event_id": first, "duplicate": True}
     try:
         await stream.append(redis, settings.keys, [refund.encode()], replicas=settings.stream_replicas,
                             wait_ms=settings.stream_wait_ms)
-    except RedisError:
+    except stream.REDIS_ERRORS:
         await orders.released(redis, order_key)
         raise unrecorded from None
     await orders.recorded(redis, order_key, refund.event_id, ttl)

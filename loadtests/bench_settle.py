@@ -370,6 +370,14 @@ def cpu_seconds() -> tuple[float, float]:
     return usage.ru_utime + usage.ru_stime, busy / os.sysconf("SC_CLK_TCK")
 
 
+def _connections(text: str) -> int:
+    """A --workers value: what OROS_SETTLE_WORKERS accepts."""
+    n = int(text)
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"{n}: OROS_SETTLE_WORKERS is 1 to 64")
+    return n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
@@ -382,7 +390,7 @@ def main() -> None:
                         help="compare settling without the event_hours triggers and with them")
     parser.add_argument("--seed-indexes", action="store_true",
                         help="compare settling as migrated and with the seed's five indexes 0162 dropped")
-    parser.add_argument("--workers", type=int, nargs="+", metavar="N",
+    parser.add_argument("--workers", type=_connections, nargs="+", metavar="N",
                         help="compare settling on these numbers of posting connections (OROS_SETTLE_WORKERS)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="with --webhooks, --rollup, --seed-indexes or --workers: runs of each variant, in turn")

@@ -8,9 +8,11 @@ the admin API's live-sale refund) claims its key here before appending the event
 * once the event is durable, ``recorded`` makes the key the event id; if the append failed,
   ``released`` frees it for the retry.
 
-A claim still pending is waited for. An append ends within its flush timeout (2 s), so a claim
-pending 10 s was left by a request that died or lost Redis; it is taken over, since answering it as
-a duplicate would name an event that was never recorded.
+A claim still pending is waited for. The tracker's append ends within its flush timeout (2 s), so a
+claim pending 10 s was left by a request that died or lost Redis; it is taken over, since answering
+it as a duplicate would name an event that was never recorded. (Should a producer's append stall
+longer, a second event of the order may be appended; the settler refuses it as a duplicate: paid
+once.)
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-
-from redis import exceptions as redis_errors
+from decimal import Decimal
 
 from .httperrors import unavailable
 from .keys import Keys
 from .money import fmt
+from .stream import REDIS_ERRORS
 
 PENDING = "pending:"
 CLAIM_STALE_MS = 10_000
@@ -36,8 +38,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# After a claim's event was appended, Redis may be what fails: the claim then goes stale (above).
-_SUPPRESSED = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
 
 
 def ttl_s(attribution_days: int, hold_days: int) -> int:
@@ -45,7 +45,8 @@ def ttl_s(attribution_days: int, hold_days: int) -> int:
     return (attribution_days + hold_days) * 86400
 
 
-def refund_key(keys: Keys, business_id: str, order_id: str, value, campaign_id: str | None = None) -> str:
+def refund_key(keys: Keys, business_id: str, order_id: str, value: Decimal | None,
+               campaign_id: str | None = None) -> str:
     """A refund's claim. Its value is the order's refunded total so far (None: in full), so each new
     total is a new refund and a repeat is not. A refund that names its campaign (a live sale's) is
     claimed in that campaign only: a business's campaigns may each have sold an order of that id."""
@@ -75,11 +76,11 @@ async def claim(redis, key: str, event_id: str, ts_ms: int, ttl: int) -> str | N
 async def recorded(redis, key: str, event_id: str, ttl: int) -> None:
     """The event is durable: the order is its now. Should this write fail, the claim goes stale and a
     retry records the order again, which the settler refuses as a duplicate: paid once."""
-    with contextlib.suppress(*_SUPPRESSED):
+    with contextlib.suppress(*REDIS_ERRORS):
         await redis.set(key, event_id, xx=True, ex=ttl)
 
 
 async def released(redis, key: str) -> None:
     """The event was not recorded: let the retry claim the order."""
-    with contextlib.suppress(*_SUPPRESSED):
+    with contextlib.suppress(*REDIS_ERRORS):
         await redis.delete(key)

@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Sequence
 
 import hiredis
+from redis import exceptions as redis_errors
 from redis.exceptions import RedisError
 
 from .clickindex import Entry
@@ -59,6 +60,12 @@ APPEND_SHA = hashlib.sha1(APPEND_LUA.encode()).hexdigest()
 
 class NotReplicated(RedisError):
     """Fewer replicas than required confirmed an append in time: a failover could lose it."""
+
+
+# What "Redis is unavailable" looks like to redis-py, for every producer; anything else is a bug.
+# (A cluster with no node for a slot, mid-failover, raises RedisClusterException, which is no RedisError.)
+REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ResponseError,
+                redis_errors.RedisClusterException, NotReplicated, OSError)
 
 
 def script_call(

@@ -54,10 +54,7 @@ from .spool import ClaimedFile, Spool, SpoolError
 
 log = logging.getLogger(__name__)
 
-# What "Redis is unavailable" looks like to redis-py; anything else is a bug.
-# (A cluster with no node for a slot, mid-failover, raises RedisClusterException, which is no RedisError.)
-REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ResponseError,
-                redis_errors.RedisClusterException, stream.NotReplicated, OSError)
+REDIS_ERRORS = stream.REDIS_ERRORS
 
 # Flushes overlap, up to this many: a request then waits for one Redis round
 # trip, not for the flush ahead of it as well; measured (docs/tracker.md) to
