@@ -31,6 +31,8 @@ from .plan import Facts, Share
 from .verify import Campaign, Candidate
 
 LOOKUP_CHUNK = 50_000
+# Read.window names at most this many undecided events of its overlap (as a query parameter).
+MAX_NAMED = 10_000
 DAY_MS = 86_400_000
 # decided_ids: at least this many ids within a stretch without a gap over RANGE_GAP_MS are looked up as
 # one range, unless Postgres holds more than RANGE_FACTOR times as many decided ids there.
@@ -47,9 +49,15 @@ class Read:
     params: dict = field(default_factory=dict)
 
     @classmethod
-    def window(cls, since: datetime) -> Read:
-        """Everything ingested since ``since`` (the watermark minus the overlap)."""
-        return cls("ingested_at >= {since:DateTime64(3, 'UTC')}", {"since": since})
+    def window(cls, since: datetime, watermark: datetime, undecided: list[str]) -> Read:
+        """Everything ingested since the watermark, and of the overlap before it (since ``since``) the
+        ``undecided`` events only: the rest of the overlap was decided by the runs that read it. Too
+        many to name in a query (a previous run read little of the overlap): the whole overlap."""
+        if len(undecided) > MAX_NAMED:
+            return cls("ingested_at >= {since:DateTime64(3, 'UTC')}", {"since": since})
+        return cls("ingested_at >= {since:DateTime64(3, 'UTC')} AND (ingested_at >= {watermark:DateTime64(3, 'UTC')}"
+                   " OR has({undecided:Array(UUID)}, event_id))",
+                   {"since": since, "watermark": watermark, "undecided": undecided})
 
     @classmethod
     def hours(cls, hours: list[datetime]) -> Read:
@@ -122,6 +130,11 @@ SETTINGS join_use_nulls = 1
 """
 
 NEWEST_SQL = "SELECT max(ingested_at) FROM events"
+# The ids alone, where most were decided already: a fraction of reading their events.
+INGESTED_IDS_SQL = """
+SELECT DISTINCT toString(event_id) FROM events
+ WHERE ingested_at >= {since:DateTime64(3, 'UTC')} AND ingested_at < {until:DateTime64(3, 'UTC')}
+"""
 
 CAMPAIGNS_SQL = """
 SELECT c.id::text AS id, c.business_id::text AS business_id, c.objective, c.payout_per_action,
@@ -189,6 +202,12 @@ def newest_ingested(settings: Settings) -> datetime | None:
     """The newest ``ingested_at`` ClickHouse holds: the watermark a run writes when it succeeds."""
     newest = clickhouse_client(settings).query(NEWEST_SQL).result_rows[0][0]
     return newest.replace(tzinfo=UTC) if newest is not None else None
+
+
+def ingested_ids(settings: Settings, since: datetime, until: datetime) -> list[str]:
+    """The ids of the events ingested in [``since``, ``until``)."""
+    rows = clickhouse_client(settings).query(INGESTED_IDS_SQL, parameters={"since": since, "until": until})
+    return [row[0] for row in rows.result_rows]
 
 
 def load_events(settings: Settings, read: Read) -> list[Candidate]:

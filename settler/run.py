@@ -208,8 +208,17 @@ def _settle_undecided(ctx: RunContext, conn, report: Report, *, watermark: datet
                       new_watermark: datetime | None, rescan_from: datetime | None) -> None:
     """The window since the watermark (or an operator's rescan), then every hour the proof finds incomplete."""
     since = max(EPOCH, watermark - OVERLAP)
-    read = load.Read.window(since) if rescan_from is None else load.Read.rescan(since, rescan_from)
+    overlap: list[str] = []
+    if rescan_from is None:
+        overlap = load.ingested_ids(ctx.settings, since, watermark)
+        report.lap("load_clickhouse")
+        undecided = sorted(set(overlap) - load.decided_ids(conn, overlap))
+        report.lap("skip_decided")
+        read = load.Read.window(since, watermark, undecided)
+    else:
+        read = load.Read.rescan(since, rescan_from)
     read_ids, settled = _settle_read(ctx, conn, report, read)
+    read_ids.update(overlap)
     # Where the next run's window starts: an undecided event ingested before it is this run's to find.
     horizon = (watermark if ctx.dry_run or new_watermark is None else max(watermark, new_watermark)) - OVERLAP
     proof = completeness.prove(ctx.settings, conn, read_ids=read_ids, horizon=horizon,

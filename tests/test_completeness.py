@@ -25,7 +25,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from ingest.writer import JSON_COLUMNS, JSON_SETTINGS
 from oros.connections import clickhouse_client
 from oros.events import Event
-from settler import completeness
+from settler import completeness, load
 from settler.load import decided_ids
 from settler.reconcile import reconcile
 from settler.run import settle_once
@@ -84,6 +84,41 @@ def test_row_hours_behind_the_watermark_is_paid_once(settled):
     assert again["events_paid"] == 0 and "late_events" not in again["completeness"]
     assert paid_count(settled, late) == 1
     assert settled.campaign_row(settled.ids["campaign"])["remaining_budget"] == D("48.00")
+
+
+def test_the_overlap_is_read_by_id_and_only_its_undecided_events_in_full(settled, monkeypatch):
+    """Rows ingested less than the overlap behind the watermark (an insert visible late) are the window's: the
+    next run reads the overlap's ids, and in full only the events no run decided, then what is new. With more
+    undecided events than a query may name, it reads the whole overlap as before. Each is paid once, by the
+    window, never by the proof; the overlap's decided events are not read again."""
+    reads: list[set[str]] = []
+    real = load.load_events
+
+    def recorded(settings, read):
+        events = real(settings, read)
+        reads.append({e.event_id for e in events})
+        return events
+
+    monkeypatch.setattr(load, "load_events", recorded)
+    mark = watermark(settled)
+    newest = settled.pg.execute("SELECT id::text AS id FROM events").fetchone()["id"]  # ingested at the mark
+    earlier, late = (settled.click(settled.ids["campaign"], settled.ids["creator"], ip=f"10.9.{i}.1")
+                     for i in range(2))
+    put_at(settled.settings, [earlier], mark - timedelta(seconds=60))
+    first = settle_once(settled.settings)
+    assert (first["events_paid"], reads[-1]) == (1, {newest, earlier.event_id})
+    put_at(settled.settings, [late], mark - timedelta(seconds=30))
+    second = settle_once(settled.settings)
+    assert (second["events_paid"], reads[-1]) == (1, {newest, late.event_id})  # not `earlier`, decided
+    assert "late_events" not in second["completeness"]
+
+    monkeypatch.setattr(load, "MAX_NAMED", 0)  # every undecided event of the overlap is one too many
+    latest = settled.click(settled.ids["campaign"], settled.ids["creator"], ip="10.9.9.1")
+    put_at(settled.settings, [latest], mark - timedelta(seconds=10))
+    third = settle_once(settled.settings)
+    assert (third["events_paid"], reads[-1]) == (1, {newest, earlier.event_id, late.event_id, latest.event_id})
+    assert [paid_count(settled, e) for e in (earlier, late, latest)] == [1, 1, 1]
+    assert failing(settled) == set()
 
 
 def test_late_row_in_a_partition_already_proven(settled):
