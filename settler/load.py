@@ -31,8 +31,9 @@ from .plan import Facts, Share
 from .verify import Campaign, Candidate
 
 LOOKUP_CHUNK = 50_000
-# Read.window names at most this many undecided events of its overlap (as a query parameter).
-MAX_NAMED = 10_000
+# Read.window names at most this many undecided events of its overlap. They are a query parameter, which
+# clickhouse-connect sends in the URL of its HTTP request: 1,000 ids are 37 KB of it.
+MAX_NAMED = 1_000
 DAY_MS = 86_400_000
 # decided_ids: at least this many ids within a stretch without a gap over RANGE_GAP_MS are looked up as
 # one range, unless Postgres holds more than RANGE_FACTOR times as many decided ids there.

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -119,6 +120,18 @@ def test_the_overlap_is_read_by_id_and_only_its_undecided_events_in_full(settled
     assert (third["events_paid"], reads[-1]) == (1, {newest, earlier.event_id, late.event_id, latest.event_id})
     assert [paid_count(settled, e) for e in (earlier, late, latest)] == [1, 1, 1]
     assert failing(settled) == set()
+
+
+def test_the_most_undecided_events_a_window_names_are_read(settled):
+    """At its limit the named list still makes a query ClickHouse takes, and finds the event it names."""
+    late = settled.click(settled.ids["campaign"], settled.ids["creator"], ip="10.9.8.1")
+    mark = watermark(settled)
+    put_at(settled.settings, [late], mark - timedelta(seconds=30))
+    named = [str(uuid.uuid4()) for _ in range(load.MAX_NAMED - 1)] + [late.event_id]
+    read = load.Read.window(mark - timedelta(minutes=2), mark, named)
+    newest = settled.pg.execute("SELECT id::text AS id FROM events").fetchone()["id"]  # ingested at the mark
+    assert "has(" in read.where
+    assert {e.event_id for e in load.load_events(settled.settings, read)} == {newest, late.event_id}
 
 
 def test_late_row_in_a_partition_already_proven(settled):

@@ -18,6 +18,7 @@ import pytest
 
 from admin_api.app import create_app
 from ingest.writer import insert_events
+from oros import orders
 from oros.connections import APP_ROLE
 from oros.events import STREAM_FIELD, Event
 from settler.holds import release_due
@@ -624,6 +625,39 @@ async def test_a_live_sale_is_refunded_once_whichever_way_it_is_asked_and_only_w
     assert report["refunds"] == {"reversed": 1, "rejected": 1, "amount": "1.00", **NO_REWARDS_BACK}
     assert decision(world, (await posted.json())["event_id"])["rejection_reason"] == "already_refunded"
     assert {x["order_id"]: x["status"] for x in live_sales(world, event)} == {"h-1": "paid", "h-2": "refunded"}
+    assert [c.name for c in reconcile(world.settings) if not c.ok] == []
+
+
+async def test_a_live_refund_that_failed_or_died_mid_way_is_retried_and_pays_back_once(api, aiohttp_client, world,
+                                                                                        redis):
+    """Failure modes of the claim: the append reached Redis but no replica confirmed it (503; the claim is freed,
+    the event may still be in the stream), and a request that died holding a pending claim (taken over after
+    10 s). The retry records the refund; the settler reverses the sale once and refuses the other copy."""
+    s = shop(world)
+    event = await open_event(api, s, pct="10")
+    await sell(api, s, event, "f-1", "30.00")
+    await settle(world, redis)
+    [sale] = (await (await api.get(f"/v1/live-events/{event['id']}/sales", headers=s.business.headers)).json())[
+        "items"]
+    refund_url = f"/v1/live-events/{event['id']}/sales/{sale['id']}/refund"
+    claim = orders.refund_key(world.settings.keys, s.business.id, "f-1", None, s.campaign)
+
+    unreplicated = await aiohttp_client(create_app(replace(world.settings, stream_replicas=1, stream_wait_ms=50)))
+    failed = await unreplicated.post(refund_url, headers=s.business.headers)
+    assert (failed.status, (await failed.json())["error"]["code"]) == (503, "unavailable")
+    assert await redis.get(claim) is None  # freed for the retry
+    assert await redis.xlen(world.settings.keys.stream) == 1  # appended, not confirmed
+
+    phantom = str(uuid.uuid4())  # a request that died after claiming
+    await redis.set(claim, f"{orders.PENDING}{phantom}:{int(time.time() * 1000) - orders.CLAIM_STALE_MS - 1000}")
+    retried = await api.post(refund_url, headers=s.business.headers)
+    assert retried.status == 202, await retried.text()
+    event_id = (await retried.json())["event_id"]
+    assert await redis.get(claim) == event_id.encode()
+
+    report = await settle(world, redis)
+    assert report["refunds"] == {"reversed": 1, "rejected": 1, "amount": "3.00", **NO_REWARDS_BACK}
+    assert [x["status"] for x in live_sales(world, event)] == ["refunded"]
     assert [c.name for c in reconcile(world.settings) if not c.ok] == []
 
 
