@@ -459,13 +459,14 @@ async def test_a_hung_redis_is_dropped_and_its_batch_spooled(settings, tmp_path)
 class FailingDisk:
     """``os`` as tracker/spool.py sees it, with a disk that can fill up or fail (fault injection at the OS boundary).
 
-    ``full_after(n)``: writes take ``n`` more bytes (a short write), then raise ENOSPC. ``fail_sync(k)``: the
-    next ``k`` fsyncs raise EIO. ``fail_read(*errors)``: the next reads raise these, one each.
+    ``full_after(n)``: writes take ``n`` more bytes (a short write), then raise ENOSPC. ``fail_sync(k)``,
+    ``fail_truncate(k)``, ``fail_close(k)``: the next ``k`` of these calls raise EIO (a failed close has freed
+    the descriptor all the same, as on Linux). ``fail_read(*errors)``: the next reads raise these, one each.
     """
 
     def __init__(self) -> None:
         self._room: int | None = None
-        self._sync_failures = 0
+        self._failures = {"sync": 0, "truncate": 0, "close": 0}
         self._read_failures: list[BaseException] = []
 
     def __getattr__(self, name):
@@ -475,7 +476,18 @@ class FailingDisk:
         self._room = room
 
     def fail_sync(self, times: int) -> None:
-        self._sync_failures = times
+        self._failures["sync"] = times
+
+    def fail_truncate(self, times: int) -> None:
+        self._failures["truncate"] = times
+
+    def fail_close(self, times: int) -> None:
+        self._failures["close"] = times
+
+    def _eio(self, call: str) -> None:
+        if self._failures[call]:
+            self._failures[call] -= 1
+            raise OSError(errno.EIO, "Input/output error")
 
     def fail_read(self, *errors: BaseException) -> None:
         self._read_failures = list(errors)
@@ -495,10 +507,16 @@ class FailingDisk:
         return written
 
     def _sync(self, call, fd):
-        if self._sync_failures:
-            self._sync_failures -= 1
-            raise OSError(errno.EIO, "Input/output error")
+        self._eio("sync")
         return call(fd)
+
+    def ftruncate(self, fd, length):
+        self._eio("truncate")
+        return os.ftruncate(fd, length)
+
+    def close(self, fd):
+        os.close(fd)
+        self._eio("close")
 
     def fsync(self, fd):
         return self._sync(os.fsync, fd)
@@ -570,7 +588,6 @@ async def test_replay_survives_a_failing_disk_and_a_bug_and_healthz_says_so(sett
     lines that are no events. Replay backs off, is restarted, gets through, and /healthz tells it all along."""
     disk = FailingDisk()
     monkeypatch.setattr("tracker.spool.os", disk)
-    disk.fail_sync(2)  # what once killed the replayer for good (spool.sync() outside its try)
     disk.fail_read(OSError(errno.EIO, "Input/output error"), OSError(errno.EIO, "Input/output error"), MemoryError())
     settings = replace(settings, data_dir=tmp_path / "data")
     directory = spool_dir(settings)
@@ -629,6 +646,63 @@ async def test_healthz_is_degraded_while_spooling_and_failing_when_nothing_can_r
                                                   "spool_depth": 0, "problems": []})
 
         await wait_until(ok, 30, "/healthz to be ok again")
+    finally:
+        await client.close()
+        server.stop()
+
+
+def click_id_of(response) -> str:
+    return dict(parse_qsl(urlsplit(response.headers["Location"]).query))["oros_cid"]
+
+
+@pytest.mark.parametrize("fault", ["close", "truncate"])
+async def test_sealing_the_spool_fails_and_replay_retries_until_every_acknowledged_click_is_streamed(
+        settings, pg, tmp_path, monkeypatch, fault):
+    """The replayer's own syscalls on the active file fail once Redis is back. ``close``: close(2) reports EIO
+    (the descriptor is freed regardless); the spool once kept the dead descriptor as its active file, which
+    was then never replayed. ``truncate``: a short write's cut-back fails, and the file stays torn; it was
+    sealed only by a later spool write, and none comes while Redis answers. Either way /healthz says the
+    replay fails, then the replayer retries until every click answered 302 is in the stream, and none
+    answered 503."""
+    disk = FailingDisk()
+    monkeypatch.setattr("tracker.spool.os", disk)
+    server = RedisServer(tmp_path)
+    await server.start()
+    settings = replace(settings, redis_url=server.url, data_dir=tmp_path / "data")
+    link = make_link(pg)
+    client = TestClient(EdgeTestServer(create_app(settings)))
+    await client.start_server()
+
+    async def click():
+        return await client.get(f"/{link['code']}", allow_redirects=False)
+
+    try:
+        acked = [click_id_of(await click())]
+        server.stop()
+        for _ in range(3):
+            acked.append(click_id_of(await click()))  # spooled
+        if fault == "truncate":
+            disk.full_after(40)  # a short write, refused
+            disk.fail_truncate(3)  # its cut-back, then the first two seals
+            assert (await click()).status == 503
+            disk.full_after(None)
+        else:
+            disk.fail_close(1)
+        await server.start()
+
+        async def failing() -> bool:
+            status, body = await health(client)
+            return (status, body["status"], body["replayer"]) == (200, "degraded", "failing")
+
+        await wait_until(failing, 10, "/healthz to report the failing replay")
+
+        async def recovered() -> bool:
+            status, body = await health(client)
+            return (status, body["status"], body["spool_depth"]) == (200, "ok", 0) and not client.app[SPOOL].has_files()
+
+        await wait_until(recovered, 30, "the spool to be sealed and replayed")
+        ids = await stream_ids(server.url, settings.keys.stream)
+        assert len(ids) == len(acked) and set(acked) == ids
     finally:
         await client.close()
         server.stop()

@@ -481,6 +481,10 @@ class Appender:
         replayed, failed = 0, []
         try:
             self._spool.seal()
+        except OSError as exc:  # our own file waits for the next tick; every other file can be replayed now
+            log.exception("cannot seal the active spool file")
+            failed.append(f"sealing the active file: {exc!r}")
+        try:
             for claimed in self._spool.claim():
                 try:
                     replayed += await self._replay_file(claimed)

@@ -14,9 +14,11 @@ must not take the file away with batches already acknowledged). A write
 that fails part-way (ENOSPC after some bytes, EIO) or a sync that fails is
 cut off again with ``ftruncate`` back to the end of the last acknowledged
 batch, so the next batch never lands on a torn line. Should that truncation
-fail too, the file stays marked torn and every later write first retries it
-and is refused until it succeeds. Only a process killed inside a write
-leaves a torn last line, and that request was never answered.
+fail too, the file stays marked torn: every later write first retries it
+and is refused until it succeeds, and so does every replayer tick that
+would seal the file (it is never sealed with a refused batch's bytes in
+it). Only a process killed inside a write leaves a torn last line, and that
+request was never answered.
 
 The depth (``/healthz``, ``oros_tracker_spool_depth``) is what the
 directory holds, whoever wrote it: this process, the other workers, or a
@@ -135,13 +137,23 @@ class Spool:
         self._fd, self._active, self._size, self._torn = fd, path, 0, False
 
     def seal(self) -> None:
-        """Close the active file so it becomes replayable (by any process); every batch in it is already synced."""
-        if self._fd is not None and not self._torn:
-            os.close(self._fd)
-            self._fd = self._active = None
+        """Close the active file so it becomes replayable (by any process); every batch in it is already synced.
+
+        A file left torn (a failed write whose truncation failed too) is cut back first, here as well as
+        before the next write: once Redis is back no write comes, and its acknowledged batches would wait
+        for one. Raises OSError when that truncation or the close fails; the replayer retries next tick.
+        """
+        if self._fd is None:
+            return
+        if self._torn:
+            os.ftruncate(self._fd, self._size)
+            self._torn = False
+        fd, self._fd, self._active = self._fd, None, None
+        os.close(fd)  # the descriptor is freed even when close(2) reports EIO: it must not be closed again
 
     def has_files(self) -> bool:
-        return any(path != self._active for path in self.directory.glob("*.log"))
+        """Whether anything waits for replay: a file no writer holds, or our own torn file that ``seal`` retries."""
+        return self._torn or any(path != self._active for path in self.directory.glob("*.log"))
 
     def claim(self) -> Iterator[ClaimedFile]:
         """Lock, one at a time and oldest first, every spool file no live writer holds."""
