@@ -43,13 +43,31 @@ from oros.settings import JWT_SECRET, STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, Set
 
 from edge_server import EdgeTestServer
 from factories import World
-from processes import free_port, stop_process
+from processes import adopt_orphans, free_port, left_running, stop_process
 
 RUN_ID = f"{os.getpid()}_{secrets.token_hex(2)}"
 _counter = itertools.count(1)
 # A test opts in to a store by asking for its fixture; it is then marked, so `-m "not stores"` runs the pure tests
 # without starting or cloning anything, and `-m stripe` only what talks to localstripe.
 STORE_MARKERS = {"stores": "template_db", "stripe": "localstripe_url", "processes": "spawn", "browser": "browser"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_session():
+    """Fail the session if a process a test started is still running at its end (then killed).
+
+    Set up first, so torn down last: every session service (localstripe, embedded servers, the browser) has
+    stopped by then, and what is left a test forgot. Under xdist each worker checks its own descendants (the
+    workers are the controller's children, not their own). Orphans are adopted (``adopt_orphans``): a
+    supervisor's workers it left behind are ours to find too (two tracker workers once outlived the suite).
+    """
+    adopt_orphans()
+    yield
+    if sys.platform.startswith("linux"):
+        left = left_running(grace_s=10)
+        if left:
+            pytest.fail("processes left running by the tests (killed now): "
+                        + "; ".join(f"{pid}: {cmd}" for pid, cmd in sorted(left.items())), pytrace=False)
 
 
 def pytest_collection_modifyitems(items):

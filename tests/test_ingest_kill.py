@@ -60,16 +60,18 @@ def _worker(command: str) -> int:
 
 
 @pytest.mark.slow
-async def test_sigkill_during_a_split_loses_and_doubles_nothing(settings, redis, tmp_path):
+async def test_sigkill_during_a_split_loses_and_doubles_nothing(settings, redis, tmp_path, spawn):
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
            "CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}", "OROS_CLICKHOUSE_DATABASE": "killtest",
            "OROS_REDIS_PREFIX": settings.redis_prefix, "OROS_DATA_DIR": str(tmp_path),
            "PYTHONPATH": f"{HERE.parent.parent}:{HERE.parent}"}
 
-    def run(*args: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    def run(*args: str) -> subprocess.Popen:  # stopped and reaped after the test, whatever happens in it
+        return spawn([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    assert run(str(HERE), "setup").wait(timeout=120) == 0
+    setup = run(str(HERE), "setup")
+    err = setup.communicate(timeout=120)[1]  # not wait(): a full stderr pipe would block it
+    assert setup.returncode == 0, err.decode()[-2000:]
     evs = events(2_000)
     bad = set(range(3, 2_000, 50))
     entries = [refused_by_clickhouse_only(e) if i in bad else e for i, e in enumerate(evs)]
@@ -79,16 +81,14 @@ async def test_sigkill_during_a_split_loses_and_doubles_nothing(settings, redis,
 
     port = free_port()
     ingest = run("-m", "oros_cli", "ingest", "--metrics-port", str(port))
-    try:
-        deadline = time.monotonic() + 120
-        while _health(port).get("status") != "degraded":
-            assert ingest.poll() is None and time.monotonic() < deadline, ingest.stderr.read().decode()[-2000:]
-            time.sleep(0.1)
-        part_way = len(await dead_letters(redis, settings))
-        assert 0 < part_way < len(bad) and await pending(redis, settings) > 0
-    finally:
-        os.kill(ingest.pid, signal.SIGKILL)
-        ingest.wait(timeout=30)
+    deadline = time.monotonic() + 120
+    while _health(port).get("status") != "degraded":
+        assert ingest.poll() is None and time.monotonic() < deadline, ingest.stderr.read().decode()[-2000:]
+        time.sleep(0.1)
+    part_way = len(await dead_letters(redis, settings))
+    assert 0 < part_way < len(bad) and await pending(redis, settings) > 0
+    os.kill(ingest.pid, signal.SIGKILL)
+    ingest.wait(timeout=30)
 
     finish = run(str(HERE), "finish")
     out, err = finish.communicate(timeout=300)

@@ -79,7 +79,7 @@ async def test_healthz_is_503_while_a_jobs_last_run_failed(aiohttp_client):
     assert (await client.get("/healthz")).status == 200
 
 
-def test_oros_settler_serves_metrics_while_it_settles(world, tmp_path):
+def test_oros_settler_serves_metrics_while_it_settles(world, tmp_path, spawn):
     campaign = world.campaign(payout="0.50", fund="10.00")
     creator = world.creator(campaign)
     click = world.click(campaign, creator)
@@ -94,19 +94,18 @@ def test_oros_settler_serves_metrics_while_it_settles(world, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "oros_cli", "settler", "--metrics-port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        got = _wait_for_metrics(proc, port, lambda s: s.get(
-            ("oros_settler_runs_total", (("job", "reconcile"), ("outcome", "succeeded"))), 0) >= 1
-            and s.get(("oros_settler_events_total", (("outcome", "paid"), ("reason", "")))) == 1)
-        assert got[("oros_settler_amount_paid_total", ())] == 0.5
-        assert got[("oros_settler_reconcile_failing_checks", ())] == 0
-        health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-        assert health.status_code == 200 and health.json()["ok"] is True
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+    # spawn: stopped (SIGKILL if SIGTERM is not enough) and reaped whatever happens below
+    proc = spawn([sys.executable, "-m", "oros_cli", "settler", "--metrics-port", str(port)], env=env,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    got = _wait_for_metrics(proc, port, lambda s: s.get(
+        ("oros_settler_runs_total", (("job", "reconcile"), ("outcome", "succeeded"))), 0) >= 1
+        and s.get(("oros_settler_events_total", (("outcome", "paid"), ("reason", "")))) == 1)
+    assert got[("oros_settler_amount_paid_total", ())] == 0.5
+    assert got[("oros_settler_reconcile_failing_checks", ())] == 0
+    health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert health.status_code == 200 and health.json()["ok"] is True
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert world.decision(click)["status"] == "paid"
 
