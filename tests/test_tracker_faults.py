@@ -164,6 +164,46 @@ async def test_workers_exit_when_their_supervisor_is_sigkilled(settings, tmp_pat
                     os.kill(pid, signal.SIGKILL)
 
 
+# A supervisor that forks a worker watching it with tracker.server's fallback alone (no parent-death signal),
+# prints the worker's pid and waits; the worker writes whether its stop was set once the watch ended.
+WATCHED_WORKER = """
+import asyncio, os, sys, time
+from tracker import server
+server.PARENT_CHECK_S = 0.05
+worker = os.fork()
+if worker:
+    print(worker, flush=True)
+    time.sleep(600)
+else:
+    stop = asyncio.Event()
+    asyncio.run(server._watch_parent(os.getppid(), stop))
+    with open(sys.argv[1], "w") as out:
+        out.write(str(stop.is_set()))
+    os._exit(0)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork, /proc")
+async def test_the_parent_watch_stops_a_worker_whose_supervisor_died_without_a_signal(spawn, tmp_path):
+    """The fallback where no PR_SET_PDEATHSIG exists: a worker watches its parent's pid and stops once it changes."""
+    stopped = tmp_path / "stopped"
+    supervisor = spawn([sys.executable, "-c", WATCHED_WORKER, str(stopped)], stdout=subprocess.PIPE)
+    worker = int(supervisor.stdout.readline())
+    try:
+        await asyncio.sleep(0.5)
+        assert alive(worker) and not stopped.exists()  # watching, while its parent lives
+        os.kill(supervisor.pid, signal.SIGKILL)
+        supervisor.wait(timeout=10)
+
+        async def watch_ended() -> bool:
+            return stopped.exists() and stopped.read_text() == "True"
+
+        await wait_until(watch_ended, 10, "the orphaned worker's watch to stop it")
+    finally:
+        if alive(worker):  # only if the assertion failed
+            os.kill(worker, signal.SIGKILL)
+
+
 def workers_of(pid: int) -> set[int]:
     """The tracker workers of supervisor ``pid`` (not multiprocessing's resource tracker)."""
     return {child for child in children_of(pid) if b"spawn_main" in _cmdline(child)}
