@@ -460,9 +460,9 @@ async def revoke_api_key(request: web.Request) -> web.Response:
     try:
         await apikeys.revoke(request.app[REDIS], request.app[SETTINGS].keys, row.pop("key_hash").strip())
     except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException):
-        # Revoked in Postgres, which the admin API checks; trackers see it when their entry expires.
-        log.warning("api key revoked but trackers not told", exc_info=True,
-                    extra={"api_key": str(row["id"]), "within_s": apikeys.CACHE_TTL_S})
+        # Revoked in Postgres, which the admin API checks; the settler tells the trackers once Redis is back.
+        log.warning("api key revoked but trackers not told yet", exc_info=True,
+                    extra={"api_key": str(row["id"]), "retry_every_s": apikeys.REPLAY_INTERVAL_S})
     return respond(row)
 
 

@@ -68,13 +68,14 @@ _CREDIT_SQL = "SELECT * FROM oros_credit_payment_intent(%(event)s, %(pi)s, %(amo
 
 _FAIL_SQL = "SELECT oros_fail_stripe_funding(%(pi)s) AS n"
 
-# The sale as the settler recorded it, when the Redis record has gone.
+# The sale as the settler recorded it, when the Redis record has gone; not an unsigned pixel's that named
+# the same order (sql/postgres/0167).
 _SETTLED_SALE_SQL = """
 SELECT e.campaign_id::text AS campaign_id, e.tracking_link_id::text AS link_id, e.creator_id::text AS creator_id,
        e.supporter_id::text AS supporter_id, c.business_id::text AS business_id, e.click_id::text AS click_id
   FROM events e JOIN campaigns c ON c.id = e.campaign_id
  WHERE e.event_type = 'sale' AND e.order_id = %(order)s
- ORDER BY e.status = 'paid' DESC
+ ORDER BY e.unsigned_pixel, e.status = 'paid' DESC
  LIMIT 1
 """
 

@@ -33,7 +33,7 @@ DATABASE_ACL_SQL = """
 DO $$
 BEGIN
   EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
-  EXECUTE format('GRANT CONNECT ON DATABASE %I TO oros_api, oros_tracker', current_database());
+  EXECUTE format('GRANT CONNECT ON DATABASE %I TO oros_api, oros_tracker, oros_webhooks', current_database());
 END
 $$
 """

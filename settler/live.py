@@ -33,7 +33,6 @@ from oros.reasons import (
     BOT,
     BUDGET_EXHAUSTED,
     CAMPAIGN_NOT_ACTIVE,
-    DUPLICATE_CONVERSION,
     DUPLICATE_ORDER,
     LINK_DISABLED,
     NO_COMMISSION,
@@ -47,7 +46,7 @@ from oros.reasons import (
 )
 
 from .plan import Counts, Facts
-from .verify import FUTURE_SKEW_MS, PIXEL, Campaign, Candidate, Rules
+from .verify import FUTURE_SKEW_MS, PIXEL, Campaign, Candidate, PaidPerClick, Rules, unsigned_pixel
 
 ZERO = Decimal("0.00")
 # A sale may complete this long after its event ended: a buyer who was at the checkout when the
@@ -132,7 +131,7 @@ def decide(sales: list[Candidate], live: dict[str, LiveEvent], facts: Facts, rul
            now_ms: int) -> list[LiveDecided]:
     """Verify live sales in time order (the first of an order counts), grouped per campaign, the unowned last."""
     seen_orders = set(facts.paid_orders)
-    seen_clicks = set(facts.paid_clicks)
+    seen_clicks = PaidPerClick(facts.paid_clicks)
     groups: dict[str | None, LiveDecided] = {}
     for event in sorted(sales, key=lambda e: (e.ts_ms, e.event_id)):
         event_live = live[event.link_id]
@@ -141,15 +140,15 @@ def decide(sales: list[Candidate], live: dict[str, LiveEvent], facts: Facts, rul
         if reason is None:
             if event.order_id is not None and (campaign.id, event.order_id) in seen_orders:
                 reason = DUPLICATE_ORDER
-            elif event.click_id is not None and (event.click_id, event.order_id or "") in seen_clicks:
-                reason = DUPLICATE_CONVERSION
+            elif event.click_id is not None:
+                reason = seen_clicks.reason(event)
         known = campaign is not None and event.creator_id in facts.users
         group = groups.setdefault(campaign.id if known else None, LiveDecided(campaign if known else None))
         if reason is None:
-            if event.order_id is not None:
+            if event.order_id is not None and not unsigned_pixel(event):
                 seen_orders.add((campaign.id, event.order_id))
             if event.click_id is not None:
-                seen_clicks.add((event.click_id, event.order_id or ""))
+                seen_clicks.add(event)
             group.accepted.append((event, event_live))
         else:
             group.rejected.append((event, reason))
@@ -204,7 +203,8 @@ def commission(event: Candidate, live: LiveEvent, objective: str, payout: Decima
 
 def with_orders(facts: Facts, decided: list[LiveDecided]) -> Facts:
     """``facts`` with the live sales' orders taken, so no other sale of the read is paid for them too."""
-    taken = {(d.campaign.id, e.order_id) for d in decided if d.campaign for e, _ in d.accepted if e.order_id}
+    taken = {(d.campaign.id, e.order_id) for d in decided if d.campaign for e, _ in d.accepted
+             if e.order_id and not unsigned_pixel(e)}
     return dataclasses.replace(facts, paid_orders=set(facts.paid_orders) | taken) if taken else facts
 
 

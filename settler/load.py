@@ -163,9 +163,11 @@ DECIDED_SQL = "SELECT id::text FROM events WHERE id = ANY(%s::uuid[])"
 # descent per id (five times cheaper for the million ids a run re-reads after a backlog).
 DECIDED_RANGE_SQL = "SELECT id::text FROM events WHERE id BETWEEN %s AND %s LIMIT %s"
 
+# The orders claimed: an unsigned pixel's order id claims nothing (settler.verify.unsigned_pixel).
 PAID_ORDERS_SQL = """
 SELECT campaign_id::text AS c, order_id FROM events
  WHERE order_id = ANY(%s) AND event_type IN ('conversion', 'sale') AND status IN ('paid', 'reversed')
+   AND NOT unsigned_pixel
 """
 
 # What the named clicks were already paid for: their conversion, or their sales by order id ('' for
@@ -314,7 +316,8 @@ def _pixel_secrets(conn: psycopg.Connection, rows: list[dict], signed: list[Cand
 
 
 def _paid_orders(conn: psycopg.Connection, events: list[Candidate]) -> set[tuple[str, str]]:
-    """(campaign, order id) already paid (or paid and reversed) for the orders these events name."""
+    """(campaign, order id) already paid (or paid and reversed) for the orders these events name, but for
+    an unsigned pixel's."""
     orders = sorted({e.order_id for e in events if e.order_id and e.event_type != "click"})
     if not orders:
         return set()

@@ -123,9 +123,10 @@ SELECT 'ledger transfer ' || l.transfer_id || ' is a live sale''s leg of no live
  WHERE NOT EXISTS (SELECT 1 FROM live_sales s WHERE s.id = l.source_id)
 """
 
+# An unsigned pixel's order id claims nothing (sql/postgres/0167): the business's own sale of it is paid too.
 DOUBLE_ORDER_SQL = """
 SELECT campaign_id, order_id, count(*) AS n FROM events
- WHERE status = 'paid' AND order_id IS NOT NULL AND event_type IN ('conversion', 'sale')
+ WHERE status = 'paid' AND order_id IS NOT NULL AND event_type IN ('conversion', 'sale') AND NOT unsigned_pixel
  GROUP BY campaign_id, order_id HAVING count(*) > 1
 """
 

@@ -17,14 +17,14 @@ from decimal import Decimal
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .verify import Candidate
+from .verify import Candidate, unsigned_pixel
 
 EVENT_COLUMNS = (
     "id", "campaign_id", "creator_id", "tracking_link_id", "status", "rejection_reason", "transfer_id",
     "payout_amount", "platform_fee", "paid", "paid_at", "settlement_run_id", "verified", "verified_at",
     "event_type", "value", "currency", "click_id", "order_id", "occurred_at",
     "ip_address", "user_agent", "country", "device_type", "browser", "os", "referrer_host", "first_visit",
-    "supporter_id", "share_reward",
+    "unsigned_pixel", "supporter_id", "share_reward",
 )
 COPY_EVENTS = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
 INSERT_EVENT = (f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}, metadata)"
@@ -73,7 +73,7 @@ def _tail(event: Candidate, ip: str | None) -> str:
             f"\t{_text(event.order_id)}\t{_second(seconds)}.{ms:03d}+00\t{_esc(ip) if ip else NULL}"
             f"\t{_esc(event.user_agent) if event.user_agent else NULL}\t{_esc(event.country)}"
             f"\t{_esc(event.device_type)}\t{_esc(event.browser)}\t{_esc(event.os)}\t{_esc(event.referrer_host)}"
-            f"\t{'t' if event.first_visit else 'f'}")
+            f"\t{'t' if event.first_visit else 'f'}\t{'t' if unsigned_pixel(event) else 'f'}")
 
 
 def _share(event: Candidate, owned: bool, reward: Decimal | None) -> str:
@@ -138,5 +138,5 @@ def insert_event(conn: psycopg.Connection, event: Candidate, *, campaign_id: str
         event.event_type, event.value, event.currency, event.click_id, event.order_id,
         datetime.fromtimestamp(event.ts_ms / 1000, tz=UTC), clean_ip(event.ip), event.user_agent or None,
         event.country, event.device_type, event.browser, event.os, event.referrer_host, event.first_visit,
-        event.supporter_id if owned else None, None, Jsonb(metadata),
+        unsigned_pixel(event), event.supporter_id if owned else None, None, Jsonb(metadata),
     ))

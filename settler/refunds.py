@@ -52,6 +52,7 @@ from .verify import Candidate
 
 ZERO = Decimal("0.00")
 
+# The business's own sale of the order before an unsigned pixel's that named it too (sql/postgres/0167).
 FIND_SALE = """
 SELECT e.id::text AS id, e.campaign_id::text AS campaign_id
   FROM events e JOIN campaigns c ON c.id = e.campaign_id
@@ -59,7 +60,7 @@ SELECT e.id::text AS id, e.campaign_id::text AS campaign_id
    AND (%(business_id)s::uuid IS NULL OR c.business_id = %(business_id)s::uuid)
    AND e.status IN ('paid', 'reversed')
    AND (%(campaign_id)s::uuid IS NULL OR e.campaign_id = %(campaign_id)s::uuid)
- ORDER BY e.status = 'paid' DESC, e.occurred_at
+ ORDER BY e.unsigned_pixel, e.status = 'paid' DESC, e.occurred_at
  LIMIT 1
 """
 

@@ -1,4 +1,4 @@
-"""``oros settler``: the settle, release-holds, payouts, refunds and reconcile jobs on APScheduler.
+"""``oros settler``: the settle, release-holds, payouts, refunds, reconcile and revocation jobs on APScheduler.
 
 Jobs are synchronous (Postgres and the chDB client are), so each runs in a
 worker thread, off the event loop that ``oros dev`` shares with the tracker
@@ -17,7 +17,7 @@ import signal
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from oros import issued_refunds, probes
+from oros import apikeys, issued_refunds, probes
 from oros.settings import Settings
 
 from . import metrics as settler_metrics
@@ -52,10 +52,11 @@ def _summary(name: str, result) -> object:
 
 
 def build_scheduler(settings: Settings, metrics: settler_metrics.SettlerMetrics | None = None) -> AsyncIOScheduler:
-    """The six jobs, not started; the caller starts it inside its event loop.
+    """The seven jobs, not started; the caller starts it inside its event loop.
 
     ``refunds`` sends the refunds OROS issued that are still pending at Stripe (oros/issued_refunds.py): the
     request or webhook that issued one sends it at once, this retries what an outage or a crash left.
+    ``api_key_revocations`` does the same for the trackers' Redis (oros/apikeys.py).
     """
     metrics = metrics or settler_metrics.SettlerMetrics()
     scheduler = AsyncIOScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
@@ -67,6 +68,7 @@ def build_scheduler(settings: Settings, metrics: settler_metrics.SettlerMetrics 
         ("reconcile", reconcile_and_record, settings.reconcile_interval_s),
         # The report sums' deltas, folded as often as holds are released: a few runs' worth at a time.
         ("fold_report_sums", fold_report_sums, settings.release_interval_s),
+        ("api_key_revocations", apikeys.replay_revocations, apikeys.REPLAY_INTERVAL_S),
     ):
         scheduler.add_job(_job(name, fn, settings, metrics), "interval", seconds=every_s, id=name, name=name)
     return scheduler

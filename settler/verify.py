@@ -183,6 +183,13 @@ def _conversion_reason(event: Candidate, campaign: Campaign, rules: Rules) -> st
     return None
 
 
+def unsigned_pixel(event: Candidate) -> bool:
+    """A pixel nobody vouches for: its click id and order id are whatever the sender made up. It never
+    claims its order id (the business's authenticated post of that order is still paid, in this run or
+    a later one: sql/postgres/0167); it is paid at most once per click."""
+    return event.source == PIXEL and event.pixel_sig is None
+
+
 def _order_reason(event: Candidate, campaign: Campaign, seen: set[tuple[str, str]]) -> str | None:
     if event.order_id is not None and (campaign.id, event.order_id) in seen:
         return DUPLICATE_ORDER
@@ -193,10 +200,10 @@ def _trust(event: Candidate) -> int:
     """Who vouches for an event, best first: a poster that authenticated, a signed pixel, an unsigned one."""
     if event.source != PIXEL:
         return 0
-    return 1 if event.pixel_sig is not None else 2
+    return 2 if unsigned_pixel(event) else 1
 
 
-class _PaidPerClick:
+class PaidPerClick:
     """What each click was paid for: a conversion campaign pays a click once, a sale campaign once per
     order id ('' for none). An unsigned pixel's order id is anyone's guess: it is paid only for a click
     with nothing paid yet."""
@@ -206,7 +213,7 @@ class _PaidPerClick:
         self.clicks = {click for click, _ in paid}
 
     def reason(self, event: Candidate) -> str | None:
-        if event.event_type == "conversion" or (event.source == PIXEL and event.pixel_sig is None):
+        if event.event_type == "conversion" or unsigned_pixel(event):
             seen = event.click_id in self.clicks
         else:
             seen = (event.click_id, event.order_id or "") in self.orders
@@ -231,14 +238,16 @@ def verify(
     id (or click) is the one that counts -- except that what an authenticated
     poster sent is judged before any pixel, and a signed pixel before an
     unsigned one, so a pixel never takes the place of the business's own
-    report. ``paid_orders`` holds (campaign, order id) pairs already paid in
-    earlier runs, ``paid_clicks`` (click id, order id or '') the conversions
-    and sales already paid per click. A sale whose refund came first is paid
-    like any other; the refund is applied to it once it is (``settler.refunds``).
+    report. An unsigned pixel is paid only for an order nobody claimed, and
+    claims none itself (``unsigned_pixel``). ``paid_orders`` holds the
+    (campaign, order id) pairs claimed in earlier runs, ``paid_clicks``
+    (click id, order id or '') the conversions and sales already paid per
+    click. A sale whose refund came first is paid like any other; the refund
+    is applied to it once it is (``settler.refunds``).
     """
     verdict = Verdict()
     seen_orders: set[tuple[str, str]] = set(paid_orders)
-    seen_clicks = _PaidPerClick(paid_clicks)
+    seen_clicks = PaidPerClick(paid_clicks)
     # Only conversions and sales depend on what came before them; clicks need no order.
     clicks = [e for e in events if e.event_type == "click"]
     rest = sorted((e for e in events if e.event_type != "click"), key=lambda e: (_trust(e), e.ts_ms, e.event_id))
@@ -249,7 +258,7 @@ def verify(
             reason = _order_reason(event, campaign, seen_orders) or seen_clicks.reason(event)
             if reason is None:
                 seen_clicks.add(event)
-                if event.order_id is not None:
+                if event.order_id is not None and not unsigned_pixel(event):
                     seen_orders.add((campaign.id, event.order_id))
         if reason is None:
             verdict.accepted.append(event)

@@ -341,11 +341,12 @@ def spawn():
 
 @pytest.fixture(scope="session")
 def service_logins(base_settings, template_db) -> dict[str, tuple[str, str]]:
-    """``group -> (login, password)``: login roles holding only ``oros_api`` or ``oros_tracker``.
+    """``group -> (login, password)``: login roles holding only ``oros_api``, ``oros_tracker`` or ``oros_webhooks``.
 
     Roles are cluster-wide, so their names are unique to this run and they are dropped after it.
     """
-    logins = {group: (f"{group}_t_{RUN_ID}", secrets.token_hex(16)) for group in ("oros_api", "oros_tracker")}
+    groups = ("oros_api", "oros_tracker", "oros_webhooks")
+    logins = {group: (f"{group}_t_{RUN_ID}", secrets.token_hex(16)) for group in groups}
     with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
         for group, (login, password) in logins.items():
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
@@ -373,3 +374,9 @@ def api_settings(settings, service_logins) -> Settings:
 def tracker_settings(settings, service_logins) -> Settings:
     """The test's settings with Postgres reached as a login that has only the tracker's group role."""
     return as_login(settings, *service_logins["oros_tracker"])
+
+
+@pytest.fixture
+def webhooks_settings(settings, service_logins) -> Settings:
+    """The test's settings with Postgres reached as a login that has only the webhook deliverer's group role."""
+    return as_login(settings, *service_logins["oros_webhooks"])

@@ -24,6 +24,7 @@ from admin_api.app import create_app
 from oros.migrate import migrate_postgres
 from settler.holds import release_due
 from settler.reconcile import reconcile
+from webhooks.deliver import Deliverer
 
 RUN = f"{os.getpid()}_{secrets.token_hex(3)}"
 INIT_SCRIPT = Path(__file__).parents[1] / "deploy" / "postgres" / "initdb" / "10-oros-roles.sh"
@@ -35,7 +36,8 @@ pytestmark = pytest.mark.skipif(shutil.which("psql") is None, reason="the init s
 def compose_db(base_settings, settings):
     """A database set up as compose does: ``{role: (login, password)}`` and the settings per login."""
     database = f"oros_compose_{RUN}"
-    logins = {role: (f"oros_{role}_c_{RUN}", secrets.token_hex(16)) for role in ("settler", "admin", "tracker")}
+    roles = ("settler", "admin", "tracker", "webhooks")
+    logins = {role: (f"oros_{role}_c_{RUN}", secrets.token_hex(16)) for role in roles}
     with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     server = urlparse(base_settings.database_url)
@@ -72,12 +74,21 @@ async def test_compose_roles_migrate_settle_and_serve_without_a_superuser(compos
     assert release_due(by_role["settler"]) == 0
     assert all(check.ok for check in reconcile(by_role["settler"]))
 
-    for role in ("admin", "tracker"):
+    for role in ("admin", "tracker", "webhooks"):
         with psycopg.connect(by_role[role].database_url, autocommit=True) as conn:
+            owns = conn.execute("SELECT count(*) FROM pg_class WHERE relowner = current_user::regrole").fetchone()[0]
+            assert owns == 0
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(logins["settler"][0])))
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute("CREATE TEMP TABLE t (id int)")
+
+    deliverer = Deliverer(by_role["webhooks"])  # its own login: claims, records and prunes, nothing more
+    await deliverer.open()
+    try:
+        assert await deliverer.deliver_due() == [] and await deliverer.prune() == 0
+    finally:
+        await deliverer.close()
 
     api = await aiohttp_client(create_app(by_role["admin"]))
     body = {"email": "first@example.com", "password": "correct horse", "roles": ["business"]}
@@ -86,28 +97,32 @@ async def test_compose_roles_migrate_settle_and_serve_without_a_superuser(compos
     assert resp.status == 200
 
 
-COMPOSE = Path(__file__).parents[1] / "docker-compose.yml"
+COMPOSE_FILES = [Path(__file__).parents[1] / name for name in ("docker-compose.yml", "docker-compose.cluster.yml")]
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|_KEY")
 
 
-def test_compose_gives_each_service_its_own_login_and_every_secret_no_fallback():
-    text = COMPOSE.read_text()
+@pytest.mark.parametrize("compose", COMPOSE_FILES, ids=lambda path: path.name)
+def test_compose_gives_each_service_its_own_login_and_every_secret_no_fallback(compose):
+    text = compose.read_text()
     references = re.findall(r"\$\{([A-Z_]+)(:?[?-])?[^}]*\}", text)
     secrets_used = {name for name, _ in references if SECRET_NAME.search(name)}
     assert secrets_used >= {"OROS_JWT_SECRET", "STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET", "POSTGRES_PASSWORD",
                             "OROS_SETTLER_DB_PASSWORD", "OROS_ADMIN_DB_PASSWORD", "OROS_TRACKER_DB_PASSWORD",
-                            "CLICKHOUSE_PASSWORD"}
+                            "OROS_WEBHOOKS_DB_PASSWORD", "CLICKHOUSE_PASSWORD"}
     assert [name for name, how in references if name in secrets_used and how != ":?"] == []
 
     services = yaml.safe_load(text)["services"]
     users = {name: re.match(r"postgresql://([^:]+):", service["environment"]["DATABASE_URL"]).group(1)
              for name, service in services.items() if "DATABASE_URL" in service.get("environment", {})}
+    # The webhook deliverer sends HTTP to URLs users chose: never as the owner (the settler's login).
     assert users == {"migrate": "oros_settler", "settler": "oros_settler", "admin": "oros_admin_api",
-                     "tracker": "oros_tracker_svc", "ingest": "oros_tracker_svc", "webhooks": "oros_settler"}
+                     "tracker": "oros_tracker_svc", "ingest": "oros_tracker_svc", "webhooks": "oros_webhooks_svc"}
     assert services["postgres"]["environment"]["POSTGRES_USER"] not in users.values()
     script = INIT_SCRIPT.read_text()
-    for variable, login in [("SETTLER", "oros_settler"), ("ADMIN", "oros_admin_api"), ("TRACKER", "oros_tracker_svc")]:
+    for variable, login in [("SETTLER", "oros_settler"), ("ADMIN", "oros_admin_api"), ("TRACKER", "oros_tracker_svc"),
+                            ("WEBHOOKS", "oros_webhooks_svc")]:
         assert f"${{OROS_{variable}_DB_USER:-{login}}}" in script
+        assert f"OROS_{variable}_DB_PASSWORD" in services["postgres"]["environment"]
     # Only the processes that use a secret get it.
     assert "OROS_JWT_SECRET" not in services["tracker"]["environment"]
     assert "STRIPE_API_KEY" not in services["tracker"]["environment"]

@@ -92,7 +92,7 @@ GRANTEES_SQL = """
 SELECT p.oid::regprocedure::text AS fn, p.prosecdef AS definer, p.proconfig AS config,
        EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
                 WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') AS public,
-       array(SELECT r FROM unnest(ARRAY['oros_app', 'oros_api', 'oros_tracker']) r
+       array(SELECT r FROM unnest(ARRAY['oros_app', 'oros_api', 'oros_tracker', 'oros_webhooks']) r
               WHERE has_function_privilege(r, p.oid, 'EXECUTE') ORDER BY r) AS roles
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname IN ('public', 'auth')
@@ -185,10 +185,12 @@ def test_no_temp_and_no_connect_for_public_on_the_migrated_database(pg):
         "SELECT has_database_privilege('oros_app', current_database(), 'TEMP') AS app,"
         " has_database_privilege('oros_api', current_database(), 'TEMP') AS api,"
         " has_database_privilege('oros_tracker', current_database(), 'TEMP') AS tracker,"
+        " has_database_privilege('oros_webhooks', current_database(), 'TEMP') AS webhooks,"
         " has_database_privilege('public', current_database(), 'CONNECT') AS public_connect,"
         " has_schema_privilege('oros_app', 'public', 'CREATE') AS app_create"
     ).fetchone()
-    assert row == {"app": False, "api": False, "tracker": False, "public_connect": False, "app_create": False}
+    assert row == {"app": False, "api": False, "tracker": False, "webhooks": False, "public_connect": False,
+                   "app_create": False}
 
 
 # -- the request role (oros_app inside as_user) ----------------------------------------------
@@ -439,7 +441,7 @@ def owner_name(pg) -> str:
 
 
 def test_roles_are_unprivileged_and_request_role_belongs_to_nothing(pg, service_logins):
-    names = ["oros_app", "oros_api", "oros_tracker", *(login for login, _ in service_logins.values())]
+    names = ["oros_app", "oros_api", "oros_tracker", "oros_webhooks", *(login for login, _ in service_logins.values())]
     rows = pg.execute(
         "SELECT rolname, rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls OR rolreplication AS privileged,"
         " rolinherit, array(SELECT b.rolname FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid"
@@ -447,10 +449,11 @@ def test_roles_are_unprivileged_and_request_role_belongs_to_nothing(pg, service_
         " FROM pg_roles r WHERE rolname = ANY(%s) ORDER BY rolname", (names,)).fetchall()
     by_name = {r["rolname"]: r for r in rows}
     assert not any(r["privileged"] for r in rows)
-    assert by_name["oros_app"]["member_of"] == [] and by_name["oros_tracker"]["member_of"] == []
+    assert all(by_name[group]["member_of"] == [] for group in ("oros_app", "oros_tracker", "oros_webhooks"))
     assert by_name["oros_api"]["member_of"] == ["oros_app"] and by_name["oros_api"]["rolinherit"] is False
     assert by_name[service_logins["oros_api"][0]]["member_of"] == ["oros_api"]
     assert by_name[service_logins["oros_tracker"][0]]["member_of"] == ["oros_tracker"]
+    assert by_name[service_logins["oros_webhooks"][0]]["member_of"] == ["oros_webhooks"]
 
 
 def test_api_login_cannot_climb_to_the_owner_or_do_owner_work(pg, api_settings, settings):

@@ -235,6 +235,39 @@ async def test_a_pixel_never_shadows_the_authenticated_post(world, settings, pg,
     world.assert_books()
 
 
+async def test_an_unsigned_pixel_paid_in_an_earlier_run_never_shadows_the_authenticated_post(world, settings, pg,
+                                                                                              aiohttp_client):
+    s = shop(world, objective="sale", payout="3.00")
+    pg.execute("UPDATE campaigns SET pixel_billable = true WHERE id = %s", (s.campaign,))
+    b_creator, b_link = world.creator(s.campaign)
+    b_code = pg.execute("SELECT code FROM tracking_links WHERE id = %s", (b_link,)).fetchone()["code"]
+    key = make_api_key(pg, s.business)
+    tracker = await aiohttp_client(create_tracker_app(settings))
+
+    # Creator A guesses the business's next order id on its own click, and is paid in one run.
+    a_cid = await click(tracker, s.code)
+    assert await fire(tracker, a_cid, kind="sale", order_id="O-1001", value="20.00") == 200
+    await settle(settings)
+    assert outcomes(pg, s.campaign) == {"paid": 1}
+
+    # The business reports that order, made on creator B's click: the next run pays B.
+    b_cid = await click(tracker, b_code)
+    status, body = await post(tracker, key, b_cid, "sale", "O-1001", "20.00")
+    assert (status, body.get("duplicate")) == (202, None)
+    await settle(settings)
+    assert decision(pg, body["event_id"]) == "paid"
+    earned = pg.execute("SELECT creator_id::text AS c, sum(payout_amount) AS s FROM events WHERE campaign_id = %s"
+                        " AND status = 'paid' GROUP BY 1", (s.campaign,)).fetchall()
+    assert {r["c"]: r["s"] for r in earned} == {s.creator: D("3.00"), b_creator: D("3.00")}
+
+    # The business's refund of its order reverses the sale it reported, not the pixel's.
+    assert (await post(tracker, key, b_cid, "refund", "O-1001", "20.00"))[0] == 202
+    await settle(settings)
+    assert decision(pg, body["event_id"]) == "reversed"
+    assert outcomes(pg, s.campaign) == {"paid": 1, "reversed": 2}  # the pixel's sale; B's and its refund
+    world.assert_books()
+
+
 async def test_an_order_a_rejected_pixel_named_is_paid_from_the_api_later(world, settings, pg, aiohttp_client):
     s = shop(world)
     key = make_api_key(pg, s.business)
@@ -293,11 +326,13 @@ async def test_an_unsigned_sale_pixel_pays_a_click_once_whatever_its_order_ids(w
 # -- the database is the last line ----------------------------------------------------------------
 
 
-def _paid_row(pg, campaign: str, creator: str, cid: str, kind: str, order_id: str | None) -> None:
+def _paid_row(pg, campaign: str, creator: str, cid: str, kind: str, order_id: str | None,
+              unsigned_pixel: bool = False) -> None:
     pg.execute(
         "INSERT INTO events (id, campaign_id, creator_id, event_type, click_id, order_id, occurred_at, status,"
-        " payout_amount, platform_fee, paid) VALUES (%s, %s, %s, %s, %s, %s, now(), 'paid', 5.00, 0.50, true)",
-        (uuid7_str(), campaign, creator, kind, cid, order_id))
+        " payout_amount, platform_fee, paid, unsigned_pixel)"
+        " VALUES (%s, %s, %s, %s, %s, %s, now(), 'paid', 5.00, 0.50, true, %s)",
+        (uuid7_str(), campaign, creator, kind, cid, order_id, unsigned_pixel))
 
 
 def test_the_database_refuses_a_second_payment_for_a_click(world, pg):
@@ -310,6 +345,17 @@ def test_the_database_refuses_a_second_payment_for_a_click(world, pg):
         _paid_row(pg, conversions.campaign, conversions.creator, cid, "conversion", "A-2")
     with pytest.raises(psycopg.errors.UniqueViolation, match="idx_events_paid_sale_click_order"):
         _paid_row(pg, sales.campaign, sales.creator, sale_cid, "sale", None)
+
+
+def test_the_database_lets_an_unsigned_pixel_claim_no_order_and_pays_its_click_once(world, pg):
+    s = shop(world, objective="sale")
+    pixel_cid, cid = uuid7_str(), uuid7_str()
+    _paid_row(pg, s.campaign, s.creator, pixel_cid, "sale", "O-1", unsigned_pixel=True)
+    _paid_row(pg, s.campaign, s.creator, cid, "sale", "O-1")  # the business's own report of that order
+    with pytest.raises(psycopg.errors.UniqueViolation, match="idx_events_paid_order"):
+        _paid_row(pg, s.campaign, s.creator, uuid7_str(), "sale", "O-1")
+    with pytest.raises(psycopg.errors.UniqueViolation, match="idx_events_paid_unsigned_pixel_click"):
+        _paid_row(pg, s.campaign, s.creator, pixel_cid, "sale", "O-2", unsigned_pixel=True)
 
 
 def test_a_second_producer_posting_the_same_click_pays_nothing(world, settings, pg):

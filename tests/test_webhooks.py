@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import psycopg
 import pytest
 from aiohttp import web
 
@@ -35,7 +36,7 @@ from oros.webhooks import TOLERANCE_S
 from settler.run import settle_once
 from webhooks import schedule
 from webhooks.addresses import RefusedAddress
-from webhooks.deliver import LEASE_S, Deliverer
+from webhooks.deliver import LEASE_S, RETENTION, Deliverer
 
 from factories import BUSINESS_EVENTS, now_ms, subscribe
 
@@ -96,8 +97,9 @@ async def receiver(aiohttp_server):
 
 
 @pytest.fixture
-def local(settings):
-    return replace(settings, webhooks_allow_private=True)
+def local(webhooks_settings):
+    """The deliverer as it runs in compose: a login holding only ``oros_webhooks`` (0168), local receivers allowed."""
+    return replace(webhooks_settings, webhooks_allow_private=True)
 
 
 @pytest.fixture
@@ -229,11 +231,11 @@ def test_backoff_doubles_with_jitter_up_to_an_hour():
     assert 25 <= attempts <= 60  # a day of retries, about hourly after the first hour
 
 
-async def test_private_targets_are_refused_when_connecting(world, pg, receiver, deliverers, settings):
+async def test_private_targets_are_refused_when_connecting(world, pg, receiver, deliverers, local):
     creator = world.user("creator")
     subscribe(pg, creator, ["earning.credited"], url=receiver.url)  # allowed when it was made (a dev setting)
     credit(pg, creator)
-    strict = await deliverers(replace(settings, webhooks_allow_private=False))
+    strict = await deliverers(replace(local, webhooks_allow_private=False))
     [attempt] = await strict.deliver_due()
     assert attempt.outcome == "retrying" and attempt.error.startswith("refused: the URL must")
     assert receiver.requests == []
@@ -304,6 +306,33 @@ async def test_a_deleted_endpoint_gets_nothing_and_a_rotated_one_both_signatures
     signature, at = headers["OROS-Signature"], time.time()
     assert signature.count("v1=") == 2
     assert verify(signature, body, old, at) and verify(signature, body, secret_of(pg, kept), at)
+
+
+async def test_the_deliverers_login_prunes_what_is_old_and_reaches_nothing_of_the_books(world, pg, receiver,
+                                                                                         deliverers, local):
+    creator = world.user("creator")
+    subscribe(pg, creator, ["earning.credited"], url=receiver.url)
+    credit(pg, creator)
+    clock = Clock(datetime.now().astimezone())
+    deliverer = await deliverers(clock=clock)
+    [attempt] = await deliverer.deliver_due()
+    assert attempt.outcome == "delivered"
+    clock.now += RETENTION + timedelta(minutes=1)
+    assert await deliverer.prune() == 1  # its attempts go with it (the cascade runs as the owner)
+    assert pg.execute("SELECT count(*) AS n FROM webhook_attempts").fetchone()["n"] == 0
+
+    with psycopg.connect(local.database_url, autocommit=True) as conn:
+        for statement in ("SELECT * FROM ledger_entries", "SELECT * FROM wallets", "SELECT email FROM users",
+                          "SELECT * FROM events", "SELECT * FROM pixel_secrets",
+                          "SELECT owner_id FROM webhook_endpoints",
+                          "INSERT INTO webhook_deliveries (event_id, endpoint_id, owner_id, event_type, payload)"
+                          " VALUES (gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 'x', '{}')",
+                          "UPDATE webhook_endpoints SET url = 'http://example.com/'",
+                          "UPDATE webhook_deliveries SET payload = '{}'",
+                          "SELECT oros_release_holds(now())", "CREATE TEMP TABLE t (id int)",
+                          f'SET ROLE "{pg.execute("SELECT current_user AS u").fetchone()["u"]}"'):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
 
 
 async def test_a_settlement_reaches_the_business_through_the_running_deliverer(world, pg, receiver, deliverers):

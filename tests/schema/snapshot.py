@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 POSTGRES_SNAPSHOT = HERE / "postgres.txt"
 CLICKHOUSE_SNAPSHOT = HERE / "clickhouse.txt"
 SCHEMAS = "('public', 'auth')"
-ROLES = "('PUBLIC', 'oros_app', 'oros_api', 'oros_tracker')"
+ROLES = "('PUBLIC', 'oros_app', 'oros_api', 'oros_tracker', 'oros_webhooks')"
 
 POSTGRES_QUERIES = {
     "column": f"""SELECT table_schema || '.' || table_name || '.' || column_name || ' ' || data_type
