@@ -429,10 +429,11 @@ def test_a_business_follows_its_webhook_deliveries(browser, stack, tmp_path, rec
 
 def test_finance_works_its_queues_and_a_supporter_withdraws(browser, stack, tmp_path):
     """Finance approves a supporter's KYC and rejects a creator's, records a wire for a campaign found on the
-    second page, posts an adjustment (a bad amount shown under its leg), releases holds; the supporter withdraws
-    from the wallet page and finance sees it to pay; a ledger broken on purpose shows its failing check."""
+    second page, posts an adjustment (a bad amount shown under its leg), releases holds; the supporter and a
+    creator withdraw from the wallet page and finance sees them to pay; a ledger broken on purpose shows its
+    failing check."""
     api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
-    api.admin()
+    admin = api.admin()
     supporter_email, supporter_id, _ = api.user("supporter", "Fan")
     creator_email, _, _ = api.user("creator", "Doubtful")
     _, _, business = api.user("business")
@@ -506,10 +507,25 @@ def test_finance_works_its_queues_and_a_supporter_withdraws(browser, stack, tmp_
     assert ui.text_of("available-balance") == "$5.00"
     ui.shot("supporter-withdrawal")
 
-    # Finance sees it to pay.
+    # A creator (approved, with a Stripe account on its profile, 12.00 available) withdraws the same way.
+    earner_email, earner_id, earner = api.user("creator", "Earner")
+    api.call("PUT", "/v1/me/creator-profile", earner, stripe_account_id="acct_earner")
+    api.call("POST", f"/v1/admin/users/{earner_id}/kyc", admin, status="approved")
+    api.call("POST", "/v1/admin/adjustments", admin, reason="goodwill", legs=[
+        {"user_id": earner_id, "direction": "credit", "amount": "12.00"},
+        {"platform": "clearing", "direction": "debit", "amount": "12.00"}])
+    log_in(ui, earner_email)
+    ui.route("/wallet")
+    ui.fill("withdraw-amount", "12.00")
+    ui.choose("withdraw-method", "instant")
+    ui.click("Request withdrawal")
+    ui.wait(lambda d: [r[1:4] for r in rows(d, "withdrawals")] == [["$12.00", "instant", "requested"]])
+    assert ui.text_of("available-balance") == "$0.00"
+
+    # Finance sees both to pay.
     log_in(ui, api.admin_email)
     ui.route("/finance/withdrawals")
-    assert supporter_email in ui.main_text()
+    assert supporter_email in ui.main_text() and earner_email in ui.main_text()
 
     # A wallet changed behind the ledger (as the owner, as tests/test_reconcile.py does): reconcile shows it first.
     with psycopg.connect(stack.settings.database_url, autocommit=True) as owner:
@@ -519,7 +535,8 @@ def test_finance_works_its_queues_and_a_supporter_withdraws(browser, stack, tmp_
             ui.click_link("Reconcile")
             ui.click("Check now")
             ui.wait_text("reconcile-status", "1 check(s) failing.")
-            assert rows(browser, "reconcile-checks")[0][:2] == ["wallet_balances_match_ledger", "FAILING"]
+            ui.wait(lambda d: rows(d, "reconcile-checks")[0][:2] == ["wallet_balances_match_ledger", "FAILING"])
+            ui.wait(lambda d: d.find_element(By.ID, "reconcile-now").is_enabled())  # "Check now" has finished
             ui.shot("finance-reconcile-failing")
         finally:
             owner.execute(tamper, (-1, supporter_id))
