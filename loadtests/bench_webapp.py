@@ -49,7 +49,7 @@ PERIOD = f"from={START.isoformat().replace('+', '%2B')}&to={(START + SPAN).isofo
 PAGES = {
     "business /campaigns": ("business", [["/v1/campaigns?mine=true&limit=100"]]),
     "business /campaigns/{id}": ("business", [["/v1/campaigns/{c}"], [
-        "/v1/campaigns/{c}/creators?limit=100", "/v1/campaigns/{c}/links?limit=100"]]),
+        "/v1/campaigns/{c}/creators?limit=50", "/v1/campaigns/{c}/links?limit=50"]]),
     "business stats (by country)": ("business", [["/v1/campaigns/{c}"], [
         f"/v1/campaigns/{{c}}/stats?{PERIOD}&group_by=country"]]),
     "business stats (by link)": ("business", [["/v1/campaigns/{c}"], [
@@ -60,7 +60,7 @@ PAGES = {
     "creator /earnings": ("creator", [[f"/v1/me/earnings?{PERIOD}"]]),
     "creator /my-stats (by campaign)": ("creator", [[f"/v1/me/stats?{PERIOD}&group_by=campaign"], [
         "?/v1/campaigns/{c}"]]),
-    "creator /wallet": ("creator", [["/v1/wallet", "/v1/wallet/ledger?limit=50", "/v1/withdrawals?limit=50"]]),
+    "creator /wallet": ("creator", [["/v1/wallet", "/v1/wallet/ledger?limit=50", "/v1/withdrawals?limit=20"]]),
     "creator /live": ("creator", [["/v1/live-events?limit=20"]]),
     "business /live": ("business", [["/v1/live-events?limit=20"]]),
     # The event's numbers: the stats report over its live link since the event opened (a month here).
@@ -70,10 +70,11 @@ PAGES = {
     "supporter /tips (sent, monthly)": ("supporter", [["/v1/tips?direction=sent&limit=20"],
                                                       ["/v1/tips/monthly?limit=20"]]),
     "supporter /memberships": ("supporter", [["/v1/membership-tiers", "/v1/me/memberships?limit=20"]]),
-    "finance /finance": ("admin", [["/v1/admin/settlements?limit=50"]]),
+    "finance /finance": ("admin", [["/v1/admin/settlements?limit=20"]]),
     "finance /finance/reconcile": ("admin", [["/v1/admin/reconcile"]]),
-    "finance /finance/kyc": ("admin", [["/v1/admin/users?kyc_status=pending&role=creator"]]),
-    "finance /finance/funding": ("admin", [["/v1/campaigns?status=draft&limit=100"]]),
+    "finance /finance/kyc": ("admin", [["/v1/admin/users?kyc_status=pending&role=creator&limit=20",
+                                             "/v1/admin/users?kyc_status=pending&role=supporter&limit=20"]]),
+    "finance /finance/funding": ("admin", [["/v1/campaigns?status=draft&limit=20"]]),
     "finance /finance/withdrawals": ("admin", [["/v1/admin/withdrawals?status=requested"]]),
 }
 

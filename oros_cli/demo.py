@@ -1,4 +1,5 @@
-"""``oros dev --demo``: a business, a funded active click campaign, an accepted creator and a link.
+"""``oros dev --demo``: a business, a funded active click campaign, an accepted creator and a link; the
+creator's community with a supporter in it.
 
 Everything goes through the public admin API, the way a real client would,
 so the demo is also a smoke test. With the embedded Stripe running, the
@@ -23,6 +24,8 @@ PASSWORD = "demo-password-123"
 ADMIN_EMAIL = "admin@demo.oros.dev"
 BUSINESS_EMAIL = "business@demo.oros.dev"
 CREATOR_EMAIL = "creator@demo.oros.dev"
+SUPPORTER_EMAIL = "supporter@demo.oros.dev"
+COMMUNITY = "Demo: behind the sneakers"
 BUDGET = "100.00"
 TEST_CARD = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"}
 WEBHOOK_WAIT_S = 30  # localstripe delivers a second after the payment
@@ -80,6 +83,19 @@ async def _campaign(session, api: str, business: str, admin: str, settings: Sett
     return campaign["id"]
 
 
+async def _community(session, api: str, creator: str, creator_id: str, supporter: str) -> None:
+    """The creator's community with an open post, the supporter a member (joining again is a no-op)."""
+    mine = await _call(session, "GET", f"{api}/v1/communities?creator_id={creator_id}", creator)
+    if mine["items"]:
+        community_id = mine["items"][0]["id"]
+    else:
+        community_id = (await _call(session, "POST", f"{api}/v1/communities", creator, name=COMMUNITY,
+                                    description="Drops, shoots and the stories behind them."))["id"]
+        await _call(session, "POST", f"{api}/v1/communities/{community_id}/posts", creator, content_type="text",
+                    body="Welcome! The summer range shoot is next week.")
+    await _call(session, "POST", f"{api}/v1/communities/{community_id}/join", supporter)
+
+
 async def _fund_by_card(session, api: str, business: str, settings: Settings, campaign_id: str) -> None:
     """The business pays at the embedded Stripe; the budget rises when its webhook arrives."""
     funding = await _call(session, "POST", f"{api}/v1/campaigns/{campaign_id}/fund", business, amount=BUDGET)
@@ -115,8 +131,10 @@ async def set_up_demo(settings: Settings, *, admin_url: str, tracker_url: str, f
         await session.post(f"{admin_url}/v1/campaigns/{campaign_id}/creators/{creator_id}/accept",
                            headers={"Authorization": f"Bearer {business}"}, json={})
         link = await _call(session, "POST", f"{admin_url}/v1/campaigns/{campaign_id}/links", creator)
+        supporter = await _account(session, admin_url, SUPPORTER_EMAIL, "supporter")
+        await _community(session, admin_url, creator, creator_id, supporter)
     return Demo(admin_url, tracker_url, f"{tracker_url}/{link['code']}", campaign_id,
-                {"admin": admin, "business": business, "creator": creator},
+                {"admin": admin, "business": business, "creator": creator, "supporter": supporter},
                 settings.stripe_api_base if fund_by_card else None)
 
 
@@ -158,12 +176,14 @@ OROS demo is running.
   accounts   finance/admin {ADMIN_EMAIL}
              business      {BUSINESS_EMAIL}
              creator       {CREATOR_EMAIL}
-             password      {PASSWORD} (all three)
+             supporter     {SUPPORTER_EMAIL} (a member of the creator's community)
+             password      {PASSWORD} (all four)
 
 Tokens, ready to paste into another shell:
 export OROS_ADMIN_TOKEN={demo.tokens['admin']}
 export OROS_BUSINESS_TOKEN={demo.tokens['business']}
 export OROS_CREATOR_TOKEN={demo.tokens['creator']}
+export OROS_SUPPORTER_TOKEN={demo.tokens['supporter']}
 
 Then: click the link as a browser would, settle now (settlement also runs every
 OROS_SETTLE_INTERVAL_S seconds), and look at the creator's wallet:

@@ -18,7 +18,7 @@ from admin_api.app import create_app as create_admin_app
 from ingest.consumer import Ingester
 from oros.accounts import create_admin
 from oros_cli import main as cli
-from oros_cli.demo import set_up_demo
+from oros_cli.demo import COMMUNITY, set_up_demo
 from settler.jobs import OWNER_JOBS
 from tracker.app import create_app as create_tracker_app
 
@@ -145,6 +145,10 @@ async def test_demo_sets_up_a_paying_link(admin, tracker, settings):
     demo = await set_up_demo(settings, admin_url=admin_url, tracker_url=tracker_url)
     again = await set_up_demo(settings, admin_url=admin_url, tracker_url=tracker_url)
     assert again.campaign_id == demo.campaign_id
+    # The demo supporter is a member of the creator's one community (a second run made no other).
+    joined = await admin.get("/v1/communities?joined=true",
+                             headers={"Authorization": f"Bearer {again.tokens['supporter']}"})
+    assert [c["name"] for c in (await joined.json())["items"]] == [COMMUNITY]
     code = urlparse(demo.link_url).path.lstrip("/")
     response = await tracker.get(f"/{code}", headers=BROWSER, allow_redirects=False)
     assert response.status == 302

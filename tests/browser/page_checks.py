@@ -3,6 +3,7 @@ vendor/), overflow at a phone's width, console errors (test_pages.py, test_suppo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from webui import UI
@@ -49,11 +50,18 @@ def overflow_at_phone_width(ui: UI) -> int:
         ui.driver.set_window_size(size["width"], size["height"])
 
 
+def shot_name(role: str, route: str) -> str:
+    """A file name for the picture of a route as a role sees it: "finance-finance-kyc", "business-campaigns-<id>"."""
+    return "-".join([role, *re.findall(r"[A-Za-z0-9_]+", route)])
+
+
 def check_pages(ui: UI, role: str, routes: list[str]) -> list[str]:
-    """What is wrong with each of ``routes`` as ``role`` sees it: axe violations, overflow, console errors."""
+    """What is wrong with each of ``routes`` as ``role`` sees it: axe violations, overflow, console errors. Each
+    page is also saved as a screenshot under the test's ``shots/`` (the issue asks for one of each main page)."""
     problems = []
     for route in routes:
         ui.route(route)
+        ui.shot(shot_name(role, route))
         name = f"{role} {route}"
         problems += [f"{name}: {v['impact']} {v['id']} ({v['help']}) at {v['nodes']}"
                      for v in axe_violations(ui.driver)]

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 import requests
 from aiohttp import web
@@ -19,12 +20,16 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
 from oros.accounts import create_admin
-from settler.reconcile import reconcile_and_record
+from settler.reconcile import reconcile, reconcile_and_record
 
-from webui import PASSWORD, UI, Api, deliver_webhooks, ingest, log_in, sign_up, type_card
+from webui import PASSWORD, UI, Api, deliver_webhooks, ingest, log_in, rows, sign_up, type_card
 
 # A test card that asks for 3-D Secure: Stripe.js (localstripe's stand-in) then shows its authentication prompt.
 CARD_3DS = {"number": "4000002500003155", "exp_month": "12", "exp_year": "30", "cvc": "123", "postal_code": "10001"}
+
+
+def focused_id(ui: UI) -> str:
+    return ui.driver.execute_script("return document.activeElement.id")
 
 
 def numbers(ui: UI) -> dict:
@@ -76,6 +81,36 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path):
     ui.click("Activate")
     ui.wait(lambda d: d.find_elements(By.ID, "campaign-pause"))
     ui.shot("business-campaign")
+    # Paused and resumed; the keyboard lands on the move the new status offers, not on the page's body.
+    ui.click("Pause")
+    ui.wait(lambda d: d.find_elements(By.ID, "campaign-activate"))
+    assert focused_id(ui) == "campaign-activate"
+    ui.click("Resume")
+    ui.wait(lambda d: d.find_elements(By.ID, "campaign-pause"))
+    # Edits within the lifecycle rules: an active campaign keeps its payout (refused at the field), takes the rest.
+    ui.fill("campaign-edit-payout_per_action", "0.60")
+    ui.click("Save changes")
+    assert "payout_per_action cannot change" in ui.wait_field_error("campaign-edit", "payout_per_action")
+    ui.fill("campaign-edit-payout_per_action", "0.50")
+    ui.fill("campaign-edit-description", "Share our whole spring range.")
+    ui.click("Save changes")
+    ui.wait(lambda d: d.find_element(By.CSS_SELECTOR, "main .description").text == "Share our whole spring range.")
+    # The pixel secret is shown once: a new visit shows only the button.
+    ui.click("Create a pixel secret")
+    pixel_secret = ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#pixel-secret input"))[0].get_attribute("value")
+    assert len(pixel_secret) >= 32
+    ui.route(f"/campaigns/{campaign_id}")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#pixel-secret input") and pixel_secret not in browser.page_source
+    # An API key, shown once, then revoked; the keyboard lands on the list's heading.
+    ui.route("/api-keys")
+    ui.fill("api-key-name", "checkout server")
+    ui.click("Create key")
+    api_key = ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#new-key input"))[0].get_attribute("value")
+    assert api_key.startswith("oros_") and "checkout server" in ui.text_of("api-keys-list")
+    ui.click("Revoke key checkout server")
+    ui.wait(EC.alert_is_present()).accept()
+    ui.wait_text("api-keys-list", "revoked")
+    assert focused_id(ui) == "your-keys" and api_key not in browser.page_source
 
     # A creator finds it by hashtag and applies.
     sign_up(ui, "maya@web.example", "creator", "Maya")
@@ -88,12 +123,23 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path):
     ui.shot("creator-campaign")
     creator_id = ui.fetch("GET", "/v1/me")["data"]["id"]
 
-    # The business accepts.
+    # Another creator applies too (over the API).
+    api = Api(stack)
+    _, _, rex = api.user("creator", "Rex")
+    api.call("POST", f"/v1/campaigns/{campaign_id}/creators", rex)
+
+    # The business accepts Maya and rejects Rex; after each the keyboard is on the applications' heading.
     log_in(ui, "shop@web.example")
     ui.route(f"/campaigns/{campaign_id}")
     assert "Maya" in ui.text_of("main") and creator_id not in ui.main_text()  # named, not by id
     ui.click("Accept creator Maya")
     ui.wait(lambda d: not d.find_elements(By.XPATH, "//button[@aria-label='Accept creator Maya']"))
+    assert focused_id(ui) == "applications"
+    ui.click("Reject creator Rex")
+    ui.wait(lambda d: not d.find_elements(By.XPATH, "//button[@aria-label='Reject creator Rex']"))
+    assert focused_id(ui) == "applications"
+    decided = sorted((r[0], r[1]) for r in rows(browser, "applications-list"))
+    assert decided == [("Maya", "accepted"), ("Rex", "rejected")]
 
     # The creator makes a link and copies it.
     log_in(ui, "maya@web.example")
@@ -120,6 +166,9 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path):
     ui.click("Run settlement now")
     ui.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "#settlement-report .events-paid"))
     assert browser.find_element(By.CSS_SELECTOR, "#settlement-report .events-paid").text == "1"
+    rejected = ui.text_of("settlement-report").split("Rejected by reason", 1)[1]
+    assert "duplicate_click: 1" in rejected and "bot: 1" in rejected  # the second click and the crawler
+    assert rows(browser, "runs")[0][1:4] == ["settle", "succeeded", "1"]  # the list below shows the run
     ui.shot("finance-settlements")
     ui.click_link("Reconcile")
     ui.wait_text("reconcile-status", "All invariants hold.")
@@ -138,6 +187,8 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path):
     ui.route("/wallet")
     ui.wait_text("pending-balance", "$0.45")
     assert ui.text_of("available-balance") == "$0.00"
+    [earning] = rows(browser, "ledger")
+    assert earning[2:4] == ["+$0.45", "pending"] and earning[4] not in ("", "—")  # held until a date
     ui.shot("creator-wallet")
     # Down to a phone's width, nothing runs off the side of the page.
     size = browser.get_window_size()
@@ -169,9 +220,16 @@ def test_campaign_from_creation_to_a_creator_earning(browser, stack, tmp_path):
     assert numbers(ui)["clicks"] == "2" and "Device = desktop" in ui.text_of("stats-filters")
     ui.click_link("Link")
     assert groups(ui) == [[link_url, "2", "1", "1", "0", "1", "0", "0", "$0.50"]]
-    ui.shot("business-stats")
     ui.click_link("Creator")  # the creator by name, not by id
     assert groups(ui) == [["Maya", "2", "1", "1", "0", "1", "0", "0", "$0.50"]]
+    ui.shot("business-stats")
+
+    # The business ends the campaign for good: no move is left, and the keyboard is on its title.
+    ui.route(f"/campaigns/{campaign_id}")
+    ui.click("End campaign")
+    ui.wait(EC.alert_is_present()).accept()
+    ui.wait(lambda d: not d.find_elements(By.CSS_SELECTOR, "#lifecycle button"))
+    assert "completed" in ui.text_of("main") and focused_id(ui) == "campaign-title"
     assert ui.console_errors() == []
 
 
@@ -349,8 +407,8 @@ def test_a_business_follows_its_webhook_deliveries(browser, stack, tmp_path, rec
     ui.click("Refresh", navigates=True)
     delivery_text(ui, "delivered")
     ui.click_found(lambda: browser.find_element(By.CSS_SELECTOR, "#deliveries details.attempts summary"))
-    rows = browser.find_elements(By.CSS_SELECTOR, "#deliveries details.attempts tbody tr")
-    assert [row.find_elements(By.TAG_NAME, "td")[1].text for row in rows] == ["HTTP 500", "HTTP 500", "HTTP 200"]
+    attempts = browser.find_elements(By.CSS_SELECTOR, "#deliveries details.attempts tbody tr")
+    assert [row.find_elements(By.TAG_NAME, "td")[1].text for row in attempts] == ["HTTP 500", "HTTP 500", "HTTP 200"]
     ui.shot("business-webhook-deliveries")
     # What arrived is signed with the secret the page showed once.
     headers, body = receiver.received[-1]
@@ -366,4 +424,121 @@ def test_a_business_follows_its_webhook_deliveries(browser, stack, tmp_path, rec
     ui.wait_heading("Webhooks")
     ui.settle()
     assert "No endpoints yet." in ui.text_of("webhook-endpoints")
+    assert ui.console_errors() == []
+
+
+def test_finance_works_its_queues_and_a_supporter_withdraws(browser, stack, tmp_path):
+    """Finance approves a supporter's KYC and rejects a creator's, records a wire for a campaign found on the
+    second page, posts an adjustment (a bad amount shown under its leg), releases holds; the supporter and a
+    creator withdraw from the wallet page and finance sees them to pay; a ledger broken on purpose shows its
+    failing check."""
+    api, ui = Api(stack), UI(browser, stack.admin_url, tmp_path / "shots")
+    admin = api.admin()
+    supporter_email, supporter_id, _ = api.user("supporter", "Fan")
+    creator_email, _, _ = api.user("creator", "Doubtful")
+    _, _, business = api.user("business")
+    for n in range(21):  # more drafts than the funding page's page of 20
+        wired = api.campaign(business, title=f"Wired draft {n}")
+
+    # The KYC queue lists every payee: a pending supporter as well as a pending creator.
+    log_in(ui, api.admin_email)
+    ui.route("/finance/kyc")
+    assert supporter_email in ui.text_of("kyc-supporter-list") and creator_email in ui.text_of("kyc-creator-list")
+    ui.shot("finance-kyc")
+    ui.click(f"Approve {supporter_email}")
+    ui.wait(lambda d: supporter_email not in d.find_element(By.ID, "main").text)
+    assert focused_id(ui) == "kyc-supporter"  # not the body: the pressed button left with its row
+    ui.click(f"Reject {creator_email}")
+    ui.wait(lambda d: creator_email not in d.find_element(By.ID, "main").text)
+    assert focused_id(ui) == "kyc-creator"
+    ui.click_link("rejected")
+    assert creator_email in ui.text_of("kyc-creator-list")
+    ui.click_link("approved")
+    assert supporter_email in ui.text_of("kyc-supporter-list")
+
+    # Off-Stripe funding: the campaigns come 20 at a time; a wire is recorded for the newest draft.
+    ui.click_link("Off-Stripe funding")
+    assert len(rows(browser, "fundable")) == 20
+    ui.click("Load more campaigns")
+    ui.wait(lambda d: len(rows(d, "fundable")) > 20)
+    assert browser.execute_script("return document.activeElement.closest('#fundable') !== null")  # the first new row
+    ui.click(f"Fund {wired['title']}")
+    assert focused_id(ui) == "admin-funding-amount"
+    ui.fill("admin-funding-amount", "12.50")
+    ui.fill("admin-funding-reference", "wire 42")
+    ui.click("Record funds")
+    ui.wait(lambda d: [wired["title"], "draft", "$12.50", "$12.50"] in [r[:4] for r in rows(d, "fundable")])
+    assert api.call("GET", f"/v1/campaigns/{wired['id']}", business)["funded_budget"] == "12.50"
+
+    # An adjustment with a reason: the API's error about leg 2's amount is shown under that amount, and focused.
+    ui.click_link("Adjustments")
+    ui.fill("adjustment-reason", "Goodwill: a reward lost in an outage")
+    ui.choose("leg-0-account", "user_id")
+    ui.fill("leg-0-target", supporter_id)
+    ui.fill("leg-0-amount", "25.00")
+    ui.choose("leg-1-account", "platform")
+    ui.fill("leg-1-target", "clearing")
+    ui.choose("leg-1-direction", "debit")
+    ui.fill("leg-1-amount", "25.0.0")
+    ui.click("Post adjustment")
+    ui.wait(lambda d: d.find_element(By.ID, "leg-1-amount-error").text.strip())
+    assert browser.find_element(By.ID, "leg-1-amount").get_attribute("aria-invalid") == "true"
+    assert focused_id(ui) == "leg-1-amount"
+    assert ui.text_of("leg-0-amount-error") == "" and ui.text_of("adjustment-legs-error") == ""
+    ui.shot("finance-adjustment-error")
+    ui.fill("leg-1-amount", "25.00")
+    ui.click("Post adjustment")
+    ui.wait_text("adjustment-result", "Posted transfer")
+    assert browser.find_element(By.ID, "leg-1-amount").get_attribute("aria-invalid") is None
+    ui.click_link("Settlements")
+    ui.click("Release due holds")
+    ui.wait_text("holds-result", "held entries became available")
+
+    # The supporter (approved) withdraws from the wallet page and sees the withdrawal's status.
+    log_in(ui, supporter_email)
+    ui.route("/wallet")
+    ui.wait_text("available-balance", "$25.00")
+    ui.fill("payout-account-stripe_account_id", "acct_fan")
+    ui.click("Save payout account")
+    ui.wait_text("toast", "acct_fan")
+    ui.fill("withdraw-amount", "20.00")
+    ui.click("Request withdrawal")
+    ui.wait(lambda d: [r[1:4] for r in rows(d, "withdrawals")] == [["$20.00", "ach", "requested"]])
+    assert ui.text_of("available-balance") == "$5.00"
+    ui.shot("supporter-withdrawal")
+
+    # A creator (approved, with a Stripe account on its profile, 12.00 available) withdraws the same way.
+    earner_email, earner_id, earner = api.user("creator", "Earner")
+    api.call("PUT", "/v1/me/creator-profile", earner, stripe_account_id="acct_earner")
+    api.call("POST", f"/v1/admin/users/{earner_id}/kyc", admin, status="approved")
+    api.call("POST", "/v1/admin/adjustments", admin, reason="goodwill", legs=[
+        {"user_id": earner_id, "direction": "credit", "amount": "12.00"},
+        {"platform": "clearing", "direction": "debit", "amount": "12.00"}])
+    log_in(ui, earner_email)
+    ui.route("/wallet")
+    ui.fill("withdraw-amount", "12.00")
+    ui.choose("withdraw-method", "instant")
+    ui.click("Request withdrawal")
+    ui.wait(lambda d: [r[1:4] for r in rows(d, "withdrawals")] == [["$12.00", "instant", "requested"]])
+    assert ui.text_of("available-balance") == "$0.00"
+
+    # Finance sees both to pay.
+    log_in(ui, api.admin_email)
+    ui.route("/finance/withdrawals")
+    assert supporter_email in ui.main_text() and earner_email in ui.main_text()
+
+    # A wallet changed behind the ledger (as the owner, as tests/test_reconcile.py does): reconcile shows it first.
+    with psycopg.connect(stack.settings.database_url, autocommit=True) as owner:
+        tamper = "UPDATE wallets SET pending_balance = pending_balance + %s WHERE user_id = %s"
+        owner.execute(tamper, (1, supporter_id))
+        try:
+            ui.click_link("Reconcile")
+            ui.click("Check now")
+            ui.wait_text("reconcile-status", "1 check(s) failing.")
+            ui.wait(lambda d: rows(d, "reconcile-checks")[0][:2] == ["wallet_balances_match_ledger", "FAILING"])
+            ui.wait(lambda d: d.find_element(By.ID, "reconcile-now").is_enabled())  # "Check now" has finished
+            ui.shot("finance-reconcile-failing")
+        finally:
+            owner.execute(tamper, (-1, supporter_id))
+    assert [c.name for c in reconcile(stack.settings) if not c.ok] == []
     assert ui.console_errors() == []

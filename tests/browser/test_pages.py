@@ -153,6 +153,9 @@ def test_log_in_and_create_a_campaign_with_the_keyboard_only(browser, stack, tmp
     ui.open("/login")
     browser.execute_script("document.activeElement.blur()")
     tab_to(ui, "a.skip")  # the first stop: skip to the content
+    press(ui, Keys.ENTER)  # moves the keyboard into the page's content; it is not a route ("Not found")
+    assert browser.execute_script("return document.getElementById('main').contains(document.activeElement)")
+    assert ui.heading() == "Log in to OROS" and browser.current_url.endswith("#/login")
     tab_to(ui, "#login-email")
     press(ui, email)
     tab_to(ui, "#login-password")

@@ -107,6 +107,15 @@ export function button(label, onclick, { kind = 'secondary', ...props } = {}) {
   return h('button', { type: 'button', class: `btn ${kind}`, onclick: run, ...props }, label);
 }
 
+// After an action re-renders the page, the button that was pressed is gone and focus would fall to the body:
+// put it on a landmark the action belongs to (a section's heading), so keyboard users continue from there.
+export function focusHeading(elementId) {
+  const el = document.getElementById(elementId);
+  if (!el) return;
+  el.tabIndex = -1;
+  el.focus();
+}
+
 // "Load more" under a list paged by cursor: a press fetches the page after the last one and hands its items
 // to `add`, which returns the nodes it appended; focus moves to the first of them, so keyboard and screen
 // reader users land on what is new. The button leaves after the last page (no next_cursor).

@@ -106,6 +106,13 @@ whenUnauthorized(() => {
   if (!location.hash.startsWith('#/login')) router.go(`/login?next=${encodeURIComponent(location.hash.slice(1))}`);
 });
 
+// The skip link's "#main" is not a route: moving there would change the hash and route to "Not found".
+// It moves the focus to the page's content instead, as a same-page anchor does in a site without hash routes.
+document.querySelector('a.skip').addEventListener('click', (event) => {
+  event.preventDefault();
+  main.focus();
+});
+
 window.addEventListener('hashchange', () => render());
 window.addEventListener('oros:session', () => render());
 

@@ -1,7 +1,7 @@
 // Everyone's account: profile, roles, creator and business profiles; a business's API keys.
 
 import { del, get, id, patch, post, put } from '../api.js';
-import { button, dl, h, secretBox, section, table, toast } from '../dom.js';
+import { button, dl, focusHeading, h, secretBox, section, table, toast } from '../dom.js';
 import { form, parse } from '../forms.js';
 import { when } from '../format.js';
 import { page } from '../router.js';
@@ -106,7 +106,7 @@ page({
     return h('div', {}, h('h1', {}, 'API keys'),
       section('New key', h('p', {}, 'Your server sends conversions and sales to the tracker with a key: ',
         h('code', {}, 'Authorization: Bearer oros_live_…')), create.el, shown),
-      section('Your keys', keyTable(keys.items, refresh)));
+      h('section', { class: 'card' }, h('h2', { id: 'your-keys' }, 'Your keys'), keyTable(keys.items, refresh)));
   },
 });
 
@@ -121,7 +121,8 @@ function keyTable(items, refresh) {
       if (!window.confirm(`Revoke the key "${k.name}"? Requests using it fail at once.`)) return;
       await del(`/v1/api-keys/${id(k.id)}`);
       toast('Key revoked');
-      refresh();
+      await refresh();
+      focusHeading('your-keys');  // the pressed button left with the re-render
     }, { kind: 'danger', 'aria-label': `Revoke key ${k.name}` })) },
   ], items, { empty: 'No API keys yet.' }));
 }

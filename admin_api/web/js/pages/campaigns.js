@@ -2,7 +2,7 @@
 
 import { ApiError, get, id, patch, post, query } from '../api.js';
 import { cardStep, poll } from '../cardpay.js';
-import { button, copyButton, dl, h, person, secretBox, section, table, toast } from '../dom.js';
+import { button, copyButton, dl, focusHeading, h, loadMore, person, rowAdder, secretBox, section, table, toast } from '../dom.js';
 import * as features from '../features.js';
 import { form, localInput, parse } from '../forms.js';
 import { money, when } from '../format.js';
@@ -97,7 +97,11 @@ function lifecycle(c, refresh) {
     if (move === 'complete' && !window.confirm('End this campaign for good? Events after this are not paid.')) return;
     await post(`/v1/campaigns/${id(c.id)}/${move}`);
     toast(`Campaign ${move === 'complete' ? 'ended' : `${move}d`}`);
-    refresh();
+    await refresh();
+    // The pressed button is gone: focus the next move the new status offers (Resume after Pause), else the title.
+    const next = document.querySelector('#lifecycle button');
+    if (next) next.focus();
+    else focusHeading('campaign-title');
   }, { kind: move === 'complete' ? 'danger' : 'primary', id: `campaign-${move}` })));
 }
 
@@ -197,13 +201,16 @@ function refundUnspent(c) {
     }, { id: 'refund-unspent' })), outcome);
 }
 
-function applications(c, items, refresh) {
+const PAGE_SIZE = 50;  // applications and links per page on a campaign; "Load more" fetches the next
+
+function applications(c, first, fetchPage, refresh) {
   const decide = (creatorId, verdict) => async () => {
     await post(`/v1/campaigns/${id(c.id)}/creators/${id(creatorId)}/${verdict}`);
     toast(`Creator ${verdict}ed`);
-    refresh();
+    await refresh();
+    focusHeading('applications');  // the pressed button left with the re-render
   };
-  return section('Creator applications', table([
+  const columns = [
     { label: 'Creator', value: (a) => person(a.creator_name, a.creator_id) },
     { label: 'Status', value: (a) => statusBadge(a.status) },
     { label: 'Applied', value: (a) => when(a.created_at) },
@@ -211,16 +218,22 @@ function applications(c, items, refresh) {
     { label: 'Decision', value: (a) => h('div', { class: 'actions' },
       a.status !== 'accepted' ? button('Accept', decide(a.creator_id, 'accept'), { kind: 'primary', 'aria-label': `Accept creator ${a.creator_name || a.creator_id}` }) : null,
       a.status !== 'rejected' ? button('Reject', decide(a.creator_id, 'reject'), { kind: 'danger', 'aria-label': `Reject creator ${a.creator_name || a.creator_id}` }) : null) },
-  ], items, { empty: 'No creator has applied yet.' }));
+  ];
+  const shown = table(columns, first.items, { id: 'applications-list', empty: 'No creator has applied yet.' });
+  return h('section', { class: 'card' }, h('h2', { id: 'applications' }, 'Creator applications'), shown,
+    loadMore(first.next_cursor, fetchPage, rowAdder(shown, columns), { label: 'Load more applications', id: 'more-applications' }));
 }
 
-function linksTable(items) {
-  return table([
-    { label: 'Link', value: (l) => h('code', {}, l.url) },
-    { label: 'Creator', value: (l) => person(l.creator_name, l.creator_id) },
-    { label: 'Goes to', value: (l) => l.destination_url },
-    { label: 'Created', value: (l) => when(l.created_at) },
-  ], items, { empty: 'No links yet.' });
+const LINK_COLUMNS = [
+  { label: 'Link', value: (l) => h('code', {}, l.url) },
+  { label: 'Creator', value: (l) => person(l.creator_name, l.creator_id) },
+  { label: 'Goes to', value: (l) => l.destination_url },
+  { label: 'Created', value: (l) => when(l.created_at) },
+];
+
+function linksList(first, fetchPage) {
+  const shown = table(LINK_COLUMNS, first.items, { id: 'campaign-links', empty: 'No links yet.' });
+  return [shown, loadMore(first.next_cursor, fetchPage, rowAdder(shown, LINK_COLUMNS), { label: 'Load more links', id: 'more-links' })];
 }
 
 async function setup(c) {
@@ -256,16 +269,17 @@ page({
   path: '/campaigns/:id', title: 'Campaign', roles: ['business'],
   render: async ({ params, refresh }) => {
     const c = await get(`/v1/campaigns/${id(params.id)}`);
-    const [creators, links] = await Promise.all([
-      get(`/v1/campaigns/${id(c.id)}/creators?limit=100`), get(`/v1/campaigns/${id(c.id)}/links?limit=100`)]);
+    const creatorsPage = (cursor) => get(`/v1/campaigns/${id(c.id)}/creators${query({ cursor, limit: PAGE_SIZE })}`);
+    const linksPage = (cursor) => get(`/v1/campaigns/${id(c.id)}/links${query({ cursor, limit: PAGE_SIZE })}`);
+    const [creators, links] = await Promise.all([creatorsPage(), linksPage()]);
     return h('div', {},
-      h('div', { class: 'titlebar' }, h('h1', {}, c.title), lifecycle(c, refresh)),
+      h('div', { class: 'titlebar' }, h('h1', { id: 'campaign-title' }, c.title), lifecycle(c, refresh)),
       h('p', {}, link('/campaigns', '← All campaigns'), ' · ', link(`/campaigns/${c.id}/stats`, 'Stats and charts')),
       c.description ? h('p', { class: 'description' }, c.description) : null,
       section('Overview', facts(c)),
       c.status !== 'completed' ? fundCard(c, refresh) : refundUnspent(c),
-      applications(c, creators.items, refresh),
-      section('Links', linksTable(links.items)),
+      applications(c, creators, creatorsPage, refresh),
+      section('Links', linksList(links, linksPage)),
       await setup(c),
       c.status !== 'completed' ? section('Edit', editForm(c, refresh)) : null);
   },

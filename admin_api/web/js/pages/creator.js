@@ -1,7 +1,7 @@
 // Creator: browse and search active campaigns by hashtag, apply, make links, earnings.
 
 import { get, id, post, query } from '../api.js';
-import { button, copyButton, dl, h, section, table, toast } from '../dom.js';
+import { button, copyButton, dl, h, loadMore, section, table, toast } from '../dom.js';
 import { barChart, timeChart } from '../charts.js';
 import * as features from '../features.js';
 import { form, localInput, parse } from '../forms.js';
@@ -37,6 +37,8 @@ page({
   },
 });
 
+const LINKS_PAGE_SIZE = 50;  // a creator's links on a campaign per page
+
 function linkRow(l, qr) {
   return h('li', { class: 'linkrow' },
     h('div', { class: 'copyrow' }, h('input', { type: 'text', readonly: true, value: l.url, class: 'mono', 'aria-label': 'Your link' }),
@@ -46,8 +48,9 @@ function linkRow(l, qr) {
 }
 
 async function linksCard(c, refresh) {
-  const [links, qr] = await Promise.all([get(`/v1/campaigns/${id(c.id)}/links?limit=100`),
-    features.has('get', '/v1/links/{code}/qr.svg')]);
+  const linksPage = (cursor) => get(`/v1/campaigns/${id(c.id)}/links${query({ cursor, limit: LINKS_PAGE_SIZE })}`);
+  const [links, qr] = await Promise.all([linksPage(), features.has('get', '/v1/links/{code}/qr.svg')]);
+  const list = h('ul', { id: 'my-links', class: 'plain' }, links.items.map((l) => linkRow(l, qr)));
   const make = form({
     id: 'link', submit: 'Create link',
     fields: [{ name: 'destination_url', label: 'Deep link (optional)', type: 'url', placeholder: c.destination_url,
@@ -58,7 +61,8 @@ async function linksCard(c, refresh) {
       document.getElementById('my-links').prepend(linkRow(made, qr));
     },
   });
-  return section('Your links', make.el, h('ul', { id: 'my-links', class: 'plain' }, links.items.map((l) => linkRow(l, qr))));
+  return section('Your links', make.el, list, loadMore(links.next_cursor, linksPage,
+    (items) => items.map((l) => list.appendChild(linkRow(l, qr))), { label: 'Load more links', id: 'more-my-links' }));
 }
 
 page({

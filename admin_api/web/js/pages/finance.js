@@ -2,7 +2,7 @@
 // adjustments, and withdrawals to pay.
 
 import { ApiError, get, id, post, query } from '../api.js';
-import { button, dl, h, section, table, toast } from '../dom.js';
+import { append, button, clear, dl, focusHeading, h, loadMore, rowAdder, section, table, toast } from '../dom.js';
 import * as features from '../features.js';
 import { form } from '../forms.js';
 import { count, money, when } from '../format.js';
@@ -50,11 +50,15 @@ function reportView(r) {
   ]);
 }
 
+const PAGE_SIZE = 20;  // settlement runs and campaigns per page; "Load more" fetches the next
+
+const runsPage = (cursor) => get(`/v1/admin/settlements${query({ cursor, limit: PAGE_SIZE })}`);
+
 page({
   path: '/finance', title: 'Settlements', roles: ['admin'], nav: { label: 'Finance' },
   render: async () => {
-    const runs = await get('/v1/admin/settlements?limit=50');
     const latest = h('div', { id: 'settlement-report', 'aria-live': 'polite' });
+    const runs = h('div', { id: 'runs-list' }, await runsList());
     return frame('/finance', 'Settlements',
       section('Run now', h('p', {}, 'Settlement also runs on its schedule; this settles what arrived until now.'),
         h('div', { class: 'actions' },
@@ -62,27 +66,33 @@ page({
             const report = await post('/v1/admin/settlements');
             latest.replaceChildren(h('h3', {}, 'This run'), reportView(report));
             toast(`Settled: ${report.events_paid} paid, ${report.events_rejected} rejected`);
-            const list = document.getElementById('runs');
-            list.replaceWith(runsTable((await get('/v1/admin/settlements?limit=50')).items));
+            append(clear(runs), await runsList());
           }, { kind: 'primary', id: 'run-settlement' }),
           button('Release due holds', async () => {
             const { released } = await post('/v1/admin/holds/release');
             toast(`${released} held entries released`);
+            document.getElementById('holds-result').textContent = `Last release: ${count(released)} held entries became available.`;
           }, { id: 'release-holds' })),
+        h('p', { id: 'holds-result', role: 'status' }),
         latest),
-      section('Runs', runsTable(runs.items)));
+      section('Runs', runs));
   },
 });
 
-function runsTable(items) {
-  return h('div', { id: 'runs' }, table([
-    { label: 'Started', value: (r) => when(r.started_at) }, { label: 'Kind', value: (r) => r.kind },
-    { label: 'Status', value: (r) => r.status + (r.dry_run ? ' (dry run)' : '') },
-    { label: 'Paid', value: (r) => count(r.events_paid), class: 'num' }, { label: 'Rejected', value: (r) => count(r.events_rejected), class: 'num' },
-    { label: 'Amount', value: (r) => money(r.amount_paid), class: 'num' },
-    { label: 'Report', value: (r) => h('details', {}, h('summary', {}, 'Details'),
-      reportView({ ...(r.report || {}), ...r }), r.error ? h('p', { class: 'field-error' }, r.error) : null) },
-  ], items, { empty: 'No settlement has run yet.' }));
+const RUN_COLUMNS = [
+  { label: 'Started', value: (r) => when(r.started_at) }, { label: 'Kind', value: (r) => r.kind },
+  { label: 'Status', value: (r) => r.status + (r.dry_run ? ' (dry run)' : '') },
+  { label: 'Paid', value: (r) => count(r.events_paid), class: 'num' }, { label: 'Rejected', value: (r) => count(r.events_rejected), class: 'num' },
+  { label: 'Amount', value: (r) => money(r.amount_paid), class: 'num' },
+  { label: 'Report', value: (r) => h('details', {}, h('summary', {}, 'Details'),
+    reportView({ ...(r.report || {}), ...r }), r.error ? h('p', { class: 'field-error' }, r.error) : null) },
+];
+
+// The runs, newest first, a page at a time.
+async function runsList() {
+  const first = await runsPage();
+  const shown = table(RUN_COLUMNS, first.items, { id: 'runs', empty: 'No settlement has run yet.' });
+  return [shown, loadMore(first.next_cursor, runsPage, rowAdder(shown, RUN_COLUMNS), { label: 'Load more runs', id: 'more-runs' })];
 }
 
 page({
@@ -109,30 +119,42 @@ function reconcileView(result, checkedWhen) {
     table([
       { label: 'Check', value: (c) => c.name }, { label: 'Result', value: (c) => h('span', { class: c.ok ? 'ok' : 'bad' }, c.ok ? 'ok' : 'FAILING') },
       { label: 'Detail', value: (c) => c.detail },
-    ], [...failing, ...result.checks.filter((c) => c.ok)]));
+    ], [...failing, ...result.checks.filter((c) => c.ok)], { id: 'reconcile-checks' }));
 }
+
+// Everyone who can withdraw needs approved KYC (POST /v1/withdrawals refuses the others): creators (earnings)
+// and supporters (boost and share rewards). One list per payee role, each paged; a user with both is in both.
+const PAYEES = [['creator', 'Creators'], ['supporter', 'Supporters']];
 
 page({
   path: '/finance/kyc', title: 'KYC queue', roles: ['admin'],
   render: async ({ query: q, refresh }) => {
     const status = q.get('kyc_status') || 'pending';
-    const users = await get(`/v1/admin/users${query({ kyc_status: status, role: 'creator', cursor: q.get('cursor') })}`);
     const decide = (u, verdict) => async () => {
       await post(`/v1/admin/users/${id(u.id)}/kyc`, { status: verdict });
       toast(`${u.email}: KYC ${verdict}`);
-      refresh();
+      await refresh();
+      focusHeading(`kyc-${u.role}`);  // the pressed button is gone with its row
     };
-    return frame('/finance/kyc', 'KYC queue',
-      h('p', {}, 'Show: ', ['pending', 'approved', 'rejected'].map((s) => [link(`/finance/kyc?kyc_status=${s}`, s, { 'aria-current': s === status ? 'true' : null }), ' '])),
-      section(`Creators: ${status}`, table([
+    const lists = await Promise.all(PAYEES.map(async ([role, label]) => {
+      const columns = [
         { label: 'Email', value: (u) => u.email }, { label: 'Name', value: (u) => u.display_name || u.username || '' },
         { label: 'Payout account', value: (u) => u.stripe_account_id || 'none yet' }, { label: 'Signed up', value: (u) => when(u.created_at) },
         { label: 'KYC', value: (u) => u.kyc_status },
         { label: 'Decision', value: (u) => h('div', { class: 'actions' },
-          u.kyc_status !== 'approved' ? button('Approve', decide(u, 'approved'), { kind: 'primary', 'aria-label': `Approve ${u.email}` }) : null,
-          u.kyc_status !== 'rejected' ? button('Reject', decide(u, 'rejected'), { kind: 'danger', 'aria-label': `Reject ${u.email}` }) : null) },
-      ], users.items, { empty: 'Nobody is waiting.' }),
-      users.next_cursor ? link(`/finance/kyc${query({ kyc_status: status, cursor: users.next_cursor })}`, 'More →') : null));
+          u.kyc_status !== 'approved' ? button('Approve', decide({ ...u, role }, 'approved'), { kind: 'primary', 'aria-label': `Approve ${u.email}` }) : null,
+          u.kyc_status !== 'rejected' ? button('Reject', decide({ ...u, role }, 'rejected'), { kind: 'danger', 'aria-label': `Reject ${u.email}` }) : null) },
+      ];
+      const fetchPage = (cursor) => get(`/v1/admin/users${query({ kyc_status: status, role, cursor, limit: PAGE_SIZE })}`);
+      const first = await fetchPage();
+      const shown = table(columns, first.items, { id: `kyc-${role}-list`, empty: 'Nobody is waiting.' });
+      return h('section', { class: 'card' }, h('h2', { id: `kyc-${role}` }, `${label}: ${status}`), shown,
+        loadMore(first.next_cursor, fetchPage, rowAdder(shown, columns), { label: `Load more ${label.toLowerCase()}`, id: `more-kyc-${role}` }));
+    }));
+    return frame('/finance/kyc', 'KYC queue',
+      h('p', {}, 'Creators and supporters withdraw only once their identity is approved. Show: ',
+        ['pending', 'approved', 'rejected'].map((s) => [link(`/finance/kyc?kyc_status=${s}`, s, { 'aria-current': s === status ? 'true' : null }), ' '])),
+      ...lists);
   },
 });
 
@@ -140,7 +162,8 @@ page({
   path: '/finance/funding', title: 'Off-Stripe funding', roles: ['admin'],
   render: async ({ query: q, refresh }) => {
     const status = q.get('status') || 'draft';
-    const campaigns = await get(`/v1/campaigns${query({ status, limit: 100 })}`);
+    const campaignsPage = (cursor) => get(`/v1/campaigns${query({ status, cursor, limit: PAGE_SIZE })}`);
+    const campaigns = await campaignsPage();
     const fund = form({
       id: 'admin-funding', submit: 'Record funds', resetOnSuccess: true,
       fields: [
@@ -156,30 +179,49 @@ page({
         refresh();
       },
     });
+    const fundable = table(FUNDABLE_COLUMNS, campaigns.items, { id: 'fundable', empty: `No ${status} campaign.` });
     return frame('/finance/funding', 'Off-Stripe funding',
       section('Record money received', h('p', {}, 'For a wire or a cheque: escrow and the campaign budget rise at once.'), fund.el),
       section('Campaigns', h('p', {}, 'Show: ', ['draft', 'active', 'paused'].map((s) => [link(`/finance/funding?status=${s}`, s, { 'aria-current': s === status ? 'true' : null }), ' '])),
-        table([
-          { label: 'Campaign', value: (c) => c.title }, { label: 'Status', value: (c) => statusBadge(c.status) },
-          { label: 'Funded', value: (c) => money(c.funded_budget), class: 'num' }, { label: 'Remaining', value: (c) => money(c.remaining_budget), class: 'num' },
-          { label: 'Id', value: (c) => h('code', {}, c.id) },
-          { label: 'Action', value: (c) => button('Fund', () => {
-            const field = document.getElementById('admin-funding-campaign_id');
-            field.value = c.id;
-            document.getElementById('admin-funding-amount').focus();
-          }, { 'aria-label': `Fund ${c.title}` }) },
-        ], campaigns.items, { empty: `No ${status} campaign.` })));
+        fundable, loadMore(campaigns.next_cursor, campaignsPage, rowAdder(fundable, FUNDABLE_COLUMNS),
+          { label: 'Load more campaigns', id: 'more-fundable' })));
   },
 });
 
+const FUNDABLE_COLUMNS = [
+  { label: 'Campaign', value: (c) => c.title }, { label: 'Status', value: (c) => statusBadge(c.status) },
+  { label: 'Funded', value: (c) => money(c.funded_budget), class: 'num' }, { label: 'Remaining', value: (c) => money(c.remaining_budget), class: 'num' },
+  { label: 'Id', value: (c) => h('code', {}, c.id) },
+  { label: 'Action', value: (c) => button('Fund', () => {
+    document.getElementById('admin-funding-campaign_id').value = c.id;
+    document.getElementById('admin-funding-amount').focus();
+  }, { 'aria-label': `Fund ${c.title}` }) },
+];
+
 function legRow(i) {
-  const field = (name, control) => h('div', { class: 'field' }, h('label', { for: `leg-${i}-${name}` }, name.replace('_', ' ')), control);
+  const field = (name, control) => h('div', { class: 'field' }, h('label', { for: `leg-${i}-${name}` }, name.replace('_', ' ')), control,
+    h('p', { class: 'field-error', id: `leg-${i}-${name}-error`, role: 'alert' }));
+  const described = (name) => ({ id: `leg-${i}-${name}`, 'aria-describedby': `leg-${i}-${name}-error` });
   return h('fieldset', { class: 'leg', 'data-leg': i }, h('legend', {}, `Leg ${i + 1}`),
-    field('account', h('select', { id: `leg-${i}-account` }, [['user_id', 'a user\'s wallet (user id)'], ['platform', 'platform wallet'], ['wallet_id', 'a wallet id']]
+    field('account', h('select', described('account'), [['user_id', 'a user\'s wallet (user id)'], ['platform', 'platform wallet'], ['wallet_id', 'a wallet id']]
       .map(([v, l]) => h('option', { value: v }, l)))),
-    field('target', h('input', { id: `leg-${i}-target`, placeholder: 'user id, wallet id, or fees / clearing' })),
-    field('direction', h('select', { id: `leg-${i}-direction` }, h('option', { value: 'credit' }, 'credit'), h('option', { value: 'debit' }, 'debit'))),
-    field('amount', h('input', { id: `leg-${i}-amount`, inputmode: 'decimal' })));
+    field('target', h('input', { ...described('target'), placeholder: 'user id, wallet id, or fees / clearing' })),
+    field('direction', h('select', described('direction'), h('option', { value: 'credit' }, 'credit'), h('option', { value: 'debit' }, 'debit'))),
+    field('amount', h('input', { ...described('amount'), inputmode: 'decimal' })));
+}
+
+// The leg input an API error names: "legs[1].amount" is leg 1's amount; the wallet keys (user_id, platform,
+// wallet_id) and a bare "legs[1]" are its target. Null when the error names no single leg.
+function legInput(apiField) {
+  const found = /^legs\[(\d+)\](?:\.(\w+))?$/.exec(apiField || '');
+  if (!found) return null;
+  const name = found[2] === 'amount' || found[2] === 'direction' ? found[2] : 'target';
+  return document.getElementById(`leg-${found[1]}-${name}`);
+}
+
+function clearLegErrors(legs) {
+  for (const input of legs.querySelectorAll('[aria-invalid]')) input.removeAttribute('aria-invalid');
+  for (const message of legs.querySelectorAll('.field-error')) message.textContent = '';
 }
 
 page({
@@ -194,6 +236,7 @@ page({
       extra: h('div', {}, legs, legsError, button('Add a leg', () => legs.append(legRow(legs.children.length)))),
       onSubmit: async (values) => {
         legsError.textContent = '';
+        clearLegErrors(legs);
         const body = { ...values, legs: [...legs.children].map((_, i) => {
           const account = document.getElementById(`leg-${i}-account`).value;
           return { [account]: document.getElementById(`leg-${i}-target`).value.trim(),
@@ -205,7 +248,14 @@ page({
           toast('Adjustment posted');
         } catch (err) {
           if (!err.field || !err.field.startsWith('legs')) throw err;
-          legsError.textContent = `${err.field}: ${err.message}`;
+          const input = legInput(err.field);
+          if (!input) {  // about the legs together (unbalanced, a balance would go negative)
+            legsError.textContent = err.message;
+            return;
+          }
+          input.setAttribute('aria-invalid', 'true');
+          document.getElementById(`${input.id}-error`).textContent = err.message;
+          input.focus();
         }
       },
     });

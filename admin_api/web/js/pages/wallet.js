@@ -1,7 +1,7 @@
 // Creator and supporter money (tips and earnings; boost rewards): the wallet (pending, available), the ledger (with hold dates), withdrawals.
 
 import { get, post, put, query } from '../api.js';
-import { dl, h, section, table, toast } from '../dom.js';
+import { dl, h, loadMore, rowAdder, section, table, toast } from '../dom.js';
 import { form } from '../forms.js';
 import { money, when } from '../format.js';
 import { link, page } from '../router.js';
@@ -16,15 +16,21 @@ function ledgerTable(items) {
     { label: 'Amount', value: (e) => `${e.direction === 'debit' ? '−' : '+'}${money(e.amount)}`, class: 'num' },
     { label: 'Status', value: (e) => e.status },
     { label: 'Held until', value: (e) => (e.status === 'pending' && e.hold_until ? when(e.hold_until) : '—') },
-  ], items, { empty: 'No ledger entries yet.' });
+  ], items, { id: 'ledger', empty: 'No ledger entries yet.' });
 }
 
-function withdrawalsTable(items) {
-  return table([
-    { label: 'Requested', value: (w) => when(w.created_at) }, { label: 'Amount', value: (w) => money(w.amount), class: 'num' },
-    { label: 'Method', value: (w) => w.method }, { label: 'Status', value: (w) => w.status },
-    { label: 'Processed', value: (w) => when(w.processed_at) }, { label: 'Note', value: (w) => w.failure_reason || '' },
-  ], items, { empty: 'No withdrawals yet.' });
+const WITHDRAWAL_COLUMNS = [
+  { label: 'Requested', value: (w) => when(w.created_at) }, { label: 'Amount', value: (w) => money(w.amount), class: 'num' },
+  { label: 'Method', value: (w) => w.method }, { label: 'Status', value: (w) => w.status },
+  { label: 'Processed', value: (w) => when(w.processed_at) }, { label: 'Note', value: (w) => w.failure_reason || '' },
+];
+const WITHDRAWALS_PAGE_SIZE = 20;
+const withdrawalsPage = (cursor) => get(`/v1/withdrawals${query({ cursor, limit: WITHDRAWALS_PAGE_SIZE })}`);
+
+function withdrawalsList(first) {
+  const shown = table(WITHDRAWAL_COLUMNS, first.items, { id: 'withdrawals', empty: 'No withdrawals yet.' });
+  return [shown, loadMore(first.next_cursor, withdrawalsPage, rowAdder(shown, WITHDRAWAL_COLUMNS),
+    { label: 'Load more withdrawals', id: 'more-withdrawals' })];
 }
 
 // A supporter has no creator profile: its payout account is set on its own (PUT /v1/me/payout-account).
@@ -44,7 +50,7 @@ page({
   render: async ({ query: q, refresh }) => {
     const [wallet, ledger, withdrawals] = await Promise.all([
       get('/v1/wallet'), get(`/v1/wallet/ledger${query({ cursor: q.get('ledger_cursor'), limit: 50 })}`),
-      get('/v1/withdrawals?limit=50')]);
+      withdrawalsPage()]);
     const { min_withdrawal: minimum, hold_days: holdDays } = session.state.config;
     const withdraw = form({
       id: 'withdraw', submit: 'Request withdrawal', resetOnSuccess: true,
@@ -68,7 +74,7 @@ page({
         : [h('p', {}, 'Your boost rewards are withdrawn like earnings: this needs approved identity verification and a Stripe account.'),
           payoutAccount()],
       withdraw.el),
-      section('Withdrawals', withdrawalsTable(withdrawals.items)),
+      section('Withdrawals', withdrawalsList(withdrawals)),
       section('Ledger', ledgerTable(ledger.items),
         ledger.next_cursor ? link(`/wallet${query({ ledger_cursor: ledger.next_cursor })}`, 'Older entries →') : null));
   },
