@@ -97,3 +97,51 @@ async def test_two_settlers_and_a_boost_webhook_at_once_keep_budget_and_escrow_c
         assert paid == 10 and body["outcome"] == "refunded"
         assert flows.billing.refunded(intent["stripe_payment_intent_id"]) == 500
     flows.assert_books()
+
+
+async def withdraw_all(flows, user) -> None:
+    put = await flows.api.put("/v1/me/payout-account", json={"stripe_account_id": "acct_b"}, headers=user.headers)
+    assert put.status == 200, await put.text()
+    available = flows.wallet(user)[0]
+    resp = await flows.api.post("/v1/withdrawals", json={"amount": str(available), "method": "ach"},
+                                headers=user.headers)
+    assert resp.status == 201, await resp.text()
+
+
+async def test_a_boost_disputed_after_its_reward_was_withdrawn_owes_the_reward_too(flows, world):
+    """The attack: boost, the campaign completes, the reward is released and withdrawn, then the card payment is
+    disputed. The spent boost is owed, and so is the reward earned on it."""
+    business, supporter = flows.user("business"), flows.user("supporter")
+    campaign = world.campaign(business.id, payout="10.00", fund="100.00")
+    b, pi = await boost(flows, supporter, campaign, "300.00")
+    await clicks(flows, world, campaign, creator_on(flows, world, campaign), 40)  # the boost paid 300.00 of 400.00
+    assert budget(flows, campaign)[2:] == (D("0.00"), "completed")
+    assert (reward(flows, b)["status"], reward(flows, b)["amount"]) == ("paid", D("15.00"))
+    flows.release_holds()
+    await withdraw_all(flows, supporter)
+    assert flows.wallet(supporter) == (D("0.00"), D("0.00"))
+
+    status, body = await flows.send(*flows.disputed("charge.dispute.created", pi, "300.00", "needs_response", "dp_w"))
+
+    assert (status, body["kind"], body["outcome"]) == (200, "boost", "receivable")
+    assert flows.owed(supporter) == D("300.00") + D("15.00")  # the spent boost, and the reward it earned
+    assert reward(flows, b)["amount"] == D("0.00")
+    flows.assert_books()
+
+
+async def test_a_boost_refunded_in_part_while_its_reward_is_held_lowers_the_reward(flows, world):
+    business, supporter = flows.user("business"), flows.user("supporter")
+    campaign = world.campaign(business.id, payout="1.00", fund="10.00")
+    b, pi = await boost(flows, supporter, campaign, "10.00")
+    await clicks(flows, world, campaign, creator_on(flows, world, campaign), 20)  # the boost paid 10.00 of 20.00
+    assert (reward(flows, b)["status"], reward(flows, b)["amount"]) == ("paid", D("0.50"))
+    assert flows.wallet(supporter) == (D("0.00"), D("0.50"))  # held
+
+    status, body = await flows.send(*flows.refunded(pi, "10.00", "4.00"))
+
+    assert (status, body["outcome"]) == (200, "receivable")
+    # 4.00 of what it paid for taken back and owed: the reward, on 6.00 now, is booked again at 0.30, which
+    # repays the debt first (as every credit of a supporter that owes); never a negative balance.
+    assert reward(flows, b)["amount"] == D("0.30")
+    assert flows.wallet(supporter) == (D("0.00"), D("0.00")) and flows.owed(supporter) == D("3.70")
+    flows.assert_books()
