@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from oros.connections import pg_connect
+
 from boost_flows import (
     activate,
     boost,
@@ -19,6 +23,7 @@ from boost_flows import (
     reward,
     settle,
 )
+from interleave import until, waiting
 from supporter_flows import D
 
 
@@ -76,24 +81,45 @@ async def test_a_business_card_taken_back_recovers_only_the_business_s_unspent_m
     flows.assert_books()
 
 
-async def test_two_settlers_and_a_boost_webhook_at_once_keep_budget_and_escrow_consistent(flows, world):
+async def _until_waiting(flows, n: int) -> None:
+    """Until ``n`` backends wait on a lock (polled in a thread: the webhook's request runs on this loop)."""
+    await asyncio.to_thread(until, lambda: waiting(flows.pg) == n)
+
+
+@pytest.mark.parametrize("first", ["boost", "settlement"])
+async def test_two_settlers_and_a_boost_webhook_at_once_keep_budget_and_escrow_consistent(flows, world, first):
+    """The boost's credit and the settlement both lock the campaign's row; a gate holds it while both queue up
+    behind it in the order under test (the second settler waits on the settle lock), then lets them go."""
     supporter = flows.user("supporter")
     campaign = world.campaign(payout="1.00", fund="10.00")
     creator = creator_on(flows, world, campaign)
     world.put([world.click(campaign, creator) for _ in range(15)])
     intent = await open_boost(flows, supporter, campaign, "5.00")
 
-    reports, (status, body) = await asyncio.gather(
-        asyncio.gather(settle(flows), settle(flows)),
-        flows.send(*flows.succeeded(intent["stripe_payment_intent_id"], cents("5.00"))))
+    def webhook():
+        return asyncio.ensure_future(flows.send(*flows.succeeded(intent["stripe_payment_intent_id"], cents("5.00"))))
 
-    assert status == 200 and sum(r["events_paid"] for r in reports) in (10, 15)
+    with pg_connect(flows.settings) as gate:
+        gate.execute("SELECT 1 FROM campaigns WHERE id = %s FOR UPDATE", (campaign,))
+        if first == "boost":
+            credit = webhook()
+            await _until_waiting(flows, 1)
+            settlers = asyncio.gather(settle(flows), settle(flows))
+        else:
+            settlers = asyncio.gather(settle(flows), settle(flows))
+            await _until_waiting(flows, 2)  # one settler on the campaign's row, the other on the settle lock
+            credit = webhook()
+        await _until_waiting(flows, 3)
+        gate.rollback()
+        reports, (status, body) = await settlers, await credit
+
     paid = flows.pg.execute("SELECT count(*) AS n FROM events WHERE status = 'paid'").fetchone()["n"]
+    assert status == 200 and sum(r["events_paid"] for r in reports) == paid
     assert budget(flows, campaign)[2:] == (D("0.00"), "completed")
-    if "boost_id" in body:  # the boost came first: it paid 5 of the 15 clicks, its reward 0.25 paid at completion
+    if first == "boost":  # it paid 5 of the 15 clicks, its reward 0.25 paid at completion
         assert paid == 15 and reward(flows, body["boost_id"])["amount"] == D("0.25")
         assert flows.platform("escrow")[0] == D("0.00")
-    else:  # the settlement exhausted the budget first: the boost arrived at a completed campaign, refunded at once
+    else:  # the settlement exhausted the budget: the boost arrived at a completed campaign, refunded at once
         assert paid == 10 and body["outcome"] == "refunded"
         assert flows.billing.refunded(intent["stripe_payment_intent_id"]) == 500
     flows.assert_books()
