@@ -7,9 +7,11 @@ the supporter end to end, and each one paid earns the supporter
 sql/postgres/0111; docs/supporters.md, "Share links"). One per link and
 supporter: asking again answers the same link (``200``; the first answer is
 ``201``), a share of a share link is a share of its creator's link.
-``oros_open_share`` (0110, 0160) checks who may share what and records the
-keyed hash of the caller's address (and the address itself where the
-deployment keeps addresses): a click from there earns the supporter nothing.
+``oros_open_share`` (0110, 0160, 0180) checks who may share what and records
+the keyed hash of the caller's address (IPv6: its /64) with the key's
+fingerprint (and the address itself where the deployment keeps addresses): a
+click from there earns the supporter nothing. Asking again after the key was
+rotated hashes the address anew.
 It runs as the API's role, not the request role: the percent and the address
 are the deployment's terms, which a caller of the function could otherwise
 forge (0160). ``GET /v1/me/shares`` lists the caller's share links with
@@ -27,7 +29,7 @@ import psycopg
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from oros.clientip import ip_hash, ip_hash_key
+from oros.clientip import ip_hash, ip_hash_key, ip_hash_key_id
 from oros.connections import act_as, as_user
 from oros.httperrors import ApiError, conflict, not_found
 from oros.links import CODE_RE, LINK_SQL, LinkInfo
@@ -47,7 +49,8 @@ routes = Routes()
 _OPEN_SQL = """
 SELECT id, code, url, campaign_id, creator_id, supporter_id, shared_from, share_pct, destination_url, created_at,
        created_at = now() AS created  -- made by this transaction (now() is its start), not found made before
-  FROM oros_open_share(%(supporter)s, %(code)s, %(new_code)s, %(tracker_url)s, %(pct)s, %(ip_hash)s, %(ip)s)
+  FROM oros_open_share(%(supporter)s, %(code)s, %(new_code)s, %(tracker_url)s, %(pct)s, %(ip_hash)s, %(ip)s,
+                       %(ip_key)s)
 """
 
 # Why a caller may not share a link, as the API answers it (oros_share_blocker's codes).
@@ -125,9 +128,10 @@ async def create_share(request: web.Request) -> web.Response:
         raise not_found("link")
     settings = request.app[SETTINGS]
     address = request.app[CLIENT_IP](request)
+    key = ip_hash_key(settings.ip_hash_key)
     params = {
         "supporter": who.id, "code": code, "tracker_url": settings.tracker_url, "pct": settings.share_pct,
-        "ip_hash": ip_hash(address.encode(), ip_hash_key(settings.ip_hash_key)) if address else None,
+        "ip_hash": ip_hash(address, key) if address else None, "ip_key": ip_hash_key_id(key),
         # Kept only where events keep addresses (docs/security.md, "IP addresses").
         "ip": None if settings.anonymize_ip else address,
     }

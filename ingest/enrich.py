@@ -219,7 +219,7 @@ class Enricher:
             address = orjson.loads(ip).encode() if b"\\" in ip else ip[1:-1]
             country, truncated = self._networks.get(_network_key(address)) or self._network(address)
             stored_ip = truncated if self.anonymize else ip
-            digest = ip_hash(address, self._key).encode()
+            digest = ip_hash(address.decode("utf-8", "replace"), self._key).encode()
         if raw[source_at + 10:metadata_at] not in _BROWSER_SOURCES_JSON:
             # A business's server sent it (the API, Stripe): its address and agent say nothing of a visitor.
             return b"".join((raw[:ip_at], stored_ip, raw[agent_at:-1], _NO_VISITOR, b"}"))

@@ -27,10 +27,39 @@ def ip_hash_key(secret: str | None) -> bytes:
     return b"" if secret is None else hashlib.blake2b(secret.encode(), digest_size=64, person=b"oros-ip-key").digest()
 
 
-def ip_hash(address: bytes, key: bytes) -> str:
-    """The keyed hash of a full address, as ClickHouse's ``ip_hash`` holds it (ingest) and a share link its
-    maker's (admin API): 32 hex digits."""
-    return hashlib.blake2b(address, key=key, digest_size=16).hexdigest()
+def visitor_key(address: str) -> str:
+    """Who a visitor is, by its address: an IPv4 address itself, an IPv6 address's /64 (``2001:db8:1:2::/64``).
+
+    The one owner of this rule, for click deduplication, unique visitors and a share link's "own clicks"
+    (``ip_hash``; the settler's ClickHouse twin is ``settler.load.VISITOR``): an IPv6 host is handed a whole
+    /64 and may use any address in it, so its addresses tell one visitor no better than its /64 does. An
+    IPv4-mapped IPv6 address is its IPv4 address; anything that is not an address is itself.
+    """
+    return address if ":" not in address else _ipv6_key(address)
+
+
+@lru_cache(maxsize=65536)  # ingest asks per event; the same visitors come back
+def _ipv6_key(address: str) -> str:
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+
+
+def ip_hash(address: str, key: bytes) -> str:
+    """The keyed hash of a visitor (``visitor_key``), as ClickHouse's ``ip_hash`` holds it (ingest) and a share
+    link its maker's (admin API): 32 hex digits."""
+    return hashlib.blake2b(visitor_key(address).encode(), key=key, digest_size=16).hexdigest()
+
+
+def ip_hash_key_id(key: bytes) -> str:
+    """The fingerprint of the key (and scheme) ``ip_hash`` hashes under: a share link stores it beside its hash, so
+    the settler never compares hashes made under different keys (sql/postgres/0180). 16 hex digits; a keyed hash
+    of a constant, which says nothing of the key."""
+    return hashlib.blake2b(b"oros-visitor-key-v64", key=key, digest_size=8).hexdigest()
 
 
 class ClientIp:

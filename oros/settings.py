@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .keys import MAX_STREAM_SHARDS, Keys
+from .tiers import lowest_creator_fee_pct
 
 
 class SettingsError(ValueError):
@@ -227,6 +228,12 @@ class Settings:
             raise SettingsError("OROS_REDIS_CLUSTER=true needs a redis:// or rediss:// REDIS_URL (a seed node)")
         if self.boost_reward_pct != self.boost_reward_pct.quantize(Decimal("0.01")):
             raise SettingsError("OROS_BOOST_REWARD_PCT may have at most two decimals (boosts.reward_pct)")
+        lowest_fee = lowest_creator_fee_pct(self.platform_fee_pct)
+        if self.boost_reward_pct > lowest_fee:
+            # A boost reward is paid out of the fee on the campaign's payouts: above the lowest fee a creator
+            # can be charged, the platform would pay out more than it took (docs/supporters.md, "Boosts").
+            raise SettingsError(f"OROS_BOOST_REWARD_PCT={self.boost_reward_pct} is above the lowest creator fee "
+                                f"({lowest_fee}%: OROS_PLATFORM_FEE_PCT and the tiers' fee caps, oros/tiers.py)")
         if self.share_pct != self.share_pct.quantize(Decimal("0.01")):
             raise SettingsError("OROS_SHARE_PCT may have at most two decimals (tracking_links.share_pct)")
         if self.anonymize_ip and self.click_dedupe_s > ANONYMIZED_MAX_DEDUPE_S:

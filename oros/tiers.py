@@ -42,6 +42,11 @@ TIERS: dict[str, Tier] = {tier.name: tier for tier in (
 )}
 
 
+def lowest_creator_fee_pct(base_fee_pct: Decimal) -> Decimal:
+    """The lowest platform fee a creator can be charged on campaign earnings: the base fee, or a tier's cap below it."""
+    return min([base_fee_pct, *(t.fee_pct_cap for t in TIERS.values() if t.fee_pct_cap is not None)])
+
+
 def max_active_campaigns(active_tiers: Iterable[str]) -> int:
     """How many campaigns a business holding these active memberships may run at once."""
     return max([BASE_ACTIVE_CAMPAIGNS, *(TIERS[t].max_active_campaigns or 0 for t in active_tiers if t in TIERS)])

@@ -72,10 +72,12 @@ class Read:
                    {"since": min(since, rescan_from), "rescan_from": rescan_from})
 
 
-# Who a click came from, for deduplication and unique visitors: the IP as stored, or while it is
-# truncated (OROS_ANONYMIZE_IP) the keyed hash of the full IP (sql/clickhouse/0003). An event
-# stored before the hash existed, or whose hash expired, falls back to the stored IP.
-VISITOR = {False: "ip", True: "if(ip_hash = '', ip, ip_hash)"}
+# Who a click came from, for deduplication and unique visitors (oros.clientip.visitor_key: an IPv4
+# address, an IPv6 /64): the IP as stored, or while it is truncated (OROS_ANONYMIZE_IP) the keyed hash
+# of the visitor (sql/clickhouse/0003). An event stored before the hash existed, or whose hash expired,
+# falls back to the stored IP (then truncated to its IPv4 /24 or IPv6 /48: coarser still).
+_IPV6_64 = "if(isIPv6String(ip), cutIPv6(IPv6StringToNumOrDefault(ip), 8, 0), ip)"
+VISITOR = {False: _IPV6_64, True: "if(ip_hash = '', ip, ip_hash)"}
 
 # One row per event, its columns named and ordered as Candidate's fields. ``p``: for each fresh human
 # click, the previous human click from the same visitor on the same link, read back to the dedupe
@@ -193,11 +195,12 @@ SELECT id::text AS id, floor(extract(epoch FROM occurred_at) * 1000)::bigint AS 
 
 KNOWN_USERS_SQL = "SELECT id::text AS id FROM users WHERE id = ANY(%s::uuid[])"
 KNOWN_LINKS_SQL = "SELECT id::text AS id FROM tracking_links WHERE campaign_id = ANY(%s::uuid[])"
-# The share links among them: whose, at which percent, and where their supporter made them (0110).
+# The share links among them: whose, at which percent, and where their supporter made them (0110). A hash
+# made under another key than the settler's (or before keys were recorded) tells nothing (0180).
 SHARES_SQL = """
-SELECT id::text AS link_id, supporter_id::text AS supporter_id, share_pct AS pct, share_ip_hash AS ip_hash,
-       host(share_ip) AS ip
-  FROM tracking_links WHERE campaign_id = ANY(%s::uuid[]) AND supporter_id IS NOT NULL
+SELECT id::text AS link_id, supporter_id::text AS supporter_id, share_pct AS pct,
+       CASE WHEN share_ip_key = %(key_id)s THEN share_ip_hash END AS ip_hash, host(share_ip) AS ip
+  FROM tracking_links WHERE campaign_id = ANY(%(campaigns)s::uuid[]) AND supporter_id IS NOT NULL
 """
 
 
@@ -263,11 +266,12 @@ def _runs(ids: list[str]) -> Iterator[list[str]]:
         yield ids[start:]
 
 
-def load_facts(conn: psycopg.Connection, events: list[Candidate], fee_pct: Decimal) -> Facts:
+def load_facts(conn: psycopg.Connection, events: list[Candidate], fee_pct: Decimal, ip_key_id: str) -> Facts:
     """What Postgres knows about ``events`` (refunds excluded: they are matched when applied).
 
     ``fee_pct`` is the base fee the creators' tiers lower. Their fee spans are read after the events
-    were: a span that starts later starts after every event this read holds.
+    were: a span that starts later starts after every event this read holds. ``ip_key_id`` is the
+    fingerprint of the key the clicks' hashes are made under (``oros.clientip.ip_hash_key_id``).
     """
     campaign_ids = sorted({e.campaign_id for e in events if e.campaign_id})
     creators = sorted({e.creator_id for e in events if e.creator_id})
@@ -275,7 +279,8 @@ def load_facts(conn: psycopg.Connection, events: list[Candidate], fee_pct: Decim
         campaigns=load_campaigns(conn, campaign_ids, events),
         users={r["id"] for r in conn.execute(KNOWN_USERS_SQL, (creators,))},
         links={r["id"] for r in conn.execute(KNOWN_LINKS_SQL, (campaign_ids,))},
-        shares={r["link_id"]: Share(**r) for r in conn.execute(SHARES_SQL, (campaign_ids,))},
+        shares={r["link_id"]: Share(**r)
+                for r in conn.execute(SHARES_SQL, {"campaigns": campaign_ids, "key_id": ip_key_id})},
         fees=fees.load(conn, fee_pct, creators),
         paid_orders=_paid_orders(conn, events),
         paid_clicks=_paid_clicks(conn, events),

@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from oros.clientip import visitor_key
 from oros.fees import FeeSchedule
 from oros.money import share_reward, split_fee
 from oros.reasons import BUDGET_EXHAUSTED
@@ -41,29 +42,33 @@ class Share:
     link_id: str
     supporter_id: str
     pct: Decimal
-    ip_hash: str | None  # the keyed hash of the full address (OROS_IP_HASH_KEY), as ingest hashes clicks'
+    # The keyed hash of the visitor (oros.clientip.visitor_key: IPv4 address, IPv6 /64), as ingest hashes
+    # clicks'; None when made under another key than the run's (sql/postgres/0180).
+    ip_hash: str | None
     ip: str | None  # the address itself; None while addresses are anonymized
 
     def earns_on(self, event: Candidate) -> bool:
-        """Whether the click through the link is known not to be the supporter's own: an address of the click
-        (its hash, or the stored address) is known and differs from where the supporter made the link. A click
-        whose address is no longer known (its hash expired while the stored address is truncated) earns nothing:
-        the supporter never earns on its own clicks."""
+        """Whether the click through the link is known not to be the supporter's own: a visitor key of the
+        click (its hash, or the stored address's) is known and differs from where the supporter made the link.
+        A click whose address is no longer known (its hash expired while the stored address is truncated, or
+        the link's hash was made under another key) earns nothing: the supporter never earns on its own
+        clicks."""
         known = False
         if event.visit_ip_hash and self.ip_hash:
             if event.visit_ip_hash == self.ip_hash:
                 return False
             known = True
         if event.visit_ip and self.ip:
-            if _address(event.visit_ip) == _address(self.ip):
+            if _visitor(event.visit_ip) == _visitor(self.ip):
                 return False
             known = True
         return known
 
 
-def _address(text: str) -> str:
+def _visitor(text: str) -> str:
+    """The visitor key of an address however it is spelled (Postgres and ClickHouse may spell one differently)."""
     try:
-        return str(ipaddress.ip_address(text))
+        return visitor_key(str(ipaddress.ip_address(text)))
     except ValueError:
         return text
 

@@ -315,6 +315,15 @@ SELECT 'transfer ' || le.transfer_id || ' credits a share reward of ' || le.amou
                     WHERE r.source = 'share' AND r.transfer_id = le.transfer_id AND w.id = le.wallet_id)
 """
 
+# The seed's third source, 'prediction', is allowed but has no specification and no flow (docs/supporters.md): a
+# row of it, or of any source but these two, was written by something that is not ours.
+FLOWLESS_REWARDS_SQL = """
+SELECT 'reward ' || r.id || ' of ' || r.user_id || ': source ' || coalesce(r.source, 'none') || ', '
+       || r.status || ', ' || r.amount AS what
+  FROM rewards r
+ WHERE r.source IS NULL OR r.source NOT IN ('boost', 'share')
+"""
+
 # What OROS gave back: each booked refund's transfer took exactly its amount out of escrow into clearing (one never
 # booked has no legs), and no payment was given back more than it still paid (Stripe's takebacks included).
 ISSUED_REFUNDS_SQL = """
@@ -470,6 +479,12 @@ def _share_rewards(conn) -> Check:
                   "each share reward is paid by its payout's transfer to its supporter, as its events say")
 
 
+def _flowless_rewards(conn) -> Check:
+    rows = conn.execute(FLOWLESS_REWARDS_SQL).fetchall()
+    return _check("rewards_have_a_flow", [r["what"] for r in rows],
+                  "every reward is a boost's or a share link's: no flow produces any other source")
+
+
 def _issued_refunds(conn) -> Check:
     rows = conn.execute(ISSUED_REFUNDS_SQL).fetchall()
     return _check("issued_refunds_within_payments", [r["what"] for r in rows],
@@ -548,7 +563,7 @@ def reconcile(settings: Settings) -> list[Check]:
             checks = [_wallets(conn), _transfers(conn), _escrow(conn), _campaign_paid(conn),
                       _paid_once(conn), _earned(conn), _negative(conn), _decided_hours(conn), _tips(conn),
                       _stripe_payments(conn), _takebacks(conn), _boosts(conn), _rewards(conn),
-                      _share_rewards(conn), _issued_refunds(conn), _live_sales(conn)]
+                      _share_rewards(conn), _flowless_rewards(conn), _issued_refunds(conn), _live_sales(conn)]
             try:
                 checks.append(_clickhouse(settings, conn))
             except psycopg.Error:

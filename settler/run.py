@@ -31,6 +31,7 @@ from decimal import Decimal
 import orjson
 from psycopg.types.json import Jsonb
 
+from oros.clientip import ip_hash_key, ip_hash_key_id
 from oros.connections import pg_connect
 from oros.locks import SETTLE_LOCK
 from oros.money import fmt
@@ -71,6 +72,12 @@ class RunContext:
     def fee_pct(self) -> Decimal:
         """The base platform fee on campaign earnings, before a creator tier lowers it (oros/fees.py)."""
         return self.settings.platform_fee_pct
+
+    @property
+    def ip_key_id(self) -> str:
+        """The fingerprint of the key the clicks' address hashes are made under: a share link's hash counts only
+        under it (sql/postgres/0180)."""
+        return ip_hash_key_id(ip_hash_key(self.settings.ip_hash_key))
 
     @property
     def hold_until(self) -> datetime:
@@ -246,7 +253,7 @@ def _settle_read(ctx: RunContext, conn, report: Report, read: load.Read) -> tupl
     report.lap("skip_decided")
     events = [e for e in events if e.event_id not in done]
     report.seen += len(events)
-    facts = load.load_facts(conn, [e for e in events if e.event_type != "refund"], ctx.fee_pct)
+    facts = load.load_facts(conn, [e for e in events if e.event_type != "refund"], ctx.fee_pct, ctx.ip_key_id)
     live_events = live.load_live_events(conn, events)
     report.lap("load_postgres")
     rest, live_sales = live.split(events, live_events)

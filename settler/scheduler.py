@@ -1,4 +1,4 @@
-"""``oros settler``: the settle, release-holds, payouts, refunds, reconcile and revocation jobs on APScheduler.
+"""``oros settler``: the settle, release-holds, payouts, refund-unspent, refunds, reconcile and revocation jobs on APScheduler.
 
 Jobs are synchronous (Postgres and the chDB client are), so each runs in a
 worker thread, off the event loop that ``oros dev`` shares with the tracker
@@ -26,6 +26,7 @@ from .payouts import pay_withdrawals
 from .reconcile import reconcile_and_record
 from .report_sums import fold_report_sums
 from .run import settle_once
+from .unspent import refund_unspent
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ def build_scheduler(settings: Settings, metrics: settler_metrics.SettlerMetrics 
         ("settle", settle_once, settings.settle_interval_s),
         ("release_holds", release_due, settings.release_interval_s),
         ("payouts", pay_withdrawals, settings.payout_interval_s),
+        # Before ``refunds``: what it gives back is sent at once, what fails is retried by ``refunds``.
+        ("refund_unspent", refund_unspent, settings.payout_interval_s),
         ("refunds", issued_refunds.send, settings.payout_interval_s),
         ("reconcile", reconcile_and_record, settings.reconcile_interval_s),
         # The report sums' deltas, folded as often as holds are released: a few runs' worth at a time.

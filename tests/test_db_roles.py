@@ -70,7 +70,7 @@ EXECUTABLE = {
     "oros_boost_blocker(uuid)": {"oros_app"},  # answers about the caller and a campaign's status
     "oros_open_boost(uuid,uuid,numeric,text)": {"oros_app"},
     # As the API's role (0160): the share percent and the address are its terms, not the caller's.
-    "oros_open_share(uuid,text,text,text,numeric,text,inet)": {"oros_api"},
+    "oros_open_share(uuid,text,text,text,numeric,text,inet,text)": {"oros_api"},
     "oros_refund_unspent(uuid)": {"oros_app"},
     # Display name or username of creators and businesses only: never an email, never a supporter (0165).
     "oros_public_names(uuid[])": {"oros_app"},
@@ -337,7 +337,7 @@ async def test_functions_granted_to_the_request_role_refuse_other_users_nulls_an
 MONEY_SINCE_SHARES = ("oros_book_payouts", "oros_post_settlement", "oros_reverse_sale", "oros_book_live_legs",
                       "oros_post_live_sales", "oros_reverse_live_sale", "oros_pay_boost_rewards",
                       "oros_campaign_payouts_held_until", "oros_share_blocker", "oros_open_share")
-_OPEN_SHARE = "SELECT * FROM oros_open_share(%s, %s, %s, 'https://evil.example', %s, NULL, NULL)"
+_OPEN_SHARE = "SELECT * FROM oros_open_share(%s, %s, %s, 'https://evil.example', %s, NULL, NULL, NULL)"
 
 
 async def test_request_role_cannot_open_a_share_at_terms_of_its_own(pool, pg, api_settings, settings):

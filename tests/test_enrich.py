@@ -107,7 +107,7 @@ def test_crawlers_are_flagged_in_app_browsers_and_our_reasons_kept():
     assert (enriched(flagged)["is_bot"], enriched(flagged)["bot_reason"]) == (True, "preview_bot")
 
 
-def test_anonymized_ips_are_truncated_and_hashed_whole():
+def test_anonymized_ips_are_truncated_and_hashed_by_visitor():
     anonymizing = replace(Settings(), anonymize_ip=True, ip_hash_key=KEY)
     cases = {"203.0.113.77": "203.0.113.0", "2001:db8:1234:5678:9abc::1": "2001:db8:1234::",
              "::ffff:198.51.100.9": "198.51.100.0", "2001:db8:0:1::5": "2001:db8::", "junk": ""}
@@ -117,6 +117,10 @@ def test_anonymized_ips_are_truncated_and_hashed_whole():
         assert len(e["ip_hash"]) == 32
     one, other = (enriched(replace(BASE, ip=ip), anonymizing) for ip in ("203.0.113.1", "203.0.113.2"))
     assert one["ip"] == other["ip"] and one["ip_hash"] != other["ip_hash"]  # a /24, two visitors
+    # An IPv6 host uses any address of its /64: one visitor (oros.clientip.visitor_key); the next /64, another.
+    host, same, next_64 = (enriched(replace(BASE, ip=ip), anonymizing)["ip_hash"]
+                           for ip in ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9", "2001:db8:1:3::1"))
+    assert host == same != next_64
     rekeyed = enriched(replace(BASE, ip="203.0.113.1"), replace(anonymizing, ip_hash_key="q" * 40))
     assert rekeyed["ip_hash"] != one["ip_hash"]  # keyed: nobody without the key can recompute it
     assert one["ip_hash"] != hashlib.blake2b(b"203.0.113.1", digest_size=16).hexdigest()

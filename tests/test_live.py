@@ -18,13 +18,15 @@ import pytest
 
 from admin_api.app import create_app
 from ingest.writer import insert_events
-from oros import orders
+from oros import orders, pixel
 from oros.connections import APP_ROLE
 from oros.events import STREAM_FIELD, Event
 from settler.holds import release_due
 from settler.jobs import OWNER_JOBS
+from settler.live import LiveEvent, sale_reason
 from settler.reconcile import reconcile
 from settler.run import settle_once
+from settler.verify import Campaign, Candidate, Rules
 from tracker.app import create_app as create_tracker_app
 
 from factories import SYSTEM, D
@@ -729,3 +731,76 @@ async def test_malformed_ids_and_keys_on_live_routes_are_4xx(api, world, redis):
                               headers={**s.key, "Idempotency-Key": key})
         assert (resp.status, (await resp.json())["error"]["field"]) == (422, "Idempotency-Key"), key
     assert await redis.xlen(world.settings.keys.stream) == 0
+
+
+# sale_reason, one rule at a time, as a pure function (as tests/test_verify.py does for verify): a live sale
+# on a live event of a campaign paying 5.00 a sale, reported by the business, 1 s ago.
+_NOW = 1_800_000_000_000
+_BIZ, _CREATOR, _CAMPAIGN = "b0000000-0000-0000-0000-000000000000", "c0000000-0000-0000-0000-000000000000", "a0"
+
+
+def _campaign(**kw):
+    return Campaign(**{"id": _CAMPAIGN, "business_id": _BIZ, "objective": "sale", "payout": D("5.00"),
+                       "remaining": D("100.00"), "status": "active", "start_ms": None, "end_ms": None,
+                       "history": ((_NOW - 90 * 86_400_000, "active"),), "accepted": frozenset({_CREATOR}), **kw})
+
+
+def _live(**kw):
+    return LiveEvent(**{"id": "e", "link_id": "l", "campaign_id": _CAMPAIGN, "creator_id": _CREATOR,
+                        "started_ms": _NOW - 3_600_000, "ended_ms": None, "commission_pct": None, **kw})
+
+
+def _sale(**kw):
+    return Candidate(**{"event_id": "s", "event_type": "sale", "ts_ms": _NOW - 1000, "campaign_id": _CAMPAIGN,
+                        "link_id": "l", "creator_id": _CREATOR, "business_id": _BIZ, "order_id": "o1",
+                        "value": D("20.00"), "source": "api", **kw})
+
+
+def _clicked(**kw):
+    """A sale naming a click of the campaign a minute before it (a Stripe checkout's)."""
+    return _sale(**{"click_id": "k", "click_ts_ms": _NOW - 61_000, "click_campaign_id": _CAMPAIGN, **kw})
+
+
+def _pixel(secret: str | None, **kw):
+    sale = _clicked(source="pixel", business_id=None, **kw)
+    return sale if secret is None else sale._replace(
+        pixel_sig=pixel.sign(secret, sale.click_id, "sale", sale.order_id, "20.00"))
+
+
+_SECRET = "s" * 32
+
+
+@pytest.mark.parametrize(("sale", "live", "campaign", "expected"), [
+    (_sale(), _live(), _campaign(), None),
+    (_clicked(), _live(), _campaign(), None),
+    (_sale(is_bot=True), _live(), _campaign(), "bot"),
+    (_sale(source="head"), _live(), _campaign(), "bot"),
+    (_sale(), _live(), None, "no_such_click"),  # the campaign is unknown
+    (_sale(), _live(campaign_id="another"), _campaign(), "no_such_click"),  # the event is another campaign's
+    (_sale(click_id="k"), _live(), _campaign(), "no_such_click"),  # a click never recorded
+    (_clicked()._replace(click_campaign_id="another"), _live(), _campaign(), "no_such_click"),
+    (_sale(), _live(), _campaign(history=((_NOW - 5000, "paused"),)), "campaign_not_active"),
+    (_sale(), _live(), _campaign(start_ms=_NOW), "outside_dates"),
+    (_sale(), _live(), _campaign(end_ms=_NOW - 2000), "outside_dates"),
+    (_sale(ts_ms=_NOW + 10 * 60_000), _live(), _campaign(), "outside_dates"),  # from the future
+    (_sale(), _live(creator_id="someone-else"), _campaign(), "not_accepted"),  # the sale's creator is not the host
+    (_sale(), _live(), _campaign(accepted=frozenset()), "not_accepted"),
+    (_sale(), _live(), _campaign(disabled_links={"l": _NOW - 1000}), "link_disabled"),
+    (_sale(), _live(), _campaign(disabled_links={"l": _NOW - 999}), None),  # disabled after the sale
+    (_sale(business_id="intruder"), _live(), _campaign(), "wrong_business"),
+    (_pixel(None), _live(), _campaign(), "unsigned_pixel"),
+    (_pixel(None), _live(), _campaign(pixel_billable=True), None),  # the campaign opted in to unsigned pixels
+    (_pixel(_SECRET), _live(), _campaign(pixel_secrets=((_SECRET, None),)), None),
+    (_pixel("w" * 32), _live(), _campaign(pixel_secrets=((_SECRET, None),)), "bad_pixel_signature"),
+    (_clicked(click_ts_ms=_NOW - 1000 - 31 * 86_400_000), _live(), _campaign(), "outside_attribution_window"),
+    (_clicked(click_ts_ms=_NOW), _live(), _campaign(), "outside_attribution_window"),  # a click after the sale
+    (_sale(), _live(started_ms=None), _campaign(), "outside_live_window"),  # never started
+    (_sale(), _live(started_ms=_NOW), _campaign(), "outside_live_window"),  # before it started
+    (_sale(), _live(ended_ms=_NOW - 1000 - 10 * 60_000), _campaign(), None),  # inside the checkout grace
+    (_sale(), _live(ended_ms=_NOW - 1001 - 10 * 60_000), _campaign(), "outside_live_window"),
+    (_sale(), _live(), _campaign(objective="click"), "no_commission"),  # no percent, no payout per sale
+    (_sale(), _live(commission_pct=D("10")), _campaign(objective="click"), None),  # 10 % of 20.00
+    (_sale(value=None), _live(commission_pct=D("10")), _campaign(), "no_commission"),  # a percent of nothing
+])
+def test_sale_reason(sale, live, campaign, expected):
+    assert sale_reason(sale, live, campaign, Rules(click_dedupe_s=3600, attribution_days=30), _NOW) == expected

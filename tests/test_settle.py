@@ -225,7 +225,7 @@ async def test_scheduler_has_coalesced_jobs(settings):
     scheduler.start(paused=True)  # job defaults apply once the scheduler starts
     try:
         jobs = {job.id: job for job in scheduler.get_jobs()}
-        assert set(jobs) == {"settle", "release_holds", "payouts", "refunds", "reconcile",
+        assert set(jobs) == {"settle", "release_holds", "payouts", "refund_unspent", "refunds", "reconcile",
                              "fold_report_sums", "api_key_revocations"}
         assert jobs["settle"].trigger.interval == timedelta(seconds=7)
         assert all(job.coalesce and job.max_instances == 1 for job in jobs.values())

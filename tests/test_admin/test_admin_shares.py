@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from admin_api.app import create_app
-from oros.clientip import ip_hash, ip_hash_key
+from oros.clientip import ip_hash, ip_hash_key, ip_hash_key_id
 from oros.links import LinkInfo
 from settler.jobs import OWNER_JOBS
 from settler.run import settle_once
@@ -61,9 +61,10 @@ async def test_a_supporter_shares_a_link_once_and_earns_on_its_clicks(api, linke
         again = await share(api, supporter, code, ip="203.0.113.9")
         assert again.status == 200 and await again.json() == body
     # Where the supporter asked from is kept as its keyed hash (and address), never shown.
-    row = pg.execute("SELECT share_ip_hash, host(share_ip) AS ip FROM tracking_links WHERE code = %s",
+    row = pg.execute("SELECT share_ip_hash, share_ip_key, host(share_ip) AS ip FROM tracking_links WHERE code = %s",
                      (body["code"],)).fetchone()
-    assert row == {"share_ip_hash": ip_hash(SUPPORTER_IP.encode(), ip_hash_key(settings.ip_hash_key)),
+    key = ip_hash_key(settings.ip_hash_key)
+    assert row == {"share_ip_hash": ip_hash(SUPPORTER_IP, key), "share_ip_key": ip_hash_key_id(key),
                    "ip": SUPPORTER_IP}
     # Published for the trackers with its supporter.
     info = LinkInfo.decode(await redis.get(settings.keys.link(body["code"])))

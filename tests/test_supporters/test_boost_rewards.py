@@ -469,3 +469,37 @@ async def test_a_settlement_completing_a_campaign_while_a_boosters_money_is_rele
     assert reward(flows, b)["amount"] == D("5.00")  # 100.00 paid for, 5 %; held as the payouts are
     assert flows.wallet(booster) == (D("9.50"), D("5.00"))
     flows.assert_books()
+
+
+async def test_no_flow_produces_a_prediction_reward_and_reconcile_names_one(flows, world):
+    business, supporter = flows.user("business"), flows.user("supporter")
+    campaign = world.campaign(business.id, payout="1.00", fund="10.00")
+    await boost(flows, supporter, campaign, "5.00")
+    await complete(flows, business, campaign)
+
+    assert [r["source"] for r in await rewards_of(flows, supporter)] == ["boost"]
+    assert await rewards_of(flows, supporter, "?source=prediction") == []
+    flows.assert_books()
+    # The schema still allows the seed's 'prediction'; a row of it was written by something that is not ours.
+    flows.pg.execute("INSERT INTO rewards (user_id, source, amount, status, campaign_id)"
+                     " VALUES (%s, 'prediction', 1.00, 'pending', %s)", (supporter.id, campaign))
+    failed = {c.name: c.detail for c in reconcile(flows.settings) if not c.ok}
+    assert list(failed) == ["rewards_have_a_flow"] and "source prediction" in failed["rewards_have_a_flow"]
+
+
+async def test_a_supporter_without_kyc_cannot_withdraw_its_reward(flows, world):
+    supporter = flows.user("supporter", kyc="pending")
+    campaign = world.campaign(payout="10.00", fund="100.00")
+    b, _ = await boost(flows, supporter, campaign, "300.00")
+    await clicks(flows, world, campaign, creator_on(flows, world, campaign), 40)  # completes: the reward 15.00
+    assert (reward(flows, b)["status"], reward(flows, b)["amount"]) == ("paid", D("15.00"))
+    flows.release_holds()
+    put = await flows.api.put("/v1/me/payout-account", json={"stripe_account_id": "acct_k"}, headers=supporter.headers)
+    assert put.status == 200, await put.text()
+
+    resp = await flows.api.post("/v1/withdrawals", json={"amount": "15.00", "method": "ach"},
+                                headers=supporter.headers)
+
+    assert (resp.status, (await resp.json())["error"]["code"]) == (403, "kyc_required")
+    assert flows.wallet(supporter) == (D("15.00"), D("0.00"))  # nothing reserved
+    flows.assert_books()

@@ -159,8 +159,22 @@ async def test_an_idempotent_retry_gets_the_same_payment_intent(flows, world):
     assert budget(flows, campaign)[2] == D("13.00") and pi != first["stripe_payment_intent_id"]
 
 
-@pytest.mark.parametrize("raw", ["7.555", "101", "-1", "x", "NaN"])
+@pytest.mark.parametrize("raw", ["4.555", "101", "-1", "x", "NaN"])
 def test_the_reward_percent_is_a_percent_with_two_places_at_most(raw):
-    assert Settings.from_env({"OROS_BOOST_REWARD_PCT": "7.5"}).boost_reward_pct == D("7.5")
+    assert Settings.from_env({"OROS_BOOST_REWARD_PCT": "4.5"}).boost_reward_pct == D("4.5")
     with pytest.raises(SettingsError, match="OROS_BOOST_REWARD_PCT"):
         Settings.from_env({"OROS_BOOST_REWARD_PCT": raw})
+
+
+@pytest.mark.parametrize(("env", "ok"), [
+    ({"OROS_BOOST_REWARD_PCT": "5"}, True),  # creator_pro's fee cap, the lowest fee by default
+    ({"OROS_BOOST_REWARD_PCT": "5.01"}, False),  # above it: the platform would pay out more than its fee
+    ({"OROS_BOOST_REWARD_PCT": "4", "OROS_PLATFORM_FEE_PCT": "4"}, True),
+    ({"OROS_BOOST_REWARD_PCT": "4.5", "OROS_PLATFORM_FEE_PCT": "4"}, False),  # the base fee below the caps
+])
+def test_the_reward_percent_is_at_most_the_lowest_creator_fee(env, ok):
+    if ok:
+        assert Settings.from_env(env).boost_reward_pct == D(env["OROS_BOOST_REWARD_PCT"])
+    else:
+        with pytest.raises(SettingsError, match="OROS_BOOST_REWARD_PCT=.* is above the lowest creator fee"):
+            Settings.from_env(env)

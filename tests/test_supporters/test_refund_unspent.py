@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from settler.reconcile import reconcile
+from settler.unspent import refund_unspent as refund_unspent_job
 
 from boost_flows import (
     activate,
@@ -131,4 +134,34 @@ async def test_reconcile_names_a_boost_reward_or_refund_the_ledger_disagrees_wit
         failed = {c.name for c in reconcile(flows.settings) if not c.ok}
         flows.pg.execute(f"UPDATE {table} SET {column} = {column} - 0.01 WHERE {key} = %s", (b,))
         assert check in failed, (table, failed)
+    flows.assert_books()
+
+
+async def test_the_settler_gives_the_boosters_unspent_money_back_after_the_last_settlement_once(flows, world):
+    """Nobody calls refund-unspent: the settler's job gives a completed campaign's unspent money back, the
+    boosters' pro rata and the business's to its card, once its last events were paid; only once."""
+    business, supporter = flows.user("business"), flows.user("supporter")
+    campaign, (funding,) = await card_funded(flows, world, business, "30.00")
+    await activate(flows, business, campaign)
+    b, boost_pi = await boost(flows, supporter, campaign, "10.00")
+    await clicks(flows, world, campaign, creator_on(flows, world, campaign), 4)  # 36.00 left, 9.00 the boost's
+    # A completed campaign whose boosters hold nothing is not the job's: its business decides.
+    unboosted, _ = await card_funded(flows, world, business, "5.00")
+    await activate(flows, business, unboosted)
+    await complete(flows, business, unboosted)
+    await complete(flows, business, campaign)
+    job_settings = replace(flows.settings, stripe_api_base=flows.billing.url)
+
+    assert refund_unspent_job(job_settings) == {"campaigns": 0, "refunds": 0}  # its last events may be in flight
+    await settle(flows)
+    done = refund_unspent_job(job_settings)
+
+    assert done == {"campaigns": 1, "refunds": 2, "succeeded": 2, "manual": 0, "deferred": 0, "skipped": 0}
+    assert flows.billing.refunded(boost_pi) == 900 and flows.billing.refunded(funding) == 2700
+    assert budget(flows, campaign)[1:] == (D("4.00"), D("0.00"), "completed")
+    assert budget(flows, unboosted)[1:] == (D("5.00"), D("5.00"), "completed")
+    assert refund_unspent_job(job_settings) == {"campaigns": 0, "refunds": 0}  # nothing left to give
+    status, body = await refund_unspent(flows, business, campaign)
+    assert (status, body["refunded"], body["refunds"]) == (200, "0.00", [])
+    assert flows.platform("escrow")[0] == D("5.00")  # the unboosted campaign's, until its business asks
     flows.assert_books()

@@ -13,12 +13,13 @@ from dataclasses import replace
 from decimal import Decimal
 
 import orjson
+import psycopg
 import pytest
 
 from ingest.consumer import Ingester
 from ingest.enrich import Enricher
 from ingest.writer import BatchWriter
-from oros.clientip import ip_hash, ip_hash_key
+from oros.clientip import ip_hash, ip_hash_key, ip_hash_key_id
 from oros.events import STREAM_FIELD, Event, click_link_fields, encode_click, uuid7
 from oros.reasons import UNKNOWN_CAMPAIGN
 from oros.settings import Settings, SettingsError
@@ -40,10 +41,10 @@ def share(world: World, campaign: str, creator: tuple[str, str], *, ip: str | No
     key = ip_hash_key(world.settings.ip_hash_key)
     link = world.pg.execute(
         "INSERT INTO tracking_links (campaign_id, creator_id, supporter_id, code, url, destination_url, shared_from,"
-        " share_pct, share_ip_hash, share_ip) VALUES (%s, %s, %s, %s, 'http://t/s', 'https://example.com', %s, %s,"
-        " %s, %s) RETURNING id::text AS id",
-        (campaign, creator[0], supporter, code, creator[1], D(pct), ip_hash(ip.encode(), key) if ip else None,
-         None if anonymized or ip is None else ip)).fetchone()["id"]
+        " share_pct, share_ip_hash, share_ip, share_ip_key) VALUES (%s, %s, %s, %s, 'http://t/s',"
+        " 'https://example.com', %s, %s, %s, %s, %s) RETURNING id::text AS id",
+        (campaign, creator[0], supporter, code, creator[1], D(pct), ip_hash(ip, key) if ip else None,
+         None if anonymized or ip is None else ip, ip_hash_key_id(key))).fetchone()["id"]
     return supporter, link, code
 
 
@@ -176,6 +177,58 @@ def test_while_anonymizing_the_keyed_hash_tells_the_supporters_clicks(world):
     assert shares_of(world, own)["share_reward"] is None
     assert world.pg.execute("SELECT share_ip FROM tracking_links WHERE id = %s", (shared[1],)).fetchone() == {
         "share_ip": None}
+    world.assert_books()
+
+
+@pytest.mark.parametrize("anonymized", [False, True])
+def test_an_ipv6_supporter_is_its_64(world, anonymized):
+    """An IPv6 host may use any address of its /64: a click from there is the supporter's own, and a second
+    click from the same /64 on the link is a duplicate; another /64 earns."""
+    if anonymized:
+        world.settings = replace(world.settings, anonymize_ip=True, ip_hash_key=KEY)
+    campaign = world.campaign(payout="1.00", fund="10.00")
+    creator = world.creator(campaign)
+    shared = share(world, campaign, creator, ip="2001:db8:7:1::10", anonymized=anonymized)
+    t = now_ms() - 10_000
+    own = through(world, campaign, creator, shared, ip="2001:db8:7:1:abcd::99", ts_ms=t)
+    other = through(world, campaign, creator, shared, ip="2001:db8:7:2::10", ts_ms=t + 1000)
+    again = through(world, campaign, creator, shared, ip="2001:db8:7:2:ffff::1", ts_ms=t + 2000)
+    if anonymized:
+        put_enriched(world.settings, [own, other, again])
+    else:
+        world.put([own, other, again])
+    settle_once(world.settings)
+    assert (shares_of(world, own)["status"], shares_of(world, own)["share_reward"]) == ("paid", None)
+    assert shares_of(world, other)["share_reward"] == D("0.10")
+    assert (shares_of(world, again)["status"], shares_of(world, again)["rejection_reason"]) == (
+        "rejected", "duplicate_click")
+    assert pending(world, shared[0]) == D("0.10")
+    world.assert_books()
+
+
+def test_a_hash_under_a_rotated_key_earns_nothing_until_the_link_is_asked_for_again(world):
+    """Rotating OROS_IP_HASH_KEY while anonymizing: the link's old hash can match no click, so the address
+    is unknown (no reward, not "someone else"); asking for the link again hashes it under the new key."""
+    world.settings = replace(world.settings, anonymize_ip=True, ip_hash_key=KEY)
+    campaign = world.campaign(payout="1.00", fund="10.00")
+    creator = world.creator(campaign)
+    shared = share(world, campaign, creator, anonymized=True)
+    world.settings = replace(world.settings, ip_hash_key="r" * 40)
+    t = now_ms() - 10_000
+    own, other = (through(world, campaign, creator, shared, ip=ip, ts_ms=t) for ip in (SUPPORTER_IP, "10.1.1.1"))
+    put_enriched(world.settings, [own, other])
+    settle_once(world.settings)
+    assert [shares_of(world, e)["share_reward"] for e in (own, other)] == [None, None]
+    # The supporter asks for its link again (POST /v1/links/{code}/shares), from where it made it.
+    key = ip_hash_key(world.settings.ip_hash_key)
+    with psycopg.connect(world.settings.database_url, autocommit=True) as conn:
+        conn.execute("SELECT 1 FROM oros_open_share(%s, %s, 'unused', 'http://t', 10, %s, NULL, %s)",
+                     (shared[0], shared[2], ip_hash(SUPPORTER_IP, key), ip_hash_key_id(key)))
+    own, other = (through(world, campaign, creator, shared, ip=ip, ts_ms=t + 1000)
+                  for ip in (SUPPORTER_IP, "10.1.1.2"))
+    put_enriched(world.settings, [own, other])
+    settle_once(world.settings)
+    assert [shares_of(world, e)["share_reward"] for e in (own, other)] == [None, D("0.10")]
     world.assert_books()
 
 
