@@ -82,8 +82,10 @@ VISITOR = {False: "ip", True: "if(ip_hash = '', ip, ip_hash)"}
 # window before the first fresh click and to its UTC day's start (first visits). ``c``: for each fresh
 # conversion or sale, the click it names; that click, not the reporter, says which link and creator
 # earned it, and where it came from (``visit_ip``, ``visit_ip_hash``: a share link's supporter never earns
-# on its own clicks). ``first_visit``: a human click with no earlier human click from its visitor on its
-# link that UTC day (the reports' unique visitors).
+# on its own clicks), and the visitor's country, device, browser, OS and referrer, which the decision is
+# reported under (``attributed``; ingest gives the ClickHouse row the same: ingest/attribute.py).
+# ``first_visit``: a human click with no earlier human click from its visitor on its link that UTC day
+# (the reports' unique visitors).
 EVENTS_SQL = """
 SELECT toString(f.event_id) AS event_id, f.event_type AS event_type, toUnixTimestamp64Milli(f.ts) AS ts_ms,
        if(f.campaign_id = toUUID('{unknown}'), NULL, toString(f.campaign_id)) AS campaign_id,
@@ -99,8 +101,12 @@ SELECT toString(f.event_id) AS event_id, f.event_type AS event_type, toUnixTimes
        f.event_type = 'click' AND NOT f.is_bot AND f.source != 'head'
          AND (p.prev IS NULL OR intDiv(p.prev, {day_ms}) != intDiv(toUnixTimestamp64Milli(f.ts), {day_ms}))
          AS first_visit,
-       f.country AS country, f.device_type AS device_type, f.browser AS browser, f.os AS os,
-       f.referrer_host AS referrer_host,
+       if((f.event_type IN ('conversion', 'sale') AND c.event_id IS NOT NULL) AS attributed, assumeNotNull(c.country),
+          f.country) AS country,
+       if(attributed, assumeNotNull(c.device_type), f.device_type) AS device_type,
+       if(attributed, assumeNotNull(c.browser), f.browser) AS browser,
+       if(attributed, assumeNotNull(c.os), f.os) AS os,
+       if(attributed, assumeNotNull(c.referrer_host), f.referrer_host) AS referrer_host,
        if(f.event_type = 'click', f.ip, coalesce(c.ip, '')) AS visit_ip,
        if(f.event_type = 'click', f.ip_hash, coalesce(c.ip_hash, '')) AS visit_ip_hash
   FROM (SELECT event_id, event_type, ts, campaign_id, link_id, creator_id, supporter_id, business_id, click_id,
@@ -121,7 +127,8 @@ SELECT toString(f.event_id) AS event_id, f.event_type AS event_type, toUnixTimes
        AND event_id IN (SELECT event_id FROM events WHERE {fresh} AND event_type = 'click')
   ) AS p ON p.event_id = f.event_id
   LEFT JOIN (
-    SELECT event_id, campaign_id, ts, link_id, creator_id, ip, ip_hash FROM events
+    SELECT event_id, campaign_id, ts, link_id, creator_id, ip, ip_hash, country, device_type, browser, os,
+           referrer_host FROM events
      WHERE event_type = 'click'
        AND event_id IN (SELECT click_id FROM events WHERE {fresh} AND click_id IS NOT NULL
                                                       AND event_type IN ('conversion', 'sale'))
