@@ -315,3 +315,32 @@ async def test_ingest_stores_and_dead_letters_no_full_ip_while_anonymizing(setti
     kept = {letter.reason_class: letter for letter in letters if letter.event and b'"nope"' in letter.event}
     assert orjson.loads(kept["invalid"].event)["ip"] == "203.0.113.0"  # refused: kept, truncated, replayable form
     assert sum(letter.event is None and "not kept" in letter.reason for letter in letters) == len(UNREADABLE)
+
+
+def test_a_late_earlier_click_takes_the_first_visit_mark(world):
+    """A visitor's click decided first, then an earlier click of theirs arriving late: one unique visitor.
+
+    The late click is that day's first visit; the one decided before loses its mark, in the rows and in
+    the hourly sums the reports read.
+    """
+    campaign = world.campaign()
+    creator = world.creator(campaign)
+    day = now_ms() // DAY_MS * DAY_MS - DAY_MS  # yesterday, UTC
+    decided_first = world.click(campaign, creator, ts_ms=day + 7_200_000, ip="203.0.113.1")
+    late = world.click(campaign, creator, ts_ms=day + 3_600_000, ip="203.0.113.1")
+    tomorrow = world.click(campaign, creator, ts_ms=day + DAY_MS + 1_000, ip="203.0.113.1")  # another day: kept
+    world.put([decided_first, tomorrow])
+    settle_once(world.settings)
+    world.put([late])
+    settle_once(world.settings)
+
+    def visits() -> dict:
+        return {r["id"]: r["first_visit"] for r in world.pg.execute("SELECT id::text AS id, first_visit FROM events")}
+
+    assert visits() == {late.event_id: True, decided_first.event_id: False, tomorrow.event_id: True}
+    assert world.pg.execute("SELECT sum(visitors) AS n FROM event_hours WHERE scope = 'campaign' AND dim = ''"
+                            ).fetchone()["n"] == 2  # the unique count the reports read
+    world.put([late])  # a replay decides nothing again and moves no mark
+    settle_once(world.settings)
+    assert visits() == {late.event_id: True, decided_first.event_id: False, tomorrow.event_id: True}
+    world.assert_books()
