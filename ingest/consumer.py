@@ -46,13 +46,16 @@ from oros.keys import StreamShard
 from oros.settings import Settings
 
 from . import deadletter
-from .enrich import Enricher
+from .attribute import attribute
+from .enrich import Enricher, anonymized
 from .metrics import IngestMetrics
 from .rows import InvalidEvent, NotWireFormat, check
 from .writer import BatchRefused, BatchWriter, ClickHouseUnavailable, Probe, probe
 
 log = logging.getLogger(__name__)
 
+_NOT_AHEAD = object()  # an entry not enriched ahead (``_enriched`` holds None for one that cannot be)
+UNANONYMIZABLE = "ip: no address can be read in the entry to anonymize (OROS_ANONYMIZE_IP)"
 # A suspect's marker outlives any insert; it only stays behind when an ingester died inserting it.
 SUSPECT_MARK_TTL = timedelta(days=7)
 
@@ -82,7 +85,8 @@ class Ingester:
         probed for after each failure (``writer.probe``): if ClickHouse takes other inserts,
         the batch is split as refused data.
     :param enrich: add country, device, browser, OS, referrer host and the IP hash
-        (``ingest.enrich``); off only for the benchmark's baseline.
+        (``ingest.enrich``), and give conversions and sales their click's (``ingest.attribute``);
+        off only for the benchmark's baseline.
     """
 
     def __init__(
@@ -286,13 +290,14 @@ class ShardConsumer:
         raws = [fields[STREAM_FIELD] for _, fields in entries if fields.get(STREAM_FIELD)]
         self._enriched.update(zip(ids, self.enricher.lines(raws), strict=True))
 
-    def _lines(self, ids: list[bytes], raws: list[bytes]) -> list[bytes]:
-        """What ClickHouse gets: each entry enriched (ahead, or now); a dead letter keeps the raw
-        entry as the edge wrote it, so a replay is enriched anew."""
+    def _lines(self, ids: list[bytes], raws: list[bytes]) -> list[bytes | None]:
+        """What ClickHouse gets: each entry enriched (ahead, or now); None for one that would keep a full
+        IP (``Enricher.line``). A dead letter keeps the entry as the edge wrote it (``_kept``), so a replay
+        is enriched anew."""
         if self.enricher is None:
             return raws
-        ahead = [self._enriched.pop(entry_id, None) for entry_id in ids]
-        return [line or self.enricher.line(raw) for line, raw in zip(ahead, raws, strict=True)]
+        ahead = [self._enriched.pop(entry_id, _NOT_AHEAD) for entry_id in ids]
+        return [self.enricher.line(raw) if line is _NOT_AHEAD else line for line, raw in zip(ahead, raws, strict=True)]
 
     async def _read(self, *, block_ms: int | None) -> list:
         reply = await self.redis.xreadgroup(
@@ -385,6 +390,16 @@ class ShardConsumer:
             if not ids:
                 return 0
         lines = self._lines(ids, raws)
+        if None in lines:
+            unreadable = [(entry_id, {STREAM_FIELD: raw}, "invalid", UNANONYMIZABLE)
+                          for entry_id, raw, line in zip(ids, raws, lines, strict=True) if line is None]
+            await self._dead_letter(unreadable, settled)
+            kept = [(i, raw, line) for i, raw, line in zip(ids, raws, lines, strict=True) if line is not None]
+            ids, raws, lines = [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept]
+            if not ids:
+                return 0
+        if self.enricher is not None:
+            lines = await asyncio.to_thread(attribute, self.settings, lines)
         if blamed:
             return await self._isolate(ids, raws, lines, settled, blamed=True)
         try:
@@ -462,13 +477,24 @@ class ShardConsumer:
         if not dead:
             return
         async with self.redis.pipeline(transaction=True) as pipe:
-            deadletter.queue(pipe, self.shard, self.consumer, dead)
+            deadletter.queue(pipe, self.shard, self.consumer, [self._kept(*letter) for letter in dead])
             await pipe.execute()
         settled.update(entry_id for entry_id, *_ in dead)
         for _, _, reason_class, _ in dead:
             self.metrics.dead.labels(reason_class).inc()
         log.warning("dead-lettered %d stream entries", len(dead),
                     extra={"first_id": _text(dead[0][0]), "first_reason": dead[0][3][:300]})
+
+    def _kept(self, entry_id: bytes, fields: dict, reason_class: str, reason: str) -> tuple:
+        """What a dead letter keeps of an entry: while anonymizing, its IP truncated, or no event at all when
+        none can be read in it (dead letters stay until an operator acts; docs/security.md)."""
+        raw = fields.get(STREAM_FIELD)
+        if raw is None or not self.settings.anonymize_ip:
+            return entry_id, fields, reason_class, reason
+        kept = anonymized(raw)
+        if kept is None:
+            return entry_id, {}, reason_class, f"{reason} (the event is not kept: {UNANONYMIZABLE})"
+        return entry_id, {STREAM_FIELD: kept}, reason_class, reason
 
     async def _acked(self, ids: list[bytes], settled: set[bytes]) -> int:
         """Acknowledge (and trim) only what ClickHouse now holds."""

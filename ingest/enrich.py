@@ -22,6 +22,7 @@ byte for byte what ``orjson.dumps`` of the enriched object would be, which
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from urllib.parse import urlsplit
 
@@ -177,7 +178,8 @@ class _Bounded(dict):
 
 
 class Enricher:
-    """Enriches stream entries in the wire format; anything else passes through for ClickHouse to judge.
+    """Enriches stream entries in the wire format; anything else passes through for ClickHouse to judge
+    (made ``anonymized`` first while ``OROS_ANONYMIZE_IP`` is on).
 
     The fields are found by their keys' bytes, not by parsing: in the edge's compact JSON a
     key's quote cannot occur inside a string value (it would be escaped), and the model's
@@ -192,16 +194,22 @@ class Enricher:
         self._networks = _Bounded()  # IPv4 /24 ("a.b.c") or other address -> (fragment, truncated ip as JSON)
         self._referrers = _Bounded()  # referrer (JSON) -> fragment
 
-    def lines(self, raws: list[bytes]) -> list[bytes]:
+    def lines(self, raws: list[bytes]) -> list[bytes | None]:
         return [self.line(raw) for raw in raws]
 
-    def line(self, raw: bytes) -> bytes:
+    def line(self, raw: bytes) -> bytes | None:
+        """The entry enriched; one not in the edge's format as it is (ClickHouse decides), or while
+        anonymizing with its IP truncated and hashed all the same (None: it holds no IP we can find, and
+        ingest dead-letters it, so a full IP is never stored)."""
         try:
-            return self._line(raw)
+            enriched = self._line(raw)
         except (ValueError, TypeError, AttributeError):  # a value of no JSON type the edge writes
-            return raw
+            enriched = None
+        if enriched is not None:
+            return enriched
+        return anonymized(raw, self._key) if self.anonymize else raw
 
-    def _line(self, raw: bytes) -> bytes:
+    def _line(self, raw: bytes) -> bytes | None:
         ip_at = raw.find(b',"ip":') + 6
         agent_at = raw.find(b',"user_agent":', ip_at)
         referrer_at = raw.find(b',"referrer":', agent_at)
@@ -209,12 +217,12 @@ class Enricher:
         source_at = raw.find(b',"source":', flag_at)
         metadata_at = raw.find(b',"metadata":', source_at)
         if ip_at == 5 or min(agent_at, referrer_at, flag_at, source_at, metadata_at) < 0 or raw[-2:] != b"}}":
-            return raw  # not the edge's format: ClickHouse decides (ingest.rows.NotWireFormat)
+            return None  # not the edge's format: ClickHouse decides (ingest.rows.NotWireFormat)
         ip = raw[ip_at:agent_at]
         if ip == b"null":
             country, stored_ip, digest = b',"country":""', ip, b""
         elif ip[:1] != b'"':
-            return raw
+            return None
         else:
             address = orjson.loads(ip).encode() if b"\\" in ip else ip[1:-1]
             country, truncated = self._networks.get(_network_key(address)) or self._network(address)
@@ -251,6 +259,36 @@ class Enricher:
     def _referrer(self, referrer_json: bytes) -> bytes:
         host = referrer_host(orjson.loads(referrer_json) or "")
         return self._referrers.put(referrer_json, b',"referrer_host":' + orjson.dumps(host))
+
+
+def anonymized(raw: bytes, key: bytes | None = None) -> bytes | None:
+    """An entry the byte-level path cannot read, parsed: its IP truncated (and with a ``key`` the keyed hash
+    of the full IP added as ``ip_hash``); None when it is no JSON object or its IP no text.
+
+    Python's parser takes what orjson refuses (a lone surrogate escape, bytes that are not UTF-8,
+    read with ``surrogateescape``). The result is in the edge's compact form when orjson can write
+    it (so a dead letter stays replayable), else escaped to ASCII.
+    """
+    try:
+        event = json.loads(raw.decode("utf-8", "surrogateescape"))
+    except ValueError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    # ClickHouse may match a key in another case, and reads a repeated key: every spelling is judged.
+    for name in [name for name in event if name.lower() == "ip"]:
+        ip = event[name]
+        if ip is not None and not isinstance(ip, str):
+            return None
+        if ip:
+            found = ip_network(ip)
+            event[name] = found[1] if found else ""
+            if key is not None:
+                event["ip_hash"] = ip_hash(ip.encode("utf-8", "surrogatepass"), key)
+    try:
+        return orjson.dumps(event)
+    except TypeError:  # a lone surrogate orjson will not write
+        return json.dumps(event, separators=(",", ":")).encode()
 
 
 def _network_key(address: bytes) -> bytes:

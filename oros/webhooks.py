@@ -69,7 +69,11 @@ def signature_header(signing_secrets: list[str], timestamp: int, body: bytes) ->
 def allowed_address(raw: str, *, allow_private: bool) -> bool:
     """Whether OROS may connect to this IP address: a public unicast one, unless local receivers are allowed.
 
-    An IPv6 address carrying an IPv4 one (mapped, 6to4, NAT64) is judged by the IPv4 it reaches.
+    An IPv6 address carrying an IPv4 one (mapped, 6to4, the well-known NAT64 prefix) is judged by the
+    IPv4 it reaches. Python's ``is_global`` calls two others global: the deprecated IPv4-compatible
+    ``::/96`` (``::7f00:1`` reaches 127.0.0.1 on a host that still routes it) and local-use NAT64
+    ``64:ff9b:1::/48`` (RFC 8215: a site's own translator, whose embedded IPv4 sits where the site
+    chooses); both are refused.
     """
     try:
         address = ipaddress.ip_address(raw.split("%", 1)[0])  # a scope id (fe80::1%eth0) is link-local anyway
@@ -78,6 +82,8 @@ def allowed_address(raw: str, *, allow_private: bool) -> bool:
     if allow_private:
         return True
     if address.version == 6:
+        if any(address in network for network in _NEVER_V6):
+            return False
         embedded = address.ipv4_mapped or address.sixtofour
         if embedded is None and address in _NAT64:
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
@@ -87,6 +93,7 @@ def allowed_address(raw: str, *, allow_private: bool) -> bool:
 
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NEVER_V6 = (ipaddress.ip_network("::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
 def check_url(raw: object, *, allow_private: bool) -> URL:

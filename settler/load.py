@@ -84,8 +84,12 @@ VISITOR = {False: _IPV6_64, True: "if(ip_hash = '', ip, ip_hash)"}
 # window before the first fresh click and to its UTC day's start (first visits). ``c``: for each fresh
 # conversion or sale, the click it names; that click, not the reporter, says which link and creator
 # earned it, and where it came from (``visit_ip``, ``visit_ip_hash``: a share link's supporter never earns
-# on its own clicks). ``first_visit``: a human click with no earlier human click from its visitor on its
-# link that UTC day (the reports' unique visitors).
+# on its own clicks), and the visitor's country, device, browser, OS and referrer, which the decision is
+# reported under (``attributed``; ingest gives the ClickHouse row the same: ingest/attribute.py).
+# ``first_visit``: a human click with no earlier human click from its visitor on its link that UTC day
+# (the reports' unique visitors). ``later_visit_id``: the next human click from the same visitor on the
+# same link that UTC day; when it was decided before this one arrived (a late click), it was marked the
+# first visit, and the settler takes the mark back (settler.post.unmark_later_visits).
 EVENTS_SQL = """
 SELECT toString(f.event_id) AS event_id, f.event_type AS event_type, toUnixTimestamp64Milli(f.ts) AS ts_ms,
        if(f.campaign_id = toUUID('{unknown}'), NULL, toString(f.campaign_id)) AS campaign_id,
@@ -101,29 +105,40 @@ SELECT toString(f.event_id) AS event_id, f.event_type AS event_type, toUnixTimes
        f.event_type = 'click' AND NOT f.is_bot AND f.source != 'head'
          AND (p.prev IS NULL OR intDiv(p.prev, {day_ms}) != intDiv(toUnixTimestamp64Milli(f.ts), {day_ms}))
          AS first_visit,
-       f.country AS country, f.device_type AS device_type, f.browser AS browser, f.os AS os,
-       f.referrer_host AS referrer_host,
+       if((f.event_type IN ('conversion', 'sale') AND c.event_id IS NOT NULL) AS attributed, assumeNotNull(c.country),
+          f.country) AS country,
+       if(attributed, assumeNotNull(c.device_type), f.device_type) AS device_type,
+       if(attributed, assumeNotNull(c.browser), f.browser) AS browser,
+       if(attributed, assumeNotNull(c.os), f.os) AS os,
+       if(attributed, assumeNotNull(c.referrer_host), f.referrer_host) AS referrer_host,
        if(f.event_type = 'click', f.ip, coalesce(c.ip, '')) AS visit_ip,
-       if(f.event_type = 'click', f.ip_hash, coalesce(c.ip_hash, '')) AS visit_ip_hash
+       if(f.event_type = 'click', f.ip_hash, coalesce(c.ip_hash, '')) AS visit_ip_hash,
+       if(intDiv(p.next_ms, {day_ms}) = intDiv(toUnixTimestamp64Milli(f.ts), {day_ms}), toString(p.next), NULL)
+         AS later_visit_id
   FROM (SELECT event_id, event_type, ts, campaign_id, link_id, creator_id, supporter_id, business_id, click_id,
                order_id, value, currency, ip, user_agent, is_bot, source, metadata, country, device_type, browser,
                os, referrer_host, ip_hash
           FROM events WHERE {fresh} LIMIT 1 BY event_id) AS f
   LEFT JOIN (
-    SELECT event_id, prev FROM (
+    SELECT event_id, prev, next, next_ms FROM (
       SELECT event_id, lagInFrame(toNullable(toUnixTimestamp64Milli(ts))) OVER (
-               PARTITION BY link_id, visitor ORDER BY ts, event_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev
+               PARTITION BY link_id, visitor ORDER BY ts, event_id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev,
+             leadInFrame(toNullable(event_id)) OVER (
+               PARTITION BY link_id, visitor ORDER BY ts, event_id ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING) AS next,
+             leadInFrame(toNullable(toUnixTimestamp64Milli(ts))) OVER (
+               PARTITION BY link_id, visitor ORDER BY ts, event_id ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING) AS next_ms
         FROM (SELECT event_id, link_id, {visitor} AS visitor, ts FROM events
                WHERE event_type = 'click' AND NOT is_bot AND source != 'head'
                  AND ts >= (SELECT least(min(ts) - toIntervalSecond({dedupe_s:UInt32}), toStartOfDay(min(ts), 'UTC'))
                               FROM events WHERE {fresh} AND event_type = 'click')
                  AND campaign_id IN (SELECT campaign_id FROM events WHERE {fresh} AND event_type = 'click')
                LIMIT 1 BY event_id))
-     WHERE prev IS NOT NULL
+     WHERE (prev IS NOT NULL OR next IS NOT NULL)
        AND event_id IN (SELECT event_id FROM events WHERE {fresh} AND event_type = 'click')
   ) AS p ON p.event_id = f.event_id
   LEFT JOIN (
-    SELECT event_id, campaign_id, ts, link_id, creator_id, ip, ip_hash FROM events
+    SELECT event_id, campaign_id, ts, link_id, creator_id, ip, ip_hash, country, device_type, browser, os,
+           referrer_host FROM events
      WHERE event_type = 'click'
        AND event_id IN (SELECT click_id FROM events WHERE {fresh} AND click_id IS NOT NULL
                                                       AND event_type IN ('conversion', 'sale'))

@@ -85,9 +85,22 @@ def post_campaign(ctx: RunContext, conn: psycopg.Connection, decided: Decided, f
         plan = settle_campaign(decided, remaining=locked["remaining_budget"], payout=locked["payout_per_action"],
                                status=locked["status"], fees=fees, shares=shares)
         copy_events(conn, lambda clean: _lines(ctx, plan, clean))
+        unmark_later_visits(conn, decided)
         if plan.paid or plan.completes:
             ledger.post_settlement(conn, plan, run_id=ctx.run_id, hold_until=ctx.hold_until)
     return plan
+
+
+# A click decided before an earlier click of its visitor arrived was marked the day's first visit: no longer.
+# The hourly sums' UPDATE trigger (sql/postgres/0140) moves it out of their unique count.
+UNMARK_LATER_VISITS_SQL = "UPDATE events SET first_visit = false WHERE id = ANY(%s::uuid[]) AND first_visit"
+
+
+def unmark_later_visits(conn: psycopg.Connection, decided: Decided) -> None:
+    """Take the first-visit mark from each decided click a late click of this read now precedes."""
+    later = [e.later_visit_id for e in (*decided.accepted, *(e for e, _ in decided.rejected)) if e.later_visit_id]
+    if later:
+        conn.execute(UNMARK_LATER_VISITS_SQL, ("{" + ",".join(later) + "}",))
 
 
 def post_unowned(ctx: RunContext, conn: psycopg.Connection, decided: Decided, fees: FeeSchedule) -> CampaignPlan:

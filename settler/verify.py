@@ -77,6 +77,8 @@ class Candidate(NamedTuple):
     # the click a conversion names), as ClickHouse stores it and as its keyed hash ('' when unknown).
     visit_ip: str = ""
     visit_ip_hash: str = ""
+    # Human clicks: the next click from the same visitor on the same link that UTC day (reports only).
+    later_visit_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ settlement, with IPs anonymized.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import replace
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -18,16 +20,19 @@ import orjson
 import pytest
 from crawlerdetect import CrawlerDetect
 
+from admin_api.app import create_app
+from ingest import deadletter
 from ingest.consumer import Ingester
 from ingest.enrich import Enricher, is_crawler
 from ingest.rows import check
 from ingest.writer import BatchWriter
 from oros.bots import classify_user_agent
 from oros.events import STREAM_FIELD, Event
+from oros.reasons import WRONG_TYPE
 from oros.settings import Settings, SettingsError
 from settler.run import settle_once
 
-from factories import DAY_MS, now_ms
+from factories import DAY_MS, make_user, now_ms
 
 KEY = "k" * 40
 IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -195,3 +200,151 @@ def test_the_ip_data_is_the_release_the_readme_dates():
     pinned = re.search(r'"iptocc==([0-9.]+)"', (root / "pyproject.toml").read_text()).group(1)
     assert metadata.version("iptocc") == pinned
     assert f"version {pinned}, data of " in " ".join((root / "README.md").read_text().split())
+
+
+async def _ingest(settings: Settings, redis, events: list[Event]) -> None:
+    for event in events:
+        await redis.xadd(settings.keys.stream, {STREAM_FIELD: event.encode()})
+    ingester = Ingester(settings, "t")
+    try:
+        assert await ingester.drain_once() == len(events)
+    finally:
+        await ingester.close()
+
+
+async def test_conversions_and_sales_are_reported_under_their_clicks_visitor(aiohttp_client, world, redis, ch):
+    """A sale's server posts it from its own address and HTTP client: it counts where its click came from.
+
+    One click is in ClickHouse before its sale arrives, the other arrives in the same batch as its conversion.
+    """
+    settings = world.settings
+    business, business_auth = make_user(world.pg, settings, "business")
+    creator, creator_auth = make_user(world.pg, settings, "creator")
+    campaign = world.campaign(business, objective="sale")
+    link = world.join(campaign, creator)
+    start = now_ms() - 3 * 3_600_000
+    server = {"ip": "10.0.0.7", "user_agent": "python-requests/2.31"}
+    german = world.click(campaign, link, ts_ms=start, ip="85.214.132.117", user_agent=IPHONE,
+                         referrer="https://news.example.com/a")
+    american = world.click(campaign, link, ts_ms=start + 1_000, ip="8.8.8.8", user_agent=WINDOWS)
+    sale = replace(world.conversion(german, kind="sale", value="20.00", order_id="o-1"), **server)
+    conversion = replace(world.conversion(american, order_id="o-2"), **server)
+    await _ingest(settings, redis, [german])
+    await _ingest(settings, redis, [american, sale, conversion])
+    assert {r[0]: r[1:] for r in ch.query(
+        "SELECT event_type, country, device_type, browser, referrer_host FROM events FINAL"
+        " WHERE event_type != 'click'").result_rows} == {
+        "sale": ("DE", "mobile", "Mobile Safari", "news.example.com"), "conversion": ("US", "desktop", "Chrome", "")}
+    settle_once(settings)
+    decided = world.pg.execute("SELECT event_type, status, country, device_type, referrer_host FROM events"
+                               " WHERE event_type != 'click'").fetchall()
+    assert {r["event_type"]: (r["status"], r["country"], r["device_type"], r["referrer_host"]) for r in decided} == {
+        "sale": ("paid", "DE", "mobile", "news.example.com"), "conversion": ("rejected", "US", "desktop", "")}
+
+    api = await aiohttp_client(create_app(settings))
+    params = {"from": datetime.fromtimestamp(start / 1000 - 86_400, tz=UTC).isoformat(), "group_by": "country"}
+    for path, auth in ((f"/v1/campaigns/{campaign}/stats", business_auth), ("/v1/me/stats", creator_auth)):
+        for granularity in ("hour", "day"):
+            resp = await api.get(path, params={**params, "granularity": granularity}, headers=auth)
+            assert resp.status == 200, await resp.text()
+            groups = {g["key"]: g for g in (await resp.json())["groups"]}
+            assert set(groups) == {"DE", "US"}, (path, granularity)  # nothing left "unknown"
+            assert groups["DE"]["sales"] == {"all": 1, "billable": 1, "refunded": 0, "value": "20.00"}
+            assert groups["US"]["conversions"] == {"all": 1, "billable": 0}
+            assert groups["US"]["rejections"] == {WRONG_TYPE: 2}  # the click and its conversion
+        resp = await api.get(path, params={**params, "group_by": "device", "device": "mobile"}, headers=auth)
+        assert (await resp.json())["groups"][0]["sales"]["all"] == 1
+    world.assert_books()
+
+
+def test_the_settler_reports_a_sale_under_its_clicks_visitor(world):
+    """A sale stored without its click's fields (ingested before its click, or before ingest copied them)."""
+    campaign = world.campaign(objective="sale")
+    click = world.click(campaign, world.creator(campaign), ip="85.214.132.117", user_agent=IPHONE,
+                        referrer="https://news.example.com/a")
+    put_enriched(world.settings, [click])
+    world.put([world.conversion(click, kind="sale", value="9.00", order_id="o-1")])
+    settle_once(world.settings)
+    assert world.pg.execute("SELECT status, country, device_type, browser, os, referrer_host FROM events"
+                            " WHERE event_type = 'sale'").fetchone() == {
+        "status": "paid", "country": "DE", "device_type": "mobile", "browser": "Mobile Safari", "os": "iOS",
+        "referrer_host": "news.example.com"}
+    world.assert_books()
+
+
+ANONYMIZING = replace(Settings(), anonymize_ip=True, ip_hash_key=KEY)
+FULL_IP = b"203.0.113.77"
+WIRE = replace(BASE, ip=FULL_IP.decode()).encode()
+# Entries the byte-level path cannot read: a lone surrogate orjson refuses, bytes that are not UTF-8, the key in
+# another case, a field the edge never writes.
+def odd(wire: bytes) -> list[bytes]:
+    return [wire.replace(b'"user_agent":"', b'"user_agent":"\\ud800'),
+            wire.replace(b'"user_agent":"', b'"user_agent":"\xff'), wire.replace(b'"ip":', b'"IP":'),
+            wire[:-1] + b',"extra":1}']
+
+
+
+# Entries with no address to read: not JSON, not an object, an IP that is no text.
+UNREADABLE = [b'{"ip":"203.0.113.77"', b'["203.0.113.77"]',
+              WIRE.replace(b'"ip":"203.0.113.77"', b'"ip":[203,0,113,77]')]
+
+
+def test_anonymizing_never_passes_a_full_ip_through():
+    enricher = Enricher(ANONYMIZING)
+    for raw in odd(WIRE):
+        line = enricher.line(raw)
+        assert FULL_IP not in line and b'"203.0.113.0"' in line, raw
+        assert json.loads(line)["ip_hash"] == orjson.loads(enricher.line(WIRE))["ip_hash"]  # the full IP's
+    assert [enricher.line(raw) for raw in UNREADABLE] == [None] * len(UNREADABLE)
+
+
+async def test_ingest_stores_and_dead_letters_no_full_ip_while_anonymizing(settings, redis, ch):
+    anonymizing = replace(settings, anonymize_ip=True, ip_hash_key=KEY)
+    refused = WIRE.replace(b'"event_type":"click"', b'"event_type":"nope"')  # ClickHouse refuses it: a dead letter
+    # Stamped now (an IP hash is kept for the dedupe window only), each with an id of its own.
+    entries = [odd(replace(BASE, event_id=f"0190a000-0000-7000-8000-00000000000{i}", ts_ms=now_ms(),
+                           ip=FULL_IP.decode()).encode())[i] for i in range(4)]
+    for raw in [*entries, refused, *UNREADABLE]:
+        await redis.xadd(settings.keys.stream, {STREAM_FIELD: raw})
+    ingester = Ingester(anonymizing, "t")
+    try:
+        await ingester.drain_once()
+    finally:
+        await ingester.close()
+    stored = ch.query("SELECT ip, ip_hash FROM events").result_rows
+    letters = await deadletter.read(redis, settings.keys)
+    assert stored and len(stored) + len(letters) == len(entries) + 1 + len(UNREADABLE)
+    assert {ip for ip, _ in stored} == {"203.0.113.0"} and all(len(h) == 32 for _, h in stored)
+    assert not any(FULL_IP in (letter.event or b"") for letter in letters)
+    kept = {letter.reason_class: letter for letter in letters if letter.event and b'"nope"' in letter.event}
+    assert orjson.loads(kept["invalid"].event)["ip"] == "203.0.113.0"  # refused: kept, truncated, replayable form
+    assert sum(letter.event is None and "not kept" in letter.reason for letter in letters) == len(UNREADABLE)
+
+
+def test_a_late_earlier_click_takes_the_first_visit_mark(world):
+    """A visitor's click decided first, then an earlier click of theirs arriving late: one unique visitor.
+
+    The late click is that day's first visit; the one decided before loses its mark, in the rows and in
+    the hourly sums the reports read.
+    """
+    campaign = world.campaign()
+    creator = world.creator(campaign)
+    day = now_ms() // DAY_MS * DAY_MS - DAY_MS  # yesterday, UTC
+    decided_first = world.click(campaign, creator, ts_ms=day + 7_200_000, ip="203.0.113.1")
+    late = world.click(campaign, creator, ts_ms=day + 3_600_000, ip="203.0.113.1")
+    tomorrow = world.click(campaign, creator, ts_ms=day + DAY_MS + 1_000, ip="203.0.113.1")  # another day: kept
+    world.put([decided_first, tomorrow])
+    settle_once(world.settings)
+    world.put([late])
+    settle_once(world.settings)
+
+    def visits() -> dict:
+        return {r["id"]: r["first_visit"] for r in world.pg.execute("SELECT id::text AS id, first_visit FROM events")}
+
+    assert visits() == {late.event_id: True, decided_first.event_id: False, tomorrow.event_id: True}
+    assert world.pg.execute("SELECT sum(visitors) AS n FROM event_hours WHERE scope = 'campaign' AND dim = ''"
+                            ).fetchone()["n"] == 2  # the unique count the reports read
+    world.put([late])  # a replay decides nothing again and moves no mark
+    settle_once(world.settings)
+    assert visits() == {late.event_id: True, decided_first.event_id: False, tomorrow.event_id: True}
+    world.assert_books()

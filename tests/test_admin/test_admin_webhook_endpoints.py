@@ -15,7 +15,7 @@ import pytest
 from admin_api.app import create_app
 from oros import apikeys
 from oros.connections import as_user, pg_pool
-from oros.webhooks import MAX_ENDPOINTS, SECRET_PREFIX
+from oros.webhooks import MAX_ENDPOINTS, SECRET_PREFIX, allowed_address
 from settler.jobs import OWNER_JOBS
 
 from admin_flows import User, assert_error
@@ -163,9 +163,19 @@ REFUSED_URLS = [
     "https://[::1]/", "https://[::ffff:127.0.0.1]/", "https://[::ffff:a9fe:a9fe]/", "https://[64:ff9b::a00:1]/",
     "https://10.0.0.5/", "https://172.16.3.4/", "https://192.168.1.1/", "https://100.64.0.1/",
     "https://169.254.169.254/latest/meta-data/", "https://[fe80::1]/", "https://[fd00::1]/", "https://224.0.0.1/",
+    "https://[::7f00:1]/", "https://[::a9fe:a9fe]/", "https://[::808:808]/", "https://[64:ff9b:1::a00:1]/",
+    "https://[64:ff9b:1::808:808]/", "https://[64:ff9b::7f00:1]/",
     "https://localhost/", "https://LOCALHOST./", "https://api.localhost/", "https://user:pw@hooks.example.com/",
     "https://hooks.example.com/#frag",
 ]
+
+
+def test_ipv6_forms_of_ipv4_are_judged_by_what_they_reach():
+    """The well-known NAT64 prefix reaches its embedded IPv4; IPv4-compatible and local-use NAT64 are refused."""
+    assert allowed_address("64:ff9b::808:808", allow_private=False)
+    assert allowed_address("2606:4700:4700::1111", allow_private=False)
+    for refused in ("64:ff9b::7f00:1", "::7f00:1", "::808:808", "64:ff9b:1::808:808", "64:ff9b:1::a00:1"):
+        assert not allowed_address(refused, allow_private=False), refused
 
 
 async def test_private_and_local_targets_are_refused_when_subscribing(api, pg, make_user):
