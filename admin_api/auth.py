@@ -109,11 +109,6 @@ def token_claims(settings: Settings, token: str) -> dict:
     return claims
 
 
-def verify_token(settings: Settings, token: str) -> str:
-    """The user id of a valid, unexpired token; 401 otherwise."""
-    return token_claims(settings, token)["sub"]
-
-
 def _bearer(request: web.Request) -> str:
     token = bearer(request.headers.get("Authorization"))
     if token is None:

@@ -102,7 +102,7 @@ async def create_boost(request: web.Request) -> web.Response:
         await _check_may_boost(conn, campaign_id)
 
     async def ask_stripe(key: str | None) -> tuple[str, str, str]:
-        intent_id = str(uuid.uuid5(_IDEMPOTENT_BOOST, f"{who.id}:{key}") if key else uuid.uuid4())
+        intent_id = idempotency.derived_id(_IDEMPOTENT_BOOST, who.id, key)
         async with billing.client(request) as stripe_client:
             intent = await billing.payment_intent(
                 stripe_client, amount, {"oros_boost_intent_id": intent_id, "oros_campaign_id": campaign_id},

@@ -95,7 +95,7 @@ async def fund_campaign(request: web.Request) -> web.Response:
 
     async def create_intent(key: str | None) -> tuple[str, stripe.PaymentIntent]:
         # With a key, a retry derives the same funding id, so Stripe returns the same intent.
-        funding_id = str(uuid.uuid5(_IDEMPOTENT_FUNDING, f"{who.id}:{key}") if key else uuid.uuid4())
+        funding_id = idempotency.derived_id(_IDEMPOTENT_FUNDING, who.id, key)
         return funding_id, await _create_intent(request, funding_id, campaign_id, value)
 
     async def record(conn, created: tuple[str, stripe.PaymentIntent]) -> dict:

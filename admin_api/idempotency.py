@@ -15,6 +15,7 @@ the stored answer).
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,6 +35,12 @@ from .typedefs import PG_POOL
 
 IDEMPOTENCY_KEY = Header(HEADER, IdempotencyKey, description=(
     "Retrying with the same key returns the first response instead of repeating the request."))
+
+
+def derived_id(namespace: uuid.UUID, user_id: str, key: str | None) -> str:
+    """The id a money request creates: with an ``Idempotency-Key`` derived from (caller, key) in the kind's
+    ``namespace``, so a retry names the same row (and the same Stripe idempotency key); random without one."""
+    return str(uuid.uuid5(namespace, f"{user_id}:{key}") if key else uuid.uuid4())
 
 
 async def once(request: web.Request, user_id: str, act: Callable[..., Awaitable[Any]], *,

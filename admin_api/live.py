@@ -35,7 +35,7 @@ from oros.events import Event, uuid7_str
 from oros.httperrors import ApiError, conflict, forbidden, invalid, not_found
 from oros.links import LINK_SQL, LinkInfo, publish
 from oros.money import fmt, plain_decimal_text
-from oros.wire import Amount, Money, OneOf, Text, Timestamp, Uuid, refuse, rule
+from oros.wire import Amount, Money, OneOf, OrderId, Text, Timestamp, Uuid, refuse, rule
 
 from . import idempotency, names, reports
 from .auth import caller
@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 routes = Routes()
 
 STATUSES = ("scheduled", "live", "ended", "canceled")
-CURRENCIES = ("USD",)  # what the ledger books: one currency (docs/stripe.md)
+# What the ledger books: one currency (docs/stripe.md); a subset of the currencies oros.events accepts.
+CURRENCIES = ("USD",)
 # The edges' clocks against the database's: a live link's first clicks may be stamped a little before it exists.
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -160,7 +161,7 @@ class LiveEventsQuery(PageQuery):
 
 
 class LiveSaleIn(BaseModel):
-    order_id: Text(200)
+    order_id: OrderId
     amount: Amount()
     currency: OneOf(*CURRENCIES) = "USD"
     click_id: Uuid = Field(None, description="the buyer's click through the live link (oros_cid), if known")
@@ -179,8 +180,9 @@ class LiveSale(BaseModel):
     status: Literal["pending", "paid", "refunded"] = Field(description="refunded: a refund took all of it")
     created_at: datetime
     held_until: datetime | None = Field(
-        description="until when its commission is held, so a refund reverses it; null once the hold is over (a "
-                    "refund then stands: refund_after_hold) or nothing is left of it")
+        description="until when its commission is held, so a refund reverses it (until the hold is released, "
+                    "even when this time has passed); null once it was released (a refund then stands: "
+                    "refund_after_hold) or nothing is left of it")
 
 
 class LiveSaleRefundAccepted(BaseModel):
@@ -383,8 +385,7 @@ async def _append_sale(request: web.Request, conn: psycopg.AsyncConnection, busi
         source="api", metadata={"live_event_id": event_id},
     )
     try:
-        await stream.append(redis, settings.keys, [sale.encode()], replicas=settings.stream_replicas,
-                            wait_ms=settings.stream_wait_ms)
+        await stream.append_durably(redis, settings, [sale.encode()])
     except stream.REDIS_ERRORS:
         raise ApiError(503, "unavailable", "could not record the sale; retry shortly") from None
     return {"event_id": sale.event_id, "duplicate": False}
@@ -408,7 +409,7 @@ async def list_sales(request: web.Request) -> web.Response:
 
 
 async def _holds(conn: psycopg.AsyncConnection, sale_ids: list) -> dict:
-    """Until when each sale's commission is held (sql/postgres/0163): absent once it is not."""
+    """Until when each sale's commission is held (sql/postgres/0190): absent once it was released."""
     if not sale_ids:
         return {}
     rows = await (await conn.execute(_HOLDS_SQL, {"ids": sale_ids})).fetchall()
@@ -441,8 +442,9 @@ async def _append_refund(request: web.Request, conn: psycopg.AsyncConnection, bu
     if sale["status"] != "paid":
         raise conflict("already_refunded", f"live sale {sale_id} is {sale['status']}: nothing is left to refund",
                        "status")
-    held_until = (await _holds(conn, [sale["id"]])).get(sale["id"])
-    if held_until is None or held_until <= datetime.now(UTC):
+    # Held until released (sql/postgres/0190 owns the rule, the settler asks the same function): a hold whose
+    # end has passed is still held until the release job moves the money, so the refund still reverses it.
+    if sale["id"] not in await _holds(conn, [sale["id"]]):
         # The settler would record it rejected and move nothing: say so now rather than accept it.
         raise conflict("refund_after_hold", f"the commission of live sale {sale_id} is no longer held: the sale "
                        "stands", "held_until")
@@ -466,8 +468,7 @@ async def _append_refund(request: web.Request, conn: psycopg.AsyncConnection, bu
     if first is not None:
         return {"event_id": first, "duplicate": True}
     try:
-        await stream.append(redis, settings.keys, [refund.encode()], replicas=settings.stream_replicas,
-                            wait_ms=settings.stream_wait_ms)
+        await stream.append_durably(redis, settings, [refund.encode()])
     except stream.REDIS_ERRORS:
         await orders.released(redis, order_key)
         raise unrecorded from None

@@ -138,7 +138,7 @@ async def create_membership(request: web.Request) -> web.Response:
         if live is not None:
             raise conflict("membership_exists", f"you already have a {live['status']} {tier.name} membership "
                            f"({live['id']}); cancel it first", "membership_type")
-        membership_id = str(uuid.uuid5(_IDEMPOTENT_MEMBERSHIP, f"{who.id}:{key}") if key else uuid.uuid4())
+        membership_id = idempotency.derived_id(_IDEMPOTENT_MEMBERSHIP, who.id, key)
         async with billing.client(request) as stripe_client:
             customer = await billing.customer(stripe_client, pool, who.id)
             product = await billing.product(stripe_client, *_product(tier))

@@ -141,7 +141,7 @@ async def create_tip(request: web.Request) -> web.Response:
         await _check_terms(conn, tip)
 
     async def ask_stripe(key: str | None) -> tuple[str, str | None, str | None, str | None]:
-        intent_id = str(uuid.uuid5(_IDEMPOTENT_TIP, f"{who.id}:{key}") if key else uuid.uuid4())
+        intent_id = idempotency.derived_id(_IDEMPOTENT_TIP, who.id, key)
         metadata = {"oros_tip_intent_id": intent_id, "oros_creator_id": tip.to_creator_id}
         async with billing.client(request) as stripe_client:
             if tip.frequency == "one_time":

@@ -215,9 +215,7 @@ async def _checkout_paid(conn: psycopg.AsyncConnection, redis, settings: Setting
         raise Ignored("checkout session has no amount_total")
     order_id = session.get("payment_intent") or text(session, "id")
     click = await _click(redis, settings, cid)
-    sale = {field: click.get(field) for field in clickindex.FIELDS}
-    sale["campaign_id"] = sale["campaign_id"] or UNKNOWN_CAMPAIGN
-    sale["click_id"] = cid
+    sale = {**clickindex.attribution(click), "click_id": cid}
     appended = Event(
         event_id=_event_id(event),
         event_type="sale",
@@ -229,7 +227,7 @@ async def _checkout_paid(conn: psycopg.AsyncConnection, redis, settings: Setting
         metadata={"stripe_event": event["id"], "checkout_session": session.get("id")},
         **sale,
     )
-    await _append(redis, settings, appended)
+    await stream.append_durably(redis, settings, [appended.encode()])
     # Refunds name only the charge's PaymentIntent: remember which click it paid for.
     ttl = timedelta(days=settings.attribution_days + settings.hold_days)
     await redis.set(settings.keys.stripe_sale(str(order_id)), orjson.dumps(sale), ex=ttl)
@@ -268,7 +266,7 @@ async def _charge_refunded(conn: psycopg.AsyncConnection, redis, settings: Setti
             "stripe_event": event["id"], "charge": charge.get("id"), "fully_refunded": bool(charge.get("refunded"))
         },
     )
-    await _append(redis, settings, appended)
+    await stream.append_durably(redis, settings, [appended.encode()])
     return {"event_id": appended.event_id, "campaign_id": appended.campaign_id}
 
 
@@ -288,11 +286,6 @@ async def _original_sale(conn, redis, settings: Settings, order_id: str, cid: ob
 
 async def _click(redis, settings: Settings, cid: str) -> dict:
     return await clickindex.lookup(redis, settings.keys, cid) or {}
-
-
-async def _append(redis, settings: Settings, event: Event) -> None:
-    await stream.append(redis, settings.keys, [event.encode()], replicas=settings.stream_replicas,
-                        wait_ms=settings.stream_wait_ms)
 
 
 def _event_id(event: dict) -> str:

@@ -85,7 +85,7 @@ def run_replay_dead_letters(settings: Settings, ids: list[str], *, restamp: bool
     """``oros ingest --replay-dead-letters [ID ...] [--restamp]``: exit 1 if a named letter is missing or stays."""
     async def work(redis):
         letters = await deadletter.read(redis, settings.keys, ids=ids or None)
-        return letters, await deadletter.replay(redis, settings.keys, letters, restamped=restamp)
+        return letters, await deadletter.replay(redis, settings, letters, restamped=restamp)
 
     letters, replayed = asyncio.run(_with_redis(settings, work))
     done = {letter.id for letter in replayed}

@@ -13,7 +13,8 @@ edited. One fix is made on replay: ``restamp`` sets the event's ``ts_ms``
 to when Redis accepted the entry (the ms of its original stream id), for a
 tracker whose clock was wrong, and records the old value in the event's
 metadata. A replay checks the event again (``rows.check``) and re-queues it
-through the normal stream; the event keeps its id, so a replay of something
+through the normal stream (``oros.stream.append_durably``), removing the letter
+once the event is durable; the event keeps its id, so a replay of something
 already inserted collapses downstream.
 
 A sharded stream keeps its dead letters per shard, beside the shard's
@@ -29,8 +30,10 @@ from datetime import UTC, datetime
 import orjson
 from redis.asyncio import Redis
 
+from oros import stream
 from oros.events import STREAM_FIELD, Event
 from oros.keys import Keys, StreamShard
+from oros.settings import Settings
 
 from .rows import InvalidEvent, NotWireFormat, check
 
@@ -138,20 +141,22 @@ def restamp(letter: DeadLetter) -> DeadLetter:
     return replace(letter, event=replace(event, ts_ms=stream_ms, metadata=metadata).encode())
 
 
-async def replay(redis: Redis, keys: Keys, letters: list[DeadLetter], *, restamped: bool = False) -> list[DeadLetter]:
-    """Re-queue each letter's event to the stream and remove the letter, atomically; return those re-queued.
+async def replay(redis: Redis, settings: Settings, letters: list[DeadLetter], *,
+                 restamped: bool = False) -> list[DeadLetter]:
+    """Re-queue each letter's event to the stream, then remove the letter; return those re-queued.
 
+    Appended as every producer appends (``oros.stream.append_durably``: on the replicas the deployment
+    requires), and the letter removed only once it was: a failure raises with the letter kept, and a
+    letter re-queued twice (removal lost) is a duplicate event, which ingest collapses by id.
     ``restamped``: each event is re-queued as ``restamp`` makes it (the letter is removed all the same).
     """
     if restamped:
         letters = [restamp(letter) for letter in letters]
     replayable = [letter for letter in letters if why_not_replayable(letter) is None]
     for letter in replayable:
-        shard = keys.shard(letter.shard)  # back to its own shard: one slot for the MULTI
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(shard.stream, {STREAM_FIELD: letter.event})
-            pipe.xdel(shard.dead_letter, letter.letter_id)
-            await pipe.execute()
+        shard = settings.keys.shard(letter.shard)  # back to its own shard
+        await stream.append_durably(redis, settings, [letter.event], shard=shard)
+        await redis.xdel(shard.dead_letter, letter.letter_id)
     return replayable
 
 

@@ -112,6 +112,12 @@ SETTINGS output_format_json_quote_64bit_integers = 0, output_format_json_quote_d
 """
 
 
+def _insert(client, block: bytes | str, token: str) -> None:
+    """The one insert into events: wire-format lines (``block``) under the deduplication ``token``."""
+    client.raw_insert("events", list(JSON_COLUMNS), insert_block=block, fmt="JSONEachRow",
+                      settings={**JSON_SETTINGS, "insert_deduplication_token": token})
+
+
 def probe(settings: Settings, known_good: bytes | None) -> Probe:
     """Whether ClickHouse takes an insert into events now, data aside.
 
@@ -125,8 +131,7 @@ def probe(settings: Settings, known_good: bytes | None) -> Probe:
         line = known_good or client.raw_query(HELD_ROW_SQL, fmt="JSONEachRow").strip()
         if not line:
             return Probe.ANSWERS
-        client.raw_insert("events", list(JSON_COLUMNS), insert_block=line, fmt="JSONEachRow",
-                          settings={**JSON_SETTINGS, "insert_deduplication_token": f"probe:{uuid.uuid4()}"})
+        _insert(client, line, f"probe:{uuid.uuid4()}")
     except (ClickHouseError, OSError):
         return Probe.FAILS
     return Probe.TAKES_INSERTS
@@ -174,10 +179,7 @@ class BatchWriter:
         started = time.perf_counter()
         token = f"{self.stream}:{self.keys[0].decode()}:{self.keys[-1].decode()}:{len(self.keys)}"
         try:
-            clickhouse_client(self.settings).raw_insert(
-                "events", list(JSON_COLUMNS), insert_block=b"\n".join(self.raws), fmt="JSONEachRow",
-                settings={**JSON_SETTINGS, "insert_deduplication_token": token},
-            )
+            _insert(clickhouse_client(self.settings), b"\n".join(self.raws), token)
         except (ClickHouseError, OSError) as exc:
             failure = classify(exc)
             self._count("refused" if isinstance(failure, BatchRefused) else "unavailable")

@@ -19,6 +19,7 @@ import orjson
 
 from .connections import AnyRedis
 from .keys import Keys, click_bucket
+from .reasons import UNKNOWN_CAMPAIGN
 
 FIELDS = ("link_id", "campaign_id", "creator_id", "supporter_id", "business_id")
 
@@ -29,6 +30,14 @@ Entry = tuple[int, str, bytes]
 def encode(source: Mapping) -> bytes:
     """The entry's value: ``FIELDS`` taken from ``source`` (a link, a click event), absent ones null."""
     return orjson.dumps({name: source.get(name) for name in FIELDS})
+
+
+def attribution(click: Mapping | None) -> dict:
+    """The fields an event a click led to (a conversion, a sale, a refund) takes from the click's entry: ``FIELDS``,
+    and the unknown campaign when there is no entry (no such click, or expired), for the settler to reject."""
+    fields = {name: (click or {}).get(name) for name in FIELDS}
+    fields["campaign_id"] = fields["campaign_id"] or UNKNOWN_CAMPAIGN
+    return fields
 
 
 def decode(raw: bytes | None) -> dict | None:

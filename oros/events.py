@@ -32,6 +32,14 @@ TEXT_LIMITS = {
     "order_id": 200, "ip": 64, "user_agent": 4096, "referrer": 4096,
     "bot_reason": 64, "source": 64, "metadata": 16384,
 }
+# An order id as every producer accepts it (the tracker's conversions and pixel, the live sales API): printable
+# ASCII, the first character not a space, within the column. Narrower than what ingest stores (any text
+# without NUL): an order id is matched byte for byte (a repeat, a refund, the pixel's signature), so an
+# invisible or look-alike character would make two ids of one order.
+ORDER_ID_RE = re.compile(rf"^[\x21-\x7e][\x20-\x7e]{{0,{TEXT_LIMITS['order_id'] - 1}}}$")
+ORDER_ID_RULE = f"1-{TEXT_LIMITS['order_id']} printable ASCII characters, the first not a space"
+# A currency as a producer accepts it: three letters in any case, recorded upper-cased (CURRENCY_PATTERN).
+CURRENCY_INPUT_RE = re.compile(r"^[A-Za-z]{3}$")
 DEVICE_TYPES = ("desktop", "mobile", "tablet", "bot", "other")  # or empty: no user agent
 # What ingest adds to each event before ClickHouse (ingest/enrich.py, sql/clickhouse/0003), by field:
 # the most characters each may hold. Country is ISO 3166-1 alpha-2 or empty (unknown), the IP hash

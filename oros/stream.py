@@ -5,8 +5,9 @@ shard and HSETs the click-index entries into that shard's bucket hashes
 (``oros.clickindex``), so an event and its index entry land together, on
 one Redis Cluster slot. The tracker packs the call itself (``packed``) and
 pipelines it on a connection of its own, spooling a batch Redis refused
-(tracker/appender.py); the admin API's Stripe webhooks call ``append`` and
-answer 503 on failure, for Stripe to retry.
+(tracker/appender.py); the admin API (Stripe webhooks, live sales and
+refunds) and ingest's dead-letter replay call ``append_durably`` and fail
+(503, or the letter stays) when Redis or its replicas did not take it.
 
 Durable means on ``replicas`` replicas as well (``OROS_STREAM_REPLICAS``):
 each append is followed, on the same connection, by ``WAIT replicas
@@ -31,6 +32,7 @@ from .clickindex import Entry
 from .connections import AnyRedis, connection_to
 from .events import STREAM_FIELD
 from .keys import Keys, StreamShard
+from .settings import Settings
 
 APPEND_LUA = f"""
 -- KEYS[1] stream, KEYS[2..] click-index bucket hashes
@@ -109,10 +111,13 @@ def shard_for(keys: Keys, events: Sequence[bytes]) -> StreamShard:
 
 async def append(
     redis: AnyRedis, keys: Keys, events: Sequence[bytes], index: Sequence[Entry] = (), *,
-    index_ttl_s: int = 0, replicas: int = 0, wait_ms: int = 500,
+    index_ttl_s: int = 0, replicas: int = 0, wait_ms: int = 500, shard: StreamShard | None = None,
 ) -> None:
-    """Append through a redis-py client, durably on ``replicas`` replicas; raises its errors."""
-    shard = shard_for(keys, events)
+    """Append through a redis-py client, durably on ``replicas`` replicas; raises its errors.
+
+    :param shard: where to append (a dead letter goes back to its own shard); by content otherwise.
+    """
+    shard = shard or shard_for(keys, events)
     script_keys, args = script_call(shard, index_ttl_s, events, index)
     commands = [("EVAL", APPEND_LUA, len(script_keys), *script_keys, *args)]
     if replicas:
@@ -122,6 +127,14 @@ async def append(
         replies = [await conn.read_response() for _ in commands]
     if replicas:
         check_replicated(replies[-1], replicas)
+
+
+async def append_durably(redis: AnyRedis, settings: Settings, events: Sequence[bytes], *,
+                         shard: StreamShard | None = None) -> None:
+    """``append`` as the deployment requires it durable (``OROS_STREAM_REPLICAS``, ``OROS_STREAM_WAIT_MS``):
+    how every producer but the tracker's appender (which packs its own calls) appends."""
+    await append(redis, settings.keys, events, replicas=settings.stream_replicas, wait_ms=settings.stream_wait_ms,
+                 shard=shard)
 
 
 def _by_bucket(index: Sequence[Entry]) -> list[tuple[int, Sequence[str], Sequence[bytes]]]:

@@ -24,7 +24,7 @@ from pydantic import PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from . import idempotency
-from .events import canonical_uuid
+from .events import ORDER_ID_RE, ORDER_ID_RULE, canonical_uuid
 from .links import CODE_RE
 from .money import MAX_AMOUNT, AmountError, parse_amount
 
@@ -59,9 +59,16 @@ def _idempotency_key(raw: object) -> str:
     refuse(idempotency.PROBLEM.removeprefix(idempotency.HEADER + " "))
 
 
+def _order_id(raw: object) -> str:
+    if isinstance(raw, str) and ORDER_ID_RE.match(raw):
+        return raw
+    refuse(f"must be {ORDER_ID_RULE}")
+
+
 UUID_SCHEMA = {"type": "string", "format": "uuid"}
 Uuid = rule(str, _uuid, UUID_SCHEMA)
 Code = rule(str, _code, {"type": "string", "pattern": CODE_RE.pattern})
+OrderId = rule(str, _order_id, {"type": "string", "pattern": ORDER_ID_RE.pattern})  # oros.events owns the rule
 IdempotencyKey = rule(str, _idempotency_key, {"type": "string", "pattern": idempotency.PATTERN})
 # Money in a response: a decimal string with exactly two places ("12.50"); oros.money.fmt writes it.
 Money = Annotated[Decimal, WithJsonSchema({"type": "string", "pattern": rf"^-?\d{{1,{_INT_DIGITS}}}\.\d{{2}}$",

@@ -209,13 +209,17 @@ def cmd_admin(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from settler.metrics import DEFAULT_PORT as SETTLER_METRICS_PORT
-    from webhooks.metrics import DEFAULT_PORT as WEBHOOKS_METRICS_PORT
-
     parser = argparse.ArgumentParser(prog="oros", description="OROS click tracking and creator payouts")
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_setup_commands, _add_tracker_command, _add_ingest_command, _add_settler_commands,
+                _add_webhooks_command, _add_admin_command):
+        add(sub)
+    return parser
 
+
+def _add_setup_commands(sub) -> None:
+    """The embedded stack and the database: dev, migrate, create-admin."""
     p = sub.add_parser("dev", help="everything in one process on the embedded stack")
     p.add_argument("--demo", action="store_true", help="create demo accounts, a funded campaign and a link")
     p.add_argument("--tracker-port", type=int, default=8080)
@@ -229,11 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", required=True)
     p.set_defaults(func=cmd_create_admin)
 
+
+def _add_tracker_command(sub) -> None:
     p = sub.add_parser("tracker", help="the redirect and conversion edge service")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_tracker)
 
+
+def _add_ingest_command(sub) -> None:
     p = sub.add_parser("ingest", help="drain the event stream into ClickHouse; list, replay or drop dead letters")
     p.add_argument("--once", action="store_true", help="drain what is there now, then exit")
     p.add_argument("--metrics-port", type=int, default=9101, help="serve /metrics and /healthz here (0: not at all)")
@@ -250,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "clock was wrong); the old time stays in its metadata")
     p.add_argument("--limit", type=int, default=100, help="with --dead-letters: how many to list")
     p.set_defaults(func=cmd_ingest)
+
+
+def _add_settler_commands(sub) -> None:
+    """The settler's scheduler and its jobs, each once: settle, release-holds, payouts, reconcile."""
+    from settler.metrics import DEFAULT_PORT as SETTLER_METRICS_PORT
 
     p = sub.add_parser("settler", help="scheduled settle, release-holds and reconcile jobs")
     p.add_argument("--metrics-port", type=int, default=SETTLER_METRICS_PORT,
@@ -276,16 +289,21 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_reconcile
     )
 
+
+def _add_webhooks_command(sub) -> None:
+    from webhooks.metrics import DEFAULT_PORT as WEBHOOKS_METRICS_PORT
+
     p = sub.add_parser("webhooks", help="deliver the outgoing webhooks (signed, retried for a day)")
     p.add_argument("--once", action="store_true", help="deliver what is due now, then exit")
     p.add_argument("--metrics-port", type=int, default=WEBHOOKS_METRICS_PORT,
                    help="serve /metrics and /healthz (0: off)")
     p.set_defaults(func=cmd_webhooks)
 
+
+def _add_admin_command(sub) -> None:
     p = sub.add_parser("admin", help="the admin REST API")
     p.add_argument("--port", type=int, default=8081)
     p.set_defaults(func=cmd_admin)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

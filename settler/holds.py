@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from oros.connections import pg_connect
 from oros.settings import Settings
 
+from . import state
+
 log = logging.getLogger(__name__)
 
 
@@ -27,11 +29,7 @@ def release_due(settings: Settings, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     with pg_connect(settings) as conn, conn.transaction():
         count = conn.execute("SELECT oros_release_holds(%s) AS n", (now,)).fetchone()["n"]
-        conn.execute(
-            "INSERT INTO settlement_runs (kind, status, events_seen, finished_at, report)"
-            " VALUES ('release_holds', 'succeeded', %s, now(), jsonb_build_object('released', %s::bigint))",
-            (count, count),
-        )
+        state.record_run(conn, "release_holds", ok=True, seen=count, report={"released": count})
     with pg_connect(settings) as conn, conn.transaction():
         swept = conn.execute("SELECT oros_sweep_receivables() AS amount").fetchone()["amount"]
     log.info("holds released", extra={"entries": count, "receivables_repaid": str(swept)})

@@ -1,10 +1,11 @@
-"""The settler's ledger writes: calls of the SQL functions that own them (sql/postgres/0041, 0111, 0115).
+"""The settler's ledger writes: calls of the SQL functions that own them (current bodies: tests/schema/functions.txt).
 
 ``oros_post_settlement`` books one campaign's settlement (the three legs per
 transfer, each at its own fee, and a supporter's share reward out of the
 creator's net with its ``rewards`` row; ``total_earned``, the link counters,
 the budget); ``oros_reverse_sale`` takes back part of a sale's commission and
-books the rest again, and ``oros_take_back_boost_rewards`` lowers the boost
+books the rest again (``oros_reverse_live_sale`` for a live sale; both around
+one core, ``oros_reverse_and_rebook``, sql/postgres/0190), and ``oros_take_back_boost_rewards`` lowers the boost
 rewards of a completed campaign that counted it (0155). Both pay a creator who owes the platform its debt
 first (a receivable, sql/postgres/0075), by the rule tips follow too. Python
 decides what to pay or take back; the database writes it, checking its

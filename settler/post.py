@@ -31,10 +31,9 @@ from oros.connections import redis_client
 from oros.fees import FeeSchedule
 from oros.links import CAMPAIGN_CODES_SQL, publish
 
-from . import ledger, live
+from . import ledger, live, refunds, state
 from .plan import CampaignPlan, Counts, Decided, Decisions, Share, settle_campaign
 from .records import copy_events, copy_lines, paid_lines
-from .refunds import apply_refund
 
 if TYPE_CHECKING:
     from .run import RunContext
@@ -52,11 +51,7 @@ DISABLED_STATE = "disabled_links"
 DISABLED_OVERLAP = timedelta(minutes=10)
 DISABLED_SQL = """
 SELECT code, disabled_at FROM tracking_links
- WHERE disabled_at >= coalesce((SELECT watermark FROM settler_state WHERE name = %(state)s), '-infinity') - %(overlap)s
-"""
-DISABLED_MARK_SQL = """
-INSERT INTO settler_state (name, watermark) VALUES (%(state)s, %(mark)s) ON CONFLICT (name)
-DO UPDATE SET watermark = greatest(settler_state.watermark, EXCLUDED.watermark), updated_at = now()
+ WHERE disabled_at >= coalesce(%(mark)s::timestamptz, '-infinity') - %(overlap)s
 """
 
 
@@ -156,15 +151,14 @@ def _worker_pool(ctx: RunContext) -> ConnectionPool:
 
 def apply_refunds(ctx: RunContext, conn: psycopg.Connection, decisions: Decisions) -> Counts:
     """Each refund of the read (and each early one whose sale may now be paid) in its own transaction."""
-    counts = Counts()
+    outcomes = []
     for refund in decisions.refunds:
         with conn.transaction():
-            outcome = apply_refund(conn, refund, run_id=ctx.run_id, now=ctx.now,
-                                   recorded=refund.event_id in decisions.early_refunds)
+            outcome = refunds.apply_refund(conn, refund, run_id=ctx.run_id, now=ctx.now,
+                                           recorded=refund.event_id in decisions.early_refunds)
         if outcome is not None:
-            counts.refund(outcome.reason, Decimal(outcome.amount or 0), share_reward=outcome.share_reward_back,
-                          boost_rewards=outcome.boost_rewards, boost_reward_amount=outcome.boost_reward_back)
-    return counts
+            outcomes.append(outcome)
+    return refunds.counts(outcomes)
 
 
 def publish_links(ctx: RunContext, conn: psycopg.Connection, completed: list[str]) -> None:
@@ -177,7 +171,8 @@ def publish_links(ctx: RunContext, conn: psycopg.Connection, completed: list[str
     or beyond a campaign's budget, whatever a tracker still serves.
     """
     codes = [r["code"] for c in completed for r in conn.execute(CAMPAIGN_CODES_SQL, {"campaign_id": c})]
-    disabled = conn.execute(DISABLED_SQL, {"state": DISABLED_STATE, "overlap": DISABLED_OVERLAP}).fetchall()
+    disabled = conn.execute(DISABLED_SQL, {"mark": state.read_mark(conn, DISABLED_STATE),
+                                           "overlap": DISABLED_OVERLAP}).fetchall()
     codes += [r["code"] for r in disabled]
     if not codes:
         return
@@ -195,5 +190,4 @@ def publish_links(ctx: RunContext, conn: psycopg.Connection, completed: list[str
         log.warning("could not publish link invalidation", extra={"campaigns": completed, "disabled": len(disabled)})
         return
     if disabled:
-        conn.execute(DISABLED_MARK_SQL, {"state": DISABLED_STATE,
-                                         "mark": max(r["disabled_at"] for r in disabled).astimezone(UTC)})
+        state.advance_mark(conn, DISABLED_STATE, max(r["disabled_at"] for r in disabled).astimezone(UTC))

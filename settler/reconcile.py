@@ -10,12 +10,12 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-import orjson
 import psycopg
 
 from oros.connections import clickhouse_client, pg_connect
 from oros.settings import Settings
 
+from . import state
 from .run import OVERLAP, WATERMARK
 
 SAMPLE = 5  # offenders named per failed check
@@ -384,18 +384,17 @@ SELECT coalesce(e.hour, d.hour) AS hour, coalesce(e.n, 0) AS events, coalesce(d.
 """
 
 
-def _wallets(conn) -> Check:
-    rows = conn.execute(WALLETS_SQL).fetchall()
-    return _check("wallet_balances_match_ledger", [
-        f"wallet {r['id']} ({r['purpose']}) available {r['available_balance']} vs ledger {r['available']},"
-        f" pending {r['pending_balance']} vs ledger {r['pending']}" for r in rows
-    ], "every wallet's balances equal the sum of its ledger entries")
+@dataclass(frozen=True)
+class RowCheck:
+    """A check whose SQL returns one row per offender, named by ``offender`` (a format string of its columns)."""
 
+    name: str
+    sql: str
+    offender: str
+    ok_detail: str
 
-def _transfers(conn) -> Check:
-    rows = conn.execute(TRANSFERS_SQL).fetchall()
-    return _check("transfers_balance", [f"transfer {r['transfer_id']} off by {r['imbalance']}" for r in rows],
-                  "every transfer's live credits equal its debits")
+    def __call__(self, conn) -> Check:
+        return _check(self.name, [self.offender.format(**r) for r in conn.execute(self.sql)], self.ok_detail)
 
 
 def _escrow(conn) -> Check:
@@ -403,14 +402,6 @@ def _escrow(conn) -> Check:
     offenders = [] if row["escrow"] == row["remaining"] else [
         f"escrow wallet {row['escrow']} vs campaigns' remaining_budget {row['remaining']}"]
     return _check("escrow_equals_remaining_budgets", offenders, f"escrow = sum(remaining_budget) = {row['escrow']}")
-
-
-def _campaign_paid(conn) -> Check:
-    rows = conn.execute(CAMPAIGN_PAID_SQL).fetchall()
-    return _check("campaign_paid_matches_budget", [
-        f"campaign {r['id']}: funded-remaining {r['by_budget']}, escrow legs {r['by_ledger']},"
-        f" paid events {r['by_events']}" for r in rows
-    ], "per campaign, funded - remaining = escrow paid out = paid events")
 
 
 def _paid_once(conn) -> Check:
@@ -423,86 +414,56 @@ def _paid_once(conn) -> Check:
                   "each paid event is in exactly one transfer; orders and clicks pay once")
 
 
-def _earned(conn) -> Check:
-    rows = conn.execute(EARNED_SQL).fetchall()
-    return _check("total_earned_matches_events", [
-        f"creator {r['creator_id']} on campaign {r['campaign_id']}: total_earned {r['total_earned']}"
-        f" vs paid events {r['by_events']}" for r in rows
-    ], "campaign_creators.total_earned = the net of their paid events")
-
-
-def _negative(conn) -> Check:
-    rows = conn.execute(NEGATIVE_SQL).fetchall()
-    return _check("no_negative_balances", [f"{r['what']}: {r['available']} / {r['pending']}" for r in rows],
-                  "no wallet, budget or earning is negative")
-
-
-def _tips(conn) -> Check:
-    rows = conn.execute(TIPS_SQL).fetchall()
-    return _check("tips_match_ledger", [
-        f"tip {r['id']}: keeps {r['kept']} (fee {r['fee_kept']}, net {r['net_kept']}) vs ledger clearing"
-        f" {r['clearing']}, fees {r['fees']}, creator {r['creator']}" for r in rows
-    ], "each tip's live legs hold its amount, fee and net, less what was taken back")
-
-
-def _stripe_payments(conn) -> Check:
-    rows = conn.execute(STRIPE_PAYMENTS_SQL).fetchall()
-    return _check("stripe_payments_match_ledger", [
-        f"{r['what']}: keeps {r['kept']} vs clearing legs {r['cash']}" for r in rows
-    ], "each card funding, boost and membership invoice holds in clearing what it still pays")
-
-
-def _takebacks(conn) -> Check:
-    rows = conn.execute(TAKEBACKS_SQL).fetchall()
-    return _check("stripe_takebacks_applied", [
-        f"{r['what']}: took back {r['reversed']}, Stripe took back {r['expected']}" for r in rows
-    ], "every refund and dispute Stripe reported is taken back in the books (receivables included)")
-
-
-def _boosts(conn) -> Check:
-    rows = conn.execute(BOOSTS_SQL).fetchall()
-    return _check("boosts_raise_escrow", [r["what"] for r in rows],
-                  "each boost is a confirmed payment of its intent's amount that raised escrow by it; no campaign's "
-                  "boosts hold more than it has left")
-
-
-def _rewards(conn) -> Check:
-    rows = conn.execute(REWARDS_SQL).fetchall()
-    return _check("boost_rewards_match_ledger", [r["what"] for r in rows],
-                  "boost rewards are pending until their campaign completes, then paid by one transfer of their "
-                  "amount from the rewards wallet to the supporter")
-
-
-def _share_rewards(conn) -> Check:
-    rows = conn.execute(SHARE_REWARDS_SQL).fetchall()
-    return _check("share_rewards_match_ledger", [r["what"] for r in rows],
-                  "each share reward is paid by its payout's transfer to its supporter, as its events say")
-
-
-def _flowless_rewards(conn) -> Check:
-    rows = conn.execute(FLOWLESS_REWARDS_SQL).fetchall()
-    return _check("rewards_have_a_flow", [r["what"] for r in rows],
-                  "every reward is a boost's or a share link's: no flow produces any other source")
-
-
-def _issued_refunds(conn) -> Check:
-    rows = conn.execute(ISSUED_REFUNDS_SQL).fetchall()
-    return _check("issued_refunds_within_payments", [r["what"] for r in rows],
-                  "each refund OROS issued took its amount out of escrow into clearing; no payment was given back "
-                  "more than it paid")
-
-
-def _live_sales(conn) -> Check:
-    rows = conn.execute(LIVE_SALES_SQL).fetchall()
-    return _check("live_sales_match_ledger", [r["what"] for r in rows],
-                  "each live sale's live transfer pays its commission, fee and net, as its events row says")
-
-
 def _decided_hours(conn) -> Check:
     rows = conn.execute(DECIDED_HOURS_SQL).fetchall()
     return _check("decided_counts_match_events", [
         f"hour {r['hour'].isoformat()}: {r['events']} events, counted {r['counted']}" for r in rows
     ], "the settler's per-hour decided counts equal the events rows")
+
+
+# The Postgres checks, in report order.
+POSTGRES_CHECKS = (
+    RowCheck("wallet_balances_match_ledger", WALLETS_SQL,
+             "wallet {id} ({purpose}) available {available_balance} vs ledger {available},"
+             " pending {pending_balance} vs ledger {pending}",
+             "every wallet's balances equal the sum of its ledger entries"),
+    RowCheck("transfers_balance", TRANSFERS_SQL, "transfer {transfer_id} off by {imbalance}",
+             "every transfer's live credits equal its debits"),
+    _escrow,
+    RowCheck("campaign_paid_matches_budget", CAMPAIGN_PAID_SQL,
+             "campaign {id}: funded-remaining {by_budget}, escrow legs {by_ledger}, paid events {by_events}",
+             "per campaign, funded - remaining = escrow paid out = paid events"),
+    _paid_once,
+    RowCheck("total_earned_matches_events", EARNED_SQL,
+             "creator {creator_id} on campaign {campaign_id}: total_earned {total_earned} vs paid events {by_events}",
+             "campaign_creators.total_earned = the net of their paid events"),
+    RowCheck("no_negative_balances", NEGATIVE_SQL, "{what}: {available} / {pending}",
+             "no wallet, budget or earning is negative"),
+    _decided_hours,
+    RowCheck("tips_match_ledger", TIPS_SQL,
+             "tip {id}: keeps {kept} (fee {fee_kept}, net {net_kept}) vs ledger clearing {clearing}, fees {fees},"
+             " creator {creator}",
+             "each tip's live legs hold its amount, fee and net, less what was taken back"),
+    RowCheck("stripe_payments_match_ledger", STRIPE_PAYMENTS_SQL, "{what}: keeps {kept} vs clearing legs {cash}",
+             "each card funding, boost and membership invoice holds in clearing what it still pays"),
+    RowCheck("stripe_takebacks_applied", TAKEBACKS_SQL, "{what}: took back {reversed}, Stripe took back {expected}",
+             "every refund and dispute Stripe reported is taken back in the books (receivables included)"),
+    RowCheck("boosts_raise_escrow", BOOSTS_SQL, "{what}",
+             "each boost is a confirmed payment of its intent's amount that raised escrow by it; no campaign's "
+             "boosts hold more than it has left"),
+    RowCheck("boost_rewards_match_ledger", REWARDS_SQL, "{what}",
+             "boost rewards are pending until their campaign completes, then paid by one transfer of their "
+             "amount from the rewards wallet to the supporter"),
+    RowCheck("share_rewards_match_ledger", SHARE_REWARDS_SQL, "{what}",
+             "each share reward is paid by its payout's transfer to its supporter, as its events say"),
+    RowCheck("rewards_have_a_flow", FLOWLESS_REWARDS_SQL, "{what}",
+             "every reward is a boost's or a share link's: no flow produces any other source"),
+    RowCheck("issued_refunds_within_payments", ISSUED_REFUNDS_SQL, "{what}",
+             "each refund OROS issued took its amount out of escrow into clearing; no payment was given back "
+             "more than it paid"),
+    RowCheck("live_sales_match_ledger", LIVE_SALES_SQL, "{what}",
+             "each live sale's live transfer pays its commission, fee and net, as its events row says"),
+)
 
 
 def _clickhouse(settings: Settings, conn) -> Check:
@@ -512,8 +473,8 @@ def _clickhouse(settings: Settings, conn) -> Check:
     horizon (watermark - overlap): a successful settle run leaves none (``settler.completeness``),
     while a later one is the next window's to read.
     """
-    state = conn.execute("SELECT watermark FROM settler_state WHERE name = %s", (WATERMARK,)).fetchone()
-    settled_before = (state["watermark"] - OVERLAP) if state else None
+    mark = state.read_mark(conn, WATERMARK)
+    settled_before = (mark - OVERLAP) if mark else None
     params = {"settled_before": settled_before or "1970-01-01 00:00:00"}
     bad: Counter = Counter()
     unsettled: Counter = Counter()
@@ -560,10 +521,7 @@ def reconcile(settings: Settings) -> list[Check]:
         # One snapshot for every check, so a settlement committing meanwhile cannot fake a mismatch.
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
-            checks = [_wallets(conn), _transfers(conn), _escrow(conn), _campaign_paid(conn),
-                      _paid_once(conn), _earned(conn), _negative(conn), _decided_hours(conn), _tips(conn),
-                      _stripe_payments(conn), _takebacks(conn), _boosts(conn), _rewards(conn),
-                      _share_rewards(conn), _flowless_rewards(conn), _issued_refunds(conn), _live_sales(conn)]
+            checks = [check(conn) for check in POSTGRES_CHECKS]
             try:
                 checks.append(_clickhouse(settings, conn))
             except psycopg.Error:
@@ -584,10 +542,8 @@ def reconcile_and_record(settings: Settings) -> list[Check]:
     failing = [c.name for c in checks if not c.ok]
     report = {"ok": not failing, "checks": [asdict(c) for c in checks]}
     with pg_connect(settings) as conn:
-        conn.execute("INSERT INTO settlement_runs (kind, status, started_at, finished_at, report, error)"
-                     " VALUES ('reconcile', %s, %s, now(), %s, %s)",
-                     ("failed" if failing else "succeeded", started, orjson.dumps(report).decode(),
-                      f"failing: {', '.join(failing)}" if failing else None))
+        state.record_run(conn, "reconcile", ok=not failing, report=report, started_at=started,
+                         error=f"failing: {', '.join(failing)}" if failing else None)
     return checks
 
 

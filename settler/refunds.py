@@ -9,7 +9,7 @@ takes the same); no value means refunded in full. Policy:
 * creator's credit still ``pending`` (inside the hold): the commission
   shrinks to what the unrefunded part of the sale earns (``reversal``, the
   fee and a supporter's share reward following the payout left).
-  ``oros_reverse_sale`` (SQL, 0111) writes
+  ``oros_reverse_sale`` (SQL: its core ``oros_reverse_and_rebook``, sql/postgres/0190) writes
   it: the sale's live transfer is reversed in one statement and, unless
   nothing is left, the remainder is booked again as a new transfer with the
   same hold: ledger entries never change amount. The difference goes back to
@@ -30,6 +30,11 @@ takes the same); no value means refunded in full. Policy:
   A refund whose total is not above what was already refunded (a replay, or
   an older total arriving late): ``already_refunded``.
 
+Three stages, as a settlement's: ``load_refund`` reads the sale and whether
+it is still held (locking what a reversal moves, unless a dry run),
+``plan_refund`` decides (pure, on ``reversal``), ``post_refund`` reverses. A
+dry run (``dry_run``) loads and plans every refund and posts nothing.
+
 Stripe's ``charge.refunded`` takes the same path: the webhook appends a
 ``refund`` event (source ``stripe``) to the stream.
 """
@@ -47,6 +52,7 @@ from oros.money import fmt, round_money
 from oros.reasons import ALREADY_REFUNDED, NO_SUCH_ORDER, REFUND_AFTER_HOLD
 
 from . import ledger
+from .plan import Counts
 from .records import insert_event
 from .verify import Candidate
 
@@ -71,14 +77,17 @@ UPDATE events SET campaign_id = %s, status = %s, rejection_reason = %s, settleme
  WHERE id = %s
 """
 
-# Read again under the campaign's lock: another refund of this sale may have just committed.
-LOCK_SALE = """
+# The sale the refund matched, read again (under the campaign's lock when applying: another refund of this sale
+# may have just committed).
+SALE = """
 SELECT id::text AS id, campaign_id::text AS campaign_id, creator_id::text AS creator_id, status,
        transfer_id::text AS transfer_id, value, payout_amount, platform_fee, refunded_value, reversed_payout,
        reversed_fee, coalesce(share_reward, 0) AS share_reward, reversed_reward, supporter_id::text AS supporter_id,
        created_at, EXISTS (SELECT 1 FROM live_sales s WHERE s.event_id = events.id) AS live
-  FROM events WHERE id = %s FOR UPDATE
+  FROM events WHERE id = %s
 """
+
+POOL = "SELECT pool_price, pool_epoch FROM campaigns WHERE id = %s"
 
 # The boosters' rewards a reversal may lower: a completed campaign's, paid already (sql/postgres/0155), and the
 # transfers that pay them now.
@@ -91,9 +100,11 @@ SELECT coalesce(array_agg(w.user_id::text ORDER BY w.user_id), '{}') AS users,
 
 # Every leg of the sale's and the rewards' transfers, in one statement, in id order (sql/postgres/0161).
 LOCK_LEGS = """
-SELECT transfer_id::text AS transfer_id, status, hold_until FROM ledger_entries
- WHERE transfer_id = ANY(%(transfers)s::uuid[]) ORDER BY id FOR UPDATE
+SELECT 1 FROM ledger_entries WHERE transfer_id = ANY(%(transfers)s::uuid[]) ORDER BY id FOR UPDATE
 """
+
+# The one "still held" rule (sql/postgres/0190): held until released, whatever the clock says.
+IS_HELD = "SELECT oros_sale_held_until(%s) IS NOT NULL AS held"
 
 # Every wallet the reversal and what follows it may move (those legs', and the users' main wallets the money
 # left is booked to), in id order, before the first movement: the movements lock them statement by statement,
@@ -157,6 +168,106 @@ class RefundOutcome:
     boost_reward_back: Decimal = ZERO  # and what they gave back, held or owed
 
 
+@dataclass(frozen=True)
+class RefundFacts:
+    """What the database says about a refund's sale (``load_refund``); ``sale`` None: no paid sale of its order."""
+
+    sale: dict | None
+    held: bool = False  # the sale's credit is still held (sql/postgres/0190)
+    pool: dict | None = None  # the campaign's boost pool (price, epoch) before the reversal
+    boosters: dict | None = None  # the boost rewards a reversal may lower (BOOSTERS)
+
+
+@dataclass(frozen=True)
+class RefundPlan:
+    """What a refund does (``plan_refund``): ``reason`` None: ``back`` is reversed, ``refunded`` the new total."""
+
+    refund: Candidate
+    facts: RefundFacts
+    reason: str | None
+    refunded: Decimal | None = None
+    back: Reversal | None = None
+
+
+def find_sale(conn: psycopg.Connection, refund: Candidate) -> dict | None:
+    """The paid sale of the refund's order, within its business or its campaign (the edge knows at least one)."""
+    if not refund.order_id or not (refund.business_id or refund.campaign_id):
+        return None
+    return conn.execute(FIND_SALE, {
+        "order_id": refund.order_id, "business_id": refund.business_id, "campaign_id": refund.campaign_id,
+    }).fetchone()
+
+
+def load_refund(conn: psycopg.Connection, found: dict | None, *, lock: bool) -> RefundFacts:
+    """Read the sale ``found`` and whether it is still held; with ``lock``, lock what a reversal moves.
+
+    The lock order of sql/postgres/0161: the campaign and the sale, every held leg this may move (the sale's and
+    the rewards'); the receivables and the other wallets follow in ``post_refund``. Locking the legs makes a
+    concurrent hold release wait, so "still held" stays true until we reverse, and the release cannot hold a
+    reward's legs while waiting for the sale's. Without ``lock`` (a dry run) the same facts, read as they are.
+    """
+    if found is None:
+        return RefundFacts(None)
+    for_update = " FOR UPDATE" if lock else ""
+    pool = conn.execute(POOL + for_update, (found["campaign_id"],)).fetchone()
+    sale = conn.execute(SALE + for_update, (found["id"],)).fetchone()
+    # Money given back to a completed campaign lowers its boosters' rewards (sql/postgres/0155).
+    boosters = conn.execute(BOOSTERS, (sale["campaign_id"],)).fetchone()
+    if lock:
+        conn.execute(LOCK_LEGS, {"transfers": [sale["transfer_id"], *boosters["transfers"]]})
+    held = conn.execute(IS_HELD, (sale["transfer_id"],)).fetchone()["held"]
+    return RefundFacts(sale, held=held, pool=pool, boosters=boosters)
+
+
+def plan_refund(refund: Candidate, facts: RefundFacts) -> RefundPlan:
+    """Pure: the refund's outcome against its sale's facts, and what a reversal gives back (``reversal``)."""
+    sale = facts.sale
+    if sale is None:
+        return RefundPlan(refund, facts, NO_SUCH_ORDER)
+    refunded = sale["value"] if refund.value is None else refund.value
+    if sale["status"] == "reversed" or (refunded is not None and refunded <= sale["refunded_value"]):
+        return RefundPlan(refund, facts, ALREADY_REFUNDED)
+    if not facts.held:
+        return RefundPlan(refund, facts, REFUND_AFTER_HOLD)
+    back = reversal(payout=sale["payout_amount"], fee=sale["platform_fee"], sale_value=sale["value"],
+                    refunded=refunded if refunded is not None else sale["value"] or ZERO,
+                    reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"],
+                    reward=sale["share_reward"], reversed_reward=sale["reversed_reward"])
+    return RefundPlan(refund, facts, None, refunded, back)
+
+
+def outcome_of(plan: RefundPlan, boost_rewards: list[dict] = ()) -> RefundOutcome:
+    """The plan's outcome as the report counts it (with the boost rewards a reversal lowered, when posted)."""
+    sale_id = plan.facts.sale["id"] if plan.facts.sale else None
+    if plan.reason is not None:
+        return RefundOutcome(plan.refund.event_id, plan.reason, sale_id)
+    return RefundOutcome(plan.refund.event_id, None, sale_id, fmt(plan.back.payout_back),
+                         share_reward_back=plan.back.reward_back, boost_rewards=len(boost_rewards),
+                         boost_reward_back=sum((r["taken"] for r in boost_rewards), ZERO))
+
+
+def counts(outcomes: list[RefundOutcome]) -> Counts:
+    """What the report adds up of these refunds."""
+    total = Counts()
+    for o in outcomes:
+        total.refund(o.reason, Decimal(o.amount or 0), share_reward=o.share_reward_back,
+                     boost_rewards=o.boost_rewards, boost_reward_amount=o.boost_reward_back)
+    return total
+
+
+def dry_run(conn: psycopg.Connection, refunds: list[Candidate], early: frozenset[str]) -> list[RefundOutcome]:
+    """Plan every refund of a read without writing: each as ``apply_refund`` would decide it now. A sale paid
+    in the same read is not paid yet (``no_such_order``), and the boost rewards a reversal would lower are
+    not counted: they are computed by the SQL that lowers them (sql/postgres/0155)."""
+    outcomes = []
+    for refund in refunds:
+        found = find_sale(conn, refund)
+        if refund.event_id in early and found is None:
+            continue
+        outcomes.append(outcome_of(plan_refund(refund, load_refund(conn, found, lock=False))))
+    return outcomes
+
+
 def apply_refund(conn: psycopg.Connection, refund: Candidate, *, run_id: str, now: datetime,
                  recorded: bool = False) -> RefundOutcome | None:
     """Decide and apply one refund inside the caller's transaction; records the refund event.
@@ -164,24 +275,20 @@ def apply_refund(conn: psycopg.Connection, refund: Candidate, *, run_id: str, no
     :param recorded: the refund was decided before (``no_such_order``): it is decided again only
         against a sale found now (None otherwise), and its row is updated.
     """
-    sale = None
-    # The order is matched within its business or its campaign, whichever the edge knew (at least one).
-    if refund.order_id and (refund.business_id or refund.campaign_id):
-        sale = conn.execute(FIND_SALE, {
-            "order_id": refund.order_id, "business_id": refund.business_id, "campaign_id": refund.campaign_id,
-        }).fetchone()
-    if recorded and sale is None:
+    found = find_sale(conn, refund)
+    if recorded and found is None:
         return None
-    outcome = _reverse(conn, refund, sale, run_id=run_id) if sale else RefundOutcome(refund.event_id, NO_SUCH_ORDER)
-    campaign_id = sale["campaign_id"] if sale else None
-    status = "rejected" if outcome.reason else "reversed"
+    plan = plan_refund(refund, load_refund(conn, found, lock=True))
+    result = outcome_of(plan, post_refund(conn, plan, run_id=run_id) if plan.reason is None else [])
+    campaign_id = found["campaign_id"] if found else None
+    status = "rejected" if result.reason else "reversed"
     if recorded:
-        conn.execute(REDECIDE_REFUND, (campaign_id, status, outcome.reason, run_id, now,
-                                       Jsonb(_metadata(refund, outcome)), refund.event_id))
+        conn.execute(REDECIDE_REFUND, (campaign_id, status, result.reason, run_id, now,
+                                       Jsonb(_metadata(refund, result)), refund.event_id))
     else:
-        insert_event(conn, refund, campaign_id=campaign_id, status=status, reason=outcome.reason, run_id=run_id,
-                     now=now, metadata=_metadata(refund, outcome))
-    return outcome
+        insert_event(conn, refund, campaign_id=campaign_id, status=status, reason=result.reason, run_id=run_id,
+                     now=now, metadata=_metadata(refund, result))
+    return result
 
 
 def _metadata(refund: Candidate, outcome: RefundOutcome) -> dict:
@@ -191,46 +298,24 @@ def _metadata(refund: Candidate, outcome: RefundOutcome) -> dict:
     return {"campaign_id": refund.campaign_id, "business_id": refund.business_id}
 
 
-def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id: str) -> RefundOutcome:
-    # Campaign row first, then the sale and its legs: the same lock order as settlement.
-    pool = conn.execute("SELECT pool_price, pool_epoch FROM campaigns WHERE id = %s FOR UPDATE",
-                        (found["campaign_id"],)).fetchone()
-    sale = conn.execute(LOCK_SALE, (found["id"],)).fetchone()
-    refunded = sale["value"] if refund.value is None else refund.value
-    if sale["status"] == "reversed" or (refunded is not None and refunded <= sale["refunded_value"]):
-        return RefundOutcome(refund.event_id, ALREADY_REFUNDED, sale["id"])
-    # Money given back to a completed campaign lowers its boosters' rewards (sql/postgres/0155).
-    boosters = conn.execute(BOOSTERS, (sale["campaign_id"],)).fetchone()
-    # The lock order of sql/postgres/0161: the campaign and the sale (above), every held leg this may move (the
-    # sale's and the rewards'), the receivables, the other wallets. Locking the legs makes a concurrent hold
-    # release wait, so "still held" stays true until we reverse, and the release cannot hold a reward's legs
-    # while waiting for the sale's.
+def post_refund(conn: psycopg.Connection, plan: RefundPlan, *, run_id: str) -> list[dict]:
+    """Reverse a planned refund (its sale and legs locked by ``load_refund``); the boost rewards it lowered."""
+    sale, boosters, back = plan.facts.sale, plan.facts.boosters, plan.back
     transfers = [sale["transfer_id"], *boosters["transfers"]]
-    legs = conn.execute(LOCK_LEGS, {"transfers": transfers}).fetchall()
-    # The creator's credit is the held leg; once released it is settled and the hold is over.
-    if not any(leg["transfer_id"] == sale["transfer_id"] and leg["hold_until"] is not None
-               and leg["status"] == "pending" for leg in legs):
-        return RefundOutcome(refund.event_id, REFUND_AFTER_HOLD, sale["id"])
     users = [*boosters["users"], *(u for u in (sale["creator_id"], sale["supporter_id"]) if u)]
     conn.execute("SELECT oros_lock_receivables(%s::uuid[])", (users,))
     conn.execute(LOCK_WALLETS, {"transfers": transfers, "users": users})
-    back = reversal(payout=sale["payout_amount"], fee=sale["platform_fee"], sale_value=sale["value"],
-                    refunded=refunded if refunded is not None else sale["value"] or ZERO,
-                    reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"],
-                    reward=sale["share_reward"], reversed_reward=sale["reversed_reward"])
-    # A live sale's rest is booked again as a live sale, and its live_sales row follows (sql/postgres/0115);
+    # A live sale's rest is booked again as a live sale, and its live_sales row follows (sql/postgres/0190);
     # live sales pay no share reward.
     if sale["live"]:
-        ledger.reverse_live_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back,
-                                 fee_back=back.fee_back, run_id=run_id, refund_id=refund.event_id)
+        ledger.reverse_live_sale(conn, sale["id"], refunded=plan.refunded, payout_back=back.payout_back,
+                                 fee_back=back.fee_back, run_id=run_id, refund_id=plan.refund.event_id)
     else:
-        ledger.reverse_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back,
+        ledger.reverse_sale(conn, sale["id"], refunded=plan.refunded, payout_back=back.payout_back,
                             fee_back=back.fee_back, reward_back=back.reward_back, run_id=run_id,
-                            refund_id=refund.event_id)
+                            refund_id=plan.refund.event_id)
     # The rewards fixed after the sale was booked counted it (its events row is written with its first payout).
-    lowered = []
-    if boosters["users"]:
-        lowered = ledger.take_back_boost_rewards(conn, sale["campaign_id"], price_before=pool["pool_price"],
-                                                 epoch=pool["pool_epoch"], booked_at=sale["created_at"])
-    return RefundOutcome(refund.event_id, None, sale["id"], fmt(back.payout_back), share_reward_back=back.reward_back,
-                         boost_rewards=len(lowered), boost_reward_back=sum((r["taken"] for r in lowered), ZERO))
+    if not boosters["users"]:
+        return []
+    return ledger.take_back_boost_rewards(conn, sale["campaign_id"], price_before=plan.facts.pool["pool_price"],
+                                          epoch=plan.facts.pool["pool_epoch"], booked_at=sale["created_at"])

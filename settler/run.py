@@ -29,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
-from psycopg.types.json import Jsonb
 
 from oros.clientip import ip_hash_key, ip_hash_key_id
 from oros.connections import pg_connect
@@ -37,7 +36,7 @@ from oros.locks import SETTLE_LOCK
 from oros.money import fmt
 from oros.settings import Settings
 
-from . import completeness, live, load, post
+from . import completeness, live, load, post, refunds, state
 from .plan import CampaignPlan, Counts, decide, plan_all
 from .verify import Rules
 
@@ -158,8 +157,7 @@ def settle_once(settings: Settings, *, dry_run: bool = False, now: datetime | No
         conn.execute("SELECT pg_advisory_lock(%s)", (SETTLE_LOCK,))
         try:
             # Holding the lock, any run still marked running died mid-way.
-            conn.execute("UPDATE settlement_runs SET status = 'failed', error = 'interrupted', finished_at = now()"
-                         " WHERE kind = 'settle' AND status = 'running'")
+            state.fail_interrupted(conn, "settle")
             return _settle_locked(ctx, conn, rescan_from)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SETTLE_LOCK,))
@@ -180,34 +178,22 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _settle_locked(ctx: RunContext, conn, rescan_from: datetime | None) -> dict:
-    row = conn.execute("SELECT watermark FROM settler_state WHERE name = %s", (WATERMARK,)).fetchone()
-    watermark = row["watermark"] if row else EPOCH
-    conn.execute("INSERT INTO settlement_runs (id, kind, dry_run, watermark_from) VALUES (%s, 'settle', %s, %s)",
-                 (ctx.run_id, ctx.dry_run, watermark))
+    watermark = state.read_mark(conn, WATERMARK) or EPOCH
+    state.open_run(conn, ctx.run_id, "settle", dry_run=ctx.dry_run, watermark_from=watermark)
     report = Report(ctx.run_id, ctx.dry_run)
     try:
         new_watermark = load.newest_ingested(ctx.settings)
         _settle_undecided(ctx, conn, report, watermark=watermark, new_watermark=new_watermark,
                           rescan_from=rescan_from)
         if not ctx.dry_run and new_watermark is not None:
-            conn.execute(
-                "INSERT INTO settler_state (name, watermark) VALUES (%s, %s) ON CONFLICT (name)"
-                " DO UPDATE SET watermark = greatest(settler_state.watermark, EXCLUDED.watermark), updated_at = now()",
-                (WATERMARK, new_watermark),
-            )
+            state.advance_mark(conn, WATERMARK, new_watermark)
     except Exception as exc:
-        conn.execute("UPDATE settlement_runs SET status = 'failed', error = %s, finished_at = now() WHERE id = %s",
-                     (str(exc)[:2000], ctx.run_id))
+        state.fail_run(conn, ctx.run_id, str(exc))
         raise
     result = report.as_dict()
-    conn.execute(
-        """UPDATE settlement_runs SET status = 'succeeded', watermark_to = %s, events_seen = %s, events_paid = %s,
-                  events_rejected = %s, amount_paid = %s, fees = %s, rejected_by_reason = %s, report = %s,
-                  finished_at = now() WHERE id = %s""",
-        (new_watermark, report.seen, report.counts.paid, report.counts.rejected, report.counts.amount,
-         report.counts.fees, Jsonb(dict(report.counts.by_reason)), Jsonb(orjson.loads(orjson.dumps(result))),
-         ctx.run_id),
-    )
+    c = report.counts
+    state.finish_run(conn, ctx.run_id, watermark_to=new_watermark, seen=report.seen, paid=c.paid,
+                     rejected=c.rejected, amount=c.amount, fees=c.fees, by_reason=dict(c.by_reason), report=result)
     return result
 
 
@@ -264,6 +250,8 @@ def _settle_read(ctx: RunContext, conn, report: Report, read: load.Read) -> tupl
         for plan in [*plan_all(decisions), *live.plan_all(live_decided, decisions.fees)]:
             report.add(plan)
         report.lap("post_ledger")
+        report.counts.add(refunds.counts(refunds.dry_run(conn, decisions.refunds, decisions.early_refunds)))
+        report.lap("refunds")
     else:
         completed: list[str] = []
         bar = _progress(len(decisions.campaigns), ctx.progress)

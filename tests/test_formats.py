@@ -3,12 +3,16 @@ the Idempotency-Key grammar."""
 
 from __future__ import annotations
 
+import uuid
+
 import hiredis
 import pytest
 
+from admin_api.idempotency import derived_id
 from oros import clickindex, idempotency, stream
 from oros.events import Event, uuid7_ms, uuid7_str
 from oros.keys import CLICK_BUCKET_MS, Keys
+from oros.reasons import UNKNOWN_CAMPAIGN
 
 CLICK = {"link_id": "l", "campaign_id": "c", "creator_id": "cr", "supporter_id": None, "business_id": "b"}
 
@@ -22,6 +26,23 @@ def test_a_click_index_entry_round_trips_and_keeps_only_its_fields():
 
 def test_a_missing_or_corrupt_click_index_entry_is_no_click():
     assert [clickindex.decode(raw) for raw in (None, b"", b"{not json", b"[1, 2]", b'"x"')] == [None] * 5
+
+
+def test_an_event_takes_its_clicks_attribution_from_the_click_index_module():
+    """One owner for click -> event attribution (the tracker's conversions and the Stripe webhooks wrote it
+    field by field, each its own way)."""
+    assert clickindex.attribution(CLICK) == CLICK
+    no_campaign = {**CLICK, "campaign_id": None}
+    assert clickindex.attribution({**no_campaign, "ip": "x"}) == {**CLICK, "campaign_id": UNKNOWN_CAMPAIGN}
+    assert clickindex.attribution(None) == dict.fromkeys(clickindex.FIELDS) | {"campaign_id": UNKNOWN_CAMPAIGN}
+
+
+def test_a_money_requests_id_is_derived_from_its_caller_and_key_in_one_place():
+    """Boosts, tips, fundings and memberships each derived it with their own copy of one line."""
+    kind = uuid.UUID("0b5e3c1a-8f0d-4c7e-9d2b-61a4f3e7c2d8")
+    assert derived_id(kind, "u", "k") == str(uuid.uuid5(kind, "u:k")) == derived_id(kind, "u", "k")
+    assert derived_id(kind, "u", "k") not in (derived_id(kind, "v", "k"), derived_id(uuid.uuid4(), "u", "k"))
+    assert derived_id(kind, "u", None) != derived_id(kind, "u", None)  # no key: a new id each time
 
 
 async def test_a_click_index_entry_is_found_in_its_bucket(redis, settings):

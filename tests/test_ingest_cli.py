@@ -6,9 +6,13 @@ import asyncio
 from dataclasses import replace
 
 import orjson
+import pytest
 import redis as sync_redis
 
+from ingest import deadletter
 from ingest.metrics import IngestMetrics
+from oros import stream
+from oros.connections import redis_client
 from oros.events import STREAM_FIELD
 from oros_cli import main as cli
 
@@ -90,6 +94,37 @@ def test_a_bad_clock_is_replayed_restamped_at_the_time_redis_accepted_it(cli_env
                                    "{id:UUID}", parameters={"id": bad_clock.event_id}).result_rows
     assert ts_ms == int(ids[1].split(b"-")[0])  # when Redis accepted the original entry
     assert orjson.loads(metadata) == {"utm_source": "x", "restamped": {"ts_ms": 1_000, "stream_id": ids[1].decode()}}
+
+
+def test_a_replay_is_as_durable_as_any_append(cli_env, settings, ch):
+    """A replay once XADDed the event itself, skipping the WAIT for replicas every other producer does: on a
+    deployment requiring a replica, a failover could lose an event whose dead letter was already removed.
+    Now it appends through oros.stream, and a replay no replica confirmed fails and keeps the letter."""
+    good, click = events(2)
+    ids = _append(settings, [good, replace(click, ts_ms=1_000)])
+    assert cli.main(["ingest", "--once"]) == 0
+    letters = asyncio.run(_read_letters(settings))
+    unreplicated = replace(settings, stream_replicas=1, stream_wait_ms=50)  # the test's Redis has none
+
+    with pytest.raises(stream.NotReplicated):
+        asyncio.run(_replay(unreplicated, letters))
+    assert set(_letters(settings)) == {ids[1]}  # kept: the event may not survive a failover
+
+
+async def _read_letters(settings):
+    client = redis_client(settings)
+    try:
+        return await deadletter.read(client, settings.keys)
+    finally:
+        await client.aclose()
+
+
+async def _replay(settings, letters):
+    client = redis_client(settings)
+    try:
+        return await deadletter.replay(client, settings, letters, restamped=True)
+    finally:
+        await client.aclose()
 
 
 def test_a_restamp_does_not_fix_what_else_is_wrong(cli_env, settings, capsys):

@@ -104,6 +104,21 @@ def test_partial_refunds_reverse_pro_rata_and_cumulatively(world, sold):
     assert live == 0
 
 
+def test_a_dry_run_plans_the_refunds_it_would_apply_and_moves_no_money(world, sold):
+    """A dry run once planned no refund (it called only the settlement plan): its report said 0 reversed."""
+    world.put([refund(sold, "20.00")])
+    before = money(world, sold)
+    report = settle_once(world.settings, dry_run=True)
+    assert report["refunds"] == {"reversed": 1, "rejected": 0, "amount": "2.50", **NO_REWARDS_BACK}
+    assert money(world, sold) == before
+    assert world.pg.execute("SELECT count(*) AS n FROM events WHERE event_type = 'refund'").fetchone()["n"] == 0
+    world.assert_books()
+    # The real run then applies what the dry run planned.
+    assert settle_once(world.settings)["refunds"] == report["refunds"]
+    assert money(world, sold) == state("paid", "7.50", "6.75", "0.75", "92.50")
+    world.assert_books()
+
+
 def test_the_remainder_keeps_its_hold(world, sold):
     before = world.pg.execute("SELECT hold_until FROM ledger_entries WHERE hold_until IS NOT NULL LIMIT 1").fetchone()
     settle_refunds(world, refund(sold, "40.00"))

@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "schema"))
-from snapshot import CLICKHOUSE_SNAPSHOT, POSTGRES_SNAPSHOT, clickhouse_lines, postgres_lines
+from snapshot import (
+    CLICKHOUSE_SNAPSHOT,
+    FUNCTIONS_SNAPSHOT,
+    POSTGRES_SNAPSHOT,
+    clickhouse_lines,
+    function_lines,
+    postgres_lines,
+)
 
 UPDATE = "run `.venv/bin/python tests/schema/snapshot.py --update` and commit the snapshot with the migration"
 
@@ -20,6 +27,11 @@ def _same(snapshot: Path, lines: list[str]) -> None:
 
 def test_postgres_schema_is_the_snapshot(pg):
     _same(POSTGRES_SNAPSHOT, postgres_lines(pg))
+
+
+def test_every_function_body_is_the_snapshot(pg):
+    """A reader finds each function's current body in one file (functions.txt), whichever migration wrote it."""
+    _same(FUNCTIONS_SNAPSHOT, function_lines(pg))
 
 
 def test_clickhouse_schema_is_the_snapshot(ch, settings):

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from decimal import Decimal
 
@@ -48,12 +47,11 @@ from aiohttp import web
 from oros import apikeys, clickindex, idempotency, orders, ratelimit
 from oros.apikeys import NEGATIVE, OWNER_SQL, hash_key
 from oros.bots import MAX_UA, bot_reason
-from oros.events import Event, canonical_uuid, uuid7_ms, uuid7_str
+from oros.events import CURRENCY_INPUT_RE, ORDER_ID_RE, ORDER_ID_RULE, Event, canonical_uuid, uuid7_ms, uuid7_str
 from oros.headers import bearer, text
 from oros.httperrors import ApiError, invalid, unavailable
 from oros.money import AmountError, fmt, parse_amount
 from oros.pixel import SIG_RE
-from oros.reasons import UNKNOWN_CAMPAIGN
 
 from .appender import AppendError
 from .typedefs import APPENDER, CLIENT_IP, KEY_USAGE, KEYS, METRICS, PG_POOL, REDIS, SETTINGS
@@ -62,8 +60,6 @@ MAX_BODY = 16 * 1024
 API_TYPES = ("conversion", "sale", "refund")
 PIXEL_TYPES = ("conversion", "sale")
 BODY_FIELDS = {"click_id", "type", "value", "currency", "order_id"}
-ORDER_ID_RE = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,199}$")  # printable ASCII, <= 200 (events.order_id)
-CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
 IDEMPOTENCY_TTL_S = 24 * 3600
 RATE_WINDOW_S = 60
 # A click this recent that the click index lacks may still be in a tracker's spool (Redis was down
@@ -174,7 +170,7 @@ def _value(raw: object) -> Decimal | None:
 def _currency(raw: object) -> str | None:
     if raw is None:
         return None
-    if not isinstance(raw, str) or not CURRENCY_RE.match(raw):
+    if not isinstance(raw, str) or not CURRENCY_INPUT_RE.match(raw):
         raise invalid("currency", "currency must be a three-letter ISO 4217 code")
     return raw.upper()
 
@@ -183,7 +179,7 @@ def _order_id(raw: object) -> str | None:
     if raw is None:
         return None
     if not isinstance(raw, str) or not ORDER_ID_RE.match(raw):
-        raise invalid("order_id", "order_id must be 1-200 printable ASCII characters")
+        raise invalid("order_id", f"order_id must be {ORDER_ID_RULE}")
     return raw
 
 
@@ -225,7 +221,9 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
     click = await _click(request, fields["click_id"])
     if click is None and source == "api" and _maybe_spooled(fields["click_id"]):
         raise unavailable("the click is not recorded yet, retry shortly")
-    campaign_id = click["campaign_id"] if click else UNKNOWN_CAMPAIGN
+    # The click's attribution; the business is the poster's (the pixel's: none), never the click's.
+    attributed = {**clickindex.attribution(click), "business_id": business_id}
+    campaign_id = attributed["campaign_id"]
     owner = click["business_id"] if click else None
     ts_ms = time.time_ns() // 1_000_000
     event_id = uuid7_str(ts_ms)
@@ -243,11 +241,7 @@ async def record(request: web.Request, fields: dict, *, business_id: str | None,
         event_id=event_id,
         event_type=fields["type"],
         ts_ms=ts_ms,
-        campaign_id=campaign_id,
-        link_id=click["link_id"] if click else None,
-        creator_id=click["creator_id"] if click else None,
-        supporter_id=click["supporter_id"] if click else None,
-        business_id=business_id,
+        **attributed,
         click_id=fields["click_id"],
         order_id=fields["order_id"],
         value=fmt(fields["value"]),

@@ -1,7 +1,10 @@
 """The migrated schema as sorted text lines, compared with the checked-in snapshot by tests/test_schema_snapshot.py.
 
 A migration that changes the schema changes the snapshot in the same commit, so a reviewer sees
-every table, constraint, index, function, trigger, policy and grant it touches:
+every table, constraint, index, function, trigger, policy and grant it touches. ``functions.txt``
+holds the current body of every function of ours (``pg_get_functiondef``), in name order: a
+function redefined by later migrations (``CREATE OR REPLACE``) is read there in one place, as it
+runs, instead of by finding the last migration that defines it.
 
     .venv/bin/python tests/schema/snapshot.py --update   (against the Postgres/ClickHouse the tests use)
 
@@ -16,6 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 POSTGRES_SNAPSHOT = HERE / "postgres.txt"
+FUNCTIONS_SNAPSHOT = HERE / "functions.txt"
 CLICKHOUSE_SNAPSHOT = HERE / "clickhouse.txt"
 SCHEMAS = "('public', 'auth')"
 ROLES = "('PUBLIC', 'oros_app', 'oros_api', 'oros_tracker', 'oros_webhooks')"
@@ -69,6 +73,27 @@ def postgres_lines(conn) -> list[str]:
     return sorted(lines)
 
 
+# Our functions (not an extension's), each as CREATE OR REPLACE would define it now.
+FUNCTION_BODIES_SQL = f"""
+SELECT p.oid::regprocedure::text AS fn, pg_get_functiondef(p.oid) AS body
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname IN {SCHEMAS} AND p.prokind IN ('f', 'p')
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+ ORDER BY 1
+"""
+
+
+def function_lines(conn) -> list[str]:
+    """Every function's current definition, in signature order, each after a comment naming it."""
+    from psycopg.rows import tuple_row
+
+    lines = ["-- The current body of every OROS function, as the migrations leave it (tests/schema/snapshot.py)."]
+    with conn.cursor(row_factory=tuple_row) as cur:
+        for fn, body in cur.execute(FUNCTION_BODIES_SQL).fetchall():
+            lines += ["", f"-- {fn}", *(line.rstrip() for line in body.strip().splitlines()), ";"]
+    return lines
+
+
 def clickhouse_lines(client, database: str) -> list[str]:
     lines = []
     for (table,) in client.query(f"SHOW TABLES FROM `{database}`").result_rows:
@@ -109,12 +134,13 @@ def main(argv: list[str]) -> int:
             migrate_clickhouse(snapshot)
             with psycopg.connect(url) as conn:
                 POSTGRES_SNAPSHOT.write_text("\n".join(postgres_lines(conn)) + "\n")
+                FUNCTIONS_SNAPSHOT.write_text("\n".join(function_lines(conn)) + "\n")
             CLICKHOUSE_SNAPSHOT.write_text("\n".join(clickhouse_lines(clickhouse_client(snapshot), "snapshot")) + "\n")
             with psycopg.connect(settings.database_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         finally:
             servers.stop()
-    print(f"wrote {POSTGRES_SNAPSHOT} and {CLICKHOUSE_SNAPSHOT}")
+    print(f"wrote {POSTGRES_SNAPSHOT}, {FUNCTIONS_SNAPSHOT} and {CLICKHOUSE_SNAPSHOT}")
     return 0
 
 

@@ -184,7 +184,8 @@ function refundButton(e, sale, statusCell) {
   return el;
 }
 
-const refundable = (s) => s.status === 'paid' && s.held_until !== null && new Date(s.held_until) > new Date();
+// Held until released (the server's rule, sql/postgres/0190): held_until is null once the commission moved.
+const refundable = (s) => s.status === 'paid' && s.held_until !== null;
 
 function salesColumns(e, isBusiness) {
   const statusCells = new WeakMap();
