@@ -1,4 +1,4 @@
-"""``oros settler``: the settle, hold-release, payout, refund-unspent, refund, reconcile and revocation jobs."""
+"""``oros settler``: the settle, hold-release, payout, refund-unspent, refund, reconcile and revocation jobs.
 
 Jobs are synchronous (Postgres and the chDB client are), so each runs in a
 worker thread, off the event loop that ``oros dev`` shares with the tracker
