@@ -85,10 +85,13 @@ async def _credit_tip(conn, settings: Settings, event: dict, *, pi: str | None, 
     if row["outcome"] == "credited":
         return {"tip_id": str(row["tip_id"]), "creator_id": str(row["creator_id"]), "amount": row["amount"]}
     if row["outcome"] == "refused":
-        # Money reached Stripe but not the books: a person must refund it.
-        log.error("tip payment refused: paid at Stripe, nothing credited",
+        # Money reached Stripe but not the books: it is given back (an issued refund, sent after the commit)
+        # and a monthly tip stops, or each later invoice would be charged and refused again.
+        log.error("tip payment refused: paid at Stripe, nothing credited; refunded, subscription canceled",
                   extra={"stripe_event": event["id"], "payment_intent": pi, "invoice": invoice,
-                         "reason": row["reason"]})
+                         "reason": row["reason"], "refund": row["refund_id"], "subscription": row["subscription_id"]})
+        raise Ignored(row["reason"], refund_ids=(str(row["refund_id"]),) if row["refund_id"] else (),
+                      cancel_subscription=row["subscription_id"])
     raise Ignored(row["reason"])
 
 
@@ -97,6 +100,24 @@ async def _tip_fee_pct(conn, settings: Settings, creator: str) -> Decimal:
     spans = await (await conn.execute(fees.SPANS_SQL, {"users": [creator]})).fetchall()
     now_ms = (await (await conn.execute(_NOW_MS_SQL)).fetchone())["ms"]
     return fees.FeeSchedule.from_rows(settings.tip_fee_pct, spans).pct(creator, now_ms)
+
+
+async def cancel_subscription(settings: Settings, sub: str) -> None:
+    """Cancel a subscription at Stripe now, after the transaction that decided it committed.
+
+    A failure is logged, not raised: the event is applied already. Its next invoice is refused again (and
+    canceled again), and the supporter may cancel it (POST /v1/tips/monthly/{id}/cancel).
+    """
+    if settings.stripe_api_key is None:
+        log.error("a subscription must be canceled but no Stripe is configured", extra={"subscription": sub})
+        return
+    client, http = async_stripe_client(settings)
+    try:
+        await client.v1.subscriptions.cancel_async(sub)
+    except stripe.StripeError as exc:
+        log.error("canceling a subscription at Stripe failed", extra={"subscription": sub, "error": str(exc)})
+    finally:
+        await http.close_async()
 
 
 async def fail_tip(conn: psycopg.AsyncConnection, pi: str) -> int:

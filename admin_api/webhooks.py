@@ -119,6 +119,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     apply = APPLIERS.get(event["type"])
     if apply is None:
         return respond({"received": True, "status": "ignored", "reason": f"unhandled type {event['type']}"})
+    ignored: Ignored | None = None
     async with request.app[PG_POOL].connection() as conn:
         async with conn.transaction():
             claimed = await (await conn.execute(_CLAIM_SQL, {"id": event["id"], "type": event["type"]})).fetchone()
@@ -128,7 +129,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
                 result = await apply(conn, request.app[REDIS], settings, event)
             except Ignored as exc:
                 log.info("stripe event ignored", extra={"stripe_event": event["id"], "reason": str(exc)})
-                return respond({"received": True, "status": "ignored", "reason": str(exc)})
+                ignored = exc
             except (aioredis.RedisError, RedisClusterException):  # the latter: a cluster mid-failover
                 log.exception("event stream unavailable", extra={"stripe_event": event["id"]})
                 # 503 rolls the claim back, so Stripe's retry applies the event later.
@@ -142,6 +143,12 @@ async def stripe_webhook(request: web.Request) -> web.Response:
                                                                             "detail": exc.diag.message_primary})
                 raise ApiError(503, "unavailable", "the books cannot take this payment back yet; retry later",
                                retry_after_s=60) from None
+    # What the committed transaction decided to send Stripe.
+    if ignored is not None:
+        await refunds.send_refunds(request, list(ignored.refund_ids))
+        if ignored.cancel_subscription is not None:
+            await billing_events.cancel_subscription(settings, ignored.cancel_subscription)
+        return respond({"received": True, "status": "ignored", "reason": str(ignored)})
     if "refund_id" in result:
         await refunds.send_refunds(request, [result["refund_id"]])
     return respond({"received": True, "status": "applied", **result})

@@ -231,16 +231,37 @@ async def test_a_monthly_tip_is_one_tip_per_paid_invoice(flows):
     assert stranger.status == 404
 
 
-async def test_a_monthly_invoice_for_another_amount_is_refused(flows):
+async def test_a_monthly_invoice_for_another_amount_is_refused_refunded_and_the_subscription_stopped(flows):
     supporter, creator = flows.user("supporter"), flows.user("creator")
     tip = await flows.open_tip(supporter, creator, "3.00", frequency="monthly")
-    invoice = flows.billing.pay(tip["stripe_subscription_id"], amount_paid=1)
+    sub = tip["stripe_subscription_id"]
+    invoice = flows.billing.pay(sub, amount_paid=1)
+    cancels = ("DELETE", f"/v1/subscriptions/{sub}")
 
     status, body = await flows.send(*flows.billing.event("invoice.paid", invoice))
+    twin = await flows.send(*flows.billing.event("invoice.payment_succeeded", invoice))
 
-    assert (status, body["status"]) == (200, "ignored")
+    assert (status, body["status"], twin[1]["status"]) == (200, "ignored", "ignored")
     assert flows.pg.execute("SELECT count(*) AS n FROM tips").fetchone()["n"] == 0
     assert flows.pg.execute("SELECT status FROM tip_intents").fetchone()["status"] == "refused"
+    # Nothing will be charged again: the subscription is canceled at Stripe, and the charge that bought nothing
+    # is given back whole, once (the twin event refunds nothing more).
+    assert flows.billing.subscription(sub)["status"] == "canceled"
+    assert [(r["payment_intent"], r["amount"]) for r in flows.billing.refunds] == [
+        (flows.billing.payment_intent_of(invoice), 1)]
+    refund = flows.pg.execute("SELECT reason, status, transfer_id, campaign_id FROM issued_refunds").fetchone()
+    assert refund == {"reason": "tip_refused", "status": "succeeded", "transfer_id": None, "campaign_id": None}
+    flows.assert_books()
+    # The supporter may still stop it (a cancel at Stripe that failed after the refusal is retried here).
+    asked = flows.billing.requests.count(cancels)
+    resp = await flows.api.post(f"/v1/tips/monthly/{tip['id']}/cancel", headers=supporter.headers)
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert (body["status"], body["ended_at"] is not None) == ("refused", True)
+    assert flows.billing.requests.count(cancels) == asked + 1
+    again = await flows.api.post(f"/v1/tips/monthly/{tip['id']}/cancel", headers=supporter.headers)
+    assert again.status == 200 and flows.billing.requests.count(cancels) == asked + 1
+    flows.assert_books()
 
 
 async def test_the_request_role_cannot_credit_a_tip_or_open_one_for_someone_else(flows):
