@@ -67,12 +67,21 @@ async def test_a_tip_end_to_end_payment_webhook_ledger_hold_release_withdrawal(f
     flows.assert_books()
 
 
-async def test_replayed_out_of_order_and_repeated_webhooks_book_the_tip_once(flows):
+async def no_sale_refund_appended(flows, redis) -> None:
+    """A tip's refund is never a checkout sale's: nothing in the event stream, nothing in events."""
+    assert await redis.xlen(flows.settings.keys.stream) == 0
+    assert flows.pg.execute("SELECT count(*) AS n FROM events WHERE event_type = 'refund'").fetchone()["n"] == 0
+
+
+async def test_replayed_out_of_order_and_repeated_webhooks_book_the_tip_once(flows, redis):
     supporter, creator = flows.user("supporter"), flows.user("creator")
     tip = await flows.open_tip(supporter, creator, "10.00")
     pi = tip["stripe_payment_intent_id"]
-    # The refund of a partial 2.00 reaches us before the payment does.
-    assert (await flows.send(*flows.refunded(pi, "10.00", "2.00")))[0] == 200
+    # The refund of a partial 2.00 reaches us before the payment does: kept for the tip, no sale's refund.
+    status, early = await flows.send(*flows.refunded(pi, "10.00", "2.00"))
+    assert (status, early["status"], early.get("kind"), early.get("outcome")) == (200, "applied", "tip", "recorded")
+    assert early["object_id"] == tip["id"]
+    await no_sale_refund_appended(flows, redis)
     succeeded = flows.succeeded(pi, 1000, event_id="evt_tip_paid")
 
     first = await flows.send(*succeeded)
@@ -89,6 +98,7 @@ async def test_replayed_out_of_order_and_repeated_webhooks_book_the_tip_once(flo
     # An older refund total arriving late changes nothing.
     assert (await flows.send(*flows.refunded(pi, "10.00", "1.00")))[0] == 200
     assert flows.tip_row(str(row["id"]))["reversed_amount"] == D("2.00")
+    await no_sale_refund_appended(flows, redis)
     flows.assert_books()
 
 
@@ -231,7 +241,7 @@ async def test_a_monthly_tip_is_one_tip_per_paid_invoice(flows):
     assert stranger.status == 404
 
 
-async def test_a_monthly_invoice_for_another_amount_is_refused_refunded_and_the_subscription_stopped(flows):
+async def test_a_monthly_invoice_for_another_amount_is_refused_refunded_and_the_subscription_stopped(flows, redis):
     supporter, creator = flows.user("supporter"), flows.user("creator")
     tip = await flows.open_tip(supporter, creator, "3.00", frequency="monthly")
     sub = tip["stripe_subscription_id"]
@@ -251,6 +261,10 @@ async def test_a_monthly_invoice_for_another_amount_is_refused_refunded_and_the_
         (flows.billing.payment_intent_of(invoice), 1)]
     refund = flows.pg.execute("SELECT reason, status, transfer_id, campaign_id FROM issued_refunds").fetchone()
     assert refund == {"reason": "tip_refused", "status": "succeeded", "transfer_id": None, "campaign_id": None}
+    # Stripe reports that refund back: ours, nothing to take back, and no sale's refund.
+    status, reported = await flows.send(*flows.refunded(flows.billing.payment_intent_of(invoice), "0.01", "0.01"))
+    assert (status, reported.get("kind"), reported.get("outcome")) == (200, "tip", "recorded"), reported
+    await no_sale_refund_appended(flows, redis)
     flows.assert_books()
     # The supporter may still stop it (a cancel at Stripe that failed after the refusal is retried here).
     asked = flows.billing.requests.count(cancels)
