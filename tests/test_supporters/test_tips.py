@@ -9,9 +9,10 @@ import psycopg
 import pytest
 import requests
 
-from oros.connections import as_user, pg_pool
+from oros.connections import as_user, pg_connect, pg_pool
 from settler.payouts import pay_withdrawals
 
+from interleave import Writer, quick_deadlocks, until, waiting
 from stripe_double import StripeDouble
 from supporter_flows import D, wait_for
 
@@ -311,3 +312,51 @@ async def test_a_bad_monthly_tips_query_is_a_4xx_naming_the_field(flows, query, 
     resp = await flows.api.get(f"/v1/tips/monthly?{query}", headers=supporter.headers)
     body = await resp.json()
     assert (resp.status, body["error"]["field"]) == (422, field), body
+
+
+async def test_a_refund_racing_its_payments_credit_is_applied_once_both_commit(flows):
+    """The refund's webhook runs while the payment's (credited, not committed) holds the payment: it waits, then
+    finds the tip and reverses it (before 0172 each missed the other and the tip kept all its money)."""
+    quick_deadlocks(flows.pg)
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    pi = (await flows.open_tip(supporter, creator, "10.00"))["stripe_payment_intent_id"]
+    credit = "SELECT outcome FROM oros_credit_tip('evt_credit', %s, NULL, NULL, 10.00, 'usd', 5, 14)"
+    refund = "SELECT kind, outcome FROM oros_record_refund(%s, 'ch_x', 2.00)"
+
+    with pg_connect(flows.settings) as paying, pg_connect(flows.settings) as refunding:
+        assert paying.execute(credit, (pi,)).fetchone()["outcome"] == "credited"  # not committed yet
+        racing = Writer(lambda: (refunding.execute(refund, (pi,)).fetchone(), refunding.commit())[0])
+        racing.start()
+        until(lambda: waiting(flows.pg) == 1 or not racing.is_alive())  # on the payment, until it commits
+        paying.commit()
+        assert racing.finish() == {"kind": "tip", "outcome": "reversed_in_hold"}
+
+    [tip] = flows.pg.execute("SELECT * FROM tips").fetchall()
+    assert (tip["reversed_amount"], tip["reversed_fee"]) == (D("2.00"), D("0.10"))
+    assert flows.wallet(creator) == (D("0.00"), D("7.60"))
+    flows.assert_books()
+
+
+async def test_a_refund_and_a_dispute_at_once_take_back_both(flows):
+    """Each records its side, then brings the tip to what Stripe took back in all: the second waits for the first
+    and reads both (before 0172 it had read only its own, and wrote that stale target over the first's)."""
+    quick_deadlocks(flows.pg)
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    paid = await flows.paid_tip(supporter, creator, "10.00")
+    pi = flows.tip_row(paid["tip_id"])["stripe_payment_intent_id"]
+    refund = "SELECT kind, outcome, taken FROM oros_record_refund(%s, 'ch_x', 2.00)"
+    dispute = ("SELECT kind, outcome, taken FROM oros_record_dispute('dp_x', %s, 'ch_x', 3.00, 'needs_response',"
+               " true, false)")
+
+    with pg_connect(flows.settings) as refunding, pg_connect(flows.settings) as disputing:
+        assert refunding.execute(refund, (pi,)).fetchone()["taken"] == D("2.00")  # not committed yet
+        racing = Writer(lambda: (disputing.execute(dispute, (pi,)).fetchone(), disputing.commit())[0])
+        racing.start()
+        until(lambda: waiting(flows.pg) == 1)
+        refunding.commit()
+        assert racing.finish()["taken"] == D("5.00")
+
+    tip = flows.tip_row(paid["tip_id"])
+    assert tip["reversed_amount"] == D("5.00")  # refunded 2.00 + disputed 3.00
+    assert flows.wallet(creator) == (D("0.00"), D("4.75"))  # net 9.50 less round(9.50 x 5/10)
+    flows.assert_books()
