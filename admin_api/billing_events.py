@@ -21,7 +21,9 @@ claimed (admin_api.webhooks), and moves money only through SQL functions:
 * ``charge.refunded`` and ``charge.dispute.*`` record what Stripe took back
   of a payment and bring the tip, funding, boost or membership invoice it
   paid to match (``oros_record_refund``, ``oros_record_dispute``,
-  sql/postgres/0080, 0107).
+  sql/postgres/0080, 0107); a membership whose paid period is taken back ends
+  (0173) and its subscription is canceled after the commit, as a refused
+  monthly tip's is (0170).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ _FAIL_BOOST_SQL = "SELECT oros_fail_boost_intent(%(pi)s) AS n"
 _MEMBERSHIP_TYPE_SQL = "SELECT membership_type FROM memberships WHERE billing_provider_id = %(sub)s"
 _MEMBERSHIP_PAID_SQL = """SELECT * FROM oros_membership_paid(%(event)s, %(sub)s, %(invoice)s, %(pi)s, %(amount)s,
                                                              %(currency)s, %(price)s, %(cap)s, %(period_end)s)"""
+_MEMBERSHIP_SUB_SQL = "SELECT billing_provider_id FROM memberships WHERE id = %(id)s"
 _MEMBERSHIP_FAILED_SQL = "SELECT oros_membership_payment_failed(%(sub)s) AS n"
 _MEMBERSHIP_CHANGED_SQL = "SELECT oros_membership_changed(%(sub)s, %(status)s, %(cancel)s, %(period_end)s) AS outcome"
 _MEMBERSHIP_ENDED_SQL = "SELECT oros_end_membership(%(sub)s) AS outcome"
@@ -105,8 +108,9 @@ async def _tip_fee_pct(conn, settings: Settings, creator: str) -> Decimal:
 async def cancel_subscription(settings: Settings, sub: str) -> None:
     """Cancel a subscription at Stripe now, after the transaction that decided it committed.
 
-    A failure is logged, not raised: the event is applied already. Its next invoice is refused again (and
-    canceled again), and the supporter may cancel it (POST /v1/tips/monthly/{id}/cancel).
+    A failure is logged, not raised: the event is applied already. A refused monthly tip's next invoice is
+    refused (and canceled) again, and the supporter may cancel it (POST /v1/tips/monthly/{id}/cancel); a
+    membership ended by a takeback refuses nothing more, so the ERROR is finance's cue to cancel it.
     """
     if settings.stripe_api_key is None:
         log.error("a subscription must be canceled but no Stripe is configured", extra={"subscription": sub})
@@ -164,12 +168,17 @@ async def record_refund(conn: psycopg.AsyncConnection, charge: dict) -> dict | N
                                     )).fetchone()
     # Unmatched, it may be a checkout sale's refund (the caller's path), or a payment of ours not credited yet:
     # recorded either way, and applied when that payment is.
-    return None if row["kind"] == "unmatched" else _taken(row)
+    return None if row["kind"] == "unmatched" else await _taken(conn, row)
 
 
-def _taken(row: dict) -> dict:
-    return {"kind": row["kind"], "object_id": str(row["object_id"]), "outcome": row["outcome"],
-            "taken_back": row["taken"]}
+async def _taken(conn: psycopg.AsyncConnection, row: dict) -> dict:
+    taken = {"kind": row["kind"], "object_id": str(row["object_id"]), "outcome": row["outcome"],
+             "taken_back": row["taken"]}
+    if row["outcome"] == "membership_ended":
+        # Its paid period was taken back (0173): Stripe must not bill it again (canceled after the commit).
+        found = await (await conn.execute(_MEMBERSHIP_SUB_SQL, {"id": row["object_id"]})).fetchone()
+        taken["cancel_subscription"] = found["billing_provider_id"]
+    return taken
 
 
 async def _invoice_paid(conn, redis, settings: Settings, event: dict) -> dict:
@@ -255,7 +264,7 @@ async def _dispute(conn, redis, settings: Settings, event: dict) -> dict:
     })).fetchone()
     if row["kind"] == "unmatched":
         raise Ignored(f"PaymentIntent {pi} paid nothing of ours yet: the dispute is recorded for when it does")
-    return _taken(row)
+    return await _taken(conn, row)
 
 
 def _subscription_of(invoice: dict) -> str | None:

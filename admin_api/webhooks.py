@@ -151,6 +151,8 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         return respond({"received": True, "status": "ignored", "reason": str(ignored)})
     if "refund_id" in result:
         await refunds.send_refunds(request, [result["refund_id"]])
+    if (sub := result.pop("cancel_subscription", None)) is not None:
+        await billing_events.cancel_subscription(settings, sub)
     return respond({"received": True, "status": "applied", **result})
 
 

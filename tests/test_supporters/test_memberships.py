@@ -155,3 +155,60 @@ async def test_business_growth_raises_the_number_of_active_campaigns(flows, worl
     await activate(flows, business, "business_growth")
     allowed = await flows.api.post(f"/v1/campaigns/{sixth}/activate", headers=business.headers)
     assert allowed.status == 200, await allowed.text()
+
+
+def tier_post(flows, creator, member) -> str:
+    """A post locked to supporter_plus holders, in a community ``member`` joined."""
+    community = flows.pg.execute("INSERT INTO communities (creator_id, name) VALUES (%s, 'club')"
+                                 " RETURNING id::text AS id", (creator.id,)).fetchone()["id"]
+    flows.pg.execute("INSERT INTO community_members (community_id, user_id) VALUES (%s, %s)", (community, member.id))
+    return flows.pg.execute(
+        "INSERT INTO community_posts (community_id, creator_id, content_type, content_url, is_locked, unlock_tier)"
+        " VALUES (%s, %s, 'video', 'https://cdn.example/club.mp4', true, 'supporter_plus') RETURNING id::text AS id",
+        (community, creator.id)).fetchone()["id"]
+
+
+async def unlocked(flows, user, post: str) -> bool:
+    resp = await flows.api.get(f"/v1/posts/{post}", headers=user.headers)
+    assert resp.status == 200, await resp.text()
+    return (await resp.json())["unlocked"]
+
+
+async def test_a_membership_disputed_or_refunded_whole_loses_its_benefits_at_once(flows, aiohttp_client):
+    """A chargeback of creator_pro ends its 5% cap; supporter_plus refunded whole stops unlocking (0173)."""
+    flows.stripe_settings = replace(flows.stripe_settings, tip_fee_pct=D("10"))
+    flows.api = await aiohttp_client(create_app(flows.stripe_settings))
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    pro = await activate(flows, creator, "creator_pro")
+    first = flows.billing.invoices[flows.billing.subscription(pro["billing_provider_id"])["latest_invoice"]]
+    assert flows.tip_row((await flows.paid_tip(supporter, creator, "10.00"))["tip_id"])["platform_fee"] == D("0.50")
+
+    status, body = await flows.send(*flows.disputed("charge.dispute.created", first["_payment_intent"], "29.99",
+                                                    "needs_response", "dp_pro"))
+
+    assert (status, body["kind"], body["outcome"]) == (200, "membership", "membership_ended"), body
+    assert "cancel_subscription" not in body
+    row = membership(flows, pro["id"])
+    assert row["status"] == "canceled" and row["ends_at"] is not None
+    assert flows.pg.execute("SELECT effective_until FROM fee_history WHERE membership_id = %s",
+                            (pro["id"],)).fetchone()["effective_until"] is not None
+    assert flows.billing.subscription(pro["billing_provider_id"])["status"] == "canceled"
+    assert flows.tip_row((await flows.paid_tip(supporter, creator, "10.00"))["tip_id"])["platform_fee"] == D("1.00")
+    flows.assert_books()
+
+    plus = await activate(flows, supporter, "supporter_plus")
+    pi = flows.billing.invoices[flows.billing.subscription(plus["billing_provider_id"])["latest_invoice"]][
+        "_payment_intent"]
+    post = tier_post(flows, creator, supporter)
+    assert await unlocked(flows, supporter, post)
+    partial = await flows.send(*flows.refunded(pi, "4.99", "1.00"))  # the period is still mostly paid: it runs
+    assert partial[1]["outcome"] == "revenue_given_back" and await unlocked(flows, supporter, post)
+    whole = await flows.send(*flows.refunded(pi, "4.99", "4.99"))
+    assert whole[1]["outcome"] == "membership_ended"
+    assert not await unlocked(flows, supporter, post)
+    assert flows.billing.subscription(plus["billing_provider_id"])["status"] == "canceled"
+    # Stripe then ends the subscription: already ended, nothing changes.
+    ended = await flows.send(*flows.billing.event("customer.subscription.deleted",
+                                                  flows.billing.end(plus["billing_provider_id"])))
+    assert ended[1]["outcome"] == "already_ended"
+    flows.assert_books()
