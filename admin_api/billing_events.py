@@ -58,7 +58,8 @@ _MEMBERSHIP_PAID_SQL = """SELECT * FROM oros_membership_paid(%(event)s, %(sub)s,
                                                              %(currency)s, %(price)s, %(cap)s, %(period_end)s)"""
 _MEMBERSHIP_SUB_SQL = "SELECT billing_provider_id FROM memberships WHERE id = %(id)s"
 _MEMBERSHIP_FAILED_SQL = "SELECT oros_membership_payment_failed(%(sub)s) AS n"
-_MEMBERSHIP_CHANGED_SQL = "SELECT oros_membership_changed(%(sub)s, %(status)s, %(cancel)s, %(period_end)s) AS outcome"
+_MEMBERSHIP_CHANGED_SQL = """SELECT oros_membership_changed(%(sub)s, %(status)s, %(cancel)s, %(period_end)s,
+                                                        %(created)s) AS outcome"""
 _MEMBERSHIP_ENDED_SQL = "SELECT oros_end_membership(%(sub)s) AS outcome"
 _TIP_ENDED_SQL = "SELECT oros_end_tip_subscription(%(sub)s) AS n"
 _REFUND_SQL = "SELECT * FROM oros_record_refund(%(pi)s, %(charge)s, %(refunded)s)"
@@ -220,6 +221,9 @@ async def _invoice_failed(conn, redis, settings: Settings, event: dict) -> dict:
 async def _subscription_updated(conn, redis, settings: Settings, event: dict) -> dict:
     sub = event["data"]["object"]
     sub_id, status = text(sub, "id"), sub.get("status")
+    created = _stamp(event.get("created"))
+    if created is None:
+        raise ApiError(400, "bad_payload", "the Stripe event has no creation time", "created")
     tips_ended = 0
     if status in ENDED:
         tips_ended = (await (await conn.execute(_TIP_ENDED_SQL, {"sub": sub_id})).fetchone())["n"]
@@ -227,6 +231,8 @@ async def _subscription_updated(conn, redis, settings: Settings, event: dict) ->
     membership = (await (await conn.execute(_MEMBERSHIP_CHANGED_SQL, {
         "sub": sub_id, "status": status, "cancel": cancel if isinstance(cancel, bool) else None,
         "period_end": billing.period_end(sub),
+        # Stripe delivers out of order: an update older than the state applied last is stale (0174).
+        "created": created,
     })).fetchone())["outcome"]
     return _subscription_outcome(sub_id, tips_ended, membership)
 

@@ -60,7 +60,7 @@ EXECUTABLE = {
     "oros_fail_tip_intent(text)": {"oros_api"},
     "oros_end_tip_subscription(text)": {"oros_api"},
     "oros_membership_paid(text,text,text,text,numeric,text,numeric,numeric,timestamp with time zone)": {"oros_api"},
-    "oros_membership_changed(text,text,boolean,timestamp with time zone)": {"oros_api"},
+    "oros_membership_changed(text,text,boolean,timestamp with time zone,timestamp with time zone)": {"oros_api"},
     "oros_end_membership(text)": {"oros_api"},
     "oros_membership_payment_failed(text)": {"oros_api"},
     "oros_record_refund(text,text,numeric)": {"oros_api"},

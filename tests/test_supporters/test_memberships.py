@@ -212,3 +212,34 @@ async def test_a_membership_disputed_or_refunded_whole_loses_its_benefits_at_onc
                                                   flows.billing.end(plus["billing_provider_id"])))
     assert ended[1]["outcome"] == "already_ended"
     flows.assert_books()
+
+
+async def test_a_stale_subscription_update_delivered_after_a_cancel_changes_nothing(flows):
+    """Stripe does not deliver in order: an update sent before the cancel, arriving after it, is stale (0174)."""
+    creator = flows.user("creator")
+    plus = await activate(flows, creator, "creator_plus")
+    sub = plus["billing_provider_id"]
+    before = flows.billing.subscription(sub)  # cancel_at_period_end false: Stripe's state an hour ago
+    sent_before = int(time.time()) - 3600
+
+    resp = await flows.api.post(f"/v1/memberships/{plus['id']}/cancel", headers=creator.headers)
+    assert resp.status == 200 and (await resp.json())["cancel_at_period_end"]
+    cancel_at = membership(flows, plus["id"])["ends_at"]
+    stale = await flows.send(*flows.billing.event("customer.subscription.updated", before, created=sent_before))
+
+    assert stale[1]["outcome"] == "stale"
+    row = membership(flows, plus["id"])
+    assert (row["cancel_at_period_end"], row["ends_at"]) == (True, cancel_at)
+    # Stripe's own events, reversed: the cancel (later) first, then the stale one.
+    other = await activate(flows, flows.user("creator"), "creator_plus")
+    state = flows.billing.subscription(other["billing_provider_id"])
+    newer = await flows.send(*flows.billing.event("customer.subscription.updated",
+                                                  {**state, "cancel_at_period_end": True}, created=sent_before + 60))
+    older = await flows.send(*flows.billing.event("customer.subscription.updated", state, created=sent_before))
+    assert (newer[1]["outcome"], older[1]["outcome"]) == ("updated", "stale")
+    row = membership(flows, other["id"])
+    assert row["cancel_at_period_end"] and row["ends_at"] is not None
+    # A dashboard undoing the cancel later is followed.
+    undone = await flows.send(*flows.billing.event("customer.subscription.updated", state))
+    assert undone[1]["outcome"] == "updated" and membership(flows, other["id"])["ends_at"] is None
+    flows.assert_books()
