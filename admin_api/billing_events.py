@@ -65,6 +65,9 @@ _TIP_ENDED_SQL = "SELECT oros_end_tip_subscription(%(sub)s) AS n"
 _REFUND_SQL = "SELECT * FROM oros_record_refund(%(pi)s, %(charge)s, %(refunded)s)"
 _DISPUTE_SQL = """SELECT * FROM oros_record_dispute(%(id)s, %(pi)s, %(charge)s, %(amount)s, %(status)s,
                                                    %(withdrawn)s, %(reinstated)s)"""
+_NOTE_REFUND_SQL = "SELECT oros_note_refund(%(pi)s, %(charge)s, %(refunded)s)"
+_NOTE_DISPUTE_SQL = """SELECT oros_note_dispute(%(id)s, %(pi)s, %(charge)s, %(amount)s, %(status)s, %(withdrawn)s,
+                                                %(reinstated)s)"""
 
 # A subscription in one of these states is over (its membership or monthly tip ends).
 ENDED = ("canceled", "unpaid", "incomplete_expired")
@@ -252,6 +255,15 @@ def _subscription_outcome(sub_id: str, tips_ended: int, membership: str) -> dict
 
 async def _dispute(conn, redis, settings: Settings, event: dict) -> dict:
     """Funds move when Stripe withdraws them (a dispute, not an inquiry) and when it reinstates them (won)."""
+    params = _dispute_params(event)
+    row = await (await conn.execute(_DISPUTE_SQL, params)).fetchone()
+    if row["kind"] == "unmatched":
+        raise Ignored(f"PaymentIntent {params['pi']} paid nothing of ours yet: the dispute is recorded for when it "
+                      "does")
+    return await _taken(conn, row)
+
+
+def _dispute_params(event: dict) -> dict:
     dispute = event["data"]["object"]
     pi = object_id(dispute.get("payment_intent"))
     if pi is None:
@@ -264,13 +276,20 @@ async def _dispute(conn, redis, settings: Settings, event: dict) -> dict:
     amount = cents(dispute, "amount")
     if amount is None:
         raise ApiError(400, "bad_payload", "the dispute has no amount", "amount")
-    row = await (await conn.execute(_DISPUTE_SQL, {
-        "id": text(dispute, "id"), "pi": pi, "charge": object_id(dispute.get("charge")), "amount": amount,
-        "status": status, "withdrawn": withdrawn, "reinstated": reinstated,
-    })).fetchone()
-    if row["kind"] == "unmatched":
-        raise Ignored(f"PaymentIntent {pi} paid nothing of ours yet: the dispute is recorded for when it does")
-    return await _taken(conn, row)
+    return {"id": text(dispute, "id"), "pi": pi, "charge": object_id(dispute.get("charge")), "amount": amount,
+            "status": status, "withdrawn": withdrawn, "reinstated": reinstated}
+
+
+async def note_takeback(conn: psycopg.AsyncConnection, event: dict) -> None:
+    """Record Stripe's side of a refund or dispute the books could not take yet (clearing short), not applying it:
+    kept while Stripe retries the event, and named by reconcile (stripe_takebacks_applied) until it is applied."""
+    if event["type"] == "charge.refunded":
+        charge = event["data"]["object"]
+        pi, refunded = object_id(charge.get("payment_intent")), cents(charge, "amount_refunded")
+        if pi is not None and refunded is not None:
+            await conn.execute(_NOTE_REFUND_SQL, {"pi": pi, "charge": charge.get("id"), "refunded": refunded})
+    elif event["type"] in DISPUTE_EVENTS:
+        await conn.execute(_NOTE_DISPUTE_SQL, _dispute_params(event))
 
 
 def _subscription_of(invoice: dict) -> str | None:
