@@ -110,6 +110,8 @@ async def test_payment_that_never_comes_or_fails_for_good_expires_the_membership
 
     assert membership(flows, pending["id"])["status"] == "expired"
     assert membership(flows, active["id"])["status"] == "expired"  # no cancel was asked: it lapsed
+    assert flows.platform("fees")[0] == D("29.99")  # the one paid invoice stays booked
+    flows.assert_books()
 
 
 async def test_a_fee_change_applies_only_to_what_happens_after_it(flows, world, aiohttp_client):
@@ -155,6 +157,25 @@ async def test_business_growth_raises_the_number_of_active_campaigns(flows, worl
     await activate(flows, business, "business_growth")
     allowed = await flows.api.post(f"/v1/campaigns/{sixth}/activate", headers=business.headers)
     assert allowed.status == 200, await allowed.text()
+    flows.assert_books()
+
+
+async def test_a_renewal_books_each_month_once_and_moves_the_paid_period(flows):
+    supporter = flows.user("supporter")
+    plus = await activate(flows, supporter, "supporter_plus")
+    sub = plus["billing_provider_id"]
+    first_end = membership(flows, plus["id"])["current_period_end"]
+
+    renewal = flows.billing.renew(sub)
+    status, body = await flows.send(*flows.billing.event("invoice.paid", renewal))
+    twin = await flows.send(*flows.billing.event("invoice.payment_succeeded", renewal))
+
+    assert (status, body["outcome"], twin[1]["status"]) == (200, "renewed", "ignored")
+    row = membership(flows, plus["id"])
+    assert row["status"] == "active" and row["current_period_end"] > first_end
+    assert flows.platform("fees")[0] == D("9.98") and flows.platform("clearing")[0] == D("9.98")  # 2 x 4.99
+    assert flows.pg.execute("SELECT count(*) AS n FROM membership_invoices").fetchone()["n"] == 2
+    flows.assert_books()
 
 
 def tier_post(flows, creator, member) -> str:

@@ -240,6 +240,8 @@ async def test_a_monthly_tip_is_one_tip_per_paid_invoice(flows):
     assert ended[0] == 200
     stranger = await flows.api.post(f"/v1/tips/monthly/{tip['id']}/cancel", headers=creator.headers)
     assert stranger.status == 404
+    assert flows.pg.execute("SELECT status FROM tip_intents").fetchone()["status"] == "canceled"
+    flows.assert_books()  # the three tips stay paid
 
 
 async def test_a_monthly_invoice_for_another_amount_is_refused_refunded_and_the_subscription_stopped(flows, redis):
@@ -359,4 +361,43 @@ async def test_a_refund_and_a_dispute_at_once_take_back_both(flows):
     tip = flows.tip_row(paid["tip_id"])
     assert tip["reversed_amount"] == D("5.00")  # refunded 2.00 + disputed 3.00
     assert flows.wallet(creator) == (D("0.00"), D("4.75"))  # net 9.50 less round(9.50 x 5/10)
+    flows.assert_books()
+
+
+async def test_a_retried_tip_request_with_its_idempotency_key_asks_and_books_once(flows):
+    """A supporter's client retrying POST /v1/tips (a lost answer) must not tip twice."""
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    body = {"to_creator_id": creator.id, "amount": "6.00", "frequency": "one_time"}
+    headers = {**supporter.headers, "Idempotency-Key": "tip-6"}
+
+    answers = [await flows.api.post("/v1/tips", json=body, headers=headers) for _ in range(2)]
+
+    assert [r.status for r in answers] == [201, 201]
+    first, again = [await r.json() for r in answers]
+    assert (again["id"], again["stripe_payment_intent_id"]) == (first["id"], first["stripe_payment_intent_id"])
+    assert flows.pg.execute("SELECT count(*) AS n FROM tip_intents").fetchone()["n"] == 1
+    other = await flows.api.post("/v1/tips", json={**body, "amount": "7.00"}, headers=headers)
+    assert (other.status, (await other.json())["error"]["code"]) == (422, "idempotency_key_reused")
+    paid = await flows.send(*flows.succeeded(first["stripe_payment_intent_id"], 600))
+    assert paid[1]["status"] == "applied"
+    assert flows.pg.execute("SELECT count(*) AS n FROM tips").fetchone()["n"] == 1
+    assert flows.wallet(creator) == (D("0.00"), D("5.70"))
+    flows.assert_books()
+
+
+async def test_a_won_dispute_gives_the_unlock_back(flows):
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    post = flows.post(creator, min_tip_to_unlock="5.00")
+    paid = await flows.paid_tip(supporter, creator, "5.00", post_id=post)
+    pi = flows.tip_row(paid["tip_id"])["stripe_payment_intent_id"]
+    unlocks = "SELECT count(*) AS n FROM tip_unlocks WHERE tip_id = %s"
+
+    await flows.send(*flows.disputed("charge.dispute.created", pi, "5.00", "needs_response", "dp_unlock"))
+    assert flows.pg.execute(unlocks, (paid["tip_id"],)).fetchone()["n"] == 0  # the money is gone: so is the unlock
+    status, won = await flows.send(*flows.disputed("charge.dispute.closed", pi, "5.00", "won", "dp_unlock"))
+
+    assert (status, won["outcome"]) == (200, "reversed_in_hold"), won
+    assert flows.tip_row(paid["tip_id"])["reversed_amount"] == D("0.00")
+    assert flows.pg.execute(unlocks, (paid["tip_id"],)).fetchone()["n"] == 1
+    assert flows.wallet(creator) == (D("0.00"), D("4.75"))
     flows.assert_books()
