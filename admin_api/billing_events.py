@@ -21,7 +21,9 @@ claimed (admin_api.webhooks), and moves money only through SQL functions:
 * ``charge.refunded`` and ``charge.dispute.*`` record what Stripe took back
   of a payment and bring the tip, funding, boost or membership invoice it
   paid to match (``oros_record_refund``, ``oros_record_dispute``,
-  sql/postgres/0080, 0107).
+  sql/postgres/0080, 0107); a membership whose paid period is taken back ends
+  (0173) and its subscription is canceled after the commit, as a refused
+  monthly tip's is (0170).
 """
 
 from __future__ import annotations
@@ -54,13 +56,18 @@ _FAIL_BOOST_SQL = "SELECT oros_fail_boost_intent(%(pi)s) AS n"
 _MEMBERSHIP_TYPE_SQL = "SELECT membership_type FROM memberships WHERE billing_provider_id = %(sub)s"
 _MEMBERSHIP_PAID_SQL = """SELECT * FROM oros_membership_paid(%(event)s, %(sub)s, %(invoice)s, %(pi)s, %(amount)s,
                                                              %(currency)s, %(price)s, %(cap)s, %(period_end)s)"""
+_MEMBERSHIP_SUB_SQL = "SELECT billing_provider_id FROM memberships WHERE id = %(id)s"
 _MEMBERSHIP_FAILED_SQL = "SELECT oros_membership_payment_failed(%(sub)s) AS n"
-_MEMBERSHIP_CHANGED_SQL = "SELECT oros_membership_changed(%(sub)s, %(status)s, %(cancel)s, %(period_end)s) AS outcome"
+_MEMBERSHIP_CHANGED_SQL = """SELECT oros_membership_changed(%(sub)s, %(status)s, %(cancel)s, %(period_end)s,
+                                                        %(created)s) AS outcome"""
 _MEMBERSHIP_ENDED_SQL = "SELECT oros_end_membership(%(sub)s) AS outcome"
 _TIP_ENDED_SQL = "SELECT oros_end_tip_subscription(%(sub)s) AS n"
 _REFUND_SQL = "SELECT * FROM oros_record_refund(%(pi)s, %(charge)s, %(refunded)s)"
 _DISPUTE_SQL = """SELECT * FROM oros_record_dispute(%(id)s, %(pi)s, %(charge)s, %(amount)s, %(status)s,
                                                    %(withdrawn)s, %(reinstated)s)"""
+_NOTE_REFUND_SQL = "SELECT oros_note_refund(%(pi)s, %(charge)s, %(refunded)s)"
+_NOTE_DISPUTE_SQL = """SELECT oros_note_dispute(%(id)s, %(pi)s, %(charge)s, %(amount)s, %(status)s, %(withdrawn)s,
+                                                %(reinstated)s)"""
 
 # A subscription in one of these states is over (its membership or monthly tip ends).
 ENDED = ("canceled", "unpaid", "incomplete_expired")
@@ -85,10 +92,13 @@ async def _credit_tip(conn, settings: Settings, event: dict, *, pi: str | None, 
     if row["outcome"] == "credited":
         return {"tip_id": str(row["tip_id"]), "creator_id": str(row["creator_id"]), "amount": row["amount"]}
     if row["outcome"] == "refused":
-        # Money reached Stripe but not the books: a person must refund it.
-        log.error("tip payment refused: paid at Stripe, nothing credited",
+        # Money reached Stripe but not the books: it is given back (an issued refund, sent after the commit)
+        # and a monthly tip stops, or each later invoice would be charged and refused again.
+        log.error("tip payment refused: paid at Stripe, nothing credited; refunded, subscription canceled",
                   extra={"stripe_event": event["id"], "payment_intent": pi, "invoice": invoice,
-                         "reason": row["reason"]})
+                         "reason": row["reason"], "refund": row["refund_id"], "subscription": row["subscription_id"]})
+        raise Ignored(row["reason"], refund_ids=(str(row["refund_id"]),) if row["refund_id"] else (),
+                      cancel_subscription=row["subscription_id"])
     raise Ignored(row["reason"])
 
 
@@ -97,6 +107,25 @@ async def _tip_fee_pct(conn, settings: Settings, creator: str) -> Decimal:
     spans = await (await conn.execute(fees.SPANS_SQL, {"users": [creator]})).fetchall()
     now_ms = (await (await conn.execute(_NOW_MS_SQL)).fetchone())["ms"]
     return fees.FeeSchedule.from_rows(settings.tip_fee_pct, spans).pct(creator, now_ms)
+
+
+async def cancel_subscription(settings: Settings, sub: str) -> None:
+    """Cancel a subscription at Stripe now, after the transaction that decided it committed.
+
+    A failure is logged, not raised: the event is applied already. A refused monthly tip's next invoice is
+    refused (and canceled) again, and the supporter may cancel it (POST /v1/tips/monthly/{id}/cancel); a
+    membership ended by a takeback refuses nothing more, so the ERROR is finance's cue to cancel it.
+    """
+    if settings.stripe_api_key is None:
+        log.error("a subscription must be canceled but no Stripe is configured", extra={"subscription": sub})
+        return
+    client, http = async_stripe_client(settings)
+    try:
+        await client.v1.subscriptions.cancel_async(sub)
+    except stripe.StripeError as exc:
+        log.error("canceling a subscription at Stripe failed", extra={"subscription": sub, "error": str(exc)})
+    finally:
+        await http.close_async()
 
 
 async def fail_tip(conn: psycopg.AsyncConnection, pi: str) -> int:
@@ -143,12 +172,17 @@ async def record_refund(conn: psycopg.AsyncConnection, charge: dict) -> dict | N
                                     )).fetchone()
     # Unmatched, it may be a checkout sale's refund (the caller's path), or a payment of ours not credited yet:
     # recorded either way, and applied when that payment is.
-    return None if row["kind"] == "unmatched" else _taken(row)
+    return None if row["kind"] == "unmatched" else await _taken(conn, row)
 
 
-def _taken(row: dict) -> dict:
-    return {"kind": row["kind"], "object_id": str(row["object_id"]), "outcome": row["outcome"],
-            "taken_back": row["taken"]}
+async def _taken(conn: psycopg.AsyncConnection, row: dict) -> dict:
+    taken = {"kind": row["kind"], "object_id": str(row["object_id"]), "outcome": row["outcome"],
+             "taken_back": row["taken"]}
+    if row["outcome"] == "membership_ended":
+        # Its paid period was taken back (0173): Stripe must not bill it again (canceled after the commit).
+        found = await (await conn.execute(_MEMBERSHIP_SUB_SQL, {"id": row["object_id"]})).fetchone()
+        taken["cancel_subscription"] = found["billing_provider_id"]
+    return taken
 
 
 async def _invoice_paid(conn, redis, settings: Settings, event: dict) -> dict:
@@ -190,6 +224,9 @@ async def _invoice_failed(conn, redis, settings: Settings, event: dict) -> dict:
 async def _subscription_updated(conn, redis, settings: Settings, event: dict) -> dict:
     sub = event["data"]["object"]
     sub_id, status = text(sub, "id"), sub.get("status")
+    created = _stamp(event.get("created"))
+    if created is None:
+        raise ApiError(400, "bad_payload", "the Stripe event has no creation time", "created")
     tips_ended = 0
     if status in ENDED:
         tips_ended = (await (await conn.execute(_TIP_ENDED_SQL, {"sub": sub_id})).fetchone())["n"]
@@ -197,6 +234,8 @@ async def _subscription_updated(conn, redis, settings: Settings, event: dict) ->
     membership = (await (await conn.execute(_MEMBERSHIP_CHANGED_SQL, {
         "sub": sub_id, "status": status, "cancel": cancel if isinstance(cancel, bool) else None,
         "period_end": billing.period_end(sub),
+        # Stripe delivers out of order: an update older than the state applied last is stale (0174).
+        "created": created,
     })).fetchone())["outcome"]
     return _subscription_outcome(sub_id, tips_ended, membership)
 
@@ -216,6 +255,15 @@ def _subscription_outcome(sub_id: str, tips_ended: int, membership: str) -> dict
 
 async def _dispute(conn, redis, settings: Settings, event: dict) -> dict:
     """Funds move when Stripe withdraws them (a dispute, not an inquiry) and when it reinstates them (won)."""
+    params = _dispute_params(event)
+    row = await (await conn.execute(_DISPUTE_SQL, params)).fetchone()
+    if row["kind"] == "unmatched":
+        raise Ignored(f"PaymentIntent {params['pi']} paid nothing of ours yet: the dispute is recorded for when it "
+                      "does")
+    return await _taken(conn, row)
+
+
+def _dispute_params(event: dict) -> dict:
     dispute = event["data"]["object"]
     pi = object_id(dispute.get("payment_intent"))
     if pi is None:
@@ -228,13 +276,20 @@ async def _dispute(conn, redis, settings: Settings, event: dict) -> dict:
     amount = cents(dispute, "amount")
     if amount is None:
         raise ApiError(400, "bad_payload", "the dispute has no amount", "amount")
-    row = await (await conn.execute(_DISPUTE_SQL, {
-        "id": text(dispute, "id"), "pi": pi, "charge": object_id(dispute.get("charge")), "amount": amount,
-        "status": status, "withdrawn": withdrawn, "reinstated": reinstated,
-    })).fetchone()
-    if row["kind"] == "unmatched":
-        raise Ignored(f"PaymentIntent {pi} paid nothing of ours yet: the dispute is recorded for when it does")
-    return _taken(row)
+    return {"id": text(dispute, "id"), "pi": pi, "charge": object_id(dispute.get("charge")), "amount": amount,
+            "status": status, "withdrawn": withdrawn, "reinstated": reinstated}
+
+
+async def note_takeback(conn: psycopg.AsyncConnection, event: dict) -> None:
+    """Record Stripe's side of a refund or dispute the books could not take yet (clearing short), not applying it:
+    kept while Stripe retries the event, and named by reconcile (stripe_takebacks_applied) until it is applied."""
+    if event["type"] == "charge.refunded":
+        charge = event["data"]["object"]
+        pi, refunded = object_id(charge.get("payment_intent")), cents(charge, "amount_refunded")
+        if pi is not None and refunded is not None:
+            await conn.execute(_NOTE_REFUND_SQL, {"pi": pi, "charge": charge.get("id"), "refunded": refunded})
+    elif event["type"] in DISPUTE_EVENTS:
+        await conn.execute(_NOTE_DISPUTE_SQL, _dispute_params(event))
 
 
 def _subscription_of(invoice: dict) -> str | None:

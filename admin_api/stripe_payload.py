@@ -15,7 +15,17 @@ from oros.stripe_gateway import from_cents
 
 
 class Ignored(Exception):
-    """The event is valid but carries nothing for us; it is acknowledged and recorded."""
+    """The event is valid but carries nothing for us; it is acknowledged and recorded.
+
+    What it decided to send Stripe (``refund_ids`` issued, a subscription to cancel) is sent once the webhook's
+    transaction has committed.
+    """
+
+    def __init__(self, reason: str, *, refund_ids: tuple[str, ...] = (), cancel_subscription: str | None = None
+                 ) -> None:
+        super().__init__(reason)
+        self.refund_ids = refund_ids
+        self.cancel_subscription = cancel_subscription
 
 
 def cents(obj: dict, name: str) -> Decimal | None:

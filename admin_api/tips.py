@@ -209,7 +209,8 @@ async def cancel_monthly_tip(request: web.Request) -> web.Response:
         row = await (await conn.execute(_MY_INTENT_SQL, {"id": intent_id, "me": who.id})).fetchone()
     if row is None or row["frequency"] != "monthly":
         raise not_found("monthly tip")
-    if row["status"] in ("pending", "active"):
+    # A refused one too: its subscription is canceled after the refusal, unless that failed (then only here).
+    if row["status"] in ("pending", "active") or (row["status"] == "refused" and row["ended_at"] is None):
         billing.require_stripe(request.app[SETTINGS])
         async with billing.client(request) as stripe_client:
             await billing.cancel(stripe_client, row["stripe_subscription_id"], at_period_end=False,

@@ -120,31 +120,45 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     apply = APPLIERS.get(event["type"])
     if apply is None:
         return respond({"received": True, "status": "ignored", "reason": f"unhandled type {event['type']}"})
+    ignored: Ignored | None = None
     async with request.app[PG_POOL].connection() as conn:
-        async with conn.transaction():
-            claimed = await (await conn.execute(_CLAIM_SQL, {"id": event["id"], "type": event["type"]})).fetchone()
-            if claimed is None:
-                return respond({"received": True, "status": "duplicate"})
-            try:
-                result = await apply(conn, request.app[REDIS], settings, event)
-            except Ignored as exc:
-                log.info("stripe event ignored", extra={"stripe_event": event["id"], "reason": str(exc)})
-                return respond({"received": True, "status": "ignored", "reason": str(exc)})
-            except (aioredis.RedisError, RedisClusterException):  # the latter: a cluster mid-failover
-                log.exception("event stream unavailable", extra={"stripe_event": event["id"]})
-                # 503 rolls the claim back, so Stripe's retry applies the event later.
-                raise ApiError(503, "unavailable", "the event stream is unavailable; retry later") from None
-            except psycopg.errors.CheckViolation as exc:
-                if exc.diag.constraint_name != "positive_available":
-                    raise
-                # Money Stripe took back is more than the platform holds at Stripe (clearing): the books
-                # refuse an overdraft, so the event waits (Stripe retries) until cash arrives.
-                log.error("stripe took back more than clearing holds", extra={"stripe_event": event["id"],
-                                                                            "detail": exc.diag.message_primary})
-                raise ApiError(503, "unavailable", "the books cannot take this payment back yet; retry later",
-                               retry_after_s=60) from None
+        try:
+            async with conn.transaction():
+                claimed = await (await conn.execute(_CLAIM_SQL, {"id": event["id"], "type": event["type"]})
+                                 ).fetchone()
+                if claimed is None:
+                    return respond({"received": True, "status": "duplicate"})
+                try:
+                    result = await apply(conn, request.app[REDIS], settings, event)
+                except Ignored as exc:
+                    log.info("stripe event ignored", extra={"stripe_event": event["id"], "reason": str(exc)})
+                    ignored = exc
+                except (aioredis.RedisError, RedisClusterException):  # the latter: a cluster mid-failover
+                    log.exception("event stream unavailable", extra={"stripe_event": event["id"]})
+                    # 503 rolls the claim back, so Stripe's retry applies the event later.
+                    raise ApiError(503, "unavailable", "the event stream is unavailable; retry later") from None
+        except psycopg.errors.CheckViolation as exc:
+            if exc.diag.constraint_name != "positive_available":
+                raise
+            # Money Stripe took back is more than the platform holds at Stripe (clearing): the books refuse an
+            # overdraft, so the event (its claim too) rolled back and waits for Stripe's retry until cash arrives.
+            # Stripe's side is kept meanwhile, so reconcile names it (sql/postgres/0175).
+            log.error("stripe took back more than clearing holds", extra={"stripe_event": event["id"],
+                                                                        "detail": exc.diag.message_primary})
+            async with conn.transaction():
+                await billing_events.note_takeback(conn, event)
+            raise ApiError(503, "unavailable", "the books cannot take this payment back yet; retry later",
+                           retry_after_s=60) from None
+    # What the committed transaction decided to send Stripe.
+    if ignored is not None:
+        await refunds.send_refunds(request, list(ignored.refund_ids))
+        if ignored.cancel_subscription is not None:
+            await billing_events.cancel_subscription(settings, ignored.cancel_subscription)
+        return respond({"received": True, "status": "ignored", "reason": str(ignored)})
     if "refund_id" in result:
         await refunds.send_refunds(request, [result["refund_id"]])
+    if (sub := result.pop("cancel_subscription", None)) is not None:
+        await billing_events.cancel_subscription(settings, sub)
     return respond({"received": True, "status": "applied", **result})
 
 

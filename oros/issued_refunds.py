@@ -84,8 +84,10 @@ def _made(client: stripe.StripeClient, row: dict):
 def _create(client: stripe.StripeClient, row: dict):
     return client.v1.refunds.create(
         {"payment_intent": row["payment_intent_id"], "amount": to_cents(row["amount"]),
-         "metadata": {"oros_refund_id": str(row["id"]), "oros_campaign_id": str(row["campaign_id"]),
-                      "reason": row["reason"]}},
+         "metadata": {"oros_refund_id": str(row["id"]), "reason": row["reason"],
+                      # Whose payment: a campaign's (a funding, a boost) or a refused tip's.
+                      **({"oros_campaign_id": str(row["campaign_id"])} if row["campaign_id"] else {}),
+                      **({"oros_tip_intent_id": str(row["tip_intent_id"])} if row.get("tip_intent_id") else {})}},
         {"idempotency_key": f"refund:{row['id']}"},
     )
 

@@ -340,7 +340,7 @@ SELECT 'issued refund ' || i.id || ' of ' || i.amount || ': escrow ' || coalesce
               GROUP BY 1) l ON l.transfer_id = i.transfer_id
  WHERE (i.transfer_id IS NOT NULL AND (coalesce(l.escrow, 0) <> i.amount OR coalesce(l.clearing, 0) <> i.amount
                                        OR l.legs <> 2))
-    OR (i.transfer_id IS NULL AND i.boost_intent_id IS NULL)
+    OR (i.transfer_id IS NULL AND i.boost_intent_id IS NULL AND i.tip_intent_id IS NULL)
 UNION ALL
 SELECT 'funding ' || f.id || ' of ' || f.amount || ': taken back ' || f.reversed_amount || ', given back ' || s.given
   FROM campaign_fundings f JOIN (SELECT funding_id, sum(amount) AS given FROM issued_refunds GROUP BY 1) s
@@ -355,6 +355,10 @@ SELECT 'boost intent ' || x.id || ' of ' || x.amount || ' refunded at once ' || 
   FROM boost_intents x JOIN (SELECT boost_intent_id, sum(amount) AS given FROM issued_refunds GROUP BY 1) s
     ON s.boost_intent_id = x.id
  WHERE x.status <> 'refunded' OR s.given <> x.amount
+UNION ALL
+SELECT 'tip intent ' || x.id || ' (' || x.status || ') given back ' || i.amount || ' of ' || i.payment_intent_id
+  FROM tip_intents x JOIN issued_refunds i ON i.tip_intent_id = x.id
+ WHERE x.status <> 'refused' OR i.transfer_id IS NOT NULL
 """
 
 # Both sides in event id order (a uuid's order is its text's order), merged in one

@@ -60,10 +60,12 @@ EXECUTABLE = {
     "oros_fail_tip_intent(text)": {"oros_api"},
     "oros_end_tip_subscription(text)": {"oros_api"},
     "oros_membership_paid(text,text,text,text,numeric,text,numeric,numeric,timestamp with time zone)": {"oros_api"},
-    "oros_membership_changed(text,text,boolean,timestamp with time zone)": {"oros_api"},
+    "oros_membership_changed(text,text,boolean,timestamp with time zone,timestamp with time zone)": {"oros_api"},
     "oros_end_membership(text)": {"oros_api"},
     "oros_membership_payment_failed(text)": {"oros_api"},
     "oros_record_refund(text,text,numeric)": {"oros_api"},
+    "oros_note_refund(text,text,numeric)": {"oros_api"},
+    "oros_note_dispute(text,text,text,numeric,text,boolean,boolean)": {"oros_api"},
     "oros_record_dispute(text,text,text,numeric,text,boolean,boolean)": {"oros_api"},
     # Boosts (0102-0106). As the caller: a boost of auth.uid() only, if it may boost; refund-unspent only for the
     # campaign's business or an admin, under the campaign's lock.

@@ -110,6 +110,8 @@ async def test_payment_that_never_comes_or_fails_for_good_expires_the_membership
 
     assert membership(flows, pending["id"])["status"] == "expired"
     assert membership(flows, active["id"])["status"] == "expired"  # no cancel was asked: it lapsed
+    assert flows.platform("fees")[0] == D("29.99")  # the one paid invoice stays booked
+    flows.assert_books()
 
 
 async def test_a_fee_change_applies_only_to_what_happens_after_it(flows, world, aiohttp_client):
@@ -155,3 +157,110 @@ async def test_business_growth_raises_the_number_of_active_campaigns(flows, worl
     await activate(flows, business, "business_growth")
     allowed = await flows.api.post(f"/v1/campaigns/{sixth}/activate", headers=business.headers)
     assert allowed.status == 200, await allowed.text()
+    flows.assert_books()
+
+
+async def test_a_renewal_books_each_month_once_and_moves_the_paid_period(flows):
+    supporter = flows.user("supporter")
+    plus = await activate(flows, supporter, "supporter_plus")
+    sub = plus["billing_provider_id"]
+    first_end = membership(flows, plus["id"])["current_period_end"]
+
+    renewal = flows.billing.renew(sub)
+    status, body = await flows.send(*flows.billing.event("invoice.paid", renewal))
+    twin = await flows.send(*flows.billing.event("invoice.payment_succeeded", renewal))
+
+    assert (status, body["outcome"], twin[1]["status"]) == (200, "renewed", "ignored")
+    row = membership(flows, plus["id"])
+    assert row["status"] == "active" and row["current_period_end"] > first_end
+    assert flows.platform("fees")[0] == D("9.98") and flows.platform("clearing")[0] == D("9.98")  # 2 x 4.99
+    assert flows.pg.execute("SELECT count(*) AS n FROM membership_invoices").fetchone()["n"] == 2
+    flows.assert_books()
+
+
+def tier_post(flows, creator, member) -> str:
+    """A post locked to supporter_plus holders, in a community ``member`` joined."""
+    community = flows.pg.execute("INSERT INTO communities (creator_id, name) VALUES (%s, 'club')"
+                                 " RETURNING id::text AS id", (creator.id,)).fetchone()["id"]
+    flows.pg.execute("INSERT INTO community_members (community_id, user_id) VALUES (%s, %s)", (community, member.id))
+    return flows.pg.execute(
+        "INSERT INTO community_posts (community_id, creator_id, content_type, content_url, is_locked, unlock_tier)"
+        " VALUES (%s, %s, 'video', 'https://cdn.example/club.mp4', true, 'supporter_plus') RETURNING id::text AS id",
+        (community, creator.id)).fetchone()["id"]
+
+
+async def unlocked(flows, user, post: str) -> bool:
+    resp = await flows.api.get(f"/v1/posts/{post}", headers=user.headers)
+    assert resp.status == 200, await resp.text()
+    return (await resp.json())["unlocked"]
+
+
+async def test_a_membership_disputed_or_refunded_whole_loses_its_benefits_at_once(flows, aiohttp_client):
+    """A chargeback of creator_pro ends its 5% cap; supporter_plus refunded whole stops unlocking (0173)."""
+    flows.stripe_settings = replace(flows.stripe_settings, tip_fee_pct=D("10"))
+    flows.api = await aiohttp_client(create_app(flows.stripe_settings))
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    pro = await activate(flows, creator, "creator_pro")
+    first = flows.billing.invoices[flows.billing.subscription(pro["billing_provider_id"])["latest_invoice"]]
+    assert flows.tip_row((await flows.paid_tip(supporter, creator, "10.00"))["tip_id"])["platform_fee"] == D("0.50")
+
+    status, body = await flows.send(*flows.disputed("charge.dispute.created", first["_payment_intent"], "29.99",
+                                                    "needs_response", "dp_pro"))
+
+    assert (status, body["kind"], body["outcome"]) == (200, "membership", "membership_ended"), body
+    assert "cancel_subscription" not in body
+    row = membership(flows, pro["id"])
+    assert row["status"] == "canceled" and row["ends_at"] is not None
+    assert flows.pg.execute("SELECT effective_until FROM fee_history WHERE membership_id = %s",
+                            (pro["id"],)).fetchone()["effective_until"] is not None
+    assert flows.billing.subscription(pro["billing_provider_id"])["status"] == "canceled"
+    assert flows.tip_row((await flows.paid_tip(supporter, creator, "10.00"))["tip_id"])["platform_fee"] == D("1.00")
+    flows.assert_books()
+
+    plus = await activate(flows, supporter, "supporter_plus")
+    pi = flows.billing.invoices[flows.billing.subscription(plus["billing_provider_id"])["latest_invoice"]][
+        "_payment_intent"]
+    post = tier_post(flows, creator, supporter)
+    assert await unlocked(flows, supporter, post)
+    partial = await flows.send(*flows.refunded(pi, "4.99", "1.00"))  # the period is still mostly paid: it runs
+    assert partial[1]["outcome"] == "revenue_given_back" and await unlocked(flows, supporter, post)
+    whole = await flows.send(*flows.refunded(pi, "4.99", "4.99"))
+    assert whole[1]["outcome"] == "membership_ended"
+    assert not await unlocked(flows, supporter, post)
+    assert flows.billing.subscription(plus["billing_provider_id"])["status"] == "canceled"
+    # Stripe then ends the subscription: already ended, nothing changes.
+    ended = await flows.send(*flows.billing.event("customer.subscription.deleted",
+                                                  flows.billing.end(plus["billing_provider_id"])))
+    assert ended[1]["outcome"] == "already_ended"
+    flows.assert_books()
+
+
+async def test_a_stale_subscription_update_delivered_after_a_cancel_changes_nothing(flows):
+    """Stripe does not deliver in order: an update sent before the cancel, arriving after it, is stale (0174)."""
+    creator = flows.user("creator")
+    plus = await activate(flows, creator, "creator_plus")
+    sub = plus["billing_provider_id"]
+    before = flows.billing.subscription(sub)  # cancel_at_period_end false: Stripe's state an hour ago
+    sent_before = int(time.time()) - 3600
+
+    resp = await flows.api.post(f"/v1/memberships/{plus['id']}/cancel", headers=creator.headers)
+    assert resp.status == 200 and (await resp.json())["cancel_at_period_end"]
+    cancel_at = membership(flows, plus["id"])["ends_at"]
+    stale = await flows.send(*flows.billing.event("customer.subscription.updated", before, created=sent_before))
+
+    assert stale[1]["outcome"] == "stale"
+    row = membership(flows, plus["id"])
+    assert (row["cancel_at_period_end"], row["ends_at"]) == (True, cancel_at)
+    # Stripe's own events, reversed: the cancel (later) first, then the stale one.
+    other = await activate(flows, flows.user("creator"), "creator_plus")
+    state = flows.billing.subscription(other["billing_provider_id"])
+    newer = await flows.send(*flows.billing.event("customer.subscription.updated",
+                                                  {**state, "cancel_at_period_end": True}, created=sent_before + 60))
+    older = await flows.send(*flows.billing.event("customer.subscription.updated", state, created=sent_before))
+    assert (newer[1]["outcome"], older[1]["outcome"]) == ("updated", "stale")
+    row = membership(flows, other["id"])
+    assert row["cancel_at_period_end"] and row["ends_at"] is not None
+    # A dashboard undoing the cancel later is followed.
+    undone = await flows.send(*flows.billing.event("customer.subscription.updated", state))
+    assert undone[1]["outcome"] == "updated" and membership(flows, other["id"])["ends_at"] is None
+    flows.assert_books()

@@ -6,6 +6,7 @@ import pytest
 
 from oros.connections import pg_connect
 from oros.events import Event, uuid7
+from settler.reconcile import reconcile
 from settler.run import settle_once
 
 from factories import now_ms
@@ -198,6 +199,13 @@ async def test_a_takeback_larger_than_the_cash_at_stripe_waits_for_stripe_to_ret
     assert (status, body["error"]["code"]) == (503, "unavailable")
     claimed = flows.pg.execute("SELECT count(*) AS n FROM stripe_events WHERE type = 'charge.refunded'").fetchone()
     assert claimed["n"] == 0  # rolled back: Stripe's retry applies it
+    # Stripe's side is kept meanwhile (before 0175 it rolled back too, and nothing said Stripe had taken it):
+    # reconcile names the payment until the books take it back.
+    kept = flows.pg.execute("SELECT refunded_amount FROM stripe_refunds WHERE payment_intent_id = %s", (pi,))
+    assert kept.fetchone()["refunded_amount"] == D("20.00")
+    failed = {c.name: c.detail for c in reconcile(flows.settings) if not c.ok}
+    assert list(failed) == ["stripe_takebacks_applied"] and "took back 0.00, Stripe took back 20.00" in str(
+        failed["stripe_takebacks_applied"]), failed
     world.campaign(fund="100.00")  # cash arrives
     status, body = await flows.send(*refund)
     assert (status, body["outcome"]) == (200, "receivable") and flows.owed(creator) == D("19.00")

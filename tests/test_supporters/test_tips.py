@@ -9,9 +9,10 @@ import psycopg
 import pytest
 import requests
 
-from oros.connections import as_user, pg_pool
+from oros.connections import as_user, pg_connect, pg_pool
 from settler.payouts import pay_withdrawals
 
+from interleave import Writer, quick_deadlocks, until, waiting
 from stripe_double import StripeDouble
 from supporter_flows import D, wait_for
 
@@ -67,12 +68,21 @@ async def test_a_tip_end_to_end_payment_webhook_ledger_hold_release_withdrawal(f
     flows.assert_books()
 
 
-async def test_replayed_out_of_order_and_repeated_webhooks_book_the_tip_once(flows):
+async def no_sale_refund_appended(flows, redis) -> None:
+    """A tip's refund is never a checkout sale's: nothing in the event stream, nothing in events."""
+    assert await redis.xlen(flows.settings.keys.stream) == 0
+    assert flows.pg.execute("SELECT count(*) AS n FROM events WHERE event_type = 'refund'").fetchone()["n"] == 0
+
+
+async def test_replayed_out_of_order_and_repeated_webhooks_book_the_tip_once(flows, redis):
     supporter, creator = flows.user("supporter"), flows.user("creator")
     tip = await flows.open_tip(supporter, creator, "10.00")
     pi = tip["stripe_payment_intent_id"]
-    # The refund of a partial 2.00 reaches us before the payment does.
-    assert (await flows.send(*flows.refunded(pi, "10.00", "2.00")))[0] == 200
+    # The refund of a partial 2.00 reaches us before the payment does: kept for the tip, no sale's refund.
+    status, early = await flows.send(*flows.refunded(pi, "10.00", "2.00"))
+    assert (status, early["status"], early.get("kind"), early.get("outcome")) == (200, "applied", "tip", "recorded")
+    assert early["object_id"] == tip["id"]
+    await no_sale_refund_appended(flows, redis)
     succeeded = flows.succeeded(pi, 1000, event_id="evt_tip_paid")
 
     first = await flows.send(*succeeded)
@@ -89,6 +99,7 @@ async def test_replayed_out_of_order_and_repeated_webhooks_book_the_tip_once(flo
     # An older refund total arriving late changes nothing.
     assert (await flows.send(*flows.refunded(pi, "10.00", "1.00")))[0] == 200
     assert flows.tip_row(str(row["id"]))["reversed_amount"] == D("2.00")
+    await no_sale_refund_appended(flows, redis)
     flows.assert_books()
 
 
@@ -229,18 +240,45 @@ async def test_a_monthly_tip_is_one_tip_per_paid_invoice(flows):
     assert ended[0] == 200
     stranger = await flows.api.post(f"/v1/tips/monthly/{tip['id']}/cancel", headers=creator.headers)
     assert stranger.status == 404
+    assert flows.pg.execute("SELECT status FROM tip_intents").fetchone()["status"] == "canceled"
+    flows.assert_books()  # the three tips stay paid
 
 
-async def test_a_monthly_invoice_for_another_amount_is_refused(flows):
+async def test_a_monthly_invoice_for_another_amount_is_refused_refunded_and_the_subscription_stopped(flows, redis):
     supporter, creator = flows.user("supporter"), flows.user("creator")
     tip = await flows.open_tip(supporter, creator, "3.00", frequency="monthly")
-    invoice = flows.billing.pay(tip["stripe_subscription_id"], amount_paid=1)
+    sub = tip["stripe_subscription_id"]
+    invoice = flows.billing.pay(sub, amount_paid=1)
+    cancels = ("DELETE", f"/v1/subscriptions/{sub}")
 
     status, body = await flows.send(*flows.billing.event("invoice.paid", invoice))
+    twin = await flows.send(*flows.billing.event("invoice.payment_succeeded", invoice))
 
-    assert (status, body["status"]) == (200, "ignored")
+    assert (status, body["status"], twin[1]["status"]) == (200, "ignored", "ignored")
     assert flows.pg.execute("SELECT count(*) AS n FROM tips").fetchone()["n"] == 0
     assert flows.pg.execute("SELECT status FROM tip_intents").fetchone()["status"] == "refused"
+    # Nothing will be charged again: the subscription is canceled at Stripe, and the charge that bought nothing
+    # is given back whole, once (the twin event refunds nothing more).
+    assert flows.billing.subscription(sub)["status"] == "canceled"
+    assert [(r["payment_intent"], r["amount"]) for r in flows.billing.refunds] == [
+        (flows.billing.payment_intent_of(invoice), 1)]
+    refund = flows.pg.execute("SELECT reason, status, transfer_id, campaign_id FROM issued_refunds").fetchone()
+    assert refund == {"reason": "tip_refused", "status": "succeeded", "transfer_id": None, "campaign_id": None}
+    # Stripe reports that refund back: ours, nothing to take back, and no sale's refund.
+    status, reported = await flows.send(*flows.refunded(flows.billing.payment_intent_of(invoice), "0.01", "0.01"))
+    assert (status, reported.get("kind"), reported.get("outcome")) == (200, "tip", "recorded"), reported
+    await no_sale_refund_appended(flows, redis)
+    flows.assert_books()
+    # The supporter may still stop it (a cancel at Stripe that failed after the refusal is retried here).
+    asked = flows.billing.requests.count(cancels)
+    resp = await flows.api.post(f"/v1/tips/monthly/{tip['id']}/cancel", headers=supporter.headers)
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert (body["status"], body["ended_at"] is not None) == ("refused", True)
+    assert flows.billing.requests.count(cancels) == asked + 1
+    again = await flows.api.post(f"/v1/tips/monthly/{tip['id']}/cancel", headers=supporter.headers)
+    assert again.status == 200 and flows.billing.requests.count(cancels) == asked + 1
+    flows.assert_books()
 
 
 async def test_the_request_role_cannot_credit_a_tip_or_open_one_for_someone_else(flows):
@@ -276,3 +314,90 @@ async def test_a_bad_monthly_tips_query_is_a_4xx_naming_the_field(flows, query, 
     resp = await flows.api.get(f"/v1/tips/monthly?{query}", headers=supporter.headers)
     body = await resp.json()
     assert (resp.status, body["error"]["field"]) == (422, field), body
+
+
+async def test_a_refund_racing_its_payments_credit_is_applied_once_both_commit(flows):
+    """The refund's webhook runs while the payment's (credited, not committed) holds the payment: it waits, then
+    finds the tip and reverses it (before 0172 each missed the other and the tip kept all its money)."""
+    quick_deadlocks(flows.pg)
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    pi = (await flows.open_tip(supporter, creator, "10.00"))["stripe_payment_intent_id"]
+    credit = "SELECT outcome FROM oros_credit_tip('evt_credit', %s, NULL, NULL, 10.00, 'usd', 5, 14)"
+    refund = "SELECT kind, outcome FROM oros_record_refund(%s, 'ch_x', 2.00)"
+
+    with pg_connect(flows.settings) as paying, pg_connect(flows.settings) as refunding:
+        assert paying.execute(credit, (pi,)).fetchone()["outcome"] == "credited"  # not committed yet
+        racing = Writer(lambda: (refunding.execute(refund, (pi,)).fetchone(), refunding.commit())[0])
+        racing.start()
+        until(lambda: waiting(flows.pg) == 1 or not racing.is_alive())  # on the payment, until it commits
+        paying.commit()
+        assert racing.finish() == {"kind": "tip", "outcome": "reversed_in_hold"}
+
+    [tip] = flows.pg.execute("SELECT * FROM tips").fetchall()
+    assert (tip["reversed_amount"], tip["reversed_fee"]) == (D("2.00"), D("0.10"))
+    assert flows.wallet(creator) == (D("0.00"), D("7.60"))
+    flows.assert_books()
+
+
+async def test_a_refund_and_a_dispute_at_once_take_back_both(flows):
+    """Each records its side, then brings the tip to what Stripe took back in all: the second waits for the first
+    and reads both (before 0172 it had read only its own, and wrote that stale target over the first's)."""
+    quick_deadlocks(flows.pg)
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    paid = await flows.paid_tip(supporter, creator, "10.00")
+    pi = flows.tip_row(paid["tip_id"])["stripe_payment_intent_id"]
+    refund = "SELECT kind, outcome, taken FROM oros_record_refund(%s, 'ch_x', 2.00)"
+    dispute = ("SELECT kind, outcome, taken FROM oros_record_dispute('dp_x', %s, 'ch_x', 3.00, 'needs_response',"
+               " true, false)")
+
+    with pg_connect(flows.settings) as refunding, pg_connect(flows.settings) as disputing:
+        assert refunding.execute(refund, (pi,)).fetchone()["taken"] == D("2.00")  # not committed yet
+        racing = Writer(lambda: (disputing.execute(dispute, (pi,)).fetchone(), disputing.commit())[0])
+        racing.start()
+        until(lambda: waiting(flows.pg) == 1)
+        refunding.commit()
+        assert racing.finish()["taken"] == D("5.00")
+
+    tip = flows.tip_row(paid["tip_id"])
+    assert tip["reversed_amount"] == D("5.00")  # refunded 2.00 + disputed 3.00
+    assert flows.wallet(creator) == (D("0.00"), D("4.75"))  # net 9.50 less round(9.50 x 5/10)
+    flows.assert_books()
+
+
+async def test_a_retried_tip_request_with_its_idempotency_key_asks_and_books_once(flows):
+    """A supporter's client retrying POST /v1/tips (a lost answer) must not tip twice."""
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    body = {"to_creator_id": creator.id, "amount": "6.00", "frequency": "one_time"}
+    headers = {**supporter.headers, "Idempotency-Key": "tip-6"}
+
+    answers = [await flows.api.post("/v1/tips", json=body, headers=headers) for _ in range(2)]
+
+    assert [r.status for r in answers] == [201, 201]
+    first, again = [await r.json() for r in answers]
+    assert (again["id"], again["stripe_payment_intent_id"]) == (first["id"], first["stripe_payment_intent_id"])
+    assert flows.pg.execute("SELECT count(*) AS n FROM tip_intents").fetchone()["n"] == 1
+    other = await flows.api.post("/v1/tips", json={**body, "amount": "7.00"}, headers=headers)
+    assert (other.status, (await other.json())["error"]["code"]) == (422, "idempotency_key_reused")
+    paid = await flows.send(*flows.succeeded(first["stripe_payment_intent_id"], 600))
+    assert paid[1]["status"] == "applied"
+    assert flows.pg.execute("SELECT count(*) AS n FROM tips").fetchone()["n"] == 1
+    assert flows.wallet(creator) == (D("0.00"), D("5.70"))
+    flows.assert_books()
+
+
+async def test_a_won_dispute_gives_the_unlock_back(flows):
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    post = flows.post(creator, min_tip_to_unlock="5.00")
+    paid = await flows.paid_tip(supporter, creator, "5.00", post_id=post)
+    pi = flows.tip_row(paid["tip_id"])["stripe_payment_intent_id"]
+    unlocks = "SELECT count(*) AS n FROM tip_unlocks WHERE tip_id = %s"
+
+    await flows.send(*flows.disputed("charge.dispute.created", pi, "5.00", "needs_response", "dp_unlock"))
+    assert flows.pg.execute(unlocks, (paid["tip_id"],)).fetchone()["n"] == 0  # the money is gone: so is the unlock
+    status, won = await flows.send(*flows.disputed("charge.dispute.closed", pi, "5.00", "won", "dp_unlock"))
+
+    assert (status, won["outcome"]) == (200, "reversed_in_hold"), won
+    assert flows.tip_row(paid["tip_id"])["reversed_amount"] == D("0.00")
+    assert flows.pg.execute(unlocks, (paid["tip_id"],)).fetchone()["n"] == 1
+    assert flows.wallet(creator) == (D("0.00"), D("4.75"))
+    flows.assert_books()
