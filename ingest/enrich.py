@@ -284,7 +284,7 @@ def anonymized(raw: bytes, key: bytes | None = None) -> bytes | None:
             found = ip_network(ip)
             event[name] = found[1] if found else ""
             if key is not None:
-                event["ip_hash"] = ip_hash(ip.encode("utf-8", "surrogatepass"), key)
+                event["ip_hash"] = ip_hash(ip, key)
     try:
         return orjson.dumps(event)
     except TypeError:  # a lone surrogate orjson will not write

@@ -52,7 +52,8 @@ def _ipv6_key(address: str) -> str:
 def ip_hash(address: str, key: bytes) -> str:
     """The keyed hash of a visitor (``visitor_key``), as ClickHouse's ``ip_hash`` holds it (ingest) and a share
     link its maker's (admin API): 32 hex digits."""
-    return hashlib.blake2b(visitor_key(address).encode(), key=key, digest_size=16).hexdigest()
+    # surrogatepass: an unreadable entry's address may hold a lone surrogate (ingest.enrich.anonymized)
+    return hashlib.blake2b(visitor_key(address).encode("utf-8", "surrogatepass"), key=key, digest_size=16).hexdigest()
 
 
 def ip_hash_key_id(key: bytes) -> str:
