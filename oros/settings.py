@@ -136,6 +136,9 @@ class Settings:
     # share link when it is made (docs/supporters.md, "Share links").
     share_pct: Decimal = Decimal("10")
     hold_days: int = 14
+    # The refund_unspent job gives a completed campaign's unspent money back only once a settlement read
+    # everything ingested this long after the completion: the longest ingest lag it waits out (docs/supporters.md).
+    unspent_grace_s: int = 600
     attribution_days: int = 30
     click_dedupe_s: int = 3600
     min_withdrawal: Decimal = Decimal("10.00")
@@ -197,6 +200,7 @@ class Settings:
             boost_reward_pct=_decimal(env, "OROS_BOOST_REWARD_PCT", "5", minimum=Decimal(0), maximum=Decimal(100)),
             share_pct=_decimal(env, "OROS_SHARE_PCT", "10", minimum=Decimal(0), maximum=Decimal(100)),
             hold_days=_int(env, "OROS_HOLD_DAYS", 14),
+            unspent_grace_s=_int(env, "OROS_UNSPENT_GRACE_S", 600),
             attribution_days=_int(env, "OROS_ATTRIBUTION_DAYS", 30, minimum=1),
             click_dedupe_s=_int(env, "OROS_CLICK_DEDUPE_SECONDS", 3600),
             min_withdrawal=_decimal(env, "OROS_MIN_WITHDRAWAL", "10.00", minimum=Decimal("0.01")),

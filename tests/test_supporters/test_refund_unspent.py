@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from settler.reconcile import reconcile
+from settler.run import settle_once
 from settler.unspent import refund_unspent as refund_unspent_job
 
 from boost_flows import (
@@ -19,6 +21,7 @@ from boost_flows import (
     send_pending_refunds,
     settle,
 )
+from factories import now_ms
 from supporter_flows import D
 
 
@@ -139,7 +142,8 @@ async def test_reconcile_names_a_boost_reward_or_refund_the_ledger_disagrees_wit
 
 async def test_the_settler_gives_the_boosters_unspent_money_back_after_the_last_settlement_once(flows, world):
     """Nobody calls refund-unspent: the settler's job gives a completed campaign's unspent money back, the
-    boosters' pro rata and the business's to its card, once its last events were paid; only once."""
+    boosters' pro rata and the business's to its card, once its last events were paid and their holds are
+    over; only once."""
     business, supporter = flows.user("business"), flows.user("supporter")
     campaign, (funding,) = await card_funded(flows, world, business, "30.00")
     await activate(flows, business, campaign)
@@ -150,18 +154,95 @@ async def test_the_settler_gives_the_boosters_unspent_money_back_after_the_last_
     await activate(flows, business, unboosted)
     await complete(flows, business, unboosted)
     await complete(flows, business, campaign)
-    job_settings = replace(flows.settings, stripe_api_base=flows.billing.url)
+    job_settings = replace(flows.settings, stripe_api_base=flows.billing.url, unspent_grace_s=0)
+    completed_ago(flows, campaign, minutes=5)
+    world.put([world.click(unboosted, creator_on(flows, world, unboosted))])  # the watermark moves past it
 
-    assert refund_unspent_job(job_settings) == {"campaigns": 0, "refunds": 0}  # its last events may be in flight
+    nothing = {"campaigns": 0, "refunds": 0, "failed": 0}
+    assert refund_unspent_job(job_settings) == nothing  # its last events may be in flight
     await settle(flows)
+    assert refund_unspent_job(job_settings) == nothing  # its payouts are held
+    flows.release_holds()
     done = refund_unspent_job(job_settings)
 
-    assert done == {"campaigns": 1, "refunds": 2, "succeeded": 2, "manual": 0, "deferred": 0, "skipped": 0}
+    assert done == {"campaigns": 1, "refunds": 2, "failed": 0,
+                    "succeeded": 2, "manual": 0, "deferred": 0, "skipped": 0}
     assert flows.billing.refunded(boost_pi) == 900 and flows.billing.refunded(funding) == 2700
     assert budget(flows, campaign)[1:] == (D("4.00"), D("0.00"), "completed")
     assert budget(flows, unboosted)[1:] == (D("5.00"), D("5.00"), "completed")
-    assert refund_unspent_job(job_settings) == {"campaigns": 0, "refunds": 0}  # nothing left to give
+    assert refund_unspent_job(job_settings) == nothing  # nothing left to give
     status, body = await refund_unspent(flows, business, campaign)
     assert (status, body["refunded"], body["refunds"]) == (200, "0.00", [])
     assert flows.platform("escrow")[0] == D("5.00")  # the unboosted campaign's, until its business asks
+    flows.assert_books()
+
+
+def completed_ago(flows, campaign: str, *, minutes: int) -> None:
+    """The campaign completed ``minutes`` ago, active an hour before that (its status history moved back)."""
+    flows.pg.execute("UPDATE campaign_status_history SET changed_at = changed_at - CASE WHEN status = 'completed'"
+                     " THEN make_interval(mins => %s) ELSE make_interval(mins => %s + 60) END"
+                     " WHERE campaign_id = %s", (minutes, minutes, campaign))
+
+
+async def test_an_event_from_before_completion_that_arrives_late_is_paid_before_the_job_gives_back(flows, world):
+    """The settler pays an event timestamped before the completion whenever it arrives. A settlement that ran
+    after the completion but before that event was ingested gives the job nothing: it waits until a settlement
+    read OROS_UNSPENT_GRACE_S (plus the overlap) past the completion and every payout's hold is over."""
+    business, supporter = flows.user("business"), flows.user("supporter")
+    campaign, (funding,) = await card_funded(flows, world, business, "30.00")
+    await activate(flows, business, campaign)
+    b, boost_pi = await boost(flows, supporter, campaign, "10.00")
+    late = world.click(campaign, creator_on(flows, world, campaign), ts_ms=now_ms() - 10 * 60_000)
+    await complete(flows, business, campaign)
+    completed_ago(flows, campaign, minutes=5)  # after the click, before it reaches ClickHouse
+    job_settings = replace(flows.settings, stripe_api_base=flows.billing.url, unspent_grace_s=0)
+    nothing = {"campaigns": 0, "refunds": 0, "failed": 0}
+
+    await settle(flows)  # a settlement after the completion, before the click is in
+    assert refund_unspent_job(job_settings) == nothing
+    world.put([late])  # a lagging ingest
+    await asyncio.to_thread(settle_once, replace(flows.settings, hold_days=0))  # a hold over at once
+    assert world.decision(late)["status"] == "paid"  # the creator is paid
+    # Its hold is over but the release job has not run: a refund of it would still be reversed into the budget.
+    assert refund_unspent_job(job_settings) == nothing
+    flows.release_holds()
+    # The watermark (the late click's ingestion) is not 10 minutes plus the overlap past the completion.
+    assert refund_unspent_job(replace(job_settings, unspent_grace_s=600)) == nothing
+    done = refund_unspent_job(job_settings)
+
+    # 39.00 left of 40.00: the boost's 10/40 of it, 9.75, the business 29.25.
+    assert done == {"campaigns": 1, "refunds": 2, "failed": 0,
+                    "succeeded": 2, "manual": 0, "deferred": 0, "skipped": 0}
+    assert flows.billing.refunded(boost_pi) == 975 and flows.billing.refunded(funding) == 2925
+    assert budget(flows, campaign)[1:] == (D("1.00"), D("0.00"), "completed")
+    flows.assert_books()
+
+
+async def test_a_campaign_the_database_refuses_does_not_stop_the_others(flows, world, caplog):
+    """One campaign the give-back raises on (oldest first) is logged and counted; the next is given back."""
+    business = flows.user("business")
+    job_settings = replace(flows.settings, stripe_api_base=flows.billing.url, unspent_grace_s=0)
+    campaigns = []
+    for _ in range(2):
+        campaign, _ = await card_funded(flows, world, business, "10.00")
+        await activate(flows, business, campaign)
+        await boost(flows, flows.user("supporter"), campaign, "10.00")
+        await complete(flows, business, campaign)
+        campaigns.append(campaign)
+    for minutes, campaign in zip((10, 5), campaigns, strict=True):
+        completed_ago(flows, campaign, minutes=minutes)
+    world.put([world.click(campaigns[0], creator_on(flows, world, campaigns[0]))])  # moves the watermark
+    await settle(flows)
+    # The older campaign's boost row is broken: its refund cannot be booked.
+    flows.pg.execute("ALTER TABLE issued_refunds ADD CONSTRAINT test_broken CHECK (campaign_id <> %s::uuid)"
+                     .replace("%s", f"'{campaigns[0]}'"))
+    try:
+        done = refund_unspent_job(job_settings)
+    finally:
+        flows.pg.execute("ALTER TABLE issued_refunds DROP CONSTRAINT test_broken")
+
+    assert (done["campaigns"], done["failed"]) == (1, 1)
+    assert budget(flows, campaigns[1])[1:] == (D("0.00"), D("0.00"), "completed")
+    assert budget(flows, campaigns[0])[2] == D("20.00")
+    assert "unspent budget not given back" in caplog.text
     flows.assert_books()
