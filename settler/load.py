@@ -76,8 +76,16 @@ class Read:
 # address, an IPv6 /64): the IP as stored, or while it is truncated (OROS_ANONYMIZE_IP) the keyed hash
 # of the visitor (sql/clickhouse/0003). An event stored before the hash existed, or whose hash expired,
 # falls back to the stored IP (then truncated to its IPv4 /24 or IPv6 /48: coarser still).
-_IPV6_64 = "if(isIPv6String(ip), cutIPv6(IPv6StringToNumOrDefault(ip), 8, 0), ip)"
-VISITOR = {False: _IPV6_64, True: "if(ip_hash = '', ip, ip_hash)"}
+# The same string as visitor_key (tests/test_load.py compares them): an IPv6 address read as Python's
+# ipaddress reads it (a zone "%eth0" dropped; an IPv4 part with a leading zero is not an address),
+# an IPv4-mapped one (::ffff:0:0/96, either spelling) its IPv4 address, any other its "/64".
+_V6 = "if(match(ip, '^[^%]*%[^%]+$'), substring(ip, 1, position(ip, '%') - 1), ip)"
+_V6_NUM = f"IPv6StringToNumOrDefault({_V6})"
+_VISITOR_IP = (f"multiIf(NOT isIPv6String({_V6}) OR match({_V6}, '[.]0[0-9]|:0[0-9]+[.]'), ip,"
+               f" substring({_V6_NUM}, 1, 12) = unhex('00000000000000000000FFFF'),"
+               f" IPv4NumToString(reinterpretAsUInt32(reverse(substring({_V6_NUM}, 13, 4)))),"
+               f" concat(cutIPv6({_V6_NUM}, 8, 0), '/64'))")
+VISITOR = {False: _VISITOR_IP, True: "if(ip_hash = '', ip, ip_hash)"}
 
 # One row per event, its columns named and ordered as Candidate's fields. ``p``: for each fresh human
 # click, the previous human click from the same visitor on the same link, read back to the dedupe
