@@ -235,7 +235,8 @@ class Settings:
         lowest_fee = lowest_creator_fee_pct(self.platform_fee_pct)
         if self.boost_reward_pct > lowest_fee:
             # A boost reward is paid out of the fee on the campaign's payouts: above the lowest fee a creator
-            # can be charged, the platform would pay out more than it took (docs/supporters.md, "Boosts").
+            # can be charged, the platform would pay out more than it took (docs/supporters.md, "Boosts"). Fees
+            # are rounded per payout: the rewards a completion pays are also capped at the fees booked (0184).
             raise SettingsError(f"OROS_BOOST_REWARD_PCT={self.boost_reward_pct} is above the lowest creator fee "
                                 f"({lowest_fee}%: OROS_PLATFORM_FEE_PCT and the tiers' fee caps, oros/tiers.py)")
         if self.share_pct != self.share_pct.quantize(Decimal("0.01")):

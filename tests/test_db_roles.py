@@ -339,7 +339,8 @@ async def test_functions_granted_to_the_request_role_refuse_other_users_nulls_an
 MONEY_SINCE_SHARES = ("oros_book_payouts", "oros_post_settlement", "oros_reverse_sale", "oros_book_live_legs",
                       "oros_reverse_and_rebook", "oros_sale_held_until",
                       "oros_post_live_sales", "oros_reverse_live_sale", "oros_pay_boost_rewards",
-                      "oros_campaign_payouts_held_until", "oros_share_blocker", "oros_open_share")
+                      "oros_campaign_payouts_held_until", "oros_share_blocker", "oros_open_share",
+                      "oros_give_back_unspent", "oros_unspent_boosts_due", "oros_unspent_settled")
 _OPEN_SHARE = "SELECT * FROM oros_open_share(%s, %s, %s, 'https://evil.example', %s, NULL, NULL, NULL)"
 
 

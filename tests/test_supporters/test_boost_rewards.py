@@ -503,3 +503,25 @@ async def test_a_supporter_without_kyc_cannot_withdraw_its_reward(flows, world):
     assert (resp.status, (await resp.json())["error"]["code"]) == (403, "kyc_required")
     assert flows.wallet(supporter) == (D("15.00"), D("0.00"))  # nothing reserved
     flows.assert_books()
+
+
+async def test_boost_rewards_never_exceed_the_fees_the_campaigns_payouts_paid(flows, world, redis):
+    """Each payout's fee is rounded to the cent (a 0.04 click at 10 %: 0.00), a reward is 5 % of what its boost
+    paid for over the campaign: the rewards a completion pays are capped at the fees booked on the campaign's
+    payouts, pro rata, truncated."""
+    s = shop(world, objective="click", payout="0.04", fund="1.00")
+    first, second = flows.user("supporter"), flows.user("supporter")
+    a, _ = await boost(flows, first, s.campaign, "10.00")
+    b, _ = await boost(flows, second, s.campaign, "5.00")  # the pool: business 1, first 10, second 5
+    await clicks(flows, world, s.campaign, creator_on(flows, world, s.campaign), 30)  # 1.20 paid, fees 0.00
+    event = await open_event(flows.api, s, pct="50")
+    assert (await sell(flows.api, s, event, "l-1", "0.30")).status == 202  # 0.15 paid, its fee 0.02
+    await settle(world, redis)
+    fees = flows.platform("fees")
+    await complete(flows, s.business, s.campaign)
+
+    # Uncapped: first paid 10/16 of 1.35, 5 % = 0.04; second 0.02. Capped at 0.02: 0.04 x 2/6 and 0.02 x 2/6.
+    assert sum(fees) == D("0.02")
+    assert (reward(flows, a)["amount"], reward(flows, b)["amount"]) == (D("0.01"), D("0.00"))
+    assert flows.platform("rewards") == (D("0.00"), D("0.01"))
+    flows.assert_books()
