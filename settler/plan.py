@@ -83,6 +83,7 @@ class Facts:
     fees: FeeSchedule  # the creators' fees over time, read after the events
     shares: dict[str, Share] = field(default_factory=dict)  # the share links among the links, by link id
     paid_orders: set[tuple[str, str]] = frozenset()  # (campaign, order id) paid before
+    pixel_orders: set[tuple[str, str]] = frozenset()  # (campaign, order id) paid before to an unsigned pixel
     paid_clicks: set[tuple[str, str]] = frozenset()  # (click id, order id or '') paid before
     early_refunds: list[Candidate] = ()  # refunds recorded before any sale of their order was paid
 
@@ -200,7 +201,8 @@ def decide(events: list[Candidate], facts: Facts, rules: Rules, now_ms: int) -> 
     # A link id Postgres does not know (deleted since) stays in ClickHouse, never a foreign key here; the
     # supporter recorded is the link's, as Postgres knows it.
     billable = [_known_link(e, facts) for e in events if e.event_type != "refund"]
-    verdict = verify(billable, facts.campaigns, rules, now_ms, facts.paid_orders, facts.paid_clicks)
+    verdict = verify(billable, facts.campaigns, rules, now_ms, facts.paid_orders, facts.paid_clicks,
+                     facts.pixel_orders)
     accepted: dict[str, list[Candidate]] = defaultdict(list)
     rejected: dict[str | None, list[tuple[Candidate, str]]] = defaultdict(list)
     for event in verdict.accepted:

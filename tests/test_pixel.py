@@ -9,6 +9,7 @@ reconcile proves the books. The campaign data comes from ``test_settle``'s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,7 +23,7 @@ from admin_api.app import create_app as create_admin_app
 from admin_api.auth import issue_token
 from ingest.consumer import Ingester
 from oros import pixel
-from oros.events import uuid7_str
+from oros.events import Event, uuid7_str
 from oros.fees import FeeSchedule
 from settler.load import load_campaigns
 from settler.plan import Decided
@@ -323,6 +324,34 @@ async def test_an_unsigned_sale_pixel_pays_a_click_once_whatever_its_order_ids(w
     world.assert_books()
 
 
+async def test_an_order_is_paid_to_one_unsigned_pixel_at_most_and_still_to_the_business(world, settings, pg):
+    # Pixels on other clicks naming one order, in one run and in the next: one is paid, as the sale of an order
+    # is once per campaign; the business's own post of that order is paid beside it.
+    s = shop(world, objective="sale", payout="3.00")
+    pg.execute("UPDATE campaigns SET pixel_billable = true WHERE id = %s", (s.campaign,))
+    link = pg.execute("SELECT id::text AS id FROM tracking_links WHERE code = %s", (s.code,)).fetchone()["id"]
+    clicks = [world.click(s.campaign, (s.creator, link)) for _ in range(4)]
+    world.put(clicks)
+
+    def pixel_sale(click) -> Event:
+        sale = world.conversion(click, kind="sale", order_id="O-1", value="20.00")
+        return dataclasses.replace(sale, event_id=uuid7_str(), business_id=None, source="pixel")
+
+    first = [pixel_sale(clicks[0]), pixel_sale(clicks[1])]
+    world.put(first)
+    await asyncio.to_thread(settle_once, settings)
+    assert sorted(decision(pg, e.event_id) for e in first) == ["duplicate_order", "paid"]
+
+    later = pixel_sale(clicks[2])
+    business = dataclasses.replace(world.conversion(clicks[3], kind="sale", order_id="O-1", value="20.00"),
+                                   business_id=s.business, source="api")
+    world.put([later, business])
+    await asyncio.to_thread(settle_once, settings)
+    assert (decision(pg, later.event_id), decision(pg, business.event_id)) == ("duplicate_order", "paid")
+    assert paid(pg, s.campaign) == D("6.00")
+    world.assert_books()
+
+
 # -- the database is the last line ----------------------------------------------------------------
 
 
@@ -356,6 +385,8 @@ def test_the_database_lets_an_unsigned_pixel_claim_no_order_and_pays_its_click_o
         _paid_row(pg, s.campaign, s.creator, uuid7_str(), "sale", "O-1")
     with pytest.raises(psycopg.errors.UniqueViolation, match="idx_events_paid_unsigned_pixel_click"):
         _paid_row(pg, s.campaign, s.creator, pixel_cid, "sale", "O-2", unsigned_pixel=True)
+    with pytest.raises(psycopg.errors.UniqueViolation, match="idx_events_paid_unsigned_pixel_order"):
+        _paid_row(pg, s.campaign, s.creator, uuid7_str(), "sale", "O-1", unsigned_pixel=True)  # another click
 
 
 def test_a_second_producer_posting_the_same_click_pays_nothing(world, settings, pg):
