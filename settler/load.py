@@ -168,7 +168,9 @@ DECIDED_RANGE_SQL = "SELECT id::text FROM events WHERE id BETWEEN %s AND %s LIMI
 # The orders claimed: an unsigned pixel's order id claims it against other unsigned pixels only
 # (settler.verify.unsigned_pixel).
 PAID_ORDERS_SQL = """
-SELECT campaign_id::text AS c, order_id, unsigned_pixel FROM events
+SELECT campaign_id::text AS c, order_id, unsigned_pixel, id::text AS id, click_id::text AS click_id,
+       unsigned_pixel AND EXISTS (SELECT 1 FROM live_sales s WHERE s.event_id = events.id) AS live
+  FROM events
  WHERE order_id = ANY(%s) AND event_type IN ('conversion', 'sale') AND status IN ('paid', 'reversed')
 """
 
@@ -320,15 +322,20 @@ def _pixel_secrets(conn: psycopg.Connection, rows: list[dict], signed: list[Cand
     return found
 
 
-def _paid_orders(conn: psycopg.Connection, events: list[Candidate]) -> dict[str, set[tuple[str, str]]]:
+def _paid_orders(conn: psycopg.Connection, events: list[Candidate]) -> dict:
     """(campaign, order id) already paid (or paid and reversed) for the orders these events name: as
-    ``paid_orders``, and as ``pixel_orders`` where an unsigned pixel was paid for it."""
-    found: dict[str, set[tuple[str, str]]] = {"paid_orders": set(), "pixel_orders": set()}
+    ``paid_orders``, and as ``pixel_orders`` where an unsigned pixel was paid for it, with those pixels'
+    (event id, click id) in ``pixel_sales`` but for live sales (the business's post supersedes them)."""
+    paid: set[tuple[str, str]] = set()
+    pixel: set[tuple[str, str]] = set()
+    sales: dict[tuple[str, str], list[tuple[str, str | None]]] = defaultdict(list)
     orders = sorted({e.order_id for e in events if e.order_id and e.event_type != "click"})
     if orders:
         for r in conn.execute(PAID_ORDERS_SQL, (orders,)):
-            found["pixel_orders" if r["unsigned_pixel"] else "paid_orders"].add((r["c"], r["order_id"]))
-    return found
+            (pixel if r["unsigned_pixel"] else paid).add((r["c"], r["order_id"]))
+            if r["unsigned_pixel"] and not r["live"]:
+                sales[(r["c"], r["order_id"])].append((r["id"], r["click_id"]))
+    return {"paid_orders": paid, "pixel_orders": pixel, "pixel_sales": dict(sales)}
 
 
 def _paid_clicks(conn: psycopg.Connection, events: list[Candidate]) -> set[tuple[str, str]]:

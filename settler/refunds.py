@@ -192,45 +192,86 @@ def _metadata(refund: Candidate, outcome: RefundOutcome) -> dict:
 
 
 def _reverse(conn: psycopg.Connection, refund: Candidate, found: dict, *, run_id: str) -> RefundOutcome:
-    # Campaign row first, then the sale and its legs: the same lock order as settlement.
-    pool = conn.execute("SELECT pool_price, pool_epoch FROM campaigns WHERE id = %s FOR UPDATE",
-                        (found["campaign_id"],)).fetchone()
-    sale = conn.execute(LOCK_SALE, (found["id"],)).fetchone()
+    held = _HeldSale.lock(conn, found)
+    sale = held.sale
     refunded = sale["value"] if refund.value is None else refund.value
     if sale["status"] == "reversed" or (refunded is not None and refunded <= sale["refunded_value"]):
         return RefundOutcome(refund.event_id, ALREADY_REFUNDED, sale["id"])
-    # Money given back to a completed campaign lowers its boosters' rewards (sql/postgres/0155).
-    boosters = conn.execute(BOOSTERS, (sale["campaign_id"],)).fetchone()
-    # The lock order of sql/postgres/0161: the campaign and the sale (above), every held leg this may move (the
-    # sale's and the rewards'), the receivables, the other wallets. Locking the legs makes a concurrent hold
-    # release wait, so "still held" stays true until we reverse, and the release cannot hold a reward's legs
-    # while waiting for the sale's.
-    transfers = [sale["transfer_id"], *boosters["transfers"]]
-    legs = conn.execute(LOCK_LEGS, {"transfers": transfers}).fetchall()
-    # The creator's credit is the held leg; once released it is settled and the hold is over.
-    if not any(leg["transfer_id"] == sale["transfer_id"] and leg["hold_until"] is not None
-               and leg["status"] == "pending" for leg in legs):
+    if not held.held:
         return RefundOutcome(refund.event_id, REFUND_AFTER_HOLD, sale["id"])
-    users = [*boosters["users"], *(u for u in (sale["creator_id"], sale["supporter_id"]) if u)]
-    conn.execute("SELECT oros_lock_receivables(%s::uuid[])", (users,))
-    conn.execute(LOCK_WALLETS, {"transfers": transfers, "users": users})
     back = reversal(payout=sale["payout_amount"], fee=sale["platform_fee"], sale_value=sale["value"],
                     refunded=refunded if refunded is not None else sale["value"] or ZERO,
                     reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"],
                     reward=sale["share_reward"], reversed_reward=sale["reversed_reward"])
-    # A live sale's rest is booked again as a live sale, and its live_sales row follows (sql/postgres/0115);
-    # live sales pay no share reward.
-    if sale["live"]:
-        ledger.reverse_live_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back,
-                                 fee_back=back.fee_back, run_id=run_id, refund_id=refund.event_id)
-    else:
-        ledger.reverse_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back,
-                            fee_back=back.fee_back, reward_back=back.reward_back, run_id=run_id,
-                            refund_id=refund.event_id)
-    # The rewards fixed after the sale was booked counted it (its events row is written with its first payout).
-    lowered = []
-    if boosters["users"]:
-        lowered = ledger.take_back_boost_rewards(conn, sale["campaign_id"], price_before=pool["pool_price"],
-                                                 epoch=pool["pool_epoch"], booked_at=sale["created_at"])
+    lowered = held.take_back(conn, back, refunded=refunded, run_id=run_id, cause_id=refund.event_id)
     return RefundOutcome(refund.event_id, None, sale["id"], fmt(back.payout_back), share_reward_back=back.reward_back,
                          boost_rewards=len(lowered), boost_reward_back=sum((r["taken"] for r in lowered), ZERO))
+
+
+def reverse_superseded(conn: psycopg.Connection, found: dict, *, run_id: str, cause_id: str) -> Decimal | None:
+    """Take back all that a paid sale still pays while it is held, as a refund of its whole value would
+    (``settler.supersede``: an unsigned pixel's sale the business's own sale of its order replaced). Returns
+    the payout taken back, or None when the sale is no longer paid or no longer held (it then stands)."""
+    held = _HeldSale.lock(conn, found)
+    sale = held.sale
+    if sale["status"] != "paid" or not held.held:
+        return None
+    back = reversal(payout=sale["payout_amount"], fee=sale["platform_fee"], sale_value=None, refunded=ZERO,
+                    reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"],
+                    reward=sale["share_reward"], reversed_reward=sale["reversed_reward"])
+    held.take_back(conn, back, refunded=None, run_id=run_id, cause_id=cause_id)
+    return back.payout_back
+
+
+@dataclass
+class _HeldSale:
+    """A paid sale locked for a reversal, in the lock order of sql/postgres/0161: the campaign and the sale,
+    then every held leg a reversal may move (the sale's and the boost rewards'); ``take_back`` locks the
+    receivables and the other wallets before moving anything."""
+
+    pool: dict
+    sale: dict
+    boosters: dict
+    legs: list[dict]
+
+    @classmethod
+    def lock(cls, conn: psycopg.Connection, found: dict) -> _HeldSale:
+        # Campaign row first, then the sale and its legs: the same lock order as settlement.
+        pool = conn.execute("SELECT pool_price, pool_epoch FROM campaigns WHERE id = %s FOR UPDATE",
+                            (found["campaign_id"],)).fetchone()
+        sale = conn.execute(LOCK_SALE, (found["id"],)).fetchone()
+        # Money given back to a completed campaign lowers its boosters' rewards (sql/postgres/0155).
+        boosters = conn.execute(BOOSTERS, (sale["campaign_id"],)).fetchone()
+        # Locking the legs makes a concurrent hold release wait, so "still held" stays true until we reverse,
+        # and the release cannot hold a reward's legs while waiting for the sale's.
+        legs = conn.execute(LOCK_LEGS, {"transfers": [sale["transfer_id"], *boosters["transfers"]]}).fetchall()
+        return cls(pool, sale, boosters, legs)
+
+    @property
+    def held(self) -> bool:
+        """The creator's credit is the held leg; once released it is settled and the hold is over."""
+        return any(leg["transfer_id"] == self.sale["transfer_id"] and leg["hold_until"] is not None
+                   and leg["status"] == "pending" for leg in self.legs)
+
+    def take_back(self, conn: psycopg.Connection, back: Reversal, *, refunded: Decimal | None, run_id: str,
+                  cause_id: str) -> list[dict]:
+        """Reverse ``back``; returns the boost rewards lowered."""
+        sale = self.sale
+        transfers = [sale["transfer_id"], *self.boosters["transfers"]]
+        users = [*self.boosters["users"], *(u for u in (sale["creator_id"], sale["supporter_id"]) if u)]
+        conn.execute("SELECT oros_lock_receivables(%s::uuid[])", (users,))
+        conn.execute(LOCK_WALLETS, {"transfers": transfers, "users": users})
+        # A live sale's rest is booked again as a live sale, and its live_sales row follows (sql/postgres/0115);
+        # live sales pay no share reward.
+        if sale["live"]:
+            ledger.reverse_live_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back,
+                                     fee_back=back.fee_back, run_id=run_id, refund_id=cause_id)
+        else:
+            ledger.reverse_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back,
+                                fee_back=back.fee_back, reward_back=back.reward_back, run_id=run_id,
+                                refund_id=cause_id)
+        # The rewards fixed after the sale was booked counted it (its events row is written with its first payout).
+        if not self.boosters["users"]:
+            return []
+        return ledger.take_back_boost_rewards(conn, sale["campaign_id"], price_before=self.pool["pool_price"],
+                                              epoch=self.pool["pool_epoch"], booked_at=sale["created_at"])

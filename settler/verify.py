@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
@@ -224,11 +225,19 @@ class PaidPerClick:
     order id ('' for none). An unsigned pixel's order id is anyone's guess: it is paid only for a click
     with nothing paid yet."""
 
-    def __init__(self, paid: set[tuple[str, str]]) -> None:
+    def __init__(self, paid: set[tuple[str, str]], superseded: set[tuple[str, str]] = frozenset()) -> None:
         self.orders = set(paid)
         self.clicks = {click for click, _ in paid}
+        # click -> the order ids an unsigned pixel was paid for on it in an earlier run: the business's post of
+        # that order on that click is paid instead (settler.supersede), once, and only while this run paid
+        # nothing else that the click rule counts.
+        self.superseded: dict[str, set[str]] = defaultdict(set)
+        for click, order in superseded:
+            self.superseded[click].add(order)
 
     def reason(self, event: Candidate) -> str | None:
+        if not unsigned_pixel(event) and event.order_id in self.superseded.get(event.click_id, ()):
+            return None
         if event.event_type == "conversion" or unsigned_pixel(event):
             seen = event.click_id in self.clicks
         else:
@@ -238,6 +247,10 @@ class PaidPerClick:
     def add(self, event: Candidate) -> None:
         self.orders.add((event.click_id, event.order_id or ""))
         self.clicks.add(event.click_id)
+        if event.event_type == "conversion":
+            self.superseded.pop(event.click_id, None)  # a click pays one conversion
+        elif event.click_id in self.superseded:
+            self.superseded[event.click_id].discard(event.order_id)
 
 
 def verify(
@@ -248,6 +261,7 @@ def verify(
     paid_orders: set[tuple[str, str]] = frozenset(),
     paid_clicks: set[tuple[str, str]] = frozenset(),
     pixel_orders: set[tuple[str, str]] = frozenset(),
+    superseded: set[tuple[str, str]] = frozenset(),
 ) -> Verdict:
     """Split ``events`` into billable and rejected-with-reason.
 
@@ -260,12 +274,14 @@ def verify(
     ``paid_orders`` holds the (campaign, order id) pairs claimed in earlier
     runs, ``pixel_orders`` those paid to unsigned pixels, ``paid_clicks``
     (click id, order id or '') the conversions and sales already paid per
-    click. A sale whose refund came first is paid like any other; the refund
+    click, ``superseded`` the (click id, order id) an unsigned pixel was paid
+    for, where the business's post of that order is paid all the same (it
+    supersedes the pixel: ``settler.supersede``). A sale whose refund came first is paid like any other; the refund
     is applied to it once it is (``settler.refunds``).
     """
     verdict = Verdict()
     seen_orders = PaidOrders(paid_orders, pixel_orders)
-    seen_clicks = PaidPerClick(paid_clicks)
+    seen_clicks = PaidPerClick(paid_clicks, superseded)
     # Only conversions and sales depend on what came before them; clicks need no order.
     clicks = [e for e in events if e.event_type == "click"]
     rest = sorted((e for e in events if e.event_type != "click"), key=lambda e: (trust(e), e.ts_ms, e.event_id))
