@@ -19,6 +19,9 @@ import hashlib
 import logging
 import secrets
 
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
 from .connections import pg_connect, redis_client
 from .keys import Keys
 from .settings import Settings
@@ -36,6 +39,8 @@ REPLAY_INTERVAL_S = 5
 # lookup in flight may write just after) and lives CACHE_TTL_S: the slack covers the transaction, the
 # lookup and the clocks of Postgres and Redis.
 REPLAY_WINDOW_S = CACHE_TTL_S + 600
+# Each Redis call of the replay job (connect, then each reply) gives up after this long.
+REDIS_TIMEOUT_S = 1.0
 
 
 def generate() -> tuple[str, str, str]:
@@ -83,7 +88,10 @@ def replay_revocations(settings: Settings) -> dict[str, int]:
         return {"told": 0}
 
     async def tell() -> None:
-        redis = redis_client(settings)
+        # Bounded, as the tracker's client is: a Redis that stops answering after connecting would
+        # otherwise hang the job for good (one instance at a time: every later run skipped).
+        redis = redis_client(settings, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
+                             retry=Retry(NoBackoff(), 1))
         try:
             for key_hash in hashes:
                 await revoke(redis, settings.keys, key_hash)

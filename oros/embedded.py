@@ -211,7 +211,9 @@ def start_valkey(data_dir: Path, servers: EmbeddedServers) -> str:
     return server.connection_url
 
 
-def resolve(settings: Settings, *, prefer_local: bool) -> tuple[Settings, EmbeddedServers]:
+def resolve(settings: Settings, *, prefer_local: bool, redis: bool = True) -> tuple[Settings, EmbeddedServers]:
+    """``settings`` with a server for each store it names none of. ``redis``: the process uses Redis (the
+    webhook deliverer does not, and is given no Redis URL: none is started for it)."""
     servers = EmbeddedServers()
     data_dir = settings.data_dir.resolve()
     database_url = settings.database_url
@@ -221,7 +223,7 @@ def resolve(settings: Settings, *, prefer_local: bool) -> tuple[Settings, Embedd
         else:
             database_url = start_postgres(data_dir, servers)
     redis_url = settings.redis_url
-    if redis_url is None:
+    if redis_url is None and redis:
         if prefer_local and port_open("127.0.0.1", 6379):
             redis_url = LOCAL_REDIS
         else:

@@ -34,6 +34,10 @@ NO_SUCH_ORDER = "no_such_order"
 ALREADY_REFUNDED = "already_refunded"
 REFUND_AFTER_HOLD = "refund_after_hold"
 
+# settler/supersede.py: an unsigned pixel paid for an order the business's own post of it replaced (its row
+# keeps its status: reversed while its sale was held, paid past the hold)
+SUPERSEDED_BY_BUSINESS = "superseded_by_business"
+
 # settler/live.py: a live sale (docs/live.md)
 OUTSIDE_LIVE_WINDOW = "outside_live_window"  # not between the event's start and its end (plus the checkout grace)
 NO_COMMISSION = "no_commission"  # the event sets no percent and the campaign pays no sale, or it rounds to 0.00

@@ -282,6 +282,6 @@ class Settings:
     def keys(self) -> Keys:
         return Keys(self.redis_prefix, self.stream_shards, self.redis_cluster)
 
-    def with_urls(self, *, database_url: str, redis_url: str, clickhouse_url: str) -> Settings:
+    def with_urls(self, *, database_url: str, redis_url: str | None, clickhouse_url: str) -> Settings:
         """The same settings pointed at concrete servers (after embedded start-up)."""
         return replace(self, database_url=database_url, redis_url=redis_url, clickhouse_url=clickhouse_url)

@@ -25,11 +25,13 @@ ADMIN_SECRETS = (JWT_SECRET, STRIPE_WEBHOOK_SECRET)
 PAYOUT_SECRETS = (STRIPE_API_KEY,)
 
 
-def _settings(*secrets: str, optional: tuple[str, ...] = (), hashes_ips: bool = False):
+def _settings(*secrets: str, optional: tuple[str, ...] = (), hashes_ips: bool = False, redis: bool = True):
     """Settings with concrete server URLs, and the embedded servers this process started.
 
     The secrets are checked before any server starts, so a refused process
     leaves nothing running. ``hashes_ips``: the process hashes IPs (ingest; the admin API's share links).
+    ``redis``: the process uses Redis; the webhook deliverer does not, so it needs no REDIS_URL (and compose
+    gives it none: no Redis password where it is not used).
     """
     from oros import embedded
 
@@ -37,7 +39,7 @@ def _settings(*secrets: str, optional: tuple[str, ...] = (), hashes_ips: bool = 
     if hashes_ips:
         secrets, optional = (*secrets, *settings.ip_secrets), (*optional, IP_HASH_KEY)
     settings.check_secrets(*secrets, optional=optional)
-    return embedded.resolve(settings, prefer_local=False)
+    return embedded.resolve(settings, prefer_local=False, redis=redis)
 
 
 def cmd_dev(args) -> int:
@@ -187,7 +189,7 @@ def cmd_reconcile(args) -> int:
 def cmd_webhooks(args) -> int:
     from webhooks.cli import run_webhooks
 
-    settings, servers = _settings()
+    settings, servers = _settings(redis=False)
     try:
         run_webhooks(settings, once=args.once, metrics_port=args.metrics_port)
     finally:

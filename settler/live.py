@@ -46,7 +46,7 @@ from oros.reasons import (
 )
 
 from .plan import Counts, Facts
-from .verify import FUTURE_SKEW_MS, PIXEL, Campaign, Candidate, PaidPerClick, Rules, unsigned_pixel
+from .verify import FUTURE_SKEW_MS, PIXEL, Campaign, Candidate, PaidPerClick, Rules, trust, unsigned_pixel
 
 ZERO = Decimal("0.00")
 # A sale may complete this long after its event ended: a buyer who was at the checkout when the
@@ -129,11 +129,17 @@ def split(events: list[Candidate], live: dict[str, LiveEvent]) -> tuple[list[Can
 
 def decide(sales: list[Candidate], live: dict[str, LiveEvent], facts: Facts, rules: Rules,
            now_ms: int) -> list[LiveDecided]:
-    """Verify live sales in time order (the first of an order counts), grouped per campaign, the unowned last."""
-    seen_orders = set(facts.paid_orders)
+    """Verify live sales in time order (the first of an order counts), grouped per campaign, the unowned last.
+
+    What the business posted is judged before any pixel, and a signed pixel before an unsigned one
+    (``verify.trust``). Unlike elsewhere, an unsigned pixel's order id claims the order against the
+    business's post too: a live event pays an order once (``live_sales`` is unique per event and order),
+    so within a run the business's post wins, and once a pixel's live sale is paid the post of its order
+    is a ``duplicate_order`` (docs/live.md)."""
+    seen_orders = set(facts.paid_orders) | set(facts.pixel_orders)
     seen_clicks = PaidPerClick(facts.paid_clicks)
     groups: dict[str | None, LiveDecided] = {}
-    for event in sorted(sales, key=lambda e: (e.ts_ms, e.event_id)):
+    for event in sorted(sales, key=lambda e: (trust(e), e.ts_ms, e.event_id)):
         event_live = live[event.link_id]
         campaign = facts.campaigns.get(event.campaign_id) if event.campaign_id else None
         reason = sale_reason(event, event_live, campaign, rules, now_ms)
@@ -145,13 +151,15 @@ def decide(sales: list[Candidate], live: dict[str, LiveEvent], facts: Facts, rul
         known = campaign is not None and event.creator_id in facts.users
         group = groups.setdefault(campaign.id if known else None, LiveDecided(campaign if known else None))
         if reason is None:
-            if event.order_id is not None and not unsigned_pixel(event):
+            if event.order_id is not None:
                 seen_orders.add((campaign.id, event.order_id))
             if event.click_id is not None:
                 seen_clicks.add(event)
             group.accepted.append((event, event_live))
         else:
             group.rejected.append((event, reason))
+    for group in groups.values():  # paid earliest first while the budget lasts (plan_campaign)
+        group.accepted.sort(key=lambda pair: (pair[0].ts_ms, pair[0].event_id))
     return sorted(groups.values(), key=lambda d: (d.campaign is None, d.campaign.id if d.campaign else ""))
 
 
@@ -202,10 +210,14 @@ def commission(event: Candidate, live: LiveEvent, objective: str, payout: Decima
 
 
 def with_orders(facts: Facts, decided: list[LiveDecided]) -> Facts:
-    """``facts`` with the live sales' orders taken, so no other sale of the read is paid for them too."""
-    taken = {(d.campaign.id, e.order_id) for d in decided if d.campaign for e, _ in d.accepted
-             if e.order_id and not unsigned_pixel(e)}
-    return dataclasses.replace(facts, paid_orders=set(facts.paid_orders) | taken) if taken else facts
+    """``facts`` with the live sales' orders taken, so no other sale of the read is paid for them too (an
+    unsigned pixel's order taken against unsigned pixels only, as ``verify`` does)."""
+    taken = [(e, (d.campaign.id, e.order_id)) for d in decided if d.campaign for e, _ in d.accepted if e.order_id]
+    if not taken:
+        return facts
+    return dataclasses.replace(
+        facts, paid_orders=set(facts.paid_orders) | {o for e, o in taken if not unsigned_pixel(e)},
+        pixel_orders=set(facts.pixel_orders) | {o for e, o in taken if unsigned_pixel(e)})
 
 
 def plan_campaign(decided: LiveDecided, *, remaining: Decimal, payout: Decimal, fees: FeeSchedule) -> LivePlan:

@@ -188,11 +188,13 @@ DECIDED_SQL = "SELECT id::text FROM events WHERE id = ANY(%s::uuid[])"
 # descent per id (five times cheaper for the million ids a run re-reads after a backlog).
 DECIDED_RANGE_SQL = "SELECT id::text FROM events WHERE id BETWEEN %s AND %s LIMIT %s"
 
-# The orders claimed: an unsigned pixel's order id claims nothing (settler.verify.unsigned_pixel).
+# The orders claimed: an unsigned pixel's order id claims it against other unsigned pixels only
+# (settler.verify.unsigned_pixel).
 PAID_ORDERS_SQL = """
-SELECT campaign_id::text AS c, order_id FROM events
+SELECT campaign_id::text AS c, order_id, unsigned_pixel, id::text AS id, click_id::text AS click_id,
+       unsigned_pixel AND EXISTS (SELECT 1 FROM live_sales s WHERE s.event_id = events.id) AS live
+  FROM events
  WHERE order_id = ANY(%s) AND event_type IN ('conversion', 'sale') AND status IN ('paid', 'reversed')
-   AND NOT unsigned_pixel
 """
 
 # What the named clicks were already paid for: their conversion, or their sales by order id ('' for
@@ -305,7 +307,7 @@ def load_facts(conn: psycopg.Connection, events: list[Candidate], fee_pct: Decim
         shares={r["link_id"]: Share(**r)
                 for r in conn.execute(SHARES_SQL, {"campaigns": campaign_ids, "key_id": ip_key_id})},
         fees=fees.load(conn, fee_pct, creators),
-        paid_orders=_paid_orders(conn, events),
+        **_paid_orders(conn, events),
         paid_clicks=_paid_clicks(conn, events),
         early_refunds=_early_refunds(conn, events),
     )
@@ -343,13 +345,20 @@ def _pixel_secrets(conn: psycopg.Connection, rows: list[dict], signed: list[Cand
     return found
 
 
-def _paid_orders(conn: psycopg.Connection, events: list[Candidate]) -> set[tuple[str, str]]:
-    """(campaign, order id) already paid (or paid and reversed) for the orders these events name, but for
-    an unsigned pixel's."""
+def _paid_orders(conn: psycopg.Connection, events: list[Candidate]) -> dict:
+    """(campaign, order id) already paid (or paid and reversed) for the orders these events name: as
+    ``paid_orders``, and as ``pixel_orders`` where an unsigned pixel was paid for it, with those pixels'
+    (event id, click id) in ``pixel_sales`` but for live sales (the business's post supersedes them)."""
+    paid: set[tuple[str, str]] = set()
+    pixel: set[tuple[str, str]] = set()
+    sales: dict[tuple[str, str], list[tuple[str, str | None]]] = defaultdict(list)
     orders = sorted({e.order_id for e in events if e.order_id and e.event_type != "click"})
-    if not orders:
-        return set()
-    return {(r["c"], r["order_id"]) for r in conn.execute(PAID_ORDERS_SQL, (orders,))}
+    if orders:
+        for r in conn.execute(PAID_ORDERS_SQL, (orders,)):
+            (pixel if r["unsigned_pixel"] else paid).add((r["c"], r["order_id"]))
+            if r["unsigned_pixel"] and not r["live"]:
+                sales[(r["c"], r["order_id"])].append((r["id"], r["click_id"]))
+    return {"paid_orders": paid, "pixel_orders": pixel, "pixel_sales": dict(sales)}
 
 
 def _paid_clicks(conn: psycopg.Connection, events: list[Candidate]) -> set[tuple[str, str]]:

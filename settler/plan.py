@@ -83,6 +83,10 @@ class Facts:
     fees: FeeSchedule  # the creators' fees over time, read after the events
     shares: dict[str, Share] = field(default_factory=dict)  # the share links among the links, by link id
     paid_orders: set[tuple[str, str]] = frozenset()  # (campaign, order id) paid before
+    pixel_orders: set[tuple[str, str]] = frozenset()  # (campaign, order id) paid before to an unsigned pixel
+    # (campaign, order id) -> (event id, click id) of the unsigned pixels paid for it before, not as live sales:
+    # the business's own post of the order supersedes them (settler.supersede).
+    pixel_sales: dict[tuple[str, str], list[tuple[str, str | None]]] = field(default_factory=dict)
     paid_clicks: set[tuple[str, str]] = frozenset()  # (click id, order id or '') paid before
     early_refunds: list[Candidate] = ()  # refunds recorded before any sale of their order was paid
 
@@ -167,6 +171,7 @@ class Decisions:
     early_refunds: frozenset[str]  # ids among ``refunds`` recorded before (decided again, not inserted)
     fees: FeeSchedule
     shares: dict[str, Share] = field(default_factory=dict)
+    pixel_sales: dict[tuple[str, str], list[tuple[str, str | None]]] = field(default_factory=dict)  # Facts'
 
 
 @dataclass(frozen=True)
@@ -200,7 +205,8 @@ def decide(events: list[Candidate], facts: Facts, rules: Rules, now_ms: int) -> 
     # A link id Postgres does not know (deleted since) stays in ClickHouse, never a foreign key here; the
     # supporter recorded is the link's, as Postgres knows it.
     billable = [_known_link(e, facts) for e in events if e.event_type != "refund"]
-    verdict = verify(billable, facts.campaigns, rules, now_ms, facts.paid_orders, facts.paid_clicks)
+    verdict = verify(billable, facts.campaigns, rules, now_ms, facts.paid_orders, facts.paid_clicks,
+                     facts.pixel_orders, superseded_clicks(facts.pixel_sales))
     accepted: dict[str, list[Candidate]] = defaultdict(list)
     rejected: dict[str | None, list[tuple[Candidate, str]]] = defaultdict(list)
     for event in verdict.accepted:
@@ -215,7 +221,13 @@ def decide(events: list[Candidate], facts: Facts, rules: Rules, now_ms: int) -> 
     return Decisions(campaigns=campaigns,
                      refunds=sorted([*facts.early_refunds, *refunds], key=lambda e: (e.ts_ms, e.event_id)),
                      early_refunds=frozenset(e.event_id for e in facts.early_refunds), fees=facts.fees,
-                     shares=facts.shares)
+                     shares=facts.shares, pixel_sales=facts.pixel_sales)
+
+
+def superseded_clicks(pixel_sales: dict[tuple[str, str], list[tuple[str, str | None]]]) -> set[tuple[str, str]]:
+    """(click id, order id) an unsigned pixel was paid for, which the business's post of that order on that
+    click supersedes rather than duplicates."""
+    return {(click, order) for (_, order), rows in pixel_sales.items() for _, click in rows if click}
 
 
 def _known_link(event: Candidate, facts: Facts) -> Candidate:

@@ -31,7 +31,7 @@ from oros.connections import redis_client
 from oros.fees import FeeSchedule
 from oros.links import CAMPAIGN_CODES_SQL, publish
 
-from . import ledger, live, refunds, state
+from . import ledger, live, refunds, state, supersede
 from .plan import CampaignPlan, Counts, Decided, Decisions, Share, settle_campaign
 from .records import copy_events, copy_lines, paid_lines
 
@@ -62,7 +62,7 @@ def post_decisions(ctx: RunContext, conn: psycopg.Connection, decisions: Decisio
 
     def post(decided: Decided) -> CampaignPlan:
         with pool.connection() as worker:
-            return post_campaign(ctx, worker, decided, decisions.fees, decisions.shares)
+            return post_campaign(ctx, worker, decided, decisions.fees, decisions.shares, decisions.pixel_sales)
 
     with _worker_pool(ctx) as pool, ThreadPoolExecutor(ctx.settings.settle_workers) as threads:
         for plan in threads.map(post, owned):
@@ -73,12 +73,16 @@ def post_decisions(ctx: RunContext, conn: psycopg.Connection, decisions: Decisio
 
 
 def post_campaign(ctx: RunContext, conn: psycopg.Connection, decided: Decided, fees: FeeSchedule,
-                  shares: dict[str, Share] | None = None) -> CampaignPlan:
-    """One campaign's transaction: lock, plan against the locked budget, record its events, book the ledger."""
+                  shares: dict[str, Share] | None = None,
+                  pixel_sales: supersede.PixelSales | None = None) -> CampaignPlan:
+    """One campaign's transaction: lock, plan against the locked budget, mark the unsigned pixels its paid
+    posts supersede, record its events, book the ledger."""
     with conn.transaction():
         locked = conn.execute(LOCK_CAMPAIGN, (decided.campaign.id,)).fetchone()
         plan = settle_campaign(decided, remaining=locked["remaining_budget"], payout=locked["payout_per_action"],
                                status=locked["status"], fees=fees, shares=shares)
+        if pixel_sales:
+            supersede.mark(conn, plan.campaign_id, plan.paid, pixel_sales)
         copy_events(conn, lambda clean: _lines(ctx, plan, clean))
         unmark_later_visits(conn, decided)
         if plan.paid or plan.completes:
@@ -150,7 +154,11 @@ def _worker_pool(ctx: RunContext) -> ConnectionPool:
 
 
 def apply_refunds(ctx: RunContext, conn: psycopg.Connection, decisions: Decisions) -> Counts:
-    """Each refund of the read (and each early one whose sale may now be paid) in its own transaction."""
+    """Each refund of the read (and each early one whose sale may now be paid) in its own transaction; first,
+    the unsigned pixels' sales the read's paid posts superseded are taken back (``settler.supersede``)."""
+    taken = supersede.reverse(conn, decisions.pixel_sales, run_id=ctx.run_id, now=ctx.now)
+    if taken:
+        log.info("superseded unsigned pixel sales taken back", extra={"sales": taken})
     outcomes = []
     for refund in decisions.refunds:
         with conn.transaction():

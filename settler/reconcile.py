@@ -123,11 +123,12 @@ SELECT 'ledger transfer ' || l.transfer_id || ' is a live sale''s leg of no live
  WHERE NOT EXISTS (SELECT 1 FROM live_sales s WHERE s.id = l.source_id)
 """
 
-# An unsigned pixel's order id claims nothing (sql/postgres/0167): the business's own sale of it is paid too.
+# An unsigned pixel's order id claims the order among unsigned pixels only (sql/postgres/0167, 0169): the
+# business's own sale of it may be paid beside one pixel's, never two of either.
 DOUBLE_ORDER_SQL = """
 SELECT campaign_id, order_id, count(*) AS n FROM events
- WHERE status = 'paid' AND order_id IS NOT NULL AND event_type IN ('conversion', 'sale') AND NOT unsigned_pixel
- GROUP BY campaign_id, order_id HAVING count(*) > 1
+ WHERE status = 'paid' AND order_id IS NOT NULL AND event_type IN ('conversion', 'sale')
+ GROUP BY campaign_id, order_id, unsigned_pixel HAVING count(*) > 1
 """
 
 # A click pays once (a sale: once per order id); what 0030 found paid twice before it is flagged.

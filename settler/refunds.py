@@ -300,7 +300,28 @@ def _metadata(refund: Candidate, outcome: RefundOutcome) -> dict:
 
 def post_refund(conn: psycopg.Connection, plan: RefundPlan, *, run_id: str) -> list[dict]:
     """Reverse a planned refund (its sale and legs locked by ``load_refund``); the boost rewards it lowered."""
-    sale, boosters, back = plan.facts.sale, plan.facts.boosters, plan.back
+    return _take_back(conn, plan.facts, plan.back, refunded=plan.refunded, run_id=run_id,
+                      cause_id=plan.refund.event_id)
+
+
+def reverse_superseded(conn: psycopg.Connection, found: dict, *, run_id: str, cause_id: str) -> Decimal | None:
+    """Take back all that a paid sale still pays while it is held, as a refund of its whole value would
+    (``settler.supersede``: an unsigned pixel's sale the business's own sale of its order replaced). Returns
+    the payout taken back, or None when the sale is no longer paid or no longer held (it then stands)."""
+    facts = load_refund(conn, found, lock=True)
+    sale = facts.sale
+    if sale["status"] != "paid" or not facts.held:
+        return None
+    back = reversal(payout=sale["payout_amount"], fee=sale["platform_fee"], sale_value=None, refunded=ZERO,
+                    reversed_payout=sale["reversed_payout"], reversed_fee=sale["reversed_fee"],
+                    reward=sale["share_reward"], reversed_reward=sale["reversed_reward"])
+    _take_back(conn, facts, back, refunded=None, run_id=run_id, cause_id=cause_id)
+    return back.payout_back
+
+
+def _take_back(conn: psycopg.Connection, facts: RefundFacts, back: Reversal, *, refunded: Decimal | None,
+               run_id: str, cause_id: str) -> list[dict]:
+    sale, boosters = facts.sale, facts.boosters
     transfers = [sale["transfer_id"], *boosters["transfers"]]
     users = [*boosters["users"], *(u for u in (sale["creator_id"], sale["supporter_id"]) if u)]
     conn.execute("SELECT oros_lock_receivables(%s::uuid[])", (users,))
@@ -308,14 +329,14 @@ def post_refund(conn: psycopg.Connection, plan: RefundPlan, *, run_id: str) -> l
     # A live sale's rest is booked again as a live sale, and its live_sales row follows (sql/postgres/0190);
     # live sales pay no share reward.
     if sale["live"]:
-        ledger.reverse_live_sale(conn, sale["id"], refunded=plan.refunded, payout_back=back.payout_back,
-                                 fee_back=back.fee_back, run_id=run_id, refund_id=plan.refund.event_id)
+        ledger.reverse_live_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back,
+                                 fee_back=back.fee_back, run_id=run_id, refund_id=cause_id)
     else:
-        ledger.reverse_sale(conn, sale["id"], refunded=plan.refunded, payout_back=back.payout_back,
+        ledger.reverse_sale(conn, sale["id"], refunded=refunded, payout_back=back.payout_back,
                             fee_back=back.fee_back, reward_back=back.reward_back, run_id=run_id,
-                            refund_id=plan.refund.event_id)
+                            refund_id=cause_id)
     # The rewards fixed after the sale was booked counted it (its events row is written with its first payout).
     if not boosters["users"]:
         return []
-    return ledger.take_back_boost_rewards(conn, sale["campaign_id"], price_before=plan.facts.pool["pool_price"],
-                                          epoch=plan.facts.pool["pool_epoch"], booked_at=sale["created_at"])
+    return ledger.take_back_boost_rewards(conn, sale["campaign_id"], price_before=facts.pool["pool_price"],
+                                          epoch=facts.pool["pool_epoch"], booked_at=sale["created_at"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
@@ -186,19 +187,35 @@ def _conversion_reason(event: Candidate, campaign: Campaign, rules: Rules) -> st
 
 
 def unsigned_pixel(event: Candidate) -> bool:
-    """A pixel nobody vouches for: its click id and order id are whatever the sender made up. It never
-    claims its order id (the business's authenticated post of that order is still paid, in this run or
-    a later one: sql/postgres/0167); it is paid at most once per click."""
+    """A pixel nobody vouches for: its click id and order id are whatever the sender made up. Its order id
+    claims the order among unsigned pixels only (one paid per order: sql/postgres/0169), never against the
+    business's authenticated post of that order, which is still paid, in this run or a later one
+    (sql/postgres/0167); it is paid at most once per click."""
     return event.source == PIXEL and event.pixel_sig is None
 
 
-def _order_reason(event: Candidate, campaign: Campaign, seen: set[tuple[str, str]]) -> str | None:
-    if event.order_id is not None and (campaign.id, event.order_id) in seen:
-        return DUPLICATE_ORDER
-    return None
+class PaidOrders:
+    """The (campaign, order id) pairs claimed: by an authenticated post or signed pixel (``claimed``), and
+    by an unsigned pixel (``pixel``), which blocks only other unsigned pixels."""
+
+    def __init__(self, claimed: set[tuple[str, str]], pixel: set[tuple[str, str]]) -> None:
+        self.claimed = set(claimed)
+        self.pixel = set(pixel)
+
+    def reason(self, event: Candidate, campaign: Campaign) -> str | None:
+        if event.order_id is None:
+            return None
+        order = (campaign.id, event.order_id)
+        if order in self.claimed or (unsigned_pixel(event) and order in self.pixel):
+            return DUPLICATE_ORDER
+        return None
+
+    def add(self, event: Candidate, campaign: Campaign) -> None:
+        if event.order_id is not None:
+            (self.pixel if unsigned_pixel(event) else self.claimed).add((campaign.id, event.order_id))
 
 
-def _trust(event: Candidate) -> int:
+def trust(event: Candidate) -> int:
     """Who vouches for an event, best first: a poster that authenticated, a signed pixel, an unsigned one."""
     if event.source != PIXEL:
         return 0
@@ -210,11 +227,19 @@ class PaidPerClick:
     order id ('' for none). An unsigned pixel's order id is anyone's guess: it is paid only for a click
     with nothing paid yet."""
 
-    def __init__(self, paid: set[tuple[str, str]]) -> None:
+    def __init__(self, paid: set[tuple[str, str]], superseded: set[tuple[str, str]] = frozenset()) -> None:
         self.orders = set(paid)
         self.clicks = {click for click, _ in paid}
+        # click -> the order ids an unsigned pixel was paid for on it in an earlier run: the business's post of
+        # that order on that click is paid instead (settler.supersede), once, and only while this run paid
+        # nothing else that the click rule counts.
+        self.superseded: dict[str, set[str]] = defaultdict(set)
+        for click, order in superseded:
+            self.superseded[click].add(order)
 
     def reason(self, event: Candidate) -> str | None:
+        if not unsigned_pixel(event) and event.order_id in self.superseded.get(event.click_id, ()):
+            return None
         if event.event_type == "conversion" or unsigned_pixel(event):
             seen = event.click_id in self.clicks
         else:
@@ -224,6 +249,10 @@ class PaidPerClick:
     def add(self, event: Candidate) -> None:
         self.orders.add((event.click_id, event.order_id or ""))
         self.clicks.add(event.click_id)
+        if event.event_type == "conversion":
+            self.superseded.pop(event.click_id, None)  # a click pays one conversion
+        elif event.click_id in self.superseded:
+            self.superseded[event.click_id].discard(event.order_id)
 
 
 def verify(
@@ -233,6 +262,8 @@ def verify(
     now_ms: int,
     paid_orders: set[tuple[str, str]] = frozenset(),
     paid_clicks: set[tuple[str, str]] = frozenset(),
+    pixel_orders: set[tuple[str, str]] = frozenset(),
+    superseded: set[tuple[str, str]] = frozenset(),
 ) -> Verdict:
     """Split ``events`` into billable and rejected-with-reason.
 
@@ -241,27 +272,29 @@ def verify(
     poster sent is judged before any pixel, and a signed pixel before an
     unsigned one, so a pixel never takes the place of the business's own
     report. An unsigned pixel is paid only for an order nobody claimed, and
-    claims none itself (``unsigned_pixel``). ``paid_orders`` holds the
-    (campaign, order id) pairs claimed in earlier runs, ``paid_clicks``
+    claims it against other unsigned pixels only (``unsigned_pixel``).
+    ``paid_orders`` holds the (campaign, order id) pairs claimed in earlier
+    runs, ``pixel_orders`` those paid to unsigned pixels, ``paid_clicks``
     (click id, order id or '') the conversions and sales already paid per
-    click. A sale whose refund came first is paid like any other; the refund
+    click, ``superseded`` the (click id, order id) an unsigned pixel was paid
+    for, where the business's post of that order is paid all the same (it
+    supersedes the pixel: ``settler.supersede``). A sale whose refund came first is paid like any other; the refund
     is applied to it once it is (``settler.refunds``).
     """
     verdict = Verdict()
-    seen_orders: set[tuple[str, str]] = set(paid_orders)
-    seen_clicks = PaidPerClick(paid_clicks)
+    seen_orders = PaidOrders(paid_orders, pixel_orders)
+    seen_clicks = PaidPerClick(paid_clicks, superseded)
     # Only conversions and sales depend on what came before them; clicks need no order.
     clicks = [e for e in events if e.event_type == "click"]
-    rest = sorted((e for e in events if e.event_type != "click"), key=lambda e: (_trust(e), e.ts_ms, e.event_id))
+    rest = sorted((e for e in events if e.event_type != "click"), key=lambda e: (trust(e), e.ts_ms, e.event_id))
     for event in itertools.chain(clicks, rest):
         campaign = campaigns.get(event.campaign_id) if event.campaign_id else None
         reason = reject_reason(event, campaign, rules, now_ms)
         if reason is None and event.event_type != "click":
-            reason = _order_reason(event, campaign, seen_orders) or seen_clicks.reason(event)
+            reason = seen_orders.reason(event, campaign) or seen_clicks.reason(event)
             if reason is None:
                 seen_clicks.add(event)
-                if event.order_id is not None and not unsigned_pixel(event):
-                    seen_orders.add((campaign.id, event.order_id))
+                seen_orders.add(event, campaign)
         if reason is None:
             verdict.accepted.append(event)
         else:

@@ -7,7 +7,10 @@ is a second in-process app on the same databases.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
+import socket
+import time
 import uuid
 from dataclasses import replace
 
@@ -89,3 +92,21 @@ async def test_revocation_commits_and_answers_when_redis_is_down_and_reaches_the
     assert await convert(tracker, key) == 202
     assert await asyncio.to_thread(apikeys.replay_revocations, settings) == {"told": 1}
     assert await convert(tracker, key) == 401
+
+
+async def test_the_revocation_job_gives_up_on_a_redis_that_never_answers(admin_api, business, settings, caplog):
+    # A Redis that accepts the connection and then says nothing: before, the job waited forever, and its
+    # scheduler (one instance at a time) skipped every later run.
+    key = await new_key(admin_api, business)
+    assert (await admin_api.delete(f"/v1/api-keys/{key['id']}", headers=business["headers"])).status == 200
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)  # the kernel completes each handshake; nothing ever reads or replies
+        silent = replace(settings, redis_url=f"redis://127.0.0.1:{mute.getsockname()[1]}/0")
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="oros.apikeys"):
+            told = await asyncio.wait_for(asyncio.to_thread(apikeys.replay_revocations, silent), timeout=30)
+    assert told == {"deferred": 1}
+    # Our bound (one retry), not the client library's default (none before redis-py 6, five seconds since).
+    assert time.monotonic() - started < 3 * apikeys.REDIS_TIMEOUT_S + 1
+    assert "api key revocations not told" in caplog.text

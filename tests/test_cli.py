@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from oros import embedded
 from oros.accounts import verify_password
 from oros_cli import main as cli
 
@@ -33,3 +34,14 @@ def test_bad_configuration_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("OROS_PLATFORM_FEE_PCT", "ten")
     assert cli.main(["reconcile"]) == 2
     assert "OROS_PLATFORM_FEE_PCT" in capsys.readouterr().err
+
+
+def test_webhooks_runs_without_redis(cli_env, monkeypatch):
+    # Compose gives the deliverer no REDIS_URL (it never uses Redis): it must not start a Valkey of its own.
+    monkeypatch.delenv("REDIS_URL")
+
+    def no_valkey(*args, **kwargs):
+        raise AssertionError("oros webhooks started a Valkey")
+
+    monkeypatch.setattr(embedded, "start_valkey", no_valkey)
+    assert cli.main(["webhooks", "--once"]) == 0

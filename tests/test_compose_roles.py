@@ -126,3 +126,6 @@ def test_compose_gives_each_service_its_own_login_and_every_secret_no_fallback(c
     # Only the processes that use a secret get it.
     assert "OROS_JWT_SECRET" not in services["tracker"]["environment"]
     assert "STRIPE_API_KEY" not in services["tracker"]["environment"]
+    # The webhook deliverer never uses Redis (oros webhooks needs no REDIS_URL): no Redis password for it.
+    webhooks = services["webhooks"]["environment"]
+    assert not [name for name, value in webhooks.items() if "REDIS" in name or "REDIS" in str(value)]

@@ -20,7 +20,7 @@ from admin_api.app import create_app
 from ingest.writer import insert_events
 from oros import orders, pixel
 from oros.connections import APP_ROLE
-from oros.events import STREAM_FIELD, Event
+from oros.events import STREAM_FIELD, Event, uuid7
 from settler.holds import release_due
 from settler.jobs import OWNER_JOBS
 from settler.live import LiveEvent, sale_reason
@@ -29,8 +29,8 @@ from settler.run import settle_once
 from settler.verify import Campaign, Candidate, Rules
 from tracker.app import create_app as create_tracker_app
 
-from factories import SYSTEM, D
-from live_flows import decision, live_sales, open_event, party, refund, sell, settle, shop, viewer
+from factories import SYSTEM, D, now_ms
+from live_flows import decision, link_id, live_sales, open_event, party, refund, sell, settle, shop, viewer
 
 # A report's refunds that took back no supporter's reward.
 NO_REWARDS_BACK = {"share_rewards": {"count": 0, "amount": "0.00"}, "boost_rewards": {"count": 0, "amount": "0.00"}}
@@ -835,3 +835,43 @@ _SECRET = "s" * 32
 ])
 def test_sale_reason(sale, live, campaign, expected):
     assert sale_reason(sale, live, campaign, Rules(click_dedupe_s=3600, attribution_days=30), _NOW) == expected
+
+
+async def test_no_mix_of_unsigned_pixels_and_the_business_posts_of_one_order_jams_settlement(
+        api, world, redis, aiohttp_client, settings):
+    # Issue 11: an unsigned live sale pixel and the business's post of its order once both reached
+    # oros_post_live_sales, which broke live_sales (live_event_id, order_id) and failed every run after.
+    from test_pixel import click, fire  # the tracker's redirect and pixel, as a browser calls them
+
+    s = shop(world)
+    world.pg.execute("UPDATE campaigns SET pixel_billable = true WHERE id = %s", (s.campaign,))
+    event = await open_event(api, s, pct="10")
+    code = world.pg.execute("SELECT code FROM tracking_links WHERE id = %s",
+                            (link_id(world, event),)).fetchone()["code"]
+    tracker = await aiohttp_client(create_tracker_app(settings))
+    cids = [await click(tracker, code) for _ in range(4)]
+
+    # One run: pixels on two clicks and the business's post, all of order-7; a pixel of order-8 on each of
+    # two clicks.
+    for cid in cids[:2]:
+        assert await fire(tracker, cid, kind="sale", order_id="order-7", value="80.00") == 200
+    posted = await sell(api, s, event, "order-7", "80.00")
+    for cid in cids[2:]:
+        assert await fire(tracker, cid, kind="sale", order_id="order-8", value="50.00") == 200
+    report = await settle(world, redis)
+    assert decision(world, (await posted.json())["event_id"])["status"] == "paid"  # the business's post wins
+    assert sorted((r["order_id"], r["commission"]) for r in live_sales(world, event)) == [
+        ("order-7", D("8.00")), ("order-8", D("5.00"))]
+    assert report["rejected_by_reason"]["duplicate_order"] >= 1  # the edge may drop a pixel of an order it saw
+
+    # The next run: the business's posts of order-8, already paid to a pixel as a live sale, and of order-7
+    # again, as the stream holds them once the edge forgot the orders.
+    later = [Event(event_id=str(uuid7()), event_type="sale", ts_ms=now_ms(), campaign_id=s.campaign,
+                   link_id=link_id(world, event), creator_id=s.creator.id, business_id=s.business.id,
+                   order_id=order, value="80.00", source="api", metadata={"live_event_id": event["id"]})
+             for order in ("order-8", "order-7")]
+    world.put(later)
+    await settle(world, redis)
+    assert [decision(world, e.event_id)["rejection_reason"] for e in later] == ["duplicate_order"] * 2
+    assert len(live_sales(world, event)) == 2
+    assert [c.name for c in reconcile(world.settings) if not c.ok] == []

@@ -9,8 +9,10 @@ reconcile proves the books. The campaign data comes from ``test_settle``'s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -22,11 +24,13 @@ from admin_api.app import create_app as create_admin_app
 from admin_api.auth import issue_token
 from ingest.consumer import Ingester
 from oros import pixel
-from oros.events import uuid7_str
+from oros.events import Event, uuid7_str
 from oros.fees import FeeSchedule
+from settler.holds import release_due
 from settler.load import load_campaigns
 from settler.plan import Decided
 from settler.post import post_campaign
+from settler.reconcile import reconcile
 from settler.records import LedgerError
 from settler.run import RunContext, settle_once
 from settler.verify import Candidate
@@ -89,14 +93,14 @@ async def post(tracker, key: str, cid: str, kind: str = "conversion", order_id: 
     return response.status, await response.json()
 
 
-async def settle(settings) -> dict:
+async def settle(settings, now: datetime | None = None) -> dict:
     ingester = Ingester(settings, consumer="pixel-test")
     try:
         while await ingester.drain_once():
             pass
     finally:
         await ingester.close()
-    return await asyncio.to_thread(settle_once, settings)
+    return await asyncio.to_thread(settle_once, settings, now=now)
 
 
 def paid(pg, campaign: str) -> Decimal:
@@ -256,15 +260,16 @@ async def test_an_unsigned_pixel_paid_in_an_earlier_run_never_shadows_the_authen
     assert (status, body.get("duplicate")) == (202, None)
     await settle(settings)
     assert decision(pg, body["event_id"]) == "paid"
+    # The pixel's sale, still held, is taken back: the business's post of the order supersedes it.
     earned = pg.execute("SELECT creator_id::text AS c, sum(payout_amount) AS s FROM events WHERE campaign_id = %s"
                         " AND status = 'paid' GROUP BY 1", (s.campaign,)).fetchall()
-    assert {r["c"]: r["s"] for r in earned} == {s.creator: D("3.00"), b_creator: D("3.00")}
+    assert {r["c"]: r["s"] for r in earned} == {b_creator: D("3.00")}
 
     # The business's refund of its order reverses the sale it reported, not the pixel's.
     assert (await post(tracker, key, b_cid, "refund", "O-1001", "20.00"))[0] == 202
     await settle(settings)
     assert decision(pg, body["event_id"]) == "reversed"
-    assert outcomes(pg, s.campaign) == {"paid": 1, "reversed": 2}  # the pixel's sale; B's and its refund
+    assert outcomes(pg, s.campaign) == {"superseded_by_business": 1, "reversed": 2}  # the pixel; B's and its refund
     world.assert_books()
 
 
@@ -323,6 +328,126 @@ async def test_an_unsigned_sale_pixel_pays_a_click_once_whatever_its_order_ids(w
     world.assert_books()
 
 
+async def test_an_order_is_paid_to_one_unsigned_pixel_at_most_and_still_to_the_business(world, settings, pg):
+    # Pixels on other clicks naming one order, in one run and in the next: one is paid, as the sale of an order
+    # is once per campaign; the business's own post of that order is paid beside it.
+    s = shop(world, objective="sale", payout="3.00")
+    pg.execute("UPDATE campaigns SET pixel_billable = true WHERE id = %s", (s.campaign,))
+    link = pg.execute("SELECT id::text AS id FROM tracking_links WHERE code = %s", (s.code,)).fetchone()["id"]
+    clicks = [world.click(s.campaign, (s.creator, link)) for _ in range(4)]
+    world.put(clicks)
+
+    def pixel_sale(click) -> Event:
+        sale = world.conversion(click, kind="sale", order_id="O-1", value="20.00")
+        return dataclasses.replace(sale, event_id=uuid7_str(), business_id=None, source="pixel")
+
+    first = [pixel_sale(clicks[0]), pixel_sale(clicks[1])]
+    world.put(first)
+    await asyncio.to_thread(settle_once, settings)
+    assert sorted(decision(pg, e.event_id) for e in first) == ["duplicate_order", "paid"]
+
+    later = pixel_sale(clicks[2])
+    business = dataclasses.replace(world.conversion(clicks[3], kind="sale", order_id="O-1", value="20.00"),
+                                   business_id=s.business, source="api")
+    world.put([later, business])
+    await asyncio.to_thread(settle_once, settings)
+    assert (decision(pg, later.event_id), decision(pg, business.event_id)) == ("duplicate_order", "paid")
+    assert paid(pg, s.campaign) == D("3.00")  # the business's; the pixel paid before is superseded
+    world.assert_books()
+
+
+def remaining(pg, campaign: str) -> Decimal:
+    row = pg.execute("SELECT remaining_budget FROM campaigns WHERE id = %s", (campaign,)).fetchone()
+    return row["remaining_budget"]
+
+
+async def test_the_business_post_supersedes_an_unsigned_pixel_paid_earlier_and_takes_its_refund(world, settings,
+                                                                                              pg, aiohttp_client):
+    # A pixel on the very click the business's sale was made on, with the order id and a value of its choosing,
+    # is paid in one run; the business refunds part of the order (applied to the pixel's sale, the only one);
+    # then the business's own report of the sale arrives.
+    s = shop(world, objective="sale", payout="3.00")
+    pg.execute("UPDATE campaigns SET pixel_billable = true WHERE id = %s", (s.campaign,))
+    key = make_api_key(pg, s.business)
+    tracker = await aiohttp_client(create_tracker_app(settings))
+    cid = await click(tracker, s.code)
+    assert await fire(tracker, cid, kind="sale", order_id="O-7", value="1000.00") == 200
+    await settle(settings)
+    assert outcomes(pg, s.campaign) == {"paid": 1}
+    assert (await post(tracker, key, cid, "refund", "O-7", "10.00"))[0] == 202
+    await settle(settings)
+
+    status, body = await post(tracker, key, cid, "sale", "O-7", "20.00")
+    assert (status, body.get("duplicate")) == (202, None)
+    await settle(settings)
+
+    # The post is paid (it was duplicate_conversion: the pixel held the click), the pixel's sale taken back
+    # whole while held, and the refund decided again against the post: half of 20.00, so half its 3.00.
+    assert decision(pg, body["event_id"]) == "paid"
+    pixel = pg.execute("SELECT status, rejection_reason, duplicate_of::text AS d, reversed_payout FROM events"
+                       " WHERE campaign_id = %s AND unsigned_pixel", (s.campaign,)).fetchone()
+    assert (pixel["status"], pixel["rejection_reason"], pixel["d"], pixel["reversed_payout"]) == (
+        "reversed", "superseded_by_business", body["event_id"], D("3.00"))
+    sale = pg.execute("SELECT reversed_payout, refunded_value FROM events WHERE id = %s",
+                      (body["event_id"],)).fetchone()
+    assert (sale["reversed_payout"], sale["refunded_value"]) == (D("1.50"), D("10.00"))
+    refund = pg.execute("SELECT status, metadata->>'refunds' AS sale FROM events WHERE campaign_id = %s"
+                        " AND event_type = 'refund'", (s.campaign,)).fetchone()
+    assert (refund["status"], refund["sale"]) == ("reversed", body["event_id"])
+    assert remaining(pg, s.campaign) == D("98.50")
+    world.assert_books()
+
+
+async def test_a_post_on_another_click_supersedes_the_pixel_while_held_and_not_after(world, settings, pg,
+                                                                                   aiohttp_client):
+    s = shop(world, objective="sale", payout="3.00")
+    pg.execute("UPDATE campaigns SET pixel_billable = true WHERE id = %s", (s.campaign,))
+    key = make_api_key(pg, s.business)
+    tracker = await aiohttp_client(create_tracker_app(settings))
+    # Pixels name O-2, then O-1 on other clicks, settled a day apart: O-2's hold ends first, and is released.
+    assert await fire(tracker, await click(tracker, s.code), kind="sale", order_id="O-2", value="20.00") == 200
+    await settle(settings)
+    assert await fire(tracker, await click(tracker, s.code), kind="sale", order_id="O-1", value="20.00") == 200
+    day = timedelta(days=1)
+    await settle(settings, now=datetime.now(UTC) + day)
+    assert outcomes(pg, s.campaign) == {"paid": 2}
+    release_due(settings, datetime.now(UTC) + timedelta(days=settings.hold_days) + day / 2)
+
+    posts = [await post(tracker, key, await click(tracker, s.code), "sale", order, "20.00")
+             for order in ("O-1", "O-2")]
+    await settle(settings)
+    assert [decision(pg, body["event_id"]) for _, body in posts] == ["paid", "paid"]
+    pixels = pg.execute("SELECT order_id, status, rejection_reason, duplicate_of FROM events"
+                        " WHERE campaign_id = %s AND unsigned_pixel ORDER BY order_id", (s.campaign,)).fetchall()
+    assert [(p["order_id"], p["status"], p["rejection_reason"], p["duplicate_of"]) for p in pixels] == [
+        ("O-1", "reversed", "superseded_by_business", None), ("O-2", "paid", "superseded_by_business", None)]
+    assert remaining(pg, s.campaign) == D("91.00")  # two posts and the released pixel
+    world.assert_books()
+
+
+async def test_the_business_post_of_a_conversion_is_paid_on_the_click_an_unsigned_pixel_was_paid_for(
+        world, settings, pg, aiohttp_client):
+    # Conversions have no reversal: the pixel's pay stands, marked superseded and a duplicate of the post, which
+    # the one-conversion-per-click rule no longer refuses.
+    s = shop(world)
+    pg.execute("UPDATE campaigns SET pixel_billable = true WHERE id = %s", (s.campaign,))
+    key = make_api_key(pg, s.business)
+    tracker = await aiohttp_client(create_tracker_app(settings))
+    cid = await click(tracker, s.code)
+    assert await fire(tracker, cid, order_id="O-3") == 200
+    await settle(settings)
+    status, body = await post(tracker, key, cid, order_id="O-3")
+    assert (status, body.get("duplicate")) == (202, None)
+    await settle(settings)
+    assert decision(pg, body["event_id"]) == "paid"
+    pixel = pg.execute("SELECT status, rejection_reason, duplicate_of::text AS d FROM events WHERE campaign_id = %s"
+                       " AND unsigned_pixel", (s.campaign,)).fetchone()
+    assert (pixel["status"], pixel["rejection_reason"], pixel["d"]) == ("paid", "superseded_by_business",
+                                                                        body["event_id"])
+    assert [c.name for c in reconcile(settings) if not c.ok] == []
+    world.assert_books()
+
+
 # -- the database is the last line ----------------------------------------------------------------
 
 
@@ -356,6 +481,8 @@ def test_the_database_lets_an_unsigned_pixel_claim_no_order_and_pays_its_click_o
         _paid_row(pg, s.campaign, s.creator, uuid7_str(), "sale", "O-1")
     with pytest.raises(psycopg.errors.UniqueViolation, match="idx_events_paid_unsigned_pixel_click"):
         _paid_row(pg, s.campaign, s.creator, pixel_cid, "sale", "O-2", unsigned_pixel=True)
+    with pytest.raises(psycopg.errors.UniqueViolation, match="idx_events_paid_unsigned_pixel_order"):
+        _paid_row(pg, s.campaign, s.creator, uuid7_str(), "sale", "O-1", unsigned_pixel=True)  # another click
 
 
 def test_a_second_producer_posting_the_same_click_pays_nothing(world, settings, pg):

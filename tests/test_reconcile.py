@@ -80,6 +80,23 @@ def test_order_paid_twice(settled):
     assert "no_event_paid_twice" in failing(settled)
 
 
+def test_order_paid_twice_to_unsigned_pixels(settled):
+    # Beside the business's own sale, one unsigned pixel may be paid for its order (sql/postgres/0167), never two.
+    row = settled.pg.execute("SELECT * FROM events WHERE event_type = 'sale'").fetchone()
+
+    def pixel_sale() -> None:
+        settled.pg.execute(
+            "INSERT INTO events (id, campaign_id, creator_id, event_type, status, order_id, occurred_at,"
+            " unsigned_pixel) VALUES (%s, %s, %s, 'sale', 'paid', 'o-1', %s, true)",
+            (str(uuid.uuid4()), row["campaign_id"], row["creator_id"], row["occurred_at"]))
+
+    pixel_sale()
+    assert "no_event_paid_twice" not in failing(settled)
+    tamper(settled, "DROP INDEX idx_events_paid_unsigned_pixel_order")
+    pixel_sale()
+    assert "no_event_paid_twice" in failing(settled)
+
+
 def test_total_earned_and_negative_balance(settled):
     settled.pg.execute("UPDATE campaign_creators SET total_earned = -1 WHERE creator_id = %s",
                        (settled.ids["bob"][0],))

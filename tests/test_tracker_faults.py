@@ -31,7 +31,7 @@ from oros.events import Event, uuid7_str
 from tracker.app import create_app, spool_dir
 from tracker.appender import Appender
 from tracker.metrics import PUBLISH_INTERVAL_S, Metrics, SharedMetrics
-from tracker.spool import Spool
+from tracker.spool import QUARANTINE, Spool
 from tracker.typedefs import APPENDER, SPOOL
 
 from edge_server import EdgeTestServer
@@ -615,6 +615,37 @@ async def test_a_torn_write_is_cut_back_so_no_acknowledged_click_is_lost(setting
     assert await replayer.replay_spool() == 7
     await replayer.close()
     assert [Event.decode(f[b"e"]).event_id for _, f in await redis.xrange(settings.keys.stream)] == acked
+
+
+@pytest.mark.parametrize("truncate_at_exit", [True, False], ids=["cut back at exit", "set aside at exit"])
+async def test_a_refused_batch_left_torn_at_exit_is_never_replayed(settings, redis, tmp_path, monkeypatch,
+                                                                   truncate_at_exit):
+    # A batch written whole whose sync failed is refused; its cut-back fails too, and the process exits
+    # before another write retries it. Its whole lines were once sealed with the file and replayed.
+    disk = FailingDisk()
+    monkeypatch.setattr("tracker.spool.os", disk)
+    spool = Spool(tmp_path / "spool", Metrics())
+    acked = [click_event() for _ in range(2)]
+    spool.write([e.encode() for e in acked])
+    disk.fail_sync(1)
+    disk.fail_truncate(1 if truncate_at_exit else 2)  # the cut-back, then (or not) the one at exit
+    with pytest.raises(OSError):
+        spool.write([click_event().encode() for _ in range(3)])
+    spool.close()
+    monkeypatch.undo()
+    metrics = Metrics()
+    replayer = Appender(redis, settings.keys, Spool(tmp_path / "spool", metrics), metrics, index_ttl_s=60,
+                        max_batch=100)
+    replayer.start()
+    assert await replayer.replay_spool() == (2 if truncate_at_exit else 0)
+    await replayer.close()
+    streamed = [Event.decode(f[b"e"]).event_id for _, f in await redis.xrange(settings.keys.stream)]
+    assert streamed == ([e.event_id for e in acked] if truncate_at_exit else [])
+    if not truncate_at_exit:  # kept for an operator, with the length that was acknowledged
+        [kept] = (tmp_path / "spool").glob(f"*{QUARANTINE}")
+        size = int(kept.name.split(".")[-2])
+        assert [Event.decode(line).event_id for line in kept.read_bytes()[:size].splitlines()] == [
+            e.event_id for e in acked]
 
 
 async def health(client) -> tuple[int, dict]:

@@ -17,7 +17,8 @@ batch, so the next batch never lands on a torn line. Should that truncation
 fail too, the file stays marked torn: every later write first retries it
 and is refused until it succeeds, and so does every replayer tick that
 would seal the file (it is never sealed with a refused batch's bytes in
-it). Only a process killed inside a write leaves a torn last line, and that
+it), and so does ``close`` at exit, which sets the file aside
+(``QUARANTINE``) if it still cannot. Only a process killed inside a write leaves a torn last line, and that
 request was never answered.
 
 The depth (``/healthz``, ``oros_tracker_spool_depth``) is what the
@@ -39,6 +40,10 @@ from oros.events import uuid7
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+# A file that could not be cut back to its acknowledged batches at exit: no replayer claims it (``*.log``
+# only). An operator truncates it to the length in its name and renames it ``.log`` to replay it.
+QUARANTINE = ".torn"
 
 
 @dataclass
@@ -208,9 +213,34 @@ class Spool:
         return sum(lines for _, lines in counted.values())
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = self._active = None
+        """Close the active file at exit, leaving only acknowledged batches for a replayer to claim.
+
+        A file still torn (a refused batch's bytes past ``_size``: whole lines when only its sync failed)
+        is cut back first; should that fail again, it is renamed out of the replayers' sight
+        (``QUARANTINE``, the acknowledged length in its name) rather than have a refused batch replayed.
+        """
+        if self._fd is None:
+            return
+        fd, path, self._fd, self._active = self._fd, self._active, None, None
+        try:
+            if self._torn:
+                self._torn = False
+                try:
+                    os.ftruncate(fd, self._size)
+                except OSError:
+                    self._quarantine(path)
+        finally:
+            os.close(fd)
+
+    def _quarantine(self, path: Path) -> None:
+        kept = path.with_name(f"{path.stem}.{self._size}{QUARANTINE}")
+        log.error("spool file left torn at exit: set aside, its first bytes are acknowledged events",
+                  extra={"path": str(kept), "acknowledged_bytes": self._size})
+        try:
+            os.rename(path, kept)
+        except OSError:
+            log.exception("cannot set a torn spool file aside: a replay may resend a refused batch",
+                          extra={"path": str(path)})
 
 
 def _byte_at(file, offset: int) -> bytes:
