@@ -34,7 +34,7 @@ from crawlerdetect.providers.crawlers import data as CRAWLER_PATTERNS
 from crawlerdetect.providers.exclusions import data as EXCLUSION_PATTERNS
 
 from oros.bots import IN_APP_RE, MAX_UA, classify_user_agent
-from oros.clientip import ip_hash, ip_hash_key
+from oros.clientip import ip_hash, ip_hash_bytes, ip_hash_key
 from oros.events import ENRICHED_LIMITS
 from oros.settings import Settings
 
@@ -193,6 +193,7 @@ class Enricher:
         self._agents = _Bounded()  # user agent (JSON) -> (fragment, bot reason)
         self._networks = _Bounded()  # IPv4 /24 ("a.b.c") or other address -> (fragment, truncated ip as JSON)
         self._referrers = _Bounded()  # referrer (JSON) -> fragment
+        self._visitors = _Bounded()  # address -> its keyed hash (a visitor clicks again; process memory only)
 
     def lines(self, raws: list[bytes]) -> list[bytes | None]:
         return [self.line(raw) for raw in raws]
@@ -227,7 +228,7 @@ class Enricher:
             address = orjson.loads(ip).encode() if b"\\" in ip else ip[1:-1]
             country, truncated = self._networks.get(_network_key(address)) or self._network(address)
             stored_ip = truncated if self.anonymize else ip
-            digest = ip_hash(address.decode("utf-8", "replace"), self._key).encode()
+            digest = self._visitors.get(address) or self._visitors.put(address, ip_hash_bytes(address, self._key))
         if raw[source_at + 10:metadata_at] not in _BROWSER_SOURCES_JSON:
             # A business's server sent it (the API, Stripe): its address and agent say nothing of a visitor.
             return b"".join((raw[:ip_at], stored_ip, raw[agent_at:-1], _NO_VISITOR, b"}"))
