@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+from addresses import ADDRESSES
+
 from oros.clientip import visitor_key
 from oros.events import uuid7_str
 from settler import load
@@ -35,13 +37,6 @@ def test_decided_ids_are_exact_for_dense_scattered_and_crowded_reads(pg):
     assert load.decided_ids(pg, read) == set(read) & set(decided)
     assert [len(run) for run in load._runs(sorted(dense + scattered[:2]))] == [3_000, 1, 1]
 
-
-# IPv4, IPv6 (any case, compressed or not), IPv4-mapped in both spellings, zones, and what is not an address.
-ADDRESSES = ["1.2.3.4", "::ffff:1.2.3.4", "::ffff:102:304", "::FFFF:1.2.3.4", "0:0:0:0:0:ffff:1.2.3.4", "::ffff:0:0",
-             "::ffff:1.2.3.4%eth0", "2001:db8:1:2:3:4:5:6", "2001:DB8:1:2::9", "2001:db8:0:0:1::1", "0:0:0:1::5", "::1",
-             "::", "::1.2.3.4", "64:ff9b::1.2.3.4", "2001:db8::ffff:1.2.3.4", "fe80::1%eth0", "fe80::1%", "fe80::1%a%b",
-             "::ffff:1.2.3.04", "not:an:ip", "garbage", "", "1.2.3", "1.2.3.4:80", "[::1]", "1:2:3:4:5:6:7:8:9",
-             "2001:db8::g"]
 
 
 def test_the_clickhouse_visitor_key_is_visitor_key(ch):
