@@ -46,7 +46,7 @@ from oros.reasons import (
 )
 
 from .plan import Counts, Facts
-from .verify import FUTURE_SKEW_MS, PIXEL, Campaign, Candidate, PaidPerClick, Rules, trust, unsigned_pixel
+from .verify import FUTURE_SKEW_MS, PIXEL, Campaign, Candidate, PaidPerClick, Rules, trust
 
 ZERO = Decimal("0.00")
 # A sale may complete this long after its event ended: a buyer who was at the checkout when the
@@ -131,12 +131,9 @@ def decide(sales: list[Candidate], live: dict[str, LiveEvent], facts: Facts, rul
            now_ms: int) -> list[LiveDecided]:
     """Verify live sales in time order (the first of an order counts), grouped per campaign, the unowned last.
 
-    What the business posted is judged before any pixel, and a signed pixel before an unsigned one
-    (``verify.trust``). Unlike elsewhere, an unsigned pixel's order id claims the order against the
-    business's post too: a live event pays an order once (``live_sales`` is unique per event and order),
-    so within a run the business's post wins, and once a pixel's live sale is paid the post of its order
-    is a ``duplicate_order`` (docs/live.md)."""
-    seen_orders = set(facts.paid_orders) | set(facts.pixel_orders)
+    What the business posted is judged before a signed pixel (``verify.trust``); an unsigned pixel is never a
+    live sale (``sale_reason``), so none can take an order from the business's post (docs/live.md)."""
+    seen_orders = set(facts.paid_orders)
     seen_clicks = PaidPerClick(facts.paid_clicks)
     groups: dict[str | None, LiveDecided] = {}
     for event in sorted(sales, key=lambda e: (trust(e), e.ts_ms, e.event_id)):
@@ -185,10 +182,12 @@ def sale_reason(event: Candidate, live: LiveEvent, campaign: Campaign | None, ru
     if disabled_ms is not None and event.ts_ms >= disabled_ms:
         return LINK_DISABLED
     if event.source == PIXEL:
-        if event.pixel_sig is not None and not campaign.signed(event):
-            return BAD_PIXEL_SIGNATURE
-        if event.pixel_sig is None and not campaign.pixel_billable:
+        # Never an unsigned one, pixel_billable or not: a live commission may be a percent of the pixel's own
+        # value, and a live event pays an order once, so a made-up order would shadow the business's post.
+        if event.pixel_sig is None:
             return UNSIGNED_PIXEL
+        if not campaign.signed(event):
+            return BAD_PIXEL_SIGNATURE
     elif event.business_id != campaign.business_id:
         return WRONG_BUSINESS
     if event.click_id is not None:
@@ -210,14 +209,11 @@ def commission(event: Candidate, live: LiveEvent, objective: str, payout: Decima
 
 
 def with_orders(facts: Facts, decided: list[LiveDecided]) -> Facts:
-    """``facts`` with the live sales' orders taken, so no other sale of the read is paid for them too (an
-    unsigned pixel's order taken against unsigned pixels only, as ``verify`` does)."""
-    taken = [(e, (d.campaign.id, e.order_id)) for d in decided if d.campaign for e, _ in d.accepted if e.order_id]
+    """``facts`` with the live sales' orders taken, so no other sale of the read is paid for them too."""
+    taken = {(d.campaign.id, e.order_id) for d in decided if d.campaign for e, _ in d.accepted if e.order_id}
     if not taken:
         return facts
-    return dataclasses.replace(
-        facts, paid_orders=set(facts.paid_orders) | {o for e, o in taken if not unsigned_pixel(e)},
-        pixel_orders=set(facts.pixel_orders) | {o for e, o in taken if unsigned_pixel(e)})
+    return dataclasses.replace(facts, paid_orders=set(facts.paid_orders) | taken)
 
 
 def plan_campaign(decided: LiveDecided, *, remaining: Decimal, payout: Decimal, fees: FeeSchedule) -> LivePlan:
