@@ -362,6 +362,14 @@ SELECT 'tip intent ' || x.id || ' (' || x.status || ') given back ' || i.amount 
  WHERE x.status <> 'refused' OR i.transfer_id IS NOT NULL
 """
 
+# A refused tip payment bought nothing, so it is given back; a booked one (a tip row holds it) never is (0176).
+REFUSED_TIP_REFUNDS_SQL = """
+SELECT i.id AS refund_id, i.amount, i.payment_intent_id, t.id AS tip_id
+  FROM issued_refunds i JOIN tips t ON t.stripe_payment_intent_id = i.payment_intent_id
+ WHERE i.reason = 'tip_refused'
+ ORDER BY i.id
+"""
+
 # Both sides in event id order (a uuid's order is its text's order), merged in one
 # pass: memory stays flat however many events there are.
 PG_DECIDED_SQL = """
@@ -466,6 +474,10 @@ POSTGRES_CHECKS = (
     RowCheck("issued_refunds_within_payments", ISSUED_REFUNDS_SQL, "{what}",
              "each refund OROS issued took its amount out of escrow into clearing; no payment was given back "
              "more than it paid"),
+    RowCheck("refused_tip_refunds_never_booked", REFUSED_TIP_REFUNDS_SQL,
+             "issued refund {refund_id} (tip_refused) gives back {amount} of {payment_intent_id}, booked as tip"
+             " {tip_id}",
+             "no refused tip's refund gives back a payment that a tip booked"),
     RowCheck("live_sales_match_ledger", LIVE_SALES_SQL, "{what}",
              "each live sale's live transfer pays its commission, fee and net, as its events row says"),
 )

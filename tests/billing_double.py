@@ -282,14 +282,14 @@ class BillingDouble:
         sub["status"] = "active"
         return _public(invoice)
 
-    def renew(self, sub_id: str) -> dict:
-        """A month later: the next invoice, paid by the saved card."""
+    def renew(self, sub_id: str, *, amount_paid: int | None = None) -> dict:
+        """A month later: the next invoice, paid by the saved card (``amount_paid`` as ``pay``'s)."""
         sub = self.subscriptions[sub_id]
         item = sub["items"]["data"][0]
         item["current_period_start"] = item["current_period_end"]
         item["current_period_end"] += MONTH_S
         self._open_invoice(sub, item["current_period_start"])
-        return self.pay(sub_id)
+        return self.pay(sub_id, amount_paid=amount_paid)
 
     def payment_intent_of(self, invoice: dict) -> str:
         return self.invoices[invoice["id"]]["_payment_intent"]

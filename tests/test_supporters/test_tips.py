@@ -11,6 +11,7 @@ import requests
 
 from oros.connections import as_user, pg_connect, pg_pool
 from settler.payouts import pay_withdrawals
+from settler.reconcile import reconcile
 
 from interleave import Writer, quick_deadlocks, until, waiting
 from stripe_double import StripeDouble
@@ -279,6 +280,50 @@ async def test_a_monthly_invoice_for_another_amount_is_refused_refunded_and_the_
     again = await flows.api.post(f"/v1/tips/monthly/{tip['id']}/cancel", headers=supporter.headers)
     assert again.status == 200 and flows.billing.requests.count(cancels) == asked + 1
     flows.assert_books()
+
+
+async def _booked_then_refused(flows):
+    """A monthly tip: invoice 1 credited (3.00), invoice 2 paid 0.01 and refused (given back); the intent is
+    'refused' from then on. Returns (creator, invoice 1)."""
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    sub = (await flows.open_tip(supporter, creator, "3.00", frequency="monthly"))["stripe_subscription_id"]
+    first = flows.billing.pay(sub)
+    assert (await flows.send(*flows.billing.event("invoice.paid", first)))[1]["status"] == "applied"
+    second = flows.billing.renew(sub, amount_paid=1)
+    assert (await flows.send(*flows.billing.event("invoice.paid", second)))[1]["status"] == "ignored"
+    assert flows.pg.execute("SELECT status FROM tip_intents").fetchone()["status"] == "refused"
+    return creator, first
+
+
+async def test_a_late_event_of_a_booked_invoice_after_a_refusal_refunds_nothing(flows):
+    creator, first = await _booked_then_refused(flows)
+    booked = flows.billing.payment_intent_of(first)
+
+    # Stripe's twin of the booked invoice, and a retry of its invoice.paid (as after a 503), arrive late.
+    twin = await flows.send(*flows.billing.event("invoice.payment_succeeded", first))
+    retried = await flows.send(*flows.billing.event("invoice.paid", first))
+
+    assert flows.billing.refunded(booked) == 0
+    assert flows.pg.execute("SELECT count(*) AS n FROM issued_refunds WHERE payment_intent_id = %s",
+                            (booked,)).fetchone()["n"] == 0
+    assert [body["status"] for _, body in (twin, retried)] == ["ignored", "ignored"]
+    assert "already credited" in twin[1]["reason"] and "already credited" in retried[1]["reason"]
+    tip = flows.pg.execute("SELECT amount, reversed_amount FROM tips").fetchone()
+    assert tip == {"amount": D("3.00"), "reversed_amount": D("0.00")}
+    assert flows.wallet(creator) == (D("0.00"), D("2.85"))
+    flows.assert_books()
+
+
+async def test_reconcile_names_a_refused_tip_refund_of_a_booked_payment(flows):
+    _, first = await _booked_then_refused(flows)
+    booked = flows.billing.payment_intent_of(first)
+    # Forged as the owner: what 0170 issued for a late event of a booked invoice.
+    flows.pg.execute("INSERT INTO issued_refunds (reason, tip_intent_id, payment_intent_id, amount)"
+                     " SELECT 'tip_refused', id, %s, 3.00 FROM tip_intents", (booked,))
+
+    failed = {c.name: c.detail for c in reconcile(flows.settings) if not c.ok}
+    assert list(failed) == ["refused_tip_refunds_never_booked"] and booked in failed[
+        "refused_tip_refunds_never_booked"]
 
 
 async def test_the_request_role_cannot_credit_a_tip_or_open_one_for_someone_else(flows):
