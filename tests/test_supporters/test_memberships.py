@@ -6,8 +6,11 @@ import time
 from dataclasses import replace
 
 from admin_api.app import create_app
+from oros.connections import pg_connect
 from settler.run import settle_once
 
+from interleave import Writer, quick_deadlocks, until, waiting
+from supporter_flows import SYSTEM as SUPPORTER_SYSTEM
 from supporter_flows import D, join
 
 
@@ -263,4 +266,35 @@ async def test_a_stale_subscription_update_delivered_after_a_cancel_changes_noth
     # A dashboard undoing the cancel later is followed.
     undone = await flows.send(*flows.billing.event("customer.subscription.updated", state))
     assert undone[1]["outcome"] == "updated" and membership(flows, other["id"])["ends_at"] is None
+    flows.assert_books()
+
+
+async def test_a_renewal_racing_a_dispute_of_its_older_invoice_does_not_deadlock(flows):
+    """The dispute's takeback locks the membership before the wallets, as the renewal does: the renewal waits on
+    the membership, never holding it while it waits on the wallets the dispute holds (before 0177: 40P01)."""
+    quick_deadlocks(flows.pg)
+    supporter = flows.user("supporter")
+    plus = await activate(flows, supporter, "supporter_plus")
+    sub = plus["billing_provider_id"]
+    pi = flows.billing.invoices[flows.billing.subscription(sub)["latest_invoice"]]["_payment_intent"]
+    dispute = "SELECT kind, outcome FROM oros_record_dispute('dp_old', %s, 'ch_old', 4.99, 'needs_response', true, false)"
+    renewal = ("SELECT outcome FROM oros_membership_paid('evt_renew', %s, 'in_renew', 'pi_renew', 4.99, 'usd',"
+               " 4.99, NULL, now() + interval '60 days')")
+    wallets = "SELECT 1 FROM wallets WHERE user_id = %s AND purpose IN ('clearing', 'fees') FOR UPDATE"
+
+    with (pg_connect(flows.settings) as gate, pg_connect(flows.settings) as disputing,
+          pg_connect(flows.settings) as renewing):
+        gate.execute(wallets, (SUPPORTER_SYSTEM,))  # both writers will wait on the wallets here
+        first = Writer(lambda: (disputing.execute(dispute, (pi,)).fetchone(), disputing.commit())[0])
+        first.start()
+        until(lambda: waiting(flows.pg) == 1)
+        second = Writer(lambda: (renewing.execute(renewal, (sub,)).fetchone(), renewing.commit())[0])
+        second.start()
+        until(lambda: waiting(flows.pg) == 2)
+        gate.commit()
+        assert first.finish() == {"kind": "membership", "outcome": "membership_ended"}
+        assert second.finish() == {"outcome": "booked"}  # the money arrived; the ended membership stays ended
+
+    assert membership(flows, plus["id"])["status"] == "canceled"
+    assert flows.platform("fees")[0] == D("4.99")  # 2 x 4.99 less the 4.99 disputed
     flows.assert_books()
