@@ -277,7 +277,8 @@ async def test_a_renewal_racing_a_dispute_of_its_older_invoice_does_not_deadlock
     plus = await activate(flows, supporter, "supporter_plus")
     sub = plus["billing_provider_id"]
     pi = flows.billing.invoices[flows.billing.subscription(sub)["latest_invoice"]]["_payment_intent"]
-    dispute = "SELECT kind, outcome FROM oros_record_dispute('dp_old', %s, 'ch_old', 4.99, 'needs_response', true, false)"
+    dispute = ("SELECT kind, outcome FROM oros_record_dispute('dp_old', %s, 'ch_old', 4.99, 'needs_response', true,"
+               " false)")
     renewal = ("SELECT outcome FROM oros_membership_paid('evt_renew', %s, 'in_renew', 'pi_renew', 4.99, 'usd',"
                " 4.99, NULL, now() + interval '60 days')")
     wallets = "SELECT 1 FROM wallets WHERE user_id = %s AND purpose IN ('clearing', 'fees') FOR UPDATE"
@@ -297,4 +298,23 @@ async def test_a_renewal_racing_a_dispute_of_its_older_invoice_does_not_deadlock
 
     assert membership(flows, plus["id"])["status"] == "canceled"
     assert flows.platform("fees")[0] == D("4.99")  # 2 x 4.99 less the 4.99 disputed
+    flows.assert_books()
+
+
+async def test_a_membership_refunded_before_its_invoice_is_booked_ends_and_stops_billing(flows, redis):
+    """The refund reaches us before invoice.paid: kept, never a sale's refund; the booking then ends the
+    membership and cancels its subscription, so no later invoice is booked for nothing (0178)."""
+    supporter = flows.user("supporter")
+    plus = await subscribe(flows, supporter, "supporter_plus")
+    sub = plus["billing_provider_id"]
+    pi = flows.billing.invoices[flows.billing.subscription(sub)["latest_invoice"]]["_payment_intent"]
+
+    early = await flows.send(*flows.refunded(pi, "4.99", "4.99"))
+    assert early[0] == 200 and await redis.xlen(flows.settings.keys.stream) == 0, early
+    status, body = await flows.send(*flows.billing.event("invoice.paid", flows.billing.pay(sub)))
+
+    assert (status, body["outcome"]) == (200, "membership_ended"), body
+    assert membership(flows, plus["id"])["status"] == "canceled"
+    assert flows.billing.subscription(sub)["status"] == "canceled"
+    assert flows.platform("fees")[0] == D("0.00") and flows.platform("clearing")[0] == D("0.00")
     flows.assert_books()
