@@ -318,3 +318,32 @@ async def test_a_membership_refunded_before_its_invoice_is_booked_ends_and_stops
     assert flows.billing.subscription(sub)["status"] == "canceled"
     assert flows.platform("fees")[0] == D("0.00") and flows.platform("clearing")[0] == D("0.00")
     flows.assert_books()
+
+
+async def test_a_membership_disputed_then_won_runs_again_until_its_paid_period_ends(flows, aiohttp_client):
+    """The dispute ended it; won, the money is the platform's again, so the holder gets the paid period back:
+    active until current_period_end (its subscription stays canceled), the fee cap until then (0179)."""
+    flows.stripe_settings = replace(flows.stripe_settings, tip_fee_pct=D("10"))
+    flows.api = await aiohttp_client(create_app(flows.stripe_settings))
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    pro = await activate(flows, creator, "creator_pro")
+    pi = flows.billing.invoices[flows.billing.subscription(pro["billing_provider_id"])["latest_invoice"]][
+        "_payment_intent"]
+    lost = await flows.send(*flows.disputed("charge.dispute.created", pi, "29.99", "needs_response", "dp_won"))
+    assert lost[1]["outcome"] == "membership_ended" and membership(flows, pro["id"])["status"] == "canceled"
+
+    status, body = await flows.send(*flows.disputed("charge.dispute.closed", pi, "29.99", "won", "dp_won"))
+
+    assert (status, body["outcome"]) == (200, "membership_restored"), body
+    row = membership(flows, pro["id"])
+    assert (row["status"], row["cancel_at_period_end"], row["ends_at"]) == ("active", True, row["current_period_end"])
+    spans = flows.pg.execute("SELECT effective_until FROM fee_history WHERE membership_id = %s"
+                             " ORDER BY effective_from", (pro["id"],)).fetchall()
+    assert len(spans) == 2 and spans[1]["effective_until"] == row["current_period_end"]  # the gap stays closed
+    assert flows.tip_row((await flows.paid_tip(supporter, creator, "10.00"))["tip_id"])["platform_fee"] == D("0.50")
+    assert flows.billing.subscription(pro["billing_provider_id"])["status"] == "canceled"  # nothing billed again
+    # Its period over, nothing of Stripe's ends it: it is no longer live, and the holder may subscribe again.
+    flows.pg.execute("UPDATE memberships SET ends_at = now() - interval '1 second' WHERE id = %s", (pro["id"],))
+    again = await subscribe(flows, creator, "creator_pro")
+    assert again["status"] == "pending" and membership(flows, pro["id"])["status"] == "canceled"
+    flows.assert_books()
