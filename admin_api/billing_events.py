@@ -208,6 +208,10 @@ async def _invoice_paid(conn, redis, settings: Settings, event: dict) -> dict:
     })).fetchone()
     if row["outcome"] in ("activated", "renewed"):
         return {"membership_id": str(row["membership_id"]), "outcome": row["outcome"]}
+    if row["outcome"] == "membership_ended":
+        # A refund or dispute that came first ended it as it was booked (0178): Stripe must not bill it again.
+        return {"membership_id": str(row["membership_id"]), "outcome": row["outcome"], "reason": row["reason"],
+                "cancel_subscription": sub}
     if row["outcome"] == "refused":
         log.error("membership payment refused: paid at Stripe, nothing booked",
                   extra={"stripe_event": event["id"], "invoice": invoice_id, "reason": row["reason"]})
@@ -324,6 +328,27 @@ async def _paid_payment_intent(settings: Settings, invoice_id: str) -> str | Non
     finally:
         await http.close_async()
     return _invoice_payment_intent({"payments": payments.to_dict()})
+
+
+async def pays_an_invoice(settings: Settings, pi: str) -> bool:
+    """Whether Stripe says the PaymentIntent pays an invoice (a subscription's: never a checkout sale).
+
+    A refund of a membership invoice can come before its ``invoice.paid``, when nothing of ours names the
+    PaymentIntent yet. Unknown (no Stripe, or Stripe failing) is False: the refund stays a sale's, as before.
+    """
+    if settings.stripe_api_key is None:
+        return False
+    client, http = async_stripe_client(settings)
+    try:
+        payments = await client.v1.invoice_payments.list_async(
+            {"payment": {"type": "payment_intent", "payment_intent": pi}, "limit": 1})
+    except stripe.StripeError as exc:
+        log.warning("stripe could not say whether a refunded payment pays an invoice",
+                    extra={"payment_intent": pi, "error": str(exc)})
+        return False
+    finally:
+        await http.close_async()
+    return bool(payments.data)
 
 
 def _invoice_period_end(invoice: dict) -> datetime | None:

@@ -45,14 +45,16 @@ MEMBERSHIP_COLUMNS = """id, user_id, membership_type, status, billing_provider_i
     cancel_at_period_end, current_period_end, created_at"""
 _IDEMPOTENT_MEMBERSHIP = uuid.UUID("9d2b7f0c-6a14-4f3e-8c55-1e7a2b9c4d60")
 _LIVE_SQL = """SELECT id, status FROM memberships
-                WHERE user_id = %(me)s AND membership_type = %(type)s AND status IN ('pending', 'active')"""
+                WHERE user_id = %(me)s AND membership_type = %(type)s AND status IN ('pending', 'active')
+                  AND (ends_at IS NULL OR ends_at > now())"""
 _OPEN_SQL = f"SELECT {MEMBERSHIP_COLUMNS} FROM oros_open_membership(%(id)s, %(type)s, %(sub)s)"
 _MINE_SQL = f"SELECT {MEMBERSHIP_COLUMNS} FROM memberships WHERE id = %(id)s AND user_id = %(me)s"
 _CANCEL_SQL = f"SELECT {MEMBERSHIP_COLUMNS} FROM oros_request_membership_cancel(%(id)s, %(period_end)s)"
 _BLOCKER_SQL = "SELECT oros_activation_blocker(%(id)s) AS blocker"
 _ACTIVE_SQL = """
 SELECT (SELECT count(*) FROM campaigns WHERE business_id = %(b)s AND status = 'active' AND id <> %(id)s) AS active,
-       array(SELECT membership_type FROM memberships WHERE user_id = %(b)s AND status = 'active') AS tiers
+       array(SELECT membership_type FROM memberships WHERE user_id = %(b)s AND status = 'active'
+                AND (ends_at IS NULL OR ends_at > now())) AS tiers
 """
 _BLOCKERS = {
     "campaign_frozen": "a card payment that funded this campaign is disputed; it stays frozen until the dispute "

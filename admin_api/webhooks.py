@@ -262,6 +262,10 @@ async def _charge_refunded(conn: psycopg.AsyncConnection, redis, settings: Setti
     if value is None or value <= 0:
         raise Ignored("charge has no refunded amount")
     sale = await _original_sale(conn, redis, settings, order_id, metadata(charge).get("oros_cid"))
+    if not sale and charge.get("payment_intent") and await billing_events.pays_an_invoice(settings, order_id):
+        # A subscription invoice's refund before its invoice.paid: kept (record_refund) for the booking, no sale's.
+        raise Ignored(f"PaymentIntent {order_id} pays a subscription invoice not booked yet: the refund is kept "
+                      "for when it is")
     appended = Event(
         event_id=_event_id(event),
         event_type="refund",

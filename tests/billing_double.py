@@ -12,7 +12,7 @@ This double serves, in the API version the ``stripe`` package pins:
   ``resource_already_exists``), ``POST /v1/subscriptions`` (``price_data``,
   ``default_incomplete``, ``expand[]=latest_invoice.confirmation_secret``),
   ``POST /v1/subscriptions/{id}`` (``cancel_at_period_end``),
-  ``DELETE /v1/subscriptions/{id}``, ``GET /v1/invoice_payments?invoice=``;
+  ``DELETE /v1/subscriptions/{id}``, ``GET /v1/invoice_payments?invoice=`` (or ``payment[payment_intent]=``);
   ``POST /v1/refunds`` (of a PaymentIntent, never beyond what it paid, which
   the double reads from localstripe) and ``GET /v1/refunds?payment_intent=``
   (localstripe's refunds have no idempotency and no cap); a repeated
@@ -195,8 +195,10 @@ class BillingDouble:
 
     async def _invoice_payments(self, request: web.Request) -> web.Response:
         self.requests.append((request.method, request.path))
-        invoice = self.invoices.get(request.query.get("invoice", ""))
-        data = [] if invoice is None or invoice["status"] != "paid" else [{
+        pi = request.query.get("payment[payment_intent]")
+        found = [i for i in self.invoices.values() if i["_payment_intent"] == pi] if pi else []
+        invoice = found[0] if found else self.invoices.get(request.query.get("invoice", ""))
+        data = [] if invoice is None or (invoice["status"] != "paid" and not pi) else [{
             "id": _id("inpay"), "object": "invoice_payment", "invoice": invoice["id"], "status": "paid",
             "payment": {"type": "payment_intent", "payment_intent": invoice["_payment_intent"]}}]
         return web.json_response({"object": "list", "url": "/v1/invoice_payments", "has_more": False, "data": data})

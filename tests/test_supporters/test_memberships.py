@@ -6,8 +6,11 @@ import time
 from dataclasses import replace
 
 from admin_api.app import create_app
+from oros.connections import pg_connect
 from settler.run import settle_once
 
+from interleave import Writer, quick_deadlocks, until, waiting
+from supporter_flows import SYSTEM as SUPPORTER_SYSTEM
 from supporter_flows import D, join
 
 
@@ -263,4 +266,84 @@ async def test_a_stale_subscription_update_delivered_after_a_cancel_changes_noth
     # A dashboard undoing the cancel later is followed.
     undone = await flows.send(*flows.billing.event("customer.subscription.updated", state))
     assert undone[1]["outcome"] == "updated" and membership(flows, other["id"])["ends_at"] is None
+    flows.assert_books()
+
+
+async def test_a_renewal_racing_a_dispute_of_its_older_invoice_does_not_deadlock(flows):
+    """The dispute's takeback locks the membership before the wallets, as the renewal does: the renewal waits on
+    the membership, never holding it while it waits on the wallets the dispute holds (before 0177: 40P01)."""
+    quick_deadlocks(flows.pg)
+    supporter = flows.user("supporter")
+    plus = await activate(flows, supporter, "supporter_plus")
+    sub = plus["billing_provider_id"]
+    pi = flows.billing.invoices[flows.billing.subscription(sub)["latest_invoice"]]["_payment_intent"]
+    dispute = ("SELECT kind, outcome FROM oros_record_dispute('dp_old', %s, 'ch_old', 4.99, 'needs_response', true,"
+               " false)")
+    renewal = ("SELECT outcome FROM oros_membership_paid('evt_renew', %s, 'in_renew', 'pi_renew', 4.99, 'usd',"
+               " 4.99, NULL, now() + interval '60 days')")
+    wallets = "SELECT 1 FROM wallets WHERE user_id = %s AND purpose IN ('clearing', 'fees') FOR UPDATE"
+
+    with (pg_connect(flows.settings) as gate, pg_connect(flows.settings) as disputing,
+          pg_connect(flows.settings) as renewing):
+        gate.execute(wallets, (SUPPORTER_SYSTEM,))  # both writers will wait on the wallets here
+        first = Writer(lambda: (disputing.execute(dispute, (pi,)).fetchone(), disputing.commit())[0])
+        first.start()
+        until(lambda: waiting(flows.pg) == 1)
+        second = Writer(lambda: (renewing.execute(renewal, (sub,)).fetchone(), renewing.commit())[0])
+        second.start()
+        until(lambda: waiting(flows.pg) == 2)
+        gate.commit()
+        assert first.finish() == {"kind": "membership", "outcome": "membership_ended"}
+        assert second.finish() == {"outcome": "booked"}  # the money arrived; the ended membership stays ended
+
+    assert membership(flows, plus["id"])["status"] == "canceled"
+    assert flows.platform("fees")[0] == D("4.99")  # 2 x 4.99 less the 4.99 disputed
+    flows.assert_books()
+
+
+async def test_a_membership_refunded_before_its_invoice_is_booked_ends_and_stops_billing(flows, redis):
+    """The refund reaches us before invoice.paid: kept, never a sale's refund; the booking then ends the
+    membership and cancels its subscription, so no later invoice is booked for nothing (0178)."""
+    supporter = flows.user("supporter")
+    plus = await subscribe(flows, supporter, "supporter_plus")
+    sub = plus["billing_provider_id"]
+    pi = flows.billing.invoices[flows.billing.subscription(sub)["latest_invoice"]]["_payment_intent"]
+
+    early = await flows.send(*flows.refunded(pi, "4.99", "4.99"))
+    assert early[0] == 200 and await redis.xlen(flows.settings.keys.stream) == 0, early
+    status, body = await flows.send(*flows.billing.event("invoice.paid", flows.billing.pay(sub)))
+
+    assert (status, body["outcome"]) == (200, "membership_ended"), body
+    assert membership(flows, plus["id"])["status"] == "canceled"
+    assert flows.billing.subscription(sub)["status"] == "canceled"
+    assert flows.platform("fees")[0] == D("0.00") and flows.platform("clearing")[0] == D("0.00")
+    flows.assert_books()
+
+
+async def test_a_membership_disputed_then_won_runs_again_until_its_paid_period_ends(flows, aiohttp_client):
+    """The dispute ended it; won, the money is the platform's again, so the holder gets the paid period back:
+    active until current_period_end (its subscription stays canceled), the fee cap until then (0179)."""
+    flows.stripe_settings = replace(flows.stripe_settings, tip_fee_pct=D("10"))
+    flows.api = await aiohttp_client(create_app(flows.stripe_settings))
+    supporter, creator = flows.user("supporter"), flows.user("creator")
+    pro = await activate(flows, creator, "creator_pro")
+    pi = flows.billing.invoices[flows.billing.subscription(pro["billing_provider_id"])["latest_invoice"]][
+        "_payment_intent"]
+    lost = await flows.send(*flows.disputed("charge.dispute.created", pi, "29.99", "needs_response", "dp_won"))
+    assert lost[1]["outcome"] == "membership_ended" and membership(flows, pro["id"])["status"] == "canceled"
+
+    status, body = await flows.send(*flows.disputed("charge.dispute.closed", pi, "29.99", "won", "dp_won"))
+
+    assert (status, body["outcome"]) == (200, "membership_restored"), body
+    row = membership(flows, pro["id"])
+    assert (row["status"], row["cancel_at_period_end"], row["ends_at"]) == ("active", True, row["current_period_end"])
+    spans = flows.pg.execute("SELECT effective_until FROM fee_history WHERE membership_id = %s"
+                             " ORDER BY effective_from", (pro["id"],)).fetchall()
+    assert len(spans) == 2 and spans[1]["effective_until"] == row["current_period_end"]  # the gap stays closed
+    assert flows.tip_row((await flows.paid_tip(supporter, creator, "10.00"))["tip_id"])["platform_fee"] == D("0.50")
+    assert flows.billing.subscription(pro["billing_provider_id"])["status"] == "canceled"  # nothing billed again
+    # Its period over, nothing of Stripe's ends it: it is no longer live, and the holder may subscribe again.
+    flows.pg.execute("UPDATE memberships SET ends_at = now() - interval '1 second' WHERE id = %s", (pro["id"],))
+    again = await subscribe(flows, creator, "creator_pro")
+    assert again["status"] == "pending" and membership(flows, pro["id"])["status"] == "canceled"
     flows.assert_books()
