@@ -59,7 +59,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
   v_until timestamptz;
 BEGIN
-  IF oros_membership_invoice_unpaid(p_invoice) THEN
+  -- Every invoice of it, not only the one undone: another refunded whole or disputed meanwhile leaves it unpaid.
+  IF EXISTS (SELECT 1 FROM membership_invoices i
+              WHERE i.membership_id = p_invoice.membership_id AND oros_membership_invoice_unpaid(i)) THEN
     RETURN false;
   END IF;
   UPDATE memberships m

@@ -347,3 +347,38 @@ async def test_a_membership_disputed_then_won_runs_again_until_its_paid_period_e
     again = await subscribe(flows, creator, "creator_pro")
     assert again["status"] == "pending" and membership(flows, pro["id"])["status"] == "canceled"
     flows.assert_books()
+
+
+async def test_a_won_dispute_restores_nothing_while_another_invoice_is_taken_back(flows):
+    """X disputed ends it; the renewal Y refunded whole meanwhile; X won: Y's period was given back, so the
+    membership stays ended (0179 judges every invoice, not only the one undone)."""
+    supporter = flows.user("supporter")
+    plus = await activate(flows, supporter, "supporter_plus")
+    sub = plus["billing_provider_id"]
+    first = flows.billing.invoices[flows.billing.subscription(sub)["latest_invoice"]]["_payment_intent"]
+    renewal = flows.billing.renew(sub)
+    assert (await flows.send(*flows.billing.event("invoice.paid", renewal)))[1]["outcome"] == "renewed"
+    second = flows.billing.payment_intent_of(renewal)
+
+    lost = await flows.send(*flows.disputed("charge.dispute.created", first, "4.99", "needs_response", "dp_x"))
+    assert lost[1]["outcome"] == "membership_ended"
+    assert (await flows.send(*flows.refunded(second, "4.99", "4.99")))[0] == 200
+    status, body = await flows.send(*flows.disputed("charge.dispute.closed", first, "4.99", "won", "dp_x"))
+
+    assert status == 200 and body["outcome"] != "membership_restored", body
+    assert membership(flows, plus["id"])["status"] == "canceled"
+    assert flows.platform("fees")[0] == D("4.99")  # the first month's, won back; the second's refunded
+    flows.assert_books()
+
+
+async def test_a_refund_stripe_cannot_place_is_answered_503_never_a_sale_refund(flows, redis, aiohttp_client):
+    """Whether an unknown PaymentIntent pays an invoice is Stripe's to say; Stripe failing is 503 (Stripe sends
+    the event again), never the refund appended as a sale's (0178)."""
+    broken = replace(flows.stripe_settings, stripe_api_base="http://127.0.0.1:9")  # discard: nothing answers
+    flows.api = await aiohttp_client(create_app(broken))
+
+    status, body = await flows.send(*flows.refunded("pi_unknown_to_us", "4.99", "4.99"))
+
+    assert (status, body["error"]["code"]) == (503, "unavailable"), body
+    assert await redis.xlen(flows.settings.keys.stream) == 0
+    flows.assert_books()
