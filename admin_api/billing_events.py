@@ -334,8 +334,7 @@ async def pays_an_invoice(settings: Settings, pi: str) -> bool:
     """Whether Stripe says the PaymentIntent pays an invoice (a subscription's: never a checkout sale).
 
     A refund of a membership invoice can come before its ``invoice.paid``, when nothing of ours names the
-    PaymentIntent yet. No Stripe configured: False, the refund stays a sale's. Stripe failing: 503, so Stripe
-    sends the event again rather than a membership's refund becoming a sale's.
+    PaymentIntent yet. Unknown (no Stripe, or Stripe failing) is False: the refund stays a sale's, as before.
     """
     if settings.stripe_api_key is None:
         return False
@@ -346,7 +345,7 @@ async def pays_an_invoice(settings: Settings, pi: str) -> bool:
     except stripe.StripeError as exc:
         log.warning("stripe could not say whether a refunded payment pays an invoice",
                     extra={"payment_intent": pi, "error": str(exc)})
-        raise ApiError(503, "unavailable", "the payment provider is unavailable; retry later") from None
+        return False
     finally:
         await http.close_async()
     return bool(payments.data)

@@ -370,15 +370,3 @@ async def test_a_won_dispute_restores_nothing_while_another_invoice_is_taken_bac
     assert flows.platform("fees")[0] == D("4.99")  # the first month's, won back; the second's refunded
     flows.assert_books()
 
-
-async def test_a_refund_stripe_cannot_place_is_answered_503_never_a_sale_refund(flows, redis, aiohttp_client):
-    """Whether an unknown PaymentIntent pays an invoice is Stripe's to say; Stripe failing is 503 (Stripe sends
-    the event again), never the refund appended as a sale's (0178)."""
-    broken = replace(flows.stripe_settings, stripe_api_base="http://127.0.0.1:9")  # discard: nothing answers
-    flows.api = await aiohttp_client(create_app(broken))
-
-    status, body = await flows.send(*flows.refunded("pi_unknown_to_us", "4.99", "4.99"))
-
-    assert (status, body["error"]["code"]) == (503, "unavailable"), body
-    assert await redis.xlen(flows.settings.keys.stream) == 0
-    flows.assert_books()
