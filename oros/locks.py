@@ -22,7 +22,7 @@ ACTIVATION_CLASS = 0xAC71  # admin_api.memberships: a business's campaign activa
 #   hashtextextended('oros_pixel_secret:' || business id, 0), per business, transaction-scoped.
 # * sql/postgres/0065_webhook_endpoints.sql: bigint key hashtextextended('oros_webhook_endpoints:' || owner id, 0),
 #   per owner, transaction-scoped (its endpoint limit).
-# * sql/postgres/0172_takebacks_one_payment_at_a_time.sql, oros_apply_takeback: bigint key
+# * sql/postgres/0171_tip_takebacks_before_credit.sql, oros_apply_takeback: bigint key
 #   hashtextextended('oros_payment:' || PaymentIntent id, 0), per Stripe payment, transaction-scoped (its credit,
 #   refunds and disputes, one at a time).
 # * tests/conftest.py: bigint key hashtext('oros-test-template'), building the test template database.

@@ -362,7 +362,7 @@ SELECT 'tip intent ' || x.id || ' (' || x.status || ') given back ' || i.amount 
  WHERE x.status <> 'refused' OR i.transfer_id IS NOT NULL
 """
 
-# A refused tip payment bought nothing, so it is given back; a booked one (a tip row holds it) never is (0176).
+# A refused tip payment bought nothing, so it is given back; a booked one (a tip row holds it) never is (0170).
 REFUSED_TIP_REFUNDS_SQL = """
 SELECT i.id AS refund_id, i.amount, i.payment_intent_id, t.id AS tip_id
   FROM issued_refunds i JOIN tips t ON t.stripe_payment_intent_id = i.payment_intent_id

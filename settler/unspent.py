@@ -4,10 +4,10 @@ A business (or an admin) may give a completed campaign's unspent budget back
 itself (``POST /v1/campaigns/{id}/refund-unspent``); the boosters' money must
 go back whether it does or not. So this job gives it back for every completed
 campaign whose boosters still hold money, once the campaign's last events
-were paid and its payouts are final (``oros_unspent_settled``, 0183: no
+were paid and its payouts are final (``oros_unspent_settled``, 0182: no
 payout still held, and a settlement read everything ingested up to
 ``OROS_UNSPENT_GRACE_S`` plus its re-read overlap past the completion):
-``oros_give_back_unspent`` (sql/postgres/0182, 0183), the same refunds by the
+``oros_give_back_unspent`` (sql/postgres/0182), the same refunds by the
 same rule, the business's part with it, one campaign per transaction under
 its row lock, which checks that gate again. A campaign the database refuses
 is logged and counted (``failed``) and the others go on; the next run tries

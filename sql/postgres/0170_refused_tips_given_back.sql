@@ -12,6 +12,14 @@
 -- once, 0104). A refused intent can be canceled by its supporter (ended_at
 -- set, the status stays 'refused' with its reason), and Stripe's end of its
 -- subscription records ended_at too.
+-- A payment a tip row already holds (by invoice or PaymentIntent) is
+-- answered first, 'ignored' as credited, whatever the intent's status: once a
+-- later invoice of a monthly tip was refused, an event about an earlier,
+-- booked invoice (Stripe's twin invoice.payment_succeeded, or an invoice.paid
+-- retried after a 503) must not give that booked payment back while the
+-- creator keeps the tip (our own refund, no other check would see it;
+-- reconcile's refused_tip_refunds_never_booked does). A refused intent's
+-- reason for an event names that event's payment.
 
 ALTER TABLE issued_refunds
   ALTER COLUMN campaign_id DROP NOT NULL,
@@ -54,16 +62,23 @@ BEGIN
   END IF;
   intent_id := v_intent.id;
   creator_id := v_intent.to_creator_id;
-  IF v_intent.status = 'refused' THEN
+  -- A booked payment is answered first: a later refusal of the intent must never give it back.
+  IF EXISTS (SELECT 1 FROM tips t WHERE t.stripe_invoice_id = p_invoice OR t.stripe_payment_intent_id = p_payment_intent)
+  THEN
+    outcome := 'ignored';
+    reason := format('%s of tip intent %s is already credited', coalesce(p_invoice, p_payment_intent), v_intent.id);
+  ELSIF v_intent.status = 'refused' THEN
+    -- This event's payment, not the one that refused the intent: named so its ignored_reason says which.
     outcome := 'refused';
-    reason := v_intent.refusal_reason;
+    reason := format('%s %s received %s %s but tip intent %s is refused; nothing credited',
+                     coalesce(p_invoice, p_payment_intent), coalesce(p_subscription, ''),
+                     coalesce(p_amount::text, 'no amount'), coalesce(p_currency, 'no currency'), v_intent.id);
   ELSIF v_intent.status = 'succeeded' THEN
     outcome := 'ignored';
     reason := format('tip intent %s is already credited', v_intent.id);
-  ELSIF v_intent.frequency = 'monthly' AND (p_invoice IS NULL
-        OR EXISTS (SELECT 1 FROM tips t WHERE t.stripe_invoice_id = p_invoice)) THEN
+  ELSIF v_intent.frequency = 'monthly' AND p_invoice IS NULL THEN
     outcome := 'ignored';
-    reason := format('invoice %s of tip intent %s is already credited (or names no invoice)', p_invoice, v_intent.id);
+    reason := format('an event of monthly tip intent %s names no invoice', v_intent.id);
   ELSIF p_amount IS DISTINCT FROM v_intent.amount OR p_currency IS DISTINCT FROM v_intent.currency THEN
     outcome := 'refused';
     reason := format('%s %s received %s %s but tip intent %s asked for %s %s; nothing credited',

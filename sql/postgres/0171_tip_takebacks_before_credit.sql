@@ -9,8 +9,28 @@
 -- known to us only through its issued refund) is ('tip', intent, 'recorded').
 -- A monthly invoice not booked yet names no PaymentIntent we know; its refund
 -- stays unmatched (finance: docs/supporters.md).
+--
+-- Nothing serialised the handling of one PaymentIntent either, so a
+-- takeback could be lost. A refund racing its payment's webhook: the credit read what
+-- Stripe took back before the refund committed, and the refund looked for the
+-- tip before the credit committed; both committed, neither applied it. A
+-- refund racing a dispute (or two disputes): each read the amount taken back
+-- without the other's row, then waited on the tip's row lock and wrote its
+-- own, stale target.
+-- Every path that matches a payment to what Stripe took back of it goes
+-- through oros_apply_takeback: oros_record_refund and oros_record_dispute
+-- after recording Stripe's side, and each credit (oros_credit_tip,
+-- oros_membership_paid, oros_credit_boost, oros_credit_payment_intent,
+-- oros_finish_issued_refund) after writing its object. So that is where the
+-- lock is taken: a transaction advisory lock on the PaymentIntent id, before
+-- anything is read. Whichever comes second waits for the first to commit,
+-- then reads (READ COMMITTED: each statement after the lock sees it) both the
+-- object and Stripe's full side, and brings the object to the right target.
+-- The lock is taken after the caller's own rows were written, and a
+-- transaction that waits on it holds no row the holder needs (the holder
+-- cannot see the waiter's uncommitted object), so it adds no deadlock.
 
--- 0107's, knowing tip intents not credited too.
+-- 0107's, knowing tip intents not credited too, serialised per PaymentIntent.
 CREATE OR REPLACE FUNCTION oros_apply_takeback(p_payment_intent text)
 RETURNS TABLE (kind text, object_id uuid, outcome text, taken numeric)
 LANGUAGE plpgsql AS $$
@@ -19,6 +39,8 @@ DECLARE
   v_id uuid;
   v_invoice text;
 BEGIN
+  -- One payment's takebacks and credit, one at a time (oros/locks.py); read everything after it.
+  PERFORM pg_advisory_xact_lock(hashtextextended('oros_payment:' || p_payment_intent, 0));
   SELECT * INTO v_state FROM oros_stripe_taken_back(p_payment_intent);
   SELECT t.id INTO v_id FROM tips t WHERE t.stripe_payment_intent_id = p_payment_intent;
   IF FOUND THEN

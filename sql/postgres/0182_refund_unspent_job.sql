@@ -1,23 +1,68 @@
 -- Why: a completed campaign's unspent boost money went back to its boosters
 -- only when the business or an admin called refund-unspent (0106); the issue
 -- says it goes back. Now the settler's refund_unspent job gives a completed
--- campaign's unspent money back as soon as it may (a settlement that started
--- after the completion succeeded, 0106's rule) whenever its boosters still
--- hold some of it: the same refunds, by the same rule, in one transaction
+-- campaign's unspent money back once its last events were paid (below),
+-- whenever its boosters still hold some of it: the same refunds, by the same rule, in one transaction
 -- under the campaign's row lock, so a business's call at the same moment
 -- finds nothing left (and the job nothing after it). The business's part
 -- goes back with it (0106 gives back all or nothing; a completed campaign
--- never spends again). Money that comes back into the campaign later (a
--- refunded sale, a won dispute) is given back by the next run the same way.
+-- never spends again).
 --
+-- The job's gate, for each campaign (a settlement that merely *started*
+-- after the completion is not enough: the settler pays an event timestamped
+-- before the completion whenever it arrives, and one that came later would
+-- find remaining_budget 0 and be refused budget_exhausted):
+--  * no payout of the campaign is still held: none of its credits
+--    ('campaign' legs, or its live sales') is pending with a hold, 0190's
+--    rule (held until released, whatever the clock says; 0150's
+--    oros_campaign_payouts_held_until asks the clock, and between a hold's
+--    end and the release job a sale's refund is still reversed into the
+--    budget). So no sale of it can be refunded into the budget any more
+--    (refund_after_hold): nothing the boosters paid comes back after it;
+--  * a succeeded settlement's watermark (the newest ingested_at it read) is
+--    p_grace past the completion: every event that reached ClickHouse within
+--    p_grace of the completion was read (the settler passes
+--    OROS_UNSPENT_GRACE_S plus its re-read overlap).
+-- Written once (oros_unspent_settled) for the due list and for the give-back
+-- the settler asks for (p_by NULL), which checks it again under the
+-- campaign's row lock. A business's or an admin's own call keeps 0106's rule.
+--
+-- Money coming back into the campaign later: not a refunded sale:
+-- it returns to a pool whose units are worth nothing (pool_price 0, 0101),
+-- so it is the business's and the job never lists the campaign. With the
+-- gate above no sale can be refunded after the job gave back. What still
+-- comes back: a boost's won dispute, what of it does not repay the
+-- supporter's debt, buys units in a new epoch, so the next run gives it
+-- back to that booster; a funding's won dispute is the
+-- business's (no boost holds units of the new epoch) and waits for its call.
+-- A business that gave back itself under 0106's rule, while payouts were
+-- still held, gets a held sale refunded afterwards back on its next call,
+-- the boosters' part of that payout with it (docs/supporters.md).
+
 -- 0106's body, split: oros_give_back_unspent(campaign, by) books the refunds
 -- (by: who asked, NULL for the settler); oros_refund_unspent keeps the
 -- request's caller check in front of it; oros_unspent_boosts_due lists the
 -- campaigns the job gives back.
 
--- Give back p_campaign's unspent budget, as asked by p_by (NULL: the settler). The owner's, and through
--- oros_refund_unspent the API's.
-CREATE FUNCTION oros_give_back_unspent(p_campaign uuid, p_by uuid) RETURNS SETOF issued_refunds
+-- Whether p_campaign's last events were paid and its payouts are final, as the settler gives back.
+CREATE FUNCTION oros_unspent_settled(p_campaign uuid, p_completed timestamptz, p_grace interval) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, public, pg_temp AS $$
+  SELECT NOT EXISTS (SELECT 1 FROM ledger_entries e
+                      WHERE e.status = 'pending' AND e.hold_until IS NOT NULL
+                        AND ((e.source_type = 'campaign' AND e.source_id = p_campaign)
+                             OR (e.source_type = 'live_sale'
+                                 AND e.source_id IN (SELECT s.id FROM live_sales s WHERE s.campaign_id = p_campaign))))
+         AND EXISTS (SELECT 1 FROM settlement_runs r
+                      WHERE r.kind = 'settle' AND r.status = 'succeeded' AND NOT r.dry_run
+                        AND r.watermark_to >= p_completed + p_grace)
+$$;
+REVOKE ALL ON FUNCTION oros_unspent_settled(uuid, timestamptz, interval) FROM PUBLIC;
+
+-- Give back p_campaign's unspent budget, as asked by p_by; the settler's call (p_by NULL, p_grace its grace)
+-- is gated by oros_unspent_settled under the row lock. The owner's, and through oros_refund_unspent the API's.
+-- oros_refund_unspent's call (two arguments) resolves to it unchanged.
+CREATE FUNCTION oros_give_back_unspent(p_campaign uuid, p_by uuid, p_grace interval DEFAULT NULL)
+RETURNS SETOF issued_refunds
 LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
   v_campaign campaigns;
@@ -43,6 +88,10 @@ BEGIN
                     AND r.started_at > v_completed) THEN
     RAISE EXCEPTION 'campaign % completed at %; its last events are paid by the next settlement, retry after it',
       p_campaign, v_completed USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'settlement_pending';
+  END IF;
+  IF p_by IS NULL AND NOT oros_unspent_settled(p_campaign, v_completed, p_grace) THEN
+    RAISE EXCEPTION 'campaign % completed at %: a payout is still held or its late events may not be read yet',
+      p_campaign, v_completed USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'unspent_not_settled';
   END IF;
   v_left := v_campaign.remaining_budget;
   IF v_left = 0 THEN
@@ -119,7 +168,7 @@ BEGIN
 END;
 $$;
 
-REVOKE ALL ON FUNCTION oros_give_back_unspent(uuid, uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oros_give_back_unspent(uuid, uuid, interval) FROM PUBLIC;
 
 -- POST /v1/campaigns/{id}/refund-unspent: the campaign's business, or an admin.
 CREATE OR REPLACE FUNCTION oros_refund_unspent(p_campaign uuid) RETURNS SETOF issued_refunds
@@ -135,9 +184,9 @@ BEGIN
 END;
 $$;
 
--- The completed campaigns whose boosters still hold money and whose last events were paid (a settlement that
--- started after the completion succeeded), at most p_limit, oldest completion first.
-CREATE FUNCTION oros_unspent_boosts_due(p_limit integer) RETURNS SETOF uuid
+-- The completed campaigns whose boosters still hold money and oros_unspent_settled, at most p_limit, oldest
+-- completion first.
+CREATE FUNCTION oros_unspent_boosts_due(p_limit integer, p_grace interval) RETURNS SETOF uuid
 LANGUAGE sql STABLE SET search_path = pg_catalog, public, pg_temp AS $$
   SELECT c.id
     FROM campaigns c
@@ -145,13 +194,11 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, public, pg_temp AS $$
                         WHERE h.campaign_id = c.id AND h.status = 'completed') AS completed
    WHERE c.status = 'completed' AND c.remaining_budget > 0
      AND EXISTS (SELECT 1 FROM boost_values v WHERE v.campaign_id = c.id AND v.value > 0)
-     AND EXISTS (SELECT 1 FROM settlement_runs r
-                  WHERE r.kind = 'settle' AND r.status = 'succeeded' AND NOT r.dry_run AND r.started_at > completed.at)
+     AND oros_unspent_settled(c.id, completed.at, p_grace)
    ORDER BY completed.at, c.id
    LIMIT p_limit
 $$;
-
-REVOKE ALL ON FUNCTION oros_unspent_boosts_due(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION oros_unspent_boosts_due(integer, interval) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION oros_refund_unspent(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION oros_refund_unspent(uuid) TO oros_app;

@@ -363,7 +363,7 @@ async def test_a_bad_monthly_tips_query_is_a_4xx_naming_the_field(flows, query, 
 
 async def test_a_refund_racing_its_payments_credit_is_applied_once_both_commit(flows):
     """The refund's webhook runs while the payment's (credited, not committed) holds the payment: it waits, then
-    finds the tip and reverses it (before 0172 each missed the other and the tip kept all its money)."""
+    finds the tip and reverses it (before 0171's lock each missed the other and the tip kept all its money)."""
     quick_deadlocks(flows.pg)
     supporter, creator = flows.user("supporter"), flows.user("creator")
     pi = (await flows.open_tip(supporter, creator, "10.00"))["stripe_payment_intent_id"]
@@ -386,7 +386,7 @@ async def test_a_refund_racing_its_payments_credit_is_applied_once_both_commit(f
 
 async def test_a_refund_and_a_dispute_at_once_take_back_both(flows):
     """Each records its side, then brings the tip to what Stripe took back in all: the second waits for the first
-    and reads both (before 0172 it had read only its own, and wrote that stale target over the first's)."""
+    and reads both (before 0171's lock it had read only its own, and wrote that stale target over the first's)."""
     quick_deadlocks(flows.pg)
     supporter, creator = flows.user("supporter"), flows.user("creator")
     paid = await flows.paid_tip(supporter, creator, "10.00")
