@@ -97,7 +97,10 @@ UNMARK_LATER_VISITS_SQL = "UPDATE events SET first_visit = false WHERE id = ANY(
 
 def unmark_later_visits(conn: psycopg.Connection, decided: Decided) -> None:
     """Take the first-visit mark from each decided click a late click of this read now precedes."""
-    later = [e.later_visit_id for e in (*decided.accepted, *(e for e, _ in decided.rejected)) if e.later_visit_id]
+    events = (*decided.accepted, *(e for e, _ in decided.rejected))
+    # A next click of this same read was decided unmarked already: only those decided earlier need the update.
+    fresh = {e.event_id for e in events}
+    later = [e.later_visit_id for e in events if e.later_visit_id and e.later_visit_id not in fresh]
     if later:
         conn.execute(UNMARK_LATER_VISITS_SQL, ("{" + ",".join(later) + "}",))
 
