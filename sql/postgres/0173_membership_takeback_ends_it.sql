@@ -10,8 +10,16 @@
 -- 'membership_ended', and the webhook cancels the Stripe subscription after
 -- its transaction commits, so nothing is billed again. A partial refund of
 -- the current invoice, or a full one of an older invoice, leaves it running
--- (the period now paid was paid). A dispute won later does not revive it: its
--- subscription is gone; the holder subscribes again.
+-- (the period now paid was paid). A dispute won later gives the paid period
+-- back (0179).
+-- The takeback locks the membership row first. It moved clearing and fees (the
+-- ledger trigger locks those wallets) and only then updated the membership
+-- and its fee span, while oros_membership_paid locks the membership row first
+-- and then the same wallets. A renewal racing a dispute or refund of an older
+-- invoice of the same membership would deadlock (40P01, a 500 to Stripe). The
+-- project's order (README, 0161): a writer locks its own rows first, then the
+-- wallets. So the takeback locks the membership row before anything else it
+-- writes; the renewal then waits on that row, holding no wallet.
 
 -- The webhook (oros_api) reads the subscription of a membership it ended.
 GRANT SELECT (id) ON memberships TO oros_api;
@@ -44,7 +52,7 @@ BEGIN
 END;
 $$;
 
--- 0080's, ending the membership its takeback leaves unpaid.
+-- 0080's, ending the membership its takeback leaves unpaid, the membership locked first.
 CREATE OR REPLACE FUNCTION oros_take_back_membership_invoice(p_invoice text, p_target numeric)
 RETURNS TABLE (outcome text, taken numeric)
 LANGUAGE plpgsql AS $$
@@ -53,6 +61,10 @@ DECLARE
   v_target numeric;
   v_delta numeric;
 BEGIN
+  -- The membership's row before the wallets, as oros_membership_paid takes them.
+  PERFORM 1 FROM memberships m
+   WHERE m.id = (SELECT i.membership_id FROM membership_invoices i WHERE i.id = p_invoice)
+     FOR UPDATE;
   SELECT * INTO v_invoice FROM membership_invoices i WHERE i.id = p_invoice FOR UPDATE;
   v_target := least(v_invoice.amount, greatest(p_target, 0));
   v_delta := v_target - v_invoice.reversed_amount;

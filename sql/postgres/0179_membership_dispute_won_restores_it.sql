@@ -87,7 +87,7 @@ BEGIN
 END;
 $$;
 
--- 0177's, restoring the membership its takeback ended once that is undone.
+-- 0173's, restoring the membership its takeback ended once that is undone.
 CREATE OR REPLACE FUNCTION oros_take_back_membership_invoice(p_invoice text, p_target numeric)
 RETURNS TABLE (outcome text, taken numeric)
 LANGUAGE plpgsql AS $$

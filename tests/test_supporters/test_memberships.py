@@ -271,7 +271,7 @@ async def test_a_stale_subscription_update_delivered_after_a_cancel_changes_noth
 
 async def test_a_renewal_racing_a_dispute_of_its_older_invoice_does_not_deadlock(flows):
     """The dispute's takeback locks the membership before the wallets, as the renewal does: the renewal waits on
-    the membership, never holding it while it waits on the wallets the dispute holds (before 0177: 40P01)."""
+    the membership, never holding it while it waits on the wallets the dispute holds (before 0173's lock: 40P01)."""
     quick_deadlocks(flows.pg)
     supporter = flows.user("supporter")
     plus = await activate(flows, supporter, "supporter_plus")
